@@ -1,0 +1,37 @@
+# Two entry points for people: `make demo` and `make test`. Both set up everything they need.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup system-deps media demo test lint typecheck bench clean
+
+system-deps:
+	@bash tools/system-deps.sh
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+setup: system-deps $(STAMP)
+
+media: setup
+	$(PY) tools/fetch_media.py
+
+demo: setup media
+	$(PY) tools/make_sample.py
+	$(VENV)/bin/emotion-agent analyze samples/lobby.mp4 --json | tail -n 3
+
+lint: setup
+	$(VENV)/bin/ruff check agent tests tools
+	$(VENV)/bin/mypy
+
+test: setup media lint
+	$(VENV)/bin/pytest -q
+
+bench: setup media
+	$(VENV)/bin/emotion-agent bench
+
+clean:
+	rm -rf $(VENV) .cache samples .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Subcommands of ``emotion-agent``; each module exposes ``register(subparsers)``."""

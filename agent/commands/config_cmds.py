@@ -1,0 +1,31 @@
+"""``check-config`` and ``config-schema``: validate a config and print its JSON Schema."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from agent.config import json_schema as config_json_schema
+from agent.config import load_config
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("check-config", help="validate a config file and explain every error")
+    p.add_argument("-c", "--config", required=True, help="path to the YAML config")
+    p.set_defaults(func=check_config)
+    s = sub.add_parser("config-schema", help="print the config's JSON Schema")
+    s.set_defaults(func=print_schema)
+
+
+def check_config(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    print(f"{args.config}: valid (schema_version {cfg.schema_version}, device {cfg.device_id})")
+    return 0
+
+
+def print_schema(args: argparse.Namespace) -> int:
+    json.dump(config_json_schema(), sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0

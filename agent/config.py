@@ -1,0 +1,317 @@
+"""Typed configuration (schema v1): one YAML file, unknown keys refused, every error located.
+
+Sections are small pydantic models, each with bounds and a description, so the JSON Schema
+(`emotion-agent config-schema`) and the reference in docs/ come from one source. Cross-field
+rules are named ``verify_*`` functions that say which key, what was found and how to fix it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from agent.errors import ConfigError
+from agent.settings_base import Section
+
+SCHEMA_VERSION = 1
+
+
+class SiteConfig(Section):
+    jurisdiction: str = Field(
+        "EU",
+        title="Jurisdiction",
+        description="Where the device runs: EU, UK, US, US-IL (Illinois), ... Decides which rules apply.",
+        pattern=r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$",
+    )
+    context: Literal[
+        "retail", "hospitality", "transport", "public", "home", "workplace", "education", "healthcare"
+    ] = Field("retail", title="Context", description="What kind of place the camera watches.")
+    purpose: Literal["analytics", "safety", "medical", "research"] = Field(
+        "analytics", title="Purpose", description="Why emotions are measured here."
+    )
+
+
+class CameraConfig(Section):
+    source: str = Field(
+        "picamera2",
+        title="Camera source",
+        description="picamera2, /dev/videoN, an integer V4L2 index, rtsp://…, http(s)://… (MJPEG), "
+        "file:/path (video or image) or a folder of images.",
+        min_length=1,
+    )
+    fps: float = Field(5.0, gt=0, le=60, title="Frames per second to analyse")
+    loop: bool = Field(
+        False,
+        title="Loop a file source",
+        description="When a file source ends: restart it (true) or flush the open window and exit 0.",
+    )
+    realtime: bool = Field(
+        True,
+        title="Replay in real time",
+        description="A file source is paced to its own frame rate (true) or read as fast as possible.",
+    )
+    width: int | None = Field(None, ge=64, le=4096, title="Requested capture width (pixels)")
+    height: int | None = Field(None, ge=64, le=4096, title="Requested capture height (pixels)")
+    reconnect_max_seconds: float = Field(
+        60.0, gt=0, le=3600, title="Longest wait between camera reconnect attempts"
+    )
+
+
+class QualityConfig(Section):
+    """The quality gate: faces that would give wrong readings are counted, never classified."""
+
+    min_face_px: int = Field(40, ge=8, le=1024, title="Smallest face side (pixels) to classify")
+    min_sharpness: float = Field(
+        20.0, ge=0, title="Least variance of the Laplacian of the face crop (blur below it)"
+    )
+    min_brightness: float = Field(40.0, ge=0, le=255, title="Darkest mean grey level accepted")
+    max_brightness: float = Field(220.0, ge=0, le=255, title="Brightest mean grey level accepted")
+    max_yaw_degrees: float = Field(
+        45.0, ge=0, le=90, title="Largest head turn (estimated from keypoints) accepted"
+    )
+
+
+class VisionConfig(Section):
+    detector: Literal["short_range", "full_range"] = Field(
+        "full_range",
+        title="Face detector",
+        description="full_range finds faces up to ~5 m (lobbies, groups); short_range only within ~2 m.",
+    )
+    accelerator: Literal["cpu", "coral", "auto"] = Field(
+        "auto", title="Inference accelerator", description="auto uses a Coral Edge TPU if present."
+    )
+    threads: int = Field(1, ge=1, le=8, title="CPU threads for inference")
+    min_detection_score: float = Field(0.6, gt=0, lt=1, title="Least face detection confidence")
+    max_faces: int = Field(20, ge=1, le=100, title="Most faces analysed in one frame")
+    models_dir: Path | None = Field(
+        None, title="Models folder", description="Defaults to the models shipped with the agent."
+    )
+    quality: QualityConfig = Field(default_factory=QualityConfig)
+
+
+class AnalyticsConfig(Section):
+    window_seconds: int = Field(
+        60, ge=10, le=3600, title="Window length (s), aligned to the clock"
+    )
+    min_people: int = Field(
+        5, ge=2, le=1000, title="k: fewest people a published breakdown may describe"
+    )
+    small_window: Literal["suppress", "merge"] = Field(
+        "suppress",
+        title="What a window with fewer than k people does",
+        description="suppress: publish counts only, no breakdown; merge: carry into the next window.",
+    )
+
+
+class TlsConfig(Section):
+    ca: Path = Field(..., title="CA certificate (PEM) that signed the broker's certificate")
+    cert: Path | None = Field(None, title="Client certificate (PEM)")
+    key: Path | None = Field(None, title="Client private key (PEM)")
+
+
+class MqttConfig(Section):
+    enabled: bool = Field(True, title="Publish over MQTT")
+    host: str = Field("127.0.0.1", min_length=1, title="Broker host")
+    port: int = Field(8883, ge=1, le=65535, title="Broker port")
+    tls: TlsConfig | None = Field(None, title="TLS settings (omit only for a loopback broker)")
+    username: str | None = Field(None, title="Username")
+    password_file: Path | None = Field(None, title="File holding the password (never inline)")
+    base_topic: str | None = Field(
+        None, title="Base topic", description="Defaults to emotion-agent/<device_id>."
+    )
+    discovery_prefix: str = Field("homeassistant", title="Home Assistant discovery prefix")
+
+
+class KeysConfig(Section):
+    private_key: Path = Field(
+        Path("/etc/emotion-agent/device.key"),
+        title="Device Ed25519 private key (PEM, mode 0600)",
+        description="A bare file name is looked up in $CREDENTIALS_DIRECTORY first (systemd).",
+    )
+
+
+class RetentionConfig(Section):
+    spool_days: int = Field(7, ge=1, le=365, title="Days unsent messages are kept")
+    audit_days: int = Field(365, ge=1, le=3650, title="Days audit log segments are kept")
+
+
+_DEVICE_ID = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
+
+
+class AgentConfig(Section):
+    """The whole file. Contract keys are documented in DESIGN.md; more may be added."""
+
+    schema_version: Literal[1] = Field(1, title="Config schema version")
+    device_id: Annotated[str, Field(pattern=_DEVICE_ID)] = Field(
+        ..., title="Device id: lower-case letters, digits, dashes; used in topics"
+    )
+    site: SiteConfig = Field(default_factory=SiteConfig)
+    camera: CameraConfig = Field(default_factory=CameraConfig)
+    vision: VisionConfig = Field(default_factory=VisionConfig)
+    analytics: AnalyticsConfig = Field(default_factory=AnalyticsConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    keys: KeysConfig = Field(default_factory=KeysConfig)
+    state_dir: Path = Field(
+        Path("/var/lib/emotion-agent"),
+        title="State folder: spool, audit log, counters; never pixels",
+    )
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> AgentConfig:
+        problems = [p for rule in CROSS_FIELD_RULES for p in rule(self)]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def verify_brightness_range(cfg: AgentConfig) -> list[str]:
+    q = cfg.vision.quality
+    if q.min_brightness >= q.max_brightness:
+        return [
+            f"vision.quality.min_brightness ({q.min_brightness}) must be below "
+            f"vision.quality.max_brightness ({q.max_brightness})"
+        ]
+    return []
+
+
+def verify_mqtt_credentials(cfg: AgentConfig) -> list[str]:
+    m = cfg.mqtt
+    if m.password_file is not None and m.username is None:
+        return ["mqtt.password_file is set but mqtt.username is not: set both or neither"]
+    if m.tls is not None and (m.tls.cert is None) != (m.tls.key is None):
+        return ["mqtt.tls.cert and mqtt.tls.key go together: set both or neither"]
+    return []
+
+
+CROSS_FIELD_RULES: list[Callable[[AgentConfig], list[str]]] = [
+    verify_brightness_range,
+    verify_mqtt_credentials,
+]
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+def _line_index(node: yaml.Node, path: tuple[str | int, ...] = ()) -> dict[tuple[str | int, ...], int]:
+    """Map each key path in a composed YAML tree to its 1-based line number."""
+    index = {path: node.start_mark.line + 1}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            index[(*path, key)] = key_node.start_mark.line + 1
+            for sub, line in _line_index(value_node, (*path, key)).items():
+                index.setdefault(sub, line)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            index.update(_line_index(item, (*path, i)))
+    return index
+
+
+def _nearest_line(index: dict[tuple[str | int, ...], int], loc: tuple[str | int, ...]) -> int | None:
+    for cut in range(len(loc), -1, -1):
+        if loc[:cut] in index:
+            return index[loc[:cut]]
+    return None
+
+
+def _describe(err: Any) -> str:
+    kind = err["type"]
+    found = err.get("input")
+    if kind == "extra_forbidden":
+        return f"unknown key (found {found!r}); remove it or check its spelling"
+    if kind == "missing":
+        return "required key is missing"
+    msg = str(err["msg"])
+    if kind == "value_error":
+        return msg.removeprefix("Value error, ")
+    shown = repr(found) if not isinstance(found, dict) else "a mapping"
+    return f"{msg} (found {shown})"
+
+
+def format_validation_errors(
+    exc: ValidationError, lines: dict[tuple[str | int, ...], int], source: str
+) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not isinstance(p, str) or not p.startswith("function-"))
+        path = ".".join(str(p) for p in loc) or "(top level)"
+        line = _nearest_line(lines, loc)
+        where = f"{source}:{line}" if line else source
+        problems.append(f"{path} ({where}): {_describe(err)}")
+    return problems
+
+
+def parse_config(text: str, source: str = "<config>") -> AgentConfig:
+    """Parse and validate YAML text; raise ConfigError listing every problem with its line."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the config must be a YAML mapping of keys to values")
+    version = data.get("schema_version", SCHEMA_VERSION)
+    data = migrate(data, version, source)
+    lines = _line_index(node) if node is not None else {}
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = format_validation_errors(exc, lines, source)
+        raise ConfigError(f"{source}: {len(problems)} problem(s) in the config", problems) from exc
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+"""Ordered upgrades: MIGRATIONS[n] turns a schema n document into schema n + 1."""
+
+
+def migrate(data: dict[str, Any], version: object, source: str) -> dict[str, Any]:
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ConfigError(f"{source}: schema_version must be an integer (found {version!r})")
+    if version > SCHEMA_VERSION or version < 1:
+        raise ConfigError(
+            f"{source}: schema_version {version} is not supported; "
+            f"this agent reads versions 1 to {SCHEMA_VERSION}"
+        )
+    while version < SCHEMA_VERSION:
+        data = MIGRATIONS[version](data)
+        version += 1
+    data["schema_version"] = SCHEMA_VERSION
+    return data
+
+
+def load_config(path: str | Path) -> AgentConfig:
+    """Read and validate a config file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{p}: config file not found") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read the config file: {exc}") from exc
+    return parse_config(text, str(p))
+
+
+def json_schema() -> dict[str, Any]:
+    return AgentConfig.model_json_schema()
+
+
+def iter_fields(model: type[BaseModel], prefix: str = "") -> Iterable[tuple[str, Any]]:
+    """Yield (dotted key, field info) for every leaf, for generated docs."""
+    for name, info in model.model_fields.items():
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            yield from iter_fields(ann, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", info
+
+
+def is_valid_device_id(value: str) -> bool:
+    return re.fullmatch(_DEVICE_ID, value) is not None

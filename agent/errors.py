@@ -1,0 +1,83 @@
+"""One exception tree for the whole agent, so the CLI maps failures to exit codes in one place.
+
+    EmotionAgentError
+    ├── InputError                 exit 2: something the user gave us is wrong
+    │   ├── ConfigError            a config file or value (carries every problem found)
+    │   ├── ModelError             a model file missing, altered or unreadable
+    │   ├── SourceError            a camera source that cannot be opened or decoded
+    │   ├── KeyFileError           a device key missing, unreadable, insecure or of the wrong type
+    │   ├── PayloadError           a message, log or file that is malformed
+    │   └── BackendUnavailable     a selected backend (Coral, picamera2, ...) is not installed
+    └── RuntimeFailure             exit 1: the environment failed while running
+        ├── CameraLost             a camera that worked stopped delivering frames
+        └── TransportError         the broker or the spool failed
+
+Every message is written for a person: what is wrong, where, and what would fix it.
+Exceptions are chained with ``raise ... from`` so the cause survives in debug logs.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1
+EXIT_INPUT = 2
+
+
+class EmotionAgentError(Exception):
+    """Base of every error the agent raises on purpose."""
+
+    exit_code = EXIT_RUNTIME
+
+
+class InputError(EmotionAgentError):
+    """Something the user supplied is wrong; retrying will not help."""
+
+    exit_code = EXIT_INPUT
+
+
+class ConfigError(InputError):
+    """A config file or value is invalid; ``problems`` lists every one found."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
+
+    def __str__(self) -> str:
+        head = super().__str__()
+        if not self.problems:
+            return head
+        return head + "\n" + "\n".join(f"  - {p}" for p in self.problems)
+
+
+class ModelError(InputError):
+    """A model file is missing, does not match its manifest hash, or cannot be loaded."""
+
+
+class SourceError(InputError):
+    """A camera source cannot be opened or its content cannot be decoded."""
+
+
+class KeyFileError(InputError):
+    """A device key is missing, unreadable, readable by others, or not Ed25519."""
+
+
+class PayloadError(InputError):
+    """A message, log entry or data file is malformed."""
+
+
+class BackendUnavailable(InputError):
+    """A selected backend is not installed; the message says what to install."""
+
+
+class RuntimeFailure(EmotionAgentError):
+    """The environment failed while running; a supervisor may retry."""
+
+    exit_code = EXIT_RUNTIME
+
+
+class CameraLost(RuntimeFailure):
+    """A camera that was delivering frames stopped."""
+
+
+class TransportError(RuntimeFailure):
+    """The MQTT broker or the offline spool failed."""

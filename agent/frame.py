@@ -1,0 +1,37 @@
+"""The frame: the only object that ever holds pixels, and only inside a lease.
+
+Pixels are BGR ``uint8`` arrays of shape (height, width, 3), as OpenCV and picamera2's
+``RGB888`` format deliver them. A Frame is handed from a camera source to one consumer, used
+inside ``with lease(frame) as pixels:`` (see ``agent.privacy.lease``), and zeroed on exit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+Pixels = npt.NDArray[np.uint8]
+
+
+@dataclass(eq=False)
+class Frame:
+    """One captured image, its capture time and its place in the stream."""
+
+    pixels: Pixels
+    index: int
+    captured_mono: float
+    """Monotonic capture time (seconds): the start of the frame's lifetime."""
+    timestamp: float
+    """Wall-clock capture time (Unix seconds), or the offset into a replayed file."""
+    source_time: float | None = field(default=None)
+    """Position in a file source (seconds from its start); None for live cameras."""
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])

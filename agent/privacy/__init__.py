@@ -1,0 +1,1 @@
+"""Privacy machinery: frame leases, zones, policy, anonymization. Pure logic, no hardware."""

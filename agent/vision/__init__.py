@@ -1,0 +1,1 @@
+"""The vision stage: the only code that sees pixels. It returns numbers, never arrays."""

@@ -1,0 +1,111 @@
+"""Config loading: valid files load, every error names its key, line, value and the rule."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.config import load_config, parse_config
+from agent.errors import ConfigError
+
+MINIMAL = "schema_version: 1\ndevice_id: lobby-1\n"
+
+
+def test_minimal_config_gets_defaults() -> None:
+    cfg = parse_config(MINIMAL)
+    assert cfg.device_id == "lobby-1"
+    assert cfg.analytics.min_people == 5
+    assert cfg.analytics.window_seconds == 60
+
+
+def test_unknown_key_is_named_with_its_line() -> None:
+    text = MINIMAL + "camera:\n  source: /dev/video0\n  fsp: 5\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "site.yaml")
+    assert info.value.problems == [
+        "camera.fsp (site.yaml:5): unknown key (found 5); remove it or check its spelling"
+    ]
+
+
+def test_wrong_type_says_what_was_found() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(MINIMAL + "analytics:\n  min_people: many\n", "c.yaml")
+    (problem,) = info.value.problems
+    assert problem.startswith("analytics.min_people (c.yaml:4): ")
+    assert "'many'" in problem
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    text = "device_id: Lobby 1\ncamera: {fps: 0}\nvision: {detector: far}\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "c.yaml")
+    paths = sorted(p.split(" ")[0] for p in info.value.problems)
+    assert paths == ["camera.fps", "device_id", "vision.detector"]
+    detector = next(p for p in info.value.problems if p.startswith("vision.detector"))
+    assert "'short_range' or 'full_range'" in detector
+
+
+def test_cross_field_rule_explains_the_fix() -> None:
+    text = MINIMAL + "vision:\n  quality: {min_brightness: 200, max_brightness: 100}\n"
+    with pytest.raises(ConfigError, match=r"min_brightness \(200.0\) must be below"):
+        parse_config(text)
+
+
+def test_unsupported_schema_version() -> None:
+    with pytest.raises(ConfigError, match="schema_version 7 is not supported"):
+        parse_config("schema_version: 7\ndevice_id: a\n")
+
+
+def test_yaml_syntax_error_has_a_line() -> None:
+    with pytest.raises(ConfigError, match=r"c.yaml:3: not valid YAML: mapping values"):
+        parse_config("device_id: a\ncamera:\n  source: a: b\n", "c.yaml")
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config("/nonexistent/agent.yaml")
+
+
+def test_example_configs_are_valid() -> None:
+    examples = sorted((Path(__file__).parent.parent / "firmware_config").glob("*.yaml"))
+    assert examples, "firmware_config/ has no example configs"
+    for path in examples:
+        if path.name.startswith("mosquitto"):
+            continue
+        load_config(path)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args], capture_output=True, text=True, check=False
+    )
+
+
+def test_check_config_exits_2_without_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(MINIMAL + "mqtt:\n  port: 70000\n")
+    proc = run_cli("check-config", "-c", str(bad))
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert f"mqtt.port ({bad}:4)" in proc.stderr
+    assert "less than or equal to 65535" in proc.stderr
+
+
+def test_check_config_accepts_a_good_file(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(MINIMAL)
+    proc = run_cli("check-config", "-c", str(good))
+    assert proc.returncode == 0, proc.stderr
+    assert "valid" in proc.stdout
+
+
+def test_config_schema_is_json_schema() -> None:
+    proc = run_cli("config-schema")
+    assert proc.returncode == 0
+    schema = json.loads(proc.stdout)
+    assert schema["properties"]["device_id"]["pattern"]
+    assert schema["additionalProperties"] is False
