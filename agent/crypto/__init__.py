@@ -1,0 +1,58 @@
+"""Device identity and signed messages (issue 4). Pure logic: no paho, cv2 or LiteRT.
+
+Public API (stable; other packages import from ``agent.crypto``)::
+
+    load_private_key(path_or_name) -> Ed25519PrivateKey
+        # a path, or a bare name looked up in $CREDENTIALS_DIRECTORY first; KeyFileError
+        # (exit 2) if missing, mode & 0o077 != 0, encrypted, not PEM, or not Ed25519
+    load_public_key(path) -> Ed25519PublicKey      # JWK (RFC 8037), PEM, or raw base64
+    generate_keypair(out_dir) -> KeyInfo           # device.key (0600), device.pub.jwk, device.pub.b64
+    kid_for(public_key) -> str                     # RFC 7638 JWK thumbprint, base64url (43 chars)
+    public_jwk(public_key) -> dict                 # {"kty": "OKP", "crv": "Ed25519", "x", "kid"}
+
+    signer = Signer(device_id, key, state_dir, clock)   # each start = boot + 1; thread-safe
+    envelope = signer.sign(typ, topic, body)       # dict: v typ dev kid boot seq ts topic body sig
+    payload = encode(envelope)                     # bytes to publish (RFC 8785 canonical JSON)
+    signer.rotate(new_key, topic) -> dict          # "key-rotation" message signed by the old key
+    signer.close()                                 # or use ``with Signer(...) as signer:``
+    MessageSigner                                  # Protocol for publishers; MemorySequenceStore for tests
+
+    verifier = Verifier([public_key], expected_topic=None, max_skew_s=300, clock=clock)
+    result = verifier.check(raw, arrival_topic=None)    # Result: status ok|rejected|malformed, reason
+    verify_stream(lines, verifier) -> Iterator[Result]  # JSON lines: bare envelopes or {"topic", "payload"}
+
+Bodies hold integers only (no floats): a float raises PayloadError naming the field.
+The byte-level format is docs/signed-messages.md.
+"""
+
+from agent.crypto.canonical import JSON, canonical, parse_strict
+from agent.crypto.envelope import KEY_ROTATION, MessageSigner, Signer, encode, signing_input
+from agent.crypto.keys import (
+    KeyInfo,
+    generate_keypair,
+    kid_for,
+    load_private_key,
+    load_public_key,
+    public_jwk,
+)
+from agent.crypto.seqstore import FileSequenceStore, MemorySequenceStore, SequenceStore
+
+__all__ = [
+    "JSON",
+    "KEY_ROTATION",
+    "FileSequenceStore",
+    "KeyInfo",
+    "MemorySequenceStore",
+    "MessageSigner",
+    "SequenceStore",
+    "Signer",
+    "canonical",
+    "encode",
+    "generate_keypair",
+    "kid_for",
+    "load_private_key",
+    "load_public_key",
+    "parse_strict",
+    "public_jwk",
+    "signing_input",
+]

@@ -1,0 +1,224 @@
+"""Device keys: Ed25519 only, loaded safely, identified by their RFC 7638 JWK thumbprint.
+
+A private key is a PKCS#8 PEM file that only its owner may read (mode & 0o077 == 0); the
+permission is checked on the opened descriptor, so the file read is the file checked. A bare
+file name is looked up in systemd's ``$CREDENTIALS_DIRECTORY`` first (``LoadCredential=``).
+Public keys travel as RFC 8037 JWKs (``{"kty": "OKP", "crv": "Ed25519", "x": ...}``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import rfc8785
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from agent.crypto.canonical import b64url_decode, b64url_encode
+from agent.errors import KeyFileError, PayloadError
+
+MAX_KEY_FILE_BYTES = 64 * 1024
+PRIVATE_NAME = "device.key"
+JWK_NAME = "device.pub.jwk"
+RAW_NAME = "device.pub.b64"
+
+
+def raw_public(public_key: Ed25519PublicKey) -> bytes:
+    """The 32-byte public key (RFC 8032 encoding)."""
+    return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def public_jwk(public_key: Ed25519PublicKey) -> dict[str, str]:
+    """RFC 8037 JWK of a public key, with its thumbprint as ``kid``."""
+    x = b64url_encode(raw_public(public_key))
+    return {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid_for(public_key)}
+
+
+def kid_for(public_key: Ed25519PublicKey) -> str:
+    """RFC 7638 thumbprint: base64url(SHA-256(JCS of the required members crv, kty, x))."""
+    members = {"crv": "Ed25519", "kty": "OKP", "x": b64url_encode(raw_public(public_key))}
+    return b64url_encode(hashlib.sha256(rfc8785.dumps(members)).digest())
+
+
+def public_from_jwk(jwk: Any, where: str) -> Ed25519PublicKey:
+    """An Ed25519 public key from an RFC 8037 JWK; a private member ``d`` is refused."""
+    if not isinstance(jwk, dict):
+        raise PayloadError(f"{where}: a JWK must be a JSON object")
+    if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
+        raise PayloadError(
+            f"{where}: JWK has kty={jwk.get('kty')!r} crv={jwk.get('crv')!r}; expected OKP / Ed25519"
+        )
+    if "d" in jwk:
+        raise PayloadError(f"{where}: JWK holds a private key ('d'); give the public key only")
+    x = jwk.get("x")
+    if not isinstance(x, str):
+        raise PayloadError(f"{where}: JWK member 'x' is missing or not a string")
+    key = Ed25519PublicKey.from_public_bytes(b64url_decode(x, f"{where}: JWK 'x'", 32))
+    kid = jwk.get("kid")
+    if kid is not None and kid != kid_for(key):
+        raise PayloadError(f"{where}: JWK 'kid' {kid!r} is not the thumbprint of its key ({kid_for(key)})")
+    return key
+
+
+def _read_private_file(path: Path) -> bytes:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError as exc:
+        raise KeyFileError(
+            f"{path}: device private key not found; create one with `emotion-agent keygen --out DIR`"
+        ) from exc
+    except OSError as exc:
+        raise KeyFileError(f"{path}: cannot open the device private key: {exc.strerror}") from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise KeyFileError(f"{path}: the device private key must be a regular file")
+        mode = stat.S_IMODE(info.st_mode)
+        if mode & 0o077:
+            raise KeyFileError(
+                f"{path}: device private key has mode {mode:04o}, readable beyond its owner; "
+                f"run `chmod 600 {path}` (mode & 0o077 must be 0)"
+            )
+        data = os.read(fd, MAX_KEY_FILE_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_KEY_FILE_BYTES:
+        raise KeyFileError(f"{path}: {len(data)}+ bytes is too large for a PEM private key")
+    return data
+
+
+def _kind(key: object) -> str:
+    """'an RSA', 'an EC', 'an X25519', ... from the class name cryptography gives the key."""
+    name = type(key).__name__.removeprefix("_")
+    for suffix in ("PrivateKey", "PublicKey"):
+        name = name.removesuffix(suffix)
+    name = {"EllipticCurve": "EC"}.get(name, name)
+    return ("an " if name[:1] in "AEIORSX" else "a ") + name
+
+
+def resolve_key_path(path_or_name: str | os.PathLike[str]) -> Path:
+    """A bare name found in $CREDENTIALS_DIRECTORY wins; anything else is a path."""
+    path = Path(path_or_name)
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    if creds and len(path.parts) == 1 and (Path(creds) / path).exists():
+        return Path(creds) / path
+    return path
+
+
+def load_private_key(path_or_name: str | os.PathLike[str]) -> Ed25519PrivateKey:
+    """Load the device key; KeyFileError (exit 2) if missing, insecure, malformed or not Ed25519."""
+    path = resolve_key_path(path_or_name)
+    data = _read_private_file(path)
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError as exc:
+        raise KeyFileError(
+            f"{path}: the private key is encrypted with a passphrase; device keys are stored "
+            "unencrypted and protected by their file mode"
+        ) from exc
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise KeyFileError(
+            f"{path}: not a PEM private key (expected '-----BEGIN PRIVATE KEY-----', "
+            "as written by `emotion-agent keygen`)"
+        ) from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyFileError(f"{path}: is {_kind(key)} key; the device key must be Ed25519")
+    return key
+
+
+def load_public_key(path: str | os.PathLike[str]) -> Ed25519PublicKey:
+    """A verifier's trusted key: JWK (RFC 8037), PEM public key, or raw 32 bytes in base64."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise KeyFileError(f"{p}: public key file not found") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KeyFileError(f"{p}: cannot read the public key file: {exc}") from exc
+    stripped = text.strip()
+    try:
+        if stripped.startswith("{"):
+            return public_from_jwk(json.loads(stripped), str(p))
+        if stripped.startswith("-----BEGIN"):
+            return _public_from_pem(stripped.encode("ascii"), p)
+        return _public_from_raw(stripped, p)
+    except (PayloadError, ValueError, UnsupportedAlgorithm) as exc:
+        raise KeyFileError(f"{p}: not a usable Ed25519 public key: {exc}") from exc
+
+
+def _public_from_pem(data: bytes, path: Path) -> Ed25519PublicKey:
+    if b"PRIVATE KEY" in data:
+        raise KeyFileError(f"{path}: is a private key; give the verifier the public key only")
+    key = serialization.load_pem_public_key(data)
+    if not isinstance(key, Ed25519PublicKey):
+        raise KeyFileError(f"{path}: is {_kind(key)} public key; device keys are Ed25519")
+    return key
+
+
+def _public_from_raw(text: str, path: Path) -> Ed25519PublicKey:
+    try:
+        std = text.replace("-", "+").replace("_", "/").rstrip("=")
+        raw = base64.b64decode(std + "=" * (-len(std) % 4), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise KeyFileError(
+            f"{path}: not a JWK, a PEM public key, or base64 of a raw 32-byte Ed25519 key"
+        ) from exc
+    if len(raw) != 32:
+        raise KeyFileError(f"{path}: base64 decodes to {len(raw)} bytes; a raw Ed25519 key has 32")
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """What keygen wrote, and the key's identity."""
+
+    kid: str
+    private_path: Path
+    jwk_path: Path
+    raw_path: Path
+    public_b64: str
+
+
+def _write_new(path: Path, data: bytes, mode: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
+    try:
+        os.fchmod(fd, mode)
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def generate_keypair(out_dir: str | os.PathLike[str]) -> KeyInfo:
+    """Create a key pair in out_dir (made 0700 if new); never overwrites an existing file."""
+    out = Path(out_dir)
+    names = (PRIVATE_NAME, JWK_NAME, RAW_NAME)
+    existing = [n for n in names if (out / n).exists() or (out / n).is_symlink()]
+    if existing:
+        raise KeyFileError(
+            f"{out}: {', '.join(existing)} already exist(s); keygen never overwrites a key "
+            "(move the old files away first, or choose another --out)"
+        )
+    try:
+        out.mkdir(mode=0o700, parents=True, exist_ok=True)
+        key = Ed25519PrivateKey.generate()
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        public = key.public_key()
+        raw_b64 = base64.b64encode(raw_public(public)).decode("ascii")
+        _write_new(out / PRIVATE_NAME, pem, 0o600)
+        _write_new(out / JWK_NAME, (json.dumps(public_jwk(public), indent=2) + "\n").encode(), 0o644)
+        _write_new(out / RAW_NAME, (raw_b64 + "\n").encode(), 0o644)
+    except OSError as exc:
+        raise KeyFileError(f"{out}: cannot write the key pair: {exc}") from exc
+    return KeyInfo(kid_for(public), out / PRIVATE_NAME, out / JWK_NAME, out / RAW_NAME, raw_b64)
