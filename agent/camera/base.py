@@ -1,0 +1,185 @@
+"""Camera sources behind one small interface, chosen from a source string by an explicit registry.
+
+    source string                                   backend     module
+    picamera2, picamera2:N                          picamera2   agent.camera.picam
+    /dev/videoN, N, rtsp://…, http(s)://… (MJPEG)   opencv      agent.camera.opencv_source
+    file:/path, a path to a video, image or folder  replay      agent.camera.replay
+
+A backend module is imported only when its key is selected, so a Pi without OpenCV's FFmpeg or
+a laptop without picamera2 fails only when that backend is asked for, with what to install.
+Sources hand out ``Frame`` objects whose pixels are writeable BGR uint8 arrays owned by the
+caller, who uses them inside ``with lease(frame) as pixels:``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Protocol
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from agent.errors import BackendUnavailable, SourceError
+
+if TYPE_CHECKING:
+    from agent.clock import Clock
+    from agent.config import CameraConfig
+    from agent.frame import Frame
+
+
+@dataclass(frozen=True, slots=True)
+class SourceInfo:
+    """What a source is, for logs, health messages and the analyze summary (no credentials)."""
+
+    kind: str
+    """Backend key: replay, opencv or picamera2."""
+    name: str
+    """Printable name: a path, a device, or a URL with any password removed."""
+    fps: float | None
+    """Native frame rate when known (a video's own rate, a camera's configured rate)."""
+    width: int | None
+    height: int | None
+    live: bool
+    """True for cameras and streams: frames keep coming and are dropped if not taken in time."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceOptions:
+    """How to open a source; built from ``camera`` config or the analyze command line."""
+
+    fps: float = 5.0
+    """Rate asked of a camera; the rate at which images and folders are replayed."""
+    realtime: bool = True
+    """File sources: pace frames to their own rate (True) or hand them out as fast as asked."""
+    loop: bool = False
+    """File sources: start again at the end instead of ending."""
+    width: int | None = None
+    height: int | None = None
+    timeout_seconds: float = 10.0
+    """Longest wait for a network stream to open or deliver a frame."""
+
+    @classmethod
+    def from_config(cls, camera: CameraConfig) -> SourceOptions:
+        return cls(
+            fps=camera.fps,
+            realtime=camera.realtime,
+            loop=camera.loop,
+            width=camera.width,
+            height=camera.height,
+        )
+
+
+class FrameSource(Protocol):
+    """One camera or file. ``open`` fails with SourceError; ``read`` returns None at the end."""
+
+    key: ClassVar[str]
+
+    @property
+    def info(self) -> SourceInfo: ...
+
+    def open(self) -> None:
+        """Acquire the device or file; raise SourceError/BackendUnavailable with a clear message."""
+        ...
+
+    def read(self) -> Frame | None:
+        """Next frame (blocking), or None when a file source has ended. Live: CameraLost on failure."""
+        ...
+
+    def close(self) -> None:
+        """Release the device or file; safe to call twice."""
+        ...
+
+
+class SourceFactory(Protocol):
+    def __call__(self, target: str, options: SourceOptions, clock: Clock) -> FrameSource: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """A registry entry: where the backend lives and what to install when it cannot load."""
+
+    key: str
+    module: str
+    factory: str
+    install: str
+
+
+BACKENDS: dict[str, Backend] = {
+    "replay": Backend(
+        "replay", "agent.camera.replay", "ReplaySource",
+        "pip install opencv-python-headless (decodes video and image files)",
+    ),
+    "opencv": Backend(
+        "opencv", "agent.camera.opencv_source", "OpenCVSource",
+        "pip install opencv-python-headless (V4L2, RTSP and HTTP through OpenCV's FFmpeg)",
+    ),
+    "picamera2": Backend(
+        "picamera2", "agent.camera.picam", "Picamera2Source",
+        "on Raspberry Pi OS: sudo apt install python3-picamera2, and create the venv with "
+        "--system-site-packages so it is visible",
+    ),
+}
+
+NETWORK_SCHEMES = ("rtsp", "rtsps", "http", "https")
+_URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
+_PICAMERA2 = re.compile(r"^picamera2(?::(?P<num>\d+))?$")
+
+
+def resolve(source: str) -> tuple[str, str]:
+    """Map a source string to (backend key, target); refuse schemes no backend speaks."""
+    s = source.strip()
+    if not s:
+        raise SourceError("camera source is empty: give a file, folder, /dev/videoN, URL or picamera2")
+    if m := _PICAMERA2.match(s):
+        return "picamera2", m.group("num") or "0"
+    if s.isdigit() or re.fullmatch(r"/dev/video\d+", s):
+        return "opencv", s
+    if s.startswith("file:"):
+        parts = urlsplit(s)
+        if parts.netloc not in ("", "localhost"):
+            raise SourceError(f"{s}: file: URLs must name a local path (file:/path or file:///path)")
+        return "replay", unquote(parts.path)
+    if m := _URL.match(s):
+        scheme = m.group("scheme").lower()
+        if scheme in NETWORK_SCHEMES:
+            return "opencv", s
+        raise SourceError(
+            f"{redact_url(s)}: unsupported URL scheme {scheme!r}; use rtsp://, rtsps://, http://, "
+            "https://, file:/path, /dev/videoN or picamera2"
+        )
+    return "replay", s
+
+
+def redact_url(url: str) -> str:
+    """A URL fit for logs: the password (and user) replaced, so credentials never reach a log."""
+    parts = urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+
+
+def load_factory(key: str) -> SourceFactory:
+    """Import a backend by key; a missing library becomes BackendUnavailable saying what to install."""
+    try:
+        backend = BACKENDS[key]
+    except KeyError:
+        raise SourceError(f"unknown camera backend {key!r}; known: {', '.join(BACKENDS)}") from None
+    try:
+        module = importlib.import_module(backend.module)
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"camera backend {key!r} cannot load ({exc}); to use it: {backend.install}"
+        ) from exc
+    factory: SourceFactory = getattr(module, backend.factory)
+    return factory
+
+
+def open_source(source: str, options: SourceOptions, clock: Clock) -> FrameSource:
+    """Resolve, build and open a source; the caller closes it."""
+    key, target = resolve(source)
+    src = load_factory(key)(target, options, clock)
+    src.open()
+    return src

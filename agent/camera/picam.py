@@ -1,0 +1,128 @@
+"""The Raspberry Pi camera through picamera2 (libcamera), imported only when this source opens.
+
+Uses picamera2's documented API: ``Picamera2(camera_num)``, ``create_video_configuration(main=
+{"format": "RGB888", "size": (w, h)}, controls={"FrameDurationLimits": ...})``, ``configure``,
+``start``, ``capture_request()`` then ``request.make_array("main")`` and ``request.release()``,
+``stop``, ``close``. picamera2's "RGB888" is laid out B, G, R in memory: the BGR order OpenCV and
+the vision stage expect. ``make_array`` copies out of the camera's buffer, and the request is
+released at once, so libcamera gets its buffer back before inference starts.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from types import ModuleType
+from typing import Any, ClassVar
+
+import numpy as np
+
+from agent.camera.base import SourceInfo, SourceOptions
+from agent.clock import Clock
+from agent.errors import BackendUnavailable, CameraLost, SourceError
+from agent.frame import Frame
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SIZE = (1280, 720)
+"""Large enough that a face 4-5 m away keeps ~40 px; the detector letterboxes it down anyway."""
+
+INSTALL_HINT = (
+    "picamera2 is not installed: on Raspberry Pi OS run `sudo apt install python3-picamera2` "
+    "and create the venv with --system-site-packages, or use a /dev/videoN, URL or file source"
+)
+
+
+def import_picamera2() -> ModuleType:
+    """Import picamera2 now (never at agent import: it probes libcamera when imported)."""
+    try:
+        return importlib.import_module("picamera2")
+    except ImportError as exc:
+        raise BackendUnavailable(INSTALL_HINT) from exc
+
+
+class Picamera2Source:
+    """A CSI camera (Camera Module 2/3, HQ, ...) on a Raspberry Pi."""
+
+    key: ClassVar[str] = "picamera2"
+
+    def __init__(
+        self, target: str, options: SourceOptions, clock: Clock, module: ModuleType | None = None
+    ) -> None:
+        self.camera_num = int(target or 0)
+        self.options = options
+        self.clock = clock
+        self._module = module
+        self._cam: Any = None
+        self._size = (options.width or DEFAULT_SIZE[0], options.height or DEFAULT_SIZE[1])
+        self._count = 0
+
+    @property
+    def info(self) -> SourceInfo:
+        w, h = self._size
+        return SourceInfo(self.key, f"picamera2:{self.camera_num}", self.options.fps, w, h, live=True)
+
+    def open(self) -> None:
+        module = self._module or import_picamera2()
+        cls = module.Picamera2
+        cameras = cls.global_camera_info()
+        if self.camera_num >= len(cameras):
+            raise SourceError(
+                f"picamera2:{self.camera_num}: no such camera ({len(cameras)} attached); check the "
+                "ribbon cable and `rpicam-hello --list-cameras`"
+            )
+        frame_us = round(1_000_000 / self.options.fps)
+        try:
+            cam = cls(self.camera_num)
+        except (RuntimeError, OSError) as exc:
+            raise SourceError(
+                f"picamera2:{self.camera_num}: cannot acquire the camera (in use by another "
+                f"program?): {exc}"
+            ) from exc
+        try:
+            config = cam.create_video_configuration(
+                main={"format": "RGB888", "size": self._size},
+                controls={"FrameDurationLimits": (frame_us, frame_us)},
+                buffer_count=2,
+            )
+            cam.configure(config)
+            cam.start()
+        except Exception as exc:
+            cam.close()
+            raise SourceError(f"picamera2:{self.camera_num}: cannot start the camera: {exc}") from exc
+        self._cam = cam
+        logger.info(
+            "picamera2 started",
+            extra={"fields": {"camera": self.camera_num, "size": f"{self._size[0]}x{self._size[1]}"}},
+        )
+
+    def read(self) -> Frame | None:
+        if self._cam is None:
+            raise CameraLost(f"picamera2:{self.camera_num}: read from a closed camera")
+        try:
+            request = self._cam.capture_request()
+        except Exception as exc:
+            raise CameraLost(f"picamera2:{self.camera_num}: capture failed: {exc}") from exc
+        try:
+            array = request.make_array("main")
+        finally:
+            request.release()
+        pixels = np.asarray(array, dtype=np.uint8)
+        if pixels.ndim != 3 or pixels.shape[2] != 3:
+            raise CameraLost(
+                f"picamera2:{self.camera_num}: expected an RGB888 (h, w, 3) array, got {pixels.shape}"
+            )
+        if not pixels.flags.writeable or not pixels.flags.c_contiguous:
+            pixels = np.array(pixels, dtype=np.uint8, order="C")
+        frame = Frame(pixels, self._count, self.clock.monotonic(), self.clock.time())
+        self._count += 1
+        return frame
+
+    def close(self) -> None:
+        cam, self._cam = self._cam, None
+        if cam is None:
+            return
+        try:
+            cam.stop()
+        finally:
+            cam.close()

@@ -1,0 +1,182 @@
+"""A faithful fake of the parts of picamera2's documented API the agent uses (no libcamera here).
+
+Modelled on raspberrypi/picamera2 ``picamera2/picamera2.py`` and ``picamera2/request.py``:
+- ``Picamera2.global_camera_info()`` lists attached cameras; ``Picamera2(camera_num)`` acquires
+  one and fails with RuntimeError when another instance holds it;
+- ``create_video_configuration`` fills picamera2's defaults (main ``XBGR8888`` 1280x720,
+  ``buffer_count`` 6) and refuses to run on a closed camera; ``configure`` only while stopped;
+- ``capture_request`` only while started, and never more requests out than ``buffer_count``
+  (the real one blocks; this one raises so a leak shows); a request's ``make_array(name)``
+  copies the buffer out honouring the stride (rows padded to 64 bytes here), exactly like
+  ``Helpers.make_array``; ``release`` is reference counted and raises below zero;
+- "RGB888" buffers hold bytes in B, G, R order (libcamera's little-endian naming).
+
+The scene is a list of BGR images played in turn, so a test can check pixels end to end.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any, ClassVar
+
+import cv2
+import numpy as np
+
+BYTES_PER_PIXEL = {"RGB888": 3, "BGR888": 3, "XBGR8888": 4, "XRGB8888": 4}
+STRIDE_ALIGN = 64
+
+
+class FakeCompletedRequest:
+    def __init__(self, cam: FakePicamera2, buffer: np.ndarray, config: dict[str, Any]) -> None:
+        self.cam = cam
+        self.ref_count = 1
+        self._buffer = buffer
+        self.config = config
+
+    def make_array(self, name: str) -> np.ndarray:
+        if self.ref_count <= 0:
+            raise RuntimeError("CompletedRequest: make_array after release")
+        if name != "main":
+            raise RuntimeError(f"Stream {name!r} is not defined")
+        cfg = self.config["main"]
+        w, h = cfg["size"]
+        bpp = BYTES_PER_PIXEL[cfg["format"]]
+        array = np.array(self._buffer, dtype=np.uint8)  # make_buffer copies out of the dmabuf
+        if cfg["stride"] != w * bpp:
+            array = np.asarray(array.reshape((h, cfg["stride"]))[:, : w * bpp], order="C")
+        return array.reshape((h, w, bpp))
+
+    def release(self) -> None:
+        self.ref_count -= 1
+        if self.ref_count < 0:
+            raise RuntimeError("CompletedRequest: lock now has negative ref_count")
+        if self.ref_count == 0:
+            self.cam.outstanding -= 1
+            self._buffer[:] = 0  # the buffer goes back to the camera and is overwritten
+
+
+class FakePicamera2:
+    cameras: ClassVar[list[dict[str, Any]]] = []
+    scene: ClassVar[list[np.ndarray]] = []
+    held: ClassVar[set[int]] = set()
+    instances: ClassVar[list[FakePicamera2]] = []
+
+    @staticmethod
+    def global_camera_info() -> list[dict[str, Any]]:
+        return [dict(c, Num=i) for i, c in enumerate(FakePicamera2.cameras)]
+
+    def __init__(self, camera_num: int = 0, verbose_console: Any = None, tuning: Any = None) -> None:
+        if camera_num >= len(FakePicamera2.cameras):
+            raise IndexError("list index out of range")
+        if camera_num in FakePicamera2.held:
+            raise RuntimeError("Camera __init__ sequence did not complete.")
+        FakePicamera2.held.add(camera_num)
+        FakePicamera2.instances.append(self)
+        self.camera_num = camera_num
+        self.is_open = True
+        self.started = False
+        self.camera_config: dict[str, Any] | None = None
+        self.outstanding = 0
+        self.frames = 0
+        self.calls: list[str] = []
+
+    def create_video_configuration(  # noqa: PLR0917 - picamera2's own positional signature
+        self,
+        main: dict[str, Any] | None = None,
+        lores: dict[str, Any] | None = None,
+        raw: dict[str, Any] | None = None,
+        transform: Any = None,
+        colour_space: Any = None,
+        buffer_count: int = 6,
+        controls: dict[str, Any] | None = None,
+        display: str | None = "main",
+        encode: str | None = "main",
+        queue: bool = True,
+        sensor: dict[str, Any] | None = None,
+        use_case: str = "video",
+    ) -> dict[str, Any]:
+        if not self.is_open:
+            raise RuntimeError("Camera not opened")
+        stream = {"format": "XBGR8888", "size": (1280, 720), "preserve_ar": True} | (main or {})
+        if stream["format"] not in BYTES_PER_PIXEL:
+            raise RuntimeError(f"Format {stream['format']} not supported")
+        return {
+            "use_case": use_case,
+            "buffer_count": buffer_count,
+            "queue": queue,
+            "main": stream,
+            "lores": lores,
+            "controls": {"NoiseReductionMode": 1} | (controls or {}),
+            "display": display,
+            "encode": encode,
+        }
+
+    def configure(self, camera_config: dict[str, Any]) -> None:
+        self.calls.append("configure")
+        if self.started:
+            raise RuntimeError("Camera must be stopped before configuring")
+        cfg = dict(camera_config)
+        main = dict(cfg["main"])
+        w, _ = main["size"]
+        row = w * BYTES_PER_PIXEL[main["format"]]
+        main["stride"] = -(-row // STRIDE_ALIGN) * STRIDE_ALIGN
+        cfg["main"] = main
+        self.camera_config = cfg
+
+    def start(self, config: dict[str, Any] | None = None, show_preview: bool = False) -> None:
+        self.calls.append("start")
+        if self.camera_config is None:
+            raise RuntimeError("Camera has not been configured")
+        self.started = True
+
+    def capture_request(self, wait: Any = None, flush: Any = None) -> FakeCompletedRequest:
+        if not self.started or self.camera_config is None:
+            raise RuntimeError("Camera is not running")
+        if self.outstanding >= self.camera_config["buffer_count"]:
+            raise RuntimeError("fake: every buffer is held by unreleased requests (the real one hangs)")
+        self.outstanding += 1
+        buffer = self._render()
+        self.frames += 1
+        return FakeCompletedRequest(self, buffer, self.camera_config)
+
+    def _render(self) -> np.ndarray:
+        cfg = self.camera_config
+        assert cfg is not None
+        main = cfg["main"]
+        w, h = main["size"]
+        if FakePicamera2.scene:
+            bgr = cv2.resize(FakePicamera2.scene[self.frames % len(FakePicamera2.scene)], (w, h))
+        else:
+            bgr = np.full((h, w, 3), 128, np.uint8)
+        if main["format"] == "BGR888":  # bytes R, G, B
+            bgr = bgr[:, :, ::-1]
+        if BYTES_PER_PIXEL[main["format"]] == 4:
+            bgr = np.dstack([bgr, np.full((h, w), 255, np.uint8)])
+        rows = np.zeros((h, main["stride"]), np.uint8)
+        rows[:, : bgr.shape[1] * bgr.shape[2]] = bgr.reshape(h, -1)
+        return rows.reshape(-1)
+
+    def stop(self) -> None:
+        self.calls.append("stop")
+        self.started = False
+
+    def close(self) -> None:
+        self.calls.append("close")
+        if self.started:
+            self.stop()
+        if self.is_open:
+            self.is_open = False
+            FakePicamera2.held.discard(self.camera_num)
+
+
+def make_module(scene: list[np.ndarray] | None = None, cameras: int = 1) -> types.ModuleType:
+    """A fresh ``picamera2`` module object with the fake class and a clean state."""
+    FakePicamera2.cameras = [
+        {"Model": "imx708", "Location": 2, "Rotation": 180, "Id": f"fake{i}"} for i in range(cameras)
+    ]
+    FakePicamera2.scene = list(scene or [])
+    FakePicamera2.held = set()
+    FakePicamera2.instances = []
+    module = types.ModuleType("picamera2")
+    module.Picamera2 = FakePicamera2  # type: ignore[attr-defined]
+    return module

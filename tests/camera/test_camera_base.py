@@ -1,0 +1,73 @@
+"""Source strings map to backends through the explicit registry; bad strings say what is allowed."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import pytest
+
+from agent.camera.base import BACKENDS, SourceOptions, load_factory, redact_url, resolve
+from agent.config import CameraConfig
+from agent.errors import BackendUnavailable, SourceError
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("picamera2", ("picamera2", "0")),
+        ("picamera2:1", ("picamera2", "1")),
+        ("/dev/video2", ("opencv", "/dev/video2")),
+        ("0", ("opencv", "0")),
+        ("rtsp://cam.local:554/stream1", ("opencv", "rtsp://cam.local:554/stream1")),
+        ("HTTP://10.0.0.5/video.mjpg", ("opencv", "HTTP://10.0.0.5/video.mjpg")),
+        ("file:/srv/clips/lobby.mp4", ("replay", "/srv/clips/lobby.mp4")),
+        ("file:///srv/clips/a%20b.mp4", ("replay", "/srv/clips/a b.mp4")),
+        ("samples/lobby.mp4", ("replay", "samples/lobby.mp4")),
+        ("/data/frames", ("replay", "/data/frames")),
+    ],
+)
+def test_source_strings_select_their_backend(source: str, expected: tuple[str, str]) -> None:
+    assert resolve(source) == expected
+
+
+@pytest.mark.parametrize("source", ["ftp://host/clip.mp4", "s3://bucket/clip.mp4"])
+def test_unsupported_url_scheme_is_refused_with_the_allowed_ones(source: str) -> None:
+    with pytest.raises(SourceError, match=r"unsupported URL scheme .*use rtsp://, rtsps://, http://"):
+        resolve(source)
+
+
+def test_empty_source_and_remote_file_urls_are_refused() -> None:
+    with pytest.raises(SourceError, match="camera source is empty"):
+        resolve("  ")
+    with pytest.raises(SourceError, match="file: URLs must name a local path"):
+        resolve("file://otherhost/clip.mp4")
+
+
+def test_credentials_never_reach_a_printable_url() -> None:
+    assert redact_url("rtsp://admin:hunter2@10.0.0.9:554/live") == "rtsp://***@10.0.0.9:554/live"
+    assert "hunter2" not in redact_url("http://u:hunter2@cam/x.mjpg")
+    assert redact_url("rtsp://cam/live") == "rtsp://cam/live"
+
+
+def test_every_backend_declares_the_key_it_is_registered_under() -> None:
+    for key, backend in BACKENDS.items():
+        cls = getattr(importlib.import_module(backend.module), backend.factory)
+        assert cls.key == key
+
+
+def test_a_backend_whose_library_is_missing_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "agent.camera.replay", raising=False)
+    monkeypatch.setitem(sys.modules, "cv2", None)  # import cv2 now raises ImportError
+    with pytest.raises(BackendUnavailable, match=r"'replay' cannot load .*pip install opencv-python"):
+        load_factory("replay")
+
+
+def test_unknown_backend_key_lists_the_known_ones() -> None:
+    with pytest.raises(SourceError, match="unknown camera backend 'gopro'; known: replay, opencv, picamera2"):
+        load_factory("gopro")
+
+
+def test_options_come_from_the_camera_config_section() -> None:
+    opts = SourceOptions.from_config(CameraConfig(fps=2, loop=True, realtime=False, width=640, height=480))
+    assert (opts.fps, opts.loop, opts.realtime, opts.width, opts.height) == (2, True, False, 640, 480)

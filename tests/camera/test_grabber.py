@@ -1,0 +1,148 @@
+"""At most one frame waits between camera and consumer: the newest wins, the replaced is zeroed."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+from camhelpers import write_video
+
+from agent.camera.base import SourceInfo, SourceOptions, open_source
+from agent.camera.grabber import Grabber, LatestFrameSlot, PullReader, RateGate, start_reader
+from agent.clock import FakeClock
+from agent.errors import CameraLost
+from agent.frame import Frame
+
+
+def make_frame(i: int, t: float | None = None) -> Frame:
+    return Frame(np.full((4, 4, 3), i + 1, np.uint8), i, float(i), 0.0, source_time=t)
+
+
+class ListSource:
+    """A live source serving prepared frames; optionally waits for a go-ahead before each read."""
+
+    key: ClassVar[str] = "list"
+
+    def __init__(self, frames: list[Frame], error: Exception | None = None, gated: bool = False) -> None:
+        self.frames = list(frames)
+        self.error = error
+        self.go = threading.Semaphore(0) if gated else None
+        self.closed = False
+
+    @property
+    def info(self) -> SourceInfo:
+        return SourceInfo("list", "list", None, 4, 4, live=True)
+
+    def open(self) -> None:
+        pass
+
+    def read(self) -> Frame | None:
+        if self.go is not None:
+            assert self.go.acquire(timeout=5)
+        if self.frames:
+            return self.frames.pop(0)
+        if self.error is not None:
+            raise self.error
+        return None
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_slot_keeps_the_newest_frame_and_zeroes_the_one_it_replaces() -> None:
+    slot = LatestFrameSlot()
+    old, new = make_frame(0), make_frame(1)
+    slot.put(old)
+    slot.put(new)
+    assert slot.dropped == 1
+    assert not old.pixels.any()
+    assert slot.take(timeout=0) is new
+    assert new.pixels.all()
+    assert slot.take(timeout=0) is None
+
+
+def test_a_slow_consumer_gets_only_the_newest_frame_and_every_other_is_zeroed() -> None:
+    frames = [make_frame(i) for i in range(20)]
+    grabber = Grabber(ListSource(frames)).start()
+    assert grabber.join(timeout=5)
+    got = list(grabber)
+    assert got == [frames[-1]]
+    assert (grabber.captured, grabber.dropped) == (20, 19)
+    assert all(not f.pixels.any() for f in frames[:-1])
+    grabber.close()
+
+
+def test_a_consumer_that_keeps_up_loses_nothing() -> None:
+    frames = [make_frame(i) for i in range(10)]
+    source = ListSource(frames, gated=True)
+    grabber = Grabber(source).start()
+    got = []
+    source.go.release()  # type: ignore[union-attr]
+    for frame in grabber:
+        got.append(frame.index)
+        source.go.release()  # type: ignore[union-attr]  # the camera delivers the next only now
+    assert got == list(range(10))
+    assert (grabber.captured, grabber.dropped) == (10, 0)
+    grabber.close()
+
+
+def test_a_camera_error_reaches_the_consumer_after_the_last_frame() -> None:
+    lost = CameraLost("cam: the camera stopped delivering frames")
+    source = ListSource([make_frame(0)], error=lost, gated=True)
+    grabber = Grabber(source).start()
+    source.go.release()  # type: ignore[union-attr]
+    it = iter(grabber)
+    assert next(it).index == 0
+    source.go.release()  # type: ignore[union-attr]
+    with pytest.raises(CameraLost, match="the camera stopped delivering frames"):
+        next(it)
+    grabber.close()
+    assert source.closed
+
+
+def test_close_zeroes_a_frame_left_waiting_and_releases_the_source() -> None:
+    frame = make_frame(0)
+    source = ListSource([frame])
+    grabber = Grabber(source).start()
+    assert grabber.join(timeout=5)
+    grabber.close()
+    assert not frame.pixels.any()
+    assert source.closed
+
+
+def test_rate_gate_thins_a_25_fps_stream_to_5_and_restarts_after_a_gap() -> None:
+    gate = RateGate(5)
+    times = [i / 25 for i in range(25)]
+    assert [round(t, 2) for t in times if gate.admit(t)] == [0.0, 0.2, 0.4, 0.6, 0.8]
+    assert gate.admit(10.0)  # after a stall the grid restarts at the next frame
+    assert not gate.admit(10.1)
+    assert gate.admit(10.2)
+    assert all(RateGate(None).admit(t) for t in times)
+
+
+def test_pull_reader_drops_nothing_and_zeroes_what_the_gate_skips() -> None:
+    frames = [make_frame(i, t=i / 10) for i in range(10)]
+    reader = PullReader(ListSource(frames), RateGate(5))
+    got = [f.index for f in reader]
+    assert got == [0, 2, 4, 6, 8]
+    assert (reader.captured, reader.dropped, reader.skipped) == (10, 0, 5)
+    assert all(not frames[i].pixels.any() for i in (1, 3, 5, 7, 9))
+    reader.close()
+
+
+def test_file_at_full_speed_is_pulled_while_real_time_replay_gets_a_grabber(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    clip = write_video(tmp_path / "c.mp4", frames=4)
+    fast = start_reader(open_source(str(clip), SourceOptions(realtime=False), clock), realtime=False)
+    assert isinstance(fast, PullReader)
+    assert len(list(fast)) == 4
+    fast.close()
+    paced = start_reader(open_source(str(clip), SourceOptions(realtime=True), clock), realtime=True)
+    assert isinstance(paced, Grabber)
+    assert paced.join(timeout=5)
+    assert paced.captured == 4
+    paced.close()

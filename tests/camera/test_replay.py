@@ -1,0 +1,133 @@
+"""File replay: videos, images and folders, paced on the injected clock, with clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from camhelpers import grey_level, write_video
+
+from agent.camera.base import FrameSource, SourceOptions, open_source
+from agent.clock import FakeClock
+from agent.errors import SourceError
+from agent.frame import Frame
+
+
+def read_all(src: FrameSource, limit: int = 100) -> list[Frame]:
+    frames = []
+    for _ in range(limit):
+        frame = src.read()
+        if frame is None:
+            break
+        frames.append(frame)
+    return frames
+
+
+def test_video_frames_come_in_order_as_writeable_bgr_at_file_positions(clip: Path, clock: FakeClock) -> None:
+    src = open_source(str(clip), SourceOptions(realtime=False), clock)
+    assert (src.info.kind, src.info.fps, src.info.width, src.info.height) == ("replay", 10.0, 64, 48)
+    frames = read_all(src)
+    assert [f.index for f in frames] == list(range(6))
+    assert [f.source_time for f in frames] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
+    assert [grey_level(f.pixels) for f in frames] == pytest.approx([0, 20, 40, 60, 80, 100], abs=6)
+    for f in frames:
+        assert f.pixels.dtype == np.uint8
+        assert f.pixels.shape == (48, 64, 3)
+        assert f.pixels.flags.writeable
+        assert f.pixels.flags.c_contiguous
+    assert src.read() is None
+
+
+def test_realtime_replay_paces_frames_on_the_clock(clip: Path, clock: FakeClock) -> None:
+    src = open_source(str(clip), SourceOptions(realtime=True), clock)
+    frames = read_all(src)
+    start = frames[0].captured_mono
+    assert [round(f.captured_mono - start, 6) for f in frames] == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
+
+
+def test_as_fast_as_possible_never_waits(clip: Path, clock: FakeClock) -> None:
+    src = open_source(str(clip), SourceOptions(realtime=False), clock)
+    read_all(src)
+    assert clock.monotonic() == 0.0
+
+
+def test_loop_restarts_the_file_and_keeps_counting(clip: Path, clock: FakeClock) -> None:
+    src = open_source(str(clip), SourceOptions(realtime=False, loop=True), clock)
+    frames = read_all(src, limit=14)
+    assert [f.index for f in frames] == list(range(14))
+    assert [round(f.source_time or 0, 6) for f in frames[5:8]] == [0.5, 0.0, 0.1]
+    assert grey_level(frames[6].pixels) == pytest.approx(0, abs=3)
+
+
+def test_single_image_gives_one_frame_and_loops_with_fresh_buffers(media: Path, clock: FakeClock) -> None:
+    src = open_source(str(media / "astronaut.png"), SourceOptions(realtime=False), clock)
+    assert (src.info.width, src.info.height) == (512, 512)
+    frames = read_all(src)
+    assert len(frames) == 1
+    assert np.array_equal(frames[0].pixels, cv2.imread(str(media / "astronaut.png")))
+    opts = SourceOptions(realtime=True, fps=2, loop=True)
+    looped = open_source(f"file:{media / 'astronaut.png'}", opts, clock)
+    first = looped.read()
+    assert first is not None
+    first.pixels.fill(0)  # a lease zeroes it: the next frame must not share the buffer
+    second = looped.read()
+    assert second is not None
+    assert second.pixels.any()
+    assert second.captured_mono - first.captured_mono == pytest.approx(0.5)
+
+
+def test_folder_replays_images_sorted_by_name_and_ignores_other_files(folder: Path, clock: FakeClock) -> None:
+    src = open_source(str(folder), SourceOptions(realtime=False, fps=4), clock)
+    frames = read_all(src)
+    assert [grey_level(f.pixels) for f in frames] == [50, 100, 150]  # a.jpg, b.png, c.bmp
+    assert [f.source_time for f in frames] == [0.0, 0.25, 0.5]
+
+
+def test_missing_file_is_refused(tmp_path: Path, clock: FakeClock) -> None:
+    with pytest.raises(SourceError, match=r"nothere\.mp4: no such file or folder"):
+        open_source(str(tmp_path / "nothere.mp4"), SourceOptions(), clock)
+
+
+def test_random_bytes_named_mp4_are_refused_as_a_corrupt_video(tmp_path: Path, clock: FakeClock) -> None:
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(np.random.default_rng(7).integers(0, 256, 100_000, dtype=np.uint8).tobytes())
+    with pytest.raises(SourceError, match=r"bad\.mp4: cannot decode the video \(corrupt, truncated"):
+        open_source(str(bad), SourceOptions(), clock)
+
+
+def test_an_empty_video_file_is_refused(tmp_path: Path, clock: FakeClock) -> None:
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(SourceError, match=r"empty\.mp4: cannot decode the video"):
+        open_source(str(tmp_path / "empty.mp4"), SourceOptions(), clock)
+
+
+def test_unreadable_image_is_refused(tmp_path: Path, clock: FakeClock) -> None:
+    bad = tmp_path / "photo.jpg"
+    bad.write_bytes(b"\xff\xd8 this is not really a jpeg")
+    with pytest.raises(SourceError, match=r"photo\.jpg: unreadable image \(not a valid \.jpg file"):
+        open_source(str(bad), SourceOptions(), clock)
+
+
+def test_empty_folder_is_refused(tmp_path: Path, clock: FakeClock) -> None:
+    (tmp_path / "readme.txt").write_text("no images here")
+    with pytest.raises(SourceError, match=r"empty folder: no images \(.*\.jpg.*\) in it"):
+        open_source(str(tmp_path), SourceOptions(), clock)
+
+
+def test_a_broken_image_inside_a_folder_is_named_when_reached(folder: Path, clock: FakeClock) -> None:
+    (folder / "b2.png").write_bytes(b"garbage")
+    src = open_source(str(folder), SourceOptions(realtime=False), clock)
+    first_two = [src.read(), src.read()]
+    assert [grey_level(f.pixels) for f in first_two if f is not None] == [50, 100]
+    with pytest.raises(SourceError, match=r"b2\.png: unreadable image"):
+        src.read()
+
+
+def test_video_with_a_container_rate_uses_it_over_the_option(tmp_path: Path, clock: FakeClock) -> None:
+    clip25 = write_video(tmp_path / "c25.mp4", frames=3, fps=25.0)
+    src = open_source(str(clip25), SourceOptions(fps=5, realtime=True), clock)
+    frames = read_all(src)
+    assert src.info.fps == 25.0
+    assert frames[2].captured_mono - frames[0].captured_mono == pytest.approx(0.08)
