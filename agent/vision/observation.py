@@ -53,3 +53,17 @@ class FaceObservation:
     @property
     def abstained(self) -> bool:
         return self.probs is None
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """One face found by the detector: where, how sure and its six keypoints, normalised 0..1.
+
+    Numbers only, like ``FaceObservation``: it may outlive the frame (gating, privacy zones).
+    """
+
+    box: tuple[float, float, float, float]
+    """x, y, w, h normalised to the frame (0..1), clipped to it."""
+    score: float
+    keypoints: tuple[tuple[float, float], ...]
+    """Six BlazeFace keypoints (right eye, left eye, nose, mouth, right ear, left ear), 0..1."""

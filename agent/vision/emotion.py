@@ -1,0 +1,86 @@
+"""The emotion classifier: an eye-levelled grey crop of each face, then FER's 7-class model.
+
+The crop is square around the detector's box with a margin, rotated so the eyes are level,
+64 x 64 grey, scaled to [-1, 1] as the model was trained. A large face is first warped to a
+power-of-two multiple of 64 and then area-averaged down, so the small crop is not aliased.
+Every buffer that holds face pixels is preallocated scratch that ``clear`` zeroes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from agent.frame import Pixels
+from agent.vision.manifest import ModelSpec
+from agent.vision.observation import Detection
+from agent.vision.runtime import Model
+
+CROP = 64
+MAX_OVERSAMPLE = 4
+
+
+class EmotionClassifier:
+    """Align, crop and classify one face at a time; probabilities follow the manifest's labels."""
+
+    def __init__(self, model: Model, spec: ModelSpec, margin: float = 0.15) -> None:
+        if not spec.labels:
+            raise ValueError(f"{spec.name} has no labels in the manifest")
+        self.model = model
+        self.spec = spec
+        self.labels = spec.labels
+        self.margin = margin
+        self._work = {k: np.zeros((CROP * k, CROP * k, 3), np.uint8) for k in (1, 2, 4)}
+        self._small = np.zeros((CROP, CROP, 3), np.uint8)
+        self._grey = np.zeros((CROP, CROP), np.uint8)
+        self._tensor = np.zeros((1, CROP, CROP, 1), np.float32)
+
+    def align(self, pixels: Pixels, det: Detection) -> npt.NDArray[np.uint8]:
+        """The eye-levelled 64 x 64 grey crop of ``det`` (a scratch buffer, zeroed by ``clear``)."""
+        h, w = pixels.shape[:2]
+        bx, by, bw, bh = det.box
+        cx, cy = (bx + bw / 2) * w, (by + bh / 2) * h
+        side = max(bw * w, bh * h) * (1.0 + 2.0 * self.margin)
+        (rx, ry), (lx, ly) = det.keypoints[0], det.keypoints[1]
+        angle = math.degrees(math.atan2((ly - ry) * h, (lx - rx) * w))
+        k = 1
+        while k < MAX_OVERSAMPLE and side >= CROP * k * 2:
+            k *= 2
+        out = self._work[k]
+        size = CROP * k
+        m = cv2.getRotationMatrix2D((cx, cy), angle, size / side)
+        m[0, 2] += size / 2 - cx
+        m[1, 2] += size / 2 - cy
+        cv2.warpAffine(
+            pixels, m, (size, size), dst=out, flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
+        if k > 1:
+            cv2.resize(out, (CROP, CROP), dst=self._small, interpolation=cv2.INTER_AREA)
+            out = self._small
+        cv2.cvtColor(out, cv2.COLOR_BGR2GRAY, dst=self._grey)
+        return self._grey
+
+    def classify(self, grey: npt.NDArray[np.uint8]) -> tuple[tuple[str, float], ...]:
+        """(label, probability) over the manifest's labels, summing to 1."""
+        np.multiply(grey, np.float32(1 / 127.5), out=self._tensor[0, :, :, 0], casting="unsafe")
+        self._tensor -= np.float32(1.0)
+        (out,) = self.model.run(self._tensor)
+        p = out.reshape(-1).astype(np.float64)
+        if not self.spec.softmax_output:
+            e = np.exp(p - p.max())
+            p = e / e.sum()
+        if p.shape[0] != len(self.labels):
+            raise ValueError(f"{self.spec.name} gave {p.shape[0]} outputs for {len(self.labels)} labels")
+        return tuple((label, round(float(v), 4)) for label, v in zip(self.labels, p, strict=True))
+
+    def scratch(self) -> list[npt.NDArray[np.generic]]:
+        return [*self._work.values(), self._small, self._grey, self._tensor]
+
+    def clear(self) -> None:
+        for buf in self.scratch():
+            buf.fill(0)
+        self.model.zero_input()

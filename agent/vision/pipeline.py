@@ -1,0 +1,161 @@
+"""The vision stage: BGR pixels in, ``FaceObservation``s (numbers only) out.
+
+    with lease(frame) as pixels:
+        faces = pipeline.analyze(pixels)
+
+``analyze`` detects faces, measures each one against the quality gate, and classifies only
+those that pass. Every scratch buffer that held pixels (letterboxed detector input, face
+crops, the interpreters' input tensors) is zeroed before ``analyze`` returns, even when it
+raises; the caller's lease zeroes the frame itself. The only arrays kept between calls are
+that zeroed scratch and the read-only anchors.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from agent.errors import BackendUnavailable, SourceError
+from agent.frame import Pixels
+from agent.vision.detector import FaceDetector
+from agent.vision.emotion import EmotionClassifier
+from agent.vision.manifest import ModelSpec, default_models_dir, model_spec
+from agent.vision.observation import Detection, FaceObservation
+from agent.vision.quality import GateLimits, assess
+from agent.vision.runtime import BACKENDS, Model, choose_backend
+
+if TYPE_CHECKING:
+    from agent.config import VisionConfig
+
+logger = logging.getLogger(__name__)
+
+EMOTION_MODEL = "emotion"
+
+
+def open_models(accelerator: str, specs: list[ModelSpec], threads: int) -> list[Model]:
+    """Open every model on one backend; ``auto`` falls back to the CPU (one log line) if the
+    Edge TPU is present on paper but cannot be opened."""
+    backend = choose_backend(accelerator, specs)
+    try:
+        return [backend.open(spec, threads) for spec in specs]
+    except BackendUnavailable as exc:
+        if accelerator != "auto":
+            raise
+        logger.info(
+            "the Coral Edge TPU could not be opened, running inference on the CPU: %s",
+            exc,
+            extra={"fields": {"accelerator": "cpu", "requested": "auto"}},
+        )
+        return [BACKENDS["cpu"].open(spec, threads) for spec in specs]
+
+
+class VisionPipeline:
+    """Face detector, quality gate and emotion classifier over one frame at a time."""
+
+    def __init__(
+        self, detector: FaceDetector, classifier: EmotionClassifier, limits: GateLimits, max_faces: int
+    ) -> None:
+        self.detector = detector
+        self.classifier = classifier
+        self.limits = limits
+        self.max_faces = max_faces
+
+    @classmethod
+    def from_config(cls, cfg: VisionConfig) -> VisionPipeline:
+        """Load and verify (sha256) the configured models; ModelError / BackendUnavailable on failure."""
+        models_dir = Path(cfg.models_dir) if cfg.models_dir is not None else default_models_dir()
+        det_spec = model_spec(models_dir, f"face_detection_{cfg.detector}")
+        emo_spec = model_spec(models_dir, EMOTION_MODEL)
+        det_model, emo_model = open_models(cfg.accelerator, [det_spec, emo_spec], cfg.threads)
+        q = cfg.quality
+        limits = GateLimits(
+            min_face_px=q.min_face_px,
+            min_sharpness=q.min_sharpness,
+            min_brightness=q.min_brightness,
+            max_brightness=q.max_brightness,
+            max_yaw_degrees=q.max_yaw_degrees,
+        )
+        logger.info(
+            "vision models loaded",
+            extra={
+                "fields": {"detector": det_spec.name, "backend": det_model.backend, "threads": cfg.threads}
+            },
+        )
+        return cls(
+            FaceDetector(det_model, det_spec, cfg.min_detection_score, cfg.max_faces),
+            EmotionClassifier(emo_model, emo_spec),
+            limits,
+            cfg.max_faces,
+        )
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.classifier.labels
+
+    @property
+    def backend(self) -> str:
+        return self.detector.model.backend
+
+    def detect(self, pixels: Pixels) -> list[Detection]:
+        """Detector only (for gating and privacy zones); scratch is zeroed before returning."""
+        check_pixels(pixels)
+        try:
+            return self.detector.detect(pixels)
+        finally:
+            self.detector.clear()
+
+    def analyze(self, pixels: Pixels) -> list[FaceObservation]:
+        """Observations for every face, best detection first; never keeps the pixels."""
+        check_pixels(pixels)
+        try:
+            return [self._observe(pixels, det) for det in self.detector.detect(pixels)[: self.max_faces]]
+        finally:
+            self.detector.clear()
+            self.classifier.clear()
+
+    def _observe(self, pixels: Pixels, det: Detection) -> FaceObservation:
+        h, w = pixels.shape[:2]
+        grey = self.classifier.align(pixels, det)
+        kps = np.array(det.keypoints, dtype=np.float32) * np.array([w, h], dtype=np.float32)
+        face_px = min(det.box[2] * w, det.box[3] * h)
+        quality = assess(grey, face_px, kps, self.limits)
+        probs = self.classifier.classify(grey) if quality.passed else None
+        return FaceObservation(
+            box=tuple(round(v, 4) for v in det.box),  # type: ignore[arg-type]
+            score=det.score,
+            keypoints=tuple((round(x, 4), round(y, 4)) for x, y in det.keypoints),
+            quality=quality,
+            probs=probs,
+        )
+
+    def scratch(self) -> list[npt.NDArray[np.generic]]:
+        """Every preallocated buffer that may hold pixels during a call (all zero between calls)."""
+        return [*self.detector.scratch(), *self.classifier.scratch()]
+
+    def scratch_is_zero(self) -> bool:
+        models = (self.detector.model, self.classifier.model)
+        return not any(np.any(b) for b in self.scratch()) and all(m.input_is_zero() for m in models)
+
+    def close(self) -> None:
+        """Zero the scratch and drop the interpreters."""
+        self.detector.clear()
+        self.classifier.clear()
+
+
+def check_pixels(pixels: Pixels) -> None:
+    """Refuse anything that is not a BGR uint8 H x W x 3 image."""
+    ok = isinstance(pixels, np.ndarray) and pixels.dtype == np.uint8 and pixels.ndim == 3
+    if not ok or pixels.shape[2] != 3:
+        shape = getattr(pixels, "shape", None)
+        dtype = getattr(pixels, "dtype", type(pixels).__name__)
+        raise SourceError(
+            f"the vision stage needs BGR uint8 H x W x 3 pixels, got shape {shape} dtype {dtype}"
+        )
+    if pixels.shape[0] < 2 or pixels.shape[1] < 2:
+        raise SourceError(
+            f"the frame is too small to analyse ({pixels.shape[1]} x {pixels.shape[0]} pixels)"
+        )

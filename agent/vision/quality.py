@@ -1,0 +1,84 @@
+"""The quality gate, pure numpy: faces that would give wrong readings abstain, with a reason.
+
+Poor light, low resolution, blur and turned heads make emotion readings wrong, so such a face
+is counted as abstained and never classified. The figures are measured on the aligned grey
+crop the classifier would see, so thresholds do not depend on the camera's resolution; the
+face size is measured in source pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from agent.vision.observation import Quality
+
+NOSE_DEPTH_RATIO = 0.6
+"""Nose-tip depth in front of the eye line, as a share of half the eye distance (average
+adult head); turns the nose's sideways offset into a yaw angle."""
+
+
+@dataclass(frozen=True)
+class GateLimits:
+    """The thresholds of ``vision.quality`` (see ``agent.config.QualityConfig``)."""
+
+    min_face_px: float = 40.0
+    min_sharpness: float = 20.0
+    min_brightness: float = 40.0
+    max_brightness: float = 220.0
+    max_yaw_degrees: float = 45.0
+
+
+def laplacian_variance(grey: npt.NDArray[np.uint8] | npt.NDArray[np.float32]) -> float:
+    """Variance of the 4-neighbour Laplacian over the interior (OpenCV's ksize=1 kernel)."""
+    g = grey.astype(np.float32, copy=False)
+    lap = g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:] - 4.0 * g[1:-1, 1:-1]
+    return float(lap.var())
+
+
+def yaw_degrees(keypoints: npt.NDArray[np.float32]) -> float:
+    """Head turn from the eyes and nose tip (pixel coordinates, rows = BlazeFace keypoints).
+
+    The nose tip's offset from the eyes' midpoint along the eye line, relative to half the
+    eye distance, is ``depth * tan(yaw)`` for a head turned by ``yaw``.
+    """
+    right_eye, left_eye, nose = keypoints[0], keypoints[1], keypoints[2]
+    axis = left_eye - right_eye
+    half = float(np.hypot(axis[0], axis[1])) / 2.0
+    if half <= 1e-6:
+        return 90.0
+    offset = float(np.dot(nose - (right_eye + left_eye) / 2.0, axis / (2.0 * half)))
+    return abs(math.degrees(math.atan(offset / half / NOSE_DEPTH_RATIO)))
+
+
+def assess(
+    grey_crop: npt.NDArray[np.uint8],
+    face_px: float,
+    keypoints_px: npt.NDArray[np.float32],
+    limits: GateLimits,
+) -> Quality:
+    """Measure one face and decide: the first failing check (size, light, blur, pose) is the reason."""
+    brightness = float(grey_crop.mean())
+    sharpness = laplacian_variance(grey_crop)
+    yaw = yaw_degrees(keypoints_px)
+    reason: str | None = None
+    if face_px < limits.min_face_px:
+        reason = "too_small"
+    elif brightness < limits.min_brightness:
+        reason = "too_dark"
+    elif brightness > limits.max_brightness:
+        reason = "too_bright"
+    elif sharpness < limits.min_sharpness:
+        reason = "blurred"
+    elif yaw > limits.max_yaw_degrees:
+        reason = "turned"
+    return Quality(
+        face_px=round(face_px, 1),
+        sharpness=round(sharpness, 1),
+        brightness=round(brightness, 1),
+        yaw_degrees=round(yaw, 1),
+        abstain_reason=reason,
+    )

@@ -1,0 +1,168 @@
+"""Inference runtime: LiteRT (or tflite_runtime) on the CPU, or a Coral Edge TPU delegate.
+
+Backends are small plugins in an explicit registry (``BACKENDS``), chosen by
+``vision.accelerator``: ``cpu``, ``coral`` or ``auto`` (Coral when its library, device and an
+Edge TPU model are all present, else CPU with one log line). A selected backend that is missing
+fails with what to install. Every import happens when a model is opened, never at import time.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from agent.errors import BackendUnavailable, ModelError
+from agent.vision.manifest import ModelSpec, verify_file
+
+logger = logging.getLogger(__name__)
+
+EDGETPU_LIBRARY = "libedgetpu.so.1"
+CORAL_INSTALL = (
+    "install the Edge TPU runtime `libedgetpu1-std` from Coral's apt repository "
+    "(https://coral.ai/software/#debian-packages), plug in the Coral USB Accelerator "
+    "(or PCIe card with the gasket driver, /dev/apex_0), and give the agent access to it; "
+    "or set vision.accelerator to cpu or auto"
+)
+
+F32 = npt.NDArray[np.float32]
+
+
+def interpreter_module() -> ModuleType:
+    """``ai_edge_litert.interpreter``, else ``tflite_runtime.interpreter``."""
+    for name in ("ai_edge_litert.interpreter", "tflite_runtime.interpreter"):
+        try:
+            return importlib.import_module(name)  # lazy: no import-time cost or probing
+        except ImportError:
+            continue
+    raise BackendUnavailable(
+        "no TFLite runtime is installed: `pip install ai-edge-litert` "
+        "(or `tflite-runtime` on older systems)"
+    )
+
+
+class Model:
+    """One loaded interpreter with a single input tensor; inputs are zeroed on request."""
+
+    def __init__(self, interpreter: Any, name: str, backend: str) -> None:
+        self._it = interpreter
+        self.name = name
+        self.backend = backend
+        inp = interpreter.get_input_details()[0]
+        self.input_index: int = int(inp["index"])
+        self.input_shape: tuple[int, ...] = tuple(int(d) for d in inp["shape"])
+        self.input_dtype: Any = inp["dtype"]
+        self.output_indices: tuple[int, ...] = tuple(
+            int(d["index"]) for d in interpreter.get_output_details()
+        )
+
+    def run(self, tensor: F32) -> list[F32]:
+        """Copy ``tensor`` in, invoke, and return copies of every output."""
+        self._it.set_tensor(self.input_index, tensor)
+        self._it.invoke()
+        return [self._it.get_tensor(i) for i in self.output_indices]
+
+    def invoke(self) -> None:
+        """Invoke on whatever the input tensor holds (for raw timing)."""
+        self._it.invoke()
+
+    def zero_input(self) -> None:
+        """Overwrite the interpreter's input tensor, which held pixels, with zeros."""
+        view = self._it.tensor(self.input_index)
+        view().fill(0)
+        del view
+
+    def input_is_zero(self) -> bool:
+        view = self._it.tensor(self.input_index)
+        zero = not bool(np.any(view()))
+        del view
+        return zero
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A way to open a model: its key, whether it is usable here, and the opener."""
+
+    key: str
+    probe: Callable[[ModelSpec], str | None]
+    """None when usable for this model, else why not (with what to install)."""
+    open: Callable[[ModelSpec, int], Model]
+
+
+def _open_cpu(spec: ModelSpec, threads: int) -> Model:
+    mod = interpreter_module()
+    try:
+        it = mod.Interpreter(model_path=str(spec.path), num_threads=threads)
+        it.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise ModelError(f"model file {spec.path} cannot be loaded by the TFLite runtime: {exc}") from exc
+    return Model(it, spec.name, "cpu")
+
+
+def _probe_coral(spec: ModelSpec) -> str | None:
+    if spec.edgetpu_path is None:
+        return (
+            f"the manifest has no Edge TPU variant of {spec.name} (models/manifest.json 'edgetpu'); "
+            "compile one with edgetpu_compiler and add its file and sha256"
+        )
+    try:
+        ctypes.CDLL(EDGETPU_LIBRARY)
+    except OSError:
+        return f"{EDGETPU_LIBRARY} was not found: {CORAL_INSTALL}"
+    return None
+
+
+def _open_coral(spec: ModelSpec, threads: int) -> Model:
+    why = _probe_coral(spec)
+    if why is not None:
+        raise BackendUnavailable(f"vision.accelerator coral: {why}")
+    if spec.edgetpu_path is None or spec.edgetpu_sha256 is None:  # excluded by the probe
+        raise BackendUnavailable(f"vision.accelerator coral: no Edge TPU variant of {spec.name}")
+    path = verify_file(spec.edgetpu_path, spec.edgetpu_sha256)
+    mod = interpreter_module()
+    try:
+        delegate = mod.load_delegate(EDGETPU_LIBRARY)
+        it = mod.Interpreter(model_path=str(path), num_threads=threads, experimental_delegates=[delegate])
+        it.allocate_tensors()
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise BackendUnavailable(
+            f"vision.accelerator coral: the Edge TPU could not be opened ({exc}); {CORAL_INSTALL}"
+        ) from exc
+    return Model(it, spec.name, "coral")
+
+
+BACKENDS: dict[str, Backend] = {
+    "cpu": Backend("cpu", lambda spec: None, _open_cpu),
+    "coral": Backend("coral", _probe_coral, _open_coral),
+}
+
+
+def choose_backend(accelerator: str, specs: list[ModelSpec]) -> Backend:
+    """Resolve ``cpu | coral | auto`` once for all models; ``auto`` logs one line when it falls back."""
+    if accelerator == "auto":
+        reasons = [r for r in (BACKENDS["coral"].probe(s) for s in specs) if r is not None]
+        if not reasons:
+            return BACKENDS["coral"]
+        logger.info(
+            "no usable Coral Edge TPU, running inference on the CPU: %s",
+            reasons[0],
+            extra={"fields": {"accelerator": "cpu", "requested": "auto"}},
+        )
+        return BACKENDS["cpu"]
+    if accelerator not in BACKENDS:
+        raise BackendUnavailable(
+            f"vision.accelerator {accelerator!r} is unknown; allowed: cpu, coral, auto"
+        )
+    backend = BACKENDS[accelerator]
+    for spec in specs:
+        why = backend.probe(spec)
+        if why is not None:
+            raise BackendUnavailable(f"vision.accelerator {accelerator}: {why}")
+    return backend
