@@ -1,0 +1,216 @@
+"""Home Assistant MQTT discovery: one retained device-based message describing every entity.
+
+The message goes to ``<prefix>/device/<object_id>/config`` with ``dev`` (the device), ``o``
+(this software) and ``cmps`` (one entry per entity, each with ``p`` = platform). Entities read
+the signed envelopes directly: every state template looks inside ``value_json.body``, and a
+template that renders ``None`` makes Home Assistant show *unknown*, which is what a suppressed
+window (fewer than k people) must look like. ``expire_after`` turns a value stale after a few
+windows, so yesterday's numbers never show as current.
+
+Payload fields read here (written by the window aggregator, alert rules and health report):
+
+- ``stats``: ``body.people``; ``body.shares`` {emotion: per-mille}, absent or null when the
+  window is suppressed; ``body.valence`` and ``body.arousal`` in per-mille (-1000..1000).
+- ``alert``: ``body.rule`` (rule name) and ``body.state`` (``raised`` or ``cleared``).
+- ``health``: ``body.fps_milli`` (frames per second × 1000), ``body.frames_dropped``,
+  ``body.spool_backlog``.
+- ``audit/checkpoint``: the envelope's ``ts`` (ms since the epoch).
+- ``privacy_mode`` (retained): ``body.state`` ``ON`` or ``OFF``, the mode actually in force.
+- ``key`` (retained JWK of the device's Ed25519 public key, with ``kid``).
+
+Pure logic: no paho import.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+_ID = re.compile(r"[^a-zA-Z0-9_-]")
+
+DEFAULT_EMOTIONS = ("neutral", "happy", "surprise", "sad", "angry", "disgust", "fear", "contempt")
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoverySpec:
+    """What to announce; built by the service from the config and the alert rules."""
+
+    device_id: str
+    base_topic: str
+    prefix: str = "homeassistant"
+    window_seconds: int = 60
+    expire_after_windows: int = 3
+    emotions: Sequence[str] = DEFAULT_EMOTIONS
+    alert_rules: Sequence[str] = ()
+    sw_version: str = "0"
+    model: str = "emotion-agent"
+    extra_device: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def object_id(self) -> str:
+        return "emotion_agent_" + _ID.sub("_", self.device_id)
+
+    @property
+    def topic(self) -> str:
+        return f"{self.prefix}/device/{self.object_id}/config"
+
+    @property
+    def status_topic(self) -> str:
+        """Home Assistant's birth/will topic; ``online`` there asks us to re-announce."""
+        return f"{self.prefix}/status"
+
+
+def _slug(name: str) -> str:
+    return _ID.sub("_", name)
+
+
+def _optional(expr: str, divisor: int = 1, filt: str = "int") -> str:
+    """A template rendering ``expr / divisor`` through ``filt``, or None when absent or null."""
+    value = "v" if divisor == 1 else f"(v / {divisor})"
+    return (
+        f"{{% set v = {expr} if {expr} is defined else none %}}"
+        f"{{{{ {value} | {filt} if v is number else None }}}}"
+    )
+
+
+def _sensors(spec: DiscoverySpec, uid: str, expire: int) -> dict[str, dict[str, Any]]:
+    base = spec.base_topic
+    stats = f"{base}/stats"
+    cmps: dict[str, dict[str, Any]] = {
+        "people": {
+            "p": "sensor",
+            "name": "People per window",
+            "state_topic": stats,
+            "value_template": _optional("value_json.body.people"),
+            "unit_of_measurement": "people",
+            "state_class": "measurement",
+            "expire_after": expire,
+            "icon": "mdi:account-group",
+        }
+    }
+    for label in spec.emotions:
+        shares = "value_json.body.shares"
+        cmps[f"share_{_slug(label)}"] = {
+            "p": "sensor",
+            "name": f"{label.capitalize()} share",
+            "state_topic": stats,
+            "value_template": (
+                f"{{% set s = {shares} if {shares} is defined else none %}}"
+                f"{{{{ (s[{label!r}] / 10) | round(1) if s is mapping and {label!r} in s else None }}}}"
+            ),
+            "unit_of_measurement": "%",
+            "state_class": "measurement",
+            "expire_after": expire,
+        }
+    for axis in ("valence", "arousal"):
+        cmps[axis] = {
+            "p": "sensor",
+            "name": axis.capitalize(),
+            "state_topic": stats,
+            "value_template": _optional(f"value_json.body.{axis}", 1000, "round(3)"),
+            "state_class": "measurement",
+            "expire_after": expire,
+        }
+    for key, cfg in cmps.items():
+        cfg["unique_id"] = f"{uid}_{key}"
+    return cmps
+
+
+def _diagnostics(spec: DiscoverySpec, uid: str) -> dict[str, dict[str, Any]]:
+    base = spec.base_topic
+    health = f"{base}/health"
+    stale = spec.window_seconds * spec.expire_after_windows
+    diag: dict[str, dict[str, Any]] = {
+        "fps": {"p": "sensor", "name": "Frames per second", "state_topic": health,
+                "value_template": _optional("value_json.body.fps_milli", 1000, "round(1)"),
+                "unit_of_measurement": "fps", "state_class": "measurement", "expire_after": stale},
+        "frames_dropped": {"p": "sensor", "name": "Frames dropped", "state_topic": health,
+                           "value_template": _optional("value_json.body.frames_dropped"),
+                           "state_class": "total_increasing"},
+        "spool_backlog": {"p": "sensor", "name": "Unsent messages", "state_topic": health,
+                          "value_template": _optional("value_json.body.spool_backlog"),
+                          "state_class": "measurement"},
+        "last_checkpoint": {"p": "sensor", "name": "Last audit checkpoint", "device_class": "timestamp",
+                            "state_topic": f"{base}/audit/checkpoint",
+                            "value_template": "{{ (value_json.ts / 1000) | timestamp_custom("
+                            "'%Y-%m-%dT%H:%M:%S+00:00', false) if value_json.ts is number else None }}"},
+        "public_key": {"p": "sensor", "name": "Signing key", "state_topic": f"{base}/key",
+                       "value_template": "{{ value_json.kid }}", "json_attributes_topic": f"{base}/key",
+                       "icon": "mdi:key"},
+    }
+    for key, cfg in diag.items():
+        cfg["entity_category"] = "diagnostic"
+        cfg["unique_id"] = f"{uid}_{key}"
+    return diag
+
+
+def _controls(spec: DiscoverySpec, uid: str) -> dict[str, dict[str, Any]]:
+    base = spec.base_topic
+    cmps: dict[str, dict[str, Any]] = {
+        "privacy_mode": {
+            "p": "switch",
+            "name": "Privacy mode",
+            "command_topic": f"{base}/cmd/privacy_mode/set",
+            "state_topic": f"{base}/privacy_mode",
+            "value_template": "{{ value_json.body.state }}",
+            "payload_on": "ON",
+            "payload_off": "OFF",
+            "icon": "mdi:eye-off",
+            "entity_category": "config",
+            "unique_id": f"{uid}_privacy_mode",
+        },
+        "checkpoint": {
+            "p": "button",
+            "name": "Publish audit checkpoint",
+            "command_topic": f"{base}/cmd/checkpoint",
+            "payload_press": "PRESS",
+            "entity_category": "diagnostic",
+            "unique_id": f"{uid}_checkpoint",
+        },
+    }
+    for rule in spec.alert_rules:
+        key = f"alert_{_slug(rule)}"
+        cmps[key] = {
+            "p": "binary_sensor",
+            "name": f"Alert {rule}",
+            "device_class": "problem",
+            "state_topic": f"{base}/alert",
+            # Other rules' messages render "" and Home Assistant ignores them for this entity.
+            "value_template": (
+                f"{{% if value_json.body.rule == {rule!r} %}}"
+                "{{ 'ON' if value_json.body.state == 'raised' else 'OFF' }}{% endif %}"
+            ),
+            "payload_on": "ON",
+            "payload_off": "OFF",
+            "unique_id": f"{uid}_{key}",
+        }
+    return cmps
+
+
+def build_discovery(spec: DiscoverySpec) -> dict[str, Any]:
+    """The device-based discovery payload (a dict; :func:`encode_discovery` gives the bytes)."""
+    uid = spec.object_id
+    expire = spec.window_seconds * spec.expire_after_windows
+    return {
+        "dev": {
+            "ids": [uid],
+            "name": f"Emotion agent {spec.device_id}",
+            "mf": "emotion-agent",
+            "mdl": spec.model,
+            "sw": spec.sw_version,
+            **spec.extra_device,
+        },
+        "o": {"name": "emotion-agent", "sw": spec.sw_version},
+        "availability_topic": f"{spec.base_topic}/status",
+        "payload_available": "online",
+        "payload_not_available": "offline",
+        "qos": 1,
+        "cmps": {**_sensors(spec, uid, expire), **_diagnostics(spec, uid), **_controls(spec, uid)},
+    }
+
+
+def encode_discovery(spec: DiscoverySpec) -> bytes:
+    return json.dumps(build_discovery(spec), sort_keys=True, separators=(",", ":")).encode()

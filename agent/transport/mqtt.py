@@ -1,0 +1,442 @@
+"""The MQTT output: spool first, publish QoS 1, delete on PUBACK; availability, discovery, commands.
+
+Threads: paho's network thread (``loop_start``) runs the callbacks; one sender thread moves
+spooled messages to paho, at most ``max_inflight`` at a time, in spool order, and deletes each
+after its PUBACK. Callbacks never touch the spool: ``on_publish`` runs under paho's message
+lock, so it only queues the acknowledgement for the sender (no lock-order deadlock).
+
+Delivery is at least once. Within one process a message is handed to paho once; paho re-sends
+it (DUP) after a reconnect. After a crash or ``kill -9`` the unacknowledged rows are sent again,
+so a receiver may see a message twice and drops it by ``(kid, boot, seq)`` as the verifier does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import random
+import ssl
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agent.clock import Clock
+from agent.errors import ConfigError
+from agent.transport.commands import Command, CommandParser
+from agent.transport.discovery import DiscoverySpec, encode_discovery
+from agent.transport.settings import MqttConfig
+from agent.transport.spool import DropReport, Spool
+
+logger = logging.getLogger(__name__)
+
+MAX_INCOMING_BYTES = 4096
+"""MQTT 5 Maximum Packet Size we announce: the broker never forwards us anything larger."""
+
+_UNSUPPORTED_PROTOCOL = {1, 132}  # 3.1.1 CONNACK 0x01 and MQTT 5 reason 0x84
+
+
+class LinkState(StrEnum):
+    STOPPED = "stopped"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    REFUSED = "refused"  # the broker answered CONNACK with a failure (password, ACL, protocol)
+    FAILED = "failed"  # no CONNACK: network, TLS handshake, certificate
+    DISCONNECTED = "disconnected"
+
+
+@dataclass(frozen=True, slots=True)
+class TransportHealth:
+    """Figures for the health message; strings and integers only."""
+
+    state: str
+    protocol: str
+    last_error: str | None
+    backlog: int
+    spool_bytes: int
+    oldest_unsent_ms: int | None
+    dropped: dict[str, int] = field(default_factory=dict)
+    connects: int = 0
+    failures: int = 0
+    commands_accepted: int = 0
+    commands_rejected: int = 0
+
+
+class OutgoingMessage(Protocol):
+    """What :meth:`MqttOutput.send` needs (``agent.outputs.base.Message`` fits)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def payload(self) -> bytes: ...
+    @property
+    def retain(self) -> bool: ...
+
+
+class _Client(paho.Client):
+    """paho's client, remembering why the last socket could not be opened (TLS, refused...)."""
+
+    last_socket_error: OSError | None = None
+
+    def _create_socket(self) -> Any:
+        try:
+            sock = super()._create_socket()
+        except OSError as exc:
+            self.last_socket_error = exc
+            raise
+        self.last_socket_error = None
+        return sock
+
+
+def read_password(path: Path) -> str:
+    """The first line of ``mqtt.password_file``; the value is never logged."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"mqtt.password_file {path}: cannot read it ({exc.__class__.__name__})") from exc
+    lines = text.splitlines()
+    if not lines or not lines[0]:
+        raise ConfigError(f"mqtt.password_file {path}: the file is empty; put the password on line 1")
+    return lines[0]
+
+
+class MqttOutput:
+    """The service's publisher. ``publish`` is durable as soon as it returns."""
+
+    def __init__(
+        self,
+        settings: MqttConfig,
+        *,
+        device_id: str,
+        state_dir: Path,
+        spool_days: int,
+        clock: Clock,
+        on_command: Callable[[Command], None] | None = None,
+        on_drop: Callable[[DropReport], None] | None = None,
+        discovery: DiscoverySpec | None = None,
+        public_key: Mapping[str, Any] | None = None,
+        jitter: Callable[[], float] = lambda: random.uniform(0.0, 5.0),  # noqa: S311 - not crypto
+    ) -> None:
+        self.settings = settings
+        self.base_topic = settings.base_topic or f"emotion-agent/{device_id}"
+        self.status_topic = f"{self.base_topic}/status"
+        self._client_id = settings.client_id or f"emotion-agent-{device_id}"
+        self._spool = Spool(
+            state_dir / "spool.sqlite3",
+            clock,
+            max_bytes=settings.spool_max_mb * 1024 * 1024,
+            max_age_seconds=spool_days * 86400,
+            on_drop=on_drop,
+        )
+        self._on_command = on_command
+        self._discovery = discovery if settings.discovery else None
+        self._public_key = dict(public_key) if public_key is not None else None
+        self._jitter = jitter
+        self._commands = CommandParser(self.base_topic)
+        self._lock = threading.Lock()
+        self._state = LinkState.STOPPED
+        self._last_error: str | None = None
+        self._counts = {"connects": 0, "failures": 0, "accepted": 0, "rejected": 0}
+        self._acks: queue.Queue[tuple[int, ReasonCode | None]] = queue.Queue()
+        self._wake = threading.Event()
+        self._connected = threading.Event()
+        self._stopping = threading.Event()
+        self._downgrade = threading.Event()
+        self._inflight: dict[int, int] = {}
+        self._last_submitted = 0
+        self._protocol = MQTTProtocolVersion.MQTTv311 if settings.protocol == "3.1.1" else (
+            MQTTProtocolVersion.MQTTv5
+        )
+        self._client: _Client | None = None
+        self._sender: threading.Thread | None = None
+
+    # --- the service's side ---------------------------------------------------------------
+
+    def publish(self, topic_suffix: str, payload: bytes, retain: bool = False) -> int:
+        """Spool a message for ``<base>/<topic_suffix>``; returns its spool id."""
+        if not topic_suffix or topic_suffix.startswith("/") or any(c in topic_suffix for c in "+#\0"):
+            raise ValueError(f"topic suffix {topic_suffix!r} must be a plain relative topic")
+        row = self._spool.put(f"{self.base_topic}/{topic_suffix}", payload, retain=retain)
+        self._wake.set()
+        return row
+
+    def send(self, message: OutgoingMessage) -> None:
+        """The service's ``Output`` interface: ``message.topic`` is the full topic."""
+        self._spool.put(message.topic, message.payload, retain=message.retain)
+        self._wake.set()
+
+    def health(self) -> TransportHealth:
+        stats = self._spool.stats()
+        with self._lock:
+            return TransportHealth(
+                state=self._state.value,
+                protocol="5" if self._protocol == MQTTProtocolVersion.MQTTv5 else "3.1.1",
+                last_error=self._last_error,
+                backlog=stats.backlog,
+                spool_bytes=stats.bytes,
+                oldest_unsent_ms=stats.oldest_ms,
+                dropped=stats.dropped,
+                connects=self._counts["connects"],
+                failures=self._counts["failures"],
+                commands_accepted=self._counts["accepted"],
+                commands_rejected=self._counts["rejected"],
+            )
+
+    @property
+    def state(self) -> LinkState:
+        return self._state
+
+    def start(self) -> None:
+        """Connect in the background (a broker that is down at boot is retried) and start sending."""
+        self._stopping.clear()
+        self._client = self._build_client()
+        self._set_state(LinkState.CONNECTING, None)
+        self._connect_async(self._client)
+        self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
+        self._sender.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Publish ``offline`` ourselves, then disconnect cleanly (so the broker sends no LWT)."""
+        self._stopping.set()
+        self._wake.set()
+        if self._sender is not None:
+            self._sender.join(timeout)
+        client = self._client
+        if client is not None:
+            if self._connected.is_set():
+                info = client.publish(self.status_topic, "offline", qos=1, retain=True)
+                try:
+                    info.wait_for_publish(timeout)
+                except (RuntimeError, ValueError) as exc:
+                    logger.warning("could not confirm the offline status: %s", exc)
+            client.disconnect()
+            client.loop_stop()
+        self._connected.clear()
+        self._set_state(LinkState.STOPPED, self._last_error)
+        self._spool.close()
+
+    # --- building the client --------------------------------------------------------------
+
+    def _build_client(self) -> _Client:
+        s = self.settings
+        client = _Client(CallbackAPIVersion.VERSION2, client_id=self._client_id, protocol=self._protocol)
+        client.will_set(self.status_topic, "offline", qos=1, retain=True)
+        client.reconnect_delay_set(s.reconnect_min_seconds, s.reconnect_max_seconds)
+        client.max_inflight_messages_set(s.max_inflight)
+        if s.username is not None:
+            password = read_password(s.password_file) if s.password_file is not None else None
+            client.username_pw_set(s.username, password)
+        if s.tls is not None:
+            try:
+                client.tls_set(
+                    ca_certs=str(s.tls.ca),
+                    certfile=str(s.tls.cert) if s.tls.cert else None,
+                    keyfile=str(s.tls.key) if s.tls.key else None,
+                    cert_reqs=ssl.CERT_REQUIRED,
+                    tls_version=ssl.PROTOCOL_TLS_CLIENT,
+                )
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                raise ConfigError(
+                    f"mqtt.tls: cannot load the CA {s.tls.ca}, certificate or key: {exc}"
+                ) from exc
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        client.on_log = self._on_log
+        return client
+
+    def _connect_async(self, client: _Client) -> None:
+        """Queue the connection and start paho's thread; it retries with backoff until stopped."""
+        props = None
+        if self._protocol == MQTTProtocolVersion.MQTTv5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho leaves it untyped
+            props.MaximumPacketSize = MAX_INCOMING_BYTES
+        client.connect_async(
+            self.settings.host,
+            self.settings.port,
+            self.settings.keepalive_seconds,
+            clean_start=True,
+            properties=props,
+        )
+        client.loop_start()
+
+    # --- paho callbacks (network thread) --------------------------------------------------
+
+    def _set_state(self, state: LinkState, error: str | None) -> None:
+        with self._lock:
+            self._state = state
+            self._last_error = error
+
+    def _on_connect(
+        self, client: paho.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None
+    ) -> None:
+        if reason.is_failure:
+            self._counts["failures"] += 1
+            self._set_state(LinkState.REFUSED, f"broker refused the connection: {reason}")
+            logger.warning(
+                "MQTT broker refused the connection: %s; retrying",
+                reason,
+                extra={"fields": {"reason": str(reason), "host": self.settings.host}},
+            )
+            if self.settings.protocol == "auto" and reason.value in _UNSUPPORTED_PROTOCOL:
+                self._downgrade.set()
+                self._wake.set()
+            return
+        self._counts["connects"] += 1
+        self._set_state(LinkState.CONNECTED, None)
+        logger.info("MQTT connected", extra={"fields": {"host": self.settings.host}})
+        client.publish(self.status_topic, "online", qos=1, retain=True)
+        if self._public_key is not None:
+            client.publish(f"{self.base_topic}/key", _json(self._public_key), qos=1, retain=True)
+        subs = [(t, 1) for t in self._commands.topics]
+        if self._discovery is not None:
+            subs.append((self._discovery.status_topic, 1))
+            client.publish(self._discovery.topic, encode_discovery(self._discovery), qos=1, retain=True)
+        client.subscribe(subs)
+        self._connected.set()
+        self._wake.set()
+
+    def _socket_error(self) -> str:
+        client = self._client
+        exc = client.last_socket_error if client is not None else None
+        return f"{exc.__class__.__name__}: {exc}" if exc is not None else "connection failed"
+
+    def _on_connect_fail(self, _c: paho.Client, _u: Any) -> None:
+        self._counts["failures"] += 1
+        error = f"cannot connect to {self.settings.host}:{self.settings.port}: {self._socket_error()}"
+        self._set_state(LinkState.FAILED, error)
+        logger.warning("MQTT %s; retrying", error, extra={"fields": {"host": self.settings.host}})
+
+    def _on_disconnect(
+        self, _c: paho.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None
+    ) -> None:
+        self._connected.clear()
+        if self._stopping.is_set():
+            return
+        with self._lock:
+            refused = self._state == LinkState.REFUSED
+            error = self._last_error if refused or reason.value == 0 else f"connection lost: {reason}"
+            if not refused:
+                self._state = LinkState.DISCONNECTED
+            self._last_error = error
+        logger.warning("MQTT disconnected: %s; reconnecting", error)
+
+    def _on_log(self, _c: paho.Client, _u: Any, level: int, message: str) -> None:
+        if level == paho.MQTT_LOG_ERR and not self._stopping.is_set():
+            with self._lock:
+                self._last_error = message
+            logger.warning("MQTT: %s", message)
+
+    def _on_publish(
+        self, _c: paho.Client, _u: Any, mid: int, reason: ReasonCode, _p: Properties
+    ) -> None:
+        self._acks.put((mid, reason))
+        self._wake.set()
+
+    def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
+        try:
+            if self._discovery is not None and msg.topic == self._discovery.status_topic:
+                self._on_ha_status(bytes(msg.payload))
+                return
+            command = self._commands.parse(msg.topic, bytes(msg.payload), retained=bool(msg.retain))
+        except Exception as exc:
+            self._counts["rejected"] += 1
+            logger.warning("ignored an MQTT command: %s", exc, extra={"fields": {"topic": msg.topic}})
+            return
+        self._counts["accepted"] += 1
+        logger.info("MQTT command %s", command.name, extra={"fields": {"on": command.on}})
+        if self._on_command is not None:
+            try:
+                self._on_command(command)
+            except Exception:
+                logger.exception("the command handler failed for %s; the agent carries on", command.name)
+
+    def _on_ha_status(self, payload: bytes) -> None:
+        if payload.strip() != b"online":
+            return
+        delay = max(0.0, min(5.0, self._jitter()))
+        timer = threading.Timer(delay, self._reannounce)
+        timer.daemon = True
+        timer.start()
+
+    def _reannounce(self) -> None:
+        client = self._client
+        if client is None or self._discovery is None or not self._connected.is_set():
+            return
+        logger.info("Home Assistant restarted: re-sending discovery")
+        client.publish(self._discovery.topic, encode_discovery(self._discovery), qos=1, retain=True)
+        client.publish(self.status_topic, "online", qos=1, retain=True)
+
+    # --- sender thread --------------------------------------------------------------------
+
+    def _send_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                self._drain_acks()
+                if self._downgrade.is_set():
+                    self._fall_back_to_311()
+                self._submit()
+            except Exception:
+                logger.exception("MQTT sender failed a round; it retries")
+            self._wake.wait(0.5)
+        self._drain_acks()
+
+    def _drain_acks(self) -> None:
+        while True:
+            try:
+                mid, reason = self._acks.get_nowait()
+            except queue.Empty:
+                return
+            row = self._inflight.pop(mid, None)
+            if row is None:
+                continue  # status, discovery and other unspooled messages
+            if reason is not None and reason.is_failure:
+                logger.error("the broker refused a message: %s; dropping it from the spool", reason)
+                self._spool.drop(row, "refused_by_broker")
+            else:
+                self._spool.ack(row)
+
+    def _submit(self) -> None:
+        client = self._client
+        if client is None or not self._connected.is_set():
+            return
+        room = self.settings.max_inflight - len(self._inflight)
+        if room <= 0:
+            return
+        for item in self._spool.pending(after_id=self._last_submitted, limit=room):
+            info = client.publish(item.topic, item.payload, qos=1, retain=item.retain)
+            if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+                return
+            self._inflight[info.mid] = item.id
+            self._last_submitted = item.id
+
+    def _fall_back_to_311(self) -> None:
+        """The broker speaks only MQTT 3.1.1: rebuild the client for it (paho fixes it at creation)."""
+        self._downgrade.clear()
+        old = self._client
+        if old is None or self._protocol == MQTTProtocolVersion.MQTTv311:
+            return
+        logger.warning("the broker refused MQTT 5; falling back to MQTT 3.1.1")
+        old.disconnect()
+        old.loop_stop()
+        self._protocol = MQTTProtocolVersion.MQTTv311
+        self._inflight.clear()
+        self._last_submitted = 0
+        self._client = self._build_client()
+        self._connect_async(self._client)
+
+
+def _json(obj: Mapping[str, Any]) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()

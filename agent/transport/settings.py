@@ -1,0 +1,84 @@
+"""Config sections of the MQTT transport (``mqtt:`` in the agent config).
+
+The contract keys (host, port, tls, username, password_file) are in DESIGN.md; the rest tune
+reconnects, the offline spool and Home Assistant discovery, each with a safe default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from agent.settings_base import Section
+
+
+class TlsConfig(Section):
+    ca: Path = Field(..., title="CA certificate (PEM) that signed the broker's certificate")
+    cert: Path | None = Field(None, title="Client certificate (PEM)")
+    key: Path | None = Field(None, title="Client private key (PEM)")
+
+
+class MqttConfig(Section):
+    enabled: bool = Field(True, title="Publish over MQTT")
+    host: str = Field("127.0.0.1", min_length=1, title="Broker host")
+    port: int = Field(8883, ge=1, le=65535, title="Broker port")
+    tls: TlsConfig | None = Field(None, title="TLS settings (omit only for a loopback broker)")
+    username: str | None = Field(None, title="Username")
+    password_file: Path | None = Field(None, title="File holding the password (never inline)")
+    base_topic: str | None = Field(
+        None, title="Base topic", description="Defaults to emotion-agent/<device_id>."
+    )
+    discovery_prefix: str = Field("homeassistant", title="Home Assistant discovery prefix")
+    discovery: bool = Field(
+        True,
+        title="Announce entities to Home Assistant",
+        description="Publish one retained device-based discovery message and re-send it when "
+        "Home Assistant announces `online` on <discovery_prefix>/status.",
+    )
+    client_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        title="MQTT client id",
+        description="Defaults to emotion-agent-<device_id>; must match the broker's ACL if it "
+        "uses the client id.",
+    )
+    protocol: Literal["auto", "5", "3.1.1"] = Field(
+        "auto",
+        title="MQTT protocol version",
+        description="auto: MQTT 5, falling back to 3.1.1 when the broker refuses version 5.",
+    )
+    keepalive_seconds: int = Field(30, ge=5, le=3600, title="Keep-alive interval (s)")
+    reconnect_min_seconds: int = Field(1, ge=1, le=600, title="First wait before a reconnect (s)")
+    reconnect_max_seconds: int = Field(
+        120, ge=1, le=3600, title="Longest wait between reconnects (s); the wait doubles up to it"
+    )
+    spool_max_mb: int = Field(
+        64,
+        ge=1,
+        le=4096,
+        title="Largest size of the offline spool (MiB)",
+        description="When unsent messages exceed it, the oldest are dropped, counted and reported.",
+    )
+    max_inflight: int = Field(
+        20, ge=1, le=1000, title="Messages sent but not yet acknowledged at one time"
+    )
+    expire_after_windows: int = Field(
+        3,
+        ge=1,
+        le=1000,
+        title="Windows after which Home Assistant shows a statistic as unavailable",
+        description="expire_after = this × analytics.window_seconds, so a stale value never "
+        "shows as current.",
+    )
+
+    @model_validator(mode="after")
+    def _verify_reconnect_range(self) -> MqttConfig:
+        if self.reconnect_min_seconds > self.reconnect_max_seconds:
+            raise ValueError(
+                f"mqtt.reconnect_min_seconds ({self.reconnect_min_seconds}) must not exceed "
+                f"mqtt.reconnect_max_seconds ({self.reconnect_max_seconds})"
+            )
+        return self

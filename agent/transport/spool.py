@@ -1,0 +1,248 @@
+"""The offline spool: every outgoing message is on disk before it is sent, until its PUBACK.
+
+paho keeps QoS 1 messages in memory only, so a broker outage longer than the process lives, or
+a ``kill -9``, would lose them. The spool is one SQLite database in WAL mode with
+``synchronous=FULL``: a row committed by :meth:`Spool.put` survives a crash of the process and
+of the machine. Rows leave in three ways only, each of them counted:
+
+- :meth:`Spool.ack` after the broker acknowledged the message (delivered, not a drop);
+- retention: a row older than ``max_age_seconds`` (``retention.spool_days``);
+- the size cap: while the rows' bytes exceed ``max_bytes`` the oldest go first.
+
+Every drop is reported through ``on_drop`` (the service routes it to the audit log) as a
+:class:`DropReport` that names no payload, only topics, counts and the time span.
+This module is pure standard library; it never imports paho.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from agent.clock import Clock
+from agent.errors import TransportError
+
+logger = logging.getLogger(__name__)
+
+DropReason = Literal["retention", "size_cap", "refused_by_broker"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS spool (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    retain INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL
+)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolItem:
+    """One message waiting for its PUBACK; ``id`` orders the backlog."""
+
+    id: int
+    topic: str
+    payload: bytes
+    retain: bool
+    created_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class DropReport:
+    """What a purge removed, for the audit log: counts and times, never payloads."""
+
+    reason: DropReason
+    count: int
+    bytes: int
+    topics: dict[str, int] = field(default_factory=dict)
+    oldest_ms: int = 0
+    newest_ms: int = 0
+
+    def to_body(self) -> dict[str, object]:
+        """Integers and strings only, ready for a signed envelope."""
+        return {
+            "reason": self.reason,
+            "count": self.count,
+            "bytes": self.bytes,
+            "topics": dict(sorted(self.topics.items())),
+            "oldest_ms": self.oldest_ms,
+            "newest_ms": self.newest_ms,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolStats:
+    """Backlog figures for the health message."""
+
+    backlog: int
+    bytes: int
+    oldest_ms: int | None
+    dropped: dict[str, int]
+
+
+class Spool:
+    """A crash-safe FIFO of outgoing messages in ``<state_dir>/spool.sqlite3``.
+
+    Thread-safe: the service thread puts, the sender thread reads and acknowledges.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        clock: Clock,
+        *,
+        max_bytes: int,
+        max_age_seconds: int,
+        on_drop: Callable[[DropReport], None] | None = None,
+    ) -> None:
+        if max_bytes < 1 or max_age_seconds < 1:
+            raise ValueError("max_bytes and max_age_seconds must be positive")
+        self.path = path
+        self._clock = clock
+        self._max_bytes = max_bytes
+        self._max_age_ms = max_age_seconds * 1000
+        self._on_drop = on_drop
+        self._lock = threading.Lock()
+        self._dropped: Counter[str] = Counter()
+        self._db = self._open(path)
+
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise TransportError(
+                f"{path}: cannot open the offline spool ({exc}); check that state_dir exists "
+                "and is writable by the agent"
+            ) from exc
+        if str(mode).lower() != "wal":
+            db.close()
+            raise TransportError(f"{path}: the spool needs SQLite WAL mode, the file system gave {mode!r}")
+        return db
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _now_ms(self) -> int:
+        return int(self._clock.time() * 1000)
+
+    def put(self, topic: str, payload: bytes, *, retain: bool = False) -> int:
+        """Store a message durably and return its id; then apply the limits."""
+        if not topic:
+            raise ValueError("a spooled message needs a topic")
+        try:
+            with self._lock:
+                cur = self._db.execute(
+                    "INSERT INTO spool (topic, payload, retain, created_ms) VALUES (?, ?, ?, ?)",
+                    (topic, bytes(payload), int(retain), self._now_ms()),
+                )
+                row_id = cur.lastrowid
+        except sqlite3.Error as exc:
+            raise TransportError(f"{self.path}: cannot write to the offline spool: {exc}") from exc
+        assert row_id is not None  # noqa: S101 - sqlite3 always sets it after an INSERT
+        self.enforce_limits()
+        return row_id
+
+    def pending(self, after_id: int = 0, limit: int = 100) -> list[SpoolItem]:
+        """The oldest unacknowledged messages with an id above ``after_id``, in order."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, topic, payload, retain, created_ms FROM spool WHERE id > ? "
+                "ORDER BY id LIMIT ?",
+                (after_id, limit),
+            ).fetchall()
+        return [SpoolItem(r[0], r[1], bytes(r[2]), bool(r[3]), r[4]) for r in rows]
+
+    def ack(self, item_id: int) -> bool:
+        """Delete a message the broker acknowledged; False if it was already gone."""
+        with self._lock:
+            cur = self._db.execute("DELETE FROM spool WHERE id = ?", (item_id,))
+        return cur.rowcount > 0
+
+    def drop(self, item_id: int, reason: DropReason) -> None:
+        """Remove one message that can never be delivered (the broker refused it), counted."""
+        self._purge(reason, "id = ?", (item_id,))
+
+    def enforce_limits(self) -> list[DropReport]:
+        """Drop messages past retention, then the oldest while over the size cap."""
+        reports = []
+        cutoff = self._now_ms() - self._max_age_ms
+        aged = self._purge("retention", "created_ms < ?", (cutoff,))
+        if aged is not None:
+            reports.append(aged)
+        with self._lock:
+            total = self._db.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM spool").fetchone()[0]
+        if total > self._max_bytes:
+            last_id = self._last_id_to_shed(total - self._max_bytes)
+            over = self._purge("size_cap", "id <= ?", (last_id,))
+            if over is not None:
+                reports.append(over)
+        return reports
+
+    def _last_id_to_shed(self, excess: int) -> int:
+        """The id up to which the oldest rows hold at least ``excess`` bytes."""
+        shed = 0
+        last_id = 0
+        with self._lock:
+            for row_id, size in self._db.execute("SELECT id, LENGTH(payload) FROM spool ORDER BY id"):
+                shed += size
+                last_id = row_id
+                if shed >= excess:
+                    break
+        return int(last_id)
+
+    def _purge(self, reason: DropReason, where: str, args: tuple[int, ...]) -> DropReport | None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self._db.execute(
+                    f"SELECT topic, LENGTH(payload), created_ms FROM spool WHERE {where}",  # noqa: S608 - fixed clauses
+                    args,
+                ).fetchall()
+                self._db.execute(f"DELETE FROM spool WHERE {where}", args)  # noqa: S608 - fixed clauses
+                self._db.execute("COMMIT")
+            except sqlite3.Error:
+                self._db.execute("ROLLBACK")
+                raise
+        if not rows:
+            return None
+        report = DropReport(
+            reason=reason,
+            count=len(rows),
+            bytes=sum(r[1] for r in rows),
+            topics=dict(Counter(r[0] for r in rows)),
+            oldest_ms=min(r[2] for r in rows),
+            newest_ms=max(r[2] for r in rows),
+        )
+        self._dropped[reason] += report.count
+        logger.warning(
+            "spool dropped %d unsent message(s): %s",
+            report.count,
+            reason,
+            extra={"fields": {"reason": reason, "count": report.count, "bytes": report.bytes}},
+        )
+        if self._on_drop is not None:
+            try:
+                self._on_drop(report)
+            except Exception:
+                logger.exception("the spool's on_drop callback failed; the drop stays counted")
+        return report
+
+    def stats(self) -> SpoolStats:
+        with self._lock:
+            count, size, oldest = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0), MIN(created_ms) FROM spool"
+            ).fetchone()
+        return SpoolStats(backlog=count, bytes=size, oldest_ms=oldest, dropped=dict(self._dropped))

@@ -1,0 +1,143 @@
+"""The offline spool: durable before send, ordered, bounded, and every drop reported."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.clock import FakeClock
+from agent.errors import TransportError
+from agent.transport.spool import DropReport, Spool
+
+
+def make(tmp_path: Path, clock: FakeClock, **kw: object) -> tuple[Spool, list[DropReport]]:
+    drops: list[DropReport] = []
+    args: dict[str, object] = {"max_bytes": 1_000_000, "max_age_seconds": 7 * 86400}
+    args.update(kw)
+    spool = Spool(tmp_path / "spool.sqlite3", clock, on_drop=drops.append, **args)  # type: ignore[arg-type]
+    return spool, drops
+
+
+def test_messages_come_back_in_order_until_acknowledged(tmp_path: Path, clock: FakeClock) -> None:
+    spool, _ = make(tmp_path, clock)
+    ids = [spool.put("t/stats", f"m{i}".encode()) for i in range(5)]
+    assert [i.payload for i in spool.pending()] == [b"m0", b"m1", b"m2", b"m3", b"m4"]
+    assert spool.ack(ids[1]) is True
+    assert spool.ack(ids[1]) is False
+    assert [i.id for i in spool.pending()] == [ids[0], ids[2], ids[3], ids[4]]
+    assert [i.id for i in spool.pending(after_id=ids[2])] == [ids[3], ids[4]]
+    assert spool.stats().backlog == 4
+
+
+def test_the_database_uses_wal_and_full_sync(tmp_path: Path, clock: FakeClock) -> None:
+    spool, _ = make(tmp_path, clock)
+    spool.put("t/a", b"x")
+    spool.close()
+    db = sqlite3.connect(tmp_path / "spool.sqlite3")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_messages_survive_a_reopen_with_their_spool_time(tmp_path: Path, clock: FakeClock) -> None:
+    spool, _ = make(tmp_path, clock)
+    spool.put("t/stats", b"first", retain=True)
+    spool.close()
+    clock.advance(3600)
+    again, _ = make(tmp_path, clock)
+    (item,) = again.pending()
+    assert (item.topic, item.payload, item.retain) == ("t/stats", b"first", True)
+    assert item.created_ms == 1_700_000_000_000
+
+
+def test_messages_older_than_retention_are_dropped_and_reported(tmp_path: Path, clock: FakeClock) -> None:
+    spool, drops = make(tmp_path, clock, max_age_seconds=86400)
+    spool.put("t/stats", b"old-1")
+    spool.put("t/alert", b"old-2")
+    clock.advance(86400 + 1)
+    spool.put("t/stats", b"new")
+    assert [i.payload for i in spool.pending()] == [b"new"]
+    assert len(drops) == 1
+    assert drops[0].to_body() == {
+        "reason": "retention",
+        "count": 2,
+        "bytes": 10,
+        "topics": {"t/alert": 1, "t/stats": 1},
+        "oldest_ms": 1_700_000_000_000,
+        "newest_ms": 1_700_000_000_000,
+    }
+    assert spool.stats().dropped == {"retention": 2}
+
+
+def test_the_size_cap_drops_the_oldest_first(tmp_path: Path, clock: FakeClock) -> None:
+    spool, drops = make(tmp_path, clock, max_bytes=250)
+    for i in range(5):
+        spool.put("t/stats", bytes([65 + i]) * 100)
+        clock.advance(1)
+    remaining = [i.payload[:1] for i in spool.pending()]
+    assert remaining == [b"D", b"E"]
+    assert sum(d.count for d in drops) == 3
+    assert {d.reason for d in drops} == {"size_cap"}
+    assert spool.stats().bytes <= 250
+
+
+def test_a_message_the_broker_refused_is_dropped_and_counted(tmp_path: Path, clock: FakeClock) -> None:
+    spool, drops = make(tmp_path, clock)
+    row = spool.put("t/forbidden", b"x")
+    spool.drop(row, "refused_by_broker")
+    assert spool.pending() == []
+    assert drops[0].reason == "refused_by_broker"
+    assert drops[0].topics == {"t/forbidden": 1}
+
+
+def test_a_failing_drop_callback_does_not_lose_the_count(tmp_path: Path, clock: FakeClock) -> None:
+    def broken(_report: DropReport) -> None:
+        raise RuntimeError("audit log down")
+
+    spool = Spool(tmp_path / "s.sqlite3", clock, max_bytes=10, max_age_seconds=60, on_drop=broken)
+    spool.put("t", b"0123456789AB")
+    assert spool.stats().dropped == {"size_cap": 1}
+
+
+def test_an_unwritable_state_dir_is_a_clear_transport_error(tmp_path: Path, clock: FakeClock) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(TransportError, match="cannot open the offline spool") as exc:
+        Spool(blocker / "spool.sqlite3", clock, max_bytes=10, max_age_seconds=60)
+    assert "state_dir" in str(exc.value)
+
+
+WRITER = """
+import os, sys
+from pathlib import Path
+from agent.clock import SystemClock
+from agent.transport.spool import Spool
+s = Spool(Path(sys.argv[1]), SystemClock(), max_bytes=10**7, max_age_seconds=86400)
+for i in range(50):
+    s.put("t/stats", b"msg-%d" % i)
+print("written", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_rows_written_survive_kill_9_of_the_writer(tmp_path: Path, clock: FakeClock) -> None:
+    path = tmp_path / "spool.sqlite3"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "written"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    assert proc.stdin is not None
+    proc.stdin.close()
+    proc.stdout.close()
+    spool, _ = make(tmp_path, FakeClock(start=clock.time()))
+    assert [i.payload for i in spool.pending(limit=100)] == [b"msg-%d" % i for i in range(50)]
