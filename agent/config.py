@@ -15,9 +15,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from agent.audit.settings import AuditSettings
 from agent.errors import ConfigError
 from agent.settings_base import Section
-from agent.transport.settings import MqttConfig
 
 SCHEMA_VERSION = 1
 
@@ -116,6 +116,25 @@ class AnalyticsConfig(Section):
     )
 
 
+class TlsConfig(Section):
+    ca: Path = Field(..., title="CA certificate (PEM) that signed the broker's certificate")
+    cert: Path | None = Field(None, title="Client certificate (PEM)")
+    key: Path | None = Field(None, title="Client private key (PEM)")
+
+
+class MqttConfig(Section):
+    enabled: bool = Field(True, title="Publish over MQTT")
+    host: str = Field("127.0.0.1", min_length=1, title="Broker host")
+    port: int = Field(8883, ge=1, le=65535, title="Broker port")
+    tls: TlsConfig | None = Field(None, title="TLS settings (omit only for a loopback broker)")
+    username: str | None = Field(None, title="Username")
+    password_file: Path | None = Field(None, title="File holding the password (never inline)")
+    base_topic: str | None = Field(
+        None, title="Base topic", description="Defaults to emotion-agent/<device_id>."
+    )
+    discovery_prefix: str = Field("homeassistant", title="Home Assistant discovery prefix")
+
+
 class KeysConfig(Section):
     private_key: Path = Field(
         Path("/etc/emotion-agent/device.key"),
@@ -150,6 +169,7 @@ class AgentConfig(Section):
         title="State folder: spool, audit log, counters; never pixels",
     )
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    audit: AuditSettings = Field(default_factory=AuditSettings, title="Audit log checkpoints and segments")
 
     @model_validator(mode="after")
     def _cross_field(self) -> AgentConfig:

@@ -1,0 +1,226 @@
+"""What an audit entry may say: one strict schema per kind, integers only, never an image.
+
+An entry is one line of RFC 8785 canonical JSON::
+
+    {"data":{...},"i":<index>,"kind":"<kind>","ts":<unix ms>}
+
+and its Merkle leaf is SHA-256(0x00 || the line without its newline). ``data`` is checked
+against the kind's schema: unknown kinds and unknown fields are refused, numbers must be
+integers within ±(2^53−1), strings are short tokens or hex hashes, and no schema has room for
+a list of numbers — so a pixel row, a crop, a box or a track id cannot be written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import rfc8785
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from agent.errors import PayloadError
+
+MAX_SAFE = 2**53 - 1
+
+Count = Annotated[int, Field(strict=True, ge=0, le=MAX_SAFE)]
+Token = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
+Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+B64Hash = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{43}=$")]
+KeyPath = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\[\]-]{1,128}$")]
+Text = Annotated[str, StringConstraints(max_length=500)]
+Topic = Annotated[str, StringConstraints(pattern=r"^[^#+\x00]{1,256}$")]
+Version = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.+-]{1,64}$")]
+SegmentName = Annotated[str, StringConstraints(pattern=r"^segment-[0-9]{12}\.jsonl$")]
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Policy(_Data):
+    """The rules in force; the verifier checks later entries against them."""
+
+    min_people: int = Field(strict=True, ge=2, le=1000, description="k")
+    window_seconds: int = Field(strict=True, ge=1, le=86400)
+    audit_days: int = Field(strict=True, ge=1, le=3650, description="retention.audit_days")
+    max_frame_lifetime_ms: int = Field(strict=True, ge=1, le=600_000)
+    jurisdiction: Version
+    context: Token
+    purpose: Token
+    dp_epsilon_milli: Count | None = None
+
+
+class StartData(_Data):
+    device_id: Token
+    software_version: Version
+    model_hashes: dict[Token, Hex64] = Field(max_length=16)
+    config_hash: Hex64
+    policy: Policy
+    boot: Count
+
+
+class StopData(_Data):
+    reason: Token
+    uptime_ms: Count
+
+
+class FramesData(_Data):
+    """Frame accounting for one window: captured = analysed + dropped + discarded."""
+
+    window_start_ms: Count
+    window_ms: Count
+    captured: Count
+    analysed: Count
+    dropped: Count
+    discarded: Count
+    lifetime_max_ms: Count
+    lifetime_p99_ms: Count
+    pixel_bytes_persisted: Count
+
+
+class WindowData(_Data):
+    window_start_ms: Count
+    window_ms: Count
+    people: Count
+    published: bool
+    suppressed: Token | None = None
+    k: int = Field(strict=True, ge=1, le=1000)
+
+
+class PublishData(_Data):
+    topic: Topic
+    seq: Count
+    payload_sha256: Hex64
+
+
+class ConfigChangeData(_Data):
+    config_hash_before: Hex64
+    config_hash_after: Hex64
+    keys: list[KeyPath] = Field(max_length=64)
+
+
+class PolicyChangeData(_Data):
+    policy: Policy
+    reason: Token
+
+
+class PrivacyModeData(_Data):
+    mode: Token
+    source: Token
+
+
+class KeyEventData(_Data):
+    event: Token
+    kid: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:+/=-]{1,128}$")]
+
+
+class ErrorData(_Data):
+    code: Token
+    message: Text
+
+
+class PurgedSegment(_Data):
+    name: SegmentName
+    first: Count
+    count: Count
+    last_ts_ms: Count
+    root: B64Hash
+    """MTH of the segment's own leaves, so a kept export can be matched later."""
+
+
+class PurgeData(_Data):
+    segments: list[PurgedSegment] = Field(min_length=1, max_length=10_000)
+    first_kept: Count
+    root_at_first_kept: B64Hash
+    retention_days: int = Field(strict=True, ge=1, le=3650)
+    cutoff_ms: Count
+
+
+class SegmentData(_Data):
+    """First entry of every segment: the right edge of the tree before it, so older segments
+    can be purged and the rest still verifies."""
+
+    previous: SegmentName | None
+    edge: list[B64Hash] = Field(max_length=64)
+
+
+SCHEMAS: dict[str, type[_Data]] = {
+    "start": StartData,
+    "stop": StopData,
+    "frames": FramesData,
+    "window": WindowData,
+    "publish": PublishData,
+    "config_change": ConfigChangeData,
+    "policy_change": PolicyChangeData,
+    "privacy_mode": PrivacyModeData,
+    "key_event": KeyEventData,
+    "error": ErrorData,
+    "purge": PurgeData,
+    "segment": SegmentData,
+}
+INTERNAL_KINDS = frozenset({"purge", "segment"})
+"""Kinds only the log itself writes."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    index: int
+    ts_ms: int
+    kind: str
+    data: dict[str, Any]
+    line: bytes
+    """The canonical bytes (no newline): the Merkle leaf's content."""
+
+
+def _problem(kind: str, exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "(data)"
+    if err["type"] == "extra_forbidden":
+        return f"{kind} entry: field {where!r} is not allowed (the schema has no room for it)"
+    if err["type"] == "missing":
+        return f"{kind} entry: required field {where!r} is missing"
+    found = err.get("input")
+    shown = "a list" if isinstance(found, list) else "a mapping" if isinstance(found, dict) else repr(found)
+    return f"{kind} entry: field {where!r}: {err['msg']} (found {shown})"
+
+
+def validate_data(kind: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Check ``fields`` against the kind's schema; return the normalised data (all fields)."""
+    schema = SCHEMAS.get(kind)
+    if schema is None:
+        raise PayloadError(f"unknown audit entry kind {kind!r}; allowed: {', '.join(sorted(SCHEMAS))}")
+    try:
+        model = schema.model_validate(dict(fields))
+    except ValidationError as exc:
+        raise PayloadError(_problem(kind, exc)) from exc
+    return model.model_dump(mode="json")
+
+
+def encode_entry(index: int, ts_ms: int, kind: str, fields: Mapping[str, Any]) -> Entry:
+    """Validate and canonicalise one entry."""
+    data = validate_data(kind, fields)
+    obj: dict[str, Any] = {"data": data, "i": index, "kind": kind, "ts": ts_ms}
+    line = bytes(rfc8785.dumps(obj))
+    return Entry(index, ts_ms, kind, data, line)
+
+
+def decode_entry(line: bytes) -> Entry:
+    """Parse one stored line; it must be canonical and match its kind's schema."""
+    try:
+        obj = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadError(f"not JSON: {exc}") from exc
+    if not isinstance(obj, dict) or set(obj) != {"data", "i", "kind", "ts"}:
+        raise PayloadError("an entry must be an object with exactly the keys data, i, kind, ts")
+    index, ts, kind, data = obj["i"], obj["ts"], obj["kind"], obj["data"]
+    for name, value in (("i", index), ("ts", ts)):
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SAFE:
+            raise PayloadError(f"entry field {name!r} must be a non-negative integer (found {value!r})")
+    if not isinstance(kind, str) or not isinstance(data, dict):
+        raise PayloadError("entry 'kind' must be a string and 'data' an object")
+    entry = encode_entry(index, ts, kind, data)
+    if entry.line != line:
+        raise PayloadError("entry is not in RFC 8785 canonical form (or has fields its schema drops)")
+    return entry

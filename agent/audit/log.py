@@ -1,0 +1,347 @@
+"""The device's audit log: append-only JSON lines in an RFC 9162 tree, C2SP checkpoints.
+
+Every append writes one canonical line and fsyncs it, then replaces ``state.json`` (size and
+right edge) atomically. After ``kill -9`` the next ``open`` trusts only complete lines: it
+replays any line the state file missed, cuts a partial last line off and records that in an
+``error`` entry. Checkpoints are signed every N entries, every T minutes, when a segment
+rotates and at ``close``; each goes to ``checkpoints.log`` and to ``on_checkpoint`` (MQTT).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.audit.entries import INTERNAL_KINDS, Entry, decode_entry, encode_entry
+from agent.audit.merkle import CompactRange, leaf_hash, root_of
+from agent.audit.note import SignedCheckpoint, check_name, parse_checkpoint_text, sign_checkpoint, split_notes
+from agent.audit.settings import AuditSettings
+from agent.audit.store import (
+    CHECKPOINTS_FILE,
+    STATE_FILE,
+    append_durable,
+    fsync_dir,
+    list_segments,
+    load_state,
+    read_segment,
+    segment_name,
+    write_atomic,
+)
+from agent.clock import Clock
+from agent.errors import PayloadError
+
+logger = logging.getLogger(__name__)
+
+DAY_MS = 86_400_000
+JSON = Any
+
+
+def _b64(h: bytes) -> str:
+    return base64.b64encode(h).decode("ascii")
+
+
+def seed_from(entry: Entry) -> CompactRange:
+    """The tree before a segment, from its first (``segment``) entry."""
+    if entry.kind != "segment":
+        raise PayloadError(f"entry {entry.index} should open its segment but is a {entry.kind!r} entry")
+    hashes = [base64.b64decode(h) for h in entry.data["edge"]]
+    try:
+        return CompactRange(entry.index, hashes)
+    except ValueError as exc:
+        raise PayloadError(f"segment entry {entry.index}: {exc}") from exc
+
+
+class AuditLog:
+    """Use ``AuditLog.open(...)``; thread-safe; ``close()`` signs a last checkpoint."""
+
+    def __init__(
+        self,
+        directory: Path,
+        key: Ed25519PrivateKey,
+        origin: str,
+        *,
+        clock: Clock,
+        settings: AuditSettings,
+        retention_days: int,
+    ) -> None:
+        self.directory = directory
+        self.origin = check_name(origin)
+        self.settings = settings
+        self.retention_days = retention_days
+        self.on_checkpoint: Callable[[bytes], None] | None = None
+        self._key = key
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._tree = CompactRange()
+        self._fd = -1
+        self._seg_first = 0
+        self._seg_count = 0
+        self._seg_bytes = 0
+        self._seg_day = -1
+        self._cp_size = -1
+        self._cp_mono = clock.monotonic()
+
+    # --- opening and recovery --------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        directory: str | Path,
+        key: Ed25519PrivateKey,
+        origin: str,
+        clock: Clock,
+        settings: AuditSettings,
+        *,
+        retention_days: int = 365,
+        on_checkpoint: Callable[[bytes], None] | None = None,
+    ) -> AuditLog:
+        """Open or create the log in ``directory``, recovering from a crash if needed."""
+        path = Path(directory)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        log = cls(path, key, origin, clock=clock, settings=settings, retention_days=retention_days)
+        log.on_checkpoint = on_checkpoint
+        with log._lock:
+            notes = log._recover()
+            for code, message in notes:
+                log._append("error", {"code": code, "message": message})
+        return log
+
+    def _recover(self) -> list[tuple[str, str]]:
+        notes: list[tuple[str, str]] = []
+        segments = list_segments(self.directory)
+        while segments:
+            first, path = segments[-1]
+            seg = read_segment(path)
+            if seg.lines:
+                break
+            path.unlink()  # a rotation cut short: not even its first line was written
+            notes.append(("empty_segment_removed", f"{path.name} held no complete entry"))
+            segments.pop()
+        if not segments:
+            self._start_segment(int(self._clock.time() * 1000), None)
+            self._recover_checkpoints()
+            return notes
+        notes += self._replay(first, path, seg.lines)
+        if seg.tail:
+            digest = hashlib.sha256(seg.tail).hexdigest()[:16]
+            os.truncate(path, seg.complete_bytes)
+            notes.append(
+                ("partial_entry_discarded", f"{len(seg.tail)} bytes (sha256 {digest}…) cut off {path.name}")
+            )
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        self._save_state()
+        self._recover_checkpoints()
+        return notes
+
+    def _replay(self, first: int, path: Path, lines: list[bytes]) -> list[tuple[str, str]]:
+        """Rebuild the right edge: from state.json when it matches, else from the segment seed."""
+        head = decode_entry(lines[0])
+        state = load_state(self.directory)
+        start, notes = 0, []
+        if state and state.get("segment") == path.name and 0 < state.get("segment_count", 0) <= len(lines):
+            self._tree = CompactRange(state["size"], [base64.b64decode(h) for h in state["edge"]])
+            start = state["segment_count"]
+        else:
+            if state is not None:
+                notes.append(("state_rebuilt", f"{STATE_FILE} did not match {path.name}; rebuilt it"))
+            self._tree = seed_from(head)
+        self._seg_first, self._seg_day = first, head.ts_ms // DAY_MS
+        for n, line in enumerate(lines[start:], start=start):
+            entry = decode_entry(line)
+            if entry.index != self._tree.size:
+                raise PayloadError(
+                    f"{path.name} line {n + 1}: entry index {entry.index}, expected {self._tree.size}"
+                )
+            self._tree.append(leaf_hash(line))
+        self._seg_count = len(lines)
+        self._seg_bytes = sum(len(line) + 1 for line in lines)
+        return notes
+
+    def _recover_checkpoints(self) -> None:
+        path = self.directory / CHECKPOINTS_FILE
+        if not path.exists():
+            return
+        data = path.read_bytes()
+        notes, tail = split_notes(data)
+        if tail:
+            os.truncate(path, len(data) - len(tail))
+        if notes:
+            self._cp_size = parse_checkpoint_text(notes[-1][1].decode("utf-8").split("\n\n")[0] + "\n")[1]
+
+    # --- appending ---------------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        return self._tree.size
+
+    def root(self) -> bytes:
+        with self._lock:
+            return self._tree.root()
+
+    def append(self, kind: str, fields: Mapping[str, JSON]) -> int:
+        """Validate, write and fsync one entry; return its index. Refuses unknown kinds/fields."""
+        if kind in INTERNAL_KINDS:
+            raise PayloadError(f"audit entry kind {kind!r} is written by the log itself")
+        with self._lock:
+            return self._append(kind, fields)
+
+    def _append(self, kind: str, fields: Mapping[str, JSON]) -> int:
+        if self._fd < 0:
+            raise PayloadError("the audit log is closed")
+        ts_ms = int(self._clock.time() * 1000)
+        if self._seg_count >= self.settings.segment_max_entries or ts_ms // DAY_MS != self._seg_day:
+            self._rotate(ts_ms)
+        entry = encode_entry(self._tree.size, ts_ms, kind, fields)
+        self._write(entry)
+        self.maybe_checkpoint()
+        return entry.index
+
+    def _write(self, entry: Entry) -> None:
+        append_durable(self._fd, entry.line + b"\n")
+        self._tree.append(leaf_hash(entry.line))
+        self._seg_count += 1
+        self._seg_bytes += len(entry.line) + 1
+        self._save_state()
+
+    def _save_state(self) -> None:
+        state = {
+            "size": self._tree.size,
+            "edge": [_b64(h) for h in self._tree.hashes],
+            "segment": segment_name(self._seg_first),
+            "segment_count": self._seg_count,
+        }
+        write_atomic(self.directory / STATE_FILE, _json_line(state))
+
+    def _rotate(self, ts_ms: int) -> None:
+        if self._tree.size > self._cp_size:
+            self._checkpoint()
+        previous = segment_name(self._seg_first)
+        os.close(self._fd)
+        self._start_segment(ts_ms, previous)
+
+    def _start_segment(self, ts_ms: int, previous: str | None) -> None:
+        first = self._tree.size
+        path = self.directory / segment_name(first)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+        fsync_dir(self.directory)
+        self._seg_first, self._seg_count, self._seg_bytes = first, 0, 0
+        self._seg_day = ts_ms // DAY_MS
+        edge = [_b64(h) for h in self._tree.hashes]
+        self._write(encode_entry(first, ts_ms, "segment", {"previous": previous, "edge": edge}))
+
+    # --- checkpoints -------------------------------------------------------------------------
+
+    def maybe_checkpoint(self) -> SignedCheckpoint | None:
+        """Sign a checkpoint if N entries or T minutes have passed since the last one."""
+        with self._lock:
+            new = self._tree.size - max(self._cp_size, 0)
+            if self._tree.size <= self._cp_size:
+                return None
+            elapsed = self._clock.monotonic() - self._cp_mono
+            if new >= self.settings.checkpoint_every_entries or (
+                elapsed >= self.settings.checkpoint_every_minutes * 60
+            ):
+                return self._checkpoint()
+            return None
+
+    def checkpoint(self) -> SignedCheckpoint:
+        """Sign the current tree head now."""
+        with self._lock:
+            return self._checkpoint()
+
+    def _checkpoint(self) -> SignedCheckpoint:
+        cp = sign_checkpoint(self.origin, self._tree.size, self._tree.root(), self._key)
+        fd = os.open(self.directory / CHECKPOINTS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            append_durable(fd, cp.note)
+        finally:
+            os.close(fd)
+        self._cp_size, self._cp_mono = cp.size, self._clock.monotonic()
+        if self.on_checkpoint is not None:
+            try:
+                self.on_checkpoint(cp.note)
+            except Exception:  # a publisher failure must not stop the log; the note is on disk
+                logger.warning("audit checkpoint callback failed", exc_info=True)
+        return cp
+
+    # --- retention ---------------------------------------------------------------------------
+
+    def purge(self, now: float | None = None) -> dict[str, JSON] | None:
+        """Delete whole segments older than ``retention_days``; record what went in a purge entry."""
+        with self._lock:
+            now = self._clock.time() if now is None else now
+            cutoff_ms = int(now * 1000) - self.retention_days * DAY_MS
+            gone: list[dict[str, JSON]] = []
+            paths: list[Path] = []
+            kept_first = self._seg_first
+            for first, path in list_segments(self.directory):
+                if first >= self._seg_first:
+                    break
+                summary = _summarise(first, path)
+                if summary["last_ts_ms"] >= cutoff_ms:
+                    kept_first = first
+                    break
+                gone.append(summary)
+                paths.append(path)
+            if not gone:
+                return None
+            kept = list_segments(self.directory)
+            kept_path = next(p for f, p in kept if f == kept_first)
+            seed = seed_from(decode_entry(read_segment(kept_path).lines[0]))
+            data: dict[str, JSON] = {
+                "segments": gone,
+                "first_kept": kept_first,
+                "root_at_first_kept": _b64(seed.root()),
+                "retention_days": self.retention_days,
+                "cutoff_ms": max(cutoff_ms, 0),
+            }
+            self._append("purge", data)
+            for path in paths:
+                path.unlink()
+            fsync_dir(self.directory)
+            logger.info(
+                "audit segments purged",
+                extra={"fields": {"segments": len(paths), "first_kept": kept_first}},
+            )
+            return data
+
+    def close(self) -> None:
+        """Sign a final checkpoint if anything is unsigned, then release the file."""
+        with self._lock:
+            if self._fd < 0:
+                return
+            if self._tree.size > self._cp_size:
+                self._checkpoint()
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _summarise(first: int, path: Path) -> dict[str, JSON]:
+    lines = read_segment(path).lines
+    last = decode_entry(lines[-1])
+    return {
+        "name": path.name,
+        "first": first,
+        "count": len(lines),
+        "last_ts_ms": last.ts_ms,
+        "root": _b64(root_of([leaf_hash(line) for line in lines])),
+    }
+
+
+def _json_line(obj: dict[str, JSON]) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode("ascii") + b"\n"
