@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from agent.audit.settings import AuditSettings
 from agent.errors import ConfigError
 from agent.settings_base import Section
+from agent.transport.settings import MqttConfig
 
 SCHEMA_VERSION = 1
 
@@ -114,25 +115,6 @@ class AnalyticsConfig(Section):
         title="What a window with fewer than k people does",
         description="suppress: publish counts only, no breakdown; merge: carry into the next window.",
     )
-
-
-class TlsConfig(Section):
-    ca: Path = Field(..., title="CA certificate (PEM) that signed the broker's certificate")
-    cert: Path | None = Field(None, title="Client certificate (PEM)")
-    key: Path | None = Field(None, title="Client private key (PEM)")
-
-
-class MqttConfig(Section):
-    enabled: bool = Field(True, title="Publish over MQTT")
-    host: str = Field("127.0.0.1", min_length=1, title="Broker host")
-    port: int = Field(8883, ge=1, le=65535, title="Broker port")
-    tls: TlsConfig | None = Field(None, title="TLS settings (omit only for a loopback broker)")
-    username: str | None = Field(None, title="Username")
-    password_file: Path | None = Field(None, title="File holding the password (never inline)")
-    base_topic: str | None = Field(
-        None, title="Base topic", description="Defaults to emotion-agent/<device_id>."
-    )
-    discovery_prefix: str = Field("homeassistant", title="Home Assistant discovery prefix")
 
 
 class KeysConfig(Section):
