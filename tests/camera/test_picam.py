@@ -1,0 +1,98 @@
+"""The picamera2 source against a faithful fake of picamera2's documented API (no Pi camera here)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from fake_picamera2 import FakePicamera2, make_module
+
+from agent.camera.base import SourceOptions, load_factory
+from agent.camera.picam import Picamera2Source
+from agent.clock import FakeClock
+from agent.errors import BackendUnavailable, CameraLost, SourceError
+
+
+def test_frames_are_the_cameras_bgr_pixels_copied_out_of_released_requests(
+    media: Path, clock: FakeClock
+) -> None:
+    astronaut = cv2.imread(str(media / "astronaut.png"))
+    module = make_module(scene=[astronaut])
+    src = Picamera2Source("0", SourceOptions(fps=5, width=640, height=360), clock, module=module)
+    src.open()
+    cam = FakePicamera2.instances[0]
+    frame = src.read()
+    assert frame is not None
+    assert np.array_equal(frame.pixels, cv2.resize(astronaut, (640, 360)))  # BGR order, stride removed
+    assert frame.pixels.flags.writeable
+    assert cam.outstanding == 0  # the request went back to the camera before inference
+    frame.pixels.fill(0)  # zeroing our copy leaves the camera's buffers alone
+    assert src.read() is not None
+    info = src.info
+    assert (info.kind, info.name, info.width, info.height) == ("picamera2", "picamera2:0", 640, 360)
+
+
+def test_the_camera_is_configured_for_rgb888_at_the_asked_size_and_rate(clock: FakeClock) -> None:
+    module = make_module()
+    src = Picamera2Source("0", SourceOptions(fps=4), clock, module=module)
+    src.open()
+    cam = FakePicamera2.instances[0]
+    assert cam.camera_config is not None
+    main = cam.camera_config["main"]
+    assert (main["format"], main["size"]) == ("RGB888", (1280, 720))
+    assert cam.camera_config["controls"]["FrameDurationLimits"] == (250_000, 250_000)
+    assert cam.calls == ["configure", "start"]
+    src.close()
+    assert cam.calls == ["configure", "start", "stop", "close"]
+    src.close()  # twice is harmless
+    assert not cam.is_open
+
+
+def test_many_reads_never_leak_a_request(clock: FakeClock) -> None:
+    module = make_module()
+    src = Picamera2Source("0", SourceOptions(), clock, module=module)
+    src.open()
+    for _ in range(50):  # more than buffer_count: a leaked request would exhaust the buffers
+        assert src.read() is not None
+    assert FakePicamera2.instances[0].outstanding == 0
+
+
+def test_no_camera_attached_is_a_clear_source_error(clock: FakeClock) -> None:
+    src = Picamera2Source("1", SourceOptions(), clock, module=make_module(cameras=1))
+    with pytest.raises(SourceError, match=r"picamera2:1: no such camera \(1 attached\); check the ribbon"):
+        src.open()
+
+
+def test_a_camera_held_by_another_program_is_a_clear_source_error(clock: FakeClock) -> None:
+    module = make_module()
+    first = Picamera2Source("0", SourceOptions(), clock, module=module)
+    first.open()
+    with pytest.raises(SourceError, match=r"cannot acquire the camera \(in use by another program"):
+        Picamera2Source("0", SourceOptions(), clock, module=module).open()
+    first.close()
+
+
+def test_capture_failure_after_start_is_camera_lost(clock: FakeClock) -> None:
+    src = Picamera2Source("0", SourceOptions(), clock, module=make_module())
+    src.open()
+    FakePicamera2.instances[0].stop()  # e.g. the ribbon came loose and libcamera stopped
+    with pytest.raises(CameraLost, match="picamera2:0: capture failed: Camera is not running"):
+        src.read()
+
+
+def test_without_picamera2_installed_the_error_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> None:
+    monkeypatch.setitem(sys.modules, "picamera2", None)
+    src = load_factory("picamera2")("0", SourceOptions(), clock)  # importing the backend is fine
+    with pytest.raises(BackendUnavailable, match="sudo apt install python3-picamera2"):
+        src.open()
+
+
+def test_importing_the_backend_does_not_import_picamera2(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "picamera2", raising=False)
+    load_factory("picamera2")
+    assert "picamera2" not in sys.modules
