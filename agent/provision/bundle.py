@@ -1,0 +1,140 @@
+"""One device's provisioning bundle: the files, their modes and owners, and checksums.
+
+The bundle is what lands in ``emotion-agent/`` on the boot partition. FAT keeps no Unix
+modes, so ``MANIFEST`` declares them ("MODE OWNER GROUP NAME") and the first-boot importer
+applies them; ``SHA256SUMS`` lets it refuse a truncated or edited card.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agent.config import parse_config
+from agent.errors import ConfigError
+from agent.provision.keys import SigningKey, TlsIdentity, new_signing_key, new_tls_identity
+from agent.provision.site import SiteFile
+
+ETC = Path("/etc/emotion-agent")
+SERVICE_GROUP = "emotion-agent"
+BUNDLE_DIR = "emotion-agent"
+MANIFEST = "MANIFEST"
+SUMS = "SHA256SUMS"
+TLS_FILES = {"ca": "ca.crt", "cert": "client.crt", "key": "client.key"}
+
+
+@dataclass(frozen=True)
+class BundleFile:
+    name: str
+    data: bytes = field(repr=False)
+    mode: int
+    owner: str = "root"
+    group: str = "root"
+
+
+@dataclass(frozen=True)
+class Bundle:
+    device_id: str
+    signing: SigningKey
+    tls: TlsIdentity
+    files: tuple[BundleFile, ...]
+
+    def verifier_line(self) -> str:
+        """One JSON line for the facility's list of trusted device keys."""
+        return json.dumps({"device_id": self.device_id, "kid": self.signing.kid, "jwk": self.signing.jwk},
+                          separators=(",", ":"), sort_keys=True)
+
+    def all_files(self) -> list[tuple[str, bytes]]:
+        """The files to write, MANIFEST and SHA256SUMS included, in a stable order."""
+        manifest = f"# emotion-agent bundle: MODE OWNER GROUP NAME, each installed as {ETC}/NAME\n"
+        manifest += "".join(f"{f.mode:04o} {f.owner} {f.group} {f.name}\n" for f in self.files)
+        out = [(f.name, f.data) for f in self.files] + [(MANIFEST, manifest.encode())]
+        sums = "".join(f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in out)
+        return [*out, (SUMS, sums.encode())]
+
+
+def device_ids(site: SiteFile, batch: int | None, first: int = 1) -> list[str]:
+    """The device name, or ``<prefix>-01`` .. for a batch (wider numbers past 99)."""
+    if batch is None:
+        if site.device_name is None:
+            raise ConfigError("the site file sets device_prefix only: give --batch N to name devices")
+        return [site.device_name]
+    prefix = site.device_prefix
+    if prefix is None:
+        raise ConfigError("--batch needs device_prefix in the site file (it has device_name only)")
+    last = first + batch - 1
+    width = max(2, len(str(last)))
+    names = [f"{prefix}-{i:0{width}d}" for i in range(first, last + 1)]
+    too_long = [n for n in names if len(n) > 63]
+    if too_long:
+        raise ConfigError(f"device id {too_long[0]!r} is longer than 63 characters: shorten device_prefix")
+    return names
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def render_config(site: SiteFile, device_id: str, has_cert: bool) -> str:
+    """The device's agent.yaml; validated with the agent's schema before it is written."""
+    owned: dict[str, Any] = {
+        "schema_version": 1,
+        "device_id": device_id,
+        "site": site.site,
+        "mqtt": {
+            "host": site.broker.host,
+            "port": site.broker.port,
+            "username": site.username or device_id,
+            "tls": {name: str(ETC / f"{file}") for name, file in TLS_FILES.items()},
+        },
+        "keys": {"private_key": "device.key"},
+    }
+    data = _merge(site.agent, owned)
+    cert_note = "" if has_cert else (
+        "# mqtt.tls.cert: have the site CA sign client.csr and put it at /etc/emotion-agent/client.crt\n"
+    )
+    text = (
+        f"# agent config for {device_id}, written by `emotion-agent provision` "
+        f"on {dt.datetime.now(dt.UTC):%Y-%m-%d}.\n"
+        "# keys.private_key is a bare name: systemd passes it in as a credential (LoadCredential=).\n"
+        f"{cert_note}" + yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+    )
+    try:
+        parse_config(text, f"{device_id}/agent.yaml")
+    except ConfigError as exc:
+        raise ConfigError(
+            f"the site file's agent keys give {device_id} an invalid config", exc.problems
+        ) from exc
+    return text
+
+
+def build_bundle(
+    site: SiteFile, device_id: str, ca_cert: bytes, lab_ca: tuple[bytes, bytes] | None
+) -> Bundle:
+    signing = new_signing_key()
+    days = site.lab_ca.days if site.lab_ca is not None else 825
+    tls = new_tls_identity(device_id, site.organization, lab_ca, days)
+    files = [
+        BundleFile("agent.yaml", render_config(site, device_id, tls.cert_pem is not None).encode(),
+                   0o640, group=SERVICE_GROUP),
+        BundleFile("device.key", signing.private_pem, 0o600),
+        BundleFile("device.pub.jwk", (json.dumps(signing.jwk, indent=2) + "\n").encode(), 0o644),
+        BundleFile("ca.crt", ca_cert, 0o644),
+        BundleFile("client.key", tls.private_pem, 0o640, group=SERVICE_GROUP),
+        BundleFile("client.csr", tls.csr_pem, 0o644),
+    ]
+    if tls.cert_pem is not None:
+        files.append(BundleFile("client.crt", tls.cert_pem, 0o644))
+    return Bundle(device_id, signing, tls, tuple(files))

@@ -1,0 +1,117 @@
+"""The site file an installer brings: which devices, which broker, which policy.
+
+Paths in it are relative to the site file. ``agent`` holds any further agent config keys
+(camera, analytics, policy, ...), validated by the agent's own schema when the config is built.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from agent.config import _line_index, format_validation_errors, is_valid_device_id
+from agent.errors import ConfigError
+from agent.settings_base import Section
+
+
+class BrokerSite(Section):
+    host: str = Field(..., min_length=1, max_length=253, title="Broker host name or address")
+    port: int = Field(8883, ge=1, le=65535, title="Broker TLS port")
+    ca_cert: Path = Field(..., title="CA certificate (PEM) of the broker, copied onto the device")
+
+
+class LabCa(Section):
+    """Lab only: sign client certificates here instead of sending CSRs to the site's PKI."""
+
+    cert: Path = Field(..., title="Lab CA certificate (PEM)")
+    key: Path = Field(..., title="Lab CA private key (PEM, unencrypted)")
+    days: int = Field(825, ge=1, le=3650, title="Validity of the client certificates (days)")
+
+
+class SiteFile(Section):
+    device_name: str | None = Field(
+        None, title="Device id of a single device", description="Lower-case letters, digits, dashes."
+    )
+    device_prefix: str | None = Field(
+        None,
+        title="Device id prefix for --batch",
+        description="--batch N names the devices <prefix>-01 .. <prefix>-N.",
+    )
+    broker: BrokerSite = Field(..., title="MQTT broker the devices publish to")
+    username: str | None = Field(
+        None, max_length=128, title="MQTT username", description="Defaults to the device id."
+    )
+    organization: str | None = Field(
+        None, max_length=64, title="Organisation (O=) in the client certificate request"
+    )
+    site: dict[str, Any] = Field(
+        default_factory=dict,
+        title="The agent config's site section",
+        description="Jurisdiction, context, purpose, signage, consent: validated by the agent's schema.",
+    )
+    agent: dict[str, Any] = Field(
+        default_factory=dict,
+        title="Further agent config keys",
+        description="Merged into every device's agent.yaml (camera, vision, analytics, ...).",
+    )
+    lab_ca: LabCa | None = Field(None, title="Lab CA that signs client certificates directly")
+
+    @field_validator("device_name", "device_prefix")
+    @classmethod
+    def _device_id(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and not is_valid_device_id(value):
+            raise ValueError(
+                f"{info.field_name} {value!r} is not a device id: use lower-case letters, digits "
+                "and dashes, starting and ending with a letter or digit"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _names(self) -> SiteFile:
+        if self.device_name is None and self.device_prefix is None:
+            raise ValueError("set device_name (one device) or device_prefix (a --batch series)")
+        reserved = {"device_id", "schema_version", "site", "keys"} & set(self.agent)
+        if reserved:
+            raise ValueError(
+                f"agent must not set {', '.join(sorted(reserved))}: provisioning sets the device id, "
+                "schema and keys; put the site section at the top level of the site file"
+            )
+        return self
+
+    def resolve(self, base: Path) -> SiteFile:
+        """Paths made absolute against the site file's folder."""
+        broker = self.broker.model_copy(update={"ca_cert": base / self.broker.ca_cert})
+        lab = None
+        if self.lab_ca is not None:
+            lab = self.lab_ca.model_copy(
+                update={"cert": base / self.lab_ca.cert, "key": base / self.lab_ca.key}
+            )
+        return self.model_copy(update={"broker": broker, "lab_ca": lab})
+
+
+def load_site(path: str | Path) -> SiteFile:
+    """Read and validate a site file; ConfigError (exit 2) lists every problem with its line."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{p}: site file not found") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read the site file: {exc}") from exc
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the site file must be a YAML mapping of keys to values")
+    try:
+        site = SiteFile.model_validate(data)
+    except ValidationError as exc:
+        lines = _line_index(node) if node is not None else {}
+        problems = format_validation_errors(exc, lines, str(p))
+        raise ConfigError(f"{p}: {len(problems)} problem(s) in the site file", problems) from exc
+    return site.resolve(p.resolve().parent)

@@ -1,0 +1,234 @@
+"""`emotion-agent provision`: exact bundle on a FAT image, modes declared, key never printed."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from agent.cli import main
+from agent.config import load_config
+from agent.provision.boot import fat_offset
+from agent.provision.keys import b64url, jwk_of
+
+MTOOLS_ENV = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+
+EXPECTED = {
+    "agent.yaml": "0640 root emotion-agent",
+    "ca.crt": "0644 root root",
+    "client.csr": "0644 root root",
+    "client.key": "0640 root emotion-agent",
+    "device.key": "0600 root root",
+    "device.pub.jwk": "0644 root root",
+}
+
+
+def write_site(tmp: Path, ca: Path, extra: str = "", name: str = "device_name: lobby-1") -> Path:
+    site = tmp / "site.yml"
+    site.write_text(
+        f"{name}\n"
+        f"broker: {{host: broker.example.internal, port: 8883, ca_cert: {ca}}}\n"
+        "organization: Example Retail\n"
+        "site: {jurisdiction: EU, context: retail, purpose: analytics}\n"
+        "agent: {analytics: {window_seconds: 60, min_people: 5}}\n" + extra
+    )
+    return site
+
+
+def mtools(*args: str) -> str:
+    """Run an mtools command and return its stdout (fails the test on error)."""
+    done = subprocess.run(list(args), capture_output=True, text=True, env=MTOOLS_ENV, check=True)
+    return done.stdout
+
+
+def read_image(img: Path, name: str) -> bytes:
+    """A file of the bundle, read back from the image with mcopy."""
+    done = subprocess.run(
+        ["mcopy", "-i", str(img), f"::/emotion-agent/{name}", "-"],
+        capture_output=True,
+        check=True,
+        env=MTOOLS_ENV,
+    )
+    return done.stdout
+
+
+def listed(img: Path) -> set[str]:
+    out = mtools("mdir", "-i", str(img), "-b", "::/emotion-agent")
+    return {line.rsplit("/", 1)[-1] for line in out.split()}
+
+
+def test_fat_image_gets_exactly_the_bundle_with_declared_modes(
+    tmp_path: Path, fat_image: Path, lab_ca: tuple[Path, Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    site = write_site(tmp_path, lab_ca[0])
+    assert main(["provision", "--site", str(site), "--boot", str(fat_image)]) == 0
+    out, err = capfd.readouterr()
+
+    assert listed(fat_image) == {*EXPECTED, "MANIFEST", "SHA256SUMS"}
+    manifest = read_image(fat_image, "MANIFEST").decode().splitlines()
+    declared = {line.split()[3]: " ".join(line.split()[:3]) for line in manifest if not line.startswith("#")}
+    assert declared == EXPECTED
+    sums = read_image(fat_image, "SHA256SUMS").decode().splitlines()
+    assert len(sums) == len(EXPECTED) + 1
+    for line in sums:
+        digest, name = line.split("  ")
+        assert hashlib.sha256(read_image(fat_image, name)).hexdigest() == digest, name
+
+    device_pem = read_image(fat_image, "device.key")
+    client_pem = read_image(fat_image, "client.key")
+    for secret in (device_pem, client_pem):
+        body = "".join(secret.decode().splitlines()[1:-1])
+        assert body[:40] not in out + err
+        assert "PRIVATE KEY" not in out + err
+
+    key = serialization.load_pem_private_key(device_pem, password=None)
+    assert isinstance(key, Ed25519PrivateKey)
+    kid = jwk_of(key.public_key())["kid"]
+    assert f"kid (public key fingerprint, RFC 7638): {kid}" in out
+    line = json.loads(out.strip().splitlines()[-1])
+    assert line["device_id"] == "lobby-1"
+    assert line["kid"] == kid
+    assert Ed25519PublicKey.from_public_bytes(
+        base64.urlsafe_b64decode(line["jwk"]["x"] + "=")
+    ) == key.public_key()
+
+    cfg_path = tmp_path / "agent.yaml"
+    cfg_path.write_bytes(read_image(fat_image, "agent.yaml"))
+    cfg = load_config(cfg_path)
+    assert cfg.device_id == "lobby-1"
+    assert cfg.mqtt.host == "broker.example.internal"
+    assert cfg.mqtt.username == "lobby-1"
+    assert str(cfg.keys.private_key) == "device.key"
+    assert cfg.mqtt.tls is not None
+    assert str(cfg.mqtt.tls.key) == "/etc/emotion-agent/client.key"
+    csr = x509.load_pem_x509_csr(read_image(fat_image, "client.csr"))
+    assert csr.is_signature_valid
+    assert csr.subject.rfc4514_string() == "O=Example Retail,CN=lobby-1"
+
+
+def test_kid_is_the_rfc8037_thumbprint() -> None:
+    """RFC 8037 appendix A.3: the example Ed25519 key's JWK thumbprint."""
+    raw = base64.urlsafe_b64decode("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo=")
+    jwk = jwk_of(Ed25519PublicKey.from_public_bytes(raw))
+    assert jwk["kid"] == "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+    assert b64url(raw) == jwk["x"]
+
+
+def test_batch_stages_one_bundle_per_device_with_distinct_keys(
+    tmp_path: Path, lab_ca: tuple[Path, Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    site = write_site(tmp_path, lab_ca[0], name="device_prefix: lobby")
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    verifiers = tmp_path / "verifiers.jsonl"
+    code = main([
+        "provision", "--site", str(site), "--boot", str(stage), "--batch", "3",
+        "--out", str(tmp_path / "laptop"), "--verifier-list", str(verifiers),
+    ])
+    assert code == 0
+    out, _ = capfd.readouterr()
+    assert sorted(p.name for p in stage.iterdir()) == ["lobby-01", "lobby-02", "lobby-03"]
+    lines = [json.loads(x) for x in verifiers.read_text().splitlines()]
+    assert [x["device_id"] for x in lines] == ["lobby-01", "lobby-02", "lobby-03"]
+    assert len({x["kid"] for x in lines}) == 3
+    for x in lines:
+        assert x["kid"] in out
+        cfg = load_config(stage / x["device_id"] / "emotion-agent" / "agent.yaml")
+        assert cfg.device_id == x["device_id"]
+    laptop = sorted(p.name for p in (tmp_path / "laptop").iterdir())
+    assert laptop == sorted(f"lobby-0{i}{s}" for i in (1, 2, 3) for s in (".csr", ".pub.jwk"))
+
+
+def test_partitioned_card_image_is_written_in_its_fat_partition(
+    tmp_path: Path, fat_image: Path, lab_ca: tuple[Path, Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A whole-card image (MBR, FAT32-LBA partition at sector 2048) like a flashed Pi OS card."""
+    mbr = bytearray(512)
+    start, sectors = (2048).to_bytes(4, "little"), (16384).to_bytes(4, "little")
+    mbr[446:462] = bytes([0x80, 0, 0, 0, 0x0C, 0, 0, 0]) + start + sectors
+    mbr[510:512] = b"\x55\xaa"
+    card = tmp_path / "card.img"
+    card.write_bytes(bytes(mbr) + bytes(2048 * 512 - 512) + fat_image.read_bytes())
+    assert fat_offset(card.read_bytes()[:512], "card") == 2048 * 512
+    site = write_site(tmp_path, lab_ca[0])
+    assert main(["provision", "--site", str(site), "--boot", str(card)]) == 0
+    out, _ = capfd.readouterr()
+    assert f"{card} (FAT at byte 1048576)" in out
+    drive = f"{card}@@1048576"
+    listing = mtools("mdir", "-i", drive, "-b", "::/emotion-agent")
+    names = {line.rsplit("/", 1)[-1] for line in listing.split()}
+    assert names == {*EXPECTED, "MANIFEST", "SHA256SUMS"}
+
+
+def test_a_folder_that_is_not_a_boot_partition_is_refused(
+    tmp_path: Path, lab_ca: tuple[Path, Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    site = write_site(tmp_path, lab_ca[0])
+    target = tmp_path / "home"
+    target.mkdir()
+    assert main(["provision", "--site", str(site), "--boot", str(target)]) == 2
+    _, err = capfd.readouterr()
+    assert f"{target}: not a Raspberry Pi boot partition (no config.txt or cmdline.txt" in err
+    assert list(target.iterdir()) == []
+
+
+def test_an_unimported_bundle_is_kept_unless_forced(
+    tmp_path: Path, fat_image: Path, lab_ca: tuple[Path, Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    site = write_site(tmp_path, lab_ca[0])
+    assert main(["provision", "--site", str(site), "--boot", str(fat_image)]) == 0
+    first = read_image(fat_image, "device.pub.jwk")
+    assert main(["provision", "--site", str(site), "--boot", str(fat_image)]) == 2
+    _, err = capfd.readouterr()
+    assert "already holds an emotion-agent bundle that was never imported; use --force" in err
+    assert read_image(fat_image, "device.pub.jwk") == first
+    assert main(["provision", "--site", str(site), "--boot", str(fat_image), "--force"]) == 0
+    assert read_image(fat_image, "device.pub.jwk") != first
+    assert listed(fat_image) == {*EXPECTED, "MANIFEST", "SHA256SUMS"}
+
+
+def test_lab_ca_signs_a_client_certificate_for_the_device(
+    tmp_path: Path, fat_image: Path, lab_ca: tuple[Path, Path]
+) -> None:
+    extra = f"lab_ca: {{cert: {lab_ca[0]}, key: {lab_ca[1]}, days: 30}}\n"
+    site = write_site(tmp_path, lab_ca[0], extra)
+    assert main(["provision", "--site", str(site), "--boot", str(fat_image)]) == 0
+    assert "client.crt" in listed(fat_image)
+    cert = x509.load_pem_x509_certificate(read_image(fat_image, "client.crt"))
+    ca = x509.load_pem_x509_certificate(lab_ca[0].read_bytes())
+    cert.verify_directly_issued_by(ca)
+    assert cert.subject.rfc4514_string() == "O=Example Retail,CN=lobby-1"
+    key = serialization.load_pem_private_key(read_image(fat_image, "client.key"), password=None)
+    assert cert.public_key() == key.public_key()
+
+
+def test_site_file_errors_name_the_key_and_line(
+    tmp_path: Path, fat_image: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    site = tmp_path / "site.yml"
+    site.write_text("device_name: Lobby_1\nbroker: {host: b, prot: 8883}\n")
+    assert main(["provision", "--site", str(site), "--boot", str(fat_image)]) == 2
+    _, err = capfd.readouterr()
+    assert f"broker.ca_cert ({site}:2): required key is missing" in err
+    assert f"broker.prot ({site}:2): unknown key (found 8883)" in err
+    assert "device_name 'Lobby_1' is not a device id" in err
+
+
+def test_site_agent_keys_are_validated_by_the_agent_schema(
+    tmp_path: Path, fat_image: Path, lab_ca: tuple[Path, Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    site = write_site(tmp_path, lab_ca[0], name="device_name: lobby-1\nagent: {camera: {fps: 500}}")
+    site.write_text(site.read_text().replace("agent: {analytics: {window_seconds: 60, min_people: 5}}\n", ""))
+    assert main(["provision", "--site", str(site), "--boot", str(fat_image)]) == 2
+    _, err = capfd.readouterr()
+    assert "the site file's agent keys give lobby-1 an invalid config" in err
+    assert "camera.fps" in err
+    assert "less than or equal to 60" in err
