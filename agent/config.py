@@ -17,25 +17,11 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from agent.audit.settings import AuditSettings
 from agent.errors import ConfigError
+from agent.privacy.settings import PolicyConfig, RetentionConfig, SiteConfig
 from agent.settings_base import Section
 from agent.transport.settings import MqttConfig
 
 SCHEMA_VERSION = 1
-
-
-class SiteConfig(Section):
-    jurisdiction: str = Field(
-        "EU",
-        title="Jurisdiction",
-        description="Where the device runs: EU, UK, US, US-IL (Illinois), ... Decides which rules apply.",
-        pattern=r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$",
-    )
-    context: Literal[
-        "retail", "hospitality", "transport", "public", "home", "workplace", "education", "healthcare"
-    ] = Field("retail", title="Context", description="What kind of place the camera watches.")
-    purpose: Literal["analytics", "safety", "medical", "research"] = Field(
-        "analytics", title="Purpose", description="Why emotions are measured here."
-    )
 
 
 class CameraConfig(Section):
@@ -125,11 +111,6 @@ class KeysConfig(Section):
     )
 
 
-class RetentionConfig(Section):
-    spool_days: int = Field(7, ge=1, le=365, title="Days unsent messages are kept")
-    audit_days: int = Field(365, ge=1, le=3650, title="Days audit log segments are kept")
-
-
 _DEVICE_ID = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
 
 
@@ -151,6 +132,7 @@ class AgentConfig(Section):
         title="State folder: spool, audit log, counters; never pixels",
     )
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
     audit: AuditSettings = Field(default_factory=AuditSettings, title="Audit log checkpoints and segments")
 
     @model_validator(mode="after")

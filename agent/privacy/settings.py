@@ -1,0 +1,223 @@
+"""Config sections of the policy engine: ``site`` (law and notice), ``retention`` and ``policy``.
+
+``site`` says where the device runs and what people were told; ``policy`` says when and where
+it may look (schedule, zones, smallest face, privacy mode); ``retention`` says how long derived
+data is kept. Frames have no retention key on purpose: their retention is zero and cannot be
+configured (an unknown key such as ``retention.frames_days`` is refused).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from itertools import pairwise
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator, model_validator
+
+from agent.settings_base import Section
+
+Context = Literal[
+    "retail", "hospitality", "transport", "public", "home", "workplace", "education", "healthcare"
+]
+Purpose = Literal["analytics", "safety", "medical", "research"]
+ConsentMode = Literal["none", "signage", "written_release"]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+_URL = r"^https?://[^\s/]+\S*$"
+_HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]|24):([0-5]\d)$")
+
+
+class SignageConfig(Section):
+    """Proof that people in view are told (EU AI Act Art. 50(3)): when, where, by whom."""
+
+    confirmed: date = Field(
+        ...,
+        title="Date the installer confirmed the notice is posted",
+        description="ISO date (YYYY-MM-DD) on which the signage at the camera was checked.",
+    )
+    notice_url: str = Field(
+        ...,
+        pattern=_URL,
+        max_length=500,
+        title="Full privacy notice URL",
+        description="The web page the signage points to (http:// or https://).",
+    )
+    controller: str = Field(
+        ...,
+        min_length=2,
+        max_length=300,
+        title="Controller",
+        description="Who is responsible for the processing, with a contact (name, address or email).",
+    )
+
+
+class SiteConfig(Section):
+    """Where the device runs and on what legal footing; the policy engine decides from it."""
+
+    jurisdiction: str = Field(
+        "EU",
+        title="Jurisdiction",
+        description="Where the device runs: EU (or an EU member code such as DE, FR), UK, US, "
+        "US-IL (Illinois), ... Decides which rules apply.",
+        pattern=r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$",
+    )
+    context: Context = Field("retail", title="Context", description="What kind of place the camera watches.")
+    purpose: Purpose = Field("analytics", title="Purpose", description="Why emotions are measured here.")
+    justification_ref: str | None = Field(
+        None,
+        min_length=3,
+        max_length=300,
+        title="Justification reference",
+        description="Reference to the document justifying a medical or safety purpose (e.g. a DPIA "
+        "number); required in the EU for workplaces and schools (AI Act Art. 5(1)(f)).",
+    )
+    consent: ConsentMode = Field(
+        "signage",
+        title="Consent mode",
+        description="none; signage (people are informed by posted notices); written_release "
+        "(a signed release is collected from everyone in view, as Illinois BIPA §15(b) asks).",
+    )
+    signage: SignageConfig | None = Field(
+        None, title="Signage confirmation", description="Required in the EU (AI Act Art. 50(3))."
+    )
+    retention_policy_url: str | None = Field(
+        None,
+        pattern=_URL,
+        max_length=500,
+        title="Public retention schedule URL",
+        description="Where the written retention and destruction policy is published "
+        "(required in Illinois, BIPA §15(a)).",
+    )
+
+
+class RetentionConfig(Section):
+    """How long derived data is kept. Frames: zero, not configurable."""
+
+    spool_days: int = Field(7, ge=1, le=365, title="Days unsent messages are kept")
+    audit_days: int = Field(365, ge=1, le=3650, title="Days audit log segments are kept")
+    stats_days: int = Field(
+        30, ge=1, le=3650, title="Days local window statistics (rolling baselines) are kept"
+    )
+    interval_minutes: int = Field(
+        60, ge=1, le=1440, title="Minutes between retention runs (one also runs at start)"
+    )
+
+
+class ScheduleConfig(Section):
+    """Active hours per weekday in an explicit IANA time zone; outside them the camera is closed."""
+
+    timezone: str = Field(
+        ...,
+        min_length=1,
+        title="IANA time zone",
+        description="e.g. Europe/Berlin; daylight saving time is followed. Required: no implicit zone.",
+    )
+    hours: dict[Weekday, list[str]] = Field(
+        ...,
+        title="Active hours per weekday",
+        description='mon..sun → list of "HH:MM-HH:MM" (end may be 24:00). A day not listed is '
+        "inactive. Overnight: split at midnight (mon: [22:00-24:00], tue: [00:00-02:00]).",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(
+                f"unknown IANA time zone {value!r}; use a name such as Europe/Berlin or America/Chicago"
+            ) from exc
+        return value
+
+    @field_validator("hours")
+    @classmethod
+    def _valid_ranges(cls, value: dict[Weekday, list[str]]) -> dict[Weekday, list[str]]:
+        for day, ranges in value.items():
+            spans = sorted(parse_range(day, r) for r in ranges)
+            for (_, end), (start, _) in pairwise(spans):
+                if start < end:
+                    raise ValueError(f"{day}: time ranges overlap ({ranges}); merge them")
+        if not any(value.values()):
+            raise ValueError("no active hours on any day: the device would never run")
+        return value
+
+
+def parse_range(day: str, text: str) -> tuple[int, int]:
+    """``"08:30-17:00"`` → minutes since midnight (510, 1020); errors name the day and value."""
+    m = _HOURS.fullmatch(text.strip())
+    if m is None:
+        raise ValueError(f"{day}: {text!r} is not a time range HH:MM-HH:MM (e.g. 08:00-18:30)")
+    start = int(m[1]) * 60 + int(m[2])
+    end = int(m[3]) * 60 + int(m[4])
+    if end > 24 * 60 or end <= start:
+        raise ValueError(
+            f"{day}: {text!r} must end after it starts, at 24:00 at the latest; "
+            "split an overnight range at midnight"
+        )
+    return start, end
+
+
+class ZoneConfig(Section):
+    """A privacy zone: a polygon blanked to black before the face detector sees the frame."""
+
+    name: str = Field(..., pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$", title="Zone name (for the docs and logs)")
+    polygon: list[tuple[float, float]] = Field(
+        ...,
+        min_length=3,
+        max_length=64,
+        title="Vertices [x, y], normalised 0..1",
+        description="x from the left edge, y from the top edge, as fractions of the frame.",
+    )
+
+    @field_validator("polygon")
+    @classmethod
+    def _in_frame(cls, value: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        for i, (x, y) in enumerate(value):
+            if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+                raise ValueError(f"vertex {i} {[x, y]} is outside the frame; coordinates go from 0 to 1")
+        return value
+
+
+class PrivacyModeConfig(Section):
+    """Ways to pause capture; any one that is on pauses it."""
+
+    mqtt: bool = Field(True, title="Accept the MQTT switch (cmd/privacy_mode/set ON|OFF)")
+    sigusr1: bool = Field(True, title="SIGUSR1 toggles privacy mode")
+    flag_file: Path | None = Field(
+        None,
+        title="Flag file",
+        description="While this file exists, capture is paused (e.g. /run/emotion-agent/privacy).",
+    )
+    poll_seconds: float = Field(1.0, gt=0, le=60, title="How often the flag file is checked (s)")
+
+
+class PolicyConfig(Section):
+    """When and where the device may look."""
+
+    schedule: ScheduleConfig | None = Field(
+        None, title="Active hours", description="Omit to run at all hours."
+    )
+    zones: list[ZoneConfig] = Field(
+        default_factory=list, max_length=32, title="Privacy zones blanked before detection"
+    )
+    min_face_height: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        title="Smallest face height (fraction of frame height) analysed",
+        description="Faces smaller than this (passers-by far away) are dropped before classification.",
+    )
+    privacy_mode: PrivacyModeConfig = Field(default_factory=PrivacyModeConfig)
+
+    @model_validator(mode="after")
+    def _unique_zone_names(self) -> PolicyConfig:
+        names = [z.name for z in self.zones]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"policy.zones: names must be unique (repeated: {', '.join(dupes)})")
+        return self
