@@ -36,16 +36,20 @@ from agent.crypto.keys import (
     public_jwk,
 )
 from agent.crypto.seqstore import FileSequenceStore, MemorySequenceStore, SequenceStore
+from agent.crypto.verify import Gap, Result, Verifier, topic_matches, verify_stream
 
 __all__ = [
     "JSON",
     "KEY_ROTATION",
     "FileSequenceStore",
+    "Gap",
     "KeyInfo",
     "MemorySequenceStore",
     "MessageSigner",
+    "Result",
     "SequenceStore",
     "Signer",
+    "Verifier",
     "canonical",
     "encode",
     "generate_keypair",
@@ -55,4 +59,6 @@ __all__ = [
     "parse_strict",
     "public_jwk",
     "signing_input",
+    "topic_matches",
+    "verify_stream",
 ]

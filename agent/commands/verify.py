@@ -1,0 +1,111 @@
+"""``verify``: check a stream of signed messages (JSON lines) the way a receiver should.
+
+Exit 0 only if every line passes; 1 if a message is rejected (signature, key, topic, time,
+replay, order) or a sequence gap is found; 2 if a line is malformed or the key cannot be used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from agent.crypto import load_public_key
+from agent.crypto.verify import Result, Verifier, verify_stream
+from agent.errors import EXIT_INPUT, EXIT_OK, EXIT_RUNTIME, InputError
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "verify",
+        help="verify signed messages (JSON lines) and report forgeries, replays and gaps",
+        description="Read JSON lines (bare envelopes, or {\"topic\": T, \"payload\": P} as received, "
+        "e.g. from `mosquitto_sub -F %%j`) from FILEs or stdin; print one line per failure or gap. "
+        "Exit 0 if all pass, 1 if any message is rejected or a gap is found, 2 for malformed input.",
+    )
+    p.add_argument("files", nargs="*", metavar="FILE", help="JSON-lines files (default: stdin)")
+    p.add_argument(
+        "--pubkey", action="append", required=True, metavar="FILE",
+        help="trusted public key: JWK, PEM or raw base64 (repeat for several)",
+    )
+    p.add_argument("--topic", help="topic or MQTT filter every message must be signed for")
+    p.add_argument("--device", help="device id every message must carry")
+    p.add_argument(
+        "--max-skew", type=int, default=300, metavar="S",
+        help="largest number of seconds ts may be ahead of the arrival time (default 300)",
+    )
+    p.add_argument(
+        "--max-age", type=int, default=None, metavar="S",
+        help="largest number of seconds ts may be behind the arrival time (default: unlimited)",
+    )
+    p.add_argument("--allow-gaps", action="store_true", help="report sequence gaps but exit 0 for them")
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
+    p.set_defaults(func=verify)
+
+
+def _lines(files: list[str]) -> Iterator[bytes]:
+    if not files:
+        yield from sys.stdin.buffer
+        return
+    for name in files:
+        try:
+            with Path(name).open("rb") as handle:
+                yield from handle
+        except OSError as exc:
+            raise InputError(f"{name}: cannot read: {exc.strerror}") from exc
+
+
+def _context(result: Result) -> str:
+    env = result.envelope
+    if not env or not all(k in env for k in ("dev", "boot", "seq")):
+        return ""
+    return f" [dev {env['dev']} boot {env['boot']} seq {env['seq']}]"
+
+
+def _report(number: int, result: Result, out: IO[str]) -> None:
+    if not result.ok:
+        out.write(f"line {number}: {result.status}{_context(result)}: {result.reason}\n")
+    for gap in result.gaps:
+        span = f"seq {gap.first}" if gap.missing == 1 else f"seq {gap.first}..{gap.last}"
+        out.write(
+            f"line {number}: gap [dev {gap.dev} boot {gap.boot}]: {span} missing "
+            f"({gap.missing} message(s)) before seq {gap.last + 1}\n"
+        )
+    for note in result.notes:
+        out.write(f"line {number}: note: {note}\n")
+
+
+def verify(args: argparse.Namespace) -> int:
+    for name, value in (("--max-skew", args.max_skew), ("--max-age", args.max_age)):
+        if value is not None and value < 0:
+            raise InputError(f"{name} {value}: must be zero or more seconds")
+    keys = [load_public_key(path) for path in args.pubkey]
+    verifier = Verifier(
+        keys, expected_topic=args.topic, device=args.device,
+        max_skew_s=args.max_skew, max_age_s=args.max_age,
+    )
+    counts = {"ok": 0, "rejected": 0, "malformed": 0}
+    gaps = missing = unbound = 0
+    for number, result in verify_stream(_lines(args.files), verifier):
+        counts[result.status] += 1
+        unbound += result.ok and not result.topic_checked
+        gaps += len(result.gaps)
+        missing += sum(g.missing for g in result.gaps)
+        _report(number, result, sys.stdout)
+    if not args.quiet:
+        sys.stderr.write(
+            f"verify: {sum(counts.values())} message(s): {counts['ok']} ok, {counts['rejected']} "
+            f"rejected, {counts['malformed']} malformed; {gaps} gap(s), {missing} missing\n"
+        )
+        if unbound:
+            sys.stderr.write(
+                f"verify: warning: topic binding not checked for {unbound} message(s): give --topic "
+                "or lines of the form {\"topic\": T, \"payload\": P}\n"
+            )
+    if counts["malformed"]:
+        return EXIT_INPUT
+    if counts["rejected"] or (gaps and not args.allow_gaps):
+        return EXIT_RUNTIME
+    return EXIT_OK

@@ -1,0 +1,331 @@
+"""Verification of signed envelopes, for ``emotion-agent verify`` and a facility's own receiver.
+
+A message passes when it is strict integers-only JSON with exactly the envelope fields, its
+``kid`` names a trusted key (given, or announced by a verified ``key-rotation``), its Ed25519
+signature verifies over the JCS form without ``sig``, it arrived on the topic it was signed
+for, its ``ts`` is within the allowed skew, and ``(boot, seq)`` is newer than anything seen
+from that ``(dev, kid)``. Sequence gaps inside one boot are reported with the message that
+reveals them. Every outcome carries one precise reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from agent.clock import Clock, SystemClock
+from agent.crypto.canonical import MAX_SAFE_INT, b64url_decode, check_value, parse_strict
+from agent.crypto.envelope import (
+    DEV_RE,
+    FIELDS,
+    KEY_ROTATION,
+    KID_RE,
+    TYP_RE,
+    VERSION,
+    check_topic,
+    signing_input,
+)
+from agent.crypto.keys import kid_for, public_from_jwk
+from agent.errors import PayloadError
+
+MAX_LINE_BYTES = 256 * 1024
+REPLAY_MEMORY = 4096
+"""Sequence numbers remembered per stream to tell a replay from a reordering."""
+
+Status = Literal["ok", "rejected", "malformed"]
+
+
+class Rejected(Exception):
+    """A well-formed message that fails a check; the text is the reason."""
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Sequence numbers ``first..last`` of one boot never arrived."""
+
+    dev: str
+    kid: str
+    boot: int
+    first: int
+    last: int
+
+    @property
+    def missing(self) -> int:
+        return self.last - self.first + 1
+
+
+@dataclass(frozen=True)
+class Result:
+    """The verdict on one message."""
+
+    status: Status
+    reason: str = ""
+    envelope: Mapping[str, Any] | None = None
+    gaps: tuple[Gap, ...] = ()
+    notes: tuple[str, ...] = ()
+    topic_checked: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass
+class _Stream:
+    boot: int
+    seq: int
+    recent: deque[int] = field(default_factory=lambda: deque(maxlen=REPLAY_MEMORY))
+
+
+def topic_matches(pattern: str, topic: str) -> bool:
+    """MQTT topic filter matching (``+`` one level, ``#`` the rest), as a subscriber sees it."""
+    pat, parts = pattern.split("/"), topic.split("/")
+    for i, level in enumerate(pat):
+        if level == "#":
+            return True
+        if i >= len(parts) or (level != "+" and level != parts[i]):
+            return False
+    return len(pat) == len(parts)
+
+
+def _field(env: Mapping[str, Any], name: str, kind: type, minimum: int | None = None) -> Any:
+    value: Any = env[name]
+    if type(value) is not kind:
+        raise Rejected(f"field '{name}' must be {'an integer' if kind is int else 'a ' + kind.__name__}")
+    if minimum is not None and isinstance(value, int) and value < minimum:
+        raise Rejected(f"field '{name}' is {value}; it must be at least {minimum}")
+    return value
+
+
+def check_shape(env: Any) -> None:
+    """Rejected naming the first field that is missing, unexpected or of the wrong form."""
+    if not isinstance(env, dict):
+        raise Rejected("a signed message must be a JSON object")
+    missing = [f for f in FIELDS if f not in env]
+    if missing:
+        raise Rejected(f"missing field(s): {', '.join(missing)}")
+    extra = sorted(set(env) - set(FIELDS))
+    if extra:
+        allowed = ", ".join(FIELDS)
+        raise Rejected(f"unexpected field(s): {', '.join(extra)}; the envelope has exactly {allowed}")
+    if _field(env, "v", int) != VERSION:
+        raise Rejected(f"field 'v' is {env['v']}; this verifier reads version {VERSION}")
+    for name, pattern in (("typ", TYP_RE), ("dev", DEV_RE), ("kid", KID_RE)):
+        if not pattern.match(_field(env, name, str)):
+            raise Rejected(f"field '{name}' {env[name]!r} does not match {pattern.pattern}")
+    _field(env, "boot", int, 1)
+    _field(env, "seq", int, 1)
+    _field(env, "ts", int, 0)
+    _field(env, "body", dict)
+    _field(env, "sig", str)
+    try:
+        check_topic(_field(env, "topic", str), "field 'topic'")
+    except PayloadError as exc:
+        raise Rejected(str(exc)) from exc
+
+
+class Verifier:
+    """Checks messages one at a time and remembers what it has accepted.
+
+    ``expected_topic`` may be an MQTT filter (``emotion-agent/+/stats``). ``max_skew_s`` bounds
+    how far ``ts`` may be ahead of the reference time (arrival time when known, else the
+    clock); ``max_age_s`` (off by default: spooled messages arrive late) bounds how far behind.
+    """
+
+    def __init__(
+        self,
+        keys: Iterable[Ed25519PublicKey],
+        *,
+        expected_topic: str | None = None,
+        device: str | None = None,
+        max_skew_s: int | None = 300,
+        max_age_s: int | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self._keys: dict[str, Ed25519PublicKey] = {kid_for(k): k for k in keys}
+        self._owner: dict[str, str] = {}
+        self._streams: dict[tuple[str, str], _Stream] = {}
+        self.expected_topic = expected_topic
+        self.device = device
+        self.max_skew_s = max_skew_s
+        self.max_age_s = max_age_s
+        self._clock = clock or SystemClock()
+
+    @property
+    def trusted_kids(self) -> list[str]:
+        return sorted(self._keys)
+
+    def check(
+        self,
+        message: str | bytes | Mapping[str, Any],
+        arrival_topic: str | None = None,
+        received_ms: int | None = None,
+    ) -> Result:
+        """Verify one envelope (raw payload bytes/text or an already parsed object)."""
+        try:
+            if isinstance(message, str | bytes):
+                env = parse_strict(message)
+            else:
+                check_value(message, "message")
+                env = dict(message)
+        except PayloadError as exc:
+            return Result("malformed", str(exc))
+        try:
+            check_shape(env)
+            self._check_identity(env)
+            self._check_signature(env)
+            self._check_topic(env, arrival_topic)
+            self._check_time(env, received_ms)
+            gaps = self._check_order(env)
+            notes = self._apply_rotation(env)
+        except Rejected as exc:
+            return Result("rejected", str(exc), env if isinstance(env, dict) else None)
+        self._accept(env)
+        checked = arrival_topic is not None or self.expected_topic is not None
+        return Result("ok", "", env, gaps, notes, checked)
+
+    def check_line(self, line: str | bytes) -> Result:
+        """One JSON line: a bare envelope, or ``{"topic": T, "payload": P, ...}`` as received.
+
+        P is the envelope object or its text. ``mosquitto_sub -F %j`` / ``%J`` lines qualify;
+        their ``tst`` (or an integer ``received_ms``) is the arrival time for the skew check.
+        """
+        if len(line) > MAX_LINE_BYTES:
+            return Result("malformed", f"line is {len(line)} bytes; at most {MAX_LINE_BYTES} are read")
+        try:
+            obj = parse_strict(line)
+        except PayloadError as exc:
+            return Result("malformed", str(exc))
+        if not isinstance(obj, dict) or "payload" not in obj:
+            return self.check(obj) if isinstance(obj, dict) else Result(
+                "malformed", "a line must be a JSON object (an envelope or {\"topic\", \"payload\"})"
+            )
+        try:
+            topic, received = _unwrap(obj)
+        except PayloadError as exc:
+            return Result("malformed", str(exc))
+        payload = obj["payload"]
+        if not isinstance(payload, dict | str):
+            return Result("malformed", "'payload' must be the envelope object or its JSON text")
+        return self.check(payload, topic, received)
+
+    def _check_identity(self, env: Mapping[str, Any]) -> None:
+        if self.device is not None and env["dev"] != self.device:
+            raise Rejected(f"dev {env['dev']!r} is not the expected device {self.device!r}")
+        if env["kid"] not in self._keys:
+            raise Rejected(
+                f"unknown kid {env['kid']}: not a trusted key nor announced by a verified key-rotation"
+            )
+        owner = self._owner.get(env["kid"])
+        if owner is not None and owner != env["dev"]:
+            raise Rejected(f"kid {env['kid']} belongs to device {owner!r}, not {env['dev']!r}")
+
+    def _check_signature(self, env: Mapping[str, Any]) -> None:
+        try:
+            sig = b64url_decode(env["sig"], "field 'sig'", 64)
+        except PayloadError as exc:
+            raise Rejected(str(exc)) from exc
+        try:
+            self._keys[env["kid"]].verify(sig, signing_input(env))
+        except InvalidSignature as exc:
+            raise Rejected(
+                f"signature does not verify with key {env['kid']}: the message was altered "
+                "or signed by another key"
+            ) from exc
+
+    def _check_topic(self, env: Mapping[str, Any], arrival: str | None) -> None:
+        if arrival is not None and arrival != env["topic"]:
+            raise Rejected(f"signed for topic {env['topic']!r} but arrived on {arrival!r}")
+        if self.expected_topic is not None and not topic_matches(self.expected_topic, env["topic"]):
+            raise Rejected(f"signed for topic {env['topic']!r}, which is not {self.expected_topic!r}")
+
+    def _check_time(self, env: Mapping[str, Any], received_ms: int | None) -> None:
+        now_ms = received_ms if received_ms is not None else int(self._clock.time() * 1000)
+        ahead_ms = env["ts"] - now_ms
+        if self.max_skew_s is not None and ahead_ms > self.max_skew_s * 1000:
+            raise Rejected(
+                f"ts {env['ts']} is {ahead_ms / 1000:.3f} s ahead of the reference time "
+                f"{now_ms} (max skew {self.max_skew_s} s)"
+            )
+        if self.max_age_s is not None and -ahead_ms > self.max_age_s * 1000:
+            raise Rejected(
+                f"ts {env['ts']} is {-ahead_ms / 1000:.3f} s older than the reference time "
+                f"{now_ms} (max age {self.max_age_s} s)"
+            )
+
+    def _check_order(self, env: Mapping[str, Any]) -> tuple[Gap, ...]:
+        dev, kid, boot, seq = env["dev"], env["kid"], env["boot"], env["seq"]
+        last = self._streams.get((dev, kid))
+        if last is None:
+            return ()
+        where = f"(dev {dev}, kid {kid})"
+        if seq in last.recent:
+            raise Rejected(f"replay: seq {seq} was already accepted from {where}")
+        if boot < last.boot:
+            raise Rejected(f"boot {boot} is older than boot {last.boot} already seen from {where}")
+        if seq <= last.seq:
+            raise Rejected(
+                f"out of order: seq {seq} (boot {boot}) after seq {last.seq} (boot {last.boot}); "
+                "sequence numbers only grow, even across boots"
+            )
+        if boot == last.boot and seq > last.seq + 1:
+            return (Gap(dev, kid, boot, last.seq + 1, seq - 1),)
+        return ()
+
+    def _apply_rotation(self, env: Mapping[str, Any]) -> tuple[str, ...]:
+        if env["typ"] != KEY_ROTATION:
+            return ()
+        body = env["body"]
+        if set(body) != {"new_key"}:
+            raise Rejected('a key-rotation body must be exactly {"new_key": <Ed25519 JWK>}')
+        try:
+            new = public_from_jwk(body["new_key"], "body.new_key")
+        except (PayloadError, ValueError) as exc:
+            raise Rejected(f"key-rotation: {exc}") from exc
+        new_kid = kid_for(new)
+        if self._owner.get(new_kid, env["dev"]) != env["dev"]:
+            raise Rejected(f"key-rotation: kid {new_kid} already belongs to device {self._owner[new_kid]!r}")
+        self._keys[new_kid] = new
+        self._owner[new_kid] = env["dev"]
+        return (f"key {new_kid} announced by {env['kid']} is now trusted for device {env['dev']}",)
+
+    def _accept(self, env: Mapping[str, Any]) -> None:
+        key = (env["dev"], env["kid"])
+        stream = self._streams.setdefault(key, _Stream(env["boot"], env["seq"]))
+        stream.boot, stream.seq = env["boot"], env["seq"]
+        stream.recent.append(env["seq"])
+        self._owner.setdefault(env["kid"], env["dev"])
+
+
+def _unwrap(obj: Mapping[str, Any]) -> tuple[str, int | None]:
+    topic = obj.get("topic")
+    if not isinstance(topic, str):
+        raise PayloadError("a {\"topic\", \"payload\"} line needs 'topic' as a string")
+    received = obj.get("received_ms")
+    if received is not None:
+        if type(received) is not int or not 0 <= received <= MAX_SAFE_INT:
+            raise PayloadError("'received_ms' must be an integer count of ms since the epoch")
+        return topic, received
+    tst = obj.get("tst")
+    if isinstance(tst, str):
+        try:
+            when = dt.datetime.fromisoformat(tst)
+        except ValueError as exc:
+            raise PayloadError(f"'tst' {tst!r} is not an ISO 8601 time") from exc
+        if when.tzinfo is None:
+            raise PayloadError(f"'tst' {tst!r} has no UTC offset")
+        return topic, int(when.timestamp() * 1000)
+    return topic, None
+
+
+def verify_stream(lines: Iterable[str | bytes], verifier: Verifier) -> Iterator[tuple[int, Result]]:
+    """(1-based line number, result) for every non-blank line."""
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            yield number, verifier.check_line(line)
