@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 COMMAND_MODULES = [
     "agent.commands.config_cmds",
     "agent.commands.provision",
+    "agent.commands.keys_cmds",
+    "agent.commands.verify",
 ]
 
 
