@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from agent.analytics.settings import AlertRules, BaselineSettings, DpSettings, TrackerSettings
 from agent.audit.settings import AuditSettings
 from agent.errors import ConfigError
 from agent.privacy.settings import PolicyConfig, RetentionConfig, SiteConfig
@@ -101,6 +102,10 @@ class AnalyticsConfig(Section):
         title="What a window with fewer than k people does",
         description="suppress: publish counts only, no breakdown; merge: carry into the next window.",
     )
+    tracker: TrackerSettings = Field(default_factory=TrackerSettings, title="Face tracking")
+    dp: DpSettings = Field(default_factory=DpSettings, title="Differential privacy (off by default)")
+    baseline: BaselineSettings = Field(default_factory=BaselineSettings, title="Alert baseline")
+    alerts: AlertRules = Field(default_factory=list, title="Alert rules", max_length=64)
 
 
 class KeysConfig(Section):

@@ -1,0 +1,119 @@
+"""From tracks to the cells a window may publish: one cell per person, noise, k, shares.
+
+Every person seen in a window (a confirmed track) lands in exactly one cell: the vote of its
+dominant smoothed emotion, or, if the track was never classified, the abstention reason seen
+most often. Because a person moves exactly one cell, the cell vector has L1 sensitivity 1,
+which is what the differential-privacy noise in ``agent.analytics.dp`` is calibrated to.
+
+k-anonymity applies to the *voters* (people with an emotion vote), not to everyone seen: the
+shares describe the voters, so five people of whom four abstained must not publish one
+person's emotion as "100 %". With noise on, k is compared to the noisy number of voters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from agent.analytics.dp import NoiseSource
+from agent.analytics.tracker import TrackView
+from agent.vision.observation import EMOTIONS
+
+ABSTAIN_REASONS: tuple[str, ...] = ("too_small", "blurred", "too_dark", "too_bright", "turned", "other")
+"""Quality-gate reasons published per window; anything else is counted as ``other``."""
+
+CIRCUMPLEX_DEGREES: dict[str, float | None] = {
+    "happy": 8.0,  # Russell 1980: "happy" 7.8°
+    "surprise": 70.0,  # "astonished" 69.8°
+    "angry": 99.0,  # "angry" 99.0°
+    "fear": 117.0,  # "afraid" 116.8°
+    "disgust": 135.0,  # not among Russell's 28 words: placed on his "distress" axis (135°)
+    "sad": 208.0,  # "sad" 207.5°
+    "neutral": None,  # the centre of the circle: valence 0, arousal 0
+}
+"""Angle of each label on Russell's (1980) circumplex, 0° = pleasure, 90° = arousal."""
+
+
+def _circumplex_milli() -> dict[str, tuple[int, int]]:
+    out = {}
+    for label, deg in CIRCUMPLEX_DEGREES.items():
+        if deg is None:
+            out[label] = (0, 0)
+        else:
+            rad = math.radians(deg)
+            out[label] = (round(1000 * math.cos(rad)), round(1000 * math.sin(rad)))
+    return out
+
+
+VALENCE_AROUSAL_MILLI: dict[str, tuple[int, int]] = _circumplex_milli()
+"""(valence, arousal) × 1000 per label, on the unit circle (neutral at the origin)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cells:
+    """Per-window counts of people: votes per emotion and abstentions per reason."""
+
+    votes: dict[str, int]
+    abstained: dict[str, int]
+
+    @property
+    def voters(self) -> int:
+        return sum(self.votes.values())
+
+    @property
+    def people(self) -> int:
+        return self.voters + sum(self.abstained.values())
+
+
+def tally(views: Iterable[TrackView]) -> Cells:
+    """One cell per confirmed track: its vote, or its abstention reason."""
+    votes = dict.fromkeys(EMOTIONS, 0)
+    abstained = dict.fromkeys(ABSTAIN_REASONS, 0)
+    for view in views:
+        if not view.confirmed:
+            continue
+        if view.emotion is not None:
+            votes[view.emotion] += 1
+        else:
+            reason = view.abstain_reason if view.abstain_reason in abstained else "other"
+            abstained[reason or "other"] += 1
+    return Cells(votes, abstained)
+
+
+def add_noise(cells: Cells, noise: NoiseSource, epsilon: float) -> Cells:
+    """Noise every cell (zeros too, or their absence would show); negative results become 0."""
+    votes = {k: max(0, v + noise.sample(epsilon)) for k, v in cells.votes.items()}
+    abstained = {k: max(0, v + noise.sample(epsilon)) for k, v in cells.abstained.items()}
+    return Cells(votes, abstained)
+
+
+def shares_per_mille(counts: Mapping[str, int]) -> dict[str, int]:
+    """Shares in per-mille that sum to exactly 1000 (largest remainder); all 0 when empty."""
+    total = sum(counts.values())
+    if total <= 0:
+        return dict.fromkeys(counts, 0)
+    floors = {k: v * 1000 // total for k, v in counts.items()}
+    left = 1000 - sum(floors.values())
+    order = sorted(counts, key=lambda k: (-(counts[k] * 1000 % total), list(counts).index(k)))
+    for k in order[:left]:
+        floors[k] += 1
+    return floors
+
+
+def mean_valence_arousal(votes: Mapping[str, int]) -> tuple[int, int] | None:
+    """Mean (valence, arousal) × 1000 of the voters, each mapped on the circumplex."""
+    total = sum(votes.values())
+    if total <= 0:
+        return None
+    val = sum(n * VALENCE_AROUSAL_MILLI[k][0] for k, n in votes.items())
+    aro = sum(n * VALENCE_AROUSAL_MILLI[k][1] for k, n in votes.items())
+    return _div_round(val, total), _div_round(aro, total)
+
+
+def _div_round(num: int, den: int) -> int:
+    """Integer division rounding half away from zero (symmetric for negative valence)."""
+    q, r = divmod(abs(num), den)
+    if 2 * r >= den:
+        q += 1
+    return q if num >= 0 else -q

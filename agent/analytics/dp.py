@@ -1,0 +1,182 @@
+"""Differential privacy: exact discrete Laplace noise and a daily epsilon budget on disk.
+
+Noise. Each published count gets Z with P(Z = z) = (1 - p) / (1 + p) · p^|z|, p = exp(-ε)
+(the two-sided geometric or discrete Laplace distribution; variance 2p / (1 - p)²). One
+person adds one to exactly one cell of a window (one vote, or one abstention), so the L1
+sensitivity of the cell vector is 1 and noise of parameter ε on every cell gives ε-DP per
+window. Sampling is exact, with integer arithmetic only, following Canonne, Kamath and Steinke,
+"The Discrete Gaussian for Differential Privacy" (NeurIPS 2020, Algorithms 1 and 2): no
+floating-point Laplace, whose rounding leaks (Mironov 2012). Randomness comes from ``secrets``
+(``SystemRandom``); tests inject a seeded ``random.Random``.
+
+Budget. ``BudgetAccountant`` keeps the epsilon spent during the current UTC day in a small
+JSON file in ``state_dir`` (written atomically, integers in micro-epsilon). A window that would
+overspend is refused; the day rolls over at 00:00 UTC. An unreadable file fails closed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+from typing import Protocol
+
+from agent.errors import PayloadError
+
+MICRO = 1_000_000
+
+
+class RandomSource(Protocol):
+    """What the samplers need: uniform integers in [0, stop), as ``random.Random`` offers."""
+
+    def randrange(self, stop: int, /) -> int: ...
+
+
+def exact_epsilon(epsilon: float) -> Fraction:
+    """The decimal the user wrote (0.1 -> 1/10), not the binary float nearest to it."""
+    value = Fraction(repr(float(epsilon)))
+    if value <= 0:
+        raise ValueError(f"epsilon must be positive (found {epsilon})")
+    return value
+
+
+def bernoulli(prob: Fraction, rng: RandomSource) -> bool:
+    """True with probability ``prob`` (0..1), exactly."""
+    return rng.randrange(prob.denominator) < prob.numerator
+
+
+def bernoulli_exp(gamma: Fraction, rng: RandomSource) -> bool:
+    """True with probability exp(-gamma), gamma >= 0, exactly (CKS 2020, Algorithm 1)."""
+    while gamma > 1:
+        if not bernoulli_exp(Fraction(1), rng):
+            return False
+        gamma -= 1
+    k = 1
+    while bernoulli(gamma / k, rng):
+        k += 1
+    return k % 2 == 1
+
+
+def geometric_exp(x: Fraction, rng: RandomSource) -> int:
+    """G >= 0 with P(G = g) = (1 - e^-x) e^(-x g), exactly (CKS 2020, Algorithm 2, inner loop)."""
+    s, t = x.numerator, x.denominator
+    while True:
+        u = rng.randrange(t)
+        if bernoulli_exp(Fraction(u, t), rng):
+            break
+    v = 0
+    while bernoulli_exp(Fraction(1), rng):
+        v += 1
+    return (v * t + u) // s
+
+
+def discrete_laplace(epsilon: Fraction, rng: RandomSource) -> int:
+    """Z with P(Z = z) proportional to exp(-epsilon |z|) (CKS 2020, Algorithm 2)."""
+    while True:
+        negative = bernoulli(Fraction(1, 2), rng)
+        magnitude = geometric_exp(epsilon, rng)
+        if negative and magnitude == 0:
+            continue  # zero would otherwise be drawn twice as often
+        return -magnitude if negative else magnitude
+
+
+class NoiseSource(Protocol):
+    """Adds noise to one count; the real one is ``DiscreteLaplace``, tests may script one."""
+
+    def sample(self, epsilon: float) -> int: ...
+
+
+class DiscreteLaplace:
+    """Discrete Laplace noise from a CSPRNG (``secrets.SystemRandom`` unless one is injected)."""
+
+    def __init__(self, rng: RandomSource | None = None) -> None:
+        self._rng: RandomSource = rng if rng is not None else secrets.SystemRandom()
+
+    def sample(self, epsilon: float) -> int:
+        return discrete_laplace(exact_epsilon(epsilon), self._rng)
+
+
+def utc_day(t: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(t))
+
+
+def atomic_write_json(path: Path, data: dict[str, object]) -> None:
+    """Write, fsync, rename over the old file, fsync the folder: a crash leaves old or new."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(data, out, sort_keys=True)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class BudgetAccountant:
+    """Epsilon spent per UTC day, persisted so a restart cannot reset the budget."""
+
+    FILE_NAME = "dp_budget.json"
+
+    def __init__(self, state_dir: Path, daily_budget: float) -> None:
+        self.path = Path(state_dir) / self.FILE_NAME
+        self.budget_micro = round(daily_budget * MICRO)
+        self._day, self._spent = self._load()
+
+    def _load(self) -> tuple[str, int]:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return "", 0
+        except OSError as exc:
+            raise PayloadError(f"{self.path}: cannot read the privacy budget: {exc}") from exc
+        try:
+            data = json.loads(text)
+            day, spent = data["day"], data["spent_micro"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PayloadError(
+                f"{self.path}: the privacy budget file is damaged (expected "
+                '{"day": "YYYY-MM-DD", "spent_micro": N}); the agent will not guess how much '
+                "epsilon was spent today: restore it or remove it knowingly"
+            ) from exc
+        if not isinstance(day, str) or not isinstance(spent, int) or isinstance(spent, bool) or spent < 0:
+            raise PayloadError(
+                f"{self.path}: the privacy budget file holds day={day!r}, spent_micro={spent!r}; "
+                "expected a YYYY-MM-DD string and a non-negative integer"
+            )
+        return day, spent
+
+    def spent_micro(self, at: float) -> int:
+        """Epsilon (micro units) already spent on the UTC day of ``at``.
+
+        A day earlier than the stored one (the clock was set back) counts as fully spent:
+        winding the clock back must not buy a fresh budget.
+        """
+        day = utc_day(at)
+        if day < self._day:
+            return self.budget_micro
+        return self._spent if day == self._day else 0
+
+    def remaining_micro(self, at: float) -> int:
+        return max(0, self.budget_micro - self.spent_micro(at))
+
+    def try_spend(self, epsilon: float, at: float) -> bool:
+        """Spend ``epsilon`` on the day of ``at`` if the budget allows; persist before answering."""
+        cost = round(epsilon * MICRO)
+        spent = self.spent_micro(at)
+        if spent + cost > self.budget_micro:
+            return False
+        self._day, self._spent = utc_day(at), spent + cost
+        atomic_write_json(self.path, {"day": self._day, "spent_micro": self._spent})
+        return True

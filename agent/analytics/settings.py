@@ -1,0 +1,201 @@
+"""Config sections of the analytics stage: tracker, differential privacy, baseline, alert rules.
+
+They plug into ``AnalyticsConfig`` (agent/config.py) as ``analytics.tracker``, ``analytics.dp``,
+``analytics.baseline`` and ``analytics.alerts``. Thresholds are written in natural units
+(a share 0..1, valence -1..1, a people count); the engine compares integers (per-mille).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AfterValidator, Field, field_validator, model_validator
+
+from agent.settings_base import Section
+from agent.vision.observation import EMOTIONS
+
+
+class TrackerSettings(Section):
+    """How faces are followed across frames; tracks live only in memory."""
+
+    iou_threshold: float = Field(0.3, gt=0, le=1, title="Least box overlap (IoU) that continues a track")
+    max_centre_distance: float = Field(
+        0.5,
+        ge=0,
+        le=5,
+        title="Largest centre jump, in face widths, that continues a track",
+        description="Used when boxes do not overlap enough (fast motion, low frame rate).",
+    )
+    forget_seconds: float = Field(
+        3.0, gt=0, le=60, title="Seconds after a face leaves before its track is forgotten"
+    )
+    max_tracks: int = Field(
+        64,
+        ge=1,
+        le=10_000,
+        title="Most live tracks kept in memory",
+        description="Beyond it the track seen least recently is dropped, so memory stays bounded.",
+    )
+    min_frames: int = Field(
+        1,
+        ge=1,
+        le=100,
+        title="Frames a track needs before it counts as a person",
+        description="Raise to 2 or 3 to ignore one-frame detector false positives.",
+    )
+
+
+class DpSettings(Section):
+    """Optional differential privacy: discrete Laplace noise on per-window counts."""
+
+    enabled: bool = Field(False, title="Add noise to the published counts")
+    epsilon_per_window: float = Field(
+        0.5, gt=0, le=10, title="Privacy loss (epsilon) spent by one published window"
+    )
+    daily_budget: float = Field(
+        10.0,
+        gt=0,
+        le=1000,
+        title="Epsilon a device may spend per UTC day",
+        description="When spent, windows publish no breakdown until 00:00 UTC.",
+    )
+
+    @model_validator(mode="after")
+    def _budget_covers_one_window(self) -> DpSettings:
+        if self.daily_budget < self.epsilon_per_window:
+            raise ValueError(
+                f"analytics.dp.daily_budget ({self.daily_budget}) is below "
+                f"analytics.dp.epsilon_per_window ({self.epsilon_per_window}): no window could "
+                "ever be published; raise the budget or lower epsilon"
+            )
+        return self
+
+
+class BaselineSettings(Section):
+    """The rolling per-hour-of-week baseline that baseline-mode alert rules compare to."""
+
+    timezone: str = Field(
+        "UTC", title="Time zone of the site", description="IANA name, e.g. Europe/Paris; sets hour-of-week."
+    )
+    min_samples: int = Field(
+        30, ge=2, le=100_000, title="Windows an hour-of-week slot needs before it can alert"
+    )
+    max_samples: int = Field(
+        600,
+        ge=2,
+        le=1_000_000,
+        title="Memory of the rolling baseline, in windows per slot",
+        description="Older windows fade out exponentially once a slot has this many.",
+    )
+    min_stdev: float = Field(
+        0.02, gt=0, le=1000, title="Floor of the standard deviation used in z-scores (metric units)"
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Europe/Paris") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _order(self) -> BaselineSettings:
+        if self.max_samples < self.min_samples:
+            raise ValueError(
+                f"analytics.baseline.max_samples ({self.max_samples}) must be at least "
+                f"min_samples ({self.min_samples})"
+            )
+        return self
+
+
+Metric = Literal["share", "valence", "arousal", "people"]
+
+
+class AlertRule(Section):
+    """One rule over window statistics; raised and cleared events, never per person."""
+
+    name: str = Field(..., pattern=r"^[a-z0-9_-]{1,48}$", title="Rule name, used in events")
+    metric: Metric = Field(
+        ..., title="What is measured: share of labels, mean valence, mean arousal, or people"
+    )
+    labels: tuple[str, ...] = Field(
+        (), title="Labels whose votes are summed (metric share only)", max_length=len(EMOTIONS)
+    )
+    comparison: Literal["above", "below"] = Field(
+        "above", title="Raise when the value is above or below the threshold"
+    )
+    mode: Literal["absolute", "baseline"] = Field(
+        "absolute",
+        title="Compare the value itself, or its z-score against this device's hour-of-week baseline",
+    )
+    threshold: float = Field(
+        ...,
+        ge=-1_000,
+        le=1_000_000,
+        title="Raise threshold",
+        description="absolute: share 0..1, valence/arousal -1..1, people a count; baseline: a z-score.",
+    )
+    clear_threshold: float | None = Field(
+        None,
+        ge=-1_000,
+        le=1_000_000,
+        title="Clear threshold (hysteresis)",
+        description="The alert clears once the value is back past it; defaults to threshold.",
+    )
+    min_people: int = Field(1, ge=1, le=100_000, title="Fewest people a window needs to be judged")
+    windows_in_row: int = Field(1, ge=1, le=1000, title="Windows in a row that must match to raise")
+    clear_windows: int = Field(1, ge=1, le=1000, title="Windows in a row past the clear threshold to clear")
+    cooldown_seconds: int = Field(0, ge=0, le=7 * 86_400, title="Least time between two raises of this rule")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AlertRule:
+        problems = verify_rule_labels(self) + verify_rule_hysteresis(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def verify_rule_labels(rule: AlertRule) -> list[str]:
+    unknown = [x for x in rule.labels if x not in EMOTIONS]
+    if unknown:
+        return [f"alert {rule.name}: unknown label(s) {unknown}; allowed: {list(EMOTIONS)}"]
+    if rule.metric == "share" and not rule.labels:
+        return [f"alert {rule.name}: metric share needs labels, e.g. [angry, fear]"]
+    if rule.metric != "share" and rule.labels:
+        return [f"alert {rule.name}: labels are used only with metric share (found metric {rule.metric})"]
+    if rule.metric == "share" and rule.mode == "absolute" and not 0 <= rule.threshold <= 1:
+        return [f"alert {rule.name}: a share threshold is a fraction 0..1 (found {rule.threshold})"]
+    return []
+
+
+def verify_rule_hysteresis(rule: AlertRule) -> list[str]:
+    clear = rule.clear_threshold
+    if clear is None:
+        return []
+    if rule.comparison == "above" and clear > rule.threshold:
+        return [
+            f"alert {rule.name}: clear_threshold ({clear}) must not be above threshold "
+            f"({rule.threshold}) for comparison above"
+        ]
+    if rule.comparison == "below" and clear < rule.threshold:
+        return [
+            f"alert {rule.name}: clear_threshold ({clear}) must not be below threshold "
+            f"({rule.threshold}) for comparison below"
+        ]
+    return []
+
+
+def _unique_names(rules: list[AlertRule]) -> list[AlertRule]:
+    seen: set[str] = set()
+    for rule in rules:
+        if rule.name in seen:
+            raise ValueError(f"alert rule name {rule.name!r} is used twice; names must be unique")
+        seen.add(rule.name)
+    return rules
+
+
+AlertRules = Annotated[list[AlertRule], AfterValidator(_unique_names)]
+"""The ``analytics.alerts`` list: rule names are unique (events carry them)."""

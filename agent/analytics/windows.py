@@ -1,0 +1,294 @@
+"""Clock-aligned windows of people, votes and frame figures: the only statistics that leave.
+
+A window covers [floor(t / L) · L, that + L) for the configured length L (default 60 s). Each
+confirmed track seen in it counts once, with its latest view (its dominant emotion smoothed
+over its life so far), whatever the number of frames it appears in. When the window closes it
+becomes a ``WindowReport``: k-anonymity (suppress, or merge into the next window), optional
+discrete Laplace noise under a daily budget, shares in per-mille and circumplex means × 1000.
+Frame counters and frame lifetimes are operational figures, not about people: they are
+published for every window, suppressed or not, because the audit needs them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from agent.analytics.anonymity import Cells, add_noise, mean_valence_arousal, shares_per_mille, tally
+from agent.analytics.dp import MICRO, BudgetAccountant, NoiseSource
+from agent.analytics.tracker import TrackHandle, TrackView
+from agent.clock import Clock
+
+if TYPE_CHECKING:
+    from agent.config import AnalyticsConfig
+
+logger = logging.getLogger(__name__)
+
+Suppressed = Literal["below_k", "merged", "dp_budget"]
+MAX_CARRY = 100_000
+"""A merge carry larger than this is dropped (suppressed) rather than grow without bound."""
+
+
+@dataclass(frozen=True, slots=True)
+class FrameCounters:
+    """Frame figures since the previous ``add_frame`` call (deltas, not totals)."""
+
+    captured: int = 1
+    analysed: int = 1
+    dropped: int = 0
+    lifetimes_ms: Sequence[float] = ()
+    """Frame lifetimes recorded since the last call (``LifetimeRecorder.drain().samples_ms``)."""
+
+
+class LifetimeHistogram:
+    """Lifetimes rounded up to whole ms, counted per ms: exact max and p99, bounded memory."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[int] = Counter()
+        self.count = 0
+
+    def add(self, ms: float) -> None:
+        self._counts[max(0, math.ceil(ms))] += 1
+        self.count += 1
+
+    @property
+    def max_ms(self) -> int:
+        return max(self._counts, default=0)
+
+    def percentile(self, q: float) -> int:
+        """Nearest-rank percentile, as ``LifetimeStats.percentile`` but in whole ms (rounded up)."""
+        if not self.count:
+            return 0
+        rank = max(1, math.ceil(q / 100.0 * self.count))
+        seen = 0
+        for ms in sorted(self._counts):
+            seen += self._counts[ms]
+            if seen >= rank:
+                return ms
+        return self.max_ms  # pragma: no cover - rank <= count always reaches a bucket
+
+
+@dataclass(frozen=True, slots=True)
+class WindowReport:
+    """One closed window; ``to_body`` gives the integers-only object that gets signed."""
+
+    window_start: int
+    window_end: int
+    covers_from: int
+    """Start of the earliest window merged into this one (== window_start without merging)."""
+    complete: bool
+    """False when flushed before its end (end of a file, shutdown)."""
+    k: int
+    suppressed: Suppressed | None
+    people: int | None
+    votes: dict[str, int] | None
+    shares_pm: dict[str, int] | None
+    abstained: dict[str, int] | None
+    valence_milli: int | None
+    arousal_milli: int | None
+    frames_captured: int
+    frames_analysed: int
+    frames_dropped: int
+    lifetime_count: int
+    lifetime_max_ms: int
+    lifetime_p99_ms: int
+    noise: bool
+    epsilon_micro: int | None = None
+    budget_left_micro: int | None = None
+
+    @property
+    def breakdown(self) -> bool:
+        return self.suppressed is None
+
+    def to_body(self) -> dict[str, int | str | bool | dict[str, int] | None]:
+        """Plain JSON object for the ``stats`` topic; integers only, no ids, no boxes."""
+        return {
+            "window_start": self.window_start,
+            "window_end": self.window_end,
+            "covers_from": self.covers_from,
+            "complete": self.complete,
+            "k": self.k,
+            "suppressed": self.suppressed,
+            "people": self.people,
+            "votes": self.votes,
+            "shares_pm": self.shares_pm,
+            "abstained": self.abstained,
+            "valence_milli": self.valence_milli,
+            "arousal_milli": self.arousal_milli,
+            "frames": {
+                "captured": self.frames_captured,
+                "analysed": self.frames_analysed,
+                "dropped": self.frames_dropped,
+            },
+            "lifetime_ms": {
+                "count": self.lifetime_count,
+                "max": self.lifetime_max_ms,
+                "p99": self.lifetime_p99_ms,
+            },
+            "noise": self.noise,
+            "epsilon_micro": self.epsilon_micro,
+            "budget_left_micro": self.budget_left_micro,
+        }
+
+
+@dataclass
+class _Window:
+    start: int
+    length: int
+    people: dict[TrackHandle, TrackView] = field(default_factory=dict)
+    captured: int = 0
+    analysed: int = 0
+    dropped: int = 0
+    lifetimes: LifetimeHistogram = field(default_factory=LifetimeHistogram)
+
+    @property
+    def end(self) -> int:
+        return self.start + self.length
+
+
+@dataclass
+class _Carry:
+    covers_from: int
+    people: dict[TrackHandle, TrackView]
+
+
+class WindowAggregator:
+    """Collects frames into clock-aligned windows and turns closed windows into reports."""
+
+    def __init__(
+        self,
+        settings: AnalyticsConfig,
+        clock: Clock,
+        dp: NoiseSource | None = None,
+        accountant: BudgetAccountant | None = None,
+    ) -> None:
+        self.length = settings.window_seconds
+        self.k = settings.min_people
+        self.mode = settings.small_window
+        self.clock = clock
+        self.epsilon: float | None = settings.dp.epsilon_per_window if settings.dp.enabled else None
+        if self.epsilon is not None and (dp is None or accountant is None):
+            raise ValueError("analytics.dp.enabled needs a noise source and a budget accountant")
+        self._noise = dp
+        self._accountant = accountant
+        self._current: _Window | None = None
+        self._carry: _Carry | None = None
+        self._ready: list[WindowReport] = []
+
+    def window_start(self, t: float) -> int:
+        return math.floor(t / self.length) * self.length
+
+    def add_frame(self, t: float, views: Iterable[TrackView], counters: FrameCounters) -> None:
+        """Count one analysed frame (or a batch of counters) at wall time ``t``."""
+        window = self._window_for(t)
+        for view in views:
+            if view.confirmed:
+                window.people[view.handle] = view  # latest view wins: one vote per track
+        window.captured += counters.captured
+        window.analysed += counters.analysed
+        window.dropped += counters.dropped
+        for ms in counters.lifetimes_ms:
+            window.lifetimes.add(ms)
+
+    def poll(self, now: float | None = None) -> list[WindowReport]:
+        """Close the window if its end has passed; keep a window open so quiet minutes report too."""
+        now = self.clock.time() if now is None else now
+        self._window_for(now)
+        out, self._ready = self._ready, []
+        return out
+
+    def flush(self, now: float | None = None) -> list[WindowReport]:
+        """Close the open window now (end of a file, shutdown); a pending merge is published suppressed."""
+        now = self.clock.time() if now is None else now
+        window, self._current = self._current, None
+        if window is not None:
+            self._ready.append(self._close(window, complete=now >= window.end, final=True))
+        out, self._ready = self._ready, []
+        return out
+
+    def _window_for(self, t: float) -> _Window:
+        start = self.window_start(t)
+        current = self._current
+        if current is not None and start < current.end:
+            return current  # same window (or a clock step backwards: stay in it)
+        if current is not None:
+            self._ready.append(self._close(current, complete=True, final=False))
+        self._current = _Window(start, self.length)
+        return self._current
+
+    def _close(self, window: _Window, complete: bool, final: bool) -> WindowReport:
+        people = window.people
+        covers_from = window.start
+        if self._carry is not None:
+            people = {**self._carry.people, **window.people}
+            covers_from = self._carry.covers_from
+            self._carry = None
+        cells, suppressed = self._release(window, tally(people.values()))
+        if suppressed == "below_k" and self.mode == "merge" and not final and len(people) < MAX_CARRY:
+            self._carry = _Carry(covers_from, people)
+            suppressed = "merged"
+        report = self._report(window, covers_from, complete, cells, suppressed)
+        logger.info(
+            "window closed",
+            extra={
+                "fields": {
+                    "window_start": report.window_start,
+                    "suppressed": report.suppressed,
+                    "frames_analysed": report.frames_analysed,
+                }
+            },
+        )
+        return report
+
+    def _release(self, window: _Window, cells: Cells) -> tuple[Cells | None, Suppressed | None]:
+        """Noise and budget, then k on the (noisy) voters."""
+        if self.epsilon is not None:
+            accountant, noise = self._accountant, self._noise
+            if accountant is None or noise is None:  # pragma: no cover - refused in __init__
+                raise RuntimeError("differential privacy is on without noise or accountant")
+            if not accountant.try_spend(self.epsilon, window.start):
+                return None, "dp_budget"
+            cells = add_noise(cells, noise, self.epsilon)
+        if cells.voters < self.k:
+            return None, "below_k"
+        return cells, None
+
+    def _report(
+        self,
+        window: _Window,
+        covers_from: int,
+        complete: bool,
+        cells: Cells | None,
+        suppressed: Suppressed | None,
+    ) -> WindowReport:
+        votes = cells.votes if cells is not None else None
+        va = mean_valence_arousal(votes) if votes is not None else None
+        eps = round(self.epsilon * MICRO) if self.epsilon is not None else None
+        left = self._accountant.remaining_micro(window.start) if self._accountant and eps else None
+        return WindowReport(
+            window_start=window.start,
+            window_end=window.end,
+            covers_from=covers_from,
+            complete=complete,
+            k=self.k,
+            suppressed=suppressed,
+            people=cells.people if cells is not None else None,
+            votes=votes,
+            shares_pm=shares_per_mille(votes) if votes is not None else None,
+            abstained=cells.abstained if cells is not None else None,
+            valence_milli=va[0] if va else None,
+            arousal_milli=va[1] if va else None,
+            frames_captured=window.captured,
+            frames_analysed=window.analysed,
+            frames_dropped=window.dropped,
+            lifetime_count=window.lifetimes.count,
+            lifetime_max_ms=window.lifetimes.max_ms,
+            lifetime_p99_ms=window.lifetimes.percentile(99),
+            noise=self.epsilon is not None,
+            epsilon_micro=eps,
+            budget_left_micro=left,
+        )

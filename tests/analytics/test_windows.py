@@ -1,0 +1,242 @@
+"""Windows: clock alignment, one vote per person, k suppression and merging, frame figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.analytics.dp import BudgetAccountant
+from agent.analytics.settings import TrackerSettings
+from agent.analytics.tracker import Tracker, TrackView
+from agent.analytics.windows import FrameCounters, LifetimeHistogram, WindowAggregator, WindowReport
+from agent.clock import FakeClock
+from agent.config import AnalyticsConfig
+from agent.vision.observation import EMOTIONS
+
+from .faces import face, seeded
+
+T0 = 1_700_000_040.0  # 40 s into a minute: 1_700_000_020 is not aligned, 1_700_000_040 = 28333334 min
+
+
+def cfg(**kw: object) -> AnalyticsConfig:
+    return AnalyticsConfig.model_validate(kw)
+
+
+def people_frames(tracker: Tracker, labels: list[str | None], t: float) -> list[TrackView]:
+    """One frame with one face per label, laid out on a row so each keeps its own track."""
+    faces = [
+        face(x=0.02 + 0.09 * i, w=0.05, label=lab, reason="blurred" if lab is None else None)
+        for i, lab in enumerate(labels)
+    ]
+    return tracker.update(faces, t)
+
+
+def run(
+    agg: WindowAggregator,
+    tracker: Tracker,
+    labels: list[str | None],
+    start: float,
+    seconds: float,
+    *,
+    fps: float = 5.0,
+) -> None:
+    for i in range(int(seconds * fps)):
+        t = start + i / fps
+        agg.add_frame(t, people_frames(tracker, labels, t), FrameCounters(lifetimes_ms=(20.0,)))
+
+
+def test_window_start_is_floor_of_t_over_length(clock: FakeClock) -> None:
+    agg = WindowAggregator(cfg(window_seconds=60), clock)
+    assert agg.window_start(1_700_000_039.9) == 1_699_999_980
+    assert agg.window_start(1_700_000_040.0) == 1_700_000_040
+    assert 1_700_000_040 % 60 == 0
+
+
+def test_one_person_over_many_frames_is_one_vote_per_window(clock: FakeClock) -> None:
+    """Five people filmed for three minutes at 5 fps: 5 people per window, not 1,500."""
+    agg = WindowAggregator(cfg(window_seconds=60, min_people=5), clock)
+    tracker = Tracker(TrackerSettings(), clock, rng=seeded(0))
+    labels: list[str | None] = ["happy", "happy", "sad", "neutral", "angry"]
+    run(agg, tracker, labels, T0, 180)
+    reports = agg.poll(T0 + 180)
+    assert [r.window_start for r in reports] == [int(T0), int(T0) + 60, int(T0) + 120]
+    for r in reports:
+        assert r.people == 5
+        assert r.votes == {
+            "angry": 1,
+            "disgust": 0,
+            "fear": 0,
+            "happy": 2,
+            "sad": 1,
+            "surprise": 0,
+            "neutral": 1,
+        }
+        assert r.shares_pm == {
+            "angry": 200,
+            "disgust": 0,
+            "fear": 0,
+            "happy": 400,
+            "sad": 200,
+            "surprise": 0,
+            "neutral": 200,
+        }
+        assert r.frames_captured == r.frames_analysed == 300
+        assert r.lifetime_count == 300
+        assert (r.lifetime_max_ms, r.lifetime_p99_ms) == (20, 20)
+        assert r.suppressed is None
+
+
+def test_valence_and_arousal_are_circumplex_means_times_1000(clock: FakeClock) -> None:
+    agg = WindowAggregator(cfg(min_people=2), clock)
+    tracker = Tracker(TrackerSettings(), clock, rng=seeded(0))
+    run(agg, tracker, ["happy", "sad"], T0, 10)
+    (r,) = agg.flush(T0 + 10)
+    # happy 8° -> (990, 139); sad 208° -> (-883, -469); means (53.5 -> 54, -165)
+    assert (r.valence_milli, r.arousal_milli) == (54, -165)
+    assert r.complete is False
+
+
+def test_abstained_people_are_counted_by_reason_and_do_not_vote(clock: FakeClock) -> None:
+    agg = WindowAggregator(cfg(min_people=2), clock)
+    tracker = Tracker(TrackerSettings(), clock, rng=seeded(0))
+    run(agg, tracker, ["happy", "happy", None], T0, 10)
+    (r,) = agg.flush(T0 + 60)
+    assert r.people == 3
+    assert r.abstained == {
+        "too_small": 0,
+        "blurred": 1,
+        "too_dark": 0,
+        "too_bright": 0,
+        "turned": 0,
+        "other": 0,
+    }
+    assert r.votes is not None
+    assert sum(r.votes.values()) == 2
+    assert r.complete is True
+
+
+def test_below_k_suppresses_the_breakdown_and_the_exact_count(clock: FakeClock) -> None:
+    agg = WindowAggregator(cfg(min_people=5), clock)
+    tracker = Tracker(TrackerSettings(), clock, rng=seeded(0))
+    run(agg, tracker, ["happy"] * 4, T0, 30)
+    (r,) = agg.poll(T0 + 60)
+    body = r.to_body()
+    assert body["suppressed"] == "below_k"
+    assert body["people"] is None
+    assert body["votes"] is None
+    assert body["shares_pm"] is None
+    assert body["valence_milli"] is None
+    assert body["frames"] == {"captured": 150, "analysed": 150, "dropped": 0}
+
+
+def test_k_counts_voters_so_abstentions_cannot_unmask_one_vote(clock: FakeClock) -> None:
+    agg = WindowAggregator(cfg(min_people=3), clock)
+    tracker = Tracker(TrackerSettings(), clock, rng=seeded(0))
+    run(agg, tracker, ["angry", None, None, None], T0, 5)
+    (r,) = agg.flush(T0 + 60)
+    assert r.suppressed == "below_k"
+    assert r.votes is None
+
+
+def test_merge_carries_small_windows_until_k_people_are_reached(clock: FakeClock) -> None:
+    """Windows of 2, 2 and 1 new people with k = 5: two merged windows, then one of 5 people."""
+    agg = WindowAggregator(cfg(min_people=5, small_window="merge"), clock)
+    tracker = Tracker(TrackerSettings(forget_seconds=2), clock, rng=seeded(0))
+    run(agg, tracker, ["happy", "sad"], T0, 10)
+    run(agg, tracker, ["fear", "fear"], T0 + 60, 10)
+    run(agg, tracker, ["happy"], T0 + 120, 10)
+    reports = agg.poll(T0 + 180)
+    assert [r.suppressed for r in reports] == ["merged", "merged", None]
+    assert [r.people for r in reports] == [None, None, 5]
+    last = reports[2]
+    assert last.covers_from == int(T0)
+    assert last.window_start == int(T0) + 120
+    assert last.votes == {
+        "angry": 0,
+        "disgust": 0,
+        "fear": 2,
+        "happy": 2,
+        "sad": 1,
+        "surprise": 0,
+        "neutral": 0,
+    }
+    assert [r.frames_analysed for r in reports] == [50, 50, 50]
+
+
+def test_merge_counts_a_person_present_in_two_windows_once(clock: FakeClock) -> None:
+    agg = WindowAggregator(cfg(min_people=3, small_window="merge"), clock)
+    tracker = Tracker(TrackerSettings(), clock, rng=seeded(0))
+    run(agg, tracker, ["happy", "sad"], T0 + 50, 20)  # the same two people span the boundary
+    run(agg, tracker, ["happy", "sad", "fear"], T0 + 70, 10)  # and a third one joins
+    reports = agg.poll(T0 + 120)
+    assert [(r.suppressed, r.people) for r in reports] == [("merged", None), (None, 3)]
+
+
+def test_flush_publishes_a_pending_merge_as_suppressed(clock: FakeClock) -> None:
+    agg = WindowAggregator(cfg(min_people=5, small_window="merge"), clock)
+    tracker = Tracker(TrackerSettings(), clock, rng=seeded(0))
+    run(agg, tracker, ["happy"], T0, 5)
+    run(agg, tracker, ["happy"], T0 + 60, 5)
+    reports = agg.flush(T0 + 65)
+    assert [r.suppressed for r in reports] == ["merged", "below_k"]
+    assert reports[1].covers_from == int(T0)
+    agg.add_frame(T0 + 120, [], FrameCounters())
+    assert agg.flush(T0 + 121)[0].covers_from == int(T0) + 120  # the carry was not kept
+
+
+def test_quiet_minutes_still_report_their_frame_figures(clock: FakeClock) -> None:
+    agg = WindowAggregator(cfg(), clock)
+    assert agg.poll(T0) == []
+    (r,) = agg.poll(T0 + 61)
+    assert (r.window_start, r.frames_captured, r.suppressed) == (int(T0), 0, "below_k")
+
+
+def test_a_window_closes_when_a_later_frame_arrives(clock: FakeClock) -> None:
+    agg = WindowAggregator(cfg(), clock)
+    agg.add_frame(T0 + 1, [], FrameCounters(captured=3, analysed=1, dropped=2, lifetimes_ms=(5.2, 80.0)))
+    agg.add_frame(T0 + 61, [], FrameCounters())
+    (r,) = agg.poll(T0 + 61)
+    assert (r.frames_captured, r.frames_analysed, r.frames_dropped) == (3, 1, 2)
+    assert (r.lifetime_count, r.lifetime_max_ms, r.lifetime_p99_ms) == (2, 80, 80)
+
+
+def test_lifetime_p99_is_nearest_rank_in_whole_ms_rounded_up() -> None:
+    hist = LifetimeHistogram()
+    for ms in range(1, 201):
+        hist.add(ms - 0.5)
+    assert hist.percentile(99) == 198
+    assert hist.max_ms == 200
+    assert LifetimeHistogram().percentile(99) == 0
+
+
+def test_report_body_is_integers_strings_bools_and_none_only(clock: FakeClock) -> None:
+    agg = WindowAggregator(cfg(min_people=2), clock)
+    tracker = Tracker(TrackerSettings(), clock, rng=seeded(0))
+    run(agg, tracker, ["happy", "sad", "fear"], T0, 5)
+    (r,) = agg.flush(T0 + 60)
+
+    def leaves(obj: object) -> list[object]:
+        if isinstance(obj, dict):
+            return [x for v in obj.values() for x in leaves(v)]
+        return [obj]
+
+    body = r.to_body()
+    assert all(isinstance(v, int | str | bool) or v is None for v in leaves(body))
+    assert not any(isinstance(v, float) for v in leaves(body))
+    assert set(body["votes"]) == set(EMOTIONS)  # type: ignore[arg-type]
+
+
+def test_dp_on_needs_noise_and_accountant(clock: FakeClock) -> None:
+    with pytest.raises(ValueError, match="needs a noise source and a budget accountant"):
+        WindowAggregator(cfg(dp={"enabled": True}), clock)
+
+
+def test_flush_closes_only_an_open_window_and_dp_off_means_no_noise(clock: FakeClock, tmp_path: Path) -> None:
+    agg = WindowAggregator(cfg(), clock, accountant=BudgetAccountant(tmp_path, 1.0))
+    assert agg.flush(T0) == []
+    agg.add_frame(T0, [], FrameCounters())
+    (r,) = agg.flush(T0)
+    assert isinstance(r, WindowReport)
+    assert r.noise is False
+    assert r.epsilon_micro is None
