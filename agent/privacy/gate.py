@@ -1,0 +1,87 @@
+"""The capture gate: schedule and privacy mode decide whether the camera is open at all.
+
+Outside active hours or in privacy mode the source is *closed* (the device is released), so
+no frame is captured rather than captured and ignored. The service calls ``update`` each
+loop turn and sleeps at most until ``wake_at``; ``update`` opens or closes the source on a
+change and returns the change for the audit log and the state topic.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal, Protocol
+
+from agent.clock import Clock
+from agent.privacy.privacy_mode import PrivacyMode
+from agent.privacy.schedule import Schedule
+
+logger = logging.getLogger(__name__)
+
+Reason = Literal["privacy_mode", "outside_schedule"]
+
+
+class Switchable(Protocol):
+    """What the gate needs from a camera source."""
+
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class GateChange:
+    ts_ms: int
+    capturing: bool
+    reason: Reason | None
+    """Why capture stopped; None when it (re)started."""
+
+    def as_payload(self) -> dict[str, object]:
+        return {"event": "capture", "ts": self.ts_ms, "state": "open" if self.capturing else "closed",
+                "reason": self.reason or "active"}
+
+
+class CaptureGate:
+    """Opens the source only while the schedule is active and privacy mode is off."""
+
+    def __init__(self, source: Switchable, mode: PrivacyMode, clock: Clock,
+                 schedule: Schedule | None = None) -> None:
+        self.source = source
+        self.mode = mode
+        self.clock = clock
+        self.schedule = schedule
+        self.capturing = False
+
+    def blocked_by(self) -> Reason | None:
+        """Why capture must be off now, or None when it may run."""
+        if self.mode.paused:
+            return "privacy_mode"
+        if self.schedule is not None and not self.schedule.is_active(self._now()):
+            return "outside_schedule"
+        return None
+
+    def update(self) -> GateChange | None:
+        """Open or close the source to match the current state; return the change, if any."""
+        reason = self.blocked_by()
+        want = reason is None
+        if want == self.capturing:
+            return None
+        if want:
+            self.source.open()
+        else:
+            self.source.close()
+        self.capturing = want
+        change = GateChange(int(self.clock.time() * 1000), want, reason)
+        logger.info("capture %s", "opened" if want else "closed", extra={"fields": {"reason": reason}})
+        return change
+
+    def wake_at(self) -> float | None:
+        """Unix time of the next schedule change (None without a schedule or change)."""
+        if self.schedule is None:
+            return None
+        nxt = self.schedule.next_change(self._now())
+        return None if nxt is None else nxt.timestamp()
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock.time(), UTC)

@@ -1,0 +1,134 @@
+"""Privacy mode: any one source that is ON pauses capture (the camera is closed).
+
+Sources: the MQTT switch (``cmd/privacy_mode/set``), a flag file that pauses while it exists,
+and SIGUSR1, which toggles. ``PrivacyMode`` is plain state; every change returns a
+``PrivacyModeEvent`` the service publishes (``privacy_mode`` state topic) and audits. A
+signal handler must not take locks the interrupted thread may hold, so SIGUSR1 only counts
+(``SignalToggle``) and the main loop applies the count.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Literal
+
+from agent.clock import Clock
+from agent.errors import PayloadError
+
+logger = logging.getLogger(__name__)
+
+Source = Literal["mqtt", "file", "signal"]
+SOURCES: tuple[Source, ...] = ("mqtt", "file", "signal")
+
+
+@dataclass(frozen=True, slots=True)
+class PrivacyModeEvent:
+    """One change of a source; ``paused`` is the combined state after it."""
+
+    ts_ms: int
+    source: Source
+    source_on: bool
+    paused: bool
+    was_paused: bool
+
+    def as_payload(self) -> dict[str, object]:
+        """Integers and strings only, for the signed state message and the audit log."""
+        return {
+            "ts": self.ts_ms,
+            "state": "ON" if self.paused else "OFF",
+            "changed_by": self.source,
+            "source_state": "ON" if self.source_on else "OFF",
+        }
+
+
+class PrivacyMode:
+    """Combined privacy-mode state; thread-safe (MQTT callbacks run on paho's thread)."""
+
+    def __init__(self, clock: Clock, initial: dict[Source, bool] | None = None) -> None:
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._on: dict[Source, bool] = dict.fromkeys(SOURCES, False) | (initial or {})
+
+    @property
+    def paused(self) -> bool:
+        with self._lock:
+            return any(self._on.values())
+
+    def sources_on(self) -> list[Source]:
+        """Which sources currently pause capture, for the state message."""
+        with self._lock:
+            return [s for s in SOURCES if self._on[s]]
+
+    def set(self, source: Source, on: bool) -> PrivacyModeEvent | None:
+        """Set one source; return the event, or None when nothing changed."""
+        if source not in SOURCES:
+            raise ValueError(f"unknown privacy-mode source {source!r}; one of {', '.join(SOURCES)}")
+        with self._lock:
+            if self._on[source] == on:
+                return None
+            was = any(self._on.values())
+            self._on[source] = on
+            now = any(self._on.values())
+        event = PrivacyModeEvent(int(self.clock.time() * 1000), source, on, now, was)
+        logger.info(
+            "privacy mode source changed",
+            extra={"fields": {"source": source, "source_on": on, "paused": now}},
+        )
+        return event
+
+    def toggle(self, source: Source) -> PrivacyModeEvent | None:
+        with self._lock:
+            current = self._on[source]
+        return self.set(source, not current)
+
+
+def parse_switch(payload: bytes) -> bool:
+    """The MQTT switch payload: ON or OFF (Home Assistant's defaults), case-insensitive."""
+    text = payload.decode("utf-8", errors="replace").strip().upper()
+    if text in ("ON", "1", "TRUE"):
+        return True
+    if text in ("OFF", "0", "FALSE"):
+        return False
+    raise PayloadError(f"privacy mode switch: payload {text[:20]!r} is not ON or OFF")
+
+
+class FlagFilePoller:
+    """Turns the ``file`` source on while a flag file exists; call ``poll`` on a timer."""
+
+    def __init__(self, path: Path, mode: PrivacyMode) -> None:
+        self.path = path
+        self.mode = mode
+
+    def poll(self) -> PrivacyModeEvent | None:
+        return self.mode.set("file", self.path.exists())
+
+
+class SignalToggle:
+    """Records SIGUSR1 deliveries in the handler; ``drain`` applies them from the main loop."""
+
+    def __init__(self, mode: PrivacyMode) -> None:
+        self.mode = mode
+        self._received: list[int] = []
+        self._previous: signal._HANDLER = None
+
+    def handler(self, signum: int, frame: FrameType | None) -> None:
+        self._received.append(signum)  # one bytecode: safe against a signal arriving in drain
+
+    def install(self, signum: int = signal.SIGUSR1) -> None:
+        """Register the handler (main thread only, as Python requires)."""
+        self._previous = signal.signal(signum, self.handler)
+
+    def uninstall(self, signum: int = signal.SIGUSR1) -> None:
+        signal.signal(signum, self._previous if self._previous is not None else signal.SIG_DFL)
+
+    def drain(self) -> list[PrivacyModeEvent]:
+        """Apply every toggle received since the last call, in order."""
+        count = len(self._received)
+        del self._received[:count]
+        events = [self.mode.toggle("signal") for _ in range(count)]
+        return [e for e in events if e is not None]

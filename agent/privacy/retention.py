@@ -1,0 +1,172 @@
+"""Retention: derived data (spool, audit segments, local statistics) is deleted when due.
+
+``due_purges`` is the pure planner: given the time and what is stored, it says exactly what
+has reached its age limit. ``RetentionEnforcer`` runs it at start and on a timer (an injected
+clock decides when) against stores that list and remove their items, and returns one
+``PurgeRecord`` per store that removed anything, for the audit log. Frames are not here:
+they are zeroed when inference ends and have no retention setting at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+from agent.clock import Clock
+from agent.privacy.settings import RetentionConfig
+
+logger = logging.getLogger(__name__)
+
+Kind = Literal["spool", "audit", "stats"]
+DAY_S = 86_400
+
+
+@dataclass(frozen=True, slots=True)
+class StoredItem:
+    """One deletable thing: a spooled message, an audit segment, a day of statistics."""
+
+    kind: Kind
+    key: str
+    created: float
+    """Unix seconds when it was written."""
+    size_bytes: int = 0
+
+
+def limits_from(cfg: RetentionConfig) -> dict[Kind, int]:
+    """Days each kind is kept."""
+    return {"spool": cfg.spool_days, "audit": cfg.audit_days, "stats": cfg.stats_days}
+
+
+def due_purges(now: float, items: Iterable[StoredItem], limits: Mapping[Kind, int]) -> list[StoredItem]:
+    """Items whose age has reached their kind's limit (age ≥ days × 86 400 s), oldest first."""
+    due = []
+    for item in items:
+        if item.kind not in limits:
+            raise ValueError(f"no retention limit for {item.kind!r} items; known: {sorted(limits)}")
+        if now - item.created >= limits[item.kind] * DAY_S:
+            due.append(item)
+    return sorted(due, key=lambda i: (i.created, i.key))
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeRecord:
+    """What one retention run removed from one store: enough for an auditor, integers only."""
+
+    kind: Kind
+    ts_ms: int
+    limit_days: int
+    cutoff_ms: int
+    count: int
+    bytes: int
+    oldest_ms: int
+    newest_ms: int
+    keys_sha256: str
+    """SHA-256 of the removed keys joined by newlines, so a later listing can be checked."""
+
+    def as_payload(self) -> dict[str, object]:
+        return {
+            "event": "retention_purge",
+            "kind": self.kind,
+            "ts": self.ts_ms,
+            "limit_days": self.limit_days,
+            "cutoff": self.cutoff_ms,
+            "count": self.count,
+            "bytes": self.bytes,
+            "oldest": self.oldest_ms,
+            "newest": self.newest_ms,
+            "keys_sha256": self.keys_sha256,
+        }
+
+
+class RetentionStore(Protocol):
+    """Something that holds items of one kind and can delete them."""
+
+    kind: Kind
+
+    def list_items(self) -> list[StoredItem]: ...
+
+    def remove(self, keys: Sequence[str]) -> int:
+        """Delete these keys; return how many were removed."""
+        ...
+
+
+class DirectoryStore:
+    """Files in one folder matching a glob, aged by modification time (e.g. audit segments)."""
+
+    def __init__(self, kind: Kind, folder: Path, pattern: str = "*") -> None:
+        self.kind: Kind = kind
+        self.folder = folder
+        self.pattern = pattern
+
+    def list_items(self) -> list[StoredItem]:
+        if not self.folder.is_dir():
+            return []
+        out = []
+        for path in self.folder.glob(self.pattern):
+            if path.is_file() and not path.is_symlink():
+                st = path.stat()
+                out.append(StoredItem(self.kind, path.name, st.st_mtime, st.st_size))
+        return out
+
+    def remove(self, keys: Sequence[str]) -> int:
+        removed = 0
+        for key in keys:
+            if "/" in key or key in ("", ".", ".."):
+                raise ValueError(f"refusing to delete {key!r}: not a plain file name")
+            try:
+                (self.folder / key).unlink()
+            except FileNotFoundError:
+                continue
+            removed += 1
+        return removed
+
+
+class RetentionEnforcer:
+    """Runs the planner at start and every ``interval_minutes``; each purge becomes a record."""
+
+    def __init__(self, cfg: RetentionConfig, stores: Sequence[RetentionStore], clock: Clock) -> None:
+        self.limits = limits_from(cfg)
+        self.interval_s = cfg.interval_minutes * 60
+        self.stores = list(stores)
+        self.clock = clock
+        self.next_run: float | None = None
+        """Wall time of the next run; None until the first (start-up) run."""
+
+    def run_if_due(self) -> list[PurgeRecord]:
+        if self.next_run is not None and self.clock.time() < self.next_run:
+            return []
+        return self.run()
+
+    def run(self) -> list[PurgeRecord]:
+        """Purge every store now and schedule the next run."""
+        now = self.clock.time()
+        records = [r for store in self.stores if (r := self._purge(store, now)) is not None]
+        self.next_run = now + self.interval_s
+        return records
+
+    def _purge(self, store: RetentionStore, now: float) -> PurgeRecord | None:
+        due = due_purges(now, store.list_items(), self.limits)
+        if not due:
+            return None
+        removed = store.remove([i.key for i in due])
+        limit = self.limits[store.kind]
+        record = PurgeRecord(
+            kind=store.kind,
+            ts_ms=int(now * 1000),
+            limit_days=limit,
+            cutoff_ms=int((now - limit * DAY_S) * 1000),
+            count=removed,
+            bytes=sum(i.size_bytes for i in due),
+            oldest_ms=int(due[0].created * 1000),
+            newest_ms=int(due[-1].created * 1000),
+            keys_sha256=hashlib.sha256("\n".join(i.key for i in due).encode()).hexdigest(),
+        )
+        logger.info(
+            "retention purge",
+            extra={"fields": {"kind": store.kind, "count": removed, "limit_days": limit}},
+        )
+        return record

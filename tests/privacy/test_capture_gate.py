@@ -1,0 +1,90 @@
+"""The capture gate: outside hours or in privacy mode the source is closed, so nothing is captured."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+
+from agent.clock import FakeClock
+from agent.frame import Frame
+from agent.privacy.gate import CaptureGate
+from agent.privacy.privacy_mode import PrivacyMode
+from agent.privacy.schedule import Schedule
+from agent.privacy.settings import ScheduleConfig
+
+MONDAY_0750_BERLIN = datetime(2026, 11, 23, 6, 50, tzinfo=UTC).timestamp()
+
+
+class RecordingSource:
+    """Follows the FrameSource contract: reading a closed source is an error, not an empty frame."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.is_open = False
+        self.opens = 0
+        self.closes = 0
+        self.captured_at: list[float] = []
+
+    def open(self) -> None:
+        self.is_open = True
+        self.opens += 1
+
+    def close(self) -> None:
+        self.is_open = False
+        self.closes += 1
+
+    def read(self) -> Frame:
+        assert self.is_open, "read from a closed camera"
+        self.captured_at.append(self.clock.time())
+        return Frame(np.zeros((4, 4, 3), np.uint8), len(self.captured_at), 0.0, self.clock.time())
+
+
+def run(gate: CaptureGate, source: RecordingSource, clock: FakeClock, seconds: int) -> None:
+    """What the service loop does each second: update the gate, read only while it is open."""
+    for _ in range(seconds):
+        gate.update()
+        if gate.capturing:
+            source.read()
+        clock.advance(1)
+
+
+def test_camera_is_closed_outside_hours_and_in_privacy_mode() -> None:
+    clock = FakeClock(start=MONDAY_0750_BERLIN)
+    schedule = Schedule.from_config(ScheduleConfig(timezone="Europe/Berlin", hours={"mon": ["08:00-08:20"]}))
+    mode = PrivacyMode(clock)
+    source = RecordingSource(clock)
+    gate = CaptureGate(source, mode, clock, schedule)
+
+    assert gate.blocked_by() == "outside_schedule"
+    assert gate.wake_at() == MONDAY_0750_BERLIN + 600  # 08:00 local
+    run(gate, source, clock, 600)  # 07:50-08:00: before hours
+    assert (source.opens, source.captured_at) == (0, [])
+    run(gate, source, clock, 300)  # 08:00-08:05: capturing
+    assert source.opens == 1
+    assert len(source.captured_at) == 300
+    mode.set("mqtt", True)
+    run(gate, source, clock, 300)  # 08:05-08:10: privacy mode
+    assert (source.closes, len(source.captured_at)) == (1, 300)
+    mode.set("mqtt", False)
+    run(gate, source, clock, 900)  # 08:10-08:25: capturing until 08:20, then closed
+    assert (source.opens, source.closes) == (2, 2)
+    assert len(source.captured_at) == 300 + 600
+    assert max(source.captured_at) == MONDAY_0750_BERLIN + 1800 - 1  # last frame at 08:19:59
+    assert not source.is_open
+
+
+def test_changes_say_why_capture_stopped() -> None:
+    clock = FakeClock(start=MONDAY_0750_BERLIN + 600)
+    mode = PrivacyMode(clock)
+    gate = CaptureGate(RecordingSource(clock), mode, clock)  # no schedule: all hours
+    opened = gate.update()
+    assert opened is not None
+    assert opened.as_payload() == {"event": "capture", "ts": int(clock.time() * 1000), "state": "open",
+                                   "reason": "active"}
+    assert gate.update() is None
+    mode.set("file", True)
+    closed = gate.update()
+    assert closed is not None
+    assert (closed.capturing, closed.reason) == (False, "privacy_mode")
+    assert gate.wake_at() is None

@@ -1,0 +1,102 @@
+"""Privacy mode: any one source ON pauses; every change is an event; SIGUSR1 and a flag file work."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from agent.clock import FakeClock
+from agent.errors import PayloadError
+from agent.privacy.privacy_mode import FlagFilePoller, PrivacyMode, SignalToggle, parse_switch
+
+
+def test_any_one_source_pauses_and_all_must_clear(clock: FakeClock) -> None:
+    mode = PrivacyMode(clock)
+    assert not mode.paused
+    on = mode.set("mqtt", True)
+    assert on is not None
+    assert (on.source, on.source_on, on.paused, on.was_paused) == ("mqtt", True, True, False)
+    clock.advance(5)
+    file_on = mode.set("file", True)
+    assert file_on is not None
+    assert (file_on.paused, file_on.was_paused) == (True, True)
+    mqtt_off = mode.set("mqtt", False)
+    assert mqtt_off is not None
+    assert mqtt_off.paused  # the file still holds it
+    assert mode.sources_on() == ["file"]
+    last = mode.set("file", False)
+    assert last is not None
+    assert (last.paused, last.was_paused) == (False, True)
+    assert not mode.paused
+
+
+def test_setting_the_same_state_is_not_an_event(clock: FakeClock) -> None:
+    mode = PrivacyMode(clock)
+    assert mode.set("mqtt", False) is None
+    assert mode.set("mqtt", True) is not None
+    assert mode.set("mqtt", True) is None
+
+
+def test_event_payload_is_integers_and_strings(clock: FakeClock) -> None:
+    event = PrivacyMode(clock).set("signal", True)
+    assert event is not None
+    assert event.as_payload() == {
+        "ts": int(clock.time() * 1000), "state": "ON", "changed_by": "signal", "source_state": "ON"}
+
+
+def test_unknown_source_is_refused(clock: FakeClock) -> None:
+    with pytest.raises(ValueError, match="unknown privacy-mode source 'http'"):
+        PrivacyMode(clock).set("http", True)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("payload", "on"), [(b"ON", True), (b"off", False), (b" 1\n", True), (b"FALSE", False)]
+)
+def test_switch_payloads(payload: bytes, on: bool) -> None:
+    assert parse_switch(payload) is on
+
+
+def test_bad_switch_payload_names_what_was_found() -> None:
+    with pytest.raises(PayloadError, match="payload 'MAYBE' is not ON or OFF"):
+        parse_switch(b"maybe")
+
+
+def test_flag_file_pauses_while_it_exists(clock: FakeClock, tmp_path: Path) -> None:
+    mode = PrivacyMode(clock)
+    flag = tmp_path / "privacy"
+    poller = FlagFilePoller(flag, mode)
+    assert poller.poll() is None
+    flag.touch()
+    event = poller.poll()
+    assert event is not None
+    assert event.paused
+    assert poller.poll() is None
+    flag.unlink()
+    cleared = poller.poll()
+    assert cleared is not None
+    assert not cleared.paused
+
+
+def test_sigusr1_toggles_through_the_main_loop(clock: FakeClock) -> None:
+    mode = PrivacyMode(clock)
+    toggle = SignalToggle(mode)
+    before = signal.getsignal(signal.SIGUSR1)
+    toggle.install()
+    try:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert not mode.paused  # the handler only records; the loop applies
+        (event,) = toggle.drain()
+        assert event.source == "signal"
+        assert mode.paused
+        os.kill(os.getpid(), signal.SIGUSR1)
+        os.kill(os.getpid(), signal.SIGUSR1)
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert len(toggle.drain()) == 3
+        assert not mode.paused  # odd number of toggles from ON → OFF
+        assert toggle.drain() == []
+    finally:
+        toggle.uninstall()
+    assert signal.getsignal(signal.SIGUSR1) == before  # the previous handler is back

@@ -1,0 +1,76 @@
+"""Zones on real faces with the real detector: a face inside a zone is never found, outside it is."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from agent.config import VisionConfig
+from agent.frame import Pixels
+from agent.privacy.settings import ZoneConfig
+from agent.privacy.zones import ZoneMask, filter_faces
+from agent.vision.pipeline import VisionPipeline
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> Iterator[VisionPipeline]:
+    p = VisionPipeline.from_config(VisionConfig(accelerator="cpu"))
+    yield p
+    p.close()
+
+
+def read(media: Path, name: str) -> Pixels:
+    pixels = cv2.imread(str(media / name), cv2.IMREAD_COLOR)
+    assert pixels is not None, name
+    return np.ascontiguousarray(pixels)
+
+
+def rect(name: str, x0: float, y0: float, x1: float, y1: float) -> ZoneConfig:
+    return ZoneConfig(name=name, polygon=[(x0, y0), (x1, y0), (x1, y1), (x0, y1)])
+
+
+def test_astronaut_face_in_a_zone_is_not_detected(pipeline: VisionPipeline, media: Path) -> None:
+    pixels = read(media, "astronaut.png")
+    (unmasked,) = pipeline.analyze(pixels.copy())
+    x, y, w, h = unmasked.box
+    assert 0.3 < x < x + w < 0.6
+    assert 0.1 < y < y + h < 0.4
+    ZoneMask([rect("face", 0.3, 0.1, 0.6, 0.4)]).apply(pixels)
+    assert pipeline.analyze(pixels) == []
+
+
+def test_astronaut_face_outside_a_zone_is_still_detected(pipeline: VisionPipeline, media: Path) -> None:
+    pixels = read(media, "astronaut.png")
+    ZoneMask([rect("corner", 0.65, 0.55, 1.0, 1.0), rect("left", 0.0, 0.0, 0.25, 1.0)]).apply(pixels)
+    (face,) = pipeline.analyze(pixels)
+    assert 0.3 < face.box[0] < 0.45
+    assert face.score > 0.8
+
+
+def test_group_zone_hides_exactly_the_face_inside_it(pipeline: VisionPipeline, media: Path) -> None:
+    pixels = read(media, "group6.jpg")
+    before = pipeline.analyze(pixels.copy())
+    assert len(before) == 6
+    target = max(before, key=lambda f: f.score)
+    x, y, w, h = target.box
+    ZoneMask([rect("desk", x - 0.01, y - 0.01, x + w + 0.01, y + h + 0.01)]).apply(pixels)
+    after = pipeline.analyze(pixels)
+    assert len(after) == 5
+    centres = [(f.box[0] + f.box[2] / 2, f.box[1] + f.box[3] / 2) for f in after]
+    assert all(not (x < cx < x + w and y < cy < y + h) for cx, cy in centres)
+
+
+def test_min_face_height_drops_far_faces(pipeline: VisionPipeline, media: Path) -> None:
+    """group6.jpg: three faces are 13-15 % of the picture high, three are 11-12 %."""
+    faces = pipeline.analyze(read(media, "group6.jpg"))
+    kept = filter_faces(faces, min_face_height=0.125)
+    assert len(faces) == 6
+    assert len(kept) == 3
+    assert min(f.box[3] for f in kept) >= 0.125
+    assert max(f.box[3] for f in faces if f not in kept) < 0.125
