@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 COMMAND_MODULES = [
     "agent.commands.config_cmds",
+    "agent.commands.policy_cmds",
     "agent.commands.provision",
     "agent.commands.keys_cmds",
     "agent.commands.verify",

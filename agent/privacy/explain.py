@@ -1,0 +1,149 @@
+"""Plain-language description of what a configured device does: for signage, a DPIA, a person.
+
+Every sentence is derived from the config and the policy decision, so the text cannot drift
+from what the device actually enforces. ``emotion-agent policy explain -c CONFIG`` prints it.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from typing import TYPE_CHECKING
+
+from agent.privacy.policy import PolicyDecision, in_eu
+from agent.privacy.schedule import describe as describe_schedule
+from agent.vision.observation import EMOTIONS
+
+if TYPE_CHECKING:
+    from agent.config import AgentConfig
+
+
+def render(cfg: AgentConfig, decision: PolicyDecision) -> str:
+    """The full explanation, sections separated by blank lines."""
+    parts = [
+        _header(cfg, decision),
+        _does(cfg),
+        _does_not(cfg),
+        _leaves(cfg),
+        _kept(cfg),
+        _rules(decision),
+        _contacts(cfg),
+    ]
+    return "\n\n".join(_wrap(part) for part in parts) + "\n"
+
+
+def _wrap(block: str, width: int = 96) -> str:
+    """Wrap long bullet lines for a notice or a terminal, indenting continuations."""
+    out = []
+    for line in block.splitlines():
+        indent = " " * (len(line) - len(line.lstrip(" -")))
+        out.append(textwrap.fill(line, width, subsequent_indent=indent or "  ", break_on_hyphens=False,
+                                 break_long_words=False))
+    return "\n".join(out)
+
+
+def _header(cfg: AgentConfig, decision: PolicyDecision) -> str:
+    s = cfg.site
+    law = "EU rules apply" if in_eu(s.jurisdiction) else f"rules for {s.jurisdiction} apply"
+    verdict = "ALLOWED: emotion inference may run" if decision.allowed else (
+        "REFUSED: this device will not run emotion inference with these settings")
+    return (f"Emotion statistics device {cfg.device_id}\n"
+            f"Site: jurisdiction {s.jurisdiction} ({law}); context {s.context}; purpose {s.purpose}.\n"
+            f"Decision: {verdict}.")
+
+
+def _does(cfg: AgentConfig) -> str:
+    p = cfg.policy
+    lines = ["What this device does:",
+             f"- Looks at the camera view up to {cfg.camera.fps:g} times per second and estimates "
+             f"the facial expression of each visible face ({', '.join(EMOTIONS)})."]
+    if p.schedule is None:
+        lines.append("- It runs at all hours (no schedule is set).")
+    else:
+        lines.append(f"- It runs only during these hours ({p.schedule.timezone} time); outside them "
+                     "the camera is switched off:")
+        lines.extend(f"    {line}" for line in describe_schedule(p.schedule))
+    lines.append("- Each image is held in memory only while it is analysed (milliseconds), then "
+                 "overwritten with zeros. Images have no retention setting: their retention is zero "
+                 "and cannot be changed.")
+    if p.zones:
+        names = ", ".join(z.name for z in p.zones)
+        lines.append(f"- {len(p.zones)} privacy zone(s) ({names}) are blacked out before any "
+                     "analysis: nothing inside them is ever looked at.")
+    if p.min_face_height > 0:
+        lines.append(f"- Faces smaller than {p.min_face_height:.0%} of the picture height (people far "
+                     "away) are ignored.")
+    lines.append(f"- At most {cfg.vision.max_faces} faces are analysed in one picture.")
+    return "\n".join(lines)
+
+
+def _does_not(cfg: AgentConfig) -> str:
+    pm = cfg.policy.privacy_mode
+    switches = [w for w, on in (("a switch over MQTT", pm.mqtt), ("a signal (SIGUSR1)", pm.sigusr1),
+                                (f"a flag file ({pm.flag_file})", pm.flag_file is not None)) if on]
+    lines = ["What this device does not do:",
+             "- It does not record, store or send images, video, face crops or face templates.",
+             "- It does not identify anyone, recognise faces or follow people between visits; "
+             "short-lived tracking numbers exist only in memory and are never sent.",
+             "- It never infers identity, age, sex, ethnicity, health or beliefs."]
+    if switches:
+        lines.append(f"- Privacy mode, turned on by {' or '.join(switches)}, switches the camera off "
+                     "until it is turned off again.")
+    return "\n".join(lines)
+
+
+def _leaves(cfg: AgentConfig) -> str:
+    a = cfg.analytics
+    small = ("only the number of people is sent, without expressions" if a.small_window == "suppress"
+             else "it is merged into the next period")
+    lines = ["Which data leaves the device:",
+             f"- Every {a.window_seconds} seconds, anonymous totals: how many faces were seen and the "
+             f"share of each expression, only when at least {a.min_people} different people were "
+             f"seen (k = {a.min_people}); with fewer people {small}."]
+    if a.dp.enabled:
+        lines.append(f"- Differential privacy is on: random noise (epsilon {a.dp.epsilon_per_window:g} "
+                     f"per period, at most {a.dp.daily_budget:g} per day) is added to the counts; when "
+                     "the daily budget is spent, no breakdown is sent until the next day.")
+    else:
+        lines.append("- Differential privacy (random noise on counts) is off.")
+    if cfg.mqtt.enabled:
+        lines.append(f"- Everything is signed by the device and sent to the message broker at "
+                     f"{cfg.mqtt.host}:{cfg.mqtt.port}, together with alerts computed from those "
+                     "totals, device health and signed summaries of the audit log.")
+    else:
+        lines.append("- Publishing is switched off: nothing leaves the device.")
+    return "\n".join(lines)
+
+
+def _kept(cfg: AgentConfig) -> str:
+    r = cfg.retention
+    return "\n".join([
+        "How long anything is kept:",
+        "- Images: not kept (zeroed as soon as they are analysed).",
+        f"- Messages not yet delivered to the broker: at most {r.spool_days} days.",
+        f"- The audit log (what happened to images, what was sent; no images): {r.audit_days} days.",
+        f"- Local statistics (totals per period, used for alert baselines): {r.stats_days} days.",
+        f"- Old data is deleted at start and every {r.interval_minutes} minutes; each deletion is "
+        "recorded in the audit log.",
+    ])
+
+
+def _rules(decision: PolicyDecision) -> str:
+    lines = ["Rules applied:"]
+    lines.extend(f"- REFUSED by {f.rule} ({f.source}): {f.message}" for f in decision.refusals)
+    lines.extend(f"- {f.rule} ({f.source}): {f.message}" for f in decision.notes)
+    return "\n".join(lines)
+
+
+def _contacts(cfg: AgentConfig) -> str:
+    s = cfg.site
+    sign = s.signage
+    lines = ["Responsible and notices:",
+             f"- Controller: {sign.controller if sign else 'not configured (site.signage.controller)'}",
+             f"- Full notice: {sign.notice_url if sign else 'not configured (site.signage.notice_url)'}"]
+    if sign:
+        lines.append(f"- Signage at the camera confirmed on {sign.confirmed.isoformat()}.")
+    if s.retention_policy_url:
+        lines.append(f"- Retention schedule: {s.retention_policy_url}")
+    if s.justification_ref:
+        lines.append(f"- Justification: {s.justification_ref}")
+    return "\n".join(lines)

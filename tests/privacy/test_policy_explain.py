@@ -1,0 +1,98 @@
+"""``emotion-agent policy explain``: plain text derived from the config; exit 2 when refused."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+from agent.config import load_config, parse_config
+from agent.privacy.explain import render
+from agent.privacy.policy import evaluate_policy
+
+ROOT = Path(__file__).resolve().parents[2]
+LOBBY = ROOT / "firmware_config" / "retail-lobby.yaml"
+WORKPLACE = """\
+device_id: office-1
+site:
+  jurisdiction: DE
+  context: workplace
+  purpose: analytics
+  signage: {confirmed: 2026-01-05, notice_url: "https://example.com/n", controller: Example AG}
+"""
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True,
+                          check=False, cwd=ROOT)
+
+
+def test_lobby_explanation_states_what_leaves_and_how_long_things_are_kept() -> None:
+    cfg = load_config(LOBBY)
+    text = render(cfg, evaluate_policy(cfg, date(2026, 11, 23)))
+    flat = " ".join(text.split())  # ignore line wrapping
+    assert text.startswith("Emotion statistics device lobby-1\n")
+    assert "Decision: ALLOWED: emotion inference may run." in text
+    assert ("Every 60 seconds, anonymous totals: how many faces were seen and the share of each "
+            "expression, only when at least 5 different people were seen (k = 5)") in flat
+    assert "Differential privacy (random noise on counts) is off." in flat
+    assert "Messages not yet delivered to the broker: at most 7 days." in flat
+    assert "The audit log (what happened to images, what was sent; no images): 365 days." in flat
+    assert "Local statistics (totals per period, used for alert baselines): 30 days." in flat
+    assert "Images: not kept (zeroed as soon as they are analysed)." in flat
+    assert "    Saturday: 09:00-18:00\n    Sunday: off" in text
+    assert "1 privacy zone(s) (street-window) are blacked out before any analysis" in flat
+    assert "Faces smaller than 4% of the picture height" in flat
+    assert "- Controller: Example Retail GmbH, Hauptstr. 1, 10115 Berlin, privacy@shop.example.com" in text
+    assert "- Full notice: https://shop.example.com/privacy/lobby-camera" in text
+    assert "eu-ai-act-art50-3 (EU AI Act Art. 50(3)): signage confirmed on 2026-03-02" in flat
+    assert max(len(line) for line in text.splitlines()) <= 96
+
+
+def test_explanation_follows_the_config_not_a_template() -> None:
+    cfg = parse_config(
+        "device_id: a\nsite: {jurisdiction: US}\nanalytics:\n  window_seconds: 300\n  min_people: 8\n"
+        "  dp: {enabled: true, epsilon_per_window: 0.25, daily_budget: 4}\n"
+        "retention: {spool_days: 2, audit_days: 90, stats_days: 14}\nmqtt: {enabled: false}\n"
+        "policy:\n  privacy_mode: {mqtt: false, sigusr1: false, flag_file: /run/ea/privacy}\n")
+    flat = " ".join(render(cfg, evaluate_policy(cfg)).split())
+    assert "Every 300 seconds" in flat
+    assert "at least 8 different people were seen (k = 8)" in flat
+    assert "Differential privacy is on: random noise (epsilon 0.25 per period, at most 4 per day)" in flat
+    assert "Publishing is switched off: nothing leaves the device." in flat
+    assert "at most 2 days" in flat
+    assert ": 90 days" in flat
+    assert "It runs at all hours (no schedule is set)." in flat
+    assert "Privacy mode, turned on by a flag file (/run/ea/privacy), switches the camera off" in flat
+    assert "Controller: not configured (site.signage.controller)" in flat
+
+
+def test_cli_explains_an_allowed_site_and_exits_0() -> None:
+    proc = run_cli("policy", "explain", "-c", str(LOBBY), "--today", "2026-11-23")
+    assert proc.returncode == 0, proc.stderr
+    assert "Decision: ALLOWED" in proc.stdout
+    assert proc.stderr == ""
+
+
+def test_cli_exits_2_with_the_refusal_for_an_eu_workplace(tmp_path: Path) -> None:
+    path = tmp_path / "office.yaml"
+    path.write_text(WORKPLACE)
+    proc = run_cli("policy", "explain", "-c", str(path), "--today", "2026-11-23")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "Decision: REFUSED" in proc.stdout
+    assert proc.stderr.startswith(
+        "emotion-agent: error: policy refuses emotion inference at this site:\n"
+        "  - [refused] eu-ai-act-art5-1f (EU AI Act Art. 5(1)(f)): emotion recognition in a workplace "
+        "is prohibited in the EU (found site.jurisdiction=DE, site.context=workplace, "
+        "site.purpose=analytics)")
+    assert "set site.purpose to medical or safety and site.justification_ref" in proc.stderr
+
+
+def test_cli_reports_a_bad_config_as_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("device_id: a\nretention: {frames_days: 0}\n")
+    proc = run_cli("policy", "explain", "-c", str(path))
+    assert proc.returncode == 2
+    assert f"retention.frames_days ({path}:2): unknown key (found 0)" in proc.stderr
