@@ -18,6 +18,7 @@ import yaml
 
 from agent.config import parse_config
 from agent.errors import ConfigError
+from agent.privacy.policy import PolicyRefused, require_allowed
 from agent.provision.keys import SigningKey, TlsIdentity, new_signing_key, new_tls_identity
 from agent.provision.site import SiteFile
 
@@ -112,11 +113,15 @@ def render_config(site: SiteFile, device_id: str, has_cert: bool) -> str:
         f"{cert_note}" + yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
     )
     try:
-        parse_config(text, f"{device_id}/agent.yaml")
+        cfg = parse_config(text, f"{device_id}/agent.yaml")
     except ConfigError as exc:
         raise ConfigError(
             f"the site file's agent keys give {device_id} an invalid config", exc.problems
         ) from exc
+    try:
+        require_allowed(cfg)
+    except PolicyRefused as exc:
+        raise ConfigError(f"{device_id} would refuse to start: {exc}") from exc
     return text
 
 

@@ -25,7 +25,10 @@ def provisioned_boot(tmp_path: Path, lab_ca: tuple[Path, Path]) -> Path:
     boot.mkdir()
     (boot / "config.txt").write_text("arm_64bit=1\n")
     site = tmp_path / "site.yml"
-    site.write_text(f"device_name: bus-7\nbroker: {{host: 10.0.0.2, ca_cert: {lab_ca[0]}}}\n")
+    site.write_text(
+        f"device_name: bus-7\nbroker: {{host: 10.0.0.2, ca_cert: {lab_ca[0]}}}\n"
+        "site: {jurisdiction: US, context: transport, purpose: safety}\n"
+    )
     assert main(["provision", "--site", str(site), "--boot", str(boot)]) == 0
     return boot
 

@@ -21,6 +21,10 @@ from agent.provision.keys import b64url, jwk_of
 
 MTOOLS_ENV = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
 
+SITE = """site: {jurisdiction: EU, context: retail, purpose: analytics, consent: signage,
+       signage: {confirmed: 2026-03-02, notice_url: "https://shop.example.com/privacy",
+                 controller: "Example Retail GmbH, privacy@shop.example.com"}}
+"""
 EXPECTED = {
     "agent.yaml": "0640 root emotion-agent",
     "ca.crt": "0644 root root",
@@ -37,7 +41,7 @@ def write_site(tmp: Path, ca: Path, extra: str = "", name: str = "device_name: l
         f"{name}\n"
         f"broker: {{host: broker.example.internal, port: 8883, ca_cert: {ca}}}\n"
         "organization: Example Retail\n"
-        "site: {jurisdiction: EU, context: retail, purpose: analytics}\n"
+        f"{SITE}"
         "agent: {analytics: {window_seconds: 60, min_people: 5}}\n" + extra
     )
     return site
@@ -232,3 +236,22 @@ def test_site_agent_keys_are_validated_by_the_agent_schema(
     assert "the site file's agent keys give lobby-1 an invalid config" in err
     assert "camera.fps" in err
     assert "less than or equal to 60" in err
+
+
+def test_a_site_the_policy_refuses_is_not_provisioned(
+    tmp_path: Path, fat_image: Path, lab_ca: tuple[Path, Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """EU workplace analytics is banned (AI Act Art. 5(1)(f)): caught on the laptop, not on site."""
+    site = write_site(tmp_path, lab_ca[0])
+    site.write_text(site.read_text().replace("context: retail", "context: workplace"))
+    assert main(["provision", "--site", str(site), "--boot", str(fat_image)]) == 2
+    _, err = capfd.readouterr()
+    assert "lobby-1 would refuse to start: policy refuses emotion inference at this site" in err
+    assert "EU AI Act Art. 5(1)(f)" in err
+    assert "emotion-agent" not in listed_or_empty(fat_image)
+
+
+def listed_or_empty(img: Path) -> str:
+    done = subprocess.run(["mdir", "-i", str(img), "-b", "::/"], capture_output=True, text=True,
+                          env=MTOOLS_ENV, check=False)
+    return done.stdout
