@@ -1,0 +1,38 @@
+"""The shipped examples: every agent config loads and passes the policy; the site example works."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.config import load_config, parse_config
+from agent.privacy.policy import require_allowed
+from agent.provision.bundle import device_ids, render_config
+from agent.provision.site import load_site
+
+FIRMWARE = Path(__file__).resolve().parents[2] / "firmware_config"
+CONFIGS = sorted(FIRMWARE.glob("*.yaml"))
+
+
+def test_there_are_examples_for_retail_home_and_transport() -> None:
+    assert {p.name for p in CONFIGS} >= {"retail-lobby.yaml", "home.yaml", "transport.yaml"}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_example_config_loads_and_the_policy_allows_it(path: Path) -> None:
+    cfg = load_config(path)
+    assert require_allowed(cfg).allowed
+    assert str(cfg.keys.private_key) == "device.key", "keys come in as a systemd credential"
+
+
+def test_site_example_renders_a_valid_config_per_device() -> None:
+    site = load_site(FIRMWARE / "sites" / "site-example.yml")
+    assert site.broker.ca_cert == FIRMWARE / "sites" / "site-ca.crt"
+    ids = device_ids(site, batch=2)
+    assert ids == ["lobby-01", "lobby-02"]
+    cfg = parse_config(render_config(site, ids[1], has_cert=False))
+    assert cfg.device_id == "lobby-02"
+    assert cfg.mqtt.username == "lobby-02"
+    assert cfg.camera.source == "picamera2"
+    assert cfg.site.signage is not None
