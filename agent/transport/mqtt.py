@@ -96,6 +96,20 @@ class _Client(paho.Client):
         self.last_socket_error = None
         return sock
 
+    def _ssl_wrap_socket(self, tcp_sock: Any) -> ssl.SSLSocket:
+        """paho's version leaks the socket when the handshake fails (a ResourceWarning per retry)."""
+        context = self._ssl_context
+        if context is None:
+            raise ValueError("TLS is on but paho has no SSL context")
+        ssl_sock = context.wrap_socket(tcp_sock, server_hostname=self._host, do_handshake_on_connect=False)
+        try:
+            ssl_sock.settimeout(self._connect_timeout)
+            ssl_sock.do_handshake()
+        except BaseException:
+            ssl_sock.close()
+            raise
+        return ssl_sock
+
 
 def read_password(path: Path) -> str:
     """The first line of ``mqtt.password_file``; the value is never logged."""
@@ -145,6 +159,7 @@ class MqttOutput:
         self._lock = threading.Lock()
         self._state = LinkState.STOPPED
         self._last_error: str | None = None
+        self._socket_log: str | None = None
         self._counts = {"connects": 0, "failures": 0, "accepted": 0, "rejected": 0}
         self._acks: queue.Queue[tuple[int, ReasonCode | None]] = queue.Queue()
         self._wake = threading.Event()
@@ -324,19 +339,23 @@ class MqttOutput:
         self._connected.clear()
         if self._stopping.is_set():
             return
+        detail, self._socket_log = self._socket_log, None
         with self._lock:
-            refused = self._state == LinkState.REFUSED
-            error = self._last_error if refused or reason.value == 0 else f"connection lost: {reason}"
-            if not refused:
+            if self._state == LinkState.CONNECTED:
                 self._state = LinkState.DISCONNECTED
-            self._last_error = error
+                self._last_error = detail or f"connection lost: {reason}"
+            elif self._state != LinkState.REFUSED:
+                # Closed before any CONNACK: typically the broker refused our client certificate.
+                self._counts["failures"] += 1
+                self._state = LinkState.FAILED
+                self._last_error = detail or f"connection closed before the broker answered: {reason}"
+            error = self._last_error
         logger.warning("MQTT disconnected: %s; reconnecting", error)
 
     def _on_log(self, _c: paho.Client, _u: Any, level: int, message: str) -> None:
-        if level == paho.MQTT_LOG_ERR and not self._stopping.is_set():
-            with self._lock:
-                self._last_error = message
-            logger.warning("MQTT: %s", message)
+        """paho reports socket errors after the handshake (a refused client certificate) only here."""
+        if level == paho.MQTT_LOG_ERR and message.startswith("failed to") and not self._stopping.is_set():
+            self._socket_log = message
 
     def _on_publish(
         self, _c: paho.Client, _u: Any, mid: int, reason: ReasonCode, _p: Properties
