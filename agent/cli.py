@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "agent.commands.provision",
     "agent.commands.keys_cmds",
     "agent.commands.verify",
+    "agent.commands.audit_cmds",
 ]
 
 

@@ -139,11 +139,13 @@ class PurgeData(_Data):
 
 
 class SegmentData(_Data):
-    """First entry of every segment: the right edge of the tree before it, so older segments
-    can be purged and the rest still verifies."""
+    """First entry of every segment: the right edge of the tree before it and the policy in
+    force, so older segments can be purged and the rest still verifies on its own."""
 
     previous: SegmentName | None
     edge: list[B64Hash] = Field(max_length=64)
+    policy: Policy | None = None
+    """The policy in force when the segment started, so purging old segments keeps it known."""
 
 
 SCHEMAS: dict[str, type[_Data]] = {

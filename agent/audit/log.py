@@ -88,6 +88,7 @@ class AuditLog:
         self._seg_bytes = 0
         self._seg_day = -1
         self._cp_size = -1
+        self._policy: dict[str, JSON] | None = None
         self._cp_mono = clock.monotonic()
 
     # --- opening and recovery --------------------------------------------------------------
@@ -155,6 +156,10 @@ class AuditLog:
                 notes.append(("state_rebuilt", f"{STATE_FILE} did not match {path.name}; rebuilt it"))
             self._tree = seed_from(head)
         self._seg_first, self._seg_day = first, head.ts_ms // DAY_MS
+        self._policy = head.data["policy"]
+        for line in lines[1:]:
+            if b'"policy":' in line:  # a start or policy_change entry
+                self._policy = decode_entry(line).data["policy"]
         for n, line in enumerate(lines[start:], start=start):
             entry = decode_entry(line)
             if entry.index != self._tree.size:
@@ -202,6 +207,8 @@ class AuditLog:
             self._rotate(ts_ms)
         entry = encode_entry(self._tree.size, ts_ms, kind, fields)
         self._write(entry)
+        if kind in ("start", "policy_change"):
+            self._policy = entry.data["policy"]
         self.maybe_checkpoint()
         return entry.index
 
@@ -236,7 +243,8 @@ class AuditLog:
         self._seg_first, self._seg_count, self._seg_bytes = first, 0, 0
         self._seg_day = ts_ms // DAY_MS
         edge = [_b64(h) for h in self._tree.hashes]
-        self._write(encode_entry(first, ts_ms, "segment", {"previous": previous, "edge": edge}))
+        fields = {"previous": previous, "edge": edge, "policy": self._policy}
+        self._write(encode_entry(first, ts_ms, "segment", fields))
 
     # --- checkpoints -------------------------------------------------------------------------
 

@@ -174,9 +174,7 @@ def _b64(h: bytes) -> str:
     return base64.b64encode(h).decode()
 
 
-def test_reopen_after_a_cut_line_truncates_it_and_records_an_error(
-    open_log: OpenLog, tmp_path: Path
-) -> None:
+def test_reopen_after_a_cut_line_truncates_it_and_records_an_error(open_log: OpenLog, tmp_path: Path) -> None:
     log = open_log(segment_max_entries=1000)
     for _ in range(3):
         log.append("frames", frames())

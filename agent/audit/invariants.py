@@ -1,0 +1,133 @@
+"""The promises an auditor checks inside the entries, against the policy the log itself recorded.
+
+- no pixel byte was ever persisted (``frames.pixel_bytes_persisted == 0``);
+- every captured frame is accounted for (captured = analysed + dropped + discarded);
+- no frame lived longer than the bound (``--max-lifetime-ms`` or the policy's
+  ``max_frame_lifetime_ms``), and p99 ≤ max;
+- no window was published with fewer than k people, and k is never below the policy's;
+- purges only removed segments older than the retention in force, contiguously from the
+  start, and the entries that are gone are exactly the ones a purge entry records.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from agent.audit.entries import Entry
+from agent.audit.log import DAY_MS
+
+
+class Invariants:
+    """Feed entries in order with ``check``; ``finish`` checks what needs the whole log."""
+
+    def __init__(self, max_lifetime_ms: int | None = None) -> None:
+        self.override_ms = max_lifetime_ms
+        self.policy: dict[str, Any] | None = None
+        self.first = 0
+        self.purges: list[tuple[int, dict[str, Any]]] = []
+        self.last_ts = 0
+        self._checks = {
+            "start": self._start,
+            "policy_change": self._start,
+            "frames": self._frames,
+            "window": self._window,
+            "purge": self._purge,
+        }
+
+    def starts_at(self, first: int, policy: dict[str, Any] | None) -> None:
+        """The retained log begins at ``first`` under ``policy`` (from its segment entry)."""
+        self.first = first
+        self.policy = policy
+
+    def check(self, entry: Entry) -> list[str]:
+        problems = []
+        if entry.ts_ms < self.last_ts:
+            problems.append(f"timestamp {entry.ts_ms} is earlier than the entry before it ({self.last_ts})")
+        self.last_ts = max(self.last_ts, entry.ts_ms)
+        rule = self._checks.get(entry.kind)
+        if rule is not None:
+            problems += rule(entry)
+        return problems
+
+    def _start(self, entry: Entry) -> list[str]:
+        self.policy = entry.data["policy"]
+        return []
+
+    def _frames(self, entry: Entry) -> list[str]:
+        d = entry.data
+        out = []
+        if d["pixel_bytes_persisted"] != 0:
+            n = d["pixel_bytes_persisted"]
+            out.append(f"frames entry says {n} bytes of pixels were persisted (must be 0)")
+        if d["analysed"] + d["dropped"] + d["discarded"] != d["captured"]:
+            out.append(
+                f"frames do not add up: analysed {d['analysed']} + dropped {d['dropped']} + discarded "
+                f"{d['discarded']} != captured {d['captured']}"
+            )
+        if d["lifetime_p99_ms"] > d["lifetime_max_ms"]:
+            out.append(f"lifetime p99 {d['lifetime_p99_ms']} ms exceeds the max {d['lifetime_max_ms']} ms")
+        bound = self.override_ms
+        if bound is None and self.policy is not None:
+            bound = self.policy["max_frame_lifetime_ms"]
+        if bound is not None and d["lifetime_max_ms"] > bound:
+            out.append(f"a frame lived {d['lifetime_max_ms']} ms, above the bound of {bound} ms")
+        return out
+
+    def _window(self, entry: Entry) -> list[str]:
+        d = entry.data
+        out = []
+        if d["published"] and d["people"] < d["k"]:
+            out.append(f"window published with {d['people']} people, fewer than k = {d['k']}")
+        if self.policy is not None and d["k"] < self.policy["min_people"]:
+            out.append(f"window used k = {d['k']}, below the policy's min_people {self.policy['min_people']}")
+        return out
+
+    def _purge(self, entry: Entry) -> list[str]:
+        d = entry.data
+        out = []
+        self.purges.append((entry.index, d))
+        limit = entry.ts_ms - d["retention_days"] * DAY_MS
+        if d["cutoff_ms"] > limit:
+            out.append(
+                f"purge cutoff {d['cutoff_ms']} is later than {d['retention_days']} days before the purge"
+            )
+        if self.policy is not None and d["retention_days"] < self.policy["audit_days"]:
+            out.append(
+                f"purge used {d['retention_days']} days of retention, less than the policy's "
+                f"{self.policy['audit_days']}"
+            )
+        expect = d["segments"][0]["first"]
+        for seg in d["segments"]:
+            if seg["last_ts_ms"] >= d["cutoff_ms"]:
+                out.append(
+                    f"purged {seg['name']} whose last entry ({seg['last_ts_ms']}) is not past the cutoff"
+                )
+            if seg["first"] != expect:
+                out.append(f"purged segments are not contiguous at {seg['name']}")
+            expect = seg["first"] + seg["count"]
+        if expect != d["first_kept"]:
+            out.append(
+                f"purge says entries from {d['first_kept']} were kept but its segments end at {expect}"
+            )
+        return out
+
+    def finish(self, seg_roots: dict[str, tuple[int, int, bytes]]) -> list[str]:
+        """Every missing entry is covered by a purge record; segments still present match theirs."""
+        out = []
+        if self.first > 0 and not any(d["first_kept"] == self.first for _, d in self.purges):
+            out.append(
+                f"entries 0..{self.first - 1} are missing and no purge entry records their removal"
+            )
+        for index, d in self.purges:
+            for seg in d["segments"]:
+                kept = seg_roots.get(seg["name"])
+                if kept is None:
+                    continue
+                first, count, root = kept
+                recorded = (seg["first"], seg["count"], seg["root"])
+                if (first, count, base64.b64encode(root).decode()) != recorded:
+                    out.append(
+                        f"entry {index}: purge record of {seg['name']} does not match the segment on disk"
+                    )
+        return out

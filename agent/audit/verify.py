@@ -1,0 +1,280 @@
+"""The auditor's check of an exported audit directory, trusting only the device's public key.
+
+It recomputes the RFC 9162 tree from the entries, verifies every checkpoint's signature and
+that its root is the tree's root at its size (so successive checkpoints are consistent: they
+describe one append-only sequence), compares any external checkpoints (copies kept off the
+device, e.g. retained MQTT messages) to catch rollbacks and forks, and checks the invariants
+inside the entries. Problems come out in log order, so the first one names the first bad entry.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from agent.audit.entries import Entry, decode_entry
+from agent.audit.invariants import Invariants
+from agent.audit.log import seed_from
+from agent.audit.merkle import CompactRange, leaf_hash, root_of
+from agent.audit.note import NoteError, SignedCheckpoint, key_id, open_checkpoint, split_notes
+from agent.audit.store import CHECKPOINTS_FILE, list_segments, read_segment, segment_name
+from agent.errors import PayloadError
+
+
+@dataclass(frozen=True)
+class Located:
+    """A checkpoint and where it came from (file and line), for messages."""
+
+    cp: SignedCheckpoint
+    where: str
+
+
+@dataclass
+class VerifyResult:
+    """Everything ``audit verify`` prints and ``audit report`` shows."""
+
+    directory: Path
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    partial: str | None = None
+    first_index: int = 0
+    size: int = 0
+    root: bytes = b""
+    segments: int = 0
+    origin: str | None = None
+    key_id: str = ""
+    checkpoints: list[Located] = field(default_factory=list)
+    external: list[Located] = field(default_factory=list)
+    verified_sizes: set[int] = field(default_factory=set)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def load_notes(data: bytes, source: str, public_key: Ed25519PublicKey, result: VerifyResult) -> list[Located]:
+    """Verify every note in a checkpoints file; a bad one is a problem, a cut-off tail a warning."""
+    notes, tail = split_notes(data)
+    if tail.strip():
+        result.warnings.append(
+            f"{source}: {len(tail)} bytes after the last checkpoint (cut short by a crash)"
+        )
+    out = []
+    for line, note in notes:
+        try:
+            out.append(Located(open_checkpoint(note, public_key), f"{source} line {line}"))
+        except NoteError as exc:
+            result.problems.append(f"{source} line {line}: checkpoint rejected: {exc}")
+    return out
+
+
+class _Verifier:
+    def __init__(self, result: VerifyResult, max_lifetime_ms: int | None) -> None:
+        self.r = result
+        self.by_size: dict[int, list[Located]] = {}
+        self.tree = CompactRange()
+        self.seg_roots: dict[str, tuple[int, int, bytes]] = {}
+        self.invariants = Invariants(max_lifetime_ms)
+        self.broken = False
+        self.starts: list[int] = []
+
+    def index_checkpoints(self) -> None:
+        prev: Located | None = None
+        for loc in self.r.checkpoints:
+            if prev is not None and loc.cp.size < prev.cp.size:
+                self.r.problems.append(
+                    f"{loc.where}: checkpoint size {loc.cp.size} is smaller than the one before it "
+                    f"({prev.cp.size}, {prev.where}): the checkpoint log is not append-only"
+                )
+            prev = loc
+        for loc in [*self.r.checkpoints, *self.r.external]:
+            same = self.by_size.setdefault(loc.cp.size, [])
+            for other in same:
+                if other.cp.root != loc.cp.root:
+                    self.r.problems.append(
+                        f"{loc.where}: fork: signs a different root at size {loc.cp.size} than {other.where}"
+                    )
+            same.append(loc)
+
+    def check_root(self, size: int, root: bytes, where: str) -> None:
+        for loc in self.by_size.get(size, []):
+            if loc.cp.root != root:
+                self.r.problems.append(
+                    f"{where}: the tree of entries {self.r.first_index}..{size - 1} hashes to "
+                    f"{_b64(root)} but {loc.where} signed {loc.cp.root_b64} at size {size}: an entry "
+                    f"after the last matching checkpoint was changed, inserted, deleted or reordered"
+                )
+                self.broken = True
+            else:
+                self.r.verified_sizes.add(size)
+
+    def run(self, segments: Sequence[tuple[int, Path]]) -> None:
+        previous: str | None = None
+        for n, (first, path) in enumerate(segments):
+            seg = read_segment(path)
+            if seg.tail:
+                if n == len(segments) - 1:
+                    self.r.partial = (
+                        f"{path.name} line {len(seg.lines) + 1}: partial last entry ({len(seg.tail)} bytes, "
+                        "cut short by a crash) ignored; everything before it was checked"
+                    )
+                else:
+                    line = len(seg.lines) + 1
+                    self.r.problems.append(f"{path.name} line {line}: partial line inside the log")
+                    self.broken = True
+                    return
+            if not self.segment(first, path.name, previous, seg.lines):
+                return
+            previous = path.name
+
+    def segment(self, first: int, name: str, previous: str | None, lines: list[bytes]) -> bool:
+        leaves: list[bytes] = []
+        for n, line in enumerate(lines, start=1):
+            where = f"{name} line {n} (entry {self.tree.size if n > 1 or first == 0 else first})"
+            try:
+                entry = decode_entry(line)
+                if n == 1:
+                    self.open_segment(entry, first, name, previous, where)
+                else:
+                    self.check_index(entry)
+            except PayloadError as exc:
+                self.r.problems.append(f"{where}: {exc}")
+                self.broken = True
+                return False
+            leaf = leaf_hash(line)
+            leaves.append(leaf)
+            self.tree.append(leaf)
+            self.r.problems.extend(f"{where}: {p}" for p in self.invariants.check(entry))
+            self.check_root(self.tree.size, self.tree.root(), where)
+            if self.broken:
+                return False
+        self.seg_roots[name] = (first, len(lines), root_of(leaves))
+        return True
+
+    def check_index(self, entry: Entry) -> None:
+        if entry.index != self.tree.size:
+            raise PayloadError(
+                f"holds entry index {entry.index}, expected {self.tree.size}: "
+                "an entry was deleted, inserted or reordered"
+            )
+
+    def open_segment(self, entry: Entry, first: int, name: str, previous: str | None, where: str) -> None:
+        if entry.index != first:
+            raise PayloadError(f"first entry has index {entry.index} but the file name says {first}")
+        self.starts.append(first)
+        seed = seed_from(entry)
+        if previous is None:
+            self.tree = seed
+            self.r.first_index = first
+            if first > 0:
+                self.check_root(first, seed.root(), where)
+            self.invariants.starts_at(first, entry.data["policy"])
+            return
+        if entry.data["policy"] != self.invariants.policy:
+            raise PayloadError("its recorded policy differs from the policy in force before it")
+        if entry.data["previous"] != previous:
+            raise PayloadError(f"names {entry.data['previous']!r} as the previous segment, not {previous!r}")
+        if seed.hashes != self.tree.hashes:
+            raise PayloadError("its recorded right edge differs from the tree of the entries before it")
+
+
+def verify_log(
+    directory: str | Path,
+    public_key: Ed25519PublicKey,
+    external: Iterable[tuple[str, bytes]] = (),
+    max_lifetime_ms: int | None = None,
+) -> VerifyResult:
+    """Check an audit directory; ``external`` are (source name, notes bytes) kept elsewhere."""
+    root_dir = Path(directory)
+    result = VerifyResult(root_dir)
+    if not root_dir.is_dir():
+        raise PayloadError(f"{root_dir}: not a directory (give the audit folder, e.g. state_dir/audit)")
+    cp_path = root_dir / CHECKPOINTS_FILE
+    if cp_path.exists():
+        result.checkpoints = load_notes(cp_path.read_bytes(), CHECKPOINTS_FILE, public_key, result)
+    for source, data in external:
+        result.external += load_notes(data, source, public_key, result)
+    segments = list_segments(root_dir)
+    result.segments = len(segments)
+    if not segments:
+        raise PayloadError(f"{root_dir}: no audit segments (segment-*.jsonl) found")
+    v = _Verifier(result, max_lifetime_ms)
+    v.index_checkpoints()
+    v.run(segments)
+    result.size, result.root = v.tree.size, v.tree.root()
+    _after(result, v)
+    return result
+
+
+def _after(result: VerifyResult, v: _Verifier) -> None:
+    """Checks that need the whole log: rollbacks, coverage by checkpoints, purges."""
+    origin = next((loc.cp.origin for loc in result.checkpoints), None)
+    result.origin = origin
+    result.problems.extend(v.invariants.finish(v.seg_roots))
+    complete = not v.broken
+    old = []
+    for loc in [*result.checkpoints, *result.external]:
+        size = loc.cp.size
+        if size > result.size and complete:
+            result.problems.append(
+                f"{loc.where}: signed a tree of {size} entries but the log holds {result.size}: "
+                f"entries {result.size}..{size - 1} were removed (rolled back or truncated)"
+            )
+        elif size < result.first_index:
+            old.append(size)
+    if old:
+        result.warnings.append(
+            f"{len(old)} checkpoint(s) (sizes {min(old)}..{max(old)}) predate the retained entries "
+            "(purged): their signatures were checked, their roots cannot be"
+        )
+    on_device = {loc.cp.size for loc in result.checkpoints}
+    for start in v.starts:
+        if complete and start > 0 and start not in on_device:
+            result.problems.append(
+                f"{segment_name(start)}: the log signs a checkpoint whenever a segment starts, but "
+                f"{CHECKPOINTS_FILE} has none at size {start}: a checkpoint was deleted"
+            )
+            break
+    signed = max((loc.cp.size for loc in result.checkpoints), default=0)
+    if complete and signed < result.size:
+        result.warnings.append(
+            f"entries {signed}..{result.size - 1} are not yet covered by a signed checkpoint "
+            "(the device is running or was stopped without a clean shutdown)"
+        )
+
+
+def describe_key(public_key: Ed25519PublicKey, origin: str | None) -> str:
+    if origin is None:
+        return "no checkpoint names the log"
+    return f"{origin} (key ID {key_id(origin, public_key).hex()})"
+
+
+def _b64(h: bytes) -> str:
+    return base64.b64encode(h).decode("ascii")
+
+
+def summary_lines(result: VerifyResult) -> list[str]:
+    """What ``audit verify`` prints, first problem first."""
+    out = [
+        f"audit log: {result.directory}",
+        f"entries: {result.first_index}..{result.size - 1} in {result.segments} segment(s); "
+        f"root {_b64(result.root)}",
+        f"checkpoints: {len(result.checkpoints)} on the device, {len(result.external)} external; "
+        f"{len(result.verified_sizes)} tree size(s) matched a signed root",
+    ]
+    if result.partial:
+        out.append(f"note: {result.partial}")
+    out += [f"warning: {w}" for w in result.warnings]
+    if result.problems:
+        out.append(f"FAIL: {result.problems[0]}")
+        out += [f"  also: {p}" for p in result.problems[1:20]]
+        if len(result.problems) > 20:
+            out.append(f"  ... and {len(result.problems) - 20} more")
+    else:
+        out.append("OK: every entry, checkpoint and invariant verified")
+    return out
+

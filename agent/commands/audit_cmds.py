@@ -1,0 +1,111 @@
+"""``audit verify`` and ``audit report``: the auditor's tools, trusting only the public key."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from agent.audit.report import render_report
+from agent.audit.verify import summary_lines, verify_log
+from agent.crypto import load_public_key
+from agent.errors import EXIT_INPUT, EXIT_OK, InputError, PayloadError
+
+
+def register(sub: Any) -> None:
+    audit = sub.add_parser("audit", help="verify the audit log or render an auditor's report")
+    cmds = audit.add_subparsers(dest="audit_command", metavar="ACTION")
+    cmds.required = True
+    v = cmds.add_parser(
+        "verify",
+        help="check entries, tree, checkpoint signatures, consistency and invariants",
+        description="Exit 0 only if everything holds; otherwise the first bad entry is named (exit 2).",
+    )
+    _common(v)
+    v.add_argument(
+        "--max-lifetime-ms",
+        type=int,
+        metavar="N",
+        help="frame lifetime bound to enforce (default: the policy recorded in the log)",
+    )
+    v.set_defaults(func=verify_cmd)
+    r = cmds.add_parser("report", help="write a self-contained HTML report (inline SVG, no network)")
+    _common(r)
+    r.add_argument("-o", "--output", required=True, type=Path, help="HTML file to write")
+    r.add_argument("--max-lifetime-ms", type=int, metavar="N", help="as for verify")
+    r.set_defaults(func=report_cmd)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("directory", type=Path, metavar="DIR", help="the audit folder (state_dir/audit)")
+    p.add_argument(
+        "--pubkey", required=True, type=Path, metavar="FILE", help="device public key (JWK, PEM, base64)"
+    )
+    p.add_argument(
+        "--checkpoints",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="checkpoints kept off the device (notes, or JSON lines of MQTT messages); repeatable",
+    )
+
+
+def read_external(path: Path) -> tuple[str, bytes]:
+    """Checkpoint notes from a file: plain notes, or JSON objects carrying them under ``note``."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the checkpoints file: {exc}") from exc
+    if not data.lstrip().startswith(b"{"):
+        return str(path), data
+    notes = []
+    for n, line in enumerate(data.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            note = _find_note(json.loads(line))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise PayloadError(f"{path} line {n}: not JSON: {exc}") from exc
+        if note is None:
+            raise PayloadError(f"{path} line {n}: no 'note' string in this JSON object")
+        notes.append(note.encode("utf-8"))
+    return str(path), b"".join(notes)
+
+
+def _find_note(obj: Any) -> str | None:
+    if not isinstance(obj, dict):
+        return None
+    if isinstance(obj.get("note"), str):
+        return str(obj["note"])
+    for inner in ("body", "payload"):
+        if isinstance(obj.get(inner), dict):
+            found = _find_note(obj[inner])
+            if found is not None:
+                return found
+    return None
+
+
+def verify_cmd(args: argparse.Namespace) -> int:
+    key = load_public_key(args.pubkey)
+    external = [read_external(p) for p in args.checkpoints]
+    result = verify_log(args.directory, key, external, args.max_lifetime_ms)
+    for line in summary_lines(result):
+        print(line)
+    return EXIT_OK if result.ok else EXIT_INPUT
+
+
+def report_cmd(args: argparse.Namespace) -> int:
+    key = load_public_key(args.pubkey)
+    external = [read_external(p) for p in args.checkpoints]
+    result = verify_log(args.directory, key, external, args.max_lifetime_ms)
+    html = render_report(result, key)
+    try:
+        args.output.write_text(html, encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"{args.output}: cannot write the report: {exc}") from exc
+    state = "verified" if result.ok else "VERIFICATION FAILED"
+    print(f"{args.output}: report written ({state})", file=sys.stderr)
+    return EXIT_OK if result.ok else EXIT_INPUT
