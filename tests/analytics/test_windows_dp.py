@@ -1,0 +1,120 @@
+"""Windows with noise on: k on the noisy voters, the daily budget, exact under scripted noise."""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+
+from agent.analytics.dp import BudgetAccountant, DiscreteLaplace
+from agent.analytics.settings import TrackerSettings
+from agent.analytics.tracker import Tracker
+from agent.analytics.windows import FrameCounters, WindowAggregator
+from agent.clock import FakeClock
+from agent.config import AnalyticsConfig
+
+from .faces import face, seeded
+
+T0 = 1_700_006_400.0  # 2023-11-15 00:00:00 UTC, a minute boundary
+CELLS = 7 + 6  # votes per emotion, then abstentions per reason
+
+
+class ScriptedNoise:
+    """Hands out the noise values it was given, in order, and records the epsilon asked for."""
+
+    def __init__(self, values: list[int]) -> None:
+        self.values = deque(values)
+        self.epsilons: list[float] = []
+
+    def sample(self, epsilon: float) -> int:
+        self.epsilons.append(epsilon)
+        return self.values.popleft()
+
+
+def dp_cfg(**kw: object) -> AnalyticsConfig:
+    base: dict[str, object] = {
+        "min_people": 5,
+        "dp": {"enabled": True, "epsilon_per_window": 0.5, "daily_budget": 1.0},
+    }
+    base.update(kw)
+    return AnalyticsConfig.model_validate(base)
+
+
+def five_people(agg: WindowAggregator, tracker: Tracker, start: float) -> None:
+    labels = ["happy", "happy", "sad", "neutral", "angry"]
+    for i in range(10):
+        t = start + i * 0.2
+        faces = [face(x=0.02 + 0.12 * j, w=0.05, label=lab) for j, lab in enumerate(labels)]
+        agg.add_frame(t, tracker.update(faces, t), FrameCounters())
+
+
+def test_every_cell_gets_noise_and_negatives_are_clamped(tmp_path: Path, clock: FakeClock) -> None:
+    # votes order: angry, disgust, fear, happy, sad, surprise, neutral; then 6 abstention reasons
+    noise = ScriptedNoise([+1, 0, -1, +2, -3, +1, 0, 0, +2, 0, -1, 0, 0])
+    agg = WindowAggregator(dp_cfg(), clock, dp=noise, accountant=BudgetAccountant(tmp_path, 1.0))
+    five_people(agg, Tracker(TrackerSettings(), clock, rng=seeded(0)), T0)
+    (r,) = agg.poll(T0 + 60)
+    assert noise.epsilons == [0.5] * CELLS
+    assert r.votes == {"angry": 2, "disgust": 0, "fear": 0, "happy": 4, "sad": 0, "surprise": 1, "neutral": 1}
+    assert r.abstained == {
+        "too_small": 0,
+        "blurred": 2,
+        "too_dark": 0,
+        "too_bright": 0,
+        "turned": 0,
+        "other": 0,
+    }
+    assert r.people == 10
+    assert r.noise is True
+    assert (r.epsilon_micro, r.budget_left_micro) == (500_000, 500_000)
+    assert r.shares_pm == {
+        "angry": 250,
+        "disgust": 0,
+        "fear": 0,
+        "happy": 500,
+        "sad": 0,
+        "surprise": 125,
+        "neutral": 125,
+    }
+
+
+def test_k_applies_to_the_noisy_voters(tmp_path: Path, clock: FakeClock) -> None:
+    """Five real voters, noise takes one away: 4 < k, so the breakdown is suppressed."""
+    noise = ScriptedNoise([0, 0, 0, -1, 0, 0, 0, *([0] * 6)])
+    agg = WindowAggregator(dp_cfg(), clock, dp=noise, accountant=BudgetAccountant(tmp_path, 1.0))
+    five_people(agg, Tracker(TrackerSettings(), clock, rng=seeded(0)), T0)
+    (r,) = agg.poll(T0 + 60)
+    assert (r.suppressed, r.people, r.votes) == ("below_k", None, None)
+
+
+def test_budget_spent_stops_breakdowns_until_the_next_utc_day(tmp_path: Path, clock: FakeClock) -> None:
+    acct = BudgetAccountant(tmp_path, 1.0)
+    agg = WindowAggregator(dp_cfg(), clock, dp=ScriptedNoise([0] * 3 * CELLS), accountant=acct)
+    tracker = Tracker(TrackerSettings(), clock, rng=seeded(0))
+    for start in (T0, T0 + 60, T0 + 120):
+        five_people(agg, tracker, start)
+    five_people(agg, tracker, T0 + 86_400)  # the next day
+    reports = agg.poll(T0 + 86_460)
+    assert [r.suppressed for r in reports] == [None, None, "dp_budget", None]
+    assert [r.budget_left_micro for r in reports] == [500_000, 0, 0, 500_000]
+    assert reports[2].people is None
+    assert reports[2].votes is None
+    assert reports[2].frames_analysed == 10
+
+
+def test_real_noise_keeps_counts_non_negative_integers(tmp_path: Path, clock: FakeClock) -> None:
+    agg = WindowAggregator(
+        dp_cfg(min_people=2, dp={"enabled": True, "epsilon_per_window": 0.1, "daily_budget": 100.0}),
+        clock,
+        dp=DiscreteLaplace(seeded(5)),
+        accountant=BudgetAccountant(tmp_path, 100.0),
+    )
+    tracker = Tracker(TrackerSettings(), clock, rng=seeded(0))
+    for w in range(30):
+        five_people(agg, tracker, T0 + 60 * w)
+    reports = agg.poll(T0 + 1800)
+    assert len(reports) == 30
+    published = [r for r in reports if r.votes is not None]
+    assert published
+    assert all(v >= 0 and type(v) is int for r in published for v in r.votes.values())  # type: ignore[union-attr]
+    assert all(sum(r.shares_pm.values()) == 1000 for r in published)  # type: ignore[union-attr]
+    assert len({tuple(r.votes.values()) for r in published}) > 1  # type: ignore[union-attr]
