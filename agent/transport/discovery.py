@@ -9,11 +9,12 @@ windows, so yesterday's numbers never show as current.
 
 Payload fields read here (written by the window aggregator, alert rules and health report):
 
-- ``stats``: ``body.people``; ``body.shares`` {emotion: per-mille}, absent or null when the
-  window is suppressed; ``body.valence`` and ``body.arousal`` in per-mille (-1000..1000).
-- ``alert``: ``body.rule`` (rule name) and ``body.state`` (``raised`` or ``cleared``).
-- ``health``: ``body.fps_milli`` (frames per second × 1000), ``body.frames_dropped``,
-  ``body.spool_backlog``.
+- ``stats`` (``WindowReport.to_body``): ``body.people``; ``body.shares_pm`` {emotion:
+  per-mille}, null when the window is suppressed; ``body.valence_milli`` and
+  ``body.arousal_milli`` (-1000..1000), null when suppressed.
+- ``alert`` (``AlertEvent.to_body``): ``body.rule`` and ``body.state`` (``raised``/``cleared``).
+- ``health`` (``HealthFigures.to_body`` merged with ``TransportHealth.to_body``):
+  ``body.fps_milli`` (frames per second × 1000), ``body.drops``, ``body.spool_backlog``.
 - ``audit/checkpoint``: the envelope's ``ts`` (ms since the epoch).
 - ``privacy_mode`` (retained): ``body.state`` ``ON`` or ``OFF``, the mode actually in force.
 - ``key`` (retained JWK of the device's Ed25519 public key, with ``kid``).
@@ -29,9 +30,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.vision.observation import EMOTIONS
+
 _ID = re.compile(r"[^a-zA-Z0-9_-]")
 
-DEFAULT_EMOTIONS = ("neutral", "happy", "surprise", "sad", "angry", "disgust", "fear", "contempt")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +45,7 @@ class DiscoverySpec:
     prefix: str = "homeassistant"
     window_seconds: int = 60
     expire_after_windows: int = 3
-    emotions: Sequence[str] = DEFAULT_EMOTIONS
+    emotions: Sequence[str] = EMOTIONS
     alert_rules: Sequence[str] = ()
     sw_version: str = "0"
     model: str = "emotion-agent"
@@ -92,7 +94,7 @@ def _sensors(spec: DiscoverySpec, uid: str, expire: int) -> dict[str, dict[str, 
         }
     }
     for label in spec.emotions:
-        shares = "value_json.body.shares"
+        shares = "value_json.body.shares_pm"
         cmps[f"share_{_slug(label)}"] = {
             "p": "sensor",
             "name": f"{label.capitalize()} share",
@@ -110,7 +112,7 @@ def _sensors(spec: DiscoverySpec, uid: str, expire: int) -> dict[str, dict[str, 
             "p": "sensor",
             "name": axis.capitalize(),
             "state_topic": stats,
-            "value_template": _optional(f"value_json.body.{axis}", 1000, "round(3)"),
+            "value_template": _optional(f"value_json.body.{axis}_milli", 1000, "round(3)"),
             "state_class": "measurement",
             "expire_after": expire,
         }
@@ -128,7 +130,7 @@ def _diagnostics(spec: DiscoverySpec, uid: str) -> dict[str, dict[str, Any]]:
                 "value_template": _optional("value_json.body.fps_milli", 1000, "round(1)"),
                 "unit_of_measurement": "fps", "state_class": "measurement", "expire_after": stale},
         "frames_dropped": {"p": "sensor", "name": "Frames dropped", "state_topic": health,
-                           "value_template": _optional("value_json.body.frames_dropped"),
+                           "value_template": _optional("value_json.body.drops"),
                            "state_class": "total_increasing"},
         "spool_backlog": {"p": "sensor", "name": "Unsent messages", "state_topic": health,
                           "value_template": _optional("value_json.body.spool_backlog"),

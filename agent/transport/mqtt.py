@@ -19,10 +19,8 @@ import random
 import ssl
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -30,12 +28,17 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from agent import __version__
 from agent.clock import Clock
 from agent.errors import ConfigError
 from agent.transport.commands import Command, CommandParser
 from agent.transport.discovery import DiscoverySpec, encode_discovery
+from agent.transport.link import LinkState, OutgoingMessage, PahoClient, TransportHealth, read_password
 from agent.transport.settings import MqttConfig
 from agent.transport.spool import DropReport, Spool
+
+if TYPE_CHECKING:
+    from agent.config import AgentConfig
 
 logger = logging.getLogger(__name__)
 
@@ -43,84 +46,6 @@ MAX_INCOMING_BYTES = 4096
 """MQTT 5 Maximum Packet Size we announce: the broker never forwards us anything larger."""
 
 _UNSUPPORTED_PROTOCOL = {1, 132}  # 3.1.1 CONNACK 0x01 and MQTT 5 reason 0x84
-
-
-class LinkState(StrEnum):
-    STOPPED = "stopped"
-    CONNECTING = "connecting"
-    CONNECTED = "connected"
-    REFUSED = "refused"  # the broker answered CONNACK with a failure (password, ACL, protocol)
-    FAILED = "failed"  # no CONNACK: network, TLS handshake, certificate
-    DISCONNECTED = "disconnected"
-
-
-@dataclass(frozen=True, slots=True)
-class TransportHealth:
-    """Figures for the health message; strings and integers only."""
-
-    state: str
-    protocol: str
-    last_error: str | None
-    backlog: int
-    spool_bytes: int
-    oldest_unsent_ms: int | None
-    dropped: dict[str, int] = field(default_factory=dict)
-    connects: int = 0
-    failures: int = 0
-    commands_accepted: int = 0
-    commands_rejected: int = 0
-
-
-class OutgoingMessage(Protocol):
-    """What :meth:`MqttOutput.send` needs (``agent.outputs.base.Message`` fits)."""
-
-    @property
-    def topic(self) -> str: ...
-    @property
-    def payload(self) -> bytes: ...
-    @property
-    def retain(self) -> bool: ...
-
-
-class _Client(paho.Client):
-    """paho's client, remembering why the last socket could not be opened (TLS, refused...)."""
-
-    last_socket_error: OSError | None = None
-
-    def _create_socket(self) -> Any:
-        try:
-            sock = super()._create_socket()
-        except OSError as exc:
-            self.last_socket_error = exc
-            raise
-        self.last_socket_error = None
-        return sock
-
-    def _ssl_wrap_socket(self, tcp_sock: Any) -> ssl.SSLSocket:
-        """paho's version leaks the socket when the handshake fails (a ResourceWarning per retry)."""
-        context = self._ssl_context
-        if context is None:
-            raise ValueError("TLS is on but paho has no SSL context")
-        ssl_sock = context.wrap_socket(tcp_sock, server_hostname=self._host, do_handshake_on_connect=False)
-        try:
-            ssl_sock.settimeout(self._connect_timeout)
-            ssl_sock.do_handshake()
-        except BaseException:
-            ssl_sock.close()
-            raise
-        return ssl_sock
-
-
-def read_password(path: Path) -> str:
-    """The first line of ``mqtt.password_file``; the value is never logged."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"mqtt.password_file {path}: cannot read it ({exc.__class__.__name__})") from exc
-    lines = text.splitlines()
-    if not lines or not lines[0]:
-        raise ConfigError(f"mqtt.password_file {path}: the file is empty; put the password on line 1")
-    return lines[0]
 
 
 class MqttOutput:
@@ -171,8 +96,41 @@ class MqttOutput:
         self._protocol = MQTTProtocolVersion.MQTTv311 if settings.protocol == "3.1.1" else (
             MQTTProtocolVersion.MQTTv5
         )
-        self._client: _Client | None = None
+        self._client: PahoClient | None = None
         self._sender: threading.Thread | None = None
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: AgentConfig,
+        clock: Clock,
+        *,
+        on_command: Callable[[Command], None] | None = None,
+        on_drop: Callable[[DropReport], None] | None = None,
+        public_key: Mapping[str, Any] | None = None,
+    ) -> MqttOutput:
+        """Wire from the whole agent config: topics, spool retention, discovery of alert rules."""
+        base = cfg.mqtt.base_topic or f"emotion-agent/{cfg.device_id}"
+        spec = DiscoverySpec(
+            device_id=cfg.device_id,
+            base_topic=base,
+            prefix=cfg.mqtt.discovery_prefix,
+            window_seconds=cfg.analytics.window_seconds,
+            expire_after_windows=cfg.mqtt.expire_after_windows,
+            alert_rules=tuple(rule.name for rule in cfg.analytics.alerts),
+            sw_version=__version__,
+        )
+        return cls(
+            cfg.mqtt,
+            device_id=cfg.device_id,
+            state_dir=cfg.state_dir,
+            spool_days=cfg.retention.spool_days,
+            clock=clock,
+            on_command=on_command,
+            on_drop=on_drop,
+            discovery=spec,
+            public_key=public_key,
+        )
 
     # --- the service's side ---------------------------------------------------------------
 
@@ -241,9 +199,9 @@ class MqttOutput:
 
     # --- building the client --------------------------------------------------------------
 
-    def _build_client(self) -> _Client:
+    def _build_client(self) -> PahoClient:
         s = self.settings
-        client = _Client(CallbackAPIVersion.VERSION2, client_id=self._client_id, protocol=self._protocol)
+        client = PahoClient(CallbackAPIVersion.VERSION2, client_id=self._client_id, protocol=self._protocol)
         client.will_set(self.status_topic, "offline", qos=1, retain=True)
         client.reconnect_delay_set(s.reconnect_min_seconds, s.reconnect_max_seconds)
         client.max_inflight_messages_set(s.max_inflight)
@@ -271,7 +229,7 @@ class MqttOutput:
         client.on_log = self._on_log
         return client
 
-    def _connect_async(self, client: _Client) -> None:
+    def _connect_async(self, client: PahoClient) -> None:
         """Queue the connection and start paho's thread; it retries with backoff until stopped."""
         props = None
         if self._protocol == MQTTProtocolVersion.MQTTv5:

@@ -111,6 +111,7 @@ class Spool:
         self._on_drop = on_drop
         self._lock = threading.Lock()
         self._dropped: Counter[str] = Counter()
+        self._closed_stats: SpoolStats | None = None
         self._db = self._open(path)
 
     @staticmethod
@@ -132,8 +133,13 @@ class Spool:
         return db
 
     def close(self) -> None:
+        """Close the database; :meth:`stats` keeps answering with the figures at closing."""
+        if self._closed_stats is not None:
+            return
+        final = self.stats()
         with self._lock:
             self._db.close()
+            self._closed_stats = final
 
     def _now_ms(self) -> int:
         return int(self._clock.time() * 1000)
@@ -242,6 +248,8 @@ class Spool:
 
     def stats(self) -> SpoolStats:
         with self._lock:
+            if self._closed_stats is not None:
+                return self._closed_stats
             count, size, oldest = self._db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0), MIN(created_ms) FROM spool"
             ).fetchone()

@@ -17,10 +17,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.clock import SystemClock
 from agent.crypto import MemorySequenceStore, Signer, encode, public_jwk, signing_input
+from agent.outputs.base import Message
 from agent.transport.commands import Command
 from agent.transport.discovery import DiscoverySpec
-from agent.transport.mqtt import LinkState, MqttOutput
+from agent.transport.link import LinkState
+from agent.transport.mqtt import MqttOutput
 from agent.transport.settings import MqttConfig, TlsConfig
+from agent.transport.spool import DropReport
 from tests.mosquitto import ACL_PER_DEVICE, Broker, Pki, Subscriber, make_pki, wait_until
 
 DEVICE = "lobby-1"
@@ -312,3 +315,25 @@ def test_discovery_is_sent_again_when_home_assistant_comes_online(broker: Broker
             out.stop()
     assert configs[0].payload == configs[1].payload
     assert len(sub.on_topic(spec.topic)) == 2
+
+
+@pytest.mark.slow
+def test_a_message_the_acl_forbids_is_dropped_reported_and_does_not_block_the_rest(
+    broker: Broker, tmp_path: Path
+) -> None:
+    drops: list[DropReport] = []
+    out = output(settings(broker, tmp_path), tmp_path / "state", on_drop=drops.append)
+    with dashboard(broker, ["emotion-agent/#"]) as sub:
+        out.start()
+        try:
+            out.send(Message("emotion-agent/other-device/stats", b"not ours"))
+            out.publish("stats", b"ours")
+            sub.wait_for(f"{BASE}/stats")
+            wait_until(lambda: out.health().backlog == 0, what="spool emptied")
+        finally:
+            out.stop()
+    assert sub.on_topic("emotion-agent/other-device/stats") == []
+    assert [(d.reason, d.count, d.topics) for d in drops] == [
+        ("refused_by_broker", 1, {"emotion-agent/other-device/stats": 1})
+    ]
+    assert out.health().to_body()["spool_dropped"] == 1

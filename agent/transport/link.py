@@ -1,0 +1,110 @@
+"""The connection's parts that are not the output itself: states, health figures, paho's client.
+
+``PahoClient`` is paho's client with two repairs: it remembers why the last socket could not be
+opened (paho swallows the TLS error in its retry loop), and it closes the socket of a failed TLS
+handshake (paho leaks it: one ResourceWarning per retry).
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+import paho.mqtt.client as paho
+
+from agent.errors import ConfigError
+
+
+class LinkState(StrEnum):
+    STOPPED = "stopped"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    REFUSED = "refused"  # the broker answered CONNACK with a failure (password, ACL, protocol)
+    FAILED = "failed"  # no CONNACK: network, TLS handshake, certificate
+    DISCONNECTED = "disconnected"
+
+
+@dataclass(frozen=True, slots=True)
+class TransportHealth:
+    """Figures for the health message; strings and integers only."""
+
+    state: str
+    protocol: str
+    last_error: str | None
+    backlog: int
+    spool_bytes: int
+    oldest_unsent_ms: int | None
+    dropped: dict[str, int] = field(default_factory=dict)
+    connects: int = 0
+    failures: int = 0
+    commands_accepted: int = 0
+    commands_rejected: int = 0
+
+    def to_body(self) -> dict[str, int | str | None]:
+        """Fields to merge into the signed ``health`` body (integers and strings only)."""
+        return {
+            "mqtt": self.state,
+            "mqtt_error": self.last_error,
+            "spool_backlog": self.backlog,
+            "spool_bytes": self.spool_bytes,
+            "spool_oldest_ms": self.oldest_unsent_ms,
+            "spool_dropped": sum(self.dropped.values()),
+            "mqtt_connects": self.connects,
+            "mqtt_failures": self.failures,
+            "commands_rejected": self.commands_rejected,
+        }
+
+
+class OutgoingMessage(Protocol):
+    """What :meth:`MqttOutput.send` needs (``agent.outputs.base.Message`` fits)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def payload(self) -> bytes: ...
+    @property
+    def retain(self) -> bool: ...
+
+
+class PahoClient(paho.Client):
+    """paho's client, remembering why the last socket could not be opened (TLS, refused...)."""
+
+    last_socket_error: OSError | None = None
+
+    def _create_socket(self) -> Any:
+        try:
+            sock = super()._create_socket()
+        except OSError as exc:
+            self.last_socket_error = exc
+            raise
+        self.last_socket_error = None
+        return sock
+
+    def _ssl_wrap_socket(self, tcp_sock: Any) -> ssl.SSLSocket:
+        """paho's version leaks the socket when the handshake fails (a ResourceWarning per retry)."""
+        context = self._ssl_context
+        if context is None:
+            raise ValueError("TLS is on but paho has no SSL context")
+        ssl_sock = context.wrap_socket(tcp_sock, server_hostname=self._host, do_handshake_on_connect=False)
+        try:
+            ssl_sock.settimeout(self._connect_timeout)
+            ssl_sock.do_handshake()
+        except BaseException:
+            ssl_sock.close()
+            raise
+        return ssl_sock
+
+
+def read_password(path: Path) -> str:
+    """The first line of ``mqtt.password_file``; the value is never logged."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"mqtt.password_file {path}: cannot read it ({exc.__class__.__name__})") from exc
+    lines = text.splitlines()
+    if not lines or not lines[0]:
+        raise ConfigError(f"mqtt.password_file {path}: the file is empty; put the password on line 1")
+    return lines[0]

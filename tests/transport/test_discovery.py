@@ -1,0 +1,128 @@
+"""Home Assistant discovery: one device message whose templates read the signed envelopes.
+
+Templates are rendered with Jinja2 the way Home Assistant does (sandboxed environment, the
+payload parsed as ``value_json``; a rendered ``None`` means *unknown*, an empty string is
+ignored by a binary_sensor), so a broken template fails here, not in a facility's dashboard.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from typing import Any
+
+import pytest
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from agent.transport.discovery import DiscoverySpec, build_discovery, encode_discovery
+
+BASE = "emotion-agent/lobby-1"
+SPEC = DiscoverySpec("lobby-1", BASE, window_seconds=60, expire_after_windows=3,
+                     alert_rules=("stress", "crowd-anger"), sw_version="0.1.0")
+
+
+def _timestamp_custom(value: float, fmt: str, local: bool = True) -> str:
+    return dt.datetime.fromtimestamp(value, dt.UTC).strftime(fmt)
+
+
+ENV = ImmutableSandboxedEnvironment()
+ENV.filters["timestamp_custom"] = _timestamp_custom
+
+
+def render(component: str, body: dict[str, Any], **envelope: Any) -> str:
+    template = build_discovery(SPEC)["cmps"][component]["value_template"]
+    value_json = {"v": 1, "typ": "stats", "ts": 1_700_000_000_000, "body": body, **envelope}
+    return ENV.from_string(template).render(value_json=value_json, value=json.dumps(value_json))
+
+
+WINDOW = {"people": 12, "suppressed": False, "shares_pm": {"happy": 415, "neutral": 500, "angry": 85},
+          "valence_milli": 250, "arousal_milli": -125}
+SUPPRESSED = {"people": 3, "suppressed": True, "shares_pm": None, "valence_milli": None,
+              "arousal_milli": None}
+
+
+def test_the_message_is_device_based_and_retained_under_the_prefix() -> None:
+    disco = build_discovery(SPEC)
+    assert SPEC.topic == "homeassistant/device/emotion_agent_lobby-1/config"
+    assert disco["dev"]["ids"] == ["emotion_agent_lobby-1"]
+    assert disco["o"] == {"name": "emotion-agent", "sw": "0.1.0"}
+    assert disco["availability_topic"] == f"{BASE}/status"
+    assert all("p" in c and "unique_id" in c for c in disco["cmps"].values())
+    ids = [c["unique_id"] for c in disco["cmps"].values()]
+    assert len(ids) == len(set(ids))
+    assert all(re.fullmatch(r"[a-zA-Z0-9_-]+", k) for k in disco["cmps"])
+    assert json.loads(encode_discovery(SPEC)) == disco
+
+
+def test_statistics_are_measurements_that_expire_after_three_windows() -> None:
+    cmps = build_discovery(SPEC)["cmps"]
+    stats = [k for k in cmps if k == "people" or k.startswith("share_") or k in ("valence", "arousal")]
+    assert len(stats) == 3 + 7
+    for key in stats:
+        assert cmps[key]["state_topic"] == f"{BASE}/stats"
+        assert cmps[key]["state_class"] == "measurement"
+        assert cmps[key]["expire_after"] == 180
+
+
+@pytest.mark.parametrize(
+    ("component", "window", "suppressed"),
+    [
+        ("people", "12", "3"),
+        ("share_happy", "41.5", "None"),
+        ("share_angry", "8.5", "None"),
+        ("share_fear", "None", "None"),
+        ("valence", "0.25", "None"),
+        ("arousal", "-0.125", "None"),
+    ],
+)
+def test_a_suppressed_window_renders_unknown_not_zero(component: str, window: str, suppressed: str) -> None:
+    assert render(component, WINDOW) == window
+    assert render(component, SUPPRESSED) == suppressed
+
+
+def test_absent_fields_also_render_unknown() -> None:
+    assert render("share_happy", {"people": 2}) == "None"
+    assert render("valence", {"people": 2}) == "None"
+
+
+@pytest.mark.parametrize(
+    ("rule", "state", "expected"),
+    [("stress", "raised", "ON"), ("stress", "cleared", "OFF"), ("crowd-anger", "raised", "")],
+)
+def test_each_alert_binary_sensor_follows_only_its_own_rule(rule: str, state: str, expected: str) -> None:
+    assert render("alert_stress", {"rule": rule, "state": state}) == expected
+
+
+def test_diagnostics_read_the_health_and_checkpoint_messages() -> None:
+    cmps = build_discovery(SPEC)["cmps"]
+    assert render("fps", {"fps_milli": 4987}) == "5.0"
+    assert render("frames_dropped", {"drops": 7}) == "7"
+    assert render("spool_backlog", {}) == "None"
+    assert render("last_checkpoint", {"size": 10}) == "2023-11-14T22:13:20+00:00"
+    assert all(cmps[k]["entity_category"] == "diagnostic"
+               for k in ("fps", "frames_dropped", "spool_backlog", "last_checkpoint", "public_key"))
+
+
+def test_the_public_key_is_an_attribute_of_the_signing_key_sensor() -> None:
+    key = build_discovery(SPEC)["cmps"]["public_key"]
+    assert key["json_attributes_topic"] == f"{BASE}/key"
+    jwk = {"kty": "OKP", "crv": "Ed25519", "x": "abc", "kid": "K" * 43}
+    assert ENV.from_string(key["value_template"]).render(value_json=jwk) == "K" * 43
+
+
+def test_the_privacy_switch_and_checkpoint_button_use_the_command_topics() -> None:
+    cmps = build_discovery(SPEC)["cmps"]
+    assert cmps["privacy_mode"]["command_topic"] == f"{BASE}/cmd/privacy_mode/set"
+    assert (cmps["privacy_mode"]["payload_on"], cmps["privacy_mode"]["payload_off"]) == ("ON", "OFF")
+    assert render("privacy_mode", {"state": "ON", "changed_by": "mqtt"}) == "ON"
+    assert cmps["checkpoint"]["command_topic"] == f"{BASE}/cmd/checkpoint"
+    assert cmps["checkpoint"]["payload_press"] == "PRESS"
+
+
+def test_odd_characters_in_names_become_valid_ids() -> None:
+    spec = DiscoverySpec("lobby-1", BASE, alert_rules=("anger spike!",), emotions=("happy",))
+    cmps = build_discovery(spec)["cmps"]
+    assert "alert_anger_spike_" in cmps
+    assert "share_happy" in cmps
+    assert "rule == 'anger spike!'" in cmps["alert_anger_spike_"]["value_template"]
