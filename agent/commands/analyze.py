@@ -11,7 +11,6 @@ import argparse
 import json
 import logging
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from agent.camera.base import SourceInfo, SourceOptions, open_source, resolve
 from agent.camera.grabber import FrameReader, start_reader
 from agent.clock import Clock, SystemClock
 from agent.config import CameraConfig, VisionConfig, load_config
+from agent.errors import CameraLost
 from agent.frame import Frame, Pixels
 from agent.privacy.lease import LifetimeRecorder, lease
 from agent.vision.observation import FaceObservation
@@ -192,7 +192,10 @@ class Analysis:
     def execute(
         self, source: str, options: SourceOptions, gate_fps: float | None, max_frames: int | None = None
     ) -> dict[str, Any]:
-        """Analyse until the source ends, ``max_frames`` or Ctrl-C; return the summary record."""
+        """Analyse until the source ends, ``max_frames`` or Ctrl-C; return the summary record.
+
+        A camera lost mid-run still gets its summary printed, then CameraLost is raised (exit 1).
+        """
         src = open_source(source, options, self.clock)  # bad input fails before models load
         try:
             pipeline = self.pipeline_factory(self.vision)
@@ -203,13 +206,16 @@ class Analysis:
         tally = Tally(pipeline.labels)
         if not self.json_lines:
             self._write(table_header(source, src.info))
-        started = time.perf_counter()
+        started = self.clock.monotonic()
+        lost: CameraLost | None = None
         try:
             self._loop(reader, pipeline, tally, max_frames)
         except KeyboardInterrupt:
             logger.info("analysis interrupted", extra={"fields": {"frames": tally.frames}})
+        except CameraLost as exc:
+            lost = exc
         finally:
-            elapsed = time.perf_counter() - started
+            elapsed = self.clock.monotonic() - started
             reader.close()
             pipeline.close()
         summary = summary_record(
@@ -217,6 +223,8 @@ class Analysis:
             detector=self.vision.detector,
         )
         self._write(json.dumps(summary) if self.json_lines else table_summary(summary["summary"]))
+        if lost is not None:
+            raise lost
         return summary
 
     def _loop(self, reader: FrameReader, pipeline: Pipeline, tally: Tally, max_frames: int | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import json
 import socket
 import threading
 import time
@@ -15,6 +16,7 @@ import pytest
 
 from agent.camera.base import SourceOptions, open_source
 from agent.camera.grabber import start_reader
+from agent.cli import main
 from agent.clock import FakeClock
 from agent.errors import CameraLost, SourceError
 
@@ -100,3 +102,29 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_analyze_on_a_stream_prints_the_summary_then_exits_1_when_the_camera_is_lost(
+    mjpeg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["analyze", mjpeg_url, "--json", "--fps", "120"])
+    out, err = capsys.readouterr()
+    lines = [json.loads(line) for line in out.splitlines()]
+    summary = lines[-1]["summary"]
+    assert code == 1
+    assert "the camera stopped delivering frames" in err
+    assert "secret" not in out + err
+    assert summary["captured"] == FRAMES
+    assert summary["frames"] + summary["dropped"] + summary["skipped"] == FRAMES
+    assert summary["frames"] == len(lines) - 1 >= 1
+    assert all(len(r["faces"]) == 1 for r in lines[:-1])  # the astronaut, live
+
+
+def test_analyze_max_frames_stops_a_live_source_cleanly(
+    mjpeg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["analyze", mjpeg_url, "--json", "--fps", "120", "--max-frames", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert len(lines) == 2
+    assert json.loads(lines[-1])["summary"]["frames"] == 1
