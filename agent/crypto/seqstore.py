@@ -105,7 +105,8 @@ class FileSequenceStore:
     def _acquire_lock(self) -> IO[bytes]:
         try:
             self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            handle = open(self._dir / LOCK_NAME, "ab")  # noqa: SIM115 - held for the store's life
+            fd = os.open(self._dir / LOCK_NAME, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            handle = os.fdopen(fd, "ab")
         except OSError as exc:
             raise KeyFileError(f"{self._dir}: cannot use the signer state folder: {exc}") from exc
         try:
