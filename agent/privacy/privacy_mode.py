@@ -45,6 +45,10 @@ class PrivacyModeEvent:
             "source_state": "ON" if self.source_on else "OFF",
         }
 
+    def audit_fields(self) -> dict[str, str]:
+        """The ``privacy_mode`` audit entry: the mode now in force and what changed it."""
+        return {"mode": "on" if self.paused else "off", "source": self.source}
+
 
 class PrivacyMode:
     """Combined privacy-mode state; thread-safe (MQTT callbacks run on paho's thread)."""

@@ -3,16 +3,19 @@
 ``due_purges`` is the pure planner: given the time and what is stored, it says exactly what
 has reached its age limit. ``RetentionEnforcer`` runs it at start and on a timer (an injected
 clock decides when) against stores that list and remove their items, and returns one
-``PurgeRecord`` per store that removed anything, for the audit log. Frames are not here:
-they are zeroed when inference ends and have no retention setting at all.
+``PurgeRecord`` per store that removed anything, for the audit log. Parts that purge
+themselves and keep their own proof run on the same timer as hooks: the audit log
+(``AuditLog.purge`` drops whole segments and records the tree edge, so the rest still
+verifies) and the MQTT spool (``Spool.enforce_limits``). Frames are not here: they are
+zeroed when inference ends and have no retention setting at all.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -95,7 +98,11 @@ class RetentionStore(Protocol):
 
 
 class DirectoryStore:
-    """Files in one folder matching a glob, aged by modification time (e.g. audit segments)."""
+    """Files in one folder matching a glob, aged by modification time (e.g. daily stats files).
+
+    Not for audit segments: deleting them behind the audit log's back would break its tree;
+    pass ``AuditLog.purge`` as a hook instead.
+    """
 
     def __init__(self, kind: Kind, folder: Path, pattern: str = "*") -> None:
         self.kind: Kind = kind
@@ -125,28 +132,68 @@ class DirectoryStore:
         return removed
 
 
-class RetentionEnforcer:
-    """Runs the planner at start and every ``interval_minutes``; each purge becomes a record."""
+@dataclass
+class RetentionRun:
+    """The outcome of one run: planner purges, self-purging hooks' reports, and failures."""
 
-    def __init__(self, cfg: RetentionConfig, stores: Sequence[RetentionStore], clock: Clock) -> None:
+    records: list[PurgeRecord] = field(default_factory=list)
+    reports: list[object] = field(default_factory=list)
+    """Whatever a hook returned that was not None (an audit purge entry, spool drop reports)."""
+    failed: list[str] = field(default_factory=list)
+    """Stores or hooks that raised; the rest still ran. Named for the health message."""
+
+
+SelfPurge = Callable[[], object]
+
+
+class RetentionEnforcer:
+    """Runs at start and every ``interval_minutes``; each purge becomes a record."""
+
+    def __init__(
+        self,
+        cfg: RetentionConfig,
+        stores: Sequence[RetentionStore],
+        clock: Clock,
+        hooks: Mapping[str, SelfPurge] | None = None,
+    ) -> None:
         self.limits = limits_from(cfg)
         self.interval_s = cfg.interval_minutes * 60
         self.stores = list(stores)
+        self.hooks = dict(hooks or {})
         self.clock = clock
         self.next_run: float | None = None
         """Wall time of the next run; None until the first (start-up) run."""
 
-    def run_if_due(self) -> list[PurgeRecord]:
+    def run_if_due(self) -> RetentionRun | None:
+        """Run when the timer says so (always the first time); None when not yet due."""
         if self.next_run is not None and self.clock.time() < self.next_run:
-            return []
+            return None
         return self.run()
 
-    def run(self) -> list[PurgeRecord]:
-        """Purge every store now and schedule the next run."""
+    def run(self) -> RetentionRun:
+        """Purge every store and hook now and schedule the next run; a failure skips only itself."""
         now = self.clock.time()
-        records = [r for store in self.stores if (r := self._purge(store, now)) is not None]
+        out = RetentionRun()
+        for store in self.stores:
+            try:
+                record = self._purge(store, now)
+            except Exception:  # one broken store must not keep the others' data past retention
+                logger.warning("retention failed", exc_info=True, extra={"fields": {"store": store.kind}})
+                out.failed.append(store.kind)
+                continue
+            if record is not None:
+                out.records.append(record)
+        for name, hook in self.hooks.items():
+            try:
+                report = hook()
+            except Exception:  # as above: log, name it in health, keep going
+                logger.warning("retention failed", exc_info=True, extra={"fields": {"store": name}})
+                out.failed.append(name)
+                continue
+            if report is not None and report != []:
+                out.reports.append(report)
         self.next_run = now + self.interval_s
-        return records
+        return out
 
     def _purge(self, store: RetentionStore, now: float) -> PurgeRecord | None:
         due = due_purges(now, store.list_items(), self.limits)

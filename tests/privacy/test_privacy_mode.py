@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.audit.entries import validate_data
 from agent.clock import FakeClock
 from agent.errors import PayloadError
 from agent.privacy.privacy_mode import FlagFilePoller, PrivacyMode, SignalToggle, parse_switch
@@ -45,6 +46,12 @@ def test_event_payload_is_integers_and_strings(clock: FakeClock) -> None:
     assert event is not None
     assert event.as_payload() == {
         "ts": int(clock.time() * 1000), "state": "ON", "changed_by": "signal", "source_state": "ON"}
+
+
+def test_audit_fields_fit_the_audit_log_schema(clock: FakeClock) -> None:
+    event = PrivacyMode(clock).set("file", True)
+    assert event is not None
+    assert validate_data("privacy_mode", event.audit_fields()) == {"mode": "on", "source": "file"}
 
 
 def test_unknown_source_is_refused(clock: FakeClock) -> None:

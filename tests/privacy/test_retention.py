@@ -83,7 +83,9 @@ def test_enforcer_purges_at_start_then_on_its_timer(tmp_path: Path) -> None:
     cfg = RetentionConfig(audit_days=365, stats_days=30, interval_minutes=60)
     enforcer = RetentionEnforcer(cfg, [DirectoryStore("audit", audit, "seg-*.jsonl"), stats], clock)
 
-    (record,) = enforcer.run_if_due()  # the start-up run
+    start = enforcer.run_if_due()  # the start-up run
+    assert start is not None
+    (record,) = start.records
     assert sorted(p.name for p in audit.iterdir()) == ["notes.txt", "seg-0003.jsonl"]
     assert record.as_payload() == {
         "event": "retention_purge",
@@ -98,15 +100,19 @@ def test_enforcer_purges_at_start_then_on_its_timer(tmp_path: Path) -> None:
         "keys_sha256": hashlib.sha256(b"seg-0001.jsonl\nseg-0002.jsonl").hexdigest(),
     }
     clock.advance(59 * 60)
-    assert enforcer.run_if_due() == []  # not yet time, although seg-0003 is now due
+    assert enforcer.run_if_due() is None  # not yet time, although seg-0003 is now due
     assert (audit / "seg-0003.jsonl").exists()
     clock.advance(60)
-    (later,) = enforcer.run_if_due()
+    later_run = enforcer.run_if_due()
+    assert later_run is not None
+    (later,) = later_run.records
     assert (later.kind, later.count) == ("audit", 1)
     assert sorted(p.name for p in audit.iterdir()) == ["notes.txt"]
     assert list(stats.items) == ["2026-01-01"]  # 10 days old: kept
     clock.advance(21 * DAY_S)
-    (stat_purge,) = enforcer.run_if_due()
+    stat_run = enforcer.run_if_due()
+    assert stat_run is not None
+    (stat_purge,) = stat_run.records
     assert (stat_purge.kind, stat_purge.count, stats.items) == ("stats", 1, {})
 
 
@@ -125,3 +131,30 @@ def test_frames_have_no_retention_setting(key: str) -> None:
     assert info.value.problems == [
         f"retention.{key} (c.yaml:3): unknown key (found 1); remove it or check its spelling"
     ]
+
+
+class BrokenStore(MemoryStore):
+    def list_items(self) -> list[StoredItem]:
+        raise OSError("disk gone")
+
+
+def test_a_failing_store_or_hook_does_not_stop_the_others() -> None:
+    clock = FakeClock(start=NOW)
+    good = MemoryStore("stats", [aged("stats", "old", 40)])
+    calls: list[str] = []
+
+    def failing_hook() -> object:
+        raise OSError("locked")
+
+    def quiet_hook() -> object:
+        calls.append("x")
+        return None
+
+    enforcer = RetentionEnforcer(RetentionConfig(), [BrokenStore("spool", []), good], clock,
+                                 hooks={"audit": failing_hook, "spool": quiet_hook})
+    run = enforcer.run()
+    assert run.failed == ["spool", "audit"]
+    assert good.items == {}
+    assert [r.count for r in run.records] == [1]
+    assert calls == ["x"]
+    assert run.reports == []
