@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps media demo test lint typecheck bench clean
+.PHONY: setup system-deps media demo test lint typecheck bench clean arm64-smoke
 
 system-deps:
 	@bash tools/system-deps.sh
@@ -32,6 +32,10 @@ test: setup media lint
 
 bench: setup media
 	$(VENV)/bin/emotion-agent bench
+
+# Not part of `make test`: needs root, debootstrap and qemu-user-static (docs/installing.md).
+arm64-smoke: setup media
+	bash tools/arm64-smoke
 
 clean:
 	rm -rf $(VENV) .cache samples .pytest_cache .mypy_cache .ruff_cache
