@@ -179,10 +179,33 @@ def _policy_rows(s: Stats) -> list[list[object]]:
     return rows
 
 
-def render_report(result: VerifyResult, key: Ed25519PublicKey) -> str:
-    s = collect(result.directory)
-    status = "VERIFIED" if result.ok else "VERIFICATION FAILED"
-    colour = "#176f2c" if result.ok else "#a11"
+def _details(entries: list[Entry]) -> list[list[object]]:
+    return [
+        [_t(e.ts_ms), e.index, e.kind, ", ".join(f"{k}={v}" for k, v in sorted(e.data.items()))]
+        for e in entries
+    ]
+
+
+def _setup_sections(s: Stats) -> list[str]:
+    """What ran and under which rules."""
+    software = [
+        [_t(e.ts_ms), e.index, e.data["boot"], e.data["software_version"], e.data["config_hash"],
+         "; ".join(f"{k}={v}" for k, v in sorted(e.data["model_hashes"].items()))]
+        for e in s.starts
+    ]
+    return [
+        "<h2>Software, models and configuration</h2>",
+        _table(["time (UTC)", "entry", "boot", "software", "config sha256", "models (sha256)"], software),
+        "<h2>Policy timeline</h2>",
+        _table(["time (UTC)", "entry", "why", "k", "window s", "audit days", "max lifetime ms",
+                "site", "DP ε×1000"], _policy_rows(s)),
+        "<h3>Configuration and privacy-mode changes</h3>",
+        _table(["time (UTC)", "entry", "kind", "detail"], _details(s.changes)),
+    ]
+
+
+def _activity_sections(s: Stats) -> list[str]:
+    """What happened to frames and windows, with plots."""
     hours = _hours(s.captured, s.published, s.suppressed)
     labels = [_t(h * HOUR_MS)[5:13] + "h" for h in hours]
     frames_svg = bar_chart(labels, [
@@ -196,44 +219,46 @@ def render_report(result: VerifyResult, key: Ed25519PublicKey) -> str:
     bins = [f"≤{b}" for b in LIFETIME_BINS] + [f">{LIFETIME_BINS[-1]}"]
     life_svg = bar_chart(bins, [("windows", "#6b46c1", [s.lifetimes[b] for b in bins])],
                          "Longest frame lifetime per window (ms)")
-    body = [
-        f'<h1>Audit report <span style="color:{colour}">{status}</span></h1>',
-        "<pre>" + _esc("\n".join(summary_lines(result))) + "</pre>",
-        "<h2>Device and key</h2>", _key_section(result, key, s),
-        "<h2>Software, models and configuration</h2>",
-        _table(["time (UTC)", "entry", "boot", "software", "config sha256", "models (sha256)"], [
-            [_t(e.ts_ms), e.index, e.data["boot"], e.data["software_version"], e.data["config_hash"],
-             "; ".join(f"{k}={v}" for k, v in sorted(e.data["model_hashes"].items()))]
-            for e in s.starts
-        ]),
-        "<h2>Policy timeline</h2>",
-        _table(["time (UTC)", "entry", "why", "k", "window s", "audit days", "max lifetime ms",
-                "site", "DP ε×1000"], _policy_rows(s)),
-        "<h3>Configuration and privacy-mode changes</h3>",
-        _table(["time (UTC)", "entry", "kind", "detail"], [
-            [_t(e.ts_ms), e.index, e.kind, ", ".join(f"{k}={v}" for k, v in sorted(e.data.items()))]
-            for e in s.changes
-        ]),
+    reasons = ", ".join(f"{k}: {v}" for k, v in sorted(s.reasons.items())) or "none"
+    return [
         "<h2>Frames processed per hour</h2>", frames_svg,
         f"<p>Total captured {sum(s.captured.values())}, analysed {sum(s.analysed.values())}; "
         f"pixel bytes persisted: <strong>{s.pixel_bytes}</strong>.</p>",
         "<h2>Frame lifetime distribution</h2>", life_svg,
         "<h2>Windows published vs suppressed</h2>", windows_svg,
         f"<p>{sum(s.published.values())} published, {sum(s.suppressed.values())} suppressed "
-        f"({', '.join(f'{k}: {v}' for k, v in sorted(s.reasons.items())) or 'none'}); "
-        f"{s.publishes} messages published.</p>",
+        f"({reasons}); {s.publishes} messages published.</p>",
+    ]
+
+
+def _retention_sections(s: Stats) -> list[str]:
+    purges = [
+        [_t(e.ts_ms), e.index, ", ".join(g["name"] for g in e.data["segments"]),
+         sum(g["count"] for g in e.data["segments"]), e.data["first_kept"], e.data["retention_days"]]
+        for e in s.purges
+    ]
+    return [
         "<h2>Retention purges</h2>",
         _table(["time (UTC)", "entry", "segments removed", "entries removed", "kept from",
-                "retention days"], [
-            [_t(e.ts_ms), e.index, ", ".join(g["name"] for g in e.data["segments"]),
-             sum(g["count"] for g in e.data["segments"]), e.data["first_kept"], e.data["retention_days"]]
-            for e in s.purges
-        ]),
+                "retention days"], purges),
         "<h2>Stops, errors and key events</h2>",
-        _table(["time (UTC)", "entry", "kind", "detail"], [
-            [_t(e.ts_ms), e.index, e.kind, ", ".join(f"{k}={v}" for k, v in sorted(e.data.items()))]
-            for e in s.incidents
-        ]),
+        _table(["time (UTC)", "entry", "kind", "detail"], _details(s.incidents)),
+    ]
+
+
+def render_report(result: VerifyResult, key: Ed25519PublicKey) -> str:
+    """The whole page; the verification result comes first, in words an auditor can quote."""
+    s = collect(result.directory)
+    status = "VERIFIED" if result.ok else "VERIFICATION FAILED"
+    colour = "#176f2c" if result.ok else "#a11"
+    body = [
+        f'<h1>Audit report <span style="color:{colour}">{status}</span></h1>',
+        "<pre>" + _esc("\n".join(summary_lines(result))) + "</pre>",
+        "<h2>Device and key</h2>",
+        _key_section(result, key, s),
+        *_setup_sections(s),
+        *_activity_sections(s),
+        *_retention_sections(s),
     ]
     return _PAGE.format(body="\n".join(body), generated=_esc(str(result.directory)))
 

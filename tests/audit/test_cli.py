@@ -1,0 +1,159 @@
+"""`emotion-agent audit verify` / `audit report` as an auditor runs them."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.cli import main
+from agent.clock import FakeClock
+from agent.crypto import public_jwk
+
+from .conftest import OpenLog
+from .helpers import fill, start, window
+
+
+@pytest.fixture
+def exported(open_log: OpenLog, clock: FakeClock, tmp_path: Path, key: Ed25519PrivateKey) -> Path:
+    """A closed log plus the device's public key as a JWK file."""
+    log = open_log(checkpoint_every_entries=5)
+    fill(log, clock, 6)
+    log.append("privacy_mode", {"mode": "paused", "source": "mqtt"})
+    log.append("window", window(people=2, published=False, suppressed="below_k"))
+    log.append("policy_change", {"policy": start()["policy"] | {"min_people": 6}, "reason": "operator"})
+    log.append("stop", {"reason": "shutdown", "uptime_ms": 360_000})
+    log.close()
+    (tmp_path / "device.pub.jwk").write_text(json.dumps(public_jwk(key.public_key())))
+    return tmp_path
+
+
+def test_verify_prints_ok_and_exits_0(exported: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["audit", "verify", str(exported / "audit"), "--pubkey", str(exported / "device.pub.jwk")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "entries: 0..25 in 3 segment(s)" in out
+    assert out.rstrip().endswith("OK: every entry, checkpoint and invariant verified")
+
+
+def test_verify_names_the_first_bad_entry_and_exits_2(
+    exported: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seg = exported / "audit/segment-000000000010.jsonl"
+    seg.write_bytes(seg.read_bytes().replace(b'"people":7', b'"people":3', 1))
+    code = main(["audit", "verify", str(exported / "audit"), "--pubkey", str(exported / "device.pub.jwk")])
+    out = capsys.readouterr().out
+    assert code == 2
+    fail = next(line for line in out.splitlines() if line.startswith("FAIL: "))
+    assert re.fullmatch(
+        r"FAIL: segment-000000000010\.jsonl line \d+ \(entry \d+\): window published with 3 people, "
+        r"fewer than k = 5",
+        fail,
+    )
+
+
+def test_verify_reads_external_checkpoints_from_json_lines(
+    exported: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first_note = "".join((exported / "audit/checkpoints.log").read_text().splitlines(keepends=True)[:5])
+    ext = exported / "retained.jsonl"
+    ext.write_text(
+        json.dumps({"topic": "x/audit/checkpoint", "payload": {"body": {"note": first_note}}}) + "\n"
+    )
+    code = main(
+        [
+            "audit",
+            "verify",
+            str(exported / "audit"),
+            "--pubkey",
+            str(exported / "device.pub.jwk"),
+            "--checkpoints",
+            str(ext),
+        ]
+    )
+    assert code == 0
+    assert "1 external" in capsys.readouterr().out
+
+
+def test_verify_of_a_missing_folder_is_a_clear_input_error(
+    tmp_path: Path, key: Ed25519PrivateKey, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "k.jwk").write_text(json.dumps(public_jwk(key.public_key())))
+    code = main(["audit", "verify", str(tmp_path / "nope"), "--pubkey", str(tmp_path / "k.jwk")])
+    assert code == 2
+    assert "nope: not a directory (give the audit folder, e.g. state_dir/audit)" in capsys.readouterr().err
+
+
+def test_report_is_one_self_contained_page_with_plots(
+    exported: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = exported / "report.html"
+    code = main(
+        [
+            "audit",
+            "report",
+            str(exported / "audit"),
+            "--pubkey",
+            str(exported / "device.pub.jwk"),
+            "-o",
+            str(out),
+        ]
+    )
+    page = out.read_text()
+    assert code == 0
+    assert "VERIFIED" in page
+    assert page.count("<svg") == 3
+    assert "<script" not in page
+    assert re.findall(r"(?:src|href)=", page) == []
+    assert "lobby-1" in page
+    assert "ab" * 32 in page  # model hash
+    assert "operator" in page  # the policy change
+    assert "mode=paused" in page
+    assert "<td>6</td>" in page  # the new k in the policy timeline
+    assert "report written (verified)" in capsys.readouterr().err
+
+
+def test_report_of_a_tampered_log_says_so_and_exits_2(exported: Path) -> None:
+    (exported / "audit/segment-000000000000.jsonl").unlink()
+    out = exported / "report.html"
+    code = main(
+        [
+            "audit",
+            "report",
+            str(exported / "audit"),
+            "--pubkey",
+            str(exported / "device.pub.jwk"),
+            "-o",
+            str(out),
+        ]
+    )
+    assert code == 2
+    page = out.read_text()
+    assert "VERIFICATION FAILED" in page
+    assert "no purge entry records their removal" in page
+
+
+def test_the_installed_command_exits_0_on_a_good_log(exported: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "audit",
+            "verify",
+            str(exported / "audit"),
+            "--pubkey",
+            str(exported / "device.pub.jwk"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "OK:" in done.stdout
