@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "agent.commands.keys_cmds",
     "agent.commands.verify",
     "agent.commands.audit_cmds",
+    "agent.commands.bench",
     "agent.commands.analyze",
 ]
 

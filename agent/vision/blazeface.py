@@ -59,24 +59,30 @@ class RawDetections:
         return int(self.scores.shape[0])
 
 
+def empty() -> RawDetections:
+    return RawDetections(
+        np.zeros((0, 4), np.float32), np.zeros((0, NUM_KEYPOINTS, 2), np.float32), np.zeros(0, np.float32)
+    )
+
+
 def decode(
     regressors: F32, classificators: F32, anchors: F32, *, scale: float, min_score: float, score_clip: float
 ) -> RawDetections:
     """Keep anchors whose sigmoid score reaches ``min_score`` and decode only those."""
-    logits = np.clip(classificators.reshape(-1), -score_clip, score_clip)
-    # sigmoid(x) >= t  <=>  x >= logit(t): threshold before the exp, on the raw logits
-    keep = np.flatnonzero(logits >= np.log(min_score / (1.0 - min_score)))
-    scores = (1.0 / (1.0 + np.exp(-logits[keep]))).astype(np.float32)
+    logits = classificators.reshape(-1)
+    # sigmoid(x) >= t  <=>  x >= logit(t): threshold on the raw logits, before any exp
+    keep = np.flatnonzero(logits >= np.float32(np.log(min_score / (1.0 - min_score))))
+    if keep.size == 0:
+        return empty()
+    kept = np.clip(logits[keep], -score_clip, score_clip)
+    scores = (1.0 / (1.0 + np.exp(-kept))).astype(np.float32)
     raw = regressors.reshape(-1, 2 + NUM_KEYPOINTS, 2)[keep] / np.float32(scale)
-    a = anchors[keep][:, None, :]
-    centre = raw[:, 0, :] + a[:, 0, :]
+    raw[:, 2:, :] += anchors[keep][:, None, :]
+    raw[:, 0, :] += anchors[keep]
     half = raw[:, 1, :] / 2.0
-    boxes = np.concatenate([centre - half, centre + half], axis=1)
-    keypoints = raw[:, 2:, :] + a
-    valid = np.all(boxes[:, 2:] > boxes[:, :2], axis=1)
-    return RawDetections(
-        boxes[valid].astype(np.float32), keypoints[valid].astype(np.float32), scores[valid]
-    )
+    boxes = np.concatenate([raw[:, 0, :] - half, raw[:, 0, :] + half], axis=1)
+    valid = np.all(half > 0, axis=1)
+    return RawDetections(boxes[valid], raw[valid, 2:, :], scores[valid])
 
 
 def iou(box: F32, boxes: F32) -> F32:
@@ -94,6 +100,8 @@ def iou(box: F32, boxes: F32) -> F32:
 def weighted_nms(raw: RawDetections, threshold: float, max_out: int) -> RawDetections:
     """MediaPipe's weighted NMS: each kept face is the score-weighted mean of its overlapping
     candidates (box and keypoints), with the best candidate's score."""
+    if len(raw) == 0:
+        return raw
     order = np.argsort(-raw.scores, kind="stable")
     boxes, kps, scores = raw.boxes[order], raw.keypoints[order], raw.scores[order]
     remaining = np.arange(len(scores))
@@ -111,9 +119,7 @@ def weighted_nms(raw: RawDetections, threshold: float, max_out: int) -> RawDetec
         out_s.append(float(scores[top]))
         remaining = remaining[~overlap]
     if not out_s:
-        return RawDetections(
-            np.zeros((0, 4), np.float32), np.zeros((0, NUM_KEYPOINTS, 2), np.float32), np.zeros(0, np.float32)
-        )
+        return empty()
     return RawDetections(
         np.stack(out_b).astype(np.float32), np.stack(out_k).astype(np.float32), np.array(out_s, np.float32)
     )

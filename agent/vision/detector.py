@@ -65,27 +65,54 @@ class FaceDetector:
         anchors.flags.writeable = False
         self.anchors = anchors
         self._canvas = np.zeros((self.size, self.size, 3), np.uint8)
-        self._tensor = np.zeros((1, self.size, self.size, 3), np.float32)
+        self._rgb = np.zeros((self.size, self.size, 3), np.uint8)
         self._resized: dict[tuple[int, int], Pixels] = {}
 
-    def _letterbox(self, pixels: Pixels) -> Placement:
-        p = Placement.fit(pixels.shape[1], pixels.shape[0], self.size)
-        buf = self._resized.get((p.w, p.h))
+    def _buffer(self, w: int, h: int) -> Pixels:
+        """A scratch image of w x h, allocated once per size and zeroed by ``clear``."""
+        buf = self._resized.get((w, h))
         if buf is None:
-            buf = self._resized.setdefault((p.w, p.h), np.zeros((p.h, p.w, 3), np.uint8))
-        shrink = p.w < pixels.shape[1]
-        cv2.resize(pixels, (p.w, p.h), dst=buf, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+            buf = self._resized.setdefault((w, h), np.zeros((h, w, 3), np.uint8))
+        return buf
+
+    def _resize(self, src: Pixels, w: int, h: int, interpolation: int) -> Pixels:
+        out = self._buffer(w, h)
+        cv2.resize(src, (w, h), dst=out, interpolation=interpolation)
+        return out
+
+    def _shrink(self, pixels: Pixels, w: int, h: int) -> Pixels:
+        """Resize to w x h without aliasing, cheaply (OpenCV's INTER_AREA is slow for
+        non-integer ratios): halve while at least 4x too big, bilinear to exactly 2x, then
+        halve once more (a 2 x 2 mean). Each step scales continuous coordinates by its own size
+        ratio, so together they scale by exactly w / W and h / H."""
+        src = pixels
+        linear = cv2.INTER_LINEAR
+        while src.shape[1] // 2 >= 2 * w and src.shape[0] // 2 >= 2 * h:
+            src = self._resize(src, src.shape[1] // 2, src.shape[0] // 2, linear)
+        if src.shape[1] >= 2 * w and src.shape[0] >= 2 * h:
+            if src.shape[1] != 2 * w or src.shape[0] != 2 * h:
+                src = self._resize(src, 2 * w, 2 * h, linear)
+            return self._resize(src, w, h, linear)
+        if src.shape[1] == w and src.shape[0] == h:
+            return src
+        return self._resize(src, w, h, cv2.INTER_AREA if src.shape[1] > w else linear)
+
+    def _letterbox(self, pixels: Pixels) -> Placement:
+        """Resize, pad with black, BGR -> RGB and [0, 255] -> [-1, 1] into the model's input."""
+        p = Placement.fit(pixels.shape[1], pixels.shape[0], self.size)
+        resized = self._shrink(pixels, p.w, p.h)
         self._canvas.fill(0)
-        self._canvas[p.y : p.y + p.h, p.x : p.x + p.w] = buf
-        # BGR -> RGB and [0, 255] -> [-1, 1] in one pass into the preallocated tensor
-        np.multiply(self._canvas[..., ::-1], np.float32(1 / 127.5), out=self._tensor[0], casting="unsafe")
-        self._tensor -= np.float32(1.0)
+        self._canvas[p.y : p.y + p.h, p.x : p.x + p.w] = resized
+        cv2.cvtColor(self._canvas, cv2.COLOR_BGR2RGB, dst=self._rgb)
+        self.model.fill_input(
+            lambda a: cv2.addWeighted(self._rgb, 1 / 127.5, self._rgb, 0.0, -1.0, dst=a[0], dtype=cv2.CV_32F)
+        )
         return p
 
     def detect(self, pixels: Pixels) -> list[Detection]:
         """Faces in a BGR frame, best first. Scratch buffers still hold pixels until ``clear``."""
         placement = self._letterbox(pixels)
-        outputs = self.model.run(self._tensor)
+        outputs = self.model.run_in_place()
         regressors = next(o for o in outputs if o.shape[-1] == 16)
         scores = next(o for o in outputs if o.shape[-1] == 1)
         raw = decode(
@@ -99,7 +126,7 @@ class FaceDetector:
         ]
 
     def scratch(self) -> list[npt.NDArray[np.generic]]:
-        return [self._canvas, self._tensor, *self._resized.values()]
+        return [self._canvas, self._rgb, *self._resized.values()]
 
     def clear(self) -> None:
         """Zero every buffer that held pixels, including the interpreter's input tensor."""

@@ -36,7 +36,6 @@ class EmotionClassifier:
         self._work = {k: np.zeros((CROP * k, CROP * k, 3), np.uint8) for k in (1, 2, 4)}
         self._small = np.zeros((CROP, CROP, 3), np.uint8)
         self._grey = np.zeros((CROP, CROP), np.uint8)
-        self._tensor = np.zeros((1, CROP, CROP, 1), np.float32)
 
     def align(self, pixels: Pixels, det: Detection) -> npt.NDArray[np.uint8]:
         """The eye-levelled 64 x 64 grey crop of ``det`` (a scratch buffer, zeroed by ``clear``)."""
@@ -66,9 +65,12 @@ class EmotionClassifier:
 
     def classify(self, grey: npt.NDArray[np.uint8]) -> tuple[tuple[str, float], ...]:
         """(label, probability) over the manifest's labels, summing to 1."""
-        np.multiply(grey, np.float32(1 / 127.5), out=self._tensor[0, :, :, 0], casting="unsafe")
-        self._tensor -= np.float32(1.0)
-        (out,) = self.model.run(self._tensor)
+        self.model.fill_input(
+            lambda a: cv2.addWeighted(
+                grey, 1 / 127.5, grey, 0.0, -1.0, dst=a.reshape(CROP, CROP), dtype=cv2.CV_32F
+            )
+        )
+        (out,) = self.model.run_in_place()
         p = out.reshape(-1).astype(np.float64)
         if not self.spec.softmax_output:
             e = np.exp(p - p.max())
@@ -78,7 +80,7 @@ class EmotionClassifier:
         return tuple((label, round(float(v), 4)) for label, v in zip(self.labels, p, strict=True))
 
     def scratch(self) -> list[npt.NDArray[np.generic]]:
-        return [*self._work.values(), self._small, self._grey, self._tensor]
+        return [*self._work.values(), self._small, self._grey]
 
     def clear(self) -> None:
         for buf in self.scratch():

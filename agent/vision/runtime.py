@@ -66,6 +66,17 @@ class Model:
     def run(self, tensor: F32) -> list[F32]:
         """Copy ``tensor`` in, invoke, and return copies of every output."""
         self._it.set_tensor(self.input_index, tensor)
+        return self.run_in_place()
+
+    def fill_input(self, write: Callable[[F32], object]) -> None:
+        """Let ``write`` fill the input tensor in place (no copy). The view is dropped before
+        returning, since the runtime refuses to invoke while a view of its memory is alive."""
+        view = self._it.tensor(self.input_index)
+        write(view())
+        del view
+
+    def run_in_place(self) -> list[F32]:
+        """Invoke on the input as it is and return copies of every output."""
         self._it.invoke()
         return [self._it.get_tensor(i) for i in self.output_indices]
 
@@ -75,9 +86,7 @@ class Model:
 
     def zero_input(self) -> None:
         """Overwrite the interpreter's input tensor, which held pixels, with zeros."""
-        view = self._it.tensor(self.input_index)
-        view().fill(0)
-        del view
+        self.fill_input(lambda a: a.fill(0))
 
     def input_is_zero(self) -> bool:
         view = self._it.tensor(self.input_index)

