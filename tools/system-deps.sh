@@ -6,8 +6,10 @@ have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok ins
 for pkg in python3-venv mosquitto mosquitto-clients strace mtools dosfstools openssl systemd; do
   have "$pkg" || need+=("$pkg")
 done
-# pyenv or other non-Debian Pythons bring their own venv module.
-if python3 -c 'import venv, ensurepip' 2>/dev/null; then
+# pyenv or other non-Debian Pythons bring their own venv module; tools/install (and its test)
+# also makes a venv with Debian's /usr/bin/python3, so that one must have it too.
+if python3 -c 'import venv, ensurepip' 2>/dev/null \
+   && /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null; then
   need=("${need[@]/python3-venv}")
 fi
 pkgs=()
