@@ -1,0 +1,173 @@
+"""The keygen, pubkey and verify commands: output, exit codes (0 ok, 1 rejected, 2 bad input)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import x25519
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.cli import main
+from agent.crypto import MemorySequenceStore, Signer, encode, load_private_key
+
+TOPIC = "emotion-agent/lobby-1/stats"
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Path:
+    assert main(["keygen", "--out", str(tmp_path / "keys")]) == 0
+    return tmp_path / "keys"
+
+
+def _signer(keys: Path) -> Signer:
+    return Signer("lobby-1", load_private_key(keys / "device.key"), store=MemorySequenceStore())
+
+
+def _lines(tmp_path: Path, *lines: Any) -> str:
+    path = tmp_path / "messages.jsonl"
+    path.write_text("".join((x if isinstance(x, str) else encode(x).decode()) + "\n" for x in lines))
+    return str(path)
+
+
+def _verify(keys: Path, *args: str) -> int:
+    return main(["verify", "--pubkey", str(keys / "device.pub.jwk"), *args])
+
+
+def test_keygen_prints_the_kid_and_refuses_a_second_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = tmp_path / "k"
+    assert main(["keygen", "--out", str(keys)]) == 0
+    kid = json.loads((keys / "device.pub.jwk").read_text())["kid"]
+    assert f"kid: {kid}" in capsys.readouterr().out
+    assert main(["keygen", "--out", str(keys)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("emotion-agent: error: ")
+    assert "device.key, device.pub.jwk, device.pub.b64 already exist(s); keygen never overwrites" in err
+
+
+def test_pubkey_prints_what_keygen_wrote(keys: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert main(["pubkey", "--key", str(keys / "device.key")]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads((keys / "device.pub.jwk").read_text())
+    assert main(["pubkey", "--key", str(keys / "device.key"), "--format", "b64"]) == 0
+    assert capsys.readouterr().out == (keys / "device.pub.b64").read_text()
+
+
+def test_pubkey_refuses_a_key_others_can_read_with_exit_2(
+    keys: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (keys / "device.key").chmod(0o644)
+    assert main(["pubkey", "--key", str(keys / "device.key")]) == 2
+    assert "device.key: device private key has mode 0644, readable beyond its owner; run `chmod 600" in (
+        capsys.readouterr().err
+    )
+
+
+def test_all_good_messages_exit_0(keys: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    signer = _signer(keys)
+    path = _lines(tmp_path, *[signer.sign("stats", TOPIC, {"n": i}) for i in range(5)])
+    assert _verify(keys, "--topic", "emotion-agent/+/stats", path) == 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "verify: 5 message(s): 5 ok, 0 rejected, 0 malformed; 0 gap(s), 0 missing" in captured.err
+    assert "topic binding not checked" not in captured.err
+
+
+def test_bare_envelopes_without_topic_warn_that_binding_was_not_checked(
+    keys: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _lines(tmp_path, _signer(keys).sign("stats", TOPIC, {}))
+    assert _verify(keys, path) == 0
+    assert "warning: topic binding not checked for 1 message(s)" in capsys.readouterr().err
+
+
+def test_replay_gap_and_wrong_topic_exit_1_with_one_line_each(
+    keys: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    signer = _signer(keys)
+    one, _, three, four = (signer.sign("stats", TOPIC, {"n": i}) for i in range(4))
+    moved = json.dumps({"topic": "emotion-agent/lobby-1/alert", "payload": encode(four).decode()})
+    path = _lines(tmp_path, one, three, one, moved)
+    assert _verify(keys, path) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "line 2: gap [dev lobby-1 boot 1]: seq 2 missing (1 message(s)) before seq 3"
+    assert out[1].startswith("line 3: rejected [dev lobby-1 boot 1 seq 1]: replay: seq 1 was already")
+    assert out[2] == (
+        "line 4: rejected [dev lobby-1 boot 1 seq 4]: signed for topic "
+        "'emotion-agent/lobby-1/stats' but arrived on 'emotion-agent/lobby-1/alert'"
+    )
+    assert len(out) == 3
+
+
+def test_allow_gaps_reports_but_passes(
+    keys: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    signer = _signer(keys)
+    first, _, third = (signer.sign("stats", TOPIC, {}) for _ in range(3))
+    assert _verify(keys, "--allow-gaps", "--topic", TOPIC, _lines(tmp_path, first, third)) == 0
+    assert "gap" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ('{"v": 1, "body": {"share": 0.5}}', "line 1: malformed: number 0.5 is not an integer"),
+        ("{not json", "line 1: malformed: not valid JSON: Expecting property name enclosed in double quotes"),
+    ],
+)
+def test_malformed_input_exits_2(
+    keys: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], line: str, reason: str
+) -> None:
+    assert _verify(keys, _lines(tmp_path, line)) == 2
+    assert capsys.readouterr().out.startswith(reason)
+
+
+def test_unusable_public_keys_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    x = x25519.X25519PrivateKey.generate().public_key()
+    pem = x.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    (tmp_path / "x.pem").write_bytes(pem)
+    assert main(["verify", "--pubkey", str(tmp_path / "x.pem"), str(tmp_path / "none")]) == 2
+    assert "x.pem: is an X25519 public key; device keys are Ed25519" in capsys.readouterr().err
+    assert main(["verify", "--pubkey", str(tmp_path / "missing.jwk")]) == 2
+    assert "missing.jwk: public key file not found" in capsys.readouterr().err
+    (tmp_path / "short.b64").write_text("AAAA\n")
+    assert main(["verify", "--pubkey", str(tmp_path / "short.b64")]) == 2
+    assert "short.b64: base64 decodes to 3 bytes; a raw Ed25519 key has 32" in capsys.readouterr().err
+
+
+def test_unreadable_message_file_exits_2(
+    keys: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _verify(keys, str(tmp_path / "nope.jsonl")) == 2
+    assert "nope.jsonl: cannot read: No such file or directory" in capsys.readouterr().err
+
+
+def test_pem_and_raw_base64_public_keys_work_too(keys: Path, tmp_path: Path) -> None:
+    public = load_private_key(keys / "device.key").public_key()
+    pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    (tmp_path / "k.pem").write_bytes(pem)
+    path = _lines(tmp_path, _signer(keys).sign("stats", TOPIC, {}))
+    for key in (tmp_path / "k.pem", keys / "device.pub.b64"):
+        assert main(["verify", "--pubkey", str(key), "--topic", TOPIC, path]) == 0
+
+
+def test_real_entry_point_reads_stdin_and_exits_1_for_a_forgery(keys: Path) -> None:
+    good = _signer(keys).sign("stats", TOPIC, {"n": 1})
+    rogue = Signer("lobby-1", Ed25519PrivateKey.generate(), store=MemorySequenceStore())
+    forged = rogue.sign("stats", TOPIC, {})
+    forged["kid"] = good["kid"]
+    stdin = encode(good).decode() + "\n" + json.dumps(forged) + "\n"
+    run = subprocess.run(
+        [sys.executable, "-m", "agent", "verify", "--pubkey", str(keys / "device.pub.jwk"), "--topic", TOPIC],
+        input=stdin, capture_output=True, text=True, check=False, timeout=60,
+    )
+    assert run.returncode == 1
+    assert run.stdout.startswith("line 2: rejected [dev lobby-1 boot 1 seq 1]: signature does not verify")
+    assert "2 message(s): 1 ok, 1 rejected" in run.stderr
