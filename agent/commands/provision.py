@@ -128,6 +128,11 @@ def provision(args: argparse.Namespace) -> int:
         lines.append(bundle.verifier_line())
         fields = {"device_id": device_id, "kid": bundle.signing.kid}
         logger.info("device provisioned", extra={"fields": fields})
+    if len(args.boot) != len(ids):
+        print(
+            f"staged in {args.boot[0]}: these folders hold private keys; copy each <device>/emotion-agent/ "
+            "onto its card's boot partition, then delete the staging folder"
+        )
     print("verifier list lines (device id, kid, public key):")
     for line in lines:
         print(line)

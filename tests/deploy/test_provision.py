@@ -141,6 +141,7 @@ def test_batch_stages_one_bundle_per_device_with_distinct_keys(
     assert code == 0
     out, _ = capfd.readouterr()
     assert sorted(p.name for p in stage.iterdir()) == ["lobby-01", "lobby-02", "lobby-03"]
+    assert f"staged in {stage}: these folders hold private keys" in out
     lines = [json.loads(x) for x in verifiers.read_text().splitlines()]
     assert [x["device_id"] for x in lines] == ["lobby-01", "lobby-02", "lobby-03"]
     assert len({x["kid"] for x in lines}) == 3
