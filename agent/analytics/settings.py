@@ -21,14 +21,14 @@ class TrackerSettings(Section):
 
     iou_threshold: float = Field(0.3, gt=0, le=1, title="Least box overlap (IoU) that continues a track")
     max_centre_distance: float = Field(
-        0.5,
+        1.0,
         ge=0,
         le=5,
         title="Largest centre jump, in face widths, that continues a track",
         description="Used when boxes do not overlap enough (fast motion, low frame rate).",
     )
     forget_seconds: float = Field(
-        3.0, gt=0, le=60, title="Seconds after a face leaves before its track is forgotten"
+        5.0, gt=0, le=60, title="Seconds after a face leaves before its track is forgotten"
     )
     max_tracks: int = Field(
         64,

@@ -240,3 +240,17 @@ def test_flush_closes_only_an_open_window_and_dp_off_means_no_noise(clock: FakeC
     assert isinstance(r, WindowReport)
     assert r.noise is False
     assert r.epsilon_micro is None
+
+
+def test_a_track_votes_once_with_its_latest_smoothed_emotion(clock: FakeClock) -> None:
+    """Sad for 2 frames then happy for 8: one vote, for happy (the life-long mean at the end)."""
+    agg = WindowAggregator(cfg(min_people=2), clock)
+    tracker = Tracker(TrackerSettings(), clock, rng=seeded(0))
+    for i in range(10):
+        t = T0 + i * 0.2
+        label = "sad" if i < 2 else "happy"
+        views = tracker.update([face(x=0.1, label=label), face(x=0.6, label="fear")], t)
+        agg.add_frame(t, views, FrameCounters())
+    (r,) = agg.flush(T0 + 60)
+    assert r.votes is not None
+    assert (r.votes["happy"], r.votes["sad"], r.votes["fear"], r.people) == (1, 0, 1, 2)
