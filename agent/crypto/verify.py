@@ -11,6 +11,7 @@ reveals them. Every outcome carries one precise reason.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ REPLAY_MEMORY = 4096
 """Sequence numbers remembered per stream to tell a replay from a reordering."""
 
 Status = Literal["ok", "rejected", "malformed"]
+
+_TST = re.compile(r"^(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?)Z?(?P<offset>Z|[+-]\d\d:?\d\d)?$")
 
 
 class Rejected(Exception):
@@ -312,16 +315,26 @@ def _unwrap(obj: Mapping[str, Any]) -> tuple[str, int | None]:
         if type(received) is not int or not 0 <= received <= MAX_SAFE_INT:
             raise PayloadError("'received_ms' must be an integer count of ms since the epoch")
         return topic, received
-    tst = obj.get("tst")
-    if isinstance(tst, str):
-        try:
-            when = dt.datetime.fromisoformat(tst)
-        except ValueError as exc:
-            raise PayloadError(f"'tst' {tst!r} is not an ISO 8601 time") from exc
-        if when.tzinfo is None:
-            raise PayloadError(f"'tst' {tst!r} has no UTC offset")
-        return topic, int(when.timestamp() * 1000)
-    return topic, None
+    return topic, _tst_ms(obj.get("tst"))
+
+
+def _tst_ms(tst: object) -> int | None:
+    """mosquitto_sub's ``tst`` in ms, or None if absent or unreadable (the clock is used then).
+
+    mosquitto 2.0.11 prints ``2026-11-23T19:48:59.238905Z+0000``: local time, a stray ``Z``
+    and the real offset; the ``Z`` is dropped when an offset follows.
+    """
+    if not isinstance(tst, str):
+        return None
+    match = _TST.match(tst)
+    if match is None:
+        return None
+    text = match["time"] + (match["offset"] if match["offset"] not in (None, "Z") else "+00:00")
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return int(when.timestamp() * 1000)
 
 
 def verify_stream(lines: Iterable[str | bytes], verifier: Verifier) -> Iterator[tuple[int, Result]]:
