@@ -406,6 +406,8 @@ class MqttOutput:
         if old is None or self._protocol == MQTTProtocolVersion.MQTTv311:
             return
         logger.warning("the broker refused MQTT 5; falling back to MQTT 3.1.1")
+        old.on_disconnect = None
+        old.on_connect = None
         old.disconnect()
         old.loop_stop()
         self._protocol = MQTTProtocolVersion.MQTTv311

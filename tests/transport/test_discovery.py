@@ -36,9 +36,9 @@ def render(component: str, body: dict[str, Any], **envelope: Any) -> str:
     return ENV.from_string(template).render(value_json=value_json, value=json.dumps(value_json))
 
 
-WINDOW = {"people": 12, "suppressed": False, "shares_pm": {"happy": 415, "neutral": 500, "angry": 85},
+WINDOW = {"people": 12, "suppressed": None, "shares_pm": {"happy": 415, "neutral": 500, "angry": 85},
           "valence_milli": 250, "arousal_milli": -125}
-SUPPRESSED = {"people": 3, "suppressed": True, "shares_pm": None, "valence_milli": None,
+SUPPRESSED = {"people": 3, "suppressed": "below_k", "shares_pm": None, "valence_milli": None,
               "arousal_milli": None}
 
 

@@ -337,3 +337,45 @@ def test_a_message_the_acl_forbids_is_dropped_reported_and_does_not_block_the_re
         ("refused_by_broker", 1, {"emotion-agent/other-device/stats": 1})
     ]
     assert out.health().to_body()["spool_dropped"] == 1
+
+
+CONNECTED_AGENT = """
+import sys, time
+from pathlib import Path
+from agent.clock import SystemClock
+from agent.transport.link import LinkState
+from agent.transport.mqtt import MqttOutput
+from agent.transport.settings import MqttConfig
+cfg = MqttConfig.model_validate_json(Path(sys.argv[1]).read_text())
+out = MqttOutput(cfg, device_id="lobby-1", state_dir=Path(sys.argv[2]), spool_days=7, clock=SystemClock())
+out.start()
+while out.state != LinkState.CONNECTED:
+    time.sleep(0.05)
+print("connected", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.slow
+def test_the_broker_publishes_the_retained_offline_will_when_the_agent_dies(
+    broker: Broker, tmp_path: Path
+) -> None:
+    cfg = settings(broker, tmp_path)
+    (tmp_path / "cfg.json").write_text(cfg.model_dump_json())
+    with dashboard(broker, [f"{BASE}/status"]) as sub:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CONNECTED_AGENT, str(tmp_path / "cfg.json"), str(tmp_path / "state")],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "connected"
+        sub.wait_for(f"{BASE}/status", 1)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        proc.stdout.close()
+        statuses = [m.payload for m in sub.wait_for(f"{BASE}/status", 2, timeout=15)]
+    assert statuses == [b"online", b"offline"]
+    with dashboard(broker, [f"{BASE}/status"], client_id="late-reader") as late:
+        (retained,) = late.wait_for(f"{BASE}/status")
+    assert (retained.payload, retained.retain) == (b"offline", True)
