@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -115,3 +118,30 @@ def test_rotation_is_signed_by_the_old_key_and_switches(key: Ed25519PrivateKey) 
     after = signer.sign("stats", TOPIC, {})
     assert after["kid"] == kid_for(new.public_key())
     assert after["seq"] == announce["seq"] + 1
+
+
+def test_concurrent_signing_hands_out_each_seq_once(key: Ed25519PrivateKey, tmp_path: Path) -> None:
+    with Signer("lobby-1", key, tmp_path, block=3) as signer, ThreadPoolExecutor(4) as pool:
+        seqs = list(pool.map(lambda _: signer.sign("stats", TOPIC, {})["seq"], range(200)))
+    assert sorted(seqs) == list(range(1, 201))
+
+
+def test_crypto_is_pure_logic_and_does_nothing_at_import() -> None:
+    """Importing and using agent.crypto works with cv2, LiteRT, paho and picamera2 blocked."""
+    code = (
+        "import sys\n"
+        "for name in ('cv2', 'ai_edge_litert', 'tflite_runtime', 'paho', 'paho.mqtt', 'picamera2'):\n"
+        "    sys.modules[name] = None\n"
+        "import os; before = dict(os.environ)\n"
+        "import agent.crypto, agent.commands.verify, agent.commands.keys_cmds\n"
+        "assert dict(os.environ) == before\n"
+        "from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey\n"
+        "k = Ed25519PrivateKey.generate()\n"
+        "s = agent.crypto.Signer('d', k, store=agent.crypto.MemorySequenceStore())\n"
+        "assert agent.crypto.Verifier([k.public_key()]).check(agent.crypto.encode(s.sign('t', 'a', {}))).ok\n"
+        "print('pure')\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert run.stdout == "pure\n", run.stderr
