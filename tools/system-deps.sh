@@ -3,7 +3,7 @@
 set -euo pipefail
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for pkg in python3-venv mosquitto mosquitto-clients strace mtools dosfstools openssl systemd; do
+for pkg in python3-venv mosquitto mosquitto-clients strace mtools dosfstools openssl systemd tzdata; do
   have "$pkg" || need+=("$pkg")
 done
 # pyenv or other non-Debian Pythons bring their own venv module; tools/install (and its test)

@@ -9,10 +9,13 @@ see docs/policy.md and REFERENCE.md.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING
+
+import rfc8785
 
 from agent.errors import InputError
 from agent.privacy.settings import SiteConfig
@@ -185,6 +188,19 @@ def require_allowed(cfg: AgentConfig, today: date | None = None) -> PolicyDecisi
     if not decision.allowed:
         raise PolicyRefused(decision)
     return decision
+
+
+def policy_digest(cfg: AgentConfig) -> str:
+    """SHA-256 of the canonical JSON (RFC 8785) of ``site``, ``policy`` and ``retention``.
+
+    On reload the service compares digests: a change re-runs ``require_allowed`` and is
+    written to the audit log as a policy change; anything else in the config does not count.
+    """
+    sections = {name: getattr(cfg, name).model_dump(mode="json") for name in POLICY_SECTIONS}
+    return hashlib.sha256(rfc8785.dumps(sections)).hexdigest()
+
+
+POLICY_SECTIONS = ("site", "policy", "retention")
 
 
 def _place(context: str) -> str:

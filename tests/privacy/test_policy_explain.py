@@ -96,3 +96,13 @@ def test_cli_reports_a_bad_config_as_a_config_error(tmp_path: Path) -> None:
     proc = run_cli("policy", "explain", "-c", str(path))
     assert proc.returncode == 2
     assert f"retention.frames_days ({path}:2): unknown key (found 0)" in proc.stderr
+
+
+def test_the_documented_example_config_loads_and_is_allowed() -> None:
+    doc = (ROOT / "docs" / "policy.md").read_text()
+    block = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    cfg = parse_config("device_id: doc-example\n" + block, "docs/policy.md")
+    decision = evaluate_policy(cfg, date(2026, 11, 23))
+    assert decision.allowed, decision.explain()
+    assert cfg.policy.schedule is not None
+    assert cfg.policy.schedule.hours["mon"] == ["08:00-12:30", "13:30-20:00"]

@@ -11,7 +11,14 @@ import pytest
 
 from agent.config import load_config, parse_config
 from agent.errors import EXIT_INPUT, InputError
-from agent.privacy.policy import PolicyRefused, evaluate_policy, evaluate_site, in_eu, require_allowed
+from agent.privacy.policy import (
+    PolicyRefused,
+    evaluate_policy,
+    evaluate_site,
+    in_eu,
+    policy_digest,
+    require_allowed,
+)
 from agent.privacy.settings import SiteConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -141,3 +148,13 @@ def test_example_lobby_config_passes_the_policy() -> None:
     decision = evaluate_policy(cfg, today=date(2026, 11, 23))
     assert decision.allowed, decision.explain()
     assert decision.applied_rules == ("eu-ai-act-art5-1f", "eu-ai-act-art50-3", "no-sensitive-attributes")
+
+
+def test_policy_digest_changes_with_policy_sections_only() -> None:
+    base = "device_id: a\nsite: {jurisdiction: US}\n"
+    digest = policy_digest(parse_config(base))
+    assert policy_digest(parse_config(base + "camera: {fps: 2}\n")) == digest
+    zoned = base + "policy:\n  zones: [{name: desk, polygon: [[0, 0], [0.5, 0], [0.5, 0.5]]}]\n"
+    assert policy_digest(parse_config(zoned)) != digest
+    assert policy_digest(parse_config(base + "retention: {stats_days: 5}\n")) != digest
+    assert len(digest) == 64
