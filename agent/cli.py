@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "agent.commands.audit_cmds",
     "agent.commands.bench",
     "agent.commands.analyze",
+    "agent.commands.run",
 ]
 
 

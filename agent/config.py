@@ -17,38 +17,13 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from agent.analytics.settings import AlertRules, BaselineSettings, DpSettings, TrackerSettings
 from agent.audit.settings import AuditSettings
+from agent.camera.settings import CameraConfig as CameraConfig  # noqa: PLC0414 - re-export
 from agent.errors import ConfigError
 from agent.privacy.settings import PolicyConfig, RetentionConfig, SiteConfig
 from agent.settings_base import Section
 from agent.transport.settings import MqttConfig
 
 SCHEMA_VERSION = 1
-
-
-class CameraConfig(Section):
-    source: str = Field(
-        "picamera2",
-        title="Camera source",
-        description="picamera2, /dev/videoN, an integer V4L2 index, rtsp://…, http(s)://… (MJPEG), "
-        "file:/path (video or image) or a folder of images.",
-        min_length=1,
-    )
-    fps: float = Field(5.0, gt=0, le=60, title="Frames per second to analyse")
-    loop: bool = Field(
-        False,
-        title="Loop a file source",
-        description="When a file source ends: restart it (true) or flush the open window and exit 0.",
-    )
-    realtime: bool = Field(
-        True,
-        title="Replay in real time",
-        description="A file source is paced to its own frame rate (true) or read as fast as possible.",
-    )
-    width: int | None = Field(None, ge=64, le=4096, title="Requested capture width (pixels)")
-    height: int | None = Field(None, ge=64, le=4096, title="Requested capture height (pixels)")
-    reconnect_max_seconds: float = Field(
-        60.0, gt=0, le=3600, title="Longest wait between camera reconnect attempts"
-    )
 
 
 class QualityConfig(Section):
@@ -108,6 +83,17 @@ class AnalyticsConfig(Section):
     alerts: AlertRules = Field(default_factory=list, title="Alert rules", max_length=64)
 
 
+class OutputsConfig(Section):
+    """Where signed messages go besides MQTT (``mqtt.enabled``)."""
+
+    jsonl: str | None = Field(
+        None,
+        title="JSON-lines output",
+        description="'-' for stdout or a file path; each line is {topic, payload}, as verify reads.",
+        min_length=1,
+    )
+
+
 class KeysConfig(Section):
     private_key: Path = Field(
         Path("/etc/emotion-agent/device.key"),
@@ -132,6 +118,7 @@ class AgentConfig(Section):
     analytics: AnalyticsConfig = Field(default_factory=AnalyticsConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     keys: KeysConfig = Field(default_factory=KeysConfig)
+    outputs: OutputsConfig = Field(default_factory=OutputsConfig)
     state_dir: Path = Field(
         Path("/var/lib/emotion-agent"),
         title="State folder: spool, audit log, counters; never pixels",

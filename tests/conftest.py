@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,18 @@ def media() -> Path:
     if not (MEDIA / "astronaut.png").exists():
         pytest.fail("test media missing: run `make media` (tools/fetch_media.py)")
     return MEDIA
+
+
+@pytest.fixture(scope="session")
+def sample_clip(media: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo clip (tools/make_sample.py): 0-4 s empty, 5-10 s one person, 10-16 s six, then empty."""
+    out = tmp_path_factory.mktemp("sample") / "lobby.mp4"
+    subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "make_sample.py"), "--out", str(out), "--media", str(media)],
+        check=True,
+        capture_output=True,
+    )
+    return out
 
 
 @pytest.fixture

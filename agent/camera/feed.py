@@ -1,0 +1,182 @@
+"""The service's camera: open on demand, reconnect with backoff, never crash the loop.
+
+A camera that fails to open or dies mid-stream is closed, its state becomes ``reconnecting``
+and the next attempt waits 1, 2, 4, ... seconds up to ``max_backoff``. A file source that ends
+(and does not loop) reports ``ended`` so the service can flush its window and exit. The feed is
+``Switchable`` for the capture gate: ``close()`` releases the device, not merely the frames.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+
+from agent.camera.base import FrameSource, SourceOptions, open_source
+from agent.camera.grabber import FrameReader, Grabber, start_reader
+from agent.clock import Clock
+from agent.frame import Frame
+
+logger = logging.getLogger(__name__)
+
+SourceOpener = Callable[[str, SourceOptions, Clock], FrameSource]
+"""Builds and opens a source (``open_source``, or a test double)."""
+
+
+class CameraState(StrEnum):
+    CLOSED = "closed"
+    UP = "up"
+    RECONNECTING = "reconnecting"
+    ENDED = "ended"
+
+
+@dataclass
+class FeedCounters:
+    """Running totals; the service turns them into per-window deltas."""
+
+    captured: int = 0
+    dropped: int = 0
+    skipped: int = 0
+    failures: int = 0
+
+
+class CameraFeed:
+    """One camera or file, opened and re-opened as the service needs it."""
+
+    def __init__(
+        self,
+        source: str,
+        options: SourceOptions,
+        clock: Clock,
+        *,
+        max_backoff: float = 60.0,
+        opener: SourceOpener = open_source,
+        on_failure: Callable[[str], None] | None = None,
+    ) -> None:
+        self.source = source
+        self.options = options
+        self.clock = clock
+        self.max_backoff = max_backoff
+        self._opener = opener
+        self._on_failure = on_failure
+        self._reader: FrameReader | None = None
+        self._frames: Iterator[Frame] | None = None
+        self._wanted = False
+        self._retry_at = 0.0
+        self._backoff = 1.0
+        self._base = FeedCounters()
+        self.state = CameraState.CLOSED
+        self.live = True
+
+    # --- Switchable, for the capture gate ----------------------------------------------------
+
+    def open(self) -> None:
+        self._wanted = True
+        if self._reader is None and self.state is not CameraState.ENDED:
+            self._connect()
+
+    def close(self) -> None:
+        self._wanted = False
+        self._release()
+        if self.state is not CameraState.ENDED:
+            self.state = CameraState.CLOSED
+
+    # --- frames --------------------------------------------------------------------------------
+
+    def next_frame(self, timeout: float = 0.5) -> Frame | None:
+        """The next frame, or None (closed, ended, waiting to reconnect, or nothing yet)."""
+        if not self._wanted or self.state is CameraState.ENDED:
+            return None
+        if self._reader is None:
+            if self.clock.monotonic() < self._retry_at:
+                return None
+            self._connect()
+            if self._reader is None:
+                return None
+        try:
+            frame = self._take(timeout)
+        except Exception as exc:  # a camera failure must never stop the service
+            self._fail(f"{type(exc).__name__}: {exc}")
+            return None
+        if frame is not None:
+            self._backoff = 1.0
+        return frame
+
+    @property
+    def counters(self) -> FeedCounters:
+        r = self._reader
+        return FeedCounters(
+            captured=self._base.captured + (r.captured if r else 0),
+            dropped=self._base.dropped + (r.dropped if r else 0),
+            skipped=self._base.skipped + (r.skipped if r else 0),
+            failures=self._base.failures,
+        )
+
+    def wait_hint(self) -> float:
+        """Seconds until the next reconnect attempt (0 when a reader is open)."""
+        if self._reader is not None:
+            return 0.0
+        return max(0.0, self._retry_at - self.clock.monotonic())
+
+    # --- internals -----------------------------------------------------------------------------
+
+    def _take(self, timeout: float) -> Frame | None:
+        reader = self._reader
+        if isinstance(reader, Grabber):
+            frame = reader.slot.take(timeout)
+            if frame is None and reader.join(0):
+                frame = reader.slot.take(0)  # the last frame may land as the thread ends
+                if frame is None:
+                    self._ended()
+            return frame
+        assert self._frames is not None  # noqa: S101 - set with the reader
+        try:
+            return next(self._frames)
+        except StopIteration:
+            self._ended()
+            return None
+
+    def _connect(self) -> None:
+        try:
+            src = self._opener(self.source, self.options, self.clock)  # returns it opened
+            self.live = src.info.live
+            self._reader = start_reader(src, realtime=self.options.realtime, fps=self.options.fps)
+            self._frames = iter(self._reader)
+        except Exception as exc:  # an unreachable camera is a state, not a crash
+            self._fail(f"{type(exc).__name__}: {exc}")
+            return
+        self.state = CameraState.UP
+        logger.info("camera up", extra={"fields": {"camera": self.state.value}})
+
+    def _fail(self, why: str) -> None:
+        self._release()
+        self._base.failures += 1
+        self.state = CameraState.RECONNECTING
+        self._retry_at = self.clock.monotonic() + self._backoff
+        logger.warning(
+            "camera failed, retrying in %.0f s: %s",
+            self._backoff,
+            why,
+            extra={"fields": {"camera": self.state.value}},
+        )
+        self._backoff = min(self._backoff * 2, self.max_backoff)
+        if self._on_failure is not None:
+            self._on_failure(why)
+
+    def _ended(self) -> None:
+        self._release()
+        self.state = CameraState.ENDED
+        logger.info("camera source ended", extra={"fields": {"camera": self.state.value}})
+
+    def _release(self) -> None:
+        reader, self._reader, self._frames = self._reader, None, None
+        if reader is None:
+            return
+        self._base.captured += reader.captured
+        self._base.dropped += reader.dropped
+        self._base.skipped += reader.skipped
+        try:
+            reader.close()
+        except Exception:  # closing a broken device must not mask the original failure
+            logger.exception("closing the camera failed")

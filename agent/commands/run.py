@@ -1,0 +1,26 @@
+"""``emotion-agent run -c CONFIG``: the long-running service (what systemd starts)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from agent.config import load_config
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run the agent: camera, vision, windows, signed outputs (SIGHUP reloads the config)",
+    )
+    p.add_argument("-c", "--config", required=True, help="path to the YAML config")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from agent.service import Service  # noqa: PLC0415 - keeps `--help` fast and model-free
+
+    path = Path(args.config)
+    cfg = load_config(path)
+    return Service(cfg, path).build().run()

@@ -1,0 +1,519 @@
+"""The running agent: one place that builds, starts, runs and stops every part, in that order.
+
+    camera feed ─► lease ─► zones blanked ─► vision ─► face filters ─► tracker ─► windows
+                                                                                   │
+           audit log ◄── publisher (sign once, every output) ◄── alerts ◄──────────┘
+
+Only this module knows all the parts; each part knows only its own interface. Signals set
+flags that the loop reads (a handler never takes a lock the loop may hold): SIGTERM/SIGINT stop
+after flushing the open window, SIGHUP reloads the config (a bad one is refused and the old one
+kept), SIGUSR1 toggles privacy mode. A camera failure is a state, never a crash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import queue
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any, cast
+
+from agent import __version__
+from agent.analytics.alerts import AlertEngine
+from agent.analytics.baseline import Baseline
+from agent.analytics.dp import BudgetAccountant, DiscreteLaplace
+from agent.analytics.health import HealthMeter
+from agent.analytics.tracker import Tracker
+from agent.analytics.windows import FrameCounters, WindowAggregator, WindowReport
+from agent.audit import AuditLog
+from agent.camera.base import SourceOptions, open_source
+from agent.camera.feed import CameraFeed, CameraState, FeedCounters, SourceOpener
+from agent.clock import Clock, SystemClock
+from agent.config import AgentConfig, load_config
+from agent.crypto import JSON, Signer, load_private_key, public_jwk
+from agent.errors import EmotionAgentError
+from agent.outputs.base import Output
+from agent.outputs.jsonl import JsonLinesOutput
+from agent.privacy.gate import CaptureGate
+from agent.privacy.lease import LifetimeRecorder, lease
+from agent.privacy.policy import require_allowed
+from agent.privacy.privacy_mode import FlagFilePoller, PrivacyMode, PrivacyModeEvent, SignalToggle
+from agent.privacy.schedule import Schedule
+from agent.privacy.zones import ZoneMask, filter_faces
+from agent.publisher import Publisher
+from agent.sdnotify import Notifier, watchdog_interval
+
+if TYPE_CHECKING:
+    from agent.transport.commands import Command
+    from agent.vision.pipeline import VisionPipeline
+
+logger = logging.getLogger(__name__)
+
+PipelineFactory = Callable[[AgentConfig], "VisionPipeline"]
+IDLE_SLEEP_S = 0.2
+
+
+def config_hash(cfg: AgentConfig) -> str:
+    """SHA-256 of the config's canonical JSON: what the audit log records, never the file."""
+    text = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def changed_keys(before: AgentConfig, after: AgentConfig) -> list[str]:
+    """Top-level and section keys whose values differ, for the config_change audit entry."""
+    a, b = before.model_dump(mode="json"), after.model_dump(mode="json")
+    keys: list[str] = []
+    for name in sorted(set(a) | set(b)):
+        va, vb = a.get(name), b.get(name)
+        if va == vb:
+            continue
+        if isinstance(va, dict) and isinstance(vb, dict):
+            keys += [f"{name}.{k}" for k in sorted(set(va) | set(vb)) if va.get(k) != vb.get(k)]
+        else:
+            keys.append(name)
+    return keys[:64]
+
+
+def default_pipeline(cfg: AgentConfig) -> VisionPipeline:
+    from agent.vision.pipeline import VisionPipeline  # noqa: PLC0415 - loads LiteRT only when running
+
+    return VisionPipeline.from_config(cfg.vision)
+
+
+class Service:
+    """``build()`` then ``run()``; ``run`` returns the exit code after a clean stop."""
+
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        config_path: Path | None = None,
+        clock: Clock | None = None,
+        *,
+        outputs: Sequence[Output] | None = None,
+        opener: SourceOpener = open_source,
+        pipeline_factory: PipelineFactory = default_pipeline,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.config_path = config_path
+        self.clock: Clock = clock or SystemClock()
+        self._extra_outputs = list(outputs or [])
+        self._opener = opener
+        self._pipeline_factory = pipeline_factory
+        self.notifier = notifier or Notifier()
+        self.stop_requested = threading.Event()
+        self._reload_requested = threading.Event()
+        self._commands: queue.Queue[Command] = queue.Queue(maxsize=64)
+        self._started_mono = self.clock.monotonic()
+        self._last_watchdog = 0.0
+        self._stream_t0: float | None = None
+        self._stream_now: float | None = None
+        self._last_counters = FeedCounters()
+        self.exit_reason = "stopped"
+
+    # --- build: every part, in order; nothing starts yet ----------------------------------------
+
+    def build(self) -> Service:
+        cfg = self.cfg
+        self.policy = require_allowed(cfg)
+        cfg.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        key = load_private_key(cfg.keys.private_key)
+        self.signer = Signer(cfg.device_id, key, cfg.state_dir, self.clock)
+        self.audit = AuditLog.open(
+            cfg.state_dir / "audit",
+            key,
+            f"emotion-agent/{cfg.device_id}",
+            self.clock,
+            cfg.audit,
+            retention_days=cfg.retention.audit_days,
+        )
+        self.outputs = self._build_outputs(key)
+        base = cfg.mqtt.base_topic or f"emotion-agent/{cfg.device_id}"
+        self.publisher = Publisher(self.signer, self.outputs, base, self.audit)
+        self.audit.on_checkpoint = self._publish_checkpoint
+        self.pipeline = self._pipeline_factory(cfg)
+        self.recorder = LifetimeRecorder(self.clock)
+        self.health = HealthMeter(self.clock)
+        self.privacy = PrivacyMode(self.clock)
+        self.signal_toggle = SignalToggle(self.privacy)
+        flag = cfg.policy.privacy_mode.flag_file
+        self.flag_poller = FlagFilePoller(flag, self.privacy) if flag is not None else None
+        self.feed = CameraFeed(
+            cfg.camera.source,
+            SourceOptions.from_config(cfg.camera),
+            self.clock,
+            max_backoff=cfg.camera.reconnect_max_seconds,
+            opener=self._opener,
+            on_failure=self._camera_failed,
+        )
+        self._build_processing(cfg)
+        return self
+
+    def _build_processing(self, cfg: AgentConfig) -> None:
+        """The parts a reload may replace: analytics, zones, schedule."""
+        a = cfg.analytics
+        noise = DiscreteLaplace() if a.dp.enabled else None
+        accountant = BudgetAccountant(cfg.state_dir, a.dp.daily_budget) if a.dp.enabled else None
+        self.tracker = Tracker(a.tracker, self.clock)
+        self.aggregator = WindowAggregator(a, self.clock, dp=noise, accountant=accountant)
+        self.alerts = AlertEngine(a.alerts, Baseline(cfg.state_dir, a.baseline))
+        self.zones = ZoneMask(cfg.policy.zones)
+        schedule = Schedule.from_config(cfg.policy.schedule) if cfg.policy.schedule else None
+        self.gate = CaptureGate(self.feed, self.privacy, self.clock, schedule)
+
+    def _build_outputs(self, key: Any) -> list[Output]:
+        cfg = self.cfg
+        outputs: list[Output] = list(self._extra_outputs)
+        if cfg.outputs.jsonl is not None:
+            outputs.append(JsonLinesOutput(cfg.outputs.jsonl))
+        if cfg.mqtt.enabled:
+            from agent.transport.mqtt import MqttOutput  # noqa: PLC0415 - paho only when MQTT is on
+
+            outputs.append(
+                MqttOutput(
+                    cfg.mqtt,
+                    device_id=cfg.device_id,
+                    state_dir=cfg.state_dir,
+                    spool_days=cfg.retention.spool_days,
+                    clock=self.clock,
+                    on_command=self._enqueue_command,
+                    public_key=public_jwk(key.public_key()),
+                    discovery=self._discovery_spec(),
+                )
+            )
+        if not outputs:
+            logger.warning("no output configured: windows go to the audit log only")
+        return outputs
+
+    def _discovery_spec(self) -> Any:
+        from agent.transport.discovery import DiscoverySpec  # noqa: PLC0415
+
+        cfg = self.cfg
+        return DiscoverySpec(
+            device_id=cfg.device_id,
+            base_topic=cfg.mqtt.base_topic or f"emotion-agent/{cfg.device_id}",
+            prefix=cfg.mqtt.discovery_prefix,
+            window_seconds=cfg.analytics.window_seconds,
+            expire_after_windows=cfg.mqtt.expire_after_windows,
+            alert_rules=[rule.name for rule in cfg.analytics.alerts],
+            sw_version=__version__,
+        )
+
+    # --- run ---------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Start, loop until stopped or a file source ends, then stop cleanly."""
+        self._install_signals()
+        try:
+            self._start()
+            while not self.stop_requested.is_set():
+                self._turn()
+                if self.feed.state is CameraState.ENDED:
+                    self.exit_reason = "source_ended"
+                    break
+        finally:
+            self._stop()
+            self._restore_signals()
+        return 0
+
+    def _start(self) -> None:
+        for output in self.outputs:
+            output.start()
+        self.audit.append("start", self._start_fields())
+        self.audit.append("key_event", {"event": "boot", "kid": self.signer.kid})
+        self.publisher.publish("key", {"jwk": public_jwk(self.signer.public_key)}, retain=True)
+        self._apply_gate()
+        self.notifier.ready(f"analysing {self.feed.state.value}")
+        logger.info(
+            "agent started",
+            extra={"fields": {"device": self.cfg.device_id, "boot": self.signer.boot}},
+        )
+
+    def _turn(self) -> None:
+        """One loop turn: commands and signals, the gate, at most one frame, due windows."""
+        self._handle_requests()
+        self._apply_gate()
+        frame = self.feed.next_frame(timeout=0.5) if self.gate.capturing else None
+        if frame is not None:
+            self._process(frame)
+        else:
+            self._sync_camera_state()
+            if self.feed.state is not CameraState.ENDED:
+                self.clock.sleep(min(IDLE_SLEEP_S, max(self.feed.wait_hint(), 0.01)))
+        self._close_windows(self._now(None))
+        self._ping_watchdog()
+        self.audit.maybe_checkpoint()
+
+    def _process(self, frame: Any) -> None:
+        t = self._now(frame)
+        started = self.clock.monotonic()
+        with lease(frame, self.recorder) as pixels:
+            if self.zones:
+                self.zones.apply(pixels)
+            faces = self.pipeline.analyze(pixels)
+        inference_ms = (self.clock.monotonic() - started) * 1000.0
+        faces = filter_faces(
+            faces,
+            min_face_height=self.cfg.policy.min_face_height,
+            max_faces=self.cfg.vision.max_faces,
+            zones=self.zones or None,
+        )
+        views = self.tracker.update(faces, t)
+        now = self.feed.counters
+        last, self._last_counters = self._last_counters, now
+        counters = FrameCounters(
+            captured=now.captured - last.captured,
+            analysed=1,
+            dropped=(now.dropped - last.dropped) + (now.skipped - last.skipped),
+            lifetimes_ms=self.recorder.drain().samples_ms,
+        )
+        self.aggregator.add_frame(t, views, counters)
+        self.health.frame(inference_ms)
+        self.health.camera(self.feed.state.value)
+
+    def _now(self, frame: Any | None) -> float:
+        """Window time: wall clock for cameras; for files, the clip's own time from the start."""
+        if self.feed.live:
+            return self.clock.time()
+        if frame is not None and frame.source_time is not None:
+            if self._stream_t0 is None:
+                self._stream_t0 = self.clock.time() - frame.source_time
+            self._stream_now = self._stream_t0 + frame.source_time
+        return self._stream_now if self._stream_now is not None else self.clock.time()
+
+    # --- windows, alerts, health -----------------------------------------------------------------
+
+    def _close_windows(self, now: float, *, flush: bool = False) -> None:
+        reports = self.aggregator.flush(now) if flush else self.aggregator.poll(now)
+        for report in reports:
+            self._publish_window(report)
+
+    def _publish_window(self, report: WindowReport) -> None:
+        self.publisher.publish("stats", report.to_body())
+        start_ms, length_ms = report.window_start * 1000, (report.window_end - report.window_start) * 1000
+        discarded = max(0, report.frames_captured - report.frames_analysed - report.frames_dropped)
+        self.audit.append(
+            "frames",
+            {
+                "window_start_ms": start_ms,
+                "window_ms": length_ms,
+                "captured": report.frames_captured,
+                "analysed": report.frames_analysed,
+                "dropped": report.frames_dropped,
+                "discarded": discarded,
+                "lifetime_max_ms": report.lifetime_max_ms,
+                "lifetime_p99_ms": report.lifetime_p99_ms,
+                "pixel_bytes_persisted": 0,
+            },
+        )
+        self.audit.append(
+            "window",
+            {
+                "window_start_ms": start_ms,
+                "window_ms": length_ms,
+                "people": report.people or 0,
+                "published": report.breakdown,
+                "suppressed": report.suppressed,
+                "k": report.k,
+            },
+        )
+        for event in self.alerts.evaluate(report):
+            self.publisher.publish("alert", event.to_body())
+        self.publisher.publish("health", self._health_body())
+
+    def _health_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = dict(self.health.figures().to_body())
+        counters = self.feed.counters
+        body["frames_captured"] = counters.captured
+        body["camera_failures"] = counters.failures
+        for output in self.outputs:
+            transport = getattr(output, "health", None)
+            if callable(transport):
+                h = transport()
+                body["spool_backlog"] = h.backlog
+                body["spool_dropped"] = h.dropped
+                body["mqtt"] = h.state
+        return body
+
+    def _publish_checkpoint(self, note: bytes) -> None:
+        self.publisher.publish("audit/checkpoint", {"note": note.decode()}, retain=True)
+
+    # --- camera, gate, privacy, commands ---------------------------------------------------------
+
+    def _camera_failed(self, why: str) -> None:
+        self.health.camera(CameraState.RECONNECTING.value)
+        self.audit.append("error", {"code": "camera_failed", "message": why[:500]})
+
+    def _sync_camera_state(self) -> None:
+        self.health.camera(self.feed.state.value)
+
+    def _apply_gate(self) -> None:
+        change = self.gate.update()
+        if change is None:
+            return
+        state = "capturing" if change.capturing else str(change.reason)
+        self.notifier.status(f"camera {state}")
+        self.publisher.publish("privacy", {"capturing": change.capturing, "reason": change.reason})
+
+    def _privacy_event(self, event: PrivacyModeEvent | None) -> None:
+        if event is None:
+            return
+        mode = "on" if event.paused else "off"
+        self.audit.append("privacy_mode", {"mode": mode, "source": event.source})
+        self.publisher.publish("privacy_mode", cast("dict[str, JSON]", event.as_payload()), retain=True)
+
+    def _enqueue_command(self, command: Command) -> None:
+        """Called from the MQTT thread: queue it; the loop applies it."""
+        try:
+            self._commands.put_nowait(command)
+        except queue.Full:
+            logger.warning("command queue full: command ignored", extra={"fields": {"cmd": command.name}})
+
+    def _handle_requests(self) -> None:
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                break
+            if command.name == "privacy_mode" and command.on is not None:
+                self._privacy_event(self.privacy.set("mqtt", command.on))
+            elif command.name == "checkpoint":
+                self.audit.checkpoint()
+        for event in self.signal_toggle.drain():
+            self._privacy_event(event)
+        if self.flag_poller is not None:
+            self._privacy_event(self.flag_poller.poll())
+        if self._reload_requested.is_set():
+            self._reload_requested.clear()
+            self.reload()
+
+    # --- reload ------------------------------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """Re-read the config; a bad or refused one is reported and the running one kept."""
+        if self.config_path is None:
+            return False
+        try:
+            new = load_config(self.config_path)
+            require_allowed(new)
+        except EmotionAgentError as exc:
+            logger.error("reload refused, keeping the running config: %s", exc)  # noqa: TRY400
+            self.audit.append("error", {"code": "reload_refused", "message": str(exc)[:500]})
+            return False
+        keys = changed_keys(self.cfg, new)
+        restart_only = {"device_id", "keys", "state_dir", "mqtt", "outputs"}
+        fixed = [k for k in keys if k.split(".")[0] in restart_only]
+        if fixed:
+            logger.warning("these keys take effect at the next restart: %s", ", ".join(fixed))
+        self._close_windows(self._now(None), flush=True)
+        self.audit.append(
+            "config_change",
+            {
+                "config_hash_before": config_hash(self.cfg),
+                "config_hash_after": config_hash(new),
+                "keys": keys,
+            },
+        )
+        if any(k.startswith(("vision", "camera")) for k in keys):
+            self.feed.close()
+            self.pipeline.close()
+            self.pipeline = self._pipeline_factory(new)
+            self.feed.source = new.camera.source
+            self.feed.options = SourceOptions.from_config(new.camera)
+        self.cfg = new
+        self._build_processing(new)
+        self.gate.capturing = False
+        logger.info("config reloaded", extra={"fields": {"changed": len(keys)}})
+        return True
+
+    # --- stop --------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush, audit the stop and release everything; ``run`` calls it on its way out."""
+        self._stop()
+
+    def _stop(self) -> None:
+        self.notifier.stopping()
+        if hasattr(self, "aggregator"):
+            self._close_windows(self._now(None), flush=True)
+        if hasattr(self, "feed"):
+            self.feed.close()
+        if hasattr(self, "audit"):
+            uptime = int((self.clock.monotonic() - self._started_mono) * 1000)
+            self.audit.append("stop", {"reason": self.exit_reason, "uptime_ms": uptime})
+            self.audit.close()
+        for output in getattr(self, "outputs", []):
+            try:
+                output.stop()
+            except Exception:  # every output gets its chance to stop
+                logger.exception("stopping an output failed")
+        if hasattr(self, "signer"):
+            self.signer.close()
+        if hasattr(self, "pipeline"):
+            self.pipeline.close()
+        logger.info("agent stopped", extra={"fields": {"reason": self.exit_reason}})
+
+    # --- signals and watchdog ------------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self._old_handlers = {
+            signal.SIGTERM: signal.signal(signal.SIGTERM, self._on_stop_signal),
+            signal.SIGINT: signal.signal(signal.SIGINT, self._on_stop_signal),
+            signal.SIGHUP: signal.signal(signal.SIGHUP, self._on_hup),
+        }
+        self.signal_toggle.install()
+
+    def _restore_signals(self) -> None:
+        for signum, handler in getattr(self, "_old_handlers", {}).items():
+            signal.signal(signum, handler)
+        if hasattr(self, "_old_handlers"):
+            self.signal_toggle.uninstall()
+
+    def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.exit_reason = signal.Signals(signum).name.lower()
+        self.stop_requested.set()
+
+    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
+        self._reload_requested.set()
+
+    def _ping_watchdog(self) -> None:
+        interval = watchdog_interval(None)
+        now = self.clock.monotonic()
+        if interval is not None and now - self._last_watchdog >= interval / 2:
+            self.notifier.watchdog()
+            self._last_watchdog = now
+
+    def _start_fields(self) -> dict[str, Any]:
+        from agent.vision.manifest import default_models_dir, model_spec  # noqa: PLC0415
+
+        cfg = self.cfg
+        models_dir = cfg.vision.models_dir or default_models_dir()
+        hashes = {
+            name: model_spec(Path(models_dir), name, verify=False).sha256
+            for name in (f"face_detection_{cfg.vision.detector}", "emotion")
+        }
+        dp = cfg.analytics.dp
+        return {
+            "device_id": cfg.device_id,
+            "software_version": __version__,
+            "model_hashes": hashes,
+            "config_hash": config_hash(cfg),
+            "policy": {
+                "min_people": cfg.analytics.min_people,
+                "window_seconds": cfg.analytics.window_seconds,
+                "audit_days": cfg.retention.audit_days,
+                "max_frame_lifetime_ms": cfg.audit.max_frame_lifetime_ms,
+                "jurisdiction": cfg.site.jurisdiction,
+                "context": cfg.site.context,
+                "purpose": cfg.site.purpose,
+                "dp_epsilon_milli": round(dp.epsilon_per_window * 1000) if dp.enabled else None,
+            },
+            "boot": self.signer.boot,
+        }

@@ -1,0 +1,249 @@
+"""The running agent: windows from a real clip, camera failures, reloads, nothing identifying out."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+
+from agent.camera.base import SourceInfo, SourceOptions
+from agent.clock import Clock, FakeClock
+from agent.config import AgentConfig, load_config
+from agent.crypto import Verifier, generate_keypair, load_public_key, verify_stream
+from agent.errors import CameraLost
+from agent.frame import Frame
+from agent.service import Service
+from agent.vision.observation import FaceObservation
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_config(tmp: Path, source: str, extra: str = "", window: int = 10, k: int = 2) -> Path:
+    keys = tmp / "keys"
+    if not (keys / "device.key").exists():
+        generate_keypair(keys)
+    path = tmp / "agent.yaml"
+    path.write_text(
+        f"""schema_version: 1
+device_id: test-1
+site: {{jurisdiction: US, context: retail, purpose: analytics}}
+camera: {{source: "{source}", fps: 5, loop: false, realtime: false}}
+analytics: {{window_seconds: {window}, min_people: {k}}}
+mqtt: {{enabled: false}}
+outputs: {{jsonl: "{tmp / 'out.jsonl'}"}}
+keys: {{private_key: "{keys / 'device.key'}"}}
+state_dir: "{tmp / 'state'}"
+{extra}"""
+    )
+    return path
+
+
+def messages(tmp: Path, suffix: str) -> list[dict[str, Any]]:
+    lines = (tmp / "out.jsonl").read_text().splitlines()
+    found = [json.loads(line) for line in lines]
+    return [m["payload"] for m in found if m["topic"].endswith("/" + suffix)]
+
+
+def verify_all(tmp: Path) -> list[str]:
+    verifier = Verifier([load_public_key(tmp / "keys" / "device.pub.jwk")], max_skew_s=10**9)
+    with (tmp / "out.jsonl").open() as f:
+        return [f"line {n}: {r.reason}" for n, r in verify_stream(f, verifier) if not r.ok or r.gaps]
+
+
+# --- a real clip through the real models ------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_replayed_clip_gives_one_vote_per_person_per_window(tmp_path: Path, sample_clip: Path) -> None:
+    """0-10 s: one person (below k=2, suppressed); 10-20 s: the six-person group, counted once each."""
+    cfg = load_config(write_config(tmp_path, str(sample_clip)))
+    clock = FakeClock(start=1_800_000_000.0)  # a multiple of 10 s: clip time 0 opens a window
+    code = Service(cfg, clock=clock).build().run()
+    assert code == 0
+    stats = [m["body"] for m in messages(tmp_path, "stats")]
+    assert [s["window_start"] - 1_800_000_000 for s in stats] == [0, 10]
+    first, second = stats
+    assert first["suppressed"] == "below_k"
+    assert first["people"] is None
+    assert first["votes"] is None
+    assert second["suppressed"] is None
+    assert second["people"] == 6
+    assert sum(second["votes"].values()) <= 6
+    assert second["frames"]["analysed"] == 50
+    assert verify_all(tmp_path) == []
+
+
+# --- honest doubles for the camera and the vision stage -----------------------------------------
+
+
+class CountingPipeline:
+    """Stands in for the models: one fixed face per frame, and proof that frames arrive leased."""
+
+    labels = ("happy", "neutral")
+
+    def __init__(self) -> None:
+        self.frames = 0
+
+    def analyze(self, pixels: Any) -> list[FaceObservation]:
+        assert pixels.any(), "frames must arrive with their pixels (zeroed only after analysis)"
+        self.frames += 1
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+class ScriptedSource:
+    """A file-like source: ``frames`` frames, then it raises (``fail``) or ends."""
+
+    key: ClassVar[str] = "replay"
+
+    def __init__(self, clock: Clock, frames: int, fail: bool) -> None:
+        self.clock, self.left, self.fail, self.pos = clock, frames, fail, 0
+        self.closed = False
+
+    @property
+    def info(self) -> SourceInfo:
+        return SourceInfo("replay", "scripted", 5.0, 64, 36, live=False)
+
+    def open(self) -> None:
+        pass
+
+    def read(self) -> Frame | None:
+        if self.left == 0:
+            if self.fail:
+                raise CameraLost("scripted camera unplugged")
+            return None
+        self.left -= 1
+        self.pos += 1
+        pixels = np.full((36, 64, 3), 120, dtype=np.uint8)
+        return Frame(pixels, self.pos, self.clock.monotonic(), self.clock.time(), source_time=self.pos / 5)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_camera_that_dies_is_reopened_and_the_service_goes_on(tmp_path: Path) -> None:
+    clock = FakeClock(start=1_800_000_000.0)
+    scripts: Iterator[tuple[int, bool]] = iter([(20, True), (30, False)])
+    opened: list[ScriptedSource] = []
+
+    def opener(source: str, options: SourceOptions, clock_: Clock) -> ScriptedSource:
+        frames, fail = next(scripts)
+        opened.append(ScriptedSource(clock_, frames, fail))
+        return opened[-1]
+
+    pipeline = CountingPipeline()
+    cfg = load_config(write_config(tmp_path, "scripted.mp4"))
+    service = Service(cfg, clock=clock, opener=opener, pipeline_factory=lambda _c: pipeline)  # type: ignore[arg-type,return-value]
+    assert service.build().run() == 0
+    assert pipeline.frames == 50
+    assert len(opened) == 2
+    assert opened[0].closed
+    audit = (tmp_path / "state" / "audit").glob("segment-*.jsonl")
+    entries = [json.loads(line) for p in audit for line in p.read_text().splitlines()]
+    errors = [e["data"] for e in entries if e["kind"] == "error"]
+    assert any(e["code"] == "camera_failed" and "unplugged" in e["message"] for e in errors)
+    health = [m["body"] for m in messages(tmp_path, "health")]
+    assert health[-1]["camera_failures"] == 1
+    assert verify_all(tmp_path) == []
+
+
+def test_reload_refuses_a_bad_config_and_keeps_the_old_one(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "scripted.mp4")
+    cfg = load_config(path)
+    clock = FakeClock()
+    service = Service(
+        cfg,
+        path,
+        clock,
+        opener=lambda s, o, c: ScriptedSource(c, 0, False),
+        pipeline_factory=lambda _c: CountingPipeline(),  # type: ignore[arg-type,return-value]
+    ).build()
+    path.write_text(path.read_text().replace("min_people: 2", "min_people: many"))
+    assert service.reload() is False
+    assert service.cfg is cfg
+    path.write_text(path.read_text().replace("min_people: many", "min_people: 3"))
+    assert service.reload() is True
+    assert service.cfg.analytics.min_people == 3
+    assert service.aggregator.k == 3
+    service.close()
+    entries = [
+        json.loads(line)
+        for p in (tmp_path / "state" / "audit").glob("segment-*.jsonl")
+        for line in p.read_text().splitlines()
+    ]
+    kinds = [(e["kind"], e["data"].get("code")) for e in entries]
+    assert ("error", "reload_refused") in kinds
+    change = next(e["data"] for e in entries if e["kind"] == "config_change")
+    assert change["keys"] == ["analytics.min_people"]
+
+
+def test_policy_refusal_stops_the_start(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "x.mp4")
+    text = path.read_text()
+    text = text.replace("jurisdiction: US, context: retail", "jurisdiction: DE, context: workplace")
+    path.write_text(text)
+    cfg: AgentConfig = load_config(path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", "run", "-c", str(path)], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Art. 5(1)(f)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert cfg.site.context == "workplace"
+
+
+# --- the real process: signals, logs, nothing identifying --------------------------------------
+
+
+@pytest.mark.slow
+def test_sighup_with_a_bad_config_keeps_running_and_sigterm_flushes(
+    tmp_path: Path, sample_clip: Path
+) -> None:
+    path = write_config(tmp_path, str(sample_clip))
+    path.write_text(path.read_text().replace("loop: false, realtime: false", "loop: true, realtime: true"))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent", "--log-level", "DEBUG", "run", "-c", str(path)],
+        stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        out = tmp_path / "out.jsonl"
+        while not (out.exists() and "/privacy" in out.read_text()):
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        path.write_text(path.read_text().replace("min_people: 2", "min_people: 0"))
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(3)
+        assert proc.poll() is None, "a bad config on SIGHUP must not stop the agent"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "reload refused, keeping the running config" in err
+    assert "analytics.min_people" in err
+    stats = messages(tmp_path, "stats")
+    assert stats, "SIGTERM must flush the open window"
+    assert stats[-1]["body"]["complete"] is False
+    assert verify_all(tmp_path) == []
+    # Nothing identifying in what leaves the process: no boxes, no keypoints, no track ids.
+    published = out.read_text()
+    for word in ("box", "keypoint", "track", "probs"):
+        assert word not in published
+        assert not re.search(rf"\b{word}s?\b[=:]", err), f"{word} appears in the logs"
+    assert not re.search(r"\[\s*\d+(?:\.\d+)?\s*(?:,\s*\d+(?:\.\d+)?\s*){3,}\]", err + published)
