@@ -22,8 +22,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from agent.errors import BackendUnavailable, SourceError
 
 if TYPE_CHECKING:
+    from agent.camera.settings import CameraConfig
     from agent.clock import Clock
-    from agent.config import CameraConfig
     from agent.frame import Frame
 
 
