@@ -83,6 +83,17 @@ class AnalyticsConfig(Section):
     alerts: AlertRules = Field(default_factory=list, title="Alert rules", max_length=64)
 
 
+class OutputsConfig(Section):
+    """Where signed messages go besides MQTT (``mqtt.enabled``)."""
+
+    jsonl: str | None = Field(
+        None,
+        title="JSON-lines output",
+        description="'-' for stdout or a file path; each line is {topic, payload}, as verify reads.",
+        min_length=1,
+    )
+
+
 class KeysConfig(Section):
     private_key: Path = Field(
         Path("/etc/emotion-agent/device.key"),
@@ -107,6 +118,7 @@ class AgentConfig(Section):
     analytics: AnalyticsConfig = Field(default_factory=AnalyticsConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     keys: KeysConfig = Field(default_factory=KeysConfig)
+    outputs: OutputsConfig = Field(default_factory=OutputsConfig)
     state_dir: Path = Field(
         Path("/var/lib/emotion-agent"),
         title="State folder: spool, audit log, counters; never pixels",
