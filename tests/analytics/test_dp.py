@@ -44,7 +44,7 @@ def test_bernoulli_exp_has_probability_exp_minus_gamma() -> None:
         assert abs(hits / n - p) < 5 * math.sqrt(p * (1 - p) / n)
 
 
-@settings(max_examples=12, deadline=None, derandomize=True)
+@settings(max_examples=8, deadline=None, derandomize=True)
 @given(
     eps=st.sampled_from([0.1, 0.25, 0.5, 1.0, 1.68, 3.0]),
     seed=st.integers(min_value=0, max_value=2**32),
@@ -70,7 +70,7 @@ def test_noise_is_integer_centred_symmetric_with_the_geometric_variance(eps: flo
 
 
 def test_noise_pmf_matches_the_discrete_laplace_at_each_value() -> None:
-    eps, n = 0.7, 40_000
+    eps, n = 0.7, 25_000
     rng = seeded(11)
     draws = [discrete_laplace(exact_epsilon(eps), rng) for _ in range(n)]
     p = math.exp(-eps)
@@ -121,7 +121,7 @@ def test_a_damaged_budget_file_fails_closed_with_its_path(tmp_path: Path) -> Non
         BudgetAccountant(tmp_path, 1.0)
 
 
-@settings(max_examples=60, deadline=None, derandomize=True)
+@settings(max_examples=40, deadline=None, derandomize=True)
 @given(
     spends=st.lists(
         st.tuples(st.sampled_from([0.05, 0.1, 0.3, 0.5, 1.0]), st.integers(min_value=0, max_value=3 * DAY)),

@@ -110,7 +110,7 @@ def test_memory_stays_bounded_with_thousands_of_faces_coming_and_going(clock: Fa
     peak_tracks = 0
     tracemalloc.start()
     try:
-        for frame in range(3000):
+        for frame in range(2000):
             t = frame * 0.2
             n = int(rng.integers(0, 12))
             faces = [
@@ -119,7 +119,7 @@ def test_memory_stays_bounded_with_thousands_of_faces_coming_and_going(clock: Fa
             ]
             tracker.update(faces, t)
             peak_tracks = max(peak_tracks, len(tracker))
-            if frame == 500:
+            if frame == 400:
                 early, _ = tracemalloc.get_traced_memory()
         late, _ = tracemalloc.get_traced_memory()
     finally:
