@@ -215,6 +215,10 @@ def _after(result: VerifyResult, v: _Verifier) -> None:
     origin = next((loc.cp.origin for loc in result.checkpoints), None)
     result.origin = origin
     result.problems.extend(v.invariants.finish(v.seg_roots))
+    if v.invariants.clock_steps_back:
+        result.warnings.append(
+            f"the device clock went backwards {v.invariants.clock_steps_back} time(s) between entries"
+        )
     complete = not v.broken
     old = []
     for loc in [*result.checkpoints, *result.external]:

@@ -322,3 +322,16 @@ def test_publish_entries_keep_only_the_payload_hash(open_log: OpenLog, tmp_path:
     log.close()
     text = (tmp_path / "audit" / SEG0).read_text()
     assert f'"payload_sha256":"{HASH}"' in text
+
+
+def test_a_clock_stepping_back_is_a_warning_not_a_failure(
+    open_log: OpenLog, clock: FakeClock, tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    log = open_log()
+    log.append("start", start())
+    clock._wall -= 30  # NTP steps a Pi's clock back
+    log.append("frames", frames())
+    log.close()
+    result = check(tmp_path / "audit", key)
+    assert result.ok
+    assert "the device clock went backwards 1 time(s) between entries" in result.warnings
