@@ -7,14 +7,16 @@ replay, order) or a sequence gap is found; 2 if a line is malformed or the key c
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from agent.crypto import load_public_key
+from agent.crypto import load_public_key, parse_strict
+from agent.crypto.seqstore import write_atomically
 from agent.crypto.verify import Result, Verifier, verify_stream
-from agent.errors import EXIT_INPUT, EXIT_OK, EXIT_RUNTIME, InputError
+from agent.errors import EXIT_INPUT, EXIT_OK, EXIT_RUNTIME, InputError, PayloadError
 
 
 def register(sub: Any) -> None:
@@ -40,6 +42,10 @@ def register(sub: Any) -> None:
         "--max-age", type=int, default=None, metavar="S",
         help="largest number of seconds ts may be behind the arrival time (default: unlimited)",
     )
+    p.add_argument(
+        "--state", metavar="FILE",
+        help="remember accepted (boot, seq) and rotated keys in FILE across runs (created if missing)",
+    )
     p.add_argument("--allow-gaps", action="store_true", help="report sequence gaps but exit 0 for them")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
     p.set_defaults(func=verify)
@@ -55,6 +61,20 @@ def _lines(files: list[str]) -> Iterator[bytes]:
                 yield from handle
         except OSError as exc:
             raise InputError(f"{name}: cannot read: {exc.strerror}") from exc
+
+
+def _load_state(verifier: Verifier, path: Path) -> None:
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the verifier state: {exc.strerror}") from exc
+    try:
+        data = parse_strict(text)
+    except PayloadError as exc:
+        raise PayloadError(f"{path}: verifier state is not valid: {exc}") from exc
+    verifier.import_state(data, str(path))
 
 
 def _context(result: Result) -> str:
@@ -86,6 +106,8 @@ def verify(args: argparse.Namespace) -> int:
         keys, expected_topic=args.topic, device=args.device,
         max_skew_s=args.max_skew, max_age_s=args.max_age,
     )
+    if args.state:
+        _load_state(verifier, Path(args.state))
     counts = {"ok": 0, "rejected": 0, "malformed": 0}
     gaps = missing = unbound = 0
     for number, result in verify_stream(_lines(args.files), verifier):
@@ -94,6 +116,9 @@ def verify(args: argparse.Namespace) -> int:
         gaps += len(result.gaps)
         missing += sum(g.missing for g in result.gaps)
         _report(number, result, sys.stdout)
+    if args.state:
+        text = json.dumps(verifier.export_state(), indent=1) + "\n"
+        write_atomically(Path(args.state), text.encode("utf-8"))
     if not args.quiet:
         sys.stderr.write(
             f"verify: {sum(counts.values())} message(s): {counts['ok']} ok, {counts['rejected']} "

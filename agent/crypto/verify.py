@@ -32,10 +32,11 @@ from agent.crypto.envelope import (
     check_topic,
     signing_input,
 )
-from agent.crypto.keys import kid_for, public_from_jwk
+from agent.crypto.keys import kid_for, public_from_jwk, public_jwk
 from agent.errors import PayloadError
 
 MAX_LINE_BYTES = 256 * 1024
+STATE_VERSION = 1
 REPLAY_MEMORY = 4096
 """Sequence numbers remembered per stream to tell a replay from a reordering."""
 
@@ -153,6 +154,7 @@ class Verifier:
     ) -> None:
         self._keys: dict[str, Ed25519PublicKey] = {kid_for(k): k for k in keys}
         self._owner: dict[str, str] = {}
+        self._rotated: set[str] = set()
         self._streams: dict[tuple[str, str], _Stream] = {}
         self.expected_topic = expected_topic
         self.device = device
@@ -296,7 +298,37 @@ class Verifier:
             raise Rejected(f"key-rotation: kid {new_kid} already belongs to device {self._owner[new_kid]!r}")
         self._keys[new_kid] = new
         self._owner[new_kid] = env["dev"]
+        self._rotated.add(new_kid)
         return (f"key {new_kid} announced by {env['kid']} is now trusted for device {env['dev']}",)
+
+    def export_state(self) -> dict[str, Any]:
+        """What a receiver keeps between runs: last (boot, seq) per stream, key owners, rotated keys."""
+        return {
+            "version": STATE_VERSION,
+            "streams": [
+                {"dev": dev, "kid": kid, "boot": s.boot, "seq": s.seq}
+                for (dev, kid), s in sorted(self._streams.items())
+            ],
+            "owners": dict(sorted(self._owner.items())),
+            "rotated_keys": [public_jwk(self._keys[kid]) for kid in sorted(self._rotated)],
+        }
+
+    def import_state(self, data: Any, where: str = "verifier state") -> None:
+        """Restore ``export_state()`` output; PayloadError naming what is wrong."""
+        try:
+            if data["version"] != STATE_VERSION:
+                raise PayloadError(f"{where}: version {data['version']!r}, expected {STATE_VERSION}")
+            for jwk in data["rotated_keys"]:
+                key = public_from_jwk(jwk, f"{where}: rotated key")
+                self._keys[kid_for(key)] = key
+                self._rotated.add(kid_for(key))
+            owners = data["owners"]
+            self._owner.update({str(kid): str(dev) for kid, dev in owners.items()})
+            for row in data["streams"]:
+                boot, seq = int(row["boot"]), int(row["seq"])
+                self._streams[(str(row["dev"]), str(row["kid"]))] = _Stream(boot, seq)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise PayloadError(f"{where}: not a verifier state file ({type(exc).__name__}: {exc})") from exc
 
     def _accept(self, env: Mapping[str, Any]) -> None:
         key = (env["dev"], env["kid"])

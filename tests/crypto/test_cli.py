@@ -171,3 +171,28 @@ def test_real_entry_point_reads_stdin_and_exits_1_for_a_forgery(keys: Path) -> N
     assert run.returncode == 1
     assert run.stdout.startswith("line 2: rejected [dev lobby-1 boot 1 seq 1]: signature does not verify")
     assert "2 message(s): 1 ok, 1 rejected" in run.stderr
+
+
+def test_state_file_catches_a_replay_in_a_later_run_and_keeps_rotated_keys(
+    keys: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    signer = _signer(keys)
+    first = signer.sign("stats", TOPIC, {"n": 1})
+    rotation = signer.rotate(Ed25519PrivateKey.generate(), "emotion-agent/lobby-1/keys")
+    state = str(tmp_path / "receiver.json")
+    assert _verify(keys, "--state", state, _lines(tmp_path, first, rotation)) == 0
+    assert "is now trusted for device lobby-1" in capsys.readouterr().out
+    later = signer.sign("stats", TOPIC, {"n": 2})  # signed by the rotated-in key
+    assert _verify(keys, "--state", state, "--allow-gaps", _lines(tmp_path, first, later)) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1
+    assert out[0].startswith("line 1: rejected [dev lobby-1 boot 1 seq 1]: out of order: seq 1 (boot 1)")
+    saved = json.loads(Path(state).read_text())
+    assert sorted(s["seq"] for s in saved["streams"]) == [2, 3]
+
+
+def test_corrupt_state_file_exits_2(keys: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "state.json").write_text('{"version": 1, "rotated_keys": [], "owners": {}, "streams": 5}')
+    path = _lines(tmp_path, _signer(keys).sign("stats", TOPIC, {}))
+    assert _verify(keys, "--state", str(tmp_path / "state.json"), path) == 2
+    assert "state.json: not a verifier state file (TypeError:" in capsys.readouterr().err
