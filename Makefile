@@ -20,8 +20,7 @@ media: setup
 	$(PY) tools/fetch_media.py
 
 demo: setup media
-	$(PY) tools/make_sample.py
-	$(VENV)/bin/emotion-agent analyze samples/lobby.mp4 --json | tail -n 3
+	bash tools/demo.sh
 
 lint: setup
 	$(VENV)/bin/ruff check agent tests tools

@@ -43,6 +43,7 @@ from agent.privacy.gate import CaptureGate
 from agent.privacy.lease import LifetimeRecorder, lease
 from agent.privacy.policy import require_allowed
 from agent.privacy.privacy_mode import FlagFilePoller, PrivacyMode, PrivacyModeEvent, SignalToggle
+from agent.privacy.retention import RetentionEnforcer
 from agent.privacy.schedule import Schedule
 from agent.privacy.zones import ZoneMask, filter_faces
 from agent.publisher import Publisher
@@ -151,6 +152,9 @@ class Service:
             opener=self._opener,
             on_failure=self._camera_failed,
         )
+        self.retention = RetentionEnforcer(
+            cfg.retention, [], self.clock, hooks={"audit": self.audit.purge}
+        )
         self._build_processing(cfg)
         return self
 
@@ -182,6 +186,7 @@ class Service:
                     spool_days=cfg.retention.spool_days,
                     clock=self.clock,
                     on_command=self._enqueue_command,
+                    on_drop=self._spool_dropped,
                     public_key=public_jwk(key.public_key()),
                     discovery=self._discovery_spec(),
                 )
@@ -189,6 +194,13 @@ class Service:
         if not outputs:
             logger.warning("no output configured: windows go to the audit log only")
         return outputs
+
+    def _spool_dropped(self, report: Any) -> None:
+        """The spool removed unsent messages (retention or size cap): counted in the audit log.
+
+        Called from the MQTT thread; the audit log is thread-safe."""
+        message = f"{report.count} unsent message(s), {report.bytes} bytes, dropped: {report.reason}"
+        self.audit.append("error", {"code": "spool_dropped", "message": message})
 
     def _discovery_spec(self) -> Any:
         from agent.transport.discovery import DiscoverySpec  # noqa: PLC0415
@@ -247,7 +259,15 @@ class Service:
                 self.clock.sleep(min(IDLE_SLEEP_S, max(self.feed.wait_hint(), 0.01)))
         self._close_windows(self._now(None))
         self._ping_watchdog()
+        self._enforce_retention()
         self.audit.maybe_checkpoint()
+
+    def _enforce_retention(self) -> None:
+        """At start and on the retention timer; the audit log records its own purges."""
+        outcome = self.retention.run_if_due()
+        if outcome is not None:
+            for name in outcome.failed:
+                self.audit.append("error", {"code": "retention_failed", "message": name})
 
     def _process(self, frame: Any) -> None:
         t = self._now(frame)
@@ -446,7 +466,9 @@ class Service:
         if hasattr(self, "audit"):
             uptime = int((self.clock.monotonic() - self._started_mono) * 1000)
             self.audit.append("stop", {"reason": self.exit_reason, "uptime_ms": uptime})
-            self.audit.close()
+            self.audit.checkpoint()  # published while the outputs still run
+            self.audit.on_checkpoint = None
+            self.audit.close()  # signs the last one, covering that publish, on disk
         for output in getattr(self, "outputs", []):
             try:
                 output.stop()
