@@ -97,13 +97,21 @@ class SiteConfig(Section):
 class RetentionConfig(Section):
     """How long derived data is kept. Frames: zero, not configurable."""
 
-    spool_days: int = Field(7, ge=1, le=365, title="Days unsent messages are kept")
-    audit_days: int = Field(365, ge=1, le=3650, title="Days audit log segments are kept")
+    spool_days: int = Field(
+        7, ge=1, le=365, title="Days unsent messages are kept",
+        description="MQTT messages the broker has not acknowledged are dropped (and counted) after this.",
+    )
+    audit_days: int = Field(
+        365, ge=1, le=3650, title="Days audit log segments are kept",
+        description="Whole segments older than this are purged; a purge entry keeps the log verifiable.",
+    )
     stats_days: int = Field(
-        30, ge=1, le=3650, title="Days local window statistics (rolling baselines) are kept"
+        30, ge=1, le=3650, title="Days local window statistics (rolling baselines) are kept",
+        description="Per-window aggregates kept on the device for alert baselines; never per person.",
     )
     interval_minutes: int = Field(
-        60, ge=1, le=1440, title="Minutes between retention runs (one also runs at start)"
+        60, ge=1, le=1440, title="Minutes between retention runs",
+        description="A run also happens at start, so data past its limit never survives a restart.",
     )
 
 
@@ -165,7 +173,10 @@ def parse_range(day: str, text: str) -> tuple[int, int]:
 class ZoneConfig(Section):
     """A privacy zone: a polygon blanked to black before the face detector sees the frame."""
 
-    name: str = Field(..., pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$", title="Zone name (for the docs and logs)")
+    name: str = Field(
+        ..., pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$", title="Zone name",
+        description="Lower-case letters, digits, - and _; shown by policy explain and in logs.",
+    )
     polygon: list[tuple[float, float]] = Field(
         ...,
         min_length=3,
@@ -186,14 +197,22 @@ class ZoneConfig(Section):
 class PrivacyModeConfig(Section):
     """Ways to pause capture; any one that is on pauses it."""
 
-    mqtt: bool = Field(True, title="Accept the MQTT switch (cmd/privacy_mode/set ON|OFF)")
-    sigusr1: bool = Field(True, title="SIGUSR1 toggles privacy mode")
+    mqtt: bool = Field(
+        True, title="Accept the MQTT switch",
+        description="<base>/cmd/privacy_mode/set with ON or OFF (Home Assistant's switch).",
+    )
+    sigusr1: bool = Field(
+        True, title="SIGUSR1 toggles privacy mode", description="e.g. systemctl kill -s USR1 emotion-agent"
+    )
     flag_file: Path | None = Field(
         None,
         title="Flag file",
         description="While this file exists, capture is paused (e.g. /run/emotion-agent/privacy).",
     )
-    poll_seconds: float = Field(1.0, gt=0, le=60, title="How often the flag file is checked (s)")
+    poll_seconds: float = Field(
+        1.0, gt=0, le=60, title="Flag file check interval (s)",
+        description="Capture may continue for at most this long after the file appears.",
+    )
 
 
 class PolicyConfig(Section):
@@ -203,7 +222,9 @@ class PolicyConfig(Section):
         None, title="Active hours", description="Omit to run at all hours."
     )
     zones: list[ZoneConfig] = Field(
-        default_factory=list, max_length=32, title="Privacy zones blanked before detection"
+        default_factory=list, max_length=32, title="Privacy zones",
+        description="Polygons painted black before the face detector sees the frame (street windows, "
+        "staff desks): nothing inside them is ever analysed.",
     )
     min_face_height: float = Field(
         0.0,
@@ -212,7 +233,10 @@ class PolicyConfig(Section):
         title="Smallest face height (fraction of frame height) analysed",
         description="Faces smaller than this (passers-by far away) are dropped before classification.",
     )
-    privacy_mode: PrivacyModeConfig = Field(default_factory=PrivacyModeConfig)
+    privacy_mode: PrivacyModeConfig = Field(
+        default_factory=PrivacyModeConfig, title="Privacy mode",
+        description="Sources that pause capture (camera closed); any one that is on pauses it.",
+    )
 
     @model_validator(mode="after")
     def _unique_zone_names(self) -> PolicyConfig:

@@ -11,6 +11,7 @@ import pytest
 
 from agent.config import load_config, parse_config
 from agent.errors import EXIT_INPUT, InputError
+from agent.privacy import settings
 from agent.privacy.policy import (
     PolicyRefused,
     evaluate_policy,
@@ -158,3 +159,13 @@ def test_policy_digest_changes_with_policy_sections_only() -> None:
     assert policy_digest(parse_config(zoned)) != digest
     assert policy_digest(parse_config(base + "retention: {stats_days: 5}\n")) != digest
     assert len(digest) == 64
+
+
+def test_every_policy_setting_has_a_title_and_a_description() -> None:
+    """The JSON Schema and the config reference are generated from these models."""
+    sections = [settings.SignageConfig, settings.SiteConfig, settings.RetentionConfig,
+                settings.ScheduleConfig, settings.ZoneConfig, settings.PrivacyModeConfig,
+                settings.PolicyConfig]
+    missing = [f"{cls.__name__}.{name}" for cls in sections for name, info in cls.model_fields.items()
+               if not info.title or not info.description]
+    assert missing == []
