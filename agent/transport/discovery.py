@@ -17,7 +17,8 @@ Payload fields read here (written by the window aggregator, alert rules and heal
   ``body.fps_milli`` (frames per second × 1000), ``body.drops``, ``body.spool_backlog``.
 - ``audit/checkpoint``: the envelope's ``ts`` (ms since the epoch).
 - ``privacy_mode`` (retained): ``body.state`` ``ON`` or ``OFF``, the mode actually in force.
-- ``key`` (retained JWK of the device's Ed25519 public key, with ``kid``).
+- ``key`` (retained): the signed envelope whose ``body.jwk`` is the device's Ed25519 public
+  key (RFC 8037), or a bare JWK; ``kid`` is at the root of both.
 
 Pure logic: no paho import.
 """
@@ -76,6 +77,13 @@ def _optional(expr: str, divisor: int = 1, filt: str = "int") -> str:
         f"{{% set v = {expr} if {expr} is defined else none %}}"
         f"{{{{ {value} | {filt} if v is number else None }}}}"
     )
+
+
+_KEY_ATTRIBUTES = (
+    "{{ (value_json.body.jwk if value_json.body is defined and value_json.body.jwk is defined "
+    "else value_json) | tojson }}"
+)
+"""The JWK as attributes, from the signed ``key`` envelope (``body.jwk``) or a bare JWK."""
 
 
 def _sensors(spec: DiscoverySpec, uid: str, expire: int) -> dict[str, dict[str, Any]]:
@@ -141,6 +149,7 @@ def _diagnostics(spec: DiscoverySpec, uid: str) -> dict[str, dict[str, Any]]:
                             "'%Y-%m-%dT%H:%M:%S+00:00', false) if value_json.ts is number else None }}"},
         "public_key": {"p": "sensor", "name": "Signing key", "state_topic": f"{base}/key",
                        "value_template": "{{ value_json.kid }}", "json_attributes_topic": f"{base}/key",
+                       "json_attributes_template": _KEY_ATTRIBUTES,
                        "icon": "mdi:key"},
     }
     for key, cfg in diag.items():

@@ -108,3 +108,27 @@ def read_password(path: Path) -> str:
     if not lines or not lines[0]:
         raise ConfigError(f"mqtt.password_file {path}: the file is empty; put the password on line 1")
     return lines[0]
+
+
+_HINTS = (
+    ("CERTIFICATE_VERIFY_FAILED",
+     "the broker's certificate is not signed by mqtt.tls.ca, has expired, or does not name mqtt.host"),
+    ("ALERT_CERTIFICATE_EXPIRED", "the broker refused our client certificate mqtt.tls.cert: it has expired"),
+    ("ALERT_UNKNOWN_CA",
+     "the broker refused our client certificate mqtt.tls.cert: it is not signed by a CA the broker trusts"),
+    ("ALERT_CERTIFICATE_REQUIRED", "the broker requires a client certificate: set mqtt.tls.cert and key"),
+    ("ALERT_HANDSHAKE_FAILURE", "the broker refused the TLS handshake: does it require mqtt.tls.cert?"),
+    ("ALERT_BAD_CERTIFICATE", "the broker refused our client certificate mqtt.tls.cert"),
+    ("Not authorized", "check mqtt.username, mqtt.password_file and the broker's ACL"),
+    ("Bad user name or password", "check mqtt.username and mqtt.password_file"),
+    ("ConnectionRefusedError", "nothing listens there: check mqtt.host, mqtt.port and the broker"),
+    ("Unsupported protocol version", "set mqtt.protocol to auto or 3.1.1"),
+)
+
+
+def explain(error: str) -> str:
+    """The error followed by what to check, for the log and the health message."""
+    for marker, hint in _HINTS:
+        if marker in error:
+            return f"{error} ({hint})"
+    return error

@@ -33,7 +33,14 @@ from agent.clock import Clock
 from agent.errors import ConfigError
 from agent.transport.commands import Command, CommandParser
 from agent.transport.discovery import DiscoverySpec, encode_discovery
-from agent.transport.link import LinkState, OutgoingMessage, PahoClient, TransportHealth, read_password
+from agent.transport.link import (
+    LinkState,
+    OutgoingMessage,
+    PahoClient,
+    TransportHealth,
+    explain,
+    read_password,
+)
 from agent.transport.settings import MqttConfig
 from agent.transport.spool import DropReport, Spool
 
@@ -256,12 +263,9 @@ class MqttOutput:
     ) -> None:
         if reason.is_failure:
             self._counts["failures"] += 1
-            self._set_state(LinkState.REFUSED, f"broker refused the connection: {reason}")
-            logger.warning(
-                "MQTT broker refused the connection: %s; retrying",
-                reason,
-                extra={"fields": {"reason": str(reason), "host": self.settings.host}},
-            )
+            error = explain(f"broker refused the connection: {reason}")
+            self._set_state(LinkState.REFUSED, error)
+            logger.warning("MQTT %s; retrying", error, extra={"fields": {"host": self.settings.host}})
             if self.settings.protocol == "auto" and reason.value in _UNSUPPORTED_PROTOCOL:
                 self._downgrade.set()
                 self._wake.set()
@@ -287,7 +291,8 @@ class MqttOutput:
 
     def _on_connect_fail(self, _c: paho.Client, _u: Any) -> None:
         self._counts["failures"] += 1
-        error = f"cannot connect to {self.settings.host}:{self.settings.port}: {self._socket_error()}"
+        where = f"{self.settings.host}:{self.settings.port}"
+        error = explain(f"cannot connect to {where}: {self._socket_error()}")
         self._set_state(LinkState.FAILED, error)
         logger.warning("MQTT %s; retrying", error, extra={"fields": {"host": self.settings.host}})
 
@@ -306,7 +311,8 @@ class MqttOutput:
                 # Closed before any CONNACK: typically the broker refused our client certificate.
                 self._counts["failures"] += 1
                 self._state = LinkState.FAILED
-                self._last_error = detail or f"connection closed before the broker answered: {reason}"
+                closed = f"connection closed before the broker answered: {reason}"
+                self._last_error = explain(detail or closed)
             error = self._last_error
         logger.warning("MQTT disconnected: %s; reconnecting", error)
 

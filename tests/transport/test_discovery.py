@@ -108,7 +108,11 @@ def test_the_public_key_is_an_attribute_of_the_signing_key_sensor() -> None:
     key = build_discovery(SPEC)["cmps"]["public_key"]
     assert key["json_attributes_topic"] == f"{BASE}/key"
     jwk = {"kty": "OKP", "crv": "Ed25519", "x": "abc", "kid": "K" * 43}
-    assert ENV.from_string(key["value_template"]).render(value_json=jwk) == "K" * 43
+    signed = {"v": 1, "typ": "key", "kid": "K" * 43, "body": {"jwk": jwk}, "sig": "s"}
+    for shape in (jwk, signed):
+        assert ENV.from_string(key["value_template"]).render(value_json=shape) == "K" * 43
+        attributes = ENV.from_string(key["json_attributes_template"]).render(value_json=shape)
+        assert json.loads(attributes) == jwk
 
 
 def test_the_privacy_switch_and_checkpoint_button_use_the_command_topics() -> None:

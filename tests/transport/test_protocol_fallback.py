@@ -47,4 +47,6 @@ def test_a_pinned_version_5_never_falls_back(tmp_path: Path) -> None:
             out.stop()
     assert set(broker.levels) == {5}
     assert health.state == "refused"
-    assert health.last_error == "broker refused the connection: Unsupported protocol version"
+    assert health.last_error == (
+        "broker refused the connection: Unsupported protocol version (set mqtt.protocol to auto or 3.1.1)"
+    )
