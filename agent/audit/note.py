@@ -87,6 +87,14 @@ def sign_checkpoint(origin: str, size: int, root: bytes, key: Ed25519PrivateKey)
     return SignedCheckpoint(origin, size, root, note)
 
 
+def strict_b64decode(text: str) -> bytes:
+    """Standard base64 with padding, in its one canonical spelling (no malleable spare bits)."""
+    data = base64.b64decode(text, validate=True)
+    if base64.b64encode(data).decode("ascii") != text:
+        raise ValueError(f"{text[:16]}… is not canonical base64")
+    return data
+
+
 def _split_note(note: bytes) -> tuple[str, list[str]]:
     try:
         s = note.decode("utf-8")
@@ -113,7 +121,7 @@ def parse_checkpoint_text(text: str) -> tuple[str, int, bytes]:
     if not _SIZE.match(size_s):
         raise NoteError(f"checkpoint tree size {size_s!r} is not a decimal without leading zeros")
     try:
-        root = base64.b64decode(root_s, validate=True)
+        root = strict_b64decode(root_s)
     except (binascii.Error, ValueError) as exc:
         raise NoteError(f"checkpoint root {root_s!r} is not base64") from exc
     if len(root) != HASH_SIZE:
@@ -130,7 +138,7 @@ def open_checkpoint(note: bytes, public_key: Ed25519PublicKey, name: str | None 
     for line in sig_lines:
         signer, _, b64 = line[len(SIG_PREFIX) :].partition(" ")
         try:
-            blob = base64.b64decode(b64, validate=True)
+            blob = strict_b64decode(b64)
         except (binascii.Error, ValueError) as exc:
             raise NoteError(f"signature of {signer!r} is not base64") from exc
         if signer != name or blob[:4] != want:

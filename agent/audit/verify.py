@@ -59,7 +59,13 @@ class VerifyResult:
 def load_notes(data: bytes, source: str, public_key: Ed25519PublicKey, result: VerifyResult) -> list[Located]:
     """Verify every note in a checkpoints file; a bad one is a problem, a cut-off tail a warning."""
     notes, tail = split_notes(data)
-    if tail.strip():
+    first_line = data[: len(data) - len(tail)].count(b"\n") + 1
+    if _complete_garbage(tail):
+        result.problems.append(
+            f"{source} line {first_line}: a complete note that is not a valid checkpoint "
+            "(a crash can only cut the last note short)"
+        )
+    elif tail.strip():
         result.warnings.append(
             f"{source}: {len(tail)} bytes after the last checkpoint (cut short by a crash)"
         )
@@ -70,6 +76,12 @@ def load_notes(data: bytes, source: str, public_key: Ed25519PublicKey, result: V
         except NoteError as exc:
             result.problems.append(f"{source} line {line}: checkpoint rejected: {exc}")
     return out
+
+
+def _complete_garbage(tail: bytes) -> bool:
+    """True when the leftover bytes hold a whole line after a blank line: not a cut-off write."""
+    cut = tail.find(b"\n\n")
+    return cut >= 0 and b"\n" in tail[cut + 2 :]
 
 
 class _Verifier:

@@ -335,3 +335,22 @@ def test_a_clock_stepping_back_is_a_warning_not_a_failure(
     result = check(tmp_path / "audit", key)
     assert result.ok
     assert "the device clock went backwards 1 time(s) between entries" in result.warnings
+
+
+def test_a_signature_respelled_in_non_canonical_base64_is_refused(
+    audit: Path, key: Ed25519PrivateKey
+) -> None:
+    """68 bytes in base64 leave 2 spare bits in the last character: changing them keeps the
+    decoded bytes but changes the note, so it must not verify."""
+    cps = audit / "checkpoints.log"
+    lines = cps.read_text().splitlines(keepends=True)
+    sig = lines[4]
+    last = sig[-3]  # the character before "=\n"
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    respelled = alphabet[alphabet.index(last) ^ 1]
+    lines[4] = sig[:-3] + respelled + sig[-2:]
+    cps.write_text("".join(lines))
+    assert (
+        check(audit, key).problems[0].startswith("checkpoints.log line 1: checkpoint rejected: signature of")
+    )
+    assert "not base64" in check(audit, key).problems[0]
