@@ -102,13 +102,26 @@ def parse_switch(payload: bytes) -> bool:
 
 
 class FlagFilePoller:
-    """Turns the ``file`` source on while a flag file exists; call ``poll`` on a timer."""
+    """Turns the ``file`` source on while a flag file exists.
 
-    def __init__(self, path: Path, mode: PrivacyMode) -> None:
+    ``poll`` may be called every loop turn: with a clock and an interval it looks at the file
+    at most once per ``interval_s`` (``policy.privacy_mode.poll_seconds``), otherwise every call.
+    """
+
+    def __init__(self, path: Path, mode: PrivacyMode, clock: Clock | None = None,
+                 interval_s: float = 0.0) -> None:
         self.path = path
         self.mode = mode
+        self.clock = clock
+        self.interval_s = interval_s
+        self._next: float | None = None
 
     def poll(self) -> PrivacyModeEvent | None:
+        if self.clock is not None and self.interval_s > 0:
+            now = self.clock.monotonic()
+            if self._next is not None and now < self._next:
+                return None
+            self._next = now + self.interval_s
         return self.mode.set("file", self.path.exists())
 
 

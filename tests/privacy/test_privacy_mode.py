@@ -87,6 +87,21 @@ def test_flag_file_pauses_while_it_exists(clock: FakeClock, tmp_path: Path) -> N
     assert not cleared.paused
 
 
+def test_flag_file_is_checked_once_per_interval(clock: FakeClock, tmp_path: Path) -> None:
+    mode = PrivacyMode(clock)
+    flag = tmp_path / "privacy"
+    poller = FlagFilePoller(flag, mode, clock, interval_s=1.0)
+    assert poller.poll() is None  # checked: absent
+    flag.touch()
+    clock.advance(0.5)
+    assert poller.poll() is None  # not yet due: the file is not looked at
+    assert not mode.paused
+    clock.advance(0.5)
+    event = poller.poll()
+    assert event is not None
+    assert event.paused
+
+
 def test_sigusr1_toggles_through_the_main_loop(clock: FakeClock) -> None:
     mode = PrivacyMode(clock)
     toggle = SignalToggle(mode)
