@@ -135,7 +135,7 @@ def check_shape(env: Any) -> None:
 
 
 class Verifier:
-    """Checks messages one at a time and remembers what it has accepted.
+    """Checks messages one at a time and remembers what it has accepted (use from one thread).
 
     ``expected_topic`` may be an MQTT filter (``emotion-agent/+/stats``). ``max_skew_s`` bounds
     how far ``ts`` may be ahead of the reference time (arrival time when known, else the
@@ -198,8 +198,9 @@ class Verifier:
     def check_line(self, line: str | bytes) -> Result:
         """One JSON line: a bare envelope, or ``{"topic": T, "payload": P, ...}`` as received.
 
-        P is the envelope object or its text. ``mosquitto_sub -F %j`` / ``%J`` lines qualify;
-        their ``tst`` (or an integer ``received_ms``) is the arrival time for the skew check.
+        P is the envelope object or its text. ``mosquitto_sub -F %j`` lines qualify (not ``%J``:
+        it reprints big integers as floats); their ``tst`` (or an integer ``received_ms``) is the
+        arrival time for the skew check.
         """
         if len(line) > MAX_LINE_BYTES:
             return Result("malformed", f"line is {len(line)} bytes; at most {MAX_LINE_BYTES} are read")
