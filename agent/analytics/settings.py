@@ -19,7 +19,13 @@ from agent.vision.observation import EMOTIONS
 class TrackerSettings(Section):
     """How faces are followed across frames; tracks live only in memory."""
 
-    iou_threshold: float = Field(0.3, gt=0, le=1, title="Least box overlap (IoU) that continues a track")
+    iou_threshold: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        title="Least box overlap (IoU) that continues a track",
+        description="Intersection over union of the track's last box and the new face's box.",
+    )
     max_centre_distance: float = Field(
         1.0,
         ge=0,
@@ -28,7 +34,11 @@ class TrackerSettings(Section):
         description="Used when boxes do not overlap enough (fast motion, low frame rate).",
     )
     forget_seconds: float = Field(
-        5.0, gt=0, le=60, title="Seconds after a face leaves before its track is forgotten"
+        5.0,
+        gt=0,
+        le=60,
+        title="Seconds after a face leaves before its track is forgotten",
+        description="Long enough to bridge detector flicker; a face back after it is a new person.",
     )
     max_tracks: int = Field(
         64,
@@ -49,9 +59,17 @@ class TrackerSettings(Section):
 class DpSettings(Section):
     """Optional differential privacy: discrete Laplace noise on per-window counts."""
 
-    enabled: bool = Field(False, title="Add noise to the published counts")
+    enabled: bool = Field(
+        False,
+        title="Add noise to the published counts",
+        description="Discrete Laplace noise on every per-window count, under a daily epsilon budget.",
+    )
     epsilon_per_window: float = Field(
-        0.5, gt=0, le=10, title="Privacy loss (epsilon) spent by one published window"
+        0.5,
+        gt=0,
+        le=10,
+        title="Privacy loss (epsilon) spent by one window",
+        description="Smaller means more noise: each count gets variance 2p/(1-p)^2, p = exp(-epsilon).",
     )
     daily_budget: float = Field(
         10.0,
@@ -79,7 +97,11 @@ class BaselineSettings(Section):
         "UTC", title="Time zone of the site", description="IANA name, e.g. Europe/Paris; sets hour-of-week."
     )
     min_samples: int = Field(
-        30, ge=2, le=100_000, title="Windows an hour-of-week slot needs before it can alert"
+        30,
+        ge=2,
+        le=100_000,
+        title="Windows an hour-of-week slot needs before it can alert",
+        description="Until then baseline-mode rules stay silent for that hour of the week.",
     )
     max_samples: int = Field(
         600,
@@ -89,7 +111,12 @@ class BaselineSettings(Section):
         description="Older windows fade out exponentially once a slot has this many.",
     )
     min_stdev: float = Field(
-        0.02, gt=0, le=1000, title="Floor of the standard deviation used in z-scores (metric units)"
+        0.02,
+        gt=0,
+        le=1000,
+        title="Floor of the standard deviation used in z-scores",
+        description="In the metric's natural units (a share, a valence, people): a flat baseline "
+        "cannot turn a tiny change into a huge z-score.",
     )
 
     @field_validator("timezone")
@@ -117,19 +144,34 @@ Metric = Literal["share", "valence", "arousal", "people"]
 class AlertRule(Section):
     """One rule over window statistics; raised and cleared events, never per person."""
 
-    name: str = Field(..., pattern=r"^[a-z0-9_-]{1,48}$", title="Rule name, used in events")
+    name: str = Field(
+        ...,
+        pattern=r"^[a-z0-9_-]{1,48}$",
+        title="Rule name",
+        description="Lower-case letters, digits, - and _; unique; carried in every event of the rule.",
+    )
     metric: Metric = Field(
-        ..., title="What is measured: share of labels, mean valence, mean arousal, or people"
+        ...,
+        title="What is measured",
+        description="share: per-mille of the voters with one of labels; valence, arousal: mean × 1000 "
+        "on the circumplex; people: people counted in the window.",
     )
     labels: tuple[str, ...] = Field(
-        (), title="Labels whose votes are summed (metric share only)", max_length=len(EMOTIONS)
+        (),
+        max_length=len(EMOTIONS),
+        title="Labels whose votes are summed",
+        description="Metric share only, e.g. [angry, fear].",
     )
     comparison: Literal["above", "below"] = Field(
-        "above", title="Raise when the value is above or below the threshold"
+        "above",
+        title="Direction",
+        description="above: raise when the value is strictly above the threshold; below: strictly below.",
     )
     mode: Literal["absolute", "baseline"] = Field(
         "absolute",
-        title="Compare the value itself, or its z-score against this device's hour-of-week baseline",
+        title="What the threshold is compared to",
+        description="absolute: the value itself; baseline: its z-score against this device's rolling "
+        "hour-of-week baseline (analytics.baseline).",
     )
     threshold: float = Field(
         ...,
@@ -145,10 +187,30 @@ class AlertRule(Section):
         title="Clear threshold (hysteresis)",
         description="The alert clears once the value is back past it; defaults to threshold.",
     )
-    min_people: int = Field(1, ge=1, le=100_000, title="Fewest people a window needs to be judged")
-    windows_in_row: int = Field(1, ge=1, le=1000, title="Windows in a row that must match to raise")
-    clear_windows: int = Field(1, ge=1, le=1000, title="Windows in a row past the clear threshold to clear")
-    cooldown_seconds: int = Field(0, ge=0, le=7 * 86_400, title="Least time between two raises of this rule")
+    min_people: int = Field(
+        1,
+        ge=1,
+        le=100_000,
+        title="Fewest people a window needs to be judged",
+        description="Windows with fewer people (or no breakdown) neither raise nor hold the alert.",
+    )
+    windows_in_row: int = Field(
+        1, ge=1, le=1000, title="Windows in a row that must match to raise", description="1 raises at once."
+    )
+    clear_windows: int = Field(
+        1,
+        ge=1,
+        le=1000,
+        title="Windows in a row past the clear threshold to clear",
+        description="Unjudged windows count as past clear.",
+    )
+    cooldown_seconds: int = Field(
+        0,
+        ge=0,
+        le=7 * 86_400,
+        title="Least time between two raises of this rule",
+        description="Measured between the ends of the raising windows; 0 for none.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> AlertRule:

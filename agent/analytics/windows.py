@@ -227,8 +227,8 @@ class WindowAggregator:
             people = {**self._carry.people, **window.people}
             covers_from = self._carry.covers_from
             self._carry = None
-        cells, suppressed = self._release(window, tally(people.values()))
-        if suppressed == "below_k" and self.mode == "merge" and not final and len(people) < MAX_CARRY:
+        cells, suppressed = self._release(window, tally(people.values()), anyone=bool(people))
+        if suppressed == "below_k" and self.mode == "merge" and not final and 0 < len(people) < MAX_CARRY:
             self._carry = _Carry(covers_from, people)
             suppressed = "merged"
         report = self._report(window, covers_from, complete, cells, suppressed)
@@ -244,8 +244,15 @@ class WindowAggregator:
         )
         return report
 
-    def _release(self, window: _Window, cells: Cells) -> tuple[Cells | None, Suppressed | None]:
-        """Noise and budget, then k on the (noisy) voters."""
+    def _release(self, window: _Window, cells: Cells, anyone: bool) -> tuple[Cells | None, Suppressed | None]:
+        """Noise and budget, then k on the (noisy) voters.
+
+        A window in which no frame was analysed and nobody is carried holds no data about
+        anyone (camera down, closed hours): it is suppressed without spending budget. That
+        choice depends on frame counts only, which are public, so it leaks nothing.
+        """
+        if window.analysed == 0 and not anyone:
+            return None, "below_k"
         if self.epsilon is not None:
             accountant, noise = self._accountant, self._noise
             if accountant is None or noise is None:  # pragma: no cover - refused in __init__

@@ -254,3 +254,15 @@ def test_a_track_votes_once_with_its_latest_smoothed_emotion(clock: FakeClock) -
     (r,) = agg.flush(T0 + 60)
     assert r.votes is not None
     assert (r.votes["happy"], r.votes["sad"], r.votes["fear"], r.people) == (1, 0, 1, 2)
+
+
+def test_merge_does_not_carry_empty_windows(clock: FakeClock) -> None:
+    """A quiet night in merge mode: empty windows are below k, and the morning starts afresh."""
+    agg = WindowAggregator(cfg(min_people=2, small_window="merge"), clock)
+    agg.poll(T0)
+    night = agg.poll(T0 + 60) + agg.poll(T0 + 120)
+    assert [r.suppressed for r in night] == ["below_k", "below_k"]
+    tracker = Tracker(TrackerSettings(), clock, rng=seeded(0))
+    run(agg, tracker, ["happy", "sad"], T0 + 120, 5)
+    (r,) = agg.poll(T0 + 180)
+    assert (r.suppressed, r.people, r.covers_from) == (None, 2, int(T0) + 120)

@@ -118,3 +118,18 @@ def test_real_noise_keeps_counts_non_negative_integers(tmp_path: Path, clock: Fa
     assert all(v >= 0 and type(v) is int for r in published for v in r.votes.values())  # type: ignore[union-attr]
     assert all(sum(r.shares_pm.values()) == 1000 for r in published)  # type: ignore[union-attr]
     assert len({tuple(r.votes.values()) for r in published}) > 1  # type: ignore[union-attr]
+
+
+def test_a_window_without_frames_spends_no_budget(tmp_path: Path, clock: FakeClock) -> None:
+    """Camera down or closed hours: nothing about anyone to release, so epsilon is kept."""
+    acct = BudgetAccountant(tmp_path, 1.0)
+    noise = ScriptedNoise([0] * CELLS)
+    agg = WindowAggregator(dp_cfg(), clock, dp=noise, accountant=acct)
+    agg.poll(T0)
+    quiet = agg.poll(T0 + 60) + agg.poll(T0 + 120)
+    assert [(r.suppressed, r.frames_analysed) for r in quiet] == [("below_k", 0), ("below_k", 0)]
+    assert noise.epsilons == []
+    assert acct.remaining_micro(T0) == 1_000_000
+    five_people(agg, Tracker(TrackerSettings(), clock, rng=seeded(0)), T0 + 120)
+    (r,) = agg.poll(T0 + 180)
+    assert (r.suppressed, r.people, r.budget_left_micro) == (None, 5, 500_000)
