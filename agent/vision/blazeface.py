@@ -9,6 +9,7 @@ back through the letterbox is ``agent.vision.detector.Placement.to_frame``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,8 @@ from agent.vision.manifest import AnchorSpec
 
 F32 = npt.NDArray[np.float32]
 NUM_KEYPOINTS = 6
+Row = list[float]
+"""One candidate as plain floats: xmin, ymin, xmax, ymax, then 6 keypoints (x, y)."""
 
 
 def generate_anchors(spec: AnchorSpec) -> F32:
@@ -65,61 +68,92 @@ def empty() -> RawDetections:
     )
 
 
+MAX_CANDIDATES = 256
+"""Most candidates decoded per frame (best scores first); a real frame has a few dozen."""
+
+
+def decode_rows(
+    regressors: F32, classificators: F32, anchors: F32, *, scale: float, min_score: float, score_clip: float
+) -> tuple[list[Row], list[float]]:
+    """Candidates whose sigmoid score reaches ``min_score``, as plain-float rows (xmin, ymin,
+    xmax, ymax, 6 x keypoint x, y in input coordinates 0..1) and their scores.
+
+    Only the threshold runs over every anchor (numpy); the few survivors are decoded in plain
+    Python, where a dozen numpy calls on tiny arrays would cost more than the arithmetic.
+    """
+    logits = classificators.reshape(-1)
+    # sigmoid(x) >= t  <=>  x >= logit(t): threshold the raw logits, before any exp
+    keep = np.flatnonzero(logits >= np.float32(math.log(min_score / (1.0 - min_score))))
+    if keep.size > MAX_CANDIDATES:
+        keep = keep[np.argsort(-logits[keep])[:MAX_CANDIDATES]]
+    if keep.size == 0:
+        return [], []
+    inv = 1.0 / scale
+    rows: list[Row] = []
+    scores: list[float] = []
+    for reg, (ax, ay), logit in zip(
+        regressors.reshape(-1, 16)[keep].tolist(), anchors[keep].tolist(), logits[keep].tolist(), strict=True
+    ):
+        half_w, half_h = reg[2] * inv / 2.0, reg[3] * inv / 2.0
+        if half_w <= 0.0 or half_h <= 0.0:
+            continue
+        cx, cy = reg[0] * inv + ax, reg[1] * inv + ay
+        row = [cx - half_w, cy - half_h, cx + half_w, cy + half_h]
+        row += [v * inv + (ax if i % 2 == 0 else ay) for i, v in enumerate(reg[4:])]
+        rows.append(row)
+        scores.append(1.0 / (1.0 + math.exp(-min(max(logit, -score_clip), score_clip))))
+    return rows, scores
+
+
+def to_arrays(rows: list[Row], scores: list[float]) -> RawDetections:
+    if not rows:
+        return empty()
+    a = np.array(rows, np.float32)
+    return RawDetections(a[:, :4], a[:, 4:].reshape(-1, NUM_KEYPOINTS, 2), np.array(scores, np.float32))
+
+
 def decode(
     regressors: F32, classificators: F32, anchors: F32, *, scale: float, min_score: float, score_clip: float
 ) -> RawDetections:
-    """Keep anchors whose sigmoid score reaches ``min_score`` and decode only those."""
-    logits = classificators.reshape(-1)
-    # sigmoid(x) >= t  <=>  x >= logit(t): threshold on the raw logits, before any exp
-    keep = np.flatnonzero(logits >= np.float32(np.log(min_score / (1.0 - min_score))))
-    if keep.size == 0:
-        return empty()
-    kept = np.clip(logits[keep], -score_clip, score_clip)
-    scores = (1.0 / (1.0 + np.exp(-kept))).astype(np.float32)
-    raw = regressors.reshape(-1, 2 + NUM_KEYPOINTS, 2)[keep] / np.float32(scale)
-    raw[:, 2:, :] += anchors[keep][:, None, :]
-    raw[:, 0, :] += anchors[keep]
-    half = raw[:, 1, :] / 2.0
-    boxes = np.concatenate([raw[:, 0, :] - half, raw[:, 0, :] + half], axis=1)
-    valid = np.all(half > 0, axis=1)
-    return RawDetections(boxes[valid], raw[valid, 2:, :], scores[valid])
+    """``decode_rows`` as arrays."""
+    return to_arrays(*decode_rows(
+        regressors, classificators, anchors, scale=scale, min_score=min_score, score_clip=score_clip
+    ))
 
 
-def iou(box: F32, boxes: F32) -> F32:
-    """Intersection over union of one box with each of ``boxes`` (xmin, ymin, xmax, ymax)."""
-    lo = np.maximum(box[:2], boxes[:, :2])
-    hi = np.minimum(box[2:], boxes[:, 2:])
-    inter = np.prod(np.clip(hi - lo, 0.0, None), axis=1)
-    area = np.prod(box[2:] - box[:2])
-    areas = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
-    union = area + areas - inter
-    out: F32 = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0).astype(np.float32)
+def iou(a: Row, b: Row) -> float:
+    """Intersection over union of two boxes (xmin, ymin, xmax, ymax, ...)."""
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def weighted_nms_rows(
+    rows: list[Row], scores: list[float], threshold: float, max_out: int
+) -> list[tuple[Row, float]]:
+    """MediaPipe's weighted NMS: each kept face is the score-weighted mean of its overlapping
+    candidates (box and keypoints), with the best candidate's score. Plain Python: there are
+    only a few dozen candidates, where per-call numpy overhead would dominate."""
+    order = sorted(range(len(scores)), key=scores.__getitem__, reverse=True)
+    out: list[tuple[Row, float]] = []
+    while order and len(out) < max_out:
+        top = rows[order[0]]
+        members = [i for i in order if iou(top, rows[i]) > threshold]
+        order = [i for i in order if iou(top, rows[i]) <= threshold]
+        total = sum(scores[i] for i in members)
+        blended = [sum(scores[i] * rows[i][j] for i in members) / total for j in range(len(top))]
+        out.append((blended, scores[members[0]]))
     return out
 
 
 def weighted_nms(raw: RawDetections, threshold: float, max_out: int) -> RawDetections:
-    """MediaPipe's weighted NMS: each kept face is the score-weighted mean of its overlapping
-    candidates (box and keypoints), with the best candidate's score."""
+    """``weighted_nms_rows`` over arrays."""
     if len(raw) == 0:
         return raw
-    order = np.argsort(-raw.scores, kind="stable")
-    boxes, kps, scores = raw.boxes[order], raw.keypoints[order], raw.scores[order]
-    remaining = np.arange(len(scores))
-    out_b: list[F32] = []
-    out_k: list[F32] = []
-    out_s: list[float] = []
-    while remaining.size and len(out_s) < max_out:
-        top = remaining[0]
-        overlap = iou(boxes[top], boxes[remaining]) > threshold
-        members = remaining[overlap]
-        w = scores[members][:, None]
-        total = float(w.sum())
-        out_b.append((boxes[members] * w).sum(axis=0) / total)
-        out_k.append((kps[members] * w[:, :, None]).sum(axis=0) / total)
-        out_s.append(float(scores[top]))
-        remaining = remaining[~overlap]
-    if not out_s:
-        return empty()
-    return RawDetections(
-        np.stack(out_b).astype(np.float32), np.stack(out_k).astype(np.float32), np.array(out_s, np.float32)
-    )
+    rows = np.concatenate([raw.boxes, raw.keypoints.reshape(-1, 2 * NUM_KEYPOINTS)], axis=1).tolist()
+    kept = weighted_nms_rows(rows, raw.scores.tolist(), threshold, max_out)
+    return to_arrays([r for r, _ in kept], [s for _, s in kept])

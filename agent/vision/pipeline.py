@@ -25,7 +25,7 @@ from agent.vision.detector import FaceDetector
 from agent.vision.emotion import EmotionClassifier
 from agent.vision.manifest import ModelSpec, default_models_dir, model_spec
 from agent.vision.observation import Detection, FaceObservation
-from agent.vision.quality import GateLimits, assess
+from agent.vision.quality import GateLimits, gate, yaw_degrees
 from agent.vision.runtime import BACKENDS, Model, choose_backend
 
 if TYPE_CHECKING:
@@ -120,9 +120,9 @@ class VisionPipeline:
     def _observe(self, pixels: Pixels, det: Detection) -> FaceObservation:
         h, w = pixels.shape[:2]
         grey = self.classifier.align(pixels, det)
-        kps = np.array(det.keypoints, dtype=np.float32) * np.array([w, h], dtype=np.float32)
-        face_px = min(det.box[2] * w, det.box[3] * h)
-        quality = assess(grey, face_px, kps, self.limits)
+        sharpness, brightness = self.classifier.measure(grey)
+        yaw = yaw_degrees([(x * w, y * h) for x, y in det.keypoints[:3]])
+        quality = gate(min(det.box[2] * w, det.box[3] * h), sharpness, brightness, yaw, self.limits)
         probs = self.classifier.classify(grey) if quality.passed else None
         return FaceObservation(
             box=tuple(round(v, 4) for v in det.box),  # type: ignore[arg-type]

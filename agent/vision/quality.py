@@ -9,6 +9,7 @@ face size is measured in source pixels.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,31 +40,24 @@ def laplacian_variance(grey: npt.NDArray[np.uint8] | npt.NDArray[np.float32]) ->
     return float(lap.var())
 
 
-def yaw_degrees(keypoints: npt.NDArray[np.float32]) -> float:
+def yaw_degrees(keypoints: Sequence[Sequence[float]]) -> float:
     """Head turn from the eyes and nose tip (pixel coordinates, rows = BlazeFace keypoints).
 
     The nose tip's offset from the eyes' midpoint along the eye line, relative to half the
-    eye distance, is ``depth * tan(yaw)`` for a head turned by ``yaw``.
+    eye distance, is ``depth * tan(yaw)`` for a head turned by ``yaw``. Plain floats: six
+    points do not need numpy.
     """
-    right_eye, left_eye, nose = keypoints[0], keypoints[1], keypoints[2]
-    axis = left_eye - right_eye
-    half = float(np.hypot(axis[0], axis[1])) / 2.0
+    (rx, ry), (lx, ly), (nx, ny) = keypoints[0][:2], keypoints[1][:2], keypoints[2][:2]
+    ax, ay = float(lx - rx), float(ly - ry)
+    half = math.hypot(ax, ay) / 2.0
     if half <= 1e-6:
         return 90.0
-    offset = float(np.dot(nose - (right_eye + left_eye) / 2.0, axis / (2.0 * half)))
-    return abs(math.degrees(math.atan(offset / half / NOSE_DEPTH_RATIO)))
+    offset = ((nx - (rx + lx) / 2.0) * ax + (ny - (ry + ly) / 2.0) * ay) / (2.0 * half)
+    return abs(math.degrees(math.atan(float(offset) / half / NOSE_DEPTH_RATIO)))
 
 
-def assess(
-    grey_crop: npt.NDArray[np.uint8],
-    face_px: float,
-    keypoints_px: npt.NDArray[np.float32],
-    limits: GateLimits,
-) -> Quality:
-    """Measure one face and decide: the first failing check (size, light, blur, pose) is the reason."""
-    brightness = float(grey_crop.mean())
-    sharpness = laplacian_variance(grey_crop)
-    yaw = yaw_degrees(keypoints_px)
+def gate(face_px: float, sharpness: float, brightness: float, yaw: float, limits: GateLimits) -> Quality:
+    """Decide on measured figures: the first failing check (size, light, blur, pose) is the reason."""
     reason: str | None = None
     if face_px < limits.min_face_px:
         reason = "too_small"
@@ -81,4 +75,16 @@ def assess(
         brightness=round(brightness, 1),
         yaw_degrees=round(yaw, 1),
         abstain_reason=reason,
+    )
+
+
+def assess(
+    grey_crop: npt.NDArray[np.uint8],
+    face_px: float,
+    keypoints_px: Sequence[Sequence[float]],
+    limits: GateLimits,
+) -> Quality:
+    """Measure one face crop with numpy and decide (the reference for the pipeline's fast path)."""
+    return gate(
+        face_px, laplacian_variance(grey_crop), float(grey_crop.mean()), yaw_degrees(keypoints_px), limits
     )

@@ -8,7 +8,14 @@ import sys
 import numpy as np
 import pytest
 
-from agent.vision.blazeface import RawDetections, decode, generate_anchors, iou, weighted_nms
+from agent.vision.blazeface import (
+    MAX_CANDIDATES,
+    RawDetections,
+    decode,
+    generate_anchors,
+    iou,
+    weighted_nms,
+)
 from agent.vision.detector import Placement
 from agent.vision.manifest import default_models_dir, model_spec
 
@@ -105,9 +112,19 @@ def test_weighted_nms_keeps_separate_faces_and_stops_at_max_out() -> None:
 
 
 def test_iou_of_identical_disjoint_and_half_overlapping_boxes() -> None:
-    box = np.array([0, 0, 2, 2], np.float32)
-    others = np.array([[0, 0, 2, 2], [5, 5, 6, 6], [1, 0, 3, 2]], np.float32)
-    assert iou(box, others).tolist() == pytest.approx([1.0, 0.0, 1 / 3])
+    box = [0.0, 0.0, 2.0, 2.0]
+    assert iou(box, [0.0, 0.0, 2.0, 2.0]) == 1.0
+    assert iou(box, [5.0, 5.0, 6.0, 6.0]) == 0.0
+    assert iou(box, [1.0, 0.0, 3.0, 2.0]) == pytest.approx(1 / 3)
+
+
+def test_more_candidates_than_the_cap_keep_the_best_scores() -> None:
+    anchors = anchors_of("face_detection_full_range")
+    reg = np.tile(np.array([0, 0, 10, 10] + [0] * 12, np.float32), (1, 2304, 1))
+    logits = np.linspace(1.0, 5.0, 2304, dtype=np.float32).reshape(1, 2304, 1)
+    raw = decode(reg, logits, anchors, scale=192.0, min_score=0.5, score_clip=100.0)
+    assert len(raw) == MAX_CANDIDATES
+    assert float(raw.scores.min()) > 1 / (1 + np.exp(-4.5))
 
 
 @pytest.mark.parametrize(("w", "h"), [(640, 360), (360, 640), (1280, 886), (100, 100)])

@@ -128,3 +128,16 @@ def test_rebuild_tool_reproduces_the_vendored_hashes_and_spots_a_change(models_c
                          check=False, timeout=300)
     assert bad.returncode == 1
     assert f"MISMATCH {models_copy / 'emotion_fer.tflite'}: sha256" in bad.stdout
+
+
+def test_analyze_exits_2_on_a_missing_model(
+    models_copy: Path, tmp_path: Path, media: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (models_copy / "face_detection_full_range.tflite").unlink()
+    config = tmp_path / "agent.yaml"
+    config.write_text(f"device_id: lobby-1\nvision:\n  models_dir: {models_copy}\n", encoding="utf-8")
+    assert main(["analyze", str(media / "astronaut.png"), "-c", str(config), "--json"]) == 2
+    out = capsys.readouterr()
+    assert "face_detection_full_range.tflite is missing" in out.err
+    assert "python tools/rebuild_models.py" in out.err
+    assert "Traceback" not in out.err

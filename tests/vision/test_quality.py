@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from agent.vision.pipeline import VisionPipeline
 from agent.vision.quality import GateLimits, assess, laplacian_variance, yaw_degrees
 
 from .conftest import read
@@ -75,3 +76,12 @@ def test_each_failing_check_abstains_with_its_reason(
     q = assess(crop, px, kps, LIMITS)
     assert q.abstain_reason == reason
     assert not q.passed
+
+
+def test_the_pipelines_fast_measure_equals_the_numpy_reference(
+    face_crop: np.ndarray, pipeline: VisionPipeline
+) -> None:
+    sharpness, brightness = pipeline.classifier.measure(face_crop)
+    pipeline.close()
+    assert sharpness == pytest.approx(laplacian_variance(face_crop), rel=1e-4)
+    assert brightness == pytest.approx(float(face_crop.mean()), rel=1e-6)
