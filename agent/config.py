@@ -75,7 +75,8 @@ class AnalyticsConfig(Section):
     small_window: Literal["suppress", "merge"] = Field(
         "suppress",
         title="What a window with fewer than k people does",
-        description="suppress: publish counts only, no breakdown; merge: carry into the next window.",
+        description="suppress: publish frame figures only, no people count and no breakdown; "
+        "merge: carry the people into the next window until k is reached (docs/analytics.md).",
     )
     tracker: TrackerSettings = Field(default_factory=TrackerSettings, title="Face tracking")
     dp: DpSettings = Field(default_factory=DpSettings, title="Differential privacy (off by default)")
