@@ -24,8 +24,9 @@ def register(sub: Any) -> None:
         "verify",
         help="verify signed messages (JSON lines) and report forgeries, replays and gaps",
         description="Read JSON lines (bare envelopes, or {\"topic\": T, \"payload\": P} as received, "
-        "e.g. from `mosquitto_sub -F %%j`) from FILEs or stdin; print one line per failure or gap. "
-        "Exit 0 if all pass, 1 if any message is rejected or a gap is found, 2 for malformed input.",
+        "e.g. from `mosquitto_sub -F %j`) from FILEs or stdin; print one line per failure or gap. "
+        "Exit 0 if all pass, 1 if any message is rejected or a gap is found, 2 for malformed input "
+        "or an unusable key. Format: docs/signed-messages.md.",
     )
     p.add_argument("files", nargs="*", metavar="FILE", help="JSON-lines files (default: stdin)")
     p.add_argument(

@@ -73,8 +73,11 @@ def _read_private_file(path: Path) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError as exc:
+        creds = os.environ.get("CREDENTIALS_DIRECTORY")
+        where = f" (nor in $CREDENTIALS_DIRECTORY {creds})" if creds and len(path.parts) == 1 else ""
         raise KeyFileError(
-            f"{path}: device private key not found; create one with `emotion-agent keygen --out DIR`"
+            f"{path}: device private key not found{where}; create one with "
+            "`emotion-agent keygen --out DIR`"
         ) from exc
     except OSError as exc:
         raise KeyFileError(f"{path}: cannot open the device private key: {exc.strerror}") from exc

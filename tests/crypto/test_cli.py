@@ -196,3 +196,15 @@ def test_corrupt_state_file_exits_2(keys: Path, tmp_path: Path, capsys: pytest.C
     path = _lines(tmp_path, _signer(keys).sign("stats", TOPIC, {}))
     assert _verify(keys, "--state", str(tmp_path / "state.json"), path) == 2
     assert "state.json: not a verifier state file (TypeError:" in capsys.readouterr().err
+
+
+def test_missing_key_exits_2_and_names_the_credentials_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "creds"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["pubkey", "--key", "device.key"]) == 2
+    assert capsys.readouterr().err == (
+        f"emotion-agent: error: device.key: device private key not found (nor in $CREDENTIALS_DIRECTORY "
+        f"{tmp_path / 'creds'}); create one with `emotion-agent keygen --out DIR`\n"
+    )
