@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from agent.camera.base import FrameSource
-from agent.errors import EmotionAgentError
+from agent.errors import CameraLost, EmotionAgentError
 from agent.frame import Frame
 from agent.privacy.lease import zero
 
@@ -168,9 +168,10 @@ class Grabber:
                 self.slot.put(frame)
         except EmotionAgentError as exc:
             error = exc
-        except Exception as exc:  # a backend bug must reach the consumer, not die with the thread
+        except Exception as exc:  # a backend failure must reach the consumer, not die with the thread
             logger.exception("frame grabber failed")
-            error = exc
+            error = CameraLost(f"{self.source.info.name}: the source failed: {exc}")
+            error.__cause__ = exc
         finally:
             self.slot.finish(error)
 

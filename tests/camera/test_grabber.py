@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -12,7 +13,7 @@ from camhelpers import write_video
 
 from agent.camera.base import SourceInfo, SourceOptions, open_source
 from agent.camera.grabber import Grabber, LatestFrameSlot, PullReader, RateGate, start_reader
-from agent.clock import FakeClock
+from agent.clock import FakeClock, SystemClock
 from agent.errors import CameraLost
 from agent.frame import Frame
 
@@ -146,3 +147,40 @@ def test_file_at_full_speed_is_pulled_while_real_time_replay_gets_a_grabber(
     assert paced.join(timeout=5)
     assert paced.captured == 4
     paced.close()
+
+
+def test_an_unexpected_backend_failure_reaches_the_consumer_as_camera_lost() -> None:
+    grabber = Grabber(ListSource([], error=ValueError("decoder exploded"))).start()
+    with pytest.raises(CameraLost, match="list: the source failed: decoder exploded") as info:
+        list(grabber)
+    assert isinstance(info.value.__cause__, ValueError)
+    grabber.close()
+
+
+def test_real_time_replay_with_a_slow_consumer_drops_and_zeroes_the_stale_frames(tmp_path: Path) -> None:
+    """30 fps replayed in real time (0.4 s) to a consumer needing 0.1 s per frame: most are dropped."""
+    clip = write_video(tmp_path / "c30.mp4", frames=12, fps=30.0)
+    source = open_source(str(clip), SourceOptions(realtime=True), SystemClock())
+    produced: list[Frame] = []
+    read = source.read
+
+    def recording_read() -> Frame | None:
+        frame = read()
+        if frame is not None:
+            produced.append(frame)
+        return frame
+
+    source.read = recording_read  # type: ignore[method-assign]
+    reader = start_reader(source, realtime=True)
+    seen: list[Frame] = []
+    for frame in reader:
+        seen.append(frame)
+        time.sleep(0.1)  # inference slower than the camera
+    assert reader.captured == len(produced) == 12
+    assert len(seen) + reader.dropped == 12
+    assert reader.dropped >= 4
+    dropped = [f for f in produced if f not in seen]
+    assert len(dropped) == reader.dropped
+    assert all(not f.pixels.any() for f in dropped)
+    assert all(f.pixels.any() for f in seen if f.index > 0)  # delivered frames were left intact
+    reader.close()
