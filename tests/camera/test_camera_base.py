@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import subprocess
 import sys
 
 import pytest
@@ -71,3 +72,19 @@ def test_unknown_backend_key_lists_the_known_ones() -> None:
 def test_options_come_from_the_camera_config_section() -> None:
     opts = SourceOptions.from_config(CameraConfig(fps=2, loop=True, realtime=False, width=640, height=480))
     assert (opts.fps, opts.loop, opts.realtime, opts.width, opts.height) == (2, True, False, 640, 480)
+
+
+def test_the_interface_grabber_and_settings_import_with_cv2_picamera2_and_litert_blocked() -> None:
+    """Pure logic apart from hardware: only the backends themselves need the libraries."""
+    code = (
+        "import sys\n"
+        "for m in ('cv2', 'picamera2', 'ai_edge_litert', 'tflite_runtime', 'paho'):\n"
+        "    sys.modules[m] = None\n"
+        "import agent.camera.base, agent.camera.grabber, agent.camera.settings, agent.camera.picam\n"
+        "import agent.commands.analyze\n"
+        "print('ok')\n"
+    )
+    cmd = [sys.executable, "-c", code]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
