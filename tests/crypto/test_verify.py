@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.clock import FakeClock
 from agent.crypto import MemorySequenceStore, Signer, Verifier, encode, kid_for
@@ -340,3 +342,25 @@ def test_malformed_lines_are_explained(verifier: Verifier, line: str | bytes, re
     result = verifier.check_line(line)
     assert result.status == "malformed"
     assert result.reason.startswith(reason)
+
+
+@settings(max_examples=60, deadline=None)
+@given(order=st.lists(st.integers(0, 19), min_size=1, max_size=40))
+def test_any_delivery_order_accepts_each_seq_once_and_only_growing(order: list[int]) -> None:
+    """Duplicated, dropped and shuffled deliveries: accepted seqs strictly grow, none twice,
+    every refusal is a replay or an out-of-order message, and gaps count every skipped seq."""
+    key = Ed25519PrivateKey.generate()
+    signer = Signer("lobby-1", key, store=MemorySequenceStore(), clock=FakeClock())
+    sent = [encode(signer.sign("stats", TOPIC, {"i": i})) for i in range(20)]
+    verifier = Verifier([key.public_key()], clock=FakeClock())
+    accepted, missing = [], 0
+    for i in order:
+        result = verifier.check(sent[i])
+        if result.ok:
+            accepted.append(i + 1)
+            missing += sum(gap.missing for gap in result.gaps)
+        else:
+            assert result.reason.startswith(("replay: ", "out of order: ")), result.reason
+    assert accepted == sorted(set(accepted))
+    assert accepted[0] == order[0] + 1
+    assert missing == accepted[-1] - accepted[0] + 1 - len(accepted), "gaps count every skipped seq"
