@@ -19,9 +19,11 @@ import queue
 import signal
 import threading
 from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, cast
+from zoneinfo import ZoneInfo
 
 from agent import __version__
 from agent.analytics.alerts import AlertEngine
@@ -41,7 +43,7 @@ from agent.outputs.base import Output
 from agent.outputs.jsonl import JsonLinesOutput
 from agent.privacy.gate import CaptureGate
 from agent.privacy.lease import LifetimeRecorder, lease
-from agent.privacy.policy import require_allowed
+from agent.privacy.policy import policy_digest, require_allowed
 from agent.privacy.privacy_mode import FlagFilePoller, PrivacyMode, PrivacyModeEvent, SignalToggle
 from agent.privacy.retention import RetentionEnforcer
 from agent.privacy.schedule import Schedule
@@ -78,6 +80,27 @@ def changed_keys(before: AgentConfig, after: AgentConfig) -> list[str]:
         else:
             keys.append(name)
     return keys[:64]
+
+
+def site_today(cfg: AgentConfig, clock: Clock) -> date:
+    """The site's local date (its schedule's zone, else UTC), for date-bound policy checks."""
+    zone = ZoneInfo(cfg.policy.schedule.timezone) if cfg.policy.schedule else UTC
+    return datetime.fromtimestamp(clock.time(), zone).date()
+
+
+def policy_fields(cfg: AgentConfig) -> dict[str, JSON]:
+    """The rules in force, as the audit log's ``start`` and ``policy_change`` entries hold them."""
+    dp = cfg.analytics.dp
+    return {
+        "min_people": cfg.analytics.min_people,
+        "window_seconds": cfg.analytics.window_seconds,
+        "audit_days": cfg.retention.audit_days,
+        "max_frame_lifetime_ms": cfg.audit.max_frame_lifetime_ms,
+        "jurisdiction": cfg.site.jurisdiction,
+        "context": cfg.site.context,
+        "purpose": cfg.site.purpose,
+        "dp_epsilon_milli": round(dp.epsilon_per_window * 1000) if dp.enabled else None,
+    }
 
 
 def default_pipeline(cfg: AgentConfig) -> VisionPipeline:
@@ -121,7 +144,7 @@ class Service:
 
     def build(self) -> Service:
         cfg = self.cfg
-        self.policy = require_allowed(cfg)
+        self.policy = require_allowed(cfg, site_today(cfg, self.clock))
         cfg.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         key = load_private_key(cfg.keys.private_key)
         self.signer = Signer(cfg.device_id, key, cfg.state_dir, self.clock)
@@ -420,7 +443,7 @@ class Service:
             return False
         try:
             new = load_config(self.config_path)
-            require_allowed(new)
+            require_allowed(new, site_today(new, self.clock))
         except EmotionAgentError as exc:
             logger.error("reload refused, keeping the running config: %s", exc)  # noqa: TRY400
             self.audit.append("error", {"code": "reload_refused", "message": str(exc)[:500]})
@@ -439,6 +462,8 @@ class Service:
                 "keys": keys,
             },
         )
+        if policy_digest(new) != policy_digest(self.cfg):
+            self.audit.append("policy_change", {"policy": policy_fields(new), "reason": "reload"})
         if any(k.startswith(("vision", "camera")) for k in keys):
             self.feed.close()
             self.pipeline.close()
@@ -521,21 +546,11 @@ class Service:
             name: model_spec(Path(models_dir), name, verify=False).sha256
             for name in (f"face_detection_{cfg.vision.detector}", "emotion")
         }
-        dp = cfg.analytics.dp
         return {
             "device_id": cfg.device_id,
             "software_version": __version__,
             "model_hashes": hashes,
             "config_hash": config_hash(cfg),
-            "policy": {
-                "min_people": cfg.analytics.min_people,
-                "window_seconds": cfg.analytics.window_seconds,
-                "audit_days": cfg.retention.audit_days,
-                "max_frame_lifetime_ms": cfg.audit.max_frame_lifetime_ms,
-                "jurisdiction": cfg.site.jurisdiction,
-                "context": cfg.site.context,
-                "purpose": cfg.site.purpose,
-                "dp_epsilon_milli": round(dp.epsilon_per_window * 1000) if dp.enabled else None,
-            },
+            "policy": policy_fields(cfg),
             "boot": self.signer.boot,
         }

@@ -97,10 +97,19 @@ def test_check_config_exits_2_without_traceback(tmp_path: Path) -> None:
 
 def test_check_config_accepts_a_good_file(tmp_path: Path) -> None:
     good = tmp_path / "good.yaml"
-    good.write_text(MINIMAL)
+    good.write_text(MINIMAL + "site: {jurisdiction: US, context: retail, purpose: analytics}\n")
     proc = run_cli("check-config", "-c", str(good))
     assert proc.returncode == 0, proc.stderr
     assert "valid" in proc.stdout
+
+
+def test_check_config_applies_the_site_policy(tmp_path: Path) -> None:
+    refused = tmp_path / "school.yaml"
+    refused.write_text(MINIMAL + "site: {jurisdiction: FR, context: education, purpose: analytics}\n")
+    proc = run_cli("check-config", "-c", str(refused))
+    assert proc.returncode == 2
+    assert "Art. 5(1)(f)" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_config_schema_is_json_schema() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from agent.config import json_schema as config_json_schema
 from agent.config import load_config
+from agent.privacy.policy import require_allowed
 
 
 def register(sub: Any) -> None:
@@ -20,8 +21,12 @@ def register(sub: Any) -> None:
 
 
 def check_config(args: argparse.Namespace) -> int:
+    """Schema first (every problem with its line), then the site policy the service enforces."""
     cfg = load_config(args.config)
+    decision = require_allowed(cfg)
     print(f"{args.config}: valid (schema_version {cfg.schema_version}, device {cfg.device_id})")
+    for note in decision.notes:
+        print(f"  policy: {note}")
     return 0
 
 
