@@ -10,6 +10,7 @@ inside the entries. Problems come out in log order, so the first one names the f
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from agent.audit.entries import Entry, decode_entry
 from agent.audit.invariants import Invariants
 from agent.audit.log import seed_from
 from agent.audit.merkle import CompactRange, leaf_hash, root_of
-from agent.audit.note import NoteError, SignedCheckpoint, key_id, open_checkpoint, split_notes
+from agent.audit.note import SIG_PREFIX, NoteError, SignedCheckpoint, key_id, open_checkpoint, split_notes
 from agent.audit.store import CHECKPOINTS_FILE, list_segments, read_segment, segment_name
 from agent.errors import PayloadError
 
@@ -60,7 +61,7 @@ def load_notes(data: bytes, source: str, public_key: Ed25519PublicKey, result: V
     """Verify every note in a checkpoints file; a bad one is a problem, a cut-off tail a warning."""
     notes, tail = split_notes(data)
     first_line = data[: len(data) - len(tail)].count(b"\n") + 1
-    if _complete_garbage(tail):
+    if tail and not _cut_short(tail):
         result.problems.append(
             f"{source} line {first_line}: a complete note that is not a valid checkpoint "
             "(a crash can only cut the last note short)"
@@ -78,10 +79,36 @@ def load_notes(data: bytes, source: str, public_key: Ed25519PublicKey, result: V
     return out
 
 
-def _complete_garbage(tail: bytes) -> bool:
-    """True when the leftover bytes hold a whole line after a blank line: not a cut-off write."""
-    cut = tail.find(b"\n\n")
-    return cut >= 0 and b"\n" in tail[cut + 2 :]
+_NOTE_LINES = (r"[^\s+]+", r"0|[1-9][0-9]*", r"[A-Za-z0-9+/]{43}=", r"")
+
+
+def _utf8_prefix(data: bytes) -> str | None:
+    """Decode, allowing only the last character to be cut mid-way (an em dash is 3 bytes)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(data) - 3:
+            return None
+        return data[: exc.start].decode("utf-8", errors="replace")
+
+
+def _cut_short(tail: bytes) -> bool:
+    """Could ``tail`` be the start of a valid checkpoint note that a crash cut off? A crash
+    leaves a prefix of what was being written, never a wrong byte or a whole note."""
+    text = _utf8_prefix(tail)
+    if text is None or any(ord(c) < 0x20 and c != "\n" for c in text):
+        return False
+    *complete, partial = text.split("\n")
+    if len(complete) > len(_NOTE_LINES) or not all(  # a whole signature line: not a cut
+        re.fullmatch(p, line) for p, line in zip(_NOTE_LINES, complete, strict=False)
+    ):
+        return False
+    if len(complete) < 3:
+        return re.fullmatch(r"[A-Za-z0-9+/=_.:-]*|[^\s+]*", partial) is not None
+    if len(complete) == 3:
+        return partial == ""
+    sig = SIG_PREFIX[: len(partial)]
+    return partial.startswith(sig) and re.fullmatch(r"[^\s+]* ?[A-Za-z0-9+/=]{0,92}", partial[2:]) is not None
 
 
 class _Verifier:

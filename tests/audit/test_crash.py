@@ -121,3 +121,20 @@ def test_a_checkpoint_cut_short_is_reported_and_dropped_on_reopen(
     again = verify_log(tmp_path / "audit", key.public_key())
     assert again.problems == []
     assert again.warnings == []
+
+
+def test_every_prefix_of_the_last_checkpoint_counts_as_cut_short_by_a_crash(
+    open_log: OpenLog, clock: FakeClock, tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    """A crash leaves a prefix of the note being written: never a failure, only a warning."""
+    log = open_log(segment_max_entries=1000, checkpoint_every_entries=5)
+    fill(log, clock, 2)
+    log.close()
+    cps = tmp_path / "audit/checkpoints.log"
+    data = cps.read_bytes()
+    last = data.rfind(ORIGIN.encode() + b"\n")  # the last note's origin line
+    assert last > 0
+    for cut in range(last + 1, len(data)):
+        cps.write_bytes(data[:cut])
+        result = verify_log(tmp_path / "audit", key.public_key())
+        assert result.problems == [], (cut - last, result.problems)
