@@ -166,7 +166,10 @@ def _controls(spec: DiscoverySpec, uid: str) -> dict[str, dict[str, Any]]:
             "name": "Privacy mode",
             "command_topic": f"{base}/cmd/privacy_mode/set",
             "state_topic": f"{base}/privacy_mode",
-            "value_template": "{{ value_json.body.state }}",
+            "value_template": (
+                "{{ value_json.body.state if value_json is defined and value_json.body is defined "
+                "else None }}"
+            ),
             "payload_on": "ON",
             "payload_off": "OFF",
             "icon": "mdi:eye-off",

@@ -52,6 +52,9 @@ logger = logging.getLogger(__name__)
 MAX_INCOMING_BYTES = 4096
 """MQTT 5 Maximum Packet Size we announce: the broker never forwards us anything larger."""
 
+CLEARED_AT_START = ("privacy_mode",)
+"""Retained state topics the service owns, removed at the first connect of each run."""
+
 _UNSUPPORTED_PROTOCOL = {1, 132}  # 3.1.1 CONNACK 0x01 and MQTT 5 reason 0x84
 
 
@@ -75,7 +78,7 @@ class MqttOutput:
         self.settings = settings
         self.base_topic = settings.base_topic or f"emotion-agent/{device_id}"
         self.status_topic = f"{self.base_topic}/status"
-        self._client_id = settings.client_id or f"emotion-agent-{device_id}"
+        self.client_id = settings.client_id or f"emotion-agent-{device_id}"
         self._spool = Spool(
             state_dir / "spool.sqlite3",
             clock,
@@ -208,7 +211,7 @@ class MqttOutput:
 
     def _build_client(self) -> PahoClient:
         s = self.settings
-        client = PahoClient(CallbackAPIVersion.VERSION2, client_id=self._client_id, protocol=self._protocol)
+        client = PahoClient(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=self._protocol)
         client.will_set(self.status_topic, "offline", qos=1, retain=True)
         client.reconnect_delay_set(s.reconnect_min_seconds, s.reconnect_max_seconds)
         client.max_inflight_messages_set(s.max_inflight)
@@ -274,6 +277,11 @@ class MqttOutput:
         self._set_state(LinkState.CONNECTED, None)
         logger.info("MQTT connected", extra={"fields": {"host": self.settings.host}})
         client.publish(self.status_topic, "online", qos=1, retain=True)
+        if self._counts["connects"] == 1:
+            # A state retained by a previous run is not this run's state. The service's fresh
+            # state (already spooled, or later) goes out after this, in order.
+            for suffix in CLEARED_AT_START:
+                client.publish(f"{self.base_topic}/{suffix}", b"", qos=1, retain=True)
         if self._public_key is not None:
             client.publish(f"{self.base_topic}/key", _json(self._public_key), qos=1, retain=True)
         subs = [(t, 1) for t in self._commands.topics]

@@ -120,6 +120,8 @@ def test_the_privacy_switch_and_checkpoint_button_use_the_command_topics() -> No
     assert cmps["privacy_mode"]["command_topic"] == f"{BASE}/cmd/privacy_mode/set"
     assert (cmps["privacy_mode"]["payload_on"], cmps["privacy_mode"]["payload_off"]) == ("ON", "OFF")
     assert render("privacy_mode", {"state": "ON", "changed_by": "mqtt"}) == "ON"
+    cleared = ENV.from_string(cmps["privacy_mode"]["value_template"]).render(value="")
+    assert cleared == "None", "the empty retained message left at start shows as unknown"
     assert cmps["checkpoint"]["command_topic"] == f"{BASE}/cmd/checkpoint"
     assert cmps["checkpoint"]["payload_press"] == "PRESS"
 
