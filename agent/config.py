@@ -59,6 +59,14 @@ class VisionConfig(Section):
         "score on the non-face test images is 0.27 (docs/vision.md).",
     )
     max_faces: int = Field(20, ge=1, le=100, title="Most faces analysed in one frame")
+    tiles: int = Field(
+        1,
+        ge=1,
+        le=4,
+        title="Detection grid (n x n tiles) besides the whole frame",
+        description="1: the whole frame only. 2 or 3: also an n x n grid of overlapping tiles, for "
+        "small far faces in large frames (n*n more detector runs per frame; docs/vision.md).",
+    )
     models_dir: Path | None = Field(
         None, title="Models folder", description="Defaults to the models shipped with the agent."
     )

@@ -27,6 +27,7 @@ from agent.vision.manifest import ModelSpec, default_models_dir, model_spec
 from agent.vision.observation import Detection, FaceObservation
 from agent.vision.quality import GateLimits, gate, yaw_degrees
 from agent.vision.runtime import BACKENDS, Model, choose_backend
+from agent.vision.tiling import merge, tile_grid, to_frame
 
 if TYPE_CHECKING:
     from agent.config import VisionConfig
@@ -57,12 +58,18 @@ class VisionPipeline:
     """Face detector, quality gate and emotion classifier over one frame at a time."""
 
     def __init__(
-        self, detector: FaceDetector, classifier: EmotionClassifier, limits: GateLimits, max_faces: int
+        self,
+        detector: FaceDetector,
+        classifier: EmotionClassifier,
+        limits: GateLimits,
+        max_faces: int,
+        tiles: int = 1,
     ) -> None:
         self.detector = detector
         self.classifier = classifier
         self.limits = limits
         self.max_faces = max_faces
+        self.tiles = tiles
 
     @classmethod
     def from_config(cls, cfg: VisionConfig) -> VisionPipeline:
@@ -90,6 +97,7 @@ class VisionPipeline:
             EmotionClassifier(emo_model, emo_spec),
             limits,
             cfg.max_faces,
+            cfg.tiles,
         )
 
     @property
@@ -104,15 +112,26 @@ class VisionPipeline:
         """Detector only (for gating and privacy zones); scratch is zeroed before returning."""
         check_pixels(pixels)
         try:
-            return self.detector.detect(pixels)
+            return self._detect(pixels)
         finally:
             self.detector.clear()
+
+    def _detect(self, pixels: Pixels) -> list[Detection]:
+        """The whole frame, plus each tile of the grid when ``tiles`` > 1 (views, not copies)."""
+        found = self.detector.detect(pixels)
+        if self.tiles == 1:
+            return found
+        h, w = pixels.shape[:2]
+        for tile in tile_grid(w, h, self.tiles):
+            x0, y0, x1, y1 = tile
+            found += [to_frame(d, tile, w, h) for d in self.detector.detect(pixels[y0:y1, x0:x1])]
+        return merge(found, self.max_faces)
 
     def analyze(self, pixels: Pixels) -> list[FaceObservation]:
         """Observations for every face, best detection first; never keeps the pixels."""
         check_pixels(pixels)
         try:
-            return [self._observe(pixels, det) for det in self.detector.detect(pixels)[: self.max_faces]]
+            return [self._observe(pixels, det) for det in self._detect(pixels)[: self.max_faces]]
         finally:
             self.detector.clear()
             self.classifier.clear()
