@@ -12,20 +12,15 @@ kept), SIGUSR1 toggles privacy mode. A camera failure is a state, never a crash.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import queue
 import signal
 import threading
 from collections.abc import Callable, Sequence
-from datetime import UTC, date, datetime
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, cast
-from zoneinfo import ZoneInfo
 
-from agent import __version__
 from agent.analytics.alerts import AlertEngine
 from agent.analytics.baseline import Baseline
 from agent.analytics.dp import BudgetAccountant, DiscreteLaplace
@@ -40,7 +35,7 @@ from agent.config import AgentConfig, load_config
 from agent.crypto import JSON, Signer, load_private_key, public_jwk
 from agent.errors import EmotionAgentError
 from agent.outputs.base import Output
-from agent.outputs.jsonl import JsonLinesOutput
+from agent.outputs.factory import build_outputs
 from agent.privacy.gate import CaptureGate
 from agent.privacy.lease import LifetimeRecorder, lease
 from agent.privacy.policy import policy_digest, require_allowed
@@ -49,9 +44,19 @@ from agent.privacy.retention import RetentionEnforcer
 from agent.privacy.schedule import Schedule
 from agent.privacy.zones import ZoneMask, filter_faces
 from agent.publisher import Publisher
+from agent.records import (
+    changed_keys,
+    config_hash,
+    policy_fields,
+    site_today,
+    start_fields,
+    window_audit_entries,
+)
 from agent.sdnotify import Notifier, watchdog_interval
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     from agent.transport.commands import Command
     from agent.vision.pipeline import VisionPipeline
 
@@ -59,48 +64,6 @@ logger = logging.getLogger(__name__)
 
 PipelineFactory = Callable[[AgentConfig], "VisionPipeline"]
 IDLE_SLEEP_S = 0.2
-
-
-def config_hash(cfg: AgentConfig) -> str:
-    """SHA-256 of the config's canonical JSON: what the audit log records, never the file."""
-    text = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def changed_keys(before: AgentConfig, after: AgentConfig) -> list[str]:
-    """Top-level and section keys whose values differ, for the config_change audit entry."""
-    a, b = before.model_dump(mode="json"), after.model_dump(mode="json")
-    keys: list[str] = []
-    for name in sorted(set(a) | set(b)):
-        va, vb = a.get(name), b.get(name)
-        if va == vb:
-            continue
-        if isinstance(va, dict) and isinstance(vb, dict):
-            keys += [f"{name}.{k}" for k in sorted(set(va) | set(vb)) if va.get(k) != vb.get(k)]
-        else:
-            keys.append(name)
-    return keys[:64]
-
-
-def site_today(cfg: AgentConfig, clock: Clock) -> date:
-    """The site's local date (its schedule's zone, else UTC), for date-bound policy checks."""
-    zone = ZoneInfo(cfg.policy.schedule.timezone) if cfg.policy.schedule else UTC
-    return datetime.fromtimestamp(clock.time(), zone).date()
-
-
-def policy_fields(cfg: AgentConfig) -> dict[str, JSON]:
-    """The rules in force, as the audit log's ``start`` and ``policy_change`` entries hold them."""
-    dp = cfg.analytics.dp
-    return {
-        "min_people": cfg.analytics.min_people,
-        "window_seconds": cfg.analytics.window_seconds,
-        "audit_days": cfg.retention.audit_days,
-        "max_frame_lifetime_ms": cfg.audit.max_frame_lifetime_ms,
-        "jurisdiction": cfg.site.jurisdiction,
-        "context": cfg.site.context,
-        "purpose": cfg.site.purpose,
-        "dp_epsilon_milli": round(dp.epsilon_per_window * 1000) if dp.enabled else None,
-    }
 
 
 def default_pipeline(cfg: AgentConfig) -> VisionPipeline:
@@ -193,27 +156,15 @@ class Service:
         schedule = Schedule.from_config(cfg.policy.schedule) if cfg.policy.schedule else None
         self.gate = CaptureGate(self.feed, self.privacy, self.clock, schedule)
 
-    def _build_outputs(self, key: Any) -> list[Output]:
-        cfg = self.cfg
+    def _build_outputs(self, key: Ed25519PrivateKey) -> list[Output]:
         outputs: list[Output] = list(self._extra_outputs)
-        if cfg.outputs.jsonl is not None:
-            outputs.append(JsonLinesOutput(cfg.outputs.jsonl))
-        if cfg.mqtt.enabled:
-            from agent.transport.mqtt import MqttOutput  # noqa: PLC0415 - paho only when MQTT is on
-
-            outputs.append(
-                MqttOutput(
-                    cfg.mqtt,
-                    device_id=cfg.device_id,
-                    state_dir=cfg.state_dir,
-                    spool_days=cfg.retention.spool_days,
-                    clock=self.clock,
-                    on_command=self._enqueue_command,
-                    on_drop=self._spool_dropped,
-                    public_key=public_jwk(key.public_key()),
-                    discovery=self._discovery_spec(),
-                )
-            )
+        outputs += build_outputs(
+            self.cfg,
+            self.clock,
+            public_key=key.public_key(),
+            on_command=self._enqueue_command,
+            on_drop=self._spool_dropped,
+        )
         if not outputs:
             logger.warning("no output configured: windows go to the audit log only")
         return outputs
@@ -224,20 +175,6 @@ class Service:
         Called from the MQTT thread; the audit log is thread-safe."""
         message = f"{report.count} unsent message(s), {report.bytes} bytes, dropped: {report.reason}"
         self.audit.append("error", {"code": "spool_dropped", "message": message})
-
-    def _discovery_spec(self) -> Any:
-        from agent.transport.discovery import DiscoverySpec  # noqa: PLC0415
-
-        cfg = self.cfg
-        return DiscoverySpec(
-            device_id=cfg.device_id,
-            base_topic=cfg.mqtt.base_topic or f"emotion-agent/{cfg.device_id}",
-            prefix=cfg.mqtt.discovery_prefix,
-            window_seconds=cfg.analytics.window_seconds,
-            expire_after_windows=cfg.mqtt.expire_after_windows,
-            alert_rules=[rule.name for rule in cfg.analytics.alerts],
-            sw_version=__version__,
-        )
 
     # --- run ---------------------------------------------------------------------------------------
 
@@ -338,33 +275,8 @@ class Service:
 
     def _publish_window(self, report: WindowReport) -> None:
         self.publisher.publish("stats", report.to_body())
-        start_ms, length_ms = report.window_start * 1000, (report.window_end - report.window_start) * 1000
-        discarded = max(0, report.frames_captured - report.frames_analysed - report.frames_dropped)
-        self.audit.append(
-            "frames",
-            {
-                "window_start_ms": start_ms,
-                "window_ms": length_ms,
-                "captured": report.frames_captured,
-                "analysed": report.frames_analysed,
-                "dropped": report.frames_dropped,
-                "discarded": discarded,
-                "lifetime_max_ms": report.lifetime_max_ms,
-                "lifetime_p99_ms": report.lifetime_p99_ms,
-                "pixel_bytes_persisted": 0,
-            },
-        )
-        self.audit.append(
-            "window",
-            {
-                "window_start_ms": start_ms,
-                "window_ms": length_ms,
-                "people": report.people or 0,
-                "published": report.breakdown,
-                "suppressed": report.suppressed,
-                "k": report.k,
-            },
-        )
+        for kind, fields in window_audit_entries(report):
+            self.audit.append(kind, fields)
         for event in self.alerts.evaluate(report):
             self.publisher.publish("alert", event.to_body())
         self.publisher.publish("health", self._health_body())
@@ -537,20 +449,13 @@ class Service:
             self.notifier.watchdog()
             self._last_watchdog = now
 
-    def _start_fields(self) -> dict[str, Any]:
+    def _start_fields(self) -> dict[str, JSON]:
         from agent.vision.manifest import default_models_dir, model_spec  # noqa: PLC0415
 
         cfg = self.cfg
-        models_dir = cfg.vision.models_dir or default_models_dir()
+        models_dir = Path(cfg.vision.models_dir or default_models_dir())
         hashes = {
-            name: model_spec(Path(models_dir), name, verify=False).sha256
+            name: model_spec(models_dir, name, verify=False).sha256
             for name in (f"face_detection_{cfg.vision.detector}", "emotion")
         }
-        return {
-            "device_id": cfg.device_id,
-            "software_version": __version__,
-            "model_hashes": hashes,
-            "config_hash": config_hash(cfg),
-            "policy": policy_fields(cfg),
-            "boot": self.signer.boot,
-        }
+        return start_fields(cfg, self.signer.boot, hashes)

@@ -1,0 +1,104 @@
+"""What the service writes about itself: config and policy digests, audit entries per window.
+
+Pure functions of the config and the window report, so the exact audit content is tested
+without a camera or a model. Nothing here can carry a pixel, a box or a track id: the inputs
+are the config and integer window figures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
+
+from agent import __version__
+from agent.analytics.windows import WindowReport
+from agent.clock import Clock
+from agent.config import AgentConfig
+from agent.crypto import JSON
+
+
+def config_hash(cfg: AgentConfig) -> str:
+    """SHA-256 of the config's canonical JSON: what the audit log records, never the file."""
+    text = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def changed_keys(before: AgentConfig, after: AgentConfig) -> list[str]:
+    """Top-level and section keys whose values differ, for the config_change audit entry."""
+    a, b = before.model_dump(mode="json"), after.model_dump(mode="json")
+    keys: list[str] = []
+    for name in sorted(set(a) | set(b)):
+        va, vb = a.get(name), b.get(name)
+        if va == vb:
+            continue
+        if isinstance(va, dict) and isinstance(vb, dict):
+            keys += [f"{name}.{k}" for k in sorted(set(va) | set(vb)) if va.get(k) != vb.get(k)]
+        else:
+            keys.append(name)
+    return keys[:64]
+
+
+def site_today(cfg: AgentConfig, clock: Clock) -> date:
+    """The site's local date (its schedule's zone, else UTC), for date-bound policy checks."""
+    zone = ZoneInfo(cfg.policy.schedule.timezone) if cfg.policy.schedule else UTC
+    return datetime.fromtimestamp(clock.time(), zone).date()
+
+
+def policy_fields(cfg: AgentConfig) -> dict[str, JSON]:
+    """The rules in force, as the audit log's ``start`` and ``policy_change`` entries hold them."""
+    dp = cfg.analytics.dp
+    return {
+        "min_people": cfg.analytics.min_people,
+        "window_seconds": cfg.analytics.window_seconds,
+        "audit_days": cfg.retention.audit_days,
+        "max_frame_lifetime_ms": cfg.audit.max_frame_lifetime_ms,
+        "jurisdiction": cfg.site.jurisdiction,
+        "context": cfg.site.context,
+        "purpose": cfg.site.purpose,
+        "dp_epsilon_milli": round(dp.epsilon_per_window * 1000) if dp.enabled else None,
+    }
+
+
+def start_fields(cfg: AgentConfig, boot: int, model_hashes: dict[str, str]) -> dict[str, JSON]:
+    """The ``start`` entry: software, models, config and policy an auditor checks against."""
+    return {
+        "device_id": cfg.device_id,
+        "software_version": __version__,
+        "model_hashes": dict(model_hashes),
+        "config_hash": config_hash(cfg),
+        "policy": policy_fields(cfg),
+        "boot": boot,
+    }
+
+
+def window_audit_entries(report: WindowReport) -> list[tuple[str, dict[str, JSON]]]:
+    """The ``frames`` and ``window`` entries for one closed window.
+
+    Frames are accounted as captured = analysed + dropped + discarded; a frame thinned out by
+    the rate gate counts as dropped. ``people`` is 0 when the breakdown was withheld (below k or
+    the privacy budget spent): the device does not keep the hidden figure."""
+    start_ms = report.window_start * 1000
+    length_ms = (report.window_end - report.window_start) * 1000
+    discarded = max(0, report.frames_captured - report.frames_analysed - report.frames_dropped)
+    frames: dict[str, JSON] = {
+        "window_start_ms": start_ms,
+        "window_ms": length_ms,
+        "captured": report.frames_captured,
+        "analysed": report.frames_analysed,
+        "dropped": report.frames_dropped,
+        "discarded": discarded,
+        "lifetime_max_ms": report.lifetime_max_ms,
+        "lifetime_p99_ms": report.lifetime_p99_ms,
+        "pixel_bytes_persisted": 0,
+    }
+    window: dict[str, JSON] = {
+        "window_start_ms": start_ms,
+        "window_ms": length_ms,
+        "people": report.people or 0,
+        "published": report.breakdown,
+        "suppressed": report.suppressed,
+        "k": report.k,
+    }
+    return [("frames", frames), ("window", window)]
