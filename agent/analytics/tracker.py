@@ -32,7 +32,8 @@ from agent.analytics.settings import TrackerSettings
 from agent.clock import Clock
 from agent.vision.observation import EMOTIONS, FaceObservation
 
-LOG_FLOOR = math.log(1e-6)
+FLOOR_P = 1e-6
+LOG_FLOOR = math.log(FLOOR_P)
 """log(p) is clipped here, so one frame with p = 0 cannot veto a label forever."""
 
 
@@ -77,7 +78,7 @@ class _Track:
         self.box = box
         self.last_seen = t
         self.frames = 0
-        self.log_sum = np.zeros(len(EMOTIONS))
+        self.log_sum = [0.0] * len(EMOTIONS)
         self.n_classified = 0
         self.reasons: Counter[str] = Counter()
 
@@ -89,20 +90,23 @@ class _Track:
             self.reasons[obs.quality.abstain_reason or "unknown"] += 1
             return
         probs = dict(obs.probs)
-        logs = [math.log(p) if p > 0 else LOG_FLOOR for p in (probs.get(e, 0.0) for e in EMOTIONS)]
-        self.log_sum += np.maximum(np.asarray(logs), LOG_FLOOR)
+        for i, label in enumerate(EMOTIONS):
+            p = probs.get(label, 0.0)
+            self.log_sum[i] += math.log(p) if p > FLOOR_P else LOG_FLOOR
         self.n_classified += 1
 
     def view(self, min_frames: int) -> TrackView:
+        """Plain Python on 7 numbers: several times faster than numpy on arrays this small."""
+        confirmed = self.frames >= min_frames
         if self.n_classified == 0:
             reason = self.reasons.most_common(1)[0][0] if self.reasons else "unknown"
-            return TrackView(self.handle, self.frames, self.frames >= min_frames, None, None, reason)
-        mean = self.log_sum / self.n_classified
-        weights = np.exp(mean - mean.max())
-        smoothed = weights / weights.sum()
-        probs = tuple((e, float(p)) for e, p in zip(EMOTIONS, smoothed, strict=True))
-        emotion = EMOTIONS[int(np.argmax(smoothed))]
-        return TrackView(self.handle, self.frames, self.frames >= min_frames, emotion, probs, None)
+            return TrackView(self.handle, self.frames, confirmed, None, None, reason)
+        top = max(self.log_sum)
+        weights = [math.exp((x - top) / self.n_classified) for x in self.log_sum]
+        total = sum(weights)
+        probs = tuple((e, w / total) for e, w in zip(EMOTIONS, weights, strict=True))
+        emotion = EMOTIONS[weights.index(max(weights))]
+        return TrackView(self.handle, self.frames, confirmed, emotion, probs, None)
 
 
 def iou_matrix(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:

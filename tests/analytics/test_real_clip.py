@@ -36,8 +36,9 @@ def pan_clip(media: Path, folder: Path, frames: int) -> Path:
 @pytest.mark.slow
 def test_a_replayed_pan_counts_each_person_once_per_window(media: Path, tmp_path: Path) -> None:
     """60 frames at 2 fps = three 10 s windows of 20 frames. The short-range detector finds
-    five of the six faces in the first third and the sixth, smallest one on and off later:
-    5, 6 and 6 people, where counting per frame would give about 100 each."""
+    five of the six faces, and the sixth, smallest one on and off (today: 5, 6, 6 per window).
+    Each window counts exactly the people visible in it, where counting per frame would give
+    about 100."""
     clock = FakeClock(start=1_700_000_000.0)  # a multiple of 10 s: windows start with the clip
     source = ReplaySource(str(pan_clip(media, tmp_path / "clip", 60)), SourceOptions(fps=2.0), clock)
     pipeline = VisionPipeline.from_config(VisionConfig(accelerator="cpu"))
@@ -59,8 +60,9 @@ def test_a_replayed_pan_counts_each_person_once_per_window(media: Path, tmp_path
     reports = agg.flush(clock.time() + 0.5)
     assert [r.frames_analysed for r in reports] == [20, 20, 20]
     assert [r.lifetime_count for r in reports] == [20, 20, 20]
-    assert [max(faces_per_frame[i : i + 20]) for i in (0, 20, 40)] == [5, 6, 6]
-    assert [r.people for r in reports] == [5, 6, 6]
+    most_in_a_frame = [max(faces_per_frame[i : i + 20]) for i in (0, 20, 40)]
+    assert all(5 <= n <= 6 for n in most_in_a_frame)  # the photo shows six people
+    assert [r.people for r in reports] == most_in_a_frame
     assert sum(faces_per_frame) > 300
     for r in reports:
         assert r.votes is not None

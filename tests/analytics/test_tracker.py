@@ -104,13 +104,13 @@ def test_a_track_is_forgotten_after_forget_seconds(clock: FakeClock) -> None:
 
 
 def test_memory_stays_bounded_with_thousands_of_faces_coming_and_going(clock: FakeClock) -> None:
-    """Thousands of faces over 10 minutes at 5 fps: live tracks never exceed the cap, memory is flat."""
+    """Thousands of faces over 4 minutes at 5 fps: live tracks never exceed the cap, memory is flat."""
     tracker = make(clock, max_tracks=32, forget_seconds=3.0)
     rng = np.random.default_rng(7)
     peak_tracks = 0
     tracemalloc.start()
     try:
-        for frame in range(2000):
+        for frame in range(1200):
             t = frame * 0.2
             n = int(rng.integers(0, 12))
             faces = [
@@ -119,13 +119,13 @@ def test_memory_stays_bounded_with_thousands_of_faces_coming_and_going(clock: Fa
             ]
             tracker.update(faces, t)
             peak_tracks = max(peak_tracks, len(tracker))
-            if frame == 400:
+            if frame == 300:
                 early, _ = tracemalloc.get_traced_memory()
         late, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert peak_tracks == 32
-    assert tracker.evicted > 0
+    assert tracker.evicted > 2000  # thousands of faces came and went
     assert late - early < 200_000
 
 
