@@ -7,7 +7,7 @@ Pure Python and numpy (no cv2, LiteRT, paho or picamera2). The service wires it 
     accountant = BudgetAccountant(cfg.state_dir, cfg.analytics.dp.daily_budget)
     aggregator = WindowAggregator(cfg.analytics, clock, dp=noise, accountant=accountant)
     baseline = Baseline(cfg.state_dir, cfg.analytics.baseline)
-    alerts = AlertEngine(cfg.analytics.alerts, clock, baseline=baseline)
+    alerts = AlertEngine(cfg.analytics.alerts, baseline=baseline)  # timed by windows, not a clock
 
     views = tracker.update(observations, t)                   # list[TrackView], no ids, no boxes
     aggregator.add_frame(t, views, FrameCounters(captured=1, analysed=1, dropped=0,
