@@ -45,7 +45,7 @@ class Publisher:
     def publish(self, suffix: str, body: Mapping[str, JSON], *, retain: bool = False) -> Message:
         """Sign ``body`` for ``<base>/<suffix>`` and hand it to every output."""
         topic = self.topic(suffix)
-        typ = suffix.replace("/", "-")
+        typ = suffix.replace("/", "-").replace("_", "-")  # typ allows a-z, 0-9 and dashes
         envelope = self.signer.sign(typ, topic, body)
         message = Message(topic=topic, payload=encode(envelope), retain=retain)
         for output in self.outputs:

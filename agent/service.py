@@ -182,9 +182,9 @@ class Service:
         """Start, loop until stopped or a file source ends, then stop cleanly."""
         self._install_signals()
         try:
-            self._start()
+            self.start()
             while not self.stop_requested.is_set():
-                self._turn()
+                self.step()
                 if self.feed.state is CameraState.ENDED:
                     self.exit_reason = "source_ended"
                     break
@@ -193,12 +193,14 @@ class Service:
             self._restore_signals()
         return 0
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Start the outputs, record the start, open the camera if policy and privacy allow."""
         for output in self.outputs:
             output.start()
         self.audit.append("start", self._start_fields())
         self.audit.append("key_event", {"event": "boot", "kid": self.signer.kid})
         self.publisher.publish("key", {"jwk": public_jwk(self.signer.public_key)}, retain=True)
+        self._handle_requests()  # a privacy flag already set keeps the camera closed from the start
         self._apply_gate()
         self.notifier.ready(f"analysing {self.feed.state.value}")
         logger.info(
@@ -206,7 +208,7 @@ class Service:
             extra={"fields": {"device": self.cfg.device_id, "boot": self.signer.boot}},
         )
 
-    def _turn(self) -> None:
+    def step(self) -> None:
         """One loop turn: commands and signals, the gate, at most one frame, due windows."""
         self._handle_requests()
         self._apply_gate()

@@ -247,3 +247,52 @@ def test_sighup_with_a_bad_config_keeps_running_and_sigterm_flushes(
         assert word not in published
         assert not re.search(rf"\b{word}s?\b[=:]", err), f"{word} appears in the logs"
     assert not re.search(r"\[\s*\d+(?:\.\d+)?\s*(?:,\s*\d+(?:\.\d+)?\s*){3,}\]", err + published)
+
+
+def test_privacy_flag_keeps_the_camera_closed_until_it_is_removed(tmp_path: Path) -> None:
+    """Privacy mode closes the source (nothing is captured), and each change is audited."""
+    flag = tmp_path / "privacy.flag"
+    flag.touch()
+    extra = f'policy: {{privacy_mode: {{flag_file: "{flag}"}}}}\n'
+    path = write_config(tmp_path, "scripted.mp4", extra=extra)
+    clock = FakeClock(start=1_800_000_000.0)
+    opened: list[ScriptedSource] = []
+
+    def opener(source: str, options: SourceOptions, clock_: Clock) -> ScriptedSource:
+        opened.append(ScriptedSource(clock_, 1000, False))
+        return opened[-1]
+
+    pipeline = CountingPipeline()
+    service = Service(load_config(path), clock=clock, opener=opener, pipeline_factory=lambda _c: pipeline)  # type: ignore[arg-type,return-value]
+    service.build().start()
+    for _ in range(20):
+        service.step()
+        clock.advance(1.0)
+    assert opened == [], "no source may be opened while privacy mode is on"
+    assert pipeline.frames == 0
+    flag.unlink()
+    for _ in range(5):
+        clock.advance(1.0)
+        service.step()
+    assert len(opened) == 1
+    assert pipeline.frames > 0
+    flag.touch()
+    for _ in range(3):
+        clock.advance(1.0)
+        service.step()
+    assert opened[0].closed, "privacy mode must close the camera, not just ignore its frames"
+    frames_then = pipeline.frames
+    for _ in range(5):
+        clock.advance(1.0)
+        service.step()
+    assert pipeline.frames == frames_then
+    service.close()
+    entries = [
+        json.loads(line)
+        for p in (tmp_path / "state" / "audit").glob("segment-*.jsonl")
+        for line in p.read_text().splitlines()
+    ]
+    modes = [e["data"]["mode"] for e in entries if e["kind"] == "privacy_mode"]
+    assert modes == ["on", "off", "on"]
+    states = [m["body"]["state"] for m in messages(tmp_path, "privacy_mode")]
+    assert states == ["ON", "OFF", "ON"]
