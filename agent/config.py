@@ -55,8 +55,8 @@ class VisionConfig(Section):
         gt=0,
         lt=1,
         title="Least face detection confidence",
-        description="0.5 (MediaPipe's default) finds all 6 faces of the test group photo; the highest "
-        "score on the non-face test images is 0.27 (docs/vision.md).",
+        description="0.5 (MediaPipe's default) finds all 6 faces of the test group photo (weakest 0.55); "
+        "the highest score on the non-face test images is 0.24 (docs/vision.md).",
     )
     max_faces: int = Field(20, ge=1, le=100, title="Most faces analysed in one frame")
     tiles: int = Field(
