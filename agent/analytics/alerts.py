@@ -131,6 +131,35 @@ class AlertEngine:
         """Names of the rules currently raised."""
         return [name for name, st in self._state.items() if st.active]
 
+    def take_over(self, previous: AlertEngine, at: int) -> list[AlertEvent]:
+        """After a config reload: keep the state of every rule whose definition did not change;
+        a raised rule that was removed or changed is cleared now (at Unix time ``at``), so no
+        dashboard waits forever for a clear that the new engine would never send."""
+        events = []
+        for old in previous.rules:
+            state = previous._state[old.name]
+            same = next((r for r in self.rules if r == old), None)
+            if same is not None:
+                self._state[same.name] = _RuleState(**vars(state))
+            elif state.active:
+                clear = old.threshold if old.clear_threshold is None else old.clear_threshold
+                unit = 1000 if old.mode == "baseline" else scale(old)
+                events.append(
+                    AlertEvent(
+                        old.name,
+                        "cleared",
+                        metric_key(old),
+                        old.mode,
+                        None,
+                        _to_int(clear * unit),
+                        None,
+                        None,
+                        at,
+                        at,
+                    )
+                )
+        return events
+
     def evaluate(self, report: WindowReport) -> list[AlertEvent]:
         events = []
         for rule in self.rules:

@@ -208,3 +208,17 @@ def test_duplicate_rule_names_are_located_in_the_yaml() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(text, "agent.yaml")
     assert "analytics.alerts (agent.yaml:3): alert rule name 'tense' is used twice" in str(info.value)
+
+
+def test_a_reload_keeps_unchanged_rules_and_clears_changed_ones_that_were_raised() -> None:
+    kept, changed = rule(name="kept"), rule(name="changed", windows_in_row=1)
+    old = AlertEngine([kept, changed, rule(name="idle", threshold=0.9)])
+    assert [e.rule for e in old.evaluate(report(6, 4, MONDAY))] == ["kept", "changed"]
+    new = AlertEngine([kept, rule(name="changed", windows_in_row=3)])
+    events = new.take_over(old, at=MONDAY + 90)
+    assert [(e.rule, e.state, e.value, e.threshold, e.window_end) for e in events] == [
+        ("changed", "cleared", None, 400, MONDAY + 90)
+    ]
+    assert new.active() == ["kept"]
+    # the kept rule is still raised: a calm window clears it, a raise would need 3 windows
+    assert [(e.rule, e.state) for e in new.evaluate(report(1, 9, MONDAY + 60))] == [("kept", "cleared")]
