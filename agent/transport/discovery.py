@@ -51,6 +51,8 @@ class DiscoverySpec:
     sw_version: str = "0"
     model: str = "emotion-agent"
     extra_device: dict[str, str] = field(default_factory=dict)
+    key_id: str | None = None
+    """The signing key's ``kid``, shown as the device's serial number in Home Assistant."""
 
     @property
     def object_id(self) -> str:
@@ -215,6 +217,7 @@ def build_discovery(spec: DiscoverySpec) -> dict[str, Any]:
             "mf": "emotion-agent",
             "mdl": spec.model,
             "sw": spec.sw_version,
+            **({"sn": spec.key_id} if spec.key_id else {}),
             **spec.extra_device,
         },
         "o": {"name": "emotion-agent", "sw": spec.sw_version},

@@ -12,12 +12,13 @@ so a receiver may see a message twice and drops it by ``(kid, boot, seq)`` as th
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import queue
 import random
 import ssl
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,7 +60,14 @@ _UNSUPPORTED_PROTOCOL = {1, 132}  # 3.1.1 CONNACK 0x01 and MQTT 5 reason 0x84
 
 
 class MqttOutput:
-    """The service's publisher. ``publish`` is durable as soon as it returns."""
+    """The service's publisher. ``publish`` is durable as soon as it returns.
+
+    ``on_command`` gets validated commands on paho's thread (queue them, act in the loop);
+    ``on_drop`` gets every :class:`DropReport` (route it to the audit log); ``public_key`` (the
+    device's JWK) gives its ``kid`` to the discovery message as the device's serial number. The
+    key itself is the service's signed ``key`` message: the transport publishes nothing unsigned
+    under the base topic except ``status``.
+    """
 
     def __init__(
         self,
@@ -88,7 +96,9 @@ class MqttOutput:
         )
         self._on_command = on_command
         self._discovery = discovery if settings.discovery else None
-        self._public_key = dict(public_key) if public_key is not None else None
+        kid = public_key.get("kid") if public_key is not None else None
+        if self._discovery is not None and isinstance(kid, str):
+            self._discovery = dataclasses.replace(self._discovery, key_id=kid)
         self._jitter = jitter
         self._commands = CommandParser(self.base_topic)
         self._lock = threading.Lock()
@@ -188,7 +198,10 @@ class MqttOutput:
         self._sender.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Publish ``offline`` ourselves, then disconnect cleanly (so the broker sends no LWT)."""
+        """Send what is spooled (up to ``timeout`` s, only while connected or still connecting),
+        publish ``offline`` ourselves, then disconnect cleanly (so the broker sends no LWT).
+        Whatever is not acknowledged stays in the spool for the next start."""
+        self._drain(timeout)
         self._stopping.set()
         self._wake.set()
         if self._sender is not None:
@@ -206,6 +219,18 @@ class MqttOutput:
         self._connected.clear()
         self._set_state(LinkState.STOPPED, self._last_error)
         self._spool.close()
+
+    def _drain(self, timeout: float) -> None:
+        """Real time, not the injected clock: this waits for the network."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self._sender is not None:
+            state = self._state
+            if state == LinkState.CONNECTED:
+                if self._spool.stats().backlog == 0:
+                    return
+            elif state != LinkState.CONNECTING:
+                return  # refused, failed or lost: the backlog waits in the spool
+            time.sleep(0.05)
 
     # --- building the client --------------------------------------------------------------
 
@@ -282,8 +307,6 @@ class MqttOutput:
             # state (already spooled, or later) goes out after this, in order.
             for suffix in CLEARED_AT_START:
                 client.publish(f"{self.base_topic}/{suffix}", b"", qos=1, retain=True)
-        if self._public_key is not None:
-            client.publish(f"{self.base_topic}/key", _json(self._public_key), qos=1, retain=True)
         subs = [(t, 1) for t in self._commands.topics]
         if self._discovery is not None:
             subs.append((self._discovery.status_topic, 1))
@@ -430,6 +453,3 @@ class MqttOutput:
         self._client = self._build_client()
         self._connect_async(self._client)
 
-
-def _json(obj: Mapping[str, Any]) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()

@@ -126,6 +126,12 @@ def test_the_privacy_switch_and_checkpoint_button_use_the_command_topics() -> No
     assert cmps["checkpoint"]["payload_press"] == "PRESS"
 
 
+def test_the_signing_key_id_is_the_device_serial_number() -> None:
+    assert "sn" not in build_discovery(SPEC)["dev"]
+    spec = DiscoverySpec("lobby-1", BASE, key_id="K" * 43)
+    assert build_discovery(spec)["dev"]["sn"] == "K" * 43
+
+
 def test_odd_characters_in_names_become_valid_ids() -> None:
     spec = DiscoverySpec("lobby-1", BASE, alert_rules=("anger spike!",), emotions=("happy",))
     cmps = build_discovery(spec)["cmps"]

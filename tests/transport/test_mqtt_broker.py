@@ -116,11 +116,12 @@ def test_signed_windows_arrive_in_order_with_availability_discovery_and_key(
         disco = json.loads(config.payload)
         assert {"dev", "o", "cmps"} <= set(disco)
         assert disco["cmps"]["alert_stress"]["p"] == "binary_sensor"
-        assert json.loads(sub.wait_for(f"{BASE}/key")[0].payload)["kid"] == signer.kid
+        assert disco["dev"]["sn"] == signer.kid, "the key id is the device's serial number in HA"
         wait_until(lambda: out.health().backlog == 0, what="spool drained")
         out.stop()
         statuses = [m.payload for m in sub.wait_for(f"{BASE}/status", 2)]
         assert statuses == [b"online", b"offline"]
+    assert sub.on_topic(f"{BASE}/key") == [], "the signed key message is the service's, never a bare JWK"
     assert "Client emotion-agent-lobby-1 disconnected." in broker.log_text()
     assert "closed its connection" not in broker.log_text()  # clean stop, so no will was sent
 
