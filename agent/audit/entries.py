@@ -146,6 +146,8 @@ class SegmentData(_Data):
     edge: list[B64Hash] = Field(max_length=64)
     policy: Policy | None = None
     """The policy in force when the segment started, so purging old segments keeps it known."""
+    start: StartData | None = None
+    """The last start entry's data (software, models, config), for the same reason."""
 
 
 SCHEMAS: dict[str, type[_Data]] = {

@@ -24,6 +24,7 @@ class Invariants:
     def __init__(self, max_lifetime_ms: int | None = None) -> None:
         self.override_ms = max_lifetime_ms
         self.policy: dict[str, Any] | None = None
+        self.last_start: dict[str, Any] | None = None
         self.first = 0
         self.purges: list[tuple[int, dict[str, Any]]] = []
         self.last_ts = 0
@@ -36,10 +37,11 @@ class Invariants:
             "purge": self._purge,
         }
 
-    def starts_at(self, first: int, policy: dict[str, Any] | None) -> None:
-        """The retained log begins at ``first`` under ``policy`` (from its segment entry)."""
+    def starts_at(self, first: int, segment: dict[str, Any]) -> None:
+        """The retained log begins at ``first`` with the context its segment entry records."""
         self.first = first
-        self.policy = policy
+        self.policy = segment["policy"]
+        self.last_start = segment["start"]
 
     def check(self, entry: Entry) -> list[str]:
         problems: list[str] = []
@@ -52,6 +54,8 @@ class Invariants:
         return problems
 
     def _start(self, entry: Entry) -> list[str]:
+        if entry.kind == "start":
+            self.last_start = entry.data
         self.policy = entry.data["policy"]
         return []
 

@@ -89,6 +89,7 @@ class AuditLog:
         self._seg_day = -1
         self._cp_size = -1
         self._policy: dict[str, JSON] | None = None
+        self._start: dict[str, JSON] | None = None
         self._cp_mono = clock.monotonic()
 
     # --- opening and recovery --------------------------------------------------------------
@@ -156,10 +157,10 @@ class AuditLog:
                 notes.append(("state_rebuilt", f"{STATE_FILE} did not match {path.name}; rebuilt it"))
             self._tree = seed_from(head)
         self._seg_first, self._seg_day = first, head.ts_ms // DAY_MS
-        self._policy = head.data["policy"]
+        self._track(head)
         for line in lines[1:]:
             if b'"policy":' in line:  # a start or policy_change entry
-                self._policy = decode_entry(line).data["policy"]
+                self._track(decode_entry(line))
         for n, line in enumerate(lines[start:], start=start):
             entry = decode_entry(line)
             if entry.index != self._tree.size:
@@ -207,10 +208,16 @@ class AuditLog:
             self._rotate(ts_ms)
         entry = encode_entry(self._tree.size, ts_ms, kind, fields)
         self._write(entry)
-        if kind in ("start", "policy_change"):
-            self._policy = entry.data["policy"]
+        self._track(entry)
         self.maybe_checkpoint()
         return entry.index
+
+    def _track(self, entry: Entry) -> None:
+        """Remember what ran and the policy in force, for the next segment's first entry."""
+        if entry.kind in ("start", "segment"):
+            self._start = entry.data if entry.kind == "start" else entry.data["start"]
+        if entry.kind in ("start", "policy_change", "segment"):
+            self._policy = entry.data["policy"]
 
     def _write(self, entry: Entry) -> None:
         append_durable(self._fd, entry.line + b"\n")
@@ -243,7 +250,7 @@ class AuditLog:
         self._seg_first, self._seg_count, self._seg_bytes = first, 0, 0
         self._seg_day = ts_ms // DAY_MS
         edge = [_b64(h) for h in self._tree.hashes]
-        fields = {"previous": previous, "edge": edge, "policy": self._policy}
+        fields = {"previous": previous, "edge": edge, "policy": self._policy, "start": self._start}
         self._write(encode_entry(first, ts_ms, "segment", fields))
 
     # --- checkpoints -------------------------------------------------------------------------

@@ -58,14 +58,25 @@ def _bin(ms: int) -> str:
 
 def collect(directory: Path) -> Stats:
     s = Stats()
-    for _, path in list_segments(directory):
+    for n, (_, path) in enumerate(list_segments(directory)):
         for line in iter_lines(path):
             try:
                 e = decode_entry(line)
             except PayloadError:
                 continue  # verify reports it; the report shows what can be read
+            if n == 0 and e.kind == "segment" and e.index > 0:
+                _carried_over(s, e)
             _add(s, e)
     return s
+
+
+def _carried_over(s: Stats, e: Entry) -> None:
+    """After a purge, the first kept segment says what ran and which policy was in force."""
+    if e.data["start"] is not None:
+        s.starts.append(Entry(e.index, e.ts_ms, "start", e.data["start"], e.line))
+    if e.data["policy"] is not None:
+        data = {"policy": e.data["policy"], "reason": "in force at the first kept entry"}
+        s.policy.append(Entry(e.index, e.ts_ms, "policy_change", data, e.line))
 
 
 def _add(s: Stats, e: Entry) -> None:
@@ -125,7 +136,7 @@ def bar_chart(labels: list[str], series: list[tuple[str, str, list[int]]], title
                 f'height="{bar:.1f}" fill="{colour}">'
                 f"<title>{_esc(label)} {_esc(name)}: {vals[i]}</title></rect>"
             )
-        if len(labels) <= 24 or i % max(len(labels) // 12, 1) == 0:
+        if i % max(len(labels) // 8, 1) == 0:
             parts.append(
                 f'<text x="{pad + (i + 0.5) * bw:.1f}" y="{h + 14}" font-size="10" '
                 f'text-anchor="middle">{_esc(label)}</text>'

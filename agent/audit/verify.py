@@ -211,10 +211,12 @@ class _Verifier:
             self.r.first_index = first
             if first > 0:
                 self.check_root(first, seed.root(), where)
-            self.invariants.starts_at(first, entry.data["policy"])
+            self.invariants.starts_at(first, entry.data)
             return
         if entry.data["policy"] != self.invariants.policy:
             raise PayloadError("its recorded policy differs from the policy in force before it")
+        if entry.data["start"] != self.invariants.last_start:
+            raise PayloadError("its recorded start (software, models, config) differs from the last one")
         if entry.data["previous"] != previous:
             raise PayloadError(f"names {entry.data['previous']!r} as the previous segment, not {previous!r}")
         if seed.hashes != self.tree.hashes:

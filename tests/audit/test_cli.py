@@ -157,3 +157,25 @@ def test_the_installed_command_exits_0_on_a_good_log(exported: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "OK:" in done.stdout
+
+
+def test_report_after_a_purge_still_shows_what_ran_and_the_policy(
+    open_log: OpenLog, clock: FakeClock, tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    log = open_log(retention_days=365, segment_max_entries=10)
+    fill(log, clock, 5)
+    clock.advance(400 * 86_400)
+    assert log.purge() is not None
+    log.append("stop", {"reason": "shutdown", "uptime_ms": 1})
+    log.close()
+    (tmp_path / "k.jwk").write_text(json.dumps(public_jwk(key.public_key())))
+    out = tmp_path / "r.html"
+    code = main(
+        ["audit", "report", str(tmp_path / "audit"), "--pubkey", str(tmp_path / "k.jwk"), "-o", str(out)]
+    )
+    page = out.read_text()
+    assert code == 0
+    assert "segment-000000000000.jsonl" in page  # the purge table
+    assert "in force at the first kept entry" in page
+    assert "lobby-1" in page
+    assert "cd" * 32 in page  # the emotion model's hash, carried past the purge
