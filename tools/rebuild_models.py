@@ -111,14 +111,45 @@ def build_manifest() -> dict[str, Any]:
     }
 
 
-def render_manifest() -> str:
-    return json.dumps(build_manifest(), indent=2) + "\n"
+def read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def merged_manifest(existing: dict[str, Any]) -> dict[str, Any]:
+    """This tool's manifest, keeping what other tools added to each model entry (for example
+    ``variants`` from tools/quantize_models.py, or a non-null ``edgetpu``)."""
+    fresh = build_manifest()
+    old_models = existing.get("models", {}) if isinstance(existing.get("models"), dict) else {}
+    for name, entry in fresh["models"].items():
+        old = old_models.get(name, {})
+        for key, value in old.items() if isinstance(old, dict) else ():
+            if key not in entry or (entry[key] is None and value is not None):
+                entry[key] = value
+    return fresh
+
+
+def owned_fields(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The part of a manifest this tool writes (what ``--check`` compares)."""
+    models = manifest.get("models", {}) if isinstance(manifest.get("models"), dict) else {}
+    own = build_manifest()
+    return {
+        "manifest_version": manifest.get("manifest_version"),
+        "models": {
+            name: {k: models.get(name, {}).get(k) for k in entry if k != "edgetpu"}
+            for name, entry in own["models"].items()
+        },
+    }
 
 
 def rebuild(dest: Path) -> list[Path]:
     dest.mkdir(parents=True, exist_ok=True)
     out = [extract(spec["pin"], dest) for spec in MODELS.values()]
-    (dest / MANIFEST).write_text(render_manifest(), encoding="utf-8")
+    manifest = merged_manifest(read_manifest(dest / MANIFEST))
+    (dest / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return out
 
 
@@ -139,7 +170,7 @@ def check(models_dir: Path) -> list[str]:
             elif (found := sha256_file(theirs)) != rebuilt:
                 problems.append(f"{theirs}: sha256 {found}, the wheel gives {rebuilt}")
         manifest = models_dir / MANIFEST
-        if not manifest.exists() or manifest.read_text(encoding="utf-8") != render_manifest():
+        if owned_fields(read_manifest(manifest)) != owned_fields(build_manifest()):
             problems.append(f"{manifest}: differs from what this tool writes")
     return problems
 

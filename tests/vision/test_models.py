@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -141,3 +143,30 @@ def test_analyze_exits_2_on_a_missing_model(
     assert "face_detection_full_range.tflite is missing" in out.err
     assert "python tools/rebuild_models.py" in out.err
     assert "Traceback" not in out.err
+
+
+def _rebuild_tool() -> Any:
+    spec = importlib.util.spec_from_file_location("rebuild_models", ROOT / "tools" / "rebuild_models.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rebuild_keeps_what_other_tools_added_and_check_ignores_it() -> None:
+    tool = _rebuild_tool()
+    vendored = json.loads((MODELS / "manifest.json").read_text(encoding="utf-8"))
+    extended = json.loads(json.dumps(vendored))
+    extended["models"]["emotion"]["variants"] = {"int8": {"file": "e.tflite", "sha256": "ab" * 32}}
+    merged = tool.merged_manifest(extended)
+    assert merged["models"]["emotion"]["variants"] == extended["models"]["emotion"]["variants"]
+    assert tool.owned_fields(extended) == tool.owned_fields(tool.build_manifest())
+    extended["models"]["emotion"]["labels"] = ["happy"]
+    assert tool.owned_fields(extended) != tool.owned_fields(tool.build_manifest())
+
+
+def test_vendored_manifest_is_what_the_rebuild_tool_writes() -> None:
+    tool = _rebuild_tool()
+    vendored = json.loads((MODELS / "manifest.json").read_text(encoding="utf-8"))
+    assert tool.owned_fields(vendored) == tool.owned_fields(tool.build_manifest())
