@@ -385,7 +385,10 @@ class Service:
             self.feed.source = new.camera.source
             self.feed.options = SourceOptions.from_config(new.camera)
         self.cfg = new
+        previous_alerts = self.alerts
         self._build_processing(new)
+        for event in self.alerts.take_over(previous_alerts, at=int(self._now(None))):
+            self.publisher.publish("alert", event.to_body())
         self.gate.capturing = False
         logger.info("config reloaded", extra={"fields": {"changed": len(keys)}})
         return True

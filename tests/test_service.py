@@ -296,3 +296,58 @@ def test_privacy_flag_keeps_the_camera_closed_until_it_is_removed(tmp_path: Path
     assert modes == ["on", "off", "on"]
     states = [m["body"]["state"] for m in messages(tmp_path, "privacy_mode")]
     assert states == ["ON", "OFF", "ON"]
+
+
+class AngryCrowd:
+    """Five well-separated faces, all clearly angry: enough people (k = 2) for an alert rule."""
+
+    labels = ("angry", "neutral")
+
+    def analyze(self, pixels: Any) -> list[FaceObservation]:
+        from agent.vision.observation import Quality  # noqa: PLC0415
+
+        quality = Quality(face_px=80.0, sharpness=100.0, brightness=120.0, yaw_degrees=0.0)
+        return [
+            FaceObservation(
+                box=(0.02 + i * 0.19, 0.3, 0.1, 0.18),
+                score=0.9,
+                keypoints=((0.05 + i * 0.19, 0.35),) * 6,
+                quality=quality,
+                probs=(("angry", 0.9), ("neutral", 0.1)),
+            )
+            for i in range(5)
+        ]
+
+    def close(self) -> None:
+        pass
+
+
+def test_an_alert_raised_before_a_reload_that_removes_its_rule_is_cleared(tmp_path: Path) -> None:
+    rule = (
+        "analytics:\n  window_seconds: 10\n  min_people: 2\n  alerts:\n"
+        "    - {name: tension, metric: share, labels: [angry], comparison: above, threshold: 0.4,"
+        " min_people: 2, windows_in_row: 1}\n"
+    )
+    path = write_config(tmp_path, "scripted.mp4", extra="")
+    text = path.read_text().replace("analytics: {window_seconds: 10, min_people: 2}\n", "")
+    path.write_text(text + rule)
+    clock = FakeClock(start=1_800_000_000.0)
+    service = Service(
+        load_config(path),
+        path,
+        clock,
+        opener=lambda s, o, c: ScriptedSource(c, 200, False),
+        pipeline_factory=lambda _c: AngryCrowd(),  # type: ignore[arg-type,return-value]
+    ).build()
+    service.start()
+    for _ in range(60):  # 12 s of clip at 5 fps: the first 10 s window closes
+        service.step()
+    alerts = [m["body"] for m in messages(tmp_path, "alert")]
+    assert [(a["rule"], a["state"]) for a in alerts] == [("tension", "raised")]
+    assert alerts[0]["value"] == 1000
+    path.write_text(text)  # the rule is gone
+    assert service.reload() is True
+    service.close()
+    alerts = [m["body"] for m in messages(tmp_path, "alert")]
+    assert [(a["rule"], a["state"]) for a in alerts][-1] == ("tension", "cleared")
+    assert verify_all(tmp_path) == []
