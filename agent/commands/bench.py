@@ -164,7 +164,7 @@ def measure(pipeline: VisionPipeline, frames: list[Pixels], n: int, recorder: Li
         prime_models(pipeline, buffer)
         s.detect.append(timed_invoke(pipeline.detector.model))
         s.emotion.append(timed_invoke(pipeline.classifier.model))
-        pipeline.close()  # zero the scratch the priming used
+        pipeline.clear()  # zero the scratch the priming used
     buffer.fill(0)
     return s
 

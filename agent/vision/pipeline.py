@@ -159,10 +159,16 @@ class VisionPipeline:
         models = (self.detector.model, self.classifier.model)
         return not any(np.any(b) for b in self.scratch()) and all(m.input_is_zero() for m in models)
 
-    def close(self) -> None:
-        """Zero the scratch and drop the interpreters."""
+    def clear(self) -> None:
+        """Zero every scratch buffer and input tensor (``analyze`` and ``detect`` already do)."""
         self.detector.clear()
         self.classifier.clear()
+
+    def close(self) -> None:
+        """Zero the scratch and release the interpreters; the pipeline cannot be used after."""
+        self.clear()
+        self.detector.model.close()
+        self.classifier.model.close()
 
 
 def check_pixels(pixels: Pixels) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from agent.errors import BackendUnavailable, ModelError
+from agent.errors import BackendUnavailable, ModelError, RuntimeFailure
 from agent.vision.manifest import ModelSpec, verify_file
 
 logger = logging.getLogger(__name__)
@@ -80,6 +80,10 @@ class Model:
         self._it.invoke()
         return [self._it.get_tensor(i) for i in self.output_indices]
 
+    def close(self) -> None:
+        """Drop the interpreter (its memory goes with it); later calls raise RuntimeFailure."""
+        self._it = _Closed(self.name)
+
     def invoke(self) -> None:
         """Invoke on whatever the input tensor holds (for raw timing)."""
         self._it.invoke()
@@ -93,6 +97,16 @@ class Model:
         zero = not bool(np.any(view()))
         del view
         return zero
+
+
+class _Closed:
+    """Stands in for a released interpreter: any use says so instead of crashing obscurely."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        raise RuntimeFailure(f"the {self._name} model was closed (VisionPipeline.close); open a new pipeline")
 
 
 @dataclass(frozen=True)

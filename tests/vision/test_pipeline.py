@@ -245,3 +245,15 @@ def test_wrong_pixels_are_refused_with_what_was_found(
     with pytest.raises(SourceError, match="BGR uint8 H x W x 3") as err:
         pipeline.analyze(pixels)  # type: ignore[arg-type]
     assert found in str(err.value)
+
+
+def test_a_closed_pipeline_says_so(astronaut: Pixels) -> None:
+    from agent.config import VisionConfig  # noqa: PLC0415
+    from agent.errors import RuntimeFailure  # noqa: PLC0415
+
+    p = VisionPipeline.from_config(VisionConfig(accelerator="cpu"))
+    p.analyze(astronaut.copy())
+    p.close()
+    assert not any(b.any() for b in p.scratch())
+    with pytest.raises(RuntimeFailure, match="model was closed"):
+        p.analyze(astronaut.copy())

@@ -82,6 +82,6 @@ def test_the_pipelines_fast_measure_equals_the_numpy_reference(
     face_crop: np.ndarray, pipeline: VisionPipeline
 ) -> None:
     sharpness, brightness = pipeline.classifier.measure(face_crop)
-    pipeline.close()
+    pipeline.clear()
     assert sharpness == pytest.approx(laplacian_variance(face_crop), rel=1e-4)
     assert brightness == pytest.approx(float(face_crop.mean()), rel=1e-6)
