@@ -1,9 +1,8 @@
 """The MQTT output: spool first, publish QoS 1, delete on PUBACK; availability, discovery, commands.
 
-Threads: paho's network thread (``loop_start``) runs the callbacks; one sender thread moves
-spooled messages to paho, at most ``max_inflight`` at a time, in spool order, and deletes each
-after its PUBACK. Callbacks never touch the spool: ``on_publish`` runs under paho's message
-lock, so it only queues the acknowledgement for the sender (no lock-order deadlock).
+Threads: paho's network thread (``loop_start``) runs the callbacks; the sender thread
+(:mod:`agent.transport.sender`) moves spooled messages to paho, at most ``max_inflight`` at a
+time, in spool order, and deletes each after its PUBACK.
 
 Delivery is at least once. Within one process a message is handed to paho once; paho re-sends
 it (DUP) after a reconnect. After a crash or ``kill -9`` the unacknowledged rows are sent again,
@@ -14,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import queue
 import random
 import ssl
 import threading
@@ -24,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -42,6 +40,7 @@ from agent.transport.link import (
     explain,
     read_password,
 )
+from agent.transport.sender import SpoolSender
 from agent.transport.settings import MqttConfig
 from agent.transport.spool import DropReport, Spool
 
@@ -106,18 +105,17 @@ class MqttOutput:
         self._last_error: str | None = None
         self._socket_log: str | None = None
         self._counts = {"connects": 0, "failures": 0, "accepted": 0, "rejected": 0}
-        self._acks: queue.Queue[tuple[int, ReasonCode | None]] = queue.Queue()
-        self._wake = threading.Event()
         self._connected = threading.Event()
         self._stopping = threading.Event()
         self._downgrade = threading.Event()
-        self._inflight: dict[int, int] = {}
-        self._last_submitted = 0
         self._protocol = MQTTProtocolVersion.MQTTv311 if settings.protocol == "3.1.1" else (
             MQTTProtocolVersion.MQTTv5
         )
         self._client: PahoClient | None = None
-        self._sender: threading.Thread | None = None
+        self._sender = SpoolSender(
+            self._spool, settings.max_inflight, self._connected, lambda: self._client,
+            each_round=self._maybe_fall_back,
+        )
 
     @classmethod
     def from_config(
@@ -159,13 +157,13 @@ class MqttOutput:
         if not topic_suffix or topic_suffix.startswith("/") or any(c in topic_suffix for c in "+#\0"):
             raise ValueError(f"topic suffix {topic_suffix!r} must be a plain relative topic")
         row = self._spool.put(f"{self.base_topic}/{topic_suffix}", payload, retain=retain)
-        self._wake.set()
+        self._sender.wake()
         return row
 
     def send(self, message: OutgoingMessage) -> None:
         """The service's ``Output`` interface: ``message.topic`` is the full topic."""
         self._spool.put(message.topic, message.payload, retain=message.retain)
-        self._wake.set()
+        self._sender.wake()
 
     def health(self) -> TransportHealth:
         stats = self._spool.stats()
@@ -185,6 +183,11 @@ class MqttOutput:
             )
 
     @property
+    def discovery(self) -> DiscoverySpec | None:
+        """What is announced to Home Assistant (None when ``mqtt.discovery`` is off)."""
+        return self._discovery
+
+    @property
     def state(self) -> LinkState:
         return self._state
 
@@ -194,7 +197,6 @@ class MqttOutput:
         self._client = self._build_client()
         self._set_state(LinkState.CONNECTING, None)
         self._connect_async(self._client)
-        self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
         self._sender.start()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -203,9 +205,7 @@ class MqttOutput:
         Whatever is not acknowledged stays in the spool for the next start."""
         self._drain(timeout)
         self._stopping.set()
-        self._wake.set()
-        if self._sender is not None:
-            self._sender.join(timeout)
+        self._sender.stop(timeout)
         client = self._client
         if client is not None:
             if self._connected.is_set():
@@ -223,7 +223,7 @@ class MqttOutput:
     def _drain(self, timeout: float) -> None:
         """Real time, not the injected clock: this waits for the network."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self._sender is not None:
+        while time.monotonic() < deadline and self._sender.running:
             state = self._state
             if state == LinkState.CONNECTED:
                 if self._spool.stats().backlog == 0:
@@ -296,7 +296,7 @@ class MqttOutput:
             logger.warning("MQTT %s; retrying", error, extra={"fields": {"host": self.settings.host}})
             if self.settings.protocol == "auto" and reason.value in _UNSUPPORTED_PROTOCOL:
                 self._downgrade.set()
-                self._wake.set()
+                self._sender.wake()
             return
         self._counts["connects"] += 1
         self._set_state(LinkState.CONNECTED, None)
@@ -313,7 +313,7 @@ class MqttOutput:
             client.publish(self._discovery.topic, encode_discovery(self._discovery), qos=1, retain=True)
         client.subscribe(subs)
         self._connected.set()
-        self._wake.set()
+        self._sender.wake()
 
     def _socket_error(self) -> str:
         client = self._client
@@ -355,8 +355,7 @@ class MqttOutput:
     def _on_publish(
         self, _c: paho.Client, _u: Any, mid: int, reason: ReasonCode, _p: Properties
     ) -> None:
-        self._acks.put((mid, reason))
-        self._wake.set()
+        self._sender.acked(mid, reason)
 
     def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
         try:
@@ -392,49 +391,11 @@ class MqttOutput:
         client.publish(self._discovery.topic, encode_discovery(self._discovery), qos=1, retain=True)
         client.publish(self.status_topic, "online", qos=1, retain=True)
 
-    # --- sender thread --------------------------------------------------------------------
+    # --- protocol fallback (sender thread) ----------------------------------------------
 
-    def _send_loop(self) -> None:
-        while not self._stopping.is_set():
-            self._wake.clear()
-            try:
-                self._drain_acks()
-                if self._downgrade.is_set():
-                    self._fall_back_to_311()
-                self._submit()
-            except Exception:
-                logger.exception("MQTT sender failed a round; it retries")
-            self._wake.wait(0.5)
-        self._drain_acks()
-
-    def _drain_acks(self) -> None:
-        while True:
-            try:
-                mid, reason = self._acks.get_nowait()
-            except queue.Empty:
-                return
-            row = self._inflight.pop(mid, None)
-            if row is None:
-                continue  # status, discovery and other unspooled messages
-            if reason is not None and reason.is_failure:
-                logger.error("the broker refused a message: %s; dropping it from the spool", reason)
-                self._spool.drop(row, "refused_by_broker")
-            else:
-                self._spool.ack(row)
-
-    def _submit(self) -> None:
-        client = self._client
-        if client is None or not self._connected.is_set():
-            return
-        room = self.settings.max_inflight - len(self._inflight)
-        if room <= 0:
-            return
-        for item in self._spool.pending(after_id=self._last_submitted, limit=room):
-            info = client.publish(item.topic, item.payload, qos=1, retain=item.retain)
-            if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
-                return
-            self._inflight[info.mid] = item.id
-            self._last_submitted = item.id
+    def _maybe_fall_back(self) -> None:
+        if self._downgrade.is_set():
+            self._fall_back_to_311()
 
     def _fall_back_to_311(self) -> None:
         """The broker speaks only MQTT 3.1.1: rebuild the client for it (paho fixes it at creation)."""
@@ -448,8 +409,7 @@ class MqttOutput:
         old.disconnect()
         old.loop_stop()
         self._protocol = MQTTProtocolVersion.MQTTv311
-        self._inflight.clear()
-        self._last_submitted = 0
+        self._sender.forget_inflight()
         self._client = self._build_client()
         self._connect_async(self._client)
 

@@ -1,0 +1,131 @@
+"""The sender thread: spooled rows go to paho in order and leave the spool on their PUBACK.
+
+At most ``max_inflight`` rows are with paho at a time. A row is handed to paho once per paho
+client: after a reconnect paho re-sends what it holds (DUP), so resubmitting would duplicate.
+``on_publish`` runs under paho's message lock, so :meth:`SpoolSender.acked` only queues the
+acknowledgement; this thread applies it (no lock-order deadlock with ``publish``).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agent.transport.spool import Spool
+
+logger = logging.getLogger(__name__)
+
+RETENTION_EVERY_S = 60.0
+"""Retention is also applied while nothing new is spooled (a long privacy pause, say)."""
+
+
+class SpoolSender:
+    """Owns the mapping from paho message ids to spool rows."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        max_inflight: int,
+        connected: threading.Event,
+        client: Callable[[], paho.Client | None],
+        *,
+        each_round: Callable[[], None] = lambda: None,
+        retention_every_s: float = RETENTION_EVERY_S,
+    ) -> None:
+        self._spool = spool
+        self._max_inflight = max_inflight
+        self._connected = connected
+        self._client = client
+        self._each_round = each_round
+        self._acks: queue.Queue[tuple[int, ReasonCode | None]] = queue.Queue()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._inflight: dict[int, int] = {}
+        self._last_submitted = 0
+        self._retention_every_s = retention_every_s
+        self._last_retention = time.monotonic()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name="mqtt-sender", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._thread = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def acked(self, mid: int, reason: ReasonCode | None) -> None:
+        """paho's ``on_publish`` (network thread): queue only."""
+        self._acks.put((mid, reason))
+        self._wake.set()
+
+    def forget_inflight(self) -> None:
+        """A new paho client holds nothing: send again from the oldest unacknowledged row."""
+        self._inflight.clear()
+        self._last_submitted = 0
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                self._apply_acks()
+                self._each_round()
+                self._retention()
+                self._submit()
+            except Exception:
+                logger.exception("MQTT sender failed a round; it retries")
+            self._wake.wait(0.5)
+        self._apply_acks()
+
+    def _retention(self) -> None:
+        now = time.monotonic()
+        if now - self._last_retention >= self._retention_every_s:
+            self._last_retention = now
+            self._spool.enforce_limits()
+
+    def _apply_acks(self) -> None:
+        while True:
+            try:
+                mid, reason = self._acks.get_nowait()
+            except queue.Empty:
+                return
+            row = self._inflight.pop(mid, None)
+            if row is None:
+                continue  # status, discovery and other unspooled messages
+            if reason is not None and reason.is_failure:
+                logger.error("the broker refused a message: %s; dropping it from the spool", reason)
+                self._spool.drop(row, "refused_by_broker")
+            else:
+                self._spool.ack(row)
+
+    def _submit(self) -> None:
+        client = self._client()
+        if client is None or not self._connected.is_set():
+            return
+        room = self._max_inflight - len(self._inflight)
+        if room <= 0:
+            return
+        for item in self._spool.pending(after_id=self._last_submitted, limit=room):
+            info = client.publish(item.topic, item.payload, qos=1, retain=item.retain)
+            if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+                return
+            self._inflight[info.mid] = item.id
+            self._last_submitted = item.id

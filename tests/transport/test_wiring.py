@@ -1,0 +1,79 @@
+"""Wiring without a broker: config to MqttOutput, and the sender's own retention timer."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from agent.clock import FakeClock
+from agent.config import parse_config
+from agent.transport.mqtt import MqttOutput
+from agent.transport.sender import SpoolSender
+from agent.transport.spool import DropReport, Spool
+from tests.mosquitto import wait_until
+
+
+def test_from_config_takes_topics_retention_and_alert_rules_from_the_agent_config(tmp_path: Path) -> None:
+    cfg = parse_config(f"""
+device_id: lobby-7
+site: {{jurisdiction: US, context: retail, purpose: analytics}}
+analytics:
+  window_seconds: 30
+  alerts:
+    - {{name: crowd, metric: people, threshold: 8}}
+mqtt: {{host: 127.0.0.1, port: 1883, base_topic: shop/lobby-7, expire_after_windows: 4}}
+retention: {{spool_days: 2}}
+state_dir: "{tmp_path}"
+""")
+    out = MqttOutput.from_config(cfg, FakeClock())
+    assert out.base_topic == "shop/lobby-7"
+    assert out.status_topic == "shop/lobby-7/status"
+    assert out.client_id == "emotion-agent-lobby-7"
+    spec = out.discovery
+    assert spec is not None
+    assert (spec.alert_rules, spec.window_seconds, spec.expire_after_windows) == (("crowd",), 30, 4)
+    out.publish("stats", b"{}")
+    assert (tmp_path / "spool.sqlite3").exists()
+    assert out.health().backlog == 1
+    assert out.health().state == "stopped"
+    out.stop()
+    assert out.health().backlog == 1, "figures stay readable after stop; the row waits for the next run"
+
+
+def test_discovery_off_announces_nothing(tmp_path: Path) -> None:
+    cfg = parse_config(f"""
+device_id: lobby-7
+site: {{jurisdiction: US, context: retail, purpose: analytics}}
+mqtt: {{discovery: false}}
+state_dir: "{tmp_path}"
+""")
+    out = MqttOutput.from_config(cfg, FakeClock())
+    assert out.discovery is None
+    out.stop()
+
+
+@pytest.mark.parametrize("bad", ["", "/stats", "stats/#", "a/+/b"])
+def test_a_bad_topic_suffix_is_refused(tmp_path: Path, bad: str) -> None:
+    cfg = parse_config(f'device_id: a\nsite: {{jurisdiction: US}}\nstate_dir: "{tmp_path}"\n')
+    out = MqttOutput.from_config(cfg, FakeClock())
+    with pytest.raises(ValueError, match="must be a plain relative topic"):
+        out.publish(bad, b"x")
+    assert out.health().backlog == 0
+    out.stop()
+
+
+def test_the_sender_applies_retention_while_nothing_new_is_spooled(tmp_path: Path) -> None:
+    clock = FakeClock()
+    drops: list[DropReport] = []
+    spool = Spool(tmp_path / "s.sqlite3", clock, max_bytes=10**6, max_age_seconds=3600, on_drop=drops.append)
+    spool.put("t/stats", b"old")
+    clock.advance(3601)
+    sender = SpoolSender(spool, 10, threading.Event(), lambda: None, retention_every_s=0.0)
+    sender.start()
+    try:
+        wait_until(lambda: spool.stats().backlog == 0, 5, "retention by the sender")
+    finally:
+        sender.stop(5)
+    assert [(d.reason, d.count) for d in drops] == [("retention", 1)]
