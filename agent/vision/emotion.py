@@ -58,7 +58,7 @@ class EmotionClassifier:
         m[1, 2] += size / 2 - cy
         cv2.warpAffine(
             pixels, m, (size, size), dst=out, flags=cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_REPLICATE,
+            borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0),
         )
         if k > 1:
             self._dirty.append(self._small)
