@@ -176,7 +176,13 @@ def peak_rss_mb() -> float:
 
 
 def bench(
-    pipeline: VisionPipeline, frames: list[Pixels], n: int, source: str, cfg: VisionConfig, *, rss_before: float
+    pipeline: VisionPipeline,
+    frames: list[Pixels],
+    n: int,
+    source: str,
+    cfg: VisionConfig,
+    *,
+    rss_before: float,
 ) -> BenchResult:
     recorder = LifetimeRecorder(SystemClock())
     measure(pipeline, frames, min(n, 20), LifetimeRecorder(SystemClock()))  # warm-up
@@ -223,7 +229,8 @@ def run(args: argparse.Namespace) -> int:
     source = args.source or default_source()
     frames = decode_source(source, args.frames) if source else builtin_clip(args.frames)
     try:
-        result = bench(pipeline, frames, args.frames, source or "built-in astronaut clip", cfg, rss_before=rss_before)
+        label = source or "built-in astronaut clip"
+        result = bench(pipeline, frames, args.frames, label, cfg, rss_before=rss_before)
     finally:
         for f in frames:
             f.fill(0)
