@@ -22,6 +22,8 @@ import cv2
 import numpy as np
 import pytest
 
+from agent.crypto import generate_keypair
+
 MARKER_SIDE = 48
 
 
@@ -124,13 +126,74 @@ def test_analyze_on_a_marked_clip_writes_no_image_data_to_any_file(tmp_path: Pat
 def test_the_trace_check_catches_a_program_that_keeps_pixels(tmp_path: Path) -> None:
     """Negative control: a program that writes one marker row to a temp file is caught."""
     row = marker()[0].tobytes()
-    keep = (
-        "import sys, tempfile; "
-        "tempfile.NamedTemporaryFile(delete=False).write(bytes.fromhex(sys.argv[1]))"
-    )
+    keep = "import sys, tempfile; tempfile.NamedTemporaryFile(delete=False).write(bytes.fromhex(sys.argv[1]))"
     done, log, dirs = traced(tmp_path, [sys.executable, "-c", keep, row.hex()])
     assert done.returncode == 0, done.stderr.decode()
     writes = traced_writes(log)
     assert any(t.startswith(str(dirs[2])) for t in to_files(writes))
     assert carries(row, writes)
     assert len(files_with(row, *dirs)) == 1
+
+
+@pytest.mark.slow
+def test_the_running_agent_keeps_no_image_and_its_audit_log_verifies(tmp_path: Path, media: Path) -> None:
+    """`emotion-agent run` on the marked clip: the only files it writes are its state (audit log,
+    counters, spool) and the output it was told to write, and none of them holds a marker piece;
+    then the audit log it wrote verifies and accounts for every frame with 0 pixel bytes kept."""
+    clip_dir = tmp_path / "input"
+    clip_dir.mkdir()
+    row = write_clip(clip_dir / "marked.avi", media, frames=25)
+    keys = tmp_path / "keys"
+    generate_keypair(keys)
+    state, out = tmp_path / "state", tmp_path / "out.jsonl"
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        f"""schema_version: 1
+device_id: marker-test
+site: {{jurisdiction: US, context: retail, purpose: analytics}}
+camera: {{source: "{clip_dir / "marked.avi"}", fps: 5, loop: false, realtime: false}}
+analytics: {{window_seconds: 10, min_people: 2}}
+mqtt: {{enabled: false}}
+outputs: {{jsonl: "{out}"}}
+keys: {{private_key: "{keys / "device.key"}"}}
+state_dir: "{state}"
+"""
+    )
+    done, log, dirs = traced(tmp_path, [sys.executable, "-m", "agent", "run", "-c", str(config)])
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    writes = traced_writes(log)
+    written = sorted({t for t in to_files(writes)})
+    assert written, "the agent writes its state: the trace must show it"
+    assert all(t.startswith((str(state), str(out))) for t in written), written
+    assert not carries(row, writes)
+    assert [p for d in dirs for p in d.rglob("*")] == []
+    assert files_with(row, state, out.parent / "out.jsonl", *dirs) == []
+    audit = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "audit",
+            "verify",
+            str(state / "audit"),
+            "--pubkey",
+            str(keys / "device.pub.jwk"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    entries = [
+        json.loads(line)
+        for p in sorted((state / "audit").glob("segment-*.jsonl"))
+        for line in p.read_text().splitlines()
+    ]
+    frames = [e["data"] for e in entries if e["kind"] == "frames"]
+    assert sum(f["captured"] for f in frames) == 25
+    assert all(f["pixel_bytes_persisted"] == 0 for f in frames)
+    kinds = [e["kind"] for e in entries]
+    assert kinds[1] == "start"
+    assert set(kinds[kinds.index("stop") + 1 :]) <= {"publish"}  # the close checkpoint's own publish
+    assert "warning" not in audit.stdout  # every entry, that publish included, is signed

@@ -91,6 +91,8 @@ class AuditLog:
         self._policy: dict[str, JSON] | None = None
         self._start: dict[str, JSON] | None = None
         self._cp_mono = clock.monotonic()
+        self._pending: list[bytes] = []
+        self._notifier: int | None = None
 
     # --- opening and recovery --------------------------------------------------------------
 
@@ -115,6 +117,7 @@ class AuditLog:
             notes = log._recover()
             for code, message in notes:
                 log._append("error", {"code": code, "message": message})
+        log._deliver()
         return log
 
     def _recover(self) -> list[tuple[str, str]]:
@@ -198,7 +201,9 @@ class AuditLog:
         if kind in INTERNAL_KINDS:
             raise PayloadError(f"audit entry kind {kind!r} is written by the log itself")
         with self._lock:
-            return self._append(kind, fields)
+            index = self._append(kind, fields)
+        self._deliver()
+        return index
 
     def _append(self, kind: str, fields: Mapping[str, JSON]) -> int:
         if self._fd < 0:
@@ -209,7 +214,8 @@ class AuditLog:
         entry = encode_entry(self._tree.size, ts_ms, kind, fields)
         self._write(entry)
         self._track(entry)
-        self.maybe_checkpoint()
+        if self._notifier != threading.get_ident():  # not an entry the checkpoint callback wrote
+            self._maybe_checkpoint()
         return entry.index
 
     def _track(self, entry: Entry) -> None:
@@ -258,20 +264,46 @@ class AuditLog:
     def maybe_checkpoint(self) -> SignedCheckpoint | None:
         """Sign a checkpoint if N entries or T minutes have passed since the last one."""
         with self._lock:
-            new = self._tree.size - max(self._cp_size, 0)
-            if self._tree.size <= self._cp_size:
-                return None
-            elapsed = self._clock.monotonic() - self._cp_mono
-            if new >= self.settings.checkpoint_every_entries or (
-                elapsed >= self.settings.checkpoint_every_minutes * 60
-            ):
-                return self._checkpoint()
+            cp = self._maybe_checkpoint()
+        self._deliver()
+        return cp
+
+    def _maybe_checkpoint(self) -> SignedCheckpoint | None:
+        if self._tree.size <= self._cp_size:
             return None
+        new = self._tree.size - max(self._cp_size, 0)
+        elapsed = self._clock.monotonic() - self._cp_mono
+        if new >= self.settings.checkpoint_every_entries or (
+            elapsed >= self.settings.checkpoint_every_minutes * 60
+        ):
+            return self._checkpoint()
+        return None
 
     def checkpoint(self) -> SignedCheckpoint:
         """Sign the current tree head now."""
         with self._lock:
-            return self._checkpoint()
+            cp = self._checkpoint()
+        self._deliver()
+        return cp
+
+    def _deliver(self) -> None:
+        """Hand signed notes to ``on_checkpoint`` outside the lock, in order. An entry the
+        callback appends (the service audits its own publish) does not trigger a checkpoint."""
+        with self._lock:
+            if self._notifier is not None:
+                return  # the thread already delivering will also deliver these
+            self._notifier = threading.get_ident()
+        while True:
+            with self._lock:
+                if not self._pending:
+                    self._notifier = None
+                    return
+                note = self._pending.pop(0)
+            if self.on_checkpoint is not None:
+                try:
+                    self.on_checkpoint(note)
+                except Exception:  # a publisher failure must not stop the log; the note is on disk
+                    logger.warning("audit checkpoint callback failed", exc_info=True)
 
     def _checkpoint(self) -> SignedCheckpoint:
         cp = sign_checkpoint(self.origin, self._tree.size, self._tree.root(), self._key)
@@ -281,17 +313,18 @@ class AuditLog:
         finally:
             os.close(fd)
         self._cp_size, self._cp_mono = cp.size, self._clock.monotonic()
-        if self.on_checkpoint is not None:
-            try:
-                self.on_checkpoint(cp.note)
-            except Exception:  # a publisher failure must not stop the log; the note is on disk
-                logger.warning("audit checkpoint callback failed", exc_info=True)
+        self._pending.append(cp.note)
         return cp
 
     # --- retention ---------------------------------------------------------------------------
 
     def purge(self, now: float | None = None) -> dict[str, JSON] | None:
         """Delete whole segments older than ``retention_days``; record what went in a purge entry."""
+        record = self._purge(now)
+        self._deliver()
+        return record
+
+    def _purge(self, now: float | None) -> dict[str, JSON] | None:
         with self._lock:
             now = self._clock.time() if now is None else now
             cutoff_ms = int(now * 1000) - self.retention_days * DAY_MS
@@ -330,12 +363,18 @@ class AuditLog:
             return data
 
     def close(self) -> None:
-        """Sign a final checkpoint if anything is unsigned, then release the file."""
+        """Sign and publish a final checkpoint; if publishing it added an entry, sign once more
+        on disk only (publishing that would add another), then release the file."""
         with self._lock:
             if self._fd < 0:
                 return
             if self._tree.size > self._cp_size:
                 self._checkpoint()
+        self._deliver()
+        with self._lock:
+            if self._tree.size > self._cp_size:
+                self._checkpoint()
+                self._pending.clear()
             os.close(self._fd)
             self._fd = -1
 

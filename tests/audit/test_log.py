@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.audit.entries import decode_entry
 from agent.audit.merkle import leaf_hash, root_of
 from agent.audit.note import open_checkpoint, split_notes
+from agent.audit.verify import verify_log
 from agent.clock import FakeClock
 from agent.errors import PayloadError
 
@@ -213,3 +214,30 @@ def test_checkpoint_note_uses_origin_as_key_name(open_log: OpenLog, key: Ed25519
     assert text.startswith(f"{ORIGIN}\n1\n")
     assert f"\n\n— {ORIGIN} " in text
     log.close()
+
+
+def test_a_callback_that_audits_its_own_publish_neither_loops_nor_leaves_entries_unsigned(
+    open_log: OpenLog, clock: FakeClock, tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    """The service publishes each checkpoint and audits that publish: with N = 1 that must not
+    recurse, rotation must not re-enter, and close() must leave every entry signed."""
+    log = open_log(checkpoint_every_entries=1, segment_max_entries=10)
+    published: list[int] = []
+
+    def publish(note: bytes) -> None:
+        published.append(open_checkpoint(note, key.public_key()).size)
+        log.append("publish", {"topic": "x/audit/checkpoint", "seq": len(published), "payload_sha256": HASH})
+
+    log.on_checkpoint = publish
+    for _ in range(25):
+        log.append("frames", frames())
+    log.close()
+    assert published == sorted(set(published))
+    assert len(published) >= 25
+    sizes = notes(tmp_path / "audit", key)
+    total = len(all_lines(tmp_path / "audit"))
+    assert sizes[-1] == total  # the last checkpoint on disk covers the last publish record
+    assert published[-1] < total  # the last published one cannot cover its own publish record
+    result = verify_log(tmp_path / "audit", key.public_key())
+    assert result.problems == []
+    assert result.warnings == []
