@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.frame import Pixels
-from agent.vision.blazeface import F32, decode_rows, generate_anchors, weighted_nms_rows
+from agent.vision.blazeface import F32, Row, decode_rows, generate_anchors, weighted_nms_rows
 from agent.vision.manifest import ModelSpec
 from agent.vision.observation import Detection
 from agent.vision.runtime import Model
@@ -122,15 +122,18 @@ class FaceDetector:
     def detect(self, pixels: Pixels) -> list[Detection]:
         """Faces in a BGR frame, best first. Scratch buffers still hold pixels until ``clear``."""
         placement = self._letterbox(pixels)
-        outputs = self.model.run_in_place()
+        rows, row_scores = self.model.invoke_and_read(self._decode)
+        kept = weighted_nms_rows(rows, row_scores, self.spec.nms_threshold, self.max_faces)
+        return [_detection(placement, row, score) for row, score in kept]
+
+    def _decode(self, outputs: list[F32]) -> tuple[list[Row], list[float]]:
+        """Decode straight from the interpreter's output tensors (plain floats come out)."""
         regressors = next(o for o in outputs if o.shape[-1] == 16)
         scores = next(o for o in outputs if o.shape[-1] == 1)
-        rows, row_scores = decode_rows(
+        return decode_rows(
             regressors, scores, self.anchors,
             scale=self.size, min_score=self.min_score, score_clip=self.spec.score_clip,
         )
-        kept = weighted_nms_rows(rows, row_scores, self.spec.nms_threshold, self.max_faces)
-        return [_detection(placement, row, score) for row, score in kept]
 
     def scratch(self) -> list[npt.NDArray[np.generic]]:
         return [self._canvas, self._rgb, *self._resized.values()]

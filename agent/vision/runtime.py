@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -33,6 +33,7 @@ CORAL_INSTALL = (
 )
 
 F32 = npt.NDArray[np.float32]
+T = TypeVar("T")
 
 
 def interpreter_module() -> ModuleType:
@@ -74,6 +75,17 @@ class Model:
         view = self._it.tensor(self.input_index)
         write(view())
         del view
+
+    def invoke_and_read(self, read: Callable[[list[F32]], T]) -> T:
+        """Invoke on the input as it is and let ``read`` look at the outputs in place (no copy).
+        ``read`` must return plain values or copies: the views die when it returns."""
+        self._it.invoke()
+        views = [self._it.tensor(i) for i in self.output_indices]
+        arrays = [v() for v in views]
+        try:
+            return read(arrays)
+        finally:
+            del arrays, views
 
     def run_in_place(self) -> list[F32]:
         """Invoke on the input as it is and return copies of every output."""
