@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.audit.entries import Entry, decode_entry
 from agent.audit.invariants import Invariants
-from agent.audit.log import seed_from
+from agent.audit.log import DAY_MS, seed_from
 from agent.audit.merkle import CompactRange, leaf_hash, root_of
 from agent.audit.note import SIG_PREFIX, NoteError, SignedCheckpoint, key_id, open_checkpoint, split_notes
 from agent.audit.store import CHECKPOINTS_FILE, list_segments, read_segment, segment_name
@@ -117,6 +117,7 @@ class _Verifier:
         self.by_size: dict[int, list[Located]] = {}
         self.tree = CompactRange()
         self.seg_roots: dict[str, tuple[int, int, bytes]] = {}
+        self.seg_last_ts: dict[str, int] = {}
         self.invariants = Invariants(max_lifetime_ms)
         self.broken = False
         self.starts: list[int] = []
@@ -192,6 +193,7 @@ class _Verifier:
             if self.broken:
                 return False
         self.seg_roots[name] = (first, len(lines), root_of(leaves))
+        self.seg_last_ts[name] = self.invariants.last_ts
         return True
 
     def check_index(self, entry: Entry) -> None:
@@ -276,6 +278,7 @@ def _after(result: VerifyResult, v: _Verifier) -> None:
             f"{len(old)} checkpoint(s) (sizes {min(old)}..{max(old)}) predate the retained entries "
             "(purged): their signatures were checked, their roots cannot be"
         )
+    _overdue(result, v)
     on_device = {loc.cp.size for loc in result.checkpoints}
     for start in v.starts:
         if complete and start > 0 and start not in on_device:
@@ -289,6 +292,21 @@ def _after(result: VerifyResult, v: _Verifier) -> None:
         result.warnings.append(
             f"entries {signed}..{result.size - 1} are not yet covered by a signed checkpoint "
             "(the device is running or was stopped without a clean shutdown)"
+        )
+
+
+def _overdue(result: VerifyResult, v: _Verifier) -> None:
+    """Segments kept past the retention in force (not a privacy breach: they hold no personal
+    data, but the schedule the device announced was not kept)."""
+    policy = v.invariants.policy
+    if policy is None or v.broken:
+        return
+    cutoff = v.invariants.last_ts - policy["audit_days"] * DAY_MS
+    late = [name for name in list(v.seg_last_ts)[:-1] if v.seg_last_ts[name] < cutoff]
+    if late:
+        result.warnings.append(
+            f"{len(late)} segment(s) ({late[0]}…) are older than retention.audit_days "
+            f"({policy['audit_days']}) at the last entry and were not purged"
         )
 
 

@@ -354,3 +354,19 @@ def test_a_signature_respelled_in_non_canonical_base64_is_refused(
         check(audit, key).problems[0].startswith("checkpoints.log line 1: checkpoint rejected: signature of")
     )
     assert "not base64" in check(audit, key).problems[0]
+
+
+def test_segments_kept_past_retention_are_reported_as_a_warning(
+    open_log: OpenLog, clock: FakeClock, tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    log = open_log(segment_max_entries=10)
+    fill(log, clock, 4)
+    clock.advance(366 * 86_400)  # nobody ran the retention timer
+    log.append("stop", {"reason": "shutdown", "uptime_ms": 1})
+    log.close()
+    result = check(tmp_path / "audit", key)
+    assert result.ok
+    assert result.warnings == [
+        "2 segment(s) (segment-000000000000.jsonl…) are older than retention.audit_days (365) "
+        "at the last entry and were not purged"
+    ]
