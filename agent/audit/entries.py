@@ -148,6 +148,9 @@ class SegmentData(_Data):
     """The policy in force when the segment started, so purging old segments keeps it known."""
     start: StartData | None = None
     """The last start entry's data (software, models, config), for the same reason."""
+    checkpoint_every: int = Field(strict=True, ge=1, le=1_000_000)
+    """audit.checkpoint_every_entries of this run: more entries than this without a signed
+    checkpoint means one was deleted."""
 
 
 SCHEMAS: dict[str, type[_Data]] = {

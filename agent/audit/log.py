@@ -145,6 +145,8 @@ class AuditLog:
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         self._save_state()
         self._recover_checkpoints()
+        if self._seg_count > 1:  # each run opens its own segment, recording its settings
+            self._rotate(int(self._clock.time() * 1000))
         return notes
 
     def _replay(self, first: int, path: Path, lines: list[bytes]) -> list[tuple[str, str]]:
@@ -256,7 +258,13 @@ class AuditLog:
         self._seg_first, self._seg_count, self._seg_bytes = first, 0, 0
         self._seg_day = ts_ms // DAY_MS
         edge = [_b64(h) for h in self._tree.hashes]
-        fields = {"previous": previous, "edge": edge, "policy": self._policy, "start": self._start}
+        fields = {
+            "previous": previous,
+            "edge": edge,
+            "policy": self._policy,
+            "start": self._start,
+            "checkpoint_every": self.settings.checkpoint_every_entries,
+        }
         self._write(encode_entry(first, ts_ms, "segment", fields))
 
     # --- checkpoints -------------------------------------------------------------------------

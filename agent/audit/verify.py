@@ -118,6 +118,9 @@ class _Verifier:
         self.tree = CompactRange()
         self.seg_roots: dict[str, tuple[int, int, bytes]] = {}
         self.seg_last_ts: dict[str, int] = {}
+        self.device_sizes = {loc.cp.size for loc in result.checkpoints}
+        self.every = 0
+        self.unsigned = 0
         self.invariants = Invariants(max_lifetime_ms)
         self.broken = False
         self.starts: list[int] = []
@@ -189,12 +192,30 @@ class _Verifier:
             leaves.append(leaf)
             self.tree.append(leaf)
             self.r.problems.extend(f"{where}: {p}" for p in self.invariants.check(entry))
+            self.count_unsigned(entry, where)
             self.check_root(self.tree.size, self.tree.root(), where)
             if self.broken:
                 return False
         self.seg_roots[name] = (first, len(lines), root_of(leaves))
         self.seg_last_ts[name] = self.invariants.last_ts
         return True
+
+    def count_unsigned(self, entry: Entry, where: str) -> None:
+        """The log signs at least every N entries (N from its segment entries); the publish
+        records of checkpoints, written by the callback, do not count towards N."""
+        if entry.kind == "segment":
+            self.every = max(self.every, entry.data["checkpoint_every"])
+        if self.tree.size in self.device_sizes:
+            self.unsigned = 0
+            return
+        if entry.kind == "publish" and entry.data["topic"].endswith("/audit/checkpoint"):
+            return
+        self.unsigned += 1
+        if self.unsigned == self.every + 1:
+            self.r.problems.append(
+                f"{where}: {self.unsigned} entries since the last checkpoint in {CHECKPOINTS_FILE}, "
+                f"but the log signs one at least every {self.every}: a checkpoint was deleted"
+            )
 
     def check_index(self, entry: Entry) -> None:
         if entry.index != self.tree.size:

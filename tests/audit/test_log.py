@@ -184,8 +184,9 @@ def test_reopen_after_a_cut_line_truncates_it_and_records_an_error(open_log: Ope
     with seg.open("ab") as f:
         f.write(b'{"data":{"analysed":2')
     log = open_log(segment_max_entries=1000)
-    assert log.size == 5
-    entry = decode_entry(seg.read_bytes().splitlines()[-1])
+    assert log.size == 6  # 4 kept, then this run's own segment (entry 4) and the error entry (5)
+    assert len(seg.read_bytes().splitlines()) == 4
+    entry = decode_entry((tmp_path / "audit/segment-000000000004.jsonl").read_bytes().splitlines()[-1])
     assert entry.kind == "error"
     assert entry.data["code"] == "partial_entry_discarded"
     assert "21 bytes" in entry.data["message"]
@@ -201,8 +202,8 @@ def test_reopen_replays_a_line_the_state_file_missed(open_log: OpenLog, tmp_path
     os.close(fd)
     (tmp_path / "audit/state.json").write_bytes(state)
     log = open_log(segment_max_entries=1000)
-    assert log.size == 3
-    assert json.loads((tmp_path / "audit/state.json").read_bytes())["size"] == 3
+    assert log.size == 4  # the replayed line, then this run's own segment entry
+    assert json.loads((tmp_path / "audit/state.json").read_bytes())["size"] == 4
     assert log.root() == root_of([leaf_hash(x) for x in all_lines(tmp_path / "audit")])
     log.close()
 

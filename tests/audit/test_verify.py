@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -181,8 +182,12 @@ def test_a_deleted_rotation_checkpoint_fails(audit: Path, key: Ed25519PrivateKey
     chunks = [whole[i : i + 5] for i in range(0, len(whole), 5)]
     kept = [c for c in chunks if c[1] != "10\n"]
     cps.write_text("".join("".join(c) for c in kept))
-    first = check(audit, key).problems[0]
-    assert first == (
+    problems = check(audit, key).problems
+    assert problems[0] == (
+        f"{SEG1} line 1 (entry 10): 6 entries since the last checkpoint in checkpoints.log, "
+        "but the log signs one at least every 5: a checkpoint was deleted"
+    )
+    assert problems[1] == (
         f"{SEG1}: the log signs a checkpoint whenever a segment starts, but checkpoints.log "
         "has none at size 10: a checkpoint was deleted"
     )
@@ -370,3 +375,34 @@ def test_segments_kept_past_retention_are_reported_as_a_warning(
         "2 segment(s) (segment-000000000000.jsonl…) are older than retention.audit_days (365) "
         "at the last entry and were not purged"
     ]
+
+
+def test_deleting_the_last_checkpoints_of_a_long_tail_is_caught(audit: Path, key: Ed25519PrivateKey) -> None:
+    """Removing the newest notes leaves more unsigned entries than the log ever allows."""
+    cps = audit / "checkpoints.log"
+    lines = cps.read_text().splitlines(keepends=True)
+    cps.write_text("".join(lines[:-15]))  # drop the checkpoints at 30, 35 and 36
+    assert check(audit, key).problems == [
+        "segment-000000000030.jsonl line 1 (entry 30): 6 entries since the last checkpoint in "
+        "checkpoints.log, but the log signs one at least every 5: a checkpoint was deleted",
+        "segment-000000000030.jsonl: the log signs a checkpoint whenever a segment starts, but "
+        "checkpoints.log has none at size 30: a checkpoint was deleted",
+    ]
+
+
+def test_a_crash_leaves_fewer_unsigned_entries_than_n_and_verifies(
+    open_log: OpenLog, clock: FakeClock, tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    log = open_log(checkpoint_every_entries=5, segment_max_entries=1000)
+    for _ in range(7):
+        log.append("frames", frames())
+    os.close(log._fd)  # kill -9: no close(), entries 5..7 unsigned
+    result = check(tmp_path / "audit", key)
+    assert result.ok
+    assert result.warnings == [
+        "entries 5..7 are not yet covered by a signed checkpoint "
+        "(the device is running or was stopped without a clean shutdown)"
+    ]
+    reopened = open_log(checkpoint_every_entries=5, segment_max_entries=1000)  # signs at once
+    reopened.close()
+    assert check(tmp_path / "audit", key).warnings == []
