@@ -2,12 +2,17 @@
 
 Reusable by any test that needs a broker::
 
-    from tests.mosquitto import Broker, make_pki
+    from tests.mosquitto import ACL_PER_DEVICE, Broker, Subscriber, make_pki
 
-    pki = make_pki(tmp_path / "pki", clients=["lobby-1"])
-    with Broker(tmp_path / "broker", pki=pki, users={"lobby-1": "s3cret"},
+    pki = make_pki(tmp_path / "pki", clients=("lobby-1", "dashboard"))
+    with Broker(tmp_path / "broker", pki=pki, users={"lobby-1": "s3cret", "dashboard": "pw"},
                 acl=ACL_PER_DEVICE) as broker:
         ...  # broker.port on 127.0.0.1; broker.stop() / broker.start() keep the port
+        with Subscriber(broker, ["emotion-agent/#"], username="dashboard", password="pw",
+                        cert=pki.clients["dashboard"]) as sub:
+            sub.wait_for("emotion-agent/lobby-1/stats")
+
+``Broker(folder, allow_anonymous=True)`` without ``pki`` is a plain loopback broker.
 
 Certificates are EC P-256 made with ``cryptography``: a CA, a server certificate for
 127.0.0.1/localhost, client certificates (CN = the name; ``expired`` ones ended yesterday),
