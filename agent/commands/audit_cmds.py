@@ -76,15 +76,22 @@ def read_external(path: Path) -> tuple[str, bytes]:
 
 
 def _find_note(obj: Any) -> str | None:
+    """The note in a signed envelope (``body.note``), a stored message (``payload``, an object
+    or, as ``mosquitto_sub -F %j`` writes it, a string of JSON) or a bare ``{"note": ...}``."""
     if not isinstance(obj, dict):
         return None
     if isinstance(obj.get("note"), str):
         return str(obj["note"])
     for inner in ("body", "payload"):
-        if isinstance(obj.get(inner), dict):
-            found = _find_note(obj[inner])
-            if found is not None:
-                return found
+        value = obj.get(inner)
+        if isinstance(value, str) and value.lstrip().startswith("{"):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                continue
+        found = _find_note(value)
+        if found is not None:
+            return found
     return None
 
 

@@ -80,6 +80,27 @@ def test_verify_reads_external_checkpoints_from_json_lines(
     assert "1 external" in capsys.readouterr().out
 
 
+def test_verify_reads_checkpoints_saved_by_mosquitto_sub_json_format(
+    exported: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`mosquitto_sub -F %j` stores the payload as a string of JSON."""
+    lines = (exported / "audit/checkpoints.log").read_text().splitlines(keepends=True)
+    envelope = json.dumps({"typ": "audit-checkpoint", "body": {"note": "".join(lines[-5:])}})
+    saved = {
+        "tst": "2026-11-23T20:00:00.000000Z+0000",
+        "topic": "emotion-agent/lobby-1/audit/checkpoint",
+        "qos": 1,
+        "retain": 1,
+        "payloadlen": len(envelope),
+        "payload": envelope,
+    }
+    ext = exported / "sub.jsonl"
+    ext.write_text(json.dumps(saved) + "\n")
+    args = ["audit", "verify", str(exported / "audit"), "--pubkey", str(exported / "device.pub.jwk")]
+    assert main([*args, "--checkpoints", str(ext)]) == 0
+    assert "1 external" in capsys.readouterr().out
+
+
 def test_verify_of_a_missing_folder_is_a_clear_input_error(
     tmp_path: Path, key: Ed25519PrivateKey, capsys: pytest.CaptureFixture[str]
 ) -> None:
