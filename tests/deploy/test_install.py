@@ -7,6 +7,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -108,7 +109,7 @@ def test_security_check_would_catch_a_weakened_unit(tmp_path: Path) -> None:
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project's wheel, built once (pip wheel, isolated build as CI would)."""
     out = tmp_path_factory.mktemp("wheel")
-    pip = [str(Path(ROOT / ".venv/bin/python")), "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out)]
+    pip = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out)]
     subprocess.run([*pip, str(ROOT)], check=True, capture_output=True)
     (found,) = out.glob("emotion_agent-*.whl")
     return found
