@@ -51,6 +51,8 @@ class ModelSpec:
     nms_threshold: float
     edgetpu_path: Path | None
     edgetpu_sha256: str | None
+    precision: str = "float"
+    """``float`` (the vendored file) or a ``variants`` key such as ``int8`` (docs/quantization.md)."""
 
 
 def sha256_of(path: Path) -> str:
@@ -103,21 +105,38 @@ def _anchors(entry: dict[str, Any]) -> AnchorSpec | None:
     )
 
 
-def model_spec(models_dir: Path, name: str, *, verify: bool = True) -> ModelSpec:
-    """Read one entry of the manifest in ``models_dir`` and check its file's sha256."""
+def _variant(models_dir: Path, name: str, entry: dict[str, Any], precision: str) -> dict[str, Any]:
+    """The file, sha256 and Edge TPU fields of one precision of an entry (``float``: the entry)."""
+    if precision == "float":
+        return entry
+    variant = (entry.get("variants") or {}).get(precision)
+    if not isinstance(variant, dict):
+        have = ", ".join(["float", *sorted(entry.get("variants") or {})])
+        raise ModelError(
+            f"{models_dir / MANIFEST_NAME}: model {name!r} has no {precision} variant (it has: {have}); "
+            "run `tools/quantize_models.py` (docs/quantization.md) or set vision.precision to float"
+        )
+    return variant
+
+
+def model_spec(models_dir: Path, name: str, *, verify: bool = True, precision: str = "float") -> ModelSpec:
+    """Read one entry of the manifest in ``models_dir`` and check its file's sha256.
+
+    ``precision`` picks the vendored file (``float``) or one of the entry's ``variants``."""
     manifest = load_manifest(models_dir)
     entry = manifest["models"].get(name)
     if not isinstance(entry, dict):
         known = ", ".join(sorted(manifest["models"]))
         raise ModelError(f"{models_dir / MANIFEST_NAME} has no model {name!r} (it has: {known})")
     try:
-        path = models_dir / str(entry["file"])
+        chosen = _variant(models_dir, name, entry, precision)
+        path = models_dir / str(chosen["file"])
         decode = entry.get("decode", {})
-        edgetpu = entry.get("edgetpu") or {}
+        edgetpu = chosen.get("edgetpu") or {}
         spec = ModelSpec(
             name=name,
             path=path,
-            sha256=str(entry["sha256"]),
+            sha256=str(chosen["sha256"]),
             input_shape=tuple(int(d) for d in entry["input"]["shape"]),
             labels=tuple(str(x) for x in entry.get("labels", ())),
             softmax_output=entry.get("output_activation") == "softmax",
@@ -127,6 +146,7 @@ def model_spec(models_dir: Path, name: str, *, verify: bool = True) -> ModelSpec
             nms_threshold=float(decode.get("nms", {}).get("min_suppression_threshold", 0.3)),
             edgetpu_path=models_dir / str(edgetpu["file"]) if "file" in edgetpu else None,
             edgetpu_sha256=str(edgetpu["sha256"]) if "sha256" in edgetpu else None,
+            precision=precision,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(

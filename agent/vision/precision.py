@@ -1,0 +1,219 @@
+"""Model precision: the vendored float models, their int8 variants, or ``auto`` (measured here).
+
+``vision.precision``:
+
+- ``float``: the vendored files (BlazeFace with float16 weights, FER with int8 weights; all
+  compute and I/O in float32);
+- ``int8``: the full-integer variants made by ``tools/quantize_models.py`` (int8 weights,
+  activations, input and output);
+- ``auto``: per model, int8 only when (1) the manifest says its variant met the accuracy goal
+  (``variants.int8.accuracy.meets_goal``, written by ``tools/accuracy_report.py --write``) and
+  (2) a short timed probe on this machine finds it at least ``AUTO_MARGIN`` faster than float.
+  The probe runs once when the models are opened (a few dozen invokes on a zeroed input, about
+  a second); nothing is assumed from the CPU's name.
+
+An int8 model takes and gives int8 tensors. ``QuantizedModel`` keeps the ``Model`` interface the
+detector and classifier use: they write float32 into a staging buffer, which is quantized into
+the input tensor (``q = round(x / scale) + zero_point``, clipped), and the outputs come back
+dequantized (``x = (q - zero_point) * scale``). The staging buffer holds pixels too, so
+``zero_input`` zeroes it with the tensor.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from agent.errors import ModelError
+from agent.vision.manifest import load_manifest, model_spec
+from agent.vision.runtime import BACKENDS, F32, Model
+
+logger = logging.getLogger(__name__)
+
+Precision = Literal["float", "int8", "auto"]
+T = TypeVar("T")
+AUTO_MARGIN = 0.9
+"""``auto`` picks int8 only when it takes at most 90 % of the float model's time here."""
+PROBE_RUNS = 15
+
+
+@dataclass(frozen=True)
+class QuantParams:
+    """Affine int8/uint8 quantization of one tensor: real = (q - zero_point) * scale."""
+
+    scale: float
+    zero_point: int
+    dtype: Any
+
+    @classmethod
+    def of(cls, detail: dict[str, Any]) -> QuantParams:
+        scale, zero_point = detail["quantization"]
+        return cls(float(scale), int(zero_point), detail["dtype"])
+
+    @property
+    def bounds(self) -> tuple[int, int]:
+        info = np.iinfo(self.dtype)
+        return int(info.min), int(info.max)
+
+
+def quantize(values: F32, params: QuantParams, out: npt.NDArray[Any]) -> None:
+    """Write ``round(values / scale) + zero_point``, clipped to the dtype, into ``out``."""
+    lo, hi = params.bounds
+    scaled = np.rint(values / params.scale) + params.zero_point
+    np.clip(scaled, lo, hi, out=scaled)
+    out[...] = scaled.reshape(out.shape)
+    scaled.fill(0)  # it held pixels too
+
+
+def dequantize(values: npt.NDArray[Any], params: QuantParams) -> F32:
+    return ((values.astype(np.float32) - params.zero_point) * params.scale).astype(np.float32)
+
+
+def is_quantized_io(model: Model) -> bool:
+    return np.dtype(model.input_dtype) in (np.dtype(np.int8), np.dtype(np.uint8))
+
+
+class QuantizedModel(Model):
+    """A ``Model`` over an int8-in, int8-out interpreter that callers feed and read in float32."""
+
+    def __init__(self, interpreter: Any, name: str, backend: str) -> None:
+        super().__init__(interpreter, name, backend)
+        self.input_params = QuantParams.of(interpreter.get_input_details()[0])
+        self.output_params = tuple(QuantParams.of(d) for d in interpreter.get_output_details())
+        self._staging: F32 = np.zeros(self.input_shape, np.float32)
+
+    def run(self, tensor: F32) -> list[F32]:
+        self.fill_input(lambda a: a.__setitem__(..., tensor))
+        return self.run_in_place()
+
+    def fill_input(self, write: Callable[[F32], object]) -> None:
+        """``write`` fills a float32 staging buffer, which is then quantized into the tensor."""
+        write(self._staging)
+        view = self._it.tensor(self.input_index)
+        quantize(self._staging, self.input_params, view())
+        del view
+
+    def run_in_place(self) -> list[F32]:
+        self._it.invoke()
+        return [
+            dequantize(self._it.get_tensor(i), p)
+            for i, p in zip(self.output_indices, self.output_params, strict=True)
+        ]
+
+    def invoke_and_read(self, read: Callable[[list[F32]], T]) -> T:
+        return read(self.run_in_place())
+
+    def zero_input(self) -> None:
+        self._staging.fill(0)
+        view = self._it.tensor(self.input_index)
+        view().fill(0)
+        del view
+
+    def input_is_zero(self) -> bool:
+        return super().input_is_zero() and not bool(np.any(self._staging))
+
+
+def with_float_io(model: Model) -> Model:
+    """``model`` itself when it takes float32, else a ``QuantizedModel`` over its interpreter."""
+    if isinstance(model, QuantizedModel) or not is_quantized_io(model):
+        return model
+    return QuantizedModel(model._it, model.name, model.backend)
+
+
+def probe_seconds(
+    model: Model, runs: int = PROBE_RUNS, timer: Callable[[], float] = time.perf_counter
+) -> float:
+    """Median seconds of one invoke on a zeroed input (after one warm-up invoke)."""
+    model.zero_input()
+    model.invoke()
+    samples = []
+    for _ in range(runs):
+        t0 = timer()
+        model.invoke()
+        samples.append(timer() - t0)
+    return statistics.median(samples)
+
+
+def auto_choice(float_s: float, int8_s: float | None, eligible: bool) -> Literal["float", "int8"]:
+    """int8 when its variant met the accuracy goal and it is clearly faster here; else float."""
+    if not eligible or int8_s is None:
+        return "float"
+    return "int8" if int8_s <= AUTO_MARGIN * float_s else "float"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What ``auto`` decided for one model, and why (logged, and shown by ``bench``)."""
+
+    model: str
+    precision: Literal["float", "int8"]
+    float_ms: float
+    int8_ms: float | None
+    eligible: bool
+
+    @property
+    def reason(self) -> str:
+        if self.int8_ms is None:
+            return "no int8 variant in the manifest"
+        if not self.eligible:
+            return "its int8 variant did not meet the accuracy goal (docs/quantization.md)"
+        verdict = "faster" if self.precision == "int8" else "not faster by 10 %"
+        return f"int8 {self.int8_ms:.2f} ms vs float {self.float_ms:.2f} ms per invoke here: {verdict}"
+
+
+def log_choice(choice: Choice) -> None:
+    logger.info(
+        "vision.precision auto: %s runs %s (%s)",
+        choice.model,
+        choice.precision,
+        choice.reason,
+        extra={"fields": {"model": choice.model, "precision": choice.precision, "requested": "auto"}},
+    )
+
+
+def _variant_state(models_dir: Path, name: str) -> tuple[bool, bool]:
+    """(has an int8 variant, that variant met the accuracy goal) from the manifest."""
+    entry = load_manifest(models_dir)["models"].get(name) or {}
+    variant = (entry.get("variants") or {}).get("int8")
+    if not isinstance(variant, dict):
+        return False, False
+    accuracy = variant.get("accuracy") or {}
+    return True, accuracy.get("meets_goal") is True
+
+
+def measure_choice(models_dir: Path, name: str, threads: int) -> Choice:
+    """Open the float and (if it may be used) the int8 model on the CPU, time both, decide."""
+    has_int8, eligible = _variant_state(models_dir, name)
+    float_s = probe_seconds(BACKENDS["cpu"].open(model_spec(models_dir, name), threads))
+    int8_s = None
+    if has_int8 and eligible:
+        int8_spec = model_spec(models_dir, name, precision="int8")
+        int8_s = probe_seconds(with_float_io(BACKENDS["cpu"].open(int8_spec, threads)))
+    elif has_int8:
+        int8_s = float("nan")
+    choice = auto_choice(float_s, int8_s if eligible else None, eligible)
+    return Choice(
+        name, choice, round(float_s * 1000, 3), None if int8_s is None else round(int8_s * 1000, 3), eligible
+    )
+
+
+def pick_precisions(models_dir: Path, names: list[str], requested: str, threads: int) -> list[str]:
+    """The precision of each model: ``requested`` itself, or per model for ``auto`` (logged)."""
+    if requested in ("float", "int8"):
+        return [requested] * len(names)
+    if requested != "auto":
+        raise ModelError(f"vision.precision {requested!r} is unknown; allowed: float, int8, auto")
+    out: list[str] = []
+    for name in names:
+        choice = measure_choice(models_dir, name, threads)
+        log_choice(choice)
+        out.append(choice.precision)
+    return out
