@@ -22,8 +22,9 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.audit.entries import INTERNAL_KINDS, Entry, decode_entry, encode_entry
-from agent.audit.merkle import CompactRange, leaf_hash, root_of
+from agent.audit.merkle import CompactRange, leaf_hash
 from agent.audit.note import SignedCheckpoint, check_name, parse_checkpoint_text, sign_checkpoint, split_notes
+from agent.audit.purge import plan_purge, seed_from
 from agent.audit.settings import AuditSettings
 from agent.audit.store import (
     CHECKPOINTS_FILE,
@@ -47,17 +48,6 @@ JSON = Any
 
 def _b64(h: bytes) -> str:
     return base64.b64encode(h).decode("ascii")
-
-
-def seed_from(entry: Entry) -> CompactRange:
-    """The tree before a segment, from its first (``segment``) entry."""
-    if entry.kind != "segment":
-        raise PayloadError(f"entry {entry.index} should open its segment but is a {entry.kind!r} entry")
-    hashes = [base64.b64decode(h) for h in entry.data["edge"]]
-    try:
-        return CompactRange(entry.index, hashes)
-    except ValueError as exc:
-        raise PayloadError(f"segment entry {entry.index}: {exc}") from exc
 
 
 class AuditLog:
@@ -336,37 +326,17 @@ class AuditLog:
         with self._lock:
             now = self._clock.time() if now is None else now
             cutoff_ms = int(now * 1000) - self.retention_days * DAY_MS
-            gone: list[dict[str, JSON]] = []
-            paths: list[Path] = []
-            kept_first = self._seg_first
-            for first, path in list_segments(self.directory):
-                if first >= self._seg_first:
-                    break
-                summary = _summarise(first, path)
-                if summary["last_ts_ms"] >= cutoff_ms:
-                    kept_first = first
-                    break
-                gone.append(summary)
-                paths.append(path)
-            if not gone:
+            planned = plan_purge(self.directory, self._seg_first, cutoff_ms, self.retention_days)
+            if planned is None:
                 return None
-            kept = list_segments(self.directory)
-            kept_path = next(p for f, p in kept if f == kept_first)
-            seed = seed_from(decode_entry(read_segment(kept_path).lines[0]))
-            data: dict[str, JSON] = {
-                "segments": gone,
-                "first_kept": kept_first,
-                "root_at_first_kept": _b64(seed.root()),
-                "retention_days": self.retention_days,
-                "cutoff_ms": max(cutoff_ms, 0),
-            }
+            data, paths = planned
             self._append("purge", data)
             for path in paths:
                 path.unlink()
             fsync_dir(self.directory)
             logger.info(
                 "audit segments purged",
-                extra={"fields": {"segments": len(paths), "first_kept": kept_first}},
+                extra={"fields": {"segments": len(paths), "first_kept": data["first_kept"]}},
             )
             return data
 
@@ -391,18 +361,6 @@ class AuditLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _summarise(first: int, path: Path) -> dict[str, JSON]:
-    lines = read_segment(path).lines
-    last = decode_entry(lines[-1])
-    return {
-        "name": path.name,
-        "first": first,
-        "count": len(lines),
-        "last_ts_ms": last.ts_ms,
-        "root": _b64(root_of([leaf_hash(line) for line in lines])),
-    }
 
 
 def _json_line(obj: dict[str, JSON]) -> bytes:

@@ -19,9 +19,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.audit.entries import Entry, decode_entry
 from agent.audit.invariants import Invariants
-from agent.audit.log import DAY_MS, seed_from
+from agent.audit.log import DAY_MS
 from agent.audit.merkle import CompactRange, leaf_hash, root_of
 from agent.audit.note import SIG_PREFIX, NoteError, SignedCheckpoint, key_id, open_checkpoint, split_notes
+from agent.audit.purge import seed_from
 from agent.audit.store import CHECKPOINTS_FILE, list_segments, read_segment, segment_name
 from agent.errors import PayloadError
 
