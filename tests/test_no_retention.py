@@ -61,7 +61,9 @@ def files_with(needle: bytes, *dirs: Path) -> list[Path]:
     return [p for d in dirs for p in d.rglob("*") if p.is_file() and needle in p.read_bytes()]
 
 
-WRITE = re.compile(r'^\d+\s+(?:write|pwrite64|writev)\(\d+<([^>]*)>,\s*(?:\[\{iov_base=)?"((?:[^"\\]|\\.)*)"')
+WRITE = re.compile(
+    r'^\d+\s+(?:write|pwrite64|writev|pwritev2?)\(\d+<([^>]*)>,\s*(?:\[\{iov_base=)?"((?:[^"\\]|\\.)*)"'
+)
 
 
 def traced_writes(log: str) -> list[tuple[str, bytes]]:
@@ -85,10 +87,22 @@ def traced(tmp_path: Path, cmd: list[str]) -> tuple[subprocess.CompletedProcess[
     # bytecode caches are code, not data; keep them out of the trace
     env |= {"HOME": str(dirs[1]), "TMPDIR": str(dirs[2]), "PYTHONDONTWRITEBYTECODE": "1"}
     trace = tmp_path / "strace.log"
-    calls = "trace=write,pwrite64,writev,openat"
+    calls = "trace=write,pwrite64,writev,pwritev,pwritev2,openat,mmap,sendfile,copy_file_range"
     strace = ["strace", "-f", "-y", "-x", "-s", "64", "-e", calls, "-o", str(trace)]
     done = subprocess.run(strace + cmd, cwd=dirs[0], env=env, capture_output=True, timeout=300, check=False)
     return done, trace.read_text(), dirs
+
+
+OTHER_WAYS = re.compile(
+    r"^\d+\s+(?:mmap\(.*PROT_WRITE.*MAP_SHARED.*, \d+</(?!dev/)[^>]*>"
+    r"|(?:sendfile|copy_file_range)\(\d+</(?!dev/)[^>]*>)"
+)
+
+
+def other_writes(log: str) -> list[str]:
+    """Ways to put bytes in a file without write(): a shared writable mapping of a file, or
+    sendfile / copy_file_range into one."""
+    return [line for line in log.splitlines() if OTHER_WAYS.match(line)]
 
 
 def to_files(writes: list[tuple[str, bytes]]) -> list[str]:
@@ -117,6 +131,7 @@ def test_analyze_on_a_marked_clip_writes_no_image_data_to_any_file(tmp_path: Pat
     writes = traced_writes(log)
     assert any(t.startswith("pipe:") and d.startswith(b'{"frame"') for t, d in writes)  # parsing works
     assert to_files(writes) == []
+    assert other_writes(log) == []
     assert not carries(row, writes)
     assert [p for d in dirs for p in d.rglob("*")] == []
     assert files_with(row, *dirs, clip_dir) == []  # not even the clip: it is compressed
@@ -197,3 +212,19 @@ state_dir: "{state}"
     assert kinds[1] == "start"
     assert set(kinds[kinds.index("stop") + 1 :]) <= {"publish"}  # the close checkpoint's own publish
     assert "warning" not in audit.stdout  # every entry, that publish included, is signed
+
+
+@pytest.mark.slow
+def test_the_trace_check_catches_a_shared_writable_mapping_of_a_file(tmp_path: Path) -> None:
+    """Negative control for the mmap path: numpy.memmap of a file in TMPDIR is caught."""
+    keep = (
+        "import sys, tempfile, numpy as np; f = tempfile.NamedTemporaryFile(delete=False); "
+        "m = np.memmap(f.name, dtype=np.uint8, mode='w+', shape=(144,)); "
+        "m[:] = np.frombuffer(bytes.fromhex(sys.argv[1]), np.uint8); m.flush()"
+    )
+    row = marker()[0].tobytes()
+    done, log, dirs = traced(tmp_path, [sys.executable, "-c", keep, row.hex()])
+    assert done.returncode == 0, done.stderr.decode()
+    assert len(other_writes(log)) == 1
+    assert str(dirs[2]) in other_writes(log)[0]
+    assert len(files_with(row, *dirs)) == 1
