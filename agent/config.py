@@ -49,6 +49,13 @@ class VisionConfig(Section):
     accelerator: Literal["cpu", "coral", "auto"] = Field(
         "auto", title="Inference accelerator", description="auto uses a Coral Edge TPU if present."
     )
+    precision: Literal["float", "int8", "auto"] = Field(
+        "float",
+        title="Model precision",
+        description="float: the vendored models; int8: their full-integer variants; auto: per model, "
+        "int8 only if its variant met the accuracy goal and a timed probe at start finds it faster "
+        "here (docs/quantization.md).",
+    )
     threads: int = Field(1, ge=1, le=8, title="CPU threads for inference")
     min_detection_score: float = Field(
         0.5,

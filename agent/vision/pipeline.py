@@ -25,6 +25,7 @@ from agent.vision.detector import FaceDetector
 from agent.vision.emotion import EmotionClassifier
 from agent.vision.manifest import ModelSpec, default_models_dir, model_spec
 from agent.vision.observation import Detection, FaceObservation
+from agent.vision.precision import pick_precisions, with_float_io
 from agent.vision.quality import GateLimits, gate, yaw_degrees
 from agent.vision.runtime import BACKENDS, Model, choose_backend
 from agent.vision.tiling import merge, tile_grid, to_frame
@@ -75,9 +76,12 @@ class VisionPipeline:
     def from_config(cls, cfg: VisionConfig) -> VisionPipeline:
         """Load and verify (sha256) the configured models; ModelError / BackendUnavailable on failure."""
         models_dir = Path(cfg.models_dir) if cfg.models_dir is not None else default_models_dir()
-        det_spec = model_spec(models_dir, f"face_detection_{cfg.detector}")
-        emo_spec = model_spec(models_dir, EMOTION_MODEL)
-        det_model, emo_model = open_models(cfg.accelerator, [det_spec, emo_spec], cfg.threads)
+        names = [f"face_detection_{cfg.detector}", EMOTION_MODEL]
+        det_p, emo_p = pick_precisions(models_dir, names, cfg.precision, cfg.threads)
+        det_spec = model_spec(models_dir, names[0], precision=det_p)
+        emo_spec = model_spec(models_dir, EMOTION_MODEL, precision=emo_p)
+        opened = open_models(cfg.accelerator, [det_spec, emo_spec], cfg.threads)
+        det_model, emo_model = (with_float_io(m) for m in opened)  # int8 I/O: (de)quantized at the edges
         q = cfg.quality
         limits = GateLimits(
             min_face_px=q.min_face_px,

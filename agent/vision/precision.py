@@ -151,22 +151,23 @@ def auto_choice(float_s: float, int8_s: float | None, eligible: bool) -> Literal
 
 @dataclass(frozen=True)
 class Choice:
-    """What ``auto`` decided for one model, and why (logged, and shown by ``bench``)."""
+    """What ``auto`` decided for one model, and why (logged)."""
 
     model: str
     precision: Literal["float", "int8"]
-    float_ms: float
+    float_ms: float | None
     int8_ms: float | None
+    has_int8: bool
     eligible: bool
 
     @property
     def reason(self) -> str:
-        if self.int8_ms is None:
+        if not self.has_int8:
             return "no int8 variant in the manifest"
         if not self.eligible:
             return "its int8 variant did not meet the accuracy goal (docs/quantization.md)"
-        verdict = "faster" if self.precision == "int8" else "not faster by 10 %"
-        return f"int8 {self.int8_ms:.2f} ms vs float {self.float_ms:.2f} ms per invoke here: {verdict}"
+        verdict = "faster" if self.precision == "int8" else "not at least 10 % faster"
+        return f"int8 {self.int8_ms} ms vs float {self.float_ms} ms per invoke here: {verdict}"
 
 
 def log_choice(choice: Choice) -> None:
@@ -190,18 +191,16 @@ def _variant_state(models_dir: Path, name: str) -> tuple[bool, bool]:
 
 
 def measure_choice(models_dir: Path, name: str, threads: int) -> Choice:
-    """Open the float and (if it may be used) the int8 model on the CPU, time both, decide."""
+    """Time the float and int8 model on the CPU and decide; no probe when int8 may not be used."""
     has_int8, eligible = _variant_state(models_dir, name)
+    if not (has_int8 and eligible):
+        return Choice(name, "float", None, None, has_int8, eligible)
     float_s = probe_seconds(BACKENDS["cpu"].open(model_spec(models_dir, name), threads))
-    int8_s = None
-    if has_int8 and eligible:
-        int8_spec = model_spec(models_dir, name, precision="int8")
-        int8_s = probe_seconds(with_float_io(BACKENDS["cpu"].open(int8_spec, threads)))
-    elif has_int8:
-        int8_s = float("nan")
-    choice = auto_choice(float_s, int8_s if eligible else None, eligible)
+    int8_spec = model_spec(models_dir, name, precision="int8")
+    int8_s = probe_seconds(with_float_io(BACKENDS["cpu"].open(int8_spec, threads)))
     return Choice(
-        name, choice, round(float_s * 1000, 3), None if int8_s is None else round(int8_s * 1000, 3), eligible
+        name, auto_choice(float_s, int8_s, eligible), round(float_s * 1000, 3), round(int8_s * 1000, 3),
+        has_int8, eligible,
     )
 
 
