@@ -88,7 +88,7 @@ def _utf8_prefix(data: bytes) -> str | None:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        if exc.start < len(data) - 3:
+        if exc.reason != "unexpected end of data":  # a wrong byte, not a cut
             return None
         return data[: exc.start].decode("utf-8", errors="replace")
 
