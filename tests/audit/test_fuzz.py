@@ -48,3 +48,28 @@ def test_any_flipped_byte_fails_verification(
     result = verify_log(work, KEY.public_key())
     assert not result.ok, (target.name, where % len(data), flip)
     shutil.rmtree(work.parent)
+
+
+@pytest.mark.slow
+def test_every_single_byte_flip_of_a_small_log_fails_verification(tmp_path: Path) -> None:
+    """Exhaustive: each byte of each segment and of checkpoints.log, XOR 0x01 and XOR 0x80."""
+    audit = tmp_path / "audit"
+    clock = FakeClock()
+    log = AuditLog.open(
+        audit, KEY, ORIGIN, clock, AuditSettings(checkpoint_every_entries=3, segment_max_entries=10)
+    )
+    fill(log, clock, 3)
+    log.close()
+    undetected = []
+    for target in sorted(p for p in audit.iterdir() if p.name != "state.json"):
+        original = target.read_bytes()
+        for pos in range(len(original)):
+            for flip in (0x01, 0x80):
+                data = bytearray(original)
+                data[pos] ^= flip
+                target.write_bytes(bytes(data))
+                if verify_log(audit, KEY.public_key()).ok:
+                    undetected.append((target.name, pos, flip))
+        target.write_bytes(original)
+    assert verify_log(audit, KEY.public_key()).ok
+    assert undetected == []
