@@ -22,6 +22,7 @@ from agent.errors import ConfigError
 from agent.privacy.settings import PolicyConfig, RetentionConfig, SiteConfig
 from agent.settings_base import Section
 from agent.transport.settings import MqttConfig
+from agent.vision.settings import GatingSettings
 
 SCHEMA_VERSION = 1
 
@@ -78,6 +79,7 @@ class VisionConfig(Section):
         None, title="Models folder", description="Defaults to the models shipped with the agent."
     )
     quality: QualityConfig = Field(default_factory=QualityConfig)
+    gating: GatingSettings = Field(default_factory=GatingSettings, title="Change gating and CPU budget")
 
 
 class AnalyticsConfig(Section):

@@ -1,0 +1,171 @@
+"""Spend CPU where the scene changes: a change gate before the detector, emotion re-reads on a
+schedule, and a frame budget that drops frames to hold a CPU share.
+
+    gate = ChangeGate(settings)            # one per camera
+    if gate.should_detect(pixels, now):    # inside the frame's lease
+        faces = pipeline.analyze(pixels)
+        gate.record(len(faces), now)
+    else:
+        faces = []                         # static scene, and nobody was there last time
+
+**What the gate keeps.** A ``thumb_width`` x ``thumb_height`` grey thumbnail (default 32 x 18
+= 576 bytes) of the frame at the last detection, to compare the next frames with. It is derived
+from pixels, so it is kept as small as the job allows (a face is a blur of a few cells), is
+never logged, published or written, and ``close`` zeroes it with the two scratch buffers.
+
+**Why the output does not change.** Detection is skipped only when (1) the last detection
+found nobody, (2) no thumbnail cell moved by more than ``pixel_delta`` grey levels since, and
+(3) less than ``refresh_seconds`` passed. A face that walks in changes cells, so the skipped
+frames are frames where the ungated pipeline would also find nobody; a test runs the demo clip
+both ways and compares every frame.
+
+Pure numpy plus one ``cv2.resize`` and ``cv2.cvtColor`` on the thumbnail; no model, no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from agent.frame import Pixels
+from agent.vision.settings import GatingSettings
+
+Box = tuple[float, float, float, float]
+Probs = tuple[tuple[str, float], ...]
+
+
+class ChangeGate:
+    """Decides per frame whether the face detector must run (see the module docstring)."""
+
+    def __init__(self, settings: GatingSettings) -> None:
+        self.settings = settings
+        size = (settings.thumb_height, settings.thumb_width)
+        self._small = np.zeros((*size, 3), np.uint8)
+        self._current = np.zeros(size, np.uint8)
+        self._reference = np.zeros(size, np.uint8)
+        self._has_reference = False
+        self._faces_present = False
+        self._last_detect = -math.inf
+        self.checks = 0
+        self.skipped = 0
+
+    def _thumbnail(self, pixels: Pixels) -> None:
+        w, h = self.settings.thumb_width, self.settings.thumb_height
+        cv2.resize(pixels, (w, h), dst=self._small, interpolation=cv2.INTER_AREA)
+        cv2.cvtColor(self._small, cv2.COLOR_BGR2GRAY, dst=self._current)
+        self._small.fill(0)
+
+    def changed_cells(self) -> int:
+        """Cells of the current thumbnail more than ``pixel_delta`` away from the reference."""
+        diff = np.abs(self._current.astype(np.int16) - self._reference.astype(np.int16))
+        return int(np.count_nonzero(diff > self.settings.pixel_delta))
+
+    def should_detect(self, pixels: Pixels, now: float) -> bool:
+        """True when the detector must run on this frame; ``now`` is monotonic seconds."""
+        self.checks += 1
+        if not self.settings.enabled:
+            return True
+        self._thumbnail(pixels)
+        run = (
+            not self._has_reference
+            or self._faces_present
+            or now - self._last_detect >= self.settings.refresh_seconds
+            or self.changed_cells() >= self.settings.min_changed_cells
+        )
+        if not run:
+            self.skipped += 1
+        return run
+
+    def record(self, faces: int, now: float) -> None:
+        """After a detection: this frame becomes the reference; remember whether anyone was there."""
+        self._reference[...] = self._current
+        self._has_reference = True
+        self._faces_present = faces > 0
+        self._last_detect = now
+
+    def close(self) -> None:
+        """Zero the thumbnails (they were derived from pixels) and forget the reference."""
+        for buf in (self._small, self._current, self._reference):
+            buf.fill(0)
+        self._has_reference = False
+
+    def is_zero(self) -> bool:
+        return not any(np.any(b) for b in (self._small, self._current, self._reference))
+
+
+def iou(a: Box, b: Box) -> float:
+    w = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+@dataclass
+class _Reading:
+    frame: int
+    box: Box
+    probs: Probs
+
+
+class EmotionSchedule:
+    """Re-read a face's emotion every N frames, or at once when its box moves or resizes.
+
+    Numbers only: a reading is (frame index, normalised box, probabilities). ``reuse`` returns
+    the last reading of a face whose box still overlaps it by ``min_iou``, if younger than N
+    frames; else None, and the caller classifies and calls ``remember``."""
+
+    def __init__(self, every_frames: int, min_iou: float) -> None:
+        self.every = every_frames
+        self.min_iou = min_iou
+        self._readings: list[_Reading] = []
+        self.reused = 0
+        self.read = 0
+
+    def reuse(self, frame: int, box: Box) -> Probs | None:
+        self._readings = [r for r in self._readings if frame - r.frame < self.every]
+        best = max(self._readings, key=lambda r: iou(r.box, box), default=None)
+        if best is None or iou(best.box, box) < self.min_iou:
+            return None
+        self.reused += 1
+        return best.probs
+
+    def remember(self, frame: int, box: Box, probs: Probs) -> None:
+        self.read += 1
+        self._readings = [r for r in self._readings if iou(r.box, box) < self.min_iou]
+        self._readings.append(_Reading(frame, box, probs))
+
+
+class FrameBudget:
+    """Adaptive frame rate: admit a frame only if the vision stage stays within ``cpu_budget``.
+
+    After each analysed frame, ``spent`` takes the CPU seconds it cost; a smoothed cost ``c``
+    gives the shortest interval between admitted frames, ``c / cpu_budget``. Frames that come
+    sooner are dropped and counted (``dropped``), for the health topic and the audit log."""
+
+    def __init__(self, cpu_budget: float, smoothing: float = 0.2) -> None:
+        self.cpu_budget = cpu_budget
+        self.smoothing = smoothing
+        self.cost: float | None = None
+        self._last_admit = -math.inf
+        self.admitted = 0
+        self.dropped = 0
+
+    @property
+    def min_interval(self) -> float:
+        return 0.0 if self.cost is None else self.cost / self.cpu_budget
+
+    def admit(self, now: float) -> bool:
+        if now - self._last_admit + 1e-9 < self.min_interval:
+            self.dropped += 1
+            return False
+        self._last_admit = now
+        self.admitted += 1
+        return True
+
+    def spent(self, cpu_seconds: float) -> None:
+        c = max(cpu_seconds, 0.0)
+        self.cost = c if self.cost is None else (1 - self.smoothing) * self.cost + self.smoothing * c
