@@ -323,12 +323,12 @@ def _overdue(result: VerifyResult, v: _Verifier) -> None:
     policy = v.invariants.policy
     if policy is None or v.broken:
         return
-    cutoff = v.invariants.last_ts - policy["audit_days"] * DAY_MS
+    cutoff = v.invariants.last_ts - (policy["audit_days"] + 1) * DAY_MS  # a day for the timer
     late = [name for name in list(v.seg_last_ts)[:-1] if v.seg_last_ts[name] < cutoff]
     if late:
         result.warnings.append(
-            f"{len(late)} segment(s) ({late[0]}…) are older than retention.audit_days "
-            f"({policy['audit_days']}) at the last entry and were not purged"
+            f"{len(late)} segment(s) ({late[0]}…) were kept more than a day past retention.audit_days "
+            f"({policy['audit_days']}) at the last entry"
         )
 
 

@@ -366,14 +366,14 @@ def test_segments_kept_past_retention_are_reported_as_a_warning(
 ) -> None:
     log = open_log(segment_max_entries=10)
     fill(log, clock, 4)
-    clock.advance(366 * 86_400)  # nobody ran the retention timer
+    clock.advance(367 * 86_400)  # nobody ran the retention timer
     log.append("stop", {"reason": "shutdown", "uptime_ms": 1})
     log.close()
     result = check(tmp_path / "audit", key)
     assert result.ok
     assert result.warnings == [
-        "2 segment(s) (segment-000000000000.jsonl…) are older than retention.audit_days (365) "
-        "at the last entry and were not purged"
+        "2 segment(s) (segment-000000000000.jsonl…) were kept more than a day past "
+        "retention.audit_days (365) at the last entry"
     ]
 
 
