@@ -15,6 +15,7 @@ import base64
 import binascii
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -129,26 +130,32 @@ def parse_checkpoint_text(text: str) -> tuple[str, int, bytes]:
     return origin, int(size_s), root
 
 
-def open_checkpoint(note: bytes, public_key: Ed25519PublicKey, name: str | None = None) -> SignedCheckpoint:
-    """Verify a checkpoint note signed by ``public_key`` under ``name`` (default: its origin)."""
+def open_checkpoint(
+    note: bytes, keys: Ed25519PublicKey | Sequence[Ed25519PublicKey], name: str | None = None
+) -> SignedCheckpoint:
+    """Verify a checkpoint note signed by one of ``keys`` under ``name`` (default: its origin).
+    Several keys let an auditor check a log that spans a key rotation."""
+    trusted = [keys] if isinstance(keys, Ed25519PublicKey) else list(keys)
     text, sig_lines = _split_note(note)
     origin, size, root = parse_checkpoint_text(text)
     name = origin if name is None else name
-    want = key_id(name, public_key)
+    wanted = {key_id(name, k): k for k in trusted}
     for line in sig_lines:
         signer, _, b64 = line[len(SIG_PREFIX) :].partition(" ")
         try:
             blob = strict_b64decode(b64)
         except (binascii.Error, ValueError) as exc:
             raise NoteError(f"signature of {signer!r} is not base64") from exc
-        if signer != name or blob[:4] != want:
+        key = wanted.get(blob[:4])
+        if signer != name or key is None:
             continue  # an unknown key: ignored, as the spec requires
         try:
-            public_key.verify(blob[4:], text.encode("utf-8"))
+            key.verify(blob[4:], text.encode("utf-8"))
         except InvalidSignature as exc:
-            raise NoteError(f"the signature by {name} (key ID {want.hex()}) does not verify") from exc
+            raise NoteError(f"the signature by {name} (key ID {blob[:4].hex()}) does not verify") from exc
         return SignedCheckpoint(origin, size, root, note)
-    raise NoteError(f"no signature by the trusted key {name} (key ID {want.hex()})")
+    ids = ", ".join(k.hex() for k in wanted)
+    raise NoteError(f"no signature by the trusted key {name} (key ID {ids})")
 
 
 def split_notes(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:

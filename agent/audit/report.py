@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -163,17 +164,20 @@ def _hours(*counters: Counter[int]) -> list[int]:
     return list(range(min(keys), max(keys) + 1))
 
 
-def _key_section(result: VerifyResult, key: Ed25519PublicKey, s: Stats) -> str:
+def _key_section(result: VerifyResult, keys: Sequence[Ed25519PublicKey], s: Stats) -> str:
     devices = sorted({e.data["device_id"] for e in s.starts})
+    kids = sorted({e.data["kid"] for e in s.incidents if e.kind == "key_event"})
     rows: list[list[object]] = [
         ["device id(s)", ", ".join(devices) or "no start entry retained"],
         ["log origin / key name", result.origin or "no checkpoint"],
-        ["public key (base64)", base64.b64encode(raw_public_key(key)).decode()],
-        ["JWK thumbprint (kid, RFC 7638)", kid_for(key)],
+        ["key ids in key events", ", ".join(kids) or "none recorded"],
     ]
-    if result.origin:
-        rows.append(["signed-note key ID", key_id(result.origin, key).hex()])
-        rows.append(["note verifier key", verifier_key(result.origin, key)])
+    for n, key in enumerate(keys, start=1):
+        rows.append([f"trusted key {n}: public key (base64)", base64.b64encode(raw_public_key(key)).decode()])
+        rows.append([f"trusted key {n}: JWK thumbprint (kid, RFC 7638)", kid_for(key)])
+        if result.origin:
+            rows.append([f"trusted key {n}: signed-note key ID", key_id(result.origin, key).hex()])
+            rows.append([f"trusted key {n}: note verifier key", verifier_key(result.origin, key)])
     return _table(["", ""], rows)
 
 
@@ -257,7 +261,7 @@ def _retention_sections(s: Stats) -> list[str]:
     ]
 
 
-def render_report(result: VerifyResult, key: Ed25519PublicKey) -> str:
+def render_report(result: VerifyResult, keys: Ed25519PublicKey | Sequence[Ed25519PublicKey]) -> str:
     """The whole page; the verification result comes first, in words an auditor can quote."""
     s = collect(result.directory)
     status = "VERIFIED" if result.ok else "VERIFICATION FAILED"
@@ -266,7 +270,7 @@ def render_report(result: VerifyResult, key: Ed25519PublicKey) -> str:
         f'<h1>Audit report <span style="color:{colour}">{status}</span></h1>',
         "<pre>" + _esc("\n".join(summary_lines(result))) + "</pre>",
         "<h2>Device and key</h2>",
-        _key_section(result, key, s),
+        _key_section(result, [keys] if isinstance(keys, Ed25519PublicKey) else keys, s),
         *_setup_sections(s),
         *_activity_sections(s),
         *_retention_sections(s),

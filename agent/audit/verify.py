@@ -21,7 +21,7 @@ from agent.audit.entries import Entry, decode_entry
 from agent.audit.invariants import Invariants
 from agent.audit.log import DAY_MS
 from agent.audit.merkle import CompactRange, leaf_hash, root_of
-from agent.audit.note import SIG_PREFIX, NoteError, SignedCheckpoint, key_id, open_checkpoint, split_notes
+from agent.audit.note import SIG_PREFIX, NoteError, SignedCheckpoint, open_checkpoint, split_notes
 from agent.audit.purge import seed_from
 from agent.audit.store import CHECKPOINTS_FILE, list_segments, read_segment, segment_name
 from agent.errors import PayloadError
@@ -58,7 +58,9 @@ class VerifyResult:
         return not self.problems
 
 
-def load_notes(data: bytes, source: str, public_key: Ed25519PublicKey, result: VerifyResult) -> list[Located]:
+def load_notes(
+    data: bytes, source: str, public_key: Sequence[Ed25519PublicKey], result: VerifyResult
+) -> list[Located]:
     """Verify every note in a checkpoints file; a bad one is a problem, a cut-off tail a warning."""
     notes, tail = split_notes(data)
     first_line = data[: len(data) - len(tail)].count(b"\n") + 1
@@ -249,20 +251,22 @@ class _Verifier:
 
 def verify_log(
     directory: str | Path,
-    public_key: Ed25519PublicKey,
+    public_key: Ed25519PublicKey | Sequence[Ed25519PublicKey],
     external: Iterable[tuple[str, bytes]] = (),
     max_lifetime_ms: int | None = None,
 ) -> VerifyResult:
-    """Check an audit directory; ``external`` are (source name, notes bytes) kept elsewhere."""
+    """Check an audit directory against the device key(s); ``external`` are (source name,
+    notes bytes) kept elsewhere."""
+    keys = [public_key] if isinstance(public_key, Ed25519PublicKey) else list(public_key)
     root_dir = Path(directory)
     result = VerifyResult(root_dir)
     if not root_dir.is_dir():
         raise PayloadError(f"{root_dir}: not a directory (give the audit folder, e.g. state_dir/audit)")
     cp_path = root_dir / CHECKPOINTS_FILE
     if cp_path.exists():
-        result.checkpoints = load_notes(cp_path.read_bytes(), CHECKPOINTS_FILE, public_key, result)
+        result.checkpoints = load_notes(cp_path.read_bytes(), CHECKPOINTS_FILE, keys, result)
     for source, data in external:
-        result.external += load_notes(data, source, public_key, result)
+        result.external += load_notes(data, source, keys, result)
     segments = list_segments(root_dir)
     result.segments = len(segments)
     if not segments:
@@ -330,12 +334,6 @@ def _overdue(result: VerifyResult, v: _Verifier) -> None:
             f"{len(late)} segment(s) ({late[0]}…) were kept more than a day past retention.audit_days "
             f"({policy['audit_days']}) at the last entry"
         )
-
-
-def describe_key(public_key: Ed25519PublicKey, origin: str | None) -> str:
-    if origin is None:
-        return "no checkpoint names the log"
-    return f"{origin} (key ID {key_id(origin, public_key).hex()})"
 
 
 def _b64(h: bytes) -> str:

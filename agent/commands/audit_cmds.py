@@ -41,7 +41,12 @@ def register(sub: Any) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("directory", type=Path, metavar="DIR", help="the audit folder (state_dir/audit)")
     p.add_argument(
-        "--pubkey", required=True, type=Path, metavar="FILE", help="device public key (JWK, PEM, base64)"
+        "--pubkey",
+        required=True,
+        type=Path,
+        action="append",
+        metavar="FILE",
+        help="device public key (JWK, PEM, base64); repeat for a log that spans a key rotation",
     )
     p.add_argument(
         "--checkpoints",
@@ -96,19 +101,19 @@ def _find_note(obj: Any) -> str | None:
 
 
 def verify_cmd(args: argparse.Namespace) -> int:
-    key = load_public_key(args.pubkey)
+    keys = [load_public_key(p) for p in args.pubkey]
     external = [read_external(p) for p in args.checkpoints]
-    result = verify_log(args.directory, key, external, args.max_lifetime_ms)
+    result = verify_log(args.directory, keys, external, args.max_lifetime_ms)
     for line in summary_lines(result):
         print(line)
     return EXIT_OK if result.ok else EXIT_INPUT
 
 
 def report_cmd(args: argparse.Namespace) -> int:
-    key = load_public_key(args.pubkey)
+    keys = [load_public_key(p) for p in args.pubkey]
     external = [read_external(p) for p in args.checkpoints]
-    result = verify_log(args.directory, key, external, args.max_lifetime_ms)
-    html = render_report(result, key)
+    result = verify_log(args.directory, keys, external, args.max_lifetime_ms)
+    html = render_report(result, keys)
     try:
         args.output.write_text(html, encoding="utf-8")
     except OSError as exc:

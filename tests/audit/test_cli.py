@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from agent.audit import AuditLog, AuditSettings
 from agent.cli import main
 from agent.clock import FakeClock
 from agent.crypto import public_jwk
 
 from .conftest import OpenLog
-from .helpers import fill, start, window
+from .helpers import ORIGIN, fill, start, window
 
 
 @pytest.fixture
@@ -200,3 +201,16 @@ def test_report_after_a_purge_still_shows_what_ran_and_the_policy(
     assert "in force at the first kept entry" in page
     assert "lobby-1" in page
     assert "cd" * 32 in page  # the emotion model's hash, carried past the purge
+
+
+def test_pubkey_can_be_repeated_for_a_rotated_key(
+    exported: Path, key: Ed25519PrivateKey, clock: FakeClock
+) -> None:
+    new = Ed25519PrivateKey.generate()
+    log = AuditLog.open(exported / "audit", new, ORIGIN, clock, AuditSettings())
+    log.append("key_event", {"event": "rotated", "kid": "k2"})
+    log.close()
+    (exported / "new.jwk").write_text(json.dumps(public_jwk(new.public_key())))
+    args = ["audit", "verify", str(exported / "audit"), "--pubkey", str(exported / "device.pub.jwk")]
+    assert main(args) == 2
+    assert main([*args, "--pubkey", str(exported / "new.jwk")]) == 0

@@ -16,7 +16,7 @@ from agent.audit.verify import VerifyResult, verify_log
 from agent.clock import FakeClock
 
 from .conftest import OpenLog
-from .helpers import HASH, fill, frames, start, window
+from .helpers import HASH, ORIGIN, fill, frames, start, window
 
 SEG0 = "segment-000000000000.jsonl"
 SEG1 = "segment-000000000010.jsonl"
@@ -406,3 +406,23 @@ def test_a_crash_leaves_fewer_unsigned_entries_than_n_and_verifies(
     reopened = open_log(checkpoint_every_entries=5, segment_max_entries=1000)  # signs at once
     reopened.close()
     assert check(tmp_path / "audit", key).warnings == []
+
+
+def test_a_log_that_spans_a_key_rotation_verifies_with_both_keys_only(
+    open_log: OpenLog, clock: FakeClock, tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    log = open_log()
+    fill(log, clock, 2)
+    log.close()
+    new = Ed25519PrivateKey.generate()
+    rotated = AuditLog.open(
+        tmp_path / "audit", new, ORIGIN, clock, AuditSettings(checkpoint_every_entries=10)
+    )
+    rotated.append("key_event", {"event": "rotated", "kid": "new-kid"})
+    fill(rotated, clock, 2)
+    rotated.close()
+    only_old = check(tmp_path / "audit", key)
+    assert "checkpoint rejected: no signature by the trusted key" in only_old.problems[0]
+    both = verify_log(tmp_path / "audit", [key.public_key(), new.public_key()])
+    assert both.problems == []
+    assert both.warnings == []
