@@ -47,6 +47,7 @@ def register(sub: Any) -> None:
     p.add_argument("--frames", type=int, default=300, help="frames to time (default 300)")
     p.add_argument("--threads", type=int, help="override vision.threads")
     p.add_argument("--detector", choices=["short_range", "full_range"], help="override vision.detector")
+    p.add_argument("--precision", choices=["float", "int8", "auto"], help="override vision.precision")
     p.add_argument("--json", action="store_true", help="one JSON object instead of text")
     p.set_defaults(func=run)
 
@@ -217,6 +218,8 @@ def vision_config(args: argparse.Namespace) -> VisionConfig:
         updates["threads"] = args.threads
     if args.detector is not None:
         updates["detector"] = args.detector
+    if args.precision is not None:
+        updates["precision"] = args.precision
     return VisionConfig.model_validate({**cfg.model_dump(), **updates})
 
 
