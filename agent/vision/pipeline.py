@@ -32,6 +32,7 @@ from agent.vision.tiling import merge, tile_grid, to_frame
 
 if TYPE_CHECKING:
     from agent.config import VisionConfig
+    from agent.vision.gating import EmotionSchedule
 
 logger = logging.getLogger(__name__)
 
@@ -131,22 +132,35 @@ class VisionPipeline:
             found += [to_frame(d, tile, w, h) for d in self.detector.detect(pixels[y0:y1, x0:x1])]
         return merge(found, self.max_faces)
 
-    def analyze(self, pixels: Pixels) -> list[FaceObservation]:
-        """Observations for every face, best detection first; never keeps the pixels."""
+    def analyze(
+        self, pixels: Pixels, schedule: EmotionSchedule | None = None, frame: int = 0
+    ) -> list[FaceObservation]:
+        """Observations for every face, best detection first; never keeps the pixels. With a
+        ``schedule`` (agent.vision.gating), a face's recent reading is reused instead of
+        classifying it again on frame ``frame``."""
         check_pixels(pixels)
         try:
-            return [self._observe(pixels, det) for det in self._detect(pixels)[: self.max_faces]]
+            dets = self._detect(pixels)[: self.max_faces]
+            return [self._observe(pixels, det, schedule, frame) for det in dets]
         finally:
             self.detector.clear()
             self.classifier.clear()
 
-    def _observe(self, pixels: Pixels, det: Detection) -> FaceObservation:
+    def _observe(
+        self, pixels: Pixels, det: Detection, schedule: EmotionSchedule | None = None, frame: int = 0
+    ) -> FaceObservation:
         h, w = pixels.shape[:2]
         grey = self.classifier.align(pixels, det)
         sharpness, brightness = self.classifier.measure(grey)
         yaw = yaw_degrees([(x * w, y * h) for x, y in det.keypoints[:3]])
         quality = gate(min(det.box[2] * w, det.box[3] * h), sharpness, brightness, yaw, self.limits)
-        probs = self.classifier.classify(grey) if quality.passed else None
+        probs = None
+        if quality.passed:
+            probs = schedule.reuse(frame, det.box) if schedule is not None else None
+            if probs is None:
+                probs = self.classifier.classify(grey)
+                if schedule is not None:
+                    schedule.remember(frame, det.box, probs)
         return FaceObservation(
             box=tuple(round(v, 4) for v in det.box),  # type: ignore[arg-type]
             score=det.score,

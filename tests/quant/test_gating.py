@@ -167,3 +167,27 @@ def test_frame_budget_admits_every_frame_when_there_is_room() -> None:
         assert budget.admit(i * 0.2)
         budget.spent(0.01)
     assert budget.dropped == 0
+
+
+def test_pipeline_with_a_schedule_classifies_a_face_once_every_n_frames(
+    pipeline: VisionPipeline, clip: list[np.ndarray]
+) -> None:
+    """The group stands still while the view pans slowly (10-16 s): each face is read on every
+    5th frame; the astronaut crossing (5-10 s, a quarter of her face width per frame) is read
+    about every other frame, since her box moves."""
+    for frames, most_reads in ((range(50, 80), 6 * 30 // 5 + 6), (range(25, 50), 13)):
+        schedule = EmotionSchedule(every_frames=5, min_iou=0.6)
+        plain, scheduled = [], []
+        for i in frames:
+            plain.append(pipeline.analyze(clip[i].copy()))
+            scheduled.append(pipeline.analyze(clip[i].copy(), schedule, frame=i))
+        classified = sum(1 for f in plain for o in f if o.probs is not None)
+        assert schedule.read + schedule.reused == classified
+        assert schedule.read <= most_reads < classified
+        for a, b in zip(plain, scheduled, strict=True):
+            assert [o.box for o in a] == [o.box for o in b]  # detection and quality untouched
+            assert [o.quality for o in a] == [o.quality for o in b]
+            top_a = [max(o.probs or (("", 0.0),), key=lambda lp: lp[1])[0] for o in a]
+            top_b = [max(o.probs or (("", 0.0),), key=lambda lp: lp[1])[0] for o in b]
+            assert top_a == top_b
+    assert pipeline.scratch_is_zero()
