@@ -141,11 +141,17 @@ def _open_cpu(spec: ModelSpec, threads: int) -> Model:
     return Model(it, spec.name, "cpu")
 
 
+def _edgetpu_key(spec: ModelSpec) -> str:
+    """Where the manifest names the Edge TPU file for this spec's precision."""
+    return "edgetpu" if spec.precision == "float" else f"variants.{spec.precision}.edgetpu"
+
+
 def _probe_coral(spec: ModelSpec) -> str | None:
     if spec.edgetpu_path is None:
         return (
-            f"the manifest has no Edge TPU variant of {spec.name} (models/manifest.json 'edgetpu'); "
-            "compile one with edgetpu_compiler and add its file and sha256"
+            f"the manifest has no Edge TPU variant of {spec.name} (models/manifest.json "
+            f"'{_edgetpu_key(spec)}'); compile one with edgetpu_compiler and add its file and sha256"
+            " (docs/quantization.md)"
         )
     try:
         ctypes.CDLL(EDGETPU_LIBRARY)

@@ -158,3 +158,11 @@ def test_auto_measures_an_eligible_model_here(caplog: pytest.LogCaptureFixture) 
 def test_unknown_precision_is_refused_with_the_allowed_values() -> None:
     with pytest.raises(ModelError, match=r"vision.precision 'half' is unknown; allowed: float, int8, auto"):
         pick_precisions(MODELS, ["emotion"], "half", 1)
+
+
+def test_coral_without_a_compiled_int8_model_says_where_the_manifest_names_it() -> None:
+    spec = model_spec(MODELS, "emotion", precision="int8")
+    why = BACKENDS["coral"].probe(spec)
+    assert why is not None
+    assert "no Edge TPU variant of emotion (models/manifest.json 'variants.int8.edgetpu')" in why
+    assert "edgetpu_compiler" in why
