@@ -53,6 +53,7 @@ from agent.records import (
     window_audit_entries,
 )
 from agent.sdnotify import Notifier, watchdog_interval
+from agent.vision.stage import ZERO_COUNTERS, VisionStage
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -155,6 +156,11 @@ class Service:
         self.zones = ZoneMask(cfg.policy.zones)
         schedule = Schedule.from_config(cfg.policy.schedule) if cfg.policy.schedule else None
         self.gate = CaptureGate(self.feed, self.privacy, self.clock, schedule)
+        previous: VisionStage | None = getattr(self, "stage", None)  # a reload: keep its totals
+        carried = previous.counters if previous is not None else ZERO_COUNTERS
+        self.stage = VisionStage(self.pipeline, cfg.vision.gating, carried=carried)
+        if previous is not None:
+            previous.close()
 
     def _build_outputs(self, key: Ed25519PrivateKey) -> list[Output]:
         outputs: list[Output] = list(self._extra_outputs)
@@ -233,30 +239,36 @@ class Service:
 
     def _process(self, frame: Any) -> None:
         t = self._now(frame)
+        vt = frame.source_time if frame.source_time is not None else frame.captured_mono
+        admitted = self.stage.admit(vt)
         started = self.clock.monotonic()
+        faces = []
         with lease(frame, self.recorder) as pixels:
-            if self.zones:
-                self.zones.apply(pixels)
-            faces = self.pipeline.analyze(pixels)
-        inference_ms = (self.clock.monotonic() - started) * 1000.0
+            if admitted:
+                if self.zones:
+                    self.zones.apply(pixels)
+                faces = self.stage.analyze(pixels, frame.index, vt)
+        now = self.feed.counters
+        last, self._last_counters = self._last_counters, now
+        counters = FrameCounters(
+            captured=now.captured - last.captured,
+            analysed=1 if admitted else 0,
+            dropped=(now.dropped - last.dropped) + (now.skipped - last.skipped) + (not admitted),
+            lifetimes_ms=self.recorder.drain().samples_ms,
+        )
+        self.health.camera(self.feed.state.value)
+        if not admitted:  # over the CPU budget: zeroed unseen, counted, the tracker left alone
+            self.health.dropped()
+            self.aggregator.add_frame(t, (), counters)
+            return
+        self.health.frame((self.clock.monotonic() - started) * 1000.0)
         faces = filter_faces(
             faces,
             min_face_height=self.cfg.policy.min_face_height,
             max_faces=self.cfg.vision.max_faces,
             zones=self.zones or None,
         )
-        views = self.tracker.update(faces, t)
-        now = self.feed.counters
-        last, self._last_counters = self._last_counters, now
-        counters = FrameCounters(
-            captured=now.captured - last.captured,
-            analysed=1,
-            dropped=(now.dropped - last.dropped) + (now.skipped - last.skipped),
-            lifetimes_ms=self.recorder.drain().samples_ms,
-        )
-        self.aggregator.add_frame(t, views, counters)
-        self.health.frame(inference_ms)
-        self.health.camera(self.feed.state.value)
+        self.aggregator.add_frame(t, self.tracker.update(faces, t), counters)
 
     def _now(self, frame: Any | None) -> float:
         """Window time: wall clock for cameras; for files, the clip's own time from the start."""
@@ -288,6 +300,10 @@ class Service:
         counters = self.feed.counters
         body["frames_captured"] = counters.captured
         body["camera_failures"] = counters.failures
+        stage = self.stage.counters
+        body["detector_skipped"] = stage.detector_skipped
+        body["emotion_reused"] = stage.emotion_reused
+        body["budget_dropped"] = stage.budget_dropped
         for output in self.outputs:
             transport = getattr(output, "health", None)
             if callable(transport):
@@ -418,6 +434,8 @@ class Service:
                 logger.exception("stopping an output failed")
         if hasattr(self, "signer"):
             self.signer.close()
+        if hasattr(self, "stage"):
+            self.stage.close()
         if hasattr(self, "pipeline"):
             self.pipeline.close()
         logger.info("agent stopped", extra={"fields": {"reason": self.exit_reason}})

@@ -28,6 +28,10 @@ from agent.vision.observation import FaceObservation
 ROOT = Path(__file__).resolve().parent.parent
 
 
+NO_GATE = "vision: {gating: {enabled: false}}\n"
+"""For doubles that count every frame: the change gate would skip a static scripted scene."""
+
+
 def write_config(tmp: Path, source: str, extra: str = "", window: int = 10, k: int = 2) -> Path:
     keys = tmp / "keys"
     if not (keys / "device.key").exists():
@@ -94,7 +98,7 @@ class CountingPipeline:
     def __init__(self) -> None:
         self.frames = 0
 
-    def analyze(self, pixels: Any) -> list[FaceObservation]:
+    def analyze(self, pixels: Any, schedule: Any = None, frame: int = 0) -> list[FaceObservation]:
         assert pixels.any(), "frames must arrive with their pixels (zeroed only after analysis)"
         self.frames += 1
         return []
@@ -144,7 +148,7 @@ def test_a_camera_that_dies_is_reopened_and_the_service_goes_on(tmp_path: Path) 
         return opened[-1]
 
     pipeline = CountingPipeline()
-    cfg = load_config(write_config(tmp_path, "scripted.mp4"))
+    cfg = load_config(write_config(tmp_path, "scripted.mp4", extra=NO_GATE))
     service = Service(cfg, clock=clock, opener=opener, pipeline_factory=lambda _c: pipeline)  # type: ignore[arg-type,return-value]
     assert service.build().run() == 0
     assert pipeline.frames == 50
@@ -253,7 +257,7 @@ def test_privacy_flag_keeps_the_camera_closed_until_it_is_removed(tmp_path: Path
     """Privacy mode closes the source (nothing is captured), and each change is audited."""
     flag = tmp_path / "privacy.flag"
     flag.touch()
-    extra = f'policy: {{privacy_mode: {{flag_file: "{flag}"}}}}\n'
+    extra = f'policy: {{privacy_mode: {{flag_file: "{flag}"}}}}\n' + NO_GATE
     path = write_config(tmp_path, "scripted.mp4", extra=extra)
     clock = FakeClock(start=1_800_000_000.0)
     opened: list[ScriptedSource] = []
@@ -303,7 +307,7 @@ class AngryCrowd:
 
     labels = ("angry", "neutral")
 
-    def analyze(self, pixels: Any) -> list[FaceObservation]:
+    def analyze(self, pixels: Any, schedule: Any = None, frame: int = 0) -> list[FaceObservation]:
         from agent.vision.observation import Quality  # noqa: PLC0415
 
         quality = Quality(face_px=80.0, sharpness=100.0, brightness=120.0, yaw_degrees=0.0)
@@ -351,3 +355,69 @@ def test_an_alert_raised_before_a_reload_that_removes_its_rule_is_cleared(tmp_pa
     alerts = [m["body"] for m in messages(tmp_path, "alert")]
     assert [(a["rule"], a["state"]) for a in alerts][-1] == ("tension", "cleared")
     assert verify_all(tmp_path) == []
+
+
+# --- vision.gating in the service: the same windows for less CPU ----------------------------------
+
+
+def run_clip(tmp: Path, clip: Path, extra: str = "") -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(stats bodies, last health body) of the demo clip through the real models."""
+    cfg = load_config(write_config(tmp, str(clip), extra=extra))
+    assert Service(cfg, clock=FakeClock(start=1_800_000_000.0)).build().run() == 0
+    assert verify_all(tmp) == []
+    return [m["body"] for m in messages(tmp, "stats")], messages(tmp, "health")[-1]["body"]
+
+
+@pytest.mark.slow
+def test_gating_skips_the_detector_in_the_empty_lobby_and_changes_no_window(
+    tmp_path: Path, sample_clip: Path
+) -> None:
+    """The default (gate on) against the plain pipeline on the demo clip: every published
+    figure but frame lifetimes is equal, and the empty stretches cost almost no detector call."""
+    gated, gated_health = run_clip(tmp_path / "gated", sample_clip)
+    plain, plain_health = run_clip(
+        tmp_path / "plain", sample_clip, "vision: {gating: {enabled: false, emotion_every_frames: 1}}\n"
+    )
+
+    def figures(body: dict[str, Any]) -> dict[str, Any]:
+        frames = {k: v for k, v in body["frames"].items() if not k.startswith("lifetime")}
+        return {**{k: v for k, v in body.items() if k not in ("frames", "seq")}, "frames": frames}
+
+    assert [figures(b) for b in gated] == [figures(b) for b in plain]
+    assert gated[1]["people"] == 6
+    assert plain_health["detector_skipped"] == 0
+    # 0-5 s and 16-20 s are empty and static: at 5 fps about 40 frames, a refresh every 5 s
+    assert gated_health["detector_skipped"] >= 30
+    assert gated_health["budget_dropped"] == plain_health["budget_dropped"] == 0
+
+
+class BusyPipeline(CountingPipeline):
+    """Costs 20 ms of CPU per frame, as a slow detector on a small board would."""
+
+    def analyze(self, pixels: Any, schedule: Any = None, frame: int = 0) -> list[FaceObservation]:
+        end = time.process_time() + 0.02
+        while time.process_time() < end:
+            pass
+        return super().analyze(pixels, schedule, frame)
+
+
+def test_a_cpu_budget_drops_frames_and_counts_them(tmp_path: Path) -> None:
+    """0.01 cores for 20 ms frames: one frame in 2 s of video is analysed, the rest are dropped,
+    zeroed unseen, and counted in the window and on the health topic."""
+    pipeline = BusyPipeline()
+    extra = "vision: {gating: {enabled: false, cpu_budget: 0.01}}\n"
+    cfg = load_config(write_config(tmp_path, "scripted.mp4", extra=extra))
+
+    def opener(source: str, options: SourceOptions, clock_: Clock) -> ScriptedSource:
+        return ScriptedSource(clock_, 50, False)  # 10 s at 5 fps
+
+    clock = FakeClock(start=1_800_000_000.0)
+    service = Service(cfg, clock=clock, opener=opener, pipeline_factory=lambda _c: pipeline)  # type: ignore[arg-type,return-value]
+    assert service.build().run() == 0
+    frames = [m["body"]["frames"] for m in messages(tmp_path, "stats")]
+    analysed = sum(f["analysed"] for f in frames)
+    dropped = sum(f["dropped"] for f in frames)
+    assert analysed == pipeline.frames
+    assert 3 <= analysed <= 10
+    assert analysed + dropped == 50
+    assert messages(tmp_path, "health")[-1]["body"]["budget_dropped"] == dropped

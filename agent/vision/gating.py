@@ -76,7 +76,7 @@ class ChangeGate:
         run = (
             not self._has_reference
             or self._faces_present
-            or now - self._last_detect >= self.settings.refresh_seconds
+            or not 0 <= now - self._last_detect < self.settings.refresh_seconds  # or time went back
             or self.changed_cells() >= self.settings.min_changed_cells
         )
         if not run:
@@ -163,7 +163,7 @@ class FrameBudget:
         return 0.0 if self.cost is None else self.cost / self.cpu_budget
 
     def admit(self, now: float) -> bool:
-        if now - self._last_admit + 1e-9 < self.min_interval:
+        if 0 <= now - self._last_admit < self.min_interval - 1e-9:  # time going back: a new source
             self.dropped += 1
             return False
         self._last_admit = now

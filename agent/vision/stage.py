@@ -1,0 +1,111 @@
+"""The vision stage as the service and ``bench`` run it: the pipeline behind the change gate,
+the emotion re-read schedule and the CPU budget of ``vision.gating`` (agent.vision.gating).
+
+    stage = VisionStage(pipeline, cfg.vision.gating)
+    if stage.admit(now):                     # outside the lease is fine: numbers only
+        with lease(frame) as pixels:
+            faces = stage.analyze(pixels, frame.index, now)
+    else:
+        ...                                  # dropped for the budget, counted in stage.counters
+
+``now`` is the video's own time in seconds, monotonic: a file's position, a camera's capture
+monotonic clock. It must never be the wall clock: a clock step backwards would stall the budget.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import astuple, dataclass
+from typing import TYPE_CHECKING
+
+from agent.frame import Pixels
+from agent.vision.gating import ChangeGate, EmotionSchedule, FrameBudget
+from agent.vision.observation import FaceObservation
+from agent.vision.settings import GatingSettings
+
+if TYPE_CHECKING:
+    from agent.vision.pipeline import VisionPipeline  # the runtime loads only when the agent runs
+
+
+@dataclass(frozen=True)
+class StageCounters:
+    """Totals since the stage was built: what gating saved and what the budget dropped."""
+
+    frames: int
+    detector_runs: int
+    detector_skipped: int
+    emotion_reads: int
+    emotion_reused: int
+    budget_dropped: int
+
+    def plus(self, other: StageCounters) -> StageCounters:
+        return StageCounters(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+
+ZERO_COUNTERS = StageCounters(0, 0, 0, 0, 0, 0)
+
+
+class VisionStage:
+    """One per camera. Gating disabled and ``emotion_every_frames: 1`` give the plain pipeline:
+    every admitted frame is detected and every face classified."""
+
+    def __init__(
+        self,
+        pipeline: VisionPipeline,
+        settings: GatingSettings,
+        cpu_time: Callable[[], float] = time.process_time,
+        carried: StageCounters = ZERO_COUNTERS,
+    ) -> None:
+        """``carried``: the totals of the stage this one replaces (a config reload), so the
+        health topic keeps counting since start."""
+        self.pipeline = pipeline
+        self._carried = carried
+        self.settings = settings
+        self._cpu_time = cpu_time
+        self.gate = ChangeGate(settings)
+        self.schedule = (
+            EmotionSchedule(settings.emotion_every_frames, settings.emotion_min_iou)
+            if settings.emotion_every_frames > 1
+            else None
+        )
+        self.budget = FrameBudget(settings.cpu_budget)
+        self._frames = 0
+        self._detector_runs = 0
+        self._emotion_reads = 0
+
+    def admit(self, now: float) -> bool:
+        """False when this frame would push the stage over its CPU budget (counted as dropped)."""
+        return self.budget.admit(now)
+
+    def analyze(self, pixels: Pixels, frame: int, now: float) -> list[FaceObservation]:
+        """Faces of one admitted frame; an empty list when the gate found the scene unchanged
+        and empty, which is what the detector would have said (docs/quantization.md)."""
+        c0 = self._cpu_time()
+        self._frames += 1
+        faces: list[FaceObservation] = []
+        if self.gate.should_detect(pixels, now):
+            self._detector_runs += 1
+            faces = self.pipeline.analyze(pixels, self.schedule, frame)
+            self.gate.record(len(faces), now)
+            if self.schedule is None:
+                self._emotion_reads += sum(1 for f in faces if f.probs is not None)
+        self.budget.spent(self._cpu_time() - c0)
+        return faces
+
+    @property
+    def counters(self) -> StageCounters:
+        reads = self.schedule.read if self.schedule is not None else self._emotion_reads
+        reused = self.schedule.reused if self.schedule is not None else 0
+        return self._carried.plus(StageCounters(
+            frames=self._frames,
+            detector_runs=self._detector_runs,
+            detector_skipped=self.gate.skipped,
+            emotion_reads=reads,
+            emotion_reused=reused,
+            budget_dropped=self.budget.dropped,
+        ))
+
+    def close(self) -> None:
+        """Zero the gate's thumbnails; the pipeline belongs to the caller."""
+        self.gate.close()

@@ -1,0 +1,124 @@
+"""VisionStage: the gate, schedule and budget as the service drives them, with a counting double
+for the pipeline and a scripted CPU clock."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import numpy as np
+
+from agent.vision.gating import ChangeGate, FrameBudget
+from agent.vision.observation import FaceObservation, Quality
+from agent.vision.pipeline import VisionPipeline
+from agent.vision.settings import GatingSettings
+from agent.vision.stage import ZERO_COUNTERS, StageCounters, VisionStage
+
+FACE = FaceObservation(
+    box=(0.4, 0.3, 0.1, 0.15),
+    score=0.9,
+    keypoints=((0.45, 0.35),) * 6,
+    quality=Quality(face_px=80.0, sharpness=100.0, brightness=120.0, yaw_degrees=0.0),
+    probs=(("happy", 0.9), ("neutral", 0.1)),
+)
+
+
+class Pipeline:
+    """Finds one face while ``present``; records the schedule it was handed."""
+
+    def __init__(self) -> None:
+        self.present = False
+        self.calls = 0
+        self.schedules: list[Any] = []
+
+    def analyze(self, pixels: Any, schedule: Any = None, frame: int = 0) -> list[FaceObservation]:
+        self.calls += 1
+        self.schedules.append(schedule)
+        return [FACE] if self.present else []
+
+
+class CpuClock:
+    """Each reading is ``per_frame`` later: the stage reads it before and after each frame."""
+
+    def __init__(self, per_frame: float) -> None:
+        self.t, self.per_frame = 0.0, per_frame
+
+    def __call__(self) -> float:
+        self.t += self.per_frame
+        return self.t
+
+
+def stage(settings: GatingSettings, pipeline: Pipeline, cpu: float = 0.001) -> VisionStage:
+    return VisionStage(cast(VisionPipeline, pipeline), settings, cpu_time=CpuClock(cpu))
+
+
+def frame(value: int) -> np.ndarray:
+    return np.full((90, 160, 3), value, np.uint8)
+
+
+def test_a_static_empty_scene_skips_the_detector_and_a_change_wakes_it() -> None:
+    p = Pipeline()
+    s = stage(GatingSettings(), p)
+    for i in range(10):
+        assert s.analyze(frame(100), i, i * 0.2) == []
+    assert p.calls == 1
+    p.present = True
+    assert s.analyze(frame(160), 10, 2.0) == [FACE]
+    assert s.analyze(frame(160), 11, 2.2) == [FACE]  # someone is there: detect every frame
+    c = s.counters
+    assert (c.frames, c.detector_runs, c.detector_skipped, c.emotion_reads) == (12, 3, 9, 2)
+
+
+def test_gating_off_and_every_frame_reads_is_the_plain_pipeline() -> None:
+    p = Pipeline()
+    s = stage(GatingSettings(enabled=False, emotion_every_frames=1), p)
+    for i in range(10):
+        s.analyze(frame(100), i, i * 0.2)
+    assert p.calls == 10
+    assert p.schedules == [None] * 10
+    assert s.counters.detector_skipped == 0
+
+
+def test_the_schedule_is_passed_when_emotion_is_reread_every_n_frames() -> None:
+    p = Pipeline()
+    s = stage(GatingSettings(emotion_every_frames=5), p)
+    s.analyze(frame(100), 0, 0.0)
+    assert p.schedules[0] is s.schedule is not None
+
+
+def test_the_budget_drops_frames_by_their_cpu_cost_and_counts_them() -> None:
+    p = Pipeline()
+    s = stage(GatingSettings(enabled=False, cpu_budget=0.1), p, cpu=0.05)  # 50 ms a frame
+    admitted = 0
+    for i in range(50):  # 10 s of video at 5 fps
+        if s.admit(i * 0.2):
+            s.analyze(frame(100), i, i * 0.2)
+            admitted += 1
+    # 0.1 cores at 50 ms a frame: one frame per 0.5 s of video, so every third at 5 fps
+    assert 15 <= admitted <= 20
+    assert s.counters.budget_dropped == 50 - admitted
+
+
+def test_a_source_that_starts_again_is_not_starved_by_the_budget_or_the_gate() -> None:
+    """A reopened file starts its time at 0 again: neither part may wait for the old time."""
+    budget = FrameBudget(cpu_budget=0.5)
+    assert budget.admit(100.0)
+    budget.spent(0.1)
+    assert budget.admit(0.2)
+    gate = ChangeGate(GatingSettings(refresh_seconds=5.0))
+    assert gate.should_detect(frame(100), 100.0)
+    gate.record(0, 100.0)
+    assert not gate.should_detect(frame(100), 101.0)
+    assert gate.should_detect(frame(100), 0.0)
+
+
+def test_a_replacing_stage_carries_the_totals_and_close_zeroes_the_gate() -> None:
+    p = Pipeline()
+    first = stage(GatingSettings(), p)
+    for i in range(5):
+        first.analyze(frame(100), i, i * 0.2)
+    second = VisionStage(cast(VisionPipeline, p), GatingSettings(), carried=first.counters)
+    first.close()
+    assert first.gate.is_zero()
+    second.analyze(frame(100), 0, 0.0)
+    assert second.counters == StageCounters(6, 2, 4, 0, 0, 0)
+    assert ZERO_COUNTERS.plus(second.counters) == second.counters
