@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 from agent import __version__
 from agent.analytics.windows import WindowReport
+from agent.camera.feed import FeedCounters
 from agent.clock import Clock
 from agent.config import AgentConfig
 from agent.crypto import JSON
+from agent.outputs.base import Output
+from agent.vision.stage import StageCounters
 
 
 def config_hash(cfg: AgentConfig) -> str:
@@ -102,3 +106,24 @@ def window_audit_entries(report: WindowReport) -> list[tuple[str, dict[str, JSON
         "k": report.k,
     }
     return [("frames", frames), ("window", window)]
+
+
+def health_body(
+    figures: Mapping[str, JSON], feed: FeedCounters, stage: StageCounters, outputs: Sequence[Output]
+) -> dict[str, JSON]:
+    """The ``health`` topic: the meter's figures, camera and vision-stage totals since start, and
+    the state of any output that reports one (the MQTT spool)."""
+    body: dict[str, JSON] = dict(figures)
+    body["frames_captured"] = feed.captured
+    body["camera_failures"] = feed.failures
+    body["detector_skipped"] = stage.detector_skipped
+    body["emotion_reused"] = stage.emotion_reused
+    body["budget_dropped"] = stage.budget_dropped
+    for output in outputs:
+        transport = getattr(output, "health", None)
+        if callable(transport):
+            h = transport()
+            body["spool_backlog"] = h.backlog
+            body["spool_dropped"] = h.dropped
+            body["mqtt"] = h.state
+    return body

@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import logging
 import queue
-import signal
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any, cast
 
 from agent.analytics.alerts import AlertEngine
@@ -47,12 +44,14 @@ from agent.publisher import Publisher
 from agent.records import (
     changed_keys,
     config_hash,
+    health_body,
     policy_fields,
     site_today,
     start_fields,
     window_audit_entries,
 )
 from agent.sdnotify import Notifier, watchdog_interval
+from agent.service_signals import ServiceSignals
 from agent.vision.stage import ZERO_COUNTERS, VisionStage
 
 if TYPE_CHECKING:
@@ -94,15 +93,18 @@ class Service:
         self._opener = opener
         self._pipeline_factory = pipeline_factory
         self.notifier = notifier or Notifier()
-        self.stop_requested = threading.Event()
-        self._reload_requested = threading.Event()
         self._commands: queue.Queue[Command] = queue.Queue(maxsize=64)
         self._started_mono = self.clock.monotonic()
         self._last_watchdog = 0.0
         self._stream_t0: float | None = None
         self._stream_now: float | None = None
         self._last_counters = FeedCounters()
-        self.exit_reason = "stopped"
+
+    @property
+    def exit_reason(self) -> str:
+        """Why the loop ended: a signal's name, ``source_ended`` or ``stopped``."""
+        signals = getattr(self, "signals", None)
+        return signals.stop_reason if signals is not None else "stopped"
 
     # --- build: every part, in order; nothing starts yet ----------------------------------------
 
@@ -128,7 +130,8 @@ class Service:
         self.recorder = LifetimeRecorder(self.clock)
         self.health = HealthMeter(self.clock)
         self.privacy = PrivacyMode(self.clock)
-        self.signal_toggle = SignalToggle(self.privacy)
+        self.signals = ServiceSignals(SignalToggle(self.privacy))
+        self.stop_requested = self.signals.stop
         flag = cfg.policy.privacy_mode.flag_file
         self.flag_poller = FlagFilePoller(flag, self.privacy) if flag is not None else None
         self.feed = CameraFeed(
@@ -186,17 +189,17 @@ class Service:
 
     def run(self) -> int:
         """Start, loop until stopped or a file source ends, then stop cleanly."""
-        self._install_signals()
+        self.signals.install()
         try:
             self.start()
             while not self.stop_requested.is_set():
                 self.step()
                 if self.feed.state is CameraState.ENDED:
-                    self.exit_reason = "source_ended"
+                    self.signals.stop_reason = "source_ended"
                     break
         finally:
             self._stop()
-            self._restore_signals()
+            self.signals.restore()
         return 0
 
     def start(self) -> None:
@@ -238,6 +241,8 @@ class Service:
                 self.audit.append("error", {"code": "retention_failed", "message": name})
 
     def _process(self, frame: Any) -> None:
+        """One frame: admitted by the CPU budget or dropped, then leased, analysed and zeroed.
+        ``t`` places it in a window (wall time); ``vt`` is the video's own monotonic time."""
         t = self._now(frame)
         vt = frame.source_time if frame.source_time is not None else frame.captured_mono
         admitted = self.stage.admit(vt)
@@ -257,8 +262,8 @@ class Service:
             lifetimes_ms=self.recorder.drain().samples_ms,
         )
         self.health.camera(self.feed.state.value)
+        self.health.dropped(counters.dropped)
         if not admitted:  # over the CPU budget: zeroed unseen, counted, the tracker left alone
-            self.health.dropped()
             self.aggregator.add_frame(t, (), counters)
             return
         self.health.frame((self.clock.monotonic() - started) * 1000.0)
@@ -293,25 +298,9 @@ class Service:
             self.audit.append(kind, fields)
         for event in self.alerts.evaluate(report):
             self.publisher.publish("alert", event.to_body())
-        self.publisher.publish("health", self._health_body())
-
-    def _health_body(self) -> dict[str, Any]:
-        body: dict[str, Any] = dict(self.health.figures().to_body())
-        counters = self.feed.counters
-        body["frames_captured"] = counters.captured
-        body["camera_failures"] = counters.failures
-        stage = self.stage.counters
-        body["detector_skipped"] = stage.detector_skipped
-        body["emotion_reused"] = stage.emotion_reused
-        body["budget_dropped"] = stage.budget_dropped
-        for output in self.outputs:
-            transport = getattr(output, "health", None)
-            if callable(transport):
-                h = transport()
-                body["spool_backlog"] = h.backlog
-                body["spool_dropped"] = h.dropped
-                body["mqtt"] = h.state
-        return body
+        figures = self.health.figures().to_body()
+        body = health_body(figures, self.feed.counters, self.stage.counters, self.outputs)
+        self.publisher.publish("health", body)
 
     def _publish_checkpoint(self, note: bytes) -> None:
         self.publisher.publish("audit/checkpoint", {"note": note.decode()}, retain=True)
@@ -357,12 +346,11 @@ class Service:
                 self._privacy_event(self.privacy.set("mqtt", command.on))
             elif command.name == "checkpoint":
                 self.audit.checkpoint()
-        for event in self.signal_toggle.drain():
+        for event in self.signals.toggle.drain():
             self._privacy_event(event)
         if self.flag_poller is not None:
             self._privacy_event(self.flag_poller.poll())
-        if self._reload_requested.is_set():
-            self._reload_requested.clear()
+        if self.signals.take_reload():
             self.reload()
 
     # --- reload ------------------------------------------------------------------------------------
@@ -440,30 +428,7 @@ class Service:
             self.pipeline.close()
         logger.info("agent stopped", extra={"fields": {"reason": self.exit_reason}})
 
-    # --- signals and watchdog ------------------------------------------------------------------
-
-    def _install_signals(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        self._old_handlers = {
-            signal.SIGTERM: signal.signal(signal.SIGTERM, self._on_stop_signal),
-            signal.SIGINT: signal.signal(signal.SIGINT, self._on_stop_signal),
-            signal.SIGHUP: signal.signal(signal.SIGHUP, self._on_hup),
-        }
-        self.signal_toggle.install()
-
-    def _restore_signals(self) -> None:
-        for signum, handler in getattr(self, "_old_handlers", {}).items():
-            signal.signal(signum, handler)
-        if hasattr(self, "_old_handlers"):
-            self.signal_toggle.uninstall()
-
-    def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
-        self.exit_reason = signal.Signals(signum).name.lower()
-        self.stop_requested.set()
-
-    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
-        self._reload_requested.set()
+    # --- watchdog and start record ---------------------------------------------------------------
 
     def _ping_watchdog(self) -> None:
         interval = watchdog_interval(None)

@@ -420,4 +420,5 @@ def test_a_cpu_budget_drops_frames_and_counts_them(tmp_path: Path) -> None:
     assert analysed == pipeline.frames
     assert 3 <= analysed <= 10
     assert analysed + dropped == 50
-    assert messages(tmp_path, "health")[-1]["body"]["budget_dropped"] == dropped
+    health = messages(tmp_path, "health")[-1]["body"]
+    assert health["budget_dropped"] == health["drops"] == dropped

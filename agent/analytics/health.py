@@ -28,7 +28,7 @@ class HealthFigures:
     inference_ms: float
     """Mean inference time per analysed frame over the horizon."""
     drops: int
-    """Frames dropped since start (the one-slot queue was full)."""
+    """Frames dropped since start: the one-slot queue was full, or over the CPU budget."""
     camera_state: str
     uptime_s: float
     cpu_temp_c: float | None
