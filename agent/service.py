@@ -210,6 +210,9 @@ class Service:
         self.audit.append("key_event", {"event": "boot", "kid": self.signer.kid})
         self.publisher.publish("key", {"jwk": public_jwk(self.signer.public_key)}, retain=True)
         self._handle_requests()  # a privacy flag already set keeps the camera closed from the start
+        if not self.privacy.paused:  # else the flag's event was just published
+            payload = cast("dict[str, JSON]", self.privacy.state_payload())
+            self.publisher.publish("privacy_mode", payload, retain=True)
         self._apply_gate()
         self.notifier.ready(f"analysing {self.feed.state.value}")
         logger.info(

@@ -160,6 +160,8 @@ def test_a_camera_that_dies_is_reopened_and_the_service_goes_on(tmp_path: Path) 
     assert any(e["code"] == "camera_failed" and "unplugged" in e["message"] for e in errors)
     health = [m["body"] for m in messages(tmp_path, "health")]
     assert health[-1]["camera_failures"] == 1
+    privacy = [m["body"] for m in messages(tmp_path, "privacy_mode")]
+    assert [(b["state"], b["changed_by"]) for b in privacy] == [("OFF", "start")]  # announced once
     assert verify_all(tmp_path) == []
 
 

@@ -85,6 +85,13 @@ class PrivacyMode:
         )
         return event
 
+    def state_payload(self) -> dict[str, object]:
+        """The retained state message at start, before any change: a switch (Home Assistant)
+        shows the mode in force instead of "unknown" or a stale retained state."""
+        state = "ON" if self.paused else "OFF"
+        ts = int(self.clock.time() * 1000)
+        return {"ts": ts, "state": state, "changed_by": "start", "source_state": state}
+
     def toggle(self, source: Source) -> PrivacyModeEvent | None:
         with self._lock:
             current = self._on[source]

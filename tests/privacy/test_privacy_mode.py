@@ -48,6 +48,14 @@ def test_event_payload_is_integers_and_strings(clock: FakeClock) -> None:
         "ts": int(clock.time() * 1000), "state": "ON", "changed_by": "signal", "source_state": "ON"}
 
 
+def test_state_payload_at_start_gives_the_mode_in_force(clock: FakeClock) -> None:
+    mode = PrivacyMode(clock, initial={"file": True})
+    assert mode.state_payload()["state"] == "ON"
+    mode.set("file", False)
+    assert mode.state_payload() == {
+        "ts": int(clock.time() * 1000), "state": "OFF", "changed_by": "start", "source_state": "OFF"}
+
+
 def test_audit_fields_fit_the_audit_log_schema(clock: FakeClock) -> None:
     event = PrivacyMode(clock).set("file", True)
     assert event is not None
