@@ -76,7 +76,10 @@ class VisionConfig(Section):
         "small far faces in large frames (n*n more detector runs per frame; docs/vision.md).",
     )
     models_dir: Path | None = Field(
-        None, title="Models folder", description="Defaults to the models shipped with the agent."
+        None,
+        title="Models folder",
+        description="Defaults to $EMOTION_AGENT_MODELS, else the models shipped with the agent "
+        "(docs/models.md).",
     )
     quality: QualityConfig = Field(default_factory=QualityConfig)
     gating: GatingSettings = Field(default_factory=GatingSettings, title="Change gating and CPU budget")

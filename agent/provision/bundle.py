@@ -28,8 +28,6 @@ BUNDLE_DIR = "emotion-agent"
 MANIFEST = "MANIFEST"
 SUMS = "SHA256SUMS"
 TLS_FILES = {"ca": "ca.crt", "cert": "client.crt", "key": "client.key"}
-DEVICE_DEFAULTS: dict[str, Any] = {"vision": {"models_dir": "/opt/emotion-agent/models"}}
-"""Where tools/install puts the vendored models (the wheel does not carry them); a site may override."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +102,7 @@ def render_config(site: SiteFile, device_id: str, has_cert: bool) -> str:
         },
         "keys": {"private_key": "device.key"},
     }
-    data = _merge(_merge(DEVICE_DEFAULTS, site.agent), owned)
+    data = _merge(site.agent, owned)  # no vision.models_dir: the installed package carries the models
     cert_note = "" if has_cert else (
         "# mqtt.tls.cert: have the site CA sign client.csr and put it at /etc/emotion-agent/client.crt\n"
     )

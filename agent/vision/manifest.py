@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,33 @@ MANIFEST_NAME = "manifest.json"
 REBUILD_HINT = "run `python tools/rebuild_models.py` to restore the vendored models"
 
 
-def default_models_dir() -> Path:
-    """The ``models/`` folder shipped beside the ``agent`` package (source tree or checkout)."""
+MODELS_ENV = "EMOTION_AGENT_MODELS"
+"""Environment variable naming a models folder; ``vision.models_dir`` in the config wins over it."""
+
+
+def checkout_models_dir() -> Path:
+    """The top-level ``models/`` of a source checkout (``pip install -e .`` or PYTHONPATH)."""
     return Path(__file__).resolve().parents[2] / "models"
+
+
+def installed_models_dir() -> Path:
+    """Where a wheel puts the models: ``models/`` is packaged as ``agent._models`` (setup.py)."""
+    return Path(__file__).resolve().parents[1] / "_models"
+
+
+def default_models_dir() -> Path:
+    """The models folder when the config sets no ``vision.models_dir``.
+
+    ``$EMOTION_AGENT_MODELS`` if set (taken as is, so a wrong path fails loudly instead of
+    falling back), else the checkout's ``models/`` if it has a manifest, else the copy inside
+    the installed package."""
+    override = os.environ.get(MODELS_ENV)
+    if override:
+        return Path(override)
+    checkout = checkout_models_dir()
+    if (checkout / MANIFEST_NAME).is_file():
+        return checkout
+    return installed_models_dir()
 
 
 @dataclass(frozen=True)

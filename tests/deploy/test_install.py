@@ -117,9 +117,17 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.slow
 def test_real_venv_install_then_systemd_verify_and_uninstall(tmp_path: Path, wheel: Path) -> None:
+    legacy = tmp_path / "opt/emotion-agent/models"  # an older install copied the models here
+    legacy.mkdir(parents=True)
+    (legacy / "emotion_fer.tflite").write_bytes(b"stale")
     done = run("--root", str(tmp_path), "--wheel", str(wheel), "--no-deps")
     assert done.returncode == 0, done.stderr
     venv = tmp_path / "opt/emotion-agent/venv"
+    # the models come from the wheel; the old path is now a relative link to them
+    assert legacy.is_symlink()
+    assert str(legacy.readlink()).startswith("venv/lib/python")
+    assert legacy.resolve() == next(venv.glob("lib/python*/site-packages/agent/_models")).resolve()
+    assert (legacy / "manifest.json").read_bytes() == (ROOT / "models/manifest.json").read_bytes()
     assert "include-system-site-packages = true" in (venv / "pyvenv.cfg").read_text()
     exe = venv / "bin/emotion-agent"
     assert exe.is_file()
