@@ -17,14 +17,13 @@ overspend is refused; the day rolls over at 00:00 UTC. An unreadable file fails 
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import tempfile
 import time
 from fractions import Fraction
 from pathlib import Path
 from typing import Protocol
 
+from agent.atomic import write_atomic
 from agent.errors import PayloadError
 
 MICRO = 1_000_000
@@ -105,23 +104,9 @@ def utc_day(t: float) -> str:
 
 
 def atomic_write_json(path: Path, data: dict[str, object]) -> None:
-    """Write, fsync, rename over the old file, fsync the folder: a crash leaves old or new."""
+    """``data`` as sorted-key JSON in ``path`` (folder made if missing); a crash leaves old or new."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(data, out, sort_keys=True)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomic(path, json.dumps(data, sort_keys=True).encode("utf-8"))
 
 
 class BudgetAccountant:

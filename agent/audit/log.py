@@ -21,6 +21,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from agent.atomic import append_durable, fsync_dir, write_atomic
 from agent.audit.entries import INTERNAL_KINDS, Entry, decode_entry, encode_entry
 from agent.audit.merkle import CompactRange, leaf_hash
 from agent.audit.note import SignedCheckpoint, check_name, parse_checkpoint_text, sign_checkpoint, split_notes
@@ -29,13 +30,10 @@ from agent.audit.settings import AuditSettings
 from agent.audit.store import (
     CHECKPOINTS_FILE,
     STATE_FILE,
-    append_durable,
-    fsync_dir,
     list_segments,
     load_state,
     read_segment,
     segment_name,
-    write_atomic,
 )
 from agent.clock import Clock
 from agent.errors import PayloadError

@@ -4,14 +4,13 @@ Layout of ``state_dir/audit/``::
 
     segment-000000000000.jsonl   entries 0.. (first line: a ``segment`` entry)
     segment-000000010000.jsonl   entries 10000.. (named by the index of its first entry)
-    state.json                   size and right edge of the tree (temp + fsync + rename)
+    state.json                   size and right edge of the tree (agent.atomic.write_atomic)
     checkpoints.log              signed checkpoint notes, one after the other
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -61,36 +60,6 @@ def iter_lines(path: Path) -> Iterator[bytes]:
         for raw in f:
             if raw.endswith(b"\n"):
                 yield raw[:-1]
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` so that a crash leaves either the old or the new content."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    tmp.replace(path)
-    fsync_dir(path.parent)
-
-
-def append_durable(fd: int, data: bytes) -> None:
-    """Write all of ``data`` at the end of an O_APPEND file and flush it to the disk."""
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-    os.fsync(fd)
 
 
 def load_state(directory: Path) -> dict[str, Any] | None:

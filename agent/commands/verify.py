@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from agent.atomic import write_atomic
 from agent.crypto import load_public_key, parse_strict
-from agent.crypto.seqstore import write_atomically
 from agent.crypto.verify import Result, Verifier, verify_stream
 from agent.errors import EXIT_INPUT, EXIT_OK, EXIT_RUNTIME, InputError, PayloadError
 
@@ -119,7 +119,7 @@ def verify(args: argparse.Namespace) -> int:
         _report(number, result, sys.stdout)
     if args.state:
         text = json.dumps(verifier.export_state(), indent=1) + "\n"
-        write_atomically(Path(args.state), text.encode("utf-8"))
+        write_atomic(Path(args.state), text.encode("utf-8"))
     if not args.quiet:
         sys.stderr.write(
             f"verify: {sum(counts.values())} message(s): {counts['ok']} ok, {counts['rejected']} "

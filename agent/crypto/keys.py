@@ -23,6 +23,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from agent.atomic import write_new
 from agent.crypto.canonical import b64url_decode, b64url_encode
 from agent.errors import KeyFileError, PayloadError
 
@@ -191,16 +192,6 @@ class KeyInfo:
     public_b64: str
 
 
-def _write_new(path: Path, data: bytes, mode: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def generate_keypair(out_dir: str | os.PathLike[str]) -> KeyInfo:
     """Create a key pair in out_dir (made 0700 if new); never overwrites an existing file."""
     out = Path(out_dir)
@@ -219,9 +210,9 @@ def generate_keypair(out_dir: str | os.PathLike[str]) -> KeyInfo:
         )
         public = key.public_key()
         raw_b64 = base64.b64encode(raw_public(public)).decode("ascii")
-        _write_new(out / PRIVATE_NAME, pem, 0o600)
-        _write_new(out / JWK_NAME, (json.dumps(public_jwk(public), indent=2) + "\n").encode(), 0o644)
-        _write_new(out / RAW_NAME, (raw_b64 + "\n").encode(), 0o644)
+        write_new(out / PRIVATE_NAME, pem, 0o600)
+        write_new(out / JWK_NAME, (json.dumps(public_jwk(public), indent=2) + "\n").encode(), 0o644)
+        write_new(out / RAW_NAME, (raw_b64 + "\n").encode(), 0o644)
     except OSError as exc:
         raise KeyFileError(f"{out}: cannot write the key pair: {exc}") from exc
     return KeyInfo(kid_for(public), out / PRIVATE_NAME, out / JWK_NAME, out / RAW_NAME, raw_b64)

@@ -20,6 +20,7 @@ import threading
 from pathlib import Path
 from typing import IO, Protocol
 
+from agent.atomic import write_atomic
 from agent.errors import KeyFileError, PayloadError
 
 STATE_NAME = "signer-state.json"
@@ -58,27 +59,6 @@ class MemorySequenceStore:
 
     def close(self) -> None:
         return None
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace path with data so that a crash leaves either the old or the new content."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 class FileSequenceStore:
@@ -142,7 +122,7 @@ class FileSequenceStore:
     def _reserve(self) -> None:
         reserved = self._reserved + self._block
         state = {"boot": self._boot, "seq_reserved": reserved}
-        write_atomically(self._path, (json.dumps(state) + "\n").encode("ascii"))
+        write_atomic(self._path, (json.dumps(state) + "\n").encode("ascii"))
         self._reserved = reserved
 
     @property

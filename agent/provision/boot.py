@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Protocol
 
+from agent.atomic import write_new
 from agent.errors import InputError, RuntimeFailure
 from agent.provision.bundle import BUNDLE_DIR
 
@@ -74,11 +75,7 @@ class DirTarget:
             shutil.rmtree(dest)
         dest.mkdir(mode=0o700, parents=True)
         for name, data in files:
-            fd = os.open(dest / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+            write_new(dest / name, data, 0o600)
 
 
 def _mtools(args: list[str], where: str) -> subprocess.CompletedProcess[str]:
