@@ -28,6 +28,16 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+def _fill(fd: int, data: bytes, mode: int) -> None:
+    """Give a fresh file exactly ``mode`` and all of ``data``, flush it to the disk, close it."""
+    try:
+        os.fchmod(fd, mode)
+        _write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def append_durable(fd: int, data: bytes) -> None:
     """Write all of ``data`` at the end of an O_APPEND file and flush it to the disk."""
     _write_all(fd, data)
@@ -42,12 +52,7 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
-        try:
-            os.fchmod(fd, mode)
-            _write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fill(fd, data, mode)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -58,9 +63,4 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
 def write_new(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Create ``path`` (never overwrite, never follow a link) with exactly ``mode``, fsynced."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
-    try:
-        os.fchmod(fd, mode)
-        _write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _fill(fd, data, mode)
