@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from agent.analytics.settings import AlertRules, BaselineSettings, DpSettings, TrackerSettings
 from agent.audit.settings import AuditSettings
 from agent.camera.settings import CameraConfig as CameraConfig  # noqa: PLC0414 - re-export
-from agent.errors import ConfigError
+from agent.errors import ConfigError, read_text
 from agent.privacy.settings import PolicyConfig, RetentionConfig, SiteConfig
 from agent.settings_base import Section
 from agent.transport.settings import MqttConfig
@@ -276,13 +276,7 @@ def migrate(data: dict[str, Any], version: object, source: str) -> dict[str, Any
 def load_config(path: str | Path) -> AgentConfig:
     """Read and validate a config file."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{p}: config file not found") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: cannot read the config file: {exc}") from exc
-    return parse_config(text, str(p))
+    return parse_config(read_text(p, "config file", ConfigError), str(p))
 
 
 def json_schema() -> dict[str, Any]:

@@ -18,6 +18,8 @@ Exceptions are chained with ``raise ... from`` so the cause survives in debug lo
 
 from __future__ import annotations
 
+from pathlib import Path
+
 EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_INPUT = 2
@@ -81,3 +83,13 @@ class CameraLost(RuntimeFailure):
 
 class TransportError(RuntimeFailure):
     """The MQTT broker or the offline spool failed."""
+
+
+def read_text(path: Path, what: str, error: type[InputError]) -> str:
+    """A UTF-8 file the user named; missing or unreadable, ``error`` says which file and ``what`` it is."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise error(f"{path}: {what} not found") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: cannot read the {what}: {exc}") from exc

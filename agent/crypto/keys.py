@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from agent.atomic import write_new
 from agent.crypto.canonical import b64url_decode, b64url_encode
-from agent.errors import KeyFileError, PayloadError
+from agent.errors import KeyFileError, PayloadError, read_text
 
 MAX_KEY_FILE_BYTES = 64 * 1024
 PRIVATE_NAME = "device.key"
@@ -142,12 +142,7 @@ def load_private_key(path_or_name: str | os.PathLike[str]) -> Ed25519PrivateKey:
 def load_public_key(path: str | os.PathLike[str]) -> Ed25519PublicKey:
     """A verifier's trusted key: JWK (RFC 8037), PEM public key, or raw 32 bytes in base64."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise KeyFileError(f"{p}: public key file not found") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise KeyFileError(f"{p}: cannot read the public key file: {exc}") from exc
+    text = read_text(p, "public key file", KeyFileError)
     stripped = text.strip()
     try:
         if stripped.startswith("{"):

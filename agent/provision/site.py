@@ -13,7 +13,7 @@ import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from agent.config import _line_index, format_validation_errors, is_valid_device_id
-from agent.errors import ConfigError
+from agent.errors import ConfigError, read_text
 from agent.settings_base import Section
 
 
@@ -95,12 +95,7 @@ class SiteFile(Section):
 def load_site(path: str | Path) -> SiteFile:
     """Read and validate a site file; ConfigError (exit 2) lists every problem with its line."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{p}: site file not found") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: cannot read the site file: {exc}") from exc
+    text = read_text(p, "site file", ConfigError)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
