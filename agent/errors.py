@@ -23,6 +23,8 @@ from pathlib import Path
 EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_INPUT = 2
+EXIT_REJECTED = EXIT_RUNTIME
+"""``verify`` and ``audit verify``: checked and found bad (2 means it could not be checked)."""
 
 
 class EmotionAgentError(Exception):

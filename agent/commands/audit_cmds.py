@@ -11,7 +11,7 @@ from typing import Any
 from agent.audit.report import render_report
 from agent.audit.verify import summary_lines, verify_log
 from agent.crypto import load_public_key
-from agent.errors import EXIT_INPUT, EXIT_OK, InputError, PayloadError
+from agent.errors import EXIT_OK, EXIT_REJECTED, InputError, PayloadError
 
 
 def register(sub: Any) -> None:
@@ -21,7 +21,8 @@ def register(sub: Any) -> None:
     v = cmds.add_parser(
         "verify",
         help="check entries, tree, checkpoint signatures, consistency and invariants",
-        description="Exit 0 only if everything holds; otherwise the first bad entry is named (exit 2).",
+        description="Exit 0 if everything holds; 1 if verification failed (the first bad entry is named); "
+        "2 if the folder, a key or the checkpoints file cannot be used.",
     )
     _common(v)
     v.add_argument(
@@ -106,7 +107,7 @@ def verify_cmd(args: argparse.Namespace) -> int:
     result = verify_log(args.directory, keys, external, args.max_lifetime_ms)
     for line in summary_lines(result):
         print(line)
-    return EXIT_OK if result.ok else EXIT_INPUT
+    return EXIT_OK if result.ok else EXIT_REJECTED
 
 
 def report_cmd(args: argparse.Namespace) -> int:
@@ -120,4 +121,4 @@ def report_cmd(args: argparse.Namespace) -> int:
         raise InputError(f"{args.output}: cannot write the report: {exc}") from exc
     state = "verified" if result.ok else "VERIFICATION FAILED"
     print(f"{args.output}: report written ({state})", file=sys.stderr)
-    return EXIT_OK if result.ok else EXIT_INPUT
+    return EXIT_OK if result.ok else EXIT_REJECTED

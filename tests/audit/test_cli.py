@@ -42,14 +42,14 @@ def test_verify_prints_ok_and_exits_0(exported: Path, capsys: pytest.CaptureFixt
     assert out.rstrip().endswith("OK: every entry, checkpoint and invariant verified")
 
 
-def test_verify_names_the_first_bad_entry_and_exits_2(
+def test_verify_names_the_first_bad_entry_and_exits_1(
     exported: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     seg = exported / "audit/segment-000000000010.jsonl"
     seg.write_bytes(seg.read_bytes().replace(b'"people":7', b'"people":3', 1))
     code = main(["audit", "verify", str(exported / "audit"), "--pubkey", str(exported / "device.pub.jwk")])
     out = capsys.readouterr().out
-    assert code == 2
+    assert code == 1
     fail = next(line for line in out.splitlines() if line.startswith("FAIL: "))
     assert re.fullmatch(
         r"FAIL: segment-000000000010\.jsonl line \d+ \(entry \d+\): window published with 3 people, "
@@ -140,7 +140,7 @@ def test_report_is_one_self_contained_page_with_plots(
     assert "report written (verified)" in capsys.readouterr().err
 
 
-def test_report_of_a_tampered_log_says_so_and_exits_2(exported: Path) -> None:
+def test_report_of_a_tampered_log_says_so_and_exits_1(exported: Path) -> None:
     (exported / "audit/segment-000000000000.jsonl").unlink()
     out = exported / "report.html"
     code = main(
@@ -154,7 +154,7 @@ def test_report_of_a_tampered_log_says_so_and_exits_2(exported: Path) -> None:
             str(out),
         ]
     )
-    assert code == 2
+    assert code == 1
     page = out.read_text()
     assert "VERIFICATION FAILED" in page
     assert "no purge entry records their removal" in page
@@ -212,5 +212,5 @@ def test_pubkey_can_be_repeated_for_a_rotated_key(
     log.close()
     (exported / "new.jwk").write_text(json.dumps(public_jwk(new.public_key())))
     args = ["audit", "verify", str(exported / "audit"), "--pubkey", str(exported / "device.pub.jwk")]
-    assert main(args) == 2
+    assert main(args) == 1
     assert main([*args, "--pubkey", str(exported / "new.jwk")]) == 0
