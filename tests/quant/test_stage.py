@@ -8,18 +8,13 @@ from typing import Any, cast
 import numpy as np
 
 from agent.vision.gating import ChangeGate, FrameBudget
-from agent.vision.observation import FaceObservation, Quality
+from agent.vision.observation import FaceObservation
 from agent.vision.pipeline import VisionPipeline
 from agent.vision.settings import GatingSettings
 from agent.vision.stage import ZERO_COUNTERS, StageCounters, VisionStage
+from tests.analytics.faces import face
 
-FACE = FaceObservation(
-    box=(0.4, 0.3, 0.1, 0.15),
-    score=0.9,
-    keypoints=((0.45, 0.35),) * 6,
-    quality=Quality(face_px=80.0, sharpness=100.0, brightness=120.0, yaw_degrees=0.0),
-    probs=(("happy", 0.9), ("neutral", 0.1)),
-)
+FACE = face(x=0.4, y=0.3, w=0.1, h=0.15)
 
 
 class Pipeline:
