@@ -72,35 +72,60 @@ MAX_CANDIDATES = 256
 """Most candidates decoded per frame (best scores first); a real frame has a few dozen."""
 
 
+def logit_threshold(min_score: float) -> np.float32:
+    """The raw logit at which the sigmoid score reaches ``min_score``."""
+    return np.float32(math.log(min_score / (1.0 - min_score)))
+
+
 def decode_rows(
     regressors: F32, classificators: F32, anchors: F32, *, scale: float, min_score: float, score_clip: float
 ) -> tuple[list[Row], list[float]]:
     """Candidates whose sigmoid score reaches ``min_score``, as plain-float rows (xmin, ymin,
-    xmax, ymax, 6 x keypoint x, y in input coordinates 0..1) and their scores.
+    xmax, ymax, 6 x keypoint x, y in input coordinates 0..1) and their scores."""
+    return decode_candidates(
+        regressors, classificators, anchors.tolist(),
+        threshold=logit_threshold(min_score), inv_scale=1.0 / scale, score_clip=score_clip,
+    )
 
-    Only the threshold runs over every anchor (numpy); the few survivors are decoded in plain
-    Python, where a dozen numpy calls on tiny arrays would cost more than the arithmetic.
-    """
+
+def decode_candidates(
+    regressors: F32,
+    classificators: F32,
+    anchors: list[list[float]],
+    *,
+    threshold: np.float32,
+    inv_scale: float,
+    score_clip: float,
+) -> tuple[list[Row], list[float]]:
+    """``decode_rows`` with its per-model constants worked out once (``FaceDetector`` keeps them).
+
+    Only the threshold runs over every anchor (numpy, on the raw logits: sigmoid(x) >= t
+    <=> x >= logit(t), so no exp); the few survivors are decoded in plain Python, where numpy
+    calls on tiny arrays would cost more than the arithmetic. Right after an invoke every call
+    runs with cold caches, so the fewer calls the better (docs/vision.md)."""
     logits = classificators.reshape(-1)
-    # sigmoid(x) >= t  <=>  x >= logit(t): threshold the raw logits, before any exp
-    keep = np.flatnonzero(logits >= np.float32(math.log(min_score / (1.0 - min_score))))
-    if keep.size > MAX_CANDIDATES:
-        keep = keep[np.argsort(-logits[keep])[:MAX_CANDIDATES]]
+    keep = np.flatnonzero(logits >= threshold)
     if keep.size == 0:
         return [], []
-    inv = 1.0 / scale
+    if keep.size > MAX_CANDIDATES:
+        keep = keep[np.argsort(-logits[keep])[:MAX_CANDIDATES]]
+    inv = inv_scale
     rows: list[Row] = []
     scores: list[float] = []
-    for reg, (ax, ay), logit in zip(
-        regressors.reshape(-1, 16)[keep].tolist(), anchors[keep].tolist(), logits[keep].tolist(), strict=True
+    for i, reg, logit in zip(
+        keep.tolist(), regressors.reshape(-1, 16)[keep].tolist(), logits[keep].tolist(), strict=True
     ):
         half_w, half_h = reg[2] * inv / 2.0, reg[3] * inv / 2.0
         if half_w <= 0.0 or half_h <= 0.0:
             continue
+        ax, ay = anchors[i]
         cx, cy = reg[0] * inv + ax, reg[1] * inv + ay
-        row = [cx - half_w, cy - half_h, cx + half_w, cy + half_h]
-        row += [v * inv + (ax if i % 2 == 0 else ay) for i, v in enumerate(reg[4:])]
-        rows.append(row)
+        rows.append([
+            cx - half_w, cy - half_h, cx + half_w, cy + half_h,
+            reg[4] * inv + ax, reg[5] * inv + ay, reg[6] * inv + ax, reg[7] * inv + ay,
+            reg[8] * inv + ax, reg[9] * inv + ay, reg[10] * inv + ax, reg[11] * inv + ay,
+            reg[12] * inv + ax, reg[13] * inv + ay, reg[14] * inv + ax, reg[15] * inv + ay,
+        ])
         scores.append(1.0 / (1.0 + math.exp(-min(max(logit, -score_clip), score_clip))))
     return rows, scores
 
@@ -142,11 +167,15 @@ def weighted_nms_rows(
     out: list[tuple[Row, float]] = []
     while order and len(out) < max_out:
         top = rows[order[0]]
-        members = [i for i in order if iou(top, rows[i]) > threshold]
-        order = [i for i in order if iou(top, rows[i]) <= threshold]
+        overlaps = [iou(top, rows[i]) for i in order]
+        members = [i for i, o in zip(order, overlaps, strict=True) if o > threshold]
+        order = [i for i, o in zip(order, overlaps, strict=True) if o <= threshold]
         total = sum(scores[i] for i in members)
-        blended = [sum(scores[i] * rows[i][j] for i in members) / total for j in range(len(top))]
-        out.append((blended, scores[members[0]]))
+        acc: list[float] = [0] * len(top)  # an int start, as sum() has: the same floats
+        for i in members:
+            s = scores[i]
+            acc = [a + s * v for a, v in zip(acc, rows[i], strict=True)]
+        out.append(([a / total for a in acc], scores[members[0]]))
     return out
 
 

@@ -13,7 +13,14 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.frame import Pixels
-from agent.vision.blazeface import F32, Row, decode_rows, generate_anchors, weighted_nms_rows
+from agent.vision.blazeface import (
+    F32,
+    Row,
+    decode_candidates,
+    generate_anchors,
+    logit_threshold,
+    weighted_nms_rows,
+)
 from agent.vision.manifest import ModelSpec
 from agent.vision.observation import Detection
 from agent.vision.runtime import Model
@@ -64,60 +71,58 @@ class FaceDetector:
         anchors = generate_anchors(spec.anchors)
         anchors.flags.writeable = False
         self.anchors = anchors
+        self._anchor_list: list[list[float]] = anchors.tolist()
+        self._threshold = logit_threshold(self.min_score)
         self._canvas = np.zeros((self.size, self.size, 3), np.uint8)
         self._rgb = np.zeros((self.size, self.size, 3), np.uint8)
         self._resized: dict[tuple[int, int], Pixels] = {}
-        self._dirty: list[Pixels] = []
-        """Scratch written since the last ``clear``: only these need zeroing."""
+        self._plans: dict[tuple[int, int], tuple[Placement, list[Pixels]]] = {}
+        """Per frame size: the placement and the resize chain's scratch images, worked out once."""
+
+    def _plan(self, frame_w: int, frame_h: int) -> tuple[Placement, list[Pixels]]:
+        """Placement and resize steps for a W x H frame (see ``_shrink_steps``), cached per size."""
+        plan = self._plans.get((frame_w, frame_h))
+        if plan is None:
+            p = Placement.fit(frame_w, frame_h, self.size)
+            steps = [self._buffer(w, h) for w, h in _shrink_steps(frame_w, frame_h, p.w, p.h)]
+            plan = self._plans.setdefault((frame_w, frame_h), (p, steps))
+        return plan
 
     def _buffer(self, w: int, h: int) -> Pixels:
-        """A scratch image of w x h, allocated once per size and zeroed by ``clear``."""
+        """A scratch image of w x h, allocated once per size."""
         buf = self._resized.get((w, h))
         if buf is None:
             buf = self._resized.setdefault((w, h), np.zeros((h, w, 3), np.uint8))
-        self._dirty.append(buf)
         return buf
 
-    def _resize(self, src: Pixels, w: int, h: int, interpolation: int) -> Pixels:
-        out = self._buffer(w, h)
-        cv2.resize(src, (w, h), dst=out, interpolation=interpolation)
-        return out
-
-    def _shrink(self, pixels: Pixels, w: int, h: int) -> Pixels:
-        """Resize to w x h with little aliasing, cheaply (OpenCV's INTER_AREA is slow for
-        non-integer ratios): halve (a 2 x 2 mean) while at least twice too big, bilinear to
-        exactly 2w x 2h, and halve once more. Each step scales continuous coordinates by its
-        own size ratio, so together they scale by exactly w / W and h / H.
-
-        Measured on the group photo (docs/vision.md): plain bilinear or halving + bilinear
-        lose the weakest of its six faces; this finds all six, at about twice the cost of
-        halving + bilinear and a third of INTER_AREA's."""
-        src = pixels
-        linear = cv2.INTER_LINEAR
-        while src.shape[1] // 2 >= w and src.shape[0] // 2 >= h:
-            src = self._resize(src, src.shape[1] // 2, src.shape[0] // 2, linear)
-        if src.shape[1] == w and src.shape[0] == h:
-            return src
-        if src.shape[1] > w:  # between 1x and 2x too big: resample to 2x, then a 2 x 2 mean
-            src = self._resize(src, 2 * w, 2 * h, linear)
-        return self._resize(src, w, h, linear)
-
     def _letterbox(self, pixels: Pixels) -> Placement:
-        """Resize, pad with black, BGR -> RGB and [0, 255] -> [-1, 1] into the model's input."""
-        p = Placement.fit(pixels.shape[1], pixels.shape[0], self.size)
-        resized = self._shrink(pixels, p.w, p.h)
-        self._dirty.append(self._rgb)
-        if p.w == self.size:  # landscape or square: the image fills whole rows of the input
-            rgb = self._rgb[: p.h]
-            cv2.cvtColor(resized, cv2.COLOR_BGR2RGB, dst=rgb)
-            self.model.fill_input(lambda a: _fill_rows(a[0], rgb, p.y))
+        """Resize, pad with black, BGR -> RGB and [0, 255] -> [-1, 1] into the model's input.
+
+        Every scratch image is zeroed before returning, while it is still in the CPU cache
+        (zeroing it after the invoke, which evicts it, costs several times more); only the
+        input tensor holds pixels until ``clear``."""
+        p, steps = self._plan(pixels.shape[1], pixels.shape[0])
+        rows = p.w == self.size  # landscape or square: the image fills whole rows of the input
+        rgb = self._rgb[: p.h] if rows else self._rgb
+        resized = pixels
+        try:
+            for buf in steps:
+                cv2.resize(resized, (buf.shape[1], buf.shape[0]), dst=buf, interpolation=cv2.INTER_LINEAR)
+                resized = buf
+            if rows:
+                cv2.cvtColor(resized, cv2.COLOR_BGR2RGB, dst=rgb)
+                self.model.fill_input(lambda a: _fill_rows(a[0], rgb, p.y))
+            else:
+                self._canvas[p.y : p.y + p.h, p.x : p.x + p.w] = resized
+                cv2.cvtColor(self._canvas, cv2.COLOR_BGR2RGB, dst=rgb)
+                self.model.fill_input(lambda a: _to_unit_range(rgb, a[0]))
             return p
-        self._dirty.append(self._canvas)
-        self._canvas.fill(0)
-        self._canvas[p.y : p.y + p.h, p.x : p.x + p.w] = resized
-        cv2.cvtColor(self._canvas, cv2.COLOR_BGR2RGB, dst=self._rgb)
-        self.model.fill_input(lambda a: _to_unit_range(self._rgb, a[0]))
-        return p
+        finally:
+            for buf in steps:
+                buf.fill(0)
+            rgb.fill(0)
+            if not rows:
+                self._canvas.fill(0)
 
     def detect(self, pixels: Pixels) -> list[Detection]:
         """Faces in a BGR frame, best first. Scratch buffers still hold pixels until ``clear``."""
@@ -130,20 +135,39 @@ class FaceDetector:
         """Decode straight from the interpreter's output tensors (plain floats come out)."""
         regressors = next(o for o in outputs if o.shape[-1] == 16)
         scores = next(o for o in outputs if o.shape[-1] == 1)
-        return decode_rows(
-            regressors, scores, self.anchors,
-            scale=self.size, min_score=self.min_score, score_clip=self.spec.score_clip,
+        return decode_candidates(
+            regressors, scores, self._anchor_list,
+            threshold=self._threshold, inv_scale=1.0 / self.size, score_clip=self.spec.score_clip,
         )
 
     def scratch(self) -> list[npt.NDArray[np.generic]]:
         return [self._canvas, self._rgb, *self._resized.values()]
 
     def clear(self) -> None:
-        """Zero every buffer that held pixels, including the interpreter's input tensor."""
-        for buf in self._dirty:
-            buf.fill(0)
-        self._dirty.clear()
+        """Zero the interpreter's input tensor: the only buffer still holding pixels after ``detect``."""
         self.model.zero_input()
+
+
+def _shrink_steps(frame_w: int, frame_h: int, w: int, h: int) -> list[tuple[int, int]]:
+    """The sizes a W x H frame goes through to become w x h with little aliasing, cheaply
+    (OpenCV's INTER_AREA is slow for non-integer ratios): halve (a 2 x 2 mean) while at least
+    twice too big, bilinear to exactly 2w x 2h, and halve once more. Each step scales continuous
+    coordinates by its own size ratio, so together they scale by exactly w / W and h / H.
+
+    Measured on the group photo (docs/vision.md): plain bilinear or halving + bilinear lose the
+    weakest of its six faces; this finds all six, at about twice the cost of halving + bilinear
+    and a third of INTER_AREA's."""
+    steps: list[tuple[int, int]] = []
+    cw, ch = frame_w, frame_h
+    while cw // 2 >= w and ch // 2 >= h:
+        cw, ch = cw // 2, ch // 2
+        steps.append((cw, ch))
+    if (cw, ch) == (w, h):
+        return steps
+    if cw > w:  # between 1x and 2x too big: resample to 2x, then a 2 x 2 mean
+        steps.append((2 * w, 2 * h))
+    steps.append((w, h))
+    return steps
 
 
 def _to_unit_range(rgb: Pixels, out: npt.NDArray[np.float32]) -> None:

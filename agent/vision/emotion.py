@@ -23,6 +23,16 @@ CROP = 64
 MAX_OVERSAMPLE = 4
 
 
+def rotation_matrix(cx: float, cy: float, angle: float, scale: float) -> list[list[float]]:
+    """``cv2.getRotationMatrix2D((cx, cy), angle, scale)`` as nested lists, float for float the
+    same (the centre goes through float32 as in OpenCV's ``Point2f``; a test compares), without
+    a call into OpenCV, which costs more than the arithmetic right after an invoke."""
+    a = angle * (math.pi / 180)
+    alpha, beta = math.cos(a) * scale, math.sin(a) * scale
+    x, y = float(np.float32(cx)), float(np.float32(cy))
+    return [[alpha, beta, (1 - alpha) * x - beta * y], [-beta, alpha, beta * x + (1 - alpha) * y]]
+
+
 class EmotionClassifier:
     """Align, crop and classify one face at a time; probabilities follow the manifest's labels."""
 
@@ -40,7 +50,8 @@ class EmotionClassifier:
         self._dirty: list[npt.NDArray[np.generic]] = []
 
     def align(self, pixels: Pixels, det: Detection) -> npt.NDArray[np.uint8]:
-        """The eye-levelled 64 x 64 grey crop of ``det`` (a scratch buffer, zeroed by ``clear``)."""
+        """The eye-levelled 64 x 64 grey crop of ``det`` (a scratch buffer, zeroed by ``clear``).
+        The colour crops on the way are zeroed before returning, while still in the CPU cache."""
         h, w = pixels.shape[:2]
         bx, by, bw, bh = det.box
         cx, cy = (bx + bw / 2) * w, (by + bh / 2) * h
@@ -51,30 +62,37 @@ class EmotionClassifier:
         while k < MAX_OVERSAMPLE and side >= CROP * k * 2:
             k *= 2
         out = self._work[k]
-        self._dirty += [out, self._grey]
         size = CROP * k
-        m = cv2.getRotationMatrix2D((cx, cy), angle, size / side)
-        m[0, 2] += size / 2 - cx
-        m[1, 2] += size / 2 - cy
-        cv2.warpAffine(
-            pixels, m, (size, size), dst=out, flags=cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0),
-        )
-        if k > 1:
-            self._dirty.append(self._small)
-            cv2.resize(out, (CROP, CROP), dst=self._small, interpolation=cv2.INTER_AREA)
-            out = self._small
-        cv2.cvtColor(out, cv2.COLOR_BGR2GRAY, dst=self._grey)
+        m = rotation_matrix(cx, cy, angle, size / side)
+        m[0][2] += size / 2 - cx
+        m[1][2] += size / 2 - cy
+        self._dirty.append(self._grey)
+        try:
+            cv2.warpAffine(
+                pixels, np.array(m), (size, size), dst=out, flags=cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0),
+            )
+            if k > 1:
+                cv2.resize(out, (CROP, CROP), dst=self._small, interpolation=cv2.INTER_AREA)
+                cv2.cvtColor(self._small, cv2.COLOR_BGR2GRAY, dst=self._grey)
+            else:
+                cv2.cvtColor(out, cv2.COLOR_BGR2GRAY, dst=self._grey)
+        finally:
+            out.fill(0)
+            if k > 1:
+                self._small.fill(0)
         return self._grey
 
     def measure(self, grey: npt.NDArray[np.uint8]) -> tuple[float, float]:
         """(sharpness, brightness) of a crop: the variance of its 4-neighbour Laplacian over the
         interior and its mean grey level. Same figures as ``quality.laplacian_variance`` and
         ``grey.mean()`` (a test checks), in three OpenCV calls instead of a dozen numpy ones.
-        The Laplacian, which still shows the face's edges, goes to zeroed scratch."""
-        self._dirty.append(self._lap)
-        cv2.Laplacian(grey, cv2.CV_32F, dst=self._lap, ksize=1)
-        _, std = cv2.meanStdDev(self._lap[1:-1, 1:-1])
+        The Laplacian, which still shows the face's edges, is zeroed before returning."""
+        try:
+            cv2.Laplacian(grey, cv2.CV_32F, dst=self._lap, ksize=1)
+            _, std = cv2.meanStdDev(self._lap[1:-1, 1:-1])
+        finally:
+            self._lap.fill(0)
         return float(std[0, 0]) ** 2, float(cv2.mean(grey)[0])
 
     def classify(self, grey: npt.NDArray[np.uint8]) -> tuple[tuple[str, float], ...]:

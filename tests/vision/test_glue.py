@@ -1,0 +1,58 @@
+"""The pipeline's cheap glue gives the very numbers of the code it replaced (same floats)."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from agent.vision.blazeface import Row, iou, weighted_nms_rows
+from agent.vision.detector import _shrink_steps
+from agent.vision.emotion import rotation_matrix
+
+
+def test_rotation_matrix_is_opencvs_float_for_float() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(20_000):
+        cx, cy = float(rng.uniform(0, 4000)), float(rng.uniform(0, 3000))
+        angle = math.degrees(math.atan2(rng.uniform(-50, 50), rng.uniform(1, 300)))
+        scale = 128 / float(rng.uniform(10, 2000))
+        expected = cv2.getRotationMatrix2D((cx, cy), angle, scale).tolist()
+        assert rotation_matrix(cx, cy, angle, scale) == expected
+
+
+def reference_nms(
+    rows: list[Row], scores: list[float], threshold: float, max_out: int
+) -> list[tuple[Row, float]]:
+    """The weighted NMS as first written: one sum() per coordinate."""
+    order = sorted(range(len(scores)), key=scores.__getitem__, reverse=True)
+    out: list[tuple[Row, float]] = []
+    while order and len(out) < max_out:
+        top = rows[order[0]]
+        members = [i for i in order if iou(top, rows[i]) > threshold]
+        order = [i for i in order if iou(top, rows[i]) <= threshold]
+        total = sum(scores[i] for i in members)
+        blended = [sum(scores[i] * rows[i][j] for i in members) / total for j in range(len(top))]
+        out.append((blended, scores[members[0]]))
+    return out
+
+
+def test_weighted_nms_gives_the_reference_floats() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        n = int(rng.integers(1, 40))
+        xy = rng.uniform(0, 0.8, (n, 2))
+        wh = rng.uniform(0.05, 0.3, (n, 2))
+        rows = [[*p, *(p + s), *rng.uniform(0, 1, 12)] for p, s in zip(xy, wh, strict=True)]
+        rows = [[float(v) for v in r] for r in rows]
+        scores = [float(s) for s in rng.uniform(0.5, 1.0, n)]
+        assert weighted_nms_rows(rows, scores, 0.3, 5) == reference_nms(rows, scores, 0.3, 5)
+
+
+def test_resize_steps_halve_then_reach_twice_the_size_then_halve() -> None:
+    assert _shrink_steps(640, 360, 192, 108) == [(320, 180), (384, 216), (192, 108)]
+    assert _shrink_steps(1280, 720, 192, 108) == [(640, 360), (320, 180), (384, 216), (192, 108)]
+    assert _shrink_steps(384, 216, 192, 108) == [(192, 108)]
+    assert _shrink_steps(192, 108, 192, 108) == []
+    assert _shrink_steps(100, 50, 192, 96) == [(192, 96)]  # smaller than the input: one bilinear step
