@@ -7,8 +7,28 @@ whole (purge.py); ``verify_log`` (verify.py, with the promises in invariants.py)
 report (report.py) are the auditor's side. Pure logic: no camera, model or MQTT import.
 """
 
-from agent.audit.log import AuditLog
-from agent.audit.note import SignedCheckpoint
-from agent.audit.settings import AuditSettings
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agent.audit.log import AuditLog
+    from agent.audit.note import SignedCheckpoint
+    from agent.audit.settings import AuditSettings
 
 __all__ = ["AuditLog", "AuditSettings", "SignedCheckpoint"]
+
+_LAZY = {
+    "AuditLog": "agent.audit.log",
+    "SignedCheckpoint": "agent.audit.note",
+    "AuditSettings": "agent.audit.settings",
+}
+"""Imported on first use: ``agent.config`` reads ``agent.audit.settings``, and loading the log
+(cryptography, about 10 MB resident) there would weigh on every command, ``bench`` included."""
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
