@@ -29,8 +29,11 @@ lint: setup
 test: setup media lint
 	$(VENV)/bin/pytest -q
 
+# Issue 2's figures on the built-in clip, then float/int8 x ungated/gated on the demo clip.
 bench: setup media
-	$(VENV)/bin/emotion-agent bench
+	$(VENV)/bin/emotion-agent --log-level WARNING bench
+	@test -f samples/lobby.mp4 || $(PY) tools/make_sample.py --out samples/lobby.mp4
+	$(VENV)/bin/emotion-agent bench --compare samples/lobby.mp4
 
 # Not part of `make test`: needs root, debootstrap and qemu-user-static (docs/installing.md).
 arm64-smoke: setup media

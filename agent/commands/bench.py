@@ -22,10 +22,11 @@ from typing import Any
 
 import cv2
 import numpy as np
+from pydantic import ValidationError
 
 from agent.clock import SystemClock
 from agent.config import VisionConfig, load_config
-from agent.errors import SourceError
+from agent.errors import InputError, SourceError
 from agent.frame import Frame, Pixels
 from agent.privacy.lease import LifetimeRecorder, lease
 from agent.vision.pipeline import VisionPipeline
@@ -36,19 +37,37 @@ ASTRONAUT = ROOT / ".cache" / "media" / "astronaut.png"
 SAMPLES = ROOT / "samples"
 CLIP_SIZE = (640, 360)
 CLIP_FRAMES = 4
+DEFAULT_FRAMES = 300
 MAX_DECODED_BYTES = 16 << 20
 """Decoded frames kept for the timing loop (then cycled), so the bench's own memory stays small."""
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("bench", help="measure model invoke times, pipeline fps, frame lifetime, RSS")
-    p.add_argument("source", nargs="?", help="video, image, folder or camera; default: built-in clip")
+    p = sub.add_parser(
+        "bench",
+        help="measure model invoke times, pipeline fps, frame lifetime, RSS; --compare: float/int8 x gating",
+    )
+    p.add_argument(
+        "source", nargs="?",
+        help="video, image, folder or camera; default: built-in clip (--gating/--compare: samples/lobby.mp4)",
+    )
     p.add_argument("-c", "--config", help="take the vision section from this config")
-    p.add_argument("--frames", type=int, default=300, help="frames to time (default 300)")
+    p.add_argument("--frames", type=int, help="frames to time (default 300; --gating/--compare: whole clip)")
     p.add_argument("--threads", type=int, help="override vision.threads")
     p.add_argument("--detector", choices=["short_range", "full_range"], help="override vision.detector")
     p.add_argument("--precision", choices=["float", "int8", "auto"], help="override vision.precision")
-    p.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    p.add_argument(
+        "--gating", choices=["off", "on"],
+        help="run the clip through the service's vision stage, gate off (plain) or on (vision.gating)",
+    )
+    p.add_argument(
+        "--emotion-every", type=int, metavar="N", help="gate on: override vision.gating.emotion_every_frames"
+    )
+    p.add_argument(
+        "--compare", action="store_true",
+        help="float and int8, each ungated and gated, one process each; one table",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object (--compare: a list) instead of text")
     p.set_defaults(func=run)
 
 
@@ -220,20 +239,32 @@ def vision_config(args: argparse.Namespace) -> VisionConfig:
         updates["detector"] = args.detector
     if args.precision is not None:
         updates["precision"] = args.precision
-    return VisionConfig.model_validate({**cfg.model_dump(), **updates})
+    if args.emotion_every is not None:
+        updates["gating"] = {**cfg.gating.model_dump(), "emotion_every_frames": args.emotion_every}
+    try:
+        return VisionConfig.model_validate({**cfg.model_dump(), **updates})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise InputError(f"bench: vision.{where}: {first['msg']}") from exc
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.frames < 1:
+    if args.frames is not None and args.frames < 1:
         raise SourceError(f"--frames must be at least 1 (found {args.frames})")
     cfg = vision_config(args)
+    if args.compare or args.gating:
+        from agent.commands import bench_clip  # noqa: PLC0415 - the stage and camera only here
+
+        return bench_clip.run(args, cfg)
+    frames_wanted = args.frames or DEFAULT_FRAMES
     rss_before = peak_rss_mb()
     pipeline = VisionPipeline.from_config(cfg)
     source = args.source or default_source()
-    frames = decode_source(source, args.frames) if source else builtin_clip(args.frames)
+    frames = decode_source(source, frames_wanted) if source else builtin_clip(frames_wanted)
     try:
         label = source or "built-in astronaut clip"
-        result = bench(pipeline, frames, args.frames, label, cfg, rss_before=rss_before)
+        result = bench(pipeline, frames, frames_wanted, label, cfg, rss_before=rss_before)
     finally:
         for f in frames:
             f.fill(0)

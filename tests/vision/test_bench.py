@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,3 +70,76 @@ def test_bench_refuses_zero_frames(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_bench(capsys, "--frames", "0")
     assert code == 2
     assert "--frames must be at least 1 (found 0)" in err
+
+
+CLIP_FIELDS = {
+    "fps", "ms_per_frame", "detect_ms", "emotion_ms", "glue_ms", "detector_runs", "frames", "emotion_reads",
+    "emotion_reused", "budget_dropped", "cpu_s_per_video_min", "peak_rss_mb", "video_seconds",
+}
+
+
+def check_clip_result(r: dict[str, Any], frames: int) -> None:
+    assert set(r) >= CLIP_FIELDS
+    assert r["frames"] == frames
+    assert r["frame_size"] == "640x360"
+    assert r["video_seconds"] == pytest.approx(frames / 5)  # the demo clip runs at 5 fps
+    parts = r["detect_ms"] + r["emotion_ms"] + r["glue_ms"]
+    assert r["ms_per_frame"] == pytest.approx(parts, abs=0.01)
+    assert r["fps"] == pytest.approx(1000 / r["ms_per_frame"], rel=0.02)
+    assert 0 < r["detector_runs"] <= frames
+    assert r["budget_dropped"] == 0  # a few ms per frame against 200 ms of video per frame
+    assert r["cpu_s_per_video_min"] > 0
+    assert 20 < r["peak_rss_mb"] < 2000
+
+
+def test_bench_gating_runs_the_clip_through_the_services_stage(
+    capsys: pytest.CaptureFixture[str], sample_clip: Path
+) -> None:
+    """35 frames: the empty lobby (0-4 s), then the astronaut walking in and across."""
+    code, out, _ = run_bench(capsys, str(sample_clip), "--gating", "on", "--frames", "35", "--json")
+    assert code == 0
+    r = json.loads(out)
+    check_clip_result(r, 35)
+    assert r["gating"] == "on"
+    assert r["precision"] == "float"
+    assert r["detector_runs"] < 35  # the static empty lobby skips the detector
+    assert r["faces"] > 0
+    assert r["emotion_reads"] > 0
+    assert r["detect_invoke_ms"] > r["emotion_invoke_ms"] > 0
+
+
+def test_bench_compare_prints_float_int8_gated_ungated_side_by_side(
+    capsys: pytest.CaptureFixture[str], sample_clip: Path
+) -> None:
+    """Each variant runs in a child process; 60 frames reach the group of six."""
+    code, out, _ = run_bench(capsys, str(sample_clip), "--compare", "--frames", "60", "--json")
+    assert code == 0
+    rows = json.loads(out)
+    assert [(r["precision"], r["gating"]) for r in rows] == [
+        ("float", "off"), ("float", "on"), ("int8", "off"), ("int8", "on")
+    ]
+    for r in rows:
+        check_clip_result(r, 60)
+    for ungated, gated in (rows[0:2], rows[2:4]):
+        assert ungated["detector_runs"] == 60
+        assert gated["detector_runs"] < 60
+        assert gated["faces"] == ungated["faces"]  # skipped frames are frames without anyone
+        assert ungated["emotion_reused"] == 0
+
+    code, out, _ = run_bench(capsys, str(sample_clip), "--compare", "--frames", "3", "--emotion-every", "5")
+    assert code == 0
+    for head in ("precision", "gate", "fps", "ms/frame", "detect", "emotion", "glue", "detector calls",
+                 "emotion reads/reused", "CPU s/min video", "peak RSS MB", "emotion_every_frames 5"):
+        assert head in out
+    assert len([line for line in out.splitlines() if line.lstrip().startswith(("float", "int8"))]) == 4
+
+
+def test_bench_compare_without_the_demo_clip_says_how_to_make_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from agent.commands import bench_clip  # noqa: PLC0415
+
+    monkeypatch.setattr(bench_clip, "DEMO_CLIP", tmp_path / "samples" / "lobby.mp4")
+    code, _, err = run_bench(capsys, "--compare")
+    assert code == 2
+    assert "lobby.mp4 is missing: run `make demo` or `python tools/make_sample.py`" in err
