@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -71,6 +70,8 @@ class ClipResult:
     cpu_s_per_video_min: float
     """Process CPU seconds spent in the stage, per minute of the clip's own time."""
     peak_rss_mb: float
+    anon_rss_mb: float
+    """Anonymous RSS at the end (see ``bench.BenchResult.anon_rss_mb``)."""
 
 
 def gating_settings(base: GatingSettings, gating: str) -> GatingSettings:
@@ -125,6 +126,7 @@ def run_clip(cfg: VisionConfig, source: str, gating: str, limit: int) -> ClipRes
     """Up to ``limit`` frames of ``source`` through a fresh ``VisionStage``."""
     from agent.camera.base import SourceOptions, open_source  # noqa: PLC0415
     from agent.clock import SystemClock  # noqa: PLC0415
+    from agent.commands.bench import anon_rss_mb, peak_rss_mb  # noqa: PLC0415
     from agent.vision.pipeline import VisionPipeline  # noqa: PLC0415
     from agent.vision.runtime import record_invokes  # noqa: PLC0415
     from agent.vision.stage import VisionStage  # noqa: PLC0415
@@ -169,7 +171,8 @@ def run_clip(cfg: VisionConfig, source: str, gating: str, limit: int) -> ClipRes
         emotion_reused=counters.emotion_reused, budget_dropped=counters.budget_dropped,
         faces=totals.faces,
         cpu_s_per_video_min=round(totals.cpu / video_s * 60.0, 3) if video_s > 0 else 0.0,
-        peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
+        peak_rss_mb=round(peak_rss_mb(), 1),
+        anon_rss_mb=round(anon_rss_mb(), 1),
     )
 
 
@@ -225,6 +228,7 @@ COLUMNS = (
     ("emotion reads/reused", "{emotion_reads}/{emotion_reused}"),
     ("CPU s/min video", "{cpu_s_per_video_min:.2f}"),
     ("peak RSS MB", "{peak_rss_mb:.1f}"),
+    ("anon MB", "{anon_rss_mb:.1f}"),
 )
 
 

@@ -35,6 +35,7 @@ def test_bench_on_the_builtin_clip_reports_invokes_fps_ratio_lifetimes_and_rss(
     assert 0 < r["lifetime_p50_ms"] <= r["lifetime_p99_ms"]
     # ru_maxrss is the process's peak: earlier tests in the same process may have set it
     assert 20 < r["rss_before_vision_mb"] <= r["peak_rss_mb"] < 2000
+    assert 0 < r["anon_rss_mb"] < r["peak_rss_mb"]
 
 
 def test_bench_text_output_names_each_figure(capsys: pytest.CaptureFixture[str]) -> None:
@@ -90,6 +91,7 @@ def check_clip_result(r: dict[str, Any], frames: int) -> None:
     assert r["budget_dropped"] == 0  # a few ms per frame against 200 ms of video per frame
     assert r["cpu_s_per_video_min"] > 0
     assert 20 < r["peak_rss_mb"] < 2000
+    assert 0 < r["anon_rss_mb"] < r["peak_rss_mb"]
 
 
 def test_bench_gating_runs_the_clip_through_the_services_stage(
@@ -129,7 +131,8 @@ def test_bench_compare_prints_float_int8_gated_ungated_side_by_side(
     code, out, _ = run_bench(capsys, str(sample_clip), "--compare", "--frames", "3", "--emotion-every", "5")
     assert code == 0
     for head in ("precision", "gate", "fps", "ms/frame", "detect", "emotion", "glue", "detector calls",
-                 "emotion reads/reused", "CPU s/min video", "peak RSS MB", "emotion_every_frames 5"):
+                 "emotion reads/reused", "CPU s/min video", "peak RSS MB", "anon MB",
+                 "emotion_every_frames 5"):
         assert head in out
     assert len([line for line in out.splitlines() if line.lstrip().startswith(("float", "int8"))]) == 4
 
