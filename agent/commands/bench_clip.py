@@ -97,8 +97,15 @@ class _Totals:
 
 def _warm_up(pipeline: VisionPipeline, frame: Frame, totals: _Totals) -> None:
     """Analyse the first frame once untimed (first invokes set up their kernels), then forget
-    the invoke times it left; its pixels are zeroed by the timed pass's lease as usual."""
-    pipeline.analyze(frame.pixels)
+    the invoke times it left; its pixels are zeroed by the timed pass's lease as usual, or here
+    if the analysis fails."""
+    from agent.privacy.lease import zero  # noqa: PLC0415
+
+    try:
+        pipeline.analyze(frame.pixels)
+    except BaseException:
+        zero(frame.pixels)
+        raise
     totals.detect.clear()
     totals.emotion.clear()
     h, w = frame.pixels.shape[:2]
