@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from agent.audit.entries import Entry, decode_entry
 from agent.audit.note import key_id, raw_public_key, verifier_key
 from agent.audit.store import iter_lines, list_segments
-from agent.audit.verify import VerifyResult, summary_lines
+from agent.audit.verify import VerifyResult, summary_lines, unreadable
 from agent.crypto import kid_for
 from agent.errors import PayloadError
 
@@ -59,16 +59,27 @@ def _bin(ms: int) -> str:
 
 def collect(directory: Path) -> Stats:
     s = Stats()
-    for n, (_, path) in enumerate(list_segments(directory)):
-        for line in iter_lines(path):
-            try:
-                e = decode_entry(line)
-            except PayloadError:
-                continue  # verify reports it; the report shows what can be read
-            if n == 0 and e.kind == "segment" and e.index > 0:
-                _carried_over(s, e)
-            _add(s, e)
+    try:
+        segments = list_segments(directory)
+    except OSError as exc:
+        raise unreadable(directory, "audit folder", exc) from exc
+    for n, (_, path) in enumerate(segments):
+        try:
+            _collect_segment(s, path, first=n == 0)
+        except OSError as exc:  # changed since it was verified
+            raise unreadable(path, "audit segment", exc) from exc
     return s
+
+
+def _collect_segment(s: Stats, path: Path, first: bool) -> None:
+    for line in iter_lines(path):
+        try:
+            e = decode_entry(line)
+        except PayloadError:
+            continue  # verify reports it; the report shows what can be read
+        if first and e.kind == "segment" and e.index > 0:
+            _carried_over(s, e)
+        _add(s, e)
 
 
 def _carried_over(s: Stats, e: Entry) -> None:

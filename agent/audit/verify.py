@@ -24,7 +24,7 @@ from agent.audit.merkle import CompactRange, leaf_hash, root_of
 from agent.audit.note import SIG_PREFIX, NoteError, SignedCheckpoint, open_checkpoint, split_notes
 from agent.audit.purge import seed_from
 from agent.audit.store import CHECKPOINTS_FILE, list_segments, read_segment, segment_name
-from agent.errors import PayloadError
+from agent.errors import InputError, PayloadError
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,10 @@ class _Verifier:
     def run(self, segments: Sequence[tuple[int, Path]]) -> None:
         previous: str | None = None
         for n, (first, path) in enumerate(segments):
-            seg = read_segment(path)
+            try:
+                seg = read_segment(path)
+            except OSError as exc:
+                raise unreadable(path, "audit segment", exc) from exc
             if seg.tail:
                 if n == len(segments) - 1:
                     self.r.partial = (
@@ -249,6 +252,12 @@ class _Verifier:
             raise PayloadError("its recorded right edge differs from the tree of the entries before it")
 
 
+def unreadable(path: Path, what: str, exc: OSError) -> InputError:
+    """A file of the log that cannot be read: the log could not be checked (exit 2), which is
+    not the same as checked and found bad (exit 1)."""
+    return InputError(f"{path}: cannot read the {what}: {exc.strerror or exc}")
+
+
 def verify_log(
     directory: str | Path,
     public_key: Ed25519PublicKey | Sequence[Ed25519PublicKey],
@@ -264,10 +273,17 @@ def verify_log(
         raise PayloadError(f"{root_dir}: not a directory (give the audit folder, e.g. state_dir/audit)")
     cp_path = root_dir / CHECKPOINTS_FILE
     if cp_path.exists():
-        result.checkpoints = load_notes(cp_path.read_bytes(), CHECKPOINTS_FILE, keys, result)
+        try:
+            data = cp_path.read_bytes()
+        except OSError as exc:
+            raise unreadable(cp_path, "checkpoints file", exc) from exc
+        result.checkpoints = load_notes(data, CHECKPOINTS_FILE, keys, result)
     for source, data in external:
         result.external += load_notes(data, source, keys, result)
-    segments = list_segments(root_dir)
+    try:
+        segments = list_segments(root_dir)
+    except OSError as exc:
+        raise unreadable(root_dir, "audit folder", exc) from exc
     result.segments = len(segments)
     if not segments:
         raise PayloadError(f"{root_dir}: no audit segments (segment-*.jsonl) found")

@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.audit import AuditLog, AuditSettings
+from agent.audit import report as report_module
 from agent.cli import main
 from agent.clock import FakeClock
 from agent.crypto import public_jwk
@@ -214,3 +215,64 @@ def test_pubkey_can_be_repeated_for_a_rotated_key(
     args = ["audit", "verify", str(exported / "audit"), "--pubkey", str(exported / "device.pub.jwk")]
     assert main(args) == 1
     assert main([*args, "--pubkey", str(exported / "new.jwk")]) == 0
+
+
+def _replace_with_a_folder(path: Path) -> None:
+    """An unreadable file that stays unreadable as root (chmod 000 does not stop root)."""
+    path.unlink()
+    path.mkdir()
+
+
+@pytest.mark.parametrize(
+    "name", ["segment-000000000000.jsonl", "segment-000000000010.jsonl", "checkpoints.log"]
+)
+@pytest.mark.parametrize("command", ["verify", "report"])
+def test_an_unreadable_log_file_cannot_be_checked_exit_2_one_line(
+    exported: Path, name: str, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 1 means "checked and found bad"; a file that cannot be read was not checked."""
+    _replace_with_a_folder(exported / "audit" / name)
+    args = ["audit", command, str(exported / "audit"), "--pubkey", str(exported / "device.pub.jwk")]
+    if command == "report":
+        args += ["-o", str(exported / "report.html")]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert re.fullmatch(
+        rf"emotion-agent: error: {re.escape(str(exported / 'audit' / name))}: cannot read the "
+        r"(audit segment|checkpoints file): Is a directory\n",
+        captured.err,
+    )
+    assert not (exported / "report.html").exists()
+
+
+def test_the_report_names_a_segment_that_became_unreadable_after_verification(
+    exported: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The report reads the segments a second time for its plots; that read is guarded too."""
+    real = report_module.collect
+
+    def collect_after_a_change(directory: Path) -> report_module.Stats:
+        _replace_with_a_folder(directory / "segment-000000000010.jsonl")
+        return real(directory)
+
+    monkeypatch.setattr(report_module, "collect", collect_after_a_change)
+    out = exported / "report.html"
+    args = ["audit", "report", str(exported / "audit"), "--pubkey", str(exported / "device.pub.jwk")]
+    assert main([*args, "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "segment-000000000010.jsonl: cannot read the audit segment: Is a directory" in err
+    assert not out.exists()
+
+
+def test_the_installed_command_prints_no_traceback_for_an_unreadable_segment(exported: Path) -> None:
+    _replace_with_a_folder(exported / "audit/segment-000000000000.jsonl")
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "audit", "verify", str(exported / "audit"),
+         "--pubkey", str(exported / "device.pub.jwk")],
+        capture_output=True, text=True, check=False, timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1
+    assert "Traceback" not in done.stderr
+    assert "segment-000000000000.jsonl: cannot read the audit segment: Is a directory" in done.stderr
