@@ -1,7 +1,8 @@
 """``verify``: check a stream of signed messages (JSON lines) the way a receiver should.
 
 Exit 0 only if every line passes; 1 if a message is rejected (signature, key, topic, time,
-replay, order) or a sequence gap is found; 2 if a line is malformed or the key cannot be used.
+replay, order) or a sequence gap is found; 2 if a line is malformed or the key or the
+``--state`` file cannot be used (read, or written back: a missing folder is refused up front).
 """
 
 from __future__ import annotations
@@ -67,7 +68,11 @@ def _lines(files: list[str]) -> Iterator[bytes]:
 def _load_state(verifier: Verifier, path: Path) -> None:
     try:
         text = path.read_bytes()
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
+        if not path.parent.is_dir():  # say so now, not after reading every message
+            raise InputError(
+                f"{path}: cannot write the verifier state: folder {path.parent} does not exist"
+            ) from exc
         return
     except OSError as exc:
         raise InputError(f"{path}: cannot read the verifier state: {exc.strerror}") from exc
@@ -119,7 +124,10 @@ def verify(args: argparse.Namespace) -> int:
         _report(number, result, sys.stdout)
     if args.state:
         text = json.dumps(verifier.export_state(), indent=1) + "\n"
-        write_atomic(Path(args.state), text.encode("utf-8"))
+        try:
+            write_atomic(Path(args.state), text.encode("utf-8"))
+        except OSError as exc:
+            raise InputError(f"{args.state}: cannot write the verifier state: {exc.strerror or exc}") from exc
     if not args.quiet:
         sys.stderr.write(
             f"verify: {sum(counts.values())} message(s): {counts['ok']} ok, {counts['rejected']} "

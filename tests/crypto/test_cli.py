@@ -208,3 +208,44 @@ def test_missing_key_exits_2_and_names_the_credentials_directory(
         f"emotion-agent: error: device.key: device private key not found (nor in $CREDENTIALS_DIRECTORY "
         f"{tmp_path / 'creds'}); create one with `emotion-agent keygen --out DIR`\n"
     )
+
+
+def test_state_file_in_a_missing_folder_exits_2_before_reading_any_message(
+    keys: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "nonexistent/dir/state.json"
+    path = _lines(tmp_path, "not json")  # read, it would print a line
+    assert _verify(keys, "--state", str(state), path) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        f"emotion-agent: error: {state}: cannot write the verifier state: "
+        f"folder {state.parent} does not exist\n"
+    )
+
+
+def test_state_file_that_cannot_be_written_exits_2_naming_it(
+    keys: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The folder exists but the file cannot be replaced (a folder is in the way of NAME.tmp);
+    chmod would not stop root, which the tests may run as."""
+    state = tmp_path / "state.json"
+    (tmp_path / "state.json.tmp").mkdir()
+    path = _lines(tmp_path, _signer(keys).sign("stats", TOPIC, {}))
+    assert _verify(keys, "--state", str(state), path) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"emotion-agent: error: {state}: cannot write the verifier state: ")
+    assert err.count("\n") == 1
+    assert not state.exists()
+
+
+def test_state_file_that_cannot_be_read_exits_2_naming_it(
+    keys: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "state.json"
+    state.mkdir()  # unreadable even as root
+    path = _lines(tmp_path, _signer(keys).sign("stats", TOPIC, {}))
+    assert _verify(keys, "--state", str(state), path) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"emotion-agent: error: {state}: cannot read the verifier state: Is a directory\n"
