@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from agent.errors import SourceError
+
 Pixels = npt.NDArray[np.uint8]
 
 
@@ -35,3 +37,18 @@ class Frame:
     @property
     def width(self) -> int:
         return int(self.pixels.shape[1])
+
+
+def check_pixels(pixels: Pixels) -> None:
+    """Refuse anything that is not a BGR uint8 H x W x 3 image."""
+    ok = isinstance(pixels, np.ndarray) and pixels.dtype == np.uint8 and pixels.ndim == 3
+    if not ok or pixels.shape[2] != 3:
+        shape = getattr(pixels, "shape", None)
+        dtype = getattr(pixels, "dtype", type(pixels).__name__)
+        raise SourceError(
+            f"the vision stage needs BGR uint8 H x W x 3 pixels, got shape {shape} dtype {dtype}"
+        )
+    if pixels.shape[0] < 2 or pixels.shape[1] < 2:
+        raise SourceError(
+            f"the frame is too small to analyse ({pixels.shape[1]} x {pixels.shape[0]} pixels)"
+        )

@@ -265,7 +265,7 @@ class Service:
             lifetimes_ms=self.recorder.drain().samples_ms,
         )
         self.health.camera(self.feed.state.value)
-        self.health.dropped(counters.dropped)
+        self.health.dropped((now.dropped - last.dropped) + (not admitted))  # not the fps limit's skips
         if not admitted:  # over the CPU budget: zeroed unseen, counted, the tracker left alone
             self.aggregator.add_frame(t, (), counters)
             return
@@ -321,6 +321,8 @@ class Service:
         change = self.gate.update()
         if change is None:
             return
+        if not change.capturing:
+            self.stage.pause()
         state = "capturing" if change.capturing else str(change.reason)
         self.notifier.status(f"camera {state}")
         self.publisher.publish("privacy", {"capturing": change.capturing, "reason": change.reason})

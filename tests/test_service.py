@@ -259,7 +259,7 @@ def test_privacy_flag_keeps_the_camera_closed_until_it_is_removed(tmp_path: Path
     """Privacy mode closes the source (nothing is captured), and each change is audited."""
     flag = tmp_path / "privacy.flag"
     flag.touch()
-    extra = f'policy: {{privacy_mode: {{flag_file: "{flag}"}}}}\n' + NO_GATE
+    extra = f'policy: {{privacy_mode: {{flag_file: "{flag}"}}}}\n'
     path = write_config(tmp_path, "scripted.mp4", extra=extra)
     clock = FakeClock(start=1_800_000_000.0)
     opened: list[ScriptedSource] = []
@@ -282,11 +282,13 @@ def test_privacy_flag_keeps_the_camera_closed_until_it_is_removed(tmp_path: Path
         service.step()
     assert len(opened) == 1
     assert pipeline.frames > 0
+    assert not service.stage.gate.is_zero()  # the change gate's reference thumbnail
     flag.touch()
     for _ in range(3):
         clock.advance(1.0)
         service.step()
     assert opened[0].closed, "privacy mode must close the camera, not just ignore its frames"
+    assert service.stage.gate.is_zero(), "nothing derived from the last frames may outlive the pause"
     frames_then = pipeline.frames
     for _ in range(5):
         clock.advance(1.0)

@@ -26,7 +26,8 @@ class HealthFigures:
 
     fps: float
     inference_ms: float
-    """Mean inference time per analysed frame over the horizon."""
+    """Mean vision-stage time per analysed frame over the horizon (frames the change gate let
+    skip the detector included: it falls in a static empty scene)."""
     drops: int
     """Frames dropped since start: the one-slot queue was full, or over the CPU budget."""
     camera_state: str

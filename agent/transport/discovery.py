@@ -13,7 +13,8 @@ Payload fields read here (written by the window aggregator, alert rules and heal
   per-mille}, null when the window is suppressed; ``body.valence_milli`` and
   ``body.arousal_milli`` (-1000..1000), null when suppressed.
 - ``alert`` (``AlertEvent.to_body``): ``body.rule`` and ``body.state`` (``raised``/``cleared``).
-- ``health`` (``HealthFigures.to_body`` merged with ``TransportHealth.to_body``):
+- ``health`` (``agent.records.health_body``: the meter's figures, camera and vision-stage totals,
+  the spool's state):
   ``body.fps_milli`` (frames per second × 1000), ``body.drops``, ``body.spool_backlog``.
 - ``audit/checkpoint``: the envelope's ``ts`` (ms since the epoch).
 - ``privacy_mode`` (retained): ``body.state`` ``ON`` or ``OFF``, the mode actually in force.

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from agent.frame import Pixels
 from agent.vision.settings import GatingSettings
@@ -46,26 +47,47 @@ class ChangeGate:
         self._small = np.zeros((*size, 3), np.uint8)
         self._current = np.zeros(size, np.uint8)
         self._reference = np.zeros(size, np.uint8)
+        self._diff = np.zeros(size, np.int16)
+        self._moved = np.zeros(size, np.bool_)
+        self._strided: Pixels = np.zeros((0, 0, 3), np.uint8)
+        """Every k-th pixel of a large frame: copied here, not into a buffer OpenCV would free
+        unzeroed, and zeroed before ``should_detect`` returns."""
         self._has_reference = False
         self._faces_present = False
         self._last_detect = -math.inf
         self.checks = 0
         self.skipped = 0
 
+    def _buffers(self) -> tuple[npt.NDArray[np.generic], ...]:
+        return (self._small, self._current, self._reference, self._diff, self._moved, self._strided)
+
     def _thumbnail(self, pixels: Pixels) -> None:
-        """Area-average a strided view (every k-th pixel, so at least 8 x 8 samples per cell
-        remain): a 1080p frame costs about what a 360p one does."""
+        """Area-average every k-th pixel (at least 8 x 8 samples per cell remain): a 1080p frame
+        costs about what a 360p one does."""
         w, h = self.settings.thumb_width, self.settings.thumb_height
         k = min(pixels.shape[1] // (w * 8), pixels.shape[0] // (h * 8))
-        src = pixels[::k, ::k] if k >= 3 else pixels  # a strided view is copied: worth it from 3
+        src = pixels
+        if k >= 3:  # the strided copy is worth it from 3
+            view = pixels[::k, ::k]
+            if self._strided.shape != view.shape:
+                self._strided = np.zeros(view.shape, np.uint8)
+            np.copyto(self._strided, view)
+            src = self._strided
         cv2.resize(src, (w, h), dst=self._small, interpolation=cv2.INTER_AREA)
         cv2.cvtColor(self._small, cv2.COLOR_BGR2GRAY, dst=self._current)
         self._small.fill(0)
+        self._strided.fill(0)
 
     def changed_cells(self) -> int:
-        """Cells of the current thumbnail more than ``pixel_delta`` away from the reference."""
-        diff = np.abs(self._current.astype(np.int16) - self._reference.astype(np.int16))
-        return int(np.count_nonzero(diff > self.settings.pixel_delta))
+        """Cells of the current thumbnail more than ``pixel_delta`` away from the reference
+        (in preallocated buffers: no temporary derived from the frame is left unzeroed)."""
+        np.subtract(self._current, self._reference, out=self._diff, dtype=np.int16)
+        np.abs(self._diff, out=self._diff)
+        np.greater(self._diff, self.settings.pixel_delta, out=self._moved)
+        moved = int(np.count_nonzero(self._moved))
+        self._diff.fill(0)
+        self._moved.fill(False)
+        return moved
 
     def should_detect(self, pixels: Pixels, now: float) -> bool:
         """True when the detector must run on this frame; ``now`` is monotonic seconds."""
@@ -90,14 +112,22 @@ class ChangeGate:
         self._faces_present = faces > 0
         self._last_detect = now
 
+    def end_frame(self) -> None:
+        """Zero the current frame's thumbnail once its decision is made (and recorded): between
+        frames only the reference is kept."""
+        self._current.fill(0)
+
     def close(self) -> None:
-        """Zero the thumbnails (they were derived from pixels) and forget the reference."""
-        for buf in (self._small, self._current, self._reference):
+        """Zero the thumbnails (they were derived from pixels) and forget the reference; the
+        gate can be used again and starts with a detection."""
+        for buf in self._buffers():
             buf.fill(0)
         self._has_reference = False
+        self._faces_present = False
+        self._last_detect = -math.inf
 
     def is_zero(self) -> bool:
-        return not any(np.any(b) for b in (self._small, self._current, self._reference))
+        return not any(np.any(b) for b in self._buffers())
 
 
 def iou(a: Box, b: Box) -> float:
@@ -130,12 +160,17 @@ class EmotionSchedule:
         self.read = 0
 
     def reuse(self, frame: int, box: Box) -> Probs | None:
-        self._readings = [r for r in self._readings if frame - r.frame < self.every]
+        # a frame index that went back (a reopened source starts at 0 again) voids every reading
+        self._readings = [r for r in self._readings if 0 <= frame - r.frame < self.every]
         best = max(self._readings, key=lambda r: iou(r.box, box), default=None)
         if best is None or iou(best.box, box) < self.min_iou:
             return None
         self.reused += 1
         return best.probs
+
+    def clear(self) -> None:
+        """Forget every reading (capture stopped: the next faces may be other people)."""
+        self._readings.clear()
 
     def remember(self, frame: int, box: Box, probs: Probs) -> None:
         self.read += 1

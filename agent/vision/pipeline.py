@@ -20,8 +20,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from agent.errors import BackendUnavailable, SourceError
-from agent.frame import Pixels
+from agent.errors import BackendUnavailable
+from agent.frame import Pixels, check_pixels
 from agent.vision.detector import FaceDetector
 from agent.vision.emotion import EmotionClassifier
 from agent.vision.manifest import ModelSpec, default_models_dir, model_spec
@@ -193,18 +193,3 @@ class VisionPipeline:
         self.clear()
         self.detector.model.close()
         self.classifier.model.close()
-
-
-def check_pixels(pixels: Pixels) -> None:
-    """Refuse anything that is not a BGR uint8 H x W x 3 image."""
-    ok = isinstance(pixels, np.ndarray) and pixels.dtype == np.uint8 and pixels.ndim == 3
-    if not ok or pixels.shape[2] != 3:
-        shape = getattr(pixels, "shape", None)
-        dtype = getattr(pixels, "dtype", type(pixels).__name__)
-        raise SourceError(
-            f"the vision stage needs BGR uint8 H x W x 3 pixels, got shape {shape} dtype {dtype}"
-        )
-    if pixels.shape[0] < 2 or pixels.shape[1] < 2:
-        raise SourceError(
-            f"the frame is too small to analyse ({pixels.shape[1]} x {pixels.shape[0]} pixels)"
-        )

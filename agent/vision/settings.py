@@ -34,5 +34,9 @@ class GatingSettings(Section):
     )
     cpu_budget: float = Field(
         1.0, gt=0, le=8, title="CPU share (cores) the vision stage may use",
-        description="Frames beyond it are dropped (counted); 1.0 = one core, 0.25 = a quarter of one.",
+        description=(
+            "Frames beyond it are dropped (counted); 1.0 = one core, 0.25 = a quarter of one. Measured"
+            " as the process's CPU time while a frame is analysed, so camera decoding or MQTT work at"
+            " the same moment counts too: the budget errs on the side of dropping."
+        ),
     )

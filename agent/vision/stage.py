@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import astuple, dataclass
 from typing import TYPE_CHECKING
 
-from agent.frame import Pixels
+from agent.frame import Pixels, check_pixels
 from agent.vision.gating import ChangeGate, EmotionSchedule, FrameBudget
 from agent.vision.observation import FaceObservation
 from agent.vision.settings import GatingSettings
@@ -81,17 +81,28 @@ class VisionStage:
     def analyze(self, pixels: Pixels, frame: int, now: float) -> list[FaceObservation]:
         """Faces of one admitted frame; an empty list when the gate found the scene unchanged
         and empty, which is what the detector would have said (docs/quantization.md)."""
+        check_pixels(pixels)  # before the gate's OpenCV calls: a bad frame is a SourceError
         c0 = self._cpu_time()
         self._frames += 1
         faces: list[FaceObservation] = []
-        if self.gate.should_detect(pixels, now):
-            self._detector_runs += 1
-            faces = self.pipeline.analyze(pixels, self.schedule, frame)
-            self.gate.record(len(faces), now)
-            if self.schedule is None:
-                self._emotion_reads += sum(1 for f in faces if f.probs is not None)
+        try:
+            if self.gate.should_detect(pixels, now):
+                self._detector_runs += 1
+                faces = self.pipeline.analyze(pixels, self.schedule, frame)
+                self.gate.record(len(faces), now)
+                if self.schedule is None:
+                    self._emotion_reads += sum(1 for f in faces if f.probs is not None)
+        finally:
+            self.gate.end_frame()
         self.budget.spent(self._cpu_time() - c0)
         return faces
+
+    def pause(self) -> None:
+        """Capture stopped (privacy mode, schedule): zero the gate's reference thumbnail and
+        forget the emotion readings, so nothing derived from the last frames outlives them."""
+        self.gate.close()
+        if self.schedule is not None:
+            self.schedule.clear()
 
     @property
     def counters(self) -> StageCounters:

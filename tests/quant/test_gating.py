@@ -140,6 +140,16 @@ def test_emotion_is_reused_for_a_still_face_and_reread_every_n_frames() -> None:
     assert (s.read, s.reused) == (1, 2)
 
 
+def test_a_frame_index_that_goes_back_voids_old_readings() -> None:
+    """A reopened source numbers its frames from 0 again: a reading of frame 10000 is not
+    reused for frame 5 of the next session."""
+    s = EmotionSchedule(every_frames=5, min_iou=0.6)
+    box = (0.4, 0.3, 0.1, 0.15)
+    s.remember(10_000, box, PROBS)
+    assert s.reuse(5, box) is None
+    assert s.reuse(0, box) is None
+
+
 def test_a_face_that_moves_or_grows_is_reread_at_once() -> None:
     s = EmotionSchedule(every_frames=10, min_iou=0.6)
     s.remember(0, (0.4, 0.3, 0.1, 0.15), PROBS)

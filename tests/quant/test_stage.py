@@ -3,10 +3,13 @@ for the pipeline and a scripted CPU clock."""
 
 from __future__ import annotations
 
+import tracemalloc
 from typing import Any, cast
 
 import numpy as np
+import pytest
 
+from agent.errors import SourceError
 from agent.vision.gating import ChangeGate, FrameBudget
 from agent.vision.observation import FaceObservation
 from agent.vision.pipeline import VisionPipeline
@@ -117,3 +120,45 @@ def test_a_replacing_stage_carries_the_totals_and_close_zeroes_the_gate() -> Non
     second.analyze(frame(100), 0, 0.0)
     assert second.counters == StageCounters(6, 2, 4, 0, 0, 0)
     assert ZERO_COUNTERS.plus(second.counters) == second.counters
+
+
+def test_only_the_reference_thumbnail_outlives_a_frame_and_a_pause_zeroes_it() -> None:
+    p = Pipeline()
+    s = stage(GatingSettings(emotion_every_frames=5), p)
+    s.analyze(frame(100), 0, 0.0)
+    assert s.gate._reference.any()
+    assert not s.gate._current.any()
+    assert not s.gate._small.any()
+    s.pause()  # privacy mode or the schedule closed the camera
+    assert s.gate.is_zero()
+    assert s.schedule is not None
+    assert s.schedule.reuse(1, FACE.box) is None
+    s.analyze(frame(100), 1, 0.2)
+    assert p.calls == 2, "after a pause the first frame is detected again"
+
+
+def test_a_malformed_frame_is_a_clear_source_error_before_the_gate_runs() -> None:
+    s = stage(GatingSettings(), Pipeline())
+    with pytest.raises(SourceError, match="BGR uint8"):
+        s.analyze(np.zeros((90, 160), np.uint8), 0, 0.0)
+    assert s.gate.is_zero()
+
+
+def test_a_large_frame_leaves_no_unzeroed_copy_on_the_heap() -> None:
+    """At 1080p the gate samples every k-th pixel: into its own buffer, zeroed after use, not
+    into a temporary that OpenCV or numpy would free unzeroed."""
+    gate = ChangeGate(GatingSettings())
+    big = np.full((1080, 1920, 3), 90, np.uint8)
+    gate.should_detect(big, 0.0)  # the first call sizes the sampling buffer
+    gate.record(0, 0.0)
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        gate.should_detect(big, 0.1)
+        gate.changed_cells()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak - base < 4096, f"{peak - base} bytes allocated while gating a 1080p frame"
+    assert not gate._strided.any()
+    assert gate._strided.shape[0] * gate._strided.shape[1] > 10_000  # the sampling path ran
