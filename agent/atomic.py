@@ -47,10 +47,13 @@ def append_durable(fd: int, data: bytes) -> None:
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data`` so that a crash leaves either the old or the new content.
 
-    The temporary file is ``path`` + ``.tmp`` (a leftover from a crash is overwritten next
-    time, and removed if this write fails); the result has exactly ``mode``."""
+    The temporary file is ``path`` + ``.tmp``: whatever is there (a leftover from a crash, or a
+    symlink someone planted) is unlinked and a new file created with O_EXCL | O_NOFOLLOW, so
+    the write never goes through a link to another file (if one reappears in between, the open
+    fails instead). It is removed if this write fails; the result has exactly ``mode``."""
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
         _fill(fd, data, mode)
         os.replace(tmp, path)

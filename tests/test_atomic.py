@@ -105,3 +105,21 @@ def test_append_durable_writes_everything_at_the_end(tmp_path: Path) -> None:
         os.close(fd)
     fsync_dir(tmp_path)
     assert log.read_bytes() == b"first\n" + b"second\n" * 100_000
+
+
+def test_a_symlink_planted_at_the_temp_path_is_replaced_never_written_through(tmp_path: Path) -> None:
+    """Whoever can write the folder must not make a state write clobber another file."""
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    victim.chmod(0o644)
+    missing = tmp_path / "created-through-a-dangling-link"
+    target = tmp_path / "state.json"
+    for points_at in (victim, missing):
+        (tmp_path / "state.json.tmp").symlink_to(points_at)
+        write_atomic(target, b"new")
+        assert victim.read_bytes() == b"precious"
+        assert mode_of(victim) == 0o644
+        assert not missing.exists()
+        assert not target.is_symlink()
+        assert target.read_bytes() == b"new"
+        assert not (tmp_path / "state.json.tmp").is_symlink()
