@@ -102,6 +102,7 @@ def test_an_installed_wheel_finds_its_models_without_config(wheel: Path, tmp_pat
         capture_output=True, text=True, check=True,
     ).stdout.strip()
     assert found["dir"] == str(Path(purelib) / "agent" / "_models")
+    assert (Path(found["dir"]) / "manifest.json").is_file()
     assert {(name, precision) for name, precision, _ in found["checked"]} >= {
         ("face_detection_short_range", "float"),
         ("face_detection_full_range", "float"),
@@ -121,9 +122,17 @@ def test_the_environment_variable_wins_over_the_checkout(
     assert default_models_dir() == ROOT / "models"
 
 
-def test_without_a_checkout_the_installed_copy_is_used(
+def test_a_models_folder_without_a_manifest_is_not_taken_for_a_checkout(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    """The installed-venv test above shows the real fallback (no checkout at all); this is the
+    other way to miss: a ``models/`` beside the package that holds no manifest."""
+    stray, installed = tmp_path / "models", tmp_path / "_models"
+    stray.mkdir()
+    (stray / "emotion_fer.tflite").write_bytes(b"not a checkout's models")
+    shutil.copytree(ROOT / "models", installed)
     monkeypatch.delenv(MODELS_ENV, raising=False)
-    monkeypatch.setattr(manifest, "checkout_models_dir", lambda: tmp_path / "no-checkout")
-    assert default_models_dir() == ROOT / "agent" / "_models"
+    monkeypatch.setattr(manifest, "checkout_models_dir", lambda: stray)
+    monkeypatch.setattr(manifest, "installed_models_dir", lambda: installed)
+    assert default_models_dir() == installed
+    assert manifest.model_spec(default_models_dir(), "emotion").path == installed / "emotion_fer.tflite"
