@@ -17,7 +17,10 @@ from typing import Any
 from agent.errors import ModelError
 
 MANIFEST_NAME = "manifest.json"
-REBUILD_HINT = "run `python tools/rebuild_models.py` to restore the vendored models"
+REBUILD_HINT = (
+    "restore the vendored models: in a source checkout run `python tools/rebuild_models.py`; "
+    "on an installed device reinstall the package (`sudo tools/install`, docs/installing.md)"
+)
 
 
 MODELS_ENV = "EMOTION_AGENT_MODELS"
