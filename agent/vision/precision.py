@@ -74,6 +74,10 @@ def quantize(values: F32, params: QuantParams, out: npt.NDArray[Any]) -> None:
 
 
 def dequantize(values: npt.NDArray[Any], params: QuantParams) -> F32:
+    """Real values of an integer output; a float output (a model quantized only inside, its
+    scale 0) is passed through as a copy instead of being multiplied to zeros."""
+    if np.issubdtype(values.dtype, np.floating):
+        return values.astype(np.float32, copy=True)
     return ((values.astype(np.float32) - params.zero_point) * params.scale).astype(np.float32)
 
 

@@ -42,6 +42,13 @@ def test_quantize_rounds_clips_and_dequantize_inverts_within_half_a_step() -> No
     assert back[-1] == (127 + 3) * 0.5
 
 
+def test_a_float_output_of_an_int8_input_model_is_passed_through_not_zeroed() -> None:
+    out = np.array([0.25, -1.5], np.float32)
+    back = dequantize(out, QuantParams(scale=0.0, zero_point=0, dtype=np.float32))
+    assert back.tolist() == [0.25, -1.5]
+    assert back is not out
+
+
 def test_manifest_int8_variant_has_its_own_file_and_hash_and_float_is_unchanged() -> None:
     f = model_spec(MODELS, "face_detection_full_range")
     q = model_spec(MODELS, "face_detection_full_range", precision="int8")
