@@ -31,6 +31,12 @@ class Frame:
     """Position in a file source (seconds from its start); None for live cameras."""
 
     @property
+    def stream_time(self) -> float:
+        """The video's own monotonic time (s): the position in a file, or the capture time of a
+        live camera. Never the wall clock, which may step back."""
+        return self.source_time if self.source_time is not None else self.captured_mono
+
+    @property
     def height(self) -> int:
         return int(self.pixels.shape[0])
 

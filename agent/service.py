@@ -247,7 +247,7 @@ class Service:
         """One frame: admitted by the CPU budget or dropped, then leased, analysed and zeroed.
         ``t`` places it in a window (wall time); ``vt`` is the video's own monotonic time."""
         t = self._now(frame)
-        vt = frame.source_time if frame.source_time is not None else frame.captured_mono
+        vt = frame.stream_time
         admitted = self.stage.admit(vt)
         started = self.clock.monotonic()
         faces = []

@@ -46,11 +46,6 @@ class RateGate:
         return True
 
 
-def stream_time(frame: Frame) -> float:
-    """Position in a file, or the monotonic capture time for a live camera."""
-    return frame.source_time if frame.source_time is not None else frame.captured_mono
-
-
 class FrameReader(Protocol):
     """What the consumer sees: an iterator of frames plus counters for health and audit."""
 
@@ -123,7 +118,7 @@ class PullReader:
     def __iter__(self) -> Iterator[Frame]:
         while (frame := self.source.read()) is not None:
             self.captured += 1
-            if not self.gate.admit(stream_time(frame)):
+            if not self.gate.admit(frame.stream_time):
                 zero(frame.pixels)
                 self.skipped += 1
                 continue
@@ -161,7 +156,7 @@ class Grabber:
                 if frame is None:
                     break
                 self.captured += 1
-                if not self.gate.admit(stream_time(frame)):
+                if not self.gate.admit(frame.stream_time):
                     zero(frame.pixels)
                     self.skipped += 1
                     continue

@@ -116,7 +116,7 @@ def _one_frame(stage: VisionStage, frame: Frame, totals: _Totals) -> None:
     """What the service does with a frame (without privacy zones), timed from admit to zeroing."""
     from agent.privacy.lease import lease  # noqa: PLC0415
 
-    now = frame.source_time if frame.source_time is not None else frame.captured_mono
+    now = frame.stream_time
     t0, c0 = time.perf_counter(), time.process_time()
     admitted = stage.admit(now)
     with lease(frame) as pixels:
