@@ -34,7 +34,8 @@ def int8_files() -> list[str]:
 
 def op_names(model_bytes: bytes) -> Counter[str]:
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(model_bytes))
-    return Counter(flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) for op in model.subgraphs[0].operators)
+    ops = model.subgraphs[0].operators
+    return Counter(flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) for op in ops)
 
 
 def delegate_partitions(model_bytes: bytes) -> int:
