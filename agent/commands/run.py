@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import load_config
+from agent.privacy.coredump import forbid_core_dumps
 
 
 def register(sub: Any) -> None:
@@ -19,6 +20,8 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Core dumps go off first, before a camera or a model can put a frame in memory."""
+    forbid_core_dumps()
     from agent.service import Service  # noqa: PLC0415 - keeps `--help` fast and model-free
 
     path = Path(args.config)
