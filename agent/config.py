@@ -7,14 +7,15 @@ rules are named ``verify_*`` functions that say which key, what was found and ho
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from agent import state_dir, strict_yaml
 from agent.analytics.settings import AlertRules, BaselineSettings, DpSettings, TrackerSettings
 from agent.audit.settings import AuditSettings
 from agent.camera.settings import CameraConfig as CameraConfig  # noqa: PLC0414 - re-export
@@ -148,6 +149,14 @@ class AgentConfig(Section):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     audit: AuditSettings = Field(default_factory=AuditSettings, title="Audit log checkpoints and segments")
 
+    @field_validator("state_dir")
+    @classmethod
+    def _own_folder(cls, value: Path) -> Path:
+        problem = state_dir.path_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
     @model_validator(mode="after")
     def _cross_field(self) -> AgentConfig:
         problems = [p for rule in CROSS_FIELD_RULES for p in rule(self)]
@@ -182,21 +191,6 @@ CROSS_FIELD_RULES: list[Callable[[AgentConfig], list[str]]] = [
 
 
 # --- loading ----------------------------------------------------------------------------------
-
-
-def _line_index(node: yaml.Node, path: tuple[str | int, ...] = ()) -> dict[tuple[str | int, ...], int]:
-    """Map each key path in a composed YAML tree to its 1-based line number."""
-    index = {path: node.start_mark.line + 1}
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = key_node.value
-            index[(*path, key)] = key_node.start_mark.line + 1
-            for sub, line in _line_index(value_node, (*path, key)).items():
-                index.setdefault(sub, line)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            index.update(_line_index(item, (*path, i)))
-    return index
 
 
 def _nearest_line(index: dict[tuple[str | int, ...], int], loc: tuple[str | int, ...]) -> int | None:
@@ -234,21 +228,17 @@ def format_validation_errors(
 
 
 def parse_config(text: str, source: str = "<config>") -> AgentConfig:
-    """Parse and validate YAML text; raise ConfigError listing every problem with its line."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
-        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    """Parse and validate YAML text; raise ConfigError listing every problem with its line.
+
+    The YAML is read by ``agent.strict_yaml`` (no aliases, no duplicate keys, bounded) and
+    validated strictly: a boolean is never an int, a string never a number."""
+    data, lines = strict_yaml.parse(text, source)
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the config must be a YAML mapping of keys to values")
     version = data.get("schema_version", SCHEMA_VERSION)
     data = migrate(data, version, source)
-    lines = _line_index(node) if node is not None else {}
     try:
-        return AgentConfig.model_validate(data)
+        return AgentConfig.model_validate_json(json.dumps(data), strict=True)
     except ValidationError as exc:
         problems = format_validation_errors(exc, lines, source)
         raise ConfigError(f"{source}: {len(problems)} problem(s) in the config", problems) from exc

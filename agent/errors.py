@@ -88,10 +88,8 @@ class TransportError(RuntimeFailure):
 
 
 def read_text(path: Path, what: str, error: type[InputError]) -> str:
-    """A UTF-8 file the user named; missing or unreadable, ``error`` says which file and ``what`` it is."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise error(f"{path}: {what} not found") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise error(f"{path}: cannot read the {what}: {exc}") from exc
+    """A UTF-8 file the user named: a regular file of at most 1 MiB (``agent.user_files``);
+    otherwise ``error`` says which file, ``what`` it is and what is wrong."""
+    from agent.user_files import read_user_text  # noqa: PLC0415 - user_files builds on this module
+
+    return read_user_text(path, what, error)

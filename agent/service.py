@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from agent import state_dir
 from agent.analytics.alerts import AlertEngine
 from agent.analytics.baseline import Baseline
 from agent.analytics.dp import BudgetAccountant, DiscreteLaplace
@@ -29,10 +30,11 @@ from agent.camera.base import SourceOptions, open_source
 from agent.camera.feed import CameraFeed, CameraState, FeedCounters, SourceOpener
 from agent.clock import Clock, SystemClock
 from agent.config import AgentConfig, load_config
-from agent.crypto import JSON, Signer, load_private_key, public_jwk
+from agent.crypto import JSON, Signer, public_jwk
 from agent.errors import EmotionAgentError
 from agent.outputs.base import Output
 from agent.outputs.factory import build_outputs
+from agent.preflight import check_files
 from agent.privacy.gate import CaptureGate
 from agent.privacy.lease import LifetimeRecorder, lease
 from agent.privacy.policy import policy_digest, require_allowed
@@ -111,8 +113,8 @@ class Service:
     def build(self) -> Service:
         cfg = self.cfg
         self.policy = require_allowed(cfg, site_today(cfg, self.clock))
-        cfg.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        key = load_private_key(cfg.keys.private_key)
+        key = check_files(cfg)  # every named file, read as check-config reads it
+        state_dir.prepare(cfg.state_dir)
         self.signer = Signer(cfg.device_id, key, cfg.state_dir, self.clock)
         self.audit = AuditLog.open(
             cfg.state_dir / "audit",

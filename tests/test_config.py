@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import load_config, parse_config
+from agent.crypto import generate_keypair
 from agent.errors import ConfigError
 
 MINIMAL = "schema_version: 1\ndevice_id: lobby-1\n"
@@ -96,8 +97,12 @@ def test_check_config_exits_2_without_traceback(tmp_path: Path) -> None:
 
 
 def test_check_config_accepts_a_good_file(tmp_path: Path) -> None:
+    generate_keypair(tmp_path / "keys")
     good = tmp_path / "good.yaml"
-    good.write_text(MINIMAL + "site: {jurisdiction: US, context: retail, purpose: analytics}\n")
+    good.write_text(
+        MINIMAL + "site: {jurisdiction: US, context: retail, purpose: analytics}\n"
+        f"keys: {{private_key: {tmp_path / 'keys' / 'device.key'}}}\nstate_dir: {tmp_path / 'state'}\n"
+    )
     proc = run_cli("check-config", "-c", str(good))
     assert proc.returncode == 0, proc.stderr
     assert "valid" in proc.stdout

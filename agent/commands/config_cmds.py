@@ -7,8 +7,10 @@ import json
 import sys
 from typing import Any
 
+from agent import state_dir
 from agent.config import json_schema as config_json_schema
 from agent.config import load_config
+from agent.preflight import check_files
 from agent.privacy.policy import require_allowed
 
 
@@ -21,9 +23,13 @@ def register(sub: Any) -> None:
 
 
 def check_config(args: argparse.Namespace) -> int:
-    """Schema first (every problem with its line), then the site policy the service enforces."""
+    """Schema first (every problem with its line), then the site policy the service enforces,
+    then the files the config names, read as ``run`` reads them (key, password, certificates)
+    and the state folder."""
     cfg = load_config(args.config)
     decision = require_allowed(cfg)
+    check_files(cfg)
+    state_dir.check(cfg.state_dir)
     print(f"{args.config}: valid (schema_version {cfg.schema_version}, device {cfg.device_id})")
     for note in decision.notes:
         print(f"  policy: {note}")

@@ -13,7 +13,6 @@ import binascii
 import hashlib
 import json
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from agent.atomic import write_new
 from agent.crypto.canonical import b64url_decode, b64url_encode
 from agent.errors import KeyFileError, PayloadError, read_text
+from agent.user_files import read_user_bytes
 
 MAX_KEY_FILE_BYTES = 64 * 1024
 PRIVATE_NAME = "device.key"
@@ -71,33 +71,12 @@ def public_from_jwk(jwk: Any, where: str) -> Ed25519PublicKey:
 
 
 def _read_private_file(path: Path) -> bytes:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError as exc:
-        creds = os.environ.get("CREDENTIALS_DIRECTORY")
-        where = f" (nor in $CREDENTIALS_DIRECTORY {creds})" if creds and len(path.parts) == 1 else ""
-        raise KeyFileError(
-            f"{path}: device private key not found{where}; create one with "
-            "`emotion-agent keygen --out DIR`"
-        ) from exc
-    except OSError as exc:
-        raise KeyFileError(f"{path}: cannot open the device private key: {exc.strerror}") from exc
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise KeyFileError(f"{path}: the device private key must be a regular file")
-        mode = stat.S_IMODE(info.st_mode)
-        if mode & 0o077:
-            raise KeyFileError(
-                f"{path}: device private key has mode {mode:04o}, readable beyond its owner; "
-                f"run `chmod 600 {path}` (mode & 0o077 must be 0)"
-            )
-        data = os.read(fd, MAX_KEY_FILE_BYTES + 1)
-    finally:
-        os.close(fd)
-    if len(data) > MAX_KEY_FILE_BYTES:
-        raise KeyFileError(f"{path}: {len(data)}+ bytes is too large for a PEM private key")
-    return data
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    where = f" (nor in $CREDENTIALS_DIRECTORY {creds})" if creds and len(path.parts) == 1 else ""
+    return read_user_bytes(
+        path, "device private key", KeyFileError, max_bytes=MAX_KEY_FILE_BYTES, readable_by="owner",
+        missing_hint=f"{where}; create one with `emotion-agent keygen --out DIR`",
+    )
 
 
 def _kind(key: object) -> str:

@@ -6,13 +6,14 @@ Paths in it are relative to the site file. ``agent`` holds any further agent con
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from agent.config import _line_index, format_validation_errors, is_valid_device_id
+from agent import strict_yaml
+from agent.config import format_validation_errors, is_valid_device_id
 from agent.errors import ConfigError, read_text
 from agent.settings_base import Section
 
@@ -96,17 +97,12 @@ def load_site(path: str | Path) -> SiteFile:
     """Read and validate a site file; ConfigError (exit 2) lists every problem with its line."""
     p = Path(path)
     text = read_text(p, "site file", ConfigError)
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+    data, lines = strict_yaml.parse(text, str(p))
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: the site file must be a YAML mapping of keys to values")
     try:
-        site = SiteFile.model_validate(data)
+        site = SiteFile.model_validate_json(json.dumps(data), strict=True)
     except ValidationError as exc:
-        lines = _line_index(node) if node is not None else {}
         problems = format_validation_errors(exc, lines, str(p))
         raise ConfigError(f"{p}: {len(problems)} problem(s) in the site file", problems) from exc
     return site.resolve(p.resolve().parent)

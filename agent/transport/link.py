@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import paho.mqtt.client as paho
 
 from agent.errors import ConfigError
+from agent.user_files import read_user_bytes
 
 
 class LinkState(StrEnum):
@@ -98,12 +99,21 @@ class PahoClient(paho.Client):
         return ssl_sock
 
 
+MAX_PASSWORD_BYTES = 4096
+
+
 def read_password(path: Path) -> str:
-    """The first line of ``mqtt.password_file``; the value is never logged."""
+    """The first line of ``mqtt.password_file``: a regular file of at most 4 KiB that others
+    cannot read (owner, or a root-owned file shared with the service group); never logged."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"mqtt.password_file {path}: cannot read it ({exc.__class__.__name__})") from exc
+        data = read_user_bytes(
+            path, "password file", ConfigError, max_bytes=MAX_PASSWORD_BYTES, readable_by="group"
+        )
+        text = data.decode("utf-8")
+    except ConfigError as exc:
+        raise ConfigError(f"mqtt.password_file {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"mqtt.password_file {path}: the password is not UTF-8 text") from None
     lines = text.splitlines()
     if not lines or not lines[0]:
         raise ConfigError(f"mqtt.password_file {path}: the file is empty; put the password on line 1")

@@ -6,12 +6,45 @@ reconnects, the offline spool and Home Assistant discovery, each with a safe def
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from agent.settings_base import Section
+
+MAX_TOPIC_PREFIX = 128
+
+
+def topic_problem(topic: str) -> str | None:
+    """Why ``topic`` cannot prefix topics the agent publishes to and subscribes under, or None.
+
+    MQTT forbids wildcards (+ #) and NUL in topic names; a leading ``$`` is the broker's own
+    space; empty levels (a leading, trailing or double /) make topics no one subscribes to."""
+    if not topic:
+        return "must not be empty"
+    if len(topic.encode("utf-8", "surrogatepass")) > MAX_TOPIC_PREFIX:
+        return f"longer than {MAX_TOPIC_PREFIX} bytes"
+    bad = sorted({c for c in topic if c in "+#\0" or ord(c) < 0x20 or 0xD800 <= ord(c) <= 0xDFFF})
+    if bad:
+        shown = ", ".join(repr(c) for c in bad)
+        return f"contains {shown}; MQTT wildcards (+ #) and control characters are not allowed in a topic"
+    if topic.startswith("$"):
+        return "must not start with $ (reserved for the broker, e.g. $SYS)"
+    if topic.startswith("/") or topic.endswith("/") or "//" in topic:
+        return "has an empty level (a leading, trailing or double /)"
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (names are not resolved: DNS may lie)."""
+    if host.lower().rstrip(".") in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class TlsConfig(Section):
@@ -73,6 +106,26 @@ class MqttConfig(Section):
         description="expire_after = this × analytics.window_seconds, so a stale value never "
         "shows as current.",
     )
+
+    @field_validator("base_topic", "discovery_prefix")
+    @classmethod
+    def _topic_name(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            problem = topic_problem(value)
+            if problem:
+                raise ValueError(f"mqtt.{info.field_name} {value!r}: {problem}")
+        return value
+
+    @model_validator(mode="after")
+    def _no_clear_text_password(self) -> MqttConfig:
+        """A password sent without TLS can be read by anyone on the path; only loopback is safe."""
+        clear = self.password_file is not None and self.tls is None
+        if self.enabled and clear and not is_loopback(self.host):
+            raise ValueError(
+                f"mqtt.password_file: the password would cross the network in clear text to "
+                f"mqtt.host {self.host!r} (no mqtt.tls); set mqtt.tls, or use a broker on this device"
+            )
+        return self
 
     @model_validator(mode="after")
     def _verify_reconnect_range(self) -> MqttConfig:

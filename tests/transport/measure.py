@@ -36,6 +36,7 @@ def drain_rate(folder: Path, n: int) -> tuple[float, float]:
     pki = make_pki(folder / "pki", clients=("bench",))
     broker = Broker(folder / "broker", pki=pki, users={"bench": "pw"}, acl=ACL_PER_DEVICE)
     (folder / "pw").write_text("pw")
+    (folder / "pw").chmod(0o600)
     cert, key = pki.clients["bench"]
     cfg = MqttConfig(host=broker.host, port=broker.port, username="bench", password_file=folder / "pw",
                      tls=TlsConfig(ca=pki.ca, cert=cert, key=key), reconnect_min_seconds=1,

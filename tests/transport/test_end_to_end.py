@@ -23,6 +23,7 @@ def write_config(tmp: Path, broker: Broker, clip: Path) -> Path:
     assert broker.pki is not None
     generate_keypair(tmp / "keys")
     (tmp / "mqtt.password").write_text("e2e-secret\n")
+    (tmp / "mqtt.password").chmod(0o600)
     cert, key = broker.pki.clients[DEVICE]
     path = tmp / "agent.yaml"
     path.write_text(f"""schema_version: 1

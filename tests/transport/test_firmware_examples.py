@@ -52,6 +52,7 @@ def device(
 ) -> MqttOutput:
     pw = tmp_path / f"{name}.pw"
     pw.write_text(password)
+    pw.chmod(0o600)
     crt, key = pki.clients[name] if cert else (None, None)
     cfg = MqttConfig(host=broker.host, port=broker.port, username=name, password_file=pw,
                      tls=TlsConfig(ca=pki.ca, cert=crt, key=key), reconnect_max_seconds=1)

@@ -54,6 +54,7 @@ def settings(broker: Broker, tmp_path: Path, *, cert: str = DEVICE, **over: Any)
     assert broker.pki is not None
     pw = tmp_path / "mqtt.password"
     pw.write_text(over.pop("password", PASSWORD) + "\n")
+    pw.chmod(0o600)
     crt, key = broker.pki.clients[cert]
     values: dict[str, Any] = {
         "host": broker.host,
