@@ -29,6 +29,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent import __version__
 from agent.clock import Clock
+from agent.crypto.keys import public_from_jwk
 from agent.errors import ConfigError
 from agent.transport.commands import Command, CommandParser
 from agent.transport.discovery import DiscoverySpec, encode_discovery
@@ -40,6 +41,7 @@ from agent.transport.link import (
     explain,
     read_password,
 )
+from agent.transport.rowcheck import RowCheck
 from agent.transport.sender import SpoolSender
 from agent.transport.settings import MqttConfig
 from agent.transport.spool import DropReport, Spool
@@ -112,9 +114,11 @@ class MqttOutput:
             MQTTProtocolVersion.MQTTv5
         )
         self._client: PahoClient | None = None
+        own_key = public_from_jwk(dict(public_key), "public_key") if public_key is not None else None
+        rows = RowCheck(self.base_topic, device_id, own_key)
         self._sender = SpoolSender(
             self._spool, settings.max_inflight, self._connected, lambda: self._client,
-            each_round=self._maybe_fall_back,
+            each_round=self._maybe_fall_back, check=rows.check,
         )
 
     @classmethod

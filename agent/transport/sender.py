@@ -18,7 +18,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.transport.spool import Spool
+from agent.transport.spool import Spool, SpoolItem
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ class SpoolSender:
         *,
         each_round: Callable[[], None] = lambda: None,
         retention_every_s: float = RETENTION_EVERY_S,
+        check: Callable[[SpoolItem], str | None] = lambda _item: None,
     ) -> None:
         self._spool = spool
         self._max_inflight = max_inflight
@@ -52,6 +53,8 @@ class SpoolSender:
         self._retention_every_s = retention_every_s
         self._last_retention = time.monotonic()
         self._thread: threading.Thread | None = None
+        self._check = check
+        self._last_failure: str | None = None
 
     def start(self) -> None:
         self._stopping.clear()
@@ -90,8 +93,13 @@ class SpoolSender:
                 self._each_round()
                 self._retention()
                 self._submit()
-            except Exception:
-                logger.exception("MQTT sender failed a round; it retries")
+            except Exception as exc:  # a full disk, a locked database: one line, said once
+                failure = f"{exc.__class__.__name__}: {exc}"
+                if failure != self._last_failure:
+                    logger.error("MQTT sender: %s; it retries every 0.5 s", failure)  # noqa: TRY400 - one line, no traceback
+                self._last_failure = failure
+            else:
+                self._last_failure = None
             self._wake.wait(0.5)
         self._apply_acks()
 
@@ -124,7 +132,16 @@ class SpoolSender:
         if room <= 0:
             return
         for item in self._spool.pending(after_id=self._last_submitted, limit=room):
-            info = client.publish(item.topic, item.payload, qos=1, retain=item.retain)
+            problem = self._check(item)
+            if problem is None:
+                try:
+                    info = client.publish(item.topic, item.payload, qos=1, retain=item.retain)
+                except (ValueError, TypeError) as exc:  # paho refuses the topic or payload
+                    problem = f"paho refused it: {exc}"
+            if problem is not None:
+                self._spool.quarantine(item.id, problem)
+                self._last_submitted = item.id
+                continue
             if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
                 return
             self._inflight[info.mid] = item.id

@@ -7,7 +7,10 @@ of the machine. Rows leave in three ways only, each of them counted:
 
 - :meth:`Spool.ack` after the broker acknowledged the message (delivered, not a drop);
 - retention: a row older than ``max_age_seconds`` (``retention.spool_days``);
-- the size cap: while the rows' bytes exceed ``max_bytes`` the oldest go first.
+- the size cap: while the rows' bytes exceed ``max_bytes`` the oldest go first;
+- quarantine: a row that must never be sent (not this device's topic, not signed by its key,
+  malformed) moves to the ``quarantine`` table (the last ``QUARANTINE_KEEP`` are kept for
+  inspection) instead of being retried forever.
 
 Every drop is reported through ``on_drop`` (the service routes it to the audit log) as a
 :class:`DropReport` that names no payload, only topics, counts and the time span.
@@ -30,7 +33,10 @@ from agent.errors import TransportError
 
 logger = logging.getLogger(__name__)
 
-DropReason = Literal["retention", "size_cap", "refused_by_broker"]
+DropReason = Literal["retention", "size_cap", "refused_by_broker", "quarantined"]
+
+QUARANTINE_KEEP = 100
+"""Quarantined rows kept for inspection; older ones are deleted (their drop is still counted)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spool (
@@ -39,6 +45,17 @@ CREATE TABLE IF NOT EXISTS spool (
     payload BLOB NOT NULL,
     retain INTEGER NOT NULL,
     created_ms INTEGER NOT NULL
+)
+"""
+
+_QUARANTINE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY,
+    topic BLOB,
+    payload BLOB,
+    created_ms INTEGER,
+    reason TEXT NOT NULL,
+    quarantined_ms INTEGER NOT NULL
 )
 """
 
@@ -122,6 +139,7 @@ class Spool:
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             db.execute("PRAGMA synchronous=FULL")
             db.execute(_SCHEMA)
+            db.execute(_QUARANTINE_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise TransportError(
                 f"{path}: cannot open the offline spool ({exc}); check that state_dir exists "
@@ -158,18 +176,29 @@ class Spool:
         except sqlite3.Error as exc:
             raise TransportError(f"{self.path}: cannot write to the offline spool: {exc}") from exc
         assert row_id is not None  # noqa: S101 - sqlite3 always sets it after an INSERT
-        self.enforce_limits()
+        try:
+            self.enforce_limits()
+        except sqlite3.Error as exc:  # the row is stored; the limits are applied next time
+            logger.warning("%s: spool limits not applied this time: %s", self.path, exc)
         return row_id
 
     def pending(self, after_id: int = 0, limit: int = 100) -> list[SpoolItem]:
-        """The oldest unacknowledged messages with an id above ``after_id``, in order."""
+        """The oldest unacknowledged messages with an id above ``after_id``, in order. A row
+        whose columns have the wrong types (written by something else) is quarantined."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, topic, payload, retain, created_ms FROM spool WHERE id > ? "
                 "ORDER BY id LIMIT ?",
                 (after_id, limit),
             ).fetchall()
-        return [SpoolItem(r[0], r[1], bytes(r[2]), bool(r[3]), r[4]) for r in rows]
+        items = []
+        for row in rows:
+            item = _item(row)
+            if isinstance(item, str):
+                self.quarantine(row[0], item)
+            else:
+                items.append(item)
+        return items
 
     def ack(self, item_id: int) -> bool:
         """Delete a message the broker acknowledged; False if it was already gone."""
@@ -180,6 +209,23 @@ class Spool:
     def drop(self, item_id: int, reason: DropReason) -> None:
         """Remove one message that can never be delivered (the broker refused it), counted."""
         self._purge(reason, "id = ?", (item_id,))
+
+    def quarantine(self, item_id: int, reason: str) -> None:
+        """Move a row that must never be sent out of the queue, keeping it for inspection."""
+        logger.error("spool row %d quarantined: %s", item_id, reason)
+        now = self._now_ms()
+        keep = (
+            "INSERT OR REPLACE INTO quarantine (id, topic, payload, created_ms, reason, quarantined_ms) "
+            "SELECT id, topic, payload, created_ms, ?, ? FROM spool WHERE id = ?",
+            (reason[:500], now, item_id),
+        )
+        self._purge("quarantined", "id = ?", (item_id,), before_delete=keep)
+        with self._lock:
+            self._db.execute(
+                "DELETE FROM quarantine WHERE id NOT IN "
+                "(SELECT id FROM quarantine ORDER BY quarantined_ms DESC, id DESC LIMIT ?)",
+                (QUARANTINE_KEEP,),
+            )
 
     def enforce_limits(self) -> list[DropReport]:
         """Drop messages past retention, then the oldest while over the size cap."""
@@ -209,7 +255,13 @@ class Spool:
                     break
         return int(last_id)
 
-    def _purge(self, reason: DropReason, where: str, args: tuple[int, ...]) -> DropReport | None:
+    def _purge(
+        self,
+        reason: DropReason,
+        where: str,
+        args: tuple[int, ...],
+        before_delete: tuple[str, tuple[object, ...]] | None = None,
+    ) -> DropReport | None:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -217,6 +269,8 @@ class Spool:
                     f"SELECT topic, LENGTH(payload), created_ms FROM spool WHERE {where}",  # noqa: S608 - fixed clauses
                     args,
                 ).fetchall()
+                if before_delete is not None:
+                    self._db.execute(*before_delete)
                 self._db.execute(f"DELETE FROM spool WHERE {where}", args)  # noqa: S608 - fixed clauses
                 self._db.execute("COMMIT")
             except sqlite3.Error:
@@ -224,13 +278,14 @@ class Spool:
                 raise
         if not rows:
             return None
+        times = [r[2] for r in rows if isinstance(r[2], int)] or [0]
         report = DropReport(
             reason=reason,
             count=len(rows),
-            bytes=sum(r[1] for r in rows),
-            topics=dict(Counter(r[0] for r in rows)),
-            oldest_ms=min(r[2] for r in rows),
-            newest_ms=max(r[2] for r in rows),
+            bytes=sum(r[1] or 0 for r in rows),
+            topics=dict(Counter(r[0] if isinstance(r[0], str) else "?" for r in rows)),
+            oldest_ms=min(times),
+            newest_ms=max(times),
         )
         self._dropped[reason] += report.count
         logger.warning(
@@ -254,3 +309,17 @@ class Spool:
                 "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0), MIN(created_ms) FROM spool"
             ).fetchone()
         return SpoolStats(backlog=count, bytes=size, oldest_ms=oldest, dropped=dict(self._dropped))
+
+
+def _item(row: tuple[object, ...]) -> SpoolItem | str:
+    """A row as a :class:`SpoolItem`, or why it cannot be one (the reason for quarantine)."""
+    row_id, topic, payload, retain, created = row
+    if not isinstance(topic, str) or not topic:
+        return f"topic is {type(topic).__name__}, not text"
+    if not isinstance(payload, bytes | str):
+        return f"payload is {type(payload).__name__}, not bytes"
+    if not isinstance(retain, int) or not isinstance(created, int):
+        return "retain or created_ms is not an integer"
+    data = payload.encode("utf-8", "surrogateescape") if isinstance(payload, str) else payload
+    assert isinstance(row_id, int)  # noqa: S101 - INTEGER PRIMARY KEY
+    return SpoolItem(row_id, topic, data, bool(retain), created)

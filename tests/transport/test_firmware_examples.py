@@ -78,8 +78,24 @@ def test_the_example_broker_keeps_each_device_inside_its_own_topics(
             wait_until(lambda: one.health().commands_accepted == 1, what="command from Home Assistant")
         finally:
             one.stop()
+        # The agent quarantines a foreign row itself; the broker must refuse it as well when a
+        # client holding lobby-1's credentials sends it directly.
+        raw = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="lobby-1", protocol=paho.MQTTv5)
+        raw.username_pw_set("lobby-1", "pw1")
+        raw.tls_set(ca_certs=str(pki.ca), certfile=str(pki.clients["lobby-1"][0]),
+                    keyfile=str(pki.clients["lobby-1"][1]))
+        raw.connect(broker.host, broker.port)
+        raw.loop_start()
+        try:
+            info = raw.publish("emotion-agent/lobby-2/stats", b"impersonation", qos=1)
+            info.wait_for_publish(5)
+            raw.publish("emotion-agent/lobby-1/stats", b"marker", qos=1).wait_for_publish(5)
+            wait_until(lambda: len(ha.on_topic("emotion-agent/lobby-1/stats")) >= 2, what="marker")
+        finally:
+            raw.disconnect()
+            raw.loop_stop()
     assert ha.on_topic("emotion-agent/lobby-2/stats") == []
-    assert [d.reason for d in drops] == ["refused_by_broker"]
+    assert [d.reason for d in drops] == ["quarantined"]
 
 
 @pytest.mark.slow

@@ -345,10 +345,30 @@ def test_a_message_the_acl_forbids_is_dropped_reported_and_does_not_block_the_re
         finally:
             out.stop()
     assert sub.on_topic("emotion-agent/other-device/stats") == []
+    # A row for another device's topic never reaches the broker: quarantined by the agent.
     assert [(d.reason, d.count, d.topics) for d in drops] == [
-        ("refused_by_broker", 1, {"emotion-agent/other-device/stats": 1})
+        ("quarantined", 1, {"emotion-agent/other-device/stats": 1})
     ]
     assert out.health().to_body()["spool_dropped"] == 1
+
+
+@pytest.mark.slow
+def test_a_message_the_broker_refuses_is_dropped_reported_and_does_not_block_the_rest(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """A base topic the ACL does not grant (a misconfigured device): PUBACK says not authorized."""
+    drops: list[DropReport] = []
+    cfg = settings(broker, tmp_path, base_topic="emotion-agent/other-device")
+    out = output(cfg, tmp_path / "state", on_drop=drops.append)
+    with dashboard(broker, ["emotion-agent/#"]) as sub:
+        out.start()
+        try:
+            out.publish("stats", b"refused")
+            wait_until(lambda: out.health().backlog == 0, what="spool emptied")
+        finally:
+            out.stop()
+    assert sub.on_topic("emotion-agent/other-device/stats") == []
+    assert [(d.reason, d.count) for d in drops] == [("refused_by_broker", 1)]
 
 
 CONNECTED_AGENT = """
