@@ -10,7 +10,8 @@
     │   └── BackendUnavailable     a selected backend (Coral, picamera2, ...) is not installed
     └── RuntimeFailure             exit 1: the environment failed while running
         ├── CameraLost             a camera that worked stopped delivering frames
-        └── TransportError         the broker or the spool failed
+        ├── TransportError         the broker or the spool failed
+        └── StorageError           the state folder refused a write (a full disk)
 
 Every message is written for a person: what is wrong, where, and what would fix it.
 Exceptions are chained with ``raise ... from`` so the cause survives in debug logs.
@@ -85,6 +86,10 @@ class CameraLost(RuntimeFailure):
 
 class TransportError(RuntimeFailure):
     """The MQTT broker or the offline spool failed."""
+
+
+class StorageError(RuntimeFailure):
+    """A file in the state folder could not be written (a full disk, a read-only mount)."""
 
 
 def read_text(path: Path, what: str, error: type[InputError]) -> str:
