@@ -2,7 +2,8 @@
 """Fetch the real test images, pinned by package version and sha256, into .cache/media.
 
 Faces: scikit-image's astronaut (NASA, public domain) and insightface's group photo t1.jpg
-(six people). Non-faces: scikit-image's cat, coffee, rocket, text, logo, page, horse and
+(six people), and insightface's tight 112 x 112 portrait Tom_Hanks_54745.png (robustness
+report, tight-crop recall). Non-faces: scikit-image's cat, coffee, rocket, text, logo, page, horse and
 motorbike, for measuring false detections.
 """
 
@@ -42,6 +43,8 @@ PINS = [
         "db18e9c4157617403c3537a6ba355dfeafe9a7eabb6b9b94cb33f6525dd49179", "motorcycle.png"),
     Pin(*INSIGHTFACE, "insightface/data/images/t1.jpg",
         "47f682e945b659f93a9e490b9c9c4a2a864abe64dace9e1a2893845ddfd69489", "group6.jpg"),
+    Pin(*INSIGHTFACE, "insightface/data/images/Tom_Hanks_54745.png",
+        "8545da294e8c7c79911169c3915fed8528f1960cd0ed99b92453788ca4275083", "tom_hanks.png"),
 ]
 
 

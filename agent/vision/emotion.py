@@ -17,6 +17,7 @@ import numpy.typing as npt
 from agent.frame import Pixels
 from agent.vision.manifest import ModelSpec
 from agent.vision.observation import Detection
+from agent.vision.quality import DENOISE_KSIZE
 from agent.vision.runtime import Model
 
 CROP = 64
@@ -47,6 +48,8 @@ class EmotionClassifier:
         self._small = np.zeros((CROP, CROP, 3), np.uint8)
         self._grey = np.zeros((CROP, CROP), np.uint8)
         self._lap = np.zeros((CROP, CROP), np.float32)
+        self._med = np.zeros((CROP, CROP), np.uint8)
+        self._norm = np.zeros((CROP, CROP), np.uint8)
         self._dirty: list[npt.NDArray[np.generic]] = []
 
     def align(self, pixels: Pixels, det: Detection) -> npt.NDArray[np.uint8]:
@@ -84,16 +87,34 @@ class EmotionClassifier:
         return self._grey
 
     def measure(self, grey: npt.NDArray[np.uint8]) -> tuple[float, float]:
-        """(sharpness, brightness) of a crop: the variance of its 4-neighbour Laplacian over the
-        interior and its mean grey level. Same figures as ``quality.laplacian_variance`` and
-        ``grey.mean()`` (a test checks), in three OpenCV calls instead of a dozen numpy ones.
-        The Laplacian, which still shows the face's edges, is zeroed before returning."""
+        """(sharpness, brightness) of a crop: ``quality.sharpness_index`` (edge detail of the
+        median-filtered crop relative to its contrast) and its mean grey level, with OpenCV (a
+        test checks they equal the numpy reference). The filtered crop and the Laplacian, which
+        still show the face's edges, are zeroed before returning."""
         try:
-            cv2.Laplacian(grey, cv2.CV_32F, dst=self._lap, ksize=1)
-            _, std = cv2.meanStdDev(self._lap[1:-1, 1:-1])
+            cv2.medianBlur(grey, DENOISE_KSIZE, dst=self._med)
+            cv2.Laplacian(self._med, cv2.CV_32F, dst=self._lap, ksize=1)
+            _, lap_std = cv2.meanStdDev(self._lap[1:-1, 1:-1])
+            _, med_std = cv2.meanStdDev(self._med)
         finally:
             self._lap.fill(0)
-        return float(std[0, 0]) ** 2, float(cv2.mean(grey)[0])
+            self._med.fill(0)
+        sharpness = 100.0 * float(lap_std[0, 0]) ** 2 / max(float(med_std[0, 0]) ** 2, 1.0)
+        return sharpness, float(cv2.mean(grey)[0])
+
+    def normalise(
+        self, grey: npt.NDArray[np.uint8], brightness: float, below: float
+    ) -> npt.NDArray[np.uint8]:
+        """A dark crop (mean grey under ``below``) blended half and half with its histogram-
+        equalised self, so the classifier sees the face's shape instead of near-black; other
+        crops unchanged. In the robustness report it turned 0 of 6 correct readings at light
+        x0.1 into 4 of 6, and it cannot touch a well-lit face (docs/vision.md)."""
+        if brightness >= below:
+            return grey
+        self._dirty.append(self._norm)
+        cv2.equalizeHist(grey, dst=self._norm)
+        cv2.addWeighted(grey, 0.5, self._norm, 0.5, 0.0, dst=self._norm)
+        return self._norm
 
     def classify(self, grey: npt.NDArray[np.uint8]) -> tuple[tuple[str, float], ...]:
         """(label, probability) over the manifest's labels, summing to 1."""
@@ -113,7 +134,7 @@ class EmotionClassifier:
         return tuple((label, round(v, 4)) for label, v in zip(self.labels, p, strict=True))
 
     def scratch(self) -> list[npt.NDArray[np.generic]]:
-        return [*self._work.values(), self._small, self._grey, self._lap]
+        return [*self._work.values(), self._small, self._grey, self._lap, self._med, self._norm]
 
     def clear(self) -> None:
         """Zero the crops written since the last call, and the model's input tensor."""

@@ -95,6 +95,7 @@ class VisionPipeline:
             min_brightness=q.min_brightness,
             max_brightness=q.max_brightness,
             max_yaw_degrees=q.max_yaw_degrees,
+            normalise_below=q.normalise_below,
         )
         logger.info(
             "vision models loaded",
@@ -163,7 +164,9 @@ class VisionPipeline:
         if quality.passed:
             probs = schedule.reuse(frame, det.box) if schedule is not None else None
             if probs is None:
-                probs = self.classifier.classify(grey)
+                probs = self.classifier.classify(
+                    self.classifier.normalise(grey, brightness, self.limits.normalise_below)
+                )
                 if schedule is not None:
                     schedule.remember(frame, det.box, probs)
         x, y, bw, bh = det.box
