@@ -285,3 +285,28 @@ def test_a_closed_pipeline_says_so(astronaut: Pixels) -> None:
     assert not any(b.any() for b in p.scratch())
     with pytest.raises(RuntimeFailure, match="model was closed"):
         p.analyze(astronaut.copy())
+
+
+def test_a_face_filling_a_still_is_found_on_a_padded_copy(pipeline: VisionPipeline, media: Path) -> None:
+    """insightface's tight 112 x 112 portrait: full range scores it under the threshold as it
+    is; a still is also searched with a black border, and the box maps back onto the face."""
+    portrait = read(media, "tom_hanks.png")
+    assert pipeline.analyze(portrait) == []
+    (face,) = pipeline.analyze(portrait, still=True)
+    x, y, w, h = face.box
+    assert 0.6 < w <= 1.0
+    assert 0.6 < h <= 1.0
+    assert 0.3 < x + w / 2 < 0.7
+    assert 0.3 < y + h / 2 < 0.8
+    (rx, ry), (lx, ly) = face.keypoints[0], face.keypoints[1]
+    assert rx < lx  # keypoints mapped back too: her right eye left of the left eye
+    assert 0.2 < ry < 0.6
+    assert face.emotion == "happy"
+    assert pipeline.scratch_is_zero()
+
+
+@pytest.mark.parametrize("name", NON_FACES)
+def test_the_padded_retry_finds_no_face_in_non_face_stills(
+    pipeline: VisionPipeline, media: Path, name: str
+) -> None:
+    assert pipeline.analyze(read(media, name), still=True) == []
