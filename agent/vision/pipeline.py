@@ -151,13 +151,14 @@ class VisionPipeline:
         copy holds pixels, so it is zeroed before it is dropped."""
         h, w = pixels.shape[:2]
         by, bx = h // 2, w // 2
-        padded = cv2.copyMakeBorder(pixels, by, by, bx, bx, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+        padded: Pixels = np.zeros((h + 2 * by, w + 2 * bx, 3), np.uint8)
+        padded[by : by + h, bx : bx + w] = pixels
         try:
             found = self.detector.detect(padded)
         finally:
             padded.fill(0)
         pw, ph = w + 2 * bx, h + 2 * by
-        mapped = [_unpad(d, bx, by, w, h, pw, ph) for d in found]
+        mapped = [_unpad(d, (bx, by), (w, h), (pw, ph)) for d in found]
         return [d for d in mapped if max(d.box[2], d.box[3]) >= PADDED_MIN_SIDE]
 
     def analyze(
@@ -225,8 +226,12 @@ class VisionPipeline:
         self.classifier.model.close()
 
 
-def _unpad(d: Detection, bx: int, by: int, w: int, h: int, pw: int, ph: int) -> Detection:
-    """A detection on the padded frame (pw x ph, the image at bx, by) in the image's coordinates."""
+def _unpad(
+    d: Detection, offset: tuple[int, int], size: tuple[int, int], padded: tuple[int, int]
+) -> Detection:
+    """A detection on the padded frame (``padded`` w, h; the image of ``size`` at ``offset``)
+    in the image's own normalised coordinates."""
+    (bx, by), (w, h), (pw, ph) = offset, size, padded
 
     def fx(v: float) -> float:
         return (v * pw - bx) / w

@@ -298,8 +298,8 @@ def test_a_face_filling_a_still_is_found_on_a_padded_copy(pipeline: VisionPipeli
     assert 0.6 < h <= 1.0
     assert 0.3 < x + w / 2 < 0.7
     assert 0.3 < y + h / 2 < 0.8
-    (rx, ry), (lx, ly) = face.keypoints[0], face.keypoints[1]
-    assert rx < lx  # keypoints mapped back too: her right eye left of the left eye
+    (rx, ry), (lx, _) = face.keypoints[0], face.keypoints[1]
+    assert rx < lx  # keypoints mapped back too: his right eye left of his left eye in the image
     assert 0.2 < ry < 0.6
     assert face.emotion == "happy"
     assert pipeline.scratch_is_zero()
