@@ -4,13 +4,22 @@ The service hands plain integer bodies to ``Publisher.publish``; the Signer wrap
 signed envelope (docs/signed-messages.md), every output receives identical bytes, and the audit
 log gets ``publish`` (topic, seq, sha256 of the payload) so an auditor can match each message
 seen on the broker to the log.
+
+``publish`` is recorded only once every output took the message (the MQTT output takes it
+when it is durably in the spool). An output that cannot take it (a full disk) leaves the
+message waiting in memory, signed once, so it keeps its sequence number; waiting messages go
+out in order on the next ``publish`` or ``retry`` (the service calls it every loop turn).
+At most ``HELD_MAX`` wait; beyond that the oldest is dropped and counted. A message that
+cannot even be signed (the signer's state file cannot be written) waits unsigned.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from collections import deque
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from agent.crypto import JSON, MessageSigner, encode
@@ -18,9 +27,24 @@ from agent.outputs.base import Message, Output
 
 logger = logging.getLogger(__name__)
 
+HELD_MAX = 1000
+"""Messages kept in memory while an output refuses them (about 1 KB each)."""
+
 
 class AuditSink(Protocol):
     def append(self, kind: str, fields: Mapping[str, JSON]) -> int: ...
+
+
+@dataclass
+class _Waiting:
+    """A message not yet taken by every output."""
+
+    suffix: str
+    body: Mapping[str, JSON]
+    retain: bool
+    message: Message | None = None
+    seq: int = 0
+    outputs: list[Output] = field(default_factory=list)
 
 
 class Publisher:
@@ -38,29 +62,78 @@ class Publisher:
         self.base_topic = base_topic.rstrip("/")
         self.audit = audit
         self.sent = 0
+        self.dropped = 0
+        self.error: str | None = None
+        self._waiting: deque[_Waiting] = deque()
+
+    @property
+    def held(self) -> int:
+        """Messages waiting in memory for an output (or the signer) to accept them."""
+        return len(self._waiting)
 
     def topic(self, suffix: str) -> str:
         return f"{self.base_topic}/{suffix}"
 
-    def publish(self, suffix: str, body: Mapping[str, JSON], *, retain: bool = False) -> Message:
-        """Sign ``body`` for ``<base>/<suffix>`` and hand it to every output."""
-        topic = self.topic(suffix)
-        typ = suffix.replace("/", "-").replace("_", "-")  # typ allows a-z, 0-9 and dashes
-        envelope = self.signer.sign(typ, topic, body)
-        message = Message(topic=topic, payload=encode(envelope), retain=retain)
-        for output in self.outputs:
+    def publish(self, suffix: str, body: Mapping[str, JSON], *, retain: bool = False) -> Message | None:
+        """Sign ``body`` for ``<base>/<suffix>`` and hand it to every output; the message, or
+        None while it waits (behind earlier waiting ones, or refused by an output)."""
+        item = _Waiting(suffix, body, retain, outputs=list(self.outputs))
+        self._waiting.append(item)
+        if len(self._waiting) > HELD_MAX:
+            lost = self._waiting.popleft()
+            self.dropped += 1
+            logger.error("publisher: %d message(s) dropped while outputs refused them (%s)",
+                         self.dropped, lost.suffix)
+        self.retry()
+        return item.message if item.message is not None and not item.outputs else None
+
+    def retry(self) -> None:
+        """Hand waiting messages on, oldest first; stop at the first one still refused."""
+        while self._waiting:
+            item = self._waiting[0]
+            if not self._deliver(item):
+                return
+            self._waiting.popleft()
+            self._record(item)
+        if self.error is not None:
+            logger.warning("publisher: outputs accept messages again")
+            self.error = None
+
+    def _deliver(self, item: _Waiting) -> bool:
+        if item.message is None:
+            topic = self.topic(item.suffix)
+            typ = item.suffix.replace("/", "-").replace("_", "-")  # typ allows a-z, 0-9 and dashes
             try:
-                output.send(message)
-            except Exception:  # one broken output must not silence the others
-                logger.exception("output failed", extra={"fields": {"topic": topic}})
+                envelope = self.signer.sign(typ, topic, item.body)
+            except OSError as exc:  # the sequence reservation could not be written
+                self._refused(f"cannot sign: {exc.strerror or exc}")
+                return False
+            item.message = Message(topic=topic, payload=encode(envelope), retain=item.retain)
+            item.seq = int(envelope["seq"])
+        refused = []
+        for output in item.outputs:
+            try:
+                output.send(item.message)
+            except Exception as exc:  # one broken output must not silence the others
+                refused.append(output)
+                self._refused(f"{type(output).__name__}: {exc}")
+        item.outputs = refused
+        return not refused
+
+    def _refused(self, error: str) -> None:
+        if error != self.error:
+            logger.error("publisher: %s; the message waits in memory", error)
+        self.error = error
+
+    def _record(self, item: _Waiting) -> None:
+        assert item.message is not None  # noqa: S101 - delivered messages are signed
         if self.audit is not None:
             self.audit.append(
                 "publish",
                 {
-                    "topic": topic,
-                    "seq": int(envelope["seq"]),
-                    "payload_sha256": hashlib.sha256(message.payload).hexdigest(),
+                    "topic": item.message.topic,
+                    "seq": item.seq,
+                    "payload_sha256": hashlib.sha256(item.message.payload).hexdigest(),
                 },
             )
         self.sent += 1
-        return message

@@ -1,7 +1,9 @@
 """JSON-lines output: one ``{"topic": ..., "payload": {...}}`` object per line.
 
 This is the shape ``emotion-agent verify`` reads, so a facility can pipe the agent's stdout (or
-the file) straight into a verifier. A file is opened in append mode with 0600 permissions.
+the file) straight into a verifier. A file is opened in append mode with 0600 permissions and
+written unbuffered: a write the disk refuses is cut back to the last whole line and raises, so
+the publisher keeps the message and no half line is left for a later one to follow.
 """
 
 from __future__ import annotations
@@ -21,25 +23,39 @@ class JsonLinesOutput:
     def __init__(self, path: str | Path | None = None) -> None:
         self._path = None if path in (None, "-") else Path(str(path))
         self._stream: TextIO | None = None
+        self._fd = -1
         self.sent = 0
 
     def start(self) -> None:
         if self._path is None:
             self._stream = sys.stdout
             return
-        fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._stream = os.fdopen(fd, "a", encoding="utf-8")
+        self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
 
     def send(self, message: Message) -> None:
-        if self._stream is None:
-            raise RuntimeError("JsonLinesOutput.send before start")
         payload = json.loads(message.payload)
         line = json.dumps({"topic": message.topic, "payload": payload}, separators=(",", ":"))
-        self._stream.write(line + "\n")
-        self._stream.flush()
+        if self._fd >= 0:
+            self._append(line.encode("utf-8") + b"\n")
+        elif self._stream is not None:
+            self._stream.write(line + "\n")
+            self._stream.flush()
+        else:
+            raise RuntimeError("JsonLinesOutput.send before start")
         self.sent += 1
 
+    def _append(self, data: bytes) -> None:
+        size = os.fstat(self._fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError:
+            os.ftruncate(self._fd, size)
+            raise
+
     def stop(self) -> None:
-        if self._stream is not None and self._stream is not sys.stdout:
-            self._stream.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
         self._stream = None

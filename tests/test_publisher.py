@@ -1,0 +1,130 @@
+"""The publisher records ``publish`` only for messages every output took; refused ones wait in
+memory, keep their sequence number and go out in order later (issue 18 item 1)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.clock import FakeClock
+from agent.crypto import JSON, MemorySequenceStore, Signer
+from agent.outputs.base import Message
+from agent.publisher import HELD_MAX, Publisher
+
+
+class Disk:
+    """An output on a disk that can be full."""
+
+    def __init__(self) -> None:
+        self.full = False
+        self.lines: list[Message] = []
+
+    def start(self) -> None:
+        pass
+
+    def send(self, message: Message) -> None:
+        if self.full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.lines.append(message)
+
+    def stop(self) -> None:
+        pass
+
+
+class Audit:
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, dict[str, Any]]] = []
+
+    def append(self, kind: str, fields: Mapping[str, JSON]) -> int:
+        self.entries.append((kind, dict(fields)))
+        return len(self.entries) - 1
+
+
+def make(*outputs: Disk) -> tuple[Publisher, Audit]:
+    signer = Signer("lobby-1", Ed25519PrivateKey.generate(), store=MemorySequenceStore(), clock=FakeClock())
+    audit = Audit()
+    return Publisher(signer, list(outputs), "emotion-agent/lobby-1", audit), audit
+
+
+def seqs(disk: Disk) -> list[int]:
+    return [json.loads(m.payload)["seq"] for m in disk.lines]
+
+
+def test_a_refused_message_is_not_recorded_as_published_and_goes_out_later_with_its_seq(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    disk = Disk()
+    publisher, audit = make(disk)
+    publisher.publish("stats", {"window": 1})
+    disk.full = True
+    with caplog.at_level(logging.ERROR):
+        assert publisher.publish("stats", {"window": 2}) is None
+        publisher.publish("stats", {"window": 3})
+        publisher.retry()
+    assert [e[1]["seq"] for e in audit.entries] == [1]  # 2 and 3 are not "published"
+    assert publisher.held == 2
+    assert publisher.error is not None
+    assert "No space left on device" in publisher.error
+    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1  # said once
+    assert all(r.exc_info is None for r in caplog.records)
+    disk.full = False
+    publisher.publish("stats", {"window": 4})
+    assert seqs(disk) == [1, 2, 3, 4]  # in order, each signed once
+    assert [json.loads(m.payload)["body"]["window"] for m in disk.lines] == [1, 2, 3, 4]
+    assert [e[1]["seq"] for e in audit.entries] == [1, 2, 3, 4]
+    assert publisher.held == 0
+    assert publisher.error is None
+
+
+def test_an_output_that_took_a_message_does_not_get_it_twice() -> None:
+    jsonl, spool = Disk(), Disk()
+    publisher, audit = make(jsonl, spool)
+    spool.full = True
+    publisher.publish("stats", {"window": 1})
+    publisher.retry()
+    assert seqs(jsonl) == [1]
+    assert audit.entries == []
+    spool.full = False
+    publisher.retry()
+    assert seqs(jsonl) == [1]
+    assert seqs(spool) == [1]
+    assert len(audit.entries) == 1
+
+
+def test_a_message_that_cannot_be_signed_waits_unsigned() -> None:
+    class FailingSigner:
+        def __init__(self) -> None:
+            self.fail = True
+            self.inner = Signer("lobby-1", Ed25519PrivateKey.generate(), store=MemorySequenceStore(),
+                                clock=FakeClock())
+
+        def sign(self, typ: str, topic: str, body: Mapping[str, JSON]) -> dict[str, Any]:
+            if self.fail:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.inner.sign(typ, topic, body)
+
+    signer, disk, audit = FailingSigner(), Disk(), Audit()
+    publisher = Publisher(signer, [disk], "emotion-agent/lobby-1", audit)
+    publisher.publish("stats", {"window": 1})
+    assert publisher.held == 1
+    assert publisher.error == "cannot sign: No space left on device"
+    signer.fail = False
+    publisher.retry()
+    assert seqs(disk) == [1]
+    assert len(audit.entries) == 1
+
+
+def test_memory_is_bounded_the_oldest_waiting_message_is_dropped_and_counted() -> None:
+    disk = Disk()
+    disk.full = True
+    publisher, _ = make(disk)
+    for i in range(HELD_MAX + 5):
+        publisher.publish("stats", {"window": i})
+    assert publisher.held == HELD_MAX
+    assert publisher.dropped == 5
