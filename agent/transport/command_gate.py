@@ -1,0 +1,113 @@
+"""Between the MQTT thread and the service loop: commands coalesced, rate-limited, de-duplicated.
+
+A flood must not grow the audit log, the retained state or the number of threads, and must not
+keep the camera opening and closing. So the gate holds at most one pending privacy-mode change
+(the latest wins) and at most one pending checkpoint, and hands them to the loop no more often
+than ``privacy_min_seconds`` and ``checkpoint_min_seconds``. A privacy command asking for the
+state already pending or in force is a duplicate and ignored. A signed command (see
+:mod:`agent.transport.commands`) must be fresh (``ts`` within ``replay_window_seconds`` of the
+device clock) and its nonce unseen in that window, else it is a replay and ignored. Memory is
+constant: two slots and at most ``MAX_NONCES`` remembered nonces.
+
+Pure logic: no paho import; thread-safe (``offer`` runs on paho's thread, ``take`` in the loop).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+from typing import Literal
+
+from agent.clock import Clock
+from agent.transport.commands import Command
+
+logger = logging.getLogger(__name__)
+
+MAX_NONCES = 1024
+
+Verdict = Literal["queued", "coalesced", "duplicate", "replayed", "stale"]
+
+
+@dataclass(frozen=True, slots=True)
+class GateSettings:
+    privacy_min_seconds: float = 2.0
+    checkpoint_min_seconds: float = 60.0
+    replay_window_seconds: float = 60.0
+
+
+class CommandGate:
+    """``offer`` what arrives, ``take`` what is due; ``counts`` per verdict for the health topic."""
+
+    def __init__(self, clock: Clock, settings: GateSettings | None = None) -> None:
+        self._clock = clock
+        self.settings = settings or GateSettings()
+        self._lock = threading.Lock()
+        self._privacy: Command | None = None
+        self._privacy_in_force = False  # what the mqtt source was last set to
+        self._privacy_at: float | None = None
+        self._checkpoint = False
+        self._checkpoint_at: float | None = None
+        self._nonces: OrderedDict[str, int] = OrderedDict()
+        self.counts: Counter[str] = Counter()
+
+    def offer(self, command: Command) -> Verdict:
+        with self._lock:
+            verdict = self._offer(command)
+            self.counts[verdict] += 1
+        if verdict == "queued":
+            logger.info("MQTT command %s queued", command.name, extra={"fields": {"on": command.on}})
+        else:
+            logger.debug("MQTT command %s %s", command.name, verdict)
+        return verdict
+
+    def _offer(self, command: Command) -> Verdict:
+        if command.signed:
+            fresh = self._fresh(command)
+            if fresh is not None:
+                return fresh
+        if command.name == "checkpoint":
+            was, self._checkpoint = self._checkpoint, True
+            return "coalesced" if was else "queued"
+        wanted = self._privacy.on if self._privacy is not None else self._privacy_in_force
+        if command.on == wanted:
+            return "duplicate"
+        was_pending = self._privacy is not None
+        self._privacy = command
+        if was_pending and command.on == self._privacy_in_force:
+            self._privacy = None  # the change asked for is undone before it was applied
+        return "coalesced" if was_pending else "queued"
+
+    def _fresh(self, command: Command) -> Verdict | None:
+        assert command.ts_ms is not None and command.nonce is not None  # noqa: S101 - signed
+        now_ms = int(self._clock.time() * 1000)
+        window_ms = int(self.settings.replay_window_seconds * 1000)
+        if abs(now_ms - command.ts_ms) > window_ms:
+            return "stale"
+        while self._nonces and next(iter(self._nonces.values())) < now_ms - 2 * window_ms:
+            self._nonces.popitem(last=False)
+        if command.nonce in self._nonces:
+            return "replayed"
+        self._nonces[command.nonce] = command.ts_ms
+        if len(self._nonces) > MAX_NONCES:
+            self._nonces.popitem(last=False)
+        return None
+
+    def take(self) -> list[Command]:
+        """The commands due now: at most one privacy change and one checkpoint."""
+        now = self._clock.monotonic()
+        due: list[Command] = []
+        with self._lock:
+            if self._privacy is not None and self._due(self._privacy_at, self.settings.privacy_min_seconds, now):
+                due.append(self._privacy)
+                self._privacy_in_force = bool(self._privacy.on)
+                self._privacy, self._privacy_at = None, now
+            if self._checkpoint and self._due(self._checkpoint_at, self.settings.checkpoint_min_seconds, now):
+                due.append(Command("checkpoint"))
+                self._checkpoint, self._checkpoint_at = False, now
+        return due
+
+    @staticmethod
+    def _due(last: float | None, interval: float, now: float) -> bool:
+        return last is None or now - last >= interval
