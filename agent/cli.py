@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "bench": "agent.commands.bench",
     "analyze": "agent.commands.analyze",
     "run": "agent.commands.run",
+    "command": "agent.commands.command_cmds",
 }
 """Top-level command -> the module that registers it (a test checks it against the modules)."""
 

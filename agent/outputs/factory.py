@@ -27,6 +27,7 @@ def build_outputs(
     public_key: Ed25519PublicKey,
     on_command: Callable[[Command], None],
     on_drop: Callable[[Any], None],
+    on_event: Callable[[str, str], None] | None = None,
 ) -> list[Output]:
     outputs: list[Output] = []
     if cfg.outputs.jsonl is not None:
@@ -36,7 +37,12 @@ def build_outputs(
 
         outputs.append(
             MqttOutput.from_config(
-                cfg, clock, on_command=on_command, on_drop=on_drop, public_key=public_jwk(public_key)
+                cfg,
+                clock,
+                on_command=on_command,
+                on_drop=on_drop,
+                on_event=on_event,
+                public_key=public_jwk(public_key),
             )
         )
     return outputs

@@ -80,7 +80,8 @@ class CommandGate:
         return "coalesced" if was_pending else "queued"
 
     def _fresh(self, command: Command) -> Verdict | None:
-        assert command.ts_ms is not None and command.nonce is not None  # noqa: S101 - signed
+        assert command.ts_ms is not None  # noqa: S101 - signed commands carry both
+        assert command.nonce is not None  # noqa: S101
         now_ms = int(self._clock.time() * 1000)
         window_ms = int(self.settings.replay_window_seconds * 1000)
         if abs(now_ms - command.ts_ms) > window_ms:
@@ -99,11 +100,13 @@ class CommandGate:
         now = self._clock.monotonic()
         due: list[Command] = []
         with self._lock:
-            if self._privacy is not None and self._due(self._privacy_at, self.settings.privacy_min_seconds, now):
+            gap = self.settings.privacy_min_seconds
+            if self._privacy is not None and self._due(self._privacy_at, gap, now):
                 due.append(self._privacy)
                 self._privacy_in_force = bool(self._privacy.on)
                 self._privacy, self._privacy_at = None, now
-            if self._checkpoint and self._due(self._checkpoint_at, self.settings.checkpoint_min_seconds, now):
+            gap = self.settings.checkpoint_min_seconds
+            if self._checkpoint and self._due(self._checkpoint_at, gap, now):
                 due.append(Command("checkpoint"))
                 self._checkpoint, self._checkpoint_at = False, now
         return due

@@ -147,7 +147,9 @@ def _check_fields(topic: str, obj: dict[str, Any], device: str) -> None:
         raise PayloadError(f"{topic}: kid and sig must be strings")
 
 
-def sign_command(key: Ed25519PrivateKey, device_id: str, state: str, ts_ms: int, nonce: str) -> dict[str, Any]:
+def sign_command(
+    key: Ed25519PrivateKey, device_id: str, state: str, ts_ms: int, nonce: str
+) -> dict[str, Any]:
     """A signed privacy-mode command (what ``emotion-agent command sign`` prints)."""
     obj: dict[str, Any] = {
         "v": 1,

@@ -43,6 +43,7 @@ class TransportHealth:
     failures: int = 0
     commands_accepted: int = 0
     commands_rejected: int = 0
+    takeovers: int = 0
 
     def to_body(self) -> dict[str, int | str | None]:
         """Fields to merge into the signed ``health`` body (integers and strings only)."""
@@ -56,6 +57,7 @@ class TransportHealth:
             "mqtt_connects": self.connects,
             "mqtt_failures": self.failures,
             "commands_rejected": self.commands_rejected,
+            "mqtt_takeovers": self.takeovers,
         }
 
 

@@ -29,7 +29,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent import __version__
 from agent.clock import Clock
-from agent.crypto.keys import public_from_jwk
+from agent.crypto.keys import load_public_key, public_from_jwk
 from agent.errors import ConfigError
 from agent.transport.commands import Command, CommandParser
 from agent.transport.discovery import DiscoverySpec, encode_discovery
@@ -45,6 +45,7 @@ from agent.transport.rowcheck import RowCheck
 from agent.transport.sender import SpoolSender
 from agent.transport.settings import MqttConfig
 from agent.transport.spool import DropReport, Spool
+from agent.transport.takeover import TakeoverDetector
 
 if TYPE_CHECKING:
     from agent.config import AgentConfig
@@ -59,12 +60,16 @@ CLEARED_AT_START = ("privacy_mode",)
 
 _UNSUPPORTED_PROTOCOL = {1, 132}  # 3.1.1 CONNACK 0x01 and MQTT 5 reason 0x84
 
+ANNOUNCE_MIN_SECONDS = 30.0
+"""Home Assistant births closer together than this make one discovery re-send, not one each."""
+
 
 class MqttOutput:
     """The service's publisher. ``publish`` is durable as soon as it returns.
 
     ``on_command`` gets validated commands on paho's thread (queue them, act in the loop);
-    ``on_drop`` gets every :class:`DropReport` (route it to the audit log); ``public_key`` (the
+    ``on_drop`` gets every :class:`DropReport` (route it to the audit log); ``on_event`` gets
+    ``(code, message)`` for events the audit log records (``session_takeover``); ``public_key`` (the
     device's JWK) gives its ``kid`` to the discovery message as the device's serial number. The
     key itself is the service's signed ``key`` message: the transport publishes nothing unsigned
     under the base topic except ``status``.
@@ -80,6 +85,7 @@ class MqttOutput:
         clock: Clock,
         on_command: Callable[[Command], None] | None = None,
         on_drop: Callable[[DropReport], None] | None = None,
+        on_event: Callable[[str, str], None] | None = None,
         discovery: DiscoverySpec | None = None,
         public_key: Mapping[str, Any] | None = None,
         jitter: Callable[[], float] = lambda: random.uniform(0.0, 5.0),  # noqa: S311 - not crypto
@@ -101,12 +107,22 @@ class MqttOutput:
         if self._discovery is not None and isinstance(kid, str):
             self._discovery = dataclasses.replace(self._discovery, key_id=kid)
         self._jitter = jitter
-        self._commands = CommandParser(self.base_topic)
+        operator = settings.commands.operator_key
+        self._commands = CommandParser(
+            self.base_topic,
+            device_id=device_id,
+            operator_key=load_public_key(operator) if operator is not None else None,
+        )
+        self._on_event = on_event
+        self._takeover = TakeoverDetector(settings.takeover_backoff_seconds)
+        self._announce_timer: threading.Timer | None = None
+        self._last_announce: float | None = None
+        self.births_coalesced = 0
         self._lock = threading.Lock()
         self._state = LinkState.STOPPED
         self._last_error: str | None = None
         self._socket_log: str | None = None
-        self._counts = {"connects": 0, "failures": 0, "accepted": 0, "rejected": 0}
+        self._counts = {"connects": 0, "failures": 0, "accepted": 0, "rejected": 0, "takeovers": 0}
         self._connected = threading.Event()
         self._stopping = threading.Event()
         self._downgrade = threading.Event()
@@ -129,6 +145,7 @@ class MqttOutput:
         *,
         on_command: Callable[[Command], None] | None = None,
         on_drop: Callable[[DropReport], None] | None = None,
+        on_event: Callable[[str, str], None] | None = None,
         public_key: Mapping[str, Any] | None = None,
     ) -> MqttOutput:
         """Wire from the whole agent config: topics, spool retention, discovery of alert rules."""
@@ -150,6 +167,7 @@ class MqttOutput:
             clock=clock,
             on_command=on_command,
             on_drop=on_drop,
+            on_event=on_event,
             discovery=spec,
             public_key=public_key,
         )
@@ -184,6 +202,7 @@ class MqttOutput:
                 failures=self._counts["failures"],
                 commands_accepted=self._counts["accepted"],
                 commands_rejected=self._counts["rejected"],
+                takeovers=self._counts["takeovers"],
             )
 
     @property
@@ -209,6 +228,10 @@ class MqttOutput:
         Whatever is not acknowledged stays in the spool for the next start."""
         self._drain(timeout)
         self._stopping.set()
+        with self._lock:
+            timer, self._announce_timer = self._announce_timer, None
+        if timer is not None:
+            timer.cancel()
         self._sender.stop(timeout)
         client = self._client
         if client is not None:
@@ -303,6 +326,7 @@ class MqttOutput:
                 self._sender.wake()
             return
         self._counts["connects"] += 1
+        self._takeover.connected(time.monotonic())
         self._set_state(LinkState.CONNECTED, None)
         logger.info("MQTT connected", extra={"fields": {"host": self.settings.host}})
         client.publish(self.status_topic, "online", qos=1, retain=True)
@@ -311,11 +335,12 @@ class MqttOutput:
             # state (already spooled, or later) goes out after this, in order.
             for suffix in CLEARED_AT_START:
                 client.publish(f"{self.base_topic}/{suffix}", b"", qos=1, retain=True)
-        subs = [(t, 1) for t in self._commands.topics]
+        subs = [(t, 1) for t in self._commands.topics] if self.settings.commands.enabled else []
         if self._discovery is not None:
             subs.append((self._discovery.status_topic, 1))
             client.publish(self._discovery.topic, encode_discovery(self._discovery), qos=1, retain=True)
-        client.subscribe(subs)
+        if subs:
+            client.subscribe(subs)
         self._connected.set()
         self._sender.wake()
 
@@ -332,11 +357,12 @@ class MqttOutput:
         logger.warning("MQTT %s; retrying", error, extra={"fields": {"host": self.settings.host}})
 
     def _on_disconnect(
-        self, _c: paho.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None
+        self, client: paho.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None
     ) -> None:
         self._connected.clear()
         if self._stopping.is_set():
             return
+        self._watch_takeover(client, reason)
         detail, self._socket_log = self._socket_log, None
         with self._lock:
             if self._state == LinkState.CONNECTED:
@@ -350,6 +376,29 @@ class MqttOutput:
                 self._last_error = explain(detail or closed)
             error = self._last_error
         logger.warning("MQTT disconnected: %s; reconnecting", error)
+
+    def _watch_takeover(self, client: paho.Client, reason: ReasonCode) -> None:
+        """Another client with our id: wait (paho's next reconnect) instead of taking it back."""
+        was_backing_off = self._takeover.backing_off
+        takeover = self._takeover.disconnected(time.monotonic(), int(reason.value))
+        s = self.settings
+        if takeover is None:
+            if was_backing_off and not self._takeover.backing_off:
+                client.reconnect_delay_set(s.reconnect_min_seconds, s.reconnect_max_seconds)
+            return
+        client.reconnect_delay_set(takeover.wait_seconds, takeover.wait_seconds)
+        message = (
+            f"session takeover: {takeover.reason}; another client uses client id {self.client_id!r}; "
+            f"waiting {takeover.wait_seconds} s before reconnecting (takeover {takeover.count})"
+        )
+        logger.error("MQTT %s", message)
+        with self._lock:
+            self._counts["takeovers"] = takeover.count
+        if self._on_event is not None:
+            try:
+                self._on_event("session_takeover", message)
+            except Exception:
+                logger.exception("the event handler failed for a session takeover")
 
     def _on_log(self, _c: paho.Client, _u: Any, level: int, message: str) -> None:
         """paho reports socket errors after the handshake (a refused client certificate) only here."""
@@ -380,14 +429,26 @@ class MqttOutput:
                 logger.exception("the command handler failed for %s; the agent carries on", command.name)
 
     def _on_ha_status(self, payload: bytes) -> None:
+        """One pending re-announcement at a time, at most one per ``ANNOUNCE_MIN_SECONDS``:
+        a flood of births makes one discovery re-send and one timer thread."""
         if payload.strip() != b"online":
             return
-        delay = max(0.0, min(5.0, self._jitter()))
-        timer = threading.Timer(delay, self._reannounce)
-        timer.daemon = True
+        with self._lock:
+            if self._announce_timer is not None or self._stopping.is_set():
+                self.births_coalesced += 1
+                return
+            delay = max(0.0, min(5.0, self._jitter()))
+            if self._last_announce is not None:
+                delay = max(delay, self._last_announce + ANNOUNCE_MIN_SECONDS - time.monotonic())
+            timer = threading.Timer(delay, self._reannounce)
+            timer.daemon = True
+            self._announce_timer = timer
         timer.start()
 
     def _reannounce(self) -> None:
+        with self._lock:
+            self._announce_timer = None
+            self._last_announce = time.monotonic()
         client = self._client
         if client is None or self._discovery is None or not self._connected.is_set():
             return

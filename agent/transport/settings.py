@@ -53,6 +53,36 @@ class TlsConfig(Section):
     key: Path | None = Field(None, title="Client private key (PEM)")
 
 
+class CommandsConfig(Section):
+    """Commands the agent obeys (docs/mqtt.md, "Command topics: threat model")."""
+
+    enabled: bool = Field(
+        True,
+        title="Obey commands",
+        description="Subscribe to <base>/cmd/privacy_mode/set and <base>/cmd/checkpoint. "
+        "check-config warns when this is on and the broker connection has neither a TLS client "
+        "certificate nor a password.",
+    )
+    operator_key: Path | None = Field(
+        None,
+        title="Operator public key (JWK, PEM or base64)",
+        description="When set, turning privacy mode OFF (the camera on) needs a command signed "
+        "by this key (`emotion-agent command sign`); ON never does.",
+    )
+    privacy_min_seconds: float = Field(
+        2.0, ge=0.1, le=3600, title="Shortest time between two privacy-mode changes by MQTT (s)",
+        description="Commands arriving faster are coalesced: the last one asked for is applied.",
+    )
+    checkpoint_min_seconds: float = Field(
+        60.0, ge=1, le=86400, title="Shortest time between two checkpoints asked for by MQTT (s)",
+        description="Presses arriving faster are coalesced into one.",
+    )
+    replay_window_seconds: int = Field(
+        60, ge=5, le=3600, title="How old or new a signed command may be (s)",
+        description="A signed command outside it, or whose nonce was seen within it, is ignored.",
+    )
+
+
 class MqttConfig(Section):
     enabled: bool = Field(True, title="Publish over MQTT")
     host: str = Field("127.0.0.1", min_length=1, title="Broker host")
@@ -97,6 +127,18 @@ class MqttConfig(Section):
     )
     max_inflight: int = Field(
         20, ge=1, le=1000, title="Messages sent but not yet acknowledged at one time"
+    )
+    commands: CommandsConfig = Field(
+        default_factory=CommandsConfig, title="Commands over MQTT (privacy mode, checkpoint)"
+    )
+    takeover_backoff_seconds: int = Field(
+        30,
+        ge=1,
+        le=3600,
+        title="First wait after another client took the session over (s)",
+        description="A client reusing our client id (MQTT 5 reason 142, or connections lost within "
+        "seconds, repeatedly) makes the agent wait this long before reconnecting, doubling up to "
+        "10 × this, instead of fighting for the session.",
     )
     expire_after_windows: int = Field(
         3,

@@ -1,0 +1,47 @@
+"""``emotion-agent command sign`` makes a command the device accepts once, for itself only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.cli import main
+from agent.crypto import generate_keypair, load_public_key
+from agent.errors import PayloadError
+from agent.transport.commands import CommandParser
+
+TOPIC = "emotion-agent/lobby-1/cmd/privacy_mode/set"
+
+
+def test_a_signed_off_is_accepted_by_its_device_and_refused_by_another(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    info = generate_keypair(tmp_path / "op")
+    assert main(["command", "sign", "--key", str(info.private_path), "--device", "lobby-1", "off"]) == 0
+    payload = capsys.readouterr().out.strip().encode()
+    operator = load_public_key(info.jwk_path)
+    ours = CommandParser("emotion-agent/lobby-1", device_id="lobby-1", operator_key=operator)
+    command = ours.parse(TOPIC, payload)
+    assert command.on is False
+    assert command.signed
+    other = CommandParser("emotion-agent/lobby-1", device_id="lobby-2", operator_key=operator)
+    with pytest.raises(PayloadError, match="signed for device 'lobby-1', not 'lobby-2'"):
+        other.parse(TOPIC, payload)
+    tampered = payload.replace(b'"OFF"', b'"ON"')
+    with pytest.raises(PayloadError, match="does not verify"):
+        ours.parse(TOPIC, tampered)
+    with pytest.raises(PayloadError, match="needs a command signed by the operator key"):
+        ours.parse(TOPIC, b"OFF")
+    assert ours.parse(TOPIC, b"ON").on is True  # privacy ON (camera off) never needs a signature
+
+
+def test_a_key_the_agent_would_refuse_is_exit_2_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    info = generate_keypair(tmp_path / "op")
+    info.private_path.chmod(0o644)
+    assert main(["command", "sign", "--key", str(info.private_path), "--device", "lobby-1", "off"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "emotion-agent: error:" in err
