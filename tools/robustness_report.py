@@ -427,22 +427,23 @@ def render_markdown(rows: list[Row]) -> str:
     return "\n".join(out) + "\n"
 
 
-COLOURS = {
-    ("float", "detected"): "#1f77b4",
-    ("float", "agree"): "#2ca02c",
-    ("int8", "detected"): "#9ecae1",
-    ("int8", "agree"): "#98df8a",
-    ("float", "abstain"): "#d62728",
-    ("int8", "abstain"): "#ff9896",
-}
+METRICS = {"detected": "#1f77b4", "correct": "#2ca02c", "abstain": "#d62728"}
+DASHES = ("", "6 3", "2 2", "8 2 2 2")
+
+
+def _metric(r: Row, metric: str) -> tuple[int, int]:
+    return {"detected": (r.detected, r.faces), "correct": (r.correct, r.read),
+            "abstain": (r.abstained, r.detected)}[metric]
 
 
 def render_svg(condition: str, rows: list[Row]) -> str:
-    """One line chart: detected %, agree % and abstain % per level, float and int8."""
+    """One line chart: detected %, correct % (of faces read) and abstain % per level, one
+    line style per precision (and gate variant)."""
     mine = [r for r in rows if r.condition == condition]
     levels = sorted({r.level for r in mine})
-    w, h, pad = 480, 260, 40
-    xs = {lv: pad + (w - 2 * pad) * (i / max(1, len(levels) - 1)) for i, lv in enumerate(levels)}
+    tags = list(dict.fromkeys(r.precision for r in mine))
+    w, h, pad, right = 560, 260, 40, 130
+    xs = {lv: pad + (w - pad - right) * (i / max(1, len(levels) - 1)) for i, lv in enumerate(levels)}
 
     def y(v: float) -> float:
         return h - pad - (h - 2 * pad) * v / 100.0
@@ -451,35 +452,34 @@ def render_svg(condition: str, rows: list[Row]) -> str:
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
         'font-family="sans-serif" font-size="11">',
         f'<rect width="{w}" height="{h}" fill="white"/>',
-        f'<text x="{w / 2}" y="16" text-anchor="middle" font-size="13">{condition}</text>',
-        f'<line x1="{pad}" y1="{y(0)}" x2="{w - pad}" y2="{y(0)}" stroke="black"/>',
+        f'<text x="{(w - right) / 2}" y="16" text-anchor="middle" font-size="13">{condition}</text>',
+        f'<line x1="{pad}" y1="{y(0)}" x2="{w - right}" y2="{y(0)}" stroke="black"/>',
         f'<line x1="{pad}" y1="{y(0)}" x2="{pad}" y2="{y(100)}" stroke="black"/>',
     ]
     for v in (0, 50, 100):
         parts.append(f'<text x="{pad - 4}" y="{y(v) + 4}" text-anchor="end">{v}%</text>')
     for lv, x in xs.items():
-        parts.append(f'<text x="{x}" y="{h - pad + 14}" text-anchor="middle">{lv:g}</text>')
+        parts.append(f'<text x="{x:.1f}" y="{h - pad + 14}" text-anchor="middle">{lv:g}</text>')
     legend_y = 30
-    for (precision, metric), colour in COLOURS.items():
-        pts = []
-        for r in sorted((r for r in mine if r.precision == precision), key=lambda r: r.level):
-            num, den = {
-                "detected": (r.detected, r.faces),
-                "agree": (r.agree, r.read),
-                "abstain": (r.abstained, r.detected),
-            }[metric]
-            if den:
-                pts.append(f"{xs[r.level]:.1f},{y(100.0 * num / den):.1f}")
-        if pts:
-            dash = ' stroke-dasharray="4 3"' if precision == "int8" else ""
+    for t, tag in enumerate(tags):
+        for metric, colour in METRICS.items():
+            pts = []
+            for r in sorted((r for r in mine if r.precision == tag), key=lambda r: r.level):
+                num, den = _metric(r, metric)
+                if den:
+                    pts.append(f"{xs[r.level]:.1f},{y(100.0 * num / den):.1f}")
+            if not pts:
+                continue
+            dash = f' stroke-dasharray="{DASHES[t % len(DASHES)]}"' if t else ""
             parts.append(
                 f'<polyline fill="none" stroke="{colour}" stroke-width="2"{dash} points="{" ".join(pts)}"/>'
             )
             parts.append(
-                f'<text x="{w - pad + 2}" y="{legend_y}" fill="{colour}" font-size="9">'
-                f"{precision} {metric}</text>"
+                f'<line x1="{w - right + 8}" y1="{legend_y - 4}" x2="{w - right + 28}" y2="{legend_y - 4}" '
+                f'stroke="{colour}" stroke-width="2"{dash}/>'
             )
-            legend_y += 11
+            parts.append(f'<text x="{w - right + 32}" y="{legend_y}" font-size="10">{tag} {metric}</text>')
+            legend_y += 13
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
 

@@ -25,6 +25,7 @@ from agent.frame import Pixels, check_pixels
 from agent.vision.detector import FaceDetector
 from agent.vision.emotion import EmotionClassifier
 from agent.vision.manifest import ModelSpec, default_models_dir, model_spec
+from agent.vision.memtrim import trim_file_pages
 from agent.vision.observation import Detection, FaceObservation
 from agent.vision.precision import pick_precisions, with_float_io
 from agent.vision.quality import GateLimits, gate, yaw_degrees
@@ -76,6 +77,7 @@ class VisionPipeline:
         self.limits = limits
         self.max_faces = max_faces
         self.tiles = tiles
+        self._warm = False
 
     @classmethod
     def from_config(cls, cfg: VisionConfig) -> VisionPipeline:
@@ -84,6 +86,7 @@ class VisionPipeline:
         # a worker (a context switch, about 0.8 ms of system time per frame on the bench clip)
         # for no gain at these sizes, and the stage would use more cores than vision.threads.
         cv2.setNumThreads(cfg.threads)
+        trim_file_pages()  # the imports' library pages; again once the models are open
         models_dir = Path(cfg.models_dir) if cfg.models_dir is not None else default_models_dir()
         names = [f"face_detection_{cfg.detector}", EMOTION_MODEL]
         det_p, emo_p = pick_precisions(models_dir, names, cfg.precision, cfg.threads)
@@ -100,6 +103,7 @@ class VisionPipeline:
             max_yaw_degrees=q.max_yaw_degrees,
             normalise_below=q.normalise_below,
         )
+        trim_file_pages()
         logger.info(
             "vision models loaded",
             extra={
@@ -173,6 +177,9 @@ class VisionPipeline:
         classifying it again on frame ``frame``. ``still``: a single image, where a face that
         fills the frame is looked for on a padded copy too when nothing else is found."""
         check_pixels(pixels)
+        if not self._warm:  # the caller's own start-up (audit log, MQTT, decoder) is loaded by now
+            self._warm = True
+            trim_file_pages()
         try:
             dets = self._detect(pixels, still)[: self.max_faces]
             return [self._observe(pixels, det, schedule, frame) for det in dets]
