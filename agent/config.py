@@ -37,7 +37,7 @@ class QualityConfig(Section):
         title="Least edge detail of the face crop (blur below it)",
         description=(
             "Laplacian variance of the median-filtered 64 x 64 crop over its grey variance, x 100:"
-            " clean faces measure 4.6-17, a 21 px motion blur 1.6-2.7; sensor noise and dim light"
+            " clean faces measure 4.6-13.8, a 21 px motion blur 1.6-2.7; sensor noise and dim light"
             " do not lower it (docs/vision.md)."
         ),
     )

@@ -442,7 +442,7 @@ def render_svg(condition: str, rows: list[Row]) -> str:
     mine = [r for r in rows if r.condition == condition]
     levels = sorted({r.level for r in mine})
     tags = list(dict.fromkeys(r.precision for r in mine))
-    w, h, pad, right = 560, 260, 40, 130
+    w, h, pad, right = 660, 260, 40, 190
     xs = {lv: pad + (w - pad - right) * (i / max(1, len(levels) - 1)) for i, lv in enumerate(levels)}
 
     def y(v: float) -> float:

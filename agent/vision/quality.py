@@ -52,7 +52,7 @@ def sharpness_index(grey: npt.NDArray[np.uint8]) -> float:
     The raw Laplacian variance (``laplacian_variance``) grows with sensor noise (sigma 60: 7x the
     clean figure) and with contrast, so it never flagged a 31 px motion blur. After the median
     the noise is gone, and dividing by the variance makes a dim or low-contrast face measure as
-    sharp as it is (tools/robustness_report.py: clean faces 4.6-17, 21 px motion blur 1.6-2.7).
+    sharp as it is (tools/robustness_report.py: clean faces 4.6-13.8, 21 px motion blur 1.6-2.7).
     Pure numpy reference; ``EmotionClassifier.measure`` computes the same with OpenCV."""
     k = DENOISE_KSIZE
     padded = np.pad(grey, k // 2, mode="edge")
