@@ -166,18 +166,24 @@ def render(index: int, tl: Timeline, scene: Scene) -> Image:
     return sensor_noise(frame, index)
 
 
-def build_sample(out: Path, seconds: float = 20.0, media: Path = MEDIA) -> Timeline:
-    """Write the clip (atomically) and its timeline JSON; return the timeline."""
+def build_sample(
+    out: Path, seconds: float = 20.0, media: Path = MEDIA, size: tuple[int, int] = (WIDTH, HEIGHT)
+) -> Timeline:
+    """Write the clip (atomically) and its timeline JSON; return the timeline. A ``size`` other
+    than 640x360 scales each rendered frame (bilinear): the same scene for a larger camera."""
     tl = timeline(seconds)
     scene = Scene.load(media)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.partial{out.suffix}")
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"mp4v"), FPS, (WIDTH, HEIGHT))
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*"mp4v"), FPS, size)
     if not writer.isOpened():
         sys.exit(f"make_sample: OpenCV cannot write {tmp} (no FFmpeg mp4v encoder?)")
     try:
         for i in range(len(tl.people_per_frame)):
-            writer.write(render(i, tl, scene))
+            frame = render(i, tl, scene)
+            if size != (WIDTH, HEIGHT):
+                frame = cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR)
+            writer.write(frame)
     finally:
         writer.release()
     os.replace(tmp, out)
@@ -193,11 +199,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "samples" / "lobby.mp4", help="clip to write")
     parser.add_argument("--seconds", type=float, default=20.0, help="clip length (default 20)")
     parser.add_argument("--media", type=Path, default=MEDIA, help="folder of the pinned media")
+    parser.add_argument("--size", default=f"{WIDTH}x{HEIGHT}", help="frame size WxH (e.g. 1920x1080)")
     args = parser.parse_args(argv)
     if not 2 <= args.seconds <= 600:
         parser.error("--seconds must be between 2 and 600")
-    tl = build_sample(args.out, args.seconds, args.media)
-    print(f"wrote {args.out} ({len(tl.people_per_frame)} frames, {WIDTH}x{HEIGHT} @ {FPS} fps)")
+    try:
+        w, h = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        parser.error(f"--size {args.size!r}: expected WxH, e.g. 1920x1080")
+    if not (64 <= w <= 4096 and 64 <= h <= 4096):
+        parser.error(f"--size {args.size!r}: each side must be 64-4096")
+    tl = build_sample(args.out, args.seconds, args.media, (w, h))
+    print(f"wrote {args.out} ({len(tl.people_per_frame)} frames, {w}x{h} @ {FPS} fps)")
     for seg in tl.segments:
         people = "partly 1" if seg.people is None else seg.people
         print(f"  {seg.start:6.1f}-{seg.end:6.1f} s  people {people}: {seg.what}")

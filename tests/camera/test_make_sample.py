@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -83,3 +84,28 @@ def test_a_second_build_is_byte_identical(tool: ModuleType, clip: Path, tmp_path
 def test_missing_media_is_explained(tool: ModuleType, tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match=r"\.(png|jpg) is missing: run `make media` \(tools/fetch_media"):
         tool.build_sample(tmp_path / "x.mp4", 4.0, tmp_path)
+
+
+def test_size_scales_every_frame_of_the_same_scene(tmp_path: Path, media: Path) -> None:
+    """--size 1280x720 (the 1080p bench clip is made the same way): same frame count, the
+    requested size, and each frame is the 640x360 frame scaled (small codec differences only)."""
+    small, big = tmp_path / "s.mp4", tmp_path / "b.mp4"
+    for out, size in ((small, "640x360"), (big, "1280x720")):
+        subprocess.run(
+            [sys.executable, str(ROOT / "tools" / "make_sample.py"), "--out", str(out),
+             "--media", str(media), "--seconds", "4", "--size", size],
+            check=True, capture_output=True,
+        )
+    a, b = cv2.VideoCapture(str(small)), cv2.VideoCapture(str(big))
+    n = 0
+    while True:
+        ok_a, fa = a.read()
+        ok_b, fb = b.read()
+        assert ok_a == ok_b
+        if not ok_a:
+            break
+        assert fb.shape == (720, 1280, 3)
+        down = cv2.resize(fb, (640, 360), interpolation=cv2.INTER_AREA)
+        assert float(np.abs(down.astype(int) - fa.astype(int)).mean()) < 6
+        n += 1
+    assert n == 20
