@@ -8,6 +8,12 @@ and its Merkle leaf is SHA-256(0x00 || the line without its newline). ``data`` i
 against the kind's schema: unknown kinds and unknown fields are refused, numbers must be
 integers within ±(2^53−1), strings are short tokens or hex hashes, and no schema has room for
 a list of numbers — so a pixel row, a crop, a box or a track id cannot be written.
+
+Older logs stay readable: fields added since (``Policy.dp_daily_budget_milli``, the measured
+``frames`` fields) are optional when reading, and the ``frames`` field they replaced
+(``pixel_bytes_persisted``, a constant the device never measured) is accepted when reading
+only. An entry is re-encoded with exactly the fields it holds, so an old line stays canonical.
+``append`` (``legacy=False``) requires the current form.
 """
 
 from __future__ import annotations
@@ -18,7 +24,15 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import rfc8785
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
 from agent.errors import PayloadError
 
@@ -38,6 +52,16 @@ SegmentName = Annotated[str, StringConstraints(pattern=r"^segment-[0-9]{12}\.jso
 class _Data(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
+    @staticmethod
+    def current(info: ValidationInfo) -> bool:
+        """True when validating for ``append`` (the current form), False when reading a log."""
+        return not (isinstance(info.context, dict) and info.context.get("legacy"))
+
+    def require(self, info: ValidationInfo, *names: str) -> None:
+        missing = [n for n in names if n not in self.model_fields_set]
+        if missing and self.current(info):
+            raise ValueError(f"required field {missing[0]!r} is missing")
+
 
 class Policy(_Data):
     """The rules in force; the verifier checks later entries against them."""
@@ -50,6 +74,13 @@ class Policy(_Data):
     context: Token
     purpose: Token
     dp_epsilon_milli: Count | None = None
+    dp_daily_budget_milli: Count | None = None
+    """analytics.dp.daily_budget × 1000 (null when DP is off); absent in logs written before it."""
+
+    @model_validator(mode="after")
+    def _current_form(self, info: ValidationInfo) -> Policy:
+        self.require(info, "dp_epsilon_milli", "dp_daily_budget_milli")
+        return self
 
 
 class StartData(_Data):
@@ -67,7 +98,8 @@ class StopData(_Data):
 
 
 class FramesData(_Data):
-    """Frame accounting for one window: captured = analysed + dropped + discarded."""
+    """Frame accounting for one window, each figure counted where it happens:
+    captured + (queued at the previous window's end) = analysed + dropped + discarded + queued."""
 
     window_start_ms: Count
     window_ms: Count
@@ -77,7 +109,30 @@ class FramesData(_Data):
     discarded: Count
     lifetime_max_ms: Count
     lifetime_p99_ms: Count
-    pixel_bytes_persisted: Count
+    queued: Count | None = None
+    """Frames captured but still waiting for analysis when the window's figures were taken."""
+    state_files_scanned: Count | None = None
+    state_image_files: Count | None = None
+    """Files in state_dir whose first bytes are an image or video signature, at window close."""
+    pixel_bytes_persisted: Count | None = None
+    """Legacy (read only): a constant 0 in logs written before the scan replaced it."""
+
+    @model_validator(mode="after")
+    def _current_form(self, info: ValidationInfo) -> FramesData:
+        if self.current(info):
+            self.require(info, "queued", "state_files_scanned", "state_image_files")
+            if "pixel_bytes_persisted" in self.model_fields_set:
+                raise ValueError("'pixel_bytes_persisted' is a legacy field: write the measured "
+                                 "state_image_files instead")
+        elif {"pixel_bytes_persisted", "state_image_files"} <= self.model_fields_set:
+            raise ValueError("an entry holds either the legacy or the measured fields, not both")
+        elif not self.model_fields_set & {"pixel_bytes_persisted", "state_image_files"}:
+            raise ValueError("required field 'state_image_files' is missing")
+        return self
+
+    @property
+    def legacy(self) -> bool:
+        return "pixel_bytes_persisted" in self.model_fields_set
 
 
 class WindowData(_Data):
@@ -188,26 +243,33 @@ def _problem(kind: str, exc: ValidationError) -> str:
         return f"{kind} entry: field {where!r} is not allowed (the schema has no room for it)"
     if err["type"] == "missing":
         return f"{kind} entry: required field {where!r} is missing"
+    if err["type"] == "value_error":
+        scope = "" if where == "(data)" else f" in {where!r}"
+        return f"{kind} entry{scope}: {err['msg'].removeprefix('Value error, ')}"
     found = err.get("input")
     shown = "a list" if isinstance(found, list) else "a mapping" if isinstance(found, dict) else repr(found)
     return f"{kind} entry: field {where!r}: {err['msg']} (found {shown})"
 
 
-def validate_data(kind: str, fields: Mapping[str, Any]) -> dict[str, Any]:
-    """Check ``fields`` against the kind's schema; return the normalised data (all fields)."""
+def validate_data(kind: str, fields: Mapping[str, Any], *, legacy: bool = False) -> dict[str, Any]:
+    """Check ``fields`` against the kind's schema; return the normalised data (the fields given).
+
+    ``legacy`` accepts the forms older logs hold (reading); writing always uses the current one."""
     schema = SCHEMAS.get(kind)
     if schema is None:
         raise PayloadError(f"unknown audit entry kind {kind!r}; allowed: {', '.join(sorted(SCHEMAS))}")
     try:
-        model = schema.model_validate(dict(fields))
+        model = schema.model_validate(dict(fields), context={"legacy": legacy})
     except ValidationError as exc:
         raise PayloadError(_problem(kind, exc)) from exc
-    return model.model_dump(mode="json")
+    return model.model_dump(mode="json", exclude_unset=True)
 
 
-def encode_entry(index: int, ts_ms: int, kind: str, fields: Mapping[str, Any]) -> Entry:
+def encode_entry(
+    index: int, ts_ms: int, kind: str, fields: Mapping[str, Any], *, legacy: bool = False
+) -> Entry:
     """Validate and canonicalise one entry."""
-    data = validate_data(kind, fields)
+    data = validate_data(kind, fields, legacy=legacy)
     obj: dict[str, Any] = {"data": data, "i": index, "kind": kind, "ts": ts_ms}
     line = bytes(rfc8785.dumps(obj))
     return Entry(index, ts_ms, kind, data, line)
@@ -227,7 +289,7 @@ def decode_entry(line: bytes) -> Entry:
             raise PayloadError(f"entry field {name!r} must be a non-negative integer (found {value!r})")
     if not isinstance(kind, str) or not isinstance(data, dict):
         raise PayloadError("entry 'kind' must be a string and 'data' an object")
-    entry = encode_entry(index, ts, kind, data)
+    entry = encode_entry(index, ts, kind, data, legacy=True)
     if entry.line != line:
         raise PayloadError("entry is not in RFC 8785 canonical form (or has fields its schema drops)")
     return entry

@@ -1,7 +1,10 @@
 """The promises an auditor checks inside the entries, against the policy the log itself recorded.
 
-- no pixel byte was ever persisted (``frames.pixel_bytes_persisted == 0``);
-- every captured frame is accounted for (captured = analysed + dropped + discarded);
+- no file in state_dir looked like an image or a video when a window closed
+  (``frames.state_image_files == 0``, and the scan ran: ``state_files_scanned >= 1``);
+- every captured frame is accounted for, each figure counted where it happened:
+  captured + queued before = analysed + dropped + discarded + queued (``queued`` restarts at 0
+  with each ``start``);
 - no frame lived longer than the bound (``--max-lifetime-ms`` or the policy's
   ``max_frame_lifetime_ms``), and p99 ≤ max;
 - no window was published with fewer than k people, and k is never below the policy's;
@@ -29,6 +32,9 @@ class Invariants:
         self.purges: list[tuple[int, dict[str, Any]]] = []
         self.last_ts = 0
         self.clock_steps_back = 0
+        self.queued = 0
+        self.legacy_frames = 0
+        self.measured_frames = 0
         self._checks = {
             "start": self._start,
             "policy_change": self._start,
@@ -56,12 +62,48 @@ class Invariants:
     def _start(self, entry: Entry) -> list[str]:
         if entry.kind == "start":
             self.last_start = entry.data
+            self.queued = 0  # a new process: nothing waits in its queue yet
         self.policy = entry.data["policy"]
         return []
 
     def _frames(self, entry: Entry) -> list[str]:
         d = entry.data
+        out = self._legacy_frames(d) if "pixel_bytes_persisted" in d else self._measured_frames(d)
+        if d["lifetime_p99_ms"] > d["lifetime_max_ms"]:
+            out.append(f"lifetime p99 {d['lifetime_p99_ms']} ms exceeds the max {d['lifetime_max_ms']} ms")
+        bound = self.override_ms
+        if bound is None and self.policy is not None:
+            bound = self.policy["max_frame_lifetime_ms"]
+        if bound is not None and d["lifetime_max_ms"] > bound:
+            out.append(f"a frame lived {d['lifetime_max_ms']} ms, above the bound of {bound} ms")
+        return out
+
+    def _measured_frames(self, d: dict[str, Any]) -> list[str]:
+        self.measured_frames += 1
         out = []
+        if d["state_image_files"] != 0:
+            out.append(
+                f"{d['state_image_files']} file(s) in state_dir began with an image or video "
+                "signature when the window closed (must be 0)"
+            )
+        if d["state_files_scanned"] == 0:
+            out.append("the scan of state_dir saw no file (it always sees the audit log): it did not run")
+        before, after = self.queued, d["queued"]
+        fates = d["analysed"] + d["dropped"] + d["discarded"] + after
+        if d["captured"] + before != fates:
+            out.append(
+                f"frames do not add up: captured {d['captured']} + queued before {before} != analysed "
+                f"{d['analysed']} + dropped {d['dropped']} + discarded {d['discarded']} + queued {after}"
+            )
+        self.queued = after
+        return out
+
+    def _legacy_frames(self, d: dict[str, Any]) -> list[str]:
+        """The form written before the measured fields: its pixel figure was a constant."""
+        self.legacy_frames += 1
+        out = []
+        if self.measured_frames:
+            out.append("a frames entry in the old, unmeasured form after measured ones")
         if d["pixel_bytes_persisted"] != 0:
             n = d["pixel_bytes_persisted"]
             out.append(f"frames entry says {n} bytes of pixels were persisted (must be 0)")
@@ -70,13 +112,6 @@ class Invariants:
                 f"frames do not add up: analysed {d['analysed']} + dropped {d['dropped']} + discarded "
                 f"{d['discarded']} != captured {d['captured']}"
             )
-        if d["lifetime_p99_ms"] > d["lifetime_max_ms"]:
-            out.append(f"lifetime p99 {d['lifetime_p99_ms']} ms exceeds the max {d['lifetime_max_ms']} ms")
-        bound = self.override_ms
-        if bound is None and self.policy is not None:
-            bound = self.policy["max_frame_lifetime_ms"]
-        if bound is not None and d["lifetime_max_ms"] > bound:
-            out.append(f"a frame lived {d['lifetime_max_ms']} ms, above the bound of {bound} ms")
         return out
 
     def _window(self, entry: Entry) -> list[str]:

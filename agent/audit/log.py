@@ -394,7 +394,8 @@ class AuditLog:
         }
         try:
             fsync_dir(self.directory)
-            self._write(encode_entry(first, ts_ms, "segment", fields))
+            # legacy: it repeats the policy and start of entries an older version may have written
+            self._write(encode_entry(first, ts_ms, "segment", fields, legacy=True))
         except OSError:
             os.close(fd)
             path.unlink(missing_ok=True)

@@ -47,7 +47,11 @@ class Stats:
     reasons: Counter[str] = field(default_factory=Counter)
     lifetimes: Counter[str] = field(default_factory=Counter)
     publishes: int = 0
-    pixel_bytes: int = 0
+    image_files: int = 0
+    """Sum over windows of files in state_dir that looked like images (measured entries)."""
+    scans: int = 0
+    unmeasured: int = 0
+    """frames entries in the old form, whose pixel figure was a constant."""
 
 
 def _bin(ms: int) -> str:
@@ -109,7 +113,11 @@ def _add(s: Stats, e: Entry) -> None:
         s.analysed[hour] += d["analysed"]
         s.dropped[hour] += d["dropped"] + d["discarded"]
         s.lifetimes[_bin(d["lifetime_max_ms"])] += 1
-        s.pixel_bytes += d["pixel_bytes_persisted"]
+        if "state_image_files" in d:
+            s.scans += 1
+            s.image_files += d["state_image_files"]
+        else:
+            s.unmeasured += 1
     elif e.kind == "window":
         (s.published if d["published"] else s.suppressed)[hour] += 1
         if not d["published"]:
@@ -249,7 +257,10 @@ def _activity_sections(s: Stats) -> list[str]:
     return [
         "<h2>Frames processed per hour</h2>", frames_svg,
         f"<p>Total captured {sum(s.captured.values())}, analysed {sum(s.analysed.values())}; "
-        f"pixel bytes persisted: <strong>{s.pixel_bytes}</strong>.</p>",
+        f"scans of state_dir at window close: {s.scans}, files that looked like an image or a video: "
+        f"<strong>{s.image_files}</strong>"
+        + (f"; {s.unmeasured} window(s) in the old form, not scanned" if s.unmeasured else "")
+        + ".</p>",
         "<h2>Frame lifetime distribution</h2>", life_svg,
         "<h2>Windows published vs suppressed</h2>", windows_svg,
         f"<p>{sum(s.published.values())} published, {sum(s.suppressed.values())} suppressed "

@@ -120,6 +120,7 @@ class _Verifier:
         self.tree = CompactRange()
         self.seg_roots: dict[str, tuple[int, int, bytes]] = {}
         self.seg_last_ts: dict[str, int] = {}
+        self.seg_first_ts: dict[str, int] = {}
         self.device_sizes = {loc.cp.size for loc in result.checkpoints}
         self.every = 0
         self.unsigned = 0
@@ -187,6 +188,7 @@ class _Verifier:
                 entry = decode_entry(line)
                 if n == 1:
                     self.open_segment(entry, first, name, previous, where)
+                    self.seg_first_ts[name] = entry.ts_ms
                 else:
                     self.check_index(entry)
             except PayloadError as exc:
@@ -321,6 +323,7 @@ def _after(result: VerifyResult, v: _Verifier) -> None:
             "(purged): their signatures were checked, their roots cannot be"
         )
     _overdue(result, v)
+    _legacy(result, v)
     on_device = {loc.cp.size for loc in result.checkpoints}
     for start in v.starts:
         if complete and start > 0 and start not in on_device:
@@ -338,17 +341,33 @@ def _after(result: VerifyResult, v: _Verifier) -> None:
 
 
 def _overdue(result: VerifyResult, v: _Verifier) -> None:
-    """Segments kept past the retention in force (not a privacy breach: they hold no personal
-    data, but the schedule the device announced was not kept)."""
+    """Segments kept past the retention in force fail: the schedule the device announced (and
+    an auditor relies on) was not kept. A segment may be purged once its last entry is older
+    than ``audit_days`` and it is no longer the one being written (the next segment started);
+    a day of slack covers the retention timer's period."""
     policy = v.invariants.policy
     if policy is None or v.broken:
         return
-    cutoff = v.invariants.last_ts - (policy["audit_days"] + 1) * DAY_MS  # a day for the timer
-    late = [name for name in list(v.seg_last_ts)[:-1] if v.seg_last_ts[name] < cutoff]
+    names = list(v.seg_last_ts)
+    now = v.invariants.last_ts
+    late = [
+        name for name, following in zip(names, names[1:], strict=False)
+        if now > max(v.seg_last_ts[name] + policy["audit_days"] * DAY_MS, v.seg_first_ts[following]) + DAY_MS
+    ]
     if late:
+        result.problems.append(
+            f"{late[0]}: purge overdue: {len(late)} segment(s) kept more than a day after "
+            f"retention.audit_days ({policy['audit_days']}) allowed their purge, at the last entry"
+        )
+
+
+def _legacy(result: VerifyResult, v: _Verifier) -> None:
+    n = v.invariants.legacy_frames
+    if n:
         result.warnings.append(
-            f"{len(late)} segment(s) ({late[0]}…) were kept more than a day past retention.audit_days "
-            f"({policy['audit_days']}) at the last entry"
+            f"{n} frames entr{'y' if n == 1 else 'ies'} in the old form (pixel_bytes_persisted, a "
+            "constant the device did not measure; discarded computed as a remainder): they show "
+            "the frame counts, not that no image reached state_dir"
         )
 
 

@@ -21,7 +21,9 @@ def frames(**over: Any) -> dict[str, Any]:
         "discarded": 4,
         "lifetime_max_ms": 180,
         "lifetime_p99_ms": 120,
-        "pixel_bytes_persisted": 0,
+        "queued": 0,
+        "state_files_scanned": 4,
+        "state_image_files": 0,
     }
     return base | over
 
@@ -48,6 +50,7 @@ def policy(**over: Any) -> dict[str, Any]:
         "context": "retail",
         "purpose": "analytics",
         "dp_epsilon_milli": None,
+        "dp_daily_budget_milli": None,
     }
     return base | over
 

@@ -237,14 +237,21 @@ def test_a_fork_is_caught_by_an_external_checkpoint_of_the_same_size(
     [
         (
             "frames",
-            frames(pixel_bytes_persisted=1024),
-            "frames entry says 1024 bytes of pixels were persisted (must be 0)",
+            frames(state_image_files=2),
+            "2 file(s) in state_dir began with an image or video signature when the window closed "
+            "(must be 0)",
+        ),
+        (
+            "frames",
+            frames(state_files_scanned=0),
+            "the scan of state_dir saw no file (it always sees the audit log): it did not run",
         ),
         ("frames", frames(lifetime_max_ms=1500), "a frame lived 1500 ms, above the bound of 1000 ms"),
         (
             "frames",
             frames(captured=299),
-            "frames do not add up: analysed 290 + dropped 6 + discarded 4 != captured 299",
+            "frames do not add up: captured 299 + queued before 0 != analysed 290 + dropped 6 + "
+            "discarded 4 + queued 0",
         ),
         ("window", window(people=4), "window published with 4 people, fewer than k = 5"),
         ("window", window(k=3, people=4), "window used k = 3, below the policy's min_people 5"),
@@ -361,19 +368,24 @@ def test_a_signature_respelled_in_non_canonical_base64_is_refused(
     assert "not base64" in check(audit, key).problems[0]
 
 
-def test_segments_kept_past_retention_are_reported_as_a_warning(
+def test_an_overdue_purge_fails(
     open_log: OpenLog, clock: FakeClock, tmp_path: Path, key: Ed25519PrivateKey
 ) -> None:
+    """The device announced a retention; segments kept past it (and the timer's day) fail."""
     log = open_log(segment_max_entries=10)
     fill(log, clock, 4)
-    clock.advance(367 * 86_400)  # nobody ran the retention timer
+    clock.advance(365 * 86_400)  # a new segment starts (a new day) ...
     log.append("stop", {"reason": "shutdown", "uptime_ms": 1})
+    on_time = check(tmp_path / "audit", key)
+    clock.advance(86_400 + 60)  # ... and a day later nobody has run the retention timer
+    log.append("stop", {"reason": "shutdown", "uptime_ms": 2})
     log.close()
+    assert on_time.problems == []
     result = check(tmp_path / "audit", key)
-    assert result.ok
-    assert result.warnings == [
-        "2 segment(s) (segment-000000000000.jsonl…) were kept more than a day past "
-        "retention.audit_days (365) at the last entry"
+    assert not result.ok
+    assert result.problems == [
+        "segment-000000000000.jsonl: purge overdue: 2 segment(s) kept more than a day after "
+        "retention.audit_days (365) allowed their purge, at the last entry"
     ]
 
 
