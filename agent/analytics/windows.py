@@ -42,6 +42,10 @@ class FrameCounters:
     dropped: int = 0
     lifetimes_ms: Sequence[float] = ()
     """Frame lifetimes recorded since the last call (``LifetimeRecorder.drain().samples_ms``)."""
+    discarded: int = 0
+    """Zeroed unseen because capture stopped (left queued at a close, or read after it)."""
+    queued: int | None = None
+    """Frames captured and still waiting when these figures were taken (None: not measured)."""
 
 
 class LifetimeHistogram:
@@ -99,6 +103,9 @@ class WindowReport:
     noise: bool
     epsilon_micro: int | None = None
     budget_left_micro: int | None = None
+    frames_discarded: int = 0
+    frames_queued: int = 0
+    """Frames captured and still waiting for analysis when the window's last figures were taken."""
 
     @property
     def breakdown(self) -> bool:
@@ -143,6 +150,7 @@ class _Window:
     captured: int = 0
     analysed: int = 0
     dropped: int = 0
+    discarded: int = 0
     lifetimes: LifetimeHistogram = field(default_factory=LifetimeHistogram)
 
     @property
@@ -178,6 +186,7 @@ class WindowAggregator:
         self._current: _Window | None = None
         self._carry: _Carry | None = None
         self._ready: list[WindowReport] = []
+        self._queued = 0
 
     def window_start(self, t: float) -> int:
         return math.floor(t / self.length) * self.length
@@ -191,6 +200,9 @@ class WindowAggregator:
         window.captured += counters.captured
         window.analysed += counters.analysed
         window.dropped += counters.dropped
+        window.discarded += counters.discarded
+        if counters.queued is not None:
+            self._queued = counters.queued
         for ms in counters.lifetimes_ms:
             window.lifetimes.add(ms)
 
@@ -298,4 +310,6 @@ class WindowAggregator:
             noise=self.epsilon is not None,
             epsilon_micro=eps,
             budget_left_micro=left,
+            frames_discarded=window.discarded,
+            frames_queued=self._queued,
         )

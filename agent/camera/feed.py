@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from agent.camera.base import FrameSource, SourceOptions, open_source
-from agent.camera.grabber import FrameReader, Grabber, start_reader
+from agent.camera.grabber import FrameReader, FrameTally, Grabber, start_reader
 from agent.clock import Clock
 from agent.frame import Frame
 
@@ -33,12 +33,16 @@ class CameraState(StrEnum):
 
 @dataclass
 class FeedCounters:
-    """Running totals; the service turns them into per-window deltas."""
+    """Running totals (``queued``: waiting right now); the service turns them into per-window
+    deltas. A frame a hung camera delivers after its reader was released is zeroed by that reader
+    and counted nowhere here: neither captured nor discarded."""
 
     captured: int = 0
     dropped: int = 0
     skipped: int = 0
     failures: int = 0
+    discarded: int = 0
+    queued: int = 0
 
 
 class CameraFeed:
@@ -105,12 +109,15 @@ class CameraFeed:
 
     @property
     def counters(self) -> FeedCounters:
-        r = self._reader
+        """Totals since start, read from the open reader at one instant."""
+        t = self._reader.tally() if self._reader is not None else FrameTally()
         return FeedCounters(
-            captured=self._base.captured + (r.captured if r else 0),
-            dropped=self._base.dropped + (r.dropped if r else 0),
-            skipped=self._base.skipped + (r.skipped if r else 0),
+            captured=self._base.captured + t.captured,
+            dropped=self._base.dropped + t.dropped,
+            skipped=self._base.skipped + t.skipped,
             failures=self._base.failures,
+            discarded=self._base.discarded + t.discarded,
+            queued=t.queued,
         )
 
     def wait_hint(self) -> float:
@@ -173,10 +180,12 @@ class CameraFeed:
         reader, self._reader, self._frames = self._reader, None, None
         if reader is None:
             return
-        self._base.captured += reader.captured
-        self._base.dropped += reader.dropped
-        self._base.skipped += reader.skipped
         try:
-            reader.close()
+            reader.close()  # zeroes (and counts) a frame left waiting
         except Exception:  # closing a broken device must not mask the original failure
             logger.exception("closing the camera failed")
+        t = reader.tally()
+        self._base.captured += t.captured
+        self._base.dropped += t.dropped
+        self._base.skipped += t.skipped
+        self._base.discarded += t.discarded

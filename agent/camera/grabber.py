@@ -8,6 +8,12 @@ possible needs no thread: the consumer pulls and nothing is ever dropped.
 
 An optional ``RateGate`` thins the stream to a wanted analysis rate (``--fps``); the frames it
 turns away are zeroed immediately and counted as skipped.
+
+Every frame that leaves the source is counted once as captured and once by its fate, where the
+fate happens: dropped (replaced in the slot), skipped (the rate gate), discarded (zeroed unseen
+because capture stopped: waiting in the slot at close, or read after close), or handed to the
+consumer. ``tally()`` reads all the counters and the slot's occupancy at one instant, so
+captured = dropped + skipped + discarded + taken + queued holds for every snapshot.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Protocol
 
 from agent.camera.base import FrameSource
@@ -46,8 +53,21 @@ class RateGate:
         return True
 
 
+@dataclass(frozen=True, slots=True)
+class FrameTally:
+    """A reader's counters at one instant (totals, except ``queued``: waiting right now)."""
+
+    captured: int = 0
+    dropped: int = 0
+    skipped: int = 0
+    discarded: int = 0
+    queued: int = 0
+
+
 class FrameReader(Protocol):
     """What the consumer sees: an iterator of frames plus counters for health and audit."""
+
+    def tally(self) -> FrameTally: ...
 
     @property
     def captured(self) -> int: ...
@@ -64,22 +84,42 @@ class FrameReader(Protocol):
 
 
 class LatestFrameSlot:
-    """A thread-safe mailbox holding at most one frame; ``put`` replaces and zeroes the old one."""
+    """A thread-safe mailbox holding at most one frame; ``put`` replaces and zeroes the old one.
+
+    It also keeps the producer's counters, under the same lock as the frame, so a ``tally`` never
+    sees a frame counted as captured but not yet anywhere."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._frame: Frame | None = None
         self._closed = False
+        self._refusing = False
         self._error: BaseException | None = None
+        self.captured = 0
         self.dropped = 0
+        self.skipped = 0
+        self.discarded = 0
 
     def put(self, frame: Frame) -> None:
+        """A new frame from the source; after ``close`` it is zeroed at once (discarded)."""
         with self._cond:
+            self.captured += 1
+            if self._refusing:
+                zero(frame.pixels)
+                self.discarded += 1
+                return
             old, self._frame = self._frame, frame
             if old is not None:
                 zero(old.pixels)
                 self.dropped += 1
             self._cond.notify()
+
+    def skip(self, frame: Frame) -> None:
+        """A frame the rate gate turned away: counted and zeroed, never queued."""
+        with self._cond:
+            self.captured += 1
+            self.skipped += 1
+            zero(frame.pixels)
 
     def finish(self, error: BaseException | None = None) -> None:
         """No more frames will come; ``error`` is re-raised to the consumer after the last frame."""
@@ -97,12 +137,20 @@ class LatestFrameSlot:
                 raise self._error
             return frame
 
-    def discard(self) -> None:
-        """Zero a frame nobody will take (at shutdown)."""
+    def close(self) -> None:
+        """The consumer is gone: zero the waiting frame and every frame that still arrives."""
         with self._cond:
+            self._refusing = True
             if self._frame is not None:
                 zero(self._frame.pixels)
                 self._frame = None
+                self.discarded += 1
+            self._cond.notify_all()
+
+    def tally(self) -> FrameTally:
+        with self._cond:
+            queued = 1 if self._frame is not None else 0
+            return FrameTally(self.captured, self.dropped, self.skipped, self.discarded, queued)
 
 
 class PullReader:
@@ -124,25 +172,45 @@ class PullReader:
                 continue
             yield frame
 
+    def tally(self) -> FrameTally:
+        """One thread reads and consumes: nothing ever waits, nothing is discarded."""
+        return FrameTally(self.captured, self.dropped, self.skipped)
+
     def close(self) -> None:
         self.source.close()
 
 
 class Grabber:
-    """A reader thread feeding a one-frame mailbox; the consumer iterates the freshest frames."""
+    """A reader thread feeding a one-frame mailbox; the consumer iterates the freshest frames.
+
+    The thread owns the source while it reads: if ``close`` gives up waiting for a read that hangs
+    (a stalled RTSP stream), the thread closes the source itself when the read returns, and the
+    frame that read brought is zeroed at once, never queued."""
 
     def __init__(self, source: FrameSource, gate: RateGate | None = None) -> None:
         self.source = source
         self.gate = gate or RateGate(None)
         self.slot = LatestFrameSlot()
-        self.captured = 0
-        self.skipped = 0
         self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._finished = False
+        self._close_on_exit = False
         self._thread = threading.Thread(target=self._run, name="frame-grabber", daemon=True)
+
+    @property
+    def captured(self) -> int:
+        return self.slot.captured
 
     @property
     def dropped(self) -> int:
         return self.slot.dropped
+
+    @property
+    def skipped(self) -> int:
+        return self.slot.skipped
+
+    def tally(self) -> FrameTally:
+        return self.slot.tally()
 
     def start(self) -> Grabber:
         self._thread.start()
@@ -155,10 +223,8 @@ class Grabber:
                 frame = self.source.read()
                 if frame is None:
                     break
-                self.captured += 1
                 if not self.gate.admit(frame.stream_time):
-                    zero(frame.pixels)
-                    self.skipped += 1
+                    self.slot.skip(frame)
                     continue
                 self.slot.put(frame)
         except EmotionAgentError as exc:
@@ -169,6 +235,11 @@ class Grabber:
             error.__cause__ = exc
         finally:
             self.slot.finish(error)
+            with self._lock:
+                self._finished = True
+                close_source = self._close_on_exit
+            if close_source:
+                self._close_source()
 
     def __iter__(self) -> Iterator[Frame]:
         while (frame := self.slot.take()) is not None:
@@ -180,13 +251,28 @@ class Grabber:
         return not self._thread.is_alive()
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop reading, zero any frame left waiting, release the source."""
+        """Stop reading, zero any frame left waiting (and any that arrives later), release the
+        source: now, or when a read still in progress returns."""
         self._stop.set()
-        self.slot.discard()
-        if self._thread.is_alive():
+        self.slot.close()
+        started = self._thread.ident is not None
+        if started:
             self._thread.join(timeout)
-        self.slot.discard()
+        with self._lock:
+            if started and not self._finished:
+                self._close_on_exit = True
+                logger.warning(
+                    "the camera did not return from a read within %.0f s; it will be closed when it does",
+                    timeout,
+                )
+                return
         self.source.close()
+
+    def _close_source(self) -> None:
+        try:
+            self.source.close()
+        except Exception:  # the consumer may be gone: a failing close is logged, not raised
+            logger.exception("closing the camera failed")
 
 
 def start_reader(source: FrameSource, *, realtime: bool, fps: float | None = None) -> FrameReader:

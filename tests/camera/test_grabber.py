@@ -12,7 +12,7 @@ import pytest
 from camhelpers import write_video
 
 from agent.camera.base import SourceInfo, SourceOptions, open_source
-from agent.camera.grabber import Grabber, LatestFrameSlot, PullReader, RateGate, start_reader
+from agent.camera.grabber import FrameTally, Grabber, LatestFrameSlot, PullReader, RateGate, start_reader
 from agent.clock import FakeClock, SystemClock
 from agent.errors import CameraLost
 from agent.frame import Frame
@@ -184,3 +184,57 @@ def test_real_time_replay_with_a_slow_consumer_drops_and_zeroes_the_stale_frames
     assert all(not f.pixels.any() for f in dropped)
     assert all(f.pixels.any() for f in seen if f.index > 0)  # delivered frames were left intact
     reader.close()
+
+
+class HangingSource(ListSource):
+    """A stream whose read hangs until released (a stalled RTSP server), then returns a frame."""
+
+    def __init__(self, frame: Frame) -> None:
+        super().__init__([frame], gated=True)
+        self.reading = threading.Event()
+        self.closed_during_read = False
+
+    def read(self) -> Frame | None:
+        self.reading.set()
+        frame = super().read()
+        self.reading.clear()
+        return frame
+
+    def close(self) -> None:
+        self.closed_during_read = self.reading.is_set()
+        super().close()
+
+
+def test_a_frame_that_arrives_after_close_gave_up_is_zeroed_and_the_thread_closes_the_source() -> None:
+    late = make_frame(7)
+    source = HangingSource(late)
+    grabber = Grabber(source).start()
+    assert source.reading.wait(timeout=5)
+    grabber.close(timeout=0.05)  # gives up: the read is still hanging
+    assert not source.closed, "closing a capture while another thread reads from it is unsafe"
+    source.go.release()  # type: ignore[union-attr]  # the stream wakes up with one more frame
+    assert grabber.join(timeout=5)
+    assert not late.pixels.any(), "the late frame must be zeroed, not left in the mailbox"
+    assert source.closed
+    assert not source.closed_during_read
+    assert grabber.tally() == FrameTally(captured=1, discarded=1)
+
+
+def test_the_tally_accounts_for_every_frame_where_its_fate_happened() -> None:
+    frames = [make_frame(i, t=i / 10) for i in range(10)]
+    source = ListSource(frames, gated=True)
+    grabber = Grabber(source, RateGate(5)).start()
+    for _ in range(3):
+        source.go.release()  # type: ignore[union-attr]
+    taken = grabber.slot.take(timeout=5)
+    assert taken is not None
+    for _ in range(8):  # the other seven frames, then the end of the stream
+        source.go.release()  # type: ignore[union-attr]
+    assert grabber.join(timeout=5)
+    waiting = grabber.tally()
+    grabber.close()
+    closed = grabber.tally()
+    assert waiting.queued == 1
+    assert waiting.captured == 1 + waiting.dropped + waiting.skipped + waiting.discarded + waiting.queued
+    assert (closed.captured, closed.skipped, closed.discarded, closed.queued) == (10, 5, 1, 0)
+    assert closed.captured == 1 + closed.dropped + closed.skipped + closed.discarded
