@@ -9,9 +9,13 @@ window. Sampling is exact, with integer arithmetic only, following Canonne, Kama
 floating-point Laplace, whose rounding leaks (Mironov 2012). Randomness comes from ``secrets``
 (``SystemRandom``); tests inject a seeded ``random.Random``.
 
-Budget. ``BudgetAccountant`` keeps the epsilon spent during the current UTC day in a small
-JSON file in ``state_dir`` (written atomically, integers in micro-epsilon). A window that would
-overspend is refused; the day rolls over at 00:00 UTC. An unreadable file fails closed.
+Budget. ``BudgetAccountant`` keeps the epsilon spent during the current UTC day, and the
+lowest daily budget in force that day, in a small JSON file in ``state_dir`` (written
+atomically, integers in micro-epsilon). A window that would overspend is refused; the day rolls
+over at 00:00 UTC. An unreadable file fails closed. A missing file is rebuilt from the audit log
+(``history``: the spend its ``window`` entries record for the day, and the lowest budget its
+policy records name), so deleting the file buys nothing. A budget raised during a day (a
+reload, a restart with a new config) applies from the next day; a lowered one at once.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import secrets
 import time
 from fractions import Fraction
 from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from agent.atomic import write_atomic
@@ -109,38 +115,75 @@ def atomic_write_json(path: Path, data: dict[str, object]) -> None:
     write_atomic(path, json.dumps(data, sort_keys=True).encode("utf-8"))
 
 
+@dataclass(frozen=True, slots=True)
+class DaySpend:
+    """What a record (the budget file, the audit log) says about one UTC day."""
+
+    spent_micro: int
+    budget_micro: int | None = None
+    """The lowest daily budget in force that day; None when the record does not say."""
+
+
+History = Callable[[str], DaySpend]
+"""Rebuilds a day's spend from another record (the audit log) when the budget file is missing."""
+
+
 class BudgetAccountant:
     """Epsilon spent per UTC day, persisted so a restart cannot reset the budget."""
 
     FILE_NAME = "dp_budget.json"
 
-    def __init__(self, state_dir: Path, daily_budget: float) -> None:
+    def __init__(self, state_dir: Path, daily_budget: float, history: History | None = None) -> None:
         self.path = Path(state_dir) / self.FILE_NAME
         self.budget_micro = round(daily_budget * MICRO)
-        self._day, self._spent = self._load()
+        self._history = history
+        self._day, self._spent, self._day_budget = self._load()
+        self._missing = self._day == ""
 
-    def _load(self) -> tuple[str, int]:
+    def _load(self) -> tuple[str, int, int | None]:
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            return "", 0
+            return "", 0, None
         except OSError as exc:
             raise PayloadError(f"{self.path}: cannot read the privacy budget: {exc}") from exc
         try:
             data = json.loads(text)
             day, spent = data["day"], data["spent_micro"]
-        except (ValueError, KeyError, TypeError) as exc:
+            budget = data.get("budget_micro")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise PayloadError(
                 f"{self.path}: the privacy budget file is damaged (expected "
-                '{"day": "YYYY-MM-DD", "spent_micro": N}); the agent will not guess how much '
-                "epsilon was spent today: restore it or remove it knowingly"
+                '{"day": "YYYY-MM-DD", "spent_micro": N, "budget_micro": N}); the agent will not '
+                "guess how much epsilon was spent today: restore it or remove it knowingly (the "
+                "day's spend is then rebuilt from the audit log)"
             ) from exc
-        if not isinstance(day, str) or not isinstance(spent, int) or isinstance(spent, bool) or spent < 0:
+        if not isinstance(day, str) or not _count(spent) or not (budget is None or _count(budget)):
             raise PayloadError(
-                f"{self.path}: the privacy budget file holds day={day!r}, spent_micro={spent!r}; "
-                "expected a YYYY-MM-DD string and a non-negative integer"
+                f"{self.path}: the privacy budget file holds day={day!r}, spent_micro={spent!r}, "
+                f"budget_micro={budget!r}; expected a YYYY-MM-DD string and non-negative integers"
             )
-        return day, spent
+        return day, spent, budget
+
+    def _recover(self, day: str) -> None:
+        """No file: take the day's spend and budget from the audit log, once, for that day."""
+        self._missing = False
+        if self._history is None:
+            return
+        record = self._history(day)
+        logged = record.budget_micro
+        budget = self.budget_micro if logged is None else min(self.budget_micro, logged)
+        self._day, self._spent, self._day_budget = day, record.spent_micro, budget
+        atomic_write_json(self.path, {"day": day, "spent_micro": self._spent, "budget_micro": budget})
+
+    def day_budget_micro(self, at: float) -> int:
+        """The budget in force on the day of ``at``: never above what that day already allowed."""
+        day = utc_day(at)
+        if self._missing:
+            self._recover(day)
+        if day == self._day and self._day_budget is not None:
+            return min(self.budget_micro, self._day_budget)
+        return self.budget_micro
 
     def spent_micro(self, at: float) -> int:
         """Epsilon (micro units) already spent on the UTC day of ``at``.
@@ -149,19 +192,28 @@ class BudgetAccountant:
         winding the clock back must not buy a fresh budget.
         """
         day = utc_day(at)
+        if self._missing:
+            self._recover(day)
         if day < self._day:
-            return self.budget_micro
+            return self.day_budget_micro(at)
         return self._spent if day == self._day else 0
 
     def remaining_micro(self, at: float) -> int:
-        return max(0, self.budget_micro - self.spent_micro(at))
+        return max(0, self.day_budget_micro(at) - self.spent_micro(at))
 
     def try_spend(self, epsilon: float, at: float) -> bool:
         """Spend ``epsilon`` on the day of ``at`` if the budget allows; persist before answering."""
         cost = round(epsilon * MICRO)
-        spent = self.spent_micro(at)
-        if spent + cost > self.budget_micro:
-            return False
-        self._day, self._spent = utc_day(at), spent + cost
-        atomic_write_json(self.path, {"day": self._day, "spent_micro": self._spent})
-        return True
+        spent, budget = self.spent_micro(at), self.day_budget_micro(at)
+        allowed = spent + cost <= budget
+        if not allowed and (utc_day(at) != self._day or budget == self._day_budget):
+            return False  # nothing new to remember (a lowered budget is remembered below)
+        self._day, self._spent, self._day_budget = utc_day(at), spent + cost * allowed, budget
+        atomic_write_json(
+            self.path, {"day": self._day, "spent_micro": self._spent, "budget_micro": budget}
+        )
+        return allowed
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

@@ -103,6 +103,8 @@ class WindowReport:
     noise: bool
     epsilon_micro: int | None = None
     budget_left_micro: int | None = None
+    epsilon_spent_micro: int = 0
+    """Epsilon this window took from the daily budget (0 when none: DP off, refused, nobody)."""
     frames_discarded: int = 0
     frames_queued: int = 0
     """Frames captured and still waiting for analysis when the window's last figures were taken."""
@@ -239,11 +241,11 @@ class WindowAggregator:
             people = {**self._carry.people, **window.people}
             covers_from = self._carry.covers_from
             self._carry = None
-        cells, suppressed = self._release(window, tally(people.values()), anyone=bool(people))
+        cells, suppressed, spent = self._release(window, tally(people.values()), anyone=bool(people))
         if suppressed == "below_k" and self.mode == "merge" and not final and 0 < len(people) < MAX_CARRY:
             self._carry = _Carry(covers_from, people)
             suppressed = "merged"
-        report = self._report(window, covers_from, complete, cells, suppressed)
+        report = self._report(window, covers_from, complete, cells, suppressed, spent)
         logger.info(
             "window closed",
             extra={
@@ -256,7 +258,9 @@ class WindowAggregator:
         )
         return report
 
-    def _release(self, window: _Window, cells: Cells, anyone: bool) -> tuple[Cells | None, Suppressed | None]:
+    def _release(
+        self, window: _Window, cells: Cells, anyone: bool
+    ) -> tuple[Cells | None, Suppressed | None, int]:
         """Noise and budget, then k on the (noisy) voters.
 
         A window in which no frame was analysed and nobody is carried holds no data about
@@ -264,17 +268,19 @@ class WindowAggregator:
         choice depends on frame counts only, which are public, so it leaks nothing.
         """
         if window.analysed == 0 and not anyone:
-            return None, "below_k"
+            return None, "below_k", 0
+        spent = 0
         if self.epsilon is not None:
             accountant, noise = self._accountant, self._noise
             if accountant is None or noise is None:  # pragma: no cover - refused in __init__
                 raise RuntimeError("differential privacy is on without noise or accountant")
             if not accountant.try_spend(self.epsilon, window.start):
-                return None, "dp_budget"
+                return None, "dp_budget", 0
+            spent = round(self.epsilon * MICRO)
             cells = add_noise(cells, noise, self.epsilon)
         if cells.voters < self.k:
-            return None, "below_k"
-        return cells, None
+            return None, "below_k", spent
+        return cells, None, spent
 
     def _report(
         self,
@@ -283,6 +289,7 @@ class WindowAggregator:
         complete: bool,
         cells: Cells | None,
         suppressed: Suppressed | None,
+        spent_micro: int = 0,
     ) -> WindowReport:
         votes = cells.votes if cells is not None else None
         va = mean_valence_arousal(votes) if votes is not None else None
@@ -310,6 +317,7 @@ class WindowAggregator:
             noise=self.epsilon is not None,
             epsilon_micro=eps,
             budget_left_micro=left,
+            epsilon_spent_micro=spent_micro,
             frames_discarded=window.discarded,
             frames_queued=self._queued,
         )

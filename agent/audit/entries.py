@@ -142,6 +142,14 @@ class WindowData(_Data):
     published: bool
     suppressed: Token | None = None
     k: int = Field(strict=True, ge=1, le=1000)
+    dp_spent_micro: Count | None = None
+    """Epsilon × 10^6 this window took from the day's budget; null when DP is off. The budget
+    file is rebuilt from these when it is missing."""
+
+    @model_validator(mode="after")
+    def _current_form(self, info: ValidationInfo) -> WindowData:
+        self.require(info, "dp_spent_micro")
+        return self
 
 
 class PublishData(_Data):

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from agent.analytics.dp import (
     BudgetAccountant,
+    DaySpend,
     DiscreteLaplace,
     bernoulli_exp,
     discrete_laplace,
@@ -102,7 +103,7 @@ def test_budget_survives_a_restart(tmp_path: Path) -> None:
     assert again.remaining_micro(MIDNIGHT + 10) == 250_000
     assert again.try_spend(0.5, MIDNIGHT + 10) is False
     data = json.loads((tmp_path / "dp_budget.json").read_text())
-    assert data == {"day": "2023-11-15", "spent_micro": 750_000}
+    assert data == {"day": "2023-11-15", "spent_micro": 750_000, "budget_micro": 1_000_000}
 
 
 def test_setting_the_clock_back_does_not_buy_a_fresh_budget(tmp_path: Path) -> None:
@@ -117,7 +118,7 @@ def test_a_damaged_budget_file_fails_closed_with_its_path(tmp_path: Path) -> Non
     with pytest.raises(PayloadError, match=r"dp_budget\.json: the privacy budget file is damaged"):
         BudgetAccountant(tmp_path, 1.0)
     (tmp_path / "dp_budget.json").write_text('{"day": "2023-11-15", "spent_micro": -5}')
-    with pytest.raises(PayloadError, match=r"spent_micro=-5; expected a YYYY-MM-DD string"):
+    with pytest.raises(PayloadError, match=r"spent_micro=-5, budget_micro=None; expected a YYYY-MM-DD string"):
         BudgetAccountant(tmp_path, 1.0)
 
 
@@ -146,3 +147,36 @@ def test_accountant_matches_a_model_and_never_overspends_a_day(
             spent[day] = spent.get(day, 0) + cost
         assert spent.get(day, 0) <= round(budget * 1_000_000)
         assert BudgetAccountant(folder, budget).remaining_micro(t) == acct.remaining_micro(t)
+
+
+def test_a_budget_raised_during_the_day_applies_from_the_next_day(tmp_path: Path) -> None:
+    """A reload or restart with a larger daily_budget must not buy more epsilon today."""
+    BudgetAccountant(tmp_path, 1.0).try_spend(1.0, MIDNIGHT + 10)
+    raised = BudgetAccountant(tmp_path, 5.0)
+    assert raised.remaining_micro(MIDNIGHT + 20) == 0
+    assert raised.try_spend(0.5, MIDNIGHT + 20) is False
+    assert raised.try_spend(0.5, MIDNIGHT + DAY) is True
+    assert raised.remaining_micro(MIDNIGHT + DAY) == 4_500_000
+
+
+def test_a_budget_lowered_during_the_day_applies_at_once(tmp_path: Path) -> None:
+    BudgetAccountant(tmp_path, 2.0).try_spend(0.5, MIDNIGHT + 10)
+    lowered = BudgetAccountant(tmp_path, 1.0)
+    assert lowered.remaining_micro(MIDNIGHT + 20) == 500_000
+    assert lowered.try_spend(0.6, MIDNIGHT + 20) is False
+    assert BudgetAccountant(tmp_path, 3.0).remaining_micro(MIDNIGHT + 30) == 500_000
+
+
+def test_a_missing_budget_file_is_rebuilt_from_the_history_not_reset(tmp_path: Path) -> None:
+    asked: list[str] = []
+
+    def history(day: str) -> DaySpend:
+        asked.append(day)
+        return DaySpend(spent_micro=800_000, budget_micro=1_000_000)
+
+    acct = BudgetAccountant(tmp_path, 2.0, history=history)
+    assert acct.remaining_micro(MIDNIGHT + 60) == 200_000
+    assert acct.try_spend(0.5, MIDNIGHT + 60) is False
+    assert acct.try_spend(0.2, MIDNIGHT + 60) is True
+    assert asked == ["2023-11-15"]
+    assert BudgetAccountant(tmp_path, 2.0).remaining_micro(MIDNIGHT + 61) == 0

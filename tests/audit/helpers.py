@@ -36,6 +36,7 @@ def window(**over: Any) -> dict[str, Any]:
         "published": True,
         "suppressed": None,
         "k": 5,
+        "dp_spent_micro": None,
     }
     return base | over
 
