@@ -2,10 +2,16 @@
 
 Uses picamera2's documented API: ``Picamera2(camera_num)``, ``create_video_configuration(main=
 {"format": "RGB888", "size": (w, h)}, controls={"FrameDurationLimits": ...})``, ``configure``,
-``start``, ``capture_request()`` then ``request.make_array("main")`` and ``request.release()``,
-``stop``, ``close``. picamera2's "RGB888" is laid out B, G, R in memory: the BGR order OpenCV and
-the vision stage expect. ``make_array`` copies out of the camera's buffer, and the request is
-released at once, so libcamera gets its buffer back before inference starts.
+``start``, ``capture_request()``, ``MappedArray(request, "main", write=False)`` and
+``request.release()``, ``stop``, ``close``. picamera2's "RGB888" is laid out B, G, R in memory:
+the BGR order OpenCV and the vision stage expect.
+
+The mapped buffer (libcamera's dma-buf, row padding sliced off) is copied once into the frame's
+own array, and the request is released at once, so libcamera gets its buffer back before
+inference starts. Not ``request.make_array``: for padded rows it copies the whole buffer, then
+copies that without the padding, and frees the first copy with the pixels still in it. The
+camera's own buffers are libcamera's (reused for the next frames, never written to disk); the
+agent cannot zero them.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import numpy as np
 from agent.camera.base import SourceInfo, SourceOptions
 from agent.clock import Clock
 from agent.errors import BackendUnavailable, CameraLost, SourceError
-from agent.frame import Frame
+from agent.frame import Frame, Pixels
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +60,7 @@ class Picamera2Source:
         self.clock = clock
         self._module = module
         self._cam: Any = None
+        self._mapped: Any = None
         self._size = (options.width or DEFAULT_SIZE[0], options.height or DEFAULT_SIZE[1])
         self._count = 0
 
@@ -65,6 +72,7 @@ class Picamera2Source:
     def open(self) -> None:
         module = self._module or import_picamera2()
         cls = module.Picamera2
+        self._mapped = module.MappedArray
         cameras = cls.global_camera_info()
         if self.camera_num >= len(cameras):
             raise SourceError(
@@ -97,26 +105,31 @@ class Picamera2Source:
         )
 
     def read(self) -> Frame | None:
-        if self._cam is None:
+        if self._cam is None or self._mapped is None:
             raise CameraLost(f"picamera2:{self.camera_num}: read from a closed camera")
         try:
             request = self._cam.capture_request()
         except Exception as exc:
             raise CameraLost(f"picamera2:{self.camera_num}: capture failed: {exc}") from exc
         try:
-            array = request.make_array("main")
+            with self._mapped(request, "main", write=False) as mapped:
+                pixels = self._copy(mapped.array)
         finally:
             request.release()
-        pixels = np.asarray(array, dtype=np.uint8)
-        if pixels.ndim != 3 or pixels.shape[2] != 3:
-            raise CameraLost(
-                f"picamera2:{self.camera_num}: expected an RGB888 (h, w, 3) array, got {pixels.shape}"
-            )
-        if not pixels.flags.writeable or not pixels.flags.c_contiguous:
-            pixels = np.array(pixels, dtype=np.uint8, order="C")
         frame = Frame(pixels, self._count, self.clock.monotonic(), self.clock.time())
         self._count += 1
         return frame
+
+    def _copy(self, view: Any) -> Pixels:
+        """The one copy of the camera's buffer: a writeable, contiguous array the lease zeroes."""
+        shape = getattr(view, "shape", None)
+        if shape is None or len(shape) != 3 or shape[2] != 3:
+            raise CameraLost(
+                f"picamera2:{self.camera_num}: expected an RGB888 (h, w, 3) buffer, got {shape}"
+            )
+        pixels: Pixels = np.empty(shape, np.uint8)
+        np.copyto(pixels, view)
+        return pixels
 
     def close(self) -> None:
         cam, self._cam = self._cam, None

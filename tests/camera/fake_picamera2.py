@@ -8,7 +8,11 @@ Modelled on raspberrypi/picamera2 ``picamera2/picamera2.py`` and ``picamera2/req
 - ``capture_request`` only while started, and never more requests out than ``buffer_count``
   (the real one blocks; this one raises so a leak shows); a request's ``make_array(name)``
   copies the buffer out honouring the stride (rows padded to 64 bytes here), exactly like
-  ``Helpers.make_array``; ``release`` is reference counted and raises below zero;
+  ``Helpers.make_array`` (a whole-buffer copy, then a second copy without the padding);
+  ``MappedArray(request, name, reshape=True, write=True)`` is a context manager whose ``array``
+  is a view onto the request's own buffer (padding sliced off, no copy), read-only when
+  ``write=False``, like ``picamera2/request.py``; ``release`` is reference counted and raises
+  below zero;
 - "RGB888" buffers hold bytes in B, G, R order (libcamera's little-endian naming).
 
 The scene is a list of BGR images played in turn, so a test can check pixels end to end.
@@ -53,6 +57,37 @@ class FakeCompletedRequest:
         if self.ref_count == 0:
             self.cam.outstanding -= 1
             self._buffer[:] = 0  # the buffer goes back to the camera and is overwritten
+
+
+class FakeMappedArray:
+    """picamera2's ``MappedArray``: the request's buffer mapped as an array, valid inside ``with``."""
+
+    def __init__(
+        self, request: FakeCompletedRequest, stream: str, reshape: bool = True, write: bool = True
+    ) -> None:
+        if request.ref_count <= 0:
+            raise RuntimeError("MappedArray over a released request")
+        self._request, self._stream, self._reshape, self._write = request, stream, reshape, write
+        self._array: np.ndarray | None = None
+
+    def __enter__(self) -> FakeMappedArray:
+        request = self._request
+        array = request._buffer.view()
+        array.flags.writeable = self._write
+        if self._reshape:
+            cfg = request.config[self._stream]
+            w, h = cfg["size"]
+            bpp = BYTES_PER_PIXEL[cfg["format"]]
+            array = array.reshape((h, cfg["stride"]))[:, : w * bpp].reshape((h, w, bpp))
+        self._array = array
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._array = None
+
+    @property
+    def array(self) -> np.ndarray | None:
+        return self._array
 
 
 class FakePicamera2:
@@ -179,4 +214,5 @@ def make_module(scene: list[np.ndarray] | None = None, cameras: int = 1) -> type
     FakePicamera2.instances = []
     module = types.ModuleType("picamera2")
     module.Picamera2 = FakePicamera2  # type: ignore[attr-defined]
+    module.MappedArray = FakeMappedArray  # type: ignore[attr-defined]
     return module

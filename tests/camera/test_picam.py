@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import tracemalloc
 from pathlib import Path
 
 import cv2
@@ -96,3 +97,36 @@ def test_importing_the_backend_does_not_import_picamera2(monkeypatch: pytest.Mon
     monkeypatch.delitem(sys.modules, "picamera2", raising=False)
     load_factory("picamera2")
     assert "picamera2" not in sys.modules
+
+
+def test_a_padded_buffer_is_copied_once_into_the_frame_and_nowhere_else(clock: FakeClock) -> None:
+    """650 px rows (1950 bytes) are padded to 1984 in the camera's buffer. picamera2's
+    ``make_array`` copies the whole padded buffer and then again without the padding, and the
+    first copy is freed unzeroed; the source copies the mapped buffer once, into the frame the
+    lease zeroes. Measured: bytes the read allocates after the camera handed over its request."""
+    module = make_module()
+    src = Picamera2Source("0", SourceOptions(fps=5, width=650, height=360), clock, module=module)
+    src.open()
+    cam = FakePicamera2.instances[0]
+    capture = cam.capture_request
+    after_capture: list[int] = []
+
+    def measured_capture(*args: object) -> object:
+        request = capture(*args)
+        tracemalloc.reset_peak()
+        after_capture.append(tracemalloc.get_traced_memory()[0])
+        return request
+
+    cam.capture_request = measured_capture  # type: ignore[method-assign]
+    tracemalloc.start()
+    try:
+        frame = src.read()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert frame is not None
+    assert frame.pixels.flags.writeable
+    assert frame.pixels.flags.c_contiguous
+    assert frame.pixels.shape == (360, 650, 3)
+    assert peak - after_capture[0] <= frame.pixels.nbytes * 1.05
+    assert cam.outstanding == 0
