@@ -23,10 +23,10 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from fractions import Fraction
-from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
 from typing import Protocol
 
 from agent.atomic import write_atomic

@@ -245,7 +245,7 @@ class WindowAggregator:
         if suppressed == "below_k" and self.mode == "merge" and not final and 0 < len(people) < MAX_CARRY:
             self._carry = _Carry(covers_from, people)
             suppressed = "merged"
-        report = self._report(window, covers_from, complete, cells, suppressed, spent)
+        report = self._report(window, covers_from, complete, cells, suppressed, spent_micro=spent)
         logger.info(
             "window closed",
             extra={
@@ -289,6 +289,7 @@ class WindowAggregator:
         complete: bool,
         cells: Cells | None,
         suppressed: Suppressed | None,
+        *,
         spent_micro: int = 0,
     ) -> WindowReport:
         votes = cells.votes if cells is not None else None

@@ -10,6 +10,7 @@ inside the entries. Problems come out in log order, so the first one names the f
 from __future__ import annotations
 
 import base64
+import itertools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -351,7 +352,7 @@ def _overdue(result: VerifyResult, v: _Verifier) -> None:
     names = list(v.seg_last_ts)
     now = v.invariants.last_ts
     late = [
-        name for name, following in zip(names, names[1:], strict=False)
+        name for name, following in itertools.pairwise(names)
         if now > max(v.seg_last_ts[name] + policy["audit_days"] * DAY_MS, v.seg_first_ts[following]) + DAY_MS
     ]
     if late:

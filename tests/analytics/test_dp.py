@@ -118,7 +118,7 @@ def test_a_damaged_budget_file_fails_closed_with_its_path(tmp_path: Path) -> Non
     with pytest.raises(PayloadError, match=r"dp_budget\.json: the privacy budget file is damaged"):
         BudgetAccountant(tmp_path, 1.0)
     (tmp_path / "dp_budget.json").write_text('{"day": "2023-11-15", "spent_micro": -5}')
-    with pytest.raises(PayloadError, match=r"spent_micro=-5, budget_micro=None; expected a YYYY-MM-DD string"):
+    with pytest.raises(PayloadError, match=r"spent_micro=-5, budget_micro=None; expected a YYYY-MM-DD"):
         BudgetAccountant(tmp_path, 1.0)
 
 

@@ -20,7 +20,8 @@ def a_day_of_windows(tmp_path: Path, clock: FakeClock) -> Path:
     """Yesterday one window spent 0.5; today a start with budget 1.0, then three windows of 0.25
     (one refused: 0), a reload that lowered the budget to 0.9, then one more window."""
     audit = tmp_path / "state" / "audit"
-    log = AuditLog.open(audit, Ed25519PrivateKey.generate(), ORIGIN, clock, AuditSettings(segment_max_entries=10))
+    key = Ed25519PrivateKey.generate()
+    log = AuditLog.open(audit, key, ORIGIN, clock, AuditSettings(segment_max_entries=10))
     dp = policy(dp_epsilon_milli=250, dp_daily_budget_milli=1000)
     log.append("start", start(policy=dp))
     log.append("window", window(window_start_ms=int((MIDNIGHT - 120) * 1000), dp_spent_micro=500_000))

@@ -52,7 +52,8 @@ def test_the_new_version_appends_to_an_old_log_and_the_whole_verifies(tmp_path: 
 
 
 def test_writing_the_old_field_is_refused(tmp_path: Path) -> None:
-    log = AuditLog.open(tmp_path / "audit", Ed25519PrivateKey.generate(), ORIGIN, FakeClock(), AuditSettings())
+    key = Ed25519PrivateKey.generate()
+    log = AuditLog.open(tmp_path / "audit", key, ORIGIN, FakeClock(), AuditSettings())
     with pytest.raises(PayloadError, match="'pixel_bytes_persisted' is a legacy field"):
         log.append("frames", frames(pixel_bytes_persisted=0))
     log.close()
