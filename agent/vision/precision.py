@@ -64,13 +64,22 @@ class QuantParams:
         return int(info.min), int(info.max)
 
 
-def quantize(values: F32, params: QuantParams, out: npt.NDArray[Any]) -> None:
-    """Write ``round(values / scale) + zero_point``, clipped to the dtype, into ``out``."""
+def quantize(values: F32, params: QuantParams, out: npt.NDArray[Any], scratch: F32 | None = None) -> None:
+    """Write ``round(values / scale) + zero_point``, clipped to the dtype, into ``out``.
+
+    Every step writes into ``scratch`` (a float32 buffer of ``values``' shape, zeroed before
+    return): an expression such as ``np.rint(values / scale) + zero_point`` would leave three
+    frame-sized temporaries, derived from pixels, freed without being zeroed."""
     lo, hi = params.bounds
-    scaled = np.rint(values / params.scale) + params.zero_point
-    np.clip(scaled, lo, hi, out=scaled)
-    out[...] = scaled.reshape(out.shape)
-    scaled.fill(0)  # it held pixels too
+    work = np.zeros(values.shape, np.float32) if scratch is None else scratch
+    try:
+        np.divide(values, params.scale, out=work)
+        np.rint(work, out=work)
+        np.add(work, params.zero_point, out=work)
+        np.clip(work, lo, hi, out=work)
+        np.copyto(out, work.reshape(out.shape), casting="unsafe")
+    finally:
+        work.fill(0)  # it held pixels too
 
 
 def dequantize(values: npt.NDArray[Any], params: QuantParams) -> F32:
@@ -93,6 +102,7 @@ class QuantizedModel(Model):
         self.input_params = QuantParams.of(interpreter.get_input_details()[0])
         self.output_params = tuple(QuantParams.of(d) for d in interpreter.get_output_details())
         self._staging: F32 = np.zeros(self.input_shape, np.float32)
+        self._scratch: F32 = np.zeros(self.input_shape, np.float32)
 
     def run(self, tensor: F32) -> list[F32]:
         self.fill_input(lambda a: a.__setitem__(..., tensor))
@@ -102,7 +112,7 @@ class QuantizedModel(Model):
         """``write`` fills a float32 staging buffer, which is then quantized into the tensor."""
         write(self._staging)
         view = self._it.tensor(self.input_index)
-        quantize(self._staging, self.input_params, view())
+        quantize(self._staging, self.input_params, view(), self._scratch)
         del view
 
     def run_in_place(self) -> list[F32]:
