@@ -1,7 +1,7 @@
 """File replay: a video, a single image, or a folder of images sorted by name.
 
-Replay stands in for a camera in demos and tests. In real time (``realtime``) frame i is handed
-out no earlier than i / fps after the first, measured on the injected Clock, so a FakeClock
+Replay stands in for a camera in demos and tests. In real time (``realtime``) frame i is decoded
+and handed out no earlier than i / fps after the first, measured on the injected Clock, so a FakeClock
 replays a minute in milliseconds; otherwise frames come as fast as the consumer pulls. Images
 are decoded from disk at each read rather than cached, so no pixels outlive their lease.
 """
@@ -134,21 +134,24 @@ class ReplaySource:
         self._cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
 
     def read(self) -> Frame | None:
+        """The next frame, decoded when it is due (never decoded and then left waiting), its
+        lifetime starting the moment it leaves the decoder."""
         if self._ended:
             return None
+        self._pace()
         pixels = self._next_pixels()
         if pixels is None and self.options.loop and self._pos > 0:
             self._rewind()
             pixels = self._next_pixels()
+        decoded = self.clock.monotonic()
         if pixels is None:
             self._ended = True
             return None
         source_time = self._pos / self._fps
-        self._pace()
         frame = Frame(
             pixels=pixels,
             index=self._count,
-            captured_mono=self.clock.monotonic(),
+            captured_mono=decoded,
             timestamp=self.clock.time(),
             source_time=source_time,
         )

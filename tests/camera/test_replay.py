@@ -13,6 +13,7 @@ from agent.camera.base import FrameSource, SourceOptions, open_source
 from agent.clock import FakeClock
 from agent.errors import SourceError
 from agent.frame import Frame
+from agent.privacy.lease import LifetimeRecorder, lease
 
 
 def read_all(src: FrameSource, limit: int = 100) -> list[Frame]:
@@ -45,6 +46,36 @@ def test_realtime_replay_paces_frames_on_the_clock(clip: Path, clock: FakeClock)
     frames = read_all(src)
     start = frames[0].captured_mono
     assert [round(f.captured_mono - start, 6) for f in frames] == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
+
+
+def test_a_frames_lifetime_is_measured_from_the_decoder_even_with_slow_pacing(
+    clip: Path, clock: FakeClock
+) -> None:
+    """Real-time replay waits (on the clock) between frames. Each frame's recorded lifetime must be
+    the time from leaving the decoder to being zeroed: 30 ms of inference here, whatever the
+    pacing. (Decoded first and then paced, a frame sat decoded for the whole wait, 100 ms here,
+    while its lifetime started after it.)"""
+    src = open_source(str(clip), SourceOptions(realtime=True), clock)
+    decoded_at: list[float] = []
+    decode = src._next_pixels  # type: ignore[attr-defined]
+
+    def timed_decode() -> object:
+        pixels = decode()
+        decoded_at.append(clock.monotonic())
+        return pixels
+
+    src._next_pixels = timed_decode  # type: ignore[attr-defined]
+    recorder = LifetimeRecorder(clock)
+    true_ms = []
+    while (frame := src.read()) is not None:
+        clock.advance(0.03)  # inference
+        with lease(frame, recorder):
+            pass
+        true_ms.append(round((clock.monotonic() - decoded_at[frame.index]) * 1000, 6))
+    lifetimes = [round(ms, 6) for ms in recorder.drain().samples_ms]
+    assert len(lifetimes) == 6
+    assert lifetimes == true_ms
+    assert lifetimes == [30.0] * 6
 
 
 def test_as_fast_as_possible_never_waits(clip: Path, clock: FakeClock) -> None:
