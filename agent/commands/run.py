@@ -8,6 +8,7 @@ from typing import Any
 
 from agent.config import load_config
 from agent.privacy.coredump import forbid_core_dumps
+from agent.privacy.heap import unmap_freed_frames
 
 
 def register(sub: Any) -> None:
@@ -20,8 +21,10 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Core dumps go off first, before a camera or a model can put a frame in memory."""
+    """Core dumps go off and freed frame buffers leave the process, first, before a camera or a
+    model can put a frame in memory."""
     forbid_core_dumps()
+    unmap_freed_frames()
     from agent.service import Service  # noqa: PLC0415 - keeps `--help` fast and model-free
 
     path = Path(args.config)
