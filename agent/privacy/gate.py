@@ -1,7 +1,10 @@
-"""The capture gate: schedule and privacy mode decide whether the camera is open at all.
+"""The capture gate: schedule, privacy mode and the privacy budget decide whether the camera is
+open at all.
 
-Outside active hours or in privacy mode the source is *closed* (the device is released), so
-no frame is captured rather than captured and ignored. The service calls ``update`` each
+Outside active hours, in privacy mode, or once the day's differential-privacy budget cannot pay
+for another window (nothing more could be published today, so nothing is analysed) the source
+is *closed* (the device and its decoder are released), so no frame is captured rather than
+captured and ignored. The service calls ``update`` each
 loop turn and sleeps at most until ``wake_at``; ``update`` opens or closes the source on a
 change and returns the change for the audit log and the state topic.
 """
@@ -9,6 +12,7 @@ change and returns the change for the audit log and the state topic.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Protocol
@@ -19,7 +23,10 @@ from agent.privacy.schedule import Schedule
 
 logger = logging.getLogger(__name__)
 
-Reason = Literal["privacy_mode", "outside_schedule"]
+Reason = Literal["privacy_mode", "outside_schedule", "dp_budget"]
+
+BudgetLeft = Callable[[float], bool]
+"""True while the privacy budget can still pay for a window at this Unix time."""
 
 
 class Switchable(Protocol):
@@ -43,14 +50,16 @@ class GateChange:
 
 
 class CaptureGate:
-    """Opens the source only while the schedule is active and privacy mode is off."""
+    """Opens the source only while the schedule is active, privacy mode is off and the privacy
+    budget (when differential privacy is on) can pay for another window."""
 
     def __init__(self, source: Switchable, mode: PrivacyMode, clock: Clock,
-                 schedule: Schedule | None = None) -> None:
+                 schedule: Schedule | None = None, budget_left: BudgetLeft | None = None) -> None:
         self.source = source
         self.mode = mode
         self.clock = clock
         self.schedule = schedule
+        self.budget_left = budget_left
         self.capturing = False
 
     def blocked_by(self) -> Reason | None:
@@ -59,6 +68,8 @@ class CaptureGate:
             return "privacy_mode"
         if self.schedule is not None and not self.schedule.is_active(self._now()):
             return "outside_schedule"
+        if self.budget_left is not None and not self.budget_left(self.clock.time()):
+            return "dp_budget"
         return None
 
     def update(self) -> GateChange | None:

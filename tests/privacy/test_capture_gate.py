@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 
+from agent.analytics.dp import BudgetAccountant
 from agent.clock import FakeClock
 from agent.frame import Frame
 from agent.privacy.gate import CaptureGate
@@ -88,3 +90,27 @@ def test_changes_say_why_capture_stopped() -> None:
     assert closed is not None
     assert (closed.capturing, closed.reason) == (False, "privacy_mode")
     assert gate.wake_at() is None
+
+
+def test_a_spent_privacy_budget_closes_the_camera_until_the_next_utc_day(tmp_path: Path) -> None:
+    """With DP on, once the day's budget cannot pay for another window nothing more could be
+    published today: the camera (and its decoder) is released, and reopens at 00:00 UTC."""
+    midnight = 1_700_006_400.0  # 2023-11-15 00:00 UTC
+    clock = FakeClock(start=midnight + 23 * 3600)
+    accountant = BudgetAccountant(tmp_path, daily_budget=1.0)
+    source = RecordingSource(clock)
+    gate = CaptureGate(source, PrivacyMode(clock), clock,
+                       budget_left=lambda t: accountant.remaining_micro(t) >= 500_000)
+    run(gate, source, clock, 60)
+    assert source.opens == 1
+    assert accountant.try_spend(0.5, clock.time())
+    assert accountant.try_spend(0.5, clock.time())
+    change = gate.update()
+    assert change is not None
+    assert (change.capturing, change.reason) == (False, "dp_budget")
+    assert source.closes == 1
+    run(gate, source, clock, 3600 - 60)  # until midnight: closed, nothing read
+    assert len(source.captured_at) == 60
+    run(gate, source, clock, 10)  # the next UTC day: a fresh budget
+    assert source.opens == 2
+    assert len(source.captured_at) == 70
