@@ -14,7 +14,8 @@ from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 from agent import __version__
-from agent.analytics.windows import WindowReport
+from agent.analytics.windows import FrameCounters, WindowReport
+from agent.audit.imagescan import StateScan
 from agent.camera.feed import FeedCounters
 from agent.clock import Clock
 from agent.config import AgentConfig
@@ -62,6 +63,7 @@ def policy_fields(cfg: AgentConfig) -> dict[str, JSON]:
         "context": cfg.site.context,
         "purpose": cfg.site.purpose,
         "dp_epsilon_milli": round(dp.epsilon_per_window * 1000) if dp.enabled else None,
+        "dp_daily_budget_milli": round(dp.daily_budget * 1000) if dp.enabled else None,
     }
 
 
@@ -77,25 +79,44 @@ def start_fields(cfg: AgentConfig, boot: int, model_hashes: dict[str, str]) -> d
     }
 
 
-def window_audit_entries(report: WindowReport) -> list[tuple[str, dict[str, JSON]]]:
+def frame_counters(
+    now: FeedCounters, last: FeedCounters, *, analysed: int, refused: int, lifetimes_ms: Sequence[float]
+) -> FrameCounters:
+    """The frames since the feed's previous snapshot, each counted where its fate happened:
+    dropped by the queue, the rate gate or (``refused``) the CPU budget; discarded as the
+    camera closed; ``queued`` is what waits right now (not a delta)."""
+    return FrameCounters(
+        captured=now.captured - last.captured,
+        analysed=analysed,
+        dropped=(now.dropped - last.dropped) + (now.skipped - last.skipped) + refused,
+        lifetimes_ms=lifetimes_ms,
+        discarded=now.discarded - last.discarded,
+        queued=now.queued,
+    )
+
+
+def window_audit_entries(report: WindowReport, scan: StateScan) -> list[tuple[str, dict[str, JSON]]]:
     """The ``frames`` and ``window`` entries for one closed window.
 
-    Frames are accounted as captured = analysed + dropped + discarded; a frame thinned out by
-    the rate gate counts as dropped. ``people`` is 0 when the breakdown was withheld (below k or
-    the privacy budget spent): the device does not keep the hidden figure."""
+    Each frame figure was counted where it happened (see ``agent.camera.grabber``); none is a
+    remainder, so captured + queued before = analysed + dropped + discarded + queued is a check,
+    not a definition. ``scan`` is the scan of state_dir taken as the window closed. ``people`` is
+    0 when the breakdown was withheld (below k or the privacy budget spent): the device does not
+    keep the hidden figure."""
     start_ms = report.window_start * 1000
     length_ms = (report.window_end - report.window_start) * 1000
-    discarded = max(0, report.frames_captured - report.frames_analysed - report.frames_dropped)
     frames: dict[str, JSON] = {
         "window_start_ms": start_ms,
         "window_ms": length_ms,
         "captured": report.frames_captured,
         "analysed": report.frames_analysed,
         "dropped": report.frames_dropped,
-        "discarded": discarded,
+        "discarded": report.frames_discarded,
+        "queued": report.frames_queued,
         "lifetime_max_ms": report.lifetime_max_ms,
         "lifetime_p99_ms": report.lifetime_p99_ms,
-        "pixel_bytes_persisted": 0,
+        "state_files_scanned": scan.files - scan.unreadable,
+        "state_image_files": scan.images,
     }
     window: dict[str, JSON] = {
         "window_start_ms": start_ms,
@@ -104,6 +125,7 @@ def window_audit_entries(report: WindowReport) -> list[tuple[str, dict[str, JSON
         "published": report.breakdown,
         "suppressed": report.suppressed,
         "k": report.k,
+        "dp_spent_micro": report.epsilon_spent_micro if report.noise else None,
     }
     return [("frames", frames), ("window", window)]
 

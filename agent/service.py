@@ -21,11 +21,13 @@ from typing import TYPE_CHECKING, Any, cast
 from agent import state_dir
 from agent.analytics.alerts import AlertEngine
 from agent.analytics.baseline import Baseline
-from agent.analytics.dp import BudgetAccountant, DiscreteLaplace
+from agent.analytics.dp import MICRO, BudgetAccountant, DaySpend, DiscreteLaplace
 from agent.analytics.health import HealthMeter
 from agent.analytics.tracker import Tracker
-from agent.analytics.windows import FrameCounters, WindowAggregator, WindowReport
+from agent.analytics.windows import WindowAggregator, WindowReport
 from agent.audit import AuditLog
+from agent.audit.dpspend import logged_spend
+from agent.audit.imagescan import scan_state
 from agent.camera.base import SourceOptions, open_source
 from agent.camera.feed import CameraFeed, CameraState, FeedCounters, SourceOpener
 from agent.clock import Clock, SystemClock
@@ -35,7 +37,7 @@ from agent.errors import EmotionAgentError
 from agent.outputs.base import Output
 from agent.outputs.factory import build_outputs
 from agent.preflight import check_files
-from agent.privacy.gate import CaptureGate
+from agent.privacy.gate import BudgetLeft, CaptureGate
 from agent.privacy.lease import LifetimeRecorder, lease
 from agent.privacy.policy import policy_digest, require_allowed
 from agent.privacy.privacy_mode import FlagFilePoller, PrivacyMode, PrivacyModeEvent, SignalToggle
@@ -46,6 +48,7 @@ from agent.publisher import Publisher
 from agent.records import (
     changed_keys,
     config_hash,
+    frame_counters,
     health_body,
     policy_fields,
     site_today,
@@ -154,18 +157,33 @@ class Service:
         """The parts a reload may replace: analytics, zones, schedule."""
         a = cfg.analytics
         noise = DiscreteLaplace() if a.dp.enabled else None
-        accountant = BudgetAccountant(cfg.state_dir, a.dp.daily_budget) if a.dp.enabled else None
+        accountant = (
+            BudgetAccountant(cfg.state_dir, a.dp.daily_budget, history=self._logged_spend)
+            if a.dp.enabled else None
+        )
         self.tracker = Tracker(a.tracker, self.clock)
         self.aggregator = WindowAggregator(a, self.clock, dp=noise, accountant=accountant)
         self.alerts = AlertEngine(a.alerts, Baseline(cfg.state_dir, a.baseline))
         self.zones = ZoneMask(cfg.policy.zones)
         schedule = Schedule.from_config(cfg.policy.schedule) if cfg.policy.schedule else None
-        self.gate = CaptureGate(self.feed, self.privacy, self.clock, schedule)
+        self.gate = CaptureGate(self.feed, self.privacy, self.clock, schedule, self._budget_gate(accountant))
         previous: VisionStage | None = getattr(self, "stage", None)  # a reload: keep its totals
         carried = previous.counters if previous is not None else ZERO_COUNTERS
         self.stage = VisionStage(self.pipeline, cfg.vision.gating, carried=carried)
         if previous is not None:
             previous.close()
+
+    def _logged_spend(self, day: str) -> DaySpend:
+        """The budget file is missing: the day's spend as the audit log recorded it."""
+        return DaySpend(*logged_spend(self.cfg.state_dir / "audit", day))
+
+    def _budget_gate(self, accountant: BudgetAccountant | None) -> BudgetLeft | None:
+        """A camera closes when the day's budget cannot pay for another window (a file replay
+        goes on: closing it would restart it)."""
+        if accountant is None:
+            return None
+        cost = round(self.cfg.analytics.dp.epsilon_per_window * MICRO)
+        return lambda t: not self.feed.live or accountant.remaining_micro(t) >= cost
 
     def _build_outputs(self, key: Ed25519PrivateKey) -> list[Output]:
         outputs: list[Output] = list(self._extra_outputs)
@@ -260,10 +278,8 @@ class Service:
                 faces = self.stage.analyze(pixels, frame.index, vt)
         now = self.feed.counters
         last, self._last_counters = self._last_counters, now
-        counters = FrameCounters(
-            captured=now.captured - last.captured,
-            analysed=1 if admitted else 0,
-            dropped=(now.dropped - last.dropped) + (now.skipped - last.skipped) + (not admitted),
+        counters = frame_counters(
+            now, last, analysed=int(admitted), refused=int(not admitted),
             lifetimes_ms=self.recorder.drain().samples_ms,
         )
         self.health.camera(self.feed.state.value)
@@ -279,6 +295,14 @@ class Service:
             zones=self.zones or None,
         )
         self.aggregator.add_frame(t, self.tracker.update(faces, t), counters)
+
+    def _count_last_frames(self) -> None:
+        """The camera's frames since the last one analysed, before the last window closes."""
+        now = self.feed.counters
+        last, self._last_counters = self._last_counters, now
+        counters = frame_counters(now, last, analysed=0, refused=0, lifetimes_ms=())
+        if counters.captured or counters.discarded or counters.dropped:
+            self.aggregator.add_frame(self._now(None), (), counters)
 
     def _now(self, frame: Any | None) -> float:
         """Window time: wall clock for cameras; for files, the clip's own time from the start."""
@@ -299,7 +323,7 @@ class Service:
 
     def _publish_window(self, report: WindowReport) -> None:
         self.publisher.publish("stats", report.to_body())
-        for kind, fields in window_audit_entries(report):
+        for kind, fields in window_audit_entries(report, scan_state(self.cfg.state_dir)):
             self.audit.append(kind, fields)
         for event in self.alerts.evaluate(report):
             self.publisher.publish("alert", event.to_body())
@@ -313,6 +337,7 @@ class Service:
     # --- camera, gate, privacy, commands ---------------------------------------------------------
 
     def _camera_failed(self, why: str) -> None:
+        self.stage.pause()  # the gate's thumbnail of the last frame goes with the camera
         self.health.camera(CameraState.RECONNECTING.value)
         self.audit.append("error", {"code": "camera_failed", "message": why[:500]})
 
@@ -412,10 +437,11 @@ class Service:
 
     def _stop(self) -> None:
         self.notifier.stopping()
-        if hasattr(self, "aggregator"):
-            self._close_windows(self._now(None), flush=True)
         if hasattr(self, "feed"):
-            self.feed.close()
+            self.feed.close()  # a frame still waiting is zeroed: counted below, as discarded
+        if hasattr(self, "aggregator"):
+            self._count_last_frames()
+            self._close_windows(self._now(None), flush=True)
         if hasattr(self, "audit"):
             uptime = int((self.clock.monotonic() - self._started_mono) * 1000)
             self.audit.append("stop", {"reason": self.exit_reason, "uptime_ms": uptime})

@@ -154,7 +154,8 @@ def test_the_trace_check_catches_a_program_that_keeps_pixels(tmp_path: Path) -> 
 def test_the_running_agent_keeps_no_image_and_its_audit_log_verifies(tmp_path: Path, media: Path) -> None:
     """`emotion-agent run` on the marked clip: the only files it writes are its state (audit log,
     counters, spool) and the output it was told to write, and none of them holds a marker piece;
-    then the audit log it wrote verifies and accounts for every frame with 0 pixel bytes kept."""
+    then the audit log it wrote verifies, accounts for every frame, and its scans of state_dir
+    found no image."""
     clip_dir = tmp_path / "input"
     clip_dir.mkdir()
     row = write_clip(clip_dir / "marked.avi", media, frames=25)
@@ -207,7 +208,8 @@ state_dir: "{state}"
     ]
     frames = [e["data"] for e in entries if e["kind"] == "frames"]
     assert sum(f["captured"] for f in frames) == 25
-    assert all(f["pixel_bytes_persisted"] == 0 for f in frames)
+    assert all(f["state_image_files"] == 0 and f["state_files_scanned"] > 0 for f in frames)
+    assert sum(f["analysed"] + f["dropped"] + f["discarded"] for f in frames) == 25
     kinds = [e["kind"] for e in entries]
     assert kinds[1] == "start"
     assert set(kinds[kinds.index("stop") + 1 :]) <= {"publish"}  # the close checkpoint's own publish

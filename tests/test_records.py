@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from agent.analytics.windows import WindowReport
 from agent.audit.entries import validate_data
+from agent.audit.imagescan import StateScan
 from agent.clock import FakeClock
 from agent.config import parse_config
 from agent.records import changed_keys, config_hash, policy_fields, site_today, window_audit_entries
@@ -28,6 +29,8 @@ def report(**changes: object) -> WindowReport:
         "frames_captured": 300,
         "frames_analysed": 290,
         "frames_dropped": 6,
+        "frames_discarded": 3,
+        "frames_queued": 1,
         "lifetime_count": 290,
         "lifetime_max_ms": 48,
         "lifetime_p99_ms": 40,
@@ -37,12 +40,17 @@ def report(**changes: object) -> WindowReport:
     return WindowReport(**fields)  # type: ignore[arg-type]
 
 
-def test_window_entries_account_for_every_frame_and_pass_the_audit_schema() -> None:
-    (frames_kind, frames), (window_kind, window) = window_audit_entries(report())
+SCAN = StateScan(files=9, images=0, unreadable=1)
+
+
+def test_window_entries_carry_the_measured_figures_and_pass_the_audit_schema() -> None:
+    """Every frame figure is the counted one: no remainder makes the balance hold by itself."""
+    (frames_kind, frames), (window_kind, window) = window_audit_entries(report(), SCAN)
     assert (frames_kind, window_kind) == ("frames", "window")
-    assert frames["captured"] == frames["analysed"] + frames["dropped"] + frames["discarded"]
-    assert frames["discarded"] == 4
-    assert frames["pixel_bytes_persisted"] == 0
+    assert (frames["captured"], frames["analysed"], frames["dropped"]) == (300, 290, 6)
+    assert (frames["discarded"], frames["queued"]) == (3, 1)
+    assert (frames["state_files_scanned"], frames["state_image_files"]) == (8, 0)
+    assert "pixel_bytes_persisted" not in frames
     assert frames["window_start_ms"] == 1_800_000_000_000
     assert frames["window_ms"] == 60_000
     assert window == {
@@ -52,13 +60,14 @@ def test_window_entries_account_for_every_frame_and_pass_the_audit_schema() -> N
         "published": True,
         "suppressed": None,
         "k": 5,
+        "dp_spent_micro": None,
     }
     validate_data("frames", frames)
     validate_data("window", window)
 
 
 def test_a_suppressed_window_is_recorded_as_not_published() -> None:
-    _, (_, window) = window_audit_entries(report(suppressed="below_k", people=None, votes=None))
+    _, (_, window) = window_audit_entries(report(suppressed="below_k", people=None, votes=None), SCAN)
     assert window["published"] is False
     assert window["suppressed"] == "below_k"
     assert window["people"] == 0
@@ -76,6 +85,7 @@ def test_policy_fields_pass_the_audit_schema() -> None:
     cfg = parse_config(BASE + "analytics: {dp: {enabled: true, epsilon_per_window: 0.5, daily_budget: 24}}\n")
     fields = policy_fields(cfg)
     assert fields["dp_epsilon_milli"] == 500
+    assert fields["dp_daily_budget_milli"] == 24_000
     assert fields["min_people"] == 5
     validate_data("policy_change", {"policy": fields, "reason": "reload"})
 

@@ -1,0 +1,166 @@
+"""What the running service writes to its audit log is observed, not assumed: frames counted
+where they are discarded, an image planted in state_dir fails `audit verify`, the gate's
+thumbnail zeroed when the camera fails, and the day's privacy budget survives its file."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import cv2
+import numpy as np
+
+from agent.audit.verify import verify_log
+from agent.camera.base import SourceInfo
+from agent.camera.feed import CameraState
+from agent.clock import Clock, FakeClock
+from agent.config import load_config
+from agent.crypto import load_public_key
+from agent.frame import Frame
+from agent.service import Service
+from tests.test_service import NO_GATE, CountingPipeline, ScriptedSource, messages, write_config
+
+T0 = 1_800_000_000.0  # a multiple of 10 s
+
+
+def entries(tmp: Path) -> list[dict[str, Any]]:
+    audit = sorted((tmp / "state" / "audit").glob("segment-*.jsonl"))
+    return [json.loads(line) for p in audit for line in p.read_text().splitlines()]
+
+
+def verify(tmp: Path) -> list[str]:
+    key = load_public_key(tmp / "keys" / "device.pub.jwk")
+    return verify_log(tmp / "state" / "audit", key).problems
+
+
+class LiveSource:
+    """A camera (read in the grabber thread) that delivers a frame each time it is allowed to."""
+
+    key: ClassVar[str] = "opencv"
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.go = threading.Semaphore(0)
+        self.count = 0
+        self.closed = False
+
+    @property
+    def info(self) -> SourceInfo:
+        return SourceInfo("opencv", "live", 5.0, 64, 36, live=True)
+
+    def open(self) -> None:
+        pass
+
+    def read(self) -> Frame | None:
+        while not self.go.acquire(timeout=0.05):
+            if self.closed:
+                return None
+        self.count += 1
+        pixels = np.full((36, 64, 3), 90 + self.count, np.uint8)
+        return Frame(pixels, self.count, self.clock.monotonic(), self.clock.time())
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def wait_for(condition: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_frame_left_waiting_at_stop_is_counted_as_discarded(tmp_path: Path) -> None:
+    clock = FakeClock(start=T0)
+    source = LiveSource(clock)
+    cfg = load_config(write_config(tmp_path, "/dev/video0", extra=NO_GATE))
+    service = Service(cfg, clock=clock, opener=lambda *_: source,  # type: ignore[arg-type,return-value]
+                      pipeline_factory=lambda _c: CountingPipeline())  # type: ignore[arg-type,return-value]
+    service.build()
+    service.start()
+    for _ in range(3):
+        clock.advance(0.2)  # 5 fps: the rate gate lets each one through
+        source.go.release()
+        wait_for(lambda: service.feed.counters.queued == 1)
+        service.step()
+    clock.advance(0.2)
+    source.go.release()  # one more frame arrives and waits in the queue ...
+    wait_for(lambda: service.feed.counters.queued == 1)
+    service.close()  # ... when the service stops
+    frames = [e["data"] for e in entries(tmp_path) if e["kind"] == "frames"]
+    assert sum(f["captured"] for f in frames) == 4
+    assert sum(f["analysed"] for f in frames) == 3
+    assert sum(f["discarded"] for f in frames) == 1
+    assert frames[-1]["queued"] == 0
+    assert verify(tmp_path) == []
+
+
+def test_an_image_written_into_state_dir_fails_audit_verify(tmp_path: Path, media: Path) -> None:
+    clock = FakeClock(start=T0)
+    cfg = load_config(write_config(tmp_path, "scripted.mp4", extra=NO_GATE))
+    service = Service(cfg, clock=clock, opener=lambda _s, _o, c: ScriptedSource(c, 100, False),  # type: ignore[arg-type,return-value]
+                      pipeline_factory=lambda _c: CountingPipeline())  # type: ignore[arg-type,return-value]
+    service.build()
+    service.start()
+    for _ in range(60):  # 12 s of video: the first window closes clean
+        service.step()
+    ok, jpeg = cv2.imencode(".jpg", cv2.imread(str(media / "astronaut.png")))
+    assert ok
+    (tmp_path / "state" / "debug-snapshot.bin").write_bytes(jpeg.tobytes())
+    service.run()  # to the end of the clip: later windows close with the file there
+    frames = [e["data"] for e in entries(tmp_path) if e["kind"] == "frames"]
+    assert frames[0]["state_image_files"] == 0
+    assert frames[0]["state_files_scanned"] >= 3
+    assert frames[-1]["state_image_files"] == 1
+    problems = verify(tmp_path)
+    assert problems
+    assert "1 file(s) in state_dir began with an image or video signature" in problems[0]
+
+
+def test_the_gates_thumbnail_is_zeroed_when_the_camera_fails(tmp_path: Path) -> None:
+    clock = FakeClock(start=T0)
+    cfg = load_config(write_config(tmp_path, "scripted.mp4"))  # change gate on (the default)
+    service = Service(cfg, clock=clock, opener=lambda _s, _o, c: ScriptedSource(c, 5, True),  # type: ignore[arg-type,return-value]
+                      pipeline_factory=lambda _c: CountingPipeline())  # type: ignore[arg-type,return-value]
+    service.build()
+    service.start()
+    for _ in range(5):
+        service.step()
+    assert not service.stage.gate.is_zero(), "the reference thumbnail of the last frame is kept"
+    service.step()  # the camera is unplugged
+    assert service.feed.state is CameraState.RECONNECTING
+    assert service.stage.gate.is_zero()
+    service.close()
+
+
+DP = (
+    "analytics: {window_seconds: 10, min_people: 2, "
+    "dp: {enabled: true, epsilon_per_window: 0.5, daily_budget: 3}}\n"
+)
+
+
+def run_clip(tmp: Path, clock: FakeClock, seconds: int) -> list[dict[str, Any]]:
+    path = write_config(tmp, "scripted.mp4", extra=NO_GATE)
+    path.write_text(path.read_text().replace("analytics: {window_seconds: 10, min_people: 2}\n", DP))
+    cfg = load_config(path)
+    service = Service(cfg, clock=clock, opener=lambda _s, _o, c: ScriptedSource(c, seconds * 5, False),  # type: ignore[arg-type,return-value]
+                      pipeline_factory=lambda _c: CountingPipeline())  # type: ignore[arg-type,return-value]
+    assert service.build().run() == 0
+    return [m["body"] for m in messages(tmp, "stats")]
+
+
+def test_deleting_the_budget_file_does_not_give_the_day_its_budget_back(tmp_path: Path) -> None:
+    clock = FakeClock(start=T0)
+    first = run_clip(tmp_path, clock, 20)  # two windows: 1.0 of the day's 3.0 spent
+    assert [s["budget_left_micro"] for s in first] == [2_500_000, 2_000_000]
+    (tmp_path / "state" / "dp_budget.json").unlink()
+    (tmp_path / "out.jsonl").unlink()
+    clock.advance(60)
+    second = run_clip(tmp_path, clock, 20)
+    assert [s["budget_left_micro"] for s in second] == [1_500_000, 1_000_000]
+    spent = [e["data"]["dp_spent_micro"] for e in entries(tmp_path) if e["kind"] == "window"]
+    assert spent == [500_000] * 4
+    assert verify(tmp_path) == []
