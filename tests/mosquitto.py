@@ -45,6 +45,7 @@ ACL_PER_DEVICE = """\
 pattern write emotion-agent/%u/#
 pattern read emotion-agent/%u/cmd/#
 pattern write homeassistant/device/emotion_agent_%u/config
+pattern write homeassistant/+/emotion_agent_%u/+/config
 pattern read homeassistant/status
 
 # A dashboard user reads everything and may send commands.

@@ -1,7 +1,15 @@
-"""Home Assistant MQTT discovery: one retained device-based message describing every entity.
+"""Home Assistant MQTT discovery, in one of two forms (``mqtt.discovery.mode``).
 
-The message goes to ``<prefix>/device/<object_id>/config`` with ``dev`` (the device), ``o``
-(this software) and ``cmps`` (one entry per entity, each with ``p`` = platform). Entities read
+- ``device`` (Home Assistant 2024.11 and later): one retained message on
+  ``<prefix>/device/<object_id>/config`` with ``dev`` (the device), ``o`` (this software) and
+  ``cmps`` (one entry per entity, each with ``p`` = platform).
+- ``entities`` (Home Assistant 2021.12 to 2024.10, and every later version; openHAB and
+  Node-RED dashboards that read discovery): one retained message per entity on
+  ``<prefix>/<platform>/<object_id>/<entity>/config`` (``object_id`` as the node id), each with
+  the same ``unique_id``, the same device block and its own availability.
+
+Every entity carries its own ``qos`` (Home Assistant does not pass a device-level ``qos`` on to
+the entities of a device message). Entities read
 the signed envelopes directly: every state template looks inside ``value_json.body``, and a
 template that renders ``None`` makes Home Assistant show *unknown*, which is what a suppressed
 window (fewer than k people) must look like. ``expire_after`` turns a value stale after a few
@@ -12,7 +20,9 @@ Payload fields read here (written by the window aggregator, alert rules and heal
 - ``stats`` (``WindowReport.to_body``): ``body.people``; ``body.shares_pm`` {emotion:
   per-mille}, null when the window is suppressed; ``body.valence_milli`` and
   ``body.arousal_milli`` (-1000..1000), null when suppressed.
-- ``alert`` (``AlertEvent.to_body``): ``body.rule`` and ``body.state`` (``raised``/``cleared``).
+- ``alert/<rule>`` (retained, ``AlertState.to_body``): ``body.rule`` and ``body.state``
+  (``raised``/``cleared``), asserted at every start, so a restarted agent never leaves an old
+  ``raised`` showing.
 - ``health`` (``agent.records.health_body``: the meter's figures, camera and vision-stage totals,
   the spool's state):
   ``body.fps_milli`` (frames per second × 1000), ``body.drops``, ``body.spool_backlog``.
@@ -30,12 +40,15 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from agent.vision.observation import EMOTIONS
 
 _ID = re.compile(r"[^a-zA-Z0-9_-]")
 
+DiscoveryMode = Literal["device", "entities", "off"]
+QOS = 1
+"""Per entity: Home Assistant subscribes and sends commands with it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +67,7 @@ class DiscoverySpec:
     extra_device: dict[str, str] = field(default_factory=dict)
     key_id: str | None = None
     """The signing key's ``kid``, shown as the device's serial number in Home Assistant."""
+    mode: DiscoveryMode = "device"
 
     @property
     def object_id(self) -> str:
@@ -61,7 +75,12 @@ class DiscoverySpec:
 
     @property
     def topic(self) -> str:
+        """The device message's topic (``device`` mode)."""
         return f"{self.prefix}/device/{self.object_id}/config"
+
+    def entity_topic(self, platform: str, key: str) -> str:
+        """One entity's topic (``entities`` mode): the device's object id is the node id."""
+        return f"{self.prefix}/{platform}/{self.object_id}/{key}/config"
 
     @property
     def status_topic(self) -> str:
@@ -142,10 +161,10 @@ def _diagnostics(spec: DiscoverySpec, uid: str) -> dict[str, dict[str, Any]]:
                 "unit_of_measurement": "fps", "state_class": "measurement", "expire_after": stale},
         "frames_dropped": {"p": "sensor", "name": "Frames dropped", "state_topic": health,
                            "value_template": _optional("value_json.body.drops"),
-                           "state_class": "total_increasing"},
+                           "state_class": "total_increasing", "expire_after": stale},
         "spool_backlog": {"p": "sensor", "name": "Unsent messages", "state_topic": health,
                           "value_template": _optional("value_json.body.spool_backlog"),
-                          "state_class": "measurement"},
+                          "state_class": "measurement", "expire_after": stale},
         "last_checkpoint": {"p": "sensor", "name": "Last audit checkpoint", "device_class": "timestamp",
                             "state_topic": f"{base}/audit/checkpoint",
                             "value_template": "{{ (value_json.ts / 1000) | timestamp_custom("
@@ -194,11 +213,13 @@ def _controls(spec: DiscoverySpec, uid: str) -> dict[str, dict[str, Any]]:
             "p": "binary_sensor",
             "name": f"Alert {rule}",
             "device_class": "problem",
-            "state_topic": f"{base}/alert",
-            # Other rules' messages render "" and Home Assistant ignores them for this entity.
+            "state_topic": f"{base}/alert/{rule}",
+            # The rule's own retained state; anything else renders None (unknown), never OFF.
             "value_template": (
-                f"{{% if value_json.body.rule == {rule!r} %}}"
-                "{{ 'ON' if value_json.body.state == 'raised' else 'OFF' }}{% endif %}"
+                "{% set b = value_json.body if value_json is defined and value_json.body is defined "
+                "else none %}"
+                "{{ ({'raised': 'ON', 'cleared': 'OFF'})[b.state] if b is mapping and "
+                f"b.rule == {rule!r} and b.state in ('raised', 'cleared') else None }}}}"
             ),
             "payload_on": "ON",
             "payload_off": "OFF",
@@ -207,28 +228,92 @@ def _controls(spec: DiscoverySpec, uid: str) -> dict[str, dict[str, Any]]:
     return cmps
 
 
-def build_discovery(spec: DiscoverySpec) -> dict[str, Any]:
-    """The device-based discovery payload (a dict; :func:`encode_discovery` gives the bytes)."""
+def components(spec: DiscoverySpec) -> dict[str, dict[str, Any]]:
+    """Every entity's config keyed by its component id, with ``p`` = platform and ``qos``."""
     uid = spec.object_id
     expire = spec.window_seconds * spec.expire_after_windows
+    cmps = {**_sensors(spec, uid, expire), **_diagnostics(spec, uid), **_controls(spec, uid)}
+    for cfg in cmps.values():
+        cfg["qos"] = QOS
+    return cmps
+
+
+def _device(spec: DiscoverySpec) -> dict[str, Any]:
     return {
-        "dev": {
-            "ids": [uid],
-            "name": f"Emotion agent {spec.device_id}",
-            "mf": "emotion-agent",
-            "mdl": spec.model,
-            "sw": spec.sw_version,
-            **({"sn": spec.key_id} if spec.key_id else {}),
-            **spec.extra_device,
-        },
-        "o": {"name": "emotion-agent", "sw": spec.sw_version},
-        "availability_topic": f"{spec.base_topic}/status",
-        "payload_available": "online",
-        "payload_not_available": "offline",
-        "qos": 1,
-        "cmps": {**_sensors(spec, uid, expire), **_diagnostics(spec, uid), **_controls(spec, uid)},
+        "ids": [spec.object_id],
+        "name": f"Emotion agent {spec.device_id}",
+        "mf": "emotion-agent",
+        "mdl": spec.model,
+        "sw": spec.sw_version,
+        **({"sn": spec.key_id} if spec.key_id else {}),
+        **spec.extra_device,
     }
 
 
+def _availability(spec: DiscoverySpec) -> dict[str, str]:
+    return {
+        "availability_topic": f"{spec.base_topic}/status",
+        "payload_available": "online",
+        "payload_not_available": "offline",
+    }
+
+
+def build_discovery(spec: DiscoverySpec) -> dict[str, Any]:
+    """The device-based discovery payload (a dict; :func:`encode_discovery` gives the bytes).
+
+    Availability sits at the root: Home Assistant shares it with every component."""
+    return {
+        "dev": _device(spec),
+        "o": {"name": "emotion-agent", "sw": spec.sw_version},
+        **_availability(spec),
+        "cmps": components(spec),
+    }
+
+
+def build_entity_configs(spec: DiscoverySpec) -> dict[str, dict[str, Any]]:
+    """Per-entity discovery payloads keyed by topic: the same entities, ids and device."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, cfg in components(spec).items():
+        platform = cfg.pop("p")
+        out[spec.entity_topic(platform, key)] = {
+            **cfg,
+            "dev": _device(spec),
+            "o": {"name": "emotion-agent", "sw": spec.sw_version},
+            **_availability(spec),
+        }
+    return out
+
+
+def _encode(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+
+
 def encode_discovery(spec: DiscoverySpec) -> bytes:
-    return json.dumps(build_discovery(spec), sort_keys=True, separators=(",", ":")).encode()
+    return _encode(build_discovery(spec))
+
+
+def announcements(spec: DiscoverySpec) -> dict[str, bytes]:
+    """The retained messages of ``spec.mode``, topic to payload (none when ``off``)."""
+    if spec.mode == "device":
+        return {spec.topic: encode_discovery(spec)}
+    if spec.mode == "entities":
+        return {topic: _encode(cfg) for topic, cfg in build_entity_configs(spec).items()}
+    return {}
+
+
+def all_topics(spec: DiscoverySpec) -> set[str]:
+    """Every discovery topic either mode would use for ``spec``."""
+    topics = {spec.topic}
+    topics.update(spec.entity_topic(cfg["p"], key) for key, cfg in components(spec).items())
+    return topics
+
+
+def retractions(spec: DiscoverySpec, announced_before: Sequence[str] | None) -> list[str]:
+    """Topics to clear (empty retained message) before announcing ``spec``.
+
+    ``announced_before`` is what the last run announced (None when unknown: then every topic of
+    the other mode for ``spec`` is cleared). Clearing only what exists keeps Home Assistant
+    2024.11+ from warning about a device message with nothing to remove."""
+    current = set(announcements(spec))
+    before = set(announced_before) if announced_before is not None else all_topics(spec)
+    return sorted(before - current)

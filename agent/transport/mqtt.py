@@ -31,8 +31,9 @@ from agent import __version__
 from agent.clock import Clock
 from agent.crypto.keys import load_public_key, public_from_jwk
 from agent.errors import ConfigError
+from agent.transport.announced import load_announced, save_announced
 from agent.transport.commands import Command, CommandParser
-from agent.transport.discovery import DiscoverySpec, encode_discovery
+from agent.transport.discovery import DiscoverySpec, announcements, retractions
 from agent.transport.link import (
     LinkState,
     OutgoingMessage,
@@ -102,10 +103,14 @@ class MqttOutput:
             on_drop=on_drop,
         )
         self._on_command = on_command
-        self._discovery = discovery if settings.discovery else None
+        self._state_dir = state_dir
+        self._spec = (
+            dataclasses.replace(discovery, mode=settings.discovery.mode) if discovery is not None else None
+        )
         kid = public_key.get("kid") if public_key is not None else None
-        if self._discovery is not None and isinstance(kid, str):
-            self._discovery = dataclasses.replace(self._discovery, key_id=kid)
+        if self._spec is not None and isinstance(kid, str):
+            self._spec = dataclasses.replace(self._spec, key_id=kid)
+        self._discovery = self._spec if self._spec is not None and self._spec.mode != "off" else None
         self._jitter = jitter
         operator = settings.commands.operator_key
         self._commands = CommandParser(
@@ -207,7 +212,7 @@ class MqttOutput:
 
     @property
     def discovery(self) -> DiscoverySpec | None:
-        """What is announced to Home Assistant (None when ``mqtt.discovery`` is off)."""
+        """What is announced to Home Assistant (None when ``mqtt.discovery.mode`` is off)."""
         return self._discovery
 
     @property
@@ -327,8 +332,6 @@ class MqttOutput:
             return
         self._counts["connects"] += 1
         self._takeover.connected(time.monotonic())
-        self._set_state(LinkState.CONNECTED, None)
-        logger.info("MQTT connected", extra={"fields": {"host": self.settings.host}})
         client.publish(self.status_topic, "online", qos=1, retain=True)
         if self._counts["connects"] == 1:
             # A state retained by a previous run is not this run's state. The service's fresh
@@ -336,13 +339,29 @@ class MqttOutput:
             for suffix in CLEARED_AT_START:
                 client.publish(f"{self.base_topic}/{suffix}", b"", qos=1, retain=True)
         subs = [(t, 1) for t in self._commands.topics] if self.settings.commands.enabled else []
+        self._announce(client, first=self._counts["connects"] == 1)
         if self._discovery is not None:
             subs.append((self._discovery.status_topic, 1))
-            client.publish(self._discovery.topic, encode_discovery(self._discovery), qos=1, retain=True)
         if subs:
             client.subscribe(subs)
+        self._set_state(LinkState.CONNECTED, None)  # after availability and discovery are queued
+        logger.info("MQTT connected", extra={"fields": {"host": self.settings.host}})
         self._connected.set()
         self._sender.wake()
+
+    def _announce(self, client: paho.Client, *, first: bool) -> None:
+        """Discovery of the configured mode; at the first connect of a run, first clear what the
+        last run announced and this one does not (another mode, a removed alert rule)."""
+        spec = self._spec
+        if spec is None:
+            return
+        messages = announcements(spec)
+        if first:
+            for topic in retractions(spec, load_announced(self._state_dir)):
+                client.publish(topic, b"", qos=1, retain=True)
+            save_announced(self._state_dir, list(messages))
+        for topic, payload in messages.items():
+            client.publish(topic, payload, qos=1, retain=True)
 
     def _socket_error(self) -> str:
         client = self._client
@@ -453,7 +472,7 @@ class MqttOutput:
         if client is None or self._discovery is None or not self._connected.is_set():
             return
         logger.info("Home Assistant restarted: re-sending discovery")
-        client.publish(self._discovery.topic, encode_discovery(self._discovery), qos=1, retain=True)
+        self._announce(client, first=False)
         client.publish(self.status_topic, "online", qos=1, retain=True)
 
     # --- protocol fallback (sender thread) ----------------------------------------------

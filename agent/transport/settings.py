@@ -83,6 +83,17 @@ class CommandsConfig(Section):
     )
 
 
+class DiscoveryConfig(Section):
+    mode: Literal["device", "entities", "off"] = Field(
+        "device",
+        title="Home Assistant discovery form",
+        description="device: one device-based message (Home Assistant 2024.11 and later); "
+        "entities: one message per entity (Home Assistant 2021.12 to 2024.10, every later "
+        "version, and other readers of discovery); off: none. At each start the agent removes "
+        "the retained discovery messages of the form it no longer uses.",
+    )
+
+
 class MqttConfig(Section):
     enabled: bool = Field(True, title="Publish over MQTT")
     host: str = Field("127.0.0.1", min_length=1, title="Broker host")
@@ -94,11 +105,11 @@ class MqttConfig(Section):
         None, title="Base topic", description="Defaults to emotion-agent/<device_id>."
     )
     discovery_prefix: str = Field("homeassistant", title="Home Assistant discovery prefix")
-    discovery: bool = Field(
-        True,
+    discovery: DiscoveryConfig = Field(
+        default_factory=DiscoveryConfig,
         title="Announce entities to Home Assistant",
-        description="Publish one retained device-based discovery message and re-send it when "
-        "Home Assistant announces `online` on <discovery_prefix>/status.",
+        description="Retained discovery messages, re-sent when Home Assistant announces `online` "
+        "on <discovery_prefix>/status. `true` / `false` (older configs) mean mode device / off.",
     )
     client_id: str | None = Field(
         None,
@@ -168,6 +179,14 @@ class MqttConfig(Section):
                 f"mqtt.host {self.host!r} (no mqtt.tls); set mqtt.tls, or use a broker on this device"
             )
         return self
+
+    @field_validator("discovery", mode="before")
+    @classmethod
+    def _legacy_discovery_flag(cls, value: object) -> object:
+        """``discovery: true|false`` from configs written before the modes existed."""
+        if isinstance(value, bool):
+            return {"mode": "device" if value else "off"}
+        return value
 
     @model_validator(mode="after")
     def _verify_reconnect_range(self) -> MqttConfig:

@@ -88,10 +88,20 @@ def test_absent_fields_also_render_unknown() -> None:
 
 @pytest.mark.parametrize(
     ("rule", "state", "expected"),
-    [("stress", "raised", "ON"), ("stress", "cleared", "OFF"), ("crowd-anger", "raised", "")],
+    [("stress", "raised", "ON"), ("stress", "cleared", "OFF"), ("crowd-anger", "raised", "None"),
+     ("stress", "odd", "None")],
 )
 def test_each_alert_binary_sensor_follows_only_its_own_rule(rule: str, state: str, expected: str) -> None:
+    """Each rule has its own retained topic; anything but its own state there is unknown, never OFF."""
     assert render("alert_stress", {"rule": rule, "state": state}) == expected
+
+
+def test_each_alert_binary_sensor_reads_its_rules_retained_state_topic() -> None:
+    cmps = build_discovery(SPEC)["cmps"]
+    assert cmps["alert_stress"]["state_topic"] == f"{BASE}/alert/stress"
+    assert cmps["alert_crowd-anger"]["state_topic"] == f"{BASE}/alert/crowd-anger"
+    empty = ENV.from_string(cmps["alert_stress"]["value_template"]).render(value="")
+    assert empty == "None"
 
 
 def test_diagnostics_read_the_health_and_checkpoint_messages() -> None:

@@ -1,0 +1,120 @@
+"""Discovery modes against a real mosquitto: switching modes leaves only the new mode's configs.
+
+Each case runs the agent's MQTT output once per mode, in turn, with the same state folder, then
+reads what the broker retains under ``homeassistant/#`` with a fresh subscriber, as a Home
+Assistant that starts afterwards would.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.clock import SystemClock
+from agent.transport.announced import FILE_NAME
+from agent.transport.discovery import DiscoverySpec, announcements
+from agent.transport.mqtt import MqttOutput
+from agent.transport.settings import DiscoveryConfig, MqttConfig, TlsConfig
+from tests.mosquitto import ACL_PER_DEVICE, Broker, Pki, Subscriber, make_pki, wait_until
+
+DEVICE = "lobby-1"
+BASE = f"emotion-agent/{DEVICE}"
+USERS = {DEVICE: "pw-device", "dashboard": "pw-dash"}
+SPEC = DiscoverySpec(DEVICE, BASE, alert_rules=("stress",))
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"), clients=(DEVICE, "dashboard"))
+
+
+@pytest.fixture
+def broker(tmp_path: Path, pki: Pki) -> Iterator[Broker]:
+    with Broker(tmp_path / "broker", pki=pki, users=USERS, acl=ACL_PER_DEVICE) as b:
+        yield b
+
+
+def run_once(broker: Broker, state: Path, mode: str, spec: DiscoverySpec = SPEC) -> None:
+    """Start the output in ``mode``, wait until it is connected and its messages are out, stop."""
+    assert broker.pki is not None
+    pw = state.parent / "pw"
+    pw.write_text(USERS[DEVICE] + "\n")
+    crt, key = broker.pki.clients[DEVICE]
+    cfg = MqttConfig(host=broker.host, port=broker.port, tls=TlsConfig(ca=broker.pki.ca, cert=crt, key=key),
+                     username=DEVICE, password_file=pw, discovery=DiscoveryConfig(mode=mode),  # type: ignore[arg-type]
+                     reconnect_min_seconds=1, reconnect_max_seconds=1)
+    out = MqttOutput(cfg, device_id=DEVICE, state_dir=state, spool_days=1, clock=SystemClock(),
+                     discovery=spec)
+    out.start()
+    try:
+        wait_until(lambda: out.health().state == "connected", what="connected")
+    finally:
+        out.stop()  # publishes `offline` after the discovery messages, in order, and waits for it
+
+
+def retained(broker: Broker) -> dict[str, bytes]:
+    """What a Home Assistant starting now would receive under homeassistant/#."""
+    assert broker.pki is not None
+    with Subscriber(broker, ["homeassistant/#"], username="dashboard", password=USERS["dashboard"],
+                    cert=broker.pki.clients["dashboard"], client_id="late-ha") as sub:
+        seen, quiet_since = -1, time.monotonic()
+        while time.monotonic() - quiet_since < 0.5:  # retained messages follow SUBACK at once
+            if len(sub.messages) != seen:
+                seen, quiet_since = len(sub.messages), time.monotonic()
+            time.sleep(0.05)
+        return {m.topic: m.payload for m in sub.messages if m.retain and m.payload}
+
+
+def topics_of(mode: str, spec: DiscoverySpec = SPEC) -> set[str]:
+    return set(announcements(DiscoverySpec(**{**_fields(spec), "mode": mode})))
+
+
+def _fields(spec: DiscoverySpec) -> dict[str, object]:
+    return {name: getattr(spec, name) for name in spec.__dataclass_fields__}
+
+
+@pytest.mark.slow
+def test_switching_device_entities_off_and_back_leaves_only_the_current_modes_configs(
+    broker: Broker, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    run_once(broker, state, "device")
+    assert set(retained(broker)) == topics_of("device") == {SPEC.topic}
+
+    run_once(broker, state, "entities")
+    now = retained(broker)
+    assert set(now) == topics_of("entities")
+    assert len(now) == 17 + 1
+    people = json.loads(now[f"homeassistant/sensor/emotion_agent_{DEVICE}/people/config"])
+    assert people["unique_id"] == f"emotion_agent_{DEVICE}_people"
+    assert people["availability_topic"] == f"{BASE}/status"
+
+    run_once(broker, state, "off")
+    assert retained(broker) == {}
+
+    run_once(broker, state, "device")
+    assert set(retained(broker)) == {SPEC.topic}
+
+
+@pytest.mark.slow
+def test_without_a_record_the_other_modes_topics_are_cleared_anyway(broker: Broker, tmp_path: Path) -> None:
+    """An agent upgraded from the device-only version, or a lost state folder."""
+    state = tmp_path / "state"
+    run_once(broker, state, "device")
+    (state / FILE_NAME).unlink()
+    run_once(broker, state, "entities")
+    assert set(retained(broker)) == topics_of("entities")
+
+
+@pytest.mark.slow
+def test_a_removed_alert_rule_loses_its_entity_config(broker: Broker, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    two = DiscoverySpec(DEVICE, BASE, alert_rules=("stress", "crowd"))
+    run_once(broker, state, "entities", two)
+    assert f"homeassistant/binary_sensor/emotion_agent_{DEVICE}/alert_crowd/config" in retained(broker)
+    run_once(broker, state, "entities", SPEC)
+    assert set(retained(broker)) == topics_of("entities", SPEC)
