@@ -45,6 +45,7 @@ class _Waiting:
     message: Message | None = None
     seq: int = 0
     outputs: list[Output] = field(default_factory=list)
+    typ: str | None = None
 
 
 class Publisher:
@@ -74,10 +75,13 @@ class Publisher:
     def topic(self, suffix: str) -> str:
         return f"{self.base_topic}/{suffix}"
 
-    def publish(self, suffix: str, body: Mapping[str, JSON], *, retain: bool = False) -> Message | None:
+    def publish(
+        self, suffix: str, body: Mapping[str, JSON], *, retain: bool = False, typ: str | None = None
+    ) -> Message | None:
         """Sign ``body`` for ``<base>/<suffix>`` and hand it to every output; the message, or
-        None while it waits (behind earlier waiting ones, or refused by an output)."""
-        item = _Waiting(suffix, body, retain, outputs=list(self.outputs))
+        None while it waits (behind earlier waiting ones, or refused by an output). ``typ``
+        defaults to the suffix (``audit/checkpoint`` is ``audit-checkpoint``)."""
+        item = _Waiting(suffix, body, retain, outputs=list(self.outputs), typ=typ)
         self._waiting.append(item)
         if len(self._waiting) > HELD_MAX:
             lost = self._waiting.popleft()
@@ -102,7 +106,7 @@ class Publisher:
     def _deliver(self, item: _Waiting) -> bool:
         if item.message is None:
             topic = self.topic(item.suffix)
-            typ = item.suffix.replace("/", "-").replace("_", "-")  # typ allows a-z, 0-9 and dashes
+            typ = item.typ or item.suffix.replace("/", "-").replace("_", "-")  # a-z, 0-9 and dashes
             try:
                 envelope = self.signer.sign(typ, topic, item.body)
             except OSError as exc:  # the sequence reservation could not be written

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from agent import state_dir
-from agent.analytics.alerts import AlertEngine
+from agent.analytics.alerts import AlertEngine, AlertEvent, AlertState
 from agent.analytics.baseline import Baseline
 from agent.analytics.dp import MICRO, BudgetAccountant, DaySpend, DiscreteLaplace
 from agent.analytics.health import HealthMeter
@@ -229,6 +229,8 @@ class Service:
         self.audit.append("start", self._start_fields())
         self.audit.append("key_event", {"event": "boot", "kid": self.signer.kid})
         self.publisher.publish("key", {"jwk": public_jwk(self.signer.public_key)}, retain=True)
+        for state in self.alerts.states():  # every rule starts cleared: replaces a dead run's raised
+            self._publish_alert_state(state)
         self._handle_requests()  # a privacy flag already set keeps the camera closed from the start
         if not self.privacy.paused:  # else the flag's event was just published
             payload = cast("dict[str, JSON]", self.privacy.state_payload())
@@ -325,11 +327,19 @@ class Service:
         self.publisher.publish("stats", report.to_body())
         for kind, fields in window_audit_entries(report, scan_state(self.cfg.state_dir)):
             self.audit.append(kind, fields)
-        for event in self.alerts.evaluate(report):
-            self.publisher.publish("alert", event.to_body())
+        self._publish_alerts(self.alerts.evaluate(report))
         figures = self.health.figures().to_body()
         body = health_body(figures, self.feed.counters, self.stage.counters, self.outputs)
         self.publisher.publish("health", body)
+
+    def _publish_alerts(self, events: Sequence[AlertEvent]) -> None:
+        """Each transition on ``alert``, and the rule's new state retained on ``alert/<rule>``."""
+        for event in events:
+            self.publisher.publish("alert", event.to_body())
+            self._publish_alert_state(event.as_state())
+
+    def _publish_alert_state(self, state: AlertState) -> None:
+        self.publisher.publish(f"alert/{state.rule}", state.to_body(), retain=True, typ="alert-state")
 
     def _publish_checkpoint(self, note: bytes) -> None:
         self.publisher.publish("audit/checkpoint", {"note": note.decode()}, retain=True)
@@ -423,8 +433,9 @@ class Service:
         self.cfg = new
         previous_alerts = self.alerts
         self._build_processing(new)
-        for event in self.alerts.take_over(previous_alerts, at=int(self._now(None))):
-            self.publisher.publish("alert", event.to_body())
+        self._publish_alerts(self.alerts.take_over(previous_alerts, at=int(self._now(None))))
+        for state in self.alerts.states():  # a rule added by the reload gets its first state
+            self._publish_alert_state(state)
         self.gate.capturing = False
         logger.info("config reloaded", extra={"fields": {"changed": len(keys)}})
         return True

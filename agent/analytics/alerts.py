@@ -19,6 +19,12 @@ State machine per rule, one step per window:
 
 Time is the window's own (its end), never the wall clock, so a replayed file alerts exactly as
 a live camera would. Rule state is kept in memory: a restart starts every rule idle.
+
+Besides the transitions (``AlertEvent``, topic ``alert``), ``AlertEngine.states`` gives every
+rule's current state (``AlertState``), which the service publishes retained on
+``alert/<rule>`` at start, after each transition and after a reload: a dashboard that (re)starts
+reads the state the agent holds now, and a restarted agent replaces an old ``raised`` with the
+``cleared`` it actually holds.
 """
 
 from __future__ import annotations
@@ -53,6 +59,10 @@ class AlertEvent:
     window_start: int
     window_end: int
 
+    def as_state(self) -> AlertState:
+        """The rule's state right after this transition."""
+        return AlertState(self.rule, self.state, self.window_end)
+
     def to_body(self) -> dict[str, int | str | None]:
         return {
             "rule": self.rule,
@@ -66,6 +76,20 @@ class AlertEvent:
             "window_start": self.window_start,
             "window_end": self.window_end,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class AlertState:
+    """Where one rule stands now; ``to_body`` is the retained ``alert/<rule>`` message."""
+
+    rule: str
+    state: Literal["raised", "cleared"]
+    since: int | None
+    """Window end (Unix s) of the transition that set the state; None when this run has not seen
+    one (the rule started idle: after a restart nothing is known to be raised)."""
+
+    def to_body(self) -> dict[str, int | str | None]:
+        return {"rule": self.rule, "state": self.state, "since": self.since}
 
 
 def metric_key(rule: AlertRule) -> str:
@@ -107,6 +131,7 @@ class _RuleState:
     raise_streak: int = 0
     clear_streak: int = 0
     last_raised: int | None = None
+    since: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +155,14 @@ class AlertEngine:
     def active(self) -> list[str]:
         """Names of the rules currently raised."""
         return [name for name, st in self._state.items() if st.active]
+
+    def states(self) -> list[AlertState]:
+        """Every rule's current state, in rule order."""
+        return [
+            AlertState(r.name, "raised" if st.active else "cleared", st.since)
+            for r in self.rules
+            for st in (self._state[r.name],)
+        ]
 
     def take_over(self, previous: AlertEngine, at: int) -> list[AlertEvent]:
         """After a config reload: keep the state of every rule whose definition did not change;
@@ -198,13 +231,13 @@ class AlertEngine:
             cooled = st.last_raised is None or report.window_end - st.last_raised >= rule.cooldown_seconds
             if st.raise_streak >= rule.windows_in_row and cooled:
                 st.active, st.raise_streak, st.clear_streak = True, 0, 0
-                st.last_raised = report.window_end
+                st.last_raised = st.since = report.window_end
                 return self._event(rule, "raised", judged, raise_at, report)
             return None
         past_clear = c is None or (c <= clear_at if above else c >= clear_at)
         st.clear_streak = st.clear_streak + 1 if past_clear else 0
         if st.clear_streak >= rule.clear_windows:
-            st.active, st.clear_streak = False, 0
+            st.active, st.clear_streak, st.since = False, 0, report.window_end
             return self._event(rule, "cleared", judged, clear_at, report)
         return None
 
