@@ -1,8 +1,10 @@
 """``verify``: check a stream of signed messages (JSON lines) the way a receiver should.
 
-Exit 0 only if every line passes; 1 if a message is rejected (signature, key, topic, time,
-replay, order) or a sequence gap is found; 2 if a line is malformed or the key or the
-``--state`` file cannot be used (read, or written back: a missing folder is refused up front).
+Exit 0 only if every line passes or is unsigned by design (availability ``status``, an empty
+payload clearing a retained message, commands to the device: counted as skipped); 1 if a message
+is rejected (signature, key, topic, time, replay, order) or a sequence gap is found; 2 if a line
+is malformed or the key or the ``--state`` file cannot be used (read, or written back: a missing
+folder is refused up front).
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ def register(sub: Any) -> None:
         "verify",
         help="verify signed messages (JSON lines) and report forgeries, replays and gaps",
         description="Read JSON lines (bare envelopes, or {\"topic\": T, \"payload\": P} as received, "
-        "e.g. from `mosquitto_sub -F %j`) from FILEs or stdin; print one line per failure or gap. "
-        "Exit 0 if all pass, 1 if any message is rejected or a gap is found, 2 for malformed input "
-        "or an unusable key. Format: docs/signed-messages.md.",
+        "e.g. from `mosquitto_sub -F %j -t 'emotion-agent/#'`) from FILEs or stdin; print one line per "
+        "failure or gap. Unsigned-by-design messages (status online/offline, empty retained clears, "
+        "commands) are skipped and counted. Exit 0 if all pass, 1 if any message is rejected or a "
+        "gap is found, 2 for malformed input or an unusable key. Format: docs/signed-messages.md.",
     )
     p.add_argument("files", nargs="*", metavar="FILE", help="JSON-lines files (default: stdin)")
     p.add_argument(
@@ -103,6 +106,21 @@ def _report(number: int, result: Result, out: IO[str]) -> None:
         out.write(f"line {number}: note: {note}\n")
 
 
+def _summary(counts: dict[str, int], gaps: int, missing: int, skipped: dict[str, int], retained: int) -> None:
+    also = f", {counts['skipped']} skipped" if counts["skipped"] else ""
+    sys.stderr.write(
+        f"verify: {sum(counts.values())} message(s): {counts['ok']} ok, {counts['rejected']} "
+        f"rejected, {counts['malformed']} malformed{also}; {gaps} gap(s), {missing} missing\n"
+    )
+    for reason, n in sorted(skipped.items()):
+        sys.stderr.write(f"verify: skipped {n}: {reason}\n")
+    if retained:
+        sys.stderr.write(
+            f"verify: {retained} retained copy(ies) verified but not ordered (the broker replays "
+            "them at subscription in topic order)\n"
+        )
+
+
 def verify(args: argparse.Namespace) -> int:
     for name, value in (("--max-skew", args.max_skew), ("--max-age", args.max_age)):
         if value is not None and value < 0:
@@ -114,11 +132,15 @@ def verify(args: argparse.Namespace) -> int:
     )
     if args.state:
         _load_state(verifier, Path(args.state))
-    counts = {"ok": 0, "rejected": 0, "malformed": 0}
-    gaps = missing = unbound = 0
+    counts = {"ok": 0, "rejected": 0, "malformed": 0, "skipped": 0}
+    gaps = missing = unbound = retained = 0
+    skipped: dict[str, int] = {}
     for number, result in verify_stream(_lines(args.files), verifier):
         counts[result.status] += 1
         unbound += result.ok and not result.topic_checked
+        retained += result.ok and result.retained
+        if result.status == "skipped":
+            skipped[result.reason] = skipped.get(result.reason, 0) + 1
         gaps += len(result.gaps)
         missing += sum(g.missing for g in result.gaps)
         _report(number, result, sys.stdout)
@@ -129,10 +151,7 @@ def verify(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise InputError(f"{args.state}: cannot write the verifier state: {exc.strerror or exc}") from exc
     if not args.quiet:
-        sys.stderr.write(
-            f"verify: {sum(counts.values())} message(s): {counts['ok']} ok, {counts['rejected']} "
-            f"rejected, {counts['malformed']} malformed; {gaps} gap(s), {missing} missing\n"
-        )
+        _summary(counts, gaps, missing, skipped, retained)
         if unbound:
             sys.stderr.write(
                 f"verify: warning: topic binding not checked for {unbound} message(s): give --topic "

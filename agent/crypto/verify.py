@@ -40,7 +40,10 @@ STATE_VERSION = 1
 REPLAY_MEMORY = 4096
 """Sequence numbers remembered per stream to tell a replay from a reordering."""
 
-Status = Literal["ok", "rejected", "malformed"]
+Status = Literal["ok", "rejected", "malformed", "skipped"]
+
+AVAILABILITY = (b"online", b"offline")
+"""The only payloads of the unsigned ``status`` topic (the broker itself sends the will)."""
 
 _TST = re.compile(r"^(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?)Z?(?P<offset>Z|[+-]\d\d:?\d\d)?$")
 
@@ -74,6 +77,8 @@ class Result:
     gaps: tuple[Gap, ...] = ()
     notes: tuple[str, ...] = ()
     topic_checked: bool = False
+    retained: bool = False
+    """A retained copy replayed by the broker at subscription: checked, but not ordered."""
 
     @property
     def ok(self) -> bool:
@@ -171,8 +176,14 @@ class Verifier:
         message: str | bytes | Mapping[str, Any],
         arrival_topic: str | None = None,
         received_ms: int | None = None,
+        *,
+        retained: bool = False,
     ) -> Result:
-        """Verify one envelope (raw payload bytes/text or an already parsed object)."""
+        """Verify one envelope (raw payload bytes/text or an already parsed object).
+
+        ``retained``: the broker's stored copy, delivered at subscription in topic order, not
+        publish order. Its signature, key, topic and time are checked; its ``seq`` is neither
+        ordered against the live stream nor remembered."""
         try:
             if isinstance(message, str | bytes):
                 env = parse_strict(message)
@@ -187,20 +198,21 @@ class Verifier:
             self._check_signature(env)
             self._check_topic(env, arrival_topic)
             self._check_time(env, received_ms)
-            gaps = self._check_order(env)
+            gaps = () if retained else self._check_order(env)
             notes = self._apply_rotation(env)
         except Rejected as exc:
             return Result("rejected", str(exc), env if isinstance(env, dict) else None)
-        self._accept(env)
+        self._accept(env, ordered=not retained)
         checked = arrival_topic is not None or self.expected_topic is not None
-        return Result("ok", "", env, gaps, notes, checked)
+        return Result("ok", "", env, gaps, notes, checked, retained)
 
     def check_line(self, line: str | bytes) -> Result:
         """One JSON line: a bare envelope, or ``{"topic": T, "payload": P, ...}`` as received.
 
         P is the envelope object or its text. ``mosquitto_sub -F %j`` lines qualify (not ``%J``:
         it reprints big integers as floats); their ``tst`` (or an integer ``received_ms``) is the
-        arrival time for the skew check.
+        arrival time for the skew check, and ``retain`` marks the broker's retained copies.
+        Messages unsigned by design are skipped (:func:`unsigned_by_design`).
         """
         if len(line) > MAX_LINE_BYTES:
             return Result("malformed", f"line is {len(line)} bytes; at most {MAX_LINE_BYTES} are read")
@@ -212,14 +224,21 @@ class Verifier:
             return self.check(obj) if isinstance(obj, dict) else Result(
                 "malformed", "a line must be a JSON object (an envelope or {\"topic\", \"payload\"})"
             )
+        return self._check_received(obj)
+
+    def _check_received(self, obj: Mapping[str, Any]) -> Result:
+        """A ``{"topic", "payload", ...}`` line."""
         try:
             topic, received = _unwrap(obj)
         except PayloadError as exc:
             return Result("malformed", str(exc))
         payload = obj["payload"]
+        why = unsigned_by_design(topic, payload)
+        if why is not None:
+            return Result("skipped", why, topic_checked=True)
         if not isinstance(payload, dict | str):
             return Result("malformed", "'payload' must be the envelope object or its JSON text")
-        return self.check(payload, topic, received)
+        return self.check(payload, topic, received, retained=obj.get("retain") in (1, True))
 
     def _check_identity(self, env: Mapping[str, Any]) -> None:
         if self.device is not None and env["dev"] != self.device:
@@ -331,12 +350,36 @@ class Verifier:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise PayloadError(f"{where}: not a verifier state file ({type(exc).__name__}: {exc})") from exc
 
-    def _accept(self, env: Mapping[str, Any]) -> None:
+    def _accept(self, env: Mapping[str, Any], *, ordered: bool = True) -> None:
+        self._owner.setdefault(env["kid"], env["dev"])
+        if not ordered:
+            return
         key = (env["dev"], env["kid"])
         stream = self._streams.setdefault(key, _Stream(env["boot"], env["seq"]))
         stream.boot, stream.seq = env["boot"], env["seq"]
         stream.recent.append(env["seq"])
-        self._owner.setdefault(env["kid"], env["dev"])
+
+
+def unsigned_by_design(topic: str, payload: object) -> str | None:
+    """Why a received message carries no signature by design, or None if it must be signed.
+
+    - an empty payload (``mosquitto_sub -F %j`` prints ``null``): the removal of a retained
+      message, such as the agent's clear of the last run's ``privacy_mode`` at start;
+    - ``<base>/status`` with ``online`` / ``offline``: availability, which the broker itself
+      publishes as the last will, so the device cannot sign it;
+    - ``<base>/cmd/...``: commands sent to the device (by Home Assistant), not by it.
+
+    Anything else on the device's topics, a ``status`` with another payload included, must be
+    a valid signed envelope.
+    """
+    if payload is None or payload == "":
+        return "empty payload: a retained message being cleared (unsigned by design)"
+    levels = topic.split("/")
+    if levels[-1] == "status" and isinstance(payload, str) and payload.encode() in AVAILABILITY:
+        return "availability status (unsigned by design: the broker sends it as the last will)"
+    if "cmd" in levels[:-1]:
+        return "a command to the device, not a message from it (unsigned by design)"
+    return None
 
 
 def _unwrap(obj: Mapping[str, Any]) -> tuple[str, int | None]:
