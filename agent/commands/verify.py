@@ -94,7 +94,7 @@ def _context(result: Result) -> str:
 
 
 def _report(number: int, result: Result, out: IO[str]) -> None:
-    if not result.ok:
+    if not result.ok and result.status != "skipped":  # skipped lines are counted in the summary
         out.write(f"line {number}: {result.status}{_context(result)}: {result.reason}\n")
     for gap in result.gaps:
         span = f"seq {gap.first}" if gap.missing == 1 else f"seq {gap.first}..{gap.last}"
