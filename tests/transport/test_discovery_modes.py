@@ -43,6 +43,7 @@ def run_once(broker: Broker, state: Path, mode: str, spec: DiscoverySpec = SPEC)
     assert broker.pki is not None
     pw = state.parent / "pw"
     pw.write_text(USERS[DEVICE] + "\n")
+    pw.chmod(0o600)
     crt, key = broker.pki.clients[DEVICE]
     cfg = MqttConfig(host=broker.host, port=broker.port, tls=TlsConfig(ca=broker.pki.ca, cert=crt, key=key),
                      username=DEVICE, password_file=pw, discovery=DiscoveryConfig(mode=mode),  # type: ignore[arg-type]

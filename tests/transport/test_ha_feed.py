@@ -33,6 +33,7 @@ def write_config(tmp: Path, broker: Broker, clip: Path, *, threshold: int, realt
     if not (tmp / "keys" / "device.key").exists():
         generate_keypair(tmp / "keys")
     (tmp / "mqtt.password").write_text(USERS[DEVICE] + "\n")
+    (tmp / "mqtt.password").chmod(0o600)
     cert, key = broker.pki.clients[DEVICE]
     path = tmp / "agent.yaml"
     path.write_text(f"""schema_version: 1
