@@ -1,49 +1,50 @@
 """The running agent: one place that builds, starts, runs and stops every part, in that order.
 
-    camera feed ─► lease ─► zones blanked ─► vision ─► face filters ─► tracker ─► windows
-                                                                                   │
-           audit log ◄── publisher (sign once, every output) ◄── alerts ◄──────────┘
+    camera feed ─► frame route (admit, lease, zones, vision, face filters) ─► tracker ─► windows
+                                                                                          │
+           audit log ◄── publisher (sign once, every output) ◄── alerts ◄─────────────────┘
 
-Only this module knows all the parts; each part knows only its own interface. Signals set
-flags that the loop reads (a handler never takes a lock the loop may hold): SIGTERM/SIGINT stop
-after flushing the open window, SIGHUP reloads the config (a bad one is refused and the old one
-kept), SIGUSR1 toggles privacy mode. A camera failure is a state, never a crash.
+Only this module knows all the parts; each part knows only its own interface. ``Service(cfg)``
+builds every part (a part that fails undoes the ones before it); ``run`` starts, loops and
+stops. Signals set flags that the loop reads (a handler never takes a lock the loop may hold):
+SIGTERM/SIGINT stop after flushing the open window, SIGHUP reloads the config (a bad one is
+refused and the old one kept), SIGUSR1 toggles privacy mode. A camera failure is a state,
+never a crash.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 from agent import state_dir
-from agent.analytics.alerts import AlertEngine, AlertEvent, AlertState
-from agent.analytics.baseline import Baseline
-from agent.analytics.dp import MICRO, BudgetAccountant, DaySpend, DiscreteLaplace
+from agent.analytics.alerts import AlertEvent, AlertState
+from agent.analytics.dp import MICRO, BudgetAccountant, DaySpend
 from agent.analytics.health import HealthMeter
-from agent.analytics.tracker import Tracker
-from agent.analytics.windows import WindowAggregator, WindowReport
+from agent.analytics.windows import WindowReport
 from agent.audit import AuditLog
 from agent.audit.dpspend import logged_spend
 from agent.audit.imagescan import scan_state
-from agent.camera.base import SourceOptions, open_source
+from agent.camera.base import open_source
 from agent.camera.feed import CameraFeed, CameraState, FeedCounters, SourceOpener
 from agent.clock import Clock, SystemClock
 from agent.config import AgentConfig, load_config
 from agent.crypto import JSON, Signer, public_jwk
 from agent.errors import EmotionAgentError
+from agent.frame import Frame
 from agent.outputs.base import Output
 from agent.outputs.factory import build_outputs
 from agent.preflight import check_files
 from agent.privacy.gate import BudgetLeft, CaptureGate
-from agent.privacy.lease import LifetimeRecorder, lease
+from agent.privacy.lease import LifetimeRecorder
 from agent.privacy.policy import policy_digest, require_allowed
 from agent.privacy.privacy_mode import FlagFilePoller, PrivacyMode, PrivacyModeEvent, SignalToggle
 from agent.privacy.retention import RetentionEnforcer
-from agent.privacy.schedule import Schedule
-from agent.privacy.zones import ZoneMask, filter_faces
+from agent.processing import PipelineFactory, build_processing, default_pipeline, schedule_of
 from agent.publisher import Publisher
 from agent.records import (
     changed_keys,
@@ -55,30 +56,25 @@ from agent.records import (
     start_fields,
     window_audit_entries,
 )
+from agent.route import Carried
 from agent.sdnotify import Notifier, watchdog_interval
 from agent.service_signals import ServiceSignals
-from agent.vision.stage import ZERO_COUNTERS, VisionStage
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from agent.transport.commands import Command
-    from agent.vision.pipeline import VisionPipeline
+    from agent.transport.spool import DropReport
 
 logger = logging.getLogger(__name__)
 
-PipelineFactory = Callable[[AgentConfig], "VisionPipeline"]
 IDLE_SLEEP_S = 0.2
-
-
-def default_pipeline(cfg: AgentConfig) -> VisionPipeline:
-    from agent.vision.pipeline import VisionPipeline  # noqa: PLC0415 - loads LiteRT only when running
-
-    return VisionPipeline.from_config(cfg.vision)
+RESTART_ONLY = frozenset({"device_id", "keys", "state_dir", "mqtt", "outputs"})
+"""Top-level keys a reload records but that take effect only at the next start."""
 
 
 class Service:
-    """``build()`` then ``run()``; ``run`` returns the exit code after a clean stop."""
+    """Built whole by the constructor; ``run`` returns the exit code after a clean stop."""
 
     def __init__(
         self,
@@ -94,8 +90,6 @@ class Service:
         self.cfg = cfg
         self.config_path = config_path
         self.clock: Clock = clock or SystemClock()
-        self._extra_outputs = list(outputs or [])
-        self._opener = opener
         self._pipeline_factory = pipeline_factory
         self.notifier = notifier or Notifier()
         self._commands: queue.Queue[Command] = queue.Queue(maxsize=64)
@@ -104,74 +98,73 @@ class Service:
         self._stream_t0: float | None = None
         self._stream_now: float | None = None
         self._last_counters = FeedCounters()
+        self.policy = require_allowed(cfg, site_today(cfg, self.clock))
+        key = check_files(cfg)  # every named file, read as check-config reads it
+        state_dir.prepare(cfg.state_dir)
+        with ExitStack() as undo:  # a part that fails to build closes the ones built before it
+            self.signer = Signer(cfg.device_id, key, cfg.state_dir, self.clock)
+            undo.callback(self.signer.close)
+            self.audit = AuditLog.open(
+                cfg.state_dir / "audit",
+                key,
+                f"emotion-agent/{cfg.device_id}",
+                self.clock,
+                cfg.audit,
+                retention_days=cfg.retention.audit_days,
+            )
+            undo.callback(self.audit.close)
+            self.outputs = [*(outputs or []), *self._build_outputs(key)]
+            base = cfg.mqtt.base_topic or f"emotion-agent/{cfg.device_id}"
+            self.publisher = Publisher(self.signer, self.outputs, base, self.audit)
+            self.pipeline = pipeline_factory(cfg)
+            undo.callback(self.pipeline.close)
+            self.recorder = LifetimeRecorder(self.clock)
+            self.health = HealthMeter(self.clock)
+            self.privacy = PrivacyMode(self.clock)
+            self.signals = ServiceSignals(SignalToggle(self.privacy))
+            flag = cfg.policy.privacy_mode.flag_file
+            self.flag_poller = FlagFilePoller(flag, self.privacy) if flag is not None else None
+            self.feed = CameraFeed(
+                cfg.camera.source,
+                cfg.camera.source_options(),
+                self.clock,
+                max_backoff=cfg.camera.reconnect_max_seconds,
+                opener=opener,
+                on_failure=self._camera_failed,
+            )
+            self.retention = RetentionEnforcer(
+                cfg.retention, [], self.clock, hooks={"audit": self.audit.purge}
+            )
+            self.tracker, self.aggregator, self.alerts, self.stage, self.route, accountant = (
+                build_processing(
+                    cfg, self.clock, self.pipeline, self.recorder, spend_history=self._logged_spend
+                )
+            )
+            self.gate = CaptureGate(
+                self.feed, self.privacy, self.clock, schedule_of(cfg), self._budget_gate(accountant)
+            )
+            undo.pop_all()
+        self.audit.on_checkpoint = self._publish_checkpoint  # once every part is there
+        if not self.outputs:
+            logger.warning("no output configured: windows go to the audit log only")
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.signals.stop.is_set()
 
     @property
     def exit_reason(self) -> str:
         """Why the loop ended: a signal's name, ``source_ended`` or ``stopped``."""
-        signals = getattr(self, "signals", None)
-        return signals.stop_reason if signals is not None else "stopped"
+        return self.signals.stop_reason
 
-    # --- build: every part, in order; nothing starts yet ----------------------------------------
-
-    def build(self) -> Service:
-        cfg = self.cfg
-        self.policy = require_allowed(cfg, site_today(cfg, self.clock))
-        key = check_files(cfg)  # every named file, read as check-config reads it
-        state_dir.prepare(cfg.state_dir)
-        self.signer = Signer(cfg.device_id, key, cfg.state_dir, self.clock)
-        self.audit = AuditLog.open(
-            cfg.state_dir / "audit",
-            key,
-            f"emotion-agent/{cfg.device_id}",
+    def _build_outputs(self, key: Ed25519PrivateKey) -> list[Output]:
+        return build_outputs(
+            self.cfg,
             self.clock,
-            cfg.audit,
-            retention_days=cfg.retention.audit_days,
+            public_key=key.public_key(),
+            on_command=self._enqueue_command,
+            on_drop=self._spool_dropped,
         )
-        self.outputs = self._build_outputs(key)
-        base = cfg.mqtt.base_topic or f"emotion-agent/{cfg.device_id}"
-        self.publisher = Publisher(self.signer, self.outputs, base, self.audit)
-        self.audit.on_checkpoint = self._publish_checkpoint
-        self.pipeline = self._pipeline_factory(cfg)
-        self.recorder = LifetimeRecorder(self.clock)
-        self.health = HealthMeter(self.clock)
-        self.privacy = PrivacyMode(self.clock)
-        self.signals = ServiceSignals(SignalToggle(self.privacy))
-        self.stop_requested = self.signals.stop
-        flag = cfg.policy.privacy_mode.flag_file
-        self.flag_poller = FlagFilePoller(flag, self.privacy) if flag is not None else None
-        self.feed = CameraFeed(
-            cfg.camera.source,
-            SourceOptions.from_config(cfg.camera),
-            self.clock,
-            max_backoff=cfg.camera.reconnect_max_seconds,
-            opener=self._opener,
-            on_failure=self._camera_failed,
-        )
-        self.retention = RetentionEnforcer(
-            cfg.retention, [], self.clock, hooks={"audit": self.audit.purge}
-        )
-        self._build_processing(cfg)
-        return self
-
-    def _build_processing(self, cfg: AgentConfig) -> None:
-        """The parts a reload may replace: analytics, zones, schedule."""
-        a = cfg.analytics
-        noise = DiscreteLaplace() if a.dp.enabled else None
-        accountant = (
-            BudgetAccountant(cfg.state_dir, a.dp.daily_budget, history=self._logged_spend)
-            if a.dp.enabled else None
-        )
-        self.tracker = Tracker(a.tracker, self.clock)
-        self.aggregator = WindowAggregator(a, self.clock, dp=noise, accountant=accountant)
-        self.alerts = AlertEngine(a.alerts, Baseline(cfg.state_dir, a.baseline))
-        self.zones = ZoneMask(cfg.policy.zones)
-        schedule = Schedule.from_config(cfg.policy.schedule) if cfg.policy.schedule else None
-        self.gate = CaptureGate(self.feed, self.privacy, self.clock, schedule, self._budget_gate(accountant))
-        previous: VisionStage | None = getattr(self, "stage", None)  # a reload: keep its totals
-        carried = previous.counters if previous is not None else ZERO_COUNTERS
-        self.stage = VisionStage(self.pipeline, cfg.vision.gating, carried=carried)
-        if previous is not None:
-            previous.close()
 
     def _logged_spend(self, day: str) -> DaySpend:
         """The budget file is missing: the day's spend as the audit log recorded it."""
@@ -185,20 +178,7 @@ class Service:
         cost = round(self.cfg.analytics.dp.epsilon_per_window * MICRO)
         return lambda t: not self.feed.live or accountant.remaining_micro(t) >= cost
 
-    def _build_outputs(self, key: Ed25519PrivateKey) -> list[Output]:
-        outputs: list[Output] = list(self._extra_outputs)
-        outputs += build_outputs(
-            self.cfg,
-            self.clock,
-            public_key=key.public_key(),
-            on_command=self._enqueue_command,
-            on_drop=self._spool_dropped,
-        )
-        if not outputs:
-            logger.warning("no output configured: windows go to the audit log only")
-        return outputs
-
-    def _spool_dropped(self, report: Any) -> None:
+    def _spool_dropped(self, report: DropReport) -> None:
         """The spool removed unsent messages (retention or size cap): counted in the audit log.
 
         Called from the MQTT thread; the audit log is thread-safe."""
@@ -212,13 +192,13 @@ class Service:
         self.signals.install()
         try:
             self.start()
-            while not self.stop_requested.is_set():
+            while not self.stop_requested:
                 self.step()
                 if self.feed.state is CameraState.ENDED:
                     self.signals.stop_reason = "source_ended"
                     break
         finally:
-            self._stop()
+            self.close()
             self.signals.restore()
         return 0
 
@@ -250,10 +230,10 @@ class Service:
         if frame is not None:
             self._process(frame)
         else:
-            self._sync_camera_state()
+            self.health.camera(self.feed.state.value)
             if self.feed.state is not CameraState.ENDED:
                 self.clock.sleep(min(IDLE_SLEEP_S, max(self.feed.wait_hint(), 0.01)))
-        self._close_windows(self._now(None))
+        self._close_windows(self._window_time(None))
         self._ping_watchdog()
         self._enforce_retention()
         self.audit.maybe_checkpoint()
@@ -265,38 +245,25 @@ class Service:
             for name in outcome.failed:
                 self.audit.append("error", {"code": "retention_failed", "message": name})
 
-    def _process(self, frame: Any) -> None:
-        """One frame: admitted by the CPU budget or dropped, then leased, analysed and zeroed.
-        ``t`` places it in a window (wall time); ``vt`` is the video's own monotonic time."""
-        t = self._now(frame)
-        vt = frame.stream_time
-        admitted = self.stage.admit(vt)
+    def _process(self, frame: Frame) -> None:
+        """One frame along the route (zeroed when it returns), then into the windows."""
         started = self.clock.monotonic()
-        faces = []
-        with lease(frame, self.recorder) as pixels:
-            if admitted:
-                if self.zones:
-                    self.zones.apply(pixels)
-                faces = self.stage.analyze(pixels, frame.index, vt)
+        carried = self.route.carry(frame)
+        t = self._window_time(carried)
         now = self.feed.counters
         last, self._last_counters = self._last_counters, now
+        rejected = not carried.admitted
         counters = frame_counters(
-            now, last, analysed=int(admitted), refused=int(not admitted),
+            now, last, analysed=int(carried.admitted), refused=int(rejected),
             lifetimes_ms=self.recorder.drain().samples_ms,
         )
         self.health.camera(self.feed.state.value)
-        self.health.dropped((now.dropped - last.dropped) + (not admitted))  # not the fps limit's skips
-        if not admitted:  # over the CPU budget: zeroed unseen, counted, the tracker left alone
+        self.health.dropped((now.dropped - last.dropped) + rejected)  # not the fps limit's skips
+        if rejected:  # over the CPU budget: zeroed unseen, counted, the tracker left alone
             self.aggregator.add_frame(t, (), counters)
             return
         self.health.frame((self.clock.monotonic() - started) * 1000.0)
-        faces = filter_faces(
-            faces,
-            min_face_height=self.cfg.policy.min_face_height,
-            max_faces=self.cfg.vision.max_faces,
-            zones=self.zones or None,
-        )
-        self.aggregator.add_frame(t, self.tracker.update(faces, t), counters)
+        self.aggregator.add_frame(t, self.tracker.update(carried.faces, t), counters)
 
     def _count_last_frames(self) -> None:
         """The camera's frames since the last one analysed, before the last window closes."""
@@ -304,16 +271,16 @@ class Service:
         last, self._last_counters = self._last_counters, now
         counters = frame_counters(now, last, analysed=0, refused=0, lifetimes_ms=())
         if counters.captured or counters.discarded or counters.dropped:
-            self.aggregator.add_frame(self._now(None), (), counters)
+            self.aggregator.add_frame(self._window_time(None), (), counters)
 
-    def _now(self, frame: Any | None) -> float:
-        """Window time: wall clock for cameras; for files, the clip's own time from the start."""
+    def _window_time(self, carried: Carried | None) -> float:
+        """Wall clock for cameras; for files, the clip's own time from the moment it started."""
         if self.feed.live:
             return self.clock.time()
-        if frame is not None and frame.source_time is not None:
+        if carried is not None:
             if self._stream_t0 is None:
-                self._stream_t0 = self.clock.time() - frame.source_time
-            self._stream_now = self._stream_t0 + frame.source_time
+                self._stream_t0 = self.clock.time() - carried.elapsed
+            self._stream_now = self._stream_t0 + carried.elapsed
         return self._stream_now if self._stream_now is not None else self.clock.time()
 
     # --- windows, alerts, health -----------------------------------------------------------------
@@ -350,9 +317,6 @@ class Service:
         self.stage.pause()  # the gate's thumbnail of the last frame goes with the camera
         self.health.camera(CameraState.RECONNECTING.value)
         self.audit.append("error", {"code": "camera_failed", "message": why[:500]})
-
-    def _sync_camera_state(self) -> None:
-        self.health.camera(self.feed.state.value)
 
     def _apply_gate(self) -> None:
         change = self.gate.update()
@@ -409,11 +373,10 @@ class Service:
             self.audit.append("error", {"code": "reload_refused", "message": str(exc)[:500]})
             return False
         keys = changed_keys(self.cfg, new)
-        restart_only = {"device_id", "keys", "state_dir", "mqtt", "outputs"}
-        fixed = [k for k in keys if k.split(".")[0] in restart_only]
+        fixed = [k for k in keys if k.split(".")[0] in RESTART_ONLY]
         if fixed:
             logger.warning("these keys take effect at the next restart: %s", ", ".join(fixed))
-        self._close_windows(self._now(None), flush=True)
+        self._close_windows(self._window_time(None), flush=True)
         self.audit.append(
             "config_change",
             {
@@ -424,52 +387,53 @@ class Service:
         )
         if policy_digest(new) != policy_digest(self.cfg):
             self.audit.append("policy_change", {"policy": policy_fields(new), "reason": "reload"})
-        if any(k.startswith(("vision", "camera")) for k in keys):
-            self.feed.close()
-            self.pipeline.close()
-            self.pipeline = self._pipeline_factory(new)
-            self.feed.source = new.camera.source
-            self.feed.options = SourceOptions.from_config(new.camera)
-        self.cfg = new
-        previous_alerts = self.alerts
-        self._build_processing(new)
-        self._publish_alerts(self.alerts.take_over(previous_alerts, at=int(self._now(None))))
-        for state in self.alerts.states():  # a rule added by the reload gets its first state
-            self._publish_alert_state(state)
-        self.gate.capturing = False
+        self._apply(new, keys)
         logger.info("config reloaded", extra={"fields": {"changed": len(keys)}})
         return True
+
+    def _apply(self, new: AgentConfig, keys: list[str]) -> None:
+        """Swap in the parts a new config changes, each through its own methods."""
+        carried = self.stage.counters
+        self.stage.pause()
+        self.route.close()
+        if any(k.startswith(("vision", "camera")) for k in keys):
+            self.feed.retarget(new.camera.source, new.camera.source_options())
+            self.pipeline.close()
+            self.pipeline = self._pipeline_factory(new)
+        self.cfg = new
+        previous_alerts = self.alerts
+        self.tracker, self.aggregator, self.alerts, self.stage, self.route, accountant = (
+            build_processing(
+                new, self.clock, self.pipeline, self.recorder,
+                carried=carried, spend_history=self._logged_spend,
+            )
+        )
+        self._publish_alerts(self.alerts.take_over(previous_alerts, at=int(self._window_time(None))))
+        for state in self.alerts.states():  # a rule added by the reload gets its first state
+            self._publish_alert_state(state)
+        self.gate.reschedule(schedule_of(new), self._budget_gate(accountant))
 
     # --- stop --------------------------------------------------------------------------------------
 
     def close(self) -> None:
         """Flush, audit the stop and release everything; ``run`` calls it on its way out."""
-        self._stop()
-
-    def _stop(self) -> None:
         self.notifier.stopping()
-        if hasattr(self, "feed"):
-            self.feed.close()  # a frame still waiting is zeroed: counted below, as discarded
-        if hasattr(self, "aggregator"):
-            self._count_last_frames()
-            self._close_windows(self._now(None), flush=True)
-        if hasattr(self, "audit"):
-            uptime = int((self.clock.monotonic() - self._started_mono) * 1000)
-            self.audit.append("stop", {"reason": self.exit_reason, "uptime_ms": uptime})
-            self.audit.checkpoint()  # published while the outputs still run
-            self.audit.on_checkpoint = None
-            self.audit.close()  # signs the last one, covering that publish, on disk
-        for output in getattr(self, "outputs", []):
+        self.feed.close()  # a frame still waiting is zeroed: counted below, as discarded
+        self._count_last_frames()
+        self._close_windows(self._window_time(None), flush=True)
+        uptime = int((self.clock.monotonic() - self._started_mono) * 1000)
+        self.audit.append("stop", {"reason": self.exit_reason, "uptime_ms": uptime})
+        self.audit.checkpoint()  # published while the outputs still run
+        self.audit.on_checkpoint = None
+        self.audit.close()  # signs the last one, covering that publish, on disk
+        for output in self.outputs:
             try:
                 output.stop()
             except Exception:  # every output gets its chance to stop
                 logger.exception("stopping an output failed")
-        if hasattr(self, "signer"):
-            self.signer.close()
-        if hasattr(self, "stage"):
-            self.stage.close()
-        if hasattr(self, "pipeline"):
-            self.pipeline.close()
+        self.signer.close()
+        self.route.close()
+        self.pipeline.close()
         logger.info("agent stopped", extra={"fields": {"reason": self.exit_reason}})
 
     # --- watchdog and start record ---------------------------------------------------------------

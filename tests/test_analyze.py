@@ -20,9 +20,9 @@ from agent.camera.base import SourceOptions
 from agent.cli import main
 from agent.clock import SystemClock
 from agent.commands.analyze import Analysis, default_pipeline
-from agent.config import VisionConfig
 from agent.frame import Pixels
 from agent.vision.observation import FaceObservation
+from agent.vision.settings import VisionConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.audit import AuditLog, AuditSettings
+from agent.audit import AuditConfig, AuditLog
 from agent.cli import build_parser, main
 from agent.clock import FakeClock
 from agent.crypto import MemorySequenceStore, Signer, encode, load_private_key, public_jwk
@@ -108,7 +108,7 @@ def test_verify_with_an_unwritable_state_file_exits_with_the_documented_code(
 def audit_log(tmp_path: Path, clock: FakeClock) -> Path:
     """A closed audit log (three segments) and its public key in tmp_path/key.jwk."""
     key = Ed25519PrivateKey.generate()
-    settings = AuditSettings(checkpoint_every_entries=5, segment_max_entries=10)
+    settings = AuditConfig(checkpoint_every_entries=5, segment_max_entries=10)
     log = AuditLog.open(tmp_path / "audit", key, ORIGIN, clock, settings, retention_days=365)
     fill(log, clock, 6)
     log.close()

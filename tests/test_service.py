@@ -72,7 +72,7 @@ def test_replayed_clip_gives_one_vote_per_person_per_window(tmp_path: Path, samp
     """0-10 s: one person (below k=2, suppressed); 10-20 s: the six-person group, counted once each."""
     cfg = load_config(write_config(tmp_path, str(sample_clip)))
     clock = FakeClock(start=1_800_000_000.0)  # a multiple of 10 s: clip time 0 opens a window
-    code = Service(cfg, clock=clock).build().run()
+    code = Service(cfg, clock=clock).run()
     assert code == 0
     stats = [m["body"] for m in messages(tmp_path, "stats")]
     assert [s["window_start"] - 1_800_000_000 for s in stats] == [0, 10]
@@ -150,7 +150,7 @@ def test_a_camera_that_dies_is_reopened_and_the_service_goes_on(tmp_path: Path) 
     pipeline = CountingPipeline()
     cfg = load_config(write_config(tmp_path, "scripted.mp4", extra=NO_GATE))
     service = Service(cfg, clock=clock, opener=opener, pipeline_factory=lambda _c: pipeline)  # type: ignore[arg-type,return-value]
-    assert service.build().run() == 0
+    assert service.run() == 0
     assert pipeline.frames == 50
     assert len(opened) == 2
     assert opened[0].closed
@@ -175,7 +175,7 @@ def test_reload_refuses_a_bad_config_and_keeps_the_old_one(tmp_path: Path) -> No
         clock,
         opener=lambda s, o, c: ScriptedSource(c, 0, False),
         pipeline_factory=lambda _c: CountingPipeline(),  # type: ignore[arg-type,return-value]
-    ).build()
+    )
     path.write_text(path.read_text().replace("min_people: 2", "min_people: many"))
     assert service.reload() is False
     assert service.cfg is cfg
@@ -270,7 +270,7 @@ def test_privacy_flag_keeps_the_camera_closed_until_it_is_removed(tmp_path: Path
 
     pipeline = CountingPipeline()
     service = Service(load_config(path), clock=clock, opener=opener, pipeline_factory=lambda _c: pipeline)  # type: ignore[arg-type,return-value]
-    service.build().start()
+    service.start()
     for _ in range(20):
         service.step()
         clock.advance(1.0)
@@ -346,7 +346,7 @@ def test_an_alert_raised_before_a_reload_that_removes_its_rule_is_cleared(tmp_pa
         clock,
         opener=lambda s, o, c: ScriptedSource(c, 200, False),
         pipeline_factory=lambda _c: AngryCrowd(),  # type: ignore[arg-type,return-value]
-    ).build()
+    )
     service.start()
     for _ in range(60):  # 12 s of clip at 5 fps: the first 10 s window closes
         service.step()
@@ -367,7 +367,7 @@ def test_an_alert_raised_before_a_reload_that_removes_its_rule_is_cleared(tmp_pa
 def run_clip(tmp: Path, clip: Path, extra: str = "") -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(stats bodies, last health body) of the demo clip through the real models."""
     cfg = load_config(write_config(tmp, str(clip), extra=extra))
-    assert Service(cfg, clock=FakeClock(start=1_800_000_000.0)).build().run() == 0
+    assert Service(cfg, clock=FakeClock(start=1_800_000_000.0)).run() == 0
     assert verify_all(tmp) == []
     return [m["body"] for m in messages(tmp, "stats")], messages(tmp, "health")[-1]["body"]
 
@@ -417,7 +417,7 @@ def test_a_cpu_budget_drops_frames_and_counts_them(tmp_path: Path) -> None:
 
     clock = FakeClock(start=1_800_000_000.0)
     service = Service(cfg, clock=clock, opener=opener, pipeline_factory=lambda _c: pipeline)  # type: ignore[arg-type,return-value]
-    assert service.build().run() == 0
+    assert service.run() == 0
     frames = [m["body"]["frames"] for m in messages(tmp_path, "stats")]
     analysed = sum(f["analysed"] for f in frames)
     dropped = sum(f["dropped"] for f in frames)

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from agent.analytics.baseline import Baseline
-from agent.analytics.settings import AlertRule
+from agent.analytics.settings import AlertRuleConfig
 from agent.analytics.windows import WindowReport
 
 logger = logging.getLogger(__name__)
@@ -92,14 +92,14 @@ class AlertState:
         return {"rule": self.rule, "state": self.state, "since": self.since}
 
 
-def metric_key(rule: AlertRule) -> str:
+def metric_key(rule: AlertRuleConfig) -> str:
     """Name of the metric in the baseline table: ``share:angry+fear``, ``valence``, ..."""
     if rule.metric == "share":
         return "share:" + "+".join(sorted(rule.labels))
     return rule.metric
 
 
-def metric_value(report: WindowReport, rule: AlertRule) -> int | None:
+def metric_value(report: WindowReport, rule: AlertRuleConfig) -> int | None:
     """The rule's metric in integer units, or None when the window has no breakdown."""
     if not report.breakdown or report.votes is None or report.people is None:
         return None
@@ -116,7 +116,7 @@ def metric_value(report: WindowReport, rule: AlertRule) -> int | None:
     return (2000 * chosen + voters) // (2 * voters)  # per-mille, rounded half up
 
 
-def scale(rule: AlertRule) -> int:
+def scale(rule: AlertRuleConfig) -> int:
     """Integer units per natural unit of the rule's metric (people are counted as they are)."""
     return 1 if rule.metric == "people" else 1000
 
@@ -145,7 +145,7 @@ class _Judgement:
 class AlertEngine:
     """Evaluates every rule on each closed window, in order; returns the transitions."""
 
-    def __init__(self, rules: Sequence[AlertRule], baseline: Baseline | None = None) -> None:
+    def __init__(self, rules: Sequence[AlertRuleConfig], baseline: Baseline | None = None) -> None:
         self.rules = list(rules)
         if any(r.mode == "baseline" for r in self.rules) and baseline is None:
             raise ValueError("an alert rule in baseline mode needs a Baseline (state_dir)")
@@ -204,7 +204,7 @@ class AlertEngine:
         self._learn(report)
         return events
 
-    def _judge(self, rule: AlertRule, report: WindowReport) -> _Judgement:
+    def _judge(self, rule: AlertRuleConfig, report: WindowReport) -> _Judgement:
         value = metric_value(report, rule)
         if value is None or report.people is None or report.people < rule.min_people:
             return _Judgement(value, None, None, None)
@@ -218,7 +218,7 @@ class AlertEngine:
         z_milli = _to_int(1000 * (value - stats.mean) / max(stats.stdev, floor))
         return _Judgement(value, z_milli, z_milli, _to_int(stats.mean * 1000 / scale(rule)))
 
-    def _step(self, rule: AlertRule, judged: _Judgement, report: WindowReport) -> AlertEvent | None:
+    def _step(self, rule: AlertRuleConfig, judged: _Judgement, report: WindowReport) -> AlertEvent | None:
         st = self._state[rule.name]
         unit = 1000 if rule.mode == "baseline" else scale(rule)
         raise_at = _to_int(rule.threshold * unit)
@@ -243,7 +243,7 @@ class AlertEngine:
 
     @staticmethod
     def _event(
-        rule: AlertRule,
+        rule: AlertRuleConfig,
         state: Literal["raised", "cleared"],
         judged: _Judgement,
         threshold: int,

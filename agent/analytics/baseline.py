@@ -18,7 +18,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from agent.analytics.dp import atomic_write_json
-from agent.analytics.settings import BaselineSettings
+from agent.analytics.settings import BaselineConfig
 from agent.errors import PayloadError
 
 HOURS_PER_WEEK = 168
@@ -38,7 +38,7 @@ class Baseline:
 
     FILE_NAME = "alert_baseline.json"
 
-    def __init__(self, state_dir: Path, settings: BaselineSettings) -> None:
+    def __init__(self, state_dir: Path, settings: BaselineConfig) -> None:
         self.path = Path(state_dir) / self.FILE_NAME
         self.settings = settings
         self._zone = ZoneInfo(settings.timezone)

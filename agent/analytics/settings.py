@@ -16,7 +16,7 @@ from agent.settings_base import Section
 from agent.vision.observation import EMOTIONS
 
 
-class TrackerSettings(Section):
+class TrackerConfig(Section):
     """How faces are followed across frames; tracks live only in memory."""
 
     iou_threshold: float = Field(
@@ -56,7 +56,7 @@ class TrackerSettings(Section):
     )
 
 
-class DpSettings(Section):
+class DpConfig(Section):
     """Optional differential privacy: discrete Laplace noise on per-window counts."""
 
     enabled: bool = Field(
@@ -80,7 +80,7 @@ class DpSettings(Section):
     )
 
     @model_validator(mode="after")
-    def _budget_covers_one_window(self) -> DpSettings:
+    def _budget_covers_one_window(self) -> DpConfig:
         if self.daily_budget < self.epsilon_per_window:
             raise ValueError(
                 f"analytics.dp.daily_budget ({self.daily_budget}) is below "
@@ -90,7 +90,7 @@ class DpSettings(Section):
         return self
 
 
-class BaselineSettings(Section):
+class BaselineConfig(Section):
     """The rolling per-hour-of-week baseline that baseline-mode alert rules compare to."""
 
     timezone: str = Field(
@@ -129,7 +129,7 @@ class BaselineSettings(Section):
         return value
 
     @model_validator(mode="after")
-    def _order(self) -> BaselineSettings:
+    def _order(self) -> BaselineConfig:
         if self.max_samples < self.min_samples:
             raise ValueError(
                 f"analytics.baseline.max_samples ({self.max_samples}) must be at least "
@@ -141,7 +141,7 @@ class BaselineSettings(Section):
 Metric = Literal["share", "valence", "arousal", "people"]
 
 
-class AlertRule(Section):
+class AlertRuleConfig(Section):
     """One rule over window statistics; raised and cleared events, never per person."""
 
     name: str = Field(
@@ -213,14 +213,14 @@ class AlertRule(Section):
     )
 
     @model_validator(mode="after")
-    def _consistent(self) -> AlertRule:
+    def _consistent(self) -> AlertRuleConfig:
         problems = verify_rule_labels(self) + verify_rule_hysteresis(self)
         if problems:
             raise ValueError("; ".join(problems))
         return self
 
 
-def verify_rule_labels(rule: AlertRule) -> list[str]:
+def verify_rule_labels(rule: AlertRuleConfig) -> list[str]:
     unknown = [x for x in rule.labels if x not in EMOTIONS]
     if unknown:
         return [f"alert {rule.name}: unknown label(s) {unknown}; allowed: {list(EMOTIONS)}"]
@@ -233,7 +233,7 @@ def verify_rule_labels(rule: AlertRule) -> list[str]:
     return []
 
 
-def verify_rule_hysteresis(rule: AlertRule) -> list[str]:
+def verify_rule_hysteresis(rule: AlertRuleConfig) -> list[str]:
     clear = rule.clear_threshold
     if clear is None:
         return []
@@ -250,7 +250,7 @@ def verify_rule_hysteresis(rule: AlertRule) -> list[str]:
     return []
 
 
-def _unique_names(rules: list[AlertRule]) -> list[AlertRule]:
+def _unique_names(rules: list[AlertRuleConfig]) -> list[AlertRuleConfig]:
     seen: set[str] = set()
     for rule in rules:
         if rule.name in seen:
@@ -259,5 +259,24 @@ def _unique_names(rules: list[AlertRule]) -> list[AlertRule]:
     return rules
 
 
-AlertRules = Annotated[list[AlertRule], AfterValidator(_unique_names)]
+AlertRules = Annotated[list[AlertRuleConfig], AfterValidator(_unique_names)]
 """The ``analytics.alerts`` list: rule names are unique (events carry them)."""
+
+
+class AnalyticsConfig(Section):
+    window_seconds: int = Field(
+        60, ge=10, le=3600, title="Window length (s), aligned to the clock"
+    )
+    min_people: int = Field(
+        5, ge=2, le=1000, title="k: fewest people a published breakdown may describe"
+    )
+    small_window: Literal["suppress", "merge"] = Field(
+        "suppress",
+        title="What a window with fewer than k people does",
+        description="suppress: publish frame figures only, no people count and no breakdown; "
+        "merge: carry the people into the next window until k is reached (docs/analytics.md).",
+    )
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig, title="Face tracking")
+    dp: DpConfig = Field(default_factory=DpConfig, title="Differential privacy (off by default)")
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig, title="Alert baseline")
+    alerts: AlertRules = Field(default_factory=list, title="Alert rules", max_length=64)

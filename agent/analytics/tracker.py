@@ -28,7 +28,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from agent.analytics.settings import TrackerSettings
+from agent.analytics.settings import TrackerConfig
 from agent.clock import Clock
 from agent.vision.observation import EMOTIONS, FaceObservation
 
@@ -136,7 +136,7 @@ def centre_distance(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> n
 class Tracker:
     """Associates faces across frames and keeps a bounded set of live tracks."""
 
-    def __init__(self, settings: TrackerSettings, clock: Clock, rng: IdSource | None = None) -> None:
+    def __init__(self, settings: TrackerConfig, clock: Clock, rng: IdSource | None = None) -> None:
         self.settings = settings
         self.clock = clock
         self._rng: IdSource = rng if rng is not None else secrets.SystemRandom()

@@ -24,7 +24,7 @@ from agent.analytics.tracker import TrackHandle, TrackView
 from agent.clock import Clock
 
 if TYPE_CHECKING:
-    from agent.config import AnalyticsConfig
+    from agent.analytics.settings import AnalyticsConfig
 
 logger = logging.getLogger(__name__)
 

@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from agent.audit.log import AuditLog
     from agent.audit.note import SignedCheckpoint
-    from agent.audit.settings import AuditSettings
+    from agent.audit.settings import AuditConfig
 
-__all__ = ["AuditLog", "AuditSettings", "SignedCheckpoint"]
+__all__ = ["AuditConfig", "AuditLog", "SignedCheckpoint"]
 
 _LAZY = {
     "AuditLog": "agent.audit.log",
     "SignedCheckpoint": "agent.audit.note",
-    "AuditSettings": "agent.audit.settings",
+    "AuditConfig": "agent.audit.settings",
 }
 """Imported on first use: ``agent.config`` reads ``agent.audit.settings``, and loading the log
 (cryptography, about 10 MB resident) there would weigh on every command, ``bench`` included."""

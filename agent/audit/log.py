@@ -36,7 +36,7 @@ from agent.audit.entries import INTERNAL_KINDS, Entry, decode_entry, encode_entr
 from agent.audit.merkle import CompactRange, leaf_hash
 from agent.audit.note import SignedCheckpoint, check_name, parse_checkpoint_text, sign_checkpoint, split_notes
 from agent.audit.purge import plan_purge, seed_from
-from agent.audit.settings import AuditSettings
+from agent.audit.settings import AuditConfig
 from agent.audit.statefile import Head, read_head, signed_state
 from agent.audit.store import (
     CHECKPOINTS_FILE,
@@ -71,7 +71,7 @@ class AuditLog:
         origin: str,
         *,
         clock: Clock,
-        settings: AuditSettings,
+        settings: AuditConfig,
         retention_days: int,
     ) -> None:
         self.directory = directory
@@ -109,7 +109,7 @@ class AuditLog:
         key: Ed25519PrivateKey,
         origin: str,
         clock: Clock,
-        settings: AuditSettings,
+        settings: AuditConfig,
         *,
         retention_days: int = 365,
         on_checkpoint: Callable[[bytes], None] | None = None,

@@ -7,7 +7,7 @@ from pydantic import Field
 from agent.settings_base import Section
 
 
-class AuditSettings(Section):
+class AuditConfig(Section):
     """Checkpoint and segment policy of the audit log (retention is ``retention.audit_days``)."""
 
     checkpoint_every_entries: int = Field(

@@ -22,7 +22,6 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from agent.errors import BackendUnavailable, SourceError
 
 if TYPE_CHECKING:
-    from agent.camera.settings import CameraConfig
     from agent.clock import Clock
     from agent.frame import Frame
 
@@ -57,16 +56,6 @@ class SourceOptions:
     height: int | None = None
     timeout_seconds: float = 10.0
     """Longest wait for a network stream to open or deliver a frame."""
-
-    @classmethod
-    def from_config(cls, camera: CameraConfig) -> SourceOptions:
-        return cls(
-            fps=camera.fps,
-            realtime=camera.realtime,
-            loop=camera.loop,
-            width=camera.width,
-            height=camera.height,
-        )
 
 
 class FrameSource(Protocol):

@@ -86,6 +86,14 @@ class CameraFeed:
         if self.state is not CameraState.ENDED:
             self.state = CameraState.CLOSED
 
+    def retarget(self, source: str, options: SourceOptions) -> None:
+        """A reloaded ``camera`` section: release the current source and, if capture is wanted,
+        open the new one on the next ``next_frame`` (an ended file starts over)."""
+        self._release()
+        self.source, self.options = source, options
+        self.state = CameraState.CLOSED
+        self._retry_at, self._backoff = 0.0, 1.0
+
     # --- frames --------------------------------------------------------------------------------
 
     def next_frame(self, timeout: float = 0.5) -> Frame | None:

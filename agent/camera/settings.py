@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator, model_validator
 
-from agent.camera.base import resolve
+from agent.camera.base import SourceOptions, resolve
 from agent.errors import SourceError
 from agent.settings_base import Section
 
 
 class CameraConfig(Section):
+    """Which camera or file to read, how fast, and how to recover when it fails."""
+
     source: str = Field(
         "picamera2",
         title="Camera source",
@@ -70,3 +72,9 @@ class CameraConfig(Section):
                 "set both or neither"
             )
         return self
+
+    def source_options(self) -> SourceOptions:
+        """What a source backend needs of this section (the source string aside)."""
+        return SourceOptions(
+            fps=self.fps, realtime=self.realtime, loop=self.loop, width=self.width, height=self.height
+        )

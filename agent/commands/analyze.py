@@ -1,8 +1,10 @@
 """``emotion-agent analyze SOURCE``: run the vision stage on a file, folder or camera and print it.
 
 One JSON line per analysed frame (``--json``) or a readable table, then a summary. Nothing is
-written to disk: frames are read, used inside ``with lease(frame) as pixels:`` and zeroed; only
-numbers reach stdout. This is how an installer checks a camera position before going live.
+written to disk: every frame takes the service's route (``agent.route.FrameRoute``: leased,
+the config's privacy zones blanked, analysed, zeroed) with the plain vision stage (every frame,
+every face); only numbers reach stdout. This is how an installer checks a camera position
+before going live.
 """
 
 from __future__ import annotations
@@ -18,12 +20,19 @@ from typing import Any, Protocol, TextIO
 
 from agent.camera.base import SourceInfo, SourceOptions, open_source, resolve
 from agent.camera.grabber import FrameReader, start_reader
+from agent.camera.settings import CameraConfig
 from agent.clock import Clock, SystemClock
-from agent.config import CameraConfig, VisionConfig, load_config
+from agent.config import load_config
 from agent.errors import CameraLost
-from agent.frame import Frame, Pixels
-from agent.privacy.lease import LifetimeRecorder, lease
+from agent.frame import Pixels
+from agent.privacy.lease import LifetimeRecorder
+from agent.privacy.settings import PolicyConfig
+from agent.privacy.zones import ZoneMask
+from agent.route import Carried, FaceFilter, FrameRoute
+from agent.vision.gating import EmotionSchedule
 from agent.vision.observation import FaceObservation
+from agent.vision.settings import VisionConfig
+from agent.vision.stage import VisionStage
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +43,9 @@ class Pipeline(Protocol):
     @property
     def labels(self) -> tuple[str, ...]: ...
 
-    def analyze(self, pixels: Pixels) -> list[FaceObservation]: ...
+    def analyze(
+        self, pixels: Pixels, schedule: EmotionSchedule | None = None, frame: int = 0
+    ) -> list[FaceObservation]: ...
 
     def close(self) -> None: ...
 
@@ -89,10 +100,10 @@ def positive_int(text: str) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    camera, vision = CameraConfig(), VisionConfig()
+    camera, vision, policy = CameraConfig(), VisionConfig(), PolicyConfig()
     if args.config:
         cfg = load_config(args.config)
-        camera, vision = cfg.camera, cfg.vision
+        camera, vision, policy = cfg.camera, cfg.vision, cfg.policy
     if args.detector:
         vision = VisionConfig.model_validate({**vision.model_dump(), "detector": args.detector})
     live = resolve(args.source)[0] != "replay"
@@ -100,7 +111,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         fps=args.fps or camera.fps, realtime=args.realtime, width=camera.width, height=camera.height
     )
     gate_fps = args.fps if args.fps or not live else camera.fps
-    run = Analysis(vision, out=sys.stdout, json_lines=args.json, clock=SystemClock())
+    run = Analysis(vision, out=sys.stdout, json_lines=args.json, clock=SystemClock(), policy=policy)
     run.execute(args.source, options, gate_fps=gate_fps, max_frames=args.max_frames)
     return 0
 
@@ -144,8 +155,10 @@ def face_record(face: FaceObservation) -> dict[str, Any]:
     }
 
 
-def frame_record(frame: Frame, t: float, faces: list[FaceObservation]) -> dict[str, Any]:
-    return {"frame": frame.index, "t": round(t, 3), "faces": [face_record(f) for f in faces]}
+def frame_record(carried: Carried) -> dict[str, Any]:
+    """``t`` is seconds since the stream began (``Carried.elapsed``)."""
+    faces = [face_record(f) for f in carried.faces]
+    return {"frame": carried.index, "t": round(carried.elapsed, 3), "faces": faces}
 
 
 def summary_record(
@@ -176,13 +189,17 @@ def summary_record(
 
 
 class Analysis:
-    """One analyze run: open the source, load the models, lease every frame, print, summarise."""
+    """One analyze run: open the source, load the models, route every frame, print, summarise.
+
+    ``policy`` (the config's, when one is given) supplies the privacy zones and the smallest
+    face height, as in the service."""
 
     def __init__(
         self, vision: VisionConfig, out: TextIO, json_lines: bool, clock: Clock,
-        pipeline_factory: PipelineFactory = default_pipeline,
+        pipeline_factory: PipelineFactory = default_pipeline, *, policy: PolicyConfig | None = None,
     ) -> None:
         self.vision = vision
+        self.policy = policy or PolicyConfig()
         self.out = out
         self.json_lines = json_lines
         self.clock = clock
@@ -228,18 +245,18 @@ class Analysis:
         return summary
 
     def _loop(self, reader: FrameReader, pipeline: Pipeline, tally: Tally, max_frames: int | None) -> None:
-        first_mono: float | None = None
-        for frame in reader:
-            if first_mono is None:
-                first_mono = frame.captured_mono
-            t = frame.source_time if frame.source_time is not None else frame.captured_mono - first_mono
-            with lease(frame, self.lifetimes) as pixels:
-                faces = pipeline.analyze(pixels)
-            tally.add(faces)
-            record = frame_record(frame, t, faces)
-            self._write(json.dumps(record) if self.json_lines else table_row(record))
-            if max_frames is not None and tally.frames >= max_frames:
-                break
+        faces = FaceFilter(self.policy.min_face_height, self.vision.max_faces)
+        route = FrameRoute(VisionStage.plain(pipeline), ZoneMask(self.policy.zones), self.lifetimes, faces)
+        try:
+            for frame in reader:
+                carried = route.carry(frame)
+                tally.add(carried.faces)
+                record = frame_record(carried)
+                self._write(json.dumps(record) if self.json_lines else table_row(record))
+                if max_frames is not None and tally.frames >= max_frames:
+                    break
+        finally:
+            route.close()
 
     def _write(self, line: str) -> None:
         self.out.write(line + "\n")

@@ -1,8 +1,9 @@
 """``bench [SOURCE]``: how fast the vision stage runs here, and how much of it is glue.
 
 Frames are decoded first (decoding is not measured), then: the median raw ``invoke`` of each
-model, the pipeline's frames per second over the same frames (each inside a lease, as in the
-service), their ratio to ``1 / (detect + emotion invoke)``, frame lifetime p50/p99 and peak RSS.
+model, the frames per second of the service's frame route (``agent.route.FrameRoute``: lease,
+plain vision stage, zeroing) over the same frames, their ratio to ``1 / (detect + emotion
+invoke)``, frame lifetime p50/p99 and peak RSS.
 Without SOURCE the frames are the pinned astronaut image letterboxed into 640 x 360 and moved
 a little each frame. Decoded frames stay in memory only and are zeroed at the end.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import sys
 import time
@@ -24,13 +24,19 @@ import cv2
 import numpy as np
 from pydantic import ValidationError
 
+from agent.camera.base import SourceOptions, open_source
 from agent.clock import SystemClock
-from agent.config import VisionConfig, load_config
+from agent.commands import bench_clip
+from agent.commands.bench_memory import anon_rss_mb, peak_rss_mb
+from agent.config import load_config
 from agent.errors import InputError, SourceError
 from agent.frame import Frame, Pixels
 from agent.privacy.lease import LifetimeRecorder, lease
+from agent.route import FrameRoute
 from agent.vision.pipeline import VisionPipeline
 from agent.vision.runtime import Model
+from agent.vision.settings import VisionConfig
+from agent.vision.stage import VisionStage
 
 ROOT = Path(__file__).resolve().parents[2]
 ASTRONAUT = ROOT / ".cache" / "media" / "astronaut.png"
@@ -118,8 +124,6 @@ def builtin_clip(n: int) -> list[Pixels]:
 
 def decode_source(source: str, n: int) -> list[Pixels]:
     """Up to ``n`` decoded frames of a source, through the camera layer, as fast as it reads."""
-    from agent.camera.base import SourceOptions, open_source  # noqa: PLC0415 - only with a SOURCE
-
     src = open_source(source, SourceOptions(realtime=False, fps=1000.0), SystemClock())
     frames: list[Pixels] = []
     try:
@@ -172,10 +176,11 @@ def prime_models(pipeline: VisionPipeline, frame: Pixels) -> None:
 
 
 def measure(pipeline: VisionPipeline, frames: list[Pixels], n: int, recorder: LifetimeRecorder) -> Samples:
-    """Per frame: lease + analyze + zero (timed as the pipeline), then one raw invoke of each
-    model on the same frame's inputs. Copying a decoded frame into the buffer is not timed."""
+    """Per frame: the frame route (timed as the pipeline), then one raw invoke of each model on
+    the same frame's inputs. Copying a decoded frame into the buffer is not timed."""
     clock = recorder.clock
     s = Samples()
+    route = FrameRoute(VisionStage.plain(pipeline), recorder=recorder)
     buffer = np.empty_like(frames[0])
     for i in range(n):
         src = frames[i % len(frames)]
@@ -184,8 +189,7 @@ def measure(pipeline: VisionPipeline, frames: list[Pixels], n: int, recorder: Li
         np.copyto(buffer, src)
         t0, c0 = time.perf_counter(), time.process_time()
         frame = Frame(pixels=buffer, index=i, captured_mono=clock.monotonic(), timestamp=clock.time())
-        with lease(frame, recorder) as px:
-            s.faces += len(pipeline.analyze(px))
+        s.faces += len(route.carry(frame).faces)
         s.pipeline.append((time.perf_counter() - t0, time.process_time() - c0))
         np.copyto(buffer, src)
         prime_models(pipeline, buffer)
@@ -194,22 +198,6 @@ def measure(pipeline: VisionPipeline, frames: list[Pixels], n: int, recorder: Li
         pipeline.clear()  # zero the scratch the priming used
     buffer.fill(0)
     return s
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def anon_rss_mb() -> float:
-    """``RssAnon`` of /proc/self/status (Linux); 0 where there is none."""
-    try:
-        status = Path("/proc/self/status").read_text(encoding="ascii")
-    except OSError:
-        return 0.0
-    for line in status.splitlines():
-        if line.startswith("RssAnon:"):
-            return int(line.split()[1]) / 1024.0
-    return 0.0
 
 
 def bench(
@@ -272,8 +260,6 @@ def run(args: argparse.Namespace) -> int:
         raise SourceError(f"--frames must be at least 1 (found {args.frames})")
     cfg = vision_config(args)
     if args.compare or args.gating:
-        from agent.commands import bench_clip  # noqa: PLC0415 - the stage and camera only here
-
         return bench_clip.run(args, cfg)
     frames_wanted = args.frames or DEFAULT_FRAMES
     rss_before = peak_rss_mb()

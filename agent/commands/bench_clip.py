@@ -1,11 +1,12 @@
 """``bench --gating on|off`` and ``bench --compare``: the vision stage over a whole clip.
 
-``--gating`` runs a clip through ``VisionStage`` exactly as the service does (CPU budget, change
-gate, emotion schedule; frames leased and zeroed) and reports, per frame of the clip: fps, ms in
-the detector's and the emotion model's invokes and in everything else (glue: gate, letterbox,
-decoding, crops, zeroing), detector calls, emotion reads and reuses, CPU seconds per minute of
-video and peak RSS. ``off`` is the plain pipeline (gate disabled, every face read every frame);
-``on`` is the config's ``vision.gating`` with the gate enabled. Decoding the clip is not timed.
+``--gating`` runs a clip along the service's frame route (``agent.route.FrameRoute``) with the
+service's ``VisionStage`` (CPU budget, change gate, emotion schedule; frames leased and
+zeroed) and reports, per frame of the clip: fps, ms in the detector's and the emotion model's
+invokes and in everything else (glue: gate, letterbox, decoding, crops, zeroing), detector
+calls, emotion reads and reuses, CPU seconds per minute of video and peak RSS. ``off`` is the
+plain pipeline (gate disabled, every face read every frame); ``on`` is the config's
+``vision.gating`` with the gate enabled. Decoding the clip is not timed.
 
 ``--compare`` runs float and int8 each ungated and gated, each in a child process of its own
 (``python -m agent bench --json --gating ...``) so that each peak RSS is that variant's, one
@@ -22,16 +23,18 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from agent.camera.base import SourceOptions, open_source
+from agent.clock import SystemClock
+from agent.commands.bench_memory import anon_rss_mb, peak_rss_mb
 from agent.errors import RuntimeFailure, SourceError
-
-if TYPE_CHECKING:
-    from agent.config import VisionConfig
-    from agent.frame import Frame
-    from agent.vision.pipeline import VisionPipeline
-    from agent.vision.settings import GatingSettings
-    from agent.vision.stage import VisionStage
+from agent.frame import Frame
+from agent.route import FrameRoute
+from agent.vision.pipeline import VisionPipeline
+from agent.vision.runtime import record_invokes
+from agent.vision.settings import GatingConfig, VisionConfig
+from agent.vision.stage import VisionStage
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_CLIP = ROOT / "samples" / "lobby.mp4"
@@ -74,7 +77,7 @@ class ClipResult:
     """Anonymous RSS at the end (see ``bench.BenchResult.anon_rss_mb``)."""
 
 
-def gating_settings(base: GatingSettings, gating: str) -> GatingSettings:
+def gating_settings(base: GatingConfig, gating: str) -> GatingConfig:
     """``off``: the plain pipeline (no gate, every face read every frame); ``on``: ``base``
     (``vision.gating``, with ``--emotion-every`` applied) with the gate enabled."""
     if gating == "off":
@@ -96,32 +99,23 @@ class _Totals:
 
 
 def _warm_up(pipeline: VisionPipeline, frame: Frame, totals: _Totals) -> None:
-    """Analyse the first frame once untimed (first invokes set up their kernels), then forget
-    the invoke times it left; its pixels are zeroed by the timed pass's lease as usual, or here
-    if the analysis fails."""
-    from agent.privacy.lease import zero  # noqa: PLC0415
-
-    try:
-        pipeline.analyze(frame.pixels)
-    except BaseException:
-        zero(frame.pixels)
-        raise
+    """Route a copy of the first frame once, untimed, through the plain stage (first invokes
+    set up their kernels), then forget the invoke times it left. The copy is zeroed by its
+    lease; the frame itself goes on to the timed pass."""
+    copy = Frame(frame.pixels.copy(), frame.index, frame.captured_mono, frame.timestamp, frame.source_time)
+    FrameRoute(VisionStage.plain(pipeline)).carry(copy)
     totals.detect.clear()
     totals.emotion.clear()
     h, w = frame.pixels.shape[:2]
     totals.size = f"{w}x{h}"
 
 
-def _one_frame(stage: VisionStage, frame: Frame, totals: _Totals) -> None:
-    """What the service does with a frame (without privacy zones), timed from admit to zeroing."""
-    from agent.privacy.lease import lease  # noqa: PLC0415
-
-    now = frame.stream_time
+def _one_frame(route: FrameRoute, frame: Frame, totals: _Totals) -> None:
+    """The service's route for a frame (without privacy zones), timed from admit to zeroing."""
     t0, c0 = time.perf_counter(), time.process_time()
-    admitted = stage.admit(now)
-    with lease(frame) as pixels:
-        if admitted:
-            totals.faces += len(stage.analyze(pixels, frame.index, now))
+    carried = route.carry(frame)
+    totals.faces += len(carried.faces)
+    now = carried.stream_time
     totals.wall += time.perf_counter() - t0
     totals.cpu += time.process_time() - c0
     totals.frames += 1
@@ -130,14 +124,7 @@ def _one_frame(stage: VisionStage, frame: Frame, totals: _Totals) -> None:
 
 
 def run_clip(cfg: VisionConfig, source: str, gating: str, limit: int) -> ClipResult:
-    """Up to ``limit`` frames of ``source`` through a fresh ``VisionStage``."""
-    from agent.camera.base import SourceOptions, open_source  # noqa: PLC0415
-    from agent.clock import SystemClock  # noqa: PLC0415
-    from agent.commands.bench import anon_rss_mb, peak_rss_mb  # noqa: PLC0415
-    from agent.vision.pipeline import VisionPipeline  # noqa: PLC0415
-    from agent.vision.runtime import record_invokes  # noqa: PLC0415
-    from agent.vision.stage import VisionStage  # noqa: PLC0415
-
+    """Up to ``limit`` frames of ``source`` along the route, with a fresh ``VisionStage``."""
     settings = gating_settings(cfg.gating, gating)
     pipeline = VisionPipeline.from_config(cfg)
     totals = _Totals()
@@ -146,17 +133,18 @@ def run_clip(cfg: VisionConfig, source: str, gating: str, limit: int) -> ClipRes
     backend = pipeline.backend
     precisions = dict.fromkeys([pipeline.detector.spec.precision, pipeline.classifier.spec.precision])
     stage = VisionStage(pipeline, settings)
+    route = FrameRoute(stage)
     src = open_source(source, SourceOptions(realtime=False), SystemClock())
     try:
         fps = src.info.fps or 0.0
         while totals.frames < limit and (frame := src.read()) is not None:
             if totals.frames == 0:
                 _warm_up(pipeline, frame, totals)
-            _one_frame(stage, frame, totals)
+            _one_frame(route, frame, totals)
         counters = stage.counters
     finally:
         src.close()
-        stage.close()
+        route.close()
         pipeline.close()
     if totals.frames == 0:
         raise SourceError(f"{source}: no frame could be decoded")

@@ -7,8 +7,8 @@ import sys
 from datetime import date
 from typing import Any
 
+from agent.commands.policy_explain import render
 from agent.config import load_config
-from agent.privacy.explain import render
 from agent.privacy.policy import PolicyRefused, evaluate_policy
 
 

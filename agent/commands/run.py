@@ -29,4 +29,4 @@ def run(args: argparse.Namespace) -> int:
 
     path = Path(args.config)
     cfg = load_config(path)
-    return Service(cfg, path).build().run()
+    return Service(cfg, path).run()

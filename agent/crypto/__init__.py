@@ -25,18 +25,24 @@ Bodies hold integers only (no floats): a float raises PayloadError naming the fi
 The byte-level format is docs/signed-messages.md.
 """
 
-from agent.crypto.canonical import JSON, canonical, parse_strict
-from agent.crypto.envelope import KEY_ROTATION, MessageSigner, Signer, encode, signing_input
-from agent.crypto.keys import (
-    KeyInfo,
-    generate_keypair,
-    kid_for,
-    load_private_key,
-    load_public_key,
-    public_jwk,
-)
-from agent.crypto.seqstore import FileSequenceStore, MemorySequenceStore, SequenceStore
-from agent.crypto.verify import Gap, Result, Verifier, topic_matches, verify_stream
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agent.crypto.canonical import JSON, canonical, parse_strict
+    from agent.crypto.envelope import KEY_ROTATION, MessageSigner, Signer, encode, signing_input
+    from agent.crypto.keys import (
+        KeyInfo,
+        generate_keypair,
+        kid_for,
+        load_private_key,
+        load_public_key,
+        public_jwk,
+    )
+    from agent.crypto.seqstore import FileSequenceStore, MemorySequenceStore, SequenceStore
+    from agent.crypto.verify import Gap, Result, Verifier, topic_matches, verify_stream
 
 __all__ = [
     "JSON",
@@ -62,3 +68,37 @@ __all__ = [
     "topic_matches",
     "verify_stream",
 ]
+
+_LAZY = {
+    "FileSequenceStore": "agent.crypto.seqstore",
+    "Gap": "agent.crypto.verify",
+    "JSON": "agent.crypto.canonical",
+    "KEY_ROTATION": "agent.crypto.envelope",
+    "KeyInfo": "agent.crypto.keys",
+    "MemorySequenceStore": "agent.crypto.seqstore",
+    "MessageSigner": "agent.crypto.envelope",
+    "Result": "agent.crypto.verify",
+    "SequenceStore": "agent.crypto.seqstore",
+    "Signer": "agent.crypto.envelope",
+    "Verifier": "agent.crypto.verify",
+    "canonical": "agent.crypto.canonical",
+    "encode": "agent.crypto.envelope",
+    "generate_keypair": "agent.crypto.keys",
+    "kid_for": "agent.crypto.keys",
+    "load_private_key": "agent.crypto.keys",
+    "load_public_key": "agent.crypto.keys",
+    "parse_strict": "agent.crypto.canonical",
+    "public_jwk": "agent.crypto.keys",
+    "signing_input": "agent.crypto.envelope",
+    "topic_matches": "agent.crypto.verify",
+    "verify_stream": "agent.crypto.verify",
+}
+"""Imported on first use: ``agent.config`` reads ``agent.crypto.settings``, and loading the
+signing code (cryptography, about 10 MB resident) there would weigh on every command, ``bench``
+included."""
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,27 +6,36 @@ paho is imported only when MQTT is enabled, so a JSON-lines-only device never lo
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 from agent.clock import Clock
-from agent.config import AgentConfig
 from agent.crypto import public_jwk
 from agent.outputs.base import Output
 from agent.outputs.jsonl import JsonLinesOutput
+from agent.outputs.settings import OutputsConfig
+from agent.transport.settings import MqttSite
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     from agent.transport.commands import Command
+    from agent.transport.spool import DropReport
+
+
+class OutputsSite(MqttSite, Protocol):
+    """What the outputs read of the agent config (``AgentConfig`` has it)."""
+
+    @property
+    def outputs(self) -> OutputsConfig: ...
 
 
 def build_outputs(
-    cfg: AgentConfig,
+    cfg: OutputsSite,
     clock: Clock,
     *,
     public_key: Ed25519PublicKey,
     on_command: Callable[[Command], None],
-    on_drop: Callable[[Any], None],
+    on_drop: Callable[[DropReport], None],
     on_event: Callable[[str, str], None] | None = None,
 ) -> list[Output]:
     outputs: list[Output] = []

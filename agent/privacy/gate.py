@@ -62,6 +62,12 @@ class CaptureGate:
         self.budget_left = budget_left
         self.capturing = False
 
+    def reschedule(self, schedule: Schedule | None, budget_left: BudgetLeft | None = None) -> None:
+        """A reloaded ``policy.schedule`` (and privacy budget): the next ``update`` opens or
+        closes the source to match."""
+        self.schedule = schedule
+        self.budget_left = budget_left
+
     def blocked_by(self) -> Reason | None:
         """Why capture must be off now, or None when it may run."""
         if self.mode.paused:

@@ -13,15 +13,26 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import rfc8785
 
 from agent.errors import InputError
-from agent.privacy.settings import SiteConfig
+from agent.privacy.settings import PolicyConfig, RetentionConfig, SiteConfig
 
-if TYPE_CHECKING:
-    from agent.config import AgentConfig
+
+class Governed(Protocol):
+    """What the policy engine reads of a config (``AgentConfig`` has it): the sections that
+    decide whether, when and how long the device may look, and nothing else."""
+
+    @property
+    def site(self) -> SiteConfig: ...
+
+    @property
+    def policy(self) -> PolicyConfig: ...
+
+    @property
+    def retention(self) -> RetentionConfig: ...
 
 EU_MEMBERS = frozenset({
     "AT", "BE", "BG", "CY", "CZ", "DE", "DK", "EE", "ES", "FI", "FR", "GR", "HR", "HU",
@@ -177,12 +188,12 @@ def evaluate_site(site: SiteConfig, today: date | None = None) -> PolicyDecision
     return PolicyDecision(allowed=not refusals, refusals=refusals, notes=notes, applied_rules=applied)
 
 
-def evaluate_policy(cfg: AgentConfig, today: date | None = None) -> PolicyDecision:
+def evaluate_policy(cfg: Governed, today: date | None = None) -> PolicyDecision:
     """The decision for a whole config (``AgentConfig``): see ``evaluate_site``."""
     return evaluate_site(cfg.site, today)
 
 
-def require_allowed(cfg: AgentConfig, today: date | None = None) -> PolicyDecision:
+def require_allowed(cfg: Governed, today: date | None = None) -> PolicyDecision:
     """The start/reload check: return the decision, or raise ``PolicyRefused`` (exit 2)."""
     decision = evaluate_policy(cfg, today)
     if not decision.allowed:
@@ -190,13 +201,14 @@ def require_allowed(cfg: AgentConfig, today: date | None = None) -> PolicyDecisi
     return decision
 
 
-def policy_digest(cfg: AgentConfig) -> str:
+def policy_digest(cfg: Governed) -> str:
     """SHA-256 of the canonical JSON (RFC 8785) of ``site``, ``policy`` and ``retention``.
 
     On reload the service compares digests: a change re-runs ``require_allowed`` and is
     written to the audit log as a policy change; anything else in the config does not count.
     """
-    sections = {name: getattr(cfg, name).model_dump(mode="json") for name in POLICY_SECTIONS}
+    parts = {"site": cfg.site, "policy": cfg.policy, "retention": cfg.retention}
+    sections = {name: parts[name].model_dump(mode="json") for name in POLICY_SECTIONS}
     return hashlib.sha256(rfc8785.dumps(sections)).hexdigest()
 
 

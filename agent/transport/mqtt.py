@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -44,12 +44,9 @@ from agent.transport.link import (
 )
 from agent.transport.rowcheck import RowCheck
 from agent.transport.sender import SpoolSender
-from agent.transport.settings import MqttConfig
+from agent.transport.settings import MqttConfig, MqttSite
 from agent.transport.spool import DropReport, Spool
 from agent.transport.takeover import TakeoverDetector
-
-if TYPE_CHECKING:
-    from agent.config import AgentConfig
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +142,7 @@ class MqttOutput:
     @classmethod
     def from_config(
         cls,
-        cfg: AgentConfig,
+        cfg: MqttSite,
         clock: Clock,
         *,
         on_command: Callable[[Command], None] | None = None,

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from agent.analytics.settings import AnalyticsConfig
+from agent.privacy.settings import RetentionConfig
 from agent.settings_base import Section
 
 MAX_TOPIC_PREFIX = 128
@@ -196,3 +198,24 @@ class MqttConfig(Section):
                 f"mqtt.reconnect_max_seconds ({self.reconnect_max_seconds})"
             )
         return self
+
+
+class MqttSite(Protocol):
+    """What the MQTT output reads of the agent config (``AgentConfig`` has it): its own section,
+    the device id and state folder, the windows and alert rules it announces to Home Assistant,
+    and how long the spool keeps unsent messages."""
+
+    @property
+    def device_id(self) -> str: ...
+
+    @property
+    def state_dir(self) -> Path: ...
+
+    @property
+    def mqtt(self) -> MqttConfig: ...
+
+    @property
+    def analytics(self) -> AnalyticsConfig: ...
+
+    @property
+    def retention(self) -> RetentionConfig: ...

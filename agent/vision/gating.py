@@ -19,7 +19,8 @@ found nobody, (2) no thumbnail cell moved by more than ``pixel_delta`` grey leve
 frames are frames where the ungated pipeline would also find nobody; a test runs the demo clip
 both ways and compares every frame.
 
-Pure numpy plus one ``cv2.resize`` and ``cv2.cvtColor`` on the thumbnail; no model, no I/O.
+Pure numpy plus one ``cv2.resize`` and ``cv2.cvtColor`` on the thumbnail, imported when a gate
+first computes one (a disabled gate, as in ``analyze``, needs no OpenCV); no model, no I/O.
 """
 
 from __future__ import annotations
@@ -27,12 +28,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
 from agent.frame import Pixels
-from agent.vision.settings import GatingSettings
+from agent.vision.settings import GatingConfig
 
 Box = tuple[float, float, float, float]
 Probs = tuple[tuple[str, float], ...]
@@ -41,7 +41,7 @@ Probs = tuple[tuple[str, float], ...]
 class ChangeGate:
     """Decides per frame whether the face detector must run (see the module docstring)."""
 
-    def __init__(self, settings: GatingSettings) -> None:
+    def __init__(self, settings: GatingConfig) -> None:
         self.settings = settings
         size = (settings.thumb_height, settings.thumb_width)
         self._small = np.zeros((*size, 3), np.uint8)
@@ -73,6 +73,8 @@ class ChangeGate:
                 self._strided = np.zeros(view.shape, np.uint8)
             np.copyto(self._strided, view)
             src = self._strided
+        import cv2  # noqa: PLC0415 - only an enabled gate needs OpenCV (see the module docstring)
+
         cv2.resize(src, (w, h), dst=self._small, interpolation=cv2.INTER_AREA)
         cv2.cvtColor(self._small, cv2.COLOR_BGR2GRAY, dst=self._current)
         self._small.fill(0)

@@ -33,8 +33,8 @@ from agent.vision.runtime import BACKENDS, Model, choose_backend
 from agent.vision.tiling import merge, tile_grid, to_frame
 
 if TYPE_CHECKING:
-    from agent.config import VisionConfig
     from agent.vision.gating import EmotionSchedule
+    from agent.vision.settings import VisionConfig
 
 logger = logging.getLogger(__name__)
 

@@ -3,12 +3,15 @@ importing them loads no cv2 or runtime)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal
+
 from pydantic import Field
 
 from agent.settings_base import Section
 
 
-class GatingSettings(Section):
+class GatingConfig(Section):
     """``vision.gating``: change gate, emotion re-read schedule, CPU budget."""
 
     enabled: bool = Field(
@@ -40,3 +43,75 @@ class GatingSettings(Section):
             " the same moment counts too: the budget errs on the side of dropping."
         ),
     )
+
+
+class QualityConfig(Section):
+    """The quality gate: faces that would give wrong readings are counted, never classified."""
+
+    min_face_px: int = Field(40, ge=8, le=1024, title="Smallest face side (pixels) to classify")
+    min_sharpness: float = Field(
+        2.0, ge=0, le=100,
+        title="Least edge detail of the face crop (blur below it)",
+        description=(
+            "Laplacian variance of the median-filtered 64 x 64 crop over its grey variance, x 100:"
+            " clean faces measure 4.6-13.8, a 21 px motion blur 1.6-2.7; sensor noise and dim light"
+            " do not lower it (docs/vision.md)."
+        ),
+    )
+    min_brightness: float = Field(
+        10.0, ge=0, le=255, title="Darkest mean grey level accepted",
+        description="Crops darker than normalise_below are contrast-normalised first (docs/vision.md).",
+    )
+    max_brightness: float = Field(250.0, ge=0, le=255, title="Brightest mean grey level accepted")
+    normalise_below: float = Field(
+        50.0, ge=0, le=255,
+        title="Mean grey level under which a face crop is contrast-normalised before classifying",
+        description="Blended half and half with its histogram-equalised self (docs/vision.md).",
+    )
+    max_yaw_degrees: float = Field(
+        45.0, ge=0, le=90, title="Largest head turn (estimated from keypoints) accepted"
+    )
+
+
+class VisionConfig(Section):
+    detector: Literal["short_range", "full_range"] = Field(
+        "full_range",
+        title="Face detector",
+        description="full_range finds faces up to ~5 m (lobbies, groups); short_range only within ~2 m.",
+    )
+    accelerator: Literal["cpu", "coral", "auto"] = Field(
+        "auto", title="Inference accelerator", description="auto uses a Coral Edge TPU if present."
+    )
+    precision: Literal["float", "int8", "auto"] = Field(
+        "float",
+        title="Model precision",
+        description="float: the vendored models; int8: their full-integer variants; auto: per model, "
+        "int8 only if its variant met the accuracy goal and a timed probe at start finds it faster "
+        "here (docs/quantization.md).",
+    )
+    threads: int = Field(1, ge=1, le=8, title="CPU threads for inference")
+    min_detection_score: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        title="Least face detection confidence",
+        description="0.5 (MediaPipe's default) finds all 6 faces of the test group photo (weakest 0.55); "
+        "the highest score on the non-face test images is 0.24 (docs/vision.md).",
+    )
+    max_faces: int = Field(20, ge=1, le=100, title="Most faces analysed in one frame")
+    tiles: int = Field(
+        1,
+        ge=1,
+        le=4,
+        title="Detection grid (n x n tiles) besides the whole frame",
+        description="1: the whole frame only. 2 or 3: also an n x n grid of overlapping tiles, for "
+        "small far faces in large frames (n*n more detector runs per frame; docs/vision.md).",
+    )
+    models_dir: Path | None = Field(
+        None,
+        title="Models folder",
+        description="Defaults to $EMOTION_AGENT_MODELS, else the models shipped with the agent "
+        "(docs/models.md).",
+    )
+    quality: QualityConfig = Field(default_factory=QualityConfig)
+    gating: GatingConfig = Field(default_factory=GatingConfig, title="Change gating and CPU budget")

@@ -8,24 +8,38 @@ the emotion re-read schedule and the CPU budget of ``vision.gating`` (agent.visi
     else:
         ...                                  # dropped for the budget, counted in stage.counters
 
+``agent.route.FrameRoute`` is that sequence, written once; ``VisionStage.plain`` is the stage
+of ``analyze`` and ``bench``'s raw mode (every frame detected, every face read, no budget).
+
 ``now`` is the video's own time in seconds, monotonic: a file's position, a camera's capture
 monotonic clock. It must never be the wall clock: a clock step backwards would stall the budget.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import astuple, dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from agent.frame import Pixels, check_pixels
 from agent.vision.gating import ChangeGate, EmotionSchedule, FrameBudget
 from agent.vision.observation import FaceObservation
-from agent.vision.settings import GatingSettings
+from agent.vision.settings import GatingConfig
 
-if TYPE_CHECKING:
-    from agent.vision.pipeline import VisionPipeline  # the runtime loads only when the agent runs
+
+class Analyzer(Protocol):
+    """What the stage needs of ``agent.vision.pipeline.VisionPipeline`` (which loads the
+    runtime, so it is imported only when the agent runs)."""
+
+    def analyze(
+        self, pixels: Pixels, schedule: EmotionSchedule | None = None, frame: int = 0
+    ) -> list[FaceObservation]: ...
+
+
+PLAIN = GatingConfig(enabled=False, emotion_every_frames=1)
+"""Gate off, every face read on every frame."""
 
 
 @dataclass(frozen=True)
@@ -52,13 +66,16 @@ class VisionStage:
 
     def __init__(
         self,
-        pipeline: VisionPipeline,
-        settings: GatingSettings,
+        pipeline: Analyzer,
+        settings: GatingConfig,
         cpu_time: Callable[[], float] = time.process_time,
         carried: StageCounters = ZERO_COUNTERS,
+        *,
+        budgeted: bool = True,
     ) -> None:
         """``carried``: the totals of the stage this one replaces (a config reload), so the
-        health topic keeps counting since start."""
+        health topic keeps counting since start. ``budgeted=False``: no frame is ever dropped
+        for ``cpu_budget``."""
         self.pipeline = pipeline
         self._carried = carried
         self.settings = settings
@@ -69,10 +86,15 @@ class VisionStage:
             if settings.emotion_every_frames > 1
             else None
         )
-        self.budget = FrameBudget(settings.cpu_budget)
+        self.budget = FrameBudget(settings.cpu_budget if budgeted else math.inf)
         self._frames = 0
         self._detector_runs = 0
         self._emotion_reads = 0
+
+    @classmethod
+    def plain(cls, pipeline: Analyzer) -> VisionStage:
+        """Every frame detected, every face read, none dropped: the pipeline as it is."""
+        return cls(pipeline, PLAIN, budgeted=False)
 
     def admit(self, now: float) -> bool:
         """False when this frame would push the stage over its CPU budget (counted as dropped)."""
@@ -88,7 +110,11 @@ class VisionStage:
         try:
             if self.gate.should_detect(pixels, now):
                 self._detector_runs += 1
-                faces = self.pipeline.analyze(pixels, self.schedule, frame)
+                faces = (
+                    self.pipeline.analyze(pixels)
+                    if self.schedule is None
+                    else self.pipeline.analyze(pixels, self.schedule, frame)
+                )
                 self.gate.record(len(faces), now)
                 if self.schedule is None:
                     self._emotion_reads += sum(1 for f in faces if f.probs is not None)

@@ -14,16 +14,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.analytics.dp import BudgetAccountant, DiscreteLaplace
-from agent.analytics.settings import TrackerSettings
+from agent.analytics.settings import AnalyticsConfig, TrackerConfig
 from agent.analytics.tracker import Tracker
 from agent.analytics.windows import FrameCounters, WindowAggregator
 from agent.clock import FakeClock
-from agent.config import AnalyticsConfig
 from analytics.faces import face, seeded
 
 
 def tracker_us_per_frame(n_faces: int, frames: int = 2000) -> float:
-    tracker = Tracker(TrackerSettings(), FakeClock(), rng=seeded(0))
+    tracker = Tracker(TrackerConfig(), FakeClock(), rng=seeded(0))
     rows = [
         [face(x=0.05 + 0.9 * j / n_faces + 0.001 * (i % 5), w=0.04, h=0.04) for j in range(n_faces)]
         for i in range(frames)
@@ -51,7 +50,7 @@ def window_close_ms() -> float:
         agg = WindowAggregator(
             cfg, clock, dp=DiscreteLaplace(), accountant=BudgetAccountant(Path(folder), 100)
         )
-        tracker = Tracker(TrackerSettings(), clock, rng=seeded(0))
+        tracker = Tracker(TrackerConfig(), clock, rng=seeded(0))
         for i in range(300):
             t = 1_700_000_040 + i * 0.2
             views = tracker.update([face(x=0.1 * j, w=0.05) for j in range(6)], t)

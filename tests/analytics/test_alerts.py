@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from agent.analytics.alerts import AlertEngine, metric_value
 from agent.analytics.anonymity import mean_valence_arousal, shares_per_mille
 from agent.analytics.baseline import Baseline
-from agent.analytics.settings import AlertRule, BaselineSettings
+from agent.analytics.settings import AlertRuleConfig, BaselineConfig
 from agent.analytics.windows import WindowReport
 from agent.config import parse_config
 from agent.errors import ConfigError
@@ -47,9 +47,9 @@ def report(angry: int, calm: int, start: int, suppressed: str | None = None) -> 
     )
 
 
-def rule(**kw: object) -> AlertRule:
+def rule(**kw: object) -> AlertRuleConfig:
     base: dict[str, object] = {"name": "tense", "metric": "share", "labels": ["angry"], "threshold": 0.4}
-    return AlertRule.model_validate(base | kw)
+    return AlertRuleConfig.model_validate(base | kw)
 
 
 def run(engine: AlertEngine, shares_of_10: list[int | None], start: int = MONDAY) -> list[tuple[int, str]]:
@@ -155,7 +155,7 @@ def test_event_body_holds_integers_and_the_rule_name_only() -> None:
 
 
 def test_baseline_mode_learns_each_hour_of_week_and_raises_on_a_z_score(tmp_path: Path) -> None:
-    settings = BaselineSettings(min_samples=4, max_samples=100, min_stdev=0.02)
+    settings = BaselineConfig(min_samples=4, max_samples=100, min_stdev=0.02)
     engine = AlertEngine(
         [rule(mode="baseline", threshold=3.0, clear_threshold=1.0)], baseline=Baseline(tmp_path, settings)
     )
@@ -174,8 +174,8 @@ def test_baseline_mode_learns_each_hour_of_week_and_raises_on_a_z_score(tmp_path
 
 
 def test_baseline_slot_is_hour_of_week_in_the_site_zone(tmp_path: Path) -> None:
-    utc = Baseline(tmp_path, BaselineSettings())
-    paris = Baseline(tmp_path / "p", BaselineSettings(timezone="Europe/Paris"))
+    utc = Baseline(tmp_path, BaselineConfig())
+    paris = Baseline(tmp_path / "p", BaselineConfig(timezone="Europe/Paris"))
     assert utc.slot(MONDAY) == 0
     assert utc.slot(MONDAY - 1) == 167
     assert paris.slot(MONDAY) == 1  # 01:00 in Paris (UTC+1 in November)

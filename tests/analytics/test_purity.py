@@ -13,11 +13,10 @@ import pytest
 
 from agent.analytics.alerts import AlertEngine
 from agent.analytics.dp import BudgetAccountant, DiscreteLaplace
-from agent.analytics.settings import AlertRule, TrackerSettings
+from agent.analytics.settings import AlertRuleConfig, AnalyticsConfig, TrackerConfig
 from agent.analytics.tracker import Tracker
 from agent.analytics.windows import FrameCounters, WindowAggregator
 from agent.clock import FakeClock
-from agent.config import AnalyticsConfig
 from agent.logs import JsonFormatter
 
 from .faces import face, seeded
@@ -48,11 +47,11 @@ def test_no_track_id_box_or_float_leaks_into_logs_reports_or_events(
     tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     cfg = AnalyticsConfig.model_validate({"min_people": 2, "dp": {"enabled": True}})
-    tracker = Tracker(TrackerSettings(), clock, rng=seeded(1))
+    tracker = Tracker(TrackerConfig(), clock, rng=seeded(1))
     agg = WindowAggregator(
         cfg, clock, dp=DiscreteLaplace(seeded(2)), accountant=BudgetAccountant(tmp_path, 10)
     )
-    alerts = AlertEngine([AlertRule(name="crowd", metric="people", threshold=1)])
+    alerts = AlertEngine([AlertRuleConfig(name="crowd", metric="people", threshold=1)])
     boxes = [(0.1234, 0.2345, 0.0567, 0.0678), (0.6111, 0.3222, 0.0533, 0.0644)]
     caplog.set_level(logging.DEBUG)
     published = []

@@ -8,15 +8,15 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.analytics.settings import TrackerSettings
+from agent.analytics.settings import AnalyticsConfig, TrackerConfig
 from agent.analytics.tracker import Tracker
 from agent.analytics.windows import FrameCounters, WindowAggregator
 from agent.camera.base import SourceOptions
 from agent.camera.replay import ReplaySource
 from agent.clock import FakeClock
-from agent.config import AnalyticsConfig, VisionConfig
 from agent.privacy.lease import LifetimeRecorder, lease
 from agent.vision.pipeline import VisionPipeline
+from agent.vision.settings import VisionConfig
 
 from .faces import seeded
 
@@ -42,7 +42,7 @@ def test_a_replayed_pan_counts_each_person_once_per_window(media: Path, tmp_path
     clock = FakeClock(start=1_700_000_000.0)  # a multiple of 10 s: windows start with the clip
     source = ReplaySource(str(pan_clip(media, tmp_path / "clip", 60)), SourceOptions(fps=2.0), clock)
     pipeline = VisionPipeline.from_config(VisionConfig(accelerator="cpu"))
-    tracker = Tracker(TrackerSettings(), clock, rng=seeded(0))
+    tracker = Tracker(TrackerConfig(), clock, rng=seeded(0))
     agg = WindowAggregator(AnalyticsConfig(window_seconds=10, min_people=2), clock)
     recorder = LifetimeRecorder(clock)
     faces_per_frame = []

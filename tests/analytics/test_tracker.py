@@ -7,7 +7,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from agent.analytics.settings import TrackerSettings
+from agent.analytics.settings import TrackerConfig
 from agent.analytics.tracker import Tracker, TrackHandle, iou_matrix
 from agent.clock import FakeClock
 
@@ -15,7 +15,7 @@ from .faces import face, seeded
 
 
 def make(clock: FakeClock, **kw: object) -> Tracker:
-    return Tracker(TrackerSettings.model_validate(kw), clock, rng=seeded(1))
+    return Tracker(TrackerConfig.model_validate(kw), clock, rng=seeded(1))
 
 
 def test_a_face_moving_slowly_keeps_one_track(clock: FakeClock) -> None:

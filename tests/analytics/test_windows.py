@@ -7,11 +7,10 @@ from pathlib import Path
 import pytest
 
 from agent.analytics.dp import BudgetAccountant
-from agent.analytics.settings import TrackerSettings
+from agent.analytics.settings import AnalyticsConfig, TrackerConfig
 from agent.analytics.tracker import Tracker, TrackView
 from agent.analytics.windows import FrameCounters, LifetimeHistogram, WindowAggregator, WindowReport
 from agent.clock import FakeClock
-from agent.config import AnalyticsConfig
 from agent.vision.observation import EMOTIONS
 
 from .faces import face, seeded
@@ -56,7 +55,7 @@ def test_window_start_is_floor_of_t_over_length(clock: FakeClock) -> None:
 def test_one_person_over_many_frames_is_one_vote_per_window(clock: FakeClock) -> None:
     """Five people filmed for three minutes at 5 fps: 5 people per window, not 1,500."""
     agg = WindowAggregator(cfg(window_seconds=60, min_people=5), clock)
-    tracker = Tracker(TrackerSettings(), clock, rng=seeded(0))
+    tracker = Tracker(TrackerConfig(), clock, rng=seeded(0))
     labels: list[str | None] = ["happy", "happy", "sad", "neutral", "angry"]
     run(agg, tracker, labels, T0, 180)
     reports = agg.poll(T0 + 180)
@@ -89,7 +88,7 @@ def test_one_person_over_many_frames_is_one_vote_per_window(clock: FakeClock) ->
 
 def test_valence_and_arousal_are_circumplex_means_times_1000(clock: FakeClock) -> None:
     agg = WindowAggregator(cfg(min_people=2), clock)
-    tracker = Tracker(TrackerSettings(), clock, rng=seeded(0))
+    tracker = Tracker(TrackerConfig(), clock, rng=seeded(0))
     run(agg, tracker, ["happy", "sad"], T0, 10)
     (r,) = agg.flush(T0 + 10)
     # happy 8° -> (990, 139); sad 208° -> (-883, -469); means (53.5 -> 54, -165)
@@ -99,7 +98,7 @@ def test_valence_and_arousal_are_circumplex_means_times_1000(clock: FakeClock) -
 
 def test_abstained_people_are_counted_by_reason_and_do_not_vote(clock: FakeClock) -> None:
     agg = WindowAggregator(cfg(min_people=2), clock)
-    tracker = Tracker(TrackerSettings(), clock, rng=seeded(0))
+    tracker = Tracker(TrackerConfig(), clock, rng=seeded(0))
     run(agg, tracker, ["happy", "happy", None], T0, 10)
     (r,) = agg.flush(T0 + 60)
     assert r.people == 3
@@ -118,7 +117,7 @@ def test_abstained_people_are_counted_by_reason_and_do_not_vote(clock: FakeClock
 
 def test_below_k_suppresses_the_breakdown_and_the_exact_count(clock: FakeClock) -> None:
     agg = WindowAggregator(cfg(min_people=5), clock)
-    tracker = Tracker(TrackerSettings(), clock, rng=seeded(0))
+    tracker = Tracker(TrackerConfig(), clock, rng=seeded(0))
     run(agg, tracker, ["happy"] * 4, T0, 30)
     (r,) = agg.poll(T0 + 60)
     body = r.to_body()
@@ -132,7 +131,7 @@ def test_below_k_suppresses_the_breakdown_and_the_exact_count(clock: FakeClock) 
 
 def test_k_counts_voters_so_abstentions_cannot_unmask_one_vote(clock: FakeClock) -> None:
     agg = WindowAggregator(cfg(min_people=3), clock)
-    tracker = Tracker(TrackerSettings(), clock, rng=seeded(0))
+    tracker = Tracker(TrackerConfig(), clock, rng=seeded(0))
     run(agg, tracker, ["angry", None, None, None], T0, 5)
     (r,) = agg.flush(T0 + 60)
     assert r.suppressed == "below_k"
@@ -142,7 +141,7 @@ def test_k_counts_voters_so_abstentions_cannot_unmask_one_vote(clock: FakeClock)
 def test_merge_carries_small_windows_until_k_people_are_reached(clock: FakeClock) -> None:
     """Windows of 2, 2 and 1 new people with k = 5: two merged windows, then one of 5 people."""
     agg = WindowAggregator(cfg(min_people=5, small_window="merge"), clock)
-    tracker = Tracker(TrackerSettings(forget_seconds=2), clock, rng=seeded(0))
+    tracker = Tracker(TrackerConfig(forget_seconds=2), clock, rng=seeded(0))
     run(agg, tracker, ["happy", "sad"], T0, 10)
     run(agg, tracker, ["fear", "fear"], T0 + 60, 10)
     run(agg, tracker, ["happy"], T0 + 120, 10)
@@ -166,7 +165,7 @@ def test_merge_carries_small_windows_until_k_people_are_reached(clock: FakeClock
 
 def test_merge_counts_a_person_present_in_two_windows_once(clock: FakeClock) -> None:
     agg = WindowAggregator(cfg(min_people=3, small_window="merge"), clock)
-    tracker = Tracker(TrackerSettings(), clock, rng=seeded(0))
+    tracker = Tracker(TrackerConfig(), clock, rng=seeded(0))
     run(agg, tracker, ["happy", "sad"], T0 + 50, 20)  # the same two people span the boundary
     run(agg, tracker, ["happy", "sad", "fear"], T0 + 70, 10)  # and a third one joins
     reports = agg.poll(T0 + 120)
@@ -175,7 +174,7 @@ def test_merge_counts_a_person_present_in_two_windows_once(clock: FakeClock) -> 
 
 def test_flush_publishes_a_pending_merge_as_suppressed(clock: FakeClock) -> None:
     agg = WindowAggregator(cfg(min_people=5, small_window="merge"), clock)
-    tracker = Tracker(TrackerSettings(), clock, rng=seeded(0))
+    tracker = Tracker(TrackerConfig(), clock, rng=seeded(0))
     run(agg, tracker, ["happy"], T0, 5)
     run(agg, tracker, ["happy"], T0 + 60, 5)
     reports = agg.flush(T0 + 65)
@@ -212,7 +211,7 @@ def test_lifetime_p99_is_nearest_rank_in_whole_ms_rounded_up() -> None:
 
 def test_report_body_is_integers_strings_bools_and_none_only(clock: FakeClock) -> None:
     agg = WindowAggregator(cfg(min_people=2), clock)
-    tracker = Tracker(TrackerSettings(), clock, rng=seeded(0))
+    tracker = Tracker(TrackerConfig(), clock, rng=seeded(0))
     run(agg, tracker, ["happy", "sad", "fear"], T0, 5)
     (r,) = agg.flush(T0 + 60)
 
@@ -245,7 +244,7 @@ def test_flush_closes_only_an_open_window_and_dp_off_means_no_noise(clock: FakeC
 def test_a_track_votes_once_with_its_latest_smoothed_emotion(clock: FakeClock) -> None:
     """Sad for 2 frames then happy for 8: one vote, for happy (the life-long mean at the end)."""
     agg = WindowAggregator(cfg(min_people=2), clock)
-    tracker = Tracker(TrackerSettings(), clock, rng=seeded(0))
+    tracker = Tracker(TrackerConfig(), clock, rng=seeded(0))
     for i in range(10):
         t = T0 + i * 0.2
         label = "sad" if i < 2 else "happy"
@@ -262,7 +261,7 @@ def test_merge_does_not_carry_empty_windows(clock: FakeClock) -> None:
     agg.poll(T0)
     night = agg.poll(T0 + 60) + agg.poll(T0 + 120)
     assert [r.suppressed for r in night] == ["below_k", "below_k"]
-    tracker = Tracker(TrackerSettings(), clock, rng=seeded(0))
+    tracker = Tracker(TrackerConfig(), clock, rng=seeded(0))
     run(agg, tracker, ["happy", "sad"], T0 + 120, 5)
     (r,) = agg.poll(T0 + 180)
     assert (r.suppressed, r.people, r.covers_from) == (None, 2, int(T0) + 120)

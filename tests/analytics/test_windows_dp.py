@@ -6,11 +6,10 @@ from collections import deque
 from pathlib import Path
 
 from agent.analytics.dp import BudgetAccountant, DiscreteLaplace
-from agent.analytics.settings import TrackerSettings
+from agent.analytics.settings import AnalyticsConfig, TrackerConfig
 from agent.analytics.tracker import Tracker
 from agent.analytics.windows import FrameCounters, WindowAggregator
 from agent.clock import FakeClock
-from agent.config import AnalyticsConfig
 
 from .faces import face, seeded
 
@@ -51,7 +50,7 @@ def test_every_cell_gets_noise_and_negatives_are_clamped(tmp_path: Path, clock: 
     # votes order: angry, disgust, fear, happy, sad, surprise, neutral; then 6 abstention reasons
     noise = ScriptedNoise([+1, 0, -1, +2, -3, +1, 0, 0, +2, 0, -1, 0, 0])
     agg = WindowAggregator(dp_cfg(), clock, dp=noise, accountant=BudgetAccountant(tmp_path, 1.0))
-    five_people(agg, Tracker(TrackerSettings(), clock, rng=seeded(0)), T0)
+    five_people(agg, Tracker(TrackerConfig(), clock, rng=seeded(0)), T0)
     (r,) = agg.poll(T0 + 60)
     assert noise.epsilons == [0.5] * CELLS
     assert r.votes == {"angry": 2, "disgust": 0, "fear": 0, "happy": 4, "sad": 0, "surprise": 1, "neutral": 1}
@@ -81,7 +80,7 @@ def test_k_applies_to_the_noisy_voters(tmp_path: Path, clock: FakeClock) -> None
     """Five real voters, noise takes one away: 4 < k, so the breakdown is suppressed."""
     noise = ScriptedNoise([0, 0, 0, -1, 0, 0, 0, *([0] * 6)])
     agg = WindowAggregator(dp_cfg(), clock, dp=noise, accountant=BudgetAccountant(tmp_path, 1.0))
-    five_people(agg, Tracker(TrackerSettings(), clock, rng=seeded(0)), T0)
+    five_people(agg, Tracker(TrackerConfig(), clock, rng=seeded(0)), T0)
     (r,) = agg.poll(T0 + 60)
     assert (r.suppressed, r.people, r.votes) == ("below_k", None, None)
 
@@ -89,7 +88,7 @@ def test_k_applies_to_the_noisy_voters(tmp_path: Path, clock: FakeClock) -> None
 def test_budget_spent_stops_breakdowns_until_the_next_utc_day(tmp_path: Path, clock: FakeClock) -> None:
     acct = BudgetAccountant(tmp_path, 1.0)
     agg = WindowAggregator(dp_cfg(), clock, dp=ScriptedNoise([0] * 3 * CELLS), accountant=acct)
-    tracker = Tracker(TrackerSettings(), clock, rng=seeded(0))
+    tracker = Tracker(TrackerConfig(), clock, rng=seeded(0))
     for start in (T0, T0 + 60, T0 + 120):
         five_people(agg, tracker, start)
     five_people(agg, tracker, T0 + 86_400)  # the next day
@@ -108,7 +107,7 @@ def test_real_noise_keeps_counts_non_negative_integers(tmp_path: Path, clock: Fa
         dp=DiscreteLaplace(seeded(5)),
         accountant=BudgetAccountant(tmp_path, 100.0),
     )
-    tracker = Tracker(TrackerSettings(), clock, rng=seeded(0))
+    tracker = Tracker(TrackerConfig(), clock, rng=seeded(0))
     for w in range(30):
         five_people(agg, tracker, T0 + 60 * w)
     reports = agg.poll(T0 + 1800)
@@ -130,6 +129,6 @@ def test_a_window_without_frames_spends_no_budget(tmp_path: Path, clock: FakeClo
     assert [(r.suppressed, r.frames_analysed) for r in quiet] == [("below_k", 0), ("below_k", 0)]
     assert noise.epsilons == []
     assert acct.remaining_micro(T0) == 1_000_000
-    five_people(agg, Tracker(TrackerSettings(), clock, rng=seeded(0)), T0 + 120)
+    five_people(agg, Tracker(TrackerConfig(), clock, rng=seeded(0)), T0 + 120)
     (r,) = agg.poll(T0 + 180)
     assert (r.suppressed, r.people, r.budget_left_micro) == (None, 5, 500_000)

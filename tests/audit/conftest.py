@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.audit import AuditLog, AuditSettings
+from agent.audit import AuditConfig, AuditLog
 from agent.clock import FakeClock
 
 from .helpers import ORIGIN
@@ -31,7 +31,7 @@ def open_log(tmp_path: Path, key: Ed25519PrivateKey, clock: FakeClock) -> OpenLo
         retention = settings.pop("retention_days", 365)
         cfg = {"checkpoint_every_entries": 10, "segment_max_entries": 10} | settings
         return AuditLog.open(
-            tmp_path / "audit", key, ORIGIN, clock, AuditSettings(**cfg), retention_days=retention
+            tmp_path / "audit", key, ORIGIN, clock, AuditConfig(**cfg), retention_days=retention
         )
 
     return _open

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.audit import AuditLog, AuditSettings
+from agent.audit import AuditConfig, AuditLog
 from agent.audit import report as report_module
 from agent.cli import main
 from agent.clock import FakeClock
@@ -208,7 +208,7 @@ def test_pubkey_can_be_repeated_for_a_rotated_key(
     exported: Path, key: Ed25519PrivateKey, clock: FakeClock
 ) -> None:
     new = Ed25519PrivateKey.generate()
-    log = AuditLog.open(exported / "audit", new, ORIGIN, clock, AuditSettings())
+    log = AuditLog.open(exported / "audit", new, ORIGIN, clock, AuditConfig())
     log.append("key_event", {"event": "rotated", "kid": "k2"})
     log.close()
     (exported / "new.jwk").write_text(json.dumps(public_jwk(new.public_key())))

@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.audit import AuditLog, AuditSettings
+from agent.audit import AuditConfig, AuditLog
 from agent.audit.verify import verify_log
 from agent.clock import FakeClock, SystemClock
 
@@ -25,12 +25,12 @@ WRITER = r"""
 import sys
 from pathlib import Path
 from cryptography.hazmat.primitives import serialization
-from agent.audit import AuditLog, AuditSettings
+from agent.audit import AuditLog, AuditConfig
 from agent.clock import FakeClock, SystemClock
 
 key = serialization.load_pem_private_key(Path(sys.argv[2]).read_bytes(), None)
 log = AuditLog.open(sys.argv[1], key, sys.argv[3], SystemClock(),
-                    AuditSettings(checkpoint_every_entries=7, segment_max_entries=25))
+                    AuditConfig(checkpoint_every_entries=7, segment_max_entries=25))
 print("ready", flush=True)
 i = 0
 while True:
@@ -70,7 +70,7 @@ def test_kill_9_at_random_points_leaves_a_log_that_verifies(tmp_path: Path) -> N
         sizes.append(result.size)
     assert sizes == sorted(sizes)
     assert sizes[-1] > sizes[0]
-    log = AuditLog.open(audit, key, ORIGIN, SystemClock(), AuditSettings(checkpoint_every_entries=7))
+    log = AuditLog.open(audit, key, ORIGIN, SystemClock(), AuditConfig(checkpoint_every_entries=7))
     log.append("stop", {"reason": "shutdown", "uptime_ms": 1})
     log.close()
     final = verify_log(audit, key.public_key())

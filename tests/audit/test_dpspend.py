@@ -7,7 +7,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.analytics.dp import BudgetAccountant, DaySpend
-from agent.audit import AuditLog, AuditSettings
+from agent.audit import AuditConfig, AuditLog
 from agent.audit.dpspend import logged_spend
 from agent.clock import FakeClock
 
@@ -21,7 +21,7 @@ def a_day_of_windows(tmp_path: Path, clock: FakeClock) -> Path:
     (one refused: 0), a reload that lowered the budget to 0.9, then one more window."""
     audit = tmp_path / "state" / "audit"
     key = Ed25519PrivateKey.generate()
-    log = AuditLog.open(audit, key, ORIGIN, clock, AuditSettings(segment_max_entries=10))
+    log = AuditLog.open(audit, key, ORIGIN, clock, AuditConfig(segment_max_entries=10))
     dp = policy(dp_epsilon_milli=250, dp_daily_budget_milli=1000)
     log.append("start", start(policy=dp))
     log.append("window", window(window_start_ms=int((MIDNIGHT - 120) * 1000), dp_spent_micro=500_000))

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.audit import AuditLog, AuditSettings
+from agent.audit import AuditConfig, AuditLog
 from agent.audit.verify import verify_log
 from agent.clock import FakeClock
 
@@ -25,7 +25,7 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("fuzz") / "audit"
     clock = FakeClock()
     log = AuditLog.open(
-        d, KEY, ORIGIN, clock, AuditSettings(checkpoint_every_entries=4, segment_max_entries=12)
+        d, KEY, ORIGIN, clock, AuditConfig(checkpoint_every_entries=4, segment_max_entries=12)
     )
     fill(log, clock, 6)
     log.close()
@@ -56,7 +56,7 @@ def test_every_single_byte_flip_of_a_small_log_fails_verification(tmp_path: Path
     audit = tmp_path / "audit"
     clock = FakeClock()
     log = AuditLog.open(
-        audit, KEY, ORIGIN, clock, AuditSettings(checkpoint_every_entries=3, segment_max_entries=10)
+        audit, KEY, ORIGIN, clock, AuditConfig(checkpoint_every_entries=3, segment_max_entries=10)
     )
     fill(log, clock, 3)
     log.close()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from agent.audit import AuditLog, AuditSettings
+from agent.audit import AuditConfig, AuditLog
 from agent.audit.verify import verify_log
 from agent.clock import FakeClock
 from agent.errors import PayloadError
@@ -44,7 +44,7 @@ def test_the_new_version_appends_to_an_old_log_and_the_whole_verifies(tmp_path: 
     shutil.copytree(LEGACY / "audit", tmp_path / "audit")
     clock = FakeClock(start=1_700_000_000.0 + 3600)
     key = Ed25519PrivateKey.from_private_bytes(SEED)
-    log = AuditLog.open(tmp_path / "audit", key, ORIGIN, clock, AuditSettings(segment_max_entries=10))
+    log = AuditLog.open(tmp_path / "audit", key, ORIGIN, clock, AuditConfig(segment_max_entries=10))
     log.append("frames", frames())
     log.close()
     result = verify_log(tmp_path / "audit", key.public_key())
@@ -53,7 +53,7 @@ def test_the_new_version_appends_to_an_old_log_and_the_whole_verifies(tmp_path: 
 
 def test_writing_the_old_field_is_refused(tmp_path: Path) -> None:
     key = Ed25519PrivateKey.generate()
-    log = AuditLog.open(tmp_path / "audit", key, ORIGIN, FakeClock(), AuditSettings())
+    log = AuditLog.open(tmp_path / "audit", key, ORIGIN, FakeClock(), AuditConfig())
     with pytest.raises(PayloadError, match="'pixel_bytes_persisted' is a legacy field"):
         log.append("frames", frames(pixel_bytes_persisted=0))
     log.close()

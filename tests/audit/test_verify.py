@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.audit import AuditLog, AuditSettings
+from agent.audit import AuditConfig, AuditLog
 from agent.audit.entries import decode_entry, encode_entry
 from agent.audit.verify import VerifyResult, verify_log
 from agent.clock import FakeClock
@@ -225,7 +225,7 @@ def test_a_fork_is_caught_by_an_external_checkpoint_of_the_same_size(
     seen_by_broker = log.checkpoint()
     log.close()
     # the other branch, written with the same key, shows the auditor a different history
-    b = AuditLog.open(tmp_path / "fork-b", key, seen_by_broker.origin, clock, AuditSettings())
+    b = AuditLog.open(tmp_path / "fork-b", key, seen_by_broker.origin, clock, AuditConfig())
     b.append("window", window(people=2, published=False, suppressed="below_k"))
     b.close()
     first = check(tmp_path / "fork-b", key, external=[("mqtt-retained", seen_by_broker.note)]).problems[0]
@@ -428,7 +428,7 @@ def test_a_log_that_spans_a_key_rotation_verifies_with_both_keys_only(
     log.close()
     new = Ed25519PrivateKey.generate()
     rotated = AuditLog.open(
-        tmp_path / "audit", new, ORIGIN, clock, AuditSettings(checkpoint_every_entries=10)
+        tmp_path / "audit", new, ORIGIN, clock, AuditConfig(checkpoint_every_entries=10)
     )
     rotated.append("key_event", {"event": "rotated", "kid": "new-kid"})
     fill(rotated, clock, 2)

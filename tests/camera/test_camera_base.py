@@ -5,11 +5,13 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from agent.camera.base import BACKENDS, SourceOptions, load_factory, redact_url, resolve
-from agent.config import CameraConfig
+from agent.camera.base import BACKENDS, load_factory, open_source, redact_url, resolve
+from agent.camera.settings import CameraConfig
+from agent.clock import FakeClock
 from agent.errors import BackendUnavailable, SourceError
 
 
@@ -69,9 +71,24 @@ def test_unknown_backend_key_lists_the_known_ones() -> None:
         load_factory("gopro")
 
 
-def test_options_come_from_the_camera_config_section() -> None:
-    opts = SourceOptions.from_config(CameraConfig(fps=2, loop=True, realtime=False, width=640, height=480))
-    assert (opts.fps, opts.loop, opts.realtime, opts.width, opts.height) == (2, True, False, 640, 480)
+def read_all(source: str, camera: CameraConfig, most: int) -> list[int]:
+    """Grey levels of the frames a source opened from ``camera`` hands out (at most ``most``)."""
+    src = open_source(source, camera.source_options(), FakeClock())
+    levels = []
+    try:
+        while len(levels) < most and (frame := src.read()) is not None:
+            levels.append(int(frame.pixels[0, 0, 0]))
+    finally:
+        src.close()
+    return levels
+
+
+def test_the_camera_section_decides_whether_a_file_source_loops(folder: Path) -> None:
+    """``camera.loop`` reaches the backend: the folder ends after its 3 images, or starts over."""
+    once = read_all(str(folder), CameraConfig(source=str(folder), realtime=False), most=10)
+    looped = read_all(str(folder), CameraConfig(source=str(folder), realtime=False, loop=True), most=7)
+    assert once == [50, 100, 150]
+    assert looped == [50, 100, 150, 50, 100, 150, 50]
 
 
 def test_the_interface_grabber_and_settings_import_with_cv2_picamera2_and_litert_blocked() -> None:

@@ -7,8 +7,8 @@ import sys
 from datetime import date
 from pathlib import Path
 
+from agent.commands.policy_explain import render
 from agent.config import load_config, parse_config
-from agent.privacy.explain import render
 from agent.privacy.policy import evaluate_policy
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.audit import AuditLog, AuditSettings
+from agent.audit import AuditConfig, AuditLog
 from agent.clock import FakeClock
 from agent.privacy.retention import DAY_S, RetentionEnforcer
 from agent.privacy.settings import RetentionConfig
@@ -18,7 +18,7 @@ def test_audit_segments_and_spooled_messages_past_retention_go_on_the_timer(tmp_
     clock = FakeClock()
     cfg = RetentionConfig(spool_days=7, audit_days=30, interval_minutes=60)
     log = AuditLog.open(tmp_path / "audit", Ed25519PrivateKey.generate(), "ea/test/audit", clock,
-                        AuditSettings(checkpoint_every_entries=10, segment_max_entries=10),
+                        AuditConfig(checkpoint_every_entries=10, segment_max_entries=10),
                         retention_days=cfg.audit_days)
     spool = Spool(tmp_path / "spool.sqlite3", clock, max_bytes=1_000_000,
                   max_age_seconds=cfg.spool_days * DAY_S)

@@ -9,11 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.config import VisionConfig
 from agent.frame import Pixels
 from agent.privacy.settings import ZoneConfig
 from agent.privacy.zones import ZoneMask, filter_faces
 from agent.vision.pipeline import VisionPipeline
+from agent.vision.settings import VisionConfig
 
 pytestmark = pytest.mark.slow
 

@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 
 from agent.clock import FakeClock
-from agent.config import VisionConfig
 from agent.vision.gating import ChangeGate, EmotionSchedule, FrameBudget
 from agent.vision.observation import FaceObservation
 from agent.vision.pipeline import VisionPipeline
-from agent.vision.settings import GatingSettings
+from agent.vision.settings import GatingConfig, VisionConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,7 +70,7 @@ def run(pipeline: VisionPipeline, clip: list[np.ndarray], gate: ChangeGate | Non
 def test_gate_skips_the_static_empty_lobby_and_detects_every_frame_with_people(
     pipeline: VisionPipeline, clip: list[np.ndarray]
 ) -> None:
-    gate = ChangeGate(GatingSettings())
+    gate = ChangeGate(GatingConfig())
     _, called = run(pipeline, clip, gate)
     assert sum(called[0:20]) == 1  # 0-4 s, empty and static: only the first frame
     assert all(called[25:80])  # 5-16 s, one then six people: every frame
@@ -83,14 +82,14 @@ def test_gated_and_ungated_runs_give_the_same_faces_on_every_frame(
     pipeline: VisionPipeline, clip: list[np.ndarray]
 ) -> None:
     ungated, _ = run(pipeline, clip, None)
-    gated, called = run(pipeline, clip, ChangeGate(GatingSettings()))
+    gated, called = run(pipeline, clip, ChangeGate(GatingConfig()))
     assert sum(called) < len(clip) * 0.8
     assert sum(len(f) for f in ungated[50:80]) >= 150  # the six-person stretch was really seen
     assert gated == ungated
 
 
 def test_sensor_noise_alone_moves_no_cell_by_the_default_delta(clip: list[np.ndarray]) -> None:
-    gate = ChangeGate(GatingSettings())
+    gate = ChangeGate(GatingConfig())
     gate.should_detect(clip[0], 0.0)
     gate.record(0, 0.0)
     for i in range(1, 20):
@@ -99,7 +98,7 @@ def test_sensor_noise_alone_moves_no_cell_by_the_default_delta(clip: list[np.nda
 
 
 def test_a_static_scene_is_still_checked_every_refresh_interval(clip: list[np.ndarray]) -> None:
-    gate = ChangeGate(GatingSettings(refresh_seconds=1.0))
+    gate = ChangeGate(GatingConfig(refresh_seconds=1.0))
     clock = FakeClock()
     decisions = []
     for i in range(20):
@@ -112,12 +111,12 @@ def test_a_static_scene_is_still_checked_every_refresh_interval(clip: list[np.nd
 
 
 def test_disabled_gate_always_detects(clip: list[np.ndarray]) -> None:
-    gate = ChangeGate(GatingSettings(enabled=False))
+    gate = ChangeGate(GatingConfig(enabled=False))
     assert all(gate.should_detect(clip[0], t) for t in range(5))
 
 
 def test_close_zeroes_the_thumbnail_it_kept(clip: list[np.ndarray]) -> None:
-    gate = ChangeGate(GatingSettings())
+    gate = ChangeGate(GatingConfig())
     gate.should_detect(clip[40], 0.0)
     gate.record(1, 0.0)
     assert not gate.is_zero()

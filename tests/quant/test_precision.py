@@ -11,7 +11,6 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.config import VisionConfig
 from agent.errors import ModelError
 from agent.vision.manifest import default_models_dir, model_spec
 from agent.vision.pipeline import VisionPipeline
@@ -27,6 +26,7 @@ from agent.vision.precision import (
     with_float_io,
 )
 from agent.vision.runtime import BACKENDS
+from agent.vision.settings import VisionConfig
 
 MODELS = default_models_dir()
 

@@ -13,7 +13,7 @@ from agent.errors import SourceError
 from agent.vision.gating import ChangeGate, FrameBudget
 from agent.vision.observation import FaceObservation
 from agent.vision.pipeline import VisionPipeline
-from agent.vision.settings import GatingSettings
+from agent.vision.settings import GatingConfig
 from agent.vision.stage import ZERO_COUNTERS, StageCounters, VisionStage
 from tests.analytics.faces import face
 
@@ -45,7 +45,7 @@ class CpuClock:
         return self.t
 
 
-def stage(settings: GatingSettings, pipeline: Pipeline, cpu: float = 0.001) -> VisionStage:
+def stage(settings: GatingConfig, pipeline: Pipeline, cpu: float = 0.001) -> VisionStage:
     return VisionStage(cast(VisionPipeline, pipeline), settings, cpu_time=CpuClock(cpu))
 
 
@@ -55,7 +55,7 @@ def frame(value: int) -> np.ndarray:
 
 def test_a_static_empty_scene_skips_the_detector_and_a_change_wakes_it() -> None:
     p = Pipeline()
-    s = stage(GatingSettings(), p)
+    s = stage(GatingConfig(), p)
     for i in range(10):
         assert s.analyze(frame(100), i, i * 0.2) == []
     assert p.calls == 1
@@ -68,7 +68,7 @@ def test_a_static_empty_scene_skips_the_detector_and_a_change_wakes_it() -> None
 
 def test_gating_off_and_every_frame_reads_is_the_plain_pipeline() -> None:
     p = Pipeline()
-    s = stage(GatingSettings(enabled=False, emotion_every_frames=1), p)
+    s = stage(GatingConfig(enabled=False, emotion_every_frames=1), p)
     for i in range(10):
         s.analyze(frame(100), i, i * 0.2)
     assert p.calls == 10
@@ -78,14 +78,14 @@ def test_gating_off_and_every_frame_reads_is_the_plain_pipeline() -> None:
 
 def test_the_schedule_is_passed_when_emotion_is_reread_every_n_frames() -> None:
     p = Pipeline()
-    s = stage(GatingSettings(emotion_every_frames=5), p)
+    s = stage(GatingConfig(emotion_every_frames=5), p)
     s.analyze(frame(100), 0, 0.0)
     assert p.schedules[0] is s.schedule is not None
 
 
 def test_the_budget_drops_frames_by_their_cpu_cost_and_counts_them() -> None:
     p = Pipeline()
-    s = stage(GatingSettings(enabled=False, cpu_budget=0.1), p, cpu=0.05)  # 50 ms a frame
+    s = stage(GatingConfig(enabled=False, cpu_budget=0.1), p, cpu=0.05)  # 50 ms a frame
     admitted = 0
     for i in range(50):  # 10 s of video at 5 fps
         if s.admit(i * 0.2):
@@ -102,7 +102,7 @@ def test_a_source_that_starts_again_is_not_starved_by_the_budget_or_the_gate() -
     assert budget.admit(100.0)
     budget.spent(0.1)
     assert budget.admit(0.2)
-    gate = ChangeGate(GatingSettings(refresh_seconds=5.0))
+    gate = ChangeGate(GatingConfig(refresh_seconds=5.0))
     assert gate.should_detect(frame(100), 100.0)
     gate.record(0, 100.0)
     assert not gate.should_detect(frame(100), 101.0)
@@ -111,10 +111,10 @@ def test_a_source_that_starts_again_is_not_starved_by_the_budget_or_the_gate() -
 
 def test_a_replacing_stage_carries_the_totals_and_close_zeroes_the_gate() -> None:
     p = Pipeline()
-    first = stage(GatingSettings(), p)
+    first = stage(GatingConfig(), p)
     for i in range(5):
         first.analyze(frame(100), i, i * 0.2)
-    second = VisionStage(cast(VisionPipeline, p), GatingSettings(), carried=first.counters)
+    second = VisionStage(cast(VisionPipeline, p), GatingConfig(), carried=first.counters)
     first.close()
     assert first.gate.is_zero()
     second.analyze(frame(100), 0, 0.0)
@@ -124,7 +124,7 @@ def test_a_replacing_stage_carries_the_totals_and_close_zeroes_the_gate() -> Non
 
 def test_only_the_reference_thumbnail_outlives_a_frame_and_a_pause_zeroes_it() -> None:
     p = Pipeline()
-    s = stage(GatingSettings(emotion_every_frames=5), p)
+    s = stage(GatingConfig(emotion_every_frames=5), p)
     s.analyze(frame(100), 0, 0.0)
     assert s.gate._reference.any()
     assert not s.gate._current.any()
@@ -138,7 +138,7 @@ def test_only_the_reference_thumbnail_outlives_a_frame_and_a_pause_zeroes_it() -
 
 
 def test_a_malformed_frame_is_a_clear_source_error_before_the_gate_runs() -> None:
-    s = stage(GatingSettings(), Pipeline())
+    s = stage(GatingConfig(), Pipeline())
     with pytest.raises(SourceError, match="BGR uint8"):
         s.analyze(np.zeros((90, 160), np.uint8), 0, 0.0)
     assert s.gate.is_zero()
@@ -147,7 +147,7 @@ def test_a_malformed_frame_is_a_clear_source_error_before_the_gate_runs() -> Non
 def test_a_large_frame_leaves_no_unzeroed_copy_on_the_heap() -> None:
     """At 1080p the gate samples every k-th pixel: into its own buffer, zeroed after use, not
     into a temporary that OpenCV or numpy would free unzeroed."""
-    gate = ChangeGate(GatingSettings())
+    gate = ChangeGate(GatingConfig())
     big = np.full((1080, 1920, 3), 90, np.uint8)
     gate.should_detect(big, 0.0)  # the first call sizes the sampling buffer
     gate.record(0, 0.0)

@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.config import VisionConfig
 from agent.frame import Pixels
 from agent.vision.pipeline import VisionPipeline
+from agent.vision.settings import VisionConfig
 
 NON_FACES = ("chelsea.png", "coffee.png", "rocket.jpg", "text.png", "logo.png", "page.png",
              "horse.png", "motorcycle.png")

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 from agent.cli import main
-from agent.config import VisionConfig
 from agent.errors import ModelError
 from agent.vision.manifest import default_models_dir, load_manifest, model_spec
 from agent.vision.observation import EMOTIONS
 from agent.vision.pipeline import VisionPipeline
+from agent.vision.settings import VisionConfig
 
 MODELS = default_models_dir()
 ROOT = MODELS.parent

@@ -276,8 +276,8 @@ def test_wrong_pixels_are_refused_with_what_was_found(
 
 
 def test_a_closed_pipeline_says_so(astronaut: Pixels) -> None:
-    from agent.config import VisionConfig  # noqa: PLC0415
     from agent.errors import RuntimeFailure  # noqa: PLC0415
+    from agent.vision.settings import VisionConfig  # noqa: PLC0415
 
     p = VisionPipeline.from_config(VisionConfig(accelerator="cpu"))
     p.analyze(astronaut.copy())

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import VisionConfig
 from agent.errors import BackendUnavailable
 from agent.vision import runtime
 from agent.vision.manifest import default_models_dir, model_spec
 from agent.vision.pipeline import VisionPipeline
+from agent.vision.settings import VisionConfig
 
 MODELS = default_models_dir()
 

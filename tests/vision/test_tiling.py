@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.config import VisionConfig
 from agent.vision.observation import Detection
 from agent.vision.pipeline import VisionPipeline
+from agent.vision.settings import VisionConfig
 from agent.vision.tiling import merge, tile_grid, to_frame
 
 from .conftest import read

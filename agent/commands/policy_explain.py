@@ -2,19 +2,18 @@
 
 Every sentence is derived from the config and the policy decision, so the text cannot drift
 from what the device actually enforces. ``emotion-agent policy explain -c CONFIG`` prints it.
+It reads the whole config (camera, vision, analytics, MQTT, retention, policy), so it lives
+with the command rather than in ``agent/privacy``, below the config that assembles them.
 """
 
 from __future__ import annotations
 
 import textwrap
-from typing import TYPE_CHECKING
 
+from agent.config import AgentConfig
 from agent.privacy.policy import PolicyDecision, in_eu
 from agent.privacy.schedule import describe as describe_schedule
 from agent.vision.observation import EMOTIONS
-
-if TYPE_CHECKING:
-    from agent.config import AgentConfig
 
 
 def render(cfg: AgentConfig, decision: PolicyDecision) -> str:

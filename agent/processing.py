@@ -1,0 +1,79 @@
+"""The parts of the running agent that a config reload replaces: analytics and the frame route.
+
+The service builds them once at start and again on every accepted reload, handing over the
+vision stage's totals so the health topic keeps counting since start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
+
+from agent.analytics.alerts import AlertEngine
+from agent.analytics.baseline import Baseline
+from agent.analytics.dp import BudgetAccountant, DaySpend, DiscreteLaplace
+from agent.analytics.tracker import Tracker
+from agent.analytics.windows import WindowAggregator
+from agent.clock import Clock
+from agent.config import AgentConfig
+from agent.privacy.lease import LifetimeRecorder
+from agent.privacy.schedule import Schedule
+from agent.privacy.zones import ZoneMask
+from agent.route import FaceFilter, FrameRoute
+from agent.vision.stage import ZERO_COUNTERS, StageCounters, VisionStage
+
+if TYPE_CHECKING:
+    from agent.vision.pipeline import VisionPipeline
+
+PipelineFactory = Callable[[AgentConfig], "VisionPipeline"]
+
+
+def default_pipeline(cfg: AgentConfig) -> VisionPipeline:
+    from agent.vision.pipeline import VisionPipeline  # noqa: PLC0415 - loads LiteRT only when running
+
+    return VisionPipeline.from_config(cfg.vision)
+
+
+class Processing(NamedTuple):
+    """The parts a reload replaces: analytics and the frame route with its vision stage."""
+
+    tracker: Tracker
+    aggregator: WindowAggregator
+    alerts: AlertEngine
+    stage: VisionStage
+    route: FrameRoute
+    accountant: BudgetAccountant | None
+    """The day's differential-privacy budget (None with ``analytics.dp`` off)."""
+
+
+def build_processing(
+    cfg: AgentConfig,
+    clock: Clock,
+    pipeline: VisionPipeline,
+    recorder: LifetimeRecorder,
+    *,
+    carried: StageCounters = ZERO_COUNTERS,
+    spend_history: Callable[[str], DaySpend] | None = None,
+) -> Processing:
+    """``carried``: the stage totals of the parts being replaced, so health counts since start;
+    ``spend_history``: a day's privacy spend as the audit log recorded it (the budget file lost)."""
+    a = cfg.analytics
+    noise = DiscreteLaplace() if a.dp.enabled else None
+    accountant = (
+        BudgetAccountant(cfg.state_dir, a.dp.daily_budget, history=spend_history)
+        if a.dp.enabled else None
+    )
+    stage = VisionStage(pipeline, cfg.vision.gating, carried=carried)
+    faces = FaceFilter(min_face_height=cfg.policy.min_face_height, max_faces=cfg.vision.max_faces)
+    return Processing(
+        tracker=Tracker(a.tracker, clock),
+        aggregator=WindowAggregator(a, clock, dp=noise, accountant=accountant),
+        alerts=AlertEngine(a.alerts, Baseline(cfg.state_dir, a.baseline)),
+        stage=stage,
+        route=FrameRoute(stage, ZoneMask(cfg.policy.zones), recorder, faces),
+        accountant=accountant,
+    )
+
+
+def schedule_of(cfg: AgentConfig) -> Schedule | None:
+    return Schedule.from_config(cfg.policy.schedule) if cfg.policy.schedule else None
