@@ -20,11 +20,12 @@ from agent.analytics.settings import AnalyticsConfig
 from agent.audit.settings import AuditConfig
 from agent.camera.settings import CameraConfig
 from agent.crypto.settings import KeysConfig
-from agent.errors import ConfigError, read_text
+from agent.errors import ConfigError
 from agent.outputs.settings import OutputsConfig
 from agent.privacy.settings import PolicyConfig, RetentionConfig, SiteConfig
 from agent.settings_base import Section
 from agent.transport.settings import MqttConfig
+from agent.user_files import read_user_text
 from agent.vision.settings import VisionConfig
 
 SCHEMA_VERSION = 1
@@ -172,7 +173,7 @@ def migrate(data: dict[str, Any], version: object, source: str) -> dict[str, Any
 def load_config(path: str | Path) -> AgentConfig:
     """Read and validate a config file."""
     p = Path(path)
-    return parse_config(read_text(p, "config file", ConfigError), str(p))
+    return parse_config(read_user_text(p, "config file", ConfigError), str(p))
 
 
 def json_schema() -> dict[str, Any]:

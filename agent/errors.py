@@ -19,8 +19,6 @@ Exceptions are chained with ``raise ... from`` so the cause survives in debug lo
 
 from __future__ import annotations
 
-from pathlib import Path
-
 EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_INPUT = 2
@@ -90,11 +88,3 @@ class TransportError(RuntimeFailure):
 
 class StorageError(RuntimeFailure):
     """A file in the state folder could not be written (a full disk, a read-only mount)."""
-
-
-def read_text(path: Path, what: str, error: type[InputError]) -> str:
-    """A UTF-8 file the user named: a regular file of at most 1 MiB (``agent.user_files``);
-    otherwise ``error`` says which file, ``what`` it is and what is wrong."""
-    from agent.user_files import read_user_text  # noqa: PLC0415 - user_files builds on this module
-
-    return read_user_text(path, what, error)

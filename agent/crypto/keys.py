@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from agent.atomic import write_new
 from agent.crypto.canonical import b64url_decode, b64url_encode
-from agent.errors import KeyFileError, PayloadError, read_text
-from agent.user_files import read_user_bytes
+from agent.errors import KeyFileError, PayloadError
+from agent.user_files import read_user_bytes, read_user_text
 
 MAX_KEY_FILE_BYTES = 64 * 1024
 PRIVATE_NAME = "device.key"
@@ -121,7 +121,7 @@ def load_private_key(path_or_name: str | os.PathLike[str]) -> Ed25519PrivateKey:
 def load_public_key(path: str | os.PathLike[str]) -> Ed25519PublicKey:
     """A verifier's trusted key: JWK (RFC 8037), PEM public key, or raw 32 bytes in base64."""
     p = Path(path)
-    text = read_text(p, "public key file", KeyFileError)
+    text = read_user_text(p, "public key file", KeyFileError)
     stripped = text.strip()
     try:
         if stripped.startswith("{"):

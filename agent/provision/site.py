@@ -14,8 +14,9 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 
 from agent import strict_yaml
 from agent.config import format_validation_errors, is_valid_device_id
-from agent.errors import ConfigError, read_text
+from agent.errors import ConfigError
 from agent.settings_base import Section
+from agent.user_files import read_user_text
 
 
 class BrokerSite(Section):
@@ -96,7 +97,7 @@ class SiteFile(Section):
 def load_site(path: str | Path) -> SiteFile:
     """Read and validate a site file; ConfigError (exit 2) lists every problem with its line."""
     p = Path(path)
-    text = read_text(p, "site file", ConfigError)
+    text = read_user_text(p, "site file", ConfigError)
     data, lines = strict_yaml.parse(text, str(p))
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: the site file must be a YAML mapping of keys to values")
