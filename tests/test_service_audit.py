@@ -79,7 +79,7 @@ def test_a_frame_left_waiting_at_stop_is_counted_as_discarded(tmp_path: Path) ->
     cfg = load_config(write_config(tmp_path, "/dev/video0", extra=NO_GATE))
     service = Service(cfg, clock=clock, opener=lambda *_: source,  # type: ignore[arg-type,return-value]
                       pipeline_factory=lambda _c: CountingPipeline())  # type: ignore[arg-type,return-value]
-    service.build()
+
     service.start()
     for _ in range(3):
         clock.advance(0.2)  # 5 fps: the rate gate lets each one through
@@ -103,7 +103,7 @@ def test_an_image_written_into_state_dir_fails_audit_verify(tmp_path: Path, medi
     cfg = load_config(write_config(tmp_path, "scripted.mp4", extra=NO_GATE))
     service = Service(cfg, clock=clock, opener=lambda _s, _o, c: ScriptedSource(c, 100, False),  # type: ignore[arg-type,return-value]
                       pipeline_factory=lambda _c: CountingPipeline())  # type: ignore[arg-type,return-value]
-    service.build()
+
     service.start()
     for _ in range(60):  # 12 s of video: the first window closes clean
         service.step()
@@ -125,7 +125,7 @@ def test_the_gates_thumbnail_is_zeroed_when_the_camera_fails(tmp_path: Path) -> 
     cfg = load_config(write_config(tmp_path, "scripted.mp4"))  # change gate on (the default)
     service = Service(cfg, clock=clock, opener=lambda _s, _o, c: ScriptedSource(c, 5, True),  # type: ignore[arg-type,return-value]
                       pipeline_factory=lambda _c: CountingPipeline())  # type: ignore[arg-type,return-value]
-    service.build()
+
     service.start()
     for _ in range(5):
         service.step()
@@ -148,7 +148,7 @@ def run_clip(tmp: Path, clock: FakeClock, seconds: int) -> list[dict[str, Any]]:
     cfg = load_config(path)
     service = Service(cfg, clock=clock, opener=lambda _s, _o, c: ScriptedSource(c, seconds * 5, False),  # type: ignore[arg-type,return-value]
                       pipeline_factory=lambda _c: CountingPipeline())  # type: ignore[arg-type,return-value]
-    assert service.build().run() == 0
+    assert service.run() == 0
     return [m["body"] for m in messages(tmp, "stats")]
 
 
