@@ -385,7 +385,7 @@ class Service:
                 "keys": keys,
             },
         )
-        if policy_digest(new) != policy_digest(self.cfg):
+        if policy_digest(new) != policy_digest(self.cfg) or policy_fields(new) != policy_fields(self.cfg):
             self.audit.append("policy_change", {"policy": policy_fields(new), "reason": "reload"})
         self._apply(new, keys)
         logger.info("config reloaded", extra={"fields": {"changed": len(keys)}})

@@ -164,3 +164,32 @@ def test_deleting_the_budget_file_does_not_give_the_day_its_budget_back(tmp_path
     spent = [e["data"]["dp_spent_micro"] for e in entries(tmp_path) if e["kind"] == "window"]
     assert spent == [500_000] * 4
     assert verify(tmp_path) == []
+
+
+def test_a_reload_that_raises_the_daily_budget_does_not_raise_todays(tmp_path: Path) -> None:
+    """1.0 a day at 0.5 a window: spent after two windows. A SIGHUP reload to 5.0 applies from
+    the next UTC day; today's windows stay withheld, and the policy record names the new budget."""
+    clock = FakeClock(start=T0)
+    path = write_config(tmp_path, "scripted.mp4", extra=NO_GATE)
+    tight = DP.replace("daily_budget: 3", "daily_budget: 1")
+    path.write_text(path.read_text().replace("analytics: {window_seconds: 10, min_people: 2}\n", tight))
+    service = Service(load_config(path), path, clock=clock,
+                      opener=lambda _s, _o, c: ScriptedSource(c, 500, False),  # type: ignore[arg-type,return-value]
+                      pipeline_factory=lambda _c: CountingPipeline())  # type: ignore[arg-type,return-value]
+    service.build()
+    service.start()
+    for _ in range(100):  # 20 s of video: two windows spend the day's 1.0
+        service.step()
+    path.write_text(path.read_text().replace("daily_budget: 1", "daily_budget: 5"))
+    assert service.reload()
+    for _ in range(100):
+        service.step()
+    service.close()
+    stats = [m["body"] for m in messages(tmp_path, "stats")]
+    assert all(s["suppressed"] != "dp_budget" for s in stats[:2])
+    assert stats[1]["budget_left_micro"] == 0
+    assert all(s["suppressed"] == "dp_budget" for s in stats[2:])
+    assert len(stats) >= 4
+    policies = [e["data"]["policy"] for e in entries(tmp_path) if e["kind"] in ("start", "policy_change")]
+    assert [p["dp_daily_budget_milli"] for p in policies] == [1000, 5000]
+    assert verify(tmp_path) == []
