@@ -176,7 +176,6 @@ def test_a_reload_that_raises_the_daily_budget_does_not_raise_todays(tmp_path: P
     service = Service(load_config(path), path, clock=clock,
                       opener=lambda _s, _o, c: ScriptedSource(c, 500, False),  # type: ignore[arg-type,return-value]
                       pipeline_factory=lambda _c: CountingPipeline())  # type: ignore[arg-type,return-value]
-    service.build()
     service.start()
     for _ in range(100):  # 20 s of video: two windows spend the day's 1.0
         service.step()
