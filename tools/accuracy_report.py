@@ -55,7 +55,7 @@ MEDIA = ROOT / ".cache" / "media"
 MIN_IOU = 0.5
 GOAL_TOP1_DRIFT_POINTS = 1.0
 GOAL_EXTRA_MISSED = 0
-LIMITS = GateLimits(min_face_px=24, min_sharpness=2.0, min_brightness=40.0, max_brightness=220.0,
+LIMITS = GateLimits(min_face_px=24, min_sharpness=0.6, min_brightness=40.0, max_brightness=220.0,
                     max_yaw_degrees=35.0)
 
 

@@ -17,7 +17,7 @@ import numpy.typing as npt
 from agent.frame import Pixels
 from agent.vision.manifest import ModelSpec
 from agent.vision.observation import Detection
-from agent.vision.quality import DENOISE_KSIZE
+from agent.vision.quality import DENOISE_SIGMA
 from agent.vision.runtime import Model
 
 CROP = 64
@@ -48,7 +48,8 @@ class EmotionClassifier:
         self._small = np.zeros((CROP, CROP, 3), np.uint8)
         self._grey = np.zeros((CROP, CROP), np.uint8)
         self._lap = np.zeros((CROP, CROP), np.float32)
-        self._med = np.zeros((CROP, CROP), np.uint8)
+        self._float = np.zeros((CROP, CROP), np.float32)
+        self._smooth = np.zeros((CROP, CROP), np.float32)
         self._norm = np.zeros((CROP, CROP), np.uint8)
         self._dirty: list[npt.NDArray[np.generic]] = []
 
@@ -88,18 +89,20 @@ class EmotionClassifier:
 
     def measure(self, grey: npt.NDArray[np.uint8]) -> tuple[float, float]:
         """(sharpness, brightness) of a crop: ``quality.sharpness_index`` (edge detail of the
-        median-filtered crop relative to its contrast) and its mean grey level, with OpenCV (a
-        test checks they equal the numpy reference). The filtered crop and the Laplacian, which
-        still show the face's edges, are zeroed before returning."""
+        smoothed crop relative to its contrast) and its mean grey level, with OpenCV (a test
+        checks they equal the numpy reference). The float copies and the Laplacian, which still
+        show the face's edges, are zeroed before returning."""
         try:
-            cv2.medianBlur(grey, DENOISE_KSIZE, dst=self._med)
-            cv2.Laplacian(self._med, cv2.CV_32F, dst=self._lap, ksize=1)
+            np.copyto(self._float, grey)
+            cv2.GaussianBlur(self._float, (5, 5), DENOISE_SIGMA, dst=self._smooth)
+            cv2.Laplacian(self._smooth, cv2.CV_32F, dst=self._lap, ksize=1)
             _, lap_std = cv2.meanStdDev(self._lap[1:-1, 1:-1])
-            _, med_std = cv2.meanStdDev(self._med)
+            _, smooth_std = cv2.meanStdDev(self._smooth)
         finally:
             self._lap.fill(0)
-            self._med.fill(0)
-        sharpness = 100.0 * float(lap_std[0, 0]) ** 2 / max(float(med_std[0, 0]) ** 2, 1.0)
+            self._float.fill(0)
+            self._smooth.fill(0)
+        sharpness = 100.0 * float(lap_std[0, 0]) ** 2 / max(float(smooth_std[0, 0]) ** 2, 1.0)
         return sharpness, float(cv2.mean(grey)[0])
 
     def normalise(
@@ -134,7 +137,8 @@ class EmotionClassifier:
         return tuple((label, round(v, 4)) for label, v in zip(self.labels, p, strict=True))
 
     def scratch(self) -> list[npt.NDArray[np.generic]]:
-        return [*self._work.values(), self._small, self._grey, self._lap, self._med, self._norm]
+        return [*self._work.values(), self._small, self._grey, self._lap, self._float, self._smooth,
+                self._norm]
 
     def clear(self) -> None:
         """Zero the crops written since the last call, and the model's input tensor."""

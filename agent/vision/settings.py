@@ -50,11 +50,11 @@ class QualityConfig(Section):
 
     min_face_px: int = Field(40, ge=8, le=1024, title="Smallest face side (pixels) to classify")
     min_sharpness: float = Field(
-        2.0, ge=0, le=100,
+        0.6, ge=0, le=100,
         title="Least edge detail of the face crop (blur below it)",
         description=(
-            "Laplacian variance of the median-filtered 64 x 64 crop over its grey variance, x 100:"
-            " clean faces measure 4.6-13.8, a 21 px motion blur 1.6-2.7; sensor noise and dim light"
+            "Laplacian variance of the Gaussian-smoothed 64 x 64 crop over its grey variance, x 100:"
+            " clean faces measure 1.2-2.6, a 31 px motion blur 0.28-0.67; sensor noise and dim light"
             " do not lower it (docs/vision.md)."
         ),
     )
