@@ -266,11 +266,12 @@ class Service:
         self.aggregator.add_frame(t, self.tracker.update(carried.faces, t), counters)
 
     def _count_last_frames(self) -> None:
-        """The camera's frames since the last one analysed, before the last window closes."""
+        """The camera's frames since the last one analysed, before the last window closes (and
+        into a new aggregator, which must know whether a frame is waiting)."""
         now = self.feed.counters
         last, self._last_counters = self._last_counters, now
         counters = frame_counters(now, last, analysed=0, refused=0, lifetimes_ms=())
-        if counters.captured or counters.discarded or counters.dropped:
+        if counters.captured or counters.discarded or counters.dropped or counters.queued:
             self.aggregator.add_frame(self._window_time(None), (), counters)
 
     def _window_time(self, carried: Carried | None) -> float:
@@ -408,6 +409,7 @@ class Service:
                 carried=carried, spend_history=self._logged_spend,
             )
         )
+        self._count_last_frames()  # the new windows start from the feed's figures as they are now
         self._publish_alerts(self.alerts.take_over(previous_alerts, at=int(self._window_time(None))))
         for state in self.alerts.states():  # a rule added by the reload gets its first state
             self._publish_alert_state(state)

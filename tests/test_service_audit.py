@@ -192,3 +192,51 @@ def test_a_reload_that_raises_the_daily_budget_does_not_raise_todays(tmp_path: P
     policies = [e["data"]["policy"] for e in entries(tmp_path) if e["kind"] in ("start", "policy_change")]
     assert [p["dp_daily_budget_milli"] for p in policies] == [1000, 5000]
     assert verify(tmp_path) == []
+
+
+class ArrivingPipeline(CountingPipeline):
+    """While it analyses a frame, the camera delivers the next one: it waits in the queue when
+    the service takes its figures after the analysis."""
+
+    def __init__(self, source: LiveSource, clock: FakeClock) -> None:
+        super().__init__()
+        self.source, self.clock = source, clock
+        self.feed: Any = None
+
+    def analyze(self, pixels: Any, schedule: Any = None, frame: int = 0) -> list[Any]:
+        out = super().analyze(pixels, schedule, frame)
+        self.clock.advance(0.2)
+        self.source.go.release()
+        wait_for(lambda: self.feed.counters.queued == 1)
+        return out
+
+
+def test_frames_stay_accounted_across_a_reload_and_a_pause_with_a_frame_waiting(tmp_path: Path) -> None:
+    """A frame waits in the queue when the window's figures are taken, the config is reloaded
+    and privacy mode then closes the camera: the empty windows that follow still balance (the
+    new aggregator knows a frame was waiting)."""
+    clock = FakeClock(start=T0)
+    source = LiveSource(clock)
+    pipeline = ArrivingPipeline(source, clock)
+    path = write_config(tmp_path, "/dev/video0", extra=NO_GATE)
+    service = Service(load_config(path), path, clock=clock, opener=lambda *_: source,  # type: ignore[arg-type,return-value]
+                      pipeline_factory=lambda _c: pipeline)  # type: ignore[arg-type,return-value]
+    pipeline.feed = service.feed
+    service.start()
+    clock.advance(0.2)
+    source.go.release()
+    wait_for(lambda: service.feed.counters.queued == 1)
+    service.step()  # analyses frame 1; frame 2 arrives meanwhile and waits
+    path.write_text(path.read_text().replace("min_people: 2", "min_people: 3"))
+    assert service.reload()
+    service.privacy.set("signal", True)
+    for _ in range(150):  # 30 s with the camera closed: empty windows close
+        service.step()
+        clock.advance(0.2)
+    service.close()
+    frames = [e["data"] for e in entries(tmp_path) if e["kind"] == "frames"]
+    assert frames[0]["queued"] == 1
+    assert sum(f["captured"] for f in frames) == 2
+    assert sum(f["discarded"] for f in frames) == 1
+    assert len(frames) >= 4
+    assert verify(tmp_path) == []
