@@ -47,7 +47,7 @@ PY
 echo "== emotion-agent verify (signatures, sequence, topics)"
 $BIN/emotion-agent verify --pubkey "$DEMO/keys/device.pub.jwk" --max-skew 100000000 "$DEMO/messages.jsonl" \
   && echo "all $(wc -l <"$DEMO/messages.jsonl") messages verified"
-echo "== emotion-agent audit verify (Merkle tree, signed checkpoints, no pixels kept)"
+echo "== emotion-agent audit verify (Merkle tree, signed checkpoints, frames accounted, no image in state_dir)"
 $BIN/emotion-agent audit verify "$DEMO/state/audit" --pubkey "$DEMO/keys/device.pub.jwk"
 $BIN/emotion-agent audit report "$DEMO/state/audit" --pubkey "$DEMO/keys/device.pub.jwk" -o "$DEMO/report.html"
 echo "== auditor's report: $DEMO/report.html"
