@@ -238,14 +238,16 @@ def components(spec: DiscoverySpec) -> dict[str, dict[str, Any]]:
     return cmps
 
 
-def _device(spec: DiscoverySpec) -> dict[str, Any]:
+def _device(spec: DiscoverySpec, *, serial: bool = True) -> dict[str, Any]:
+    """The device block; ``serial=False`` leaves out ``sn``, unknown to Home Assistant 2023.9 and
+    earlier, whose device schema refuses unknown keys (and the whole entity with them)."""
     return {
         "ids": [spec.object_id],
         "name": f"Emotion agent {spec.device_id}",
         "mf": "emotion-agent",
         "mdl": spec.model,
         "sw": spec.sw_version,
-        **({"sn": spec.key_id} if spec.key_id else {}),
+        **({"sn": spec.key_id} if spec.key_id and serial else {}),
         **spec.extra_device,
     }
 
@@ -277,7 +279,7 @@ def build_entity_configs(spec: DiscoverySpec) -> dict[str, dict[str, Any]]:
         platform = cfg.pop("p")
         out[spec.entity_topic(platform, key)] = {
             **cfg,
-            "dev": _device(spec),
+            "dev": _device(spec, serial=False),  # the kid stays readable on the public_key sensor
             "o": {"name": "emotion-agent", "sw": spec.sw_version},
             **_availability(spec),
         }

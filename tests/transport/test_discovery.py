@@ -15,7 +15,14 @@ from typing import Any
 import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from agent.transport.discovery import DiscoverySpec, build_discovery, encode_discovery
+from agent.transport.discovery import (
+    DiscoverySpec,
+    announcements,
+    build_discovery,
+    build_entity_configs,
+    encode_discovery,
+    retractions,
+)
 
 BASE = "emotion-agent/lobby-1"
 SPEC = DiscoverySpec("lobby-1", BASE, window_seconds=60, expire_after_windows=3,
@@ -148,3 +155,48 @@ def test_odd_characters_in_names_become_valid_ids() -> None:
     assert "alert_anger_spike_" in cmps
     assert "share_happy" in cmps
     assert "rule == 'anger spike!'" in cmps["alert_anger_spike_"]["value_template"]
+
+
+def test_per_entity_messages_leave_out_the_serial_number_older_home_assistant_refuses() -> None:
+    """Home Assistant 2023.9 has no ``sn`` in its strict device schema: an entity carrying it
+    would be refused whole. The device message (2024.11+) keeps it."""
+    spec = DiscoverySpec("lobby-1", BASE, key_id="K" * 43, mode="entities")
+    configs = build_entity_configs(spec)
+    assert configs
+    assert all("sn" not in cfg["dev"] for cfg in configs.values())
+    assert all(cfg["dev"]["ids"] == ["emotion_agent_lobby-1"] for cfg in configs.values())
+    assert build_discovery(spec)["dev"]["sn"] == "K" * 43
+
+
+def test_the_mode_decides_which_topics_are_announced_and_which_cleared() -> None:
+    device = DiscoverySpec("lobby-1", BASE, alert_rules=("stress",))
+    entities = DiscoverySpec("lobby-1", BASE, alert_rules=("stress",), mode="entities")
+    off = DiscoverySpec("lobby-1", BASE, alert_rules=("stress",), mode="off")
+    assert list(announcements(device)) == ["homeassistant/device/emotion_agent_lobby-1/config"]
+    per_entity = set(announcements(entities))
+    assert len(per_entity) == 18
+    assert "homeassistant/sensor/emotion_agent_lobby-1/people/config" in per_entity
+    assert "homeassistant/button/emotion_agent_lobby-1/checkpoint/config" in per_entity
+    assert announcements(off) == {}
+    # With a record: exactly what is no longer announced. Without: the other mode's topics.
+    assert retractions(entities, [device.topic]) == [device.topic]
+    assert retractions(entities, sorted(per_entity)) == []
+    assert retractions(device, None) == sorted(per_entity)
+    assert retractions(off, None) == sorted(per_entity | {device.topic})
+    gone = "homeassistant/binary_sensor/emotion_agent_lobby-1/alert_old/config"
+    assert retractions(entities, [*per_entity, gone]) == [gone]
+
+
+def test_every_entity_carries_qos_1_and_the_device_message_no_root_qos() -> None:
+    """Home Assistant does not pass a device-level qos on to the components."""
+    disco = build_discovery(SPEC)
+    assert "qos" not in disco
+    assert all(c["qos"] == 1 for c in disco["cmps"].values())
+    entities = build_entity_configs(SPEC)
+    assert all(c["qos"] == 1 and c["availability_topic"] == f"{BASE}/status" for c in entities.values())
+
+
+def test_health_diagnostics_expire_so_privacy_mode_shows_no_stale_figures() -> None:
+    cmps = build_discovery(SPEC)["cmps"]
+    for key in ("fps", "frames_dropped", "spool_backlog"):
+        assert cmps[key]["expire_after"] == 180, key

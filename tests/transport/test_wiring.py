@@ -9,6 +9,7 @@ import pytest
 
 from agent.clock import FakeClock
 from agent.config import parse_config
+from agent.errors import ConfigError
 from agent.transport.mqtt import MqttOutput
 from agent.transport.sender import SpoolSender
 from agent.transport.spool import DropReport, Spool
@@ -77,3 +78,34 @@ def test_the_sender_applies_retention_while_nothing_new_is_spooled(tmp_path: Pat
     finally:
         sender.stop(5)
     assert [(d.reason, d.count) for d in drops] == [("retention", 1)]
+
+
+@pytest.mark.parametrize(
+    ("yaml", "mode"),
+    [("{discovery: {mode: entities}}", "entities"), ("{discovery: true}", "device"), ("{}", "device"),
+     ("{discovery: {mode: 'off'}}", None)],
+)
+def test_the_discovery_mode_comes_from_the_config_and_the_old_flag_still_works(
+    tmp_path: Path, yaml: str, mode: str | None
+) -> None:
+    cfg = parse_config(f"""
+device_id: lobby-7
+site: {{jurisdiction: US, context: retail, purpose: analytics}}
+mqtt: {yaml}
+state_dir: "{tmp_path}"
+""")
+    out = MqttOutput.from_config(cfg, FakeClock())
+    assert (out.discovery.mode if out.discovery is not None else None) == mode
+    out.stop()
+
+
+def test_an_unknown_discovery_mode_is_refused_with_its_key_and_the_choices(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(f"""
+device_id: lobby-7
+site: {{jurisdiction: US, context: retail, purpose: analytics}}
+mqtt: {{discovery: {{mode: classic}}}}
+state_dir: "{tmp_path}"
+""")
+    assert "mqtt.discovery.mode" in str(err.value)
+    assert "'device', 'entities' or 'off'" in str(err.value)
