@@ -46,7 +46,7 @@ def test_rule_states_at_start_on_raise_and_across_a_reload(tmp_path: Path) -> No
         load_config(path), path, FakeClock(start=1_800_000_000.0), outputs=[recorder],
         opener=lambda s, o, c: ScriptedSource(c, 200, False),
         pipeline_factory=lambda _c: AngryCrowd(),  # type: ignore[arg-type,return-value]
-    ).build()
+    )
     service.start()
     assert recorder.states("tension") == [(True, "cleared")], "asserted at start, retained"
     for _ in range(60):  # the first 10 s window closes with five angry people
