@@ -1,11 +1,15 @@
 """``bench [SOURCE]``: how fast the vision stage runs here, and how much of it is glue.
 
-Frames are decoded first (decoding is not measured), then: the median raw ``invoke`` of each
-model, the frames per second of the service's frame route (``agent.route.FrameRoute``: lease,
-plain vision stage, zeroing) over the same frames, their ratio to ``1 / (detect + emotion
-invoke)``, frame lifetime p50/p99 and peak RSS.
+Each frame is decoded (not timed) and copied into one buffer, then carried by the service's
+frame route (``agent.route.FrameRoute``: lease, plain vision stage, zeroing; timed), then each
+model is invoked raw on that frame's own inputs (timed). A file source is measured whole (every
+frame, one at a time: nothing is kept), a camera for ``--frames`` (default 300); the output says
+how many frames were used. Printed: the median raw invokes, the pipeline's fps, the invoke
+limit of this clip (per frame, one detector invoke plus one emotion invoke per face read) and
+the pipeline's ratio to it, frame lifetime p50/p99 and peak RSS. ``--matrix`` runs each
+detector x precision in a child process of its own and prints one table.
 Without SOURCE the frames are the pinned astronaut image letterboxed into 640 x 360 and moved
-a little each frame. Decoded frames stay in memory only and are zeroed at the end.
+a little each frame.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +31,7 @@ from pydantic import ValidationError
 
 from agent.camera.base import SourceOptions, open_source
 from agent.clock import SystemClock
-from agent.commands import bench_clip
+from agent.commands import bench_clip, bench_matrix
 from agent.commands.bench_memory import anon_rss_mb, peak_rss_mb
 from agent.config import load_config
 from agent.errors import InputError, SourceError
@@ -44,8 +49,8 @@ SAMPLES = ROOT / "samples"
 CLIP_SIZE = (640, 360)
 CLIP_FRAMES = 4
 DEFAULT_FRAMES = 300
-MAX_DECODED_BYTES = 16 << 20
-"""Decoded frames kept for the timing loop (then cycled), so the bench's own memory stays small."""
+"""Frames timed without SOURCE (the built-in clip, cycled) or from a camera."""
+WARMUP = 5
 
 
 def register(sub: Any) -> None:
@@ -58,7 +63,10 @@ def register(sub: Any) -> None:
         help="video, image, folder or camera; default: built-in clip (--gating/--compare: samples/lobby.mp4)",
     )
     p.add_argument("-c", "--config", help="take the vision section from this config")
-    p.add_argument("--frames", type=int, help="frames to time (default 300; --gating/--compare: whole clip)")
+    p.add_argument(
+        "--frames", type=int,
+        help="frames to time (default: every frame of a file; built-in clip or camera 300)",
+    )
     p.add_argument("--threads", type=int, help="override vision.threads")
     p.add_argument("--detector", choices=["short_range", "full_range"], help="override vision.detector")
     p.add_argument("--precision", choices=["float", "int8", "auto"], help="override vision.precision")
@@ -73,6 +81,10 @@ def register(sub: Any) -> None:
         "--compare", action="store_true",
         help="float and int8, each ungated and gated, one process each; one table",
     )
+    p.add_argument(
+        "--matrix", action="store_true",
+        help="full and short range, float and int8, one child process each; one table with the invoke limit",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object (--compare: a list) instead of text")
     p.set_defaults(func=run)
 
@@ -82,7 +94,11 @@ class BenchResult:
     source: str
     frame_size: str
     frames: int
+    """Frames timed: every frame of a file source, else ``--frames`` (the built-in clip cycled)."""
+    whole_clip: bool
+    """True when ``frames`` is every frame the source had."""
     detector: str
+    precision: str
     backend: str
     threads: int
     detect_invoke_ms: float
@@ -93,6 +109,18 @@ class BenchResult:
     ratio: float
     cpu_ratio: float
     """The same ratio from CPU time, which machine load disturbs less."""
+    invoke_limit_fps: float
+    """This clip's raw invoke limit: frames / (sum over frames of one detector invoke plus one
+    emotion invoke per face read), each invoke timed raw on that frame's own inputs."""
+    pipeline_clip_fps: float
+    """Frames / total pipeline time over the same frames."""
+    limit_ratio: float
+    """pipeline_clip_fps / invoke_limit_fps, from wall time."""
+    limit_cpu_ratio: float
+    """The same from CPU time."""
+    glue_ms: float
+    """Mean pipeline time per frame minus its invoke limit (wall): letterbox, decode, crops,
+    quality checks, zeroing, lease."""
     load_average: float
     faces_per_frame: float
     lifetime_p50_ms: float
@@ -122,21 +150,23 @@ def builtin_clip(n: int) -> list[Pixels]:
     return frames
 
 
-def decode_source(source: str, n: int) -> list[Pixels]:
-    """Up to ``n`` decoded frames of a source, through the camera layer, as fast as it reads."""
+def source_frames(source: str, limit: int | None) -> Iterator[Frame]:
+    """The frames of a source through the camera layer, one at a time, as fast as it reads;
+    every frame of a file, at most ``limit`` (None: all)."""
     src = open_source(source, SourceOptions(realtime=False, fps=1000.0), SystemClock())
-    frames: list[Pixels] = []
     try:
-        kept = 0
-        while len(frames) < n and kept < MAX_DECODED_BYTES and (frame := src.read()) is not None:
-            with lease(frame) as pixels:
-                frames.append(pixels.copy())
-                kept += pixels.nbytes
+        n = 0
+        while (limit is None or n < limit) and (frame := src.read()) is not None:
+            n += 1
+            yield frame
     finally:
         src.close()
-    if not frames:
-        raise SourceError(f"{source}: no frame could be decoded")
-    return frames
+
+
+def is_camera(source: str) -> bool:
+    """A live source (no end): timed for ``--frames`` frames, not 'whole'."""
+    live = ("picamera2", "/dev/video", "rtsp://", "http://", "https://")
+    return source.startswith(live) or source.isdigit()
 
 
 def default_source() -> str | None:
@@ -161,7 +191,10 @@ class Samples:
     """(wall, CPU) seconds; CPU time is what this process used, whatever else the machine ran."""
     detect: list[tuple[float, float]] = field(default_factory=list)
     emotion: list[tuple[float, float]] = field(default_factory=list)
+    reads: list[int] = field(default_factory=list)
+    """Faces read (classified) in each frame."""
     faces: int = 0
+    size: tuple[int, int] = (0, 0)
 
     @staticmethod
     def median(samples: list[tuple[float, float]], cpu: bool = False) -> float:
@@ -175,22 +208,24 @@ def prime_models(pipeline: VisionPipeline, frame: Pixels) -> None:
         pipeline.classifier.classify(pipeline.classifier.align(frame, dets[0]))
 
 
-def measure(pipeline: VisionPipeline, frames: list[Pixels], n: int, recorder: LifetimeRecorder) -> Samples:
+def measure(pipeline: VisionPipeline, frames: Iterable[Pixels], recorder: LifetimeRecorder) -> Samples:
     """Per frame: the frame route (timed as the pipeline), then one raw invoke of each model on
     the same frame's inputs. Copying a decoded frame into the buffer is not timed."""
     clock = recorder.clock
     s = Samples()
     route = FrameRoute(VisionStage.plain(pipeline), recorder=recorder)
-    buffer = np.empty_like(frames[0])
-    for i in range(n):
-        src = frames[i % len(frames)]
+    buffer: Pixels = np.empty((0, 0, 3), np.uint8)
+    for i, src in enumerate(frames):
         if src.shape != buffer.shape:
             buffer = np.empty_like(src)
+            s.size = (src.shape[1], src.shape[0])
         np.copyto(buffer, src)
         t0, c0 = time.perf_counter(), time.process_time()
         frame = Frame(pixels=buffer, index=i, captured_mono=clock.monotonic(), timestamp=clock.time())
-        s.faces += len(route.carry(frame).faces)
+        faces = route.carry(frame).faces
         s.pipeline.append((time.perf_counter() - t0, time.process_time() - c0))
+        s.faces += len(faces)
+        s.reads.append(sum(f.probs is not None for f in faces))
         np.copyto(buffer, src)
         prime_models(pipeline, buffer)
         s.detect.append(timed_invoke(pipeline.detector.model))
@@ -200,32 +235,66 @@ def measure(pipeline: VisionPipeline, frames: list[Pixels], n: int, recorder: Li
     return s
 
 
+def leased(frames: Iterable[Frame]) -> Generator[Pixels, None, None]:
+    """Each camera-layer frame's pixels inside its lease (zeroed once the caller copied them)."""
+    for frame in frames:
+        with lease(frame) as pixels:
+            yield pixels
+
+
+def first_frame(source: str) -> Pixels:
+    """A copy of the source's first frame (the warm-up input); the source is closed again."""
+    frames = leased(source_frames(source, 1))
+    try:
+        first = next(frames, None)
+        if first is None:
+            raise SourceError(f"{source}: no frame could be decoded")
+        return first.copy()
+    finally:
+        frames.close()
+
+
+def cycled(frames: list[Pixels], n: int) -> Iterator[Pixels]:
+    for i in range(n):
+        yield frames[i % len(frames)]
+
+
 def bench(
     pipeline: VisionPipeline,
-    frames: list[Pixels],
-    n: int,
-    source: str,
+    frames: Iterable[Pixels],
+    warmup: Pixels,
+    label: str,
     cfg: VisionConfig,
     *,
     rss_before: float,
+    whole: bool,
 ) -> BenchResult:
     recorder = LifetimeRecorder(SystemClock())
-    measure(pipeline, frames, min(n, 20), LifetimeRecorder(SystemClock()))  # warm-up
-    s = measure(pipeline, frames, n, recorder)
+    measure(pipeline, [warmup] * WARMUP, LifetimeRecorder(SystemClock()))
+    s = measure(pipeline, frames, recorder)
+    n = len(s.pipeline)
+    if n == 0:
+        raise SourceError(f"{label}: no frame could be decoded")
     lifetimes = recorder.drain()
     det_ms = s.median(s.detect) * 1000.0
     emo_ms = s.median(s.emotion) * 1000.0
     bound = 1000.0 / (det_ms + emo_ms)
     fps = 1.0 / s.median(s.pipeline)
     models_cpu = s.median(s.detect, cpu=True) + s.median(s.emotion, cpu=True)
-    h, w = frames[0].shape[:2]
+    per_frame = list(zip(s.detect, s.emotion, s.reads, strict=True))
+    limit = [sum(d[k] + r * e[k] for d, e, r in per_frame) for k in (0, 1)]
+    total = [sum(p[k] for p in s.pipeline) for k in (0, 1)]
+    w, h = s.size
     return BenchResult(
-        source=source, frame_size=f"{w}x{h}", frames=n, detector=cfg.detector,
-        backend=pipeline.backend, threads=cfg.threads,
+        source=label, frame_size=f"{w}x{h}", frames=n, whole_clip=whole, detector=cfg.detector,
+        precision=cfg.precision, backend=pipeline.backend, threads=cfg.threads,
         detect_invoke_ms=round(det_ms, 3), emotion_invoke_ms=round(emo_ms, 3),
         model_bound_fps=round(bound, 1), pipeline_fps=round(fps, 1),
-        pipeline_mean_fps=round(n / sum(w for w, _ in s.pipeline), 1), ratio=round(fps / bound, 3),
+        pipeline_mean_fps=round(n / total[0], 1), ratio=round(fps / bound, 3),
         cpu_ratio=round(models_cpu / s.median(s.pipeline, cpu=True), 3),
+        invoke_limit_fps=round(n / limit[0], 1), pipeline_clip_fps=round(n / total[0], 1),
+        limit_ratio=round(limit[0] / total[0], 3), limit_cpu_ratio=round(limit[1] / total[1], 3),
+        glue_ms=round((total[0] - limit[0]) / n * 1000.0, 3),
         load_average=round(os.getloadavg()[0], 2),
         faces_per_frame=round(s.faces / n, 2),
         lifetime_p50_ms=round(lifetimes.percentile(50), 3),
@@ -259,19 +328,28 @@ def run(args: argparse.Namespace) -> int:
     if args.frames is not None and args.frames < 1:
         raise SourceError(f"--frames must be at least 1 (found {args.frames})")
     cfg = vision_config(args)
+    if args.matrix:
+        return bench_matrix.run(args)
     if args.compare or args.gating:
         return bench_clip.run(args, cfg)
-    frames_wanted = args.frames or DEFAULT_FRAMES
     rss_before = peak_rss_mb()
     pipeline = VisionPipeline.from_config(cfg)
     source = args.source or default_source()
-    frames = decode_source(source, frames_wanted) if source else builtin_clip(frames_wanted)
     try:
-        label = source or "built-in astronaut clip"
-        result = bench(pipeline, frames, frames_wanted, label, cfg, rss_before=rss_before)
+        if source:
+            warm = first_frame(source)
+            limit = args.frames or (DEFAULT_FRAMES if is_camera(source) else None)
+            frames: Iterable[Pixels] = leased(source_frames(source, limit))
+            label, whole = source, limit is None
+        else:
+            clip = builtin_clip(CLIP_FRAMES)
+            warm, frames = clip[0], cycled(clip, args.frames or DEFAULT_FRAMES)
+            label, whole = "built-in astronaut clip", False
+        try:
+            result = bench(pipeline, frames, warm, label, cfg, rss_before=rss_before, whole=whole)
+        finally:
+            warm.fill(0)
     finally:
-        for f in frames:
-            f.fill(0)
         pipeline.close()
     if args.json:
         json.dump(asdict(result), sys.stdout)
@@ -283,7 +361,8 @@ def run(args: argparse.Namespace) -> int:
 
 def render(r: BenchResult) -> str:
     return "\n".join([
-        f"source            {r.source} ({r.frame_size}, {r.frames} frames, {r.faces_per_frame} faces/frame)",
+        f"source            {r.source} ({r.frame_size}, {r.frames} frames"
+        f"{': the whole clip' if r.whole_clip else ''}, {r.faces_per_frame} faces/frame)",
         f"backend           {r.backend}, {r.threads} thread(s), detector {r.detector}",
         f"detect invoke     {r.detect_invoke_ms:.3f} ms (median)",
         f"emotion invoke    {r.emotion_invoke_ms:.3f} ms (median)",
@@ -291,6 +370,10 @@ def render(r: BenchResult) -> str:
         f"pipeline fps      {r.pipeline_fps:.1f}  (median frame, decoding excluded; "
         f"mean {r.pipeline_mean_fps:.1f})",
         f"ratio             {r.ratio:.3f}  (goal >= 0.9; from CPU time {r.cpu_ratio:.3f})",
+        f"invoke limit      {r.invoke_limit_fps:.1f} fps  (this clip: one detect + one emotion invoke per "
+        f"face read, raw, per frame)",
+        f"pipeline          {r.pipeline_clip_fps:.1f} fps over the same frames: {r.limit_ratio:.3f} of the "
+        f"invoke limit (CPU time {r.limit_cpu_ratio:.3f}); glue {r.glue_ms:.3f} ms per frame",
         f"frame lifetime    p50 {r.lifetime_p50_ms:.3f} ms, p99 {r.lifetime_p99_ms:.3f} ms",
         f"peak RSS          {r.peak_rss_mb:.1f} MB  (goal <= 100; {r.rss_before_vision_mb:.1f} MB "
         f"before the vision stage loaded; {r.anon_rss_mb:.1f} MB anonymous at the end)",

@@ -146,3 +146,49 @@ def test_bench_compare_without_the_demo_clip_says_how_to_make_it(
     code, _, err = run_bench(capsys, "--compare")
     assert code == 2
     assert "lobby.mp4 is missing: run `make demo` or `python tools/make_sample.py`" in err
+
+
+def test_bench_times_every_frame_of_a_clip_and_its_invoke_limit(
+    capsys: pytest.CaptureFixture[str], sample_clip: Path
+) -> None:
+    """It used to cycle the first ~16 MB of decoded frames (24 of the demo clip's 100, all of
+    them the empty lobby); now every frame is timed, one at a time, and the invoke limit counts
+    one emotion invoke per face read in each frame."""
+    code, out, _ = run_bench(capsys, str(sample_clip), "--json")
+    assert code == 0
+    r = json.loads(out)
+    assert r["frames"] == 100
+    assert r["whole_clip"] is True
+    assert 1.5 < r["faces_per_frame"] < 2.5  # 40 empty frames, 30 of one person, 30 of six
+    per_frame_ms = 1000 / r["invoke_limit_fps"]
+    assert r["detect_invoke_ms"] < per_frame_ms < r["detect_invoke_ms"] + 3 * r["emotion_invoke_ms"]
+    assert r["limit_ratio"] == pytest.approx(r["pipeline_clip_fps"] / r["invoke_limit_fps"], rel=0.01)
+    assert r["glue_ms"] == pytest.approx(1000 / r["pipeline_clip_fps"] - per_frame_ms, abs=0.01)
+    assert 0 < r["limit_cpu_ratio"] <= 1.2
+
+
+def test_bench_text_says_how_many_frames_and_the_ratio_to_the_invoke_limit(
+    capsys: pytest.CaptureFixture[str], sample_clip: Path
+) -> None:
+    code, out, _ = run_bench(capsys, str(sample_clip), "--frames", "7")
+    assert code == 0
+    assert "(640x360, 7 frames, " in out  # not the whole clip: said by the count alone
+    assert "invoke limit" in out
+    assert "of the invoke limit" in out
+
+
+def test_bench_matrix_runs_each_detector_and_precision_in_its_own_process(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = run_bench(capsys, "--matrix", "--frames", "3", "--json")
+    assert code == 0
+    rows = json.loads(out)
+    assert [(r["detector"], r["precision"]) for r in rows] == [
+        ("full_range", "float"), ("full_range", "int8"), ("short_range", "float"), ("short_range", "int8"),
+    ]
+    skipped = "no int8 variant in the manifest"
+    assert rows[3] == {"detector": "short_range", "precision": "int8", "skipped": skipped}
+    for r in rows[:3]:
+        assert r["frames"] == 3
+        assert r["invoke_limit_fps"] > 0
+        assert r["limit_ratio"] > 0
