@@ -40,6 +40,8 @@ class SourceInfo:
     height: int | None
     live: bool
     """True for cameras and streams: frames keep coming and are dropped if not taken in time."""
+    lost: int = 0
+    """File sources: frames that could not be decoded so far (damaged images or video)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,13 @@ Replay stands in for a camera in demos and tests. In real time (``realtime``) fr
 and handed out no earlier than i / fps after the first, measured on the injected Clock, so a FakeClock
 replays a minute in milliseconds; otherwise frames come as fast as the consumer pulls. Images
 are decoded from disk at each read rather than cached, so no pixels outlive their lease.
+
+A file that cannot be used at all (missing, not a regular file, unreadable, empty, not media,
+too small to analyse) is refused at ``open`` with SourceError naming it. Damage found later is
+counted, not retried: an image in a folder that does not decode is skipped with a warning, and
+a video that ends before its container's frame count is reported with the frames lost; both
+add to ``lost`` (``SourceInfo.lost``). With ``loop`` the position keeps growing across passes
+(``source_time`` = frames handed out / fps), so windows and the fps limiter move on.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import stat
 from pathlib import Path
 from typing import ClassVar
 
@@ -21,11 +29,19 @@ from agent.camera.base import SourceInfo, SourceOptions
 from agent.clock import Clock
 from agent.errors import SourceError
 from agent.frame import Frame, Pixels
+from agent.user_files import file_kind, read_user_bytes
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 MAX_NATIVE_FPS = 240.0
+MIN_SIDE = 8
+"""Smallest width or height analysed: below it no face fits, and resizing may give 0 pixels."""
+MAX_IMAGE_BYTES = 64 * 1024 * 1024
+MAX_IMAGE_PIXELS = 64 * 1024 * 1024
+"""Decoded images above 64 Mpx (192 MiB as BGR) are refused by OpenCV (a decompression bomb)."""
+LOST_TOLERANCE = 1
+"""Frames a container's count may be off by before a short video counts as damaged."""
 
 
 def quiet_decoder_logs() -> None:
@@ -37,22 +53,47 @@ def quiet_decoder_logs() -> None:
     if logger.isEnabledFor(logging.DEBUG):
         return
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_IMAGE_PIXELS))
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
 def decode_image(path: Path) -> Pixels:
-    """Read one image as BGR uint8; SourceError naming the file when it cannot be decoded."""
+    """Read one image as BGR uint8; SourceError naming the file when it cannot be used."""
+    data = read_user_bytes(path, "image", SourceError, max_bytes=MAX_IMAGE_BYTES)
+    if not data:
+        raise SourceError(f"{path}: empty file (0 bytes), not an image")
     try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as exc:
-        raise SourceError(f"{path}: cannot read the image: {exc.strerror or exc}") from exc
-    pixels = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:  # e.g. over OPENCV_IO_MAX_IMAGE_PIXELS
+        pixels = None
     if pixels is None:
         raise SourceError(
-            f"{path}: unreadable image (not a valid {path.suffix or 'image'} file; "
-            f"supported: {', '.join(sorted(IMAGE_SUFFIXES))})"
+            f"{path}: unreadable image (not a valid {path.suffix or 'image'} file, or larger than "
+            f"{MAX_IMAGE_PIXELS // (1024 * 1024)} Mpx; supported: {', '.join(sorted(IMAGE_SUFFIXES))})"
         )
+    check_size(path, pixels.shape[1], pixels.shape[0])
     return np.ascontiguousarray(pixels, dtype=np.uint8)
+
+
+def check_size(path: Path, width: int, height: int) -> None:
+    if min(width, height) < MIN_SIDE:
+        raise SourceError(
+            f"{path}: {width} x {height} pixels is too small to analyse "
+            f"(width and height must be at least {MIN_SIDE})"
+        )
+
+
+def check_video_file(path: Path) -> None:
+    """A regular, readable, non-empty file, checked before FFmpeg opens it (a FIFO would hang)."""
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise SourceError(f"{path}: not a video file: it is {file_kind(info.st_mode)}")
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read the file: {exc.strerror or exc}") from None
+    if info.st_size == 0:
+        raise SourceError(f"{path}: cannot decode the video: empty file (0 bytes)")
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -82,7 +123,11 @@ class ReplaySource:
         self._fps = options.fps
         self._size: tuple[int, int] | None = None
         self._pos = 0  # position in the file or folder (restarts when looping)
-        self._count = 0  # frames handed out since open
+        self._count = 0  # frames handed out since open (keeps growing across loop passes)
+        self._pass_frames = 0  # frames handed out in this pass
+        self._frame_count: int | None = None  # a video's own frame count, when it states one
+        self.lost = 0
+        """Frames that could not be decoded: broken images skipped, a video's missing tail."""
         self._start_mono: float | None = None
         self._ended = False
         self.mode = "unopened"
@@ -90,13 +135,17 @@ class ReplaySource:
     @property
     def info(self) -> SourceInfo:
         w, h = self._size if self._size else (None, None)
-        return SourceInfo(self.key, str(self.path), self._fps, w, h, live=False)
+        return SourceInfo(self.key, str(self.path), self._fps, w, h, live=False, lost=self.lost)
 
     def open(self) -> None:
         quiet_decoder_logs()
-        if not self.path.exists():
-            raise SourceError(f"{self.path}: no such file or folder")
-        if self.path.is_dir():
+        try:
+            is_dir = stat.S_ISDIR(os.stat(self.path).st_mode)
+        except FileNotFoundError:
+            raise SourceError(f"{self.path}: no such file or folder") from None
+        except OSError as exc:
+            raise SourceError(f"{self.path}: cannot read the file: {exc.strerror or exc}") from None
+        if is_dir:
             self._images = list_images(self.path)
             self.mode = "folder"
         elif self.path.suffix.lower() in IMAGE_SUFFIXES:
@@ -106,7 +155,7 @@ class ReplaySource:
             self.mode = "video"
             self._open_video()
         if self.mode != "video":
-            first = decode_image(self._images[0])  # fail now, not mid-stream
+            first = self._first_image()  # fail now, not mid-stream
             self._size = (first.shape[1], first.shape[0])
             first.fill(0)
         logger.info(
@@ -114,7 +163,22 @@ class ReplaySource:
             extra={"fields": {"mode": self.mode, "fps": self._fps, "frames": len(self._images) or None}},
         )
 
+    def _first_image(self) -> Pixels:
+        """The first image that decodes; SourceError (the first one's) when none does."""
+        first_error: SourceError | None = None
+        for path in self._images:
+            try:
+                return decode_image(path)
+            except SourceError as exc:
+                first_error = first_error or exc
+                if self.mode == "image":
+                    raise
+        raise SourceError(
+            f"{self.path}: none of its {len(self._images)} images can be used; the first: {first_error}"
+        )
+
     def _open_video(self) -> None:
+        check_video_file(self.path)
         cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
         if not cap.isOpened():
             cap.release()
@@ -126,11 +190,14 @@ class ReplaySource:
         if math.isfinite(fps) and 0 < fps <= MAX_NATIVE_FPS:
             self._fps = fps
         self._size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        count = float(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        self._frame_count = int(count) if math.isfinite(count) and count > 0 else None
         ok, probe = cap.read()  # a container that opens but holds no decodable frame is corrupt
         cap.release()
         if not ok or probe is None:
             raise SourceError(f"{self.path}: cannot decode the video: no frame could be decoded")
         probe.fill(0)
+        check_size(self.path, *self._size)
         self._cap = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
 
     def read(self) -> Frame | None:
@@ -140,14 +207,16 @@ class ReplaySource:
             return None
         self._pace()
         pixels = self._next_pixels()
-        if pixels is None and self.options.loop and self._pos > 0:
-            self._rewind()
-            pixels = self._next_pixels()
+        if pixels is None:
+            self._end_of_pass()
+            if self.options.loop and self._pass_frames > 0:  # a pass with no frame would spin
+                self._rewind()
+                pixels = self._next_pixels()
         decoded = self.clock.monotonic()
         if pixels is None:
             self._ended = True
             return None
-        source_time = self._pos / self._fps
+        source_time = self._count / self._fps
         frame = Frame(
             pixels=pixels,
             index=self._count,
@@ -157,6 +226,7 @@ class ReplaySource:
         )
         self._pos += 1
         self._count += 1
+        self._pass_frames += 1
         return frame
 
     def _next_pixels(self) -> Pixels | None:
@@ -167,12 +237,31 @@ class ReplaySource:
             if not ok or pixels is None:
                 return None
             return np.ascontiguousarray(pixels, dtype=np.uint8)
-        if self._pos >= len(self._images):
-            return None
-        return decode_image(self._images[self._pos])
+        while self._pos < len(self._images):
+            try:
+                return decode_image(self._images[self._pos])
+            except SourceError as exc:  # counted and skipped: each file once per pass
+                self.lost += 1
+                self._pos += 1
+                logger.warning("skipped an image that cannot be used: %s", exc)
+        return None
+
+    def _end_of_pass(self) -> None:
+        """A video that stops short of its own frame count is damaged: say how much was lost."""
+        expected = self._frame_count
+        if self.mode != "video" or expected is None:
+            return
+        missing = expected - self._pass_frames
+        if missing > LOST_TOLERANCE:
+            self.lost += missing
+            logger.warning(
+                "%s: the video ended after %d of its %d frames: %d frames lost (corrupt or truncated)",
+                self.path, self._pass_frames, expected, missing,
+            )
 
     def _rewind(self) -> None:
         self._pos = 0
+        self._pass_frames = 0
         if self.mode == "video":
             if self._cap is not None:
                 self._cap.release()
