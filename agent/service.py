@@ -196,11 +196,20 @@ class Service:
                 self.step()
                 if self.feed.state is CameraState.ENDED:
                     self.signals.stop_reason = "source_ended"
+                    self._report_lost_frames()
                     break
         finally:
             self.close()
             self.signals.restore()
         return 0
+
+    def _report_lost_frames(self) -> None:
+        """A damaged file ends with a warning and an audit entry saying how many frames were lost."""
+        lost = self.feed.lost
+        if lost:
+            message = f"{self.cfg.camera.source}: {lost} frame(s) could not be decoded (damaged file)"
+            logger.warning("%s; the windows cover the rest", message)
+            self.audit.append("error", {"code": "source_incomplete", "message": message[:500]})
 
     def start(self) -> None:
         """Start the outputs, record the start, open the camera if policy and privacy allow."""

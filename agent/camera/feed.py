@@ -2,7 +2,9 @@
 
 A camera that fails to open or dies mid-stream is closed, its state becomes ``reconnecting``
 and the next attempt waits 1, 2, 4, ... seconds up to ``max_backoff``. A file source that ends
-(and does not loop) reports ``ended`` so the service can flush its window and exit. The feed is
+(and does not loop) reports ``ended`` so the service can flush its window and exit. A file that
+cannot be used (InputError: missing, not media, unreadable) is not retried: the error goes to
+the caller, since reopening it would fail again or replay it from the start. The feed is
 ``Switchable`` for the capture gate: ``close()`` releases the device, not merely the frames.
 """
 
@@ -13,9 +15,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
-from agent.camera.base import FrameSource, SourceOptions, open_source
+from agent.camera.base import FrameSource, SourceOptions, open_source, resolve
 from agent.camera.grabber import FrameReader, FrameTally, Grabber, start_reader
 from agent.clock import Clock
+from agent.errors import InputError
 from agent.frame import Frame
 
 logger = logging.getLogger(__name__)
@@ -65,7 +68,9 @@ class CameraFeed:
         self._opener = opener
         self._on_failure = on_failure
         self._reader: FrameReader | None = None
+        self._source: FrameSource | None = None
         self._frames: Iterator[Frame] | None = None
+        self._lost = 0
         self._wanted = False
         self._retry_at = 0.0
         self._backoff = 1.0
@@ -108,6 +113,12 @@ class CameraFeed:
                 return None
         try:
             frame = self._take(timeout)
+        except InputError as exc:
+            if self.is_file:  # e.g. the file vanished: replaying it from the start would not help
+                self._release()
+                raise
+            self._fail(f"{type(exc).__name__}: {exc}")
+            return None
         except Exception as exc:  # a camera failure must never stop the service
             self._fail(f"{type(exc).__name__}: {exc}")
             return None
@@ -156,8 +167,14 @@ class CameraFeed:
         try:
             src = self._opener(self.source, self.options, self.clock)  # returns it opened
             self.live = src.info.live
+            self._source = src
             self._reader = start_reader(src, realtime=self.options.realtime, fps=self.options.fps)
             self._frames = iter(self._reader)
+        except InputError as exc:
+            if self.is_file:  # retrying cannot help
+                raise
+            self._fail(f"{type(exc).__name__}: {exc}")
+            return
         except Exception as exc:  # an unreachable camera is a state, not a crash
             self._fail(f"{type(exc).__name__}: {exc}")
             return
@@ -184,8 +201,24 @@ class CameraFeed:
         self.state = CameraState.ENDED
         logger.info("camera source ended", extra={"fields": {"camera": self.state.value}})
 
+    @property
+    def is_file(self) -> bool:
+        """A file, image or folder (the replay backend), whose errors are the user's to fix."""
+        try:
+            return resolve(self.source)[0] == "replay"
+        except InputError:
+            return False
+
+    @property
+    def lost(self) -> int:
+        """File sources: frames that could not be decoded (damaged images or video), so far."""
+        return self._lost + (self._source.info.lost if self._source is not None else 0)
+
     def _release(self) -> None:
         reader, self._reader, self._frames = self._reader, None, None
+        source, self._source = self._source, None
+        if source is not None:
+            self._lost += source.info.lost
         if reader is None:
             return
         try:

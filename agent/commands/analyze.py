@@ -23,7 +23,7 @@ from agent.camera.grabber import FrameReader, start_reader
 from agent.camera.settings import CameraConfig
 from agent.clock import Clock, SystemClock
 from agent.config import load_config
-from agent.errors import CameraLost
+from agent.errors import CameraLost, SourceError
 from agent.frame import Pixels
 from agent.privacy.lease import LifetimeRecorder
 from agent.privacy.settings import PolicyConfig
@@ -211,7 +211,8 @@ class Analysis:
     ) -> dict[str, Any]:
         """Analyse until the source ends, ``max_frames`` or Ctrl-C; return the summary record.
 
-        A camera lost mid-run still gets its summary printed, then CameraLost is raised (exit 1).
+        A camera lost mid-run still gets its summary printed, then CameraLost is raised (exit 1);
+        a file with frames that could not be decoded likewise, then SourceError (exit 2).
         """
         src = open_source(source, options, self.clock)  # bad input fails before models load
         try:
@@ -242,6 +243,11 @@ class Analysis:
         self._write(json.dumps(summary) if self.json_lines else table_summary(summary["summary"]))
         if lost is not None:
             raise lost
+        if src.info.lost:
+            raise SourceError(
+                f"{source}: {src.info.lost} frame(s) could not be decoded (damaged or truncated file); "
+                "the summary above covers only the frames that could"
+            )
         return summary
 
     def _loop(self, reader: FrameReader, pipeline: Pipeline, tally: Tally, max_frames: int | None) -> None:
