@@ -37,7 +37,7 @@ class StopAfter:
     def analyze(self, pixels: Any, schedule: Any = None, frame: int = 0) -> list[Any]:
         self.frames += 1
         if self.limit is not None and self.frames >= self.limit and self.service is not None:
-            self.service.stop_requested.set()
+            self.service.signals.stop.set()
         return []
 
     def close(self) -> None:
@@ -74,7 +74,7 @@ def test_a_looping_file_keeps_windows_advancing_across_passes(tmp_path: Path, re
     clip = grey_clip(tmp_path / "clip.mp4", frames=20)
     pipeline = StopAfter(limit=175)
     service = service_for(tmp_path, str(clip), f"loop: true, realtime: {realtime}", pipeline)
-    assert service.build().run() == 0
+    assert service.run() == 0
     assert pipeline.frames == 175
     stats = [m["body"] for m in messages(tmp_path, "stats")]
     starts = [s["window_start"] - START for s in stats]
@@ -97,7 +97,7 @@ def test_a_folder_with_broken_files_takes_each_good_image_once(tmp_path: Path) -
         (folder / name).write_bytes(b"not an image")
     pipeline = StopAfter()
     service = service_for(tmp_path, str(folder), "loop: false, realtime: false", pipeline)
-    assert service.build().run() == 0
+    assert service.run() == 0
     assert pipeline.frames == 2
     (stats,) = [m["body"] for m in messages(tmp_path, "stats")]
     assert stats["frames"]["analysed"] == 2
@@ -150,7 +150,7 @@ def test_a_file_source_that_cannot_be_used_stops_the_service_at_once(
 
     service = service_for(tmp_path, make(tmp_path), "loop: true, realtime: true", StopAfter(), opener)
     with pytest.raises(SourceError, match=re.escape(named)):
-        service.build().run()
+        service.run()
     assert len(opened) == 1
 
 
