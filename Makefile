@@ -4,11 +4,16 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 # Home Assistant's MQTT schemas judge the discovery messages (tests/transport/test_ha_schemas.py).
-# Its own venv: HA pins many packages the agent must not inherit. 2024.3.3 is the newest
-# Home Assistant that installs on Python 3.11 (2024.4 and later need 3.12+).
+# Their own venvs: HA pins many packages the agent must not inherit. 2024.3.3 is the newest
+# Home Assistant that installs on Python 3.11 (2024.4 and later need 3.12+); 2023.9.3 stands for
+# the versions before device-based discovery and before `sn` in the device block (its loader
+# needs numpy, which its package does not declare).
 HA_VENV ?= .venv-ha
 HA_VERSION := 2024.3.3
 HA_STAMP := $(HA_VENV)/.installed-$(HA_VERSION)
+HA_OLD_VENV ?= .venv-ha-2023
+HA_OLD_VERSION := 2023.9.3
+HA_OLD_STAMP := $(HA_OLD_VENV)/.installed-$(HA_OLD_VERSION)
 
 .PHONY: setup system-deps media demo test lint typecheck bench clean arm64-smoke ha-venv
 
@@ -29,7 +34,13 @@ $(HA_STAMP):
 	$(HA_VENV)/bin/python -m pip install --quiet 'homeassistant==$(HA_VERSION)'
 	@touch $@
 
-ha-venv: $(HA_STAMP)
+$(HA_OLD_STAMP):
+	@test -x $(HA_OLD_VENV)/bin/python || python3 -m venv $(HA_OLD_VENV)
+	$(HA_OLD_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(HA_OLD_VENV)/bin/python -m pip install --quiet 'homeassistant==$(HA_OLD_VERSION)' numpy
+	@touch $@
+
+ha-venv: $(HA_STAMP) $(HA_OLD_STAMP)
 
 media: setup
 	$(PY) tools/fetch_media.py
@@ -55,4 +66,4 @@ arm64-smoke: setup media
 	bash tools/arm64-smoke
 
 clean:
-	rm -rf $(VENV) $(HA_VENV) .cache samples .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(HA_VENV) $(HA_OLD_VENV) .cache samples .pytest_cache .mypy_cache .ruff_cache

@@ -24,6 +24,9 @@ import json
 import sys
 from typing import Any
 
+# Home Assistant 2023.x: importing mqtt first runs into a websocket_api <-> http import cycle that
+# its loader never meets (persistent_notification is loaded before); do the same.
+import homeassistant.components.persistent_notification  # noqa: F401
 import voluptuous as vol
 from homeassistant.components.mqtt import abbreviations, discovery, mixins
 from homeassistant.const import __version__ as HA_VERSION  # noqa: N812 - the constant's meaning
@@ -33,7 +36,7 @@ try:  # 2024.3 keeps it in discovery.py; later versions in schemas.py
 except AttributeError:  # pragma: no cover - depends on the installed version
     ORIGIN_SCHEMA = importlib.import_module("homeassistant.components.mqtt.schemas").MQTT_ORIGIN_INFO_SCHEMA
 
-SUPPORTED = discovery.SUPPORTED_COMPONENTS
+SUPPORTED = set(discovery.SUPPORTED_COMPONENTS)  # a list in 2023.x, a set later
 # Home Assistant 2024.11 discovery.py, _merge_common_device_options: the options a device
 # message shares with its components.
 SHARED_OPTIONS = (

@@ -4,6 +4,8 @@ The checker (``tools/ha_check_discovery.py``) runs in ``.venv-ha``, where ``make
 installs ``homeassistant`` 2024.3.3, the newest that installs on Python 3.11: every entity of
 both modes goes through that version's platform ``DISCOVERY_SCHEMA``; a device message is split
 into components as 2024.11 does first. Keys Home Assistant would silently drop are errors.
+``entities`` mode is also checked with 2023.9.3 (``.venv-ha-2023``), from before device-based
+discovery and before ``sn`` in the device block.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from agent.transport.discovery import DiscoverySpec, announcements, build_discov
 
 ROOT = Path(__file__).resolve().parents[2]
 HA_PYTHON = Path(os.environ.get("HA_PYTHON", ROOT / ".venv-ha" / "bin" / "python"))
+HA_OLD_PYTHON = Path(os.environ.get("HA_OLD_PYTHON", ROOT / ".venv-ha-2023" / "bin" / "python"))
 CHECKER = ROOT / "tools" / "ha_check_discovery.py"
 BASE = "emotion-agent/lobby-1"
 RULES = ("stress", "crowd-anger")
@@ -32,10 +35,10 @@ def spec(mode: str) -> DiscoverySpec:
                          mode=mode)  # type: ignore[arg-type]
 
 
-def ha_check(messages: dict[str, bytes]) -> dict[str, Any]:
-    assert HA_PYTHON.exists(), f"{HA_PYTHON} is missing: run `make ha-venv` (make test does)"
+def ha_check(messages: dict[str, bytes], python: Path = HA_PYTHON) -> dict[str, Any]:
+    assert python.exists(), f"{python} is missing: run `make ha-venv` (make test does)"
     lines = "".join(json.dumps({"topic": t, "payload": p.decode()}) + "\n" for t, p in messages.items())
-    done = subprocess.run([str(HA_PYTHON), str(CHECKER)], input=lines, capture_output=True, text=True,
+    done = subprocess.run([str(python), str(CHECKER)], input=lines, capture_output=True, text=True,
                           check=False, timeout=120)
     assert done.stdout, done.stderr
     report: dict[str, Any] = json.loads(done.stdout)
@@ -112,6 +115,24 @@ def test_the_checker_refuses_an_entity_without_its_required_topic() -> None:
     assert len(report["errors"]) == 1
     assert "required key not provided" in report["errors"][0]
     assert "command_topic" in report["errors"][0]
+
+
+def test_home_assistant_2023_9_accepts_every_entity_of_entities_mode() -> None:
+    report = ha_check(announcements(spec("entities")), HA_OLD_PYTHON)
+    assert report["home_assistant"] == "2023.9.3"
+    assert report["errors"] == []
+    assert len(report["entities"]) == 17 + len(RULES)
+    assert all(e["qos"] == 1 and e["availability_topic"] == f"{BASE}/status" for e in report["entities"])
+
+
+def test_home_assistant_2023_9_refuses_a_device_block_with_a_serial_number() -> None:
+    """Why entities mode leaves ``sn`` out: the old device schema refuses the whole entity."""
+    s = spec("entities")
+    topic, payload = next(iter(announcements(s).items()))
+    config = json.loads(payload)
+    config["dev"]["sn"] = "K" * 43
+    report = ha_check({topic: json.dumps(config).encode()}, HA_OLD_PYTHON)
+    assert report["errors"] == [f"{topic}: extra keys not allowed @ data['device']['sn']"]
 
 
 def test_the_checker_runs_outside_the_agent_venv() -> None:
