@@ -74,6 +74,25 @@ def test_no_face_image_gives_an_empty_faces_list(media: Path, capsys: pytest.Cap
     assert json.loads(lines[1])["summary"]["faces"] == 0
 
 
+def test_a_portrait_that_fills_the_image_is_found_in_a_still_but_not_in_a_video(
+    media: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """insightface's tight 112 px portrait: an image source also gets the padded retry; the
+    same picture as the frames of a video does not (a camera never frames a face this way)."""
+    code, lines, _ = run_cli([str(media / "tom_hanks.png"), "--json"], capsys)
+    assert code == 0
+    (face,) = json.loads(lines[0])["faces"]
+    assert face["emotion"] == "happy"
+    clip = tmp_path / "portrait.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"mp4v"), 5.0, (112, 112))
+    for _ in range(3):
+        writer.write(cv2.imread(str(media / "tom_hanks.png")))
+    writer.release()
+    code, lines, _ = run_cli([str(clip), "--json"], capsys)
+    assert code == 0
+    assert json.loads(lines[0])["faces"] == []
+
+
 def small_face(media: Path) -> np.ndarray:
     """The astronaut shrunk to 200 px on a 640x360 frame: her face is about 35 px, under 40."""
     canvas = np.full((360, 640, 3), 120, np.uint8)

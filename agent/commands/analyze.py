@@ -59,6 +59,16 @@ def default_pipeline(cfg: VisionConfig) -> Pipeline:
     return VisionPipeline.from_config(cfg)
 
 
+def still_pipeline(cfg: VisionConfig) -> Pipeline:
+    """The pipeline for an image or a folder of images: a face that fills a picture is also
+    looked for on a padded copy when nothing else is found (docs/vision.md)."""
+    from agent.vision.pipeline import VisionPipeline  # noqa: PLC0415 - keeps `--help` free of LiteRT
+
+    pipeline = VisionPipeline.from_config(cfg)
+    pipeline.stills = True
+    return pipeline
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "analyze",
@@ -215,8 +225,13 @@ class Analysis:
         a file with frames that could not be decoded likewise, then SourceError (exit 2).
         """
         src = open_source(source, options, self.clock)  # bad input fails before models load
+        from agent.camera.replay import ReplaySource  # noqa: PLC0415 - cv2, loaded by the source already
+
+        factory = self.pipeline_factory
+        if factory is default_pipeline and isinstance(src, ReplaySource) and src.mode != "video":
+            factory = still_pipeline
         try:
-            pipeline = self.pipeline_factory(self.vision)
+            pipeline = factory(self.vision)
         except BaseException:
             src.close()
             raise

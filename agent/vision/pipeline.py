@@ -78,6 +78,9 @@ class VisionPipeline:
         self.max_faces = max_faces
         self.tiles = tiles
         self._warm = False
+        self.stills = False
+        """Every frame is a still image (``analyze`` on an image or folder): a frame in which
+        nothing is found is searched again on a padded copy (``_detect_padded``)."""
 
     @classmethod
     def from_config(cls, cfg: VisionConfig) -> VisionPipeline:
@@ -181,7 +184,7 @@ class VisionPipeline:
             self._warm = True
             trim_file_pages()
         try:
-            dets = self._detect(pixels, still)[: self.max_faces]
+            dets = self._detect(pixels, still or self.stills)[: self.max_faces]
             return [self._observe(pixels, det, schedule, frame) for det in dets]
         finally:
             self.detector.clear()
