@@ -15,6 +15,7 @@ from agent.camera.base import SourceOptions
 from agent.cli import main
 from agent.clock import FakeClock, SystemClock
 from agent.commands.analyze import Analysis
+from agent.commands.bench import WARMUP
 from agent.config import load_config
 from agent.frame import Frame, Pixels
 from agent.privacy.lease import LifetimeRecorder
@@ -168,7 +169,7 @@ def test_analyze_carries_every_frame_along_the_route(
 def test_bench_measures_the_route(capsys: pytest.CaptureFixture[str], carried_by_route: list[int]) -> None:
     assert main(["bench", "--frames", "3", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["frames"] == 3
-    assert len(carried_by_route) == 3 + 3  # the warm-up pass, then the timed one
+    assert len(carried_by_route) == WARMUP + 3  # the warm-up frames, then the timed ones
 
 
 def test_bench_gating_measures_the_route(
