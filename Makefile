@@ -15,7 +15,7 @@ HA_OLD_VENV ?= .venv-ha-2023
 HA_OLD_VERSION := 2023.9.3
 HA_OLD_STAMP := $(HA_OLD_VENV)/.installed-$(HA_OLD_VERSION)
 
-.PHONY: setup system-deps media demo test lint typecheck bench clean arm64-smoke ha-venv
+.PHONY: setup system-deps media demo test lint typecheck bench clean arm64-smoke fuzz ha-venv
 
 system-deps:
 	@bash tools/system-deps.sh
@@ -54,6 +54,11 @@ lint: setup
 
 test: setup media lint ha-venv
 	$(VENV)/bin/pytest -q
+
+# A few minutes of hypothesis fuzz of config text, MQTT commands and spooled rows (tests/test_fuzz_inputs.py);
+# `make test` runs the same properties with 60 examples each.
+fuzz: setup
+	EMOTION_AGENT_FUZZ_EXAMPLES=20000 $(VENV)/bin/pytest -q -p no:cacheprovider tests/test_fuzz_inputs.py
 
 # Issue 2's figures on the built-in clip, then float/int8 x ungated/gated on the demo clip.
 bench: setup media
