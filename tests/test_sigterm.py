@@ -1,4 +1,5 @@
-"""SIGTERM is honoured in every mode (issue 18): the agent flushes and exits 0 promptly, also on a
+"""SIGTERM is honoured in every mode (issue 18): live camera, file, looping file, folder, analyze.
+The agent flushes and exits 0 promptly, also on a
 looping file read as fast as possible (which once spun at 134 % CPU and needed SIGKILL)."""
 
 from __future__ import annotations
@@ -8,12 +9,18 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
+from agent.camera.base import SourceInfo
+from agent.config import load_config
+from agent.frame import Frame
+from agent.service import Service
 from tests.test_service import write_config
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -98,3 +105,64 @@ def test_analyze_stops_promptly_on_sigterm(tmp_path: Path, sample_clip: Path) ->
     assert proc.returncode in (0, -signal.SIGTERM)
     assert took < STOP_BOUND_S, f"SIGTERM took {took:.1f} s"
 
+
+
+class _LiveCamera:
+    """A camera that keeps delivering (20 fps) until closed."""
+
+    key = "opencv"
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.closed = False
+
+    @property
+    def info(self) -> SourceInfo:
+        return SourceInfo("opencv", "/dev/video0", 20.0, 64, 48, live=True)
+
+    def open(self) -> None:
+        pass
+
+    def read(self) -> Frame | None:
+        time.sleep(0.05)
+        self.count += 1
+        return Frame(np.full((48, 64, 3), 90, np.uint8), self.count, time.monotonic(), time.time())
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _NoFaces:
+    labels = ("happy", "neutral")
+
+    def analyze(self, pixels: object, schedule: object = None, frame: int = 0) -> list[object]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_live_camera_service_stops_promptly_on_sigterm(tmp_path: Path) -> None:
+    camera = _LiveCamera()
+    cfg = load_config(write_config(tmp_path, "/dev/video0"))
+    service = Service(
+        cfg, opener=lambda *_a: camera,  # type: ignore[arg-type,return-value]
+        pipeline_factory=lambda _c: _NoFaces(),  # type: ignore[arg-type,return-value]
+    )
+    sent: list[float] = []
+
+    def terminate() -> None:
+        sent.append(time.monotonic())
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    timer = threading.Timer(1.5, terminate)
+    timer.start()
+    try:
+        assert service.run() == 0
+    finally:
+        timer.cancel()
+    took = time.monotonic() - sent[0]
+    assert camera.count > 5, "frames flowed before the signal"
+    assert camera.closed
+    assert service.exit_reason == "sigterm"
+    assert took < STOP_BOUND_S, f"SIGTERM took {took:.1f} s"
