@@ -1,6 +1,6 @@
 """SIGTERM is honoured in every mode (issue 18): live camera, file, looping file, folder, analyze.
-The agent flushes and exits 0 promptly, also on a
-looping file read as fast as possible (which once spun at 134 % CPU and needed SIGKILL)."""
+The agent flushes and exits 0 promptly, also on a looping file read as fast as possible (which
+once spun at 134 % CPU and needed SIGKILL)."""
 
 from __future__ import annotations
 
