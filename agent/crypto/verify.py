@@ -93,8 +93,13 @@ class _Stream:
 
 
 def topic_matches(pattern: str, topic: str) -> bool:
-    """MQTT topic filter matching (``+`` one level, ``#`` the rest), as a subscriber sees it."""
+    """MQTT topic filter matching (``+`` one level, ``#`` the rest), as a subscriber sees it.
+
+    A wildcard in the first level never matches a topic starting with ``$`` (MQTT 5.0 4.7.2,
+    e.g. ``$SYS/...``); tests compare this with paho's own matcher over a table of cases."""
     pat, parts = pattern.split("/"), topic.split("/")
+    if topic.startswith("$") and pat[0] in {"+", "#"}:
+        return False
     for i, level in enumerate(pat):
         if level == "#":
             return True

@@ -250,10 +250,36 @@ def test_expected_topic_filter_binds_bare_envelopes(key: Ed25519PrivateKey, sign
         ("+/b", "a/c", False),
         ("a/b", "a/b/c", False),
         ("#", "x/y", True),
+        ("#", "$SYS/broker/load", False),
+        ("+/broker/load", "$SYS/broker/load", False),
+        ("$SYS/#", "$SYS/broker/load", True),
+        ("$SYS/+/load", "$SYS/broker/load", True),
+        ("a/#", "a/$b", True),
+        ("+/+", "a/", True),
+        ("+", "/", False),
+        ("+/+", "/", True),
+        ("a/+/c", "a//c", True),
     ],
 )
 def test_topic_filters_match_like_mqtt(pattern: str, topic: str, matches: bool) -> None:
     assert topic_matches(pattern, topic) is matches
+
+
+TOPICS = ["a", "a/b", "a/b/c", "a/", "/", "/a", "a//c", "$SYS/x", "$SYS", "$share/g/a", "x/$y"]
+FILTERS = ["#", "+", "+/+", "+/#", "a/#", "a/+", "a/+/c", "/+", "+/", "$SYS/#", "$SYS/+", "$SYS", "x/+"]
+
+
+def test_the_matcher_agrees_with_paho_on_every_filter_and_topic_pair() -> None:
+    """paho's own matcher (``topic_matches_sub``) is the reference; ours stays paho-free."""
+    from paho.mqtt.client import topic_matches_sub  # noqa: PLC0415 - the reference, in tests only
+
+    differ = [
+        (f, t, topic_matches(f, t))
+        for f in FILTERS
+        for t in TOPICS
+        if topic_matches(f, t) != topic_matches_sub(f, t)
+    ]
+    assert differ == []
 
 
 def test_timestamp_too_far_ahead_or_too_old_is_rejected(
