@@ -30,8 +30,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+# Light (no cryptography), and imported here because the function ``canonical`` shares its
+# name with its module: importing the module would otherwise shadow the function.
+from agent.crypto.canonical import JSON, canonical, parse_strict
+
 if TYPE_CHECKING:
-    from agent.crypto.canonical import JSON, canonical, parse_strict
     from agent.crypto.envelope import KEY_ROTATION, MessageSigner, Signer, encode, signing_input
     from agent.crypto.keys import (
         KeyInfo,
@@ -72,7 +75,6 @@ __all__ = [
 _LAZY = {
     "FileSequenceStore": "agent.crypto.seqstore",
     "Gap": "agent.crypto.verify",
-    "JSON": "agent.crypto.canonical",
     "KEY_ROTATION": "agent.crypto.envelope",
     "KeyInfo": "agent.crypto.keys",
     "MemorySequenceStore": "agent.crypto.seqstore",
@@ -81,13 +83,11 @@ _LAZY = {
     "SequenceStore": "agent.crypto.seqstore",
     "Signer": "agent.crypto.envelope",
     "Verifier": "agent.crypto.verify",
-    "canonical": "agent.crypto.canonical",
     "encode": "agent.crypto.envelope",
     "generate_keypair": "agent.crypto.keys",
     "kid_for": "agent.crypto.keys",
     "load_private_key": "agent.crypto.keys",
     "load_public_key": "agent.crypto.keys",
-    "parse_strict": "agent.crypto.canonical",
     "public_jwk": "agent.crypto.keys",
     "signing_input": "agent.crypto.envelope",
     "topic_matches": "agent.crypto.verify",

@@ -1,8 +1,9 @@
 """The connection's parts that are not the output itself: states, health figures, paho's client.
 
-``PahoClient`` is paho's client with two repairs: it remembers why the last socket could not be
-opened (paho swallows the TLS error in its retry loop), and it closes the socket of a failed TLS
-handshake (paho leaks it: one ResourceWarning per retry).
+``PahoClient`` is paho's client remembering why the last socket could not be opened (paho's
+retry loop swallows the error). ``tls_context`` builds the TLS context handed to paho through its
+public ``tls_set_context``; its sockets close themselves when the handshake fails, which paho's
+own wrapping leaves open (one ResourceWarning per retry).
 """
 
 from __future__ import annotations
@@ -73,7 +74,13 @@ class OutgoingMessage(Protocol):
 
 
 class PahoClient(paho.Client):
-    """paho's client, remembering why the last socket could not be opened (TLS, refused...)."""
+    """paho's client, remembering why the last socket could not be opened (TLS, refused...).
+
+    The one place the agent extends paho below its public API: ``_create_socket`` (paho 2.x,
+    ``Client._create_socket(self)``, called by ``reconnect`` for every attempt) is wrapped, not
+    copied; nothing of paho's state is read. paho has no public hook that sees the error
+    (``on_connect_fail`` gets none), and ``tests/transport/test_link.py`` fails if the method
+    disappears or stops being called."""
 
     last_socket_error: OSError | None = None
 
@@ -86,19 +93,27 @@ class PahoClient(paho.Client):
         self.last_socket_error = None
         return sock
 
-    def _ssl_wrap_socket(self, tcp_sock: Any) -> ssl.SSLSocket:
-        """paho's version leaks the socket when the handshake fails (a ResourceWarning per retry)."""
-        context = self._ssl_context
-        if context is None:
-            raise ValueError("TLS is on but paho has no SSL context")
-        ssl_sock = context.wrap_socket(tcp_sock, server_hostname=self._host, do_handshake_on_connect=False)
+
+class ClosingSSLSocket(ssl.SSLSocket):
+    """An SSL socket that closes itself when its handshake fails (``SSLContext.sslsocket_class``)."""
+
+    def do_handshake(self, block: bool = False) -> None:
         try:
-            ssl_sock.settimeout(self._connect_timeout)
-            ssl_sock.do_handshake()
+            super().do_handshake(block)
         except BaseException:
-            ssl_sock.close()
+            self.close()
             raise
-        return ssl_sock
+
+
+def tls_context(ca: Path, cert: Path | None, key: Path | None) -> ssl.SSLContext:
+    """A client context that checks the broker's certificate against ``ca`` and its host name,
+    optionally presenting ``cert``/``key``; for paho's ``tls_set_context``."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED and check_hostname
+    context.load_verify_locations(cafile=str(ca))
+    if cert is not None:
+        context.load_cert_chain(str(cert), str(key) if key is not None else None)
+    context.sslsocket_class = ClosingSSLSocket
+    return context
 
 
 MAX_PASSWORD_BYTES = 4096

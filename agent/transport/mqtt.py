@@ -41,6 +41,7 @@ from agent.transport.link import (
     TransportHealth,
     explain,
     read_password,
+    tls_context,
 )
 from agent.transport.rowcheck import RowCheck
 from agent.transport.sender import SpoolSender
@@ -274,13 +275,7 @@ class MqttOutput:
             client.username_pw_set(s.username, password)
         if s.tls is not None:
             try:
-                client.tls_set(
-                    ca_certs=str(s.tls.ca),
-                    certfile=str(s.tls.cert) if s.tls.cert else None,
-                    keyfile=str(s.tls.key) if s.tls.key else None,
-                    cert_reqs=ssl.CERT_REQUIRED,
-                    tls_version=ssl.PROTOCOL_TLS_CLIENT,
-                )
+                client.tls_set_context(tls_context(s.tls.ca, s.tls.cert, s.tls.key))
             except (OSError, ssl.SSLError, ValueError) as exc:
                 raise ConfigError(
                     f"mqtt.tls: cannot load the CA {s.tls.ca}, certificate or key: {exc}"

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import ssl
+import threading
 from pathlib import Path
 
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.errors import ConfigError
-from agent.transport.link import TransportHealth, explain, read_password
+from agent.transport.link import PahoClient, TransportHealth, explain, read_password, tls_context
+from tests.mosquitto import free_port, make_pki
 
 
 @pytest.mark.parametrize(
@@ -57,3 +63,47 @@ def test_the_health_body_holds_only_integers_strings_and_none() -> None:
     assert body["spool_backlog"] == 3
     assert body["spool_dropped"] == 3
     assert all(v is None or type(v) in (int, str) for v in body.values())
+
+
+# --- the socket: paho's public TLS hook, and the one documented subclass point -----------------
+
+
+def test_a_refused_connection_is_remembered_by_the_client() -> None:
+    """``PahoClient._create_socket`` sees every attempt paho makes (paho 2.x calls it from
+    ``reconnect``); if paho renamed or bypassed it, this error would be lost."""
+    client = PahoClient(CallbackAPIVersion.VERSION2, client_id="t")
+    with pytest.raises(ConnectionRefusedError):
+        client.connect("127.0.0.1", free_port())
+    assert isinstance(client.last_socket_error, ConnectionRefusedError)
+
+
+def test_a_failed_tls_handshake_closes_its_socket(tmp_path: Path) -> None:
+    """The broker's certificate is not from the configured CA: the handshake fails and the
+    socket is closed at once (paho's own wrapping leaves it open until garbage collection)."""
+    pki = make_pki(tmp_path / "pki")
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(pki.server_cert, pki.server_key)
+    ours, theirs = socket.socketpair()
+
+    def serve() -> None:
+        s = server_ctx.wrap_socket(theirs, server_side=True, do_handshake_on_connect=False)
+        with s, contextlib.suppress(ssl.SSLError, OSError):
+            s.do_handshake()
+
+    server = threading.Thread(target=serve)
+    server.start()
+    sock = tls_context(pki.other_ca, None, None).wrap_socket(
+        ours, server_hostname="127.0.0.1", do_handshake_on_connect=False
+    )
+    with pytest.raises(ssl.SSLCertVerificationError, match="CERTIFICATE_VERIFY_FAILED"):
+        sock.do_handshake()
+    server.join(10)
+    assert sock.fileno() == -1
+
+
+def test_the_tls_context_checks_the_certificate_and_the_host_name(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki", clients=("dev",))
+    cert, key = pki.clients["dev"]
+    context = tls_context(pki.ca, cert, key)
+    assert context.verify_mode is ssl.CERT_REQUIRED
+    assert context.check_hostname
