@@ -3,7 +3,9 @@
 set -euo pipefail
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for pkg in python3-venv mosquitto mosquitto-clients strace mtools dosfstools openssl systemd tzdata; do
+# python3-bottleneck: a Debian C extension built against Bookworm's numpy 1.x, for the numpy ABI tests.
+for pkg in python3-venv mosquitto mosquitto-clients strace mtools dosfstools openssl systemd tzdata \
+    python3-bottleneck; do
   have "$pkg" || need+=("$pkg")
 done
 # pyenv or other non-Debian Pythons bring their own venv module; tools/install (and its test)

@@ -16,7 +16,9 @@ agent cannot zero them.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import logging
 from types import ModuleType
 from typing import Any, ClassVar
@@ -39,12 +41,52 @@ INSTALL_HINT = (
 )
 
 
+ABI_MARKERS = ("_ARRAY_API", "numpy.core.multiarray failed to import", "compiled using NumPy 1.x",
+               "numpy.core._multiarray_umath")
+"""What numpy says when a C extension built for another numpy ABI is loaded (picamera2 #1088)."""
+
+
+def numpy_abi_mismatch(exc: BaseException, numpy_version: str) -> str | None:
+    """The installer's fix when ``exc`` (or its chain) is numpy refusing an extension's ABI, else None.
+
+    apt's picamera2 pulls C extensions built against Bookworm's numpy 1.24; a numpy 2 in the venv
+    makes them fail with ``AttributeError: _ARRAY_API not found`` or an ImportError, not with a
+    missing module, so the plain install hint would mislead.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if any(marker in str(seen) for marker in ABI_MARKERS):
+            return (
+                f"picamera2 is installed but cannot load: apt's C extensions were built for numpy 1.x "
+                f"and this venv has numpy {numpy_version} ({type(seen).__name__}: {seen}); reinstall with "
+                "tools/install, which pins numpy<2 on Bookworm (constraints/bookworm.txt), or run "
+                "`sudo /opt/emotion-agent/venv/bin/pip install "
+                "-c /opt/emotion-agent/share/constraints.txt 'numpy<2'`"
+            )
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def import_picamera2() -> ModuleType:
-    """Import picamera2 now (never at agent import: it probes libcamera when imported)."""
+    """Import picamera2 now (never at agent import: it probes libcamera when imported).
+
+    numpy prints its own multi-line warning and traceback to stderr when an extension's ABI does
+    not match; it is kept for ``--log-level DEBUG`` and replaced by one line saying what to do.
+    """
+    chatter = io.StringIO()
     try:
-        return importlib.import_module("picamera2")
-    except ImportError as exc:
-        raise BackendUnavailable(INSTALL_HINT) from exc
+        with contextlib.redirect_stderr(chatter):
+            return importlib.import_module("picamera2")
+    except (ImportError, AttributeError) as exc:
+        fix = numpy_abi_mismatch(exc, np.__version__)
+        if fix is not None:
+            raise BackendUnavailable(fix) from exc
+        if isinstance(exc, ImportError):
+            raise BackendUnavailable(INSTALL_HINT) from exc
+        raise
+    finally:
+        if chatter.getvalue():
+            logger.debug("picamera2 import wrote to stderr: %s", chatter.getvalue())
 
 
 class Picamera2Source:

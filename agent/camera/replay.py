@@ -43,6 +43,9 @@ MAX_IMAGE_PIXELS = 64 * 1024 * 1024
 LOST_TOLERANCE = 1
 """Frames a container's count may be off by before a short video counts as damaged."""
 
+OPENCV_LOG_LEVEL_ERROR = 2
+"""cv::utils::logging::LOG_LEVEL_ERROR, for OpenCV 4.x (the Bookworm constraints pin 4.11)."""
+
 
 def quiet_decoder_logs() -> None:
     """Keep FFmpeg's and OpenCV's own stderr chatter out of the user's terminal unless debugging.
@@ -54,7 +57,11 @@ def quiet_decoder_logs() -> None:
         return
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
     os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_IMAGE_PIXELS))
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    utils_logging = getattr(cv2.utils, "logging", None)  # OpenCV 5; 4.x wheels lack the module
+    if utils_logging is not None:
+        utils_logging.setLogLevel(utils_logging.LOG_LEVEL_ERROR)
+    else:
+        getattr(cv2, "setLogLevel")(OPENCV_LOG_LEVEL_ERROR)  # noqa: B009 - absent from OpenCV 5 stubs
 
 
 def decode_image(path: Path) -> Pixels:
