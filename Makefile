@@ -66,7 +66,7 @@ bench: setup media
 	@test -f samples/lobby.mp4 || $(PY) tools/make_sample.py --out samples/lobby.mp4
 	$(VENV)/bin/emotion-agent bench --compare samples/lobby.mp4
 
-# Not part of `make test`: needs root, debootstrap and qemu-user-static (docs/installing.md).
+# Not part of `make test`: needs root; installs debootstrap and qemu-user-static itself (docs/installing.md).
 arm64-smoke: setup media
 	bash tools/arm64-smoke
 

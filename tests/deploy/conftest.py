@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,29 @@ def fat_image(tmp_path: Path) -> Path:
         env={**os.environ, "MTOOLS_SKIP_CHECK": "1"},
     )
     return img
+
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's wheel, built once (pip wheel, isolated build as CI would)."""
+    out = tmp_path_factory.mktemp("wheel")
+    pip = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out)]
+    subprocess.run([*pip, str(PROJECT)], check=True, capture_output=True)
+    (found,) = out.glob("emotion_agent-*.whl")
+    return found
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> Path:
+    """The wheel and every dependency under the Bookworm constraints, as an offline install takes
+    them (`pip download`, from PyPI or pip's cache): what docs/installing.md tells installers to make."""
+    out = tmp_path_factory.mktemp("wheelhouse")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "-d", str(out),
+         "-c", str(PROJECT / "constraints/bookworm.txt"), str(wheel)],
+        check=True, capture_output=True,
+    )
+    return out
