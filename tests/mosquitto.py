@@ -70,6 +70,7 @@ class Pki:
     server_key: Path
     other_ca: Path
     clients: dict[str, tuple[Path, Path]] = field(default_factory=dict)  # name -> (cert, key)
+    ca_key: Path | None = None  # signs more client certificates (provisioning's lab_ca)
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -146,6 +147,7 @@ def make_pki(
     folder.mkdir(parents=True, exist_ok=True)
     ca_key, other_key = _key(), _key()
     _write_cert(_cert("Test CA", ca_key, None, ca=True), folder / "ca.crt")
+    _write_key(ca_key, folder / "ca.key")
     _write_cert(_cert("Other CA", other_key, None, ca=True), folder / "other-ca.crt")
     server_key = _key()
     _write_cert(_cert("127.0.0.1", server_key, ("Test CA", ca_key), server=True), folder / "server.crt")
@@ -166,6 +168,7 @@ def make_pki(
         server_key=folder / "server.key",
         other_ca=folder / "other-ca.crt",
         clients=made,
+        ca_key=folder / "ca.key",
     )
 
 

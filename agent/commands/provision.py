@@ -50,6 +50,8 @@ def _targets(boots: list[Path], ids: list[str], batch: int | None) -> list[BootT
     if len(boots) == len(ids):
         return [open_target(b) for b in boots]
     if batch is not None and len(boots) == 1:
+        if not boots[0].exists():  # a new staging folder: made here rather than refused
+            boots[0].mkdir(parents=True, mode=0o700)
         staging = open_target(boots[0])
         if isinstance(staging, DirTarget) and not staging.looks_like_boot():
             return [DirTarget(boots[0] / dev) for dev in ids]

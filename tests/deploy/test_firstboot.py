@@ -78,3 +78,17 @@ def test_no_bundle_means_nothing_to_do(tmp_path: Path) -> None:
     assert done.returncode == 0
     assert f"no bundle at {tmp_path}/emotion-agent, nothing to do" in done.stdout
     assert not (tmp_path / "etc").exists()
+
+
+def test_relative_boot_and_etc_paths_install_outside_the_bundle(
+    provisioned_boot: Path, tmp_path: Path
+) -> None:
+    """Was: with relative paths the keys were copied inside the bundle and rmdir failed (exit 1)."""
+    (tmp_path / "etc-rel").mkdir()
+    done = subprocess.run(
+        ["sh", str(IMPORTER), "--boot", provisioned_boot.name, "--etc", "etc-rel", "--chown-as", ME],
+        capture_output=True, text=True, check=False, cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "etc-rel" / "device.key").is_file()
+    assert not (provisioned_boot / "emotion-agent").exists()

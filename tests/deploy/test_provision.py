@@ -257,3 +257,26 @@ def listed_or_empty(img: Path) -> str:
     done = subprocess.run(["mdir", "-i", str(img), "-b", "::/"], capture_output=True, text=True,
                           env=MTOOLS_ENV, check=False)
     return done.stdout
+
+
+def test_batch_staging_folder_is_made_when_missing(tmp_path: Path, lab_ca: tuple[Path, Path]) -> None:
+    """Was: a staging folder that did not exist yet was refused ("no such folder")."""
+    site = write_site(tmp_path, lab_ca[0], name="device_prefix: lobby")
+    stage = tmp_path / "new" / "stage"
+    assert main(["provision", "--site", str(site), "--boot", str(stage), "--batch", "2"]) == 0
+    assert sorted(p.name for p in stage.iterdir()) == ["lobby-01", "lobby-02"]
+
+
+def test_the_shipped_example_site_file_provisions_one_card_as_documented(
+    tmp_path: Path, lab_ca: tuple[Path, Path]
+) -> None:
+    """docs/installing.md's first command with firmware_config/sites/site-example.yml, no --batch."""
+    example = Path(__file__).resolve().parents[2] / "firmware_config/sites/site-example.yml"
+    site = tmp_path / "site.yml"
+    site.write_text(example.read_text())
+    (tmp_path / "site-ca.crt").write_bytes(lab_ca[0].read_bytes())
+    boot = tmp_path / "bootfs"
+    boot.mkdir()
+    (boot / "config.txt").write_text("arm_64bit=1\n")
+    assert main(["provision", "--site", str(site), "--boot", str(boot)]) == 0
+    assert (boot / "emotion-agent/agent.yaml").read_text().count("device_id: lobby-1") == 1
