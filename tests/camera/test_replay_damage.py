@@ -12,6 +12,7 @@ import pytest
 from agent.camera.base import SourceOptions, open_source
 from agent.clock import FakeClock
 from agent.errors import SourceError
+from tests.asuser import as_nobody
 
 
 def noisy_video(path: Path, frames: int = 100) -> Path:
@@ -51,15 +52,8 @@ def test_a_truncated_video_is_refused(tmp_path: Path, clock: FakeClock) -> None:
 def test_an_unreadable_video_says_so(tmp_path: Path, clock: FakeClock) -> None:
     clip = noisy_video(tmp_path / "clip.mp4", frames=3)
     clip.chmod(0o000)
-    as_root = os.geteuid() == 0
-    if as_root:
-        os.seteuid(65534)
-    try:
-        with pytest.raises(SourceError, match=r"clip\.mp4: cannot read the file: Permission denied"):
-            open_source(str(clip), SourceOptions(), clock)
-    finally:
-        if as_root:
-            os.seteuid(0)
+    with as_nobody(), pytest.raises(SourceError, match=r"clip\.mp4: cannot read the file: Permission denied"):
+        open_source(str(clip), SourceOptions(), clock)
 
 
 def test_a_zero_byte_image_is_refused(tmp_path: Path, clock: FakeClock) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import stat
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.crypto import generate_keypair, kid_for, load_private_key, load_public_key, public_jwk
 from agent.crypto.canonical import b64url_decode
 from agent.errors import KeyFileError
+from tests.asuser import as_nobody
 
 # RFC 8037 appendix A.1 / A.3: an Ed25519 JWK and its RFC 7638 thumbprint.
 RFC8037_D = "nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A"
@@ -83,15 +83,8 @@ def test_missing_key_says_how_to_make_one(tmp_path: Path) -> None:
 def test_unreadable_key_is_a_clear_error(tmp_path: Path) -> None:
     """A key the agent's user cannot read; as root, drop the effective uid to nobody meanwhile."""
     path = _write(tmp_path / "k.pem", _pem(Ed25519PrivateKey.generate()), 0o000)
-    as_root = os.geteuid() == 0
-    if as_root:
-        os.seteuid(65534)
-    try:
-        with pytest.raises(KeyFileError) as info:
-            load_private_key(path)
-    finally:
-        if as_root:
-            os.seteuid(0)
+    with as_nobody(), pytest.raises(KeyFileError) as info:
+        load_private_key(path)
     assert str(info.value) == f"{path}: cannot open the device private key: Permission denied"
 
 
