@@ -21,12 +21,12 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Core dumps go off and freed frame buffers leave the process, first, before a camera or a
-    model can put a frame in memory."""
-    forbid_core_dumps()
-    unmap_freed_frames()
+    """Once the config is read, and before a camera or a model can put a frame in memory, core
+    dumps go off and freed frame buffers are set to leave the process."""
     from agent.service import Service  # noqa: PLC0415 - keeps `--help` fast and model-free
 
     path = Path(args.config)
     cfg = load_config(path)
+    forbid_core_dumps()
+    unmap_freed_frames()
     return Service(cfg, path).run()
