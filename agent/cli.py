@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "analyze": "agent.commands.analyze",
     "run": "agent.commands.run",
     "command": "agent.commands.command_cmds",
+    "collect": "agent.commands.collect",
 }
 """Top-level command -> the module that registers it (a test checks it against the modules)."""
 

@@ -1,0 +1,94 @@
+"""C2SP ``tlog-cosignature`` (cosignature/v1, Ed25519): a witness's signature on a checkpoint.
+
+A cosignature line is appended to the checkpoint note::
+
+    — <witness name> base64(key ID || u64 timestamp (big-endian) || Ed25519 signature)
+
+with key ID = SHA-256(name || 0x0A || 0x04 || public key)[:4]. The signed message is
+``cosignature/v1\\ntime <timestamp>\\n`` followed by the checkpoint body (its lines up to and
+including the final newline, without signature lines). A valid cosignature says: as of that
+time, this was the largest consistent tree the witness had seen for that origin.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import struct
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from agent.audit.note import SIG_PREFIX, NoteError, check_name, raw_public_key
+
+COSIGNATURE_V1 = b"\x04"
+MAX_TIMESTAMP = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Cosignature:
+    """A verified cosignature: who signed, when (POSIX seconds), and the signature line."""
+
+    name: str
+    timestamp: int
+    line: str
+
+
+def cosigner_key_id(name: str, public_key: Ed25519PublicKey) -> bytes:
+    digest = hashlib.sha256(name.encode("utf-8") + b"\n" + COSIGNATURE_V1 + raw_public_key(public_key))
+    return digest.digest()[:4]
+
+
+def cosigner_vkey(name: str, public_key: Ed25519PublicKey) -> str:
+    """The ``name+hexkeyid+base64(0x04||key)`` verifier key string of signed-note tools."""
+    data = base64.b64encode(COSIGNATURE_V1 + raw_public_key(public_key)).decode("ascii")
+    return f"{name}+{cosigner_key_id(name, public_key).hex()}+{data}"
+
+
+def note_body(note: bytes) -> bytes:
+    """The checkpoint text a note signs: everything before the blank line."""
+    text, sep, _ = note.partition(b"\n\n")
+    if not sep:
+        raise NoteError("a signed note has a blank line between its text and its signatures")
+    return text + b"\n"
+
+
+def signed_message(body: bytes, timestamp: int) -> bytes:
+    return b"cosignature/v1\ntime " + str(timestamp).encode("ascii") + b"\n" + body
+
+
+def cosign(note: bytes, name: str, key: Ed25519PrivateKey, timestamp: int) -> str:
+    """The cosignature line (with its newline) for the checkpoint in ``note``."""
+    if not 0 <= timestamp <= MAX_TIMESTAMP:
+        raise ValueError(f"cosignature timestamp {timestamp} is outside 0..2^63-1")
+    sig = key.sign(signed_message(note_body(note), timestamp))
+    blob = cosigner_key_id(check_name(name), key.public_key()) + struct.pack(">Q", timestamp) + sig
+    return f"{SIG_PREFIX}{name} {base64.b64encode(blob).decode('ascii')}\n"
+
+
+def find_cosignature(note: bytes, name: str, public_key: Ed25519PublicKey) -> Cosignature | None:
+    """The first line of ``note`` that is a valid cosignature by (name, key), else None.
+
+    Lines of other keys are ignored, as signed-note verifiers do; a line with this key's name
+    and ID whose signature fails raises NoteError (someone forged or altered it).
+    """
+    body = note_body(note)
+    want = cosigner_key_id(name, public_key)
+    prefix = f"{SIG_PREFIX}{name} "
+    for raw in note.decode("utf-8", errors="strict").split("\n"):
+        if not raw.startswith(prefix):
+            continue
+        try:
+            blob = base64.b64decode(raw[len(prefix) :], validate=True)
+        except ValueError:
+            continue
+        if len(blob) != 4 + 8 + 64 or blob[:4] != want:
+            continue
+        (timestamp,) = struct.unpack(">Q", blob[4:12])
+        try:
+            public_key.verify(blob[12:], signed_message(body, timestamp))
+        except InvalidSignature as exc:
+            raise NoteError(f"cosignature by {name} does not verify: altered checkpoint or line") from exc
+        return Cosignature(name, timestamp, raw + "\n")
+    return None

@@ -1,0 +1,49 @@
+"""Where a receiver's messages come from, behind one small interface (MQTT 5 or NATS JetStream).
+
+A ``Delivery`` is acknowledged only after the receiver has committed what it means (stored,
+rejected or skipped): a replica that dies before that leaves the message to be delivered
+again, and the database key makes the second delivery a no-op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+DEVICE_PREFIX = "emotion-agent"
+SHARED_TOPICS = ("stats", "alert", "health", "privacy_mode")
+"""Per-window traffic, split among replicas (MQTT ``$share``)."""
+RETAINED_TOPICS = ("key", "audit/checkpoint")
+"""Retained device topics: brokers never send retained messages to shared subscriptions, so
+every replica subscribes to these plainly; duplicates are caught by the store."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    topic: str
+    payload: bytes
+    received_ms: int
+    ack: Callable[[], None]
+
+
+Handler = Callable[[Delivery], None]
+
+
+class Inbox(Protocol):
+    def start(self, handler: Handler) -> None:
+        """Begin delivering messages to ``handler`` (from the inbox's own thread)."""
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool) -> None:
+        """Send a receiver message (cosignature, rollup, alert) back to the devices' side."""
+
+    def stop(self) -> None: ...
+
+
+def mqtt_to_subject(topic: str) -> str:
+    """NATS' MQTT listener maps topic levels to subject tokens (``a/b`` -> ``a.b``)."""
+    return topic.replace("/", ".")
+
+
+def subject_to_mqtt(subject: str) -> str:
+    return subject.replace(".", "/")

@@ -1,0 +1,111 @@
+"""MQTT 5 inbox: a shared subscription per replica group, plain ones for retained topics.
+
+paho's ``manual_ack`` holds each PUBACK until the receiver has committed the message, and a
+persistent session (``clean_start=False``, session expiry) keeps what was in flight for a
+replica that is restarted, so a kill between delivery and commit loses nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import ssl
+import threading
+import time
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from agent.errors import ConfigError
+from agent.fleet.inbox import DEVICE_PREFIX, RETAINED_TOPICS, SHARED_TOPICS, Delivery, Handler
+from agent.fleet.settings import MqttSourceSettings
+
+logger = logging.getLogger(__name__)
+
+SESSION_EXPIRY_S = 3600
+
+
+def subscriptions(group: str) -> list[str]:
+    shared = [f"$share/{group}/{DEVICE_PREFIX}/+/{t}" for t in SHARED_TOPICS]
+    return shared + [f"{DEVICE_PREFIX}/+/{t}" for t in RETAINED_TOPICS]
+
+
+class MqttInbox:
+    def __init__(self, settings: MqttSourceSettings, client_id: str) -> None:
+        self.settings = settings
+        self._queue: queue.Queue[paho.MQTTMessage | None] = queue.Queue(maxsize=1000)
+        self._client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5, manual_ack=True
+        )
+        self._client.on_connect = self._on_connect
+        self._client.on_message = self._on_message
+        self._worker: threading.Thread | None = None
+        self._handler: Handler | None = None
+        self.connected = threading.Event()
+        if settings.tls is not None:
+            self._client.tls_set(
+                ca_certs=str(settings.tls.ca),
+                certfile=str(settings.tls.cert) if settings.tls.cert else None,
+                keyfile=str(settings.tls.key) if settings.tls.key else None,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        if settings.username is not None:
+            password = None
+            if settings.password_file is not None:
+                try:
+                    password = settings.password_file.read_text(encoding="utf-8").splitlines()[0]
+                except (OSError, IndexError) as exc:
+                    raise ConfigError(
+                        f"source.password_file {settings.password_file}: cannot read it"
+                    ) from exc
+            self._client.username_pw_set(settings.username, password)
+        self._client.reconnect_delay_set(1, 30)
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            logger.error("broker refused the receiver", extra={"reason": str(reason)})
+            return
+        client.subscribe([(topic, 1) for topic in subscriptions(self.settings.share_group)])
+        self.connected.set()
+
+    def _on_message(self, client: Any, userdata: Any, msg: paho.MQTTMessage) -> None:
+        self._queue.put(msg)
+
+    def start(self, handler: Handler) -> None:
+        self._handler = handler
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        self._client.connect_async(
+            self.settings.host, self.settings.port, keepalive=30, clean_start=False, properties=props
+        )
+        self._client.loop_start()
+        self._worker = threading.Thread(target=self._work, name="fleet-mqtt", daemon=True)
+        self._worker.start()
+
+    def _work(self) -> None:
+        while True:
+            msg = self._queue.get()
+            if msg is None or self._handler is None:
+                return
+            mid, qos = msg.mid, msg.qos
+
+            def ack(mid: int = mid, qos: int = qos) -> None:
+                self._client.ack(mid, qos)
+
+            try:
+                self._handler(Delivery(msg.topic, bytes(msg.payload), int(time.time() * 1000), ack))
+            except Exception:  # a failing message is logged and left unacknowledged
+                logger.exception("receiver failed on a message", extra={"topic": msg.topic})
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool) -> None:
+        self._client.publish(topic, payload, qos=1, retain=retain)
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        if self._worker is not None:
+            self._worker.join(timeout=5)
+        self._client.disconnect()
+        self._client.loop_stop()

@@ -1,0 +1,102 @@
+"""Site rollups: per site and window, the sum of what its devices already published.
+
+Every input is a verified, already k-anonymous device window, so the sum reveals nothing a
+reader of the device topics could not add up; a device window with a suppressed breakdown
+(``people: null``) adds nothing and is counted in ``suppressed_devices``. A site window is
+closed ``grace_seconds`` after it ends; the first replica to insert it publishes it, signed
+with its own key, so several replicas never publish one window twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from agent.crypto import JSON
+from agent.fleet.store import Store
+
+
+@dataclass(frozen=True)
+class SiteWindow:
+    site: str
+    window_start: int
+    window_end: int
+    devices: int
+    suppressed_devices: int
+    people: int
+    votes: dict[str, int]
+
+    def to_body(self) -> dict[str, JSON]:
+        return {
+            "site": self.site,
+            "window_start": self.window_start,
+            "window_end": self.window_end,
+            "devices": self.devices,
+            "suppressed_devices": self.suppressed_devices,
+            "people": self.people,
+            "votes": dict(sorted(self.votes.items())),
+        }
+
+
+def sum_windows(site: str, bodies: Iterable[Mapping[str, Any]]) -> SiteWindow | None:
+    """Add device windows that share one ``window_start``; None for no input."""
+    rows = list(bodies)
+    if not rows:
+        return None
+    votes: Counter[str] = Counter()
+    people = suppressed = 0
+    for body in rows:
+        if body.get("people") is None or body.get("votes") is None:
+            suppressed += 1
+            continue
+        people += int(body["people"])
+        votes.update({str(k): int(v) for k, v in body["votes"].items()})
+    return SiteWindow(
+        site,
+        int(rows[0]["window_start"]),
+        max(int(b["window_end"]) for b in rows),
+        len(rows),
+        suppressed,
+        people,
+        dict(votes),
+    )
+
+
+def due_rollups(store: Store, sites: Mapping[str, list[str]], now_ms: int, grace_ms: int) -> list[SiteWindow]:
+    """Site windows that ended more than ``grace_ms`` ago and are not rolled up yet."""
+    out: list[SiteWindow] = []
+    for site, devices in sites.items():
+        if not devices:
+            continue
+        marks = ", ".join("?" for _ in devices)
+        rows = store.query(
+            f"SELECT body FROM messages WHERE typ = 'stats' AND device IN ({marks})",  # noqa: S608 - placeholders only
+            devices,
+        )
+        done = {int(r[0]) for r in store.query("SELECT window_start FROM rollups WHERE site = ?", (site,))}
+        by_start: dict[int, list[dict[str, Any]]] = {}
+        for (text,) in rows:
+            body = json.loads(text)
+            start = int(body["window_start"])
+            if start not in done and int(body["window_end"]) * 1000 + grace_ms <= now_ms:
+                by_start.setdefault(start, []).append(body)
+        for start in sorted(by_start):
+            window = sum_windows(site, by_start[start])
+            if window is not None:
+                out.append(window)
+    return out
+
+
+def claim(store: Store, window: SiteWindow, receiver: str) -> bool:
+    """Insert the rollup; True only for the replica whose insert made the row."""
+    with store.transaction() as cur:
+        store.execute(
+            cur,
+            "INSERT INTO rollups (site, window_start, devices, body, receiver) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (site, window_start) DO NOTHING",
+            (window.site, window.window_start, window.devices, json.dumps(window.to_body()), receiver),
+        )
+        return bool(cur.rowcount == 1)

@@ -1,0 +1,113 @@
+"""``emotion-agent collect``: one receiver replica, built in one step, run until SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from types import FrameType
+
+from agent.clock import SystemClock
+from agent.crypto import Signer, encode, load_private_key
+from agent.fleet.inbox import Inbox
+from agent.fleet.receiver import Metrics, Receiver
+from agent.fleet.registry import Registry
+from agent.fleet.rollup import claim, due_rollups
+from agent.fleet.settings import FleetSettings, MqttSourceSettings
+from agent.fleet.store import Store
+from agent.fleet.web import FleetWeb
+from agent.fleet.witness import Witness
+
+logger = logging.getLogger(__name__)
+
+ROLLUP_EVERY_S = 1.0
+
+
+def open_inbox(settings: FleetSettings) -> Inbox:
+    client = f"emotion-agent-fleet-{settings.receiver_id}"
+    if isinstance(settings.source, MqttSourceSettings):
+        from agent.fleet.mqtt_inbox import MqttInbox  # noqa: PLC0415 - one transport per replica
+
+        return MqttInbox(settings.source, client)
+    from agent.fleet.nats_inbox import NatsInbox  # noqa: PLC0415
+
+    return NatsInbox(settings.source, client)
+
+
+class FleetService:
+    def __init__(self, settings: FleetSettings, inbox: Inbox | None = None) -> None:
+        self.settings = settings
+        self.stop_requested = threading.Event()
+        self.clock = SystemClock()
+        self.store = Store(settings.database)
+        self.registry = Registry(
+            self.store,
+            trust_first_seen=settings.registry.trust_first_seen,
+            max_skew_s=settings.max_skew_seconds,
+        )
+        if settings.registry.keys_dir is not None:
+            self.registry.provision(settings.registry.keys_dir, self._now_ms())
+        key = load_private_key(settings.private_key)
+        settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.signer = Signer(settings.receiver_id, key, settings.state_dir, self.clock)
+        w = settings.witness
+        self.witness = (
+            Witness(self.store, w.name, load_private_key(w.key) if w.key else key) if w.enabled else None
+        )
+        self.inbox = inbox or open_inbox(settings)
+        self.metrics = Metrics()
+        self.receiver = Receiver(
+            settings.receiver_id,
+            self.store,
+            self.registry,
+            witness=self.witness,
+            signer=self.signer,
+            publish=lambda topic, payload, retain: self.inbox.publish(topic, payload, retain=retain),
+            metrics=self.metrics,
+            now_ms=self._now_ms,
+        )
+        h = settings.http
+        self.web = (
+            FleetWeb(h.host, h.port, settings.receiver_id, self.metrics, self.store) if h.port else None
+        )
+
+    def _now_ms(self) -> int:
+        return int(self.clock.time() * 1000)
+
+    def run(self) -> int:
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            self.stop_requested.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        if self.web is not None:
+            self.web.start()
+        self.inbox.start(self.receiver.handle)
+        logger.info("receiver running", extra={"receiver": self.settings.receiver_id})
+        try:
+            while not self.stop_requested.wait(ROLLUP_EVERY_S):
+                self.roll_up()
+        finally:
+            self.stop()
+        return 0
+
+    def roll_up(self) -> int:
+        """Publish the site windows that are due and that no other replica claimed first."""
+        r = self.settings.rollup
+        published = 0
+        for window in due_rollups(self.store, r.sites, self._now_ms(), r.grace_seconds * 1000):
+            if claim(self.store, window, self.settings.receiver_id):
+                topic = f"emotion-agent/site/{window.site}/stats"
+                payload = encode(self.signer.sign("site-stats", topic, window.to_body()))
+                self.inbox.publish(topic, payload, retain=True)
+                published += 1
+        return published
+
+    def stop(self) -> None:
+        self.inbox.stop()
+        if self.web is not None:
+            self.web.stop()
+        self.signer.close()
+        self.store.close()
+        time.sleep(0)

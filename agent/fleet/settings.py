@@ -1,0 +1,192 @@
+"""The receiver's config (``emotion-agent collect -c fleet.yaml``): its own file, not the agent's.
+
+One YAML file per receiver replica; replicas of one fleet share ``database`` and differ in
+``receiver_id`` (and their signing key). Unknown keys are errors, as in the agent's config.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+
+from agent.errors import ConfigError, read_text
+from agent.settings_base import Section
+
+_ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class BrokerTlsSettings(Section):
+    ca: Path = Field(
+        ..., title="CA certificate", description="PEM file that signed the broker's certificate."
+    )
+    cert: Path | None = Field(None, title="Client certificate", description="PEM client certificate.")
+    key: Path | None = Field(None, title="Client key", description="PEM private key of the certificate.")
+
+
+class MqttSourceSettings(Section):
+    kind: Literal["mqtt"] = Field(..., title="Source kind", description="An MQTT 5 broker (or cluster).")
+    host: str = Field("127.0.0.1", min_length=1, title="Broker host", description="Name or address.")
+    port: int = Field(8883, ge=1, le=65535, title="Broker port", description="8883 with TLS, 1883 without.")
+    tls: BrokerTlsSettings | None = Field(None, title="TLS", description="Omit only for a loopback broker.")
+    username: str | None = Field(None, title="Username", description="Broker user of this receiver.")
+    password_file: Path | None = Field(
+        None, title="Password file", description="First line is the password; never inline."
+    )
+    share_group: str = Field(
+        "emotion-agent-receivers",
+        title="Shared-subscription group",
+        description="Replicas in one group split the device topics ($share/<group>/...). Retained "
+        "topics (key, audit/checkpoint) are subscribed plainly by every replica, since brokers do "
+        "not send retained messages to shared subscriptions.",
+    )
+
+    @field_validator("share_group")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if not _TOPIC_LEVEL.match(value):
+            raise ValueError(f"{value!r}: one topic level of letters, digits, '-' or '_'")
+        return value
+
+
+class NatsSourceSettings(Section):
+    kind: Literal["nats"] = Field(..., title="Source kind", description="NATS with JetStream.")
+    servers: list[str] = Field(
+        ["nats://127.0.0.1:4222"], min_length=1, title="Servers", description="Seed URLs of the cluster."
+    )
+    stream: str = Field(
+        "EMOTION_AGENT",
+        pattern=r"^[A-Za-z0-9_-]{1,32}$",
+        title="Stream",
+        description="JetStream stream that holds the device subjects (made if missing).",
+    )
+    replicas: int = Field(3, ge=1, le=5, title="Stream replicas", description="Copies kept by the cluster.")
+    durable: str = Field(
+        "receivers",
+        pattern=r"^[A-Za-z0-9_-]{1,32}$",
+        title="Durable consumer",
+        description="Pull consumer shared by every replica: each message goes to one of them.",
+    )
+    ack_wait_seconds: int = Field(
+        30,
+        ge=1,
+        le=3600,
+        title="Ack wait (s)",
+        description="A message not acknowledged in this time (its receiver died) is delivered again.",
+    )
+
+
+class RegistrySettings(Section):
+    keys_dir: Path | None = Field(
+        None,
+        title="Device public keys",
+        description="A folder of <device_id>.jwk files (from `emotion-agent keygen`).",
+    )
+    trust_first_seen: bool = Field(
+        False,
+        title="Trust keys first seen on the key topic",
+        description="Accept a device's retained `key` announcement when no key is provisioned for it "
+        "(trust on first use); later keys only through signed key-rotation notices.",
+    )
+
+
+class WitnessSettings(Section):
+    enabled: bool = Field(True, title="Witness checkpoints", description="Cosign consistent checkpoints.")
+    name: str = Field(
+        "witness.emotion-agent.local",
+        pattern=r"^[^\s+]{1,128}$",
+        title="Witness name",
+        description="Key name on cosignature lines (a schema-less URL by C2SP convention).",
+    )
+    key: Path | None = Field(
+        None,
+        title="Witness private key",
+        description="Ed25519 PEM (`emotion-agent keygen`); shared by replicas.",
+    )
+
+
+class HttpSettings(Section):
+    host: str = Field("127.0.0.1", title="Listen address", description="0.0.0.0 to serve other hosts.")
+    port: int = Field(
+        9108, ge=0, le=65535, title="Port", description="/metrics, /healthz and the page; 0: off."
+    )
+
+
+class RollupSettings(Section):
+    sites: dict[str, list[str]] = Field(
+        default_factory=dict,
+        title="Sites",
+        description="Site id -> its device ids.",
+    )
+    grace_seconds: int = Field(
+        120,
+        ge=0,
+        le=86_400,
+        title="Grace (s)",
+        description="How long after a window ends a site waits for late devices before summing.",
+    )
+
+
+class FleetSettings(Section):
+    schema_version: Literal[1] = Field(1, title="Schema version", description="Always 1.")
+    receiver_id: str = Field(..., title="Receiver id", description="Unique per replica; used in topics.")
+    source: Annotated[MqttSourceSettings | NatsSourceSettings, Field(discriminator="kind")] = Field(
+        ..., title="Where messages come from", description="kind: mqtt or nats."
+    )
+    database: str = Field(
+        "sqlite:///var/lib/emotion-agent-fleet/fleet.db",
+        title="Database",
+        description="sqlite:///PATH (one site) or postgresql://... (several replicas).",
+    )
+    state_dir: Path = Field(
+        Path("/var/lib/emotion-agent-fleet"),
+        title="State folder",
+        description="The receiver's own boot and sequence counters.",
+    )
+    private_key: Path = Field(..., title="Receiver key", description="Ed25519 PEM that signs rollups.")
+    registry: RegistrySettings = Field(
+        default_factory=RegistrySettings, title="Device registry", description=""
+    )
+    witness: WitnessSettings = Field(default_factory=WitnessSettings, title="Witness", description="")
+    http: HttpSettings = Field(default_factory=HttpSettings, title="HTTP", description="Metrics and page.")
+    rollup: RollupSettings = Field(default_factory=RollupSettings, title="Site rollups", description="")
+    max_skew_seconds: int = Field(
+        300, ge=0, le=86_400, title="Clock skew (s)", description="How far ahead of arrival a ts may be."
+    )
+
+    @field_validator("receiver_id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not _ID.match(value):
+            raise ValueError(f"{value!r}: lower-case letters, digits and dashes, at most 63")
+        return value
+
+    @field_validator("database")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError(f"{value!r}: use sqlite:///PATH or postgresql://...")
+        return value
+
+
+def load_fleet_settings(path: Path) -> FleetSettings:
+    """Read and validate a receiver config; ConfigError naming each bad key."""
+    text = read_text(path, "fleet config", ConfigError)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the config must be a YAML mapping of keys to values")
+    try:
+        return FleetSettings.model_validate(data)
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']} (found {err.get('input')!r})"
+            for err in exc.errors()
+        ]
+        raise ConfigError(f"{path}: {len(problems)} problem(s) in the fleet config", problems) from exc

@@ -1,0 +1,231 @@
+"""Where verified messages go: SQLite for one site, PostgreSQL for replicas sharing the work.
+
+Rows are keyed by (device, boot, seq), so QoS 1 redelivery and several replicas handling the
+same message never make a second row: the insert is ``ON CONFLICT DO NOTHING`` and the caller
+learns whether it was new. A second message under a stored key with other bytes is a conflict
+(a replay of a used sequence number), recorded as a rejection. Migrations are numbered SQL
+in this module, applied in order inside a transaction, recorded in ``schema_migrations``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+Outcome = Literal["stored", "duplicate", "conflict"]
+
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (
+        1,
+        """
+        CREATE TABLE messages (
+            device TEXT NOT NULL, boot BIGINT NOT NULL, seq BIGINT NOT NULL,
+            kid TEXT NOT NULL, typ TEXT NOT NULL, topic TEXT NOT NULL, ts BIGINT NOT NULL,
+            body TEXT NOT NULL, payload_sha256 TEXT NOT NULL,
+            received_ms BIGINT NOT NULL, receiver TEXT NOT NULL,
+            PRIMARY KEY (device, boot, seq));
+        CREATE INDEX messages_typ ON messages (typ, device);
+        CREATE TABLE rejections (
+            payload_sha256 TEXT NOT NULL, topic TEXT NOT NULL, device TEXT,
+            reason TEXT NOT NULL, received_ms BIGINT NOT NULL, receiver TEXT NOT NULL,
+            PRIMARY KEY (payload_sha256, topic));
+        CREATE TABLE device_keys (
+            kid TEXT PRIMARY KEY, device TEXT NOT NULL, jwk TEXT NOT NULL,
+            source TEXT NOT NULL, added_ms BIGINT NOT NULL);
+        CREATE TABLE devices (
+            device TEXT PRIMARY KEY, last_seen_ms BIGINT NOT NULL, kid TEXT NOT NULL);
+        CREATE TABLE witness (
+            origin TEXT PRIMARY KEY, device TEXT NOT NULL, size BIGINT NOT NULL,
+            root TEXT NOT NULL, note TEXT NOT NULL, cosigned_ms BIGINT NOT NULL);
+        CREATE TABLE witness_events (
+            origin TEXT NOT NULL, note_sha256 TEXT NOT NULL, device TEXT NOT NULL,
+            kind TEXT NOT NULL, detail TEXT NOT NULL, at_ms BIGINT NOT NULL,
+            PRIMARY KEY (origin, note_sha256));
+        CREATE TABLE rollups (
+            site TEXT NOT NULL, window_start BIGINT NOT NULL, devices BIGINT NOT NULL,
+            body TEXT NOT NULL, receiver TEXT NOT NULL, PRIMARY KEY (site, window_start));
+        """,
+    ),
+)
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    device: str
+    boot: int
+    seq: int
+    kid: str
+    typ: str
+    topic: str
+    ts: int
+    body: str
+    payload_sha256: str
+    received_ms: int
+
+
+@dataclass(frozen=True)
+class GapRow:
+    device: str
+    boot: int
+    first: int
+    last: int
+
+
+class Store:
+    """One connection, used under a lock (the receiver has one worker and the HTTP thread)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.dialect: Literal["sqlite", "postgres"]
+        self._lock = threading.RLock()
+        if url.startswith("sqlite:///"):
+            path = Path(url.removeprefix("sqlite:///"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn: Any = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self.dialect = "sqlite"
+        else:
+            import psycopg  # noqa: PLC0415 - only receivers on PostgreSQL need it
+
+            self._conn = psycopg.connect(url, autocommit=True)
+            self.dialect = "postgres"
+        self.migrate()
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.dialect == "postgres" else sql
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """A write transaction; on SQLite taken at once (BEGIN IMMEDIATE) so replicas queue."""
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
+            try:
+                yield cur
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            cur.execute("COMMIT")
+
+    def execute(self, cur: Any, sql: str, params: Sequence[Any] = ()) -> Any:
+        cur.execute(self._sql(sql), tuple(params))
+        return cur
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute(self._sql(sql), tuple(params))
+            return [tuple(row) for row in cur.fetchall()]
+
+    def migrate(self) -> None:
+        """Apply the migrations not yet recorded; replicas starting together take turns."""
+        with self.transaction() as cur:
+            if self.dialect == "postgres":
+                cur.execute("SELECT pg_advisory_xact_lock(7220461)")
+            cur.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)")
+            cur.execute("SELECT version FROM schema_migrations")
+            done = {int(row[0]) for row in cur.fetchall()}
+            for version, sql in MIGRATIONS:
+                if version in done:
+                    continue
+                for statement in filter(str.strip, sql.split(";")):
+                    cur.execute(statement)
+                self.execute(cur, "INSERT INTO schema_migrations (version) VALUES (?)", (version,))
+
+    # --- messages ------------------------------------------------------------------------------
+
+    def insert_message(self, msg: StoredMessage, receiver: str) -> Outcome:
+        with self.transaction() as cur:
+            self.execute(
+                cur,
+                "INSERT INTO messages (device, boot, seq, kid, typ, topic, ts, body, payload_sha256, "
+                "received_ms, receiver) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (device, boot, seq) DO NOTHING",
+                (
+                    msg.device,
+                    msg.boot,
+                    msg.seq,
+                    msg.kid,
+                    msg.typ,
+                    msg.topic,
+                    msg.ts,
+                    msg.body,
+                    msg.payload_sha256,
+                    msg.received_ms,
+                    receiver,
+                ),
+            )
+            if cur.rowcount == 1:
+                self.execute(
+                    cur,
+                    "INSERT INTO devices (device, last_seen_ms, kid) VALUES (?, ?, ?) ON CONFLICT (device) "
+                    "DO UPDATE SET last_seen_ms = excluded.last_seen_ms, kid = excluded.kid",
+                    (msg.device, msg.received_ms, msg.kid),
+                )
+                return "stored"
+            self.execute(
+                cur,
+                "SELECT payload_sha256 FROM messages WHERE device = ? AND boot = ? AND seq = ?",
+                (msg.device, msg.boot, msg.seq),
+            )
+            row = cur.fetchone()
+        return "duplicate" if row is not None and row[0] == msg.payload_sha256 else "conflict"
+
+    def reject(
+        self,
+        *,
+        payload_sha256: str,
+        topic: str,
+        device: str | None,
+        reason: str,
+        received_ms: int,
+        receiver: str,
+    ) -> None:
+        with self.transaction() as cur:
+            self.execute(
+                cur,
+                "INSERT INTO rejections (payload_sha256, topic, device, reason, received_ms, receiver) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (payload_sha256, topic) DO NOTHING",
+                (payload_sha256, topic, device, reason, received_ms, receiver),
+            )
+
+    def gaps(self) -> list[GapRow]:
+        """Sequence numbers missing inside one boot of one device, as stored so far."""
+        rows = self.query(
+            "SELECT device, boot, prev + 1, seq - 1 FROM (SELECT device, boot, seq, "
+            "LAG(seq) OVER (PARTITION BY device, boot ORDER BY seq) AS prev FROM messages) t "
+            "WHERE prev IS NOT NULL AND seq > prev + 1 ORDER BY device, boot, prev"
+        )
+        return [GapRow(str(d), int(b), int(f), int(last)) for d, b, f, last in rows]
+
+    # --- keys ----------------------------------------------------------------------------------
+
+    def add_key(self, kid: str, device: str, jwk: str, source: str, now_ms: int) -> str:
+        """Record a device key; returns the device that owns ``kid`` (the first claim wins)."""
+        with self.transaction() as cur:
+            self.execute(
+                cur,
+                "INSERT INTO device_keys (kid, device, jwk, source, added_ms) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (kid) DO NOTHING",
+                (kid, device, jwk, source, now_ms),
+            )
+            self.execute(cur, "SELECT device FROM device_keys WHERE kid = ?", (kid,))
+            return str(cur.fetchone()[0])
+
+    def trusted_keys(self) -> list[tuple[str, str, str]]:
+        """(kid, device, jwk) of every trusted key."""
+        return [
+            (str(k), str(d), str(j)) for k, d, j in self.query("SELECT kid, device, jwk FROM device_keys")
+        ]
+
+    def device_has_key(self, device: str) -> bool:
+        return bool(self.query("SELECT 1 FROM device_keys WHERE device = ?", (device,)))
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

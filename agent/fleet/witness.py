@@ -1,0 +1,124 @@
+"""The receiver as a witness (C2SP tlog-witness semantics over MQTT/NATS instead of HTTP).
+
+For each device log (its checkpoint origin) the witness keeps the last tree head it cosigned.
+A new checkpoint is cosigned only if its signature is the device's and it is consistent with
+that head: larger with a valid RFC 9162 proof from exactly that size, or equal with the same
+root. Smaller is a rollback, equal size with another root or a failing proof is a fork; both
+are refused, recorded and raised, and the stored head does not move. The head is persisted
+(committed) before the cosignature is returned, so a crash can never cosign two forks.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from agent.audit.cosignature import cosign
+from agent.audit.merkle import verify_consistency
+from agent.audit.note import NoteError, SignedCheckpoint, open_checkpoint
+from agent.fleet.store import Store
+
+logger = logging.getLogger(__name__)
+
+Kind = Literal["cosigned", "first", "fork", "rollback", "no_proof", "bad_note"]
+REFUSED: frozenset[str] = frozenset({"fork", "rollback", "no_proof", "bad_note"})
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: Kind
+    detail: str
+    cosigned_note: bytes | None = None
+
+    @property
+    def refused(self) -> bool:
+        return self.kind in REFUSED
+
+
+def judge(  # noqa: PLR0911 - one return per rule of the witness
+    head: tuple[int, bytes] | None, cp: SignedCheckpoint, proof_from: int | None, proof: Sequence[bytes]
+) -> tuple[Kind, str]:
+    """Pure rule: may ``cp`` follow the cosigned ``head`` (size, root)?"""
+    if head is None:
+        return "first", f"first checkpoint seen for {cp.origin}: size {cp.size} (trusted on first use)"
+    size, root = head
+    if cp.size < size:
+        return "rollback", f"size {cp.size} is smaller than the cosigned size {size}"
+    if cp.size == size:
+        if cp.root == root:
+            return "cosigned", f"size {size} seen again with the same root"
+        return "fork", f"size {size} with a root other than the cosigned one"
+    if proof_from != size:
+        return "no_proof", f"needs a consistency proof from the cosigned size {size} (got {proof_from})"
+    if not verify_consistency(size, cp.size, root, cp.root, proof):
+        return "fork", f"consistency proof from {size} to {cp.size} does not verify: the log was rewritten"
+    return "cosigned", f"consistent from {size} to {cp.size}"
+
+
+class Witness:
+    """Checks and cosigns device checkpoints; state in the shared database."""
+
+    def __init__(self, store: Store, name: str, key: Ed25519PrivateKey) -> None:
+        self.store = store
+        self.name = name
+        self.key = key
+
+    def add(
+        self,
+        device: str,
+        note: bytes,
+        *,
+        device_keys: Sequence[Ed25519PublicKey],
+        proof_from: int | None,
+        proof: Sequence[bytes],
+        now_ms: int,
+    ) -> Verdict:
+        origin = f"emotion-agent/{device}"
+        try:
+            cp = open_checkpoint(note, list(device_keys))
+        except NoteError as exc:
+            return self._record(origin, device, note, ("bad_note", str(exc)), now_ms)
+        if cp.origin != origin:
+            wrong = f"origin {cp.origin!r} is not {origin!r}"
+            return self._record(origin, device, note, ("bad_note", wrong), now_ms)
+        with self.store.transaction() as cur:
+            lock = " FOR UPDATE" if self.store.dialect == "postgres" else ""
+            self.store.execute(cur, f"SELECT size, root FROM witness WHERE origin = ?{lock}", (origin,))  # noqa: S608 - a constant
+            row = cur.fetchone()
+            head = (int(row[0]), base64.b64decode(row[1])) if row is not None else None
+            kind, detail = judge(head, cp, proof_from, proof)
+            if kind in REFUSED:
+                cosigned = None
+            else:
+                self.store.execute(
+                    cur,
+                    "INSERT INTO witness (origin, device, size, root, note, cosigned_ms) "
+                    "VALUES (?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (origin) DO UPDATE SET size = excluded.size, root = excluded.root, "
+                    "note = excluded.note, cosigned_ms = excluded.cosigned_ms",
+                    (origin, device, cp.size, cp.root_b64, note.decode(), now_ms),
+                )
+                cosigned = note + cosign(note, self.name, self.key, now_ms // 1000).encode("utf-8")
+        if kind in REFUSED:
+            return self._record(origin, device, note, (kind, detail), now_ms)
+        return Verdict(kind, detail, cosigned)
+
+    def _record(
+        self, origin: str, device: str, note: bytes, verdict: tuple[Kind, str], now_ms: int
+    ) -> Verdict:
+        kind, detail = verdict
+        logger.error("witness refused a checkpoint", extra={"device": device, "kind": kind, "detail": detail})
+        with self.store.transaction() as cur:
+            self.store.execute(
+                cur,
+                "INSERT INTO witness_events (origin, note_sha256, device, kind, detail, at_ms) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (origin, note_sha256) DO NOTHING",
+                (origin, hashlib.sha256(note).hexdigest(), device, kind, detail, now_ms),
+            )
+        return Verdict(kind, detail)
