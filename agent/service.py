@@ -29,6 +29,7 @@ from agent.analytics.windows import WindowReport
 from agent.audit import AuditLog
 from agent.audit.dpspend import logged_spend
 from agent.audit.imagescan import scan_state
+from agent.audit.witnessing import EDGE_FILE, CheckpointProver
 from agent.camera.base import open_source
 from agent.camera.feed import CameraFeed, CameraState, FeedCounters, SourceOpener
 from agent.clock import Clock, SystemClock
@@ -144,6 +145,7 @@ class Service:
                 self.feed, self.privacy, self.clock, schedule_of(cfg), self._budget_gate(accountant)
             )
             undo.pop_all()
+        self.prover = CheckpointProver(cfg.state_dir / "audit", cfg.state_dir / EDGE_FILE)
         self.audit.on_checkpoint = self._publish_checkpoint  # once every part is there
         if not self.outputs:
             logger.warning("no output configured: windows go to the audit log only")
@@ -319,7 +321,7 @@ class Service:
         self.publisher.publish(f"alert/{state.rule}", state.to_body(), retain=True, typ="alert-state")
 
     def _publish_checkpoint(self, note: bytes) -> None:
-        self.publisher.publish("audit/checkpoint", {"note": note.decode()}, retain=True)
+        self.publisher.publish("audit/checkpoint", self.prover.body_for(note), retain=True)
 
     # --- camera, gate, privacy, commands ---------------------------------------------------------
 

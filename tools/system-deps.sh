@@ -4,8 +4,9 @@ set -euo pipefail
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 # python3-bottleneck: a Debian C extension built against Bookworm's numpy 1.x, for the numpy ABI tests.
+# postgresql, nats-server, chromium: the fleet receiver's tests (docs/fleet.md).
 for pkg in python3-venv mosquitto mosquitto-clients strace mtools dosfstools openssl systemd tzdata \
-    python3-bottleneck; do
+    python3-bottleneck postgresql nats-server chromium; do
   have "$pkg" || need+=("$pkg")
 done
 # pyenv or other non-Debian Pythons bring their own venv module; tools/install (and its test)

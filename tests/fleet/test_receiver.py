@@ -1,0 +1,153 @@
+"""Verify before storing, store once, on SQLite and on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.crypto import MemorySequenceStore, Signer, encode, public_jwk
+from agent.fleet.inbox import Delivery
+from agent.fleet.receiver import Receiver
+from agent.fleet.registry import Registry
+from agent.fleet.rollup import claim, due_rollups
+from agent.fleet.store import Store
+from agent.fleet.witness import Witness
+from tests.fleet.sim import SimDevice
+
+NOW = 1_800_000_000_000
+
+
+class Acks:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> None:
+        self.count += 1
+
+
+def _receiver(store: Store, tmp_path: Path, *, tofu: bool = False) -> tuple[Receiver, list[tuple[str, bytes]]]:
+    sent: list[tuple[str, bytes]] = []
+    registry = Registry(store, trust_first_seen=tofu, max_skew_s=300)
+    signer = Signer("rx-1", Ed25519PrivateKey.generate(), store=MemorySequenceStore())
+    rx = Receiver(
+        "rx-1", store, registry, witness=Witness(store, "w.test", Ed25519PrivateKey.generate()),
+        signer=signer, publish=lambda t, p, r: sent.append((t, p)), now_ms=lambda: NOW,
+    )
+    return rx, sent
+
+
+def _deliver(rx: Receiver, topic: str, payload: bytes, acks: Acks) -> None:
+    rx.handle(Delivery(topic, payload, NOW, acks))
+
+
+def test_redelivery_and_replicas_store_each_window_once(store: Store, tmp_path: Path) -> None:
+    dev = SimDevice("lobby-1", tmp_path / "dev")
+    rx, _ = _receiver(store, tmp_path)
+    rx.registry.provision(tmp_path / "keys" if dev.jwk_file(tmp_path / "keys") else tmp_path, NOW)
+    other, _ = _receiver(store, tmp_path)  # a second replica on the same database
+    acks = Acks()
+    windows = [dev.window(60 * i) for i in range(5)]
+    for topic, payload in windows:
+        _deliver(rx, topic, payload, acks)
+        _deliver(other, topic, payload, acks)  # QoS 1 redelivery to another replica
+    assert acks.count == 10
+    assert store.query("SELECT COUNT(*) FROM messages")[0][0] == 5
+    assert sum(rx.metrics.duplicates.values()) + sum(other.metrics.duplicates.values()) == 5
+    assert store.gaps() == []
+
+
+def test_unverified_messages_are_rejections_never_data(store: Store, tmp_path: Path) -> None:
+    dev = SimDevice("lobby-1", tmp_path / "dev")
+    rx, _ = _receiver(store, tmp_path)
+    rx.registry.provision(tmp_path / "keys" if dev.jwk_file(tmp_path / "keys") else tmp_path, NOW)
+    acks = Acks()
+    topic, payload = dev.window(0)
+    env = json.loads(payload)
+    forged = dict(env, body=dict(env["body"], people=60))
+    stranger = SimDevice("lobby-1", tmp_path / "stranger")  # same name, another key
+    cases = [
+        (topic, json.dumps(forged).encode()),  # altered after signing
+        ("emotion-agent/lobby-2/stats", payload),  # moved to another topic
+        stranger.window(0),  # unknown key
+        (topic, b"not json"),
+    ]
+    for t, p in cases:
+        _deliver(rx, t, p, acks)
+    assert store.query("SELECT COUNT(*) FROM messages")[0][0] == 0
+    reasons = [r[0] for r in store.query("SELECT reason FROM rejections ORDER BY reason")]
+    assert len(reasons) == 4
+    assert any("signature does not verify" in r for r in reasons)
+    assert any("arrived on" in r for r in reasons)
+    assert any("unknown kid" in r for r in reasons)
+    # a replayed sequence number with other content is a conflict, not a second row
+    _deliver(rx, topic, payload, acks)
+    again = SimDevice("lobby-1", tmp_path / "again", key=dev.key)  # same key, numbering restarted
+    _deliver(rx, *again.window(999), acks)
+    assert store.query("SELECT COUNT(*) FROM messages")[0][0] == 1
+    assert any("replay" in r[0] for r in store.query("SELECT reason FROM rejections"))
+    assert acks.count == 6
+
+
+def test_gaps_are_reported_where_messages_were_dropped(store: Store, tmp_path: Path) -> None:
+    dev = SimDevice("lobby-1", tmp_path / "dev")
+    rx, _ = _receiver(store, tmp_path)
+    rx.registry.provision(tmp_path / "keys" if dev.jwk_file(tmp_path / "keys") else tmp_path, NOW)
+    acks = Acks()
+    for i in range(10):
+        topic, payload = dev.window(60 * i)
+        if i not in (3, 4, 7):
+            _deliver(rx, topic, payload, acks)
+    assert [(g.first, g.last) for g in store.gaps()] == [(4, 5), (8, 8)]
+
+
+def test_first_seen_key_and_signed_rotation(store: Store, tmp_path: Path) -> None:
+    dev = SimDevice("lobby-1", tmp_path / "dev")
+    rx, _ = _receiver(store, tmp_path, tofu=True)
+    acks = Acks()
+    _deliver(rx, *dev.message("key", {"jwk": public_jwk(dev.key.public_key())}), acks)
+    _deliver(rx, *dev.window(0), acks)
+    new = Ed25519PrivateKey.generate()
+    announcement = dev.signer.rotate(new, dev.topic("key-rotation"))
+    _deliver(rx, dev.topic("key-rotation"), encode(announcement), acks)
+    _deliver(rx, *dev.window(60), acks)  # signed by the new key
+    assert store.query("SELECT COUNT(*) FROM messages")[0][0] == 4
+    # another device cannot claim lobby-1's slot by announcing a key of its own
+    intruder = SimDevice("lobby-1", tmp_path / "intruder")
+    _deliver(rx, *intruder.message("key", {"jwk": public_jwk(intruder.key.public_key())}), acks)
+    assert store.query("SELECT COUNT(*) FROM messages")[0][0] == 4
+    assert store.query("SELECT COUNT(*) FROM rejections")[0][0] == 1
+
+
+def test_checkpoints_are_cosigned_and_published_back(store: Store, tmp_path: Path) -> None:
+    dev = SimDevice("lobby-1", tmp_path / "dev")
+    rx, sent = _receiver(store, tmp_path)
+    rx.registry.provision(tmp_path / "keys" if dev.jwk_file(tmp_path / "keys") else tmp_path, NOW)
+    acks = Acks()
+    _deliver(rx, *dev.window(0), acks)
+    _deliver(rx, *dev.checkpoint(), acks)
+    _deliver(rx, *dev.window(60), acks)
+    _deliver(rx, *dev.checkpoint(), acks)
+    cosigs = [p for t, p in sent if t == "emotion-agent/lobby-1/audit/cosignature"]
+    assert len(cosigs) == 2
+    assert store.query("SELECT COUNT(*) FROM witness")[0][0] == 1
+
+
+def test_site_rollup_sums_published_windows_once(store: Store, tmp_path: Path) -> None:
+    devs = [SimDevice(f"cam-{i}", tmp_path / f"cam{i}") for i in range(3)]
+    rx, _ = _receiver(store, tmp_path)
+    for d in devs:
+        d.jwk_file(tmp_path / "keys")
+    rx.registry.provision(tmp_path / "keys", NOW)
+    acks = Acks()
+    start = NOW // 1000 - 600
+    for d, people in zip(devs, (6, None, 8), strict=True):
+        _deliver(rx, *d.window(start, people), acks)
+    due = due_rollups(store, {"hall": [d.name for d in devs]}, NOW, 60_000)
+    assert len(due) == 1
+    body = due[0].to_body()
+    assert body["people"] == 14 and body["suppressed_devices"] == 1 and body["devices"] == 3
+    assert claim(store, due[0], "rx-1") is True
+    assert claim(store, due[0], "rx-2") is False  # another replica was second
+    assert due_rollups(store, {"hall": [d.name for d in devs]}, NOW, 60_000) == []
