@@ -70,7 +70,8 @@ class Postgres:
         _wait_port(self.port, self._proc, self.log)
         for _ in range(100):
             ok = subprocess.run(
-                [str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)], capture_output=True
+                [str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+                capture_output=True, check=False,
             )
             if ok.returncode == 0:
                 break

@@ -27,7 +27,10 @@ class Acks:
         self.count += 1
 
 
-def _receiver(store: Store, tmp_path: Path, *, tofu: bool = False) -> tuple[Receiver, list[tuple[str, bytes]]]:
+Sent = list[tuple[str, bytes]]
+
+
+def _receiver(store: Store, tmp_path: Path, *, tofu: bool = False) -> tuple[Receiver, Sent]:
     sent: list[tuple[str, bytes]] = []
     registry = Registry(store, trust_first_seen=tofu, max_skew_s=300)
     signer = Signer("rx-1", Ed25519PrivateKey.generate(), store=MemorySequenceStore())
@@ -147,7 +150,7 @@ def test_site_rollup_sums_published_windows_once(store: Store, tmp_path: Path) -
     due = due_rollups(store, {"hall": [d.name for d in devs]}, NOW, 60_000)
     assert len(due) == 1
     body = due[0].to_body()
-    assert body["people"] == 14 and body["suppressed_devices"] == 1 and body["devices"] == 3
+    assert (body["people"], body["suppressed_devices"], body["devices"]) == (14, 1, 3)
     assert claim(store, due[0], "rx-1") is True
     assert claim(store, due[0], "rx-2") is False  # another replica was second
     assert due_rollups(store, {"hall": [d.name for d in devs]}, NOW, 60_000) == []

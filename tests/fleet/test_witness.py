@@ -9,11 +9,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.audit.cosignature import cosign, find_cosignature, note_body
-from agent.audit.merkle import verify_consistency
-from agent.audit.note import NoteError, open_checkpoint
-from agent.fleet.store import Store
-from agent.fleet.witness import Witness, judge
+from agent.audit.merkle import consistency_proof, verify_consistency
+from agent.audit.note import NoteError, open_checkpoint, sign_checkpoint
+from agent.audit.witnessing import read_leaves
 from agent.crypto import parse_strict
+from agent.fleet.store import Store
+from agent.fleet.witness import Verdict, Witness, judge
 from tests.fleet.sim import SimDevice
 
 
@@ -21,22 +22,23 @@ def _body(payload: bytes) -> dict:
     return parse_strict(payload)["body"]
 
 
-def _add(w: Witness, dev: SimDevice, payload: bytes, now_ms: int = 1_800_000_000_000):  # type: ignore[no-untyped-def]
+def _add(w: Witness, dev: SimDevice, payload: bytes, now_ms: int = 1_800_000_000_000) -> Verdict:
     body = _body(payload)
+    proof = [base64.b64decode(p) for p in body.get("proof", [])]
+    keys = [dev.key.public_key()]
     return w.add(
-        dev.name, body["note"].encode(), device_keys=[dev.key.public_key()], proof_from=body.get("proof_from"),
-        proof=[base64.b64decode(p) for p in body.get("proof", [])], now_ms=now_ms,
+        dev.name, body["note"].encode(), device_keys=keys, proof_from=body.get("proof_from"), proof=proof,
+        now_ms=now_ms,
     )
 
 
 def test_a_cosignature_verifies_and_names_its_time() -> None:
     dev_key, wkey = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
-    from agent.audit.note import sign_checkpoint
-
     note = sign_checkpoint("emotion-agent/d1", 5, b"\x01" * 32, dev_key).note
     cosigned = note + cosign(note, "w.example", wkey, 1_700_000_000).encode()
     found = find_cosignature(cosigned, "w.example", wkey.public_key())
-    assert found is not None and found.timestamp == 1_700_000_000
+    assert found is not None
+    assert found.timestamp == 1_700_000_000
     assert open_checkpoint(cosigned, dev_key.public_key()).size == 5  # still a valid device note
     assert find_cosignature(cosigned, "w.example", Ed25519PrivateKey.generate().public_key()) is None
     altered = cosigned.replace(b"\n5\n", b"\n6\n")
@@ -66,28 +68,35 @@ def test_witness_cosigns_growth_and_refuses_a_rewritten_log(tmp_path: Path) -> N
     dev = SimDevice("d1", tmp_path / "d1")
     dev.window(0)
     v1 = _add(w, dev, dev.checkpoint()[1])
-    assert v1.kind == "first" and v1.cosigned_note is not None
+    assert v1.kind == "first"
+    assert v1.cosigned_note is not None
     dev.window(60)
     v2 = _add(w, dev, dev.checkpoint()[1])
     assert v2.kind == "cosigned", v2.detail
     assert find_cosignature(v2.cosigned_note or b"", "witness.test", wkey.public_key()) is not None
     witnessed = store.query("SELECT size FROM witness")
+    assert witnessed[0][0] > 1
 
-    # The same key writes a fresh log (same origin) and proves from the witnessed size.
+    # The same key writes a fresh log (same origin) and proves, honestly, from the witnessed size.
     forged = SimDevice("d1", tmp_path / "forged", key=dev.key)
-    for i in range(6):
+    for i in range(9):
         forged.window(1000 + i)
-    forged.prover.edge_file.write_text(dev.prover.edge_file.read_text())  # claims the old base
-    v3 = _add(w, forged, forged.checkpoint()[1])
-    assert v3.refused and v3.kind in {"fork", "no_proof"}, v3.detail
+    note = forged.audit.checkpoint().note
+    cp = open_checkpoint(note, dev.key.public_key())
+    old_size = witnessed[0][0]
+    leaves = read_leaves(forged.folder / "audit", 0, cp.size)
+    assert leaves is not None
+    body = {"note": note.decode(), "proof_from": old_size,
+            "proof": [base64.b64encode(h).decode() for h in consistency_proof(leaves, old_size)]}
+    v3 = _add(w, forged, forged.message("audit/checkpoint", body)[1])
+    assert v3.kind == "fork", v3.detail
+    assert v3.cosigned_note is None
     assert store.query("SELECT kind FROM witness_events")  # recorded
     assert store.query("SELECT size FROM witness") == witnessed, "a refused checkpoint never moves the head"
 
 
 def test_judge_rules() -> None:
     key = Ed25519PrivateKey.generate()
-    from agent.audit.note import sign_checkpoint
-
     cp = sign_checkpoint("emotion-agent/d", 10, b"\x02" * 32, key)
     assert judge(None, cp, None, [])[0] == "first"
     assert judge((11, b"\x02" * 32), cp, None, [])[0] == "rollback"
