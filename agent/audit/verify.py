@@ -18,6 +18,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from agent.audit.cosignature import find_cosignature
 from agent.audit.entries import Entry, decode_entry
 from agent.audit.invariants import Invariants
 from agent.audit.log import DAY_MS
@@ -52,6 +53,8 @@ class VerifyResult:
     checkpoints: list[Located] = field(default_factory=list)
     external: list[Located] = field(default_factory=list)
     verified_sizes: set[int] = field(default_factory=set)
+    cosigned: list[tuple[str, str, int]] = field(default_factory=list)
+    """(where, witness name, tree size) of external checkpoints a trusted witness cosigned."""
 
     @property
     def ok(self) -> bool:
@@ -266,6 +269,7 @@ def verify_log(
     public_key: Ed25519PublicKey | Sequence[Ed25519PublicKey],
     external: Iterable[tuple[str, bytes]] = (),
     max_lifetime_ms: int | None = None,
+    witnesses: Sequence[tuple[str, Ed25519PublicKey]] = (),
 ) -> VerifyResult:
     """Check an audit directory against the device key(s); ``external`` are (source name,
     notes bytes) kept elsewhere."""
@@ -283,6 +287,8 @@ def verify_log(
         result.checkpoints = load_notes(data, CHECKPOINTS_FILE, keys, result)
     for source, data in external:
         result.external += load_notes(data, source, keys, result)
+    for loc in result.external:
+        _cosignatures(loc, witnesses, result)
     try:
         segments = list_segments(root_dir)
     except OSError as exc:
@@ -372,6 +378,21 @@ def _legacy(result: VerifyResult, v: _Verifier) -> None:
         )
 
 
+Witnesses = Sequence[tuple[str, Ed25519PublicKey]]
+
+
+def _cosignatures(loc: Located, witnesses: Witnesses, result: VerifyResult) -> None:
+    """Record which trusted witnesses cosigned an external checkpoint (C2SP tlog-cosignature)."""
+    for name, key in witnesses:
+        try:
+            found = find_cosignature(loc.cp.note, name, key)
+        except NoteError as exc:
+            result.problems.append(f"{loc.where}: {exc}")
+            continue
+        if found is not None:
+            result.cosigned.append((loc.where, name, loc.cp.size))
+
+
 def _b64(h: bytes) -> str:
     return base64.b64encode(h).decode("ascii")
 
@@ -385,6 +406,13 @@ def summary_lines(result: VerifyResult) -> list[str]:
         f"checkpoints: {len(result.checkpoints)} on the device, {len(result.external)} external; "
         f"{len(result.verified_sizes)} tree size(s) matched a signed root",
     ]
+    if result.cosigned:
+        names = sorted({name for _, name, _ in result.cosigned})
+        biggest = max(size for _, _, size in result.cosigned)
+        out.append(
+            f"cosigned: {len(result.cosigned)} external checkpoint(s) by {', '.join(names)}, "
+            f"up to tree size {biggest}"
+        )
     if result.partial:
         out.append(f"note: {result.partial}")
     out += [f"warning: {w}" for w in result.warnings]

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from agent.audit.cosignature import COSIGNATURE_V1, cosigner_key_id
 from agent.audit.report import render_report
 from agent.audit.verify import summary_lines, verify_log
 from agent.crypto import load_public_key
@@ -57,6 +61,14 @@ def _common(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="checkpoints kept off the device (notes, or JSON lines of MQTT messages); repeatable",
     )
+    p.add_argument(
+        "--witness",
+        action="append",
+        default=[],
+        metavar="VKEY",
+        help="a trusted witness as its verifier key NAME+KEYID+BASE64 (from `emotion-agent collect`'s "
+        "docs/fleet.md); external checkpoints it cosigned are counted; repeatable",
+    )
 
 
 def read_external(path: Path) -> tuple[str, bytes]:
@@ -90,6 +102,8 @@ def _find_note(obj: Any) -> str | None:
         return str(obj["note"])
     for inner in ("body", "payload"):
         value = obj.get(inner)
+        if isinstance(value, str) and "\n\n— " in value:
+            return value  # a plain note (a witness's cosigned checkpoint) as mosquitto_sub wrote it
         if isinstance(value, str) and value.lstrip().startswith("{"):
             try:
                 value = json.loads(value)
@@ -101,10 +115,27 @@ def _find_note(obj: Any) -> str | None:
     return None
 
 
+def parse_witness(vkey: str) -> tuple[str, Ed25519PublicKey]:
+    """``name+hexkeyid+base64(0x04||key)``: InputError naming what is wrong."""
+    name, _, rest = vkey.partition("+")
+    key_hex, _, data = rest.partition("+")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except ValueError as exc:
+        raise InputError(f"--witness {vkey!r}: the key part is not base64") from exc
+    if not name or len(raw) != 33 or raw[:1] != COSIGNATURE_V1:
+        raise InputError(f"--witness {vkey!r}: expected NAME+KEYID+BASE64(0x04 || 32-byte Ed25519 key)")
+    key = Ed25519PublicKey.from_public_bytes(raw[1:])
+    if cosigner_key_id(name, key).hex() != key_hex:
+        raise InputError(f"--witness {vkey!r}: key ID {key_hex} does not match the name and key")
+    return name, key
+
+
 def verify_cmd(args: argparse.Namespace) -> int:
     keys = [load_public_key(p) for p in args.pubkey]
     external = [read_external(p) for p in args.checkpoints]
-    result = verify_log(args.directory, keys, external, args.max_lifetime_ms)
+    witnesses = [parse_witness(v) for v in args.witness]
+    result = verify_log(args.directory, keys, external, args.max_lifetime_ms, witnesses)
     for line in summary_lines(result):
         print(line)
     return EXIT_OK if result.ok else EXIT_REJECTED
@@ -113,7 +144,8 @@ def verify_cmd(args: argparse.Namespace) -> int:
 def report_cmd(args: argparse.Namespace) -> int:
     keys = [load_public_key(p) for p in args.pubkey]
     external = [read_external(p) for p in args.checkpoints]
-    result = verify_log(args.directory, keys, external, args.max_lifetime_ms)
+    witnesses = [parse_witness(v) for v in args.witness]
+    result = verify_log(args.directory, keys, external, args.max_lifetime_ms, witnesses)
     html = render_report(result, keys)
     try:
         args.output.write_text(html, encoding="utf-8")

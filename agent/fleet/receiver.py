@@ -145,6 +145,7 @@ class Receiver:
                 proof_from=proof_from if isinstance(proof_from, int) else None,
                 proof=proof,
                 now_ms=self._now_ms(),
+                signed_at=(int(env["boot"]), int(env["seq"])),
             )
         except NoteError as exc:
             logger.warning("checkpoint unreadable", extra={"device": device, "error": str(exc)})
@@ -153,7 +154,7 @@ class Receiver:
             self.metrics.witness[(device, verdict.kind)] += 1
         if verdict.cosigned_note is not None:
             self.publish(f"emotion-agent/{device}/audit/cosignature", verdict.cosigned_note, True)
-        else:
+        elif verdict.refused:
             topic = f"emotion-agent-fleet/{self.receiver_id}/alert"
             alert: dict[str, JSON] = {"device": device, "problem": verdict.kind, "detail": verdict.detail}
             self.publish(topic, encode(self.signer.sign("witness-alert", topic, alert)), False)

@@ -41,7 +41,8 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
             device TEXT PRIMARY KEY, last_seen_ms BIGINT NOT NULL, kid TEXT NOT NULL);
         CREATE TABLE witness (
             origin TEXT PRIMARY KEY, device TEXT NOT NULL, size BIGINT NOT NULL,
-            root TEXT NOT NULL, note TEXT NOT NULL, cosigned_ms BIGINT NOT NULL);
+            root TEXT NOT NULL, note TEXT NOT NULL, cosigned_ms BIGINT NOT NULL,
+            boot BIGINT NOT NULL, seq BIGINT NOT NULL);
         CREATE TABLE witness_events (
             origin TEXT NOT NULL, note_sha256 TEXT NOT NULL, device TEXT NOT NULL,
             kind TEXT NOT NULL, detail TEXT NOT NULL, at_ms BIGINT NOT NULL,

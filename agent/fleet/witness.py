@@ -4,7 +4,9 @@ For each device log (its checkpoint origin) the witness keeps the last tree head
 A new checkpoint is cosigned only if its signature is the device's and it is consistent with
 that head: larger with a valid RFC 9162 proof from exactly that size, or equal with the same
 root. Smaller is a rollback, equal size with another root or a failing proof is a fork; both
-are refused, recorded and raised, and the stored head does not move. The head is persisted
+are refused, recorded and raised, and the stored head does not move. A checkpoint message the
+device signed before the head's own message ((boot, seq) lower) is a late delivery of
+something already superseded: ``stale``, neither cosigned nor raised. The head is persisted
 (committed) before the cosignature is returned, so a crash can never cosign two forks.
 """
 
@@ -26,8 +28,9 @@ from agent.fleet.store import Store
 
 logger = logging.getLogger(__name__)
 
-Kind = Literal["cosigned", "first", "fork", "rollback", "no_proof", "bad_note"]
+Kind = Literal["cosigned", "first", "stale", "fork", "rollback", "no_proof", "bad_note"]
 REFUSED: frozenset[str] = frozenset({"fork", "rollback", "no_proof", "bad_note"})
+NOT_COSIGNED: frozenset[str] = REFUSED | {"stale"}
 
 
 @dataclass(frozen=True)
@@ -42,12 +45,19 @@ class Verdict:
 
 
 def judge(  # noqa: PLR0911 - one return per rule of the witness
-    head: tuple[int, bytes] | None, cp: SignedCheckpoint, proof_from: int | None, proof: Sequence[bytes]
+    head: tuple[int, bytes] | None,
+    cp: SignedCheckpoint,
+    proof_from: int | None,
+    proof: Sequence[bytes],
+    *,
+    superseded: bool = False,
 ) -> tuple[Kind, str]:
     """Pure rule: may ``cp`` follow the cosigned ``head`` (size, root)?"""
     if head is None:
         return "first", f"first checkpoint seen for {cp.origin}: size {cp.size} (trusted on first use)"
     size, root = head
+    if superseded:
+        return "stale", f"size {cp.size} was signed before the cosigned size {size}: a late delivery"
     if cp.size < size:
         return "rollback", f"size {cp.size} is smaller than the cosigned size {size}"
     if cp.size == size:
@@ -78,7 +88,9 @@ class Witness:
         proof_from: int | None,
         proof: Sequence[bytes],
         now_ms: int,
+        signed_at: tuple[int, int] = (0, 0),
     ) -> Verdict:
+        """``signed_at`` is the (boot, seq) of the message that carried the checkpoint."""
         origin = f"emotion-agent/{device}"
         try:
             cp = open_checkpoint(note, list(device_keys))
@@ -89,24 +101,29 @@ class Witness:
             return self._record(origin, device, note, ("bad_note", wrong), now_ms)
         with self.store.transaction() as cur:
             lock = " FOR UPDATE" if self.store.dialect == "postgres" else ""
-            self.store.execute(cur, f"SELECT size, root FROM witness WHERE origin = ?{lock}", (origin,))  # noqa: S608 - a constant
+            sql = f"SELECT size, root, boot, seq FROM witness WHERE origin = ?{lock}"  # noqa: S608 - constants
+            self.store.execute(cur, sql, (origin,))
             row = cur.fetchone()
             head = (int(row[0]), base64.b64decode(row[1])) if row is not None else None
-            kind, detail = judge(head, cp, proof_from, proof)
-            if kind in REFUSED:
+            superseded = row is not None and signed_at < (int(row[2]), int(row[3]))
+            kind, detail = judge(head, cp, proof_from, proof, superseded=superseded)
+            if kind in NOT_COSIGNED:
                 cosigned = None
             else:
                 self.store.execute(
                     cur,
-                    "INSERT INTO witness (origin, device, size, root, note, cosigned_ms) "
-                    "VALUES (?, ?, ?, ?, ?, ?) "
+                    "INSERT INTO witness (origin, device, size, root, note, cosigned_ms, boot, seq) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (origin) DO UPDATE SET size = excluded.size, root = excluded.root, "
-                    "note = excluded.note, cosigned_ms = excluded.cosigned_ms",
-                    (origin, device, cp.size, cp.root_b64, note.decode(), now_ms),
+                    "note = excluded.note, cosigned_ms = excluded.cosigned_ms, boot = excluded.boot, "
+                    "seq = excluded.seq",
+                    (origin, device, cp.size, cp.root_b64, note.decode(), now_ms, *signed_at),
                 )
                 cosigned = note + cosign(note, self.name, self.key, now_ms // 1000).encode("utf-8")
         if kind in REFUSED:
             return self._record(origin, device, note, (kind, detail), now_ms)
+        if kind == "stale":
+            return Verdict(kind, detail)
         return Verdict(kind, detail, cosigned)
 
     def _record(

@@ -104,3 +104,5 @@ def test_judge_rules() -> None:
     assert judge((10, b"\x03" * 32), cp, None, [])[0] == "fork"
     assert judge((4, b"\x03" * 32), cp, 3, [])[0] == "no_proof"
     assert judge((4, b"\x03" * 32), cp, 4, [b"\x00" * 32])[0] == "fork"
+    # signed before the cosigned head's message: a late delivery, not a rollback
+    assert judge((11, b"\x02" * 32), cp, None, [], superseded=True)[0] == "stale"
