@@ -92,8 +92,9 @@ def test_shared_subscription_replicas_store_each_window_once(tmp_path: Path, pos
                     broker.start()
                 if w == RESTART_AT:  # published before the receivers are back: nobody gets it
                     restart_window = {(i, w) for i in range(DEVICES)}
-                    wait_until(lambda n=before: broker.log_text().count("Received SUBSCRIBE from emotion-agent-fleet")
-                               >= n + 3, timeout=60, what="the replicas resubscribed")
+                    marker = "Received SUBSCRIBE from emotion-agent-fleet"
+                    wait_until(lambda n=before, m=marker: broker.log_text().count(m) >= n + 3,
+                               timeout=60, what="the replicas resubscribed")
                     time.sleep(0.5)
                 time.sleep(0.05)
             forged = json.loads(devices[2].window(1)[1])
