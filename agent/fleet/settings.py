@@ -10,11 +10,12 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from agent.errors import ConfigError, read_text
+from agent import strict_yaml
+from agent.errors import ConfigError
 from agent.settings_base import Section
+from agent.user_files import read_user_text
 
 _ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -175,18 +176,18 @@ class FleetSettings(Section):
 
 def load_fleet_settings(path: Path) -> FleetSettings:
     """Read and validate a receiver config; ConfigError naming each bad key."""
-    text = read_text(path, "fleet config", ConfigError)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    text = read_user_text(path, "fleet config", ConfigError)
+    data, lines = strict_yaml.parse(text, str(path))  # no aliases, no duplicate keys, bounded
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the config must be a YAML mapping of keys to values")
     try:
         return FleetSettings.model_validate(data)
     except ValidationError as exc:
-        problems = [
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']} (found {err.get('input')!r})"
-            for err in exc.errors()
-        ]
+        problems = []
+        for err in exc.errors():
+            key = tuple(err["loc"])
+            line = next((lines[key[:n]] for n in range(len(key), 0, -1) if key[:n] in lines), None)
+            where = f" (line {line})" if line is not None else ""
+            found = err.get("input")
+            problems.append(f"{'.'.join(str(p) for p in key)}{where}: {err['msg']} (found {found!r})")
         raise ConfigError(f"{path}: {len(problems)} problem(s) in the fleet config", problems) from exc

@@ -10,7 +10,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.audit import AuditLog
-from agent.audit.settings import AuditSettings
+from agent.audit.settings import AuditConfig
 from agent.audit.witnessing import CheckpointProver
 from agent.clock import SystemClock
 from agent.crypto import MemorySequenceStore, Signer, encode, public_jwk
@@ -30,7 +30,7 @@ class SimDevice:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.audit = AuditLog.open(
             self.folder / "audit", self.key, f"emotion-agent/{self.name}", SystemClock(),
-            AuditSettings(checkpoint_every_entries=1000, checkpoint_every_minutes=1000),
+            AuditConfig(checkpoint_every_entries=1000, checkpoint_every_minutes=1000),
         )
         self.prover = CheckpointProver(self.folder / "audit", self.folder / "checkpoint-edge.json")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
@@ -154,3 +155,19 @@ def test_site_rollup_sums_published_windows_once(store: Store, tmp_path: Path) -
     assert claim(store, due[0], "rx-1") is True
     assert claim(store, due[0], "rx-2") is False  # another replica was second
     assert due_rollups(store, {"hall": [d.name for d in devs]}, NOW, 60_000) == []
+
+
+def test_the_receiver_never_imports_camera_vision_or_privacy() -> None:
+    """A receiver sees only what devices publish (DESIGN.md): its imports stay in the lower rooms."""
+
+
+    allowed = ("agent.fleet", "agent.crypto", "agent.audit", "agent.errors", "agent.clock", "agent.atomic",
+               "agent.settings_base", "agent.user_files", "agent.strict_yaml", "agent.logs")
+    root = Path(__file__).resolve().parents[2] / "agent" / "fleet"
+    for path in root.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [f"{node.module}"] if isinstance(node, ast.ImportFrom) and node.module else [])
+            for name in names:
+                if name.startswith("agent") and name != "agent":
+                    assert name.startswith(allowed), f"{path.name} imports {name}"
