@@ -55,7 +55,8 @@ MAX_INCOMING_BYTES = 4096
 """MQTT 5 Maximum Packet Size we announce: the broker never forwards us anything larger."""
 
 CLEARED_AT_START = ("privacy_mode",)
-"""Retained state topics the service owns, removed at the first connect of each run."""
+"""Retained state topics the service owns, removed at the first connect of each run (with
+``alert/<rule>`` for every rule the discovery spec names)."""
 
 _UNSUPPORTED_PROTOCOL = {1, 132}  # 3.1.1 CONNACK 0x01 and MQTT 5 reason 0x84
 
@@ -324,12 +325,14 @@ class MqttOutput:
             return
         self._counts["connects"] += 1
         self._takeover.connected(time.monotonic())
-        client.publish(self.status_topic, "online", qos=1, retain=True)
         if self._counts["connects"] == 1:
             # A state retained by a previous run is not this run's state. The service's fresh
-            # state (already spooled, or later) goes out after this, in order.
-            for suffix in CLEARED_AT_START:
+            # state (already spooled, or later) goes out after this, in order. Before `online`,
+            # so a dashboard never shows the old state as available, even for a moment.
+            rules = self._spec.alert_rules if self._spec is not None else ()
+            for suffix in (*CLEARED_AT_START, *(f"alert/{rule}" for rule in rules)):
                 client.publish(f"{self.base_topic}/{suffix}", b"", qos=1, retain=True)
+        client.publish(self.status_topic, "online", qos=1, retain=True)
         subs = [(t, 1) for t in self._commands.topics] if self.settings.commands.enabled else []
         self._announce(client, first=self._counts["connects"] == 1)
         if self._discovery is not None:
