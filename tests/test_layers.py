@@ -179,3 +179,29 @@ def test_a_package_name_covers_its_modules_and_the_longest_name_wins() -> None:
     assert layer_of("agent", layers) == 0
     assert layer_of("agent.errors", layers) is None
     assert layer_of("agent.cli", layers) == 2
+
+
+PRIVATE_REACH_ALLOWED = {
+    ("agent/analytics/alerts.py", "previous._state"): "AlertEngine.take_over reads its own class",
+    ("agent/audit/log.py", "log._lock"): "AuditLog.open sets up the instance it builds",
+    ("agent/audit/log.py", "log._recover"): "AuditLog.open sets up the instance it builds",
+    ("agent/audit/log.py", "log._append"): "AuditLog.open sets up the instance it builds",
+    ("agent/audit/log.py", "log._deliver"): "AuditLog.open sets up the instance it builds",
+    ("agent/privacy/coredump.py", "ctypes._FuncPointer"): "typeshed's name for a C function type",
+    ("agent/privacy/privacy_mode.py", "signal._HANDLER"): "typeshed's name for a signal handler",
+    ("agent/transport/link.py", "super()._create_socket"): "PahoClient's documented, tested hook",
+}
+
+
+def test_no_code_reaches_into_another_objects_private_attributes() -> None:
+    """``thing._name`` only on ``self``/``cls``, or in the few places listed with their reason."""
+    found = set()
+    for path in sorted(AGENT.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Attribute) and node.attr.startswith("_")):
+                continue
+            on_self = isinstance(node.value, ast.Name) and node.value.id in {"self", "cls"}
+            if node.attr.endswith("__") or on_self:
+                continue
+            found.add((str(path.relative_to(ROOT)), ast.unparse(node)))
+    assert sorted(found - set(PRIVATE_REACH_ALLOWED)) == []

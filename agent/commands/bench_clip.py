@@ -32,7 +32,6 @@ from agent.errors import RuntimeFailure, SourceError
 from agent.frame import Frame
 from agent.route import FrameRoute
 from agent.vision.pipeline import VisionPipeline
-from agent.vision.runtime import record_invokes
 from agent.vision.settings import GatingConfig, VisionConfig
 from agent.vision.stage import VisionStage
 
@@ -128,8 +127,8 @@ def run_clip(cfg: VisionConfig, source: str, gating: str, limit: int) -> ClipRes
     settings = gating_settings(cfg.gating, gating)
     pipeline = VisionPipeline.from_config(cfg)
     totals = _Totals()
-    totals.detect = record_invokes(pipeline.detector.model)
-    totals.emotion = record_invokes(pipeline.classifier.model)
+    totals.detect = pipeline.detector.model.record_invokes()
+    totals.emotion = pipeline.classifier.model.record_invokes()
     backend = pipeline.backend
     precisions = dict.fromkeys([pipeline.detector.spec.precision, pipeline.classifier.spec.precision])
     stage = VisionStage(pipeline, settings)

@@ -139,7 +139,7 @@ def with_float_io(model: Model) -> Model:
     """``model`` itself when it takes float32, else a ``QuantizedModel`` over its interpreter."""
     if isinstance(model, QuantizedModel) or not is_quantized_io(model):
         return model
-    return QuantizedModel(model._it, model.name, model.backend)
+    return model.reopen_as(QuantizedModel)
 
 
 def probe_seconds(

@@ -35,6 +35,7 @@ CORAL_INSTALL = (
 
 F32 = npt.NDArray[np.float32]
 T = TypeVar("T")
+M = TypeVar("M", bound="Model")
 
 
 def interpreter_module() -> ModuleType:
@@ -97,6 +98,17 @@ class Model:
         """Drop the interpreter (its memory goes with it); later calls raise RuntimeFailure."""
         self._it = _Closed(self.name)
 
+    def record_invokes(self) -> list[float]:
+        """From now on, append the wall seconds of each ``invoke`` to the returned list
+        (``bench``): the model's code is unchanged and a model nobody times pays nothing."""
+        timed = _TimedInterpreter(self._it)
+        self._it = timed
+        return timed.seconds
+
+    def reopen_as(self, kind: type[M]) -> M:
+        """The same interpreter behind another kind of model (``precision.QuantizedModel``)."""
+        return kind(self._it, self.name, self.backend)
+
     def invoke(self) -> None:
         """Invoke on whatever the input tensor holds (for raw timing)."""
         self._it.invoke()
@@ -136,14 +148,6 @@ class _TimedInterpreter:
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(self._inner, attr)
-
-
-def record_invokes(model: Model) -> list[float]:
-    """From now on, append the wall seconds of each ``invoke`` of ``model`` to the returned list
-    (``bench``): the model's own code is unchanged and a model nobody times pays nothing."""
-    timed = _TimedInterpreter(model._it)
-    model._it = timed
-    return timed.seconds
 
 
 @dataclass(frozen=True)
