@@ -178,17 +178,17 @@ class MqttOutput:
 
     # --- the service's side ---------------------------------------------------------------
 
-    def publish(self, topic_suffix: str, payload: bytes, retain: bool = False) -> int:
-        """Spool a message for ``<base>/<topic_suffix>``; returns its spool id."""
-        if not topic_suffix or topic_suffix.startswith("/") or any(c in topic_suffix for c in "+#\0"):
-            raise ValueError(f"topic suffix {topic_suffix!r} must be a plain relative topic")
-        row = self._spool.put(f"{self.base_topic}/{topic_suffix}", payload, retain=retain)
-        self._sender.wake()
-        return row
-
     def send(self, message: OutgoingMessage) -> None:
-        """The service's ``Output`` interface: ``message.topic`` is the full topic."""
-        self._spool.put(message.topic, message.payload, retain=message.retain)
+        """Spool one message: the ``Output`` interface and the only way in. ``message.topic`` is
+        the full topic; a wildcard or an empty level is refused here, a topic outside the base
+        by the spool (quarantined, counted)."""
+        topic = message.topic
+        if not topic or "" in topic.split("/") or any(c in topic for c in "+#\0"):
+            raise ValueError(
+                f"topic {topic!r} must be a plain relative topic under the base: no wildcard, "
+                "no empty level"
+            )
+        self._spool.put(topic, message.payload, retain=message.retain)
         self._sender.wake()
 
     def health(self) -> TransportHealth:
@@ -306,6 +306,12 @@ class MqttOutput:
 
     # --- paho callbacks (network thread) --------------------------------------------------
 
+    def _count(self, name: str) -> int:
+        """Add one to a health counter (paho's thread) under the lock ``health`` reads with."""
+        with self._lock:
+            self._counts[name] += 1
+            return self._counts[name]
+
     def _set_state(self, state: LinkState, error: str | None) -> None:
         with self._lock:
             self._state = state
@@ -315,7 +321,7 @@ class MqttOutput:
         self, client: paho.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None
     ) -> None:
         if reason.is_failure:
-            self._counts["failures"] += 1
+            self._count("failures")
             error = explain(f"broker refused the connection: {reason}")
             self._set_state(LinkState.REFUSED, error)
             logger.warning("MQTT %s; retrying", error, extra={"fields": {"host": self.settings.host}})
@@ -323,9 +329,9 @@ class MqttOutput:
                 self._downgrade.set()
                 self._sender.wake()
             return
-        self._counts["connects"] += 1
+        first = self._count("connects") == 1
         self._takeover.connected(time.monotonic())
-        if self._counts["connects"] == 1:
+        if first:
             # A state retained by a previous run is not this run's state. The service's fresh
             # state (already spooled, or later) goes out after this, in order. Before `online`,
             # so a dashboard never shows the old state as available, even for a moment.
@@ -334,7 +340,7 @@ class MqttOutput:
                 client.publish(f"{self.base_topic}/{suffix}", b"", qos=1, retain=True)
         client.publish(self.status_topic, "online", qos=1, retain=True)
         subs = [(t, 1) for t in self._commands.topics] if self.settings.commands.enabled else []
-        self._announce(client, first=self._counts["connects"] == 1)
+        self._announce(client, first=first)
         if self._discovery is not None:
             subs.append((self._discovery.status_topic, 1))
         if subs:
@@ -364,7 +370,7 @@ class MqttOutput:
         return f"{exc.__class__.__name__}: {exc}" if exc is not None else "connection failed"
 
     def _on_connect_fail(self, _c: paho.Client, _u: Any) -> None:
-        self._counts["failures"] += 1
+        self._count("failures")
         where = f"{self.settings.host}:{self.settings.port}"
         error = explain(f"cannot connect to {where}: {self._socket_error()}")
         self._set_state(LinkState.FAILED, error)
@@ -431,10 +437,10 @@ class MqttOutput:
                 return
             command = self._commands.parse(msg.topic, bytes(msg.payload), retained=bool(msg.retain))
         except Exception as exc:
-            self._counts["rejected"] += 1
+            self._count("rejected")
             logger.warning("ignored an MQTT command: %s", exc, extra={"fields": {"topic": msg.topic}})
             return
-        self._counts["accepted"] += 1
+        self._count("accepted")
         logger.info("MQTT command %s", command.name, extra={"fields": {"on": command.on}})
         if self._on_command is not None:
             try:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from agent.clock import SystemClock
+from agent.outputs.base import Message
 from agent.transport.mqtt import MqttOutput
 from agent.transport.settings import MqttConfig, TlsConfig
 from agent.transport.spool import Spool
@@ -44,7 +45,7 @@ def drain_rate(folder: Path, n: int) -> tuple[float, float]:
     out = MqttOutput(cfg, device_id="bench", state_dir=folder / "state", spool_days=7, clock=SystemClock())
     out.start()  # broker not started yet: everything is spooled
     for _ in range(n):
-        out.publish("stats", PAYLOAD)
+        out.send(Message(f"{out.base_topic}/stats", PAYLOAD))
     backlog_bytes = out.health().spool_bytes
     with broker:
         start = time.perf_counter()

@@ -15,6 +15,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from agent.cli import main as cli_main
 from agent.clock import SystemClock
 from agent.config import parse_config
+from agent.outputs.base import Message
 from agent.transport.mqtt import MqttOutput
 from tests.mosquitto import Broker, Pki, Subscriber, make_pki, wait_until
 
@@ -97,7 +98,7 @@ def test_a_provisioned_device_publishes_on_stock_debian_mosquitto_and_others_can
         one = device(broker, tmp_path, bundle, "lobby-1")
         one.start()
         try:
-            one.publish("stats", b"own window")
+            one.send(Message(f"{one.base_topic}/stats", b"own window"))
             ha.wait_for("emotion-agent/lobby-1/stats")
             wait_until(lambda: one.health().backlog == 0, what="spool drained")
             # Another device's certificate: cannot publish as lobby-1, nor command it, nor take

@@ -107,7 +107,7 @@ def test_signed_windows_arrive_in_order_with_availability_discovery_and_key(
                      public_key=public_jwk(key.public_key()))
         out.start()
         for i in range(5):
-            out.publish("stats", signed(signer, i))
+            out.send(Message(f"{out.base_topic}/stats", signed(signer, i)))
         got = sub.wait_for(f"{BASE}/stats", 5)
         envs = [verify(m.payload, key, f"{BASE}/stats") for m in got]
         assert [e["seq"] for e in envs] == sorted(e["seq"] for e in envs)
@@ -152,7 +152,7 @@ def test_a_refused_connection_is_reported_retried_and_never_treated_as_connected
     out = output(settings(broker, tmp_path, **over), tmp_path / "state")
     out.start()
     try:
-        out.publish("stats", b"must stay spooled")
+        out.send(Message(f"{out.base_topic}/stats", b"must stay spooled"))
         wait_until(lambda: out.health().failures >= 2, 20, f"{case}: retries")
         health = out.health()
         assert health.connects == 0
@@ -197,13 +197,13 @@ def test_a_broker_outage_loses_nothing_and_sends_the_backlog_in_order_once(
         out.start()
         try:
             for i in range(3):
-                out.publish("stats", signed(signer, i))
+                out.send(Message(f"{out.base_topic}/stats", signed(signer, i)))
             sub.wait_for(f"{BASE}/stats", 3)
             wait_until(lambda: out.health().backlog == 0, what="first three acknowledged")
             broker.stop()
             wait_until(lambda: out.state != LinkState.CONNECTED, what="agent sees the outage")
             for i in range(3, 10):
-                out.publish("stats", signed(signer, i))
+                out.send(Message(f"{out.base_topic}/stats", signed(signer, i)))
             assert out.health().backlog == 7
             broker.start()
             # Wait for the last window, not for 10 messages: one may be a broker redelivery.
@@ -231,13 +231,14 @@ AGENT = """
 import sys, time
 from pathlib import Path
 from agent.clock import SystemClock
+from agent.outputs.base import Message
 from agent.transport.mqtt import MqttOutput
 from agent.transport.settings import MqttConfig
 cfg = MqttConfig.model_validate_json(Path(sys.argv[1]).read_text())
 out = MqttOutput(cfg, device_id="lobby-1", state_dir=Path(sys.argv[2]), spool_days=7, clock=SystemClock())
 out.start()
 for i in range(6):
-    out.publish("stats", b'{"window": %d}' % i)
+    out.send(Message(f"{out.base_topic}/stats", b'{"window": %d}' % i))
 print("spooled", flush=True)
 time.sleep(600)
 """
@@ -339,7 +340,7 @@ def test_a_message_the_acl_forbids_is_dropped_reported_and_does_not_block_the_re
         out.start()
         try:
             out.send(Message("emotion-agent/other-device/stats", b"not ours"))
-            out.publish("stats", b"ours")
+            out.send(Message(f"{out.base_topic}/stats", b"ours"))
             sub.wait_for(f"{BASE}/stats")
             wait_until(lambda: out.health().backlog == 0, what="spool emptied")
         finally:
@@ -363,7 +364,7 @@ def test_a_message_the_broker_refuses_is_dropped_reported_and_does_not_block_the
     with dashboard(broker, ["emotion-agent/#"]) as sub:
         out.start()
         try:
-            out.publish("stats", b"refused")
+            out.send(Message(f"{out.base_topic}/stats", b"refused"))
             wait_until(lambda: out.health().backlog == 0, what="spool emptied")
         finally:
             out.stop()
@@ -376,6 +377,7 @@ import sys, time
 from pathlib import Path
 from agent.clock import SystemClock
 from agent.transport.link import LinkState
+from agent.outputs.base import Message
 from agent.transport.mqtt import MqttOutput
 from agent.transport.settings import MqttConfig
 cfg = MqttConfig.model_validate_json(Path(sys.argv[1]).read_text())
@@ -436,7 +438,7 @@ def test_a_privacy_state_retained_by_a_previous_run_is_cleared_and_the_new_one_k
             late.wait_for(f"{BASE}/status")
         assert late.on_topic(topic) == [], "no retained privacy state right after start"
         fresh = encode(signer.sign("privacy-mode", topic, {"state": "OFF"}))
-        out.publish("privacy_mode", fresh, retain=True)
+        out.send(Message(f"{out.base_topic}/privacy_mode", fresh, retain=True))
         wait_until(lambda: out.health().backlog == 0, what="fresh state sent")
         with dashboard(broker, [topic], client_id="reader") as reader:
             (retained,) = reader.wait_for(topic)
@@ -449,12 +451,13 @@ BURST_AGENT = """
 import sys, time
 from pathlib import Path
 from agent.clock import SystemClock
+from agent.outputs.base import Message
 from agent.transport.mqtt import MqttOutput
 from agent.transport.settings import MqttConfig
 cfg = MqttConfig.model_validate_json(Path(sys.argv[1]).read_text())
 out = MqttOutput(cfg, device_id="lobby-1", state_dir=Path(sys.argv[2]), spool_days=7, clock=SystemClock())
 for i in range(500):
-    out.publish("stats", b'{"window": %d}' % i)
+    out.send(Message(f"{out.base_topic}/stats", b'{"window": %d}' % i))
 out.start()
 while out.health().backlog == 500:
     time.sleep(0.001)

@@ -10,6 +10,7 @@ import pytest
 from agent.clock import FakeClock
 from agent.config import parse_config
 from agent.errors import ConfigError
+from agent.outputs.base import Message
 from agent.transport.mqtt import MqttOutput
 from agent.transport.sender import SpoolSender
 from agent.transport.spool import DropReport, Spool
@@ -35,7 +36,7 @@ state_dir: "{tmp_path}"
     spec = out.discovery
     assert spec is not None
     assert (spec.alert_rules, spec.window_seconds, spec.expire_after_windows) == (("crowd",), 30, 4)
-    out.publish("stats", b"{}")
+    out.send(Message(f"{out.base_topic}/stats", b"{}"))
     assert (tmp_path / "spool.sqlite3").exists()
     assert out.health().backlog == 1
     assert out.health().state == "stopped"
@@ -60,7 +61,7 @@ def test_a_bad_topic_suffix_is_refused(tmp_path: Path, bad: str) -> None:
     cfg = parse_config(f'device_id: a\nsite: {{jurisdiction: US}}\nstate_dir: "{tmp_path}"\n')
     out = MqttOutput.from_config(cfg, FakeClock())
     with pytest.raises(ValueError, match="must be a plain relative topic"):
-        out.publish(bad, b"x")
+        out.send(Message(f"{out.base_topic}/{bad}", b"x"))
     assert out.health().backlog == 0
     out.stop()
 
