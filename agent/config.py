@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
@@ -37,24 +37,59 @@ _DEVICE_ID = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
 class AgentConfig(Section):
     """The whole file. Contract keys are documented in DESIGN.md; more may be added."""
 
-    schema_version: Literal[1] = Field(1, title="Config schema version")
-    device_id: Annotated[str, Field(pattern=_DEVICE_ID)] = Field(
-        ..., title="Device id: lower-case letters, digits, dashes; used in topics"
+    schema_version: Literal[1] = Field(
+        1, title="Config schema version",
+        description="Always 1 today; older documents are migrated in order, newer ones refused.",
     )
-    site: SiteConfig = Field(default_factory=SiteConfig)
-    camera: CameraConfig = Field(default_factory=CameraConfig)
-    vision: VisionConfig = Field(default_factory=VisionConfig)
-    analytics: AnalyticsConfig = Field(default_factory=AnalyticsConfig)
-    mqtt: MqttConfig = Field(default_factory=MqttConfig)
-    keys: KeysConfig = Field(default_factory=KeysConfig)
-    outputs: OutputsConfig = Field(default_factory=OutputsConfig)
+    device_id: Annotated[str, Field(pattern=_DEVICE_ID)] = Field(
+        ..., title="Device id: lower-case letters, digits, dashes; used in topics",
+        description="Names this device in every topic, signed message and audit entry (1-63 characters).",
+    )
+    site: SiteConfig = Field(
+        default_factory=SiteConfig,
+        description="Jurisdiction, context, purpose and consent: the policy engine decides from them.",
+    )
+    camera: CameraConfig = Field(
+        default_factory=CameraConfig,
+        description="Which camera or file is read, how fast, and how a lost camera is retried.",
+    )
+    vision: VisionConfig = Field(
+        default_factory=VisionConfig,
+        description="Face detector, quality gate, emotion model and the CPU they may use.",
+    )
+    analytics: AnalyticsConfig = Field(
+        default_factory=AnalyticsConfig,
+        description="Windows, k-anonymity, tracking, differential privacy and alert rules.",
+    )
+    mqtt: MqttConfig = Field(
+        default_factory=MqttConfig,
+        description="The broker, TLS, the offline spool, Home Assistant discovery and commands.",
+    )
+    keys: KeysConfig = Field(
+        default_factory=KeysConfig,
+        description="The device's signing key.",
+    )
+    outputs: OutputsConfig = Field(
+        default_factory=OutputsConfig,
+        description="Where signed messages go besides MQTT (a JSON-lines file or stdout).",
+    )
     state_dir: Path = Field(
         Path("/var/lib/emotion-agent"),
         title="State folder: spool, audit log, counters; never pixels",
+        description="Created 0700 for the service user; system folders are refused.",
     )
-    retention: RetentionConfig = Field(default_factory=RetentionConfig)
-    policy: PolicyConfig = Field(default_factory=PolicyConfig)
-    audit: AuditConfig = Field(default_factory=AuditConfig, title="Audit log checkpoints and segments")
+    retention: RetentionConfig = Field(
+        default_factory=RetentionConfig,
+        description="How long unsent messages, audit segments and local statistics are kept.",
+    )
+    policy: PolicyConfig = Field(
+        default_factory=PolicyConfig,
+        description="Active hours, privacy zones, the smallest face analysed and privacy mode.",
+    )
+    audit: AuditConfig = Field(
+        default_factory=AuditConfig, title="Audit log checkpoints and segments",
+        description="When the audit log signs a checkpoint and starts a new segment.",
+    )
 
     @field_validator("state_dir")
     @classmethod
@@ -130,8 +165,38 @@ def format_validation_errors(
         path = ".".join(str(p) for p in loc) or "(top level)"
         line = _nearest_line(lines, loc)
         where = f"{source}:{line}" if line else source
-        problems.append(f"{path} ({where}): {_describe(err)}")
+        problem = f"{path} ({where}): {_describe(err)}"
+        about = field_help(loc) if err["type"] != "extra_forbidden" else None
+        problems.append(f"{problem}. {about}" if about else problem)
     return problems
+
+
+def field_help(loc: tuple[str | int, ...]) -> str | None:
+    """``title: description`` of the key at ``loc`` (list indexes skipped), as the JSON Schema
+    shows it; None for an unknown key."""
+    model: type[BaseModel] | None = AgentConfig
+    info = None
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if model is None or part not in model.model_fields:
+            return None
+        info = model.model_fields[part]
+        model = _section_of(info.annotation)
+    if info is None or not info.description:
+        return None
+    return f"{info.title}: {info.description}" if info.title else info.description
+
+
+def _section_of(annotation: Any) -> type[BaseModel] | None:
+    """The section model inside an annotation (``X``, ``X | None``, ``list[X]``, ``Annotated``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _section_of(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def parse_config(text: str, source: str = "<config>") -> AgentConfig:

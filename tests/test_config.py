@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import load_config, parse_config
+from agent.config import json_schema, load_config, parse_config
 from agent.crypto import generate_keypair
 from agent.errors import ConfigError
 
@@ -123,3 +123,27 @@ def test_config_schema_is_json_schema() -> None:
     schema = json.loads(proc.stdout)
     assert schema["properties"]["device_id"]["pattern"]
     assert schema["additionalProperties"] is False
+
+
+def schema_fields_without_description() -> list[str]:
+    schema = json_schema()
+    models = {"AgentConfig": schema, **schema.get("$defs", {})}
+    return sorted(
+        f"{name}.{key}"
+        for name, model in models.items()
+        for key, prop in model.get("properties", {}).items()
+        if not prop.get("description")
+    )
+
+
+def test_every_key_of_the_schema_has_a_description() -> None:
+    assert schema_fields_without_description() == []
+
+
+def test_an_error_on_a_known_key_says_what_the_key_is_for() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(MINIMAL + "vision: {threads: 12}\n", "c.yaml")
+    (problem,) = info.value.problems
+    assert problem.startswith("vision.threads (c.yaml:3): Input should be less than or equal to 8 (found 12)")
+    assert problem.endswith("CPU threads for inference: Threads of each model's interpreter, and of "
+                            "OpenCV's resizes; 1 leaves the other cores free.")

@@ -265,10 +265,12 @@ AlertRules = Annotated[list[AlertRuleConfig], AfterValidator(_unique_names)]
 
 class AnalyticsConfig(Section):
     window_seconds: int = Field(
-        60, ge=10, le=3600, title="Window length (s), aligned to the clock"
+        60, ge=10, le=3600, title="Window length (s), aligned to the clock",
+        description="Statistics are published once per window; windows start on multiples of it.",
     )
     min_people: int = Field(
-        5, ge=2, le=1000, title="k: fewest people a published breakdown may describe"
+        5, ge=2, le=1000, title="k: fewest people a published breakdown may describe",
+        description="A window with fewer distinct people publishes no breakdown (see small_window).",
     )
     small_window: Literal["suppress", "merge"] = Field(
         "suppress",
@@ -276,7 +278,19 @@ class AnalyticsConfig(Section):
         description="suppress: publish frame figures only, no people count and no breakdown; "
         "merge: carry the people into the next window until k is reached (docs/analytics.md).",
     )
-    tracker: TrackerConfig = Field(default_factory=TrackerConfig, title="Face tracking")
-    dp: DpConfig = Field(default_factory=DpConfig, title="Differential privacy (off by default)")
-    baseline: BaselineConfig = Field(default_factory=BaselineConfig, title="Alert baseline")
-    alerts: AlertRules = Field(default_factory=list, title="Alert rules", max_length=64)
+    tracker: TrackerConfig = Field(
+        default_factory=TrackerConfig, title="Face tracking",
+        description="How faces are followed across frames, so a person votes once per window.",
+    )
+    dp: DpConfig = Field(
+        default_factory=DpConfig, title="Differential privacy (off by default)",
+        description="Discrete Laplace noise on counts under a daily epsilon budget.",
+    )
+    baseline: BaselineConfig = Field(
+        default_factory=BaselineConfig, title="Alert baseline",
+        description="The rolling per-hour-of-week normal that baseline alert rules compare to.",
+    )
+    alerts: AlertRules = Field(
+        default_factory=list, title="Alert rules", max_length=64,
+        description="Rules over window statistics, raised and cleared with hysteresis; at most 64.",
+    )

@@ -50,9 +50,18 @@ def is_loopback(host: str) -> bool:
 
 
 class TlsConfig(Section):
-    ca: Path = Field(..., title="CA certificate (PEM) that signed the broker's certificate")
-    cert: Path | None = Field(None, title="Client certificate (PEM)")
-    key: Path | None = Field(None, title="Client private key (PEM)")
+    ca: Path = Field(
+        ..., title="CA certificate (PEM) that signed the broker's certificate",
+        description="The broker's certificate must chain to it and name mqtt.host.",
+    )
+    cert: Path | None = Field(
+        None, title="Client certificate (PEM)",
+        description="Presented to brokers that require client certificates; set together with key.",
+    )
+    key: Path | None = Field(
+        None, title="Client private key (PEM)",
+        description="The private key of cert; readable by the service only.",
+    )
 
 
 class CommandsConfig(Section):
@@ -97,16 +106,37 @@ class DiscoveryConfig(Section):
 
 
 class MqttConfig(Section):
-    enabled: bool = Field(True, title="Publish over MQTT")
-    host: str = Field("127.0.0.1", min_length=1, title="Broker host")
-    port: int = Field(8883, ge=1, le=65535, title="Broker port")
-    tls: TlsConfig | None = Field(None, title="TLS settings (omit only for a loopback broker)")
-    username: str | None = Field(None, title="Username")
-    password_file: Path | None = Field(None, title="File holding the password (never inline)")
+    enabled: bool = Field(
+        True, title="Publish over MQTT",
+        description="false: signed messages go only to outputs.jsonl and the audit log.",
+    )
+    host: str = Field(
+        "127.0.0.1", min_length=1, title="Broker host",
+        description="Name or address of the MQTT broker.",
+    )
+    port: int = Field(
+        8883, ge=1, le=65535, title="Broker port",
+        description="8883 is the usual port of MQTT over TLS, 1883 of plain MQTT.",
+    )
+    tls: TlsConfig | None = Field(
+        None, title="TLS settings (omit only for a loopback broker)",
+        description="CA, and optionally a client certificate and key, all PEM files.",
+    )
+    username: str | None = Field(
+        None, title="Username",
+        description="Set together with password_file, or omit when the broker identifies by certificate.",
+    )
+    password_file: Path | None = Field(
+        None, title="File holding the password (never inline)",
+        description="The password is the file's first line; the file must not be readable by others.",
+    )
     base_topic: str | None = Field(
         None, title="Base topic", description="Defaults to emotion-agent/<device_id>."
     )
-    discovery_prefix: str = Field("homeassistant", title="Home Assistant discovery prefix")
+    discovery_prefix: str = Field(
+        "homeassistant", title="Home Assistant discovery prefix",
+        description="Home Assistant's MQTT discovery topic prefix.",
+    )
     discovery: DiscoveryConfig = Field(
         default_factory=DiscoveryConfig,
         title="Announce entities to Home Assistant",
@@ -126,10 +156,17 @@ class MqttConfig(Section):
         title="MQTT protocol version",
         description="auto: MQTT 5, falling back to 3.1.1 when the broker refuses version 5.",
     )
-    keepalive_seconds: int = Field(30, ge=5, le=3600, title="Keep-alive interval (s)")
-    reconnect_min_seconds: int = Field(1, ge=1, le=600, title="First wait before a reconnect (s)")
+    keepalive_seconds: int = Field(
+        30, ge=5, le=3600, title="Keep-alive interval (s)",
+        description="The broker considers the agent gone (and sends its will) after 1.5 times this.",
+    )
+    reconnect_min_seconds: int = Field(
+        1, ge=1, le=600, title="First wait before a reconnect (s)",
+        description="After a lost or refused connection; it doubles up to reconnect_max_seconds.",
+    )
     reconnect_max_seconds: int = Field(
-        120, ge=1, le=3600, title="Longest wait between reconnects (s); the wait doubles up to it"
+        120, ge=1, le=3600, title="Longest wait between reconnects (s); the wait doubles up to it",
+        description="The longest wait between two connection attempts.",
     )
     spool_max_mb: int = Field(
         64,
@@ -139,10 +176,12 @@ class MqttConfig(Section):
         description="When unsent messages exceed it, the oldest are dropped, counted and reported.",
     )
     max_inflight: int = Field(
-        20, ge=1, le=1000, title="Messages sent but not yet acknowledged at one time"
+        20, ge=1, le=1000, title="Messages sent but not yet acknowledged at one time",
+        description="QoS 1 messages awaiting the broker's acknowledgement; the rest wait in the spool.",
     )
     commands: CommandsConfig = Field(
-        default_factory=CommandsConfig, title="Commands over MQTT (privacy mode, checkpoint)"
+        default_factory=CommandsConfig, title="Commands over MQTT (privacy mode, checkpoint)",
+        description="Which command topics are accepted, the operator key for privacy off, rate limits.",
     )
     takeover_backoff_seconds: int = Field(
         30,
