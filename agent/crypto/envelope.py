@@ -78,6 +78,7 @@ class Signer:
         *,
         store: SequenceStore | None = None,
         block: int = DEFAULT_BLOCK,
+        floor: tuple[int, int] | None = None,
     ) -> None:
         if not DEV_RE.match(device_id):
             raise PayloadError(f"device id {device_id!r}: lower-case letters, digits and dashes only")
@@ -87,9 +88,12 @@ class Signer:
         self._key = key
         self._kid = kid_for(key.public_key())
         self._clock = clock or SystemClock()
+        self.rebuilt: str | None = None
+        """Set when the sequence state was raised to the ``floor`` (see FileSequenceStore)."""
         if store is None:
             assert state_dir is not None  # noqa: S101 - checked just above, for mypy
-            store = FileSequenceStore(state_dir, block)
+            store = FileSequenceStore(state_dir, block, floor)
+            self.rebuilt = store.rebuilt
         self._store: SequenceStore = store
         self._lock = threading.Lock()
 

@@ -9,6 +9,11 @@ is either the old or the new state, and the next start skips the rest of the blo
 costs at most one block of unused numbers (a gap a verifier sees at the boot change).
 
 A lock file (``flock``) keeps two signers from sharing one state folder.
+
+``floor`` (the last boot and the highest sequence number the audit log has seen used) repairs a
+state file that was deleted or rolled back: a boot or reservation below it is raised above it
+(plus one block, for numbers handed out but not yet audited) instead of reusing numbers a
+receiver has already accepted; ``rebuilt`` then says what was changed, for the audit log.
 """
 
 from __future__ import annotations
@@ -64,16 +69,24 @@ class MemorySequenceStore:
 class FileSequenceStore:
     """The persisted store in ``state_dir``; opening it starts a new boot."""
 
-    def __init__(self, state_dir: str | os.PathLike[str], block: int = DEFAULT_BLOCK) -> None:
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str],
+        block: int = DEFAULT_BLOCK,
+        floor: tuple[int, int] | None = None,
+    ) -> None:
         if block < 1:
             raise ValueError("block must be at least 1")
         self._dir = Path(state_dir)
         self._path = self._dir / STATE_NAME
         self._block = block
         self._mutex = threading.Lock()
+        self.rebuilt: str | None = None
         self._lock_file = self._acquire_lock()
         try:
             boot, reserved = self._read()
+            if floor is not None:
+                boot, reserved = self._raise_to(floor, boot, reserved)
             self._boot = boot + 1
             self._next = reserved
             self._reserved = reserved
@@ -112,6 +125,18 @@ class FileSequenceStore:
         if type(boot) is not int or type(reserved) is not int or boot < 0 or reserved < 1:
             raise self._unreadable("boot and seq_reserved must be non-negative integers")
         return boot, reserved
+
+    def _raise_to(self, floor: tuple[int, int], boot: int, reserved: int) -> tuple[int, int]:
+        last_boot, last_seq = floor
+        if boot >= last_boot and reserved > last_seq:
+            return boot, reserved
+        found = "missing" if not self._path.exists() else f"at boot {boot}, next seq {reserved}"
+        new_boot, new_reserved = max(boot, last_boot), max(reserved, last_seq + 1 + self._block)
+        self.rebuilt = (
+            f"{STATE_NAME} was {found}, behind the audit log (boot {last_boot}, seq {last_seq}); "
+            f"continuing from boot {new_boot + 1}, seq {new_reserved}"
+        )
+        return new_boot, new_reserved
 
     def _unreadable(self, why: str) -> PayloadError:
         return PayloadError(

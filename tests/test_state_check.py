@@ -1,0 +1,107 @@
+"""The start refuses lost or altered state and never reuses boot or sequence numbers
+(issue 18 item 6)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.audit import AuditLog, AuditSettings
+from agent.clock import FakeClock
+from agent.crypto import Signer
+from agent.errors import PayloadError
+from agent.state_check import check_state_dir
+from tests.audit.helpers import HASH, start
+
+ORIGIN = "emotion-agent/lobby-1"
+
+
+def run_once(state: Path, key: Ed25519PrivateKey, publishes: int = 3) -> Signer:
+    """What a run leaves: a boot, audited publishes, a closed log; returns the closed signer."""
+    floor = check_state_dir(state, key.public_key()).floor
+    signer = Signer("lobby-1", key, state, FakeClock(), floor=floor)
+    log = AuditLog.open(state / "audit", key, ORIGIN, FakeClock(), AuditSettings())
+    log.append("start", start(boot=signer.boot))
+    for _ in range(publishes):
+        env = signer.sign("stats", f"{ORIGIN}/stats", {"n": 1})
+        log.append("publish", {"topic": f"{ORIGIN}/stats", "seq": env["seq"], "payload_sha256": HASH})
+    log.close()
+    signer.close()
+    return signer
+
+
+@pytest.fixture
+def key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+def test_a_first_run_and_a_normal_restart_pass(tmp_path: Path, key: Ed25519PrivateKey) -> None:
+    assert check_state_dir(tmp_path, key.public_key()).floor is None
+    run_once(tmp_path, key)
+    assert check_state_dir(tmp_path, key.public_key()).floor == (1, 3)
+
+
+def test_a_deleted_audit_folder_is_refused(tmp_path: Path, key: Ed25519PrivateKey) -> None:
+    run_once(tmp_path, key)
+    shutil.rmtree(tmp_path / "audit")
+    with pytest.raises(PayloadError, match=r"audit/ is missing but signer-state\.json shows an earlier run"):
+        check_state_dir(tmp_path, key.public_key())
+
+
+def test_a_deleted_checkpoints_log_is_refused(tmp_path: Path, key: Ed25519PrivateKey) -> None:
+    run_once(tmp_path, key)
+    (tmp_path / "audit/checkpoints.log").unlink()
+    with pytest.raises(PayloadError, match=r"checkpoints\.log is missing"):
+        check_state_dir(tmp_path, key.public_key())
+
+
+def test_a_log_that_fails_verification_is_refused(tmp_path: Path, key: Ed25519PrivateKey) -> None:
+    run_once(tmp_path, key)
+    segment = next((tmp_path / "audit").glob("segment-*.jsonl"))
+    segment.write_bytes(segment.read_bytes().replace(b'"seq":2', b'"seq":7'))
+    with pytest.raises(PayloadError, match="the audit log fails verification"):
+        check_state_dir(tmp_path, key.public_key())
+
+
+def test_a_truncated_log_is_refused(tmp_path: Path, key: Ed25519PrivateKey) -> None:
+    run_once(tmp_path, key)
+    segment = next((tmp_path / "audit").glob("segment-*.jsonl"))
+    lines = segment.read_bytes().splitlines(keepends=True)
+    segment.write_bytes(b"".join(lines[:-2]))
+    with pytest.raises(PayloadError, match=r"removed \(rolled back or truncated\)"):
+        check_state_dir(tmp_path, key.public_key())
+
+
+def test_a_deleted_signer_state_continues_after_the_audited_numbers(
+    tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    """Before: boot 1 and seq 1 were used again."""
+    first = run_once(tmp_path, key)
+    assert first.boot == 1
+    (tmp_path / "signer-state.json").unlink()
+    floor = check_state_dir(tmp_path, key.public_key()).floor
+    signer = Signer("lobby-1", key, tmp_path, FakeClock(), floor=floor)
+    env = signer.sign("stats", f"{ORIGIN}/stats", {"n": 1})
+    assert env["boot"] == 2
+    assert env["seq"] > 3
+    assert signer.rebuilt is not None
+    assert "signer-state.json was missing" in signer.rebuilt
+    signer.close()
+
+
+def test_a_rolled_back_signer_state_is_raised_not_reused(tmp_path: Path, key: Ed25519PrivateKey) -> None:
+    run_once(tmp_path, key)
+    old = (tmp_path / "signer-state.json").read_text()
+    run_once(tmp_path, key, publishes=300)  # boot 2 uses more than one block
+    (tmp_path / "signer-state.json").write_text(old)
+    floor = check_state_dir(tmp_path, key.public_key()).floor
+    assert floor == (2, 556)  # boot 1 reserved 1..256, boot 2 used 257..556
+    signer = Signer("lobby-1", key, tmp_path, FakeClock(), floor=floor)
+    env = signer.sign("stats", f"{ORIGIN}/stats", {"n": 1})
+    assert (env["boot"], env["seq"] > 556) == (3, True)
+    assert json.loads((tmp_path / "signer-state.json").read_text())["boot"] == 3
+    signer.close()
