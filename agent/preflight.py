@@ -3,7 +3,8 @@
 A config can be valid and still name a key that is a FIFO, a password file anyone may read, or
 a certificate that is not PEM. ``check_files`` opens each (regular file, bounded size, mode
 checked) and parses it: the device key, the MQTT password, the TLS CA, client certificate and
-key. ``run`` calls it before anything starts; ``check-config`` calls it after the schema.
+key, the operator's public key. ``run`` calls it before anything starts; ``check-config``
+calls it after the schema.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent.crypto.keys import load_private_key
-from agent.errors import ConfigError
+from agent.crypto.keys import load_private_key, load_public_key
+from agent.errors import ConfigError, KeyFileError
 from agent.transport.link import read_password
 from agent.user_files import MAX_SECRET_BYTES, MAX_TEXT_BYTES, read_user_bytes
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
     from agent.config import AgentConfig
     from agent.transport.settings import TlsConfig
@@ -35,7 +36,18 @@ def check_files(cfg: AgentConfig) -> Ed25519PrivateKey:
             read_password(mqtt.password_file)
         if mqtt.tls is not None:
             tls_context(mqtt.tls)
+        if mqtt.commands.operator_key is not None:
+            operator_key(mqtt.commands.operator_key)
     return key
+
+
+def operator_key(path: Path) -> Ed25519PublicKey:
+    """``mqtt.commands.operator_key``, read as a bounded regular file, then parsed."""
+    try:
+        read_user_bytes(path, "operator public key", ConfigError, max_bytes=MAX_TEXT_BYTES)
+        return load_public_key(path)
+    except (ConfigError, KeyFileError) as exc:
+        raise ConfigError(f"mqtt.commands.operator_key {exc}") from None
 
 
 def tls_context(tls: TlsConfig) -> ssl.SSLContext:

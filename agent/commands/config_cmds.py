@@ -33,6 +33,8 @@ def check_config(args: argparse.Namespace) -> int:
     print(f"{args.config}: valid (schema_version {cfg.schema_version}, device {cfg.device_id})")
     for note in decision.notes:
         print(f"  policy: {note}")
+    for warning in cfg.mqtt.warnings():
+        print(f"  warning: {warning}")
     return 0
 
 

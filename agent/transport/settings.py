@@ -229,6 +229,19 @@ class MqttConfig(Section):
             return {"mode": "device" if value else "off"}
         return value
 
+    def warnings(self) -> list[str]:
+        """Legal but risky settings, for ``check-config`` and the start log (docs/mqtt.md)."""
+        client_cert = self.tls is not None and self.tls.cert is not None
+        if self.enabled and self.commands.enabled and not client_cert and self.password_file is None:
+            return [
+                "mqtt.commands: commands are obeyed but the broker connection has neither a TLS "
+                "client certificate (mqtt.tls.cert) nor a password (mqtt.password_file), so the "
+                "broker may let anyone publish them (privacy mode OFF turns the camera on); "
+                "authenticate and restrict the cmd topics with an ACL, set "
+                "mqtt.commands.operator_key, or set mqtt.commands.enabled: false"
+            ]
+        return []
+
     @model_validator(mode="after")
     def _verify_reconnect_range(self) -> MqttConfig:
         if self.reconnect_min_seconds > self.reconnect_max_seconds:
