@@ -10,7 +10,10 @@ from pathlib import Path
 from agent.crypto import generate_keypair
 from agent.transport.settings import MqttConfig, TlsConfig
 
-HEAD = "schema_version: 1\ndevice_id: lobby-1\nsite: {jurisdiction: US, context: retail, purpose: analytics}\n"
+HEAD = (
+    "schema_version: 1\ndevice_id: lobby-1\n"
+    "site: {jurisdiction: US, context: retail, purpose: analytics}\n"
+)
 
 
 def check(tmp_path: Path, mqtt: str) -> subprocess.CompletedProcess[str]:
