@@ -15,7 +15,7 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
 from agent.analytics.anonymity import Cells, add_noise, mean_valence_arousal, shares_per_mille, tally
@@ -85,7 +85,7 @@ class WindowReport:
     covers_from: int
     """Start of the earliest window merged into this one (== window_start without merging)."""
     complete: bool
-    """False when flushed before its end (end of a file, shutdown)."""
+    """False when flushed before its end (end of a file, shutdown, a reload)."""
     k: int
     suppressed: Suppressed | None
     people: int | None
@@ -108,6 +108,9 @@ class WindowReport:
     frames_discarded: int = 0
     frames_queued: int = 0
     """Frames captured and still waiting for analysis when the window's last figures were taken."""
+    closed_by: str | None = None
+    """``reload``: a config reload that changed what is counted closed it early; the window then
+    ends at the reload and the next one starts there, with the new settings."""
 
     @property
     def breakdown(self) -> bool:
@@ -141,6 +144,7 @@ class WindowReport:
             "noise": self.noise,
             "epsilon_micro": self.epsilon_micro,
             "budget_left_micro": self.budget_left_micro,
+            "closed_by": self.closed_by,
         }
 
 
@@ -175,7 +179,11 @@ class WindowAggregator:
         clock: Clock,
         dp: NoiseSource | None = None,
         accountant: BudgetAccountant | None = None,
+        *,
+        resume_at: int | None = None,
     ) -> None:
+        """``resume_at``: after a reload closed a window early, the first window starts there
+        (not at its aligned start), so no window is ever published twice."""
         self.length = settings.window_seconds
         self.k = settings.min_people
         self.mode = settings.small_window
@@ -189,6 +197,7 @@ class WindowAggregator:
         self._carry: _Carry | None = None
         self._ready: list[WindowReport] = []
         self._queued = 0
+        self._resume_at = resume_at
 
     def window_start(self, t: float) -> int:
         return math.floor(t / self.length) * self.length
@@ -215,12 +224,20 @@ class WindowAggregator:
         out, self._ready = self._ready, []
         return out
 
-    def flush(self, now: float | None = None) -> list[WindowReport]:
-        """Close the open window now (end of a file, shutdown); a pending merge is published suppressed."""
+    def flush(self, now: float | None = None, *, reload: bool = False) -> list[WindowReport]:
+        """Close the open window now (end of a file, shutdown); a pending merge is published
+        suppressed. ``reload``: the window ends at ``now`` (rounded up to a second) and says so;
+        pass that second as the next aggregator's ``resume_at``."""
         now = self.clock.time() if now is None else now
         window, self._current = self._current, None
         if window is not None:
-            self._ready.append(self._close(window, complete=now >= window.end, final=True))
+            complete = now >= window.end
+            if reload and not complete:
+                window.length = max(1, math.ceil(now) - window.start)
+            report = self._close(window, complete=complete, final=True)
+            if reload and not complete:
+                report = replace(report, closed_by="reload")
+            self._ready.append(report)
         out, self._ready = self._ready, []
         return out
 
@@ -232,6 +249,9 @@ class WindowAggregator:
         if current is not None:
             self._ready.append(self._close(current, complete=True, final=False))
         self._current = _Window(start, self.length)
+        resume, self._resume_at = self._resume_at, None
+        if resume is not None and start < resume < start + self.length:
+            self._current = _Window(resume, start + self.length - resume)
         return self._current
 
     def _close(self, window: _Window, complete: bool, final: bool) -> WindowReport:
