@@ -46,6 +46,7 @@ class _Waiting:
     seq: int = 0
     outputs: list[Output] = field(default_factory=list)
     typ: str | None = None
+    waited: bool = False
 
 
 class Publisher:
@@ -96,12 +97,25 @@ class Publisher:
         while self._waiting:
             item = self._waiting[0]
             if not self._deliver(item):
+                for later in self._waiting:
+                    later.waited = True
                 return
             self._waiting.popleft()
+            if self.error is not None:
+                self._recovered(1 + sum(1 for w in self._waiting if w.waited))
             self._record(item)
-        if self.error is not None:
-            logger.warning("publisher: outputs accept messages again")
-            self.error = None
+
+    def _recovered(self, waited: int) -> None:
+        """Outputs accept messages again: say in the audit log how many waited and why."""
+        delayed = waited + self.dropped
+        message = (
+            f"{delayed} message(s) waited in memory ({self.dropped} dropped) because an output "
+            f"refused them: {self.error}"
+        )
+        logger.warning("publisher: outputs accept messages again; %s", message)
+        if self.audit is not None:
+            self.audit.append("error", {"code": "publish_delayed", "message": message[:500]})
+        self.error, self.dropped = None, 0
 
     def _deliver(self, item: _Waiting) -> bool:
         if item.message is None:
