@@ -54,9 +54,11 @@ def build_processing(
     *,
     carried: StageCounters = ZERO_COUNTERS,
     spend_history: Callable[[str], DaySpend] | None = None,
+    resume_at: int | None = None,
 ) -> Processing:
     """``carried``: the stage totals of the parts being replaced, so health counts since start;
-    ``spend_history``: a day's privacy spend as the audit log recorded it (the budget file lost)."""
+    ``spend_history``: a day's privacy spend as the audit log recorded it (the budget file lost);
+    ``resume_at``: where a reload closed the last window (the first new window starts there)."""
     a = cfg.analytics
     noise = DiscreteLaplace() if a.dp.enabled else None
     accountant = (
@@ -67,12 +69,17 @@ def build_processing(
     faces = FaceFilter(min_face_height=cfg.policy.min_face_height, max_faces=cfg.vision.max_faces)
     return Processing(
         tracker=Tracker(a.tracker, clock),
-        aggregator=WindowAggregator(a, clock, dp=noise, accountant=accountant),
-        alerts=AlertEngine(a.alerts, Baseline(cfg.state_dir, a.baseline)),
+        aggregator=WindowAggregator(a, clock, dp=noise, accountant=accountant, resume_at=resume_at),
+        alerts=alert_engine(cfg),
         stage=stage,
         route=FrameRoute(stage, ZoneMask(cfg.policy.zones), recorder, faces),
         accountant=accountant,
     )
+
+
+def alert_engine(cfg: AgentConfig) -> AlertEngine:
+    """The alert rules alone: a reload that changes only them keeps the open window."""
+    return AlertEngine(cfg.analytics.alerts, Baseline(cfg.state_dir, cfg.analytics.baseline))
 
 
 def schedule_of(cfg: AgentConfig) -> Schedule | None:

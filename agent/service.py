@@ -15,7 +15,7 @@ never a crash.
 from __future__ import annotations
 
 import logging
-import queue
+import math
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -45,7 +45,13 @@ from agent.privacy.lease import LifetimeRecorder
 from agent.privacy.policy import policy_digest, require_allowed
 from agent.privacy.privacy_mode import FlagFilePoller, PrivacyMode, PrivacyModeEvent, SignalToggle
 from agent.privacy.retention import RetentionEnforcer
-from agent.processing import PipelineFactory, build_processing, default_pipeline, schedule_of
+from agent.processing import (
+    PipelineFactory,
+    alert_engine,
+    build_processing,
+    default_pipeline,
+    schedule_of,
+)
 from agent.publisher import Publisher
 from agent.records import (
     changed_keys,
@@ -57,13 +63,17 @@ from agent.records import (
     start_fields,
     window_audit_entries,
 )
+from agent.reload_plan import plan_reload
 from agent.route import Carried
 from agent.sdnotify import Notifier, watchdog_interval
 from agent.service_signals import ServiceSignals
+from agent.state_check import check_state_dir
+from agent.transport.command_gate import CommandGate, GateSettings
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    from agent.reload_plan import ReloadPlan
     from agent.transport.commands import Command
     from agent.transport.spool import DropReport
 
@@ -93,17 +103,27 @@ class Service:
         self.clock: Clock = clock or SystemClock()
         self._pipeline_factory = pipeline_factory
         self.notifier = notifier or Notifier()
-        self._commands: queue.Queue[Command] = queue.Queue(maxsize=64)
+        commands = cfg.mqtt.commands
+        self._commands = CommandGate(
+            self.clock,
+            GateSettings(
+                commands.privacy_min_seconds,
+                commands.checkpoint_min_seconds,
+                commands.replay_window_seconds,
+            ),
+        )
         self._started_mono = self.clock.monotonic()
         self._last_watchdog = 0.0
         self._stream_t0: float | None = None
         self._stream_now: float | None = None
+        self._stream_floor: float | None = None
         self._last_counters = FeedCounters()
         self.policy = require_allowed(cfg, site_today(cfg, self.clock))
         key = check_files(cfg)  # every named file, read as check-config reads it
         state_dir.prepare(cfg.state_dir)
+        floor = check_state_dir(cfg.state_dir, key.public_key()).floor  # lost or altered state: exit 2
         with ExitStack() as undo:  # a part that fails to build closes the ones built before it
-            self.signer = Signer(cfg.device_id, key, cfg.state_dir, self.clock)
+            self.signer = Signer(cfg.device_id, key, cfg.state_dir, self.clock, floor=floor)
             undo.callback(self.signer.close)
             self.audit = AuditLog.open(
                 cfg.state_dir / "audit",
@@ -114,6 +134,9 @@ class Service:
                 retention_days=cfg.retention.audit_days,
             )
             undo.callback(self.audit.close)
+            if self.signer.rebuilt is not None:
+                logger.warning("%s", self.signer.rebuilt)
+                self.audit.append("error", {"code": "signer_state_rebuilt", "message": self.signer.rebuilt})
             self.outputs = [*(outputs or []), *self._build_outputs(key)]
             base = cfg.mqtt.base_topic or f"emotion-agent/{cfg.device_id}"
             self.publisher = Publisher(self.signer, self.outputs, base, self.audit)
@@ -136,13 +159,13 @@ class Service:
             self.retention = RetentionEnforcer(
                 cfg.retention, [], self.clock, hooks={"audit": self.audit.purge}
             )
-            self.tracker, self.aggregator, self.alerts, self.stage, self.route, accountant = (
+            self.tracker, self.aggregator, self.alerts, self.stage, self.route, self._accountant = (
                 build_processing(
                     cfg, self.clock, self.pipeline, self.recorder, spend_history=self._logged_spend
                 )
             )
             self.gate = CaptureGate(
-                self.feed, self.privacy, self.clock, schedule_of(cfg), self._budget_gate(accountant)
+                self.feed, self.privacy, self.clock, schedule_of(cfg), self._budget_gate(self._accountant)
             )
             undo.pop_all()
         self.prover = CheckpointProver(cfg.state_dir / "audit", cfg.state_dir / EDGE_FILE)
@@ -166,6 +189,7 @@ class Service:
             public_key=key.public_key(),
             on_command=self._enqueue_command,
             on_drop=self._spool_dropped,
+            on_event=self._transport_event,
         )
 
     def _logged_spend(self, day: str) -> DaySpend:
@@ -186,6 +210,10 @@ class Service:
         Called from the MQTT thread; the audit log is thread-safe."""
         message = f"{report.count} unsent message(s), {report.bytes} bytes, dropped: {report.reason}"
         self.audit.append("error", {"code": "spool_dropped", "message": message})
+
+    def _transport_event(self, code: str, message: str) -> None:
+        """An event the transport reports (a session takeover), from the MQTT thread."""
+        self.audit.append("error", {"code": code, "message": message[:500]})
 
     # --- run ---------------------------------------------------------------------------------------
 
@@ -217,6 +245,8 @@ class Service:
         """Start the outputs, record the start, open the camera if policy and privacy allow."""
         for output in self.outputs:
             output.start()
+        for warning in self.cfg.mqtt.warnings() if self.cfg.mqtt.enabled else []:
+            logger.warning("%s", warning)
         self.audit.append("start", self._start_fields())
         self.audit.append("key_event", {"event": "boot", "kid": self.signer.kid})
         self.publisher.publish("key", {"jwk": public_jwk(self.signer.public_key)}, retain=True)
@@ -236,6 +266,7 @@ class Service:
     def step(self) -> None:
         """One loop turn: commands and signals, the gate, at most one frame, due windows."""
         self._handle_requests()
+        self.publisher.retry()  # messages an output refused (a full disk), in order
         self._apply_gate()
         frame = self.feed.next_frame(timeout=0.5) if self.gate.capturing else None
         if frame is not None:
@@ -290,8 +321,9 @@ class Service:
         if self.feed.live:
             return self.clock.time()
         if carried is not None:
-            if self._stream_t0 is None:
-                self._stream_t0 = self.clock.time() - carried.elapsed
+            if self._stream_t0 is None:  # a new source continues after the last one's time
+                start = max(self.clock.time(), self._stream_floor or 0.0)
+                self._stream_t0 = start - carried.elapsed
             self._stream_now = self._stream_t0 + carried.elapsed
         return self._stream_now if self._stream_now is not None else self.clock.time()
 
@@ -309,6 +341,9 @@ class Service:
         self._publish_alerts(self.alerts.evaluate(report))
         figures = self.health.figures().to_body()
         body = health_body(figures, self.feed.counters, self.stage.counters, self.outputs)
+        body["held_messages"] = self.publisher.held
+        body["audit_held"] = self.audit.held
+        body["storage_error"] = (self.publisher.error or self.audit.write_error or "")[:200] or None
         self.publisher.publish("health", body)
 
     def _publish_alerts(self, events: Sequence[AlertEvent]) -> None:
@@ -348,18 +383,12 @@ class Service:
         self.publisher.publish("privacy_mode", cast("dict[str, JSON]", event.as_payload()), retain=True)
 
     def _enqueue_command(self, command: Command) -> None:
-        """Called from the MQTT thread: queue it; the loop applies it."""
-        try:
-            self._commands.put_nowait(command)
-        except queue.Full:
-            logger.warning("command queue full: command ignored", extra={"fields": {"cmd": command.name}})
+        """Called from the MQTT thread: the gate coalesces floods and drops duplicates and
+        replays; the loop applies what is due."""
+        self._commands.offer(command)
 
     def _handle_requests(self) -> None:
-        while True:
-            try:
-                command = self._commands.get_nowait()
-            except queue.Empty:
-                break
+        for command in self._commands.take():
             if command.name == "privacy_mode" and command.on is not None:
                 self._privacy_event(self.privacy.set("mqtt", command.on))
             elif command.name == "checkpoint":
@@ -388,7 +417,14 @@ class Service:
         fixed = [k for k in keys if k.split(".")[0] in RESTART_ONLY]
         if fixed:
             logger.warning("these keys take effect at the next restart: %s", ", ".join(fixed))
-        self._close_windows(self._window_time(None), flush=True)
+        plan = plan_reload(keys, live=self.feed.live)
+        resume_at = None
+        if plan.close_window:  # ends at the reload; the next window starts there, new settings
+            self._count_last_frames()
+            now = self._window_time(None)
+            for report in self.aggregator.flush(now, reload=True):
+                self._publish_window(report)
+            resume_at = math.ceil(now)
         self.audit.append(
             "config_change",
             {
@@ -399,28 +435,37 @@ class Service:
         )
         if policy_digest(new) != policy_digest(self.cfg) or policy_fields(new) != policy_fields(self.cfg):
             self.audit.append("policy_change", {"policy": policy_fields(new), "reason": "reload"})
-        self._apply(new, keys)
+        self._apply(new, plan, resume_at)
         logger.info("config reloaded", extra={"fields": {"changed": len(keys)}})
         return True
 
-    def _apply(self, new: AgentConfig, keys: list[str]) -> None:
-        """Swap in the parts a new config changes, each through its own methods."""
-        carried = self.stage.counters
-        self.stage.pause()
-        self.route.close()
-        if any(k.startswith(("vision", "camera")) for k in keys):
+    def _apply(self, new: AgentConfig, plan: ReloadPlan, resume_at: int | None) -> None:
+        """Swap in the parts a new config changes, each through its own methods; what is
+        counted in the open window is replaced only together with that window."""
+        if plan.reopen_source:
+            self._stream_floor, self._stream_t0 = self._stream_now, None
             self.feed.retarget(new.camera.source, new.camera.source_options())
-            self.pipeline.close()
-            self.pipeline = self._pipeline_factory(new)
-        self.cfg = new
+        elif plan.retune_source:
+            self.feed.retune(new.camera.source_options())
         previous_alerts = self.alerts
-        self.tracker, self.aggregator, self.alerts, self.stage, self.route, accountant = (
-            build_processing(
-                new, self.clock, self.pipeline, self.recorder,
-                carried=carried, spend_history=self._logged_spend,
+        if plan.close_window:
+            carried = self.stage.counters
+            self.stage.pause()
+            self.route.close()
+            if plan.new_pipeline:
+                self.pipeline.close()
+                self.pipeline = self._pipeline_factory(new)
+            self.tracker, self.aggregator, self.alerts, self.stage, self.route, self._accountant = (
+                build_processing(
+                    new, self.clock, self.pipeline, self.recorder,
+                    carried=carried, spend_history=self._logged_spend, resume_at=resume_at,
+                )
             )
-        )
-        self._count_last_frames()  # the new windows start from the feed's figures as they are now
+            self._count_last_frames()  # the new windows start from the feed's figures as they are now
+        else:
+            self.alerts = alert_engine(new)
+        self.cfg = new
+        accountant = self._accountant
         self._publish_alerts(self.alerts.take_over(previous_alerts, at=int(self._window_time(None))))
         for state in self.alerts.states():  # a rule added by the reload gets its first state
             self._publish_alert_state(state)

@@ -57,5 +57,7 @@ def test_rule_states_at_start_on_raise_and_across_a_reload(tmp_path: Path) -> No
     assert service.reload() is True
     service.close()
     assert recorder.states("tension")[-1] == (True, "cleared")
-    assert recorder.states("fresh") == [(True, "cleared")]
+    # Its first state comes with the reload; an alert-only reload leaves the open window open
+    # (issue 18: no early close), so the new rule then judges that window when it closes.
+    assert recorder.states("fresh") == [(True, "cleared"), (True, "raised")]
     assert verify_all(tmp_path) == []

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.audit import AuditLog, AuditSettings
+from agent.audit import AuditConfig, AuditLog
 from agent.clock import FakeClock
 from agent.crypto import Signer
 from agent.errors import PayloadError
@@ -24,7 +24,7 @@ def run_once(state: Path, key: Ed25519PrivateKey, publishes: int = 3) -> Signer:
     """What a run leaves: a boot, audited publishes, a closed log; returns the closed signer."""
     floor = check_state_dir(state, key.public_key()).floor
     signer = Signer("lobby-1", key, state, FakeClock(), floor=floor)
-    log = AuditLog.open(state / "audit", key, ORIGIN, FakeClock(), AuditSettings())
+    log = AuditLog.open(state / "audit", key, ORIGIN, FakeClock(), AuditConfig())
     log.append("start", start(boot=signer.boot))
     for _ in range(publishes):
         env = signer.sign("stats", f"{ORIGIN}/stats", {"n": 1})

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from agent.camera.base import FrameSource, SourceOptions, open_source, resolve
-from agent.camera.grabber import FrameReader, FrameTally, Grabber, start_reader
+from agent.camera.grabber import FrameReader, FrameTally, Grabber, RateGate, start_reader
 from agent.clock import Clock
 from agent.errors import InputError
 from agent.frame import Frame
@@ -98,6 +98,13 @@ class CameraFeed:
         self.source, self.options = source, options
         self.state = CameraState.CLOSED
         self._retry_at, self._backoff = 0.0, 1.0
+
+    def retune(self, options: SourceOptions) -> None:
+        """A reload that keeps the source: a file is not reopened (it would start over and its
+        windows come again); the new frame rate applies now, the other options at the next open."""
+        self.options = options
+        if self._reader is not None:
+            self._reader.gate = RateGate(options.fps)
 
     # --- frames --------------------------------------------------------------------------------
 

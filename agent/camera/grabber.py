@@ -67,6 +67,9 @@ class FrameTally:
 class FrameReader(Protocol):
     """What the consumer sees: an iterator of frames plus counters for health and audit."""
 
+    gate: RateGate
+    """The frame-rate limit; replaced in place when a reload changes ``camera.fps``."""
+
     def tally(self) -> FrameTally: ...
 
     @property

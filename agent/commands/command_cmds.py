@@ -8,8 +8,9 @@ import secrets
 import time
 from typing import Any
 
-from agent.crypto import canonical, load_private_key
+from agent.crypto.canonical import canonical
 from agent.crypto.envelope import DEV_RE
+from agent.crypto.keys import load_private_key
 from agent.errors import InputError
 
 

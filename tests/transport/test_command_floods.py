@@ -14,7 +14,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.clock import SystemClock
-from agent.crypto import canonical, generate_keypair, load_private_key
+from agent.crypto import generate_keypair, load_private_key
+from agent.crypto.canonical import canonical
 from agent.transport.commands import Command, sign_command
 from agent.transport.discovery import DiscoverySpec
 from agent.transport.mqtt import MqttOutput
