@@ -10,7 +10,12 @@ STAMP := $(VENV)/.installed
 # needs numpy, which its package does not declare).
 HA_VENV ?= .venv-ha
 HA_VERSION := 2024.3.3
-HA_STAMP := $(HA_VENV)/.installed-$(HA_VERSION)
+HA_STAMP := $(HA_VENV)/.installed-$(HA_VERSION)-run2
+# What the MQTT integration and the frontend it needs import (Home Assistant would pip-install
+# them at its first start; tests/transport/test_home_assistant.py runs it with --skip-pip).
+HA_RUN_DEPS := 'paho-mqtt==1.6.1' 'janus==1.0.0' 'josepy==1.15.0' 'home-assistant-frontend==20240307.0' \
+	'pillow==10.2.0' 'psutil-home-assistant==0.0.1' 'securetar==2024.2.1' 'numpy==1.26.0' \
+	'SQLAlchemy==2.0.27' 'fnv-hash-fast==0.5.0' 'PyTurboJPEG==1.7.1' 'PyQRCode==1.2.1' 'pyotp==2.8.0'
 HA_OLD_VENV ?= .venv-ha-2023
 HA_OLD_VERSION := 2023.9.3
 HA_OLD_STAMP := $(HA_OLD_VENV)/.installed-$(HA_OLD_VERSION)
@@ -31,7 +36,7 @@ setup: system-deps $(STAMP)
 $(HA_STAMP):
 	@test -x $(HA_VENV)/bin/python || python3 -m venv $(HA_VENV)
 	$(HA_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(HA_VENV)/bin/python -m pip install --quiet 'homeassistant==$(HA_VERSION)'
+	$(HA_VENV)/bin/python -m pip install --quiet 'homeassistant==$(HA_VERSION)' $(HA_RUN_DEPS)
 	@touch $@
 
 $(HA_OLD_STAMP):
