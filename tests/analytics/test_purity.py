@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,29 +16,16 @@ from agent.analytics.tracker import Tracker
 from agent.analytics.windows import FrameCounters, WindowAggregator
 from agent.clock import FakeClock
 from agent.logs import JsonFormatter
+from tests.purity import import_blocked
 
 from .faces import face, seeded
 
-BLOCKED = ["cv2", "ai_edge_litert", "tflite_runtime", "paho", "paho.mqtt", "paho.mqtt.client", "picamera2"]
 MODULES = ["tracker", "windows", "anonymity", "dp", "alerts", "baseline", "health", "settings"]
 
 
 def test_modules_import_with_hardware_and_network_libraries_blocked() -> None:
-    """In a fresh interpreter, so the blocked names cannot disturb other tests' modules."""
-    code = "\n".join(
-        [
-            "import sys",
-            *(f"sys.modules[{name!r}] = None" for name in BLOCKED),
-            *(f"import agent.analytics.{mod}" for mod in MODULES),
-            "loaded = sorted(m for m in sys.modules if m.split('.')[0] in {'cv2', 'paho', 'picamera2'})",
-            "print('ok', loaded)",
-        ]
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "ok ['cv2', 'paho', 'paho.mqtt', 'paho.mqtt.client', 'picamera2']"
+    result = import_blocked([f"agent.analytics.{mod}" for mod in MODULES])
+    assert result.ok, result.stderr
 
 
 def test_no_track_id_box_or_float_leaks_into_logs_reports_or_events(

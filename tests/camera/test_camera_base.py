@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from agent.camera.base import BACKENDS, load_factory, open_source, redact_url, r
 from agent.camera.settings import CameraConfig
 from agent.clock import FakeClock
 from agent.errors import BackendUnavailable, SourceError
+from tests.purity import import_blocked
 
 
 @pytest.mark.parametrize(
@@ -93,15 +93,7 @@ def test_the_camera_section_decides_whether_a_file_source_loops(folder: Path) ->
 
 def test_the_interface_grabber_and_settings_import_with_cv2_picamera2_and_litert_blocked() -> None:
     """Pure logic apart from hardware: only the backends themselves need the libraries."""
-    code = (
-        "import sys\n"
-        "for m in ('cv2', 'picamera2', 'ai_edge_litert', 'tflite_runtime', 'paho'):\n"
-        "    sys.modules[m] = None\n"
-        "import agent.camera.base, agent.camera.grabber, agent.camera.settings, agent.camera.picam\n"
-        "import agent.commands.analyze\n"
-        "print('ok')\n"
-    )
-    cmd = [sys.executable, "-c", code]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "ok"
+    modules = ["agent.camera.base", "agent.camera.grabber", "agent.camera.settings", "agent.camera.picam",
+               "agent.commands.analyze"]
+    result = import_blocked(modules)
+    assert result.ok, result.stderr

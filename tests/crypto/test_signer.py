@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from agent.crypto import MemorySequenceStore, Signer, encode, kid_for, signing_i
 from agent.crypto.canonical import b64url_decode
 from agent.crypto.seqstore import STATE_NAME
 from agent.errors import KeyFileError, PayloadError
+from tests.purity import import_blocked
 
 TOPIC = "emotion-agent/lobby-1/stats"
 
@@ -128,20 +127,16 @@ def test_concurrent_signing_hands_out_each_seq_once(key: Ed25519PrivateKey, tmp_
 
 def test_crypto_is_pure_logic_and_does_nothing_at_import() -> None:
     """Importing and using agent.crypto works with cv2, LiteRT, paho and picamera2 blocked."""
-    code = (
-        "import sys\n"
-        "for name in ('cv2', 'ai_edge_litert', 'tflite_runtime', 'paho', 'paho.mqtt', 'picamera2'):\n"
-        "    sys.modules[name] = None\n"
-        "import os; before = dict(os.environ)\n"
-        "import agent.crypto, agent.commands.verify, agent.commands.keys_cmds\n"
-        "assert dict(os.environ) == before\n"
-        "from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey\n"
-        "k = Ed25519PrivateKey.generate()\n"
-        "s = agent.crypto.Signer('d', k, store=agent.crypto.MemorySequenceStore())\n"
-        "assert agent.crypto.Verifier([k.public_key()]).check(agent.crypto.encode(s.sign('t', 'a', {}))).ok\n"
-        "print('pure')\n"
+    result = import_blocked(
+        ["agent.crypto", "agent.commands.verify", "agent.commands.keys_cmds"],
+        before="import os; before = dict(os.environ)",
+        then=(
+            "assert dict(os.environ) == before\n"
+            "from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey\n"
+            "k = Ed25519PrivateKey.generate()\n"
+            "s = agent.crypto.Signer('d', k, store=agent.crypto.MemorySequenceStore())\n"
+            "v = agent.crypto.Verifier([k.public_key()])\n"
+            "assert v.check(agent.crypto.encode(s.sign('t', 'a', {}))).ok"
+        ),
     )
-    run = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
-    )
-    assert run.stdout == "pure\n", run.stderr
+    assert result.ok, result.stderr

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
@@ -18,6 +15,7 @@ from agent.vision.blazeface import (
 )
 from agent.vision.detector import Placement
 from agent.vision.manifest import default_models_dir, model_spec
+from tests.purity import import_blocked
 
 MODELS = default_models_dir()
 
@@ -142,12 +140,5 @@ def test_placement_round_trips_frame_coordinates(w: int, h: int) -> None:
 
 def test_decoding_and_quality_import_without_opencv_or_a_runtime() -> None:
     """Pure logic: blazeface, quality and the manifest load with cv2 and LiteRT blocked."""
-    code = (
-        "import sys\n"
-        "for m in ('cv2', 'ai_edge_litert', 'tflite_runtime', 'picamera2', 'paho'):\n"
-        "    sys.modules[m] = None\n"
-        "import agent.vision.blazeface, agent.vision.quality, agent.vision.manifest\n"
-        "print('ok')\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    assert out.stdout.strip() == "ok", out.stderr
+    result = import_blocked(["agent.vision.blazeface", "agent.vision.quality", "agent.vision.manifest"])
+    assert result.ok, result.stderr
