@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.audit.entries import decode_entry
 from agent.audit.verify import verify_log
 from agent.clock import FakeClock
+from agent.errors import StorageError
 from tests.faults import FullDisk
 
 from .conftest import OpenLog
@@ -108,3 +109,14 @@ def test_close_on_a_full_disk_says_what_was_lost_in_one_line(
     assert any("1 entries could not be written before stopping" in r.getMessage() for r in caplog.records)
     assert all(r.exc_info is None for r in caplog.records)
     assert verify_log(tmp_path / "audit", key.public_key()).problems == []
+
+
+def test_a_disk_full_before_the_start_is_one_line_exit_1_not_a_traceback(
+    open_log: OpenLog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    open_log().close()
+    FullDisk(monkeypatch, left=0)
+    with pytest.raises(StorageError, match="cannot open the audit log: No space left on device") as info:
+        open_log()
+    assert info.value.exit_code == 1
+    assert "\n" not in str(info.value)
