@@ -39,6 +39,7 @@ from agent.errors import EmotionAgentError
 from agent.frame import Frame
 from agent.outputs.base import Output
 from agent.outputs.factory import build_outputs
+from agent.policy_clock import date_for_policy
 from agent.preflight import check_files
 from agent.privacy.gate import BudgetLeft, CaptureGate
 from agent.privacy.lease import LifetimeRecorder
@@ -118,7 +119,7 @@ class Service:
         self._stream_now: float | None = None
         self._stream_floor: float | None = None
         self._last_counters = FeedCounters()
-        self.policy = require_allowed(cfg, site_today(cfg, self.clock))
+        self.policy = require_allowed(cfg, date_for_policy(cfg, self.clock))  # deferred on an unset clock
         key = check_files(cfg)  # every named file, read as check-config reads it
         state_dir.prepare(cfg.state_dir)
         floor = check_state_dir(cfg.state_dir, key.public_key()).floor  # lost or altered state: exit 2
