@@ -20,7 +20,7 @@ HA_OLD_VENV ?= .venv-ha-2023
 HA_OLD_VERSION := 2023.9.3
 HA_OLD_STAMP := $(HA_OLD_VENV)/.installed-$(HA_OLD_VERSION)
 
-.PHONY: setup system-deps media demo test lint typecheck bench clean arm64-smoke fuzz ha-venv
+.PHONY: setup system-deps media demo test lint typecheck bench fleet-bench clean arm64-smoke fuzz ha-venv
 
 system-deps:
 	@bash tools/system-deps.sh
@@ -70,6 +70,11 @@ bench: setup media
 	$(VENV)/bin/emotion-agent --log-level WARNING bench
 	@test -f samples/lobby.mp4 || $(PY) tools/make_sample.py --out samples/lobby.mp4
 	$(VENV)/bin/emotion-agent bench --compare samples/lobby.mp4
+
+# Issue 17's receiver figures: 3 replicas on PostgreSQL via mosquitto $$share and a 3-node NATS
+# JetStream cluster, 1,000 and 10,000 simulated devices (not part of `make test`; a few minutes).
+fleet-bench: setup
+	$(PY) tools/fleet_bench.py --devices 1000 10000 --windows 2
 
 # Not part of `make test`: needs root; installs debootstrap and qemu-user-static itself (docs/installing.md).
 arm64-smoke: setup media
