@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, cast
 from agent import state_dir
 from agent.analytics.alerts import AlertEvent, AlertState
 from agent.analytics.dp import MICRO, BudgetAccountant, DaySpend
-from agent.analytics.health import HealthMeter
+from agent.analytics.health import HealthMeter, HealthPeriods
 from agent.analytics.windows import WindowReport
 from agent.audit import AuditLog
 from agent.audit.dpspend import logged_spend
@@ -145,6 +145,7 @@ class Service:
             undo.callback(self.pipeline.close)
             self.recorder = LifetimeRecorder(self.clock)
             self.health = HealthMeter(self.clock)
+            self.health_periods = HealthPeriods(cfg.analytics.health_period_seconds, self.health)
             self.privacy = PrivacyMode(self.clock)
             self.signals = ServiceSignals(SignalToggle(self.privacy))
             flag = cfg.policy.privacy_mode.flag_file
@@ -307,6 +308,7 @@ class Service:
             return
         self.health.frame((self.clock.monotonic() - started) * 1000.0)
         self.aggregator.add_frame(t, self.tracker.update(carried.faces, t), counters)
+        self.health_periods.observe_static(self.tracker.static_cells())
 
     def _count_last_frames(self) -> None:
         """The camera's frames since the last one analysed, before the last window closes (and
@@ -345,7 +347,7 @@ class Service:
         body["held_messages"] = self.publisher.held
         body["audit_held"] = self.audit.held
         body["storage_error"] = (self.publisher.error or self.audit.write_error or "")[:200] or None
-        self.publisher.publish("health", body)
+        self.publisher.publish("health", self.health_periods.publishable(body, self._window_time(None)))
 
     def _publish_alerts(self, events: Sequence[AlertEvent]) -> None:
         """Each transition on ``alert``, and the rule's new state retained on ``alert/<rule>``."""

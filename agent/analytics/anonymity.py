@@ -1,9 +1,14 @@
-"""From tracks to the cells a window may publish: one cell per person, noise, k, shares.
+"""From tracks to the cells a window may publish: the fewest people the tracks could be, noise, k.
 
-Every person seen in a window (a confirmed track) lands in exactly one cell: the vote of its
-dominant smoothed emotion, or, if the track was never classified, the abstention reason seen
-most often. Because a person moves exactly one cell, the cell vector has L1 sensitivity 1,
-which is what the differential-privacy noise in ``agent.analytics.dp`` is calibrated to.
+Every track that counts (confirmed, not static) belongs to one cell: the vote of its dominant
+smoothed emotion, or, if it was never classified, the abstention reason seen most often. A
+cell's count is not its number of tracks but the fewest people who could have made them: two
+tracks that were never seen at the same moment could be one person who was lost and found
+again, so a cell counts the largest number of its tracks seen at one time (the tracks are
+intervals of time; the fewest chains covering them is their largest overlap, Dilworth). One
+person's tracks never overlap in time, so adding or removing one person changes each cell by at
+most 1, and only cells that person's tracks fell in: the bound docs/analytics.md builds the
+k and differential-privacy arguments on.
 
 k-anonymity applies to the *voters* (people with an emotion vote), not to everyone seen: the
 shares describe the voters, so five people of whom four abstained must not publish one
@@ -66,18 +71,43 @@ class Cells:
         return self.voters + sum(self.abstained.values())
 
 
-def tally(views: Iterable[TrackView]) -> Cells:
-    """One cell per confirmed track: its vote, or its abstention reason."""
-    votes = dict.fromkeys(EMOTIONS, 0)
-    abstained = dict.fromkeys(ABSTAIN_REASONS, 0)
+def cell_of(view: TrackView) -> str:
+    """The vote of a track, or ``abstained:<reason>`` for a track never classified."""
+    if view.emotion is not None:
+        return view.emotion
+    reason = view.abstain_reason if view.abstain_reason in ABSTAIN_REASONS else "other"
+    return f"abstained:{reason}"
+
+
+def fewest_people(views: Iterable[TrackView]) -> int:
+    """The fewest people who could have made these tracks: the most of them seen at one time.
+
+    A track's time is [first seen, last seen]; two tracks seen in the same frame overlap. A view
+    without a span (not from a tracker) is taken to overlap every other one.
+    """
+    events: list[tuple[float, int]] = []
+    loose = 0
     for view in views:
-        if not view.confirmed:
-            continue
-        if view.emotion is not None:
-            votes[view.emotion] += 1
+        if view.span is None:
+            loose += 1
         else:
-            reason = view.abstain_reason if view.abstain_reason in abstained else "other"
-            abstained[reason or "other"] += 1
+            events.append((view.span.first_t, 0))  # starts sort before ends at the same time
+            events.append((view.span.last_t, 1))
+    best = live = 0
+    for _, kind in sorted(events):
+        live += 1 if kind == 0 else -1
+        best = max(best, live)
+    return best + loose
+
+
+def tally(views: Iterable[TrackView]) -> Cells:
+    """Per cell, the fewest people who could have made its counting tracks (confirmed, not static)."""
+    by_cell: dict[str, list[TrackView]] = {}
+    for view in views:
+        if view.counts:
+            by_cell.setdefault(cell_of(view), []).append(view)
+    votes = {e: fewest_people(by_cell.get(e, ())) for e in EMOTIONS}
+    abstained = {r: fewest_people(by_cell.get(f"abstained:{r}", ())) for r in ABSTAIN_REASONS}
     return Cells(votes, abstained)
 
 

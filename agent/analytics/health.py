@@ -4,16 +4,28 @@
 camera state changes) and summarises the last ``horizon_s`` seconds on demand. The CPU
 temperature comes from the kernel's thermal zone (millidegrees Celsius in sysfs); boards that
 do not expose one report None. Nothing here touches a file until ``figures()`` is called.
+
+Inference time, frame rate, drops, the gating counters, the CPU temperature and the places of
+static faces all grow with the number of faces in view; published after every window they
+would tell what a suppressed window hides. ``HealthPeriods`` therefore publishes them once per
+period (default an hour), as totals and means over the period before, and the same values in
+every health message until the next period ends.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.clock import Clock
+
+if TYPE_CHECKING:
+    from agent.crypto.canonical import JSON
 
 logger = logging.getLogger(__name__)
 
@@ -75,10 +87,14 @@ class HealthMeter:
         self._frames: deque[tuple[float, float]] = deque(maxlen=max_samples)
         self.drops = 0
         self.camera_state = "starting"
+        self.frames_total = 0
+        self.inference_ms_total = 0.0
 
     def frame(self, inference_ms: float) -> None:
         """Record one analysed frame and how long its inference took."""
         self._frames.append((self.clock.monotonic(), inference_ms))
+        self.frames_total += 1
+        self.inference_ms_total += inference_ms
 
     def dropped(self, count: int = 1) -> None:
         self.drops += count
@@ -103,3 +119,68 @@ class HealthMeter:
             uptime_s=now - self._started,
             cpu_temp_c=read_cpu_temp_c(self.temp_path),
         )
+
+
+FACE_DEPENDENT: tuple[str, ...] = (
+    "fps_milli",
+    "inference_ms",
+    "drops",
+    "cpu_temp_mc",
+    "detector_skipped",
+    "emotion_reused",
+    "budget_dropped",
+    "static_faces",
+)
+"""Health keys whose value varies with the number of faces: published per period only."""
+
+
+class HealthPeriods:
+    """Holds the face-dependent health figures to one value per period (aligned to the clock).
+
+    ``publishable(live, now)`` returns the live body with every ``FACE_DEPENDENT`` key replaced
+    by its figure for the last completed period (None until one has completed), plus
+    ``period_end``. Frame rate and inference time are means over the period; counters are
+    totals at its end; ``static_faces`` lists the grid cells where a face was static during it.
+    """
+
+    def __init__(self, period_s: float, meter: HealthMeter) -> None:
+        self.period_s = period_s
+        self.meter = meter
+        self._period: int | None = None
+        self._since = 0.0
+        self._frames = 0
+        self._ms = 0.0
+        self._static: set[str] = set()
+        self._held: dict[str, JSON] = dict.fromkeys(FACE_DEPENDENT)
+        self._held_end: int | None = None
+
+    def observe_static(self, cells: Iterable[str]) -> None:
+        self._static.update(cells)
+
+    def publishable(self, live: Mapping[str, JSON], now: float) -> dict[str, JSON]:
+        self._roll(live, now)
+        out = {k: v for k, v in live.items() if k not in FACE_DEPENDENT}
+        out.update(self._held)
+        out["period_end"] = self._held_end
+        return out
+
+    def _roll(self, live: Mapping[str, JSON], now: float) -> None:
+        period = math.floor(now / self.period_s)
+        m = self.meter
+        if self._period is None or period < self._period:  # first call, or the clock went back
+            self._restart(period, now)
+            return
+        if period == self._period:
+            return
+        frames, span = m.frames_total - self._frames, max(now - self._since, 1e-9)
+        held: dict[str, JSON] = {k: live.get(k) for k in FACE_DEPENDENT}
+        held["fps_milli"] = round(1000 * frames / span)
+        held["inference_ms"] = round((m.inference_ms_total - self._ms) / frames) if frames else 0
+        held["static_faces"] = sorted(self._static)
+        self._held, self._held_end = held, int(period * self.period_s)
+        self._restart(period, now)
+
+    def _restart(self, period: int, now: float) -> None:
+        self._period, self._since = period, now
+        self._frames, self._ms = self.meter.frames_total, self.meter.inference_ms_total
+        self._static = set()

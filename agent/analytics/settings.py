@@ -23,22 +23,33 @@ class TrackerConfig(Section):
         0.3,
         gt=0,
         le=1,
-        title="Least box overlap (IoU) that continues a track",
-        description="Intersection over union of the track's last box and the new face's box.",
+        title="Least overlap (IoU) with the predicted box that continues a track",
+        description="A face overlapping where the track was predicted by this much is accepted "
+        "even outside the gate.",
     )
     max_centre_distance: float = Field(
         1.0,
         ge=0,
         le=5,
-        title="Largest centre jump, in face widths, that continues a track",
-        description="Used when boxes do not overlap enough (fast motion, low frame rate).",
+        title="Gate at zero elapsed time, in face widths",
+        description="Distance from the predicted centre always accepted (detector jitter, "
+        "a change of pace).",
+    )
+    max_speed: float = Field(
+        12.5,
+        ge=0,
+        le=100,
+        title="Fastest a face is assumed to move, in face widths per second",
+        description="The gate grows by this much per second since the face was last seen. 12.5 = "
+        "2.5 face widths per frame at 5 fps (a brisk walk close to the camera). Also the speed "
+        "bound under which two tracks may be one person (docs/analytics.md).",
     )
     forget_seconds: float = Field(
         5.0,
         gt=0,
         le=60,
         title="Seconds after a face leaves before its track is forgotten",
-        description="Long enough to bridge detector flicker; a face back after it is a new person.",
+        description="Long enough to bridge detector misses and brief occlusions.",
     )
     max_tracks: int = Field(
         64,
@@ -48,11 +59,41 @@ class TrackerConfig(Section):
         description="Beyond it the track seen least recently is dropped, so memory stays bounded.",
     )
     min_frames: int = Field(
-        1,
+        3,
         ge=1,
         le=100,
         title="Frames a track needs before it counts as a person",
-        description="Raise to 2 or 3 to ignore one-frame detector false positives.",
+        description="One- and two-frame detector false positives never count.",
+    )
+    threshold: float = Field(
+        0.55,
+        gt=0,
+        lt=1,
+        title="Median detection score a track needs to count as a person",
+        description="Distinct from vision.min_detection_score, which admits single detections: "
+        "a track counts only once the median of its scores reaches this (as Frigate's threshold).",
+    )
+    still_tolerance: float = Field(
+        0.1,
+        gt=0,
+        le=5,
+        title="Movement, in face widths, that proves a face is not a picture",
+        description="Of the smoothed centre. A track counts only once its face moved this far. "
+        "Above the jitter measured on a printed face (0.034), below a person's head movements.",
+    )
+    static_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=86_400,
+        title="Seconds still after which a face that had moved stops counting",
+        description="Such a face counts toward neither k nor the votes; health names its grid cell.",
+    )
+    grid: int = Field(
+        4,
+        ge=1,
+        le=16,
+        title="Grid (n x n) in which health locates static faces",
+        description="Coarse on purpose: enough to draw a privacy zone, too coarse to follow anyone.",
     )
 
 
@@ -277,6 +318,20 @@ class AnalyticsConfig(Section):
         title="What a window with fewer than k people does",
         description="suppress: publish frame figures only, no people count and no breakdown; "
         "merge: carry the people into the next window until k is reached (docs/analytics.md).",
+    )
+    differencing: Literal["withhold", "merge", "off"] = Field(
+        "withhold",
+        title="What a window whose voters differ from the last published one by fewer than k does",
+        description="withhold: publish no breakdown (suppressed: differencing); merge: carry its "
+        "people into the next window; off: publish (only sensible with dp on, which turns it off).",
+    )
+    health_period_seconds: int = Field(
+        3600,
+        ge=60,
+        le=7 * 86_400,
+        title="Period over which health figures that vary with the number of faces are aggregated",
+        description="inference time, fps, drops, gating counters, temperature and static-face cells "
+        "are published once per period, for the period before (docs/analytics.md).",
     )
     tracker: TrackerConfig = Field(
         default_factory=TrackerConfig, title="Face tracking",

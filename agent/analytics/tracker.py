@@ -1,10 +1,18 @@
 """Follow faces across frames, in memory only, and smooth each face's emotion over its life.
 
-Association is greedy: candidate (track, face) pairs are ranked by box overlap (IoU); pairs
-below ``iou_threshold`` may still match when the centres are within ``max_centre_distance``
-face widths (fast motion at a low frame rate). Each track keeps running sums only, so its
-memory is constant; at most ``max_tracks`` live at once, and a track is forgotten
+Association (``agent.analytics.motion``): each live track predicts where its face is now from a
+constant-velocity model, and accepts faces within a gate of ``max_centre_distance`` face widths
+plus ``max_speed`` widths per second since it was last seen (a face missed for a few frames is
+looked for farther away); a face whose box overlaps the prediction by ``iou_threshold`` is
+accepted too. Pairs are taken greedily, closest (in gate units) first, one-to-one; a face left
+over starts a new track. At most ``max_tracks`` live at once, and a track is forgotten
 ``forget_seconds`` after its face was last seen.
+
+Confirmation, as Frigate separates ``min_score`` from ``threshold``: a track counts as a person
+once seen in ``min_frames`` frames *and* the median of its detection scores reaches
+``threshold``; it then stays confirmed. A track counts only once its face has moved beyond
+``still_tolerance`` face widths, and stops counting once it stays within that for
+``static_seconds``: a poster or a screen never counts.
 
 Smoothing: the track's emotion is the normalised geometric mean of every classified frame's
 probabilities over the track's whole life (the mean of log-probabilities, then softmax). It
@@ -13,7 +21,7 @@ and an emotion every frame agrees on keeps its weight.
 
 Tracks have random ids (from the injected RNG, ``secrets`` by default) that are never
 exported: what leaves this module is a ``TrackView`` whose ``handle`` is an opaque object
-usable only as a dictionary key, and whose repr hides it.
+usable only as a dictionary key, and whose repr hides it and its ``span``.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from agent.analytics.motion import Motion, Stillness, centre, grid_cell
 from agent.analytics.settings import TrackerConfig
 from agent.clock import Clock
 from agent.vision.observation import EMOTIONS, FaceObservation
@@ -35,6 +44,8 @@ from agent.vision.observation import EMOTIONS, FaceObservation
 FLOOR_P = 1e-6
 LOG_FLOOR = math.log(FLOOR_P)
 """log(p) is clipped here, so one frame with p = 0 cannot veto a label forever."""
+SCORE_STEPS = 100
+"""Detection scores are kept as a histogram of hundredths: an exact median, constant memory."""
 
 
 class IdSource(Protocol):
@@ -51,6 +62,23 @@ class TrackHandle:
 
 
 @dataclass(frozen=True, slots=True)
+class Span:
+    """When and where a track was first and last seen (centres, 0..1) and its face width.
+
+    Used only inside the device, to tell whether two tracks could be one person
+    (``agent.analytics.people``); never published, never logged.
+    """
+
+    first_t: float
+    first_x: float
+    first_y: float
+    last_t: float
+    last_x: float
+    last_y: float
+    width: float
+
+
+@dataclass(frozen=True, slots=True)
 class TrackView:
     """What the tracker tells the windows about one face in one frame: no id, no box."""
 
@@ -58,34 +86,66 @@ class TrackView:
     frames: int
     """Frames this track has been seen in (life so far)."""
     confirmed: bool
-    """Seen in at least ``min_frames`` frames: counts as a person."""
+    """Seen in ``min_frames`` frames with a median detection score of at least ``threshold``."""
     emotion: str | None
     """Dominant smoothed emotion over the track's life; None if no frame was ever classified."""
     probs: tuple[tuple[str, float], ...] | None
     """Smoothed probabilities in EMOTIONS order; None if no frame was ever classified."""
     abstain_reason: str | None
     """Most frequent quality-gate reason when the track was never classified, else None."""
+    static: bool = False
+    """Not seen to move beyond ``still_tolerance`` yet, or not for ``static_seconds``: it may be a
+    poster or a screen, and it does not count."""
+    span: Span | None = field(default=None, repr=False)
+
+    @property
+    def counts(self) -> bool:
+        """Counts toward k, the people and the votes: confirmed and not static."""
+        return self.confirmed and not self.static
 
 
 class _Track:
     """Running state of one face; constant memory whatever its length of life."""
 
-    __slots__ = ("box", "frames", "handle", "last_seen", "log_sum", "n_classified", "reasons", "track_id")
+    __slots__ = (
+        "confirmed",
+        "first",
+        "frames",
+        "handle",
+        "log_sum",
+        "motion",
+        "n_classified",
+        "reasons",
+        "scores",
+        "still",
+        "track_id",
+    )
 
     def __init__(self, track_id: int, box: tuple[float, float, float, float], t: float) -> None:
         self.track_id = track_id  # random; never leaves this module
         self.handle = TrackHandle()
-        self.box = box
-        self.last_seen = t
+        self.motion = Motion.start(box, t)
+        self.still = Stillness.start(box, t)
+        self.first = (t, *centre(box))
         self.frames = 0
+        self.confirmed = False
+        self.scores: Counter[int] = Counter()
         self.log_sum = [0.0] * len(EMOTIONS)
         self.n_classified = 0
         self.reasons: Counter[str] = Counter()
 
-    def observe(self, obs: FaceObservation, t: float) -> None:
-        self.box = obs.box
-        self.last_seen = t
+    @property
+    def last_seen(self) -> float:
+        return self.motion.seen_at
+
+    def observe(self, obs: FaceObservation, t: float, s: TrackerConfig) -> None:
+        if self.frames:
+            self.motion.update(obs.box, t)
+        self.still.update(obs.box, t, self.motion.width, s.still_tolerance)
         self.frames += 1
+        self.scores[min(max(round(obs.score * SCORE_STEPS), 0), SCORE_STEPS)] += 1
+        if not self.confirmed and self.frames >= s.min_frames:
+            self.confirmed = self.median_score() >= s.threshold
         if obs.probs is None:
             self.reasons[obs.quality.abstain_reason or "unknown"] += 1
             return
@@ -95,18 +155,35 @@ class _Track:
             self.log_sum[i] += math.log(p) if p > FLOOR_P else LOG_FLOOR
         self.n_classified += 1
 
-    def view(self, min_frames: int) -> TrackView:
+    def median_score(self) -> float:
+        """Lower median of the detection scores seen, to the hundredth."""
+        rank, seen = (self.frames + 1) // 2, 0
+        for step in sorted(self.scores):
+            seen += self.scores[step]
+            if seen >= rank:
+                return step / SCORE_STEPS
+        return 0.0  # pragma: no cover - frames >= 1 always reaches a step
+
+    def is_static(self, static_seconds: float) -> bool:
+        """Has been still for ``static_seconds`` (reported to the installer)."""
+        return self.still.still_for(self.last_seen) >= static_seconds
+
+    def span(self) -> Span:
+        m = self.motion
+        return Span(self.first[0], self.first[1], self.first[2], m.seen_at, m.cx, m.cy, m.width)
+
+    def view(self, s: TrackerConfig) -> TrackView:
         """Plain Python on 7 numbers: several times faster than numpy on arrays this small."""
-        confirmed = self.frames >= min_frames
+        static, span = not self.still.moved or self.is_static(s.static_seconds), self.span()
         if self.n_classified == 0:
             reason = self.reasons.most_common(1)[0][0] if self.reasons else "unknown"
-            return TrackView(self.handle, self.frames, confirmed, None, None, reason)
+            return TrackView(self.handle, self.frames, self.confirmed, None, None, reason, static, span)
         top = max(self.log_sum)
         weights = [math.exp((x - top) / self.n_classified) for x in self.log_sum]
         total = sum(weights)
         probs = tuple((e, w / total) for e, w in zip(EMOTIONS, weights, strict=True))
         emotion = EMOTIONS[weights.index(max(weights))]
-        return TrackView(self.handle, self.frames, confirmed, emotion, probs, None)
+        return TrackView(self.handle, self.frames, self.confirmed, emotion, probs, None, static, span)
 
 
 def iou_matrix(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -120,16 +197,6 @@ def iou_matrix(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> npt.ND
     inter = iw * ih
     union = a[:, 2:3] * a[:, 3:4] + b[:, 2] * b[:, 3] - inter
     out: npt.NDArray[np.float64] = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-    return out
-
-
-def centre_distance(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """Centre distance of every pair, in widths of the ``a`` (track) box."""
-    ac = a[:, 0:2] + a[:, 2:4] / 2
-    bc = b[:, 0:2] + b[:, 2:4] / 2
-    dist = np.linalg.norm(ac[:, None, :] - bc[None, :, :], axis=2)
-    width = np.maximum(a[:, 2:3], 1e-6)
-    out: npt.NDArray[np.float64] = dist / width
     return out
 
 
@@ -148,19 +215,37 @@ class Tracker:
         return len(self._tracks)
 
     def update(self, observations: Sequence[FaceObservation], t: float) -> list[TrackView]:
-        """Match this frame's faces to tracks (creating new ones); one view per observation, in order."""
+        """Match this frame's faces to tracks (creating new ones); one view per observation, in order.
+
+        A box that duplicates a better one (a face cut in two by an occluder, a double detection)
+        feeds no track and gets the view of the face it duplicates: one face, one track."""
         self._forget(t)
+        duplicate_of = duplicates(observations)
+        faces = [j for j in range(len(observations)) if j not in duplicate_of]
         tracks = list(self._tracks.values())
-        pairs = self._match(tracks, observations)
-        matched: dict[int, _Track] = {j: tracks[i] for i, j in pairs}
-        views = []
-        for j, obs in enumerate(observations):
+        pairs = self._match(tracks, [observations[j] for j in faces], t)
+        matched: dict[int, _Track] = {faces[j]: tracks[i] for i, j in pairs}
+        views: dict[int, TrackView] = {}
+        for j in faces:
             track = matched.get(j)
             if track is None:
-                track = self._new_track(obs, t)
-            track.observe(obs, t)
-            views.append(track.view(self.settings.min_frames))
-        return views
+                track = self._new_track(observations[j], t)
+            track.observe(observations[j], t, self.settings)
+            views[j] = track.view(self.settings)
+        return [views[duplicate_of.get(j, j)] for j in range(len(observations))]
+
+    def static_cells(self) -> list[str]:
+        """Grid cells (``A1`` top left) of live faces that have stayed still for ``static_seconds``.
+
+        For the installer: a privacy zone drawn there stops a poster or a screen being analysed.
+        """
+        s = self.settings
+        cells = {
+            grid_cell(tr.motion.cx, tr.motion.cy, s.grid)
+            for tr in self._tracks.values()
+            if tr.is_static(s.static_seconds)
+        }
+        return sorted(cells)
 
     def _forget(self, t: float) -> None:
         horizon = t - self.settings.forget_seconds
@@ -179,27 +264,34 @@ class Tracker:
         self._tracks[track_id] = track
         return track
 
-    def _match(self, tracks: list[_Track], observations: Sequence[FaceObservation]) -> list[tuple[int, int]]:
-        """Greedy one-to-one matching: best IoU first, then nearest centre within the limit."""
+    def _match(
+        self, tracks: list[_Track], observations: Sequence[FaceObservation], t: float
+    ) -> list[tuple[int, int]]:
+        """Greedy one-to-one matching on the distance to each track's prediction, in gate units.
+
+        A cost below 1 is inside the gate; a predicted box overlapping the face by
+        ``iou_threshold`` is accepted as well (cost 1).
+        """
         if not tracks or not observations:
             return []
-        a = np.array([tr.box for tr in tracks], dtype=np.float64)
-        b = np.array([o.box for o in observations], dtype=np.float64)
-        iou = iou_matrix(a, b)
-        dist = centre_distance(a, b)
         s = self.settings
-        # IoU matches rank first (score 1 + IoU), then centre matches by closeness (score < 1).
-        score = np.where(
-            iou >= s.iou_threshold,
-            1.0 + iou,
-            np.where(dist <= s.max_centre_distance, 1.0 / (1.0 + dist), 0.0),
-        )
+        boxes = np.array([o.box for o in observations], dtype=np.float64)
+        predicted = np.array([_predicted_box(tr.motion, t) for tr in tracks], dtype=np.float64)
+        gates = np.array([[tr.motion.gate(t, s.max_centre_distance, s.max_speed)] for tr in tracks])
+        p_centre = predicted[:, None, 0:2] + predicted[:, None, 2:4] / 2
+        o_centre = boxes[None, :, 0:2] + boxes[None, :, 2:4] / 2
+        widths = predicted[:, 2:3]
+        dist = np.linalg.norm(o_centre - p_centre, axis=2) / widths
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cost = np.where(gates > 0, dist / gates, np.inf)
+        cost = np.where(iou_matrix(predicted, boxes) >= s.iou_threshold, np.minimum(cost, 1.0), cost)
+        cost = np.where(cost <= 1.0, cost, np.inf)
         pairs: list[tuple[int, int]] = []
         used_t: set[int] = set()
         used_o: set[int] = set()
-        for flat in np.argsort(-score, axis=None, kind="stable"):
-            i, j = divmod(int(flat), score.shape[1])
-            if score[i, j] <= 0:
+        for flat in np.argsort(cost, axis=None, kind="stable"):
+            i, j = divmod(int(flat), cost.shape[1])
+            if not math.isfinite(cost[i, j]):
                 break
             if i in used_t or j in used_o:
                 continue
@@ -207,3 +299,31 @@ class Tracker:
             used_t.add(i)
             used_o.add(j)
         return pairs
+
+
+def duplicates(observations: Sequence[FaceObservation], overlap: float = 0.3) -> dict[int, int]:
+    """Index of each box that duplicates a higher-scored one -> index of that one.
+
+    A duplicate overlaps it by ``overlap`` (IoU) or has its centre inside it."""
+    if len(observations) < 2:
+        return {}
+    boxes = np.array([o.box for o in observations], dtype=np.float64)
+    iou = iou_matrix(boxes, boxes)
+    centres = boxes[:, 0:2] + boxes[:, 2:4] / 2
+    found: dict[int, int] = {}
+    kept: list[int] = []
+    for j in sorted(range(len(observations)), key=lambda k: -observations[k].score):
+        for p in kept:
+            x, y, w, h = boxes[p]
+            inside = x <= centres[j, 0] <= x + w and y <= centres[j, 1] <= y + h
+            if iou[j, p] >= overlap or inside:
+                found[j] = p
+                break
+        else:
+            kept.append(j)
+    return found
+
+
+def _predicted_box(m: Motion, t: float) -> tuple[float, float, float, float]:
+    px, py = m.predict(t)
+    return px - m.width / 2, py - m.height / 2, m.width, m.height

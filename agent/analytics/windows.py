@@ -1,12 +1,13 @@
 """Clock-aligned windows of people, votes and frame figures: the only statistics that leave.
 
 A window covers [floor(t / L) · L, that + L) for the configured length L (default 60 s). Each
-confirmed track seen in it counts once, with its latest view (its dominant emotion smoothed
-over its life so far), whatever the number of frames it appears in. When the window closes it
-becomes a ``WindowReport``: k-anonymity (suppress, or merge into the next window), optional
-discrete Laplace noise under a daily budget, shares in per-mille and circumplex means × 1000.
-Frame counters and frame lifetimes are operational figures, not about people: they are
-published for every window, suppressed or not, because the audit needs them.
+track that counts (confirmed, not static) is taken once, with its latest view (its dominant
+emotion smoothed over its life so far), and the cells count the fewest people the tracks could
+be (``agent.analytics.anonymity.tally``). When the window closes it becomes a
+``WindowReport``: k-anonymity (suppress, or merge into the next window), optional discrete
+Laplace noise under a daily budget, the differencing rule, shares in per-mille and circumplex
+means × 1000. Frame counts and lifetimes grow with the number of faces (inference per face), so
+a suppressed window publishes none of them: the local audit log keeps them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
-from agent.analytics.anonymity import Cells, add_noise, mean_valence_arousal, shares_per_mille, tally
+from agent.analytics.anonymity import (
+    Cells,
+    add_noise,
+    fewest_people,
+    mean_valence_arousal,
+    shares_per_mille,
+    tally,
+)
 from agent.analytics.dp import MICRO, BudgetAccountant, NoiseSource
 from agent.analytics.tracker import TrackHandle, TrackView
 from agent.clock import Clock
@@ -28,7 +36,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Suppressed = Literal["below_k", "merged", "dp_budget"]
+Suppressed = Literal["below_k", "merged", "dp_budget", "differencing"]
 MAX_CARRY = 100_000
 """A merge carry larger than this is dropped (suppressed) rather than grow without bound."""
 
@@ -117,7 +125,10 @@ class WindowReport:
         return self.suppressed is None
 
     def to_body(self) -> dict[str, int | str | bool | dict[str, int] | None]:
-        """Plain JSON object for the ``stats`` topic; integers only, no ids, no boxes."""
+        """Plain JSON object for the ``stats`` topic; integers only, no ids, no boxes.
+
+        A suppressed window carries no frame figures: they vary with the number of faces."""
+        shown = self.suppressed is None
         return {
             "window_start": self.window_start,
             "window_end": self.window_end,
@@ -135,12 +146,16 @@ class WindowReport:
                 "captured": self.frames_captured,
                 "analysed": self.frames_analysed,
                 "dropped": self.frames_dropped,
-            },
+            }
+            if shown
+            else None,
             "lifetime_ms": {
                 "count": self.lifetime_count,
                 "max": self.lifetime_max_ms,
                 "p99": self.lifetime_p99_ms,
-            },
+            }
+            if shown
+            else None,
             "noise": self.noise,
             "epsilon_micro": self.epsilon_micro,
             "budget_left_micro": self.budget_left_micro,
@@ -187,6 +202,7 @@ class WindowAggregator:
         self.length = settings.window_seconds
         self.k = settings.min_people
         self.mode = settings.small_window
+        self.differencing = settings.differencing if not settings.dp.enabled else "off"
         self.clock = clock
         self.epsilon: float | None = settings.dp.epsilon_per_window if settings.dp.enabled else None
         if self.epsilon is not None and (dp is None or accountant is None):
@@ -198,6 +214,8 @@ class WindowAggregator:
         self._ready: list[WindowReport] = []
         self._queued = 0
         self._resume_at = resume_at
+        self._published: dict[TrackHandle, TrackView] | None = None
+        """Voters of the last window that published a breakdown (the differencing rule)."""
 
     def window_start(self, t: float) -> int:
         return math.floor(t / self.length) * self.length
@@ -262,9 +280,16 @@ class WindowAggregator:
             covers_from = self._carry.covers_from
             self._carry = None
         cells, suppressed, spent = self._release(window, tally(people.values()), anyone=bool(people))
-        if suppressed == "below_k" and self.mode == "merge" and not final and 0 < len(people) < MAX_CARRY:
-            self._carry = _Carry(covers_from, people)
+        if suppressed is None and self._too_close_to_last(people):
+            cells, suppressed = None, "differencing"
+        carry = self.mode == "merge" if suppressed == "below_k" else self.differencing == "merge"
+        if suppressed in ("below_k", "differencing") and carry and not final and window.analysed:
+            # The label does not depend on whether anyone was seen (0 and 1 person look alike).
+            if 0 < len(people) < MAX_CARRY:
+                self._carry = _Carry(covers_from, people)
             suppressed = "merged"
+        if suppressed is None:
+            self._published = _voters(people)
         report = self._report(window, covers_from, complete, cells, suppressed, spent_micro=spent)
         logger.info(
             "window closed",
@@ -277,6 +302,17 @@ class WindowAggregator:
             },
         )
         return report
+
+    def _too_close_to_last(self, people: dict[TrackHandle, TrackView]) -> bool:
+        """The differencing rule: between 1 and k-1 people (at least) joined or left the voters
+        since the last published window, so comparing the two would single them out."""
+        if self.differencing == "off" or self._published is None:
+            return False
+        now, last = _voters(people), self._published
+        joined = [v for h, v in now.items() if h not in last]
+        left = [v for h, v in last.items() if h not in now]
+        changed = max(fewest_people(joined), fewest_people(left))
+        return 0 < changed < self.k
 
     def _release(
         self, window: _Window, cells: Cells, anyone: bool
@@ -342,3 +378,7 @@ class WindowAggregator:
             frames_discarded=window.discarded,
             frames_queued=self._queued,
         )
+
+
+def _voters(people: dict[TrackHandle, TrackView]) -> dict[TrackHandle, TrackView]:
+    return {h: v for h, v in people.items() if v.counts and v.emotion is not None}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 from agent.vision.observation import EMOTIONS, FaceObservation, Quality
@@ -38,3 +39,10 @@ def face(
 def seeded(seed: int) -> random.Random:
     """A reproducible RNG for track ids and noise in tests (production uses ``secrets``)."""
     return random.Random(seed)  # noqa: S311 - determinism is the point in tests
+
+
+def sway(t: float, width: float = 0.05) -> float:
+    """A head's sway at time ``t``: 0.2 widths of a face ``width`` wide, period 4 s.
+
+    People's heads move; a face that never moves is taken for a poster and not counted."""
+    return 0.2 * width * math.sin(2 * math.pi * t / 4)

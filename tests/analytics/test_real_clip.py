@@ -21,14 +21,17 @@ from agent.vision.settings import VisionConfig
 from .faces import seeded
 
 
-def pan_clip(media: Path, folder: Path, frames: int) -> Path:
-    """A slow camera pan across the six-person group photo: one pixel to the right per frame."""
+def pan_clip(media: Path, folder: Path, frames: int, step: int = 3) -> Path:
+    """A slow camera pan across the six-person group photo: ``step`` pixels to the right per frame.
+
+    Three, not one: at one pixel per frame (0.007 face widths a second) the faces are as still as
+    a poster's, and a face that never moves is not counted as a person (docs/analytics.md)."""
     img = cv2.imread(str(media / "group6.jpg"), cv2.IMREAD_COLOR)
     assert img is not None
     folder.mkdir()
-    width = img.shape[1] - frames
+    width = img.shape[1] - frames * step
     for i in range(frames):
-        crop = np.ascontiguousarray(img[:, i : i + width])
+        crop = np.ascontiguousarray(img[:, i * step : i * step + width])
         assert cv2.imwrite(str(folder / f"{i:03d}.bmp"), crop)  # lossless and quick to write
     return folder
 
@@ -43,7 +46,9 @@ def test_a_replayed_pan_counts_each_person_once_per_window(media: Path, tmp_path
     source = ReplaySource(str(pan_clip(media, tmp_path / "clip", 60)), SourceOptions(fps=2.0), clock)
     pipeline = VisionPipeline.from_config(VisionConfig(accelerator="cpu"))
     tracker = Tracker(TrackerConfig(), clock, rng=seeded(0))
-    agg = WindowAggregator(AnalyticsConfig(window_seconds=10, min_people=2), clock)
+    # counting is the subject here: the differencing rule would withhold the window the sixth
+    # face joins (tests/analytics/test_differencing.py)
+    agg = WindowAggregator(AnalyticsConfig(window_seconds=10, min_people=2, differencing="off"), clock)
     recorder = LifetimeRecorder(clock)
     faces_per_frame = []
     source.open()
@@ -63,7 +68,7 @@ def test_a_replayed_pan_counts_each_person_once_per_window(media: Path, tmp_path
     most_in_a_frame = [max(faces_per_frame[i : i + 20]) for i in (0, 20, 40)]
     assert all(5 <= n <= 6 for n in most_in_a_frame)  # the photo shows six people
     assert [r.people for r in reports] == most_in_a_frame
-    assert sum(faces_per_frame) > 300
+    assert sum(faces_per_frame) > 250  # counting faces per frame would give ~280 people
     for r in reports:
         assert r.votes is not None
         assert r.abstained is not None

@@ -38,13 +38,18 @@ def test_two_faces_keep_their_own_tracks_whatever_the_order(clock: FakeClock) ->
     assert (a2.emotion, b2.emotion) == ("happy", "sad")
 
 
-def test_a_jump_without_overlap_matches_by_centre_distance(clock: FakeClock) -> None:
-    tracker = make(clock, max_centre_distance=0.5)
+def test_a_face_outside_the_gate_around_its_prediction_starts_a_new_track(clock: FakeClock) -> None:
+    """Was: any jump of 0.85 widths started a new track (a walker at 5 fps became six people).
+    Now the gate is around the constant-velocity prediction: a jump along the motion is the same
+    face, the same jump against it is not."""
+    tracker = make(clock, max_centre_distance=0.5, max_speed=0.0)
     (first,) = tracker.update([face(x=0.1, w=0.1)], 0.0)
-    (near,) = tracker.update([face(x=0.14, w=0.1)], 0.2)  # IoU 0.43: overlap match
-    (jump,) = tracker.update([face(x=0.225, w=0.1)], 0.4)  # no overlap left? IoU 0.08, 0.85 widths
+    (near,) = tracker.update([face(x=0.14, w=0.1)], 0.2)  # 0.4 widths: within the 0.5 gate
+    (along,) = tracker.update([face(x=0.225, w=0.1)], 0.4)  # predicted 0.18: 0.45 widths off
+    (back,) = tracker.update([face(x=0.12, w=0.1)], 0.6)  # predicted ~0.3: 1.8 widths off
     assert near.handle is first.handle
-    assert jump.handle is not first.handle
+    assert along.handle is first.handle
+    assert back.handle is not first.handle
 
 
 def test_centre_rule_joins_a_fast_face_within_the_limit(clock: FakeClock) -> None:
@@ -105,7 +110,7 @@ def test_a_track_is_forgotten_after_forget_seconds(clock: FakeClock) -> None:
 
 def test_memory_stays_bounded_with_thousands_of_faces_coming_and_going(clock: FakeClock) -> None:
     """Thousands of faces over 4 minutes at 5 fps: live tracks never exceed the cap, memory is flat."""
-    tracker = make(clock, max_tracks=32, forget_seconds=3.0)
+    tracker = make(clock, max_tracks=32, forget_seconds=3.0, max_speed=0.0)  # random faces: no motion
     rng = np.random.default_rng(7)
     peak_tracks = 0
     tracemalloc.start()

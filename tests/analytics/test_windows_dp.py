@@ -11,7 +11,7 @@ from agent.analytics.tracker import Tracker
 from agent.analytics.windows import FrameCounters, WindowAggregator
 from agent.clock import FakeClock
 
-from .faces import face, seeded
+from .faces import face, seeded, sway
 
 T0 = 1_700_006_400.0  # 2023-11-15 00:00:00 UTC, a minute boundary
 CELLS = 7 + 6  # votes per emotion, then abstentions per reason
@@ -42,7 +42,7 @@ def five_people(agg: WindowAggregator, tracker: Tracker, start: float) -> None:
     labels = ["happy", "happy", "sad", "neutral", "angry"]
     for i in range(10):
         t = start + i * 0.2
-        faces = [face(x=0.02 + 0.12 * j, w=0.05, label=lab) for j, lab in enumerate(labels)]
+        faces = [face(x=0.02 + 0.12 * j + sway(t), w=0.05, label=lab) for j, lab in enumerate(labels)]
         agg.add_frame(t, tracker.update(faces, t), FrameCounters())
 
 
