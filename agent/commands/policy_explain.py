@@ -91,26 +91,70 @@ def _does_not(cfg: AgentConfig) -> str:
 
 
 def _leaves(cfg: AgentConfig) -> str:
-    a = cfg.analytics
-    small = ("only the number of people is sent, without expressions" if a.small_window == "suppress"
-             else "it is merged into the next period")
+    a, t = cfg.analytics, cfg.analytics.tracker
+    k = a.min_people
     lines = ["Which data leaves the device:",
-             f"- Every {a.window_seconds} seconds, anonymous totals: how many faces were seen and the "
-             f"share of each expression, only when at least {a.min_people} different people were "
-             f"seen (k = {a.min_people}); with fewer people {small}."]
+             f"- Every {a.window_seconds} seconds, anonymous totals: how many people were seen and the "
+             f"share of each expression, only when at least {k} different people with an expression "
+             f"were counted (k = {k}). People are counted as the fewest different people the faces "
+             "could belong to: faces never seen at the same moment may be one person, and count once.",
+             f"- A face counts only after {t.min_frames} pictures with a median detection confidence of "
+             f"at least {t.threshold:g}, and only once it has moved: a face that stays still (a poster, "
+             f"a photo, a screen) never counts, and one that has moved stops counting after "
+             f"{t.static_seconds:g} seconds still.",
+             "- " + _small_window(cfg)]
+    lines.append("- " + _differencing(cfg))
     if a.dp.enabled:
         lines.append(f"- Differential privacy is on: random noise (epsilon {a.dp.epsilon_per_window:g} "
                      f"per period, at most {a.dp.daily_budget:g} per day) is added to the counts; when "
                      "the daily budget is spent, no breakdown is sent until the next day.")
     else:
         lines.append("- Differential privacy (random noise on counts) is off.")
+    lines.append("- With each period, device health: camera state, uptime, frames captured, delivery "
+                 "backlog. Figures that change with the number of faces (processing time, frame rate, "
+                 "dropped frames, gating counters, temperature, where still faces are) are sent only "
+                 f"once every {a.health_period_seconds} seconds, for the {a.health_period_seconds} "
+                 "seconds before.")
+    lines.extend(_destinations(cfg))
+    return "\n".join(lines)
+
+
+def _small_window(cfg: AgentConfig) -> str:
+    if cfg.analytics.small_window == "suppress":
+        return ("With fewer people, nothing about people is sent for that period: no number of "
+                "people, no expressions and no frame figures, only that it had fewer than k.")
+    return ("With fewer people, no number of people and no expressions are sent for that period; "
+            "its people are carried into the next period and sent with it once k is reached.")
+
+
+def _differencing(cfg: AgentConfig) -> str:
+    a = cfg.analytics
+    if a.dp.enabled:
+        return ("Periods are not compared with each other before sending: the random noise below "
+                "protects against subtracting one period from another.")
+    if a.differencing == "withhold":
+        return (f"A period whose people differ from the last period sent by fewer than {a.min_people} "
+                "people (someone came or left) is not sent: subtracting the two would single them out.")
+    if a.differencing == "merge":
+        return (f"A period whose people differ from the last period sent by fewer than {a.min_people} "
+                "people is not sent on its own: it is carried into the next period.")
+    return ("Periods are sent even when only a few people came or left since the last one "
+            "(analytics.differencing: off): subtracting two periods can single them out.")
+
+
+def _destinations(cfg: AgentConfig) -> list[str]:
+    lines = []
     if cfg.mqtt.enabled:
         lines.append(f"- Everything is signed by the device and sent to the message broker at "
                      f"{cfg.mqtt.host}:{cfg.mqtt.port}, together with alerts computed from those "
                      "totals, device health and signed summaries of the audit log.")
-    else:
-        lines.append("- Publishing is switched off: nothing leaves the device.")
-    return "\n".join(lines)
+    if cfg.outputs.jsonl is not None:
+        where = "standard output" if cfg.outputs.jsonl == "-" else f"the file {cfg.outputs.jsonl}"
+        lines.append(f"- The same signed messages are written as JSON lines to {where}.")
+    if not lines:
+        lines.append("- Publishing is switched off: nothing leaves the device; each period is "
+                     "recorded in the local audit log only.")
+    return lines
 
 
 def _kept(cfg: AgentConfig) -> str:

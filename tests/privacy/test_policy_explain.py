@@ -34,8 +34,9 @@ def test_lobby_explanation_states_what_leaves_and_how_long_things_are_kept() -> 
     flat = " ".join(text.split())  # ignore line wrapping
     assert text.startswith("Emotion statistics device lobby-1\n")
     assert "Decision: ALLOWED: emotion inference may run." in text
-    assert ("Every 60 seconds, anonymous totals: how many faces were seen and the share of each "
-            "expression, only when at least 5 different people were seen (k = 5)") in flat
+    assert ("Every 60 seconds, anonymous totals: how many people were seen and the share of each "
+            "expression, only when at least 5 different people with an expression were counted "
+            "(k = 5)") in flat
     assert "Differential privacy (random noise on counts) is off." in flat
     assert "Messages not yet delivered to the broker: at most 7 days." in flat
     assert "The audit log (what happened to images, what was sent; no images): 365 days." in flat
@@ -58,9 +59,9 @@ def test_explanation_follows_the_config_not_a_template() -> None:
         "policy:\n  privacy_mode: {mqtt: false, sigusr1: false, flag_file: /run/ea/privacy}\n")
     flat = " ".join(render(cfg, evaluate_policy(cfg)).split())
     assert "Every 300 seconds" in flat
-    assert "at least 8 different people were seen (k = 8)" in flat
+    assert "at least 8 different people with an expression were counted (k = 8)" in flat
     assert "Differential privacy is on: random noise (epsilon 0.25 per period, at most 4 per day)" in flat
-    assert "Publishing is switched off: nothing leaves the device." in flat
+    assert "Publishing is switched off: nothing leaves the device;" in flat
     assert "at most 2 days" in flat
     assert ": 90 days" in flat
     assert "It runs at all hours (no schedule is set)." in flat
