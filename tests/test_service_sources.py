@@ -81,7 +81,8 @@ def test_a_looping_file_keeps_windows_advancing_across_passes(tmp_path: Path, re
     assert verify_all(tmp_path) == []
     if realtime == "false":
         assert starts == [0, 10, 20, 30]
-        assert [s["frames"]["analysed"] for s in stats[:3]] == [50, 50, 50]
+        # no faces: every window is suppressed and its frame figures are in the audit log only
+        assert [f["analysed"] for f in audit_frames(tmp_path)[:3]] == [50, 50, 50]
     else:  # paced on a FakeClock that the loop's idle waits also move: the grabber drops frames
         assert len(starts) >= 4
         assert starts == sorted(set(starts))
@@ -100,11 +101,22 @@ def test_a_folder_with_broken_files_takes_each_good_image_once(tmp_path: Path) -
     assert service.run() == 0
     assert pipeline.frames == 2
     (stats,) = [m["body"] for m in messages(tmp_path, "stats")]
-    assert stats["frames"]["analysed"] == 2
+    assert stats["frames"] is None  # suppressed (no faces): the audit log keeps the figures
+    assert [f["analysed"] for f in audit_frames(tmp_path)] == [2]
     audit = (tmp_path / "state" / "audit").glob("segment-*.jsonl")
     errors = [json.loads(line)["data"] for p in audit for line in p.read_text().splitlines()]
     incomplete = [e["message"] for e in errors if e.get("code") == "source_incomplete"]
     assert incomplete == [f"{folder}: 2 frame(s) could not be decoded (damaged file)"]
+
+
+def audit_frames(tmp: Path) -> list[dict[str, Any]]:
+    """The ``frames`` entries of the local audit log, one per window."""
+    entries = [
+        json.loads(line)
+        for p in sorted((tmp / "state" / "audit").glob("segment-*.jsonl"))
+        for line in p.read_text().splitlines()
+    ]
+    return [e["data"] for e in entries if e["kind"] == "frames"]
 
 
 def _text_mp4(tmp: Path) -> str:
