@@ -27,6 +27,7 @@ from agent.analytics.dp import MICRO, BudgetAccountant, DaySpend
 from agent.analytics.health import HealthMeter, HealthPeriods
 from agent.analytics.windows import WindowReport
 from agent.audit import AuditLog
+from agent.audit.cosigned import CosignatureInbox
 from agent.audit.dpspend import logged_spend
 from agent.audit.imagescan import scan_state
 from agent.audit.witnessing import EDGE_FILE, CheckpointProver
@@ -192,6 +193,7 @@ class Service:
             on_command=self._enqueue_command,
             on_drop=self._spool_dropped,
             on_event=self._transport_event,
+            on_cosignature=CosignatureInbox(self.cfg.state_dir / "audit", key.public_key()).accept,
         )
 
     def _logged_spend(self, day: str) -> DaySpend:

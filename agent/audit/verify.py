@@ -19,6 +19,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.audit.cosignature import find_cosignature
+from agent.audit.cosigned import COSIGNATURES_FILE
 from agent.audit.entries import Entry, decode_entry
 from agent.audit.invariants import Invariants
 from agent.audit.log import DAY_MS
@@ -285,6 +286,12 @@ def verify_log(
         except OSError as exc:
             raise unreadable(cp_path, "checkpoints file", exc) from exc
         result.checkpoints = load_notes(data, CHECKPOINTS_FILE, keys, result)
+    cosigned_path = root_dir / COSIGNATURES_FILE
+    if cosigned_path.exists():  # what a witness sent back (agent/audit/cosigned.py)
+        try:
+            external = [*external, (COSIGNATURES_FILE, cosigned_path.read_bytes())]
+        except OSError as exc:
+            raise unreadable(cosigned_path, "cosignatures file", exc) from exc
     for source, data in external:
         result.external += load_notes(data, source, keys, result)
     for loc in result.external:

@@ -37,6 +37,7 @@ def build_outputs(
     on_command: Callable[[Command], None],
     on_drop: Callable[[DropReport], None],
     on_event: Callable[[str, str], None] | None = None,
+    on_cosignature: Callable[[bytes], object] | None = None,
 ) -> list[Output]:
     outputs: list[Output] = []
     if cfg.outputs.jsonl is not None:
@@ -51,6 +52,7 @@ def build_outputs(
                 on_command=on_command,
                 on_drop=on_drop,
                 on_event=on_event,
+                on_cosignature=on_cosignature,
                 public_key=public_jwk(public_key),
             )
         )

@@ -86,6 +86,7 @@ class MqttOutput:
         on_command: Callable[[Command], None] | None = None,
         on_drop: Callable[[DropReport], None] | None = None,
         on_event: Callable[[str, str], None] | None = None,
+        on_cosignature: Callable[[bytes], object] | None = None,
         discovery: DiscoverySpec | None = None,
         public_key: Mapping[str, Any] | None = None,
         jitter: Callable[[], float] = lambda: random.uniform(0.0, 5.0),  # noqa: S311 - not crypto
@@ -93,6 +94,8 @@ class MqttOutput:
         self.settings = settings
         self.base_topic = settings.base_topic or f"emotion-agent/{device_id}"
         self.status_topic = f"{self.base_topic}/status"
+        self.cosignature_topic = f"{self.base_topic}/audit/cosignature"
+        self._on_cosignature = on_cosignature
         self.client_id = settings.client_id or f"emotion-agent-{device_id}"
         self._spool = Spool(
             state_dir / "spool.sqlite3",
@@ -150,6 +153,7 @@ class MqttOutput:
         on_command: Callable[[Command], None] | None = None,
         on_drop: Callable[[DropReport], None] | None = None,
         on_event: Callable[[str, str], None] | None = None,
+        on_cosignature: Callable[[bytes], object] | None = None,
         public_key: Mapping[str, Any] | None = None,
     ) -> MqttOutput:
         """Wire from the whole agent config: topics, spool retention, discovery of alert rules."""
@@ -172,6 +176,7 @@ class MqttOutput:
             on_command=on_command,
             on_drop=on_drop,
             on_event=on_event,
+            on_cosignature=on_cosignature,
             discovery=spec,
             public_key=public_key,
         )
@@ -343,6 +348,8 @@ class MqttOutput:
         self._announce(client, first=first)
         if self._discovery is not None:
             subs.append((self._discovery.status_topic, 1))
+        if self._on_cosignature is not None:
+            subs.append((self.cosignature_topic, 1))  # a witness's cosigned checkpoints (docs/fleet.md)
         if subs:
             client.subscribe(subs)
         self._set_state(LinkState.CONNECTED, None)  # after availability and discovery are queued
@@ -431,6 +438,12 @@ class MqttOutput:
         self._sender.acked(mid, reason)
 
     def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
+        if msg.topic == self.cosignature_topic and self._on_cosignature is not None:
+            try:
+                self._on_cosignature(bytes(msg.payload))
+            except Exception:  # a full disk or a bad note never stops the link
+                logger.exception("keeping a cosigned checkpoint failed")
+            return
         try:
             if self._discovery is not None and msg.topic == self._discovery.status_topic:
                 self._on_ha_status(bytes(msg.payload))
