@@ -100,3 +100,20 @@ def claim(store: Store, window: SiteWindow, receiver: str) -> bool:
             (window.site, window.window_start, window.devices, json.dumps(window.to_body()), receiver),
         )
         return bool(cur.rowcount == 1)
+
+
+def site_discovery(site: str, receiver_id: str, prefix: str = "homeassistant") -> tuple[str, bytes]:
+    """Home Assistant device-based discovery (HA 2024.11+) for a site's rollup topic."""
+    state = f"emotion-agent/site/{site}/stats"
+    node = f"emotion_agent_site_{site.replace('-', '_')}"
+    device = {"identifiers": [node], "name": f"emotion-agent site {site}", "manufacturer": "emotion-agent",
+              "model": f"site rollup (receiver {receiver_id})"}
+    cmps: dict[str, dict[str, object]] = {}
+    for field, name in (("people", "People"), ("devices", "Cameras reporting"),
+                        ("suppressed_devices", "Cameras suppressed")):
+        cmps[field] = {
+            "p": "sensor", "name": name, "unique_id": f"{node}_{field}", "state_topic": state,
+            "value_template": f"{{{{ value_json.body.{field} }}}}", "state_class": "measurement", "qos": 1,
+        }
+    payload = {"dev": device, "o": {"name": "emotion-agent collect"}, "cmps": cmps, "state_topic": state}
+    return f"{prefix}/device/{node}/config", json.dumps(payload, sort_keys=True).encode("utf-8")

@@ -13,7 +13,7 @@ from agent.crypto import Signer, encode, load_private_key
 from agent.fleet.inbox import Inbox
 from agent.fleet.receiver import Metrics, Receiver
 from agent.fleet.registry import Registry
-from agent.fleet.rollup import claim, due_rollups
+from agent.fleet.rollup import claim, due_rollups, site_discovery
 from agent.fleet.settings import FleetSettings, MqttSourceSettings
 from agent.fleet.store import Store
 from agent.fleet.web import FleetWeb
@@ -57,6 +57,7 @@ class FleetService:
         )
         self.inbox = inbox or open_inbox(settings)
         self.metrics = Metrics()
+        self._announced: set[str] = set()
         self.receiver = Receiver(
             settings.receiver_id,
             self.store,
@@ -98,6 +99,9 @@ class FleetService:
         published = 0
         for window in due_rollups(self.store, r.sites, self._now_ms(), r.grace_seconds * 1000):
             if claim(self.store, window, self.settings.receiver_id):
+                if window.site not in self._announced:
+                    self.inbox.publish(*site_discovery(window.site, self.settings.receiver_id), retain=True)
+                    self._announced.add(window.site)
                 topic = f"emotion-agent/site/{window.site}/stats"
                 payload = encode(self.signer.sign("site-stats", topic, window.to_body()))
                 self.inbox.publish(topic, payload, retain=True)

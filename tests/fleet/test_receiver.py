@@ -6,13 +6,14 @@ import ast
 import json
 from pathlib import Path
 
+import jinja2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.crypto import MemorySequenceStore, Signer, encode, public_jwk
 from agent.fleet.inbox import Delivery
 from agent.fleet.receiver import Receiver
 from agent.fleet.registry import Registry
-from agent.fleet.rollup import claim, due_rollups
+from agent.fleet.rollup import SiteWindow, claim, due_rollups, site_discovery
 from agent.fleet.store import Store
 from agent.fleet.witness import Witness
 from tests.fleet.sim import SimDevice
@@ -171,3 +172,17 @@ def test_the_receiver_never_imports_camera_vision_or_privacy() -> None:
             for name in names:
                 if name.startswith("agent") and name != "agent":
                     assert name.startswith(allowed), f"{path.name} imports {name}"
+
+
+def test_site_rollups_are_discoverable_by_home_assistant() -> None:
+    topic, payload = site_discovery("hall-a", "rx-1")
+    assert topic == "homeassistant/device/emotion_agent_site_hall_a/config"
+    config = json.loads(payload)
+    body = SiteWindow("hall-a", 0, 60, 3, 1, 14, {"happy": 7}).to_body()
+    values = {
+        name: jinja2.Template(c["value_template"]).render(value_json={"body": body})
+        for name, c in config["cmps"].items()
+    }
+    assert values == {"people": "14", "devices": "3", "suppressed_devices": "1"}
+    assert all(c["state_topic"] == "emotion-agent/site/hall-a/stats" for c in config["cmps"].values())
+    assert len({c["unique_id"] for c in config["cmps"].values()}) == 3
