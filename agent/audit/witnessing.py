@@ -29,10 +29,12 @@ EDGE_FILE = "checkpoint-edge.json"
 def read_leaves(audit_dir: Path, lo: int, hi: int) -> list[bytes] | None:
     """Leaf hashes of entries ``lo..hi-1`` from the segments, or None if some are gone."""
     out: list[bytes] = []
-    for first, path in list_segments(audit_dir):
+    segments = list_segments(audit_dir)
+    for n, (first, path) in enumerate(segments):
+        after = segments[n + 1][0] if n + 1 < len(segments) else None
+        if first >= hi or (after is not None and after <= lo):
+            continue  # wholly outside lo..hi: not read (a year of segments stays on disk)
         lines = read_segment(path).lines
-        if first + len(lines) <= lo or first >= hi:
-            continue
         if first > lo + len(out):
             return None  # a purged or missing segment
         start = lo + len(out) - first

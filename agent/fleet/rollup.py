@@ -18,6 +18,9 @@ from typing import Any
 from agent.crypto import JSON
 from agent.fleet.store import Store
 
+ROLLUP_HORIZON_MS = 86_400_000
+"""Device windows older than this are not summed (keeps the per-second query small)."""
+
 
 @dataclass(frozen=True)
 class SiteWindow:
@@ -72,9 +75,9 @@ def due_rollups(store: Store, sites: Mapping[str, list[str]], now_ms: int, grace
         if not devices:
             continue
         marks = ", ".join("?" for _ in devices)
-        rows = store.query(
-            f"SELECT body FROM messages WHERE typ = 'stats' AND device IN ({marks})",  # noqa: S608 - placeholders only
-            devices,
+        rows = store.query(  # only the last day: an older window that was never summed stays so
+            f"SELECT body FROM messages WHERE typ = 'stats' AND received_ms >= ? AND device IN ({marks})",  # noqa: S608 - placeholders only
+            [now_ms - ROLLUP_HORIZON_MS, *devices],
         )
         done = {int(r[0]) for r in store.query("SELECT window_start FROM rollups WHERE site = ?", (site,))}
         by_start: dict[int, list[dict[str, Any]]] = {}
