@@ -153,9 +153,23 @@ _HINTS = (
 )
 
 
+def telling(previous: str | None, error: str) -> str:
+    """The error to keep in health after a failed attempt.
+
+    A TLS peer that refuses our certificate sends an alert and closes; whether we read the
+    alert or only the close (EOF) is a race. A bare EOF after a diagnosed failure is the same
+    refusal with its reason lost, so the diagnosis stays.
+    """
+    if previous is not None and "EOF occurred" in error and _hint(error) is None and _hint(previous):
+        return previous
+    return error
+
+
+def _hint(error: str) -> str | None:
+    return next((hint for marker, hint in _HINTS if marker in error), None)
+
+
 def explain(error: str) -> str:
     """The error followed by what to check, for the log and the health message."""
-    for marker, hint in _HINTS:
-        if marker in error:
-            return f"{error} ({hint})"
-    return error
+    hint = _hint(error)
+    return error if hint is None else f"{error} ({hint})"

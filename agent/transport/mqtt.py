@@ -41,6 +41,7 @@ from agent.transport.link import (
     TransportHealth,
     explain,
     read_password,
+    telling,
     tls_context,
 )
 from agent.transport.rowcheck import RowCheck
@@ -392,16 +393,17 @@ class MqttOutput:
         self._watch_takeover(client, reason)
         detail, self._socket_log = self._socket_log, None
         with self._lock:
+            error = self._last_error
             if self._state == LinkState.CONNECTED:
                 self._state = LinkState.DISCONNECTED
-                self._last_error = detail or f"connection lost: {reason}"
+                error = self._last_error = detail or f"connection lost: {reason}"
             elif self._state != LinkState.REFUSED:
                 # Closed before any CONNACK: typically the broker refused our client certificate.
+                previous = self._last_error if self._state == LinkState.FAILED else None
                 self._counts["failures"] += 1
                 self._state = LinkState.FAILED
-                closed = f"connection closed before the broker answered: {reason}"
-                self._last_error = explain(detail or closed)
-            error = self._last_error
+                error = explain(detail or f"connection closed before the broker answered: {reason}")
+                self._last_error = telling(previous, error)
         logger.warning("MQTT disconnected: %s; reconnecting", error)
 
     def _watch_takeover(self, client: paho.Client, reason: ReasonCode) -> None:

@@ -12,7 +12,14 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.errors import ConfigError
-from agent.transport.link import PahoClient, TransportHealth, explain, read_password, tls_context
+from agent.transport.link import (
+    PahoClient,
+    TransportHealth,
+    explain,
+    read_password,
+    telling,
+    tls_context,
+)
 from tests.mosquitto import free_port, make_pki
 
 
@@ -36,6 +43,27 @@ def test_known_failures_get_a_hint(error: str, hint: str) -> None:
 
 def test_an_unknown_failure_is_left_as_it_is() -> None:
     assert explain("connection lost: Keep alive timeout") == "connection lost: Keep alive timeout"
+
+
+EXPIRED = explain("failed to receive on socket: [SSL: SSLV3_ALERT_CERTIFICATE_EXPIRED] sslv3 alert")
+EOF_ONLY = "failed to receive on socket: EOF occurred in violation of protocol (_ssl.c:2427)"
+
+
+@pytest.mark.parametrize(
+    ("previous", "error", "kept"),
+    [
+        # The broker's alert and its close race: a retry that only saw the close keeps the reason.
+        (EXPIRED, EOF_ONLY, EXPIRED),
+        # Nothing diagnosed before: the EOF is all we know.
+        (None, EOF_ONLY, EOF_ONLY),
+        ("connection closed before the broker answered: Unspecified error", EOF_ONLY, EOF_ONLY),
+        # A new diagnosis always replaces the old one.
+        (EXPIRED, explain("cannot connect to h:1: ConnectionRefusedError"),
+         explain("cannot connect to h:1: ConnectionRefusedError")),
+    ],
+)
+def test_a_bare_tls_close_does_not_erase_the_diagnosis(previous: str | None, error: str, kept: str) -> None:
+    assert telling(previous, error) == kept
 
 
 def test_the_password_is_the_first_line_of_the_file(tmp_path: Path) -> None:
