@@ -414,15 +414,17 @@ class Service:
         try:
             new = load_config(self.config_path)
             require_allowed(new, site_today(new, self.clock))
+            keys = changed_keys(self.cfg, new)
+            plan = plan_reload(keys, live=self.feed.live)
+            if plan.reopen_source:
+                self.feed.check(new.camera.source, new.camera.source_options())
         except EmotionAgentError as exc:
             logger.error("reload refused, keeping the running config: %s", exc)  # noqa: TRY400
             self.audit.append("error", {"code": "reload_refused", "message": str(exc)[:500]})
             return False
-        keys = changed_keys(self.cfg, new)
         fixed = [k for k in keys if k.split(".")[0] in RESTART_ONLY]
         if fixed:
             logger.warning("these keys take effect at the next restart: %s", ", ".join(fixed))
-        plan = plan_reload(keys, live=self.feed.live)
         resume_at = None
         if plan.close_window:  # ends at the reload; the next window starts there, new settings
             self._count_last_frames()

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
+import cv2
 import numpy as np
 import pytest
 
@@ -65,10 +66,6 @@ def verify_all(tmp: Path) -> list[str]:
         return [f"line {n}: {r.reason}" for n, r in verify_stream(f, verifier) if not r.ok or r.gaps]
 
 
-# --- a real clip through the real models ------------------------------------------------------
-
-
-@pytest.mark.slow
 def json_keys(value: Any) -> set[str]:
     """Every object key in a JSON document, at any depth."""
     if isinstance(value, dict):
@@ -78,6 +75,10 @@ def json_keys(value: Any) -> set[str]:
     return set()
 
 
+# --- a real clip through the real models ------------------------------------------------------
+
+
+@pytest.mark.slow
 def test_replayed_clip_gives_one_vote_per_person_per_window(tmp_path: Path, sample_clip: Path) -> None:
     """0-10 s: one person (below k=2, suppressed); 10-20 s: the six-person group, counted once each."""
     cfg = load_config(write_config(tmp_path, str(sample_clip)))
@@ -203,6 +204,50 @@ def test_reload_refuses_a_bad_config_and_keeps_the_old_one(tmp_path: Path) -> No
     assert ("error", "reload_refused") in kinds
     change = next(e["data"] for e in entries if e["kind"] == "config_change")
     assert change["keys"] == ["analytics.min_people"]
+
+
+def _unusable(tmp: Path, kind: str) -> Path:
+    """A camera.source an installer might mistype or leave broken."""
+    path = tmp / f"unusable-{kind}.mp4"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("not a video\n")
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)
+    return path  # "missing": never created
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "text", "folder", "fifo"])
+def test_reload_to_an_unusable_file_keeps_the_running_source(tmp_path: Path, kind: str) -> None:
+    """Issue 18: a reload naming a file that cannot be used is refused like any bad config; the
+    agent keeps its source and config instead of stopping with exit 2."""
+    good = tmp_path / "lobby.png"
+    cv2.imwrite(str(good), np.full((120, 160, 3), 90, np.uint8))
+    path = write_config(tmp_path, str(good))
+    cfg = load_config(path)
+    service = Service(cfg, path, FakeClock(), pipeline_factory=lambda _c: CountingPipeline())  # type: ignore[arg-type,return-value]
+    bad = _unusable(tmp_path, kind)
+    path.write_text(path.read_text().replace(str(good), str(bad)))
+    assert service.reload() is False
+    assert service.cfg is cfg
+    assert service.feed.source == str(good)
+    other = tmp_path / "other.png"
+    cv2.imwrite(str(other), np.full((120, 160, 3), 60, np.uint8))
+    path.write_text(path.read_text().replace(str(bad), str(other)))
+    assert service.reload() is True
+    assert service.feed.source == str(other)
+    service.close()
+    refused = [
+        json.loads(line)["data"]
+        for p in (tmp_path / "state" / "audit").glob("segment-*.jsonl")
+        for line in p.read_text().splitlines()
+        if '"reload_refused"' in line
+    ]
+    assert len(refused) == 1
+    assert refused[0]["message"].startswith(f"camera.source {bad}")
 
 
 def test_policy_refusal_stops_the_start(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from enum import StrEnum
 from agent.camera.base import FrameSource, SourceOptions, open_source, resolve
 from agent.camera.grabber import FrameReader, FrameTally, Grabber, RateGate, start_reader
 from agent.clock import Clock
-from agent.errors import InputError
+from agent.errors import InputError, SourceError
 from agent.frame import Frame
 
 logger = logging.getLogger(__name__)
@@ -98,6 +98,17 @@ class CameraFeed:
         self.source, self.options = source, options
         self.state = CameraState.CLOSED
         self._retry_at, self._backoff = 0.0, 1.0
+
+    def check(self, source: str, options: SourceOptions) -> None:
+        """Open and close a file a reload wants, so one that cannot be used (InputError) is refused
+        while the running source is still there. A live camera is not tried: it may be the device
+        the feed holds, and one that does not open is a reconnecting state, not a bad config."""
+        try:
+            if resolve(source)[0] != "replay":
+                return
+            self._opener(source, options, self.clock).close()
+        except InputError as exc:
+            raise SourceError(f"camera.source {exc}") from None
 
     def retune(self, options: SourceOptions) -> None:
         """A reload that keeps the source: a file is not reopened (it would start over and its
