@@ -24,11 +24,14 @@ def register(sub: Any) -> None:
 
 def check_config(args: argparse.Namespace) -> int:
     """Schema first (every problem with its line), then the site policy the service enforces,
-    then the files the config names, read as ``run`` reads them (key, password, certificates)
-    and the state folder."""
+    then the files the config names, read as ``run`` reads them (key, password, certificates),
+    the state folder, and for ``vision.accelerator: coral`` the Edge TPU model, library and device."""
+    from agent.vision.edgetpu import check_accelerator  # noqa: PLC0415 - only this command needs it
+
     cfg = load_config(args.config)
     decision = require_allowed(cfg)
     check_files(cfg)
+    check_accelerator(cfg.vision)
     state_dir.check(cfg.state_dir)
     print(f"{args.config}: valid (schema_version {cfg.schema_version}, device {cfg.device_id})")
     for note in decision.notes:

@@ -8,7 +8,6 @@ fails with what to install. Every import happens when a model is opened, never a
 
 from __future__ import annotations
 
-import ctypes
 import importlib
 import logging
 import time
@@ -21,14 +20,14 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.errors import BackendUnavailable, ModelError, RuntimeFailure
+from agent.vision.edgetpu import EDGETPU_LIBRARY, coral_problem
 from agent.vision.manifest import ModelSpec, verify_file
 
 logger = logging.getLogger(__name__)
 
-EDGETPU_LIBRARY = "libedgetpu.so.1"
 CORAL_INSTALL = (
     "install the Edge TPU runtime `libedgetpu1-std` from Coral's apt repository "
-    "(https://coral.ai/software/#debian-packages), plug in the Coral USB Accelerator "
+    "(sudo tools/coral-setup, docs/coral.md), plug in the Coral USB Accelerator "
     "(or PCIe card with the gasket driver, /dev/apex_0), and give the agent access to it; "
     "or set vision.accelerator to cpu or auto"
 )
@@ -170,23 +169,9 @@ def _open_cpu(spec: ModelSpec, threads: int) -> Model:
     return Model(it, spec.name, "cpu")
 
 
-def _edgetpu_key(spec: ModelSpec) -> str:
-    """Where the manifest names the Edge TPU file for this spec's precision."""
-    return "edgetpu" if spec.precision == "float" else f"variants.{spec.precision}.edgetpu"
-
-
 def _probe_coral(spec: ModelSpec) -> str | None:
-    if spec.edgetpu_path is None:
-        return (
-            f"the manifest has no Edge TPU variant of {spec.name} (models/manifest.json "
-            f"'{_edgetpu_key(spec)}'); compile one with edgetpu_compiler and add its file and sha256"
-            " (docs/quantization.md)"
-        )
-    try:
-        ctypes.CDLL(EDGETPU_LIBRARY)
-    except OSError:
-        return f"{EDGETPU_LIBRARY} was not found: {CORAL_INSTALL}"
-    return None
+    """The compiled model, libedgetpu, then the device and its group (agent/vision/edgetpu.py)."""
+    return coral_problem(spec)
 
 
 def _open_coral(spec: ModelSpec, threads: int) -> Model:
