@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +29,20 @@ DEBIAN_CONF = Path("/etc/mosquitto/mosquitto.conf")  # the mosquitto package's o
 
 @pytest.fixture
 def example_broker(tmp_path: Path) -> Iterator[tuple[Broker, Pki]]:
+    """Debian's stock /etc/mosquitto layout: its mosquitto.conf, our conf.d snippet and ACL."""
+    with debian_broker(tmp_path) as running:
+        yield running
+
+
+@contextmanager
+def debian_broker(tmp_path: Path, without: str = "") -> Iterator[tuple[Broker, Pki]]:
     """Debian's stock /etc/mosquitto layout: its mosquitto.conf, our conf.d snippet and ACL.
 
     Only paths and the port are rewritten; nothing is added to either file but `user root`
     (mosquitto would otherwise drop to the `mosquitto` user, which cannot read the test's files).
+    ``without``: a line of the snippet left out (an experiment on what it does).
     """
-    pki = make_pki(tmp_path / "pki", clients=("lobby-2", "homeassistant"))
+    pki = make_pki(tmp_path / "pki", clients=("lobby-1", "lobby-2", "homeassistant"))
     broker = Broker(tmp_path / "broker", pki=pki)
     etc = tmp_path / "etc-mosquitto"
     (etc / "conf.d").mkdir(parents=True)
@@ -54,6 +64,9 @@ def example_broker(tmp_path: Path) -> Iterator[tuple[Broker, Pki]]:
     }.items():
         assert old in snippet
         snippet = snippet.replace(old, new)
+    if without:
+        assert f"\n{without}\n" in snippet
+        snippet = snippet.replace(f"\n{without}\n", "\n")
     snippet = re.sub(r"^listener 8883$", f"listener {broker.port} 127.0.0.1", snippet, flags=re.M)
     (etc / "conf.d" / "emotion-agent.conf").write_text(snippet)
     root = "user root\n" if "user root" in broker.conf.read_text() else ""
@@ -103,7 +116,8 @@ def test_a_provisioned_device_publishes_on_stock_debian_mosquitto_and_others_can
             wait_until(lambda: one.health().backlog == 0, what="spool drained")
             # Another device's certificate: cannot publish as lobby-1, nor command it, nor take
             # over its session by reusing its client id (the broker forces client id = CN).
-            other = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="lobby-1", protocol=paho.MQTTv5)
+            other = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=one.client_id,
+                                protocol=paho.MQTTv5)
             other.tls_set(ca_certs=str(pki.ca), certfile=str(pki.clients["lobby-2"][0]),
                           keyfile=str(pki.clients["lobby-2"][1]))
             other.connect(broker.host, broker.port)
@@ -125,7 +139,7 @@ def test_a_provisioned_device_publishes_on_stock_debian_mosquitto_and_others_can
             one.stop()
     assert [m.payload for m in ha.on_topic("emotion-agent/lobby-1/stats")] == [b"own window"]
     assert health.commands_accepted == 1  # lobby-2's command was refused by the ACL
-    assert health.connects == 1  # lobby-2 using the client id "lobby-1" did not kick it off
+    assert health.connects == 1  # lobby-2 using lobby-1's client id did not kick it off
     assert "Duplicate" not in broker.log_text()
 
 
@@ -170,3 +184,61 @@ def test_the_home_assistant_automation_fires_only_on_a_raised_alert() -> None:
     text = message.render(payload("raised"))
     assert "Rule stress was raised" in text
     assert "value 450, threshold" in text
+
+
+def _takeover(broker: Broker, pki: Pki, client_id: str) -> tuple[list[str], list[str]]:
+    """lobby-1 connects with its own certificate and ``client_id``; then lobby-2's certificate
+    connects with the same client id. Returns lobby-1's disconnect reasons and lobby-2's CONNACKs."""
+    kicked: list[str] = []
+    connacks: list[str] = []
+    connected: list[bool] = []
+
+    def client(cert: str) -> paho.Client:
+        c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
+        c.tls_set(ca_certs=str(pki.ca), certfile=str(pki.clients[cert][0]), keyfile=str(pki.clients[cert][1]))
+        return c
+
+    one, two = client("lobby-1"), client("lobby-2")
+    one.on_connect = lambda _c, _u, _f, reason, _p: connected.append(not reason.is_failure)
+    one.on_disconnect = lambda _c, _u, _f, reason, _p: kicked.append(str(reason))
+    two.on_connect = lambda _c, _u, _f, reason, _p: connacks.append(str(reason))
+    one.connect(broker.host, broker.port)
+    one.loop_start()
+    try:
+        wait_until(lambda: connected == [True], timeout=5, what="lobby-1 connected")
+        two.connect(broker.host, broker.port)
+        two.loop_start()
+        try:
+            wait_until(lambda: bool(connacks), timeout=5, what="lobby-2's CONNACK")
+            time.sleep(0.5)  # a takeover closes lobby-1's connection right after lobby-2's CONNACK
+        finally:
+            two.loop_stop()
+            two.disconnect()
+            time.sleep(0.2)
+    finally:
+        one.loop_stop()
+        one.disconnect()
+    return kicked[:-1], connacks  # the last of lobby-1's disconnects is its own, at the end
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kept", [True, False], ids=["shipped", "without-use_username_as_clientid"])
+def test_use_username_as_clientid_stops_another_certificate_taking_over_a_device_session(
+    tmp_path: Path, kept: bool
+) -> None:
+    """Found on mosquitto 2.0.11: the option is per listener. Placed before `listener 8883` (as
+    first shipped) it set the unused default listener and lobby-2 could take over lobby-1's
+    session by sending its client id; under the listener line the broker renames lobby-2's
+    connection to its certificate's CN and lobby-1 stays connected."""
+    with debian_broker(tmp_path, without="" if kept else "use_username_as_clientid true") as (broker, pki):
+        kicked, connacks = _takeover(broker, pki, client_id="emotion-agent-lobby-1")
+        log = broker.log_text()
+    assert connacks == ["Success"]  # lobby-2 is a valid client either way
+    if kept:
+        assert kicked == []
+        assert "as lobby-2 (p5" in log
+        assert "already connected, closing old connection" not in log
+    else:
+        assert kicked  # lobby-1 was thrown off by another device's certificate
+        assert "Client emotion-agent-lobby-1 already connected, closing old connection" in log
+        assert "as emotion-agent-lobby-1 (p5, c1, k60, u'lobby-2')" in log
