@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.deploy.overlay import OverlayRoot
+
 ROOT = Path(__file__).resolve().parents[2]
 SETUP = ROOT / "tools" / "coral-setup"
 SYSUSERS = ROOT / "systemd" / "emotion-agent.sysusers"
@@ -184,3 +186,46 @@ def test_systemd_sysusers_puts_the_service_user_in_plugdev_and_apex(tmp_path: Pa
         for g in line.split("=", 1)[1].split()
     ]
     assert named == ["video"]
+
+
+def test_live_setup_on_a_copy_of_this_machine_puts_the_installed_user_in_plugdev_and_apex(
+    tmp_path: Path,
+) -> None:
+    """Run as on a Pi (no --root) inside an overlay of this machine (tests/deploy/overlay.py), with
+    the sysusers file tools/install lays down: the real systemd-sysusers makes the user and the
+    groups; apt-get, curl, udevadm and systemctl are fakes that log their arguments (and succeed,
+    so the agent counts as running)."""
+    image = tmp_path / "image"
+    (image / "etc/sysusers.d").mkdir(parents=True)
+    (image / "etc/sysusers.d/emotion-agent.conf").write_text(SYSUSERS.read_text())
+    fakebin = image / "usr/local/fakebin"
+    fakebin.mkdir(parents=True)
+    fake = '#!/bin/sh\necho "$(basename "$0") $*" >> /var/log/fake.log\n'
+    for name in ("apt-get", "udevadm", "systemctl"):
+        (fakebin / name).write_text(fake)
+    (fakebin / "curl").write_text(fake + FAKE_CURL.split("\n", 2)[2])
+    for tool in fakebin.iterdir():
+        tool.chmod(0o755)
+    box = OverlayRoot(tmp_path / "machine", image=image)
+    done = box.run(
+        f"PATH=/usr/local/fakebin:$PATH {SETUP} --usb --pcie && id -nG emotion-agent",
+        {"FAKE_LOG": "/var/log/fake.log", "FAKE_KEY": ARMORED},
+    )
+    assert done.returncode == 0, done.stderr
+    assert set(done.stdout.splitlines()[-1].split()) >= {"emotion-agent", "video", "plugdev", "apex"}
+    assert (
+        box.path("/etc/udev/rules.d/65-apex.rules").read_text()
+        == 'SUBSYSTEM=="apex", MODE="0660", GROUP="apex"\n'
+    )
+    assert box.path("/etc/apt/keyrings/coral-edgetpu.asc").read_text() == ARMORED
+    calls = [
+        line for line in box.path("/var/log/fake.log").read_text().splitlines() if not line.startswith("curl")
+    ]
+    assert calls == [
+        "apt-get update",
+        "apt-get install -y libedgetpu1-std gasket-dkms",
+        "udevadm control --reload-rules",
+        "udevadm trigger",
+        "systemctl is-active --quiet emotion-agent.service",
+        "systemctl restart emotion-agent.service",  # the fake says it runs: restarted to take the groups
+    ]
