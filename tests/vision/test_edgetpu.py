@@ -229,8 +229,9 @@ def test_check_accelerator_refuses_an_altered_compiled_file(
         check_accelerator(cfg, probe(roots, gids=frozenset({gid})))
 
 
-def test_check_config_reports_coral_without_a_model_in_one_line_exit_2(tmp_path: Path) -> None:
-    from agent.crypto import generate_keypair  # noqa: PLC0415 - only this test makes a key
+def coral_config(tmp_path: Path, source: Path) -> Path:
+    """A valid config with ``accelerator: coral`` and mqtt off, its key made."""
+    from agent.crypto import generate_keypair  # noqa: PLC0415 - only these tests make a key
 
     generate_keypair(tmp_path / "keys")
     cfg = tmp_path / "coral.yaml"
@@ -238,19 +239,35 @@ def test_check_config_reports_coral_without_a_model_in_one_line_exit_2(tmp_path:
         "schema_version: 1\ndevice_id: lobby-1\n"
         "site: {jurisdiction: US, context: retail, purpose: analytics}\n"
         f"keys: {{private_key: {tmp_path / 'keys' / 'device.key'}}}\nstate_dir: {tmp_path / 'state'}\n"
+        f"camera: {{source: {source}}}\nmqtt: {{enabled: false}}\n"
         "vision: {accelerator: coral, precision: int8}\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "agent", "check-config", "-c", str(cfg)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    return cfg
+
+
+COMPILE_LINE = (
+    "emotion-agent: error: vision.accelerator coral: the manifest has no Edge TPU variant of "
+    "face_detection_full_range (models/manifest.json 'variants.int8.edgetpu'); compile it with "
+    "`edgetpu_compiler -s -o models models/face_detection_full_range_int8.tflite`"
+)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True, check=False)
+
+
+def test_check_config_reports_coral_without_a_model_in_one_line_exit_2(tmp_path: Path, media: Path) -> None:
+    proc = cli("check-config", "-c", str(coral_config(tmp_path, media / "astronaut.png")))
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1, proc.stderr
-    assert proc.stderr.startswith(
-        "emotion-agent: error: vision.accelerator coral: the manifest has no Edge TPU variant of "
-        "face_detection_full_range (models/manifest.json 'variants.int8.edgetpu'); compile it with "
-        "`edgetpu_compiler -s -o models models/face_detection_full_range_int8.tflite`"
-    )
+    assert proc.stderr.startswith(COMPILE_LINE)
     assert proc.stderr.endswith("(docs/coral.md)\n")
+
+
+def test_run_refuses_coral_without_a_model_at_start_with_the_same_line(tmp_path: Path, media: Path) -> None:
+    proc = cli("run", "-c", str(coral_config(tmp_path, media / "astronaut.png")))
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.splitlines()[-1]
+    assert last.startswith(COMPILE_LINE)
+    assert last.endswith("(docs/coral.md)")
