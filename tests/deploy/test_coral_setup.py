@@ -23,9 +23,18 @@ echo "chroot $* DEBIAN_FRONTEND=${DEBIAN_FRONTEND:-unset}" >> "$FAKE_LOG"
 """
 FAKE_CURL = """#!/bin/sh
 echo "curl $*" >> "$FAKE_LOG"
+out=/dev/stdout
 while [ $# -gt 0 ]; do case "$1" in -o) out=$2; shift 2;; *) shift;; esac; done
 printf '%s' "$FAKE_KEY" > "$out"
 """
+APEX_RULE = 'SUBSYSTEM=="apex", MODE="0660", GROUP="apex"\n'
+DOC = ROOT / "docs" / "coral.md"
+
+
+def by_hand_block() -> str:
+    """The shell block under docs/coral.md's "By hand" heading."""
+    text = DOC.read_text().split("### By hand", 1)[1]
+    return text.split("```sh\n", 1)[1].split("```", 1)[0]
 
 
 @pytest.fixture
@@ -188,15 +197,12 @@ def test_systemd_sysusers_puts_the_service_user_in_plugdev_and_apex(tmp_path: Pa
     assert named == ["video"]
 
 
-def test_live_setup_on_a_copy_of_this_machine_puts_the_installed_user_in_plugdev_and_apex(
-    tmp_path: Path,
-) -> None:
-    """Run as on a Pi (no --root) inside an overlay of this machine (tests/deploy/overlay.py), with
-    the sysusers file tools/install lays down: the real systemd-sysusers makes the user and the
-    groups; apt-get, curl, udevadm and systemctl are fakes that log their arguments (and succeed,
-    so the agent counts as running)."""
+def fake_image(tmp_path: Path) -> Path:
+    """An overlay image with the agent's sysusers file and fake apt-get, curl, udevadm, systemctl
+    and sudo (runs its command) in /usr/local/fakebin, each logging to /var/log/fake.log."""
     image = tmp_path / "image"
     (image / "etc/sysusers.d").mkdir(parents=True)
+    (image / "etc/udev/rules.d").mkdir(parents=True)  # udev's own, on any Pi
     (image / "etc/sysusers.d/emotion-agent.conf").write_text(SYSUSERS.read_text())
     fakebin = image / "usr/local/fakebin"
     fakebin.mkdir(parents=True)
@@ -204,8 +210,53 @@ def test_live_setup_on_a_copy_of_this_machine_puts_the_installed_user_in_plugdev
     for name in ("apt-get", "udevadm", "systemctl"):
         (fakebin / name).write_text(fake)
     (fakebin / "curl").write_text(fake + FAKE_CURL.split("\n", 2)[2])
+    (fakebin / "sudo").write_text('#!/bin/sh\nexec "$@"\n')
     for tool in fakebin.iterdir():
         tool.chmod(0o755)
+    return image
+
+
+def test_the_by_hand_commands_of_docs_coral_md_give_what_the_script_gives(
+    tmp_path: Path, fakes: dict[str, str]
+) -> None:
+    """docs/coral.md's manual commands, run in order in an overlay of this machine (fake apt and
+    curl, sudo runs its command): the same repository line, key and apex rule as the script,
+    and the user in plugdev and apex. The Pi 5 snippet names the same rule."""
+    box = OverlayRoot(tmp_path / "machine", image=fake_image(tmp_path))
+    done = box.run(
+        "set -e\n" + by_hand_block() + "id -nG emotion-agent\n",
+        {
+            "PATH": "/usr/local/fakebin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "FAKE_KEY": ARMORED,
+            "FAKE_LOG": "/var/log/fake.log",
+        },
+    )
+    assert done.returncode == 0, done.stderr
+    assert set(done.stdout.splitlines()[-1].split()) >= {"plugdev", "apex"}
+    assert box.path("/var/log/fake.log").read_text().splitlines() == [
+        "curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg",
+        "apt-get update",
+        "apt-get install -y libedgetpu1-std",
+        "apt-get install -y gasket-dkms",
+        "udevadm control --reload-rules",
+        "udevadm trigger",
+    ]
+    script_root = tmp_path / "script"
+    script_root.mkdir()
+    assert setup(fakes, "--root", str(script_root), "--pcie").returncode == 0
+    for path, text in files(script_root).items():
+        assert box.path(path).read_text() == text, path
+    assert APEX_RULE.strip() in (ROOT / "firmware_config/config-coral-pi5.txt").read_text()
+
+
+def test_live_setup_on_a_copy_of_this_machine_puts_the_installed_user_in_plugdev_and_apex(
+    tmp_path: Path,
+) -> None:
+    """Run as on a Pi (no --root) inside an overlay of this machine (tests/deploy/overlay.py), with
+    the sysusers file tools/install lays down: the real systemd-sysusers makes the user and the
+    groups; apt-get, curl, udevadm and systemctl are fakes that log their arguments (and succeed,
+    so the agent counts as running)."""
+    image = fake_image(tmp_path)
     box = OverlayRoot(tmp_path / "machine", image=image)
     done = box.run(
         f"PATH=/usr/local/fakebin:$PATH {SETUP} --usb --pcie && id -nG emotion-agent",
