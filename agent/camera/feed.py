@@ -70,6 +70,7 @@ class CameraFeed:
         self._reader: FrameReader | None = None
         self._source: FrameSource | None = None
         self._frames: Iterator[Frame] | None = None
+        self._staged: tuple[str, FrameSource] | None = None
         self._lost = 0
         self._wanted = False
         self._retry_at = 0.0
@@ -87,6 +88,7 @@ class CameraFeed:
 
     def close(self) -> None:
         self._wanted = False
+        self._drop_staged()
         self._release()
         if self.state is not CameraState.ENDED:
             self.state = CameraState.CLOSED
@@ -100,15 +102,21 @@ class CameraFeed:
         self._retry_at, self._backoff = 0.0, 1.0
 
     def check(self, source: str, options: SourceOptions) -> None:
-        """Open and close a file a reload wants, so one that cannot be used (InputError) is refused
-        while the running source is still there. A live camera is not tried: it may be the device
-        the feed holds, and one that does not open is a reconnecting state, not a bad config."""
+        """Open a file a reload wants, so one that cannot be used (InputError) is refused while
+        the running source is still there; the opened file is the one ``retarget`` then reads.
+        A live camera is not tried: it may be the device the feed holds, and one that does not
+        open is a reconnecting state, not a bad config."""
+        self._drop_staged()
         try:
             if resolve(source)[0] != "replay":
                 return
-            self._opener(source, options, self.clock).close()
+            src = self._opener(source, options, self.clock)
         except InputError as exc:
             raise SourceError(f"camera.source {exc}") from None
+        if self._wanted:
+            self._staged = (source, src)
+        else:  # capture is off (privacy mode): nothing stays open
+            src.close()
 
     def retune(self, options: SourceOptions) -> None:
         """A reload that keeps the source: a file is not reopened (it would start over and its
@@ -183,7 +191,7 @@ class CameraFeed:
 
     def _connect(self) -> None:
         try:
-            src = self._opener(self.source, self.options, self.clock)  # returns it opened
+            src = self._take_staged() or self._opener(self.source, self.options, self.clock)
             self.live = src.info.live
             self._source = src
             self._reader = start_reader(src, realtime=self.options.realtime, fps=self.options.fps)
@@ -231,6 +239,21 @@ class CameraFeed:
     def lost(self) -> int:
         """File sources: frames that could not be decoded (damaged images or video), so far."""
         return self._lost + (self._source.info.lost if self._source is not None else 0)
+
+    def _take_staged(self) -> FrameSource | None:
+        """The source ``check`` opened, if it is the one wanted now (it comes back opened)."""
+        staged, self._staged = self._staged, None
+        if staged is None:
+            return None
+        if staged[0] == self.source:
+            return staged[1]
+        staged[1].close()
+        return None
+
+    def _drop_staged(self) -> None:
+        staged, self._staged = self._staged, None
+        if staged is not None:
+            staged[1].close()
 
     def _release(self) -> None:
         reader, self._reader, self._frames = self._reader, None, None
