@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "provision": "agent.commands.provision",
     "keygen": "agent.commands.keys_cmds",
     "pubkey": "agent.commands.keys_cmds",
+    "keys": "agent.commands.keys_cmds",
     "verify": "agent.commands.verify",
     "audit": "agent.commands.audit_cmds",
     "bench": "agent.commands.bench",

@@ -123,7 +123,8 @@ class Service:
         self.policy = require_allowed(cfg, date_for_policy(cfg, self.clock))  # deferred on an unset clock
         key = check_files(cfg)  # every named file, read as check-config reads it
         state_dir.prepare(cfg.state_dir)
-        floor = check_state_dir(cfg.state_dir, key.public_key()).floor  # lost or altered state: exit 2
+        checked = check_state_dir(cfg.state_dir, key.public_key())  # lost or altered state: exit 2
+        floor, self._previous_keys = checked.floor, checked.previous_keys  # keys rotated away from
         with ExitStack() as undo:  # a part that fails to build closes the ones built before it
             self.signer = Signer(cfg.device_id, key, cfg.state_dir, self.clock, floor=floor)
             undo.callback(self.signer.close)
@@ -194,6 +195,7 @@ class Service:
             on_drop=self._spool_dropped,
             on_event=self._transport_event,
             on_cosignature=CosignatureInbox(self.cfg.state_dir / "audit", key.public_key()).accept,
+            previous_keys=self._previous_keys,
         )
 
     def _logged_spend(self, day: str) -> DaySpend:

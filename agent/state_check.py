@@ -7,7 +7,8 @@ sequence numbers that receivers already accepted. So, when the folder shows an e
 (``signer-state.json`` or the spool exists, or ``audit/`` does):
 
 - ``audit/`` must exist with its segments and ``checkpoints.log``, and verify against the
-  device key (checkpoints signed by another key, from before a key rotation, are not counted
+  device key, following the key rotations the log records (``emotion-agent keys rotate``;
+  checkpoints signed by another key the log does not link to the device key are not counted
   against it); otherwise :class:`~agent.errors.PayloadError` (exit 2, one line) says what is
   wrong and what to do;
 - the last boot (``start`` entries) and the highest sequence number (``publish`` entries) the
@@ -24,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from agent.audit.entries import decode_entry
 from agent.audit.store import CHECKPOINTS_FILE, iter_lines, list_segments
 from agent.audit.verify import verify_log
+from agent.crypto.keys import kid_for
 from agent.crypto.seqstore import STATE_NAME
 from agent.errors import PayloadError
 
@@ -35,9 +37,12 @@ _OTHER_KEY = "no signature by the trusted key"
 
 @dataclass(frozen=True, slots=True)
 class StartState:
-    """What the start needs from the check: the signer's floor (None on a first run)."""
+    """What the start needs from the check: the signer's floor (None on a first run), and the
+    device's earlier keys that recorded rotations link to the current one (messages they signed
+    may still wait in the spool)."""
 
     floor: tuple[int, int] | None
+    previous_keys: tuple[Ed25519PublicKey, ...] = ()
 
 
 def _refuse(state_dir: Path, why: str) -> PayloadError:
@@ -67,7 +72,8 @@ def check_state_dir(state_dir: Path, public_key: Ed25519PublicKey) -> StartState
     problems = [p for p in result.problems if _OTHER_KEY not in p]
     if problems:
         raise _refuse(state_dir, f"the audit log fails verification: {problems[0]}")
-    return StartState(floor=_used_counters(segments))
+    previous = tuple(k for k in result.keys if kid_for(k) != kid_for(public_key))
+    return StartState(floor=_used_counters(segments), previous_keys=previous)
 
 
 def _used_counters(segments: list[tuple[int, Path]]) -> tuple[int, int]:

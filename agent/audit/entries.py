@@ -174,9 +174,30 @@ class PrivacyModeData(_Data):
     source: Token
 
 
+Kid = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:+/=-]{1,128}$")]
+RawKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{43}$")]
+
+
 class KeyEventData(_Data):
+    """``boot`` (the key a run signs with) or ``rotation`` (``kid`` announces ``new_kid``;
+    both public keys as the JWK's ``x``, so a verifier can follow: agent/audit/rotation.py)."""
+
     event: Token
-    kid: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:+/=-]{1,128}$")]
+    kid: Kid
+    new_kid: Kid | None = None
+    old_key: RawKey | None = None
+    new_key: RawKey | None = None
+
+    @model_validator(mode="after")
+    def _rotation_fields(self) -> KeyEventData:
+        extra = {"new_kid", "old_key", "new_key"}
+        given = extra & self.model_fields_set
+        if self.event == "rotation" and given != extra:
+            missing = sorted(extra - given)
+            raise ValueError(f"a rotation names new_kid, old_key and new_key (missing: {missing})")
+        if self.event != "rotation" and given:
+            raise ValueError(f"{sorted(given)[0]!r} belongs to a rotation event only")
+        return self
 
 
 class ErrorData(_Data):

@@ -5,6 +5,9 @@ that its root is the tree's root at its size (so successive checkpoints are cons
 describe one append-only sequence), compares any external checkpoints (copies kept off the
 device, e.g. retained MQTT messages) to catch rollbacks and forks, and checks the invariants
 inside the entries. Problems come out in log order, so the first one names the first bad entry.
+A key rotation recorded in the log (agent/audit/rotation.py) is followed from the given key to
+the other one when a checkpoint of the given key covers it, so one public key of the chain is
+enough.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from agent.audit.log import DAY_MS
 from agent.audit.merkle import CompactRange, leaf_hash, root_of
 from agent.audit.note import SIG_PREFIX, NoteError, SignedCheckpoint, open_checkpoint, split_notes
 from agent.audit.purge import seed_from
+from agent.audit.rotation import find_rotations, follow_rotations
 from agent.audit.store import CHECKPOINTS_FILE, list_segments, read_segment, segment_name
 from agent.errors import InputError, PayloadError
 
@@ -56,6 +60,10 @@ class VerifyResult:
     verified_sizes: set[int] = field(default_factory=set)
     cosigned: list[tuple[str, str, int]] = field(default_factory=list)
     """(where, witness name, tree size) of external checkpoints a trusted witness cosigned."""
+    followed: list[str] = field(default_factory=list)
+    """Key rotations recorded in the log that linked another key to the given ones."""
+    keys: list[Ed25519PublicKey] = field(default_factory=list)
+    """The keys checkpoints were checked against: the given ones and those followed."""
 
     @property
     def ok(self) -> bool:
@@ -280,26 +288,35 @@ def verify_log(
     if not root_dir.is_dir():
         raise PayloadError(f"{root_dir}: not a directory (give the audit folder, e.g. state_dir/audit)")
     cp_path = root_dir / CHECKPOINTS_FILE
+    data = b""
     if cp_path.exists():
         try:
             data = cp_path.read_bytes()
         except OSError as exc:
             raise unreadable(cp_path, "checkpoints file", exc) from exc
-        result.checkpoints = load_notes(data, CHECKPOINTS_FILE, keys, result)
     cosigned_path = root_dir / COSIGNATURES_FILE
     if cosigned_path.exists():  # what a witness sent back (agent/audit/cosigned.py)
         try:
             external = [*external, (COSIGNATURES_FILE, cosigned_path.read_bytes())]
         except OSError as exc:
             raise unreadable(cosigned_path, "cosignatures file", exc) from exc
-    for source, data in external:
-        result.external += load_notes(data, source, keys, result)
-    for loc in result.external:
-        _cosignatures(loc, witnesses, result)
+    external = list(external)
     try:
         segments = list_segments(root_dir)
     except OSError as exc:
         raise unreadable(root_dir, "audit folder", exc) from exc
+    rotations, bad_rotations = find_rotations(segments)
+    result.problems += bad_rotations
+    notes = [note for _, note in split_notes(data)[0]]
+    notes += [note for _, blob in external for _, note in split_notes(blob)[0]]
+    keys, result.followed = follow_rotations(keys, notes, rotations)
+    result.keys = keys
+    if cp_path.exists():
+        result.checkpoints = load_notes(data, CHECKPOINTS_FILE, keys, result)
+    for source, blob in external:
+        result.external += load_notes(blob, source, keys, result)
+    for loc in result.external:
+        _cosignatures(loc, witnesses, result)
     result.segments = len(segments)
     if not segments:
         raise PayloadError(f"{root_dir}: no audit segments (segment-*.jsonl) found")
@@ -420,6 +437,7 @@ def summary_lines(result: VerifyResult) -> list[str]:
             f"cosigned: {len(result.cosigned)} external checkpoint(s) by {', '.join(names)}, "
             f"up to tree size {biggest}"
         )
+    out += [f"key: {line}" for line in result.followed]
     if result.partial:
         out.append(f"note: {result.partial}")
     out += [f"warning: {w}" for w in result.warnings]

@@ -1,14 +1,18 @@
-"""``keygen`` creates the device's Ed25519 key pair; ``pubkey`` checks a key as the agent would."""
+"""``keygen`` creates the device's Ed25519 key pair; ``pubkey`` checks a key as the agent would;
+``keys rotate`` replaces the device key by a new one that the old one announces (docs/key-rotation.md)."""
 
 from __future__ import annotations
 
 import argparse
 import base64
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 from agent.crypto import generate_keypair, kid_for, load_private_key, public_jwk
 from agent.crypto.keys import raw_public
+from agent.errors import KeyFileError
 
 
 def register(sub: Any) -> None:
@@ -32,6 +36,29 @@ def register(sub: Any) -> None:
     k.add_argument("--key", required=True, metavar="PATH", help="private key path or credential name")
     k.add_argument("--format", choices=["jwk", "b64", "kid"], default="jwk", help="what to print")
     k.set_defaults(func=pubkey)
+    keys = sub.add_parser("keys", help="manage the device key of an installed agent (rotate)")
+    actions = keys.add_subparsers(dest="keys_command", metavar="ACTION")
+    actions.required = True
+    r = actions.add_parser(
+        "rotate",
+        help="make a new device key, announced by a notice the old key signs (service stopped)",
+        description="With the service stopped: stage a new Ed25519 key beside the current one, "
+        "record the rotation in the audit log and spool a key-rotation notice signed by the old "
+        "key (sent first at the next start), sign the audit state with the new key, then switch "
+        "the key file and overwrite the old key. Running it again after an interruption finishes "
+        "the same rotation. Exit 2 while the service runs (it holds the state folder's lock). "
+        "docs/key-rotation.md",
+    )
+    r.add_argument("-c", "--config", required=True, help="path to the agent's YAML config")
+    r.add_argument(
+        "--key",
+        type=Path,
+        metavar="PATH",
+        help="the private key file on disk (default: keys.private_key; a bare name, which systemd "
+        "passes in as a credential, is taken from the config's folder)",
+    )
+    r.add_argument("--json", action="store_true", help="print what was done as one JSON object")
+    r.set_defaults(func=rotate)
 
 
 def keygen(args: argparse.Namespace) -> int:
@@ -63,4 +90,47 @@ def pubkey(args: argparse.Namespace) -> int:
         print(base64.b64encode(raw_public(public)).decode("ascii"))
     else:
         print(json.dumps(public_jwk(public), indent=2))
+    return 0
+
+
+def key_file(config: Path, configured: Path, given: Path | None) -> Path:
+    """The key file to rotate: ``--key``, else ``keys.private_key``, a bare name being the file
+    beside the config (the shipped unit loads ``device.key`` from ``/etc/emotion-agent``)."""
+    path = given if given is not None else (
+        config.parent / configured if len(configured.parts) == 1 else configured
+    )
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    if creds and path.absolute().is_relative_to(Path(creds).absolute()):
+        raise KeyFileError(
+            f"{path}: is systemd's credential copy; rotate the file it is loaded from (--key PATH)"
+        )
+    return path
+
+
+def rotate(args: argparse.Namespace) -> int:
+    from agent.clock import SystemClock  # noqa: PLC0415 - the audit and output stack only here
+    from agent.config import load_config  # noqa: PLC0415
+    from agent.key_rotation import rotate_key  # noqa: PLC0415
+
+    config = Path(args.config)
+    cfg = load_config(config)
+    done = rotate_key(cfg, key_file(config, cfg.keys.private_key, args.key), SystemClock())
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "old_kid": done.old_kid,
+                    "new_kid": done.new_kid,
+                    "key": str(done.key_path),
+                    "old_public_key": str(done.old_public),
+                    "announced": done.announced,
+                }
+            )
+        )
+        return 0
+    print(f"key rotated: {done.old_kid} -> {done.new_kid}")
+    state = "recorded and spooled" if done.announced else "already recorded by an interrupted run"
+    print(f"notice: key-rotation signed by the old key, {state}; the service sends it at its next start")
+    print(f"private key: {done.key_path} (new; the old key's bytes were overwritten)")
+    print(f"old public key kept: {done.old_public}")
     return 0

@@ -56,6 +56,11 @@ def encode(envelope: Mapping[str, Any]) -> bytes:
     return canonical(envelope)
 
 
+def rotation_body(new_key: Ed25519PublicKey) -> dict[str, JSON]:
+    """The body of a ``key-rotation`` notice: exactly ``{"new_key": <public JWK>}``."""
+    return {"new_key": dict(public_jwk(new_key))}
+
+
 class MessageSigner(Protocol):
     """What publishers depend on; ``Signer`` is the real one."""
 
@@ -137,7 +142,7 @@ class Signer:
 
         Sequence numbering continues (it is never reused for any key).
         """
-        announcement = self.sign(KEY_ROTATION, topic, {"new_key": public_jwk(new_key.public_key())})
+        announcement = self.sign(KEY_ROTATION, topic, rotation_body(new_key.public_key()))
         with self._lock:
             self._key = new_key
             self._kid = kid_for(new_key.public_key())

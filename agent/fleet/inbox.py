@@ -14,7 +14,7 @@ from typing import Protocol
 DEVICE_PREFIX = "emotion-agent"
 SHARED_TOPICS = ("stats", "alert", "health", "privacy_mode")
 """Per-window traffic, split among replicas (MQTT ``$share``)."""
-RETAINED_TOPICS = ("key", "audit/checkpoint")
+RETAINED_TOPICS = ("key", "key-rotation", "audit/checkpoint")
 """Retained device topics: brokers never send retained messages to shared subscriptions, so
 every replica subscribes to these plainly; duplicates are caught by the store."""
 

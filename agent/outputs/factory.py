@@ -5,7 +5,7 @@ paho is imported only when MQTT is enabled, so a JSON-lines-only device never lo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from agent.clock import Clock
@@ -38,6 +38,7 @@ def build_outputs(
     on_drop: Callable[[DropReport], None],
     on_event: Callable[[str, str], None] | None = None,
     on_cosignature: Callable[[bytes], object] | None = None,
+    previous_keys: Sequence[Ed25519PublicKey] = (),
 ) -> list[Output]:
     outputs: list[Output] = []
     if cfg.outputs.jsonl is not None:
@@ -54,6 +55,7 @@ def build_outputs(
                 on_event=on_event,
                 on_cosignature=on_cosignature,
                 public_key=public_jwk(public_key),
+                previous_keys=previous_keys,
             )
         )
     return outputs

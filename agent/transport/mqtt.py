@@ -17,9 +17,9 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -50,6 +50,9 @@ from agent.transport.settings import MqttConfig, MqttSite
 from agent.transport.spool import DropReport, Spool
 from agent.transport.takeover import TakeoverDetector
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 logger = logging.getLogger(__name__)
 
 MAX_INCOMING_BYTES = 4096
@@ -73,7 +76,8 @@ class MqttOutput:
     ``(code, message)`` for events the audit log records (``session_takeover``); ``public_key`` (the
     device's JWK) gives its ``kid`` to the discovery message as the device's serial number. The
     key itself is the service's signed ``key`` message: the transport publishes nothing unsigned
-    under the base topic except ``status``.
+    under the base topic except ``status``. ``previous_keys`` are the device's earlier keys that a
+    recorded rotation links to it: spooled rows they signed (the rotation notice) may still leave.
     """
 
     def __init__(
@@ -90,6 +94,7 @@ class MqttOutput:
         on_cosignature: Callable[[bytes], object] | None = None,
         discovery: DiscoverySpec | None = None,
         public_key: Mapping[str, Any] | None = None,
+        previous_keys: Sequence[Ed25519PublicKey] = (),
         jitter: Callable[[], float] = lambda: random.uniform(0.0, 5.0),  # noqa: S311 - not crypto
     ) -> None:
         self.settings = settings
@@ -139,7 +144,7 @@ class MqttOutput:
         )
         self._client: PahoClient | None = None
         own_key = public_from_jwk(dict(public_key), "public_key") if public_key is not None else None
-        rows = RowCheck(self.base_topic, device_id, own_key)
+        rows = RowCheck(self.base_topic, device_id, own_key, previous_keys)
         self._sender = SpoolSender(
             self._spool, settings.max_inflight, self._connected, lambda: self._client,
             each_round=self._maybe_fall_back, check=rows.check,
@@ -156,6 +161,7 @@ class MqttOutput:
         on_event: Callable[[str, str], None] | None = None,
         on_cosignature: Callable[[bytes], object] | None = None,
         public_key: Mapping[str, Any] | None = None,
+        previous_keys: Sequence[Ed25519PublicKey] = (),
     ) -> MqttOutput:
         """Wire from the whole agent config: topics, spool retention, discovery of alert rules."""
         base = cfg.mqtt.base_topic or f"emotion-agent/{cfg.device_id}"
@@ -180,6 +186,7 @@ class MqttOutput:
             on_cosignature=on_cosignature,
             discovery=spec,
             public_key=public_key,
+            previous_keys=previous_keys,
         )
 
     # --- the service's side ---------------------------------------------------------------
