@@ -43,8 +43,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from agent import state_dir
 from agent.atomic import fsync_dir, write_atomic
 from agent.audit import AuditLog
+from agent.audit.entries import decode_entry
 from agent.audit.rotation import find_rotations, rotation_fields
-from agent.audit.store import list_segments
+from agent.audit.store import iter_lines, list_segments
 from agent.clock import Clock
 from agent.config import AgentConfig
 from agent.crypto.envelope import KEY_ROTATION, Signer, rotation_body
@@ -83,13 +84,13 @@ class Rotated:
 def rotate_key(cfg: AgentConfig, key_path: Path, clock: Clock) -> Rotated:
     """Run the four steps for the device of ``cfg`` whose private key file is ``key_path``."""
     key_path = key_path.absolute()
+    _refuse_if_running(cfg.state_dir)  # before anything is written
     old = load_private_key(key_path)
     new = _stage(key_path)
     old_kid, new_kid = kid_for(old.public_key()), kid_for(new.public_key())
     if old_kid == new_kid:
         raise KeyFileError(f"{key_path}{STAGED_SUFFIX}: is the current key; remove it and run again")
     with _as_owner(cfg.state_dir):
-        _refuse_if_running(cfg.state_dir)
         state_dir.prepare(cfg.state_dir)
         checked = check_state_dir(cfg.state_dir, old.public_key())
         with Signer(cfg.device_id, old, cfg.state_dir, clock, floor=checked.floor) as signer:
@@ -175,17 +176,30 @@ def _locked(folder: Path) -> Iterator[None]:
 
 
 def _refuse_if_running(folder: Path) -> None:
-    """Checked before anything is written; the signer then takes the lock for steps 2 and 3."""
+    """Checked first; the signer then holds the lock for steps 2 and 3, this module for step 4."""
     with _locked(folder):
         pass
 
 
 def _recorded(audit: Path, new_kid: str) -> bool:
-    """Did an earlier run announce this staged key already (and crash before the switch)?"""
+    """Did an earlier run announce this staged key already (and stop before the switch)? Only
+    if the notice's ``publish`` entry follows the rotation entry: the notice was handed to every
+    output. An earlier run that stopped in between announces again (a second notice for the
+    same key is harmless)."""
     if not audit.is_dir():
         return False
-    rotations, _ = find_rotations(list_segments(audit))
-    return any(r.new_kid == new_kid for r in rotations)
+    segments = list_segments(audit)
+    rotations, _ = find_rotations(segments)
+    first = min((r.index for r in rotations if r.new_kid == new_kid), default=None)
+    if first is None:
+        return False
+    for _start, path in segments:
+        for line in iter_lines(path):
+            if b'"kind":"publish"' in line and f'/{NOTICE_TOPIC}"'.encode() in line:
+                entry = decode_entry(line)
+                if entry.index > first and entry.data["topic"].endswith(f"/{NOTICE_TOPIC}"):
+                    return True
+    return False
 
 
 def _open_log(cfg: AgentConfig, clock: Clock, key: Ed25519PrivateKey) -> AuditLog:
