@@ -42,8 +42,8 @@ class MqttSourceSettings(Section):
         "emotion-agent-receivers",
         title="Shared-subscription group",
         description="Replicas in one group split the device topics ($share/<group>/...). Retained "
-        "topics (key, audit/checkpoint) are subscribed plainly by every replica, since brokers do "
-        "not send retained messages to shared subscriptions.",
+        "topics (key, key-rotation, audit/checkpoint) are subscribed plainly by every replica, "
+        "since brokers do not send retained messages to shared subscriptions.",
     )
 
     @field_validator("share_group")
