@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import ClassVar
 
 import cv2
-import numpy as np
 
 from agent.camera.base import SourceInfo, SourceOptions, redact_url
+from agent.camera.buffers import FramePool
 from agent.camera.replay import quiet_decoder_logs
 from agent.clock import Clock
 from agent.errors import CameraLost, SourceError
@@ -36,6 +36,7 @@ class OpenCVSource:
         self._fps: float | None = None
         self._size: tuple[int, int] | None = None
         self._count = 0
+        self._pool = FramePool()
 
     @property
     def info(self) -> SourceInfo:
@@ -89,11 +90,11 @@ class OpenCVSource:
     def read(self) -> Frame | None:
         if self._cap is None:
             raise CameraLost(f"{self.name}: read from a closed camera")
-        ok, pixels = self._cap.read()
-        if not ok or pixels is None:
+        pixels = self._pool.read(self._cap)
+        if pixels is None:
             raise CameraLost(f"{self.name}: the camera stopped delivering frames")
         frame = Frame(
-            pixels=np.ascontiguousarray(pixels, dtype=np.uint8),
+            pixels=pixels,
             index=self._count,
             captured_mono=self.clock.monotonic(),
             timestamp=self.clock.time(),
@@ -105,3 +106,4 @@ class OpenCVSource:
         if self._cap is not None:
             self._cap.release()
             self._cap = None
+        self._pool.clear()

@@ -1,19 +1,24 @@
 """Give back the library pages the process mapped but does not use (Linux; a no-op elsewhere).
 
 About half of the agent's resident memory is code and read-only data of shared libraries
-(OpenCV's ``cv2.abi3.so`` alone 27 MB of 74), mapped in 64 KB "fault-around" blocks as the
-imports touch them; most of it is never used again. For each read-only file mapping that holds
-no private (copied-on-write) page, ``madvise(MADV_RANDOM)`` turns fault-around off and
+(OpenCV's ``cv2.abi3.so`` alone 27 MB of 74), mapped in large blocks as the imports touch them;
+most of it is never used again. For each read-only file mapping that holds no private
+(copied-on-write) page, ``madvise(MADV_RANDOM)`` turns read-ahead off and
 ``madvise(MADV_DONTNEED)`` drops its pages: they are clean copies of the file in the page
-cache, which the kernel may drop at any time anyway, and a page that is used again faults back
-in from the cache (4 KB at a time, a minor fault). Anonymous memory (heap, arrays, the models'
-arenas) is never touched. docs/vision.md has the figures.
+cache, which the kernel may drop at any time anyway. The files' cached pages that no process
+maps are dropped as well (``posix_fadvise(DONTNEED)``): a kernel that caches a file in large
+folios (ext4 on Linux 6.18 here, for a library freshly written by ``pip``) maps the whole folio
+back when one of its pages runs again, and one OpenCV call after a trim brought 19 MB back.
+Dropped, a page used again is read back on its own. glibc's heap gives its free memory back
+too (``malloc_trim``: a closed 1080p decoder leaves about 18 MB free in it). Anonymous memory
+in use (arrays, the models' arenas) is never touched. docs/vision.md has the figures.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -43,8 +48,43 @@ def read_only_file_mappings(smaps_text: str) -> list[tuple[int, int]]:
     return out
 
 
+def mapping_paths(smaps_text: str, ranges: list[tuple[int, int]]) -> list[str]:
+    """The files behind the mappings ``ranges`` (as ``read_only_file_mappings`` gives them)."""
+    wanted = set(ranges)
+    paths: dict[str, None] = {}
+    for line in smaps_text.splitlines():
+        head, _, rest = line.partition(" ")
+        if "-" in head and ":" not in head:
+            fields = rest.split()
+            lo, hi = (int(x, 16) for x in head.split("-"))
+            if (lo, hi) in wanted and len(fields) > 4:
+                paths[" ".join(fields[4:])] = None
+    return list(paths)
+
+
+def drop_cached_pages(path: str) -> bool:
+    """Ask the kernel to drop the file's cached pages that no process maps (clean copies).
+
+    Since Linux 6.16 ext4 caches a freshly written file (a library ``pip`` just installed) in
+    large folios, and a fault maps the whole folio: one call into OpenCV after a trim mapped
+    19 MB of ``cv2.abi3.so`` again, a clip 35 MB. Dropped, a page is read back on its own, 4 KB
+    at a time (the mapping is ``MADV_RANDOM``: no read-ahead)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
 def trim_file_pages() -> int:
-    """Drop the pages of read-only file mappings; the number of mappings trimmed (0 off Linux)."""
+    """Drop the pages of read-only file mappings, and the files' unmapped cached pages; give
+    the heap's free memory back (glibc); the number of mappings trimmed (0 off Linux)."""
     if not sys.platform.startswith("linux"):
         return 0
     try:
@@ -53,9 +93,13 @@ def trim_file_pages() -> int:
         return 0
     libc = ctypes.CDLL(None, use_errno=True)
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    if hasattr(libc, "malloc_trim"):  # glibc: freed decoder buffers stay in the heap otherwise
+        libc.malloc_trim(0)
     trimmed = 0
-    for lo, hi in read_only_file_mappings(text):
+    ranges = read_only_file_mappings(text)
+    for lo, hi in ranges:
         libc.madvise(lo, hi - lo, MADV_RANDOM)
         trimmed += libc.madvise(lo, hi - lo, MADV_DONTNEED) == 0
-    logger.debug("trimmed %d read-only file mappings", trimmed)
+    dropped = sum(drop_cached_pages(path) for path in mapping_paths(text, ranges))
+    logger.debug("trimmed %d read-only file mappings, dropped the cache of %d files", trimmed, dropped)
     return trimmed
