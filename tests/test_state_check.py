@@ -11,8 +11,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.audit import AuditConfig, AuditLog
+from agent.audit.rotation import rotation_fields
 from agent.clock import FakeClock
-from agent.crypto import Signer
+from agent.crypto import Signer, kid_for
 from agent.errors import PayloadError
 from agent.state_check import check_state_dir
 from tests.audit.helpers import HASH, start
@@ -105,3 +106,32 @@ def test_a_rolled_back_signer_state_is_raised_not_reused(tmp_path: Path, key: Ed
     assert (env["boot"], env["seq"] > 556) == (3, True)
     assert json.loads((tmp_path / "signer-state.json").read_text())["boot"] == 3
     signer.close()
+
+
+def rotate_in_log(state: Path, old: Ed25519PrivateKey, new: Ed25519PrivateKey) -> None:
+    """What `keys rotate` leaves in the log: the rotation closed by the old key, reopened and
+    closed by the new one (state.json and a checkpoint signed by it)."""
+    log = AuditLog.open(state / "audit", old, ORIGIN, FakeClock(), AuditConfig())
+    log.append("key_event", rotation_fields(old.public_key(), new.public_key()))
+    log.close()
+    AuditLog.open(state / "audit", new, ORIGIN, FakeClock(), AuditConfig()).close()
+
+
+def test_after_a_key_rotation_the_start_follows_it(tmp_path: Path, key: Ed25519PrivateKey) -> None:
+    """Issue 14 item 4. Before: the old key's checkpoints did not count, so the start refused
+    the log ("a checkpoint was deleted")."""
+    new = Ed25519PrivateKey.generate()
+    run_once(tmp_path, key)
+    rotate_in_log(tmp_path, key, new)
+    state = check_state_dir(tmp_path, new.public_key())
+    assert state.floor == (1, 3)
+    assert [kid_for(k) for k in state.previous_keys] == [kid_for(key.public_key())]
+    run_once(tmp_path, new)  # the next run continues the log with the new key
+    assert check_state_dir(tmp_path, new.public_key()).floor == (2, 259)
+
+
+def test_a_key_the_log_does_not_link_to_is_still_refused(tmp_path: Path, key: Ed25519PrivateKey) -> None:
+    run_once(tmp_path, key)
+    rotate_in_log(tmp_path, key, Ed25519PrivateKey.generate())
+    with pytest.raises(PayloadError, match="the audit log fails verification"):
+        check_state_dir(tmp_path, Ed25519PrivateKey.generate().public_key())

@@ -206,7 +206,7 @@ class Verifier:
             gaps = () if retained else self._check_order(env)
             notes = self._apply_rotation(env)
         except Rejected as exc:
-            return Result("rejected", str(exc), env if isinstance(env, dict) else None)
+            return Result("rejected", str(exc), env if isinstance(env, dict) else None, retained=retained)
         self._accept(env, ordered=not retained)
         checked = arrival_topic is not None or self.expected_topic is not None
         return Result("ok", "", env, gaps, notes, checked, retained)
@@ -250,7 +250,7 @@ class Verifier:
             raise Rejected(f"dev {env['dev']!r} is not the expected device {self.device!r}")
         if env["kid"] not in self._keys:
             raise Rejected(
-                f"unknown kid {env['kid']}: not a trusted key nor announced by a verified key-rotation"
+                f"{UNKNOWN_KID} {env['kid']}: not a trusted key nor announced by a verified key-rotation"
             )
         owner = self._owner.get(env["kid"])
         if owner is not None and owner != env["dev"]:
@@ -418,8 +418,23 @@ def _tst_ms(tst: object) -> int | None:
     return int(when.timestamp() * 1000)
 
 
+UNKNOWN_KID = "unknown kid"
+
+
 def verify_stream(lines: Iterable[str | bytes], verifier: Verifier) -> Iterator[tuple[int, Result]]:
-    """(1-based line number, result) for every non-blank line."""
+    """(1-based line number, result) for every non-blank line.
+
+    A retained copy refused for an unknown key is checked once more after the last line (and
+    reported then): the broker replays retained messages in topic order, so the retained
+    ``key-rotation`` notice that vouches for the new key's retained ``key`` message may come
+    after it. Retained copies are not ordered anyway, so this changes no other verdict."""
+    deferred: list[tuple[int, str | bytes]] = []
     for number, line in enumerate(lines, start=1):
         if line.strip():
-            yield number, verifier.check_line(line)
+            result = verifier.check_line(line)
+            if result.status == "rejected" and result.retained and result.reason.startswith(UNKNOWN_KID):
+                deferred.append((number, line))
+                continue
+            yield number, result
+    for number, line in deferred:
+        yield number, verifier.check_line(line)

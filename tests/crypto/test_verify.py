@@ -15,7 +15,7 @@ from agent.clock import FakeClock
 from agent.crypto import MemorySequenceStore, Signer, Verifier, encode, kid_for
 from agent.crypto.canonical import b64url_decode, b64url_encode
 from agent.crypto.envelope import FIELDS
-from agent.crypto.verify import Gap, topic_matches
+from agent.crypto.verify import Gap, topic_matches, verify_stream
 
 TOPIC = "emotion-agent/lobby-1/stats"
 BAD_SIG = "signature does not verify with key "
@@ -390,3 +390,24 @@ def test_any_delivery_order_accepts_each_seq_once_and_only_growing(order: list[i
     assert accepted == sorted(set(accepted))
     assert accepted[0] == order[0] + 1
     assert missing == accepted[-1] - accepted[0] + 1 - len(accepted), "gaps count every skipped seq"
+
+
+def test_a_retained_copy_of_a_rotated_in_key_is_checked_again_after_the_notice(
+    key: Ed25519PrivateKey, signer: Signer, verifier: Verifier
+) -> None:
+    """Retained messages come in topic order: `key` (signed by the new key) before
+    `key-rotation` (signed by the old one, announcing it). Issue 14 item 4."""
+    new = Ed25519PrivateKey.generate()
+    base = "emotion-agent/lobby-1"
+    notice = signer.rotate(new, f"{base}/key-rotation")
+    announced = signer.sign("key", f"{base}/key", {"kid": kid_for(new.public_key())})
+    assert announced["kid"] == kid_for(new.public_key())
+
+    def line(env: dict[str, Any], retain: int) -> str:
+        return json.dumps({"topic": env["topic"], "payload": encode(env).decode(), "retain": retain})
+
+    results = list(verify_stream([line(announced, 1), line(notice, 1)], verifier))
+    assert [(n, r.status) for n, r in results] == [(2, "ok"), (1, "ok")]
+    live = Verifier([key.public_key()], clock=FakeClock())
+    (first, _) = list(verify_stream([line(announced, 0), line(notice, 0)], live))
+    assert first[1].status == "rejected"  # live messages are judged in arrival order

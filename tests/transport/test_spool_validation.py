@@ -52,6 +52,18 @@ def test_a_row_passes_only_when_signed_by_this_key_for_its_own_topic() -> None:
     assert "arrived on" in moved
 
 
+def test_a_row_signed_by_a_key_the_device_rotated_away_from_may_still_leave() -> None:
+    """The key-rotation notice (and rows spooled before the rotation) are signed by the old key;
+    the service starts with the new one (issue 14 item 4)."""
+    old, new, other = (Ed25519PrivateKey.generate() for _ in range(3))
+    check = RowCheck(BASE, "lobby-1", new.public_key(), [old.public_key()]).check
+    assert check(item(f"{BASE}/key-rotation", signed(old, f"{BASE}/key-rotation"))) is None
+    assert check(item(f"{BASE}/stats", signed(new, f"{BASE}/stats"))) is None
+    stranger = check(item(f"{BASE}/stats", signed(other, f"{BASE}/stats")))
+    assert stranger is not None
+    assert "unknown kid" in stranger
+
+
 def test_without_a_key_only_the_topic_is_checked() -> None:
     check = RowCheck(BASE, "lobby-1", None).check
     assert check(item(f"{BASE}/stats", b"anything")) is None
