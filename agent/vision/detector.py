@@ -111,11 +111,11 @@ class FaceDetector:
                 resized = buf
             if rows:
                 cv2.cvtColor(resized, cv2.COLOR_BGR2RGB, dst=rgb)
-                self.model.fill_input(lambda a: _fill_rows(a[0], rgb, p.y))
+                self.model.fill_unit_rows(rgb, p.y)
             else:
                 self._canvas[p.y : p.y + p.h, p.x : p.x + p.w] = resized
                 cv2.cvtColor(self._canvas, cv2.COLOR_BGR2RGB, dst=rgb)
-                self.model.fill_input(lambda a: _to_unit_range(rgb, a[0]))
+                self.model.fill_unit_rows(rgb)
             return p
         finally:
             for buf in steps:
@@ -168,18 +168,6 @@ def _shrink_steps(frame_w: int, frame_h: int, w: int, h: int) -> list[tuple[int,
         steps.append((2 * w, 2 * h))
     steps.append((w, h))
     return steps
-
-
-def _to_unit_range(rgb: Pixels, out: npt.NDArray[np.float32]) -> None:
-    """[0, 255] -> [-1, 1] (x / 127.5 - 1) in one OpenCV pass."""
-    cv2.addWeighted(rgb, 1 / 127.5, rgb, 0.0, -1.0, dst=out, dtype=cv2.CV_32F)
-
-
-def _fill_rows(out: npt.NDArray[np.float32], rgb: Pixels, y: int) -> None:
-    """Write an image that spans whole rows at row ``y``; the padding above and below is black (-1)."""
-    out[:y].fill(-1.0)
-    out[y + rgb.shape[0] :].fill(-1.0)
-    _to_unit_range(rgb, out[y : y + rgb.shape[0]])
 
 
 def _detection(p: Placement, row: list[float], score: float) -> Detection:

@@ -121,11 +121,7 @@ class EmotionClassifier:
 
     def classify(self, grey: npt.NDArray[np.uint8]) -> tuple[tuple[str, float], ...]:
         """(label, probability) over the manifest's labels, summing to 1."""
-        self.model.fill_input(
-            lambda a: cv2.addWeighted(
-                grey, 1 / 127.5, grey, 0.0, -1.0, dst=a.reshape(CROP, CROP), dtype=cv2.CV_32F
-            )
-        )
+        self.model.fill_unit_rows(grey.reshape(CROP, CROP, 1))
         (out,) = self.model.run_in_place()
         p: list[float] = out.reshape(-1).tolist()
         if len(p) != len(self.labels):

@@ -29,12 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 
 from agent.errors import ModelError
 from agent.vision.manifest import load_manifest, model_spec
-from agent.vision.runtime import BACKENDS, F32, Model
+from agent.vision.runtime import BACKENDS, F32, Model, to_unit_range
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,19 @@ def quantize(values: F32, params: QuantParams, out: npt.NDArray[Any], scratch: F
         work.fill(0)  # it held pixels too
 
 
+def unit_range_lut(params: QuantParams) -> tuple[npt.NDArray[Any], int]:
+    """The quantized value of each 8-bit pixel value after ``to_unit_range`` (a 256-entry
+    table in the input's dtype), and that of black padding (-1)."""
+    values = np.arange(256, dtype=np.uint8).reshape(1, 256, 1)
+    unit = np.zeros(values.shape, np.float32)
+    to_unit_range(values, unit)
+    lut = np.zeros(values.shape, params.dtype)
+    quantize(unit, params, lut)
+    black = np.zeros(1, params.dtype)
+    quantize(np.full(1, -1.0, np.float32), params, black)
+    return lut.reshape(1, 256), int(black[0])
+
+
 def dequantize(values: npt.NDArray[Any], params: QuantParams) -> F32:
     """Real values of an integer output; a float output (a model quantized only inside, its
     scale 0) is passed through as a copy instead of being multiplied to zeros."""
@@ -103,6 +117,22 @@ class QuantizedModel(Model):
         self.output_params = tuple(QuantParams.of(d) for d in interpreter.get_output_details())
         self._staging: F32 = np.zeros(self.input_shape, np.float32)
         self._scratch: F32 = np.zeros(self.input_shape, np.float32)
+        self._unit_lut = unit_range_lut(self.input_params)
+        self._staged = False
+
+    def fill_unit_rows(self, pixels: npt.NDArray[np.uint8], y: int = 0) -> None:
+        """As ``Model.fill_unit_rows``, quantized in one table lookup per value: the float path
+        (scale to [-1, 1] in a float32 staging buffer, then divide, round, shift, clip and copy)
+        gives each 8-bit value the same integer wherever it stands, so the table is that path
+        run once over 0..255 (a test compares every byte). The detector's 192 x 108 rows: 77 us
+        by the float path, 21 us by the table (warm, one core)."""
+        view = self._it.tensor(self.input_index)
+        out = view().reshape(self.input_shape[-3:])
+        lut, black = self._unit_lut
+        out[:y].fill(black)
+        out[y + pixels.shape[0] :].fill(black)
+        cv2.LUT(pixels, lut, dst=out[y : y + pixels.shape[0]])
+        del out, view
 
     def run(self, tensor: F32) -> list[F32]:
         self.fill_input(lambda a: a.__setitem__(..., tensor))
@@ -110,6 +140,7 @@ class QuantizedModel(Model):
 
     def fill_input(self, write: Callable[[F32], object]) -> None:
         """``write`` fills a float32 staging buffer, which is then quantized into the tensor."""
+        self._staged = True
         write(self._staging)
         view = self._it.tensor(self.input_index)
         quantize(self._staging, self.input_params, view(), self._scratch)
@@ -126,7 +157,9 @@ class QuantizedModel(Model):
         return read(self.run_in_place())
 
     def zero_input(self) -> None:
-        self._staging.fill(0)
+        if self._staged:  # the table path never writes it: 442 KB not zeroed again per frame
+            self._staging.fill(0)
+            self._staged = False
         view = self._it.tensor(self.input_index)
         view().fill(0)
         del view

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, TypeVar
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -77,6 +78,12 @@ class Model:
         write(view())
         del view
 
+    def fill_unit_rows(self, pixels: npt.NDArray[np.uint8], y: int = 0) -> None:
+        """Write 8-bit ``pixels`` (H x W x C, H rows of the input from row ``y``, whole rows)
+        scaled to [-1, 1] (x / 127.5 - 1) into the input; the rows above and below are -1
+        (black)."""
+        self.fill_input(lambda a: fill_unit_rows(a.reshape(a.shape[-3:]), pixels, y))
+
     def invoke_and_read(self, read: Callable[[list[F32]], T]) -> T:
         """Invoke on the input as it is and let ``read`` look at the outputs in place (no copy).
         ``read`` must return plain values or copies: the views die when it returns."""
@@ -121,6 +128,18 @@ class Model:
         zero = not bool(np.any(view()))
         del view
         return zero
+
+
+def to_unit_range(pixels: npt.NDArray[np.uint8], out: npt.NDArray[np.float32]) -> None:
+    """[0, 255] -> [-1, 1] (x / 127.5 - 1) in one OpenCV pass."""
+    cv2.addWeighted(pixels, 1 / 127.5, pixels, 0.0, -1.0, dst=out, dtype=cv2.CV_32F)
+
+
+def fill_unit_rows(out: npt.NDArray[np.float32], pixels: npt.NDArray[np.uint8], y: int) -> None:
+    """Write an image that spans whole rows at row ``y``; the padding above and below is black (-1)."""
+    out[:y].fill(-1.0)
+    out[y + pixels.shape[0] :].fill(-1.0)
+    to_unit_range(pixels, out[y : y + pixels.shape[0]])
 
 
 class _Closed:

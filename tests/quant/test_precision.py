@@ -9,6 +9,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from agent.errors import ModelError
@@ -25,7 +26,7 @@ from agent.vision.precision import (
     quantize,
     with_float_io,
 )
-from agent.vision.runtime import BACKENDS
+from agent.vision.runtime import BACKENDS, Model
 from agent.vision.settings import VisionConfig
 
 MODELS = default_models_dir()
@@ -195,3 +196,37 @@ def test_quantize_leaves_no_temporary_derived_from_the_pixels() -> None:
     assert not np.any(scratch)
     expected = np.clip(np.rint(x / p.scale) + p.zero_point, -128, 127).astype(np.int8)
     assert np.array_equal(q, expected)
+
+
+def _input_bytes(model: Model) -> npt.NDArray[np.generic]:
+    view = model._it.tensor(model.input_index)
+    out = np.array(view(), copy=True)
+    del view
+    return out
+
+
+@pytest.mark.parametrize("name", ["face_detection_full_range", "emotion"])
+def test_the_table_lookup_quantizes_pixels_as_the_float_path_does_byte_for_byte(name: str) -> None:
+    """``QuantizedModel.fill_unit_rows`` (one table lookup) against the path it replaces:
+    scaled to [-1, 1] in float32, then quantized; every value 0..255, padded rows, any place."""
+    model = with_float_io(BACKENDS["cpu"].open(model_spec(MODELS, name, precision="int8"), 1))
+    assert isinstance(model, QuantizedModel)
+    h, w, c = model.input_shape[1:]
+    rng = np.random.default_rng(11)
+    for rows in (h, h // 2 + 3, 1):
+        for _ in range(5):
+            pixels = rng.integers(0, 256, (rows, w, c), dtype=np.uint8)
+            y = (h - rows) // 2
+            Model.fill_unit_rows(model, pixels, y)  # the float staging path
+            expected = _input_bytes(model)
+            model.zero_input()
+            model.fill_unit_rows(pixels, y)
+            assert np.array_equal(_input_bytes(model), expected)
+            model.zero_input()
+            assert model.input_is_zero()
+    every = (np.arange(h * w * c) % 256).astype(np.uint8).reshape(h, w, c)  # each value, many places
+    Model.fill_unit_rows(model, every, 0)
+    expected = _input_bytes(model)
+    model.zero_input()
+    model.fill_unit_rows(every, 0)
+    assert np.array_equal(_input_bytes(model), expected)
