@@ -46,6 +46,7 @@ from agent.audit import AuditLog
 from agent.audit.entries import decode_entry
 from agent.audit.rotation import find_rotations, rotation_fields
 from agent.audit.store import iter_lines, list_segments
+from agent.audit.verify import verify_log
 from agent.clock import Clock
 from agent.config import AgentConfig
 from agent.crypto.envelope import KEY_ROTATION, Signer, rotation_body
@@ -96,8 +97,9 @@ def rotate_key(cfg: AgentConfig, key_path: Path, clock: Clock) -> Rotated:
         with Signer(cfg.device_id, old, cfg.state_dir, clock, floor=checked.floor) as signer:
             announced = not _recorded(cfg.state_dir / "audit", new_kid)
             if announced:
-                _announce(cfg, clock, signer, old, new=new.public_key(), previous=checked.previous_keys)
-            _open_log(cfg, clock, new).close()  # attest: state.json and a checkpoint by the new key
+                _announce(cfg, clock, signer, old, new=new.public_key(), linked=checked.linked_keys)
+            _open_log(cfg, clock, new, (old.public_key(),)).close()  # attest: state.json, checkpoint
+            _check_linked(cfg.state_dir / "audit", old.public_key(), new.public_key())
     with _locked(cfg.state_dir):  # as root again: the key's folder is not the service's
         old_public = _switch(key_path, old.public_key(), new.public_key())
     logger.info("device key rotated", extra={"fields": {"old_kid": old_kid, "new_kid": new_kid}})
@@ -202,7 +204,9 @@ def _recorded(audit: Path, new_kid: str) -> bool:
     return False
 
 
-def _open_log(cfg: AgentConfig, clock: Clock, key: Ed25519PrivateKey) -> AuditLog:
+def _open_log(
+    cfg: AgentConfig, clock: Clock, key: Ed25519PrivateKey, linked: tuple[Ed25519PublicKey, ...]
+) -> AuditLog:
     return AuditLog.open(
         cfg.state_dir / "audit",
         key,
@@ -210,6 +214,7 @@ def _open_log(cfg: AgentConfig, clock: Clock, key: Ed25519PrivateKey) -> AuditLo
         clock,
         cfg.audit,
         retention_days=cfg.retention.audit_days,
+        linked_keys=linked,
     )
 
 
@@ -220,22 +225,26 @@ def _announce(
     old: Ed25519PrivateKey,
     *,
     new: Ed25519PublicKey,
-    previous: tuple[Ed25519PublicKey, ...],
+    linked: tuple[Ed25519PublicKey, ...],
 ) -> None:
     """The audit entry and the notice, both signed (the notice directly, the entry by the
     checkpoint ``close`` signs) by the old key."""
-    audit = _open_log(cfg, clock, old)
+    audit = _open_log(cfg, clock, old, (*linked, new))
     try:
         if signer.rebuilt is not None:
             audit.append("error", {"code": "signer_state_rebuilt", "message": signer.rebuilt})
-        audit.append("key_event", rotation_fields(old.public_key(), new))
+        if audit.append("key_event", rotation_fields(old.public_key(), new)) < 0:
+            raise StorageError(
+                f"the audit log cannot be written ({audit.write_error}); nothing was announced "
+                "and the key was not switched: free the space and run the command again"
+            )
         outputs = build_outputs(
             cfg,
             clock,
             public_key=old.public_key(),
             on_command=lambda _command: None,
             on_drop=lambda report: None,
-            previous_keys=previous,
+            previous_keys=linked,
         )
         base = cfg.mqtt.base_topic or f"emotion-agent/{cfg.device_id}"
         publisher = Publisher(signer, outputs, base, audit)
@@ -260,6 +269,18 @@ def _spool_only(outputs: list[Output]) -> None:
     for output in outputs:
         if isinstance(output, JsonLinesOutput):
             output.start()
+
+
+def _check_linked(audit: Path, old: Ed25519PublicKey, new: Ed25519PublicKey) -> None:
+    """Before the switch, the log must link each key to the other as the next start (new key)
+    and an auditor holding either key will read it; a checkpoint the disk refused would not."""
+    for given, other in ((new, old), (old, new)):
+        if kid_for(other) not in {kid_for(k) for k in verify_log(audit, given).keys}:
+            raise StorageError(
+                f"{audit}: the audit log does not yet link key {kid_for(given)} to {kid_for(other)} "
+                "by a signed checkpoint (was a write refused?); the key was not switched: run the "
+                "command again"
+            )
 
 
 # --- 4. switch ---------------------------------------------------------------------------------

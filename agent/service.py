@@ -124,7 +124,7 @@ class Service:
         key = check_files(cfg)  # every named file, read as check-config reads it
         state_dir.prepare(cfg.state_dir)
         checked = check_state_dir(cfg.state_dir, key.public_key())  # lost or altered state: exit 2
-        floor, self._previous_keys = checked.floor, checked.previous_keys  # keys rotated away from
+        floor, self._linked_keys = checked.floor, checked.linked_keys  # other keys rotations link
         with ExitStack() as undo:  # a part that fails to build closes the ones built before it
             self.signer = Signer(cfg.device_id, key, cfg.state_dir, self.clock, floor=floor)
             undo.callback(self.signer.close)
@@ -135,6 +135,7 @@ class Service:
                 self.clock,
                 cfg.audit,
                 retention_days=cfg.retention.audit_days,
+                linked_keys=self._linked_keys,
             )
             undo.callback(self.audit.close)
             if self.signer.rebuilt is not None:
@@ -195,7 +196,7 @@ class Service:
             on_drop=self._spool_dropped,
             on_event=self._transport_event,
             on_cosignature=CosignatureInbox(self.cfg.state_dir / "audit", key.public_key()).accept,
-            previous_keys=self._previous_keys,
+            previous_keys=self._linked_keys,
         )
 
     def _logged_spend(self, day: str) -> DaySpend:

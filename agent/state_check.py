@@ -38,11 +38,11 @@ _OTHER_KEY = "no signature by the trusted key"
 @dataclass(frozen=True, slots=True)
 class StartState:
     """What the start needs from the check: the signer's floor (None on a first run), and the
-    device's earlier keys that recorded rotations link to the current one (messages they signed
-    may still wait in the spool)."""
+    device's other keys that recorded rotations link to the current one (messages they signed
+    may still wait in the spool; one of them may have signed ``state.json``)."""
 
     floor: tuple[int, int] | None
-    previous_keys: tuple[Ed25519PublicKey, ...] = ()
+    linked_keys: tuple[Ed25519PublicKey, ...] = ()
 
 
 def _refuse(state_dir: Path, why: str) -> PayloadError:
@@ -72,8 +72,8 @@ def check_state_dir(state_dir: Path, public_key: Ed25519PublicKey) -> StartState
     problems = [p for p in result.problems if _OTHER_KEY not in p]
     if problems:
         raise _refuse(state_dir, f"the audit log fails verification: {problems[0]}")
-    previous = tuple(k for k in result.keys if kid_for(k) != kid_for(public_key))
-    return StartState(floor=_used_counters(segments), previous_keys=previous)
+    linked = tuple(k for k in result.keys if kid_for(k) != kid_for(public_key))
+    return StartState(floor=_used_counters(segments), linked_keys=linked)
 
 
 def _used_counters(segments: list[tuple[int, Path]]) -> tuple[int, int]:

@@ -12,6 +12,7 @@ rotation, and the spool's row check would have quarantined the notice signed by 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -26,6 +27,7 @@ from typing import Any
 import pytest
 
 from agent import key_rotation
+from agent.audit import AuditLog
 from agent.cli import main
 from agent.crypto import (
     MemorySequenceStore,
@@ -282,3 +284,32 @@ def test_as_root_the_state_folder_keeps_its_owner(shared_site: Path) -> None:
     assert "audit/state.json" in owners
     assert set(owners.values()) == {nobody}, owners
     assert (shared_site / "keys/device.key").stat().st_uid == 0
+
+
+@pytest.mark.slow
+def test_a_checkpoint_the_disk_refuses_stops_the_rotation_before_the_switch(
+    site: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The new key's checkpoint over the rotation never reaches the disk (ENOSPC): exit 1, the
+    old key stays in place (the next start would otherwise find a log it cannot follow)."""
+    old_kid = kid_of(site / "A.jwk")
+    stage_only(site, monkeypatch)
+    staged_kid = kid_for(load_private_key(site / "keys/device.key.next").public_key())
+    real = AuditLog._checkpoint
+
+    def refused(log: AuditLog) -> Any:
+        if kid_for(log._key.public_key()) == staged_kid:  # fault injection: the new key's notes only
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(log)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(AuditLog, "_checkpoint", refused)
+        assert main(["keys", "rotate", "-c", "agent.yaml"]) == 1
+    assert "the key was not switched" in capsys.readouterr().err
+    assert kid_for(load_private_key(site / "keys/device.key").public_key()) == old_kid
+    run_agent(site)  # still starts, with the old key
+    assert main(["keys", "rotate", "-c", "agent.yaml"]) == 0
+    run_agent(site)
+    check_chain(site, old_kid, staged_kid)
+    assert verify_with(site, site / "A.jwk").returncode == 0
+    assert audit_verify_with(site, site / "A.jwk").returncode == 0

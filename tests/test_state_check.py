@@ -125,7 +125,7 @@ def test_after_a_key_rotation_the_start_follows_it(tmp_path: Path, key: Ed25519P
     rotate_in_log(tmp_path, key, new)
     state = check_state_dir(tmp_path, new.public_key())
     assert state.floor == (1, 3)
-    assert [kid_for(k) for k in state.previous_keys] == [kid_for(key.public_key())]
+    assert [kid_for(k) for k in state.linked_keys] == [kid_for(key.public_key())]
     run_once(tmp_path, new)  # the next run continues the log with the new key
     assert check_state_dir(tmp_path, new.public_key()).floor == (2, 259)
 

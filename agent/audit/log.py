@@ -25,11 +25,11 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from agent.atomic import append_durable, fsync_dir, write_atomic
 from agent.audit.entries import INTERNAL_KINDS, Entry, decode_entry, encode_entry
@@ -80,6 +80,7 @@ class AuditLog:
         self.retention_days = retention_days
         self.on_checkpoint: Callable[[bytes], None] | None = None
         self._key = key
+        self._linked: list[Ed25519PublicKey] = []
         self._clock = clock
         self._lock = threading.RLock()
         self._tree = CompactRange()
@@ -113,12 +114,18 @@ class AuditLog:
         *,
         retention_days: int = 365,
         on_checkpoint: Callable[[bytes], None] | None = None,
+        linked_keys: Sequence[Ed25519PublicKey] = (),
     ) -> AuditLog:
-        """Open or create the log in ``directory``, recovering from a crash if needed."""
+        """Open or create the log in ``directory``, recovering from a crash if needed.
+
+        ``linked_keys``: the device's other keys that a key rotation recorded in the log links
+        to ``key`` (``state_check`` found them); a ``state.json`` one of them signed is read as
+        the device's own (a rotation interrupted after the new key attested the state)."""
         path = Path(directory)
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         log = cls(path, key, origin, clock=clock, settings=settings, retention_days=retention_days)
         log.on_checkpoint = on_checkpoint
+        log._linked = list(linked_keys)
         with log._lock:
             try:
                 notes = log._recover()
@@ -177,10 +184,12 @@ class AuditLog:
             if has_segments:
                 raise self._refuse(f"{STATE_FILE} is missing or unreadable")
             return None
-        try:
-            head = read_head(self.origin, state, self._key.public_key())
-        except ValueError as exc:
-            raise self._refuse(f"{STATE_FILE}: {exc}") from exc
+        head = None
+        for public in (self._key.public_key(), *self._linked):
+            try:
+                head = head or read_head(self.origin, state, public)
+            except ValueError as exc:
+                raise self._refuse(f"{STATE_FILE}: {exc}") from exc
         return head
 
     def _check_head(self, head: Head | None) -> None:
