@@ -32,7 +32,7 @@ from pydantic import ValidationError
 from agent.camera.base import SourceOptions, open_source
 from agent.clock import SystemClock
 from agent.commands import bench_clip, bench_matrix
-from agent.commands.bench_memory import anon_rss_mb, peak_rss_mb
+from agent.commands.bench_memory import anon_rss_mb, file_rss_mb, peak_rss_mb
 from agent.config import load_config
 from agent.errors import InputError, SourceError
 from agent.frame import Frame, Pixels
@@ -133,6 +133,8 @@ class BenchResult:
     files, of which the kernel maps more or fewer pages per fault depending on its page cache:
     the same bench measured 126 and 96 MB of peak RSS half an hour apart on one machine, with
     about 46 MB anonymous both times."""
+    file_rss_mb: float
+    """File-backed RSS at the end: library pages (and model files) mapped in (``memtrim``)."""
 
 
 def builtin_clip(n: int) -> list[Pixels]:
@@ -302,6 +304,7 @@ def bench(
         peak_rss_mb=round(peak_rss_mb(), 1),
         rss_before_vision_mb=round(rss_before, 1),
         anon_rss_mb=round(anon_rss_mb(), 1),
+        file_rss_mb=round(file_rss_mb(), 1),
     )
 
 
@@ -376,6 +379,7 @@ def render(r: BenchResult) -> str:
         f"invoke limit (CPU time {r.limit_cpu_ratio:.3f}); glue {r.glue_ms:.3f} ms per frame",
         f"frame lifetime    p50 {r.lifetime_p50_ms:.3f} ms, p99 {r.lifetime_p99_ms:.3f} ms",
         f"peak RSS          {r.peak_rss_mb:.1f} MB  (goal <= 100; {r.rss_before_vision_mb:.1f} MB "
-        f"before the vision stage loaded; {r.anon_rss_mb:.1f} MB anonymous at the end)",
+        f"before the vision stage loaded; {r.anon_rss_mb:.1f} MB anonymous and "
+        f"{r.file_rss_mb:.1f} MB file-backed at the end)",
         f"load average      {r.load_average:.2f}  (other work on this machine skews wall times)",
     ])

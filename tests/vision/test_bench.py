@@ -36,6 +36,7 @@ def test_bench_on_the_builtin_clip_reports_invokes_fps_ratio_lifetimes_and_rss(
     # ru_maxrss is the process's peak: earlier tests in the same process may have set it
     assert 20 < r["rss_before_vision_mb"] <= r["peak_rss_mb"] < 2000
     assert 0 < r["anon_rss_mb"] < r["peak_rss_mb"]
+    assert 0 < r["file_rss_mb"] < r["peak_rss_mb"]  # libpython and the libraries at least
 
 
 def test_bench_text_output_names_each_figure(capsys: pytest.CaptureFixture[str]) -> None:
@@ -192,3 +193,5 @@ def test_bench_matrix_runs_each_detector_and_precision_in_its_own_process(
         assert r["frames"] == 3
         assert r["invoke_limit_fps"] > 0
         assert r["limit_ratio"] > 0
+        assert r["anon_rss_mb"] > 0
+        assert r["file_rss_mb"] > 0
