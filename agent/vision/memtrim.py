@@ -62,6 +62,11 @@ def mapping_paths(smaps_text: str, ranges: list[tuple[int, int]]) -> list[str]:
     return list(paths)
 
 
+_DROPPED: set[str] = set()
+"""Files whose cache this process dropped already: once is enough (the pages then come back
+4 KB at a time), and each drop makes the next use of every page a read from the disk."""
+
+
 def drop_cached_pages(path: str) -> bool:
     """Ask the kernel to drop the file's cached pages that no process maps (clean copies).
 
@@ -100,6 +105,8 @@ def trim_file_pages() -> int:
     for lo, hi in ranges:
         libc.madvise(lo, hi - lo, MADV_RANDOM)
         trimmed += libc.madvise(lo, hi - lo, MADV_DONTNEED) == 0
-    dropped = sum(drop_cached_pages(path) for path in mapping_paths(text, ranges))
+    fresh = [path for path in mapping_paths(text, ranges) if path not in _DROPPED]
+    _DROPPED.update(fresh)
+    dropped = sum(drop_cached_pages(path) for path in fresh)
     logger.debug("trimmed %d read-only file mappings, dropped the cache of %d files", trimmed, dropped)
     return trimmed
