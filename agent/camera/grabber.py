@@ -174,6 +174,7 @@ class PullReader:
                 self.skipped += 1
                 continue
             yield frame
+            del frame  # before the next read, so the decoder reuses its buffer (agent.camera.buffers)
 
     def tally(self) -> FrameTally:
         """One thread reads and consumes: nothing ever waits, nothing is discarded."""
@@ -247,6 +248,7 @@ class Grabber:
     def __iter__(self) -> Iterator[Frame]:
         while (frame := self.slot.take()) is not None:
             yield frame
+            del frame  # not held while waiting for the next one (agent.camera.buffers)
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until the source has ended (files) or the grabber stopped; True if it has."""

@@ -276,6 +276,7 @@ class Analysis:
                 self._write(json.dumps(record) if self.json_lines else table_row(record))
                 if max_frames is not None and tally.frames >= max_frames:
                     break
+                del frame  # not held during the next read: the decoder reuses its buffer
         finally:
             route.close()
 

@@ -15,6 +15,7 @@ a little each frame.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -161,6 +162,7 @@ def source_frames(source: str, limit: int | None) -> Iterator[Frame]:
         while (limit is None or n < limit) and (frame := src.read()) is not None:
             n += 1
             yield frame
+            del frame  # before the next read: the decoder then reuses its buffer (agent.camera.buffers)
     finally:
         src.close()
 
@@ -217,7 +219,9 @@ def measure(pipeline: VisionPipeline, frames: Iterable[Pixels], recorder: Lifeti
     s = Samples()
     route = FrameRoute(VisionStage.plain(pipeline), recorder=recorder)
     buffer: Pixels = np.empty((0, 0, 3), np.uint8)
-    for i, src in enumerate(frames):
+    i = -1
+    for src in frames:  # not enumerate(), whose reused tuple would hold the last frame during the read
+        i += 1
         if src.shape != buffer.shape:
             buffer = np.empty_like(src)
             s.size = (src.shape[1], src.shape[0])
@@ -233,6 +237,7 @@ def measure(pipeline: VisionPipeline, frames: Iterable[Pixels], recorder: Lifeti
         s.detect.append(timed_invoke(pipeline.detector.model))
         s.emotion.append(timed_invoke(pipeline.classifier.model))
         pipeline.clear()  # zero the scratch the priming used
+        del src  # free for the decoder's next frame
     buffer.fill(0)
     return s
 
@@ -242,18 +247,21 @@ def leased(frames: Iterable[Frame]) -> Generator[Pixels, None, None]:
     for frame in frames:
         with lease(frame) as pixels:
             yield pixels
+        del frame, pixels  # free for the decoder's next frame
 
 
-def first_frame(source: str) -> Pixels:
-    """A copy of the source's first frame (the warm-up input); the source is closed again."""
-    frames = leased(source_frames(source, 1))
-    try:
-        first = next(frames, None)
-        if first is None:
-            raise SourceError(f"{source}: no frame could be decoded")
-        return first.copy()
-    finally:
+def first_and_all(
+    frames: Generator[Pixels, None, None], source: str
+) -> tuple[Pixels, Iterator[Pixels]]:
+    """A copy of the first frame (the warm-up input) and every frame, the first included, from
+    one decoder: opening a second one for the warm-up frame left a 1080p decoder's worth of
+    freed memory behind."""
+    first = next(frames, None)
+    if first is None:
         frames.close()
+        raise SourceError(f"{source}: no frame could be decoded")
+    warm = first.copy()
+    return warm, itertools.chain([warm], frames)
 
 
 def cycled(frames: list[Pixels], n: int) -> Iterator[Pixels]:
@@ -340,9 +348,8 @@ def run(args: argparse.Namespace) -> int:
     source = args.source or default_source()
     try:
         if source:
-            warm = first_frame(source)
             limit = args.frames or (DEFAULT_FRAMES if is_camera(source) else None)
-            frames: Iterable[Pixels] = leased(source_frames(source, limit))
+            warm, frames = first_and_all(leased(source_frames(source, limit)), source)
             label, whole = source, limit is None
         else:
             clip = builtin_clip(CLIP_FRAMES)

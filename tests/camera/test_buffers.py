@@ -11,6 +11,7 @@ import numpy as np
 
 from agent.camera.base import SourceOptions, open_source
 from agent.camera.buffers import FramePool
+from agent.camera.grabber import start_reader
 from agent.clock import FakeClock
 from agent.frame import Pixels
 from agent.privacy.lease import lease
@@ -121,3 +122,19 @@ def test_the_replay_source_decodes_the_same_pixels_into_reused_buffers(clip: Pat
         src.close()
     assert len(expected) == 6
     assert reused == len(expected) - 1  # one buffer carried every frame
+
+
+def test_a_pulled_file_is_decoded_into_one_buffer(clip: Path) -> None:
+    """``for frame in reader`` (analyze, the service's feed): the reader lets go of each frame
+    before it reads the next, so a 1080p replay holds one decoded frame, not two."""
+    src = open_source(str(clip), SourceOptions(realtime=False), FakeClock())
+    buffers: list[weakref.ref[Pixels]] = []
+    try:
+        for frame in start_reader(src, realtime=False):
+            with lease(frame) as pixels:
+                if not any(r() is pixels for r in buffers):
+                    buffers.append(weakref.ref(pixels))
+            del frame, pixels
+    finally:
+        src.close()
+    assert len(buffers) == 1
