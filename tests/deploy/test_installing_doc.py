@@ -52,7 +52,8 @@ STAND_INS = {
         f"mkdir -p /boot/firmware && MTOOLS_SKIP_CHECK=1 mcopy -s -n -i {CARD} '::/*' /boot/firmware/ && "
         "cp ~/site/keys/lobby-1.crt ~/"
     ),
-    "the test's Pi is the laptop, which already has the checkout": "",
+    "python3-picamera2 exists only in Raspberry Pi OS; the test's Pi is the laptop, "
+    "which already has the checkout": "",
     "needs the card's root partition mounted; tests/deploy/test_install_paths.py::"
     "test_a_golden_image_builds_its_venv_at_first_boot_and_the_service_starts runs this path": "",
     "needs a camera": "",
