@@ -36,6 +36,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -58,6 +59,9 @@ from agent.outputs.factory import build_outputs
 from agent.outputs.jsonl import JsonLinesOutput
 from agent.publisher import Publisher
 from agent.state_check import check_state_dir
+
+if TYPE_CHECKING:
+    from agent.transport.spool import DropReport
 
 logger = logging.getLogger(__name__)
 
@@ -242,8 +246,8 @@ def _announce(
             cfg,
             clock,
             public_key=old.public_key(),
-            on_command=lambda _command: None,
-            on_drop=lambda report: None,
+            on_command=lambda _command: None,  # never connected: no command arrives
+            on_drop=lambda r: _dropped(audit, r),
             previous_keys=linked,
         )
         base = cfg.mqtt.base_topic or f"emotion-agent/{cfg.device_id}"
@@ -261,6 +265,12 @@ def _announce(
             )
     finally:
         audit.close()
+
+
+def _dropped(audit: AuditLog, report: DropReport) -> None:
+    """The spool's limits removed unsent messages while the notice went in: audited, as by the service."""
+    message = f"{report.count} unsent message(s), {report.bytes} bytes, dropped: {report.reason}"
+    audit.append("error", {"code": "spool_dropped", "message": message})
 
 
 def _spool_only(outputs: list[Output]) -> None:
