@@ -73,6 +73,7 @@ class AuditLog:
         clock: Clock,
         settings: AuditConfig,
         retention_days: int,
+        linked_keys: Sequence[Ed25519PublicKey] = (),
     ) -> None:
         self.directory = directory
         self.origin = check_name(origin)
@@ -80,7 +81,7 @@ class AuditLog:
         self.retention_days = retention_days
         self.on_checkpoint: Callable[[bytes], None] | None = None
         self._key = key
-        self._linked: list[Ed25519PublicKey] = []
+        self._linked = list(linked_keys)
         self._clock = clock
         self._lock = threading.RLock()
         self._tree = CompactRange()
@@ -123,9 +124,11 @@ class AuditLog:
         the device's own (a rotation interrupted after the new key attested the state)."""
         path = Path(directory)
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        log = cls(path, key, origin, clock=clock, settings=settings, retention_days=retention_days)
+        log = cls(
+            path, key, origin, clock=clock, settings=settings, retention_days=retention_days,
+            linked_keys=linked_keys,
+        )
         log.on_checkpoint = on_checkpoint
-        log._linked = list(linked_keys)
         with log._lock:
             try:
                 notes = log._recover()
