@@ -18,8 +18,10 @@ images, is not scored on the very inputs the ranges were fitted to:
   letterboxed as the agent does;
 - emotion: the faces the float detector finds there, aligned and cropped as the agent does.
 
-The models keep float32 inputs and outputs (the quantizer inserts QUANTIZE / DEQUANTIZE at the
-edges), so the agent feeds them exactly as it feeds the float ones. The output's sha256 goes
+The results are full-integer down to their edges: int8 input and output tensors, no QUANTIZE
+or DEQUANTIZE op in the graph. The agent (de)quantizes at the edges itself
+(``agent.vision.precision.with_float_io``), and the manifest's ``quantization.io`` records the
+dtypes read from each built file. The output's sha256 goes
 into the manifest as ``variants.int8`` of each model; ``--check`` rebuilds in memory and says
 whether the bytes are identical (they are with the pinned versions: see docs/quantization.md).
 """
@@ -325,6 +327,24 @@ def build(names: list[str], manifest: dict[str, Any]) -> dict[str, bytes]:
     return out
 
 
+def io_dtypes(model_bytes: bytes) -> dict[str, Any]:
+    """The dtypes of a model's input and output tensors, read from the file with LiteRT, as the
+    manifest records them (``quantization.io``)."""
+    from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
+
+    it = Interpreter(model_content=model_bytes)
+    return {
+        "input": np.dtype(it.get_input_details()[0]["dtype"]).name,
+        "outputs": {d["name"]: np.dtype(d["dtype"]).name for d in it.get_output_details()},
+    }
+
+
+IO_NOTE = (
+    "integer tensors at the edges, no QUANTIZE / DEQUANTIZE op in the graph; the agent "
+    "(de)quantizes with the tensors' scale and zero point (agent.vision.precision.with_float_io)"
+)
+
+
 def variant_entry(file: str, data: bytes, samples_note: str) -> dict[str, Any]:
     return {
         "file": file,
@@ -333,7 +353,7 @@ def variant_entry(file: str, data: bytes, samples_note: str) -> dict[str, Any]:
         "quantization": {
             "tool": "tools/quantize_models.py",
             "recipe": f"ai-edge-quantizer {RECIPE}: int8 weights (per channel), int8 activations",
-            "io": "float32 input and output (QUANTIZE / DEQUANTIZE at the edges)",
+            "io": {**io_dtypes(data), "note": IO_NOTE},
             "calibration": samples_note,
             "versions": tool_versions(),
         },

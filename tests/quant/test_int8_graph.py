@@ -13,6 +13,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import cv2
 import numpy as np
@@ -27,9 +28,13 @@ MODELS = default_models_dir()
 STANDALONE_ACTIVATIONS = {"RELU", "RELU6", "RELU_N1_TO_1", "RELU_0_TO_1", "TANH", "LOGISTIC"}
 
 
-def int8_files() -> list[str]:
+def int8_variants() -> dict[str, dict[str, Any]]:
     models = json.loads((MODELS / "manifest.json").read_text())["models"]
-    return [e["variants"]["int8"]["file"] for e in models.values() if "int8" in (e.get("variants") or {})]
+    return {n: e["variants"]["int8"] for n, e in models.items() if "int8" in (e.get("variants") or {})}
+
+
+def int8_files() -> list[str]:
+    return [v["file"] for v in int8_variants().values()]
 
 
 def op_names(model_bytes: bytes) -> Counter[str]:
@@ -61,6 +66,25 @@ def test_vendored_int8_model_has_no_standalone_activation_and_one_delegate_parti
     standalone = {k: v for k, v in op_names(data).items() if k in STANDALONE_ACTIVATIONS}
     assert standalone == {}, f"{file}: standalone activation ops {standalone}"
     assert delegate_partitions(data) == 1, file
+
+
+@pytest.mark.parametrize("name", sorted(int8_variants()))
+def test_manifest_records_the_io_dtypes_the_int8_file_really_has(name: str) -> None:
+    """The int8 files take and give int8 tensors (the agent (de)quantizes them itself): the
+    manifest once said "float32 input and output". Its ``quantization.io`` must be the file's."""
+    variant = int8_variants()[name]
+    it = Interpreter(model_path=str(MODELS / variant["file"]))
+    found = {
+        "input": np.dtype(it.get_input_details()[0]["dtype"]).name,
+        "outputs": {d["name"]: np.dtype(d["dtype"]).name for d in it.get_output_details()},
+    }
+    io = variant["quantization"]["io"]
+    assert {k: io[k] for k in ("input", "outputs")} == found, name
+    assert found["input"] == "int8"
+    assert set(found["outputs"].values()) == {"int8"}
+    ops = op_names((MODELS / variant["file"]).read_bytes())
+    assert ops["QUANTIZE"] == ops["DEQUANTIZE"] == 0, f"{name}: the note says no (DE)QUANTIZE op"
+    assert load_quantizer().io_dtypes((MODELS / variant["file"]).read_bytes()) == found
 
 
 def test_fusing_folds_every_relu_and_keeps_the_outputs(media: Path) -> None:
