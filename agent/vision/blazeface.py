@@ -10,6 +10,7 @@ back through the letterbox is ``agent.vision.detector.Placement.to_frame``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,32 +90,36 @@ def decode_rows(
 
 
 def decode_candidates(
-    regressors: F32,
+    regressors: npt.NDArray[np.generic],
     classificators: F32,
     anchors: list[list[float]],
     *,
     threshold: np.float32,
     inv_scale: float,
     score_clip: float,
+    real: Callable[[npt.NDArray[np.generic]], F32] | None = None,
 ) -> tuple[list[Row], list[float]]:
     """``decode_rows`` with its per-model constants worked out once (``FaceDetector`` keeps them).
 
     Only the threshold runs over every anchor (numpy, on the raw logits: sigmoid(x) >= t
     <=> x >= logit(t), so no exp); the few survivors are decoded in plain Python, where numpy
     calls on tiny arrays would cost more than the arithmetic. Right after an invoke every call
-    runs with cold caches, so the fewer calls the better (docs/vision.md)."""
+    runs with cold caches, so the fewer calls the better (docs/vision.md). ``real``: the
+    regressors are an int8 model's raw output and this turns the kept rows into their float
+    values (elementwise, so the same floats as dequantizing all of them first)."""
     logits = classificators.reshape(-1)
     keep = np.flatnonzero(logits >= threshold)
     if keep.size == 0:
         return [], []
     if keep.size > MAX_CANDIDATES:
         keep = keep[np.argsort(-logits[keep])[:MAX_CANDIDATES]]
+    kept = regressors.reshape(-1, 16)[keep]
+    if real is not None:
+        kept = real(kept)
     inv = inv_scale
     rows: list[Row] = []
     scores: list[float] = []
-    for i, reg, logit in zip(
-        keep.tolist(), regressors.reshape(-1, 16)[keep].tolist(), logits[keep].tolist(), strict=True
-    ):
+    for i, reg, logit in zip(keep.tolist(), kept.tolist(), logits[keep].tolist(), strict=True):
         half_w, half_h = reg[2] * inv / 2.0, reg[3] * inv / 2.0
         if half_w <= 0.0 or half_h <= 0.0:
             continue

@@ -7,6 +7,8 @@ no other array between calls except its read-only anchors.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property, partial
+from typing import Any
 
 import cv2
 import numpy as np
@@ -23,7 +25,7 @@ from agent.vision.blazeface import (
 )
 from agent.vision.manifest import ModelSpec
 from agent.vision.observation import Detection
-from agent.vision.runtime import Model
+from agent.vision.runtime import Model, QuantParams, dequantize
 
 
 @dataclass(frozen=True)
@@ -131,14 +133,26 @@ class FaceDetector:
         kept = weighted_nms_rows(rows, row_scores, self.spec.nms_threshold, self.max_faces)
         return [_detection(placement, row, score) for row, score in kept]
 
-    def _decode(self, outputs: list[F32]) -> tuple[list[Row], list[float]]:
-        """Decode straight from the interpreter's output tensors (plain floats come out)."""
-        regressors = next(o for o in outputs if o.shape[-1] == 16)
-        scores = next(o for o in outputs if o.shape[-1] == 1)
+    def _decode(self, outputs: list[npt.NDArray[Any]]) -> tuple[list[Row], list[float]]:
+        """Decode straight from the interpreter's output tensors (plain floats come out). An
+        int8 model's scores (one per anchor) are dequantized whole, its regressors (16 per
+        anchor) only in the rows that pass the threshold."""
+        (ri, reg_q), (si, score_q) = self._outputs
+        scores = outputs[si] if score_q is None else dequantize(outputs[si], score_q)
         return decode_candidates(
-            regressors, scores, self._anchor_list,
+            outputs[ri], scores, self._anchor_list,
             threshold=self._threshold, inv_scale=1.0 / self.size, score_clip=self.spec.score_clip,
+            real=None if reg_q is None else partial(dequantize, params=reg_q),
         )
+
+    @cached_property
+    def _outputs(self) -> tuple[tuple[int, QuantParams | None], tuple[int, QuantParams | None]]:
+        """(index, quantization) of the regressor output and of the score output."""
+        shapes = self.model.output_shapes
+        quant = self.model.output_quantization
+        reg = next(i for i, s in enumerate(shapes) if s[-1] == 16)
+        score = next(i for i, s in enumerate(shapes) if s[-1] == 1)
+        return (reg, quant[reg]), (score, quant[score])
 
     def scratch(self) -> list[npt.NDArray[np.generic]]:
         return [self._canvas, self._rgb, *self._resized.values()]

@@ -35,7 +35,7 @@ import numpy.typing as npt
 
 from agent.errors import ModelError
 from agent.vision.manifest import load_manifest, model_spec
-from agent.vision.runtime import BACKENDS, F32, Model, to_unit_range
+from agent.vision.runtime import BACKENDS, F32, Model, QuantParams, dequantize, to_unit_range
 
 logger = logging.getLogger(__name__)
 
@@ -44,25 +44,6 @@ T = TypeVar("T")
 AUTO_MARGIN = 0.9
 """``auto`` picks int8 only when it takes at most 90 % of the float model's time here."""
 PROBE_RUNS = 15
-
-
-@dataclass(frozen=True)
-class QuantParams:
-    """Affine int8/uint8 quantization of one tensor: real = (q - zero_point) * scale."""
-
-    scale: float
-    zero_point: int
-    dtype: Any
-
-    @classmethod
-    def of(cls, detail: dict[str, Any]) -> QuantParams:
-        scale, zero_point = detail["quantization"]
-        return cls(float(scale), int(zero_point), detail["dtype"])
-
-    @property
-    def bounds(self) -> tuple[int, int]:
-        info = np.iinfo(self.dtype)
-        return int(info.min), int(info.max)
 
 
 def quantize(values: F32, params: QuantParams, out: npt.NDArray[Any], scratch: F32 | None = None) -> None:
@@ -94,14 +75,6 @@ def unit_range_lut(params: QuantParams) -> tuple[npt.NDArray[Any], int]:
     black = np.zeros(1, params.dtype)
     quantize(np.full(1, -1.0, np.float32), params, black)
     return lut.reshape(1, 256), int(black[0])
-
-
-def dequantize(values: npt.NDArray[Any], params: QuantParams) -> F32:
-    """Real values of an integer output; a float output (a model quantized only inside, its
-    scale 0) is passed through as a copy instead of being multiplied to zeros."""
-    if np.issubdtype(values.dtype, np.floating):
-        return values.astype(np.float32, copy=True)
-    return ((values.astype(np.float32) - params.zero_point) * params.scale).astype(np.float32)
 
 
 def is_quantized_io(model: Model) -> bool:
@@ -153,8 +126,11 @@ class QuantizedModel(Model):
             for i, p in zip(self.output_indices, self.output_params, strict=True)
         ]
 
-    def invoke_and_read(self, read: Callable[[list[F32]], T]) -> T:
-        return read(self.run_in_place())
+    @property
+    def output_quantization(self) -> tuple[QuantParams | None, ...]:
+        return tuple(
+            None if np.issubdtype(p.dtype, np.floating) else p for p in self.output_params
+        )
 
     def zero_input(self) -> None:
         if self._staged:  # the table path never writes it: 442 KB not zeroed again per frame

@@ -51,6 +51,34 @@ def interpreter_module() -> ModuleType:
     )
 
 
+@dataclass(frozen=True)
+class QuantParams:
+    """Affine int8/uint8 quantization of one tensor: real = (q - zero_point) * scale."""
+
+    scale: float
+    zero_point: int
+    dtype: Any
+
+    @classmethod
+    def of(cls, detail: dict[str, Any]) -> QuantParams:
+        scale, zero_point = detail["quantization"]
+        return cls(float(scale), int(zero_point), detail["dtype"])
+
+    @property
+    def bounds(self) -> tuple[int, int]:
+        info = np.iinfo(self.dtype)
+        return int(info.min), int(info.max)
+
+
+def dequantize(values: npt.NDArray[Any], params: QuantParams) -> F32:
+    """Real values of an integer output; a float output (a model quantized only inside, its
+    scale 0) is passed through as a copy instead of being multiplied to zeros."""
+    if np.issubdtype(values.dtype, np.floating):
+        return values.astype(np.float32, copy=True)
+    return ((values.astype(np.float32) - params.zero_point) * params.scale).astype(np.float32)
+
+
+
 class Model:
     """One loaded interpreter with a single input tensor; inputs are zeroed on request."""
 
@@ -64,6 +92,9 @@ class Model:
         self.input_dtype: Any = inp["dtype"]
         self.output_indices: tuple[int, ...] = tuple(
             int(d["index"]) for d in interpreter.get_output_details()
+        )
+        self.output_shapes: tuple[tuple[int, ...], ...] = tuple(
+            tuple(int(n) for n in d["shape"]) for d in interpreter.get_output_details()
         )
 
     def run(self, tensor: F32) -> list[F32]:
@@ -84,9 +115,17 @@ class Model:
         (black)."""
         self.fill_input(lambda a: fill_unit_rows(a.reshape(a.shape[-3:]), pixels, y))
 
-    def invoke_and_read(self, read: Callable[[list[F32]], T]) -> T:
-        """Invoke on the input as it is and let ``read`` look at the outputs in place (no copy).
-        ``read`` must return plain values or copies: the views die when it returns."""
+    @property
+    def output_quantization(self) -> tuple[QuantParams | None, ...]:
+        """Per output: how ``invoke_and_read`` hands it over, None for plain float32."""
+        return (None,) * len(self.output_indices)
+
+    def invoke_and_read(self, read: Callable[[list[npt.NDArray[Any]]], T]) -> T:
+        """Invoke on the input as it is and let ``read`` look at the outputs in place (no copy),
+        as the interpreter holds them: float32, or integers quantized as ``output_quantization``
+        says (an int8 detector's 37 k regressor values are dequantized only for the few rows
+        its decoder keeps). ``read`` must return plain values or copies: the views die when it
+        returns."""
         self._it.invoke()
         views = [self._it.tensor(i) for i in self.output_indices]
         arrays = [v() for v in views]

@@ -17,16 +17,14 @@ from agent.vision.manifest import default_models_dir, model_spec
 from agent.vision.pipeline import VisionPipeline
 from agent.vision.precision import (
     QuantizedModel,
-    QuantParams,
     auto_choice,
-    dequantize,
     measure_choice,
     pick_precisions,
     probe_seconds,
     quantize,
     with_float_io,
 )
-from agent.vision.runtime import BACKENDS, Model
+from agent.vision.runtime import BACKENDS, Model, QuantParams, dequantize
 from agent.vision.settings import VisionConfig
 
 MODELS = default_models_dir()

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import math
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
-from agent.vision.blazeface import Row, iou, weighted_nms_rows
+from agent.vision.blazeface import Row, decode_candidates, iou, weighted_nms_rows
 from agent.vision.detector import _shrink_steps
 from agent.vision.emotion import rotation_matrix
+from agent.vision.pipeline import VisionPipeline
+from agent.vision.settings import VisionConfig
+from tests.vision.conftest import read
 
 
 def test_rotation_matrix_is_opencvs_float_for_float() -> None:
@@ -56,3 +61,33 @@ def test_resize_steps_halve_then_reach_twice_the_size_then_halve() -> None:
     assert _shrink_steps(384, 216, 192, 108) == [(192, 108)]
     assert _shrink_steps(192, 108, 192, 108) == []
     assert _shrink_steps(100, 50, 192, 96) == [(192, 96)]  # smaller than the input: one bilinear step
+
+
+def test_int8_detector_decodes_its_raw_outputs_as_the_dequantized_ones(media: Path) -> None:
+    """The int8 detector dequantizes only the regressor rows that pass the threshold; the
+    boxes, keypoints and scores must be those of dequantizing every output first."""
+    cfg = VisionConfig(detector="full_range", precision="int8")
+    pipeline = VisionPipeline.from_config(cfg)
+    det = pipeline.detector
+    assert det.model.output_quantization != (None, None)  # an int8 file, read raw
+    try:
+        seen = 0
+        for name in ("astronaut.png", "group6.jpg"):
+            image = read(media, name)
+            for scale in (1.0, 0.5, 0.3):
+                frame = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+                det._letterbox(frame)
+                fast = det.model.invoke_and_read(det._decode)
+                outputs = det.model.run_in_place()  # every output dequantized (the earlier path)
+                regressors = next(o for o in outputs if o.shape[-1] == 16)
+                scores = next(o for o in outputs if o.shape[-1] == 1)
+                slow = decode_candidates(
+                    regressors, scores, det._anchor_list, threshold=det._threshold,
+                    inv_scale=1.0 / det.size, score_clip=det.spec.score_clip,
+                )
+                assert fast == slow
+                seen += len(fast[0])
+                det.clear()
+        assert seen > 10  # candidates were decoded, not only empty lists compared
+    finally:
+        pipeline.close()
