@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import threading
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
 
-from agent.camera.base import SourceOptions, open_source
+from agent.camera.base import SourceInfo, SourceOptions, open_source
 from agent.camera.buffers import FramePool
 from agent.camera.grabber import start_reader
 from agent.clock import FakeClock
-from agent.frame import Pixels
+from agent.frame import Frame, Pixels
 from agent.privacy.lease import lease
 
 
@@ -138,3 +139,51 @@ def test_a_pulled_file_is_decoded_into_one_buffer(clip: Path) -> None:
     finally:
         src.close()
     assert len(buffers) == 1
+
+
+class PacedPoolSource:
+    """A camera decoding through a ``FramePool``: each read waits until the consumer is done
+    with the last frame (as a paced replay or a camera slower than the analysis does)."""
+
+    key: ClassVar[str] = "paced"
+
+    def __init__(self, frames: int) -> None:
+        self.pool, self.cap = FramePool(), FakeCapture(frames=frames)
+        self.done = threading.Semaphore(0)
+        self.first = True
+
+    @property
+    def info(self) -> SourceInfo:
+        return SourceInfo("paced", "paced", 5.0, 6, 4, live=True)
+
+    def open(self) -> None:
+        pass
+
+    def read(self) -> Frame | None:
+        if not self.first:
+            assert self.done.acquire(timeout=5)
+        self.first = False
+        pixels = self.pool.read(self.cap)
+        return None if pixels is None else Frame(pixels, self.cap.count, 0.0, 0.0)
+
+    def close(self) -> None:
+        self.pool.clear()
+
+
+def test_the_grabber_lets_go_of_a_frame_before_the_next_read() -> None:
+    """A camera (or a paced replay) read by the grabber thread, analysed before the next frame
+    is due: one decode buffer carries every frame. The thread once held the last frame while it
+    waited for the next, so the decoder needed a second full-size buffer."""
+    src = PacedPoolSource(frames=12)
+    reader = start_reader(src, realtime=True)
+    seen = 0
+    try:
+        for frame in reader:
+            with lease(frame):
+                seen += 1
+            del frame
+            src.done.release()
+    finally:
+        reader.close()
+    assert seen == 12
+    assert src.cap.allocated == 1
