@@ -29,6 +29,10 @@ class Frame:
     """Wall-clock capture time (Unix seconds), or the offset into a replayed file."""
     source_time: float | None = field(default=None)
     """Position in a file source (seconds from its start); None for live cameras."""
+    lores: Pixels | None = field(default=None)
+    """The same image scaled by the camera itself (picamera2's lores stream, the ISP's scaler),
+    RGB, at the size the detector letterboxes the frame to; None when the source has none. The
+    detector then skips its own resize; the lease zeroes it with ``pixels``."""
 
     @property
     def stream_time(self) -> float:

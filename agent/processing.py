@@ -7,6 +7,7 @@ vision stage's totals so the health topic keeps counting since start.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, NamedTuple
 
 from agent.analytics.alerts import AlertEngine
@@ -14,18 +15,27 @@ from agent.analytics.baseline import Baseline
 from agent.analytics.dp import BudgetAccountant, DaySpend, DiscreteLaplace
 from agent.analytics.tracker import Tracker
 from agent.analytics.windows import WindowAggregator
+from agent.camera.base import SourceOptions
 from agent.clock import Clock
 from agent.config import AgentConfig
 from agent.privacy.lease import LifetimeRecorder
 from agent.privacy.schedule import Schedule
 from agent.privacy.zones import ZoneMask
 from agent.route import FaceFilter, FrameRoute
+from agent.vision.manifest import detector_input_side
 from agent.vision.stage import ZERO_COUNTERS, StageCounters, VisionStage
 
 if TYPE_CHECKING:
     from agent.vision.pipeline import VisionPipeline
 
 PipelineFactory = Callable[[AgentConfig], "VisionPipeline"]
+
+
+def source_options(cfg: AgentConfig) -> SourceOptions:
+    """The camera section's options plus the detector's input side, so a camera that scales in
+    hardware (picamera2's lores stream) delivers frames at the detector's letterbox size too."""
+    side = detector_input_side(cfg.vision.models_dir, cfg.vision.detector)
+    return replace(cfg.camera.source_options(), detector_side=side)
 
 
 def default_pipeline(cfg: AgentConfig) -> VisionPipeline:

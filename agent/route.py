@@ -72,7 +72,9 @@ class FrameRoute:
             if admitted:
                 if self.zones is not None:
                     self.zones.apply(pixels)
-                faces = self.stage.analyze(pixels, frame.index, now)
+                    if frame.lores is not None:
+                        self.zones.apply_covering(frame.lores, pixels.shape[:2])
+                faces = self.stage.analyze(pixels, frame.index, now, frame.lores)
         if faces:
             faces = filter_faces(
                 faces,

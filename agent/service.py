@@ -53,6 +53,7 @@ from agent.processing import (
     build_processing,
     default_pipeline,
     schedule_of,
+    source_options,
 )
 from agent.publisher import Publisher
 from agent.records import (
@@ -155,7 +156,7 @@ class Service:
             self.flag_poller = FlagFilePoller(flag, self.privacy) if flag is not None else None
             self.feed = CameraFeed(
                 cfg.camera.source,
-                cfg.camera.source_options(),
+                source_options(cfg),
                 self.clock,
                 max_backoff=cfg.camera.reconnect_max_seconds,
                 opener=opener,
@@ -420,7 +421,7 @@ class Service:
             keys = changed_keys(self.cfg, new)
             plan = plan_reload(keys, live=self.feed.live)
             if plan.reopen_source:
-                self.feed.check(new.camera.source, new.camera.source_options())
+                self.feed.check(new.camera.source, source_options(new))
         except EmotionAgentError as exc:
             logger.error("reload refused, keeping the running config: %s", exc)  # noqa: TRY400
             self.audit.append("error", {"code": "reload_refused", "message": str(exc)[:500]})
@@ -454,9 +455,9 @@ class Service:
         counted in the open window is replaced only together with that window."""
         if plan.reopen_source:
             self._stream_floor, self._stream_t0 = self._stream_now, None
-            self.feed.retarget(new.camera.source, new.camera.source_options())
+            self.feed.retarget(new.camera.source, source_options(new))
         elif plan.retune_source:
-            self.feed.retune(new.camera.source_options())
+            self.feed.retune(source_options(new))
         previous_alerts = self.alerts
         if plan.close_window:
             carried = self.stage.counters

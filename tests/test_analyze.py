@@ -219,7 +219,7 @@ class RecordingPipeline:
     def labels(self) -> tuple[str, ...]:
         return self.real.labels
 
-    def analyze(self, pixels: Pixels) -> list[FaceObservation]:
+    def analyze(self, pixels: Pixels, *_: object, lores: object = None) -> list[FaceObservation]:
         if self.stop_after is not None and len(self.lent) >= self.stop_after:
             raise KeyboardInterrupt
         self.lent.append(pixels)

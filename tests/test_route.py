@@ -43,9 +43,13 @@ class SeeingPipeline:
         self.faces = faces or []
         self.fail = fail
         self.seen: list[Pixels] = []
+        self.seen_lores: list[Pixels | None] = []
 
-    def analyze(self, pixels: Pixels, schedule: Any = None, frame: int = 0) -> list[FaceObservation]:
+    def analyze(
+        self, pixels: Pixels, schedule: Any = None, frame: int = 0, *, lores: Pixels | None = None
+    ) -> list[FaceObservation]:
         self.seen.append(pixels.copy())
+        self.seen_lores.append(None if lores is None else lores.copy())
         if self.fail:
             raise RuntimeError("the model broke")
         return list(self.faces)
@@ -78,6 +82,27 @@ def test_zones_are_blank_before_the_model_looks_and_faces_in_them_are_dropped() 
     assert not seen[:, :25].any()
     assert seen[:, 35:].min() == 200
     assert carried.faces == [outside]
+
+
+def test_a_cameras_lores_copy_reaches_the_model_zoned_wherever_it_touches_a_zone_and_is_zeroed() -> None:
+    """picamera2's lores stream is the frame scaled by the camera: it goes to the detector, so
+    zones blank it too, and a lores pixel even partly over a zone is blank (the camera's scaler
+    blended the zone into it)."""
+    zone = ZoneMask([ZoneConfig(name="desk", polygon=[(0, 0), (0.45, 0), (0.45, 1), (0, 1)])])
+    f = frame()
+    f.lores = np.full((8, 12, 3), 90, np.uint8)  # 60 x 40 frame scaled by 5
+    pipeline = SeeingPipeline()
+    FrameRoute(VisionStage.plain(pipeline), zone, LifetimeRecorder(FakeClock())).carry(f)
+    lores = pipeline.seen_lores[0]
+    assert lores is not None
+    # the zone ends at x = 27 of 60 (columns 0-26): lores columns 0-4 hold some of it, 5.. none
+    assert not lores[:, :6].any()
+    assert lores[:, 6:].min() == 90
+    assert not f.lores.any()
+    assert not f.pixels.any()
+    plain = SeeingPipeline()
+    FrameRoute(VisionStage.plain(plain)).carry(frame())
+    assert plain.seen_lores == [None]
 
 
 def test_faces_below_the_policy_height_are_dropped_and_the_largest_kept() -> None:

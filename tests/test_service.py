@@ -109,7 +109,9 @@ class CountingPipeline:
     def __init__(self) -> None:
         self.frames = 0
 
-    def analyze(self, pixels: Any, schedule: Any = None, frame: int = 0) -> list[FaceObservation]:
+    def analyze(
+        self, pixels: Any, schedule: Any = None, frame: int = 0, *, lores: object = None
+    ) -> list[FaceObservation]:
         assert pixels.any(), "frames must arrive with their pixels (zeroed only after analysis)"
         self.frames += 1
         return []
@@ -372,7 +374,9 @@ class AngryCrowd:
     def __init__(self) -> None:
         self.calls = 0
 
-    def analyze(self, pixels: Any, schedule: Any = None, frame: int = 0) -> list[FaceObservation]:
+    def analyze(
+        self, pixels: Any, schedule: Any = None, frame: int = 0, *, lores: object = None
+    ) -> list[FaceObservation]:
         from agent.vision.observation import Quality  # noqa: PLC0415
 
         self.calls += 1
@@ -467,7 +471,9 @@ def test_gating_skips_the_detector_in_the_empty_lobby_and_changes_no_window(
 class BusyPipeline(CountingPipeline):
     """Costs 20 ms of CPU per frame, as a slow detector on a small board would."""
 
-    def analyze(self, pixels: Any, schedule: Any = None, frame: int = 0) -> list[FaceObservation]:
+    def analyze(
+        self, pixels: Any, schedule: Any = None, frame: int = 0, *, lores: object = None
+    ) -> list[FaceObservation]:
         end = time.process_time() + 0.02
         while time.process_time() < end:
             pass

@@ -203,7 +203,9 @@ class ArrivingPipeline(CountingPipeline):
         self.source, self.clock = source, clock
         self.feed: Any = None
 
-    def analyze(self, pixels: Any, schedule: Any = None, frame: int = 0) -> list[Any]:
+    def analyze(
+        self, pixels: Any, schedule: Any = None, frame: int = 0, *, lores: object = None
+    ) -> list[Any]:
         out = super().analyze(pixels, schedule, frame)
         self.clock.advance(0.2)
         self.source.go.release()

@@ -34,7 +34,9 @@ class StopAfter:
         self.limit = limit
         self.service: Service | None = None
 
-    def analyze(self, pixels: Any, schedule: Any = None, frame: int = 0) -> list[Any]:
+    def analyze(
+        self, pixels: Any, schedule: Any = None, frame: int = 0, *, lores: object = None
+    ) -> list[Any]:
         self.frames += 1
         if self.limit is not None and self.frames >= self.limit and self.service is not None:
             self.service.signals.stop.set()
@@ -194,3 +196,23 @@ def test_analyze_on_a_video_damaged_in_the_middle_prints_the_summary_and_exits_2
     assert f"mid.mp4: {100 - frames} frame(s) could not be decoded" in proc.stderr
     assert f"ended after {frames} of its 100 frames" in proc.stderr  # the warning
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(("detector", "side"), [("full_range", 192), ("short_range", 128)])
+def test_the_camera_is_asked_for_the_detectors_input_side(tmp_path: Path, detector: str, side: int) -> None:
+    """So picamera2 can scale a lores copy to the detector's letterbox size in its ISP."""
+    clip = grey_clip(tmp_path / "clip.mp4", frames=3)
+    asked: list[SourceOptions] = []
+
+    def opener(source: str, options: SourceOptions, clock: Clock) -> Any:
+        asked.append(options)
+        return open_source(source, options, clock)
+
+    vision = f"vision: {{gating: {{enabled: false}}, detector: {detector}}}\n"
+    path = write_config(tmp_path, str(clip), extra=vision)
+    service = Service(
+        load_config(path), clock=FakeClock(start=START), opener=opener,
+        pipeline_factory=lambda _c: StopAfter(),  # type: ignore[arg-type,return-value]
+    )
+    assert service.run() == 0
+    assert [o.detector_side for o in asked] == [side]

@@ -135,7 +135,9 @@ class _LiveCamera:
 class _NoFaces:
     labels = ("happy", "neutral")
 
-    def analyze(self, pixels: object, schedule: object = None, frame: int = 0) -> list[object]:
+    def analyze(
+        self, pixels: object, schedule: object = None, frame: int = 0, *, lores: object = None
+    ) -> list[object]:
         return []
 
     def close(self) -> None:

@@ -58,6 +58,10 @@ class SourceOptions:
     height: int | None = None
     timeout_seconds: float = 10.0
     """Longest wait for a network stream to open or deliver a frame."""
+    detector_side: int | None = None
+    """The face detector's square input (``FaceDetector.size``). A source that can scale in
+    hardware (picamera2's lores stream) then also delivers each frame at the size the detector
+    letterboxes it to (``Frame.lores``), and the detector skips its own resize."""
 
 
 class FrameSource(Protocol):

@@ -6,6 +6,12 @@ Uses picamera2's documented API: ``Picamera2(camera_num)``, ``create_video_confi
 ``request.release()``, ``stop``, ``close``. picamera2's "RGB888" is laid out B, G, R in memory:
 the BGR order OpenCV and the vision stage expect.
 
+With ``SourceOptions.detector_side`` set, a second stream, ``lores`` (YUV420, which the Pi 4's
+ISP requires of it), is scaled by the ISP to the size the detector letterboxes the frame to and
+handed over as ``Frame.lores`` (RGB), so the CPU never resizes the frame for the detector. A
+lores stream libcamera configured at another size, or whose buffer is not the expected shape,
+is left unused (one log line) and the detector resizes as without it.
+
 The mapped buffer (libcamera's dma-buf, row padding sliced off) is copied once into the frame's
 own array, and the request is released at once, so libcamera gets its buffer back before
 inference starts. Not ``request.make_array``: for padded rows it copies the whole buffer, then
@@ -29,6 +35,7 @@ from agent.camera.base import SourceInfo, SourceOptions
 from agent.clock import Clock
 from agent.errors import BackendUnavailable, CameraLost, SourceError
 from agent.frame import Frame, Pixels
+from agent.vision.placement import Placement
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +112,8 @@ class Picamera2Source:
         self._mapped: Any = None
         self._size = (options.width or DEFAULT_SIZE[0], options.height or DEFAULT_SIZE[1])
         self._count = 0
+        self._lores: tuple[int, int] | None = None
+        """(w, h) of the lores stream in use, None when there is none."""
 
     @property
     def info(self) -> SourceInfo:
@@ -129,9 +138,11 @@ class Picamera2Source:
                 f"picamera2:{self.camera_num}: cannot acquire the camera (in use by another "
                 f"program?): {exc}"
             ) from exc
+        lores = self._lores_size()
         try:
             config = cam.create_video_configuration(
                 main={"format": "RGB888", "size": self._size},
+                lores=None if lores is None else {"format": "YUV420", "size": lores},
                 controls={"FrameDurationLimits": (frame_us, frame_us)},
                 buffer_count=2,
             )
@@ -141,6 +152,7 @@ class Picamera2Source:
             cam.close()
             raise SourceError(f"picamera2:{self.camera_num}: cannot start the camera: {exc}") from exc
         self._cam = cam
+        self._lores = self._configured_lores(cam, lores)
         logger.info(
             "picamera2 started",
             extra={"fields": {"camera": self.camera_num, "size": f"{self._size[0]}x{self._size[1]}"}},
@@ -153,14 +165,57 @@ class Picamera2Source:
             request = self._cam.capture_request()
         except Exception as exc:
             raise CameraLost(f"picamera2:{self.camera_num}: capture failed: {exc}") from exc
+        lores: Pixels | None = None
         try:
             with self._mapped(request, "main", write=False) as mapped:
                 pixels = self._copy(mapped.array)
+            if self._lores is not None:
+                with self._mapped(request, "lores", write=False) as mapped:
+                    lores = self._lores_rgb(mapped.array, self._lores)
         finally:
             request.release()
-        frame = Frame(pixels, self._count, self.clock.monotonic(), self.clock.time())
+        frame = Frame(pixels, self._count, self.clock.monotonic(), self.clock.time(), lores=lores)
         self._count += 1
         return frame
+
+    def _lores_size(self) -> tuple[int, int] | None:
+        """The detector's letterbox size for the main stream, when it is even (YUV420) and
+        smaller than the main stream; else None (no lores stream)."""
+        if self.options.detector_side is None:
+            return None
+        p = Placement.fit(*self._size, self.options.detector_side)
+        if p.w % 2 or p.h % 2 or p.w > self._size[0] or p.h > self._size[1]:
+            return None
+        return p.w, p.h
+
+    def _configured_lores(self, cam: Any, asked: tuple[int, int] | None) -> tuple[int, int] | None:
+        """The lores size libcamera kept, if it is the one asked for; it may align sizes."""
+        if asked is None:
+            return None
+        config = getattr(cam, "camera_config", None) or {}
+        got = tuple((config.get("lores") or {}).get("size") or ())
+        if got != asked:
+            logger.info(
+                "picamera2 lores stream not used: the detector needs %sx%s, the camera gave %s",
+                *asked, "x".join(map(str, got)) or "none",
+                extra={"fields": {"camera": self.camera_num}},
+            )
+            return None
+        return asked
+
+    def _lores_rgb(self, view: Any, size: tuple[int, int]) -> Pixels | None:
+        """The lores YUV420 buffer as an RGB image (the frame's ``lores``), or None, once
+        logged, when its shape is not the (h * 3 / 2, stride >= w) picamera2 hands out."""
+        w, h = size
+        shape = getattr(view, "shape", None)
+        if shape is None or len(shape) != 2 or shape[0] != h * 3 // 2 or shape[1] < w:
+            logger.warning(
+                "picamera2 lores buffer has shape %s, expected (%d, >=%d): lores stream left unused",
+                shape, h * 3 // 2, w, extra={"fields": {"camera": self.camera_num}},
+            )
+            self._lores = None
+            return None
+        return yuv420_to_rgb(view, w, h)
 
     def _copy(self, view: Any) -> Pixels:
         """The one copy of the camera's buffer: a writeable, contiguous array the lease zeroes."""
@@ -181,3 +236,30 @@ class Picamera2Source:
             cam.stop()
         finally:
             cam.close()
+
+
+def yuv420_to_rgb(yuv: Any, w: int, h: int) -> Pixels:
+    """An I420 buffer as picamera2 maps it, (h * 3 / 2, stride) with each plane's rows padded to
+    the stride (U and V rows to half of it), as a new RGB (h, w, 3) image. A padded buffer is
+    first packed into a plain I420 copy, zeroed before returning."""
+    import cv2  # noqa: PLC0415 - the camera layer imports OpenCV only where it converts
+
+    stride = int(yuv.shape[1])
+    rgb: Pixels = np.empty((h, w, 3), np.uint8)
+    if stride == w:
+        cv2.cvtColor(np.asarray(yuv), cv2.COLOR_YUV2RGB_I420, dst=rgb)
+        return rgb
+    flat = np.asarray(yuv).reshape(-1)
+    half, qh = stride // 2, h // 2
+    packed = np.empty((h * 3 // 2, w), np.uint8)
+    try:
+        packed[:h] = flat[: h * stride].reshape(h, stride)[:, :w]
+        chroma = packed[h:].reshape(-1)
+        for k in range(2):
+            start = h * stride + k * qh * half
+            plane = flat[start : start + qh * half].reshape(qh, half)[:, : w // 2]
+            chroma[k * qh * (w // 2) : (k + 1) * qh * (w // 2)] = plane.reshape(-1)
+        cv2.cvtColor(packed, cv2.COLOR_YUV2RGB_I420, dst=rgb)
+        return rgb
+    finally:
+        packed.fill(0)

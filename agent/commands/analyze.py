@@ -30,6 +30,7 @@ from agent.privacy.settings import PolicyConfig
 from agent.privacy.zones import ZoneMask
 from agent.route import Carried, FaceFilter, FrameRoute
 from agent.vision.gating import EmotionSchedule
+from agent.vision.manifest import detector_input_side
 from agent.vision.observation import FaceObservation
 from agent.vision.settings import VisionConfig
 from agent.vision.stage import VisionStage
@@ -44,7 +45,12 @@ class Pipeline(Protocol):
     def labels(self) -> tuple[str, ...]: ...
 
     def analyze(
-        self, pixels: Pixels, schedule: EmotionSchedule | None = None, frame: int = 0
+        self,
+        pixels: Pixels,
+        schedule: EmotionSchedule | None = None,
+        frame: int = 0,
+        *,
+        lores: Pixels | None = None,
     ) -> list[FaceObservation]: ...
 
     def close(self) -> None: ...
@@ -118,7 +124,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         vision = VisionConfig.model_validate({**vision.model_dump(), "detector": args.detector})
     live = resolve(args.source)[0] != "replay"
     options = SourceOptions(
-        fps=args.fps or camera.fps, realtime=args.realtime, width=camera.width, height=camera.height
+        fps=args.fps or camera.fps, realtime=args.realtime, width=camera.width, height=camera.height,
+        detector_side=detector_input_side(vision.models_dir, vision.detector),
     )
     gate_fps = args.fps if args.fps or not live else camera.fps
     run = Analysis(vision, out=sys.stdout, json_lines=args.json, clock=SystemClock(), policy=policy)

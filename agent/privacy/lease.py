@@ -84,5 +84,7 @@ def lease(frame: Frame, recorder: LifetimeRecorder | None = None) -> Iterator[Pi
         yield frame.pixels
     finally:
         zero(frame.pixels)
+        if frame.lores is not None:
+            zero(frame.lores)
         if recorder is not None:
             recorder.record((recorder.clock.monotonic() - frame.captured_mono) * 1000.0)

@@ -10,6 +10,7 @@ fraction of the frame height (far-away passers-by) and faces beyond the per-fram
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Sequence
 
@@ -48,6 +49,24 @@ def _rasterise_one(polygon: Polygon, height: int, width: int) -> Mask:
     return (np.cumsum(toggles, axis=1)[:, :width] % 2).astype(bool)
 
 
+def covering_mask(mask: Mask, height: int, width: int) -> Mask:
+    """A (height, width) mask, True for each small pixel whose footprint in the full ``mask``
+    (its scaled rectangle, widened to whole pixels) holds any True pixel."""
+    full_h, full_w = mask.shape
+    by_row = np.stack([mask[a:b].any(axis=0) for a, b in _spans(full_h, height)])
+    return np.stack([by_row[:, a:b].any(axis=1) for a, b in _spans(full_w, width)], axis=1)
+
+
+def _spans(full: int, small: int) -> list[tuple[int, int]]:
+    """For each of ``small`` cells, the full-size pixels [a, b) its footprint touches."""
+    scale = full / small
+    spans = []
+    for i in range(small):
+        a = min(math.floor(i * scale), full - 1)
+        spans.append((a, max(math.ceil((i + 1) * scale), a + 1)))
+    return spans
+
+
 Block = tuple[int, int, int, int]
 """(row_start, row_stop, col_start, col_stop): a rectangle of the mask to paint black."""
 
@@ -83,6 +102,7 @@ class ZoneMask:
         self._polygons = [list(z.polygon) for z in self.zones]
         self._cache: dict[tuple[int, int], Mask] = {}
         self._blocks: dict[tuple[int, int], list[Block]] = {}
+        self._covering: dict[tuple[int, int, int, int], list[Block]] = {}
         self._lock = threading.Lock()
 
     def __bool__(self) -> bool:
@@ -109,6 +129,26 @@ class ZoneMask:
         painted = 0
         for r0, r1, c0, c1 in self._blocks[key]:
             pixels[r0:r1, c0:c1] = 0
+            painted += (r1 - r0) * (c1 - c0)
+        return painted
+
+    def apply_covering(self, small: Pixels, full: tuple[int, ...]) -> int:
+        """Paint black every pixel of ``small`` (the camera's own downscaled copy of a frame of
+        ``full`` = (H, W)) that overlaps a zone pixel of the full frame, edges included: the
+        camera's scaler blended those pixels, so a pixel only partly in a zone is blanked too."""
+        if not self.zones:
+            return 0
+        h, w = int(small.shape[0]), int(small.shape[1])
+        key = (h, w, int(full[0]), int(full[1]))
+        with self._lock:
+            covering = self._covering.get(key)
+        if covering is None:
+            covering = blocks(covering_mask(self.mask(key[2], key[3]), h, w))
+            with self._lock:
+                covering = self._covering.setdefault(key, covering)
+        painted = 0
+        for r0, r1, c0, c1 in covering:
+            small[r0:r1, c0:c1] = 0
             painted += (r1 - r0) * (c1 - c0)
         return painted
 

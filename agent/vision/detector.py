@@ -6,7 +6,6 @@ no other array between calls except its read-only anchors.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cached_property, partial
 from typing import Any
 
@@ -16,7 +15,6 @@ import numpy.typing as npt
 
 from agent.frame import Pixels
 from agent.vision.blazeface import (
-    F32,
     Row,
     decode_candidates,
     generate_anchors,
@@ -25,38 +23,8 @@ from agent.vision.blazeface import (
 )
 from agent.vision.manifest import ModelSpec
 from agent.vision.observation import Detection
+from agent.vision.placement import Placement
 from agent.vision.runtime import Model, QuantParams, dequantize
-
-
-@dataclass(frozen=True)
-class Placement:
-    """A W x H frame resized to ``w`` x ``h`` and put at (x, y) inside an S x S input.
-
-    ``cv2.resize`` scales continuous coordinates by exactly w/W and h/H, so ``to_frame``
-    maps the model's output back without drift.
-    """
-
-    frame_w: int
-    frame_h: int
-    size: int
-    x: int
-    y: int
-    w: int
-    h: int
-
-    @classmethod
-    def fit(cls, frame_w: int, frame_h: int, size: int) -> Placement:
-        scale = size / max(frame_w, frame_h)
-        w = max(1, min(size, round(frame_w * scale)))
-        h = max(1, min(size, round(frame_h * scale)))
-        return cls(frame_w, frame_h, size, (size - w) // 2, (size - h) // 2, w, h)
-
-    def to_frame(self, xy: F32) -> F32:
-        """Normalised input coordinates (..., 2) to normalised frame coordinates."""
-        out = np.empty_like(xy)
-        out[..., 0] = (xy[..., 0] * self.size - self.x) / self.w
-        out[..., 1] = (xy[..., 1] * self.size - self.y) / self.h
-        return out
 
 
 class FaceDetector:
@@ -97,6 +65,22 @@ class FaceDetector:
             buf = self._resized.setdefault((w, h), np.zeros((h, w, 3), np.uint8))
         return buf
 
+    def placement(self, frame_w: int, frame_h: int) -> Placement:
+        """Where a W x H frame goes in the input; ``(w, h)`` is the size a camera's own scaler
+        should deliver (``Frame.lores``) for the detector to skip its resize."""
+        return self._plan(frame_w, frame_h)[0]
+
+    def _fill_scaled(self, rgb: Pixels, p: Placement) -> None:
+        """The input from an RGB image the camera already scaled to the placement's size."""
+        if p.w == self.size:
+            self.model.fill_unit_rows(rgb, p.y)
+            return
+        try:
+            self._canvas[p.y : p.y + p.h, p.x : p.x + p.w] = rgb
+            self.model.fill_unit_rows(self._canvas)
+        finally:
+            self._canvas.fill(0)
+
     def _letterbox(self, pixels: Pixels) -> Placement:
         """Resize, pad with black, BGR -> RGB and [0, 255] -> [-1, 1] into the model's input.
 
@@ -126,9 +110,16 @@ class FaceDetector:
             if not rows:
                 self._canvas.fill(0)
 
-    def detect(self, pixels: Pixels) -> list[Detection]:
-        """Faces in a BGR frame, best first. Scratch buffers still hold pixels until ``clear``."""
-        placement = self._letterbox(pixels)
+    def detect(self, pixels: Pixels, lores: Pixels | None = None) -> list[Detection]:
+        """Faces in a BGR frame, best first. Scratch buffers still hold pixels until ``clear``.
+        ``lores``: the same frame scaled by the camera, RGB; used instead of resizing ``pixels``
+        when it has exactly the placement's size (else ignored: a camera reopened for another
+        detector size delivers the old size until then)."""
+        placement = self._plan(pixels.shape[1], pixels.shape[0])[0]
+        if lores is not None and lores.shape == (placement.h, placement.w, 3):
+            self._fill_scaled(lores, placement)
+        else:
+            placement = self._letterbox(pixels)
         rows, row_scores = self.model.invoke_and_read(self._decode)
         kept = weighted_nms_rows(rows, row_scores, self.spec.nms_threshold, self.max_faces)
         return [_detection(placement, row, score) for row, score in kept]

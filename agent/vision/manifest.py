@@ -120,6 +120,18 @@ def load_manifest(models_dir: Path) -> dict[str, Any]:
     return data
 
 
+def detector_input_side(models_dir: Path | None, detector: str) -> int | None:
+    """The square input side of ``face_detection_<detector>`` from the manifest (no model is
+    opened): what a camera that scales in hardware is asked for. None when the manifest cannot
+    say, in which case the pipeline's own load reports why."""
+    try:
+        entry = load_manifest(models_dir or default_models_dir())["models"][f"face_detection_{detector}"]
+        anchors = _anchors(entry)
+    except (ModelError, KeyError, TypeError, ValueError):
+        return None
+    return None if anchors is None else anchors.input_size
+
+
 def _anchors(entry: dict[str, Any]) -> AnchorSpec | None:
     a = entry.get("anchors")
     if a is None:

@@ -137,10 +137,13 @@ class VisionPipeline:
         finally:
             self.detector.clear()
 
-    def _detect(self, pixels: Pixels, still: bool = False) -> list[Detection]:
-        """The whole frame, plus each tile of the grid when ``tiles`` > 1 (views, not copies);
-        for a ``still`` in which nothing was found, the frame padded with black as well."""
-        found = self.detector.detect(pixels)
+    def _detect(
+        self, pixels: Pixels, still: bool = False, lores: Pixels | None = None
+    ) -> list[Detection]:
+        """The whole frame (from ``lores`` when the camera scaled it), plus each tile of the grid
+        when ``tiles`` > 1 (views, not copies); for a ``still`` in which nothing was found, the
+        frame padded with black as well."""
+        found = self.detector.detect(pixels, lores)
         if still and not found:
             return self._detect_padded(pixels)
         if self.tiles == 1:
@@ -174,17 +177,20 @@ class VisionPipeline:
         schedule: EmotionSchedule | None = None,
         frame: int = 0,
         still: bool = False,
+        *,
+        lores: Pixels | None = None,
     ) -> list[FaceObservation]:
         """Observations for every face, best detection first; never keeps the pixels. With a
         ``schedule`` (agent.vision.gating), a face's recent reading is reused instead of
         classifying it again on frame ``frame``. ``still``: a single image, where a face that
-        fills the frame is looked for on a padded copy too when nothing else is found."""
+        fills the frame is looked for on a padded copy too when nothing else is found.
+        ``lores``: ``Frame.lores``, used by the detector when it has the letterbox's size."""
         check_pixels(pixels)
         if not self._warm:  # the caller's own start-up (audit log, MQTT, decoder) is loaded by now
             self._warm = True
             trim_file_pages()
         try:
-            dets = self._detect(pixels, still or self.stills)[: self.max_faces]
+            dets = self._detect(pixels, still or self.stills, lores)[: self.max_faces]
             return [self._observe(pixels, det, schedule, frame) for det in dets]
         finally:
             self.detector.clear()

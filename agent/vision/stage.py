@@ -34,7 +34,12 @@ class Analyzer(Protocol):
     runtime, so it is imported only when the agent runs)."""
 
     def analyze(
-        self, pixels: Pixels, schedule: EmotionSchedule | None = None, frame: int = 0
+        self,
+        pixels: Pixels,
+        schedule: EmotionSchedule | None = None,
+        frame: int = 0,
+        *,
+        lores: Pixels | None = None,
     ) -> list[FaceObservation]: ...
 
 
@@ -100,9 +105,12 @@ class VisionStage:
         """False when this frame would push the stage over its CPU budget (counted as dropped)."""
         return self.budget.admit(now)
 
-    def analyze(self, pixels: Pixels, frame: int, now: float) -> list[FaceObservation]:
+    def analyze(
+        self, pixels: Pixels, frame: int, now: float, lores: Pixels | None = None
+    ) -> list[FaceObservation]:
         """Faces of one admitted frame; an empty list when the gate found the scene unchanged
-        and empty, which is what the detector would have said (docs/quantization.md)."""
+        and empty, which is what the detector would have said (docs/quantization.md).
+        ``lores``: the camera's own copy at the detector's size (``Frame.lores``)."""
         check_pixels(pixels)  # before the gate's OpenCV calls: a bad frame is a SourceError
         c0 = self._cpu_time()
         self._frames += 1
@@ -111,9 +119,9 @@ class VisionStage:
             if self.gate.should_detect(pixels, now):
                 self._detector_runs += 1
                 faces = (
-                    self.pipeline.analyze(pixels)
+                    self.pipeline.analyze(pixels, lores=lores)
                     if self.schedule is None
-                    else self.pipeline.analyze(pixels, self.schedule, frame)
+                    else self.pipeline.analyze(pixels, self.schedule, frame, lores=lores)
                 )
                 self.gate.record(len(faces), now)
                 if self.schedule is None:

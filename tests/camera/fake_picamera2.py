@@ -13,7 +13,11 @@ Modelled on raspberrypi/picamera2 ``picamera2/picamera2.py`` and ``picamera2/req
   is a view onto the request's own buffer (padding sliced off, no copy), read-only when
   ``write=False``, like ``picamera2/request.py``; ``release`` is reference counted and raises
   below zero;
-- "RGB888" buffers hold bytes in B, G, R order (libcamera's little-endian naming).
+- "RGB888" buffers hold bytes in B, G, R order (libcamera's little-endian naming);
+- a ``lores`` stream (``YUV420``, as the Pi 4's ISP requires of it) is the scene scaled by an
+  area filter, as the ISP's own scaler does; its ``MappedArray`` is the (h * 3 / 2, stride)
+  array picamera2 hands out for YUV420 (padding left in); ``configure`` rounds an odd lores
+  size down to even, as libcamera aligns it.
 
 The scene is a list of BGR images played in turn, so a test can check pixels end to end.
 """
@@ -31,10 +35,11 @@ STRIDE_ALIGN = 64
 
 
 class FakeCompletedRequest:
-    def __init__(self, cam: FakePicamera2, buffer: np.ndarray, config: dict[str, Any]) -> None:
+    def __init__(self, cam: FakePicamera2, buffers: dict[str, np.ndarray], config: dict[str, Any]) -> None:
         self.cam = cam
         self.ref_count = 1
-        self._buffer = buffer
+        self._buffers = buffers
+        self._buffer = buffers["main"]
         self.config = config
 
     def make_array(self, name: str) -> np.ndarray:
@@ -56,7 +61,8 @@ class FakeCompletedRequest:
             raise RuntimeError("CompletedRequest: lock now has negative ref_count")
         if self.ref_count == 0:
             self.cam.outstanding -= 1
-            self._buffer[:] = 0  # the buffer goes back to the camera and is overwritten
+            for buffer in self._buffers.values():
+                buffer[:] = 0  # the buffers go back to the camera and are overwritten
 
 
 class FakeMappedArray:
@@ -72,13 +78,18 @@ class FakeMappedArray:
 
     def __enter__(self) -> FakeMappedArray:
         request = self._request
-        array = request._buffer.view()
+        if request.config.get(self._stream) is None:
+            raise KeyError(self._stream)
+        array = request._buffers[self._stream].view()
         array.flags.writeable = self._write
         if self._reshape:
             cfg = request.config[self._stream]
             w, h = cfg["size"]
-            bpp = BYTES_PER_PIXEL[cfg["format"]]
-            array = array.reshape((h, cfg["stride"]))[:, : w * bpp].reshape((h, w, bpp))
+            if cfg["format"] == "YUV420":  # picamera2 leaves the row padding in for YUV420
+                array = array.reshape((h * 3 // 2, cfg["stride"]))
+            else:
+                bpp = BYTES_PER_PIXEL[cfg["format"]]
+                array = array.reshape((h, cfg["stride"]))[:, : w * bpp].reshape((h, w, bpp))
         self._array = array
         return self
 
@@ -156,6 +167,14 @@ class FakePicamera2:
         row = w * BYTES_PER_PIXEL[main["format"]]
         main["stride"] = -(-row // STRIDE_ALIGN) * STRIDE_ALIGN
         cfg["main"] = main
+        if cfg.get("lores") is not None:
+            lores = {"format": "YUV420"} | dict(cfg["lores"])
+            if lores["format"] != "YUV420":
+                raise RuntimeError("lores stream must be YUV420 on this platform")
+            lw, lh = lores["size"]
+            lores["size"] = (lw - lw % 2, lh - lh % 2)
+            lores["stride"] = -(-lores["size"][0] // STRIDE_ALIGN) * STRIDE_ALIGN
+            cfg["lores"] = lores
         self.camera_config = cfg
 
     def start(self, config: dict[str, Any] | None = None, show_preview: bool = False) -> None:
@@ -170,19 +189,46 @@ class FakePicamera2:
         if self.outstanding >= self.camera_config["buffer_count"]:
             raise RuntimeError("fake: every buffer is held by unreleased requests (the real one hangs)")
         self.outstanding += 1
-        buffer = self._render()
+        buffers = {"main": self._render()}
+        if self.camera_config.get("lores") is not None:
+            buffers["lores"] = self._render_lores()
         self.frames += 1
-        return FakeCompletedRequest(self, buffer, self.camera_config)
+        return FakeCompletedRequest(self, buffers, self.camera_config)
+
+    def _scene(self, w: int, h: int, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+        if FakePicamera2.scene:
+            image = FakePicamera2.scene[self.frames % len(FakePicamera2.scene)]
+            return cv2.resize(image, (w, h), interpolation=interpolation)
+        return np.full((h, w, 3), 128, np.uint8)
+
+    def _render_lores(self) -> np.ndarray:
+        cfg = self.camera_config
+        assert cfg is not None
+        lores = cfg["lores"]
+        w, h = lores["size"]
+        yuv = cv2.cvtColor(self._scene(w, h, cv2.INTER_AREA), cv2.COLOR_BGR2YUV_I420)
+        rows = np.zeros((h * 3 // 2, lores["stride"]), np.uint8)
+        if lores["stride"] == w:
+            rows[:] = yuv
+        else:  # each plane keeps its own stride: Y rows of stride, U and V rows of stride / 2
+            y, u, v = yuv[:h], yuv[h : h * 5 // 4].reshape(-1), yuv[h * 5 // 4 :].reshape(-1)
+            flat = rows.reshape(-1)
+            flat[: h * lores["stride"]].reshape(h, -1)[:, :w] = y
+            half = lores["stride"] // 2
+            base = h * lores["stride"]
+            for k, plane in enumerate((u, v)):
+                start = base + k * (h // 2) * half
+                flat[start : start + (h // 2) * half].reshape(h // 2, half)[:, : w // 2] = (
+                    plane.reshape(h // 2, w // 2)
+                )
+        return rows.reshape(-1)
 
     def _render(self) -> np.ndarray:
         cfg = self.camera_config
         assert cfg is not None
         main = cfg["main"]
         w, h = main["size"]
-        if FakePicamera2.scene:
-            bgr = cv2.resize(FakePicamera2.scene[self.frames % len(FakePicamera2.scene)], (w, h))
-        else:
-            bgr = np.full((h, w, 3), 128, np.uint8)
+        bgr = self._scene(w, h)
         if main["format"] == "BGR888":  # bytes R, G, B
             bgr = bgr[:, :, ::-1]
         if BYTES_PER_PIXEL[main["format"]] == 4:

@@ -130,3 +130,85 @@ def test_a_padded_buffer_is_copied_once_into_the_frame_and_nowhere_else(clock: F
     assert frame.pixels.shape == (360, 650, 3)
     assert peak - after_capture[0] <= frame.pixels.nbytes * 1.05
     assert cam.outstanding == 0
+
+
+def area_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``image`` scaled as the ISP does (an area filter), in RGB."""
+    return cv2.cvtColor(cv2.resize(image, size, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+
+
+def lores_source(clock: FakeClock, scene: list[np.ndarray], side: int | None, **size: int) -> Picamera2Source:
+    module = make_module(scene=scene)
+    src = Picamera2Source("0", SourceOptions(fps=5, detector_side=side, **size), clock, module=module)
+    src.open()
+    return src
+
+
+def test_the_isp_scales_a_lores_copy_to_the_detectors_letterbox_size(media: Path, clock: FakeClock) -> None:
+    """1280 x 720 into BlazeFace full range's 192 input: a 192 x 108 YUV420 lores stream,
+    handed over as RGB with the frame; the request goes back before inference."""
+    astronaut = cv2.imread(str(media / "astronaut.png"))
+    src = lores_source(clock, [astronaut], 192)
+    cam = FakePicamera2.instances[0]
+    assert cam.camera_config is not None
+    lores = cam.camera_config["lores"]
+    assert (lores["format"], lores["size"]) == ("YUV420", (192, 108))
+    frame = src.read()
+    assert frame is not None
+    assert frame.lores is not None
+    assert frame.lores.shape == (108, 192, 3)
+    expected = area_rgb(astronaut, (192, 108))
+    assert np.abs(frame.lores.astype(int) - expected).mean() < 3  # YUV 4:2:0 rounding only
+    assert frame.lores.flags.writeable
+    assert cam.outstanding == 0
+
+
+def test_a_lores_stream_with_padded_rows_is_unpacked_plane_by_plane(media: Path, clock: FakeClock) -> None:
+    """A 150 px wide lores stream has 192-byte Y rows and 96-byte U and V rows."""
+    astronaut = cv2.imread(str(media / "astronaut.png"))
+    src = lores_source(clock, [astronaut], 150)
+    cam = FakePicamera2.instances[0]
+    assert cam.camera_config is not None
+    assert cam.camera_config["lores"]["stride"] == 192
+    frame = src.read()
+    assert frame is not None
+    assert frame.lores is not None
+    expected = area_rgb(astronaut, (150, 84))
+    assert np.abs(frame.lores.astype(int) - expected).mean() < 3
+
+
+def test_without_a_detector_side_or_at_another_size_no_lores_is_used(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    src = lores_source(clock, [], None)
+    assert FakePicamera2.instances[0].camera_config["lores"] is None  # type: ignore[index]
+    frame = src.read()
+    assert frame is not None
+    assert frame.lores is None
+    src.close()
+    # 1000 x 570 into 128 is 128 x 73: YUV420 needs even sizes, so no lores stream is asked for
+    odd = lores_source(clock, [], 128, width=1000, height=570)
+    cam = FakePicamera2.instances[0]
+    assert cam.camera_config is not None
+    assert cam.camera_config["lores"] is None
+    odd.close()
+    # a size libcamera changed is logged and left unused
+    module = make_module()
+    real_configure = FakePicamera2.configure
+
+    def aligning(self: FakePicamera2, config: dict[str, object]) -> None:
+        real_configure(self, config)
+        assert self.camera_config is not None
+        self.camera_config["lores"]["size"] = (128, 64)  # as if libcamera aligned it
+
+    FakePicamera2.configure = aligning  # type: ignore[method-assign]
+    try:
+        changed = Picamera2Source("0", SourceOptions(detector_side=128), clock, module=module)
+        with caplog.at_level("INFO", logger="agent.camera.picam"):
+            changed.open()
+        frame = changed.read()
+    finally:
+        FakePicamera2.configure = real_configure  # type: ignore[method-assign]
+    assert frame is not None
+    assert frame.lores is None
+    assert "lores stream not used: the detector needs 128x72, the camera gave 128x64" in caplog.text

@@ -28,7 +28,9 @@ class Pipeline:
         self.calls = 0
         self.schedules: list[Any] = []
 
-    def analyze(self, pixels: Any, schedule: Any = None, frame: int = 0) -> list[FaceObservation]:
+    def analyze(
+        self, pixels: Any, schedule: Any = None, frame: int = 0, *, lores: object = None
+    ) -> list[FaceObservation]:
         self.calls += 1
         self.schedules.append(schedule)
         return [FACE] if self.present else []

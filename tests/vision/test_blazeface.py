@@ -13,8 +13,8 @@ from agent.vision.blazeface import (
     iou,
     weighted_nms,
 )
-from agent.vision.detector import Placement
 from agent.vision.manifest import default_models_dir, model_spec
+from agent.vision.placement import Placement
 from tests.purity import import_blocked
 
 MODELS = default_models_dir()
