@@ -27,7 +27,7 @@ from typing import Protocol
 from agent.camera.base import FrameSource
 from agent.errors import CameraLost, EmotionAgentError
 from agent.frame import Frame
-from agent.privacy.lease import zero
+from agent.privacy.lease import zero_frame
 
 logger = logging.getLogger(__name__)
 
@@ -108,12 +108,12 @@ class LatestFrameSlot:
         with self._cond:
             self.captured += 1
             if self._refusing:
-                zero(frame.pixels)
+                zero_frame(frame)
                 self.discarded += 1
                 return
             old, self._frame = self._frame, frame
             if old is not None:
-                zero(old.pixels)
+                zero_frame(old)
                 self.dropped += 1
             self._cond.notify()
 
@@ -122,7 +122,7 @@ class LatestFrameSlot:
         with self._cond:
             self.captured += 1
             self.skipped += 1
-            zero(frame.pixels)
+            zero_frame(frame)
 
     def finish(self, error: BaseException | None = None) -> None:
         """No more frames will come; ``error`` is re-raised to the consumer after the last frame."""
@@ -145,7 +145,7 @@ class LatestFrameSlot:
         with self._cond:
             self._refusing = True
             if self._frame is not None:
-                zero(self._frame.pixels)
+                zero_frame(self._frame)
                 self._frame = None
                 self.discarded += 1
             self._cond.notify_all()
@@ -170,7 +170,7 @@ class PullReader:
         while (frame := self.source.read()) is not None:
             self.captured += 1
             if not self.gate.admit(frame.stream_time):
-                zero(frame.pixels)
+                zero_frame(frame)
                 self.skipped += 1
                 continue
             yield frame

@@ -77,14 +77,19 @@ def zero(pixels: Pixels) -> None:
         base.fill(0)
 
 
+def zero_frame(frame: Frame) -> None:
+    """Zero every buffer of a frame: its pixels and the camera's scaled copy (``Frame.lores``)."""
+    zero(frame.pixels)
+    if frame.lores is not None:
+        zero(frame.lores)
+
+
 @contextmanager
 def lease(frame: Frame, recorder: LifetimeRecorder | None = None) -> Iterator[Pixels]:
     """Lend a frame's pixels for one scope; zero them and record the lifetime on exit."""
     try:
         yield frame.pixels
     finally:
-        zero(frame.pixels)
-        if frame.lores is not None:
-            zero(frame.lores)
+        zero_frame(frame)
         if recorder is not None:
             recorder.record((recorder.clock.monotonic() - frame.captured_mono) * 1000.0)

@@ -19,7 +19,9 @@ from agent.frame import Frame
 
 
 def make_frame(i: int, t: float | None = None) -> Frame:
-    return Frame(np.full((4, 4, 3), i + 1, np.uint8), i, float(i), 0.0, source_time=t)
+    """A frame with a camera-scaled copy too (``Frame.lores``, picamera2's lores stream)."""
+    lores = np.full((2, 2, 3), i + 1, np.uint8)
+    return Frame(np.full((4, 4, 3), i + 1, np.uint8), i, float(i), 0.0, source_time=t, lores=lores)
 
 
 class ListSource:
@@ -60,6 +62,8 @@ def test_slot_keeps_the_newest_frame_and_zeroes_the_one_it_replaces() -> None:
     slot.put(new)
     assert slot.dropped == 1
     assert not old.pixels.any()
+    assert old.lores is not None
+    assert not old.lores.any()
     assert slot.take(timeout=0) is new
     assert new.pixels.all()
     assert slot.take(timeout=0) is None
@@ -111,6 +115,8 @@ def test_close_zeroes_a_frame_left_waiting_and_releases_the_source() -> None:
     assert grabber.join(timeout=5)
     grabber.close()
     assert not frame.pixels.any()
+    assert frame.lores is not None
+    assert not frame.lores.any()
     assert source.closed
 
 
@@ -131,6 +137,8 @@ def test_pull_reader_drops_nothing_and_zeroes_what_the_gate_skips() -> None:
     assert got == [0, 2, 4, 6, 8]
     assert (reader.captured, reader.dropped, reader.skipped) == (10, 0, 5)
     assert all(not frames[i].pixels.any() for i in (1, 3, 5, 7, 9))
+    assert all(not np.any(frames[i].lores) for i in (1, 3, 5, 7, 9))
+    assert all(np.all(frames[i].lores) for i in (0, 2, 4))  # handed out: the consumer's lease zeroes them
     reader.close()
 
 
