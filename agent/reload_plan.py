@@ -14,6 +14,9 @@ COUNTING = ("analytics", "camera", "vision", "policy.zones", "policy.min_face_he
 """Keys whose change alters what a window counts."""
 NOT_COUNTING = ("analytics.alerts", "analytics.baseline")
 """Read after a window closes: they never need the open window closed."""
+SOURCE_SHAPING = ("camera", "vision.detector", "vision.models_dir")
+"""Keys that change what the source is asked for: the detector's input side sizes picamera2's
+lores stream (``agent.processing.source_options``), so a live camera is reopened for it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,9 +26,10 @@ class ReloadPlan:
     new_pipeline: bool
     """``vision`` changed: load the models again."""
     reopen_source: bool
-    """Open the camera again: ``camera.source`` changed, or any camera key of a live camera."""
+    """Open the camera again: ``camera.source`` changed, or any camera key (or the detector,
+    which sizes the lores stream) of a live camera."""
     retune_source: bool
-    """Other ``camera`` keys of a file: applied without reopening it."""
+    """Other such keys of a file: applied without reopening it."""
 
 
 def _under(key: str, prefixes: tuple[str, ...]) -> bool:
@@ -34,7 +38,7 @@ def _under(key: str, prefixes: tuple[str, ...]) -> bool:
 
 def plan_reload(keys: list[str], *, live: bool) -> ReloadPlan:
     counting = [k for k in keys if _under(k, COUNTING) and not _under(k, NOT_COUNTING)]
-    camera = [k for k in keys if _under(k, ("camera",))]
+    camera = [k for k in keys if _under(k, SOURCE_SHAPING)]
     reopen = "camera.source" in camera or (live and bool(camera))
     return ReloadPlan(
         close_window=bool(counting),

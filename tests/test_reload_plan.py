@@ -30,3 +30,11 @@ def test_a_zone_or_vision_change_closes_the_window_and_vision_reloads_the_models
     plan = plan_reload(["vision.detector"], live=True)
     assert plan.close_window
     assert plan.new_pipeline
+
+
+def test_a_new_detector_reopens_a_camera_for_its_lores_size_and_retunes_a_file() -> None:
+    """The detector's input side sizes picamera2's lores stream (SourceOptions.detector_side)."""
+    assert plan_reload(["vision.detector"], live=True) == ReloadPlan(True, True, True, False)
+    assert plan_reload(["vision.models_dir"], live=True).reopen_source
+    assert plan_reload(["vision.detector"], live=False) == ReloadPlan(True, True, False, True)
+    assert plan_reload(["vision.quality.min_face_px"], live=True) == ReloadPlan(True, True, False, False)
