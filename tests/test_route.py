@@ -95,9 +95,10 @@ def test_a_cameras_lores_copy_reaches_the_model_zoned_wherever_it_touches_a_zone
     FrameRoute(VisionStage.plain(pipeline), zone, LifetimeRecorder(FakeClock())).carry(f)
     lores = pipeline.seen_lores[0]
     assert lores is not None
-    # the zone ends at x = 27 of 60 (columns 0-26): lores columns 0-4 hold some of it, 5.. none
-    assert not lores[:, :6].any()
-    assert lores[:, 6:].min() == 90
+    # the zone ends at x = 27 of 60 (columns 0-26): lores columns 0-5 hold some of it, column 6
+    # borders them (a scaler's taps reach beyond a pixel's footprint), 7.. are clear of it
+    assert not lores[:, :7].any()
+    assert lores[:, 7:].min() == 90
     assert not f.lores.any()
     assert not f.pixels.any()
     plain = SeeingPipeline()

@@ -170,34 +170,57 @@ class Picamera2Source:
             with self._mapped(request, "main", write=False) as mapped:
                 pixels = self._copy(mapped.array)
             if self._lores is not None:
-                with self._mapped(request, "lores", write=False) as mapped:
-                    lores = self._lores_rgb(mapped.array, self._lores)
+                lores = self._read_lores(request, self._lores)
         finally:
             request.release()
         frame = Frame(pixels, self._count, self.clock.monotonic(), self.clock.time(), lores=lores)
         self._count += 1
         return frame
 
+    def _read_lores(self, request: Any, size: tuple[int, int]) -> Pixels | None:
+        """The request's lores copy as RGB; a failure there (the stream missing, a mapping
+        error) is logged once and the stream left unused, not a lost camera: the frame itself
+        is fine and the detector resizes it."""
+        try:
+            with self._mapped(request, "lores", write=False) as mapped:
+                return self._lores_rgb(mapped.array, size)
+        except Exception as exc:
+            logger.warning(
+                "picamera2 lores stream left unused: %s: %s", type(exc).__name__, exc,
+                extra={"fields": {"camera": self.camera_num}},
+            )
+            self._lores = None
+            return None
+
     def _lores_size(self) -> tuple[int, int] | None:
         """The detector's letterbox size for the main stream, when it is even (YUV420) and
-        smaller than the main stream; else None (no lores stream)."""
+        no larger than the main stream; else None (no lores stream, one log line)."""
         if self.options.detector_side is None:
             return None
         p = Placement.fit(*self._size, self.options.detector_side)
         if p.w % 2 or p.h % 2 or p.w > self._size[0] or p.h > self._size[1]:
+            logger.info(
+                "picamera2 lores stream not used: the detector's %dx%d for a %dx%d frame is odd "
+                "or larger than the frame (YUV420 needs even sizes)",
+                p.w, p.h, *self._size, extra={"fields": {"camera": self.camera_num}},
+            )
             return None
         return p.w, p.h
 
     def _configured_lores(self, cam: Any, asked: tuple[int, int] | None) -> tuple[int, int] | None:
-        """The lores size libcamera kept, if it is the one asked for; it may align sizes."""
-        if asked is None:
+        """The lores size in use: the one asked for, if libcamera kept it and kept the main
+        stream's size it was worked out from (it may align either)."""
+        if asked is None or self.options.detector_side is None:
             return None
         config = getattr(cam, "camera_config", None) or {}
         got = tuple((config.get("lores") or {}).get("size") or ())
-        if got != asked:
+        main = tuple((config.get("main") or {}).get("size") or self._size)
+        p = Placement.fit(int(main[0]), int(main[1]), self.options.detector_side)
+        if got != asked or (p.w, p.h) != asked:
             logger.info(
-                "picamera2 lores stream not used: the detector needs %sx%s, the camera gave %s",
-                *asked, "x".join(map(str, got)) or "none",
+                "picamera2 lores stream not used: the detector needs %sx%s of a %s frame, the "
+                "camera gave %s",
+                p.w, p.h, "x".join(map(str, main)), "x".join(map(str, got)) or "none",
                 extra={"fields": {"camera": self.camera_num}},
             )
             return None
@@ -240,18 +263,28 @@ class Picamera2Source:
 
 def yuv420_to_rgb(yuv: Any, w: int, h: int) -> Pixels:
     """An I420 buffer as picamera2 maps it, (h * 3 / 2, stride) with each plane's rows padded to
-    the stride (U and V rows to half of it), as a new RGB (h, w, 3) image. A padded buffer is
-    first packed into a plain I420 copy, zeroed before returning."""
+    the stride (U and V rows to half of it), as a new RGB (h, w, 3) image; zeroed again if the
+    conversion fails half way."""
+    rgb: Pixels = np.zeros((h, w, 3), np.uint8)
+    try:
+        _i420_to_rgb(np.asarray(yuv), w, h, rgb)
+    except BaseException:
+        rgb.fill(0)
+        raise
+    return rgb
+
+
+def _i420_to_rgb(yuv: Any, w: int, h: int, rgb: Pixels) -> None:
+    """A padded buffer is first packed into a plain I420 copy, zeroed before returning."""
     import cv2  # noqa: PLC0415 - the camera layer imports OpenCV only where it converts
 
     stride = int(yuv.shape[1])
-    rgb: Pixels = np.empty((h, w, 3), np.uint8)
     if stride == w:
-        cv2.cvtColor(np.asarray(yuv), cv2.COLOR_YUV2RGB_I420, dst=rgb)
-        return rgb
-    flat = np.asarray(yuv).reshape(-1)
+        cv2.cvtColor(yuv, cv2.COLOR_YUV2RGB_I420, dst=rgb)
+        return
+    flat = yuv.reshape(-1)
     half, qh = stride // 2, h // 2
-    packed = np.empty((h * 3 // 2, w), np.uint8)
+    packed = np.zeros((h * 3 // 2, w), np.uint8)
     try:
         packed[:h] = flat[: h * stride].reshape(h, stride)[:, :w]
         chroma = packed[h:].reshape(-1)
@@ -260,6 +293,5 @@ def yuv420_to_rgb(yuv: Any, w: int, h: int) -> Pixels:
             plane = flat[start : start + qh * half].reshape(qh, half)[:, : w // 2]
             chroma[k * qh * (w // 2) : (k + 1) * qh * (w // 2)] = plane.reshape(-1)
         cv2.cvtColor(packed, cv2.COLOR_YUV2RGB_I420, dst=rgb)
-        return rgb
     finally:
         packed.fill(0)

@@ -51,10 +51,17 @@ def _rasterise_one(polygon: Polygon, height: int, width: int) -> Mask:
 
 def covering_mask(mask: Mask, height: int, width: int) -> Mask:
     """A (height, width) mask, True for each small pixel whose footprint in the full ``mask``
-    (its scaled rectangle, widened to whole pixels) holds any True pixel."""
+    (its scaled rectangle, widened to whole pixels) holds any True pixel, and for their
+    neighbours: a camera's scaler filters with taps beyond a pixel's own footprint."""
     full_h, full_w = mask.shape
     by_row = np.stack([mask[a:b].any(axis=0) for a, b in _spans(full_h, height)])
-    return np.stack([by_row[:, a:b].any(axis=1) for a, b in _spans(full_w, width)], axis=1)
+    small = np.stack([by_row[:, a:b].any(axis=1) for a, b in _spans(full_w, width)], axis=1)
+    grown = np.pad(small, 1)
+    out = np.zeros_like(small)
+    for dy in range(3):
+        for dx in range(3):
+            out |= grown[dy : dy + height, dx : dx + width]
+    return out
 
 
 def _spans(full: int, small: int) -> list[tuple[int, int]]:

@@ -211,4 +211,23 @@ def test_without_a_detector_side_or_at_another_size_no_lores_is_used(
         FakePicamera2.configure = real_configure  # type: ignore[method-assign]
     assert frame is not None
     assert frame.lores is None
-    assert "lores stream not used: the detector needs 128x72, the camera gave 128x64" in caplog.text
+    assert "lores stream not used: the detector needs 128x72 of a 1280x720 frame, the camera gave 128x64" in (
+        caplog.text
+    )
+
+
+def test_a_lores_buffer_that_cannot_be_mapped_leaves_the_frame_and_the_camera_fine(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    src = lores_source(clock, [], 192)
+    cam = FakePicamera2.instances[0]
+    assert cam.camera_config is not None
+    cam.camera_config["lores"] = None  # the request then has no lores buffer to map
+    with caplog.at_level("WARNING", logger="agent.camera.picam"):
+        frame = src.read()
+    assert frame is not None
+    assert frame.lores is None
+    assert frame.pixels.any()
+    assert "picamera2 lores stream left unused: KeyError" in caplog.text
+    assert cam.outstanding == 0
+    assert src.read() is not None  # not tried again, not a lost camera

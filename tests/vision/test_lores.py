@@ -46,3 +46,14 @@ def test_a_copy_of_another_size_is_ignored(pipeline: VisionPipeline, media: Path
     group = read(media, "group6.jpg")
     wrong = np.zeros((50, 80, 3), np.uint8)  # not the letterbox size: the frame is resized as usual
     assert len(pipeline.analyze(group, lores=wrong)) == 6
+
+
+def test_a_portrait_copy_is_placed_in_the_zeroed_canvas(pipeline: VisionPipeline, media: Path) -> None:
+    """A portrait frame fills columns, not rows, of the square input: the copy goes through the
+    canvas, which holds pixels only until the input is filled."""
+    portrait = np.ascontiguousarray(read(media, "astronaut.png")[:, 64:448])  # 384 wide, 512 high
+    p = pipeline.detector.placement(portrait.shape[1], portrait.shape[0])
+    assert p.w < p.size  # the canvas path
+    faces = pipeline.analyze(np.zeros_like(portrait), lores=scaled_rgb(pipeline, portrait))
+    assert len(faces) == 1
+    assert pipeline.scratch_is_zero()
