@@ -78,7 +78,6 @@ def dequantize(values: npt.NDArray[Any], params: QuantParams) -> F32:
     return ((values.astype(np.float32) - params.zero_point) * params.scale).astype(np.float32)
 
 
-
 class Model:
     """One loaded interpreter with a single input tensor; inputs are zeroed on request."""
 
