@@ -5,10 +5,11 @@
 Starts COMMAND, reads ``/proc/PID/smaps_rollup`` every ``--interval`` seconds (default 5 ms)
 until it exits, and prints the highest RSS with its anonymous and file-backed parts at that
 instant. Whenever RSS reaches a new high it also reads ``/proc/PID/smaps``; the last such copy
-(the peak's) is summarised by mapping: the heap, anonymous mappings by size (a 1080p BGR frame
-is one 6,220,800-byte mapping of its own once ``run`` has fixed glibc's mmap threshold), and
-file-backed pages by file. ``--smaps`` keeps that copy. A sample taken every few milliseconds
-can miss a peak shorter than that; ``ru_maxrss`` of the child (printed beside) cannot.
+(the peak's) is summarised by mapping: the heap, the other anonymous mappings by size, and
+file-backed pages by file. The kernel merges adjacent anonymous mappings, so a mapping is not
+one allocation: which allocation is what comes from ``heaptrack`` (docs/vision.md, "Memory").
+``--smaps`` keeps that copy. A sample taken every few milliseconds can miss a peak shorter than
+that; ``ru_maxrss`` of the child (printed beside) cannot.
 Linux only; the command's exit status is reported, not checked.
 """
 
@@ -25,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MB = 1024.0 * 1024.0
-FRAME_1080P = 1920 * 1080 * 3
 
 
 @dataclass
@@ -74,15 +74,12 @@ def parse_smaps(text: str) -> list[Mapping]:
 
 
 def anon_label(m: Mapping) -> str:
-    """Anonymous mappings grouped by what their size says they are."""
+    """Anonymous mappings grouped: the heap, the stack, libraries' private pages, others by size."""
     if m.name in ("[heap]", "[stack]"):
         return m.name
     if m.name.startswith("/"):
         return "libraries' private pages (relocated data, .bss)"
-    size = m.end - m.start
-    if FRAME_1080P <= size < FRAME_1080P + 64 * 1024:
-        return "1080p BGR frame buffers (one mapping each)"
-    if size >= 1024 * 1024:
+    if m.end - m.start >= 1024 * 1024:
         return "other anonymous mappings >= 1 MB (arenas, decoder pools, thread heaps)"
     return "other anonymous mappings < 1 MB"
 
