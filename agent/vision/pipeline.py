@@ -23,10 +23,10 @@ import numpy.typing as npt
 from agent.errors import BackendUnavailable
 from agent.frame import Pixels, check_pixels
 from agent.vision.detector import FaceDetector
-from agent.vision.emotion import EmotionClassifier
+from agent.vision.emotion import CROP, EmotionClassifier
 from agent.vision.manifest import ModelSpec, default_models_dir, model_spec
 from agent.vision.memtrim import trim_file_pages
-from agent.vision.observation import Detection, FaceObservation
+from agent.vision.observation import Detection, FaceObservation, Quality
 from agent.vision.precision import pick_precisions, with_float_io
 from agent.vision.quality import GateLimits, gate, yaw_degrees
 from agent.vision.runtime import BACKENDS, Model, choose_backend
@@ -78,6 +78,8 @@ class VisionPipeline:
         self.max_faces = max_faces
         self.tiles = tiles
         self._warm = False
+        self._crops: list[npt.NDArray[np.uint8]] = []
+        self._used = 0
         self.stills = False
         """Every frame is a still image (``analyze`` on an image or folder): a frame in which
         nothing is found is searched again on a padded copy (``_detect_padded``)."""
@@ -191,25 +193,52 @@ class VisionPipeline:
             trim_file_pages()
         try:
             dets = self._detect(pixels, still or self.stills, lores)[: self.max_faces]
-            return [self._observe(pixels, det, schedule, frame) for det in dets]
+            measured = [self._measure(pixels, det, i) for i, det in enumerate(dets)]
+            return [self._observe(det, i, q, schedule, frame) for i, (det, q) in enumerate(measured)]
         finally:
             self.detector.clear()
             self.classifier.clear()
+            self._zero_crops()
 
-    def _observe(
-        self, pixels: Pixels, det: Detection, schedule: EmotionSchedule | None = None, frame: int = 0
-    ) -> FaceObservation:
+    def _measure(self, pixels: Pixels, det: Detection, i: int) -> tuple[Detection, tuple[Quality, float]]:
+        """Crop and gate one face, keeping its crop for ``_observe``. Every face is cropped
+        before any is classified: the frame is then still cached for the next crop, and the
+        emotion model's weights for its next invoke (the first invoke evicts the frame)."""
         h, w = pixels.shape[:2]
-        grey = self.classifier.align(pixels, det)
-        sharpness, brightness = self.classifier.measure(grey)
+        crop = self._crop(i)
+        np.copyto(crop, self.classifier.align(pixels, det))
+        sharpness, brightness = self.classifier.measure(crop)
         yaw = yaw_degrees([(x * w, y * h) for x, y in det.keypoints[:3]])
         quality = gate(min(det.box[2] * w, det.box[3] * h), sharpness, brightness, yaw, self.limits)
+        return det, (quality, brightness)
+
+    def _crop(self, i: int) -> npt.NDArray[np.uint8]:
+        """Face ``i``'s crop buffer (scratch: zeroed by ``clear``)."""
+        while len(self._crops) <= i:
+            self._crops.append(np.zeros((CROP, CROP), np.uint8))
+        self._used = max(self._used, i + 1)
+        return self._crops[i]
+
+    def _zero_crops(self) -> None:
+        for crop in self._crops[: self._used]:
+            crop.fill(0)
+        self._used = 0
+
+    def _observe(
+        self,
+        det: Detection,
+        i: int,
+        measured: tuple[Quality, float],
+        schedule: EmotionSchedule | None = None,
+        frame: int = 0,
+    ) -> FaceObservation:
+        quality, brightness = measured
         probs = None
         if quality.passed:
             probs = schedule.reuse(frame, det.box) if schedule is not None else None
             if probs is None:
                 probs = self.classifier.classify(
-                    self.classifier.normalise(grey, brightness, self.limits.normalise_below)
+                    self.classifier.normalise(self._crops[i], brightness, self.limits.normalise_below)
                 )
                 if schedule is not None:
                     schedule.remember(frame, det.box, probs)
@@ -224,7 +253,7 @@ class VisionPipeline:
 
     def scratch(self) -> list[npt.NDArray[np.generic]]:
         """Every preallocated buffer that may hold pixels during a call (all zero between calls)."""
-        return [*self.detector.scratch(), *self.classifier.scratch()]
+        return [*self.detector.scratch(), *self.classifier.scratch(), *self._crops]
 
     def scratch_is_zero(self) -> bool:
         models = (self.detector.model, self.classifier.model)
@@ -234,6 +263,7 @@ class VisionPipeline:
         """Zero every scratch buffer and input tensor (``analyze`` and ``detect`` already do)."""
         self.detector.clear()
         self.classifier.clear()
+        self._zero_crops()
 
     def close(self) -> None:
         """Zero the scratch and release the interpreters; the pipeline cannot be used after."""
