@@ -78,6 +78,15 @@ Block = tuple[int, int, int, int]
 """(row_start, row_stop, col_start, col_stop): a rectangle of the mask to paint black."""
 
 
+def paint(pixels: Pixels, rects: list[Block]) -> int:
+    """Paint the rectangles black in place; return the pixels painted."""
+    painted = 0
+    for r0, r1, c0, c1 in rects:
+        pixels[r0:r1, c0:c1] = 0
+        painted += (r1 - r0) * (c1 - c0)
+    return painted
+
+
 def blocks(mask: Mask) -> list[Block]:
     """Cover a mask exactly with rectangles: runs per row, merged down identical rows.
 
@@ -133,11 +142,7 @@ class ZoneMask:
             return 0
         key = (int(pixels.shape[0]), int(pixels.shape[1]))
         self.mask(*key)
-        painted = 0
-        for r0, r1, c0, c1 in self._blocks[key]:
-            pixels[r0:r1, c0:c1] = 0
-            painted += (r1 - r0) * (c1 - c0)
-        return painted
+        return paint(pixels, self._blocks[key])
 
     def apply_covering(self, small: Pixels, full: tuple[int, ...]) -> int:
         """Paint black every pixel of ``small`` (the camera's own downscaled copy of a frame of
@@ -153,11 +158,7 @@ class ZoneMask:
             covering = blocks(covering_mask(self.mask(key[2], key[3]), h, w))
             with self._lock:
                 covering = self._covering.setdefault(key, covering)
-        painted = 0
-        for r0, r1, c0, c1 in covering:
-            small[r0:r1, c0:c1] = 0
-            painted += (r1 - r0) * (c1 - c0)
-        return painted
+        return paint(small, covering)
 
     def covers(self, x: float, y: float) -> bool:
         """Is the normalised point (x, y) inside a zone? Uses the same even-odd rule."""

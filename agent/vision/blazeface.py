@@ -4,7 +4,7 @@ A port of MediaPipe's ``SsdAnchorsCalculator``, ``TensorsToDetectionsCalculator`
 ``NonMaxSuppressionCalculator`` (WEIGHTED, IoU) as configured by
 ``modules/face_detection/face_detection_{short,full}_range_common.pbtxt``; the options live in
 ``models/manifest.json``. Coordinates here are normalised to the (square) model input; mapping
-back through the letterbox is ``agent.vision.detector.Placement.to_frame``.
+back through the letterbox is ``agent.vision.placement.Placement.to_frame``.
 """
 
 from __future__ import annotations
