@@ -8,9 +8,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from agent.frame import Pixels
 from agent.vision.blazeface import Row, decode_candidates, iou, weighted_nms_rows
 from agent.vision.detector import _shrink_steps
-from agent.vision.emotion import rotation_matrix
+from agent.vision.emotion import EmotionClassifier, rotation_matrix
+from agent.vision.observation import Detection
 from agent.vision.pipeline import VisionPipeline
 from agent.vision.settings import VisionConfig
 from tests.vision.conftest import read
@@ -90,3 +92,50 @@ def test_int8_detector_decodes_its_raw_outputs_as_the_dequantized_ones(media: Pa
         assert seen > 10  # candidates were decoded, not only empty lists compared
     finally:
         pipeline.close()
+
+
+def colour_warp_crop(classifier: EmotionClassifier, pixels: Pixels, det: Detection) -> Pixels:
+    """The crop as first written: warp the colour frame at k x 64, area-average to 64, grey."""
+    h, w = pixels.shape[:2]
+    bx, by, bw, bh = det.box
+    cx, cy = (bx + bw / 2) * w, (by + bh / 2) * h
+    side = max(bw * w, bh * h) * (1.0 + 2.0 * classifier.margin)
+    (rx, ry), (lx, ly) = det.keypoints[0], det.keypoints[1]
+    angle = math.degrees(math.atan2((ly - ry) * h, (lx - rx) * w))
+    k = 1
+    while k < 4 and side >= 64 * k * 2:
+        k *= 2
+    m = cv2.getRotationMatrix2D((cx, cy), angle, 64 * k / side)
+    m[0, 2] += 32 * k - cx
+    m[1, 2] += 32 * k - cy
+    big = cv2.warpAffine(pixels, m, (64 * k, 64 * k), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
+    small = cv2.resize(big, (64, 64), interpolation=cv2.INTER_AREA) if k > 1 else big
+    return np.asarray(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), np.uint8)
+
+
+def test_grey_region_crop_is_the_colour_warp_up_to_rounding(pipeline: VisionPipeline, media: Path) -> None:
+    """``align`` turns only the sampled region grey and warps one channel: the crop must be
+    the colour warp's within rounding, for small, large (k = 2, 4) and tilted faces, and for
+    faces cut by the frame's edge (the region clipped, the rest black as before)."""
+    image = read(media, "astronaut.png")
+    classifier = pipeline.classifier
+    seen: set[int] = set()
+    for scale in (0.25, 0.5, 1.0, 2.0):
+        frame = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        for angle in (0.0, 25.0):
+            turn = cv2.getRotationMatrix2D((frame.shape[1] / 2, frame.shape[0] / 2), angle, 1.0)
+            turned = cv2.warpAffine(frame, turn, (frame.shape[1], frame.shape[0]))
+            for shift in (0, 1):  # 1: the face half out of the frame on the left
+                cut = turned[:, int(turned.shape[1] * 0.30) :] if shift else turned
+                cut = np.ascontiguousarray(cut)
+                for det in pipeline.detect(cut):
+                    side = max(det.box[2] * cut.shape[1], det.box[3] * cut.shape[0]) * 1.3
+                    seen.add(4 if side >= 256 else 2 if side >= 128 else 1)
+                    fast = classifier.align(cut, det).astype(int)
+                    slow = colour_warp_crop(classifier, cut, det).astype(int)
+                    classifier.clear()
+                    diff = np.abs(fast - slow)
+                    assert diff.max() <= 3, (scale, angle, shift)
+                    assert diff.mean() < 0.6, (scale, angle, shift)
+    assert seen == {1, 2, 4}
+    assert pipeline.scratch_is_zero()
