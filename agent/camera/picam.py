@@ -8,9 +8,12 @@ the BGR order OpenCV and the vision stage expect.
 
 With ``SourceOptions.detector_side`` set, a second stream, ``lores`` (YUV420, which the Pi 4's
 ISP requires of it), is scaled by the ISP to the size the detector letterboxes the frame to and
-handed over as ``Frame.lores`` (RGB), so the CPU never resizes the frame for the detector. A
-lores stream libcamera configured at another size, or whose buffer is not the expected shape,
-is left unused (one log line) and the detector resizes as without it.
+handed over as ``Frame.lores`` (RGB), so the CPU never resizes the frame for the detector. The
+configuration then asks for the SMPTE 170M colour space (BT.601 matrix, limited range), the one
+OpenCV's YUV420 conversion decodes: picamera2's own default from 1280 x 720 up is Rec.709, which
+decoded as BT.601 shifts every hue. A lores stream libcamera configured at another size or in
+another colour space, or whose buffer is not the expected shape, is left unused (one log line)
+and the detector resizes as without it.
 
 The mapped buffer (libcamera's dma-buf, row padding sliced off) is copied once into the frame's
 own array, and the request is released at once, so libcamera gets its buffer back before
@@ -139,10 +142,14 @@ class Picamera2Source:
                 f"program?): {exc}"
             ) from exc
         lores = self._lores_size()
+        space = None if lores is None else bt601_colour_space(module)
+        if space is None:
+            lores = None
         try:
             config = cam.create_video_configuration(
                 main={"format": "RGB888", "size": self._size},
                 lores=None if lores is None else {"format": "YUV420", "size": lores},
+                colour_space=space,
                 controls={"FrameDurationLimits": (frame_us, frame_us)},
                 buffer_count=2,
             )
@@ -152,7 +159,7 @@ class Picamera2Source:
             cam.close()
             raise SourceError(f"picamera2:{self.camera_num}: cannot start the camera: {exc}") from exc
         self._cam = cam
-        self._lores = self._configured_lores(cam, lores)
+        self._lores = self._configured_lores(cam, lores, space)
         logger.info(
             "picamera2 started",
             extra={"fields": {"camera": self.camera_num, "size": f"{self._size[0]}x{self._size[1]}"}},
@@ -207,12 +214,23 @@ class Picamera2Source:
             return None
         return p.w, p.h
 
-    def _configured_lores(self, cam: Any, asked: tuple[int, int] | None) -> tuple[int, int] | None:
+    def _configured_lores(
+        self, cam: Any, asked: tuple[int, int] | None, space: Any = None
+    ) -> tuple[int, int] | None:
         """The lores size in use: the one asked for, if libcamera kept it and kept the main
-        stream's size it was worked out from (it may align either)."""
+        stream's size it was worked out from (it may align either), and kept the colour space
+        the conversion decodes."""
         if asked is None or self.options.detector_side is None:
             return None
         config = getattr(cam, "camera_config", None) or {}
+        got_space = config.get("colour_space")
+        if got_space != space:
+            logger.info(
+                "picamera2 lores stream not used: its YUV420 must be in the SMPTE 170M colour "
+                "space (BT.601, limited range), the camera chose %s",
+                got_space, extra={"fields": {"camera": self.camera_num}},
+            )
+            return None
         got = tuple((config.get("lores") or {}).get("size") or ())
         main = tuple((config.get("main") or {}).get("size") or self._size)
         p = Placement.fit(int(main[0]), int(main[1]), self.options.detector_side)
@@ -259,6 +277,17 @@ class Picamera2Source:
             cam.stop()
         finally:
             cam.close()
+
+
+def bt601_colour_space(module: ModuleType) -> Any:
+    """libcamera's ``ColorSpace.Smpte170m()`` (BT.601, limited range), from the ``libcamera``
+    module picamera2 imports; None, logged, if it cannot be had (then no lores stream)."""
+    try:
+        libcamera = getattr(module, "libcamera", None) or importlib.import_module("libcamera")
+        return libcamera.ColorSpace.Smpte170m()
+    except (ImportError, AttributeError) as exc:
+        logger.info("picamera2 lores stream not used: no libcamera ColorSpace.Smpte170m (%s)", exc)
+        return None
 
 
 def yuv420_to_rgb(yuv: Any, w: int, h: int) -> Pixels:

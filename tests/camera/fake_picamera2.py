@@ -17,7 +17,13 @@ Modelled on raspberrypi/picamera2 ``picamera2/picamera2.py`` and ``picamera2/req
 - a ``lores`` stream (``YUV420``, as the Pi 4's ISP requires of it) is the scene scaled by an
   area filter, as the ISP's own scaler does; its ``MappedArray`` is the (h * 3 / 2, stride)
   array picamera2 hands out for YUV420 (padding left in); ``configure`` rounds an odd lores
-  size down to even, as libcamera aligns it.
+  size down to even, as libcamera aligns it;
+- colour spaces as ``create_video_configuration`` chooses them when none is given (SMPTE 170M,
+  that is BT.601 limited range, below 1280 x 720, else Rec.709) and as the YUV420 lores stream is
+  then encoded (BT.601 or BT.709 matrix, limited range); ``camera_configuration()`` reports the
+  one in use. ``module.libcamera`` is a fake of the ``libcamera`` module picamera2 imports, with
+  ``ColorSpace.Sycc()``, ``Smpte170m()``, ``Rec709()`` compared field by field (picamera2
+  patches ``ColorSpace.__eq__`` so).
 
 The scene is a list of BGR images played in turn, so a test can check pixels end to end.
 """
@@ -25,10 +31,54 @@ The scene is a list of BGR images played in turn, so a test can check pixels end
 from __future__ import annotations
 
 import types
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import cv2
 import numpy as np
+
+
+@dataclass(frozen=True)
+class FakeColorSpace:
+    """libcamera's ColorSpace: equal when every field is (picamera2's own ``__eq__``)."""
+
+    primaries: str
+    transferFunction: str  # noqa: N815 - libcamera's name
+    ycbcrEncoding: str  # noqa: N815
+    range: str
+
+    @staticmethod
+    def Sycc() -> FakeColorSpace:  # noqa: N802 - libcamera's name
+        return FakeColorSpace("Rec709", "Srgb", "Rec601", "Full")
+
+    @staticmethod
+    def Smpte170m() -> FakeColorSpace:  # noqa: N802
+        return FakeColorSpace("Smpte170m", "Rec709", "Rec601", "Limited")
+
+    @staticmethod
+    def Rec709() -> FakeColorSpace:  # noqa: N802
+        return FakeColorSpace("Rec709", "Rec709", "Rec709", "Limited")
+
+
+def bgr_to_i420(bgr: np.ndarray, space: FakeColorSpace) -> np.ndarray:
+    """An I420 buffer (h * 3 / 2, w) of a BGR image, in the colour space's matrix and range:
+    BT.601 limited is OpenCV's own conversion; BT.709 limited is worked out here."""
+    if (space.ycbcrEncoding, space.range) == ("Rec601", "Limited"):
+        return np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420), np.uint8)
+    if (space.ycbcrEncoding, space.range) != ("Rec709", "Limited"):
+        raise NotImplementedError(f"fake: no {space} YUV encoding")
+    h, w = bgr.shape[:2]
+    b, g, r = (bgr[:, :, i].astype(np.float64) / 255.0 for i in range(3))
+    y = 0.2126 * r + 0.7152 * g + 0.0722 * b
+    cb, cr = (b - y) / 1.8556, (r - y) / 1.5748
+
+    def half(plane: np.ndarray) -> np.ndarray:
+        return plane.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+
+    planes = [16 + 219 * y, 128 + 224 * half(cb), 128 + 224 * half(cr)]
+    flat = np.concatenate([np.clip(np.rint(p), 0, 255).astype(np.uint8).reshape(-1) for p in planes])
+    return flat.reshape(h * 3 // 2, w)
+
 
 BYTES_PER_PIXEL = {"RGB888": 3, "BGR888": 3, "XBGR8888": 4, "XRGB8888": 4}
 STRIDE_ALIGN = 64
@@ -146,7 +196,11 @@ class FakePicamera2:
         stream = {"format": "XBGR8888", "size": (1280, 720), "preserve_ar": True} | (main or {})
         if stream["format"] not in BYTES_PER_PIXEL:
             raise RuntimeError(f"Format {stream['format']} not supported")
+        if colour_space is None:  # picamera2: by the video resolution
+            small = stream["size"][0] < 1280 or stream["size"][1] < 720
+            colour_space = FakeColorSpace.Smpte170m() if small else FakeColorSpace.Rec709()
         return {
+            "colour_space": colour_space,
             "use_case": use_case,
             "buffer_count": buffer_count,
             "queue": queue,
@@ -177,6 +231,9 @@ class FakePicamera2:
             cfg["lores"] = lores
         self.camera_config = cfg
 
+    def camera_configuration(self) -> dict[str, Any] | None:
+        return self.camera_config
+
     def start(self, config: dict[str, Any] | None = None, show_preview: bool = False) -> None:
         self.calls.append("start")
         if self.camera_config is None:
@@ -206,7 +263,7 @@ class FakePicamera2:
         assert cfg is not None
         lores = cfg["lores"]
         w, h = lores["size"]
-        yuv = cv2.cvtColor(self._scene(w, h, cv2.INTER_AREA), cv2.COLOR_BGR2YUV_I420)
+        yuv = bgr_to_i420(self._scene(w, h, cv2.INTER_AREA), cfg["colour_space"])
         rows = np.zeros((h * 3 // 2, lores["stride"]), np.uint8)
         if lores["stride"] == w:
             rows[:] = yuv
@@ -261,4 +318,7 @@ def make_module(scene: list[np.ndarray] | None = None, cameras: int = 1) -> type
     module = types.ModuleType("picamera2")
     module.Picamera2 = FakePicamera2  # type: ignore[attr-defined]
     module.MappedArray = FakeMappedArray  # type: ignore[attr-defined]
+    libcamera = types.ModuleType("libcamera")
+    libcamera.ColorSpace = FakeColorSpace  # type: ignore[attr-defined]
+    module.libcamera = libcamera  # type: ignore[attr-defined] # picamera2 imports it at the top
     return module

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from fake_picamera2 import FakePicamera2, make_module
+from fake_picamera2 import FakeColorSpace, FakePicamera2, make_module
 
 from agent.camera.base import SourceOptions, load_factory
 from agent.camera.picam import Picamera2Source
@@ -231,3 +231,52 @@ def test_a_lores_buffer_that_cannot_be_mapped_leaves_the_frame_and_the_camera_fi
     assert "picamera2 lores stream left unused: KeyError" in caplog.text
     assert cam.outstanding == 0
     assert src.read() is not None  # not tried again, not a lost camera
+
+
+def colour_patches(w: int, h: int) -> np.ndarray:
+    """Saturated patches (where BT.601 and BT.709 differ most) and a grey ramp, BGR."""
+    image = np.zeros((h, w, 3), np.uint8)
+    colours = [(0, 0, 230), (0, 200, 0), (220, 0, 0), (0, 220, 220), (200, 0, 200), (210, 210, 0)]
+    for i, colour in enumerate(colours):
+        image[:, i * w // 8 : (i + 1) * w // 8] = colour
+    image[:, 6 * w // 8 :] = np.linspace(0, 255, w - 6 * w // 8, dtype=np.uint8)[None, :, None]
+    return image
+
+
+@pytest.mark.parametrize(("width", "height"), [(640, 360), (1280, 720), (1920, 1080)])
+def test_the_lores_copy_is_decoded_in_the_colour_space_it_was_encoded_in(
+    clock: FakeClock, width: int, height: int
+) -> None:
+    """picamera2 picks Rec.709 from 1280 x 720 up; the conversion decodes BT.601, so the source
+    asks for SMPTE 170M whatever the size, and the lores colours are the scene's."""
+    scene = colour_patches(width, height)
+    src = lores_source(clock, [scene], 192, width=width, height=height)
+    cam = FakePicamera2.instances[0]
+    assert cam.camera_config is not None
+    assert cam.camera_config["colour_space"] == FakeColorSpace.Smpte170m()
+    frame = src.read()
+    assert frame is not None
+    assert frame.lores is not None
+    lw, lh = cam.camera_config["lores"]["size"]
+    diff = np.abs(frame.lores.astype(int) - area_rgb(scene, (lw, lh)))
+    assert diff.mean() < 1.5
+    assert np.percentile(diff, 99) <= 6  # chroma at the patches' edges (4:2:0) only
+
+
+def test_a_camera_that_keeps_another_colour_space_gets_no_lores(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure = FakePicamera2.configure
+
+    def keeping_rec709(self: FakePicamera2, config: dict[str, object]) -> None:
+        configure(self, config)
+        assert self.camera_config is not None
+        self.camera_config["colour_space"] = FakeColorSpace.Rec709()
+
+    monkeypatch.setattr(FakePicamera2, "configure", keeping_rec709)
+    with caplog.at_level("INFO", logger="agent.camera.picam"):
+        src = lores_source(clock, [], 192)
+    frame = src.read()
+    assert frame is not None
+    assert frame.lores is None
+    assert "must be in the SMPTE 170M colour space" in caplog.text
