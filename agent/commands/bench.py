@@ -38,6 +38,7 @@ from agent.errors import InputError, SourceError
 from agent.frame import Frame, Pixels
 from agent.privacy.lease import LifetimeRecorder, lease
 from agent.route import FrameRoute
+from agent.vision.manifest import detector_input_side
 from agent.vision.pipeline import VisionPipeline
 from agent.vision.runtime import Model
 from agent.vision.settings import VisionConfig
@@ -123,6 +124,8 @@ class BenchResult:
     quality checks, zeroing, lease."""
     load_average: float
     faces_per_frame: float
+    lores_frames: int
+    """Frames whose detector input the camera scaled (picamera2's lores stream), not the CPU."""
     lifetime_p50_ms: float
     lifetime_p99_ms: float
     peak_rss_mb: float
@@ -152,10 +155,13 @@ def builtin_clip(n: int) -> list[Pixels]:
     return frames
 
 
-def source_frames(source: str, limit: int | None) -> Iterator[Frame]:
+def source_frames(source: str, limit: int | None, detector_side: int | None = None) -> Iterator[Frame]:
     """The frames of a source through the camera layer, one at a time, as fast as it reads;
-    every frame of a file, at most ``limit`` (None: all)."""
-    src = open_source(source, SourceOptions(realtime=False, fps=1000.0), SystemClock())
+    every frame of a file, at most ``limit`` (None: all). ``detector_side``: as the service asks
+    (``agent.processing.source_options``), so a camera that scales in hardware (picamera2's
+    lores stream) is timed on the path the service takes."""
+    options = SourceOptions(realtime=False, fps=1000.0, detector_side=detector_side)
+    src = open_source(source, options, SystemClock())
     try:
         n = 0
         while (limit is None or n < limit) and (frame := src.read()) is not None:
@@ -198,6 +204,8 @@ class Samples:
     """Faces read (classified) in each frame."""
     faces: int = 0
     size: tuple[int, int] = (0, 0)
+    lores: int = 0
+    """Frames that came with the camera's own scaled copy for the detector (``Frame.lores``)."""
 
     @staticmethod
     def median(samples: list[tuple[float, float]], cpu: bool = False) -> float:
@@ -211,69 +219,101 @@ def prime_models(pipeline: VisionPipeline, frame: Pixels) -> None:
         pipeline.classifier.classify(pipeline.classifier.align(frame, dets[0]))
 
 
+Shot = tuple[Pixels, Pixels | None]
+"""A decoded frame's pixels and the camera's scaled copy for the detector, if it made one."""
+
+
 def measure(
-    pipeline: VisionPipeline, frames: Iterable[Pixels], recorder: LifetimeRecorder, warmup: int = 0
+    pipeline: VisionPipeline, frames: Iterable[Shot], recorder: LifetimeRecorder, warmup: int = 0
 ) -> Samples:
     """Per frame: the frame route (timed as the pipeline), then one raw invoke of each model on
-    the same frame's inputs. Copying a decoded frame into the buffer is not timed. The first
-    frame is first carried ``warmup`` times, untimed, along a route of its own (first invokes
-    set up their kernels): no copy of it outlives its turn (at 1080p that was 6 MB of peak RSS
-    for the whole run)."""
+    the same frame's inputs. Copying a decoded frame (and its lores copy) into the buffers is not
+    timed. The first frame is first carried ``warmup`` times, untimed, along a route of its own
+    (first invokes set up their kernels): no copy of it outlives its turn (at 1080p that was
+    6 MB of peak RSS for the whole run)."""
     s = Samples()
     route = FrameRoute(VisionStage.plain(pipeline), recorder=recorder)
-    buffer: Pixels = np.empty((0, 0, 3), np.uint8)
+    buffers = _Buffers()
     i = -1
-    for src in frames:  # not enumerate(), whose reused tuple would hold the last frame during the read
+    for shot in frames:  # not enumerate(), whose reused tuple would hold the last frame during the read
         i += 1
-        if src.shape != buffer.shape:
-            buffer = np.empty_like(src)
-            s.size = (src.shape[1], src.shape[0])
+        if shot[0].shape != buffers.pixels.shape:
+            s.size = (shot[0].shape[1], shot[0].shape[0])
         if i == 0 and warmup:
             spare = FrameRoute(VisionStage.plain(pipeline), recorder=LifetimeRecorder(recorder.clock))
             for _ in range(warmup):
-                _one_frame(pipeline, spare, (src, buffer, 0), Samples())
-        _one_frame(pipeline, route, (src, buffer, i), s)
-        del src  # free for the decoder's next frame
-    buffer.fill(0)
+                _one_frame(pipeline, spare, buffers, (shot, 0), Samples())
+        _one_frame(pipeline, route, buffers, (shot, i), s)
+        del shot  # free for the decoder's next frame
+    buffers.zero()
     return s
 
 
+@dataclass
+class _Buffers:
+    """The bench's own copies of the frame and of its lores copy, reused while sizes hold."""
+
+    pixels: Pixels = field(default_factory=lambda: np.empty((0, 0, 3), np.uint8))
+    lores: Pixels = field(default_factory=lambda: np.empty((0, 0, 3), np.uint8))
+
+    def fill(self, shot: Shot) -> Pixels | None:
+        """Copy a shot in; the lores buffer, or None when the shot has no lores copy."""
+        src, lores = shot
+        if src.shape != self.pixels.shape:
+            self.pixels = np.empty_like(src)
+        np.copyto(self.pixels, src)
+        if lores is None:
+            return None
+        if lores.shape != self.lores.shape:
+            self.lores = np.empty_like(lores)
+        np.copyto(self.lores, lores)
+        return self.lores
+
+    def zero(self) -> None:
+        self.pixels.fill(0)
+        self.lores.fill(0)
+
+
 def _one_frame(
-    pipeline: VisionPipeline, route: FrameRoute, frame: tuple[Pixels, Pixels, int], s: Samples
+    pipeline: VisionPipeline, route: FrameRoute, buffers: _Buffers, frame: tuple[Shot, int], s: Samples
 ) -> None:
-    """``frame``: (decoded pixels, the buffer they are copied into, index)."""
-    src, buffer, i = frame
+    """``frame``: a decoded shot and its index."""
+    shot, i = frame
     clock = route.recorder.clock if route.recorder is not None else SystemClock()
-    np.copyto(buffer, src)
+    lores = buffers.fill(shot)
     t0, c0 = time.perf_counter(), time.process_time()
-    carried = Frame(pixels=buffer, index=i, captured_mono=clock.monotonic(), timestamp=clock.time())
+    carried = Frame(
+        pixels=buffers.pixels, index=i, captured_mono=clock.monotonic(), timestamp=clock.time(), lores=lores
+    )
     faces = route.carry(carried).faces
     s.pipeline.append((time.perf_counter() - t0, time.process_time() - c0))
     s.faces += len(faces)
+    s.lores += lores is not None
     s.reads.append(sum(f.probs is not None for f in faces))
-    np.copyto(buffer, src)
-    prime_models(pipeline, buffer)
+    buffers.fill((shot[0], None))
+    prime_models(pipeline, buffers.pixels)
     s.detect.append(timed_invoke(pipeline.detector.model))
     s.emotion.append(timed_invoke(pipeline.classifier.model))
     pipeline.clear()  # zero the scratch the priming used
 
 
-def leased(frames: Iterable[Frame]) -> Generator[Pixels, None, None]:
-    """Each camera-layer frame's pixels inside its lease (zeroed once the caller copied them)."""
+def leased(frames: Iterable[Frame]) -> Generator[Shot, None, None]:
+    """Each camera-layer frame's pixels and lores copy inside its lease (both zeroed once the
+    caller copied them)."""
     for frame in frames:
         with lease(frame) as pixels:
-            yield pixels
+            yield pixels, frame.lores
         del frame, pixels  # free for the decoder's next frame
 
 
-def cycled(frames: list[Pixels], n: int) -> Iterator[Pixels]:
+def cycled(frames: list[Pixels], n: int) -> Iterator[Shot]:
     for i in range(n):
-        yield frames[i % len(frames)]
+        yield frames[i % len(frames)], None
 
 
 def bench(
     pipeline: VisionPipeline,
-    frames: Iterable[Pixels],
+    frames: Iterable[Shot],
     label: str,
     cfg: VisionConfig,
     *,
@@ -307,6 +347,7 @@ def bench(
         glue_ms=round((total[0] - limit[0]) / n * 1000.0, 3),
         load_average=round(os.getloadavg()[0], 2),
         faces_per_frame=round(s.faces / n, 2),
+        lores_frames=s.lores,
         lifetime_p50_ms=round(lifetimes.percentile(50), 3),
         lifetime_p99_ms=round(lifetimes.percentile(99), 3),
         peak_rss_mb=round(peak_rss_mb(), 1),
@@ -349,7 +390,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if source:
             limit = args.frames or (DEFAULT_FRAMES if is_camera(source) else None)
-            frames: Iterable[Pixels] = leased(source_frames(source, limit))
+            side = detector_input_side(cfg.models_dir and Path(cfg.models_dir), cfg.detector)
+            frames: Iterable[Shot] = leased(source_frames(source, limit, side))
             label, whole = source, limit is None
         else:
             frames = cycled(builtin_clip(CLIP_FRAMES), args.frames or DEFAULT_FRAMES)
@@ -365,11 +407,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _detector_input(r: BenchResult) -> str:
+    if r.lores_frames == 0:
+        return "resized from the frame on the CPU"
+    return f"scaled by the camera (lores stream) in {r.lores_frames} of {r.frames} frames"
+
+
 def render(r: BenchResult) -> str:
     return "\n".join([
         f"source            {r.source} ({r.frame_size}, {r.frames} frames"
         f"{': the whole clip' if r.whole_clip else ''}, {r.faces_per_frame} faces/frame)",
         f"backend           {r.backend}, {r.threads} thread(s), detector {r.detector}",
+        f"detector input    {_detector_input(r)}",
         f"detect invoke     {r.detect_invoke_ms:.3f} ms (median)",
         f"emotion invoke    {r.emotion_invoke_ms:.3f} ms (median)",
         f"model-bound fps   {r.model_bound_fps:.1f}  (1 / (detect + emotion invoke))",

@@ -280,3 +280,42 @@ def test_a_camera_that_keeps_another_colour_space_gets_no_lores(
     assert frame is not None
     assert frame.lores is None
     assert "must be in the SMPTE 170M colour space" in caplog.text
+
+
+def test_bench_on_a_pi_camera_times_the_lores_path_the_service_takes(
+    media: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``bench picamera2:0`` asks the camera for the detector's input side, as the service
+    does, so the detector reads the ISP's lores copy in every timed frame."""
+    import json  # noqa: PLC0415
+
+    from agent.cli import main  # noqa: PLC0415
+    from agent.commands import bench  # noqa: PLC0415
+    from agent.vision.detector import FaceDetector  # noqa: PLC0415
+
+    astronaut = cv2.imread(str(media / "astronaut.png"))
+    module = make_module(scene=[astronaut])
+    asked: list[SourceOptions] = []
+
+    def opener(source: str, options: SourceOptions, clock: object) -> Picamera2Source:
+        asked.append(options)
+        src = Picamera2Source(source.split(":")[1], options, FakeClock(), module=module)
+        src.open()
+        return src
+
+    scaled: list[tuple[int, ...]] = []
+    fill_scaled = FaceDetector._fill_scaled
+
+    def counting(self: FaceDetector, rgb: np.ndarray, p: object) -> None:
+        scaled.append(rgb.shape)
+        fill_scaled(self, rgb, p)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bench, "open_source", opener)
+    monkeypatch.setattr(FaceDetector, "_fill_scaled", counting)
+    assert main(["bench", "picamera2:0", "--frames", "3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [o.detector_side for o in asked] == [192]
+    assert result["frames"] == 3
+    assert result["lores_frames"] == 3
+    assert scaled.count((108, 192, 3)) >= 3
+    assert result["faces_per_frame"] == 1.0
