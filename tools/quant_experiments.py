@@ -131,19 +131,29 @@ def mse_ranges(signed: bytes, xs: Arrays, qsvs: dict[str, Any]) -> dict[str, Any
             hist[n] += np.histogram(a.ravel(), BINS, bounds[n])[0]
     out = dict(qsvs)
     for n, h in hist.items():
-        lo, hi = bounds[n]
-        edges = np.linspace(lo, hi, BINS + 1)
-        c = (edges[:-1] + edges[1:]) / 2
-        best = (np.inf, lo, hi)
-        for a in [0.0] if lo >= 0 else list(lo * np.linspace(0.1, 1.0, 64)):
-            for b in hi * np.linspace(0.1, 1.0, 64):
-                s = (b - a) / 255.0
-                per_bin = np.where(c < a, (c - a) ** 2, np.where(c > b, (c - b) ** 2, s * s / 12))
-                err = float((h * per_bin).sum())
-                best = min(best, (err, a, b))
-        out[n] = {**qsvs[n], "min": np.full_like(qsvs[n]["min"], best[1]),
-                  "max": np.full_like(qsvs[n]["max"], best[2])}
+        a, b = mse_range(h, *bounds[n])
+        out[n] = {**qsvs[n], "min": np.full_like(qsvs[n]["min"], a), "max": np.full_like(qsvs[n]["max"], b)}
     return out
+
+
+def range_error(hist: npt.NDArray[np.float64], lo: float, hi: float, a: float, b: float) -> float:
+    """Expected squared error of quantizing, to 256 levels over [a, b], values histogrammed in
+    ``hist`` over [lo, hi] (bin centres): clipping outside, step^2 / 12 of rounding inside."""
+    edges = np.linspace(lo, hi, len(hist) + 1)
+    c = (edges[:-1] + edges[1:]) / 2
+    step = (b - a) / 255.0
+    per_bin = np.where(c < a, (c - a) ** 2, np.where(c > b, (c - b) ** 2, step * step / 12))
+    return float((hist * per_bin).sum())
+
+
+def mse_range(hist: npt.NDArray[np.float64], lo: float, hi: float) -> tuple[float, float]:
+    """The [a, b] of least ``range_error`` on a 64 x 64 grid of shrunk ends (a = 0 when nothing
+    is negative, as after a RELU); the full range is the grid's last point."""
+    best = (range_error(hist, lo, hi, min(lo, 0.0), hi), min(lo, 0.0), hi)
+    for a in [0.0] if lo >= 0 else list(lo * np.linspace(0.1, 1.0, 64)):
+        for b in hi * np.linspace(0.1, 1.0, 64):
+            best = min(best, (range_error(hist, lo, hi, a, b), a, b))
+    return best[1], best[2]
 
 
 def _name(graph: Any, index: int) -> str:
