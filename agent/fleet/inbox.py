@@ -31,6 +31,10 @@ Handler = Callable[[Delivery], None]
 
 
 class Inbox(Protocol):
+    error: BaseException | None
+    """Set when the inbox stopped for good (it retries what it can): the receiver then exits
+    non-zero instead of running on without messages."""
+
     def start(self, handler: Handler) -> None:
         """Begin delivering messages to ``handler`` (from the inbox's own thread)."""
 

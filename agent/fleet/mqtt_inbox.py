@@ -45,6 +45,8 @@ class MqttInbox:
         self._worker: threading.Thread | None = None
         self._handler: Handler | None = None
         self.connected = threading.Event()
+        self.error: BaseException | None = None
+        """Never set: paho connects again by itself (``reconnect_delay_set``)."""
         if settings.tls is not None:
             self._client.tls_set(
                 ca_certs=str(settings.tls.ca),

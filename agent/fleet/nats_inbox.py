@@ -7,12 +7,19 @@ stream with ``replicas: 3`` survives the loss of one server. NATS maps MQTT topi
 subject tokens (``emotion-agent/lobby-1/stats`` arrives as ``emotion-agent.lobby-1.stats``).
 Messages the receiver sends back (cosignatures) are plain NATS publishes: MQTT clients
 subscribed at that moment get them, but NATS does not retain them for later subscribers.
+
+A server node dying, or the stream's or the consumer's leader being elected anew, makes calls
+time out for a few seconds: the inbox then closes its connection and connects, finds the
+stream and subscribes again, waiting a little longer each time (``RETRY_SECONDS``), for as long
+as it takes. It stops only when asked or when it cannot work at all (nats-py missing), and
+then sets ``error``, which makes ``collect`` exit non-zero so that systemd restarts it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import threading
 import time
@@ -32,6 +39,8 @@ from agent.fleet.settings import NatsSourceSettings
 logger = logging.getLogger(__name__)
 
 FETCH_BATCH = 64
+RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
+"""Waits before connecting again after a failure, the last one repeated."""
 
 
 def stream_subjects() -> list[str]:
@@ -47,6 +56,8 @@ class NatsInbox:
         self._thread: threading.Thread | None = None
         self.ready = threading.Event()
         self.error: BaseException | None = None
+        """Why the inbox stopped for good (then the receiver must exit), None while it runs."""
+        self._delivered = False
 
     def start(self, handler: Handler) -> None:
         self._thread = threading.Thread(target=self._run, args=(handler,), name="fleet-nats", daemon=True)
@@ -55,50 +66,76 @@ class NatsInbox:
     def _run(self, handler: Handler) -> None:
         try:
             asyncio.run(self._main(handler))
-        except BaseException as exc:  # reported to the command, which exits non-zero
+        except BaseException as exc:  # nats-py missing: read by the service, which exits non-zero
             self.error = exc
             logger.exception("NATS inbox stopped")
             self.ready.set()
 
     async def _main(self, handler: Handler) -> None:
-        import nats  # noqa: PLC0415 - only receivers on NATS need it
+        import nats  # noqa: PLC0415, F401 - only receivers on NATS need it; missing is fatal
+
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                await self._session(handler)
+            except Exception:  # a node died, a leader is being elected: connect again
+                wait = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
+                failures += 1
+                logger.warning(
+                    "NATS inbox lost the stream; connecting again in %.1f s", wait, exc_info=True,
+                    extra={"fields": {"attempt": failures}},
+                )
+                await self._sleep(wait)
+            else:
+                return
+            if self._delivered:
+                failures, self._delivered = 0, False
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake at once when ``stop`` is called."""
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+
+    async def _session(self, handler: Handler) -> None:
+        """One connection: find (or make) the stream, pull until stopped or until a call fails."""
+        import nats  # noqa: PLC0415
         from nats.js.api import ConsumerConfig, StreamConfig  # noqa: PLC0415
         from nats.js.errors import NotFoundError  # noqa: PLC0415
 
         s = self.settings
         nc = await nats.connect(
-            servers=s.servers, name=self.client_name, max_reconnect_attempts=-1, reconnect_time_wait=0.5
+            servers=s.servers, name=self.client_name, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+            connect_timeout=2,
         )
-        js = nc.jetstream()
         try:
-            await js.stream_info(s.stream)
-        except NotFoundError:
-            await js.add_stream(
-                StreamConfig(name=s.stream, subjects=stream_subjects(), num_replicas=s.replicas)
+            js = nc.jetstream()
+            try:
+                await js.stream_info(s.stream)
+            except NotFoundError:
+                await js.add_stream(
+                    StreamConfig(name=s.stream, subjects=stream_subjects(), num_replicas=s.replicas)
+                )
+            sub = await js.pull_subscribe(
+                "",
+                durable=s.durable,
+                stream=s.stream,
+                config=ConsumerConfig(ack_wait=float(s.ack_wait_seconds), max_ack_pending=10_000),
             )
-        sub = await js.pull_subscribe(
-            "",
-            durable=s.durable,
-            stream=s.stream,
-            config=ConsumerConfig(ack_wait=float(s.ack_wait_seconds), max_ack_pending=10_000),
-        )
-        self.ready.set()
-        try:
+            self.ready.set()
             while not self._stop.is_set():
                 await self._flush(nc)
                 try:
                     msgs = await sub.fetch(FETCH_BATCH, timeout=0.5)
                 except TimeoutError:
                     continue
-                except Exception:  # a server node went away mid-fetch: the client reconnects
-                    logger.warning("NATS fetch failed; retrying", exc_info=True)
-                    await asyncio.sleep(0.5)
-                    continue
                 for msg in msgs:
                     await self._deliver(handler, msg)
+                self._delivered = True
             await self._flush(nc)
         finally:
-            await nc.drain()
+            with contextlib.suppress(Exception):  # never hides why the session ended
+                await nc.close()
 
     async def _deliver(self, handler: Handler, msg: Any) -> None:
         acked: list[bool] = []
@@ -115,8 +152,9 @@ class NatsInbox:
 
     async def _flush(self, nc: Any) -> None:
         while self._outbox:
-            topic, payload = self._outbox.popleft()
+            topic, payload = self._outbox[0]
             await nc.publish(mqtt_to_subject(topic), payload)
+            self._outbox.popleft()  # only once handed to the client: a failed session sends it again
 
     def publish(self, topic: str, payload: bytes, *, retain: bool) -> None:
         self._outbox.append((topic, payload))

@@ -22,6 +22,8 @@ from agent.fleet.witness import Witness
 logger = logging.getLogger(__name__)
 
 ROLLUP_EVERY_S = 1.0
+INBOX_FAILED = 1
+"""Exit code when the inbox stopped for good: systemd's ``Restart=on-failure`` starts it again."""
 
 
 def open_inbox(settings: FleetSettings) -> Inbox:
@@ -88,6 +90,13 @@ class FleetService:
         logger.info("receiver running", extra={"receiver": self.settings.receiver_id})
         try:
             while not self.stop_requested.wait(ROLLUP_EVERY_S):
+                if self.inbox.error is not None:
+                    logger.error(
+                        "receiver stopping: its inbox stopped for good (%s: %s)",
+                        type(self.inbox.error).__name__, self.inbox.error,
+                        extra={"receiver": self.settings.receiver_id},
+                    )
+                    return INBOX_FAILED
                 self.roll_up()
         finally:
             self.stop()

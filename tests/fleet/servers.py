@@ -113,7 +113,9 @@ class NatsNode:
             f"listen: 127.0.0.1:{self.port}\n"
             f'jetstream {{ store_dir: "{self.folder}/js" }}\n'
             f'cluster {{ name: "fleet", listen: 127.0.0.1:{cluster_port}, routes: [{route_urls}] }}\n'
-            f"mqtt {{ listen: 127.0.0.1:{self.mqtt_port} }}\n"
+            # three copies of the MQTT layer's own streams (sessions, QoS 1 messages): 2.9 makes
+            # two, and losing a node that holds one stalls every QoS 1 PUBACK (docs/fleet.md)
+            f"mqtt {{ listen: 127.0.0.1:{self.mqtt_port}, stream_replicas: 3 }}\n"
         )
         self._proc: subprocess.Popen[bytes] | None = None
 
