@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from agent import __version__
 from agent.errors import EXIT_RUNTIME, EmotionAgentError
+from agent.lean_imports import skip_pydantic_plugins
 from agent.logs import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    skip_pydantic_plugins()  # before a command module builds its config models
     parser = build_parser(requested_command(argv))
     args = parser.parse_args(argv)
     configure_logging(args.log_level, args.log_format)

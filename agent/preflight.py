@@ -9,16 +9,16 @@ calls it after the schema.
 
 from __future__ import annotations
 
-import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.crypto.keys import load_private_key, load_public_key
 from agent.errors import ConfigError, KeyFileError
-from agent.transport.link import read_password
 from agent.user_files import MAX_SECRET_BYTES, MAX_TEXT_BYTES, read_user_bytes
 
 if TYPE_CHECKING:
+    import ssl
+
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
     from agent.config import AgentConfig
@@ -28,10 +28,13 @@ if TYPE_CHECKING:
 def check_files(cfg: AgentConfig) -> Ed25519PrivateKey:
     """Load the device key and, when MQTT is on, its password and TLS files; return the key.
 
-    Raises KeyFileError or ConfigError (exit 2) naming the key and file."""
+    Raises KeyFileError or ConfigError (exit 2) naming the key and file. With MQTT off neither
+    paho nor ``ssl`` is imported (1.3 MB of the peak RSS of ``run``, docs/vision.md)."""
     key = load_private_key(cfg.keys.private_key)
     mqtt = cfg.mqtt
     if mqtt.enabled:
+        from agent.transport.link import read_password  # noqa: PLC0415 - paho only when MQTT is on
+
         if mqtt.username is not None and mqtt.password_file is not None:
             read_password(mqtt.password_file)
         if mqtt.tls is not None:
@@ -53,6 +56,8 @@ def operator_key(path: Path) -> Ed25519PublicKey:
 def tls_context(tls: TlsConfig) -> ssl.SSLContext:
     """The client TLS context ``run`` would build, from files checked first (paho opens them by
     name and would hang on a FIFO)."""
+    import ssl  # noqa: PLC0415 - only when MQTT uses TLS
+
     ca = _pem(tls.ca, "ca", "CA certificate", MAX_TEXT_BYTES)
     if tls.cert is not None:
         _pem(tls.cert, "cert", "client certificate", MAX_SECRET_BYTES)
