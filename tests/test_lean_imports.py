@@ -80,3 +80,23 @@ def test_the_stand_in_loader_finds_no_plugin_and_models_still_validate(
 
     assert Probe.model_validate({"n": "3"}).n == 3
     assert skip_pydantic_plugins() is False  # already in place: left alone
+
+
+def test_run_reaches_the_c_library_without_a_child_process_or_subprocess() -> None:
+    """``run``'s own modules, and the two calls it makes into libc before the camera opens."""
+    code = (
+        "import sys\n"
+        "from agent.lean_imports import skip_pydantic_plugins\n"
+        "skip_pydantic_plugins()\n"
+        "import agent.commands.run, agent.service, agent.vision.pipeline\n"
+        "from agent.privacy.coredump import forbid_core_dumps\n"
+        "from agent.privacy.heap import unmap_freed_frames\n"
+        "forbid_core_dumps()\n"
+        "assert unmap_freed_frames() is True\n"
+        "print(sorted(m for m in ('ctypes.util', 'subprocess', 'tempfile') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"

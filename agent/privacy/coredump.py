@@ -15,7 +15,6 @@ Linux only (the agent's platform); elsewhere it reports what it could not do and
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import resource
 import sys
@@ -46,7 +45,9 @@ class CoreDumpState:
 def _prctl() -> ctypes._FuncPointer | None:
     if not sys.platform.startswith("linux"):
         return None
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    # dlopen(NULL): the C library the process already runs on. ctypes.util.find_library would
+    # run ldconfig in a child process and import subprocess and tempfile for good (0.24 MB).
+    libc = ctypes.CDLL(None, use_errno=True)
     fn: ctypes._FuncPointer = libc.prctl
     fn.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
     fn.restype = ctypes.c_int

@@ -18,7 +18,6 @@ glibc only (Debian, Raspberry Pi OS); elsewhere it reports that it did nothing.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 
 logger = logging.getLogger(__name__)
@@ -32,7 +31,7 @@ MMAP_THRESHOLD_BYTES = 128 * 1024
 def unmap_freed_frames() -> bool:
     """Fix glibc's mmap threshold so large buffers are unmapped when freed; True if it was set."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)  # the C library already loaded (no ldconfig child, no subprocess)
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         logger.warning("not glibc: freed decoder buffers may stay in the heap until reused")
