@@ -1,9 +1,11 @@
-"""Shared fixtures: pinned real media, a fake clock."""
+"""Shared fixtures: pinned real media, a fake clock; each test leaves logging as it found it."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,3 +39,20 @@ def sample_clip(media: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logging() -> Iterator[None]:
+    """`cli.main` installs a stderr handler on the root logger; pytest replaces stderr per test,
+    so a handler left behind writes to a closed file in every later test (and a slow one changes
+    their timing). Put back the root logger's handlers and level after each test."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)

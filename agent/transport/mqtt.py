@@ -253,11 +253,18 @@ class MqttOutput:
         client = self._client
         if client is not None:
             if self._connected.is_set():
+                # Acknowledged in order: once `offline` is, so is all that was queued before it.
                 info = client.publish(self.status_topic, "offline", qos=1, retain=True)
                 try:
                     info.wait_for_publish(timeout)
                 except (RuntimeError, ValueError) as exc:
                     logger.warning("could not confirm the offline status: %s", exc)
+                else:
+                    if not info.is_published():
+                        logger.warning(
+                            "the broker did not acknowledge the offline status within %.0f s; "
+                            "messages queued before it may not have reached it", timeout,
+                        )
             client.disconnect()
             client.loop_stop()
         self._connected.clear()
@@ -360,10 +367,12 @@ class MqttOutput:
             subs.append((self.cosignature_topic, 1))  # a witness's cosigned checkpoints (docs/fleet.md)
         if subs:
             client.subscribe(subs)
-        self._set_state(LinkState.CONNECTED, None)  # after availability and discovery are queued
-        logger.info("MQTT connected", extra={"fields": {"host": self.settings.host}})
+        # The flag before the state: `stop` waits for `offline` only while the flag is set, and a
+        # caller that saw CONNECTED must not find it unset (the queued discovery would be cut).
         self._connected.set()
+        self._set_state(LinkState.CONNECTED, None)  # after availability and discovery are queued
         self._sender.wake()
+        logger.info("MQTT connected", extra={"fields": {"host": self.settings.host}})
 
     def _announce(self, client: paho.Client, *, first: bool) -> None:
         """Discovery of the configured mode; at the first connect of a run, first clear what the

@@ -8,6 +8,7 @@ Assistant that starts afterwards would.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,3 +120,26 @@ def test_a_removed_alert_rule_loses_its_entity_config(broker: Broker, tmp_path: 
     assert f"homeassistant/binary_sensor/emotion_agent_{DEVICE}/alert_crowd/config" in retained(broker)
     run_once(broker, state, "entities", SPEC)
     assert set(retained(broker)) == topics_of("entities", SPEC)
+
+
+class _SlowSink(logging.Handler):
+    """A log sink that takes its time: a console on a serial line, a stalled journald."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_stopping_just_after_connecting_delivers_everything_queued_even_when_logging_is_slow(
+    broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The connection was shown as up before `stop` could know it, so `stop` skipped `offline`
+    and cut the queued discovery (CI: the first run's configs survived a removed rule)."""
+    caplog.set_level(logging.INFO, logger="agent.transport.mqtt")
+    sink = _SlowSink()
+    logging.getLogger("agent.transport.mqtt").addHandler(sink)
+    try:
+        run_once(broker, tmp_path / "state", "entities")
+    finally:
+        logging.getLogger("agent.transport.mqtt").removeHandler(sink)
+    assert set(retained(broker)) == topics_of("entities")
