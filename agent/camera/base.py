@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from agent.errors import BackendUnavailable, SourceError
@@ -82,6 +83,29 @@ class FrameSource(Protocol):
 
     def close(self) -> None:
         """Release the device or file; safe to call twice."""
+        ...
+
+
+Wanted = Callable[[float], bool]
+"""Asked with a frame's stream time before the frame is decoded; False turns it away."""
+
+
+def every_frame(_stream_time: float) -> bool:
+    """What a plain ``read`` wants."""
+    return True
+
+
+@runtime_checkable
+class SelectiveSource(Protocol):
+    """A source that can pass over a frame without converting it into an array of our own
+    (files, V4L2 and network streams: ``grab`` without ``retrieve``). A rate gate asks before
+    the decode, so frames it turns away cost no BGR conversion, and a frame waiting for the
+    consumer can make room before the next one is decoded (two frame buffers, not three)."""
+
+    def read_wanted(self, wanted: Wanted) -> Frame | None:
+        """The next frame ``wanted`` accepts (blocking), or None when a file source has ended.
+        ``wanted`` is asked once per frame, in order; the frames it turns away are not decoded
+        into pixels the caller sees, and are counted by ``wanted``'s owner."""
         ...
 
 

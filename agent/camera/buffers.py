@@ -21,13 +21,19 @@ import numpy as np
 from agent.frame import Pixels
 
 POOL_SIZE = 3
-"""The decoder's frame, one waiting in the grabber's slot, one being analysed."""
+"""The decoder's frame, one waiting in the grabber's slot, one being analysed. A source that asks
+before it decodes (``agent.camera.base.SelectiveSource``) needs two: the grabber then drops the
+waiting frame before the next one is decoded, not after."""
 
 
 class Capture(Protocol):
-    """What the pool needs of ``cv2.VideoCapture``."""
+    """What the pool needs of ``cv2.VideoCapture``: ``grab`` reads and decodes the next frame
+    inside FFmpeg or the driver, ``retrieve`` converts it into a BGR array (into ``image`` when
+    that fits)."""
 
-    def read(self, image: Any = ...) -> tuple[bool, Any]: ...
+    def grab(self) -> bool: ...
+
+    def retrieve(self, image: Any = ...) -> tuple[bool, Any]: ...
 
 
 class FramePool:
@@ -46,10 +52,14 @@ class FramePool:
         return None
 
     def read(self, capture: Capture) -> Pixels | None:
-        """The capture's next frame (None at its end), in a pooled buffer when one was free and
-        the frame fits it, else in a new one that joins the pool while there is room."""
+        """The capture's next frame (None at its end): ``grab`` then ``retrieve``."""
+        return self.retrieve(capture) if capture.grab() else None
+
+    def retrieve(self, capture: Capture) -> Pixels | None:
+        """The frame the capture grabbed last, in a pooled buffer when one was free and the
+        frame fits it, else in a new one that joins the pool while there is room."""
         buf = self.free_buffer()
-        ok, pixels = capture.read() if buf is None else capture.read(buf)
+        ok, pixels = capture.retrieve() if buf is None else capture.retrieve(buf)
         if not ok or pixels is None:
             return None
         if buf is not None and pixels is buf:

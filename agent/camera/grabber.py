@@ -7,7 +7,11 @@ one frame and a slow consumer always gets the freshest picture. A file replayed 
 possible needs no thread: the consumer pulls and nothing is ever dropped.
 
 An optional ``RateGate`` thins the stream to a wanted analysis rate (``--fps``); the frames it
-turns away are zeroed immediately and counted as skipped.
+turns away are counted as skipped. A source that can ask before it decodes (files, V4L2 and
+network streams: ``SelectiveSource``) never converts them into pixels; from any other the frame
+is zeroed at once. Asked first, the grabber also drops the frame still waiting in the slot
+before the next one is decoded (it would be replaced anyway), so a consumer slower than the
+rate costs two full-size frame buffers, not three.
 
 Every frame that leaves the source is counted once as captured and once by its fate, where the
 fate happens: dropped (replaced in the slot), skipped (the rate gate), discarded (zeroed unseen
@@ -24,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from agent.camera.base import FrameSource
+from agent.camera.base import FrameSource, SelectiveSource
 from agent.errors import CameraLost, EmotionAgentError
 from agent.frame import Frame
 from agent.privacy.lease import zero_frame
@@ -117,6 +121,21 @@ class LatestFrameSlot:
                 self.dropped += 1
             self._cond.notify()
 
+    def pass_over(self) -> None:
+        """A frame the rate gate turned away before it was decoded: counted, nothing to zero."""
+        with self._cond:
+            self.captured += 1
+            self.skipped += 1
+
+    def make_room(self) -> None:
+        """The next frame is on its way: zero the waiting one now (dropped, as ``put`` would),
+        so its buffer is free for the decode."""
+        with self._cond:
+            old, self._frame = self._frame, None
+            if old is not None:
+                zero_frame(old)
+                self.dropped += 1
+
     def skip(self, frame: Frame) -> None:
         """A frame the rate gate turned away: counted and zeroed, never queued."""
         with self._cond:
@@ -167,14 +186,28 @@ class PullReader:
         self.skipped = 0
 
     def __iter__(self) -> Iterator[Frame]:
-        while (frame := self.source.read()) is not None:
+        source = self.source
+        if isinstance(source, SelectiveSource):
+            while (frame := source.read_wanted(self._wanted)) is not None:
+                self.captured += 1
+                yield frame
+                del frame  # before the next read, so the decoder reuses its buffer (agent.camera.buffers)
+            return
+        while (frame := source.read()) is not None:
             self.captured += 1
             if not self.gate.admit(frame.stream_time):
                 zero_frame(frame)
                 self.skipped += 1
                 continue
             yield frame
-            del frame  # before the next read, so the decoder reuses its buffer (agent.camera.buffers)
+            del frame
+
+    def _wanted(self, stream_time: float) -> bool:
+        if self.gate.admit(stream_time):
+            return True
+        self.captured += 1
+        self.skipped += 1
+        return False
 
     def tally(self) -> FrameTally:
         """One thread reads and consumes: nothing ever waits, nothing is discarded."""
@@ -223,11 +256,13 @@ class Grabber:
     def _run(self) -> None:
         error: BaseException | None = None
         try:
+            source = self.source
+            selective = source if isinstance(source, SelectiveSource) else None
             while not self._stop.is_set():
-                frame = self.source.read()
+                frame = selective.read_wanted(self._wanted) if selective is not None else source.read()
                 if frame is None:
                     break
-                if self.gate.admit(frame.stream_time):
+                if selective is not None or self.gate.admit(frame.stream_time):
                     self.slot.put(frame)
                 else:
                     self.slot.skip(frame)
@@ -248,6 +283,16 @@ class Grabber:
                 close_source = self._close_on_exit
             if close_source:
                 self._close_source()
+
+    def _wanted(self, stream_time: float) -> bool:
+        """Asked by a ``SelectiveSource`` before it decodes a frame."""
+        if self._stop.is_set():
+            return True  # end the read: the frame is zeroed unseen by the closed slot
+        if not self.gate.admit(stream_time):
+            self.slot.pass_over()
+            return False
+        self.slot.make_room()
+        return True
 
     def __iter__(self) -> Iterator[Frame]:
         while (frame := self.slot.take()) is not None:

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import cv2
 
-from agent.camera.base import SourceInfo, SourceOptions, redact_url
+from agent.camera.base import SourceInfo, SourceOptions, Wanted, every_frame, redact_url
 from agent.camera.buffers import FramePool
 from agent.camera.replay import quiet_decoder_logs
 from agent.clock import Clock
@@ -88,19 +88,29 @@ class OpenCVSource:
         )
 
     def read(self) -> Frame | None:
+        return self.read_wanted(every_frame)
+
+    def read_wanted(self, wanted: Wanted) -> Frame | None:
+        """The next frame ``wanted`` accepts, asked with the time it was grabbed: the driver's
+        or FFmpeg's decode happens for every frame, the conversion to BGR (for an MJPEG webcam,
+        the JPEG decode) only for the frames analysed."""
         if self._cap is None:
             raise CameraLost(f"{self.name}: read from a closed camera")
-        pixels = self._pool.read(self._cap)
+        while True:
+            if not self._cap.grab():
+                raise CameraLost(f"{self.name}: the camera stopped delivering frames")
+            index, self._count = self._count, self._count + 1
+            if wanted(self.clock.monotonic()):
+                break
+        pixels = self._pool.retrieve(self._cap)
         if pixels is None:
             raise CameraLost(f"{self.name}: the camera stopped delivering frames")
-        frame = Frame(
+        return Frame(
             pixels=pixels,
-            index=self._count,
+            index=index,
             captured_mono=self.clock.monotonic(),
             timestamp=self.clock.time(),
         )
-        self._count += 1
-        return frame
 
     def close(self) -> None:
         if self._cap is not None:

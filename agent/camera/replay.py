@@ -5,14 +5,15 @@ and handed out no earlier than i / fps after the first, measured on the injected
 replays a minute in milliseconds; otherwise frames come as fast as the consumer pulls. Images
 are decoded from disk at each read rather than cached, so no pixels outlive their lease; a
 video's frames are decoded into a few reused buffers (``agent.camera.buffers``), each one
-only once the frame it last carried is gone.
+only once the frame it last carried is gone. A frame the rate limit turns away
+(``read_wanted``) is passed over without being converted to BGR or, for an image, read.
 
 A file that cannot be used at all (missing, not a regular file, unreadable, empty, not media,
 too small to analyse) is refused at ``open`` with SourceError naming it. Damage found later is
 counted, not retried: an image in a folder that does not decode is skipped with a warning, and
 a video that ends before its container's frame count is reported with the frames lost; both
 add to ``lost`` (``SourceInfo.lost``). With ``loop`` the position keeps growing across passes
-(``source_time`` = frames handed out / fps), so windows and the fps limiter move on.
+(``source_time`` = frames passed / fps), so windows and the fps limiter move on.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import ClassVar
 import cv2
 import numpy as np
 
-from agent.camera.base import SourceInfo, SourceOptions
+from agent.camera.base import SourceInfo, SourceOptions, Wanted, every_frame
 from agent.camera.buffers import FramePool
 from agent.clock import Clock
 from agent.errors import SourceError
@@ -35,6 +36,7 @@ from agent.frame import Frame, Pixels
 from agent.user_files import file_kind, read_user_bytes
 
 logger = logging.getLogger(__name__)
+
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 MAX_NATIVE_FPS = 240.0
@@ -141,7 +143,7 @@ class ReplaySource:
         self._size: tuple[int, int] | None = None
         self._pos = 0  # position in the file or folder (restarts when looping)
         self._count = 0  # frames handed out since open (keeps growing across loop passes)
-        self._pass_frames = 0  # frames handed out in this pass
+        self._pass_frames = 0  # frames handed out in this pass (a video: passed over too)
         self._frame_count: int | None = None  # a video's own frame count, when it states one
         self.lost = 0
         """Frames that could not be decoded: broken images skipped, a video's missing tail."""
@@ -221,45 +223,73 @@ class ReplaySource:
     def read(self) -> Frame | None:
         """The next frame, decoded when it is due (never decoded and then left waiting), its
         lifetime starting the moment it leaves the decoder."""
-        if self._ended:
-            return None
-        self._pace()
-        pixels = self._next_pixels()
-        if pixels is None:
-            self._end_of_pass()
-            if self.options.loop and self._pass_frames > 0:  # a pass with no frame would spin
-                self._rewind()
-                pixels = self._next_pixels()
-        decoded = self.clock.monotonic()
-        if pixels is None:
-            self._ended = True
-            return None
-        source_time = self._count / self._fps
-        frame = Frame(
-            pixels=pixels,
-            index=self._count,
-            captured_mono=decoded,
-            timestamp=self.clock.time(),
-            source_time=source_time,
-        )
-        self._pos += 1
-        self._count += 1
-        self._pass_frames += 1
-        return frame
+        return self.read_wanted(every_frame)
 
-    def _next_pixels(self) -> Pixels | None:
-        if self.mode == "video":
-            if self._cap is None:
+    def read_wanted(self, wanted: Wanted) -> Frame | None:
+        """As ``read``, but a frame ``wanted`` turns away is passed over undecoded: a video's is
+        grabbed (FFmpeg decodes it internally) and never converted to BGR, an image is not read."""
+        accepted = False  # `wanted` said yes to this position: a broken image does not ask again
+        while not self._ended:
+            self._pace()
+            if not self._at_frame():
+                self._ended = True
                 return None
-            return self._pool.read(self._cap)
+            source_time = self._count / self._fps
+            if not accepted and not wanted(source_time):
+                self._advance(handed_out=False)
+                continue
+            accepted = True
+            pixels = self._decode()
+            if pixels is None:
+                continue  # the rest of this pass is broken images: the next round ends or loops it
+            frame = Frame(
+                pixels=pixels,
+                index=self._count,
+                captured_mono=self.clock.monotonic(),
+                timestamp=self.clock.time(),
+                source_time=source_time,
+            )
+            self._advance(handed_out=True)
+            return frame
+        return None
+
+    def _at_frame(self) -> bool:
+        """Move onto the next frame (a video grabs it); at the end of a pass, start again when
+        looping and the pass gave a frame (a pass with none would spin). False: ended."""
+        if self._has_next():
+            return True
+        self._end_of_pass()
+        if self.options.loop and self._pass_frames > 0:
+            self._rewind()
+            return self._has_next()
+        return False
+
+    def _has_next(self) -> bool:
+        if self.mode == "video":
+            return self._cap is not None and bool(self._cap.grab())
+        return self._pos < len(self._images)
+
+    def _decode(self) -> Pixels | None:
+        """The current frame's pixels; None when a video's grabbed frame cannot be converted or
+        every image left in this pass is broken (each counted and skipped, once per pass)."""
+        if self.mode == "video":
+            return self._pool.retrieve(self._cap) if self._cap is not None else None
         while self._pos < len(self._images):
             try:
                 return decode_image(self._images[self._pos])
-            except SourceError as exc:  # counted and skipped: each file once per pass
+            except SourceError as exc:
                 self.lost += 1
                 self._pos += 1
                 logger.warning("skipped an image that cannot be used: %s", exc)
         return None
+
+    def _advance(self, *, handed_out: bool) -> None:
+        """Past the current frame. A video's frames passed over still count towards its own
+        frame count; an image passed over was never read, so it proves nothing about the pass."""
+        self._pos += 1
+        self._count += 1
+        if handed_out or self.mode == "video":
+            self._pass_frames += 1
 
     def _end_of_pass(self) -> None:
         """A video that stops short of its own frame count is damaged: say how much was lost."""

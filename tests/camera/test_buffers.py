@@ -2,43 +2,59 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
+import time
 import weakref
 from pathlib import Path
 from typing import Any, ClassVar
 
 import cv2
 import numpy as np
+import pytest
+from camhelpers import write_video
 
 from agent.camera.base import SourceInfo, SourceOptions, open_source
 from agent.camera.buffers import FramePool
-from agent.camera.grabber import start_reader
-from agent.clock import FakeClock
+from agent.camera.grabber import PullReader, RateGate, start_reader
+from agent.camera.opencv_source import OpenCVSource
+from agent.clock import FakeClock, SystemClock
+from agent.errors import CameraLost
 from agent.frame import Frame, Pixels
 from agent.privacy.lease import lease
 
 
 class FakeCapture:
-    """``cv2.VideoCapture.read``: frame i is filled with i + 1; a given buffer of the right size
-    is written in place, else a new array is allocated (counted)."""
+    """``cv2.VideoCapture``'s ``grab`` and ``retrieve``: frame i is filled with i + 1; a given
+    buffer of the right size is written in place, else a new array is allocated (counted)."""
 
     def __init__(self, shape: tuple[int, int, int] = (4, 6, 3), frames: int = 50) -> None:
         self.shape = shape
         self.frames = frames
         self.count = 0
         self.allocated = 0
+        self.converted = 0
+        """Frames retrieved (converted to BGR), as against grabbed (``count``)."""
         self.given: list[int | None] = []
         """id() of each buffer given (holding the buffers would keep them busy)."""
 
-    def read(self, image: Any = None) -> tuple[bool, Any]:
-        self.given.append(None if image is None else id(image))
+    def grab(self) -> bool:
         if self.count >= self.frames:
-            return False, None
+            return False
         self.count += 1
+        return True
+
+    def read(self, image: Any = None) -> tuple[bool, Any]:
+        """grab + retrieve in one call, as cv2 does."""
+        return self.retrieve(image) if self.grab() else (False, None)
+
+    def retrieve(self, image: Any = None) -> tuple[bool, Any]:
+        self.given.append(None if image is None else id(image))
+        self.converted += 1
         if image is None or image.shape != self.shape:
             image = np.empty(self.shape, np.uint8)
             self.allocated += 1
-        image.fill(self.count)
+        image.fill(self.count % 256)
         return True, image
 
 
@@ -187,3 +203,63 @@ def test_the_grabber_lets_go_of_a_frame_before_the_next_read() -> None:
         reader.close()
     assert seen == 12
     assert src.cap.allocated == 1
+
+
+class WebcamCapture(FakeCapture):
+    """A 30 fps camera on a fake clock: each grab is the next frame, 1/30 s after the last."""
+
+    def __init__(self, clock: FakeClock, frames: int) -> None:
+        super().__init__(frames=frames)
+        self.clock = clock
+
+    def grab(self) -> bool:
+        self.clock.advance(1 / 30)
+        return super().grab()
+
+
+def test_a_camera_converts_only_the_frames_the_rate_limit_lets_through() -> None:
+    """A 30 fps webcam analysed at 5 fps: every frame is grabbed, only the analysed ones are
+    converted to BGR (for an MJPEG webcam that conversion is the JPEG decode). Each frame was
+    converted, then zeroed by the rate gate: 60 conversions for 10 frames analysed."""
+    clock = FakeClock()
+    cap = WebcamCapture(clock, frames=60)
+    source = OpenCVSource("/dev/video0", SourceOptions(fps=5), clock)
+    source._cap = cap  # type: ignore[assignment]
+    reader = PullReader(source, RateGate(5))
+    frames = iter(reader)
+    seen = 0
+    for frame in itertools.islice(frames, 10):
+        with lease(frame):
+            seen += 1
+        del frame
+    with pytest.raises(CameraLost):  # the fake camera stops after its 60 frames
+        next(frames)
+    assert cap.count == 60
+    assert seen == 10
+    assert cap.converted == seen
+    assert reader.tally().skipped == 50
+    assert reader.tally().captured == 60
+
+
+def test_a_consumer_slower_than_the_camera_sees_two_frame_buffers_not_three(tmp_path: Path) -> None:
+    """30 fps replayed in real time to a consumer needing 0.1 s per frame. The grabber decoded
+    the next frame while one waited in its slot and another was being analysed: three full-size
+    buffers (18 MB at 1080p). Asked before the decode, it drops the waiting frame first."""
+    clip = write_video(tmp_path / "c30.mp4", frames=12, fps=30.0)
+    reader = start_reader(open_source(str(clip), SourceOptions(realtime=True), SystemClock()), realtime=True)
+    buffers: list[weakref.ref[Pixels]] = []
+    seen = 0
+    try:
+        for frame in reader:
+            with lease(frame) as pixels:
+                seen += 1
+                if not any(r() is pixels for r in buffers):
+                    buffers.append(weakref.ref(pixels))
+                time.sleep(0.1)  # inference slower than the camera
+            del frame, pixels
+    finally:
+        reader.close()
+    tally = reader.tally()
+    assert tally.dropped >= 4
+    assert tally.captured == 12 == tally.dropped + tally.skipped + tally.discarded + seen
+    assert len(buffers) == 2

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from camhelpers import write_video
 
-from agent.camera.base import SourceInfo, SourceOptions, open_source
+from agent.camera.base import SourceInfo, SourceOptions, Wanted, open_source
 from agent.camera.grabber import FrameTally, Grabber, LatestFrameSlot, PullReader, RateGate, start_reader
 from agent.clock import FakeClock, SystemClock
 from agent.errors import CameraLost
@@ -170,15 +170,15 @@ def test_real_time_replay_with_a_slow_consumer_drops_and_zeroes_the_stale_frames
     clip = write_video(tmp_path / "c30.mp4", frames=12, fps=30.0)
     source = open_source(str(clip), SourceOptions(realtime=True), SystemClock())
     produced: list[Frame] = []
-    read = source.read
+    read = source.read_wanted  # type: ignore[attr-defined]
 
-    def recording_read() -> Frame | None:
-        frame = read()
+    def recording_read(wanted: Wanted) -> Frame | None:
+        frame: Frame | None = read(wanted)
         if frame is not None:
             produced.append(frame)
         return frame
 
-    source.read = recording_read  # type: ignore[method-assign]
+    source.read_wanted = recording_read  # type: ignore[attr-defined]
     reader = start_reader(source, realtime=True)
     seen: list[Frame] = []
     for frame in reader:

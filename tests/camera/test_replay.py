@@ -11,6 +11,7 @@ import pytest
 from camhelpers import grey_level, write_video
 
 from agent.camera.base import FrameSource, SourceOptions, open_source
+from agent.camera.grabber import PullReader, RateGate
 from agent.clock import FakeClock
 from agent.errors import SourceError
 from agent.frame import Frame
@@ -58,14 +59,14 @@ def test_a_frames_lifetime_is_measured_from_the_decoder_even_with_slow_pacing(
     while its lifetime started after it.)"""
     src = open_source(str(clip), SourceOptions(realtime=True), clock)
     decoded_at: list[float] = []
-    decode = src._next_pixels  # type: ignore[attr-defined]
+    decode = src._decode  # type: ignore[attr-defined]
 
     def timed_decode() -> object:
         pixels = decode()
         decoded_at.append(clock.monotonic())
         return pixels
 
-    src._next_pixels = timed_decode  # type: ignore[attr-defined]
+    src._decode = timed_decode  # type: ignore[attr-defined]
     recorder = LifetimeRecorder(clock)
     true_ms = []
     while (frame := src.read()) is not None:
@@ -170,3 +171,29 @@ def test_video_with_a_container_rate_uses_it_over_the_option(tmp_path: Path, clo
     frames = read_all(src)
     assert src.info.fps == 25.0
     assert frames[2].captured_mono - frames[0].captured_mono == pytest.approx(0.08)
+
+
+def test_a_folder_analysed_at_half_its_rate_reads_every_other_image(
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Replayed at 10 images a second and analysed at 5: the images turned away are not read at
+    all, so a broken one among them is neither decoded nor reported; a broken one the rate lets
+    through is reported and the next image takes its turn."""
+    d = tmp_path / "frames"
+    d.mkdir()
+    for i in range(8):
+        cv2.imwrite(str(d / f"{i}.png"), np.full((30, 40, 3), 20 * (i + 1), np.uint8))
+    (d / "3.png").write_bytes(b"broken, and turned away")
+    (d / "4.png").write_bytes(b"broken, and let through")
+    src = open_source(str(d), SourceOptions(fps=10, realtime=False), clock)
+    reader = PullReader(src, RateGate(5))
+    levels = []
+    for frame in reader:
+        with lease(frame) as pixels:
+            levels.append(grey_level(pixels))
+        del frame, pixels
+    assert levels == [20, 60, 120, 160]  # images 0, 2, 5 (in 4's turn), 7 (6 is turned away)
+    assert src.info.lost == 1
+    reported = [r.getMessage() for r in caplog.records if "cannot be used" in r.getMessage()]
+    assert len(reported) == 1
+    assert "4.png" in reported[0]
