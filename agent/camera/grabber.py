@@ -285,7 +285,10 @@ class Grabber:
                 self._close_source()
 
     def _wanted(self, stream_time: float) -> bool:
-        """Asked by a ``SelectiveSource`` before it decodes a frame."""
+        """Asked by a ``SelectiveSource`` before it converts a frame it has grabbed. The frame
+        waiting in the slot is dropped then, not once the new one is out: a conversion that
+        then fails (a camera dying between the two steps) leaves the slot empty, the waiting
+        frame counted as dropped."""
         if self._stop.is_set():
             return True  # end the read: the frame is zeroed unseen by the closed slot
         if not self.gate.admit(stream_time):

@@ -6,7 +6,7 @@ replays a minute in milliseconds; otherwise frames come as fast as the consumer 
 are decoded from disk at each read rather than cached, so no pixels outlive their lease; a
 video's frames are decoded into a few reused buffers (``agent.camera.buffers``), each one
 only once the frame it last carried is gone. A frame the rate limit turns away
-(``read_wanted``) is passed over without being converted to BGR or, for an image, read.
+(``read_wanted``) is grabbed but never converted to BGR (an image is read, then zeroed).
 
 A file that cannot be used at all (missing, not a regular file, unreadable, empty, not media,
 too small to analyse) is refused at ``open`` with SourceError naming it. Damage found later is
@@ -33,9 +33,13 @@ from agent.camera.buffers import FramePool
 from agent.clock import Clock
 from agent.errors import SourceError
 from agent.frame import Frame, Pixels
+from agent.privacy.lease import zero
 from agent.user_files import file_kind, read_user_bytes
 
 logger = logging.getLogger(__name__)
+
+_PASSED_OVER: Pixels = np.zeros((0, 0, 3), np.uint8)
+"""``_next_pixels``: a frame there, turned away (never one a caller sees)."""
 
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
@@ -143,7 +147,7 @@ class ReplaySource:
         self._size: tuple[int, int] | None = None
         self._pos = 0  # position in the file or folder (restarts when looping)
         self._count = 0  # frames handed out since open (keeps growing across loop passes)
-        self._pass_frames = 0  # frames handed out in this pass (a video: passed over too)
+        self._pass_frames = 0  # frames read in this pass, handed out or turned away
         self._frame_count: int | None = None  # a video's own frame count, when it states one
         self.lost = 0
         """Frames that could not be decoded: broken images skipped, a video's missing tail."""
@@ -226,70 +230,58 @@ class ReplaySource:
         return self.read_wanted(every_frame)
 
     def read_wanted(self, wanted: Wanted) -> Frame | None:
-        """As ``read``, but a frame ``wanted`` turns away is passed over undecoded: a video's is
-        grabbed (FFmpeg decodes it internally) and never converted to BGR, an image is not read."""
-        accepted = False  # `wanted` said yes to this position: a broken image does not ask again
+        """As ``read``, asking ``wanted`` first. A video frame it turns away is grabbed (FFmpeg
+        decodes it internally) and never converted to BGR. An image is read first, as before:
+        only then is it known to be broken, and a broken one is counted and takes no turn; one
+        turned away is zeroed at once."""
         while not self._ended:
             self._pace()
-            if not self._at_frame():
+            source_time = self._count / self._fps
+            pixels = self._next_pixels(wanted, source_time)
+            if pixels is None:
+                self._end_of_pass()
+                if self.options.loop and self._pass_frames > 0:  # a pass with no frame would spin
+                    self._rewind()
+                    continue
                 self._ended = True
                 return None
-            source_time = self._count / self._fps
-            if not accepted and not wanted(source_time):
-                self._advance(handed_out=False)
+            self._pos += 1
+            self._count += 1
+            self._pass_frames += 1
+            if pixels is _PASSED_OVER:
                 continue
-            accepted = True
-            pixels = self._decode()
-            if pixels is None:
-                continue  # the rest of this pass is broken images: the next round ends or loops it
-            frame = Frame(
+            return Frame(
                 pixels=pixels,
-                index=self._count,
+                index=self._count - 1,
                 captured_mono=self.clock.monotonic(),
                 timestamp=self.clock.time(),
                 source_time=source_time,
             )
-            self._advance(handed_out=True)
-            return frame
         return None
 
-    def _at_frame(self) -> bool:
-        """Move onto the next frame (a video grabs it); at the end of a pass, start again when
-        looping and the pass gave a frame (a pass with none would spin). False: ended."""
-        if self._has_next():
-            return True
-        self._end_of_pass()
-        if self.options.loop and self._pass_frames > 0:
-            self._rewind()
-            return self._has_next()
-        return False
-
-    def _has_next(self) -> bool:
+    def _next_pixels(self, wanted: Wanted, source_time: float) -> Pixels | None:
+        """The next frame's pixels, ``_PASSED_OVER`` when ``wanted`` turns it away, or None at
+        the end of this pass (a video that cannot give its next frame, or no usable image left:
+        each broken one counted and skipped, once per pass)."""
         if self.mode == "video":
-            return self._cap is not None and bool(self._cap.grab())
-        return self._pos < len(self._images)
-
-    def _decode(self) -> Pixels | None:
-        """The current frame's pixels; None when a video's grabbed frame cannot be converted or
-        every image left in this pass is broken (each counted and skipped, once per pass)."""
-        if self.mode == "video":
-            return self._pool.retrieve(self._cap) if self._cap is not None else None
+            if self._cap is None or not self._cap.grab():
+                return None
+            if not wanted(source_time):
+                return _PASSED_OVER
+            return self._pool.retrieve(self._cap)
         while self._pos < len(self._images):
             try:
-                return decode_image(self._images[self._pos])
+                pixels = decode_image(self._images[self._pos])
             except SourceError as exc:
                 self.lost += 1
                 self._pos += 1
                 logger.warning("skipped an image that cannot be used: %s", exc)
+                continue
+            if wanted(source_time):
+                return pixels
+            zero(pixels)
+            return _PASSED_OVER
         return None
-
-    def _advance(self, *, handed_out: bool) -> None:
-        """Past the current frame. A video's frames passed over still count towards its own
-        frame count; an image passed over was never read, so it proves nothing about the pass."""
-        self._pos += 1
-        self._count += 1
-        if handed_out or self.mode == "video":
-            self._pass_frames += 1
 
     def _end_of_pass(self) -> None:
         """A video that stops short of its own frame count is damaged: say how much was lost."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -59,14 +60,14 @@ def test_a_frames_lifetime_is_measured_from_the_decoder_even_with_slow_pacing(
     while its lifetime started after it.)"""
     src = open_source(str(clip), SourceOptions(realtime=True), clock)
     decoded_at: list[float] = []
-    decode = src._decode  # type: ignore[attr-defined]
+    decode = src._next_pixels  # type: ignore[attr-defined]
 
-    def timed_decode() -> object:
-        pixels = decode()
+    def timed_decode(*args: object) -> object:
+        pixels = decode(*args)
         decoded_at.append(clock.monotonic())
         return pixels
 
-    src._decode = timed_decode  # type: ignore[attr-defined]
+    src._next_pixels = timed_decode  # type: ignore[attr-defined]
     recorder = LifetimeRecorder(clock)
     true_ms = []
     while (frame := src.read()) is not None:
@@ -173,27 +174,47 @@ def test_video_with_a_container_rate_uses_it_over_the_option(tmp_path: Path, clo
     assert frames[2].captured_mono - frames[0].captured_mono == pytest.approx(0.08)
 
 
-def test_a_folder_analysed_at_half_its_rate_reads_every_other_image(
+def test_a_folder_analysed_at_half_its_rate_counts_broken_images_without_giving_them_a_turn(
     tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Replayed at 10 images a second and analysed at 5: the images turned away are not read at
-    all, so a broken one among them is neither decoded nor reported; a broken one the rate lets
-    through is reported and the next image takes its turn."""
+    """Replayed at 10 images a second and analysed at 5. Every image is still read before the
+    rate limit is asked (only then is a broken one known): both broken images are reported and
+    take no turn, whichever the limit would have turned away."""
     d = tmp_path / "frames"
     d.mkdir()
     for i in range(8):
         cv2.imwrite(str(d / f"{i}.png"), np.full((30, 40, 3), 20 * (i + 1), np.uint8))
-    (d / "3.png").write_bytes(b"broken, and turned away")
-    (d / "4.png").write_bytes(b"broken, and let through")
+    (d / "3.png").write_bytes(b"broken")
+    (d / "4.png").write_bytes(b"broken too")
     src = open_source(str(d), SourceOptions(fps=10, realtime=False), clock)
     reader = PullReader(src, RateGate(5))
     levels = []
+    times = []
     for frame in reader:
         with lease(frame) as pixels:
             levels.append(grey_level(pixels))
+            times.append(frame.stream_time)
         del frame, pixels
-    assert levels == [20, 60, 120, 160]  # images 0, 2, 5 (in 4's turn), 7 (6 is turned away)
-    assert src.info.lost == 1
+    assert levels == [20, 60, 140]  # the good ones are 0 1 2 5 6 7 at 0.0 .. 0.5 s: 0, 2, 6 analysed
+    assert times == [0.0, 0.2, 0.4]
+    assert src.info.lost == 2
+    assert reader.tally().captured == 6
     reported = [r.getMessage() for r in caplog.records if "cannot be used" in r.getMessage()]
-    assert len(reported) == 1
-    assert "4.png" in reported[0]
+    assert len(reported) == 2
+
+
+def test_a_looped_folder_analysed_below_its_rate_keeps_looping(tmp_path: Path, clock: FakeClock) -> None:
+    """Two images replayed at 10 a second, analysed once a second: most passes have no image
+    analysed, and that is not a pass with no image (which ends a loop that would spin)."""
+    d = tmp_path / "frames"
+    d.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(d / f"{i}.png"), np.full((30, 40, 3), 50 * (i + 1), np.uint8))
+    src = open_source(str(d), SourceOptions(fps=10, realtime=False, loop=True), clock)
+    frames = iter(PullReader(src, RateGate(1)))
+    times = []
+    for frame in itertools.islice(frames, 4):
+        with lease(frame):
+            times.append(frame.stream_time)
+        del frame
+    assert times == [0.0, 1.0, 2.0, 3.0]
