@@ -223,7 +223,15 @@ def _open_cpu(spec: ModelSpec, threads: int) -> Model:
         it.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         raise ModelError(f"model file {spec.path} cannot be loaded by the TFLite runtime: {exc}") from exc
-    return Model(it, spec.name, "cpu")
+    return _fresh(Model(it, spec.name, "cpu"))
+
+
+def _fresh(model: Model) -> Model:
+    """The interpreter's arena comes from the heap as it is, so a new input tensor holds what
+    freed memory held before (a frame's bytes, in a process that has decoded frames): zero it
+    before the first frame, so that "all zero between calls" holds for a model not yet used."""
+    model.zero_input()
+    return model
 
 
 def _probe_coral(spec: ModelSpec) -> str | None:
@@ -247,7 +255,7 @@ def _open_coral(spec: ModelSpec, threads: int) -> Model:
         raise BackendUnavailable(
             f"vision.accelerator coral: the Edge TPU could not be opened ({exc}); {CORAL_INSTALL}"
         ) from exc
-    return Model(it, spec.name, "coral")
+    return _fresh(Model(it, spec.name, "coral"))
 
 
 BACKENDS: dict[str, Backend] = {

@@ -8,6 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from agent.errors import BackendUnavailable
@@ -105,3 +106,17 @@ def test_importing_the_vision_package_loads_no_runtime_or_model() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False False"
+
+
+@pytest.mark.parametrize("name", ["emotion", "face_detection_full_range", "face_detection_short_range"])
+def test_a_model_just_opened_holds_no_leftover_bytes_in_its_input(name: str) -> None:
+    """The arena is malloc'd, not zeroed: opened after the heap held other bytes (64 KB and 1 MB
+    blocks of 0xAB here; in the service, decoded frames), the emotion model's input held them.
+    Seen in CI: a detect-only pipeline whose classifier had never run failed `scratch_is_zero`."""
+    spec = model_spec(MODELS, name)
+    for size in (4096, 16384, 65536, 262144, 1 << 20):
+        junk = [np.full(size, 0xAB, np.uint8) for _ in range(64)]
+        del junk
+        model = runtime.BACKENDS["cpu"].open(spec, 1)
+        assert model.input_is_zero(), size
+        model.close()
