@@ -146,7 +146,7 @@ class ReplaySource:
         self._fps = options.fps
         self._size: tuple[int, int] | None = None
         self._pos = 0  # position in the file or folder (restarts when looping)
-        self._count = 0  # frames handed out since open (keeps growing across loop passes)
+        self._count = 0  # frames read since open, handed out or turned away (grows across loop passes)
         self._pass_frames = 0  # frames read in this pass, handed out or turned away
         self._frame_count: int | None = None  # a video's own frame count, when it states one
         self.lost = 0
