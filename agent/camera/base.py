@@ -109,6 +109,14 @@ class SelectiveSource(Protocol):
         ...
 
 
+@runtime_checkable
+class Interruptible(Protocol):
+    """A source whose blocking ``read`` another thread can end early (a paced replay's wait),
+    so that closing it (privacy mode, SIGTERM, a reload) neither waits nor decodes again."""
+
+    def interrupt(self) -> None: ...
+
+
 class SourceFactory(Protocol):
     def __call__(self, target: str, options: SourceOptions, clock: Clock) -> FrameSource: ...
 

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from agent.camera.base import FrameSource, SelectiveSource
+from agent.camera.base import FrameSource, Interruptible, SelectiveSource
 from agent.errors import CameraLost, EmotionAgentError
 from agent.frame import Frame
 from agent.privacy.lease import zero_frame
@@ -312,6 +312,8 @@ class Grabber:
         source: now, or when a read still in progress returns."""
         self._stop.set()
         self.slot.close()
+        if isinstance(self.source, Interruptible):
+            self.source.interrupt()
         started = self._thread.ident is not None
         if started:
             self._thread.join(timeout)

@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import stat
+import threading
 from pathlib import Path
 from typing import ClassVar
 
@@ -51,6 +52,8 @@ MAX_IMAGE_PIXELS = 64 * 1024 * 1024
 """Decoded images above 64 Mpx (192 MiB as BGR) are refused by OpenCV (a decompression bomb)."""
 LOST_TOLERANCE = 1
 """Frames a container's count may be off by before a short video counts as damaged."""
+PACE_SLICE = 0.05
+"""Longest single sleep while pacing (s): how long closing a paced replay may wait."""
 
 OPENCV_LOG_LEVEL_ERROR = 2
 """cv::utils::logging::LOG_LEVEL_ERROR, for OpenCV 4.x (the Bookworm constraints pin 4.11)."""
@@ -87,7 +90,11 @@ def decode_image(path: Path) -> Pixels:
             f"{path}: unreadable image (not a valid {path.suffix or 'image'} file, or larger than "
             f"{MAX_IMAGE_PIXELS // (1024 * 1024)} Mpx; supported: {', '.join(sorted(IMAGE_SUFFIXES))})"
         )
-    check_size(path, pixels.shape[1], pixels.shape[0])
+    try:
+        check_size(path, pixels.shape[1], pixels.shape[0])
+    except SourceError:
+        pixels.fill(0)  # decoded, then refused: it held pixels all the same
+        raise
     return np.ascontiguousarray(pixels, dtype=np.uint8)
 
 
@@ -155,6 +162,8 @@ class ReplaySource:
         self._ended = False
         self.mode = "unopened"
         self._pool = FramePool()
+        self._stop = threading.Event()
+        """Set by ``interrupt`` or ``close`` (from another thread): no wait, no decode after it."""
 
     @property
     def info(self) -> SourceInfo:
@@ -236,6 +245,8 @@ class ReplaySource:
         turned away is zeroed at once."""
         while not self._ended:
             self._pace()
+            if self._stop.is_set():
+                return None
             source_time = self._count / self._fps
             pixels = self._next_pixels(wanted, source_time)
             if pixels is None:
@@ -302,10 +313,14 @@ class ReplaySource:
         if self.mode == "video":
             if self._cap is not None:
                 self._cap.release()
+                self._cap = None
+            check_video_file(self.path)  # as at open: a FIFO put in its place would hang FFmpeg
             self._cap = _capture(self.path)
 
     def _pace(self) -> None:
-        """In real time, wait on the Clock until this frame is due (count / fps after the first)."""
+        """In real time, wait on the Clock until this frame is due (count / fps after the first),
+        in slices of at most ``PACE_SLICE`` so that ``interrupt`` ends the wait (at
+        ``camera.fps`` 0.1 an image waits 10 s, which privacy mode must not)."""
         if not self.options.realtime:
             return
         now = self.clock.monotonic()
@@ -313,10 +328,16 @@ class ReplaySource:
             self._start_mono = now
             return
         due = self._start_mono + self._count / self._fps
-        if due > now:
-            self.clock.sleep(due - now)
+        while due > now and not self._stop.is_set():
+            self.clock.sleep(min(due - now, PACE_SLICE))
+            now = self.clock.monotonic()
+
+    def interrupt(self) -> None:
+        """Another thread is closing the source: end a paced wait now and decode nothing more."""
+        self._stop.set()
 
     def close(self) -> None:
+        self._stop.set()
         if self._cap is not None:
             self._cap.release()
             self._cap = None

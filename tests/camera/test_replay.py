@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import itertools
+import os
 import re
+import threading
+import time
 from pathlib import Path
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 import pytest
 from camhelpers import grey_level, write_video
 
+from agent.camera import replay
 from agent.camera.base import FrameSource, SourceOptions, open_source
-from agent.camera.grabber import PullReader, RateGate
-from agent.clock import FakeClock
+from agent.camera.grabber import PullReader, RateGate, start_reader
+from agent.clock import FakeClock, SystemClock
 from agent.errors import SourceError
 from agent.frame import Frame
 from agent.privacy.lease import LifetimeRecorder, lease
@@ -218,3 +223,102 @@ def test_a_looped_folder_analysed_below_its_rate_keeps_looping(tmp_path: Path, c
             times.append(frame.stream_time)
         del frame
     assert times == [0.0, 1.0, 2.0, 3.0]
+
+
+def _record_decodes(monkeypatch: pytest.MonkeyPatch) -> list[npt.NDArray[np.uint8]]:
+    """Every array ``cv2.imdecode`` hands to the replay source, kept to look at afterwards."""
+    decoded: list[npt.NDArray[np.uint8]] = []
+    real = cv2.imdecode
+
+    def imdecode(buf: npt.NDArray[np.uint8], flags: int) -> npt.NDArray[np.uint8] | None:
+        out = real(buf, flags)
+        if out is not None:
+            decoded.append(out)
+        return out
+
+    monkeypatch.setattr(replay.cv2, "imdecode", imdecode)
+    return decoded
+
+
+def test_an_image_too_small_to_analyse_is_zeroed_after_it_was_decoded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 4 x 4 image decodes, then is refused for its size: its pixels are zeroed all the same,
+    at open and in every pass."""
+    d = tmp_path / "frames"
+    d.mkdir()
+    cv2.imwrite(str(d / "a.png"), np.full((4, 4, 3), 200, np.uint8))
+    cv2.imwrite(str(d / "b.png"), np.full((30, 40, 3), 100, np.uint8))
+    decoded = _record_decodes(monkeypatch)
+    src = open_source(str(d), SourceOptions(realtime=False), FakeClock())
+    try:
+        for frame in PullReader(src):
+            with lease(frame):
+                pass
+            del frame
+    finally:
+        src.close()
+    assert src.info.lost == 1
+    assert len(decoded) == 4  # a.png and b.png at open, then again in the pass
+    assert [a.shape for a in decoded if a.any()] == []
+
+
+def test_closing_a_paced_replay_neither_waits_for_the_pace_nor_decodes_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder replayed in real time at camera.fps 0.5: the grabber waits 2 s for the next
+    image. Privacy mode closes the reader meanwhile: close returns at once (it blocked the
+    service loop for the whole pace) and no image is decoded after it (one was)."""
+    d = tmp_path / "frames"
+    d.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(d / f"{i}.png"), np.full((30, 40, 3), 50 * (i + 1), np.uint8))
+    src = open_source(str(d), SourceOptions(fps=0.5, realtime=True), SystemClock())
+    decoded = _record_decodes(monkeypatch)
+    reader = start_reader(src, realtime=True, fps=0.5)
+    frame = next(iter(reader))
+    with lease(frame):
+        pass
+    del frame
+    time.sleep(0.2)  # the grabber is now pacing towards the second image
+    before = len(decoded)
+    t0 = time.monotonic()
+    reader.close()
+    took = time.monotonic() - t0
+    time.sleep(2.0)  # past the moment the second image was due
+    assert took < 0.5
+    assert len(decoded) == before
+
+
+def test_a_looping_video_replaced_by_a_fifo_is_refused_at_the_rewind_not_waited_on(tmp_path: Path) -> None:
+    """open() refuses a FIFO named like a video (FFmpeg would wait on it for ever); the rewind
+    of a looping replay reopens the path, so it checks the same."""
+    clip = write_video(tmp_path / "clip.mp4", frames=3)
+    src = open_source(str(clip), SourceOptions(realtime=False, loop=True), FakeClock())
+    for _ in range(3):
+        frame = src.read()
+        assert frame is not None
+        with lease(frame):
+            pass
+        del frame
+    clip.unlink()
+    os.mkfifo(clip)
+    result: list[object] = []
+
+    def read() -> None:
+        try:
+            result.append(src.read())
+        except SourceError as exc:
+            result.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(3.0)
+    hung = reader.is_alive()
+    if hung:  # unblock FFmpeg's open so that the thread ends
+        os.close(os.open(clip, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(5.0)
+    src.close()
+    assert not hung
+    assert isinstance(result[0], SourceError)
+    assert "FIFO" in str(result[0]) or "fifo" in str(result[0]).lower()
