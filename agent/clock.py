@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Protocol
 
@@ -21,6 +22,10 @@ class Clock(Protocol):
         """Wait; a fake clock advances instead."""
         ...
 
+    def sleep_unless(self, seconds: float, stop: threading.Event) -> None:
+        """``sleep``, ended early when another thread sets ``stop`` (closing a paced replay)."""
+        ...
+
 
 class SystemClock:
     """The real clock."""
@@ -34,6 +39,10 @@ class SystemClock:
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
             time.sleep(seconds)
+
+    def sleep_unless(self, seconds: float, stop: threading.Event) -> None:
+        if seconds > 0:
+            stop.wait(seconds)
 
 
 class FakeClock:
@@ -51,6 +60,10 @@ class FakeClock:
 
     def sleep(self, seconds: float) -> None:
         self.advance(seconds)
+
+    def sleep_unless(self, seconds: float, stop: threading.Event) -> None:
+        if not stop.is_set():
+            self.advance(seconds)
 
     def advance(self, seconds: float) -> None:
         if seconds < 0:

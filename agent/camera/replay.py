@@ -52,8 +52,6 @@ MAX_IMAGE_PIXELS = 64 * 1024 * 1024
 """Decoded images above 64 Mpx (192 MiB as BGR) are refused by OpenCV (a decompression bomb)."""
 LOST_TOLERANCE = 1
 """Frames a container's count may be off by before a short video counts as damaged."""
-PACE_SLICE = 0.05
-"""Longest single sleep while pacing (s): how long closing a paced replay may wait."""
 
 OPENCV_LOG_LEVEL_ERROR = 2
 """cv::utils::logging::LOG_LEVEL_ERROR, for OpenCV 4.x (the Bookworm constraints pin 4.11)."""
@@ -318,9 +316,9 @@ class ReplaySource:
             self._cap = _capture(self.path)
 
     def _pace(self) -> None:
-        """In real time, wait on the Clock until this frame is due (count / fps after the first),
-        in slices of at most ``PACE_SLICE`` so that ``interrupt`` ends the wait (at
-        ``camera.fps`` 0.1 an image waits 10 s, which privacy mode must not)."""
+        """In real time, wait on the Clock until this frame is due (count / fps after the first);
+        ``interrupt`` ends the wait (at ``camera.fps`` 0.1 an image waits 10 s, which closing
+        the camera for privacy mode must not)."""
         if not self.options.realtime:
             return
         now = self.clock.monotonic()
@@ -328,9 +326,8 @@ class ReplaySource:
             self._start_mono = now
             return
         due = self._start_mono + self._count / self._fps
-        while due > now and not self._stop.is_set():
-            self.clock.sleep(min(due - now, PACE_SLICE))
-            now = self.clock.monotonic()
+        if due > now:
+            self.clock.sleep_unless(due - now, self._stop)
 
     def interrupt(self) -> None:
         """Another thread is closing the source: end a paced wait now and decode nothing more."""
