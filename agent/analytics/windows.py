@@ -127,12 +127,16 @@ class WindowReport:
     def to_body(self) -> dict[str, int | str | bool | dict[str, int] | None]:
         """Plain JSON object for the ``stats`` topic; integers only, no ids, no boxes.
 
-        A suppressed window carries no frame figures: they vary with the number of faces."""
+        A suppressed window carries no frame figures (they vary with the number of faces) and
+        no earlier ``covers_from`` (it would tell whether a merged window before it had anyone).
+        With noise on, no window carries frame figures: exact, they would tell neighbouring
+        crowds apart whatever the noise on the cells (the audit log keeps them)."""
         shown = self.suppressed is None
+        figures = shown and not self.noise
         return {
             "window_start": self.window_start,
             "window_end": self.window_end,
-            "covers_from": self.covers_from,
+            "covers_from": self.covers_from if shown else self.window_start,
             "complete": self.complete,
             "k": self.k,
             "suppressed": self.suppressed,
@@ -147,14 +151,14 @@ class WindowReport:
                 "analysed": self.frames_analysed,
                 "dropped": self.frames_dropped,
             }
-            if shown
+            if figures
             else None,
             "lifetime_ms": {
                 "count": self.lifetime_count,
                 "max": self.lifetime_max_ms,
                 "p99": self.lifetime_p99_ms,
             }
-            if shown
+            if figures
             else None,
             "noise": self.noise,
             "epsilon_micro": self.epsilon_micro,
@@ -279,7 +283,7 @@ class WindowAggregator:
             people = {**self._carry.people, **window.people}
             covers_from = self._carry.covers_from
             self._carry = None
-        cells, suppressed, spent = self._release(window, tally(people.values()), anyone=bool(people))
+        cells, suppressed, spent = self._release(window, people)
         if suppressed is None and self._too_close_to_last(people):
             cells, suppressed = None, "differencing"
         carry = self.mode == "merge" if suppressed == "below_k" else self.differencing == "merge"
@@ -315,16 +319,20 @@ class WindowAggregator:
         return 0 < changed < self.k
 
     def _release(
-        self, window: _Window, cells: Cells, anyone: bool
+        self, window: _Window, people: dict[TrackHandle, TrackView]
     ) -> tuple[Cells | None, Suppressed | None, int]:
-        """Noise and budget, then k on the (noisy) voters.
+        """Noise and budget, then k: on the fewest distinct people the voters' tracks could be
+        (all cells together: one person lost and found again with another emotion is one
+        person, not one per cell), or with noise on, on the noisy voters.
 
-        A window in which no frame was analysed and nobody is carried holds no data about
-        anyone (camera down, closed hours): it is suppressed without spending budget. That
-        choice depends on frame counts only, which are public, so it leaks nothing.
+        A window in which no frame was analysed (camera down, closed hours) is suppressed
+        without spending budget, whoever is carried into it: that choice depends on frame
+        counts only, which are public (a carry would tell whether the window before had
+        anyone), so it leaks nothing; the carry ends there.
         """
-        if window.analysed == 0 and not anyone:
+        if window.analysed == 0:
             return None, "below_k", 0
+        cells = tally(people.values())
         spent = 0
         if self.epsilon is not None:
             accountant, noise = self._accountant, self._noise
@@ -334,7 +342,9 @@ class WindowAggregator:
                 return None, "dp_budget", 0
             spent = round(self.epsilon * MICRO)
             cells = add_noise(cells, noise, self.epsilon)
-        if cells.voters < self.k:
+            if cells.voters < self.k:
+                return None, "below_k", spent
+        elif fewest_people(_voters(people).values()) < self.k:
             return None, "below_k", spent
         return cells, None, spent
 

@@ -141,18 +141,19 @@ def test_k_counts_voters_so_abstentions_cannot_unmask_one_vote(clock: FakeClock)
     assert r.votes is None
 
 
-def test_merge_carries_small_windows_until_k_people_are_reached(clock: FakeClock) -> None:
-    """Windows of 2, 2 and 3 people with k = 5: two merged windows, then one of 5 people. The
-    happy and the sad person of the first window could be one of the happy and the sad people of
-    the third (never seen at the same time), so the union counts 2 happy, 1 sad, 2 fear."""
+def test_merge_carries_small_windows_into_the_first_that_reaches_k_people(clock: FakeClock) -> None:
+    """Windows of 2, 2 and 5 people with k = 5: two merged windows, then the union. k is the
+    fewest distinct people all the voters' tracks could be: the 2 + 2 + 5 tracks were never more
+    than 5 at one time, so they could be 5 people, and only the third window (5 seen together)
+    reaches k. The cells count the fewest people per emotion: the first window's happy person
+    could be one of the third's two happy ones, its sad one the third's sad one."""
     agg = WindowAggregator(cfg(min_people=5, small_window="merge"), clock)
     tracker = Tracker(TrackerConfig(forget_seconds=2), clock, rng=seeded(0))
     run(agg, tracker, ["happy", "sad"], T0, 10)
     run(agg, tracker, ["fear", "fear"], T0 + 60, 10)
-    run(agg, tracker, ["happy", "happy", "sad"], T0 + 120, 10)
+    run(agg, tracker, ["happy", "happy", "sad", "neutral", "neutral"], T0 + 120, 10)
     reports = agg.poll(T0 + 180)
     assert [r.suppressed for r in reports] == ["merged", "merged", None]
-    assert [r.people for r in reports] == [None, None, 5]
     last = reports[2]
     assert last.covers_from == int(T0)
     assert last.window_start == int(T0) + 120
@@ -163,9 +164,63 @@ def test_merge_carries_small_windows_until_k_people_are_reached(clock: FakeClock
         "happy": 2,
         "sad": 1,
         "surprise": 0,
-        "neutral": 0,
+        "neutral": 2,
     }
     assert [r.frames_analysed for r in reports] == [50, 50, 50]
+
+
+def test_windows_of_a_few_people_each_never_reach_k_by_merging(clock: FakeClock) -> None:
+    """2, 2 and 3 people in three windows, never more than 3 at one time: they could be 3
+    people, so k = 5 is never reached, however many windows are merged (before, the sum of
+    the cells, 5, published them)."""
+    agg = WindowAggregator(cfg(min_people=5, small_window="merge"), clock)
+    tracker = Tracker(TrackerConfig(forget_seconds=2), clock, rng=seeded(0))
+    run(agg, tracker, ["happy", "sad"], T0, 10)
+    run(agg, tracker, ["fear", "fear"], T0 + 60, 10)
+    run(agg, tracker, ["happy", "happy", "sad"], T0 + 120, 10)
+    reports = agg.poll(T0 + 180)
+    assert [r.suppressed for r in reports] == ["merged", "merged", "merged"]
+    assert [r.people for r in reports] == [None, None, None]
+
+
+def test_one_person_leaving_and_returning_with_other_emotions_is_one_person(clock: FakeClock) -> None:
+    """One person in view 3 s, then away 6 s (longer than forget_seconds), five times in a
+    minute: five tracks, each with an emotion of its own (smoothing starts afresh). They never
+    overlap in time, so they could be one person: k = 5 is not reached (it was: one per cell)."""
+    agg = WindowAggregator(cfg(min_people=5), clock)
+    tracker = Tracker(TrackerConfig(), clock, rng=seeded(0))
+    start = float(agg.window_start(T0))
+    for visit, label in enumerate(["happy", "sad", "angry", "fear", "surprise"]):
+        for i in range(15):
+            t = start + 9 * visit + i * 0.2
+            agg.add_frame(t, tracker.update([face(x=0.4 + sway(t), w=0.05, label=label)], t), FrameCounters())
+    (r,) = agg.poll(start + 60)
+    assert r.suppressed == "below_k", f"one person published as {r.people} people: {r.votes}"
+
+
+def _merge_run(someone_in_first: bool, clock: FakeClock) -> list[dict[str, object]]:
+    """k = 5, merge: a window with one person (or nobody), then one with frames and nobody."""
+    agg = WindowAggregator(cfg(min_people=5, small_window="merge"), clock)
+    tracker = Tracker(TrackerConfig(), clock, rng=seeded(0))
+    start = float(agg.window_start(T0))
+    for i in range(50):
+        t = start + i * 0.2
+        faces = [face(x=0.4 + sway(t), w=0.05, label="sad")] if someone_in_first else []
+        agg.add_frame(t, tracker.update(faces, t), FrameCounters())
+    for i in range(50):
+        t = start + 60 + i * 0.2
+        agg.add_frame(t, tracker.update([], t), FrameCounters())
+    return [r.to_body() for r in agg.poll(start + 60) + agg.poll(start + 120)]
+
+
+def test_a_suppressed_window_does_not_tell_whether_the_merged_one_before_had_anyone(
+    clock: FakeClock,
+) -> None:
+    """Both windows are suppressed ("merged", whether or not anyone was seen), so nothing they
+    publish may differ between the two runs; covers_from did (the carried person's start)."""
+    one, nobody = _merge_run(True, clock), _merge_run(False, clock)
+    assert [b["suppressed"] for b in one] == ["merged", "merged"]
+    assert one == nobody
 
 
 def test_merge_counts_a_person_present_in_two_windows_once(clock: FakeClock) -> None:

@@ -132,3 +132,56 @@ def test_a_window_without_frames_spends_no_budget(tmp_path: Path, clock: FakeClo
     five_people(agg, Tracker(TrackerConfig(), clock, rng=seeded(0)), T0 + 120)
     (r,) = agg.poll(T0 + 180)
     assert (r.suppressed, r.people, r.budget_left_micro) == (None, 5, 500_000)
+
+
+def _merge_dp_run(someone_in_first: bool, tmp: Path, clock: FakeClock) -> list[dict[str, object]]:
+    """k = 5, merge, noise on (zero): a window with one person or nobody, then one in which the
+    camera was closed (privacy mode, closed hours): no frame at all."""
+    cfg = dp_cfg(small_window="merge", dp={"enabled": True, "epsilon_per_window": 0.5, "daily_budget": 10.0})
+    noise = ScriptedNoise([0] * 10 * CELLS)
+    agg = WindowAggregator(cfg, clock, dp=noise, accountant=BudgetAccountant(tmp, 10.0))
+    tracker = Tracker(TrackerConfig(), clock, rng=seeded(0))
+    for i in range(50):
+        t = T0 + i * 0.2
+        faces = [face(x=0.4 + sway(t), w=0.05, label="sad")] if someone_in_first else []
+        agg.add_frame(t, tracker.update(faces, t), FrameCounters())
+    return [r.to_body() for r in agg.poll(T0 + 60) + agg.poll(T0 + 120)]
+
+
+def test_a_window_without_frames_does_not_tell_whether_a_merged_window_had_anyone(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """Every window is suppressed, so nothing published may differ between the two runs: the
+    frameless window spent budget only when someone was carried into it (budget_left_micro)."""
+    one = _merge_dp_run(True, tmp_path / "one", clock)
+    nobody = _merge_dp_run(False, tmp_path / "nobody", clock)
+    assert [b["suppressed"] for b in one] == ["merged", "below_k"]
+    assert one == nobody
+
+
+def _crowd_window(extra_person: bool, seed: int, tmp: Path, clock: FakeClock) -> dict[str, object]:
+    """Five people (or six), noise on. A frame's lifetime grows with the faces in it (inference
+    per face): modelled as 1 ms + 3 ms per face."""
+    cfg = dp_cfg(min_people=2, dp={"enabled": True, "epsilon_per_window": 1.0, "daily_budget": 100.0})
+    noise = DiscreteLaplace(seeded(seed))
+    agg = WindowAggregator(cfg, clock, dp=noise, accountant=BudgetAccountant(tmp, 100.0))
+    tracker = Tracker(TrackerConfig(), clock, rng=seeded(0))
+    labels = ["happy", "happy", "sad", "neutral", "angry"] + (["sad"] if extra_person else [])
+    for i in range(50):
+        t = T0 + i * 0.2
+        faces = [face(x=0.02 + 0.12 * j + sway(t), w=0.05, label=lab) for j, lab in enumerate(labels)]
+        agg.add_frame(t, tracker.update(faces, t), FrameCounters(lifetimes_ms=(1.0 + 3.0 * len(faces),)))
+    (r,) = agg.poll(T0 + 60)
+    return r.to_body()
+
+
+def test_with_noise_on_no_exact_frame_figure_tells_neighbouring_crowds_apart(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """epsilon-DP: what is published with one more person must be possible without them. The
+    frame and lifetime figures were exact, so they told 5 from 6 people whatever the noise."""
+    bodies = [
+        _crowd_window(extra, s, tmp_path / f"{extra}{s}", clock) for extra in (True, False) for s in range(5)
+    ]
+    assert all(b["suppressed"] is None for b in bodies)
+    assert {(str(b["frames"]), str(b["lifetime_ms"])) for b in bodies} == {("None", "None")}
