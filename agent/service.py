@@ -429,13 +429,19 @@ class Service:
         fixed = [k for k in keys if k.split(".")[0] in RESTART_ONLY]
         if fixed:
             logger.warning("these keys take effect at the next restart: %s", ", ".join(fixed))
+            # Until then they keep their running values everywhere (a new state_dir would have
+            # given the privacy budget a fresh accountant, and a fresh day's epsilon).
+            new = new.model_copy(update={key: getattr(self.cfg, key) for key in RESTART_ONLY})
         resume_at = None
         if plan.close_window:  # ends at the reload; the next window starts there, new settings
             self._count_last_frames()
             now = self._window_time(None)
-            for report in self.aggregator.flush(now, reload=True):
+            reports = self.aggregator.flush(now, reload=True)
+            for report in reports:
                 self._publish_window(report)
-            resume_at = math.ceil(now)
+            # Two reloads within a second: the window the first one opened starts after `now`,
+            # so the next one starts where it ended, never inside it.
+            resume_at = max([math.ceil(now), *(r.window_end for r in reports)])
         self.audit.append(
             "config_change",
             {

@@ -122,3 +122,62 @@ def test_a_new_file_continues_after_the_last_window(tmp_path: Path) -> None:
     service.close()
     assert len(opened) == 2
     assert_each_second_once(windows(tmp_path))
+
+
+def test_two_reloads_within_a_second_never_publish_overlapping_windows(tmp_path: Path) -> None:
+    """The first reload ends its window at the next second, S, and the next window starts at S;
+    a second reload before S closed that one as [S, S + 1) and the third window began at S
+    again: two windows covered [S, S + 1)."""
+    opened: list[ScriptedSource] = []
+    service, path = build(tmp_path, opened)
+    service.start()
+    for _ in range(32):
+        service.step()
+    for k in (3, 4):  # two SIGHUPs while the clip is 0.2 s further on at most
+        text = path.read_text()
+        path.write_text(text.replace(f"min_people: {k - 1}", f"min_people: {k}"))
+        assert service.reload() is True
+        service.step()
+    for _ in range(40):
+        service.step()
+    service.close()
+    stats = windows(tmp_path)
+    assert [s["k"] for s in stats[:3]] == [2, 3, 4]
+    assert_each_second_once(stats)
+
+
+def test_a_reload_that_moves_state_dir_keeps_the_days_privacy_budget(tmp_path: Path) -> None:
+    """state_dir takes effect at the next restart; the reload built the budget's accountant on
+    the new folder all the same, and the same UTC day spent twice its daily_budget."""
+    path = write_config(tmp_path, "scripted.mp4", extra=NO_GATE)
+    dp = "  dp: {enabled: true, epsilon_per_window: 0.5, daily_budget: 1.0}\n"
+    path.write_text(path.read_text().replace("min_people: 2}", "min_people: 2,\n" + dp + "}"))
+    pipeline = CountingPipeline()
+    service = Service(
+        load_config(path), path, FakeClock(start=1_800_000_000.0),
+        opener=lambda s, o, c: ScriptedSource(c, 1000, False),
+        pipeline_factory=lambda _c: pipeline,  # type: ignore[arg-type,return-value]
+    )
+    service.start()
+    for _ in range(200):  # four 10 s windows: the day's budget (two windows) is spent
+        service.step()
+    assert audited_spend(tmp_path) == 1_000_000
+    text = path.read_text().replace(str(tmp_path / "state"), str(tmp_path / "state2"))
+    path.write_text(text.replace("min_people: 2", "min_people: 3"))  # k closes the window too
+    assert service.reload() is True
+    for _ in range(200):
+        service.step()
+    service.close()
+    assert audited_spend(tmp_path) == 1_000_000
+    assert not (tmp_path / "state2").exists()
+
+
+def audited_spend(tmp_path: Path) -> int:
+    """The epsilon (micro) that the audit log's ``window`` entries say was spent."""
+    total = 0
+    for segment in sorted(tmp_path.rglob("audit/segment-*.jsonl")):
+        for line in segment.read_text().splitlines():
+            entry = json.loads(line)
+            if entry.get("kind") == "window":
+                total += int(entry["data"].get("dp_spent_micro") or 0)
+    return total
