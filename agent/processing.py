@@ -89,7 +89,8 @@ def build_processing(
 
 def alert_engine(cfg: AgentConfig) -> AlertEngine:
     """The alert rules alone: a reload that changes only them keeps the open window."""
-    return AlertEngine(cfg.analytics.alerts, Baseline(cfg.state_dir, cfg.analytics.baseline))
+    baseline = Baseline(cfg.state_dir, cfg.analytics.baseline, keep_days=cfg.retention.stats_days)
+    return AlertEngine(cfg.analytics.alerts, baseline)
 
 
 def schedule_of(cfg: AgentConfig) -> Schedule | None:

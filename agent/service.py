@@ -163,7 +163,8 @@ class Service:
                 on_failure=self._camera_failed,
             )
             self.retention = RetentionEnforcer(
-                cfg.retention, [], self.clock, hooks={"audit": self.audit.purge}
+                cfg.retention, [], self.clock,
+                hooks={"audit": self.audit.purge, "stats": self._purge_statistics},
             )
             self.tracker, self.aggregator, self.alerts, self.stage, self.route, self._accountant = (
                 build_processing(
@@ -294,6 +295,19 @@ class Service:
         if outcome is not None:
             for name in outcome.failed:
                 self.audit.append("error", {"code": "retention_failed", "message": name})
+
+    def _purge_statistics(self) -> int | None:
+        """The alert baseline's days past ``retention.stats_days`` (the retention timer)."""
+        baseline = self.alerts.baseline
+        if baseline is None:
+            return None
+        removed = baseline.purge(self.clock.time())
+        if removed:
+            logger.info(
+                "retention purge",
+                extra={"fields": {"kind": "stats", "count": removed, "limit_days": baseline.keep_days}},
+            )
+        return removed or None
 
     def _process(self, frame: Frame) -> None:
         """One frame along the route (zeroed when it returns), then into the windows."""

@@ -6,7 +6,7 @@ Pure Python and numpy (no cv2, LiteRT, paho or picamera2). The service wires it 
     noise = DiscreteLaplace()                                 # secrets.SystemRandom by default
     accountant = BudgetAccountant(cfg.state_dir, cfg.analytics.dp.daily_budget)
     aggregator = WindowAggregator(cfg.analytics, clock, dp=noise, accountant=accountant)
-    baseline = Baseline(cfg.state_dir, cfg.analytics.baseline)
+    baseline = Baseline(cfg.state_dir, cfg.analytics.baseline, keep_days=cfg.retention.stats_days)
     alerts = AlertEngine(cfg.analytics.alerts, baseline=baseline)  # timed by windows, not a clock
 
     views = tracker.update(observations, t)                   # list[TrackView], no ids, no boxes

@@ -149,7 +149,8 @@ class BaselineConfig(Section):
         ge=2,
         le=1_000_000,
         title="Memory of the rolling baseline, in windows per slot",
-        description="Older windows fade out exponentially once a slot has this many.",
+        description="A slot uses its newest days until they hold this many windows (and none "
+        "older than retention.stats_days).",
     )
     min_stdev: float = Field(
         0.02,
