@@ -83,6 +83,8 @@ def _used_counters(segments: list[tuple[int, Path]]) -> tuple[int, int]:
         for line in iter_lines(path):
             if b'"kind":"start"' in line:
                 boot = max(boot, int(decode_entry(line).data["boot"]))
+            elif b'"kind":"segment"' in line and b'"boot":' in line:
+                boot = max(boot, int(decode_entry(line).data["start"]["boot"]))
             elif b'"kind":"publish"' in line:
                 seq = max(seq, int(decode_entry(line).data["seq"]))
     return boot, seq

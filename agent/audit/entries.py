@@ -308,8 +308,8 @@ def decode_entry(line: bytes) -> Entry:
     """Parse one stored line; it must be canonical and match its kind's schema."""
     try:
         obj = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PayloadError(f"not JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, int limit
+        raise PayloadError(f"not JSON: {str(exc)[:200]}") from exc
     if not isinstance(obj, dict) or set(obj) != {"data", "i", "kind", "ts"}:
         raise PayloadError("an entry must be an object with exactly the keys data, i, kind, ts")
     index, ts, kind, data = obj["i"], obj["ts"], obj["kind"], obj["data"]

@@ -159,6 +159,7 @@ class AuditLog:
             self._start_segment(int(self._clock.time() * 1000), None)
             return notes
         notes += self._replay(first, path, seg.lines)
+        head = decode_entry(seg.lines[0])
         if seg.tail:
             digest = hashlib.sha256(seg.tail).hexdigest()[:16]
             os.truncate(path, seg.complete_bytes)
@@ -169,7 +170,7 @@ class AuditLog:
         self._check_head(attested)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         self._save_state(self._tree, self._seg_count)
-        if self._seg_count > 1:  # each run opens its own segment, recording its settings
+        if self._seg_count > 1 or head.data["checkpoint_every"] != self.settings.checkpoint_every_entries:
             self._rotate(int(self._clock.time() * 1000))
         return notes
 
@@ -507,6 +508,10 @@ class AuditLog:
             except OSError as exc:
                 self._note_error(exc)
                 return None
+            if self._tree.size > self._cp_size:
+                # Signed before the segments go: a log whose oldest entries are missing is then
+                # excused only by a purge entry a checkpoint covers (a forged one never is).
+                self._try_checkpoint(self._checkpoint)
             for path in paths:
                 path.unlink()
             fsync_dir(self.directory)

@@ -194,6 +194,8 @@ class _Verifier:
             previous = path.name
 
     def segment(self, first: int, name: str, previous: str | None, lines: list[bytes]) -> bool:
+        if not lines:  # a rotation cut short before its first line (the last segment only)
+            return True
         leaves: list[bytes] = []
         for n, line in enumerate(lines, start=1):
             where = f"{name} line {n} (entry {self.tree.size if n > 1 or first == 0 else first})"
@@ -352,6 +354,14 @@ def _after(result: VerifyResult, v: _Verifier) -> None:
         result.warnings.append(
             f"{len(old)} checkpoint(s) (sizes {min(old)}..{max(old)}) predate the retained entries "
             "(purged): their signatures were checked, their roots cannot be"
+        )
+    covered = max(result.verified_sizes, default=0)
+    if complete and result.first_index > 0 and not any(
+        d["first_kept"] == result.first_index and index < covered for index, d in v.invariants.purges
+    ):
+        result.problems.append(
+            f"entries 0..{result.first_index - 1} are missing and no purge entry covered by a "
+            "signed checkpoint records their removal"
         )
     _overdue(result, v)
     _legacy(result, v)

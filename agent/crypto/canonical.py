@@ -111,6 +111,8 @@ def parse_strict(text: str | bytes) -> Any:
         )
     except json.JSONDecodeError as exc:
         raise PayloadError(f"not valid JSON: {exc.msg} at column {exc.colno}") from exc
+    except ValueError as exc:  # an integer literal beyond CPython's 4300-digit limit
+        raise PayloadError(f"not valid JSON: {str(exc)[:120]}") from exc
     except RecursionError as exc:
         raise PayloadError("not valid JSON: nested too deeply") from exc
     check_value(value, "message")
