@@ -246,8 +246,19 @@ class Broker:
         """A clean stop (SIGTERM): with persistence on, sessions and queued messages are saved."""
         if self._proc is not None and self._proc.poll() is None:
             self._proc.send_signal(signal.SIGTERM)
+            self._proc.send_signal(signal.SIGCONT)  # a paused broker handles SIGTERM once resumed
             self._proc.wait(10)
         self._proc = None
+
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open, nothing is read or answered (a broker slow to answer)."""
+        assert self._proc is not None, "the broker is not running"
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`: the broker reads and answers what waited."""
+        assert self._proc is not None, "the broker is not running"
+        self._proc.send_signal(signal.SIGCONT)
 
     def __enter__(self) -> Broker:
         return self.start()

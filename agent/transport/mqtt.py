@@ -267,6 +267,7 @@ class MqttOutput:
                         )
             client.disconnect()
             client.loop_stop()
+            self._sender.apply_late_acks()  # PUBACKs that came while `offline` was awaited
         self._connected.clear()
         self._set_state(LinkState.STOPPED, self._last_error)
         self._spool.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -53,6 +54,7 @@ class SpoolSender:
         self._retention_every_s = retention_every_s
         self._last_retention = time.monotonic()
         self._thread: threading.Thread | None = None
+        self._outlived_stop = False
         self._check = check
         self._last_failure: str | None = None
 
@@ -66,7 +68,19 @@ class SpoolSender:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+            self._outlived_stop = self._thread.is_alive()
         self._thread = None
+
+    def apply_late_acks(self) -> None:
+        """After :meth:`stop` and paho's ``loop_stop`` (no PUBACK comes after that): delete the
+        rows acknowledged since the thread ended (``stop`` waits for ``offline`` then), or the next
+        start sends them again. Not while a thread that outlived ``stop`` may still use the spool."""
+        if self._outlived_stop:
+            return
+        try:
+            self._apply_acks()
+        except sqlite3.Error as exc:
+            logger.warning("MQTT sender: acknowledged rows stay spooled and go out again: %s", exc)
 
     @property
     def running(self) -> bool:

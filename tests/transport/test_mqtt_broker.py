@@ -7,8 +7,10 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -225,6 +227,34 @@ def test_a_broker_outage_loses_nothing_and_sends_the_backlog_in_order_once(
     log = broker.log_text().splitlines()
     from_agent = [ln for ln in log if "Received PUBLISH from emotion-agent-lobby-1" in ln and "/stats'" in ln]
     assert len(from_agent) == 10, from_agent
+
+
+@pytest.mark.slow
+def test_rows_the_broker_acknowledges_while_stop_waits_for_offline_leave_the_spool(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """stop() gives up draining, ends the sender thread, then waits for ``offline``: PUBACKs that
+    arrive in that wait delete their rows too, so the next run does not publish them again."""
+    with dashboard(broker, [f"{BASE}/stats"]) as sub:
+        out = output(settings(broker, tmp_path), tmp_path / "state")
+        out.start()
+        wait_until(lambda: out.state == LinkState.CONNECTED, what="connected")
+        broker.pause()  # a broker slow to answer: the drain gives up with the rows in flight
+        try:
+            for i in range(5):
+                out.send(Message(f"{out.base_topic}/stats", b'{"window": %d}' % i))
+            stopping = threading.Thread(target=out.stop, kwargs={"timeout": 3.0})
+            stopping.start()
+            wait_until(lambda: not out._sender.running, what="the sender thread ended")
+        finally:
+            broker.resume()  # the broker answers while stop waits for `offline`
+        stopping.join(15)
+        assert not stopping.is_alive()
+        got = sub.wait_for(f"{BASE}/stats", 5)
+    assert [json.loads(m.payload)["window"] for m in got] == list(range(5))
+    assert out.health().backlog == 0, "rows the broker acknowledged are still spooled"
+    with sqlite3.connect(tmp_path / "state" / "spool.sqlite3") as db:
+        assert db.execute("SELECT COUNT(*) FROM spool").fetchone()[0] == 0
 
 
 AGENT = """
