@@ -260,6 +260,14 @@ class Broker:
         assert self._proc is not None, "the broker is not running"
         self._proc.send_signal(signal.SIGCONT)
 
+    def kill(self) -> None:
+        """SIGKILL, paused or not (a crash): nothing is saved, what it had not read is lost;
+        :meth:`start` brings it back on the same port."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait(10)
+        self._proc = None
+
     def __enter__(self) -> Broker:
         return self.start()
 

@@ -4,9 +4,13 @@ Threads: paho's network thread (``loop_start``) runs the callbacks; the sender t
 (:mod:`agent.transport.sender`) moves spooled messages to paho, at most ``max_inflight`` at a
 time, in spool order, and deletes each after its PUBACK.
 
-Delivery is at least once. Within one process a message is handed to paho once; paho re-sends
-it (DUP) after a reconnect. After a crash or ``kill -9`` the unacknowledged rows are sent again,
-so a receiver may see a message twice and drops it by ``(kid, boot, seq)`` as the verifier does.
+Delivery is at least once. A spooled message is handed to paho once per connection: at each
+connect the last connection's unacknowledged messages are taken back from paho (it would re-send
+them only after ``on_connect``, behind newer rows) and the sender sends again from the oldest
+unacknowledged row, so the broker gets them in spool order; the link's own messages among them
+(status, the first connect's clears, discovery) are published again first. After a crash or
+``kill -9`` the unacknowledged rows are sent again too, so a receiver may see a message twice
+and drops it by ``(kid, boot, seq)`` as the verifier does.
 """
 
 from __future__ import annotations
@@ -143,6 +147,10 @@ class MqttOutput:
             MQTTProtocolVersion.MQTTv5
         )
         self._client: PahoClient | None = None
+        # The link's own messages (not spooled) until their PUBACK, for a reconnect to publish again.
+        self._publishing = threading.Lock()  # a publish and its entry, or a connect taking back
+        self._own_lock = threading.Lock()  # the map only; never held while calling paho
+        self._own: dict[int, paho.MQTTMessageInfo] = {}
         own_key = public_from_jwk(dict(public_key), "public_key") if public_key is not None else None
         rows = RowCheck(self.base_topic, device_id, own_key, previous_keys)
         self._sender = SpoolSender(
@@ -254,7 +262,7 @@ class MqttOutput:
         if client is not None:
             if self._connected.is_set():
                 # Acknowledged in order: once `offline` is, so is all that was queued before it.
-                info = client.publish(self.status_topic, "offline", qos=1, retain=True)
+                info = self._publish(client, self.status_topic, b"offline")
                 try:
                     info.wait_for_publish(timeout)
                 except (RuntimeError, ValueError) as exc:
@@ -351,6 +359,7 @@ class MqttOutput:
                 self._sender.wake()
             return
         first = self._count("connects") == 1
+        self._take_back(client)
         self._takeover.connected(time.monotonic())
         if first:
             # A state retained by a previous run is not this run's state. The service's fresh
@@ -358,8 +367,8 @@ class MqttOutput:
             # so a dashboard never shows the old state as available, even for a moment.
             rules = self._spec.alert_rules if self._spec is not None else ()
             for suffix in (*CLEARED_AT_START, *(f"alert/{rule}" for rule in rules)):
-                client.publish(f"{self.base_topic}/{suffix}", b"", qos=1, retain=True)
-        client.publish(self.status_topic, "online", qos=1, retain=True)
+                self._publish(client, f"{self.base_topic}/{suffix}", b"")
+        self._publish(client, self.status_topic, b"online")
         subs = [(t, 1) for t in self._commands.topics] if self.settings.commands.enabled else []
         self._announce(client, first=first)
         if self._discovery is not None:
@@ -375,6 +384,30 @@ class MqttOutput:
         self._sender.wake()
         logger.info("MQTT connected", extra={"fields": {"host": self.settings.host}})
 
+    def _publish(
+        self, client: paho.Client, topic: str, payload: bytes, *, qos: int = 1, retain: bool = True
+    ) -> paho.MQTTMessageInfo:
+        """Publish one of the link's own messages (not spooled), remembered until its PUBACK."""
+        with self._publishing:
+            info = client.publish(topic, payload, qos=qos, retain=retain)
+            with self._own_lock:
+                self._own[info.mid] = info
+        return info
+
+    def _take_back(self, client: paho.Client) -> None:
+        """At a connect, before anything else is published: take the last connection's
+        unacknowledged messages back from paho (the sender sends its rows again, in spool order)
+        and publish the link's own among them again, in their order. The first connect's clears
+        and retractions are sent by no later connect: dropped, they would be lost."""
+        with self._publishing:
+            dropped = self._sender.reconnected(client)
+            with self._own_lock:
+                # The same message, not only the same id: ids are reused once acknowledged.
+                own = [m for m in dropped if self._own.get(m.mid) is m.info]
+                self._own.clear()  # nothing else of ours is still with paho
+        for m in own:
+            self._publish(client, m.topic, bytes(m.payload), qos=m.qos, retain=m.retain)
+
     def _announce(self, client: paho.Client, *, first: bool) -> None:
         """Discovery of the configured mode; at the first connect of a run, first clear what the
         last run announced and this one does not (another mode, a removed alert rule)."""
@@ -384,10 +417,10 @@ class MqttOutput:
         messages = announcements(spec)
         if first:
             for topic in retractions(spec, load_announced(self._state_dir)):
-                client.publish(topic, b"", qos=1, retain=True)
+                self._publish(client, topic, b"")
             save_announced(self._state_dir, list(messages))
         for topic, payload in messages.items():
-            client.publish(topic, payload, qos=1, retain=True)
+            self._publish(client, topic, payload)
 
     def _socket_error(self) -> str:
         client = self._client
@@ -454,6 +487,8 @@ class MqttOutput:
     def _on_publish(
         self, _c: paho.Client, _u: Any, mid: int, reason: ReasonCode, _p: Properties
     ) -> None:
+        with self._own_lock:
+            self._own.pop(mid, None)
         self._sender.acked(mid, reason)
 
     def _on_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
@@ -506,7 +541,7 @@ class MqttOutput:
             return
         logger.info("Home Assistant restarted: re-sending discovery")
         self._announce(client, first=False)
-        client.publish(self.status_topic, "online", qos=1, retain=True)
+        self._publish(client, self.status_topic, b"online")
 
     # --- protocol fallback (sender thread) ----------------------------------------------
 

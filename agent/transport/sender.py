@@ -1,9 +1,13 @@
 """The sender thread: spooled rows go to paho in order and leave the spool on their PUBACK.
 
-At most ``max_inflight`` rows are with paho at a time. A row is handed to paho once per paho
-client: after a reconnect paho re-sends what it holds (DUP), so resubmitting would duplicate.
-``on_publish`` runs under paho's message lock, so :meth:`SpoolSender.acked` only queues the
-acknowledgement; this thread applies it (no lock-order deadlock with ``publish``).
+At most ``max_inflight`` rows are with paho at a time. A row is handed to paho once per
+connection: paho would re-send what it holds after a reconnect only once ``on_connect`` has
+returned, behind newer rows this thread may already have handed it (the receivers would reject
+the older ones as out of order). So at each connect :meth:`SpoolSender.reconnected` takes the
+unacknowledged messages back from paho and this thread sends again from the oldest
+unacknowledged row, in spool order. ``on_publish`` runs under paho's message lock, so
+:meth:`SpoolSender.acked` only queues the acknowledgement; this thread applies it (no lock-order
+deadlock with ``publish``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.transport.spool import Spool, SpoolItem
 
 logger = logging.getLogger(__name__)
+
+_RESUBMIT = -1
+"""Queued with the acknowledgements by :meth:`SpoolSender.reconnected`; never a paho message id."""
 
 RETENTION_EVERY_S = 60.0
 """Retention is also applied while nothing new is spooled (a long privacy pause, say)."""
@@ -50,6 +57,7 @@ class SpoolSender:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._inflight: dict[int, int] = {}
+        self._submitting = threading.Lock()  # a batch of publish calls, or a connect taking back
         self._last_submitted = 0
         self._retention_every_s = retention_every_s
         self._last_retention = time.monotonic()
@@ -94,6 +102,18 @@ class SpoolSender:
         self._acks.put((mid, reason))
         self._wake.set()
 
+    def reconnected(self, client: paho.Client) -> list[paho.MQTTMessage]:
+        """paho's ``on_connect`` (network thread), before ``connected`` is set: take every
+        unacknowledged message of the last connection back from paho, so that it does not re-send
+        them behind what is handed to it from now on, and return them in their order (the caller
+        publishes its own again). After the acknowledgements already queued, this thread then
+        forgets its rows in flight and sends again from the oldest unacknowledged one."""
+        with self._submitting:  # not in the middle of a batch: every row handed over is taken back
+            dropped = client.drop_out_messages()
+            self._acks.put((_RESUBMIT, None))
+        self._wake.set()
+        return dropped
+
     def forget_inflight(self) -> None:
         """A new paho client holds nothing: send again from the oldest unacknowledged row."""
         self._inflight.clear()
@@ -129,6 +149,9 @@ class SpoolSender:
                 mid, reason = self._acks.get_nowait()
             except queue.Empty:
                 return
+            if mid == _RESUBMIT:
+                self.forget_inflight()
+                continue
             row = self._inflight.pop(mid, None)
             if row is None:
                 continue  # status, discovery and other unspooled messages
@@ -139,9 +162,14 @@ class SpoolSender:
                 self._spool.ack(row)
 
     def _submit(self) -> None:
+        with self._submitting:
+            self._submit_batch()
+
+    def _submit_batch(self) -> None:
         client = self._client()
         if client is None or not self._connected.is_set():
             return
+        self._apply_acks()  # a connect's _RESUBMIT is queued before `connected` is set
         room = self._max_inflight - len(self._inflight)
         if room <= 0:
             return

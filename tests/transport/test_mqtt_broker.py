@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import logging
 import os
 import re
 import signal
@@ -11,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -255,6 +258,128 @@ def test_rows_the_broker_acknowledges_while_stop_waits_for_offline_leave_the_spo
     assert out.health().backlog == 0, "rows the broker acknowledged are still spooled"
     with sqlite3.connect(tmp_path / "state" / "spool.sqlite3") as db:
         assert db.execute("SELECT COUNT(*) FROM spool").fetchone()[0] == 0
+
+
+class SlowLog(logging.Handler):
+    """A handler that takes a while, as a write to a busy journald or a full pipe does."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        time.sleep(0.05)
+
+
+class PauseAtFirstConnect(logging.Handler):
+    """Pauses the broker from inside the agent's first ``on_connect`` (its last line, "MQTT
+    connected"): what that connect queued reaches a broker that never reads it."""
+
+    def __init__(self, broker: Broker) -> None:
+        super().__init__()
+        self.broker = broker
+        self.paused = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == "MQTT connected" and not self.paused.is_set():
+            self.broker.pause()
+            self.paused.set()
+
+
+@contextlib.contextmanager
+def mqtt_log(handler: logging.Handler) -> Iterator[None]:
+    """The service's default level (INFO) on the transport's logger, with ``handler`` on it."""
+    log = logging.getLogger("agent.transport.mqtt")
+    level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+
+
+def received_from_agent(text: str, client_id: str) -> list[tuple[str, int, bool]]:
+    """(topic, payload bytes, retain) of each PUBLISH the broker's log shows from the agent."""
+    line = re.compile(
+        rf"Received PUBLISH from {re.escape(client_id)} \(d\d, q\d, r(\d), m\d+, '([^']*)', "
+        rf"\.\.\. \((\d+) bytes\)\)"
+    )
+    return [(m.group(2), int(m.group(3)), m.group(1) == "1") for m in line.finditer(text)]
+
+
+@pytest.mark.slow
+def test_after_a_reconnect_the_row_that_was_in_flight_reaches_the_broker_before_newer_ones(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """A row in flight when the broker dies goes out again before the rows spooled during the
+    outage, though the sender is woken while ``on_connect`` still runs (a slow log write keeps it
+    there): receivers reject a seq that is not newer than the last (docs/signed-messages.md)."""
+    windows = [b'{"seq": 1}', b'{"seq": 22}', b'{"seq": 333}', b'{"seq": 4444}']  # told by size
+    out = output(settings(broker, tmp_path), tmp_path / "state")
+    with mqtt_log(SlowLog()):
+        out.start()
+        try:
+            wait_until(lambda: out.state == LinkState.CONNECTED, what="connected")
+            broker.pause()
+            out.send(Message(f"{out.base_topic}/stats", windows[0]))
+            wait_until(lambda: len(out._sender._inflight) == 1, what="the first row handed to paho")
+            broker.kill()  # it dies with the row unacknowledged
+            wait_until(lambda: out.state != LinkState.CONNECTED, what="the outage seen")
+            for payload in windows[1:]:
+                out.send(Message(f"{out.base_topic}/stats", payload))
+            mark = len(broker.log_text())
+            broker.start()
+            wait_until(lambda: out.health().backlog == 0, 15, "backlog drained")
+            text = broker.log_text()[mark:]
+        finally:
+            out.stop()
+    stats = [size for topic, size, _ in received_from_agent(text, out.client_id) if topic.endswith("/stats")]
+    assert stats == [len(w) for w in windows], "each window once, in signing order"
+
+
+@pytest.mark.slow
+def test_the_first_connects_clears_and_retractions_cut_off_by_an_outage_go_out_first_after_it(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """The retained clears of the first connect (privacy_mode, alert/<rule>) and the retraction
+    of discovery the last run announced are sent by that connect only. Cut off before the broker
+    read them, they are published again at the reconnect, first and in their order, so the old
+    states and the old discovery do not come back with the broker."""
+    state = tmp_path / "state"
+    spec = DiscoverySpec(DEVICE, BASE, alert_rules=("tension",))
+    stale = {f"{BASE}/privacy_mode": b'{"state": "ON"}', f"{BASE}/alert/tension": b'{"state": "raised"}'}
+    previous = output(settings(broker, tmp_path), state, discovery=spec)  # device-mode discovery
+    previous.start()
+    try:
+        for topic, payload in stale.items():
+            previous.send(Message(topic, payload, retain=True))
+        wait_until(lambda: previous.health().backlog == 0, what="the last run's states retained")
+    finally:
+        previous.stop()
+    broker.stop()  # saves the retained messages (persistence)
+    broker.start()
+    cleared = [*stale, spec.topic]  # the privacy and alert states, then the device-mode discovery
+    cfg = settings(broker, tmp_path, discovery={"mode": "entities"})
+    out = output(cfg, state, discovery=spec)
+    pause = PauseAtFirstConnect(broker)
+    with mqtt_log(pause):
+        out.start()
+        try:
+            assert pause.paused.wait(15), "no first connect"
+            broker.kill()  # the first connect's messages die unread; the retained states stay
+            mark = len(broker.log_text())
+            broker.start()
+            wait_until(lambda: out.health().connects == 2, 15, "reconnected")
+            # A row goes out after all the connect queued: its PUBACK means the broker read them.
+            out.send(Message(f"{out.base_topic}/stats", b'{"window": 1}'))
+            wait_until(lambda: out.health().backlog == 0, 15, "the row after the reconnect sent")
+            with dashboard(broker, [*cleared, f"{BASE}/status"], client_id="after-outage") as late:
+                late.wait_for(f"{BASE}/status")  # retained ones come in the order of the filters
+            text = broker.log_text()[mark:]
+        finally:
+            out.stop()
+    assert [(m.topic, m.payload) for m in late.messages] == [(f"{BASE}/status", b"online")]
+    # What the first connect queued, in its order, ahead of the second connect's `online`.
+    first = [(t, 0, True) for t in stale] + [(f"{BASE}/status", 6, True), (spec.topic, 0, True)]
+    assert received_from_agent(text, out.client_id)[: len(first)] == first
 
 
 AGENT = """
