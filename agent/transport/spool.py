@@ -6,7 +6,12 @@ a ``kill -9``, would lose them. The spool is one SQLite database in WAL mode wit
 of the machine. Rows leave in three ways only, each of them counted:
 
 - :meth:`Spool.ack` after the broker acknowledged the message (delivered, not a drop);
-- retention: a row older than ``max_age_seconds`` (``retention.spool_days``);
+- retention: a row older than ``max_age_seconds`` (``retention.spool_days``). A row written
+  since the spool was opened (this run) is aged by the clock's monotonic time, stored with it
+  (``mono_ms``), not by the wall clock: a Raspberry Pi has no real-time clock and starts on
+  fake-hwclock's last saved time or 1970, and NTP's later step forward must not make rows that
+  are minutes old look older than retention. Monotonic time does not carry over a restart, so
+  the rows of an earlier run are aged by the wall clock (``created_ms``);
 - the size cap: while the rows' bytes exceed ``max_bytes`` the oldest go first;
 - quarantine: a row that must never be sent (not this device's topic, not signed by its key,
   malformed) moves to the ``quarantine`` table (the last ``QUARANTINE_KEEP`` are kept for
@@ -44,9 +49,13 @@ CREATE TABLE IF NOT EXISTS spool (
     topic TEXT NOT NULL,
     payload BLOB NOT NULL,
     retain INTEGER NOT NULL,
-    created_ms INTEGER NOT NULL
+    created_ms INTEGER NOT NULL,
+    mono_ms INTEGER
 )
 """
+
+_MONO_COLUMN = "ALTER TABLE spool ADD COLUMN mono_ms INTEGER"
+"""For a spool written before ``mono_ms`` (clock.monotonic() at the put, this run's age)."""
 
 _QUARANTINE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS quarantine (
@@ -130,6 +139,7 @@ class Spool:
         self._dropped: Counter[str] = Counter()
         self._closed_stats: SpoolStats | None = None
         self._db = self._open(path)
+        self._first_id: int | None = None  # this run's first row: from it on, mono_ms ages rows
 
     @staticmethod
     def _open(path: Path) -> sqlite3.Connection:
@@ -139,6 +149,8 @@ class Spool:
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             db.execute("PRAGMA synchronous=FULL")
             db.execute(_SCHEMA)
+            if "mono_ms" not in {row[1] for row in db.execute("PRAGMA table_info(spool)")}:
+                db.execute(_MONO_COLUMN)
             db.execute(_QUARANTINE_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise TransportError(
@@ -162,6 +174,9 @@ class Spool:
     def _now_ms(self) -> int:
         return int(self._clock.time() * 1000)
 
+    def _mono_ms(self) -> int:
+        return int(self._clock.monotonic() * 1000)
+
     def put(self, topic: str, payload: bytes, *, retain: bool = False) -> int:
         """Store a message durably and return its id; then apply the limits."""
         if not topic:
@@ -169,10 +184,12 @@ class Spool:
         try:
             with self._lock:
                 cur = self._db.execute(
-                    "INSERT INTO spool (topic, payload, retain, created_ms) VALUES (?, ?, ?, ?)",
-                    (topic, bytes(payload), int(retain), self._now_ms()),
+                    "INSERT INTO spool (topic, payload, retain, created_ms, mono_ms) VALUES (?, ?, ?, ?, ?)",
+                    (topic, bytes(payload), int(retain), self._now_ms(), self._mono_ms()),
                 )
                 row_id = cur.lastrowid
+                if self._first_id is None:
+                    self._first_id = row_id
         except sqlite3.Error as exc:
             raise TransportError(f"{self.path}: cannot write to the offline spool: {exc}") from exc
         assert row_id is not None  # noqa: S101 - sqlite3 always sets it after an INSERT
@@ -231,7 +248,16 @@ class Spool:
         """Drop messages past retention, then the oldest while over the size cap."""
         reports = []
         cutoff = self._now_ms() - self._max_age_ms
-        aged = self._purge("retention", "created_ms < ?", (cutoff,))
+        with self._lock:
+            first = self._first_id
+        if first is None:  # nothing written by this run: the wall clock for all
+            aged = self._purge("retention", "created_ms < ?", (cutoff,))
+        else:  # a clock stepped by NTP ages no row of this run (module docstring)
+            aged = self._purge(
+                "retention",
+                "CASE WHEN id >= ? AND mono_ms IS NOT NULL THEN mono_ms < ? ELSE created_ms < ? END",
+                (first, self._mono_ms() - self._max_age_ms, cutoff),
+            )
         if aged is not None:
             reports.append(aged)
         with self._lock:

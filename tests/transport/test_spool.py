@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.clock import FakeClock
+from agent.clock import Clock, FakeClock
 from agent.errors import TransportError
 from agent.transport.spool import DropReport, Spool
 
 
-def make(tmp_path: Path, clock: FakeClock, **kw: object) -> tuple[Spool, list[DropReport]]:
+def make(tmp_path: Path, clock: Clock, **kw: object) -> tuple[Spool, list[DropReport]]:
     drops: list[DropReport] = []
     args: dict[str, object] = {"max_bytes": 1_000_000, "max_age_seconds": 7 * 86400}
     args.update(kw)
@@ -71,6 +71,78 @@ def test_messages_older_than_retention_are_dropped_and_reported(tmp_path: Path, 
         "newest_ms": 1_700_000_000_000,
     }
     assert spool.stats().dropped == {"retention": 2}
+
+
+class SteppedClock:
+    """A Raspberry Pi's clock: no real-time clock, so the wall time starts at fake-hwclock's last
+    saved time (or 1970) and NTP steps it later; monotonic time only runs."""
+
+    def __init__(self, wall: float) -> None:
+        self.wall = wall
+        self.mono = 0.0
+
+    def time(self) -> float:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def sleep(self, seconds: float) -> None:
+        self.wall += seconds
+        self.mono += seconds
+
+
+def test_a_clock_stepped_forward_by_ntp_does_not_age_out_the_rows_spooled_before_it(tmp_path: Path) -> None:
+    clock = SteppedClock(1_700_000_000.0)  # fake-hwclock: the time of the last shutdown
+    spool, drops = make(tmp_path, clock, max_age_seconds=7 * 86400)
+    for i in range(3):
+        spool.put("t/stats", b"window-%d" % i)  # broker or network not up yet
+        clock.sleep(60)
+    clock.wall += 30 * 86400  # NTP: the device had been off for a month
+    spool.put("t/stats", b"window-3")
+    assert drops == []
+    assert len(spool.pending()) == 4
+    clock.sleep(7 * 86400 - 150)  # the first row is now 7 days and 30 s old, the second is not
+    spool.enforce_limits()
+    assert [i.payload for i in spool.pending()] == [b"window-1", b"window-2", b"window-3"]
+    assert [(d.reason, d.count) for d in drops] == [("retention", 1)]
+
+
+def test_rows_of_an_earlier_run_age_by_the_wall_clock(tmp_path: Path) -> None:
+    """Monotonic time does not carry over a restart: the rows of an earlier run keep the wall
+    clock rule, and only the rows written since the spool was opened age by monotonic time."""
+    clock = SteppedClock(1_700_000_000.0)
+    spool, _ = make(tmp_path, clock, max_age_seconds=86400)
+    spool.put("t/stats", b"earlier run")
+    spool.close()
+    clock.wall += 86400 + 1  # wall time that passed while the agent was stopped
+    again, drops = make(tmp_path, clock, max_age_seconds=86400)
+    again.put("t/stats", b"this run")
+    assert [i.payload for i in again.pending()] == [b"this run"]
+    assert [(d.reason, d.count, d.oldest_ms) for d in drops] == [("retention", 1, 1_700_000_000_000)]
+
+
+def test_a_spool_written_before_monotonic_ages_keeps_its_rows_and_their_wall_clock_rule(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    with sqlite3.connect(tmp_path / "spool.sqlite3") as db:  # the table as earlier versions made it
+        db.execute(
+            "CREATE TABLE spool (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, "
+            "payload BLOB NOT NULL, retain INTEGER NOT NULL, created_ms INTEGER NOT NULL)"
+        )
+        db.execute(
+            "INSERT INTO spool (topic, payload, retain, created_ms) VALUES ('t/stats', x'6f6c64', 0, ?)",
+            (int(clock.time() * 1000),),
+        )
+    db.close()
+    clock.advance(3600)
+    spool, drops = make(tmp_path, clock, max_age_seconds=86400)
+    spool.put("t/stats", b"new")
+    assert [i.payload for i in spool.pending()] == [b"old", b"new"]
+    clock.advance(86400 - 1800)  # the old row is past a day by the wall clock, the new one is not
+    spool.enforce_limits()
+    assert [i.payload for i in spool.pending()] == [b"new"]
+    assert [(d.reason, d.count) for d in drops] == [("retention", 1)]
 
 
 def test_the_size_cap_drops_the_oldest_first(tmp_path: Path, clock: FakeClock) -> None:
