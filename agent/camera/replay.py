@@ -29,6 +29,7 @@ from typing import ClassVar
 import cv2
 import numpy as np
 
+from agent import MAX_IMAGE_PIXELS
 from agent.camera.base import SourceInfo, SourceOptions, Wanted, every_frame
 from agent.camera.buffers import FramePool
 from agent.clock import Clock
@@ -48,8 +49,6 @@ MAX_NATIVE_FPS = 240.0
 MIN_SIDE = 8
 """Smallest width or height analysed: below it no face fits, and resizing may give 0 pixels."""
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
-MAX_IMAGE_PIXELS = 64 * 1024 * 1024
-"""Decoded images above 64 Mpx (192 MiB as BGR) are refused by OpenCV (a decompression bomb)."""
 LOST_TOLERANCE = 1
 """Frames a container's count may be off by before a short video counts as damaged."""
 
@@ -66,7 +65,6 @@ def quiet_decoder_logs() -> None:
     if logger.isEnabledFor(logging.DEBUG):
         return
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
-    os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_IMAGE_PIXELS))
     utils_logging = getattr(cv2.utils, "logging", None)  # OpenCV 5; 4.x wheels lack the module
     if utils_logging is not None:
         utils_logging.setLogLevel(utils_logging.LOG_LEVEL_ERROR)

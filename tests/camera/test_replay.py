@@ -5,8 +5,12 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import struct
+import subprocess
+import sys
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import cv2
@@ -322,3 +326,36 @@ def test_a_looping_video_replaced_by_a_fifo_is_refused_at_the_rewind_not_waited_
     assert not hung
     assert isinstance(result[0], SourceError)
     assert "FIFO" in str(result[0]) or "fifo" in str(result[0]).lower()
+
+
+def _png_bomb(path: Path, side: int) -> None:
+    """A valid PNG of side x side black pixels: a few hundred KB that decode to side² x 3 bytes."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    co = zlib.compressobj(9)
+    row = b"\0" * (side * 3 + 1)
+    idat = b"".join(co.compress(row) for _ in range(side)) + co.flush()
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+@pytest.mark.slow
+def test_an_image_over_64_mpx_is_refused_before_it_is_decoded(tmp_path: Path) -> None:
+    """OpenCV reads OPENCV_IO_MAX_IMAGE_PIXELS once, when it loads: set by the replay source
+    (after cv2 was imported) it was ignored, and an 8400 x 8400 PNG of 200 KB was decoded
+    (212 MB; a 20000 x 20000 one took 7.4 GB). A process of its own, as the CLI runs."""
+    bomb = tmp_path / "bomb.png"
+    _png_bomb(bomb, 8400)
+    assert bomb.stat().st_size < 1024 * 1024
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_IO_MAX_IMAGE_PIXELS"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", "analyze", str(bomb), "--json"],
+        capture_output=True, text=True, timeout=120, check=False, env=env,
+    )
+    assert "Traceback" not in proc.stderr
+    assert proc.returncode == 2, proc.stderr[-800:]
+    assert str(bomb) in proc.stderr
+    assert "64 Mpx" in proc.stderr
