@@ -10,7 +10,9 @@ when it is durably in the spool). An output that cannot take it (a full disk) le
 message waiting in memory, signed once, so it keeps its sequence number; waiting messages go
 out in order on the next ``publish`` or ``retry`` (the service calls it every loop turn).
 At most ``HELD_MAX`` wait; beyond that the oldest is dropped and counted. A message that
-cannot even be signed (the signer's state file cannot be written) waits unsigned.
+cannot even be signed (the signer's state file cannot be written) waits unsigned. At stop
+(``close``) the waiting messages get one last try; those still refused are lost with the
+process, and the log and the audit log (``publish_lost``) say how many.
 """
 
 from __future__ import annotations
@@ -104,6 +106,23 @@ class Publisher:
             if self.error is not None:
                 self._recovered(1 + sum(1 for w in self._waiting if w.waited))
             self._record(item)
+
+    def close(self) -> int:
+        """The service is stopping: one last try, then the messages still waiting are lost with
+        the process (memory only), which an error log line and a ``publish_lost`` audit entry
+        say, with how many and why. Returns that number."""
+        self.retry()
+        lost = len(self._waiting)
+        if lost:
+            dropped = f" ({self.dropped} more dropped earlier)" if self.dropped else ""
+            message = (
+                f"{lost} message(s) waiting in memory are lost at stop{dropped}: an output "
+                f"refused them: {self.error}"
+            )
+            logger.error("publisher: %s", message)
+            if self.audit is not None:
+                self.audit.append("error", {"code": "publish_lost", "message": message[:500]})
+        return lost
 
     def _recovered(self, waited: int) -> None:
         """Outputs accept messages again: say in the audit log how many waited and why."""

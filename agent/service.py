@@ -514,6 +514,7 @@ class Service:
         self.audit.append("stop", {"reason": self.exit_reason, "uptime_ms": uptime})
         self.audit.checkpoint()  # published while the outputs still run
         self.audit.on_checkpoint = None
+        self.publisher.close()  # what the outputs still refuse is lost: logged and audited
         self.audit.close()  # signs the last one, covering that publish, on disk
         for output in self.outputs:
             try:

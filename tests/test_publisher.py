@@ -136,3 +136,39 @@ def test_memory_is_bounded_the_oldest_waiting_message_is_dropped_and_counted() -
         publisher.publish("stats", {"window": i})
     assert publisher.held == HELD_MAX
     assert publisher.dropped == 5
+
+
+def test_close_tries_once_more_and_logs_and_audits_the_messages_it_still_cannot_deliver(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    disk = Disk()
+    disk.full = True
+    publisher, audit = make(disk)
+    for i in range(3):
+        publisher.publish("stats", {"window": i})
+    with caplog.at_level(logging.ERROR):
+        assert publisher.close() == 3
+    said = [r.getMessage() for r in caplog.records if "lost at stop" in r.getMessage()]
+    assert len(said) == 1
+    assert "3 message(s)" in said[0]
+    assert "No space left on device" in said[0]
+    lost = [fields for kind, fields in audit.entries if kind == "error" and fields["code"] == "publish_lost"]
+    assert len(lost) == 1
+    assert lost[0]["message"].startswith("3 message(s) waiting in memory are lost at stop")
+    assert published(audit) == []
+
+
+def test_close_delivers_what_an_output_takes_again_and_reports_no_loss(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    disk = Disk()
+    disk.full = True
+    publisher, audit = make(disk)
+    publisher.publish("stats", {"window": 1})
+    disk.full = False  # space came back since the last loop turn
+    with caplog.at_level(logging.ERROR):
+        assert publisher.close() == 0
+    assert seqs(disk) == [1]
+    assert published(audit) == [1]
+    assert not any(fields.get("code") == "publish_lost" for _, fields in audit.entries)
+    assert not any("lost" in r.getMessage() for r in caplog.records)

@@ -1,10 +1,12 @@
 """What the running service writes to its audit log is observed, not assumed: frames counted
 where they are discarded, an image planted in state_dir fails `audit verify`, the gate's
-thumbnail zeroed when the camera fails, and the day's privacy budget survives its file."""
+thumbnail zeroed when the camera fails, the day's privacy budget survives its file, and signed
+messages an output still refuses at stop are said to be lost."""
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any, ClassVar
 
 import cv2
 import numpy as np
+import pytest
 
 from agent.audit.verify import verify_log
 from agent.camera.base import SourceInfo
@@ -19,9 +22,18 @@ from agent.camera.feed import CameraState
 from agent.clock import Clock, FakeClock
 from agent.config import load_config
 from agent.crypto import load_public_key
+from agent.errors import TransportError
 from agent.frame import Frame
+from agent.outputs.base import Message
 from agent.service import Service
-from tests.test_service import NO_GATE, CountingPipeline, ScriptedSource, messages, write_config
+from tests.test_service import (
+    NO_GATE,
+    AngryCrowd,
+    CountingPipeline,
+    ScriptedSource,
+    messages,
+    write_config,
+)
 
 T0 = 1_800_000_000.0  # a multiple of 10 s
 
@@ -241,4 +253,48 @@ def test_frames_stay_accounted_across_a_reload_and_a_pause_with_a_frame_waiting(
     assert sum(f["captured"] for f in frames) == 2
     assert sum(f["discarded"] for f in frames) == 1
     assert len(frames) >= 4
+    assert verify(tmp_path) == []
+
+
+class FullSpool:
+    """The MQTT output on a full disk: the spool cannot commit a row."""
+
+    def start(self) -> None:
+        pass
+
+    def send(self, message: Message) -> None:
+        raise TransportError("spool.sqlite3: cannot write to the offline spool: database or disk is full")
+
+    def stop(self) -> None:
+        pass
+
+
+def test_messages_still_held_at_stop_are_logged_and_audited_as_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: close() flushed the last window into the publisher's memory queue, stopped the
+    outputs and exited; the held signed messages vanished without a log line or an audit entry."""
+    path = write_config(tmp_path, "scripted.mp4")
+    service = Service(
+        load_config(path), path, FakeClock(start=T0), outputs=[FullSpool()],
+        opener=lambda s, o, c: ScriptedSource(c, 200, False),
+        pipeline_factory=lambda _c: AngryCrowd(),  # type: ignore[arg-type,return-value]
+    )
+    service.start()
+    for _ in range(30):
+        service.step()
+    assert service.publisher.held > 0
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="agent.publisher"):
+        service.close()
+    held = service.publisher.held  # the last window and the closing checkpoint among them
+    said = [r.getMessage() for r in caplog.records if "lost at stop" in r.getMessage()]
+    assert len(said) == 1, said
+    assert f"{held} message(s)" in said[0]
+    assert "database or disk is full" in said[0]
+    logged = entries(tmp_path)
+    lost = [e["data"]["message"] for e in logged if e["data"].get("code") == "publish_lost"]
+    assert len(lost) == 1
+    assert lost[0].startswith(f"{held} message(s) waiting in memory are lost at stop")
+    assert any(e["kind"] == "stop" for e in logged)
     assert verify(tmp_path) == []
