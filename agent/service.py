@@ -72,6 +72,7 @@ from agent.sdnotify import Notifier, watchdog_interval
 from agent.service_signals import ServiceSignals
 from agent.state_check import check_state_dir
 from agent.transport.command_gate import CommandGate, GateSettings
+from agent.transport.discovery import discovery_spec
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -500,6 +501,10 @@ class Service:
         self._publish_alerts(self.alerts.take_over(previous_alerts, at=int(self._window_time(None))))
         for state in self.alerts.states():  # a rule added by the reload gets its first state
             self._publish_alert_state(state)
+        for output in self.outputs:  # Home Assistant's entities follow the rules and the window
+            update_discovery = getattr(output, "update_discovery", None)
+            if update_discovery is not None:
+                update_discovery(discovery_spec(new))
         self.gate.reschedule(schedule_of(new), self._budget_gate(accountant))
 
     # --- stop --------------------------------------------------------------------------------------

@@ -428,6 +428,58 @@ def test_an_alert_raised_before_a_reload_that_removes_its_rule_is_cleared(tmp_pa
     assert verify_all(tmp_path) == []
 
 
+@pytest.mark.slow
+def test_a_reload_that_changes_the_rules_and_the_window_updates_home_assistants_discovery(
+    tmp_path: Path,
+) -> None:
+    """Before: the discovery was fixed at start, so after the reload the removed rule kept its
+    entity and its retained state, the new rule (whose `alert/fresh` goes out at once) had no
+    entity, expire_after stayed 3 x the old 10 s window, and Home Assistant's own restart
+    (birth) got that stale config again."""
+    from tests.mosquitto import Broker, Subscriber  # noqa: PLC0415 - only this test needs mosquitto
+
+    rule = ("    - {{name: {name}, metric: share, labels: [angry], comparison: above, threshold: 0.4,"
+            " min_people: 2, windows_in_row: 1}}\n")
+    head = "analytics:\n  window_seconds: {w}\n  min_people: 2\n  alerts:\n"
+    topic = "homeassistant/device/emotion_agent_test-1/config"
+    with Broker(tmp_path / "broker", allow_anonymous=True) as broker:
+        mqtt = (f"mqtt: {{host: {broker.host}, port: {broker.port}, reconnect_min_seconds: 1,"
+                " reconnect_max_seconds: 1}\n")
+        path = write_config(tmp_path, "scripted.mp4")
+        base = (path.read_text().replace("analytics: {window_seconds: 10, min_people: 2}\n", "")
+                .replace("mqtt: {enabled: false}\n", mqtt))
+        path.write_text(base + head.format(w=10) + rule.format(name="tension"))
+        service = Service(
+            load_config(path), path, FakeClock(start=1_800_000_000.0),
+            opener=lambda s, o, c: ScriptedSource(c, 200, False),
+            pipeline_factory=lambda _c: AngryCrowd(),  # type: ignore[arg-type,return-value]
+        )
+        with Subscriber(broker, [topic]) as sub:
+            service.start()
+            try:
+                for _ in range(60):  # the first 10 s window closes: `tension` is raised
+                    service.step()
+                assert [m["body"]["state"] for m in messages(tmp_path, "alert")] == ["raised"]
+                sub.wait_for(topic, 1)
+                path.write_text(base + head.format(w=60) + rule.format(name="fresh"))
+                assert service.reload() is True
+                sub.wait_for(topic, 2)  # sent by the reload itself
+                sub.client.publish("homeassistant/status", b"online", qos=1).wait_for_publish(5)
+                configs = sub.wait_for(topic, 3, timeout=10)  # the birth: 0-5 s of jitter
+            finally:
+                service.close()
+        with Subscriber(broker, ["emotion-agent/test-1/alert/#"], client_id="late") as late:
+            time.sleep(0.5)  # retained messages follow the SUBACK at once
+            kept = {m.topic.rsplit("/", 1)[1] for m in late.messages if m.retain and m.payload}
+    for config in configs[1:]:
+        cmps = json.loads(config.payload)["cmps"]
+        assert "alert_tension" not in cmps, "the removed rule is still announced"
+        assert "alert_fresh" in cmps, "the rule added by the reload has no entity"
+        assert cmps["people"]["expire_after"] == 3 * 60, "expire_after is still 3 x the old window"
+    assert kept == {"fresh"}, "the removed rule's state is still retained"
+    assert [m["body"]["state"] for m in messages(tmp_path, "alert")] == ["raised", "cleared"]
+
+
 # --- vision.gating in the service: the same windows for less CPU ----------------------------------
 
 

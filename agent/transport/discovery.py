@@ -40,9 +40,13 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from agent import __version__
 from agent.vision.observation import EMOTIONS
+
+if TYPE_CHECKING:
+    from agent.transport.settings import MqttSite
 
 _ID = re.compile(r"[^a-zA-Z0-9_-]")
 
@@ -86,6 +90,20 @@ class DiscoverySpec:
     def status_topic(self) -> str:
         """Home Assistant's birth/will topic; ``online`` there asks us to re-announce."""
         return f"{self.prefix}/status"
+
+
+def discovery_spec(cfg: MqttSite) -> DiscoverySpec:
+    """What ``cfg`` announces: the device and its topics, the window length (``expire_after``)
+    and one entity per alert rule. The MQTT output adds the mode and the key's ``kid``."""
+    return DiscoverySpec(
+        device_id=cfg.device_id,
+        base_topic=cfg.mqtt.base_topic or f"emotion-agent/{cfg.device_id}",
+        prefix=cfg.mqtt.discovery_prefix,
+        window_seconds=cfg.analytics.window_seconds,
+        expire_after_windows=cfg.mqtt.expire_after_windows,
+        alert_rules=tuple(rule.name for rule in cfg.analytics.alerts),
+        sw_version=__version__,
+    )
 
 
 def _slug(name: str) -> str:

@@ -31,13 +31,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent import __version__
 from agent.clock import Clock
 from agent.crypto.keys import load_public_key, public_from_jwk
 from agent.errors import ConfigError
 from agent.transport.announced import load_announced, save_announced
 from agent.transport.commands import Command, CommandParser
-from agent.transport.discovery import DiscoverySpec, announcements, retractions
+from agent.transport.discovery import DiscoverySpec, announcements, discovery_spec, retractions
 from agent.transport.link import (
     LinkState,
     OutgoingMessage,
@@ -64,7 +63,8 @@ MAX_INCOMING_BYTES = 4096
 
 CLEARED_AT_START = ("privacy_mode",)
 """Retained state topics the service owns, removed at the first connect of each run (with
-``alert/<rule>`` for every rule the discovery spec names)."""
+``alert/<rule>`` for every rule the discovery spec names; a rule a reload removes loses its
+``alert/<rule>`` then, see ``update_discovery``)."""
 
 _UNSUPPORTED_PROTOCOL = {1, 132}  # 3.1.1 CONNACK 0x01 and MQTT 5 reason 0x84
 
@@ -123,6 +123,14 @@ class MqttOutput:
         if self._spec is not None and isinstance(kid, str):
             self._spec = dataclasses.replace(self._spec, key_id=kid)
         self._discovery = self._spec if self._spec is not None and self._spec.mode != "off" else None
+        self._announce_lock = threading.Lock()
+        """Serialises discovery (connects, Home Assistant's births, reloads). paho's thread takes
+        it only in ``on_connect``, holding no lock that ``publish`` needs: no deadlock."""
+        self._announced: list[str] | None = None
+        """The discovery topics on the broker as far as this run knows (read at the first connect)."""
+        self._link_announced = False
+        """Discovery went out on the current connection: a reload's change is published at once."""
+        self._last_row = 0
         self._jitter = jitter
         operator = settings.commands.operator_key
         self._commands = CommandParser(
@@ -172,16 +180,6 @@ class MqttOutput:
         previous_keys: Sequence[Ed25519PublicKey] = (),
     ) -> MqttOutput:
         """Wire from the whole agent config: topics, spool retention, discovery of alert rules."""
-        base = cfg.mqtt.base_topic or f"emotion-agent/{cfg.device_id}"
-        spec = DiscoverySpec(
-            device_id=cfg.device_id,
-            base_topic=base,
-            prefix=cfg.mqtt.discovery_prefix,
-            window_seconds=cfg.analytics.window_seconds,
-            expire_after_windows=cfg.mqtt.expire_after_windows,
-            alert_rules=tuple(rule.name for rule in cfg.analytics.alerts),
-            sw_version=__version__,
-        )
         return cls(
             cfg.mqtt,
             device_id=cfg.device_id,
@@ -192,7 +190,7 @@ class MqttOutput:
             on_drop=on_drop,
             on_event=on_event,
             on_cosignature=on_cosignature,
-            discovery=spec,
+            discovery=discovery_spec(cfg),
             public_key=public_key,
             previous_keys=previous_keys,
         )
@@ -209,8 +207,41 @@ class MqttOutput:
                 f"topic {topic!r} must be a plain relative topic under the base: no wildcard, "
                 "no empty level"
             )
-        self._spool.put(topic, message.payload, retain=message.retain)
+        self._last_row = self._spool.put(topic, message.payload, retain=message.retain)
         self._sender.wake()
+
+    def update_discovery(self, spec: DiscoverySpec) -> None:
+        """A reload changed the alert rules or the window length: ``spec`` is the new config's
+        (:func:`~agent.transport.discovery.discovery_spec`). Connected, Home Assistant gets it
+        at once, after the topics it no longer uses are cleared (a removed rule's entity in
+        ``entities`` mode), and the list kept in ``state_dir`` follows; otherwise the next
+        connect announces it. Only what a reload applies is taken from ``spec``: the window
+        (``expire_after``) and the rules; the topics, prefix, ``expire_after_windows`` and mode
+        are ``mqtt`` settings, applied at the next start. A removed rule's retained
+        ``alert/<rule>`` is emptied once the rows spooled so far (its last state among them)
+        have gone to paho, so that state cannot land after it and stay retained."""
+        with self._announce_lock:
+            old = self._spec
+            if old is None:
+                return
+            new = dataclasses.replace(
+                old, window_seconds=spec.window_seconds, alert_rules=tuple(spec.alert_rules)
+            )
+            if new == old:
+                return
+            self._spec = new
+            if self._discovery is not None:
+                self._discovery = new
+            client = self._client
+            if self._link_announced and client is not None:
+                self._send_discovery(client, new)
+        removed = [rule for rule in old.alert_rules if rule not in new.alert_rules]
+        if removed:
+            self._sender.clear_after(self._last_row, [f"{self.base_topic}/alert/{rule}" for rule in removed])
+        logger.info(
+            "MQTT discovery follows the reload",
+            extra={"fields": {"rules": len(new.alert_rules), "window_seconds": new.window_seconds}},
+        )
 
     def health(self) -> TransportHealth:
         stats = self._spool.stats()
@@ -286,7 +317,7 @@ class MqttOutput:
         while time.monotonic() < deadline and self._sender.running:
             state = self._state
             if state == LinkState.CONNECTED:
-                if self._spool.stats().backlog == 0:
+                if self._spool.stats().backlog == 0 and not self._sender.clearing:
                     return
             elif state != LinkState.CONNECTING:
                 return  # refused, failed or lost: the backlog waits in the spool
@@ -411,14 +442,25 @@ class MqttOutput:
     def _announce(self, client: paho.Client, *, first: bool) -> None:
         """Discovery of the configured mode; at the first connect of a run, first clear what the
         last run announced and this one does not (another mode, a removed alert rule)."""
-        spec = self._spec
-        if spec is None:
-            return
+        with self._announce_lock:
+            spec = self._spec
+            if spec is None:
+                return
+            if first:
+                self._announced = load_announced(self._state_dir)
+            self._send_discovery(client, spec)
+            self._link_announced = True
+
+    def _send_discovery(self, client: paho.Client, spec: DiscoverySpec) -> None:
+        """Under ``_announce_lock``: clear the announced topics the spec no longer uses and record
+        the new list (before publishing, so a crash leaves the next run clearing more, not less),
+        then publish the spec's messages."""
         messages = announcements(spec)
-        if first:
-            for topic in retractions(spec, load_announced(self._state_dir)):
+        if self._announced is None or set(self._announced) != set(messages):
+            for topic in retractions(spec, self._announced):
                 self._publish(client, topic, b"")
             save_announced(self._state_dir, list(messages))
+            self._announced = list(messages)
         for topic, payload in messages.items():
             self._publish(client, topic, payload)
 
@@ -438,6 +480,7 @@ class MqttOutput:
         self, client: paho.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None
     ) -> None:
         self._connected.clear()
+        self._link_announced = False
         if self._stopping.is_set():
             return
         self._watch_takeover(client, reason)

@@ -17,7 +17,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode
@@ -65,6 +65,11 @@ class SpoolSender:
         self._outlived_stop = False
         self._check = check
         self._last_failure: str | None = None
+        self._clears: list[tuple[int, tuple[str, ...]]] = []
+        self._clears_inflight: dict[int, str] = {}
+        """Clears handed to paho and not yet acknowledged (this thread only): a reconnect takes
+        them back from paho with the rows, so they are queued again then."""
+        self._clears_lock = threading.Lock()
 
     def start(self) -> None:
         self._stopping.clear()
@@ -94,7 +99,21 @@ class SpoolSender:
     def running(self) -> bool:
         return self._thread is not None
 
+    @property
+    def clearing(self) -> bool:
+        """Clears (``clear_after``) wait for their rows or for this thread's next round."""
+        with self._clears_lock:
+            return bool(self._clears)
+
     def wake(self) -> None:
+        self._wake.set()
+
+    def clear_after(self, row_id: int, topics: Sequence[str]) -> None:
+        """Empty the retained messages on ``topics`` (on this thread, while connected) once every
+        row up to ``row_id`` has gone to paho: a state spooled before cannot land after it and
+        stay retained. Unsent at stop, they are not kept."""
+        with self._clears_lock:
+            self._clears.append((row_id, tuple(topics)))
         self._wake.set()
 
     def acked(self, mid: int, reason: ReasonCode | None) -> None:
@@ -151,7 +170,10 @@ class SpoolSender:
                 return
             if mid == _RESUBMIT:
                 self.forget_inflight()
+                self._requeue_clears()
                 continue
+            if self._clears_inflight.pop(mid, None) is not None:
+                continue  # a removed rule's clear reached the broker
             row = self._inflight.pop(mid, None)
             if row is None:
                 continue  # status, discovery and other unspooled messages
@@ -160,6 +182,13 @@ class SpoolSender:
                 self._spool.drop(row, "refused_by_broker")
             else:
                 self._spool.ack(row)
+
+    def _requeue_clears(self) -> None:
+        """A reconnect took the unacknowledged clears back from paho: due again at once."""
+        if self._clears_inflight:
+            with self._clears_lock:
+                self._clears.insert(0, (0, tuple(self._clears_inflight.values())))
+            self._clears_inflight.clear()
 
     def _submit(self) -> None:
         with self._submitting:
@@ -170,6 +199,10 @@ class SpoolSender:
         if client is None or not self._connected.is_set():
             return
         self._apply_acks()  # a connect's _RESUBMIT is queued before `connected` is set
+        self._hand_over(client)
+        self._clear_due(client)
+
+    def _hand_over(self, client: paho.Client) -> None:
         room = self._max_inflight - len(self._inflight)
         if room <= 0:
             return
@@ -188,3 +221,18 @@ class SpoolSender:
                 return
             self._inflight[info.mid] = item.id
             self._last_submitted = item.id
+
+    def _clear_due(self, client: paho.Client) -> None:
+        """The clears whose rows have all gone to paho (the next row not handed over is later)."""
+        with self._clears_lock:
+            waiting = list(self._clears)
+        if not waiting:
+            return
+        following = self._spool.pending(after_id=self._last_submitted, limit=1)
+        due = [c for c in waiting if not following or c[0] < following[0].id]
+        for _row, topics in due:
+            for topic in topics:
+                info = client.publish(topic, b"", qos=1, retain=True)
+                self._clears_inflight[info.mid] = topic
+        with self._clears_lock:
+            self._clears = [c for c in self._clears if c not in due]

@@ -1,4 +1,5 @@
-"""Discovery modes against a real mosquitto: switching modes leaves only the new mode's configs.
+"""Discovery modes against a real mosquitto: switching modes leaves only the new mode's configs,
+and a reload's new alert rules and window reach Home Assistant while the agent runs.
 
 Each case runs the agent's MQTT output once per mode, in turn, with the same state folder, then
 reads what the broker retains under ``homeassistant/#`` with a fresh subscriber, as a Home
@@ -16,8 +17,10 @@ from pathlib import Path
 import pytest
 
 from agent.clock import SystemClock
-from agent.transport.announced import FILE_NAME
+from agent.outputs.base import Message
+from agent.transport.announced import FILE_NAME, load_announced
 from agent.transport.discovery import DiscoverySpec, announcements
+from agent.transport.link import LinkState
 from agent.transport.mqtt import MqttOutput
 from agent.transport.settings import DiscoveryConfig, MqttConfig, TlsConfig
 from tests.mosquitto import ACL_PER_DEVICE, Broker, Pki, Subscriber, make_pki, wait_until
@@ -39,8 +42,8 @@ def broker(tmp_path: Path, pki: Pki) -> Iterator[Broker]:
         yield b
 
 
-def run_once(broker: Broker, state: Path, mode: str, spec: DiscoverySpec = SPEC) -> None:
-    """Start the output in ``mode``, wait until it is connected and its messages are out, stop."""
+def started(broker: Broker, state: Path, mode: str, spec: DiscoverySpec = SPEC) -> MqttOutput:
+    """The output in ``mode``, connected."""
     assert broker.pki is not None
     pw = state.parent / "pw"
     pw.write_text(USERS[DEVICE] + "\n")
@@ -54,14 +57,21 @@ def run_once(broker: Broker, state: Path, mode: str, spec: DiscoverySpec = SPEC)
     out.start()
     try:
         wait_until(lambda: out.health().state == "connected", what="connected")
-    finally:
-        out.stop()  # publishes `offline` after the discovery messages, in order, and waits for it
+    except BaseException:
+        out.stop()
+        raise
+    return out
 
 
-def retained(broker: Broker) -> dict[str, bytes]:
-    """What a Home Assistant starting now would receive under homeassistant/#."""
+def run_once(broker: Broker, state: Path, mode: str, spec: DiscoverySpec = SPEC) -> None:
+    """Start the output in ``mode``, wait until it is connected and its messages are out, stop."""
+    started(broker, state, mode, spec).stop()  # `offline` after the discovery messages, in order
+
+
+def retained(broker: Broker, topic: str = "homeassistant/#") -> dict[str, bytes]:
+    """What a Home Assistant starting now would receive under ``topic``."""
     assert broker.pki is not None
-    with Subscriber(broker, ["homeassistant/#"], username="dashboard", password=USERS["dashboard"],
+    with Subscriber(broker, [topic], username="dashboard", password=USERS["dashboard"],
                     cert=broker.pki.clients["dashboard"], client_id="late-ha") as sub:
         seen, quiet_since = -1, time.monotonic()
         while time.monotonic() - quiet_since < 0.5:  # retained messages follow SUBACK at once
@@ -120,6 +130,78 @@ def test_a_removed_alert_rule_loses_its_entity_config(broker: Broker, tmp_path: 
     assert f"homeassistant/binary_sensor/emotion_agent_{DEVICE}/alert_crowd/config" in retained(broker)
     run_once(broker, state, "entities", SPEC)
     assert set(retained(broker)) == topics_of("entities", SPEC)
+
+
+TWO = DiscoverySpec(DEVICE, BASE, window_seconds=10, alert_rules=("stress", "crowd"))
+RELOADED = DiscoverySpec(DEVICE, BASE, window_seconds=60, alert_rules=("stress", "fresh"))
+"""A reload drops ``crowd``, adds ``fresh`` and makes the window 60 s."""
+
+
+def entity(key: str, platform: str = "binary_sensor") -> str:
+    return f"homeassistant/{platform}/emotion_agent_{DEVICE}/{key}/config"
+
+
+@pytest.mark.slow
+def test_a_reload_while_connected_retracts_a_removed_rule_announces_a_new_one_and_the_new_window(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """Before: the spec was fixed at start; a removed rule kept its entity and its retained
+    state, a new rule had none, and expire_after stayed 3 x the old window."""
+    state = tmp_path / "state"
+    out = started(broker, state, "entities", TWO)
+    try:
+        assert entity("alert_crowd") in retained(broker)
+        # The rule's last state is spooled just before the reload: it must not land after the clear.
+        last_state = b'{"body": {"rule": "crowd", "state": "cleared"}}'
+        out.send(Message(f"{BASE}/alert/crowd", last_state, retain=True))
+        out.update_discovery(RELOADED)
+    finally:
+        out.stop()
+    now = retained(broker)
+    assert set(now) == topics_of("entities", RELOADED)
+    assert entity("alert_fresh") in now
+    assert json.loads(now[entity("people", "sensor")])["expire_after"] == 3 * 60
+    assert set(retained(broker, f"{BASE}/alert/#")) == set(), "the removed rule's state is still retained"
+    assert set(load_announced(state) or ()) == topics_of("entities", RELOADED)
+    run_once(broker, state, "entities", SPEC)  # the next run retracts what the reload announced
+    assert set(retained(broker)) == topics_of("entities", SPEC)
+
+
+@pytest.mark.slow
+def test_a_reload_while_disconnected_is_announced_at_the_reconnect_with_the_old_entities_retracted(
+    pki: Pki, tmp_path: Path
+) -> None:
+    with Broker(tmp_path / "broker", pki=pki, users=USERS, acl=ACL_PER_DEVICE, persistence=True) as broker:
+        out = started(broker, tmp_path / "state", "entities", TWO)
+        try:
+            # Acknowledged in order: once this row is, so is the discovery before it (paho would
+            # re-send an unacknowledged config after the reconnect's retraction).
+            out.send(Message(f"{BASE}/stats", b"{}"))
+            wait_until(lambda: out.health().backlog == 0, what="discovery acknowledged")
+            broker.stop()  # retained messages are kept (persistence)
+            wait_until(lambda: out.state != LinkState.CONNECTED, what="outage seen")
+            out.update_discovery(RELOADED)
+            broker.start()
+            wait_until(lambda: out.state == LinkState.CONNECTED, what="connected again")
+        finally:
+            out.stop()
+        now = retained(broker)
+    assert set(now) == topics_of("entities", RELOADED)
+    assert json.loads(now[entity("people", "sensor")])["expire_after"] == 3 * 60
+
+
+def test_a_reload_takes_the_rules_and_the_window_and_keeps_the_restart_only_settings(tmp_path: Path) -> None:
+    """mqtt.* (prefix, base topic, expire_after_windows, mode) takes effect at the next start."""
+    cfg = MqttConfig(host="127.0.0.1", port=1, discovery=DiscoveryConfig(mode="entities"))
+    out = MqttOutput(cfg, device_id=DEVICE, state_dir=tmp_path, spool_days=1, clock=SystemClock(),
+                     discovery=TWO)
+    try:
+        out.update_discovery(DiscoverySpec("other", "elsewhere/x", prefix="ha", window_seconds=60,
+                                           expire_after_windows=9, alert_rules=("fresh",)))
+        assert out.discovery == DiscoverySpec(DEVICE, BASE, window_seconds=60, alert_rules=("fresh",),
+                                              mode="entities")
+    finally:
+        out.stop(timeout=0.1)
 
 
 class _SlowSink(logging.Handler):
