@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
+from paho.mqtt.enums import MQTTErrorCode
 
 from agent.clock import FakeClock
 from agent.config import parse_config
@@ -110,3 +114,42 @@ state_dir: "{tmp_path}"
 """)
     assert "mqtt.discovery.mode" in str(err.value)
     assert "'device', 'entities' or 'off'" in str(err.value)
+
+
+class RecordingClient:
+    """Stands in for paho: records each publish and hands out message ids; nothing is acknowledged."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[int, str, bytes]] = []
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> SimpleNamespace:
+        mid = len(self.published) + 1
+        self.published.append((mid, topic, payload))
+        return SimpleNamespace(mid=mid, rc=MQTTErrorCode.MQTT_ERR_SUCCESS)
+
+    def drop_out_messages(self) -> list[object]:
+        return []  # what paho held is taken back: the sender must send it again itself
+
+
+def test_a_removed_rules_clear_taken_back_by_a_reconnect_is_sent_again(tmp_path: Path) -> None:
+    """A reconnect takes every unacknowledged message back from paho; the sender sends its rows
+    again, and must send a removed alert rule's clear again too, or the old state stays retained."""
+    spool = Spool(tmp_path / "s.sqlite3", FakeClock(), max_bytes=10**6, max_age_seconds=3600)
+    connected = threading.Event()
+    connected.set()
+    client = RecordingClient()
+    sender = SpoolSender(spool, 10, connected, lambda: cast(Any, client))
+    sender.start()
+    try:
+        sender.clear_after(0, ["emotion-agent/lobby-1/alert/old"])
+        wait_until(lambda: len(client.published) == 1, 5, "the clear")
+        sender.reconnected(cast(Any, client))
+        wait_until(lambda: len(client.published) == 2, 5, "the clear sent again after the reconnect")
+        sender.acked(2, None)
+        time.sleep(0.3)
+    finally:
+        sender.stop(5)
+    assert [(topic, payload) for _, topic, payload in client.published] == [
+        ("emotion-agent/lobby-1/alert/old", b""),
+        ("emotion-agent/lobby-1/alert/old", b""),
+    ]
