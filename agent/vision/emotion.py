@@ -48,6 +48,14 @@ def sampled_region(
     return x0, y0, max(x1, x0), max(y1, y0)
 
 
+def _cut(region: tuple[int, int, int, int], centre: tuple[float, float], side: float, angle: float) -> bool:
+    """Whether the crop reads beyond the frame (its sampled region was clipped)."""
+    (cx, cy), a = centre, math.radians(angle)
+    half = side / 2 * (abs(math.cos(a)) + abs(math.sin(a)))
+    x0, y0, x1, y1 = region
+    return cx - half < x0 or cy - half < y0 or cx + half > x1 - 1 or cy + half > y1 - 1
+
+
 class EmotionClassifier:
     """Align, crop and classify one face at a time; probabilities follow the manifest's labels."""
 
@@ -69,10 +77,16 @@ class EmotionClassifier:
         self._smooth = np.zeros((CROP, CROP), np.float32)
         self._norm = np.zeros((CROP, CROP), np.uint8)
         self._dirty: list[npt.NDArray[np.generic]] = []
+        self.cut_by_edge = False
+        """The last ``align`` read beyond the frame (the face is cut by its edge)."""
 
-    def align(self, pixels: Pixels, det: Detection) -> npt.NDArray[np.uint8]:
+    def align(
+        self, pixels: Pixels, det: Detection, border: int = cv2.BORDER_CONSTANT
+    ) -> npt.NDArray[np.uint8]:
         """The eye-levelled 64 x 64 grey crop of ``det`` (a scratch buffer, zeroed by ``clear``).
-        Every buffer on the way is zeroed before returning, while still in the CPU cache."""
+        Every buffer on the way is zeroed before returning, while still in the CPU cache.
+        ``border``: what the warp reads beyond the frame (black for the classifier; replicated
+        edge pixels to measure a face the frame cuts, see ``cut_by_edge``)."""
         h, w = pixels.shape[:2]
         bx, by, bw, bh = det.box
         cx, cy = (bx + bw / 2) * w, (by + bh / 2) * h
@@ -87,25 +101,27 @@ class EmotionClassifier:
         m[0][2] += size / 2 - cx
         m[1][2] += size / 2 - cy
         self._dirty.append(self._grey)
+        region = sampled_region((cx, cy), side, angle, (w, h))
+        self.cut_by_edge = _cut(region, (cx, cy), side, angle)
         if k == 1:
-            self._warp_colour(pixels, m)
+            self._warp_colour(pixels, m, border)
         else:
-            self._warp_grey(pixels, m, k, sampled_region((cx, cy), side, angle, (w, h)))
+            self._warp_grey(pixels, m, k, region, border)
         return self._grey
 
-    def _warp_colour(self, pixels: Pixels, m: list[list[float]]) -> None:
+    def _warp_colour(self, pixels: Pixels, m: list[list[float]], border: int) -> None:
         """A small face: the colour warp straight to 64 x 64, then grey."""
         try:
             cv2.warpAffine(
                 pixels, np.array(m), (CROP, CROP), dst=self._colour, flags=cv2.INTER_LINEAR,
-                borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0),
+                borderMode=border, borderValue=(0, 0, 0),
             )
             cv2.cvtColor(self._colour, cv2.COLOR_BGR2GRAY, dst=self._grey)
         finally:
             self._colour.fill(0)
 
     def _warp_grey(
-        self, pixels: Pixels, m: list[list[float]], k: int, box: tuple[int, int, int, int]
+        self, pixels: Pixels, m: list[list[float]], k: int, box: tuple[int, int, int, int], border: int
     ) -> None:
         """A large face (k = 2 or 4): only the frame region the warp reads turned grey, warped
         at k x 64 on one channel and halved down to 64. A third of the work of warping colour
@@ -124,7 +140,7 @@ class EmotionClassifier:
             cv2.cvtColor(pixels[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY, dst=region)
             cv2.warpAffine(
                 region, np.array(m), (CROP * k, CROP * k), dst=out, flags=cv2.INTER_LINEAR,
-                borderMode=cv2.BORDER_CONSTANT, borderValue=0,
+                borderMode=border, borderValue=0,
             )
             while k > 1:  # each halving is an exact 2 x 2 mean (OpenCV's fast path)
                 k //= 2

@@ -158,15 +158,21 @@ class EmotionSchedule:
         self.every = every_frames
         self.min_iou = min_iou
         self._readings: list[_Reading] = []
+        self._frame: int | None = None
+        self._claimed: list[_Reading] = []
         self.reused = 0
         self.read = 0
 
     def reuse(self, frame: int, box: Box) -> Probs | None:
         # a frame index that went back (a reopened source starts at 0 again) voids every reading
         self._readings = [r for r in self._readings if 0 <= frame - r.frame < self.every]
-        best = max(self._readings, key=lambda r: iou(r.box, box), default=None)
+        if frame != self._frame:
+            self._frame, self._claimed = frame, []
+        free = [r for r in self._readings if r.frame != frame and all(r is not c for c in self._claimed)]
+        best = max(free, key=lambda r: iou(r.box, box), default=None)
         if best is None or iou(best.box, box) < self.min_iou:
             return None
+        self._claimed.append(best)  # one earlier reading per face of this frame
         self.reused += 1
         return best.probs
 

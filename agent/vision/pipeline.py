@@ -146,15 +146,15 @@ class VisionPipeline:
         when ``tiles`` > 1 (views, not copies); for a ``still`` in which nothing was found, the
         frame padded with black as well."""
         found = self.detector.detect(pixels, lores)
+        if self.tiles > 1:
+            h, w = pixels.shape[:2]
+            for tile in tile_grid(w, h, self.tiles):
+                x0, y0, x1, y1 = tile
+                found += [to_frame(d, tile, w, h) for d in self.detector.detect(pixels[y0:y1, x0:x1])]
+            found = merge(found, self.max_faces)
         if still and not found:
             return self._detect_padded(pixels)
-        if self.tiles == 1:
-            return found
-        h, w = pixels.shape[:2]
-        for tile in tile_grid(w, h, self.tiles):
-            x0, y0, x1, y1 = tile
-            found += [to_frame(d, tile, w, h) for d in self.detector.detect(pixels[y0:y1, x0:x1])]
-        return merge(found, self.max_faces)
+        return found
 
     def _detect_padded(self, pixels: Pixels) -> list[Detection]:
         """Detect on the frame with a black border of half its size on each side, boxes mapped
@@ -207,7 +207,12 @@ class VisionPipeline:
         h, w = pixels.shape[:2]
         crop = self._crop(i)
         np.copyto(crop, self.classifier.align(pixels, det))
-        sharpness, brightness = self.classifier.measure(crop)
+        if self.classifier.cut_by_edge:  # measure the face, not the black beyond the frame
+            sharpness, brightness = self.classifier.measure(
+                self.classifier.align(pixels, det, cv2.BORDER_REPLICATE)
+            )
+        else:
+            sharpness, brightness = self.classifier.measure(crop)
         yaw = yaw_degrees([(x * w, y * h) for x, y in det.keypoints[:3]])
         quality = gate(min(det.box[2] * w, det.box[3] * h), sharpness, brightness, yaw, self.limits)
         return det, (quality, brightness)

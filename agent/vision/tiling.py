@@ -26,7 +26,11 @@ def tile_grid(width: int, height: int, n: int, overlap: float = OVERLAP) -> list
     def spans(size: int) -> list[tuple[int, int]]:
         side = size / (n - (n - 1) * overlap)
         step = side * (1 - overlap)
-        return [(round(i * step), min(size, round(i * step + side))) for i in range(n)]
+        out = []
+        for i in range(n):
+            a = min(round(i * step), size - 1)
+            out.append((a, max(min(size, round(i * step + side)), a + 1)))  # never empty
+        return out
 
     return [(x0, y0, x1, y1) for y0, y1 in spans(height) for x0, x1 in spans(width)]
 
