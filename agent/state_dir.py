@@ -60,6 +60,8 @@ def check(path: Path, *, uid: int | None = None) -> os.stat_result | None:
         return None
     except OSError as exc:
         raise ConfigError(f"state_dir {path}: cannot inspect it: {exc.strerror or exc}") from None
+    except ValueError:  # a NUL byte: no folder has that name
+        raise ConfigError(f"state_dir {str(path)!r}: contains a NUL byte (\\0); no folder name may") from None
     if not stat.S_ISDIR(info.st_mode):
         kind = "a file" if stat.S_ISREG(info.st_mode) else file_kind(info.st_mode)
         raise ConfigError(f"state_dir {path}: is {kind}, not a folder")

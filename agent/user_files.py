@@ -38,6 +38,17 @@ def file_kind(mode: int) -> str:
     return next((name for test, name in _KINDS if test(mode)), "not a regular file")
 
 
+def _stat(path: Path, what: str, error: type[InputError], missing_hint: str) -> os.stat_result:
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found{missing_hint}") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot open the {what}: {exc.strerror or exc}") from None
+    except ValueError:  # a NUL byte: no file has that name
+        raise error(f"{str(path)!r}: the {what}'s name contains a NUL byte (\\0); no file name may") from None
+
+
 def read_user_bytes(
     path: Path,
     what: str,
@@ -53,12 +64,7 @@ def read_user_bytes(
     ``readable_by="group"``: no access for others (mode & 0o007 == 0): a root-owned file shared with
     the service's group, as provisioning installs the TLS client key (0640 root:emotion-agent).
     """
-    try:
-        before = os.stat(path)  # refuse FIFOs and devices before opening them at all
-    except FileNotFoundError:
-        raise error(f"{path}: {what} not found{missing_hint}") from None
-    except OSError as exc:
-        raise error(f"{path}: cannot open the {what}: {exc.strerror or exc}") from None
+    before = _stat(path, what, error, missing_hint)  # refuse FIFOs and devices before opening them
     if not stat.S_ISREG(before.st_mode):
         raise error(f"{path}: the {what} must be a regular file, not {file_kind(before.st_mode)}")
     try:

@@ -147,3 +147,22 @@ def test_an_error_on_a_known_key_says_what_the_key_is_for() -> None:
     assert problem.startswith("vision.threads (c.yaml:3): Input should be less than or equal to 8 (found 12)")
     assert problem.endswith("CPU threads for inference: Threads of each model's interpreter, and of "
                             "OpenCV's resizes; 1 leaves the other cores free.")
+
+
+@pytest.mark.parametrize(
+    ("lines", "key"),
+    [
+        ('state_dir: "/var/lib/st\\0ate"\n', "state_dir"),
+        ('keys: {private_key: "/etc/dev\\0ice.key"}\n', "keys.private_key"),
+        ('mqtt: {username: u, password_file: "/etc/p\\0w"}\n', "mqtt.password_file"),
+        ('mqtt: {tls: {ca: "/etc/c\\0a"}}\n', "mqtt.tls.ca"),
+        ('vision: {models_dir: "/opt/m\\0dels"}\n', "vision.models_dir"),
+        ('outputs: {jsonl: "/tmp/o\\0ut.jsonl"}\n', "outputs.jsonl"),
+    ],
+)
+def test_a_nul_byte_in_a_path_is_refused_naming_the_key(lines: str, key: str) -> None:
+    """os.stat raised ValueError (embedded null byte) on such a path: a traceback, exit 1."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(MINIMAL + lines, "c.yaml")
+    (problem,) = info.value.problems
+    assert problem.startswith(f"{key} (c.yaml:3): contains a NUL byte"), problem

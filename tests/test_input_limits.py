@@ -16,6 +16,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from agent.crypto import generate_keypair
+from agent.errors import ConfigError
+from agent.user_files import read_user_bytes
 
 BOUND_S = 30
 """Generous: each case takes about a second; it guards against the old hangs, not speed."""
@@ -114,6 +116,16 @@ def fifo(tmp_path: Path) -> Path:
     path = tmp_path / "pipe"
     os.mkfifo(path, 0o600)
     return path
+
+
+def test_a_nul_byte_in_a_config_path_is_refused_not_a_traceback(tmp_path: Path) -> None:
+    path = config(tmp_path, 'keys: {private_key: "/tmp/dev\\0ice.key"}\n')
+    refused(cli("check-config", "-c", str(path)), "keys.private_key", "NUL byte")
+
+
+def test_read_user_bytes_refuses_a_nul_byte_in_the_name() -> None:
+    with pytest.raises(ConfigError, match=r"'/etc/a\\x00b': the password file's name contains a NUL byte"):
+        read_user_bytes(Path("/etc/a\0b"), "password file", ConfigError)
 
 
 def test_a_fifo_as_the_device_key_is_refused_not_waited_on(tmp_path: Path, fifo: Path) -> None:

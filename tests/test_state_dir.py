@@ -53,3 +53,8 @@ def test_a_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "state").write_text("")
     with pytest.raises(ConfigError, match="is a file, not a folder"):
         state_dir.prepare(tmp_path / "state")
+
+
+def test_a_nul_byte_in_the_path_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"state_dir '/var/lib/st\\x00ate': contains a NUL byte"):
+        state_dir.prepare(Path("/var/lib/st\0ate"))
