@@ -1,8 +1,11 @@
 """Base class of every config section, kept apart so subsystems can define their own sections
-(``agent/<package>/settings.py``) without importing the whole config module."""
+(``agent/<package>/settings.py``) without importing the whole config module; and the checks
+sections share (a NUL byte in any value, a broker host name)."""
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, field_validator
@@ -30,3 +33,47 @@ class Section(BaseModel):
         if problem:
             raise ValueError(problem)
         return value
+
+
+MAX_HOST_NAME = 253
+MAX_LABEL = 63
+_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+_HOST_RULE = (
+    "a host is an IP address or a DNS name: dot-separated labels of 1-63 letters, digits, '-' "
+    "or '_', not starting or ending with '-', at most 253 characters in all"
+)
+
+
+def host_problem(host: str) -> str | None:
+    """Why ``host`` is neither an IP address nor a DNS name, or None.
+
+    paho hands the name to ``socket``, which encodes it with the idna codec: an empty label
+    (``broker..example``) or one over 63 characters raised UnicodeError in paho's network
+    thread. Non-ASCII names are judged by their idna (xn--) form, as the resolver sees them."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return None
+    if host.startswith("[") and host.endswith("]"):
+        problem: str | None = "has brackets; an IPv6 address is written without them (e.g. ::1)"
+    else:
+        problem = _name_problem(host.removesuffix("."))  # a fully-qualified name may end in a dot
+    return f"{problem}; {_HOST_RULE}" if problem else None
+
+
+def _name_problem(name: str) -> str | None:
+    for label in name.split("."):
+        if not label:
+            return "has an empty label (a leading or double dot)"
+        if len(label) > MAX_LABEL:
+            return f"has a label of {len(label)} characters"
+    try:
+        name = name.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        return f"is not a valid international host name ({exc})"
+    if len(name) > MAX_HOST_NAME:
+        return f"is {len(name)} characters long"
+    bad = next((label for label in name.split(".") if not _LABEL.fullmatch(label)), None)
+    return None if bad is None else f"has the label {bad!r}"

@@ -8,10 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from agent.config import json_schema, load_config, parse_config
 from agent.crypto import generate_keypair
 from agent.errors import ConfigError
+from agent.fleet.settings import MqttSourceSettings
 
 MINIMAL = "schema_version: 1\ndevice_id: lobby-1\n"
 
@@ -166,3 +168,35 @@ def test_a_nul_byte_in_a_path_is_refused_naming_the_key(lines: str, key: str) ->
         parse_config(MINIMAL + lines, "c.yaml")
     (problem,) = info.value.problems
     assert problem.startswith(f"{key} (c.yaml:3): contains a NUL byte"), problem
+
+
+@pytest.mark.parametrize(
+    ("host", "said"),
+    [
+        ("broker..example", "has an empty label"),
+        ("a" * 64 + ".example", "has a label of 64 characters"),
+        (".".join(["b" * 60] * 5), "is 304 characters long"),
+        ("broker example", "has the label 'broker example'"),
+        ("-broker.example", "has the label '-broker'"),
+        ("[::1]", "has brackets; an IPv6 address is written without them"),
+    ],
+)
+def test_an_mqtt_host_that_is_no_host_name_is_refused(host: str, said: str) -> None:
+    """paho's network thread died of UnicodeError (idna) on such names, while check-config passed."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(MINIMAL + f"mqtt: {{host: '{host}', port: 1883}}\n", "c.yaml")
+    (problem,) = info.value.problems
+    assert problem.startswith(f"mqtt.host (c.yaml:3): mqtt.host {host!r} {said}"), problem
+    assert "a host is an IP address or a DNS name" in problem
+
+
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1", "::1", "localhost", "broker.example.", "mqtt_1.lan", "bröker.example", "a" * 63]
+)
+def test_host_names_and_addresses_are_accepted(host: str) -> None:
+    assert parse_config(MINIMAL + f"mqtt: {{host: '{host}'}}\n").mqtt.host == host
+
+
+def test_the_receivers_broker_host_is_checked_as_mqtt_host_is() -> None:
+    with pytest.raises(ValidationError, match="has an empty label"):
+        MqttSourceSettings.model_validate({"kind": "mqtt", "host": "broker..example"})

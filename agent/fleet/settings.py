@@ -14,7 +14,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from agent import strict_yaml
 from agent.errors import ConfigError
-from agent.settings_base import Section
+from agent.settings_base import Section, host_problem
 from agent.user_files import read_user_text
 
 _ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -45,6 +45,14 @@ class MqttSourceSettings(Section):
         "topics (key, key-rotation, audit/checkpoint) are subscribed plainly by every replica, "
         "since brokers do not send retained messages to shared subscriptions.",
     )
+
+    @field_validator("host")
+    @classmethod
+    def _host_name(cls, value: str) -> str:
+        problem = host_problem(value)
+        if problem:
+            raise ValueError(f"{value!r} {problem}")
+        return value
 
     @field_validator("share_group")
     @classmethod

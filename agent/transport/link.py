@@ -90,6 +90,13 @@ class PahoClient(paho.Client):
         except OSError as exc:
             self.last_socket_error = exc
             raise
+        except ValueError as exc:
+            # a name the idna codec refuses (UnicodeError) or one holding a NUL: paho's retry loop
+            # catches only OSError, so this ended its network thread for good; now a failed
+            # connect like any other, logged and retried
+            error = OSError(f"mqtt.host {self.host!r} is not a usable host name: {exc}")
+            self.last_socket_error = error
+            raise error from exc
         self.last_socket_error = None
         return sock
 

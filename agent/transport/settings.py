@@ -14,7 +14,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from agent.analytics.settings import AnalyticsConfig
 from agent.privacy.settings import RetentionConfig
-from agent.settings_base import Section
+from agent.settings_base import Section, host_problem
 
 MAX_TOPIC_PREFIX = 128
 
@@ -200,6 +200,14 @@ class MqttConfig(Section):
         description="expire_after = this × analytics.window_seconds, so a stale value never "
         "shows as current.",
     )
+
+    @field_validator("host")
+    @classmethod
+    def _host_name(cls, value: str) -> str:
+        problem = host_problem(value)
+        if problem:
+            raise ValueError(f"mqtt.host {value!r} {problem}")
+        return value
 
     @field_validator("base_topic", "discovery_prefix")
     @classmethod

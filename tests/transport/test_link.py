@@ -105,6 +105,36 @@ def test_a_refused_connection_is_remembered_by_the_client() -> None:
     assert isinstance(client.last_socket_error, ConnectionRefusedError)
 
 
+def test_a_host_name_the_idna_codec_refuses_is_a_failed_connect() -> None:
+    """socket raises UnicodeError for an empty or over-long label; paho retries only OSError."""
+    client = PahoClient(CallbackAPIVersion.VERSION2, client_id="t")
+    with pytest.raises(OSError, match=r"mqtt.host 'broker..example' is not a usable host name"):
+        client.connect("broker..example", 1883)
+    assert "label empty or too long" in str(client.last_socket_error)
+
+
+def test_a_host_name_the_idna_codec_refuses_is_retried_not_a_dead_network_thread() -> None:
+    client = PahoClient(CallbackAPIVersion.VERSION2, client_id="t")
+    client.reconnect_delay_set(min_delay=0.01, max_delay=0.01)  # type: ignore[arg-type]
+    failures: list[str] = []
+    retried = threading.Event()
+
+    def failed(_c: object, _u: object) -> None:
+        failures.append(str(client.last_socket_error))
+        if len(failures) >= 2:
+            retried.set()
+
+    client.on_connect_fail = failed
+    client.connect_async("a" * 64 + ".example", 1883)
+    client.loop_start()
+    try:
+        assert retried.wait(10), "paho's network thread stopped retrying"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    assert all("is not a usable host name" in f for f in failures), failures
+
+
 def test_a_failed_tls_handshake_closes_its_socket(tmp_path: Path) -> None:
     """The broker's certificate is not from the configured CA: the handshake fails and the
     socket is closed at once (paho's own wrapping leaves it open until garbage collection)."""
