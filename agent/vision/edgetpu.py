@@ -26,7 +26,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.errors import BackendUnavailable
-from agent.vision.manifest import ModelSpec, default_models_dir, load_manifest, model_spec, verify_file
+from agent.vision.manifest import (
+    ModelSpec,
+    default_models_dir,
+    int8_variant,
+    load_manifest,
+    manifest_entry,
+    model_spec,
+    verify_file,
+)
 
 if TYPE_CHECKING:
     from agent.vision.settings import VisionConfig
@@ -93,9 +101,8 @@ def model_problem(spec: ModelSpec, int8_file: str | None) -> str | None:
 
 def int8_variant_file(spec: ModelSpec) -> str | None:
     """The file name of ``spec``'s int8 variant in its manifest, if the entry has one."""
-    entry = load_manifest(spec.path.parent)["models"].get(spec.name) or {}
-    variant = (entry.get("variants") or {}).get("int8")
-    return str(variant["file"]) if isinstance(variant, dict) and "file" in variant else None
+    variant = int8_variant(manifest_entry(spec.path.parent, spec.name))
+    return str(variant["file"]) if variant is not None and "file" in variant else None
 
 
 def library_problem(error: str | None) -> str | None:
@@ -237,7 +244,8 @@ def check_accelerator(vision: VisionConfig, probe: SystemProbe | None = None) ->
         if vision.precision != "auto":
             precisions = [vision.precision]
         else:
-            has_int8 = "int8" in ((models.get(name) or {}).get("variants") or {})
+            entry = models.get(name)
+            has_int8 = int8_variant(entry if isinstance(entry, dict) else {}) is not None
             precisions = ["float", "int8"] if has_int8 else ["float"]
         specs += [model_spec(folder, name, precision=p) for p in precisions]
     problems = [model_problem(spec, int8_variant_file(spec)) for spec in specs]

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agent.errors import ModelError
+from agent.user_files import read_user_bytes
 
 MANIFEST_NAME = "manifest.json"
 REBUILD_HINT = (
@@ -107,17 +110,59 @@ def verify_file(path: Path, expected: str) -> Path:
     return path
 
 
+MAX_MANIFEST_BYTES = 1024 * 1024
+"""The vendored manifest is about 8 KB; one with every variant stays far below this."""
+
+
+MAX_DIGITS = 100
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _integer(text: str) -> int:
+    if len(text) > MAX_DIGITS:
+        raise ValueError(f"a number of {len(text)} digits (at most {MAX_DIGITS})")
+    return int(text)
+
+
 def load_manifest(models_dir: Path) -> dict[str, Any]:
+    """The manifest of ``models_dir``: a regular file of at most 1 MiB (a FIFO or device in its
+    place is refused, never waited on) holding a JSON object with a ``models`` mapping."""
     path = models_dir / MANIFEST_NAME
+    data = read_user_bytes(
+        path, "models manifest", ModelError, max_bytes=MAX_MANIFEST_BYTES, missing_hint=f"; {REBUILD_HINT}"
+    )
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ModelError(f"models manifest {path} is missing; {REBUILD_HINT}") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"models manifest {path} cannot be read: {exc}; {REBUILD_HINT}") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
+        manifest = json.loads(data.decode("utf-8"), parse_constant=_no_constant, parse_int=_integer)
+    except RecursionError:
+        raise ModelError(
+            f"models manifest {path} cannot be read: nested too deeply; {REBUILD_HINT}"
+        ) from None
+    except ValueError as exc:  # not UTF-8, not JSON, NaN or Infinity, a number of 101 digits
+        raise ModelError(f"models manifest {path} cannot be read: {exc}; {REBUILD_HINT}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("models"), dict):
         raise ModelError(f"models manifest {path} has no 'models' mapping; {REBUILD_HINT}")
-    return data
+    return manifest
+
+
+def manifest_entry(models_dir: Path, name: str) -> dict[str, Any]:
+    """Entry ``name`` of the manifest, or an empty mapping when it has none (or a non-mapping)."""
+    entry = load_manifest(models_dir)["models"].get(name)
+    return entry if isinstance(entry, dict) else {}
+
+
+def int8_variant(entry: dict[str, Any]) -> dict[str, Any] | None:
+    variants = entry.get("variants")
+    variant = variants.get("int8") if isinstance(variants, dict) else None
+    return variant if isinstance(variant, dict) else None
+
+
+MALFORMED = (KeyError, TypeError, ValueError, OverflowError, AttributeError)
+"""What reading a field of the wrong type or value raises (``int(inf)``: OverflowError)."""
+MAX_INPUT_SIDE = 4096
+MAX_DIMS = 8
 
 
 def detector_input_side(models_dir: Path | None, detector: str) -> int | None:
@@ -127,21 +172,54 @@ def detector_input_side(models_dir: Path | None, detector: str) -> int | None:
     try:
         entry = load_manifest(models_dir or default_models_dir())["models"][f"face_detection_{detector}"]
         anchors = _anchors(entry)
-    except (ModelError, KeyError, TypeError, ValueError):
+    except (ModelError, *MALFORMED):
         return None
     return None if anchors is None else anchors.input_size
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"is {type(value).__name__} {_shown(value)}, not a mapping")
+    return value
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _count(value: Any, low: int, high: int) -> int:
+    """An integer from ``low`` to ``high`` (a JSON number such as 192.0 counts as 192)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TypeError(f"is {_shown(value)}, not an integer")
+    if value != int(value):
+        raise TypeError(f"is {_shown(value)}, not an integer")
+    if not low <= value <= high:
+        raise ValueError(f"is {_shown(value)}, not from {low} to {high}")
+    return int(value)
+
+
+def _dims(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_DIMS:
+        raise TypeError(f"is {_shown(value)}, not a list of 1 to {MAX_DIMS} dimensions")
+    return tuple(_count(d, 1, MAX_INPUT_SIDE) for d in value)
 
 
 def _anchors(entry: dict[str, Any]) -> AnchorSpec | None:
     a = entry.get("anchors")
     if a is None:
         return None
+    a = _mapping(a)
+    size = _count(a["input_size"], 1, MAX_INPUT_SIDE)
+    strides = a["strides"]
+    if not isinstance(strides, list) or not 1 <= len(strides) <= MAX_DIMS:
+        raise ValueError(f"strides is {_shown(strides)}, not a list of 1 to {MAX_DIMS} strides")
     return AnchorSpec(
-        input_size=int(a["input_size"]),
-        strides=tuple(int(s) for s in a["strides"]),
+        input_size=size,
+        strides=tuple(_count(st, 1, size) for st in strides),
         anchor_offset=float(a["anchor_offset"]),
         interpolated_scale_aspect_ratio=float(a["interpolated_scale_aspect_ratio"]),
-        num_anchors=int(a["num_anchors"]),
+        num_anchors=_count(a["num_anchors"], 1, 10 * size * size),
     )
 
 
@@ -149,9 +227,10 @@ def _variant(models_dir: Path, name: str, entry: dict[str, Any], precision: str)
     """The file, sha256 and Edge TPU fields of one precision of an entry (``float``: the entry)."""
     if precision == "float":
         return entry
-    variant = (entry.get("variants") or {}).get(precision)
+    variants = entry.get("variants")
+    variant = variants.get(precision) if isinstance(variants, dict) else None
     if not isinstance(variant, dict):
-        have = ", ".join(["float", *sorted(entry.get("variants") or {})])
+        have = ", ".join(["float", *sorted(variants if isinstance(variants, dict) else {})])
         raise ModelError(
             f"{models_dir / MANIFEST_NAME}: model {name!r} has no {precision} variant (it has: {have}); "
             "run `tools/quantize_models.py` (docs/quantization.md) or set vision.precision to float"
@@ -159,39 +238,61 @@ def _variant(models_dir: Path, name: str, entry: dict[str, Any], precision: str)
     return variant
 
 
+def _why(exc: Exception) -> str:
+    return f"{exc.args[0]!r} is missing" if isinstance(exc, KeyError) else str(exc)
+
+
 def model_spec(models_dir: Path, name: str, *, verify: bool = True, precision: str = "float") -> ModelSpec:
     """Read one entry of the manifest in ``models_dir`` and check its file's sha256.
 
-    ``precision`` picks the vendored file (``float``) or one of the entry's ``variants``."""
+    ``precision`` picks the vendored file (``float``) or one of the entry's ``variants``. A
+    field missing or of the wrong type or value is a ModelError naming the entry and field."""
     manifest = load_manifest(models_dir)
     entry = manifest["models"].get(name)
     if not isinstance(entry, dict):
         known = ", ".join(sorted(manifest["models"]))
         raise ModelError(f"{models_dir / MANIFEST_NAME} has no model {name!r} (it has: {known})")
-    try:
-        chosen = _variant(models_dir, name, entry, precision)
-        path = models_dir / str(chosen["file"])
-        decode = entry.get("decode", {})
-        edgetpu = chosen.get("edgetpu") or {}
-        spec = ModelSpec(
-            name=name,
-            path=path,
-            sha256=str(chosen["sha256"]),
-            input_shape=tuple(int(d) for d in entry["input"]["shape"]),
-            labels=tuple(str(x) for x in entry.get("labels", ())),
-            softmax_output=entry.get("output_activation") == "softmax",
-            anchors=_anchors(entry),
-            score_clip=float(decode.get("score_clip", 100.0)),
-            min_score=float(decode.get("min_score", 0.5)),
-            nms_threshold=float(decode.get("nms", {}).get("min_suppression_threshold", 0.3)),
-            edgetpu_path=models_dir / str(edgetpu["file"]) if "file" in edgetpu else None,
-            edgetpu_sha256=str(edgetpu["sha256"]) if "sha256" in edgetpu else None,
-            precision=precision,
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelError(
-            f"{models_dir / MANIFEST_NAME}: entry {name!r} is malformed ({exc!r}); {REBUILD_HINT}"
-        ) from exc
+    chosen = _variant(models_dir, name, entry, precision)
+    decode = entry.get("decode", {})
+    edgetpu = chosen.get("edgetpu") or {}
+    fields: dict[str, Callable[[], Any]] = {
+        "file": lambda: models_dir / str(chosen["file"]),
+        "sha256": lambda: str(chosen["sha256"]),
+        "input.shape": lambda: _dims(_mapping(entry["input"])["shape"]),
+        "labels": lambda: tuple(str(x) for x in entry.get("labels", ())),
+        "anchors": lambda: _anchors(entry),
+        "decode": lambda: _mapping(decode),
+        "decode.score_clip": lambda: float(decode.get("score_clip", 100.0)),
+        "decode.min_score": lambda: float(decode.get("min_score", 0.5)),
+        "decode.nms": lambda: float(_mapping(decode.get("nms", {})).get("min_suppression_threshold", 0.3)),
+        "edgetpu": lambda: _mapping(edgetpu),
+        "edgetpu.file": lambda: models_dir / str(edgetpu["file"]) if "file" in edgetpu else None,
+        "edgetpu.sha256": lambda: str(edgetpu["sha256"]) if "sha256" in edgetpu else None,
+    }
+    read: dict[str, Any] = {}
+    for field, value in fields.items():
+        try:
+            read[field] = value()
+        except MALFORMED as exc:
+            raise ModelError(
+                f"{models_dir / MANIFEST_NAME}: entry {name!r} is malformed: {field} {_why(exc)}; "
+                f"{REBUILD_HINT}"
+            ) from exc
+    spec = ModelSpec(
+        name=name,
+        path=read["file"],
+        sha256=read["sha256"],
+        input_shape=read["input.shape"],
+        labels=read["labels"],
+        softmax_output=entry.get("output_activation") == "softmax",
+        anchors=read["anchors"],
+        score_clip=read["decode.score_clip"],
+        min_score=read["decode.min_score"],
+        nms_threshold=read["decode.nms"],
+        edgetpu_path=read["edgetpu.file"],
+        edgetpu_sha256=read["edgetpu.sha256"],
+        precision=precision,
+    )
     if verify:
         verify_file(spec.path, spec.sha256)
     return spec

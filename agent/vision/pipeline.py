@@ -13,6 +13,7 @@ that zeroed scratch and the read-only anchors.
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,11 +21,11 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from agent.errors import BackendUnavailable
+from agent.errors import BackendUnavailable, ModelError
 from agent.frame import Pixels, check_pixels
 from agent.vision.detector import FaceDetector
 from agent.vision.emotion import CROP, EmotionClassifier
-from agent.vision.manifest import ModelSpec, default_models_dir, model_spec
+from agent.vision.manifest import MANIFEST_NAME, REBUILD_HINT, ModelSpec, default_models_dir, model_spec
 from agent.vision.memtrim import trim_file_pages
 from agent.vision.observation import Detection, FaceObservation, Quality
 from agent.vision.precision import pick_precisions, with_float_io
@@ -59,6 +60,50 @@ def open_models(accelerator: str, specs: list[ModelSpec], threads: int) -> list[
             extra={"fields": {"accelerator": "cpu", "requested": "auto"}},
         )
         return [BACKENDS["cpu"].open(spec, threads) for spec in specs]
+
+
+REGRESSORS = 16
+"""Values per anchor of a BlazeFace detector's box output: dx, dy, w, h and six keypoints."""
+
+
+def fit_problem(model: Model, spec: ModelSpec) -> str | None:
+    """Why the opened model cannot be the one ``spec`` (its manifest entry) describes, or None.
+
+    Checked once at load, so a manifest that names the wrong file (with that file's own sha256)
+    or the wrong labels is refused at start instead of failing on every frame with a face."""
+    if model.input_shape != spec.input_shape:
+        found_shape, said = list(model.input_shape), list(spec.input_shape)
+        return f"it takes input {found_shape}, the entry's input.shape is {said}"
+    shapes = [list(s) for s in model.output_shapes]
+    if spec.anchors is not None:
+        regressors = [s for s in shapes if s[-1:] == [REGRESSORS]]
+        scores = [s for s in shapes if s[-1:] == [1]]
+        if len(shapes) != 2 or len(regressors) != 1 or len(scores) != 1:
+            return (
+                f"its outputs are {shapes}; a face detector has two, one of {REGRESSORS} values per "
+                "anchor and one of 1"
+            )
+        found = math.prod(scores[0])
+        if found != spec.anchors.num_anchors:
+            return f"it scores {found} anchors, the entry's anchors.num_anchors is {spec.anchors.num_anchors}"
+        return None
+    if len(shapes) != 1 or math.prod(shapes[0]) != len(spec.labels):
+        return f"its outputs are {shapes}; the entry's {len(spec.labels)} labels need one output of as many"
+    return None
+
+
+def fits(model: Model, spec: ModelSpec, models_dir: Path) -> None:
+    """ModelError naming the manifest entry when ``fit_problem`` finds one."""
+    problem = fit_problem(model, spec)
+    if problem is not None:
+        raise _misfit(spec, models_dir, problem)
+
+
+def _misfit(spec: ModelSpec, models_dir: Path, problem: str) -> ModelError:
+    return ModelError(
+        f"{models_dir / MANIFEST_NAME}: entry {spec.name!r} does not describe its model file "
+        f"{spec.path}: {problem}; {REBUILD_HINT}"
+    )
 
 
 class VisionPipeline:
@@ -115,13 +160,17 @@ class VisionPipeline:
                 "fields": {"detector": det_spec.name, "backend": det_model.backend, "threads": cfg.threads}
             },
         )
-        return cls(
-            FaceDetector(det_model, det_spec, cfg.min_detection_score, cfg.max_faces),
-            EmotionClassifier(emo_model, emo_spec),
-            limits,
-            cfg.max_faces,
-            cfg.tiles,
-        )
+        fits(det_model, det_spec, models_dir)
+        fits(emo_model, emo_spec, models_dir)
+        try:
+            detector = FaceDetector(det_model, det_spec, cfg.min_detection_score, cfg.max_faces)
+        except ValueError as exc:  # the anchors the entry describes are not the model's
+            raise _misfit(det_spec, models_dir, str(exc)) from exc
+        try:
+            classifier = EmotionClassifier(emo_model, emo_spec)
+        except ValueError as exc:
+            raise _misfit(emo_spec, models_dir, str(exc)) from exc
+        return cls(detector, classifier, limits, cfg.max_faces, cfg.tiles)
 
     @property
     def labels(self) -> tuple[str, ...]:

@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.errors import ModelError
-from agent.vision.manifest import load_manifest, model_spec
+from agent.vision.manifest import int8_variant, manifest_entry, model_spec
 from agent.vision.runtime import BACKENDS, F32, Model, QuantParams, dequantize, to_unit_range
 
 logger = logging.getLogger(__name__)
@@ -205,12 +205,11 @@ def log_choice(choice: Choice) -> None:
 
 def _variant_state(models_dir: Path, name: str) -> tuple[bool, bool]:
     """(has an int8 variant, that variant met the accuracy goal) from the manifest."""
-    entry = load_manifest(models_dir)["models"].get(name) or {}
-    variant = (entry.get("variants") or {}).get("int8")
-    if not isinstance(variant, dict):
+    variant = int8_variant(manifest_entry(models_dir, name))
+    if variant is None:
         return False, False
-    accuracy = variant.get("accuracy") or {}
-    return True, accuracy.get("meets_goal") is True
+    accuracy = variant.get("accuracy")
+    return True, isinstance(accuracy, dict) and accuracy.get("meets_goal") is True
 
 
 def measure_choice(models_dir: Path, name: str, threads: int) -> Choice:

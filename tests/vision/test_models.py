@@ -5,9 +5,13 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import math
+import os
 import shutil
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +108,114 @@ def test_manifest_entry_without_a_file_is_malformed(models_copy: Path) -> None:
     path.write_text(json.dumps(data), encoding="utf-8")
     with pytest.raises(ModelError, match="entry 'emotion' is malformed"):
         model_spec(models_copy, "emotion")
+
+
+def _edit(models: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    path = models / "manifest.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    change(data["models"])
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+def _set(dotted: str, value: object) -> Callable[[dict[str, Any]], None]:
+    """A change to the manifest's ``models``: the value at ``dotted`` (entry.key.key) replaced."""
+    *keys, last = dotted.split(".")
+
+    def change(models: dict[str, Any]) -> None:
+        node = models
+        for key in keys:
+            node = node[key]
+        node[last] = value
+
+    return change
+
+
+DAMAGED_MANIFESTS: dict[str, tuple[str | Callable[[dict[str, Any]], None], str]] = {
+    "nested 100000 deep": ("[" * 100_000, "cannot be read: nested too deeply"),
+    "a 5000-digit number": ('{"models": {}, "x": 1' + "0" * 5000 + "}", "a number of 5001 digits"),
+    "Infinity": (_set("face_detection_full_range.input.shape", [1, math.inf, 192, 3]),
+                 "Infinity is not a number JSON allows"),
+    "decode.nms not a mapping": (_set("face_detection_full_range.decode.nms", 5),
+                                 "is malformed: decode.nms is int 5, not a mapping"),
+    "no anchor strides": (_set("face_detection_full_range.anchors.strides", []),
+                          "'face_detection_full_range' is malformed: anchors strides is []"),
+    "a negative input side": (_set("emotion.input.shape", [1, -64, 64, 1]),
+                              "'emotion' is malformed: input.shape is -64, not from 1 to 4096"),
+    "variants not a mapping": (_set("emotion.variants", 7), "model 'emotion' has no int8 variant"),
+}
+"""Each case: the manifest's text, or a change to its models; what the error says."""
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGED_MANIFESTS))
+def test_a_damaged_manifest_is_a_model_error_naming_the_field(models_copy: Path, case: str) -> None:
+    """Each raised RecursionError, ValueError, OverflowError or AttributeError: a traceback, exit 1."""
+    damage, said = DAMAGED_MANIFESTS[case]
+    if isinstance(damage, str):
+        (models_copy / "manifest.json").write_text(damage, encoding="utf-8")
+    else:
+        _edit(models_copy, damage)
+    with pytest.raises(ModelError) as err:
+        VisionPipeline.from_config(VisionConfig(models_dir=models_copy, precision="int8"))  # every field read
+    assert str(models_copy / "manifest.json") in str(err.value)
+    assert said in str(err.value)
+
+
+def _labels(m: dict[str, Any]) -> None:
+    m["emotion"]["labels"] = ["a", "b"]
+
+
+def _detector_as_emotion(m: dict[str, Any]) -> None:
+    det = m["face_detection_full_range"]
+    m["emotion"].update(file=det["file"], sha256=det["sha256"], input=det["input"])
+
+
+def _short_anchors_on_full(m: dict[str, Any]) -> None:
+    m["face_detection_full_range"]["anchors"] = m["face_detection_short_range"]["anchors"]
+    m["face_detection_full_range"]["input"] = m["face_detection_short_range"]["input"]
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        (_labels, "'emotion' does not describe its model file {m}/emotion_fer.tflite: its outputs are "
+                  "[[1, 7]]; the entry's 2 labels need one output of as many"),
+        (_detector_as_emotion, "'emotion' does not describe its model file "
+                               "{m}/face_detection_full_range.tflite: its outputs are [[1, 2304, 16], "
+                               "[1, 2304, 1]]; the entry's 7 labels"),
+        (_short_anchors_on_full, "'face_detection_full_range' does not describe its model file "
+                                 "{m}/face_detection_full_range.tflite: it takes input [1, 192, 192, 3], "
+                                 "the entry's input.shape is [1, 128, 128, 3]"),
+    ],
+)
+def test_an_entry_that_does_not_fit_its_model_is_refused_at_load(
+    models_copy: Path, change: Callable[[dict[str, Any]], None], said: str
+) -> None:
+    """Before, the wrong labels or file loaded, then every frame with a face raised ValueError."""
+    _edit(models_copy, change)
+    with pytest.raises(ModelError) as err:
+        VisionPipeline.from_config(VisionConfig(models_dir=models_copy))
+    assert said.format(m=models_copy) in str(err.value)
+
+
+def test_a_fifo_manifest_is_refused_not_waited_on(models_copy: Path) -> None:
+    manifest = models_copy / "manifest.json"
+    manifest.unlink()
+    os.mkfifo(manifest)
+    said: list[str] = []
+
+    def load() -> None:
+        try:
+            load_manifest(models_copy)
+        except ModelError as exc:
+            said.append(str(exc))
+
+    reader = threading.Thread(target=load, daemon=True)
+    reader.start()
+    reader.join(10)
+    if reader.is_alive():
+        os.close(os.open(manifest, os.O_WRONLY | os.O_NONBLOCK))  # let the waiting open return
+        pytest.fail("load_manifest waited for a writer on a FIFO manifest.json")
+    assert said == [f"{manifest}: the models manifest must be a regular file, not a FIFO (named pipe)"]
 
 
 def test_cli_exits_2_without_traceback_on_a_wrong_model_hash(
