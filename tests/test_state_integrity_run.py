@@ -7,7 +7,9 @@ entry appended after the last checkpoint was signed into the log at the next sta
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -18,11 +20,15 @@ import pytest
 from agent.audit.entries import encode_entry
 from agent.crypto import generate_keypair
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def run(folder: Path) -> subprocess.CompletedProcess[str]:
+    """The agent of this checkout (not an installed one: the run starts in ``folder``)."""
     return subprocess.run(
         [sys.executable, "-m", "agent", "--log-level", "WARNING", "run", "-c", str(folder / "agent.yaml")],
         cwd=folder, capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
 
 
@@ -71,6 +77,22 @@ def forge(folder: Path) -> None:
         f.write(entry.line + b"\n")
 
 
+def signer_state_folder(folder: Path) -> None:
+    (folder / "state/signer-state.json").unlink()
+    (folder / "state/signer-state.json").mkdir()
+
+
+def foreign_spool(folder: Path) -> None:
+    """MQTT on, and a spool.sqlite3 whose table is not the agent's."""
+    config = folder / "agent.yaml"
+    config.write_text(config.read_text().replace(
+        "mqtt: {enabled: false}", "mqtt: {host: 127.0.0.1, port: 1, commands: {enabled: false}}"
+    ))
+    with sqlite3.connect(folder / "state/spool.sqlite3") as db:
+        db.execute("CREATE TABLE spool (x)")
+    db.close()
+
+
 CASES: dict[str, tuple[Callable[[Path], None], str]] = {
     "truncated log": (truncate, "truncated"),
     "deleted checkpoints.log": (
@@ -78,6 +100,8 @@ CASES: dict[str, tuple[Callable[[Path], None], str]] = {
     ),
     "deleted audit folder": (lambda f: shutil.rmtree(f / "state/audit"), "audit/ is missing"),
     "forged entry after the last checkpoint": (forge, "not written by this agent"),
+    "signer state is a folder": (signer_state_folder, "signer-state.json: signer state is unreadable"),
+    "spool of another schema": (foreign_spool, "spool.sqlite3: not an offline spool this agent wrote"),
 }
 
 
@@ -94,7 +118,7 @@ def test_altered_state_refuses_the_start_with_one_line(first_run: Path, tmp_path
     assert proc.stderr.startswith("emotion-agent: error:")
     assert proc.stderr.count("\n") == 1, proc.stderr
     assert "Traceback" not in proc.stderr
-    if case != "deleted audit folder":
+    if case not in ("deleted audit folder", "spool of another schema"):  # the spool opens after the log
         assert sorted(p.name for p in (folder / "state").rglob("*")) == before  # nothing new written
 
 

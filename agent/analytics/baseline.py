@@ -71,9 +71,10 @@ class Baseline:
             written = self.path.stat().st_mtime
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
+            why = "JSON nested too deeply" if isinstance(exc, RecursionError) else exc
             raise PayloadError(
-                f"{self.path}: cannot read the alert baseline ({exc}); remove the file to start "
+                f"{self.path}: cannot read the alert baseline ({why}); remove the file to start "
                 "a new baseline (alerts in baseline mode wait for min_samples windows again)"
             ) from exc
         metrics = data.get("metrics") if isinstance(data, dict) else None

@@ -151,7 +151,7 @@ class BudgetAccountant:
             data = json.loads(text)
             day, spent = data["day"], data["spent_micro"]
             budget = data.get("budget_micro")
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             raise PayloadError(
                 f"{self.path}: the privacy budget file is damaged (expected "
                 '{"day": "YYYY-MM-DD", "spent_micro": N, "budget_micro": N}); the agent will not '

@@ -66,6 +66,6 @@ def load_state(directory: Path) -> dict[str, Any] | None:
     """The saved right edge, or None when missing or unreadable (it is only a cache)."""
     try:
         obj = json.loads((directory / STATE_FILE).read_bytes())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return obj if isinstance(obj, dict) else None

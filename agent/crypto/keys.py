@@ -129,6 +129,8 @@ def load_public_key(path: str | os.PathLike[str]) -> Ed25519PublicKey:
         if stripped.startswith("-----BEGIN"):
             return _public_from_pem(stripped.encode("ascii"), p)
         return _public_from_raw(stripped, p)
+    except RecursionError as exc:
+        raise KeyFileError(f"{p}: not a usable Ed25519 public key: JSON nested too deeply") from exc
     except (PayloadError, ValueError, UnsupportedAlgorithm) as exc:
         raise KeyFileError(f"{p}: not a usable Ed25519 public key: {exc}") from exc
 

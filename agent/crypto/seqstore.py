@@ -117,9 +117,13 @@ class FileSequenceStore:
             text = self._path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return 0, 1
+        except (OSError, ValueError) as exc:  # a folder, a device, not UTF-8
+            raise self._unreadable(f"{type(exc).__name__}: {exc}") from exc
         try:
             data = json.loads(text)
             boot, reserved = data["boot"], data["seq_reserved"]
+        except RecursionError as exc:
+            raise self._unreadable("JSON nested too deeply") from exc
         except (ValueError, KeyError, TypeError) as exc:
             raise self._unreadable(f"{type(exc).__name__}: {exc}") from exc
         if type(boot) is not int or type(reserved) is not int or boot < 0 or reserved < 1:

@@ -26,7 +26,7 @@ def load_announced(state_dir: Path) -> list[str] | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         logger.warning("ignoring %s: %s", path, exc)
         return None
     topics = data.get("topics") if isinstance(data, dict) else None

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Literal
 
 from agent.clock import Clock
-from agent.errors import TransportError
+from agent.errors import PayloadError, TransportError
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,12 @@ CREATE TABLE IF NOT EXISTS spool (
 
 _MONO_COLUMN = "ALTER TABLE spool ADD COLUMN mono_ms INTEGER"
 """For a spool written before ``mono_ms`` (clock.monotonic() at the put, this run's age)."""
+
+_COLUMNS = {
+    "spool": ("id", "topic", "payload", "retain", "created_ms", "mono_ms"),
+    "quarantine": ("id", "topic", "payload", "created_ms", "reason", "quarantined_ms"),
+}
+"""The columns of each table, in order; a spool from before ``mono_ms`` lacks only that one."""
 
 _QUARANTINE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS quarantine (
@@ -138,25 +144,36 @@ class Spool:
         self._lock = threading.Lock()
         self._dropped: Counter[str] = Counter()
         self._closed_stats: SpoolStats | None = None
+        self._last_stats = SpoolStats(backlog=0, bytes=0, oldest_ms=None, dropped={})
         self._db = self._open(path)
         self._first_id: int | None = None  # this run's first row: from it on, mono_ms ages rows
 
     @staticmethod
     def _open(path: Path) -> sqlite3.Connection:
+        db = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute(_SCHEMA)
-            if "mono_ms" not in {row[1] for row in db.execute("PRAGMA table_info(spool)")}:
-                db.execute(_MONO_COLUMN)
-            db.execute(_QUARANTINE_SCHEMA)
+            problem = _schema_problem(db)  # before anything is written to another program's file
+            if problem is None:
+                mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                db.execute("PRAGMA synchronous=FULL")
+                db.execute(_SCHEMA)
+                if "mono_ms" not in _columns(db, "spool"):
+                    db.execute(_MONO_COLUMN)
+                db.execute(_QUARANTINE_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
+            if db is not None:
+                db.close()
+            if type(exc) is sqlite3.DatabaseError:  # "file is not a database", "malformed"
+                raise _foreign(path, str(exc)) from exc
             raise TransportError(
                 f"{path}: cannot open the offline spool ({exc}); check that state_dir exists "
                 "and is writable by the agent"
             ) from exc
+        if problem is not None:
+            db.close()
+            raise _foreign(path, problem)
         if str(mode).lower() != "wal":
             db.close()
             raise TransportError(f"{path}: the spool needs SQLite WAL mode, the file system gave {mode!r}")
@@ -328,13 +345,46 @@ class Spool:
         return report
 
     def stats(self) -> SpoolStats:
+        """Backlog figures; when the database cannot answer (a disk error), the last figures it
+        gave, logged: ``close`` and the health message must not fail on them."""
         with self._lock:
             if self._closed_stats is not None:
                 return self._closed_stats
-            count, size, oldest = self._db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0), MIN(created_ms) FROM spool"
-            ).fetchone()
-        return SpoolStats(backlog=count, bytes=size, oldest_ms=oldest, dropped=dict(self._dropped))
+            try:
+                count, size, oldest = self._db.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0), MIN(created_ms) FROM spool"
+                ).fetchone()
+            except sqlite3.Error as exc:
+                logger.warning("%s: cannot read the spool's figures: %s", self.path, exc)
+                last = self._last_stats
+                return SpoolStats(last.backlog, last.bytes, last.oldest_ms, dict(self._dropped))
+            self._last_stats = SpoolStats(
+                backlog=count, bytes=size, oldest_ms=oldest, dropped=dict(self._dropped)
+            )
+            return self._last_stats
+
+
+def _columns(db: sqlite3.Connection, table: str) -> tuple[str, ...]:
+    return tuple(str(row[1]) for row in db.execute(f"PRAGMA table_info({table})"))
+
+
+def _schema_problem(db: sqlite3.Connection) -> str | None:
+    """Which table has columns other than the agent's, or None (a missing table is created).
+    Something else's ``spool`` table took no row (every put failed) and then failed the figures
+    read at close."""
+    for table, expected in _COLUMNS.items():
+        found = _columns(db, table)
+        if found and found not in (expected, expected[:-1] if table == "spool" else expected):
+            return f"its {table} table has the columns ({', '.join(found)}), not ({', '.join(expected)})"
+    return None
+
+
+def _foreign(path: Path, problem: str) -> PayloadError:
+    return PayloadError(
+        f"{path}: not an offline spool this agent wrote ({problem}); move the file away "
+        f"(e.g. `mv {path} {path}.bad`, with its -wal and -shm files) and the agent starts a new, "
+        "empty spool"
+    )
 
 
 def _item(row: tuple[object, ...]) -> SpoolItem | str:

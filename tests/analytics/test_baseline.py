@@ -7,10 +7,13 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from agent.analytics.baseline import Baseline
 from agent.analytics.settings import BaselineConfig
 from agent.clock import FakeClock
 from agent.config import load_config
+from agent.errors import PayloadError
 from agent.service import Service
 from tests.test_service import NO_GATE, CountingPipeline, ScriptedSource, write_config
 
@@ -78,6 +81,13 @@ def test_a_baseline_of_the_old_format_is_read_and_dated_by_its_file(tmp_path: Pa
     assert stats is not None
     assert (stats.n, stats.mean, stats.stdev) == (4, 200.0, 100.0)
     assert b.purge(written + 31 * 86_400) == 1
+
+
+def test_a_deeply_nested_baseline_is_refused_naming_the_file(tmp_path: Path) -> None:
+    (tmp_path / Baseline.FILE_NAME).write_text("[" * 100_000)  # RecursionError was a traceback
+    said = r"alert_baseline\.json: cannot read the alert baseline \(JSON nested too deeply\)"
+    with pytest.raises(PayloadError, match=said):
+        Baseline(tmp_path, BaselineConfig())
 
 
 def test_the_service_purges_statistics_older_than_stats_days_at_start(tmp_path: Path) -> None:

@@ -122,6 +122,12 @@ def test_a_damaged_budget_file_fails_closed_with_its_path(tmp_path: Path) -> Non
         BudgetAccountant(tmp_path, 1.0)
 
 
+def test_a_deeply_nested_budget_file_fails_closed_with_its_path(tmp_path: Path) -> None:
+    (tmp_path / "dp_budget.json").write_text("[" * 100_000)  # RecursionError was a traceback
+    with pytest.raises(PayloadError, match=r"dp_budget\.json: the privacy budget file is damaged"):
+        BudgetAccountant(tmp_path, 1.0)
+
+
 @settings(max_examples=40, deadline=None, derandomize=True)
 @given(
     spends=st.lists(

@@ -77,6 +77,12 @@ def test_an_edited_or_deleted_state_file_is_refused(crashed: Path, open_log: Ope
         open_log(checkpoint_every_entries=1000, segment_max_entries=1000)
 
 
+def test_a_deeply_nested_state_file_is_refused(crashed: Path, open_log: OpenLog, tmp_path: Path) -> None:
+    (tmp_path / "audit/state.json").write_text("[" * 100_000)  # RecursionError was a traceback
+    with pytest.raises(PayloadError, match=r"state\.json is missing or unreadable"):
+        open_log(checkpoint_every_entries=1000, segment_max_entries=1000)
+
+
 def test_an_unsigned_state_is_accepted_only_when_checkpoints_cover_every_entry(
     open_log: OpenLog, clock: FakeClock, tmp_path: Path
 ) -> None:

@@ -148,3 +148,10 @@ def test_public_jwk_with_wrong_kid_is_refused(tmp_path: Path) -> None:
     (tmp_path / "bad.jwk").write_text(json.dumps(jwk))
     with pytest.raises(KeyFileError, match=r"'kid' .* is not the thumbprint of its key"):
         load_public_key(tmp_path / "bad.jwk")
+
+
+def test_a_deeply_nested_public_jwk_is_a_key_file_error(tmp_path: Path) -> None:
+    (tmp_path / "deep.jwk").write_text('{"x": ' + "[" * 100_000)  # RecursionError was a traceback
+    said = r"deep\.jwk: not a usable Ed25519 public key: JSON nested too deeply"
+    with pytest.raises(KeyFileError, match=said):
+        load_public_key(tmp_path / "deep.jwk")

@@ -66,6 +66,19 @@ def test_corrupt_state_is_refused_rather_than_guessed(key: Ed25519PrivateKey, tm
         Signer("lobby-1", key, tmp_path)
 
 
+def test_a_signer_state_that_is_a_folder_is_refused(key: Ed25519PrivateKey, tmp_path: Path) -> None:
+    (tmp_path / STATE_NAME).mkdir()  # IsADirectoryError was a traceback
+    said = r"signer-state\.json: signer state is unreadable \(IsADirectoryError"
+    with pytest.raises(PayloadError, match=said):
+        Signer("lobby-1", key, tmp_path)
+
+
+def test_a_deeply_nested_signer_state_is_refused(key: Ed25519PrivateKey, tmp_path: Path) -> None:
+    (tmp_path / STATE_NAME).write_text("[" * 100_000)  # RecursionError was a traceback
+    with pytest.raises(PayloadError, match=r"signer state is unreadable \(JSON nested too deeply\)"):
+        Signer("lobby-1", key, tmp_path)
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [

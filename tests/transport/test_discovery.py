@@ -10,11 +10,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from agent.transport.announced import load_announced
 from agent.transport.discovery import (
     DiscoverySpec,
     announcements,
@@ -200,3 +202,8 @@ def test_health_diagnostics_expire_so_privacy_mode_shows_no_stale_figures() -> N
     cmps = build_discovery(SPEC)["cmps"]
     for key in ("fps", "frames_dropped", "spool_backlog"):
         assert cmps[key]["expire_after"] == 180, key
+
+
+def test_a_damaged_record_of_announced_topics_is_ignored(tmp_path: Path) -> None:
+    (tmp_path / "discovery-announced.json").write_text("[" * 100_000)  # RecursionError was a traceback
+    assert load_announced(tmp_path) is None

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from agent.clock import Clock, FakeClock
-from agent.errors import TransportError
+from agent.errors import PayloadError, TransportError
 from agent.transport.spool import DropReport, Spool
 
 
@@ -213,3 +213,45 @@ def test_rows_written_survive_kill_9_of_the_writer(tmp_path: Path, clock: FakeCl
     proc.stdout.close()
     spool, _ = make(tmp_path, FakeClock(start=clock.time()))
     assert [i.payload for i in spool.pending(limit=100)] == [b"msg-%d" % i for i in range(50)]
+
+
+@pytest.mark.parametrize(
+    ("schema", "said"),
+    [
+        ("CREATE TABLE spool (x)", "its spool table has the columns (x), not (id, topic, payload, retain, "
+         "created_ms, mono_ms)"),
+        ("CREATE TABLE quarantine (id, note)", "its quarantine table has the columns (id, note)"),
+    ],
+)
+def test_a_spool_file_of_another_schema_is_refused_at_open(
+    tmp_path: Path, clock: FakeClock, schema: str, said: str
+) -> None:
+    """Every put failed, then stats() at close raised OperationalError (no such column): a
+    traceback, and the messages the publisher held in memory were lost."""
+    path = tmp_path / "spool.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute(schema)
+    db.close()
+    with pytest.raises(PayloadError) as err:
+        make(tmp_path, clock)
+    assert str(err.value).startswith(f"{path}: not an offline spool this agent wrote ({said}")
+    assert f"mv {path} {path}.bad" in str(err.value)
+    assert err.value.exit_code == 2
+
+
+def test_a_file_that_is_no_database_is_refused_naming_it(tmp_path: Path, clock: FakeClock) -> None:
+    (tmp_path / "spool.sqlite3").write_bytes(b"not SQLite at all " * 100)
+    said = r"spool\.sqlite3: not an offline spool this agent wrote \(file is not a database\)"
+    with pytest.raises(PayloadError, match=said):
+        make(tmp_path, clock)
+
+
+def test_stats_give_the_last_figures_when_the_database_fails(tmp_path: Path, clock: FakeClock) -> None:
+    spool, _ = make(tmp_path, clock)
+    spool.put("t/stats", b"x")
+    assert spool.stats().backlog == 1
+    with sqlite3.connect(tmp_path / "spool.sqlite3") as db:
+        db.execute("ALTER TABLE spool RENAME TO gone")
+    db.close()
+    assert spool.stats().backlog == 1  # OperationalError (no such table) was raised, also by close()
+    spool.close()
