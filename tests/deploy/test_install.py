@@ -4,6 +4,7 @@ the unit passes `systemd-analyze security` (exposure <= 1.5) and `systemd-analyz
 from __future__ import annotations
 
 import re
+import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -73,6 +74,26 @@ def test_uninstall_removes_every_file_and_says_what_data_it_keeps(tmp_path: Path
     assert purge.returncode == 0, purge.stderr
     assert files_under(tmp_path) == set()
     assert "purged: /etc/emotion-agent /var/lib/emotion-agent" in purge.stdout
+
+
+def test_install_from_a_checkout_whose_path_has_a_space(tmp_path: Path) -> None:
+    """Was: the manifest's "SOURCE DEST MODE" lines were split on spaces, and the constraints file
+    (the one absolute SOURCE) under "my projects/" broke every install onto a Bookworm image."""
+    src = tmp_path / "my projects" / "emotion-agent"
+    for part in ("tools", "systemd", "docs", "firmware_config", "constraints"):
+        shutil.copytree(ROOT / part, src / part)
+    image = tmp_path / "rootfs"
+    (image / "etc").mkdir(parents=True)
+    (image / "etc/os-release").write_text("ID=debian\nVERSION_CODENAME=bookworm\n")
+    done = subprocess.run([str(src / "tools/install"), "--root", str(image), "--skip-venv"],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    share = image / "opt/emotion-agent/share"
+    assert (share / "constraints.txt").read_bytes() == (ROOT / "constraints/bookworm.txt").read_bytes()
+    assert (share / "docs/installing.md").read_bytes() == (ROOT / "docs/installing.md").read_bytes()
+    installed = (image / "opt/emotion-agent/INSTALLED").read_text().split("\n")[:-1]
+    assert "/opt/emotion-agent/share/constraints.txt" in installed
+    assert all(line.startswith("/") and " " not in line for line in installed), installed
 
 
 def test_install_refuses_unknown_options() -> None:
