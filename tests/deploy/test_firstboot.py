@@ -5,6 +5,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import re
 import stat
 import subprocess
 from pathlib import Path
@@ -92,3 +93,59 @@ def test_relative_boot_and_etc_paths_install_outside_the_bundle(
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "etc-rel" / "device.key").is_file()
     assert not (provisioned_boot / "emotion-agent").exists()
+
+
+TRACED = "openat,open,creat,truncate,ftruncate,write,fsync,fdatasync,unlink,unlinkat"
+CALL = re.compile(r"^\d+ (\w+)\((.*)\) += (-?\d+)(?:<(.*?)>)?")
+
+
+def calls_on(trace: str, path: Path) -> list[tuple[str, str, int]]:
+    """(system call, arguments, result) of each call of an ``strace -f -y`` log that names
+    ``path``: by the fd's path (-y), an open's result, or a path resolved against its dirfd."""
+    found = []
+    for line in trace.splitlines():
+        match = CALL.match(line)
+        if match is None:
+            continue
+        call, args, result, opened = match.group(1), match.group(2), int(match.group(3)), match.group(4)
+        named = re.match(r'(?:-?\d+|AT_FDCWD)<(.*?)>, "(.*?)"', args)
+        target = Path(named.group(1), named.group(2)).resolve() if named else None
+        if call == "truncate":
+            target = Path(args.split('"')[1]).resolve()
+        fd_path = re.match(r"\d+<(.*?)>", args)
+        if str(path) in {opened, str(target), fd_path and fd_path.group(1)}:
+            found.append((call, args, result))
+    return found
+
+
+def test_the_device_key_is_zeroed_in_place_and_synced_before_it_is_unlinked(
+    provisioned_boot: Path, tmp_path: Path
+) -> None:
+    """Was: `head -c N /dev/zero > f` opened the key with O_TRUNC, so the card freed its blocks and
+    the zeros went to new ones: the private key stayed readable on the boot partition."""
+    key = provisioned_boot / "emotion-agent" / "device.key"
+    original = key.read_bytes()
+    etc = tmp_path / "etc-emotion-agent"
+    log = tmp_path / "strace.log"
+    done = subprocess.run(
+        ["strace", "-f", "-y", "-s", "65536", "-o", str(log), "-e", f"trace={TRACED}",
+         "sh", str(IMPORTER), "--boot", str(provisioned_boot), "--etc", str(etc), "--chown-as", ME],
+        capture_output=True, text=True, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (etc / "device.key").read_bytes() == original
+    assert not key.exists()
+    calls = calls_on(log.read_text(), key)
+    names = [call for call, _, _ in calls]
+    assert not {"truncate", "ftruncate"} & set(names), calls
+    (unlinked,) = [i for i, call in enumerate(names) if call in {"unlink", "unlinkat"}]
+    writable = [(i, args) for i, (call, args, _) in enumerate(calls)
+                if call in {"open", "openat", "creat"} and re.search(r"O_WRONLY|O_RDWR", args)]
+    assert writable, calls
+    assert all("O_TRUNC" not in args and i < unlinked for i, args in writable), writable
+    zeros = [(i, args, n) for i, (call, args, n) in enumerate(calls) if call == "write"]
+    assert sum(n for _, _, n in zeros) == len(original), zeros
+    assert all(re.search(r', "(\\0)+"', args) for _, args, _ in zeros), zeros  # zeros, all of them
+    assert all(writable[0][0] < i < unlinked for i, _, _ in zeros), calls
+    synced = [i for i, call in enumerate(names) if call in {"fsync", "fdatasync"}]
+    assert any(zeros[-1][0] < i < unlinked for i in synced), calls
