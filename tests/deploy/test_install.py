@@ -96,6 +96,28 @@ def test_install_from_a_checkout_whose_path_has_a_space(tmp_path: Path) -> None:
     assert all(line.startswith("/") and " " not in line for line in installed), installed
 
 
+def test_an_upgraded_wheelhouse_installs_only_its_newest_agent_wheel_and_says_which(tmp_path: Path) -> None:
+    """Was: after an upgrade (docs/installing.md section 8: step 1 again, into the same ~/wheels) the
+    wheelhouse held both releases' agent wheels; install copied both and said "installed", and
+    emotion-agent-setup refused them ("several agent wheels"), on a golden image at every first boot."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    for version in ("0.9.0", "0.10.0", "0.2.1"):  # 0.10.0 is the newest, though not by name
+        (wheels / f"emotion_agent-{version}-py3-none-any.whl").write_bytes(b"PK")
+    dependency = "numpy-1.26.4-cp311-cp311-manylinux_2_17_aarch64.whl"
+    (wheels / dependency).write_bytes(b"PK")
+    image = tmp_path / "rootfs"
+    done = run("--root", str(image), "--find-links", str(wheels))
+    assert done.returncode == 0, done.stderr
+    prefix = image / "opt/emotion-agent"
+    newest = "emotion_agent-0.10.0-py3-none-any.whl"
+    assert sorted(p.name for p in (prefix / "wheels").iterdir()) == ["OFFLINE", newest, dependency]
+    assert f"3 agent wheels in {wheels}: installing the newest, {newest}" in done.stdout
+    setup = subprocess.run(["sh", str(prefix / "libexec/emotion-agent-setup"), "--prefix", str(prefix),
+                            "--python", "/nonexistent"], capture_output=True, text=True, check=False)
+    assert "emotion-agent-setup: /nonexistent not found" in setup.stderr  # past the wheel check
+
+
 def test_install_refuses_unknown_options() -> None:
     done = run("--rooot", "/tmp/x")
     assert done.returncode == 2
