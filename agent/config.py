@@ -33,6 +33,18 @@ SCHEMA_VERSION = 1
 
 _DEVICE_ID = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
 
+RESERVED_DEVICE_IDS: dict[str, str] = {
+    "homeassistant": "the broker ACL gives this username Home Assistant's rights "
+    "(every device's topics, commands to all of them)",
+    "emotion-agent-fleet": "the broker ACL gives this username the fleet receiver's rights "
+    "(every device's topics, cosignatures, the site rollups)",
+    "site": "emotion-agent/site/ holds the fleet's site rollups, which a device of this name "
+    "could write (its own topics are emotion-agent/<device id>/)",
+}
+"""Device ids no device may have, and why. A device id is the CN of its client certificate and so
+its MQTT username; firmware_config/mosquitto-emotion-agent.acl gives these names other clients'
+rights (tests/deploy/test_provision.py keeps the ACL's special names and this list equal)."""
+
 
 class AgentConfig(Section):
     """The whole file. Contract keys are documented in DESIGN.md; more may be added."""
@@ -43,7 +55,9 @@ class AgentConfig(Section):
     )
     device_id: Annotated[str, Field(pattern=_DEVICE_ID)] = Field(
         ..., title="Device id: lower-case letters, digits, dashes; used in topics",
-        description="Names this device in every topic, signed message and audit entry (1-63 characters).",
+        description="Names this device in every topic, signed message and audit entry (1-63 characters); "
+        f"it is also the device's MQTT username, so none of {', '.join(RESERVED_DEVICE_IDS)} "
+        "(the broker ACL's other clients).",
     )
     site: SiteConfig = Field(
         default_factory=SiteConfig,
@@ -90,6 +104,14 @@ class AgentConfig(Section):
         default_factory=AuditConfig, title="Audit log checkpoints and segments",
         description="When the audit log signs a checkpoint and starts a new segment.",
     )
+
+    @field_validator("device_id")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        problem = reserved_device_id_problem("device_id", value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @field_validator("state_dir")
     @classmethod
@@ -257,3 +279,11 @@ def iter_fields(model: type[BaseModel], prefix: str = "") -> Iterable[tuple[str,
 
 def is_valid_device_id(value: str) -> bool:
     return re.fullmatch(_DEVICE_ID, value) is not None
+
+
+def reserved_device_id_problem(key: str, value: str) -> str | None:
+    """What is wrong with ``value`` as the device id set by ``key``, if it is a reserved one."""
+    why = RESERVED_DEVICE_IDS.get(value)
+    if why is None:
+        return None
+    return f"{key} {value!r} is reserved: {why}; give the device another name"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from agent.config import json_schema, load_config, parse_config
+from agent.config import RESERVED_DEVICE_IDS, json_schema, load_config, parse_config
 from agent.crypto import generate_keypair
 from agent.errors import ConfigError
 from agent.fleet.settings import MqttSourceSettings
@@ -50,6 +50,15 @@ def test_every_problem_is_reported_at_once() -> None:
     assert paths == ["camera.fps", "device_id", "vision.detector"]
     detector = next(p for p in info.value.problems if p.startswith("vision.detector"))
     assert "'short_range' or 'full_range'" in detector
+
+
+@pytest.mark.parametrize("name", ["homeassistant", "emotion-agent-fleet", "site"])
+def test_a_device_id_the_broker_acl_gives_other_rights_is_refused_with_the_reason(name: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(f"device_id: {name}\n", "c.yaml")
+    (problem,) = info.value.problems
+    why = RESERVED_DEVICE_IDS[name]
+    assert problem.startswith(f"device_id (c.yaml:1): device_id {name!r} is reserved: {why}"), problem
 
 
 def test_cross_field_rule_explains_the_fix() -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from agent import strict_yaml
-from agent.config import format_validation_errors, is_valid_device_id
+from agent.config import format_validation_errors, is_valid_device_id, reserved_device_id_problem
 from agent.errors import ConfigError
 from agent.settings_base import Section
 from agent.user_files import read_user_text
@@ -64,11 +64,16 @@ class SiteFile(Section):
     @field_validator("device_name", "device_prefix")
     @classmethod
     def _device_id(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is not None and not is_valid_device_id(value):
+        if value is None:
+            return value
+        if not is_valid_device_id(value):
             raise ValueError(
                 f"{info.field_name} {value!r} is not a device id: use lower-case letters, digits "
                 "and dashes, starting and ending with a letter or digit"
             )
+        problem = reserved_device_id_problem("device_name", value)
+        if info.field_name == "device_name" and problem:  # a prefix names <prefix>-01 ..: never reserved
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")

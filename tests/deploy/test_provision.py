@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -15,11 +16,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from agent.cli import main
-from agent.config import load_config
+from agent.config import RESERVED_DEVICE_IDS, load_config
 from agent.provision.boot import fat_offset
 from agent.provision.keys import b64url, jwk_of
 
 MTOOLS_ENV = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+ACL = Path(__file__).resolve().parents[2] / "firmware_config" / "mosquitto-emotion-agent.acl"
 
 SITE = """site: {jurisdiction: EU, context: retail, purpose: analytics, consent: signage,
        signage: {confirmed: 2026-03-02, notice_url: "https://shop.example.com/privacy",
@@ -280,3 +282,52 @@ def test_the_shipped_example_site_file_provisions_one_card_as_documented(
     (boot / "config.txt").write_text("arm_64bit=1\n")
     assert main(["provision", "--site", str(site), "--boot", str(boot)]) == 0
     assert (boot / "emotion-agent/agent.yaml").read_text().count("device_id: lobby-1") == 1
+
+
+@pytest.mark.parametrize("name", ["homeassistant", "emotion-agent-fleet", "site"])
+def test_a_device_id_the_broker_acl_gives_other_rights_is_refused(
+    name: str, tmp_path: Path, lab_ca: tuple[Path, Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Was provisioned: its certificate's CN, and so its MQTT username, got Home Assistant's or the
+    fleet's rights from the shipped ACL, or (site) wrote the fleet's emotion-agent/site/ rollups."""
+    boot = tmp_path / "bootfs"
+    boot.mkdir()
+    (boot / "config.txt").write_text("arm_64bit=1\n")
+    site = write_site(tmp_path, lab_ca[0], name=f"device_name: {name}")
+    assert main(["provision", "--site", str(site), "--boot", str(boot)]) == 2
+    _, err = capfd.readouterr()
+    assert f"device_name ({site}:1): device_name {name!r} is reserved: {RESERVED_DEVICE_IDS[name]}" in err
+    assert sorted(p.name for p in boot.iterdir()) == ["config.txt"]
+
+
+def acl_special_names(acl: str) -> set[str]:
+    """The usernames an ACL gives rights of their own: each `user` section's, and each name that a
+    `pattern`'s %u would have to be to reach a topic a `user` line names literally there
+    (`topic write emotion-agent/site/#` against `pattern write emotion-agent/%u/#`: site)."""
+    users, patterns, topics = set(), [], []
+    for line in acl.splitlines():
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        if words[0] == "user":
+            users.add(words[1])
+        elif words[0] in ("pattern", "topic"):
+            (patterns if words[0] == "pattern" else topics).append(words[-1])
+    for pattern in patterns:
+        for topic in topics:
+            for mine, theirs in zip(pattern.split("/"), topic.split("/"), strict=False):
+                if "%u" in mine:
+                    named = re.fullmatch(re.escape(mine).replace("%u", "(.+)"), theirs)
+                    if named and not {"+", "#"} & set(theirs):
+                        users.add(named.group(1))
+                    break
+                if mine != theirs and "+" not in (mine, theirs):
+                    break
+    return users
+
+
+def test_the_reserved_device_ids_are_exactly_the_broker_acls_special_usernames() -> None:
+    assert acl_special_names(ACL.read_text()) == set(RESERVED_DEVICE_IDS)
+    # the reading would see a new client or a new shared topic
+    extra = "user node-red\ntopic write emotion-agent/dashboard/#\n"
+    assert acl_special_names(ACL.read_text() + extra) == {*RESERVED_DEVICE_IDS, "node-red", "dashboard"}
