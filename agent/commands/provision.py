@@ -9,16 +9,20 @@ line; never prints or keeps a private key on the laptop.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import stat
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 
+from agent.atomic import write_atomic
 from agent.errors import ConfigError, InputError
 from agent.provision.boot import BootTarget, DirTarget, open_target
 from agent.provision.bundle import Bundle, build_bundle, device_ids
 from agent.provision.site import SiteFile, load_site
+from agent.user_files import read_user_text
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +47,11 @@ def register(sub: Any) -> None:
         "--out", type=Path, help="folder on this computer for CSRs and public keys (never private keys)"
     )
     p.add_argument("--verifier-list", type=Path, help="append each device's verifier line to this file")
+    p.add_argument(
+        "--replace", action="store_true",
+        help="give a device id provisioned before (its public key in --out, its line in --verifier-list) "
+        "a new identity: both are replaced and the old card's key is no longer trusted",
+    )
     p.set_defaults(func=provision)
 
 
@@ -97,12 +106,75 @@ def _lab_ca(site: SiteFile) -> tuple[bytes, bytes] | None:
     return cert, key
 
 
-def _keep_public(bundle: Bundle, out: Path) -> None:
+MAX_VERIFIER_LIST = 64 * 1024 * 1024  # about 300 000 devices' lines
+PUBLIC = {"client.csr": ".csr", "client.crt": ".crt", "device.pub.jwk": ".pub.jwk"}
+"""The bundle's public files kept in --out, as <device id><suffix>."""
+
+
+def _verifier_entries(path: Path) -> list[tuple[str, str | None]]:
+    """Each line of a verifier list with the device id it names (None: not an entry)."""
+    text = read_user_text(path, "verifier list", InputError, max_bytes=MAX_VERIFIER_LIST)
+    entries: list[tuple[str, str | None]] = []
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = None
+        named = entry.get("device_id") if isinstance(entry, dict) else None
+        entries.append((line, named if isinstance(named, str) else None))
+    return entries
+
+
+def _listed(path: Path) -> dict[str, int]:
+    """device id -> line number of its first entry in a verifier list (none: no file yet)."""
+    found: dict[str, int] = {}
+    if path.exists():
+        for number, (_, device_id) in enumerate(_verifier_entries(path), 1):
+            if device_id is not None:
+                found.setdefault(device_id, number)
+    return found
+
+
+def _check_new_ids(ids: list[str], out: Path | None, verifier_list: Path | None) -> None:
+    """Refuse a device id this laptop's records already hold: two cards with one id would share
+    one certificate CN, that is one MQTT identity, and the verifier list would trust both keys."""
+    listed = _listed(verifier_list) if verifier_list is not None else {}
+    for device_id in ids:
+        key = out / f"{device_id}.pub.jwk" if out is not None else None
+        if key is not None and key.exists():
+            holder = str(key)
+        elif device_id in listed:
+            holder = f"{verifier_list} (line {listed[device_id]})"
+        else:
+            continue
+        raise InputError(
+            f"device id {device_id} was provisioned before: {holder} holds its public key; give this "
+            f"card another device name, or use --replace to give {device_id} a new key (its old card "
+            "is then no longer trusted)"
+        )
+
+
+def _keep_public(bundle: Bundle, out: Path, replace: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    public = {"client.csr": ".csr", "client.crt": ".crt", "device.pub.jwk": ".pub.jwk"}
+    written = set()
     for f in bundle.files:
-        if f.name in public:
-            (out / f"{bundle.device_id}{public[f.name]}").write_bytes(f.data)
+        if f.name in PUBLIC:
+            (out / f"{bundle.device_id}{PUBLIC[f.name]}").write_bytes(f.data)
+            written.add(PUBLIC[f.name])
+    if replace:  # e.g. the old key's signed certificate: it does not certify the new key
+        for suffix in set(PUBLIC.values()) - written:
+            (out / f"{bundle.device_id}{suffix}").unlink(missing_ok=True)
+
+
+def _add_to_verifier_list(path: Path, lines: list[str], replaced: set[str]) -> None:
+    """Append the lines; with ``replaced`` ids, their earlier entries are dropped first."""
+    if not replaced or not path.exists():
+        with path.open("a", encoding="utf-8") as handle:
+            handle.writelines(line + "\n" for line in lines)
+        return
+    kept = [line for line, device_id in _verifier_entries(path) if device_id not in replaced]
+    data = "".join(x + "\n" for x in [*kept, *lines]).encode()
+    write_atomic(path, data, stat.S_IMODE(path.stat().st_mode))
 
 
 def provision(args: argparse.Namespace) -> int:
@@ -114,6 +186,8 @@ def provision(args: argparse.Namespace) -> int:
     ids = device_ids(site, args.batch, args.first)
     targets = _targets(list(args.boot), ids, args.batch)
     _check_targets(targets, args.force, staged=len(args.boot) != len(ids))
+    if not args.replace:
+        _check_new_ids(ids, args.out, args.verifier_list)
     ca_cert = _read_pem_cert(site.broker.ca_cert, "broker CA certificate (broker.ca_cert)")
     lab = _lab_ca(site)
     lines = []
@@ -126,7 +200,7 @@ def provision(args: argparse.Namespace) -> int:
         if bundle.tls.cert_pem is None:
             print("  client.csr: have the site CA sign it, then install it as /etc/emotion-agent/client.crt")
         if args.out is not None:
-            _keep_public(bundle, args.out)
+            _keep_public(bundle, args.out, args.replace)
         lines.append(bundle.verifier_line())
         fields = {"device_id": device_id, "kid": bundle.signing.kid}
         logger.info("device provisioned", extra={"fields": fields})
@@ -139,7 +213,6 @@ def provision(args: argparse.Namespace) -> int:
     for line in lines:
         print(line)
     if args.verifier_list is not None:
-        with args.verifier_list.open("a", encoding="utf-8") as handle:
-            handle.writelines(line + "\n" for line in lines)
+        _add_to_verifier_list(args.verifier_list, lines, set(ids) if args.replace else set())
     return 0
 

@@ -331,3 +331,58 @@ def test_the_reserved_device_ids_are_exactly_the_broker_acls_special_usernames()
     # the reading would see a new client or a new shared topic
     extra = "user node-red\ntopic write emotion-agent/dashboard/#\n"
     assert acl_special_names(ACL.read_text() + extra) == {*RESERVED_DEVICE_IDS, "node-red", "dashboard"}
+
+
+def card(tmp_path: Path, name: str) -> Path:
+    """A mounted bootfs folder of a freshly flashed card."""
+    boot = tmp_path / name
+    boot.mkdir()
+    (boot / "config.txt").write_text("arm_64bit=1\n")
+    return boot
+
+
+@pytest.mark.parametrize("record", ["--out", "--verifier-list"])
+def test_a_device_id_provisioned_before_is_refused_naming_the_file_that_holds_it(
+    record: str, tmp_path: Path, lab_ca: tuple[Path, Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Was: a second card for lobby-1 (site.yml not edited) silently replaced keys/lobby-1.pub.jwk
+    and appended a second trusted key for lobby-1: two Pis with one certificate CN, one MQTT identity."""
+    site = write_site(tmp_path, lab_ca[0])
+    where = {"--out": tmp_path / "keys", "--verifier-list": tmp_path / "verifiers.jsonl"}[record]
+    argv = ["provision", "--site", str(site), record, str(where)]
+    assert main([*argv, "--boot", str(card(tmp_path, "card-1"))]) == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    capfd.readouterr()
+    second = card(tmp_path, "card-2")
+    assert main([*argv, "--boot", str(second)]) == 2
+    _, err = capfd.readouterr()
+    holder = {"--out": f"{where}/lobby-1.pub.jwk", "--verifier-list": f"{where} (line 1)"}[record]
+    assert err == (
+        f"emotion-agent: error: device id lobby-1 was provisioned before: {holder} holds its public key; "
+        "give this card another device name, or use --replace to give lobby-1 a new key (its old card is "
+        "then no longer trusted)\n"
+    )
+    assert sorted(p.name for p in second.iterdir()) == ["config.txt"]
+    assert {p.name: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_replace_gives_a_device_id_provisioned_before_a_new_key_in_place_of_the_old(
+    tmp_path: Path, lab_ca: tuple[Path, Path]
+) -> None:
+    keys, listed = tmp_path / "keys", tmp_path / "verifiers.jsonl"
+    other = '{"device_id":"lobby-9","kid":"k9"}'
+    listed.write_text(other + "\n")
+    signed = f"lab_ca: {{cert: {lab_ca[0]}, key: {lab_ca[1]}}}\n"
+    argv = ["provision", "--out", str(keys), "--verifier-list", str(listed)]
+    assert main([*argv, "--site", str(write_site(tmp_path, lab_ca[0], signed)), "--boot",
+                 str(card(tmp_path, "card-1"))]) == 0
+    assert (keys / "lobby-1.crt").exists()
+    second = card(tmp_path, "card-2")  # re-provisioned without the lab CA: a CSR for the site's PKI
+    site = write_site(tmp_path, lab_ca[0])
+    assert main([*argv, "--site", str(site), "--boot", str(second), "--replace"]) == 0
+    new_key = json.loads((second / "emotion-agent/device.pub.jwk").read_text())
+    assert json.loads((keys / "lobby-1.pub.jwk").read_text()) == new_key
+    assert sorted(p.name for p in keys.iterdir()) == ["lobby-1.csr", "lobby-1.pub.jwk"]  # old .crt gone
+    lines = listed.read_text().splitlines()
+    assert lines[0] == other
+    assert [json.loads(x)["kid"] for x in lines[1:]] == [new_key["kid"]]

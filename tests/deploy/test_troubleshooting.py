@@ -29,19 +29,20 @@ from agent.transport.link import explain
 PROJECT = Path(__file__).resolve().parents[2]
 DOC = PROJECT / "docs" / "installing.md"
 SITE = "site: {jurisdiction: US, context: retail, purpose: analytics}\n"
+CHECKOUT = {**os.environ, "PYTHONPATH": str(PROJECT)}  # this checkout's agent, not the one a venv installed
 
 
 def cli(*args: str, cwd: Path) -> str:
     """`emotion-agent ARGS` as the installer runs it: what it printed, both streams."""
     done = subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True,
-                          check=False, cwd=cwd, timeout=60)
+                          check=False, cwd=cwd, timeout=60, env=CHECKOUT)
     assert done.returncode != 0, done.stdout
     return done.stdout + done.stderr
 
 
 def keys(tmp: Path) -> Path:
     subprocess.run([sys.executable, "-m", "agent", "keygen", "--out", str(tmp / "k")],
-                   check=True, capture_output=True)
+                   check=True, capture_output=True, env=CHECKOUT)
     return tmp / "k"
 
 
@@ -83,7 +84,7 @@ def tampered_bundle(tmp: Path) -> str:
     site = tmp / "site.yml"
     site.write_text(f"device_name: lobby-1\nbroker: {{host: b, ca_cert: ca.crt}}\n{SITE}")
     subprocess.run([sys.executable, "-m", "agent", "provision", "--site", str(site), "--boot", str(boot)],
-                   check=True, capture_output=True)
+                   check=True, capture_output=True, env=CHECKOUT)
     with (boot / "emotion-agent" / "agent.yaml").open("a") as f:
         f.write("# edited on the card\n")
     done = subprocess.run(["sh", str(PROJECT / "systemd/emotion-agent-import"), "--boot", str(boot),
@@ -91,6 +92,22 @@ def tampered_bundle(tmp: Path) -> str:
                           capture_output=True, text=True, check=False)
     assert done.returncode == 1
     return done.stdout + done.stderr
+
+
+def second_card_with_one_id(tmp: Path) -> str:
+    """site.yml not edited between two cards: the second is refused (they would share one identity)."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-keyout", str(tmp / "ca.key"), "-subj", "/CN=ca", "-out", str(tmp / "ca.crt")],
+                   check=True, capture_output=True)
+    site = tmp / "site.yml"
+    site.write_text(f"device_name: lobby-1\nbroker: {{host: b, ca_cert: ca.crt}}\n{SITE}")
+    for card in ("card-1", "card-2"):
+        (tmp / card).mkdir()
+        (tmp / card / "config.txt").write_text("arm_64bit=1\n")
+    argv = ["provision", "--site", str(site), "--out", "keys", "--verifier-list", "verifiers.jsonl"]
+    subprocess.run([sys.executable, "-m", "agent", *argv, "--boot", "card-1"],
+                   check=True, capture_output=True, cwd=tmp, env=CHECKOUT)
+    return cli(*argv, "--boot", "card-2", cwd=tmp)
 
 
 def unknown_key_field(tmp: Path) -> str:
@@ -150,6 +167,7 @@ PRODUCERS: dict[str, Producer] = {
     "Duplicate persistence_location value in configuration": duplicate_persistence,
     "not a Raspberry Pi boot partition (no config.txt or cmdline.txt at its root)": not_a_boot_partition,
     "SHA256SUMS does not match the files: bundle left in place": tampered_bundle,
+    "was provisioned before: keys/lobby-1.pub.jwk holds its public key": second_card_with_one_id,
     "unknown key (found 5); remove it or check its spelling": unknown_key_field,
     "readable beyond its owner; run `chmod 600": key_readable_by_others,
     "client certificate not found": no_client_certificate,
