@@ -96,7 +96,7 @@ def test_relative_boot_and_etc_paths_install_outside_the_bundle(
 
 
 TRACED = "openat,open,creat,truncate,ftruncate,write,fsync,fdatasync,unlink,unlinkat"
-CALL = re.compile(r"^\d+ (\w+)\((.*)\) += (-?\d+)(?:<(.*?)>)?")
+CALL = re.compile(r"^\d+ +(\w+)\((.*)\) += (-?\d+)(?:<(.*?)>)?")
 
 
 def calls_on(trace: str, path: Path) -> list[tuple[str, str, int]]:
