@@ -12,11 +12,15 @@ from dataclasses import dataclass
 from typing import Protocol
 
 DEVICE_PREFIX = "emotion-agent"
-SHARED_TOPICS = ("stats", "alert", "health", "privacy_mode")
+SHARED_TOPICS = ("stats", "alert", "health", "privacy_mode", "privacy")
 """Per-window traffic, split among replicas (MQTT ``$share``)."""
-RETAINED_TOPICS = ("key", "key-rotation", "audit/checkpoint")
+RETAINED_TOPICS = ("key", "key-rotation", "audit/checkpoint", "alert/+")
 """Retained device topics: brokers never send retained messages to shared subscriptions, so
-every replica subscribes to these plainly; duplicates are caught by the store."""
+every replica subscribes to these plainly; duplicates are caught by the store.
+
+Together the two lists are every signed topic the agent publishes (``alert/+`` is the retained
+``alert/<rule>`` state): each message takes a sequence number, so one missed here is stored
+nowhere and shows as a false gap (a test compares them with the agent's ``publish`` calls)."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,12 @@ class Inbox(Protocol):
 def mqtt_to_subject(topic: str) -> str:
     """NATS' MQTT listener maps topic levels to subject tokens (``a/b`` -> ``a.b``)."""
     return topic.replace("/", ".")
+
+
+def filter_to_subject(topic_filter: str) -> str:
+    """An MQTT topic filter as a NATS subject: levels to tokens, ``+`` to ``*``, ``#`` to ``>``."""
+    tokens = {"+": "*", "#": ">"}
+    return ".".join(tokens.get(level, level) for level in topic_filter.split("/"))
 
 
 def subject_to_mqtt(subject: str) -> str:

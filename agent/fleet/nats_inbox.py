@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -31,6 +32,7 @@ from agent.fleet.inbox import (
     SHARED_TOPICS,
     Delivery,
     Handler,
+    filter_to_subject,
     mqtt_to_subject,
     subject_to_mqtt,
 )
@@ -44,7 +46,26 @@ RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
 
 
 def stream_subjects() -> list[str]:
-    return [mqtt_to_subject(f"{DEVICE_PREFIX}/*/{t}") for t in (*SHARED_TOPICS, *RETAINED_TOPICS)]
+    return [filter_to_subject(f"{DEVICE_PREFIX}/+/{t}") for t in (*SHARED_TOPICS, *RETAINED_TOPICS)]
+
+
+async def ensure_stream(js: Any, name: str, replicas: int) -> None:
+    """Create the stream, or add to an existing one (made by an older receiver, which knew
+    fewer topics) the subjects it lacks: messages on a subject no stream holds are dropped by
+    NATS and show only as sequence gaps. Subjects an operator added are kept."""
+    from nats.js.api import StreamConfig  # noqa: PLC0415
+    from nats.js.errors import NotFoundError  # noqa: PLC0415
+
+    try:
+        info = await js.stream_info(name)
+    except NotFoundError:
+        await js.add_stream(StreamConfig(name=name, subjects=stream_subjects(), num_replicas=replicas))
+        return
+    have = list(info.config.subjects or [])
+    missing = [s for s in stream_subjects() if s not in have]
+    if missing:
+        logger.warning("stream %s: adding the subjects %s", name, ", ".join(missing))
+        await js.update_stream(dataclasses.replace(info.config, subjects=have + missing))
 
 
 class NatsInbox:
@@ -100,8 +121,7 @@ class NatsInbox:
     async def _session(self, handler: Handler) -> None:
         """One connection: find (or make) the stream, pull until stopped or until a call fails."""
         import nats  # noqa: PLC0415
-        from nats.js.api import ConsumerConfig, StreamConfig  # noqa: PLC0415
-        from nats.js.errors import NotFoundError  # noqa: PLC0415
+        from nats.js.api import ConsumerConfig  # noqa: PLC0415
 
         s = self.settings
         nc = await nats.connect(
@@ -110,12 +130,7 @@ class NatsInbox:
         )
         try:
             js = nc.jetstream()
-            try:
-                await js.stream_info(s.stream)
-            except NotFoundError:
-                await js.add_stream(
-                    StreamConfig(name=s.stream, subjects=stream_subjects(), num_replicas=s.replicas)
-                )
+            await ensure_stream(js, s.stream, s.replicas)
             sub = await js.pull_subscribe(
                 "",
                 durable=s.durable,

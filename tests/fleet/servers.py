@@ -108,14 +108,18 @@ class NatsNode:
         self.log = self.folder / "nats.log"
         route_urls = ", ".join(f'"nats-route://127.0.0.1:{p}"' for p in routes if p != cluster_port)
         self.conf = self.folder / "nats.conf"
+        cluster = (  # no routes: one server on its own, JetStream not clustered
+            f'cluster {{ name: "fleet", listen: 127.0.0.1:{cluster_port}, routes: [{route_urls}] }}\n'
+            if routes else ""
+        )
         self.conf.write_text(
             f'server_name: "{name}"\n'
             f"listen: 127.0.0.1:{self.port}\n"
             f'jetstream {{ store_dir: "{self.folder}/js" }}\n'
-            f'cluster {{ name: "fleet", listen: 127.0.0.1:{cluster_port}, routes: [{route_urls}] }}\n'
+            f"{cluster}"
             # three copies of the MQTT layer's own streams (sessions, QoS 1 messages): 2.9 makes
             # two, and losing a node that holds one stalls every QoS 1 PUBACK (docs/fleet.md)
-            f"mqtt {{ listen: 127.0.0.1:{self.mqtt_port}, stream_replicas: 3 }}\n"
+            f"mqtt {{ listen: 127.0.0.1:{self.mqtt_port}{', stream_replicas: 3' if routes else ''} }}\n"
         )
         self._proc: subprocess.Popen[bytes] | None = None
 

@@ -207,3 +207,60 @@ def test_the_stream_leader_dying_loses_windows_only_in_the_election_and_each_sho
     finally:
         store.close()
     assert_receivers_rode_through(run)
+
+
+def test_an_older_receivers_stream_gets_the_subjects_it_lacks_and_carries_them(tmp_path: Path) -> None:
+    """A stream made by a receiver that knew fewer topics (no ``privacy``, no ``alert/<rule>``)
+    is given the missing subjects when a newer receiver starts; ``alert/+`` is ``alert.*``."""
+    import nats  # noqa: PLC0415
+    from nats.js.api import StreamConfig  # noqa: PLC0415
+
+    from agent.fleet.inbox import Delivery  # noqa: PLC0415
+    from agent.fleet.nats_inbox import NatsInbox, stream_subjects  # noqa: PLC0415
+    from agent.fleet.settings import NatsSourceSettings  # noqa: PLC0415
+
+    node = NatsNode(tmp_path, "solo", 0, []).start()
+    older = [f"emotion-agent.*.{t}" for t in ("stats", "alert", "health", "privacy_mode", "key")]
+    operators = "site.extra"
+
+    async def stream_of_an_older_receiver() -> list[str]:
+        nc = await nats.connect(node.url)
+        try:
+            js = nc.jetstream()
+            await js.add_stream(StreamConfig(name=STREAM, subjects=[*older, operators], num_replicas=1))
+            return list((await js.stream_info(STREAM)).config.subjects or [])
+        finally:
+            await nc.close()
+
+    inbox: NatsInbox | None = None
+    got: list[Delivery] = []
+    try:
+        assert asyncio.run(stream_of_an_older_receiver()) == [*older, operators]
+        source = NatsSourceSettings.model_validate({"kind": "nats", "servers": [node.url], "replicas": 1})
+        inbox = NatsInbox(source, "rx-test")
+        inbox.start(lambda d: (got.append(d), d.ack()))
+        assert inbox.ready.wait(15)
+        device = _mqtt(node.mqtt_port, "lobby-1")
+        for suffix in ("alert/crowd", "privacy", "stats"):
+            _publish(device, f"emotion-agent/lobby-1/{suffix}", suffix.encode())
+        device.loop_stop()
+        wait_until(lambda: len(got) == 3, timeout=15, what="three deliveries")
+    finally:
+        if inbox is not None:
+            inbox.stop()
+        subjects = asyncio.run(_subjects(node.url))
+        node.stop()
+    suffixes = ("alert/crowd", "privacy", "stats")
+    assert sorted(d.topic for d in got) == [f"emotion-agent/lobby-1/{s}" for s in suffixes]
+    assert set(subjects) == {*stream_subjects(), operators}
+    assert "emotion-agent.*.alert.*" in subjects
+
+
+async def _subjects(url: str) -> list[str]:
+    import nats  # noqa: PLC0415
+
+    nc = await nats.connect(url)
+    try:
+        return list((await nc.jetstream().stream_info(STREAM)).config.subjects or [])
+    finally:
+        await nc.close()

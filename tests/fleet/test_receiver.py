@@ -8,9 +8,12 @@ from pathlib import Path
 
 import jinja2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from paho.mqtt.client import topic_matches_sub
 
 from agent.crypto import MemorySequenceStore, Signer, encode, public_jwk
-from agent.fleet.inbox import Delivery
+from agent.fleet.inbox import RETAINED_TOPICS, SHARED_TOPICS, Delivery
+from agent.fleet.mqtt_inbox import subscriptions
+from agent.fleet.nats_inbox import stream_subjects
 from agent.fleet.receiver import Receiver
 from agent.fleet.registry import Registry
 from agent.fleet.rollup import SiteWindow, claim, due_rollups, site_discovery
@@ -61,6 +64,78 @@ def test_redelivery_and_replicas_store_each_window_once(store: Store, tmp_path: 
     assert store.query("SELECT COUNT(*) FROM messages")[0][0] == 5
     assert sum(rx.metrics.duplicates.values()) + sum(other.metrics.duplicates.values()) == 5
     assert store.gaps() == []
+
+
+def _published_suffixes() -> set[str]:
+    """Every topic suffix the agent signs and publishes, read from its ``publisher.publish``
+    calls (an f-string part is one topic level, ``+``)."""
+    root = Path(__file__).resolve().parents[2] / "agent"
+    found: set[str] = set()
+    for path in root.rglob("*.py"):
+        if "fleet" in path.relative_to(root).parts:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        constants = {
+            t.id: n.value.value
+            for n in tree.body if isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant)
+            for t in n.targets if isinstance(t, ast.Name)
+        }
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "publish"):
+                continue
+            owner = node.func.value
+            if not ((isinstance(owner, ast.Name) and owner.id == "publisher")
+                    or (isinstance(owner, ast.Attribute) and owner.attr == "publisher")):
+                continue
+            arg = node.args[0]
+            if isinstance(arg, ast.Constant):
+                found.add(arg.value)
+            elif isinstance(arg, ast.Name) and arg.id in constants:
+                found.add(constants[arg.id])
+            elif isinstance(arg, ast.JoinedStr):
+                found.add("".join(v.value if isinstance(v, ast.Constant) else "+" for v in arg.values))
+            else:
+                raise AssertionError(f"{path}:{node.lineno}: cannot tell which topic this publish uses")
+    return found
+
+
+def test_the_receiver_takes_every_signed_topic_the_agent_publishes() -> None:
+    """Each signed message takes a sequence number: a topic the receiver does not subscribe to
+    is stored nowhere and every message on it is a false gap."""
+    published = _published_suffixes()
+    assert {"stats", "key", "audit/checkpoint", "key-rotation", "alert/+"} <= published  # the scan works
+    assert published == set(SHARED_TOPICS) | set(RETAINED_TOPICS)
+    assert not set(SHARED_TOPICS) & set(RETAINED_TOPICS)
+
+
+def test_alert_states_and_privacy_changes_are_received_stored_and_make_no_gap(
+    store: Store, tmp_path: Path
+) -> None:
+    dev = SimDevice("lobby-1", tmp_path / "dev")
+    rx, _ = _receiver(store, tmp_path)
+    rx.registry.provision(tmp_path / "keys" if dev.jwk_file(tmp_path / "keys") else tmp_path, NOW)
+    mqtt_filters = [s.split("/", 2)[2] if s.startswith("$share/") else s for s in subscriptions("g")]
+    acks = Acks()
+    published = [
+        dev.window(0),
+        dev.message("alert/crowd", {"rule": "crowd", "state": "raised", "since": 60}),
+        dev.message("privacy", {"capturing": False, "reason": "schedule"}),
+        dev.window(60),
+    ]
+    for topic, payload in published:
+        assert any(topic_matches_sub(f, topic) for f in mqtt_filters), topic
+        assert any(_nats_match(p, topic.replace("/", ".")) for p in stream_subjects()), topic
+        _deliver(rx, topic, payload, acks)
+    assert store.query("SELECT COUNT(*) FROM messages")[0][0] == 4
+    assert store.gaps() == []
+
+
+def _nats_match(pattern: str, subject: str) -> bool:
+    p, s = pattern.split("."), subject.split(".")
+    if p[-1] == ">":
+        return len(s) >= len(p) and all(a in ("*", b) for a, b in zip(p[:-1], s, strict=False))
+    return len(p) == len(s) and all(a in ("*", b) for a, b in zip(p, s, strict=True))
 
 
 def test_unverified_messages_are_rejections_never_data(store: Store, tmp_path: Path) -> None:
