@@ -2,8 +2,9 @@
 
 Nothing unverified is stored as data: a message that fails any check becomes a row in
 ``rejections`` (its hash, topic and reason), never in ``messages``. The acknowledgement goes
-out after the database commit, so a replica that dies in between leaves the message to be
-delivered again, and the (device, boot, seq) key turns the redelivery into a no-op.
+out after the database commit and the witness step, so a replica that dies in between leaves
+the message to be delivered again, and the (device, boot, seq) key turns the redelivery into
+a no-op for the row; a checkpoint is witnessed again (idempotent).
 """
 
 from __future__ import annotations
@@ -119,11 +120,15 @@ class Receiver:
             return
         if outcome == "duplicate":
             self.metrics.count(self.metrics.duplicates, env["dev"])
-            return
-        self.metrics.count(self.metrics.verified, env["dev"])
-        with self.metrics.lock:
-            self.metrics.lag_ms[env["dev"]] = max(0, delivery.received_ms - env["ts"])
+        else:
+            self.metrics.count(self.metrics.verified, env["dev"])
+            with self.metrics.lock:
+                self.metrics.lag_ms[env["dev"]] = max(0, delivery.received_ms - env["ts"])
         if env["typ"] == CHECKPOINT_TYP and self.witness is not None:
+            # A duplicate too: the first delivery may have committed its row and died before (or
+            # in) the witness step, and without a cosignature the device's next checkpoint proves
+            # from a size the witness never cosigned. Judging it again is idempotent (the same
+            # head is cosigned again; one superseded since is stale).
             self._witness(env)
 
     def _witness(self, env: Mapping[str, Any]) -> None:

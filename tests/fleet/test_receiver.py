@@ -5,8 +5,10 @@ from __future__ import annotations
 import ast
 import json
 from pathlib import Path
+from typing import Any
 
 import jinja2
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.client import topic_matches_sub
 
@@ -212,6 +214,41 @@ def test_checkpoints_are_cosigned_and_published_back(store: Store, tmp_path: Pat
     cosigs = [p for t, p in sent if t == "emotion-agent/lobby-1/audit/cosignature"]
     assert len(cosigs) == 2
     assert store.query("SELECT COUNT(*) FROM witness")[0][0] == 1
+
+
+def test_a_checkpoint_redelivered_after_its_witness_step_failed_is_cosigned(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The row was committed, then the witness step failed (the database or the replica went
+    away): the redelivery is a duplicate row but must still be witnessed, or the device's next
+    checkpoint proves from a size the witness never cosigned and is refused for ever."""
+    dev = SimDevice("lobby-1", tmp_path / "dev")
+    rx, sent = _receiver(store, tmp_path)
+    rx.registry.provision(tmp_path / "keys" if dev.jwk_file(tmp_path / "keys") else tmp_path, NOW)
+    acks = Acks()
+    _deliver(rx, *dev.window(0), acks)
+    _deliver(rx, *dev.checkpoint(), acks)
+    _deliver(rx, *dev.window(60), acks)
+    second = dev.checkpoint()
+    real_add, calls = Witness.add, []
+
+    def failing_once(self: Witness, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("the database connection was lost")
+        return real_add(self, *args, **kwargs)
+
+    monkeypatch.setattr(Witness, "add", failing_once)
+    with pytest.raises(RuntimeError):
+        _deliver(rx, *second, acks)  # not acknowledged: delivered again
+    assert acks.count == 3
+    _deliver(rx, *second, acks)
+    assert sum(rx.metrics.duplicates.values()) == 1
+    _deliver(rx, *dev.window(120), acks)
+    _deliver(rx, *dev.checkpoint(), acks)  # proves from the second checkpoint's size
+    assert store.query("SELECT kind, detail FROM witness_events") == []
+    assert len([t for t, _ in sent if t.endswith("/audit/cosignature")]) == 3
+    assert acks.count == 6
 
 
 def test_site_rollup_sums_published_windows_once(store: Store, tmp_path: Path) -> None:
