@@ -23,12 +23,14 @@ from agent.crypto import JSON, MessageSigner, encode
 from agent.crypto.canonical import canonical
 from agent.fleet.inbox import Delivery
 from agent.fleet.registry import UNSIGNED_BY_DESIGN, Accepted, Registry, device_of
+from agent.fleet.rollup import RowKey, stats_problem
 from agent.fleet.store import Store, StoredMessage
 from agent.fleet.witness import Witness
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_TYP = "audit-checkpoint"
+STATS_TYP = "stats"
 Publish = Callable[[str, bytes, bool], None]
 
 
@@ -43,6 +45,8 @@ class Metrics:
     skipped: Counter[str] = field(default_factory=Counter)
     witness: Counter[tuple[str, str]] = field(default_factory=Counter)
     lag_ms: dict[str, int] = field(default_factory=dict)
+    rollup_unreadable: set[RowKey] = field(default_factory=set)
+    """Stored stats messages the site rollups leave out (their body cannot be summed)."""
     db_seconds: float = 0.0
     db_calls: int = 0
 
@@ -101,6 +105,10 @@ class Receiver:
 
     def _accept(self, ok: Accepted, delivery: Delivery) -> None:
         env: Mapping[str, Any] = ok.env
+        problem = stats_problem(env["body"]) if env["typ"] == STATS_TYP else None
+        if problem is not None:  # signed, but site rollups could not read it: never stored
+            self._reject(ok.payload_sha256, delivery.topic, env["dev"], problem, delivery.received_ms)
+            return
         row = StoredMessage(
             env["dev"],
             env["boot"],

@@ -10,6 +10,7 @@ with its own key, so several replicas never publish one window twice.
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -18,8 +19,37 @@ from typing import Any
 from agent.crypto import JSON
 from agent.fleet.store import Store
 
+logger = logging.getLogger(__name__)
+
 ROLLUP_HORIZON_MS = 86_400_000
 """Device windows older than this are not summed (keeps the per-second query small)."""
+
+RowKey = tuple[str, int, int]
+"""(device, boot, seq) of a stored message."""
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def stats_problem(body: object) -> str | None:
+    """Why a ``stats`` body cannot be summed into a site window, or None. What a rollup reads
+    must be there: ``window_start`` <= ``window_end`` (Unix seconds); ``people`` null or a count;
+    ``votes`` null or an object of counts (absent or null: a suppressed window). Other members
+    are the device's own."""
+    if not isinstance(body, Mapping):
+        return "a stats body is an object"
+    for name in ("window_start", "window_end"):
+        if not _count(body.get(name)):
+            return f"stats body.{name} must be a non-negative integer (got {body.get(name)!r:.40})"
+    if body["window_end"] < body["window_start"]:
+        return "stats body.window_end is before its window_start"
+    people, votes = body.get("people"), body.get("votes")
+    if people is not None and not _count(people):
+        return f"stats body.people must be null or a non-negative integer (got {people!r:.40})"
+    if votes is not None and not (isinstance(votes, Mapping) and all(_count(v) for v in votes.values())):
+        return "stats body.votes must be null or an object of non-negative integers"
+    return None
 
 
 @dataclass(frozen=True)
@@ -68,21 +98,44 @@ def sum_windows(site: str, bodies: Iterable[Mapping[str, Any]]) -> SiteWindow | 
     )
 
 
-def due_rollups(store: Store, sites: Mapping[str, list[str]], now_ms: int, grace_ms: int) -> list[SiteWindow]:
-    """Site windows that ended more than ``grace_ms`` ago and are not rolled up yet."""
+def due_rollups(
+    store: Store,
+    sites: Mapping[str, list[str]],
+    now_ms: int,
+    grace_ms: int,
+    unreadable: set[RowKey] | None = None,
+) -> list[SiteWindow]:
+    """Site windows that ended more than ``grace_ms`` ago and are not rolled up yet.
+
+    A stored stats body that cannot be summed (stored before the receiver checked their shape)
+    is left out, logged once and added to ``unreadable``: it must not stop every rollup."""
     out: list[SiteWindow] = []
+    seen = unreadable if unreadable is not None else set()
     for site, devices in sites.items():
         if not devices:
             continue
         marks = ", ".join("?" for _ in devices)
         rows = store.query(  # only the last day: an older window that was never summed stays so
-            f"SELECT body FROM messages WHERE typ = 'stats' AND received_ms >= ? AND device IN ({marks})",  # noqa: S608 - placeholders only
+            "SELECT device, boot, seq, body FROM messages WHERE typ = 'stats' AND received_ms >= ? "  # noqa: S608 - placeholders only
+            f"AND device IN ({marks})",
             [now_ms - ROLLUP_HORIZON_MS, *devices],
         )
         done = {int(r[0]) for r in store.query("SELECT window_start FROM rollups WHERE site = ?", (site,))}
         by_start: dict[int, list[dict[str, Any]]] = {}
-        for (text,) in rows:
-            body = json.loads(text)
+        for device, boot, seq, text in rows:
+            try:
+                body = json.loads(text)
+            except ValueError:
+                body = None
+            problem = stats_problem(body)
+            if problem is not None:
+                key = (str(device), int(boot), int(seq))
+                if key not in seen:
+                    seen.add(key)
+                    logger.warning(
+                        "site rollup leaves out a stats message of %s (boot %d, seq %d): %s", *key, problem
+                    )
+                continue
             start = int(body["window_start"])
             if start not in done and int(body["window_end"]) * 1000 + grace_ms <= now_ms:
                 by_start.setdefault(start, []).append(body)

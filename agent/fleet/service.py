@@ -106,7 +106,10 @@ class FleetService:
         """Publish the site windows that are due and that no other replica claimed first."""
         r = self.settings.rollup
         published = 0
-        for window in due_rollups(self.store, r.sites, self._now_ms(), r.grace_seconds * 1000):
+        due = due_rollups(
+            self.store, r.sites, self._now_ms(), r.grace_seconds * 1000, self.metrics.rollup_unreadable
+        )
+        for window in due:
             if claim(self.store, window, self.settings.receiver_id):
                 if window.site not in self._announced:
                     self.inbox.publish(*site_discovery(window.site, self.settings.receiver_id), retain=True)

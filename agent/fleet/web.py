@@ -59,6 +59,12 @@ def render_metrics(receiver_id: str, metrics: Metrics, store: Store) -> str:
         for (device, kind), n in sorted(metrics.witness.items()):
             labels = f'receiver="{rid}",device="{_label(device)}",verdict="{kind}"'
             lines.append(f"emotion_fleet_witness_total{{{labels}}} {n}")
+        family(
+            "emotion_fleet_rollup_skipped_messages", "gauge",
+            "Stored stats messages left out of site rollups (a body that cannot be summed).",
+        )
+        skipped = len(metrics.rollup_unreadable)
+        lines.append(f'emotion_fleet_rollup_skipped_messages{{receiver="{rid}"}} {skipped}')
         family("emotion_fleet_db_seconds", "summary", "Time spent in the database per message.")
         lines.append(f'emotion_fleet_db_seconds_sum{{receiver="{rid}"}} {metrics.db_seconds:.6f}')
         lines.append(f'emotion_fleet_db_seconds_count{{receiver="{rid}"}} {metrics.db_calls}')

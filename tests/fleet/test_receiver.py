@@ -19,7 +19,7 @@ from agent.fleet.nats_inbox import stream_subjects
 from agent.fleet.receiver import Receiver
 from agent.fleet.registry import Registry
 from agent.fleet.rollup import SiteWindow, claim, due_rollups, site_discovery
-from agent.fleet.store import Store
+from agent.fleet.store import Store, StoredMessage
 from agent.fleet.witness import Witness
 from tests.fleet.sim import SimDevice
 
@@ -268,6 +268,57 @@ def test_site_rollup_sums_published_windows_once(store: Store, tmp_path: Path) -
     assert claim(store, due[0], "rx-1") is True
     assert claim(store, due[0], "rx-2") is False  # another replica was second
     assert due_rollups(store, {"hall": [d.name for d in devs]}, NOW, 60_000) == []
+
+
+def test_a_signed_stats_body_site_rollups_cannot_read_is_rejected_never_stored(
+    store: Store, tmp_path: Path
+) -> None:
+    dev = SimDevice("cam-1", tmp_path / "c1")
+    rx, _ = _receiver(store, tmp_path)
+    rx.registry.provision(tmp_path / "keys" if dev.jwk_file(tmp_path / "keys") else tmp_path, NOW)
+    acks = Acks()
+    start = NOW // 1000 - 600
+    odd = [
+        ({"start": start, "people": 6}, "window_start"),
+        ({"window_start": start, "window_end": "x", "people": 6, "votes": None}, "window_end"),
+        ({"window_start": start, "window_end": start - 60, "people": 6, "votes": None}, "before"),
+        ({"window_start": start, "window_end": start + 60, "people": True, "votes": None}, "people"),
+        ({"window_start": start, "window_end": start + 60, "people": 6, "votes": {"happy": -1}}, "votes"),
+        ({"window_start": start, "window_end": start + 60, "people": 6, "votes": [6]}, "votes"),
+    ]
+    for body, _ in odd:
+        _deliver(rx, *dev.message("stats", body), acks)
+    _deliver(rx, *dev.window(start), acks)
+    _deliver(rx, *dev.window(start + 60, None), acks)  # suppressed: people and votes null
+    assert acks.count == len(odd) + 2
+    assert store.query("SELECT COUNT(*) FROM messages")[0][0] == 2
+    reasons = [str(r[0]) for r in store.query("SELECT reason FROM rejections")]
+    assert len(reasons) == len(odd)
+    for _, word in odd:
+        assert any(r.startswith("stats body") and word in r for r in reasons), (word, reasons)
+
+
+def test_site_rollups_leave_out_a_stored_stats_body_they_cannot_read(
+    store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stored before the receiver checked stats bodies: it must not stop the rollups (collect
+    called them outside any try and died with a KeyError, on every restart)."""
+    good = SimDevice("cam-1", tmp_path / "c1")
+    rx, _ = _receiver(store, tmp_path)
+    rx.registry.provision(tmp_path / "keys" if good.jwk_file(tmp_path / "keys") else tmp_path, NOW)
+    acks = Acks()
+    start = NOW // 1000 - 600
+    _deliver(rx, *good.window(start), acks)
+    for seq, body in enumerate(('{"people":6,"start":1}', '{"window_start":1,"window_end":"2"}', "[1]"), 1):
+        topic = "emotion-agent/cam-2/stats"
+        old = StoredMessage("cam-2", 1, seq, "k", "stats", topic, NOW, body, "0" * 64, NOW)
+        assert store.insert_message(old, "rx-0") == "stored"
+    unreadable: set[tuple[str, int, int]] = set()
+    for _ in range(2):
+        due = due_rollups(store, {"hall": ["cam-1", "cam-2"]}, NOW, 60_000, unreadable)
+        assert [(w.people, w.devices) for w in due] == [(6, 1)]
+    assert unreadable == {("cam-2", 1, 1), ("cam-2", 1, 2), ("cam-2", 1, 3)}
+    assert len([r for r in caplog.records if "leaves out" in r.getMessage()]) == 3  # once each
 
 
 def test_the_receiver_never_imports_camera_vision_or_privacy() -> None:
