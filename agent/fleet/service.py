@@ -24,6 +24,11 @@ logger = logging.getLogger(__name__)
 ROLLUP_EVERY_S = 1.0
 INBOX_FAILED = 1
 """Exit code when the inbox stopped for good: systemd's ``Restart=on-failure`` starts it again."""
+DATABASE_LOST = 1
+"""Exit code when the database stayed unreachable for ``DATABASE_LOST_AFTER_S``."""
+DATABASE_LOST_AFTER_S = 60.0
+"""Every call to the database failed (at least one a second) for this long: exit, so that a
+supervisor restarts the receiver, instead of holding every message unacknowledged for ever."""
 
 
 def open_inbox(settings: FleetSettings) -> Inbox:
@@ -60,6 +65,7 @@ class FleetService:
         self.inbox = inbox or open_inbox(settings)
         self.metrics = Metrics()
         self._announced: set[str] = set()
+        self._db_error = ""
         self.receiver = Receiver(
             settings.receiver_id,
             self.store,
@@ -97,10 +103,33 @@ class FleetService:
                         extra={"receiver": self.settings.receiver_id},
                     )
                     return INBOX_FAILED
-                self.roll_up()
+                self._tick()
+                down = self.store.unreachable_for()
+                if down >= DATABASE_LOST_AFTER_S:
+                    logger.error(
+                        "receiver stopping: the database has been unreachable for %.0f s (%s)",
+                        down, self._db_error, extra={"receiver": self.settings.receiver_id},
+                    )
+                    return DATABASE_LOST
         finally:
             self.stop()
         return 0
+
+    def _tick(self) -> None:
+        """Once a second: the rollups, and while the database is away a call that connects
+        again, so an outage ends (or ends the process) even when no message comes in."""
+        try:
+            if self.store.unreachable_for() > 0:
+                self.store.query("SELECT 1")
+            self.roll_up()
+        except self.store.errors as exc:
+            text = f"{type(exc).__name__}: {exc}".strip()
+            if text != self._db_error:
+                rx = self.settings.receiver_id
+                logger.warning("database call failed: %s", text, extra={"receiver": rx})
+            self._db_error = text
+        else:
+            self._db_error = ""
 
     def roll_up(self) -> int:
         """Publish the site windows that are due and that no other replica claimed first."""

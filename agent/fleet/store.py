@@ -5,19 +5,30 @@ same message never make a second row: the insert is ``ON CONFLICT DO NOTHING`` a
 learns whether it was new. A second message under a stored key with other bytes is a conflict
 (a replay of a used sequence number), recorded as a rejection. Migrations are numbered SQL
 in this module, applied in order inside a transaction, recorded in ``schema_migrations``.
+
+A PostgreSQL connection lost (a restart, a failover, a terminated backend) fails the call that
+finds it broken; the next call connects again. ``unreachable_for`` tells how long every call
+has failed that way, which ``collect`` turns into an exit when the database stays away.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+logger = logging.getLogger(__name__)
+
 Outcome = Literal["stored", "duplicate", "conflict"]
+
+CONNECT_TIMEOUT_S = 5
+"""Bound on connecting again to PostgreSQL (a host that does not answer would take minutes)."""
 
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (
@@ -84,6 +95,12 @@ class Store:
         self.url = url
         self.dialect: Literal["sqlite", "postgres"]
         self._lock = threading.RLock()
+        self._closed = False
+        self._lost_since: float | None = None
+        """Monotonic time of the first call that found the connection lost, since the last call
+        that worked; None while the database answers."""
+        self.errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+        """What the database driver raises (the service keeps running through these)."""
         if url.startswith("sqlite:///"):
             path = Path(url.removeprefix("sqlite:///"))
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,21 +112,54 @@ class Store:
 
             self._conn = psycopg.connect(url, autocommit=True)
             self.dialect = "postgres"
+            self.errors = (psycopg.Error,)
         self.migrate()
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s") if self.dialect == "postgres" else sql
 
+    def _lost(self) -> bool:
+        return self.dialect == "postgres" and bool(self._conn.broken or self._conn.closed)
+
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        """The connection, under the lock: a lost one is replaced first; each call that fails
+        on a lost connection (or cannot connect) extends the outage, each that works ends it."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the store is closed")
+            try:
+                if self._lost():
+                    import psycopg  # noqa: PLC0415
+
+                    logger.warning("the PostgreSQL connection was lost; connecting again")
+                    self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+                yield self._conn
+            except BaseException:
+                if self._lost() and self._lost_since is None:
+                    self._lost_since = time.monotonic()
+                raise
+            if self._lost_since is not None:
+                logger.warning("the database answers again after %.1f s", self.unreachable_for())
+                self._lost_since = None
+
+    def unreachable_for(self) -> float:
+        """Seconds since the connection was found lost with every call failing since; 0 when
+        the last call worked."""
+        with self._lock:
+            return 0.0 if self._lost_since is None else time.monotonic() - self._lost_since
+
     @contextmanager
     def transaction(self) -> Iterator[Any]:
         """A write transaction; on SQLite taken at once (BEGIN IMMEDIATE) so replicas queue."""
-        with self._lock:
-            cur = self._conn.cursor()
+        with self._connection() as conn:
+            cur = conn.cursor()
             cur.execute("BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN")
             try:
                 yield cur
             except BaseException:
-                cur.execute("ROLLBACK")
+                if not self._lost():  # a lost connection has no transaction left to roll back
+                    cur.execute("ROLLBACK")
                 raise
             cur.execute("COMMIT")
 
@@ -118,8 +168,8 @@ class Store:
         return cur
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
-            cur = self._conn.cursor()
+        with self._connection() as conn:
+            cur = conn.cursor()
             cur.execute(self._sql(sql), tuple(params))
             return [tuple(row) for row in cur.fetchall()]
 
@@ -229,4 +279,5 @@ class Store:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._conn.close()

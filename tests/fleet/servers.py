@@ -95,6 +95,24 @@ class Postgres:
         self._proc = None
 
 
+def terminate_connections(url: str, *, via: str | None = None) -> None:
+    """What a PostgreSQL restart or failover does to its clients: every other connection to the
+    database of ``url`` is ended by the server (asked on ``via``, default ``url``); returns once
+    they are gone."""
+    import psycopg  # noqa: PLC0415
+
+    database = url.rsplit("/", 1)[1]
+    with psycopg.connect(via or url, autocommit=True) as admin:
+        others = "datname = %s AND pid <> pg_backend_pid()"
+        admin.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE {others}", (database,))  # noqa: S608
+        deadline = time.monotonic() + 10
+        count = f"SELECT COUNT(*) FROM pg_stat_activity WHERE {others}"  # noqa: S608
+        while admin.execute(count, (database,)).fetchone() != (0,):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the connections were not ended within 10 s")
+            time.sleep(0.05)
+
+
 class NatsNode:
     def __init__(self, folder: Path, name: str, cluster_port: int, routes: list[int]) -> None:
         if shutil.which("nats-server") is None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.client import topic_matches_sub
@@ -21,6 +22,7 @@ from agent.fleet.registry import Registry
 from agent.fleet.rollup import SiteWindow, claim, due_rollups, site_discovery
 from agent.fleet.store import Store, StoredMessage
 from agent.fleet.witness import Witness
+from tests.fleet.servers import Postgres, terminate_connections
 from tests.fleet.sim import SimDevice
 
 NOW = 1_800_000_000_000
@@ -170,6 +172,33 @@ def test_unverified_messages_are_rejections_never_data(store: Store, tmp_path: P
     assert store.query("SELECT COUNT(*) FROM messages")[0][0] == 1
     assert any("replay" in r[0] for r in store.query("SELECT reason FROM rejections"))
     assert acks.count == 6
+
+
+def test_a_receiver_connects_again_after_postgresql_dropped_its_connection(
+    tmp_path: Path, postgres: Postgres
+) -> None:
+    """A PostgreSQL restart or failover: the message that finds the connection broken fails
+    (left unacknowledged, delivered again), the next call connects again."""
+    store = Store(postgres.create("reconnect"))
+    try:
+        dev = SimDevice("lobby-1", tmp_path / "dev")
+        rx, _ = _receiver(store, tmp_path)
+        rx.registry.provision(tmp_path / "keys" if dev.jwk_file(tmp_path / "keys") else tmp_path, NOW)
+        acks = Acks()
+        _deliver(rx, *dev.window(0), acks)
+        terminate_connections(store.url)
+        second = dev.window(60)
+        with pytest.raises(psycopg.Error):
+            _deliver(rx, *second, acks)
+        assert acks.count == 1
+        assert store.unreachable_for() > 0
+        _deliver(rx, *second, acks)  # the redelivery
+        _deliver(rx, *dev.window(120), acks)
+        assert acks.count == 3
+        assert store.unreachable_for() == 0
+        assert store.query("SELECT COUNT(*) FROM messages")[0][0] == 3
+    finally:
+        store.close()
 
 
 def test_gaps_are_reported_where_messages_were_dropped(store: Store, tmp_path: Path) -> None:
