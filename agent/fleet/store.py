@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 
 Outcome = Literal["stored", "duplicate", "conflict"]
 
+LOCK_WITNESS = 1
+"""Advisory lock space of a device log's witness head (``lock(cur, LOCK_WITNESS, origin)``)."""
+
 CONNECT_TIMEOUT_S = 5
 """Bound on connecting again to PostgreSQL (a host that does not answer would take minutes)."""
 
@@ -162,6 +165,13 @@ class Store:
                     cur.execute("ROLLBACK")
                 raise
             cur.execute("COMMIT")
+
+    def lock(self, cur: Any, space: int, name: str) -> None:
+        """Serialise the transactions of every replica about ``name`` until this one ends,
+        also when there is no row yet to lock (``SELECT ... FOR UPDATE`` locks nothing then).
+        PostgreSQL: an advisory transaction lock; SQLite has one writer at a time already."""
+        if self.dialect == "postgres":
+            self.execute(cur, "SELECT pg_advisory_xact_lock(?, hashtext(?))", (space, name))
 
     def execute(self, cur: Any, sql: str, params: Sequence[Any] = ()) -> Any:
         cur.execute(self._sql(sql), tuple(params))

@@ -7,7 +7,9 @@ root. Smaller is a rollback, equal size with another root or a failing proof is 
 are refused, recorded and raised, and the stored head does not move. A checkpoint message the
 device signed before the head's own message ((boot, seq) lower) is a late delivery of
 something already superseded: ``stale``, neither cosigned nor raised. The head is persisted
-(committed) before the cosignature is returned, so a crash can never cosign two forks.
+(committed) before the cosignature is returned, so a crash can never cosign two forks, and
+read and written under a lock on the log (PostgreSQL: an advisory lock, taken also for a log's
+first checkpoint), so two replicas never cosign two forks either.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from agent.audit.cosignature import cosign
 from agent.audit.merkle import verify_consistency
 from agent.audit.note import NoteError, SignedCheckpoint, open_checkpoint
-from agent.fleet.store import Store
+from agent.fleet.store import LOCK_WITNESS, Store
 
 logger = logging.getLogger(__name__)
 
@@ -100,9 +102,10 @@ class Witness:
             wrong = f"origin {cp.origin!r} is not {origin!r}"
             return self._record(origin, device, note, ("bad_note", wrong), now_ms)
         with self.store.transaction() as cur:
-            lock = " FOR UPDATE" if self.store.dialect == "postgres" else ""
-            sql = f"SELECT size, root, boot, seq FROM witness WHERE origin = ?{lock}"  # noqa: S608 - constants
-            self.store.execute(cur, sql, (origin,))
+            # Locks the log's first checkpoint too, which has no row to lock: two replicas would
+            # both read "no head" and cosign two different first checkpoints (a fork).
+            self.store.lock(cur, LOCK_WITNESS, origin)
+            self.store.execute(cur, "SELECT size, root, boot, seq FROM witness WHERE origin = ?", (origin,))
             row = cur.fetchone()
             head = (int(row[0]), base64.b64decode(row[1])) if row is not None else None
             superseded = row is not None and signed_at < (int(row[2]), int(row[3]))

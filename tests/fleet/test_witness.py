@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+import agent.fleet.witness as witness_mod
 from agent.audit.cosignature import cosign, find_cosignature, note_body
 from agent.audit.merkle import consistency_proof, verify_consistency
 from agent.audit.note import NoteError, open_checkpoint, sign_checkpoint
@@ -15,6 +19,7 @@ from agent.audit.witnessing import read_leaves
 from agent.crypto import parse_strict
 from agent.fleet.store import Store
 from agent.fleet.witness import Verdict, Witness, judge
+from tests.fleet.servers import Postgres
 from tests.fleet.sim import SimDevice
 
 
@@ -106,3 +111,47 @@ def test_judge_rules() -> None:
     assert judge((4, b"\x03" * 32), cp, 4, [b"\x00" * 32])[0] == "fork"
     # signed before the cosigned head's message: a late delivery, not a rollback
     assert judge((11, b"\x02" * 32), cp, None, [], superseded=True)[0] == "stale"
+
+
+def test_two_replicas_never_cosign_two_different_first_checkpoints_of_one_log(
+    tmp_path: Path, postgres: Postgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No head yet: ``SELECT ... FOR UPDATE`` locked no row, both replicas read "no head" and
+    both cosigned, on first use, their own side of a split view."""
+    url = postgres.create("firstfork")
+    a = SimDevice("lobby-1", tmp_path / "a")
+    b = SimDevice("lobby-1", tmp_path / "b", key=a.key)  # same key, another log: a split view
+    for dev, what in ((a, "honest"), (b, "rewritten")):
+        for i in range(3):
+            dev.audit.append("error", {"code": "x", "message": f"{what} {i}"})
+    notes = [d.audit.checkpoint().note for d in (a, b)]
+    stores = [Store(url), Store(url)]
+    wkey = Ed25519PrivateKey.generate()  # the replicas share the witness key
+    witnesses = [Witness(s, "w.test", wkey) for s in stores]
+    barrier, real_judge = threading.Barrier(2, timeout=3), witness_mod.judge
+
+    def judge(head: tuple[int, bytes] | None, *args: Any, **kwargs: Any) -> Any:
+        if head is None:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                barrier.wait()  # both replicas have read "no head" before either commits
+        return real_judge(head, *args, **kwargs)
+
+    monkeypatch.setattr(witness_mod, "judge", judge)
+    verdicts: list[str] = []
+
+    def add(i: int) -> None:
+        v = witnesses[i].add("lobby-1", notes[i], device_keys=[a.key.public_key()], proof_from=None,
+                             proof=[], now_ms=1_800_000_000_000, signed_at=(1, 10))  # either may win
+        verdicts.append("cosigned" if v.cosigned_note is not None else v.kind)
+
+    threads = [threading.Thread(target=add, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    try:
+        assert sorted(verdicts) == ["cosigned", "fork"]
+        assert len(stores[0].query("SELECT kind FROM witness_events WHERE kind = 'fork'")) == 1
+    finally:
+        for s in stores:
+            s.close()
