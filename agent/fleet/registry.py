@@ -120,7 +120,7 @@ class Registry:
         except InvalidSignature as exc:
             raise Rejected(f"signature does not verify with key {env['kid']}") from exc
         if known is None:
-            self._trust(key, env["dev"], "first-seen", received_ms)
+            self._trust(key, env["dev"], "first-seen", received_ms, first_for_device=True)
         if env["typ"] == KEY_ROTATION:
             note = self._rotate(env, received_ms)
         return note
@@ -133,9 +133,15 @@ class Registry:
             raise Rejected("the announced key is not the key that signed the announcement")
         return key
 
-    def _trust(self, key: Ed25519PublicKey, device: str, source: str, now_ms: int) -> None:
+    def _trust(
+        self, key: Ed25519PublicKey, device: str, source: str, now_ms: int, *, first_for_device: bool = False
+    ) -> None:
         kid = kid_for(key)
-        owner = self.store.add_key(kid, device, json.dumps(public_jwk(key)), source, now_ms)
+        owner = self.store.add_key(
+            kid, device, json.dumps(public_jwk(key)), source, now_ms, first_for_device=first_for_device
+        )
+        if owner is None:  # another replica trusted another first key for it meanwhile
+            raise Rejected(f"unknown kid {kid}: {device} already has a key (first use is trusted once)")
         if owner != device:
             raise Rejected(f"kid {kid} already belongs to device {owner!r}")
         self._cache[kid] = (device, key)

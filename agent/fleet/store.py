@@ -29,6 +29,8 @@ Outcome = Literal["stored", "duplicate", "conflict"]
 
 LOCK_WITNESS = 1
 """Advisory lock space of a device log's witness head (``lock(cur, LOCK_WITNESS, origin)``)."""
+LOCK_DEVICE_KEYS = 2
+"""Advisory lock space of the keys of one device."""
 
 CONNECT_TIMEOUT_S = 5
 """Bound on connecting again to PostgreSQL (a host that does not answer would take minutes)."""
@@ -266,9 +268,21 @@ class Store:
 
     # --- keys ----------------------------------------------------------------------------------
 
-    def add_key(self, kid: str, device: str, jwk: str, source: str, now_ms: int) -> str:
-        """Record a device key; returns the device that owns ``kid`` (the first claim wins)."""
+    def add_key(
+        self, kid: str, device: str, jwk: str, source: str, now_ms: int, *, first_for_device: bool = False
+    ) -> str | None:
+        """Record a device key; returns the device that owns ``kid`` (the first claim wins).
+
+        ``first_for_device`` (trust on first use): only if ``device`` has no other key, checked
+        in the same transaction under a lock on the device, so that two replicas handling two
+        different first keys of one new device at once never both trust theirs; None when it
+        has one."""
         with self.transaction() as cur:
+            self.lock(cur, LOCK_DEVICE_KEYS, device)
+            if first_for_device:
+                self.execute(cur, "SELECT 1 FROM device_keys WHERE device = ? AND kid <> ?", (device, kid))
+                if cur.fetchone() is not None:
+                    return None
             self.execute(
                 cur,
                 "INSERT INTO device_keys (kid, device, jwk, source, added_ms) VALUES (?, ?, ?, ?, ?) "

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from agent.fleet.inbox import RETAINED_TOPICS, SHARED_TOPICS, Delivery
 from agent.fleet.mqtt_inbox import subscriptions
 from agent.fleet.nats_inbox import stream_subjects
 from agent.fleet.receiver import Receiver
-from agent.fleet.registry import Registry
+from agent.fleet.registry import Accepted, Refused, Registry
 from agent.fleet.rollup import SiteWindow, claim, due_rollups, site_discovery
 from agent.fleet.store import Store, StoredMessage
 from agent.fleet.witness import Witness
@@ -229,6 +231,46 @@ def test_first_seen_key_and_signed_rotation(store: Store, tmp_path: Path) -> Non
     _deliver(rx, *intruder.message("key", {"jwk": public_jwk(intruder.key.public_key())}), acks)
     assert store.query("SELECT COUNT(*) FROM messages")[0][0] == 4
     assert store.query("SELECT COUNT(*) FROM rejections")[0][0] == 1
+
+
+def test_two_replicas_never_trust_two_first_seen_keys_for_one_device(
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both replicas asked "has lobby-1 a key?" before either recorded one: each trusted the key
+    it was handling, the device's and an impostor's announcing the same name."""
+    real = SimDevice("lobby-1", tmp_path / "real")
+    intruder = SimDevice("lobby-1", tmp_path / "intruder")  # same name, its own key
+    msgs = [d.message("key", {"jwk": public_jwk(d.key.public_key())}) for d in (real, intruder)]
+    stores = [Store(store_url), Store(store_url)]
+    registries = [Registry(s, trust_first_seen=True, max_skew_s=300) for s in stores]
+    barrier, real_has = threading.Barrier(2, timeout=3), Store.device_has_key
+
+    def has_key(self: Store, device: str) -> bool:
+        answer = real_has(self, device)
+        with contextlib.suppress(threading.BrokenBarrierError):
+            barrier.wait()  # both replicas asked before either recorded its key
+        return answer
+
+    monkeypatch.setattr(Store, "device_has_key", has_key)
+    results: list[Accepted | Refused | None] = [None, None]
+
+    def check(i: int) -> None:
+        results[i] = registries[i].check(msgs[i][1], msgs[i][0], NOW)
+
+    threads = [threading.Thread(target=check, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    try:
+        owners = stores[0].query("SELECT device FROM device_keys")
+        assert owners == [("lobby-1",)], f"{len(owners)} keys trusted on first use for lobby-1"
+        assert sorted(type(r).__name__ for r in results) == ["Accepted", "Refused"]
+        refused = next(r for r in results if isinstance(r, Refused))
+        assert "already has a key" in refused.reason
+    finally:
+        for s in stores:
+            s.close()
 
 
 def test_checkpoints_are_cosigned_and_published_back(store: Store, tmp_path: Path) -> None:
