@@ -120,6 +120,7 @@ class Receiver:
             canonical(env["body"]).decode(),
             ok.payload_sha256,
             delivery.received_ms,
+            ok.envelope_sha256,
         )
         outcome = self.store.insert_message(row, self.receiver_id)
         if outcome == "conflict":

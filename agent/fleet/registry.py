@@ -19,7 +19,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.crypto.canonical import b64url_decode, parse_strict
+from agent.crypto.canonical import b64url_decode, canonical, parse_strict
 from agent.crypto.envelope import KEY_ROTATION, signing_input
 from agent.crypto.keys import kid_for, public_from_jwk, public_jwk
 from agent.crypto.verify import Rejected, check_shape
@@ -35,6 +35,8 @@ class Accepted:
     env: Mapping[str, Any]
     payload_sha256: str
     note: str = ""
+    envelope_sha256: str = ""
+    """SHA-256 of the envelope's JCS form: one for every serialisation of the same message."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,7 @@ class Registry:
             note = self._check(env, topic, received_ms)
         except (PayloadError, Rejected) as exc:
             return Refused(str(exc), device, digest)
-        return Accepted(env, digest, note)
+        return Accepted(env, digest, note, hashlib.sha256(canonical(env)).hexdigest())
 
     def _check(self, env: dict[str, Any], topic: str, received_ms: int) -> str:
         if env["topic"] != topic:

@@ -2,8 +2,9 @@
 
 Rows are keyed by (device, boot, seq), so QoS 1 redelivery and several replicas handling the
 same message never make a second row: the insert is ``ON CONFLICT DO NOTHING`` and the caller
-learns whether it was new. A second message under a stored key with other bytes is a conflict
-(a replay of a used sequence number), recorded as a rejection. Migrations are numbered SQL
+learns whether it was new. A second message under a stored key with other signed content (its
+JCS form differs: re-ordered or re-spaced JSON is the same message) is a conflict (a replay of
+a used sequence number), recorded as a rejection. Migrations are numbered SQL
 in this module, applied in order inside a transaction, recorded in ``schema_migrations``.
 
 A PostgreSQL connection lost (a restart, a failover, a terminated backend) fails the call that
@@ -68,6 +69,12 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
             body TEXT NOT NULL, receiver TEXT NOT NULL, PRIMARY KEY (site, window_start));
         """,
     ),
+    (
+        2,
+        # the SHA-256 of the message's JCS form: a re-serialised copy has other wire bytes
+        # (payload_sha256) but the same signed content; NULL in rows stored before
+        "ALTER TABLE messages ADD COLUMN envelope_sha256 TEXT",
+    ),
 )
 
 
@@ -82,7 +89,19 @@ class StoredMessage:
     ts: int
     body: str
     payload_sha256: str
+    """SHA-256 of the bytes as they arrived."""
     received_ms: int
+    envelope_sha256: str | None = None
+    """SHA-256 of the envelope's JCS form (with ``sig``): equal for every serialisation."""
+
+
+def _same_message(payload_sha256: str, envelope_sha256: str | None, msg: StoredMessage) -> bool:
+    """Is ``msg`` the stored message again, whatever its serialisation? The same signed content
+    has one JCS form. A row stored before that hash was kept has only its wire bytes' hash,
+    which is the JCS form's for every message the agent sends (it publishes the JCS bytes)."""
+    if envelope_sha256 is not None and msg.envelope_sha256 is not None:
+        return bool(envelope_sha256 == msg.envelope_sha256)
+    return payload_sha256 in (msg.payload_sha256, msg.envelope_sha256)
 
 
 @dataclass(frozen=True)
@@ -207,7 +226,7 @@ class Store:
             self.execute(
                 cur,
                 "INSERT INTO messages (device, boot, seq, kid, typ, topic, ts, body, payload_sha256, "
-                "received_ms, receiver) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "received_ms, receiver, envelope_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (device, boot, seq) DO NOTHING",
                 (
                     msg.device,
@@ -221,6 +240,7 @@ class Store:
                     msg.payload_sha256,
                     msg.received_ms,
                     receiver,
+                    msg.envelope_sha256,
                 ),
             )
             if cur.rowcount == 1:
@@ -233,11 +253,12 @@ class Store:
                 return "stored"
             self.execute(
                 cur,
-                "SELECT payload_sha256 FROM messages WHERE device = ? AND boot = ? AND seq = ?",
+                "SELECT payload_sha256, envelope_sha256 FROM messages "
+                "WHERE device = ? AND boot = ? AND seq = ?",
                 (msg.device, msg.boot, msg.seq),
             )
             row = cur.fetchone()
-        return "duplicate" if row is not None and row[0] == msg.payload_sha256 else "conflict"
+        return "duplicate" if row is not None and _same_message(row[0], row[1], msg) else "conflict"
 
     def reject(
         self,

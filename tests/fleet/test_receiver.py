@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import hashlib
 import json
 import threading
 from pathlib import Path
@@ -199,6 +200,68 @@ def test_a_receiver_connects_again_after_postgresql_dropped_its_connection(
         assert acks.count == 3
         assert store.unreachable_for() == 0
         assert store.query("SELECT COUNT(*) FROM messages")[0][0] == 3
+    finally:
+        store.close()
+
+
+def test_a_reserialised_copy_of_a_stored_message_is_a_duplicate_not_a_replay(
+    store: Store, tmp_path: Path
+) -> None:
+    """Receivers must not depend on the wire bytes (docs/signed-messages.md, section 4): a copy
+    re-ordered or re-spaced on its way (a bridge, a recorder) is the same signed message."""
+    dev = SimDevice("lobby-1", tmp_path / "dev")
+    rx, _ = _receiver(store, tmp_path)
+    rx.registry.provision(tmp_path / "keys" if dev.jwk_file(tmp_path / "keys") else tmp_path, NOW)
+    acks = Acks()
+    topic, payload = dev.window(0)
+    _deliver(rx, topic, payload, acks)
+    env = json.loads(payload)
+    pretty = json.dumps(env, indent=1).encode()
+    reordered = json.dumps(dict(reversed(env.items()))).encode()
+    for copy in (pretty, reordered, payload):
+        _deliver(rx, topic, copy, acks)
+    assert store.query("SELECT reason FROM rejections") == []
+    assert sum(rx.metrics.duplicates.values()) == 3
+    again = SimDevice("lobby-1", tmp_path / "again", key=dev.key)  # same seq, other content
+    _deliver(rx, *again.window(999), acks)
+    assert [r[0].split(":")[0] for r in store.query("SELECT reason FROM rejections")] == ["replay"]
+
+
+def test_rows_stored_before_the_canonical_hash_still_tell_copies_from_replays(
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database of an older receiver kept only the wire bytes' hash: it is migrated, and its
+    rows still compare (the agent publishes the JCS bytes, so that hash is the JCS form's)."""
+    import agent.fleet.store as store_mod  # noqa: PLC0415
+
+    dev = SimDevice("lobby-1", tmp_path / "dev")
+    topic, payload = dev.window(0)
+    env = json.loads(payload)
+    monkeypatch.setattr(store_mod, "MIGRATIONS", store_mod.MIGRATIONS[:1])
+    old = Store(store_url)
+    with old.transaction() as cur:  # what the older receiver stored
+        old.execute(
+            cur,
+            "INSERT INTO messages (device, boot, seq, kid, typ, topic, ts, body, payload_sha256, "
+            "received_ms, receiver) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (env["dev"], env["boot"], env["seq"], env["kid"], env["typ"], topic, env["ts"],
+             json.dumps(env["body"]), hashlib.sha256(payload).hexdigest(), NOW, "rx-0"),
+        )
+    old.close()
+    monkeypatch.undo()
+    store = Store(store_url)
+    try:
+        assert store.query("SELECT MAX(version) FROM schema_migrations")[0][0] == 2
+        rx, _ = _receiver(store, tmp_path)
+        rx.registry.provision(tmp_path / "keys" if dev.jwk_file(tmp_path / "keys") else tmp_path, NOW)
+        acks = Acks()
+        for copy in (payload, json.dumps(env, indent=1).encode()):
+            _deliver(rx, topic, copy, acks)
+        assert sum(rx.metrics.duplicates.values()) == 2
+        assert store.query("SELECT COUNT(*) FROM rejections")[0][0] == 0
+        again = SimDevice("lobby-1", tmp_path / "again", key=dev.key)
+        _deliver(rx, *again.window(999), acks)
+        assert "replay" in store.query("SELECT reason FROM rejections")[0][0]
     finally:
         store.close()
 
