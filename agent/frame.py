@@ -7,6 +7,7 @@ inside ``with lease(frame) as pixels:`` (see ``agent.privacy.lease``), and zeroe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,9 +31,14 @@ class Frame:
     source_time: float | None = field(default=None)
     """Position in a file source (seconds from its start); None for live cameras."""
     lores: Pixels | None = field(default=None)
-    """The same image scaled by the camera itself (picamera2's lores stream, the ISP's scaler),
-    RGB, at the size the detector letterboxes the frame to; None when the source has none. The
-    detector then skips its own resize; the lease zeroes it with ``pixels``."""
+    """The same image scaled for the detector by the camera itself (picamera2's lores stream,
+    the ISP's scaler) or by the source as it decoded (``agent.camera.scaled_copy``), RGB, at the
+    size the detector letterboxes the frame to; None when the source has none. The detector
+    then skips its own resize; the lease zeroes it with ``pixels``."""
+    detector_read: Callable[[bool], None] | None = field(default=None)
+    """From a source that scales on the CPU: told, once the frame was analysed, whether the
+    detector ran on it, so the source makes no copy while the change gate keeps skipping the
+    detector (an empty scene) and makes them again once it runs."""
 
     @property
     def stream_time(self) -> float:

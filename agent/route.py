@@ -75,6 +75,8 @@ class FrameRoute:
                     if frame.lores is not None:
                         self.zones.apply_covering(frame.lores, pixels.shape[:2])
                 faces = self.stage.analyze(pixels, frame.index, now, frame.lores)
+                if frame.detector_read is not None:
+                    frame.detector_read(self.stage.detected_last)
         if faces:
             faces = filter_faces(
                 faces,

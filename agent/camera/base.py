@@ -43,6 +43,10 @@ class SourceInfo:
     """True for cameras and streams: frames keep coming and are dropped if not taken in time."""
     lost: int = 0
     """File sources: frames that could not be decoded so far (damaged images or video)."""
+    scaled: int = 0
+    """Frames the source also scaled for the detector on the CPU (``agent.camera.scaled_copy``)."""
+    scaling_seconds: float = 0.0
+    """The time that took, in the thread that decodes."""
 
 
 @dataclass(frozen=True, slots=True)

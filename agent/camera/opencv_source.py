@@ -16,6 +16,7 @@ import cv2
 from agent.camera.base import SourceInfo, SourceOptions, Wanted, every_frame, redact_url
 from agent.camera.buffers import FramePool
 from agent.camera.replay import quiet_decoder_logs
+from agent.camera.scaled_copy import scaled_copy, scaling_tally
 from agent.clock import Clock
 from agent.errors import CameraLost, SourceError
 from agent.frame import Frame
@@ -37,11 +38,13 @@ class OpenCVSource:
         self._size: tuple[int, int] | None = None
         self._count = 0
         self._pool = FramePool()
+        self.scaled = scaled_copy(options.detector_side)
+        """Makes each frame's copy for the detector (``Frame.lores``) when one was asked for."""
 
     @property
     def info(self) -> SourceInfo:
         w, h = self._size if self._size else (None, None)
-        return SourceInfo(self.key, self.name, self._fps, w, h, live=True)
+        return SourceInfo(self.key, self.name, self._fps, w, h, live=True, **scaling_tally(self.scaled))
 
     def open(self) -> None:
         quiet_decoder_logs()
@@ -110,6 +113,8 @@ class OpenCVSource:
             index=index,
             captured_mono=self.clock.monotonic(),
             timestamp=self.clock.time(),
+            lores=None if self.scaled is None else self.scaled.of(pixels),
+            detector_read=None if self.scaled is None else self.scaled.detector_read,
         )
 
     def close(self) -> None:

@@ -32,6 +32,7 @@ import numpy as np
 from agent import MAX_IMAGE_PIXELS
 from agent.camera.base import SourceInfo, SourceOptions, Wanted, every_frame
 from agent.camera.buffers import FramePool
+from agent.camera.scaled_copy import scaled_copy, scaling_tally
 from agent.clock import Clock
 from agent.errors import SourceError
 from agent.frame import Frame, Pixels
@@ -158,13 +159,18 @@ class ReplaySource:
         self._ended = False
         self.mode = "unopened"
         self._pool = FramePool()
+        self.scaled = scaled_copy(options.detector_side)
+        """Makes each frame's copy for the detector (``Frame.lores``) when one was asked for."""
         self._stop = threading.Event()
         """Set by ``interrupt`` or ``close`` (from another thread): no wait, no decode after it."""
 
     @property
     def info(self) -> SourceInfo:
         w, h = self._size if self._size else (None, None)
-        return SourceInfo(self.key, str(self.path), self._fps, w, h, live=False, lost=self.lost)
+        return SourceInfo(
+            self.key, str(self.path), self._fps, w, h, live=False, lost=self.lost,
+            **scaling_tally(self.scaled),
+        )
 
     def open(self) -> None:
         quiet_decoder_logs()
@@ -263,6 +269,8 @@ class ReplaySource:
                 captured_mono=self.clock.monotonic(),
                 timestamp=self.clock.time(),
                 source_time=source_time,
+                lores=None if self.scaled is None else self.scaled.of(pixels),
+            detector_read=None if self.scaled is None else self.scaled.detector_read,
             )
         return None
 

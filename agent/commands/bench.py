@@ -20,7 +20,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 from pydantic import ValidationError
 
-from agent.camera.base import SourceOptions, open_source
+from agent.camera.base import SourceInfo, SourceOptions, open_source
 from agent.clock import SystemClock
 from agent.commands import bench_clip, bench_matrix
 from agent.commands.bench_memory import anon_rss_mb, file_rss_mb, peak_rss_mb
@@ -125,7 +125,11 @@ class BenchResult:
     load_average: float
     faces_per_frame: float
     lores_frames: int
-    """Frames whose detector input the camera scaled (picamera2's lores stream), not the CPU."""
+    """Frames whose detector input came with the frame (``Frame.lores``): scaled by the camera
+    (picamera2's lores stream) or by the source in the thread that decodes, not in the route."""
+    source_scaling_ms: float
+    """Mean ms per frame the source spent scaling on the CPU for the detector, outside the
+    route (in ``run`` the grabber thread does it): not in ``glue_ms``, which the route alone is."""
     lifetime_p50_ms: float
     lifetime_p99_ms: float
     peak_rss_mb: float
@@ -155,11 +159,17 @@ def builtin_clip(n: int) -> list[Pixels]:
     return frames
 
 
-def source_frames(source: str, limit: int | None, detector_side: int | None = None) -> Iterator[Frame]:
+def source_frames(
+    source: str,
+    limit: int | None,
+    detector_side: int | None = None,
+    closing: Callable[[SourceInfo], object] | None = None,
+) -> Iterator[Frame]:
     """The frames of a source through the camera layer, one at a time, as fast as it reads;
     every frame of a file, at most ``limit`` (None: all). ``detector_side``: as the service asks
-    (``agent.processing.source_options``), so a camera that scales in hardware (picamera2's
-    lores stream) is timed on the path the service takes."""
+    (``agent.processing.source_options``), so the detector's copy is made where the service has
+    it made (picamera2's lores stream, or the decoding thread of a file or OpenCV camera).
+    ``closing`` gets the source's last ``SourceInfo``, with the time its scaling took."""
     options = SourceOptions(realtime=False, fps=1000.0, detector_side=detector_side)
     src = open_source(source, options, SystemClock())
     try:
@@ -169,6 +179,8 @@ def source_frames(source: str, limit: int | None, detector_side: int | None = No
             yield frame
             del frame  # before the next read: the decoder then reuses its buffer (agent.camera.buffers)
     finally:
+        if closing is not None:
+            closing(src.info)
         src.close()
 
 
@@ -319,6 +331,7 @@ def bench(
     *,
     rss_before: float,
     whole: bool,
+    source: Callable[[], SourceInfo | None] = lambda: None,
 ) -> BenchResult:
     recorder = LifetimeRecorder(SystemClock())
     s = measure(pipeline, frames, recorder, warmup=WARMUP)
@@ -335,6 +348,8 @@ def bench(
     limit = [sum(d[k] + r * e[k] for d, e, r in per_frame) for k in (0, 1)]
     total = [sum(p[k] for p in s.pipeline) for k in (0, 1)]
     w, h = s.size
+    info = source()
+    scaling = info.scaling_seconds / n * 1000.0 if info is not None else 0.0
     return BenchResult(
         source=label, frame_size=f"{w}x{h}", frames=n, whole_clip=whole, detector=cfg.detector,
         precision=cfg.precision, backend=pipeline.backend, threads=cfg.threads,
@@ -348,6 +363,7 @@ def bench(
         load_average=round(os.getloadavg()[0], 2),
         faces_per_frame=round(s.faces / n, 2),
         lores_frames=s.lores,
+        source_scaling_ms=round(scaling, 3),
         lifetime_p50_ms=round(lifetimes.percentile(50), 3),
         lifetime_p99_ms=round(lifetimes.percentile(99), 3),
         peak_rss_mb=round(peak_rss_mb(), 1),
@@ -391,12 +407,17 @@ def run(args: argparse.Namespace) -> int:
         if source:
             limit = args.frames or (DEFAULT_FRAMES if is_camera(source) else None)
             side = detector_input_side(cfg.models_dir and Path(cfg.models_dir), cfg.detector)
-            frames: Iterable[Shot] = leased(source_frames(source, limit, side))
+            closed: list[SourceInfo] = []
+            frames: Iterable[Shot] = leased(source_frames(source, limit, side, closed.append))
             label, whole = source, limit is None
         else:
+            closed = []
             frames = cycled(builtin_clip(CLIP_FRAMES), args.frames or DEFAULT_FRAMES)
             label, whole = "built-in astronaut clip", False
-        result = bench(pipeline, frames, label, cfg, rss_before=rss_before, whole=whole)
+        result = bench(
+            pipeline, frames, label, cfg, rss_before=rss_before, whole=whole,
+            source=lambda: closed[0] if closed else None,
+        )
     finally:
         pipeline.close()
     if args.json:
@@ -409,8 +430,13 @@ def run(args: argparse.Namespace) -> int:
 
 def _detector_input(r: BenchResult) -> str:
     if r.lores_frames == 0:
-        return "resized from the frame on the CPU"
-    return f"scaled by the camera (lores stream) in {r.lores_frames} of {r.frames} frames"
+        return "resized from the frame in the route"
+    if r.source_scaling_ms == 0.0:
+        return f"scaled by the camera (lores stream) in {r.lores_frames} of {r.frames} frames"
+    return (
+        f"scaled by the source as it decoded, in {r.lores_frames} of {r.frames} frames: "
+        f"{r.source_scaling_ms:.3f} ms per frame outside the route (in `run`, on the grabber thread)"
+    )
 
 
 def render(r: BenchResult) -> str:

@@ -24,6 +24,7 @@ COLUMNS = (
     ("emotion ms", "{emotion_invoke_ms:.3f}"), ("invoke limit fps", "{invoke_limit_fps:.1f}"),
     ("pipeline fps", "{pipeline_clip_fps:.1f}"), ("ratio", "{limit_ratio:.3f}"),
     ("ratio CPU", "{limit_cpu_ratio:.3f}"), ("glue ms", "{glue_ms:.3f}"),
+    ("source scaling ms", "{source_scaling_ms:.3f}"),
     ("peak RSS MB", "{peak_rss_mb:.1f}"), ("anon MB", "{anon_rss_mb:.1f}"),
     ("file MB", "{file_rss_mb:.1f}"),
 )

@@ -9,7 +9,6 @@ from __future__ import annotations
 from functools import cached_property, partial
 from typing import Any
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -25,6 +24,7 @@ from agent.vision.manifest import ModelSpec
 from agent.vision.observation import Detection
 from agent.vision.placement import Placement
 from agent.vision.runtime import Model, QuantParams, dequantize
+from agent.vision.shrink import Shrinker
 
 
 class FaceDetector:
@@ -45,30 +45,12 @@ class FaceDetector:
         self._threshold = logit_threshold(self.min_score)
         self._canvas = np.zeros((self.size, self.size, 3), np.uint8)
         self._rgb = np.zeros((self.size, self.size, 3), np.uint8)
-        self._resized: dict[tuple[int, int], Pixels] = {}
-        self._plans: dict[tuple[int, int], tuple[Placement, list[Pixels]]] = {}
-        """Per frame size: the placement and the resize chain's scratch images, worked out once."""
-
-    def _plan(self, frame_w: int, frame_h: int) -> tuple[Placement, list[Pixels]]:
-        """Placement and resize steps for a W x H frame (see ``_shrink_steps``), cached per size."""
-        plan = self._plans.get((frame_w, frame_h))
-        if plan is None:
-            p = Placement.fit(frame_w, frame_h, self.size)
-            steps = [self._buffer(w, h) for w, h in _shrink_steps(frame_w, frame_h, p.w, p.h)]
-            plan = self._plans.setdefault((frame_w, frame_h), (p, steps))
-        return plan
-
-    def _buffer(self, w: int, h: int) -> Pixels:
-        """A scratch image of w x h, allocated once per size."""
-        buf = self._resized.get((w, h))
-        if buf is None:
-            buf = self._resized.setdefault((w, h), np.zeros((h, w, 3), np.uint8))
-        return buf
+        self._shrinker = Shrinker(self.size)
 
     def placement(self, frame_w: int, frame_h: int) -> Placement:
         """Where a W x H frame goes in the input; ``(w, h)`` is the size a camera's own scaler
         should deliver (``Frame.lores``) for the detector to skip its resize."""
-        return self._plan(frame_w, frame_h)[0]
+        return self._shrinker.placement(frame_w, frame_h)
 
     def _fill_scaled(self, rgb: Pixels, p: Placement) -> None:
         """The input from an RGB image the camera already scaled to the placement's size."""
@@ -87,35 +69,21 @@ class FaceDetector:
         Every scratch image is zeroed before returning, while it is still in the CPU cache
         (zeroing it after the invoke, which evicts it, costs several times more); only the
         input tensor holds pixels until ``clear``."""
-        p, steps = self._plan(pixels.shape[1], pixels.shape[0])
-        rows = p.w == self.size  # landscape or square: the image fills whole rows of the input
-        rgb = self._rgb[: p.h] if rows else self._rgb
-        resized = pixels
+        p = self._shrinker.placement(pixels.shape[1], pixels.shape[0])
+        rgb = self._rgb[: p.h] if p.w == self.size else self._rgb[: p.h, : p.w]
         try:
-            for buf in steps:
-                cv2.resize(resized, (buf.shape[1], buf.shape[0]), dst=buf, interpolation=cv2.INTER_LINEAR)
-                resized = buf
-            if rows:
-                cv2.cvtColor(resized, cv2.COLOR_BGR2RGB, dst=rgb)
-                self.model.fill_unit_rows(rgb, p.y)
-            else:
-                self._canvas[p.y : p.y + p.h, p.x : p.x + p.w] = resized
-                cv2.cvtColor(self._canvas, cv2.COLOR_BGR2RGB, dst=rgb)
-                self.model.fill_unit_rows(rgb)
+            self._shrinker.shrink(pixels, rgb)
+            self._fill_scaled(rgb, p)
             return p
         finally:
-            for buf in steps:
-                buf.fill(0)
             rgb.fill(0)
-            if not rows:
-                self._canvas.fill(0)
 
     def detect(self, pixels: Pixels, lores: Pixels | None = None) -> list[Detection]:
         """Faces in a BGR frame, best first. Scratch buffers still hold pixels until ``clear``.
         ``lores``: the same frame scaled by the camera, RGB; used instead of resizing ``pixels``
         when it has exactly the placement's size (else ignored: a camera reopened for another
         detector size delivers the old size until then)."""
-        placement = self._plan(pixels.shape[1], pixels.shape[0])[0]
+        placement = self.placement(pixels.shape[1], pixels.shape[0])
         if lores is not None and lores.shape == (placement.h, placement.w, 3):
             self._fill_scaled(lores, placement)
         else:
@@ -146,33 +114,11 @@ class FaceDetector:
         return (reg, quant[reg]), (score, quant[score])
 
     def scratch(self) -> list[npt.NDArray[np.generic]]:
-        return [self._canvas, self._rgb, *self._resized.values()]
+        return [self._canvas, self._rgb, *self._shrinker.scratch()]
 
     def clear(self) -> None:
         """Zero the interpreter's input tensor: the only buffer still holding pixels after ``detect``."""
         self.model.zero_input()
-
-
-def _shrink_steps(frame_w: int, frame_h: int, w: int, h: int) -> list[tuple[int, int]]:
-    """The sizes a W x H frame goes through to become w x h with little aliasing, cheaply
-    (OpenCV's INTER_AREA is slow for non-integer ratios): halve (a 2 x 2 mean) while at least
-    twice too big, bilinear to exactly 2w x 2h, and halve once more. Each step scales continuous
-    coordinates by its own size ratio, so together they scale by exactly w / W and h / H.
-
-    Measured on the group photo (docs/vision.md): plain bilinear or halving + bilinear lose the
-    weakest of its six faces; this finds all six, at about twice the cost of halving + bilinear
-    and a third of INTER_AREA's."""
-    steps: list[tuple[int, int]] = []
-    cw, ch = frame_w, frame_h
-    while cw // 2 >= w and ch // 2 >= h:
-        cw, ch = cw // 2, ch // 2
-        steps.append((cw, ch))
-    if (cw, ch) == (w, h):
-        return steps
-    if cw > w:  # between 1x and 2x too big: resample to 2x, then a 2 x 2 mean
-        steps.append((2 * w, 2 * h))
-    steps.append((w, h))
-    return steps
 
 
 def _detection(p: Placement, row: list[float], score: float) -> Detection:

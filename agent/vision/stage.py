@@ -93,6 +93,8 @@ class VisionStage:
         )
         self.budget = FrameBudget(settings.cpu_budget if budgeted else math.inf)
         self._frames = 0
+        self.detected_last = True
+        """Whether the last frame analysed went to the detector (the change gate let it)."""
         self._detector_runs = 0
         self._emotion_reads = 0
 
@@ -116,7 +118,8 @@ class VisionStage:
         self._frames += 1
         faces: list[FaceObservation] = []
         try:
-            if self.gate.should_detect(pixels, now):
+            self.detected_last = self.gate.should_detect(pixels, now)
+            if self.detected_last:
                 self._detector_runs += 1
                 faces = (
                     self.pipeline.analyze(pixels, lores=lores)

@@ -168,6 +168,9 @@ def test_bench_times_every_frame_of_a_clip_and_its_invoke_limit(
     assert r["limit_ratio"] == pytest.approx(r["pipeline_clip_fps"] / r["invoke_limit_fps"], rel=0.01)
     assert r["glue_ms"] == pytest.approx(1000 / r["pipeline_clip_fps"] - per_frame_ms, abs=0.01)
     assert 0 < r["limit_cpu_ratio"] <= 1.2
+    # the decoding thread scaled every frame for the detector, as in `run`, and said what it cost
+    assert r["lores_frames"] == 100
+    assert r["source_scaling_ms"] > 0
 
 
 def test_bench_text_says_how_many_frames_and_the_ratio_to_the_invoke_limit(
@@ -178,6 +181,8 @@ def test_bench_text_says_how_many_frames_and_the_ratio_to_the_invoke_limit(
     assert "(640x360, 7 frames, " in out  # not the whole clip: said by the count alone
     assert "invoke limit" in out
     assert "of the invoke limit" in out
+    assert "scaled by the source as it decoded, in 7 of 7 frames: " in out
+    assert "ms per frame outside the route" in out
 
 
 def test_bench_matrix_runs_each_detector_and_precision_in_its_own_process(

@@ -10,11 +10,11 @@ import numpy as np
 
 from agent.frame import Pixels
 from agent.vision.blazeface import Row, decode_candidates, iou, weighted_nms_rows
-from agent.vision.detector import _shrink_steps
 from agent.vision.emotion import EmotionClassifier, rotation_matrix
 from agent.vision.observation import Detection
 from agent.vision.pipeline import VisionPipeline
 from agent.vision.settings import VisionConfig
+from agent.vision.shrink import shrink_steps
 from tests.vision.conftest import read
 
 
@@ -57,11 +57,11 @@ def test_weighted_nms_gives_the_reference_floats() -> None:
 
 
 def test_resize_steps_halve_then_reach_twice_the_size_then_halve() -> None:
-    assert _shrink_steps(640, 360, 192, 108) == [(320, 180), (384, 216), (192, 108)]
-    assert _shrink_steps(1280, 720, 192, 108) == [(640, 360), (320, 180), (384, 216), (192, 108)]
-    assert _shrink_steps(384, 216, 192, 108) == [(192, 108)]
-    assert _shrink_steps(192, 108, 192, 108) == []
-    assert _shrink_steps(100, 50, 192, 96) == [(192, 96)]  # smaller than the input: one bilinear step
+    assert shrink_steps(640, 360, 192, 108) == [(320, 180), (384, 216), (192, 108)]
+    assert shrink_steps(1280, 720, 192, 108) == [(640, 360), (320, 180), (384, 216), (192, 108)]
+    assert shrink_steps(384, 216, 192, 108) == [(192, 108)]
+    assert shrink_steps(192, 108, 192, 108) == []
+    assert shrink_steps(100, 50, 192, 96) == [(192, 96)]  # smaller than the input: one bilinear step
 
 
 def test_int8_detector_decodes_its_raw_outputs_as_the_dequantized_ones(media: Path) -> None:
