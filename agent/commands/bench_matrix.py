@@ -23,7 +23,7 @@ COLUMNS = (
     ("faces/frame", "{faces_per_frame}"), ("detect ms", "{detect_invoke_ms:.3f}"),
     ("emotion ms", "{emotion_invoke_ms:.3f}"), ("invoke limit fps", "{invoke_limit_fps:.1f}"),
     ("pipeline fps", "{pipeline_clip_fps:.1f}"), ("ratio", "{limit_ratio:.3f}"),
-    ("ratio CPU", "{limit_cpu_ratio:.3f}"), ("glue ms", "{glue_ms:.3f}"),
+    ("ratio CPU", "{limit_cpu_ratio:.3f}"), ("1st pass ratio", "{cold_ratio}"), ("glue ms", "{glue_ms:.3f}"),
     ("source scaling ms", "{source_scaling_ms:.3f}"),
     ("peak RSS MB", "{peak_rss_mb:.1f}"), ("anon MB", "{anon_rss_mb:.1f}"),
     ("file MB", "{file_rss_mb:.1f}"),
@@ -61,7 +61,11 @@ def render_table(rows: list[tuple[str, str, dict[str, Any] | str]]) -> str:
             cells.append([detector, precision] + ["-"] * (len(COLUMNS) - 2))
             notes.append(f"  ({r})")
         else:
-            values = {**r, "whole": " (whole)" if r["whole_clip"] else ""}
+            first = r.get("first_pass")
+            values = {
+                **r, "whole": " (whole)" if r["whole_clip"] else "",
+                "cold_ratio": "-" if not first else f"{first['limit_ratio']:.3f}",
+            }
             cells.append([fmt.format(**values) for _, fmt in COLUMNS])
             notes.append("")
     widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
