@@ -16,14 +16,14 @@ from typing import Any
 import numpy as np
 
 from agent.frame import Pixels
-from agent.vision.shrink import Shrinker
+from agent.vision.shrink import shared
 
 
 class ScaledCopy:
     """Makes each frame's RGB copy at the detector's letterbox size; one per source."""
 
     def __init__(self, side: int) -> None:
-        self._shrinker = Shrinker(side)
+        self._shrinker = shared(side)
         self.frames = 0
         """Copies made."""
         self.seconds = 0.0

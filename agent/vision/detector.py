@@ -24,7 +24,7 @@ from agent.vision.manifest import ModelSpec
 from agent.vision.observation import Detection
 from agent.vision.placement import Placement
 from agent.vision.runtime import Model, QuantParams, dequantize
-from agent.vision.shrink import Shrinker
+from agent.vision.shrink import shared
 
 
 class FaceDetector:
@@ -45,7 +45,7 @@ class FaceDetector:
         self._threshold = logit_threshold(self.min_score)
         self._canvas = np.zeros((self.size, self.size, 3), np.uint8)
         self._rgb = np.zeros((self.size, self.size, 3), np.uint8)
-        self._shrinker = Shrinker(self.size)
+        self._shrinker = shared(self.size)
 
     def placement(self, frame_w: int, frame_h: int) -> Placement:
         """Where a W x H frame goes in the input; ``(w, h)`` is the size a camera's own scaler

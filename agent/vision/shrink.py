@@ -7,6 +7,8 @@ as ``Frame.lores``, so the analysis thread only normalises it. Both give the sam
 
 from __future__ import annotations
 
+import threading
+
 import cv2
 import numpy as np
 
@@ -37,18 +39,20 @@ def shrink_steps(frame_w: int, frame_h: int, w: int, h: int) -> list[tuple[int, 
 
 
 class Shrinker:
-    """Frames of any size to the ``side`` x ``side`` letterbox's placement, RGB. Not shared
-    between threads: its scratch images belong to one caller at a time."""
+    """Frames of any size to the ``side`` x ``side`` letterbox's placement, RGB. One caller at
+    a time uses its scratch images (a lock); ``shared`` gives the process's one per side."""
 
     def __init__(self, side: int) -> None:
         self.side = side
+        self._lock = threading.Lock()
         self._plans: dict[tuple[int, int], tuple[Placement, list[Pixels]]] = {}
         """Per frame size: the placement and the chain's scratch images, worked out once."""
         self._buffers: dict[tuple[int, int], Pixels] = {}
 
     def placement(self, frame_w: int, frame_h: int) -> Placement:
         """Where a W x H frame goes in the input; (w, h) is the size ``shrink`` writes."""
-        return self._plan(frame_w, frame_h)[0]
+        with self._lock:
+            return self._plan(frame_w, frame_h)[0]
 
     def _plan(self, frame_w: int, frame_h: int) -> tuple[Placement, list[Pixels]]:
         plan = self._plans.get((frame_w, frame_h))
@@ -69,17 +73,30 @@ class Shrinker:
         """Write ``pixels`` (BGR) shrunk to its placement's size into ``rgb`` (h x w x 3, RGB).
         Every scratch image is zeroed before returning, while it is still in the CPU cache;
         only ``rgb`` then holds pixels."""
-        p, steps = self._plan(pixels.shape[1], pixels.shape[0])
-        resized = pixels
-        try:
-            for buf in steps:
-                cv2.resize(resized, (buf.shape[1], buf.shape[0]), dst=buf, interpolation=cv2.INTER_LINEAR)
-                resized = buf
-            cv2.cvtColor(resized, cv2.COLOR_BGR2RGB, dst=rgb)
-            return p
-        finally:
-            for buf in steps:
-                buf.fill(0)
+        with self._lock:
+            p, steps = self._plan(pixels.shape[1], pixels.shape[0])
+            resized = pixels
+            try:
+                for buf in steps:
+                    cv2.resize(resized, (buf.shape[1], buf.shape[0]), dst=buf, interpolation=cv2.INTER_LINEAR)
+                    resized = buf
+                cv2.cvtColor(resized, cv2.COLOR_BGR2RGB, dst=rgb)
+                return p
+            finally:
+                for buf in steps:
+                    buf.fill(0)
 
     def scratch(self) -> list[Pixels]:
         return list(self._buffers.values())
+
+
+_SHARED: dict[int, Shrinker] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared(side: int) -> Shrinker:
+    """The process's one ``Shrinker`` for ``side``: the detector (a frame without a copy) and
+    the source that makes the copies use the same scratch images, which for a 1080p frame are
+    2.2 MB (the first halving alone 1.5 MB), instead of one set each."""
+    with _SHARED_LOCK:
+        return _SHARED.setdefault(side, Shrinker(side))
