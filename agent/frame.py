@@ -35,10 +35,11 @@ class Frame:
     the ISP's scaler) or by the source as it decoded (``agent.camera.scaled_copy``), RGB, at the
     size the detector letterboxes the frame to; None when the source has none. The detector
     then skips its own resize; the lease zeroes it with ``pixels``."""
-    detector_read: Callable[[bool], None] | None = field(default=None)
-    """From a source that scales on the CPU: told, once the frame was analysed, whether the
-    detector ran on it, so the source makes no copy while the change gate keeps skipping the
-    detector (an empty scene) and makes them again once it runs."""
+    detector_read: Callable[[int | None], None] | None = field(default=None)
+    """From a source that scales on the CPU: told, once the frame was analysed, the detector's
+    input side if the detector ran on it, else None. The source makes no copy while the change
+    gate keeps skipping the detector (an empty scene), makes them again once it runs, and at
+    the side of the detector in use (a reload may change it without reopening a file)."""
 
     @property
     def stream_time(self) -> float:

@@ -76,7 +76,7 @@ class FrameRoute:
                         self.zones.apply_covering(frame.lores, pixels.shape[:2])
                 faces = self.stage.analyze(pixels, frame.index, now, frame.lores)
                 if frame.detector_read is not None:
-                    frame.detector_read(self.stage.detected_last)
+                    frame.detector_read(self.stage.copy_wanted)
         if faces:
             faces = filter_faces(
                 faces,

@@ -219,6 +219,10 @@ class RecordingPipeline:
     def labels(self) -> tuple[str, ...]:
         return self.real.labels
 
+    @property
+    def detector_side(self) -> int:
+        return self.real.detector_side
+
     def analyze(self, pixels: Pixels, *_: object, lores: object = None) -> list[FaceObservation]:
         if self.stop_after is not None and len(self.lent) >= self.stop_after:
             raise KeyboardInterrupt

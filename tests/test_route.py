@@ -38,6 +38,7 @@ class SeeingPipeline:
     """A fake model: keeps a copy of what it was shown, answers with the faces it is given."""
 
     labels = ("happy",)
+    detector_side = 192
 
     def __init__(self, faces: list[FaceObservation] | None = None, fail: bool = False) -> None:
         self.faces = faces or []

@@ -105,6 +105,7 @@ class CountingPipeline:
     """Stands in for the models: one fixed face per frame, and proof that frames arrive leased."""
 
     labels = ("happy", "neutral")
+    detector_side = 192
 
     def __init__(self) -> None:
         self.frames = 0
@@ -370,6 +371,7 @@ class AngryCrowd:
     Their heads sway by 0.2 face widths, as people's do (still faces are taken for posters)."""
 
     labels = ("angry", "neutral")
+    detector_side = 192
 
     def __init__(self) -> None:
         self.calls = 0

@@ -28,6 +28,7 @@ class StopAfter:
     """Stands in for the models: counts frames; asks the service to stop after ``limit``."""
 
     labels = ("happy", "neutral")
+    detector_side = 192
 
     def __init__(self, limit: int | None = None) -> None:
         self.frames = 0

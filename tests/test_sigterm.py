@@ -134,6 +134,7 @@ class _LiveCamera:
 
 class _NoFaces:
     labels = ("happy", "neutral")
+    detector_side = 192
 
     def analyze(
         self, pixels: object, schedule: object = None, frame: int = 0, *, lores: object = None

@@ -24,25 +24,29 @@ class ScaledCopy:
 
     def __init__(self, side: int) -> None:
         self._shrinker = shared(side)
+        self._side: int | None = side
+        """The side asked for by the last frame's analysis (``detector_read``)."""
         self.frames = 0
         """Copies made."""
         self.seconds = 0.0
         """Wall time spent making them."""
-        self.wanted = True
-        """False while the detector does not run (``Frame.detector_read``): no copy is made."""
 
-    def detector_read(self, ran: bool) -> None:
-        """``Frame.detector_read``: called from the analysing thread (a bool is set whole)."""
-        self.wanted = ran
+    def detector_read(self, side: int | None) -> None:
+        """``Frame.detector_read``, called from the analysing thread: the side to scale to,
+        or None while the detector does not run (then no copy is made)."""
+        self._side = side
 
     def of(self, pixels: Pixels) -> Pixels | None:
         """A new array (the frame owns it; its lease zeroes it) holding ``pixels`` shrunk; None
         for a frame smaller than the letterbox, which the detector enlarges itself: the copy
         would save nothing, and privacy zones blank a copy's pixels by their footprint, which
         an enlarging filter reaches beyond (``agent.privacy.zones.covering_mask``). None as
-        well while the detector is not running (``wanted``): the copy would be thrown away."""
-        if not self.wanted:
+        well while the detector is not running (``detector_read``): it would be thrown away."""
+        side = self._side
+        if side is None:
             return None
+        if side != self._shrinker.side:  # a reload changed the detector
+            self._shrinker = shared(side)
         t0 = time.perf_counter()
         p = self._shrinker.placement(pixels.shape[1], pixels.shape[0])
         if p.w > pixels.shape[1] or p.h > pixels.shape[0]:

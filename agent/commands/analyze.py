@@ -53,6 +53,9 @@ class Pipeline(Protocol):
         lores: Pixels | None = None,
     ) -> list[FaceObservation]: ...
 
+    @property
+    def detector_side(self) -> int: ...
+
     def close(self) -> None: ...
 
 

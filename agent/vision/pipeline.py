@@ -177,6 +177,10 @@ class VisionPipeline:
         return self.classifier.labels
 
     @property
+    def detector_side(self) -> int:
+        return self.detector.size
+
+    @property
     def backend(self) -> str:
         return self.detector.model.backend
 

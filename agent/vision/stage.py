@@ -42,6 +42,11 @@ class Analyzer(Protocol):
         lores: Pixels | None = None,
     ) -> list[FaceObservation]: ...
 
+    @property
+    def detector_side(self) -> int:
+        """The detector's square input: the size of ``Frame.lores`` it reads."""
+        ...
+
 
 PLAIN = GatingConfig(enabled=False, emotion_every_frames=1)
 """Gate off, every face read on every frame."""
@@ -133,6 +138,12 @@ class VisionStage:
             self.gate.end_frame()
         self.budget.spent(self._cpu_time() - c0)
         return faces
+
+    @property
+    def copy_wanted(self) -> int | None:
+        """For ``Frame.detector_read``: the detector's side when the last frame went to it
+        (the next frame's copy would be read), None when the change gate skipped it."""
+        return self.pipeline.detector_side if self.detected_last else None
 
     def pause(self) -> None:
         """Capture stopped (privacy mode, schedule): zero the gate's reference thumbnail and

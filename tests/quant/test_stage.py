@@ -23,6 +23,8 @@ FACE = face(x=0.4, y=0.3, w=0.1, h=0.15)
 class Pipeline:
     """Finds one face while ``present``; records the schedule it was handed."""
 
+    detector_side = 192
+
     def __init__(self) -> None:
         self.present = False
         self.calls = 0

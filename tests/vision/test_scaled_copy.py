@@ -159,14 +159,20 @@ def test_no_copy_is_made_while_the_change_gate_skips_the_detector(
     assert src.info.scaled == sum(copied)
 
 
-def test_a_copy_is_made_only_while_wanted() -> None:
+def test_a_copy_is_made_only_while_wanted_and_at_the_side_asked_for() -> None:
     copy = ScaledCopy(128)
-    frame = np.full((72, 128, 3), 9, np.uint8)
-    copy.detector_read(False)
+    frame = np.full((360, 640, 3), 9, np.uint8)
+    copy.detector_read(None)
     assert copy.of(frame) is None
-    copy.detector_read(True)
-    assert copy.of(frame) is not None
-    assert copy.frames == 1
+    copy.detector_read(128)
+    small = copy.of(frame)
+    assert small is not None
+    assert small.shape == (72, 128, 3)
+    copy.detector_read(192)  # a reload changed the detector; the file source was not reopened
+    large = copy.of(frame)
+    assert large is not None
+    assert large.shape == (108, 192, 3)
+    assert copy.frames == 2
 
 
 def test_the_detector_and_the_source_share_one_set_of_scratch_images() -> None:
