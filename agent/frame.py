@@ -35,11 +35,19 @@ class Frame:
     the ISP's scaler) or by the source as it decoded (``agent.camera.scaled_copy``), RGB, at the
     size the detector letterboxes the frame to; None when the source has none. The detector
     then skips its own resize; the lease zeroes it with ``pixels``."""
-    detector_read: Callable[[int | None], None] | None = field(default=None)
+    cpu_scaled: bool = field(default=False)
+    """``lores`` was scaled on the CPU from ``pixels`` by the source (a file or OpenCV camera),
+    after it blanked ``lores_zones`` in them; False: by a camera's ISP from the raw image."""
+    lores_zones: object | None = field(default=None)
+    """The privacy zones (the route's ``ZoneMask``) blanked in ``pixels`` before a CPU-scaled
+    copy was made, None when there were none. The route reads such a copy only if these are its
+    own zones; else the detector resizes the zoned frame itself."""
+    detector_read: Callable[[int | None, object | None], None] | None = field(default=None)
     """From a source that scales on the CPU: told, once the frame was analysed, the detector's
-    input side if the detector ran on it, else None. The source makes no copy while the change
-    gate keeps skipping the detector (an empty scene), makes them again once it runs, and at
-    the side of the detector in use (a reload may change it without reopening a file)."""
+    input side if the detector ran on it (else None) and the route's privacy zones. The source
+    makes no copy while the change gate keeps skipping the detector (an empty scene), makes them
+    again once it runs, at the side of the detector in use (a reload may change it without
+    reopening a file), from pixels with those zones blanked."""
 
     @property
     def stream_time(self) -> float:

@@ -70,13 +70,16 @@ class FrameRoute:
         faces: list[FaceObservation] = []
         with lease(frame, self.recorder) as pixels:
             if admitted:
+                lores = frame.lores
+                if frame.cpu_scaled and frame.lores_zones is not self.zones:
+                    lores = None  # scaled before these zones were blanked: resized here instead
                 if self.zones is not None:
                     self.zones.apply(pixels)
-                    if frame.lores is not None:
-                        self.zones.apply_covering(frame.lores, pixels.shape[:2])
-                faces = self.stage.analyze(pixels, frame.index, now, frame.lores)
+                    if lores is not None and not frame.cpu_scaled:  # the ISP's, from the raw image
+                        self.zones.apply_covering(lores, pixels.shape[:2])
+                faces = self.stage.analyze(pixels, frame.index, now, lores)
                 if frame.detector_read is not None:
-                    frame.detector_read(self.stage.copy_wanted)
+                    frame.detector_read(self.stage.copy_wanted, self.zones)
         if faces:
             faces = filter_faces(
                 faces,

@@ -16,7 +16,7 @@ import cv2
 from agent.camera.base import SourceInfo, SourceOptions, Wanted, every_frame, redact_url
 from agent.camera.buffers import FramePool
 from agent.camera.replay import quiet_decoder_logs
-from agent.camera.scaled_copy import scaled_copy, scaling_tally
+from agent.camera.scaled_copy import decoded_frame, scaled_copy, scaling_tally
 from agent.clock import Clock
 from agent.errors import CameraLost, SourceError
 from agent.frame import Frame
@@ -108,14 +108,7 @@ class OpenCVSource:
         pixels = self._pool.retrieve(self._cap)
         if pixels is None:
             raise CameraLost(f"{self.name}: the camera stopped delivering frames")
-        return Frame(
-            pixels=pixels,
-            index=index,
-            captured_mono=self.clock.monotonic(),
-            timestamp=self.clock.time(),
-            lores=None if self.scaled is None else self.scaled.of(pixels),
-            detector_read=None if self.scaled is None else self.scaled.detector_read,
-        )
+        return decoded_frame(pixels, index, self.clock, self.scaled)
 
     def close(self) -> None:
         if self._cap is not None:

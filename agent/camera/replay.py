@@ -32,7 +32,7 @@ import numpy as np
 from agent import MAX_IMAGE_PIXELS
 from agent.camera.base import SourceInfo, SourceOptions, Wanted, every_frame
 from agent.camera.buffers import FramePool
-from agent.camera.scaled_copy import scaled_copy, scaling_tally
+from agent.camera.scaled_copy import decoded_frame, scaled_copy, scaling_tally
 from agent.clock import Clock
 from agent.errors import SourceError
 from agent.frame import Frame, Pixels
@@ -263,15 +263,7 @@ class ReplaySource:
             self._pass_frames += 1
             if pixels is _PASSED_OVER:
                 continue
-            return Frame(
-                pixels=pixels,
-                index=self._count - 1,
-                captured_mono=self.clock.monotonic(),
-                timestamp=self.clock.time(),
-                source_time=source_time,
-                lores=None if self.scaled is None else self.scaled.of(pixels),
-            detector_read=None if self.scaled is None else self.scaled.detector_read,
-            )
+            return decoded_frame(pixels, self._count - 1, self.clock, self.scaled, source_time)
         return None
 
     def _next_pixels(self, wanted: Wanted, source_time: float) -> Pixels | None:

@@ -266,8 +266,19 @@ def prime_models(pipeline: VisionPipeline, frame: Pixels) -> None:
         pipeline.classifier.classify(pipeline.classifier.align(frame, dets[0]))
 
 
-Shot = tuple[Pixels, Pixels | None]
-"""A decoded frame's pixels and the camera's scaled copy for the detector, if it made one."""
+@dataclass(frozen=True)
+class Shot:
+    """A decoded frame inside its lease, as the bench takes it: its pixels, the source's copy
+    for the detector if it made one, and what the route needs to know of that copy."""
+
+    pixels: Pixels
+    lores: Pixels | None = None
+    age: float = 0.0
+    """Seconds the frame had lived when the bench took it: the time the source spent making
+    its copy, which the service's frame lifetime counts, so the bench's counts it too."""
+    cpu_scaled: bool = False
+    lores_zones: object | None = None
+    detector_read: Callable[[int | None, object | None], None] | None = None
 
 
 def measure(
@@ -284,8 +295,8 @@ def measure(
     i = -1
     for shot in frames:  # not enumerate(), whose reused tuple would hold the last frame during the read
         i += 1
-        if shot[0].shape != buffers.pixels.shape:
-            s.size = (shot[0].shape[1], shot[0].shape[0])
+        if shot.pixels.shape != buffers.pixels.shape:
+            s.size = (shot.pixels.shape[1], shot.pixels.shape[0])
         if i == 0 and warmup:
             spare = FrameRoute(VisionStage.plain(pipeline), recorder=LifetimeRecorder(recorder.clock))
             for _ in range(warmup):
@@ -305,7 +316,7 @@ class _Buffers:
 
     def fill(self, shot: Shot) -> Pixels | None:
         """Copy a shot in; the lores buffer, or None when the shot has no lores copy."""
-        src, lores = shot
+        src, lores = shot.pixels, shot.lores
         if src.shape != self.pixels.shape:
             self.pixels = np.empty_like(src)
         np.copyto(self.pixels, src)
@@ -330,14 +341,16 @@ def _one_frame(
     lores = buffers.fill(shot)
     t0, c0 = time.perf_counter(), time.process_time()
     carried = Frame(
-        pixels=buffers.pixels, index=i, captured_mono=clock.monotonic(), timestamp=clock.time(), lores=lores
+        pixels=buffers.pixels, index=i, captured_mono=clock.monotonic() - shot.age, timestamp=clock.time(),
+        lores=lores, cpu_scaled=shot.cpu_scaled, lores_zones=shot.lores_zones,
+        detector_read=shot.detector_read,
     )
     faces = route.carry(carried).faces
     s.pipeline.append((time.perf_counter() - t0, time.process_time() - c0))
     s.faces += len(faces)
     s.lores += lores is not None
     s.reads.append(sum(f.probs is not None for f in faces))
-    buffers.fill((shot[0], None))
+    buffers.fill(Shot(shot.pixels))
     prime_models(pipeline, buffers.pixels)
     s.detect.append(timed_invoke(pipeline.detector.model))
     s.emotion.append(timed_invoke(pipeline.classifier.model))
@@ -347,15 +360,17 @@ def _one_frame(
 def leased(frames: Iterable[Frame]) -> Generator[Shot, None, None]:
     """Each camera-layer frame's pixels and lores copy inside its lease (both zeroed once the
     caller copied them)."""
+    clock = SystemClock()
     for frame in frames:
         with lease(frame) as pixels:
-            yield pixels, frame.lores
+            age = clock.monotonic() - frame.captured_mono
+            yield Shot(pixels, frame.lores, age, frame.cpu_scaled, frame.lores_zones, frame.detector_read)
         del frame, pixels  # free for the decoder's next frame
 
 
 def cycled(frames: list[Pixels], n: int) -> Iterator[Shot]:
     for i in range(n):
-        yield frames[i % len(frames)], None
+        yield Shot(frames[i % len(frames)])
 
 
 def bench(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -238,3 +239,42 @@ def test_bench_keeps_no_copy_of_the_first_frame_while_it_times_the_clip(
     assert code == 0
     assert json.loads(out)["frames"] == 5
     assert alive == [2, 2]  # in the first pass and in the timed one: nothing of the first is left
+
+
+def test_bench_frame_lifetime_counts_the_copy_the_service_counts(
+    capsys: pytest.CaptureFixture[str], media: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service's lifetime starts before the source scales the copy; so must the bench's.
+    With the scaling made to take 40 ms, both record at least 40 ms per frame."""
+    from agent.camera.base import SourceOptions, open_source  # noqa: PLC0415
+    from agent.clock import SystemClock  # noqa: PLC0415
+    from agent.privacy.lease import LifetimeRecorder  # noqa: PLC0415
+    from agent.route import FrameRoute  # noqa: PLC0415
+    from agent.vision.shrink import Shrinker  # noqa: PLC0415
+    from agent.vision.stage import VisionStage  # noqa: PLC0415
+    from tests.test_route import SeeingPipeline  # noqa: PLC0415
+
+    original = Shrinker.shrink
+
+    def slow(self: Shrinker, pixels: Any, rgb: Any) -> Any:
+        time.sleep(0.04)
+        return original(self, pixels, rgb)
+
+    monkeypatch.setattr(Shrinker, "shrink", slow)
+    image = str(media / "group6.jpg")
+    recorder = LifetimeRecorder(SystemClock())
+    src = open_source(image, SourceOptions(realtime=False, detector_side=192), SystemClock())
+    try:
+        frame = src.read()
+        assert frame is not None
+        assert frame.lores is not None
+        FrameRoute(VisionStage.plain(SeeingPipeline()), recorder=recorder).carry(frame)  # type: ignore[arg-type]
+    finally:
+        src.close()
+    assert recorder.drain().samples_ms[0] >= 40.0
+
+    code, out, _ = run_bench(capsys, image, "--frames", "3", "--json")
+    assert code == 0
+    r = json.loads(out)
+    assert r["source_scaling_ms"] >= 40.0
+    assert r["lifetime_p50_ms"] >= 40.0
