@@ -15,6 +15,7 @@ never seen by the models. Only numbers leave: ``Carried`` holds no pixels.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent.frame import Frame
@@ -62,6 +63,8 @@ class FrameRoute:
         self.recorder = recorder
         self.filter = faces or FaceFilter()
         self._first_capture: float | None = None
+        self._source_copy: Callable[[int | None, object | None], None] | None = None
+        """The last frame's ``detector_read``: how to tell its source what the next copy needs."""
 
     def carry(self, frame: Frame) -> Carried:
         """Admit, lease, blank the zones, analyse, zero; then drop faces the policy excludes."""
@@ -80,6 +83,7 @@ class FrameRoute:
                 faces = self.stage.analyze(pixels, frame.index, now, lores)
                 if frame.detector_read is not None:
                     frame.detector_read(self.stage.copy_wanted, self.zones)
+                    self._source_copy = frame.detector_read
         if faces:
             faces = filter_faces(
                 faces,
@@ -88,6 +92,18 @@ class FrameRoute:
                 zones=self.zones,
             )
         return Carried(frame.index, now, self._elapsed(frame), admitted, faces)
+
+    def hand_over(self, successor: FrameRoute) -> None:
+        """Tell the source of this route's frames what ``successor`` (the route a reload built)
+        wants of its next copy, before that frame is decoded. The source blanks the zones into
+        the frame itself before it scales it, which no route can undo: told only by the next
+        frame, it would blank the old zones as well as the new into the first frame after the
+        reload, and a face where a zone was removed would be missed there. A frame a camera's
+        grabber thread had already decoded still carries both (the more private of the two
+        policies, for a frame captured before the reload)."""
+        if self._source_copy is not None:
+            self._source_copy(successor.stage.copy_wanted, successor.zones)
+            successor._source_copy = self._source_copy
 
     def _elapsed(self, frame: Frame) -> float:
         if frame.source_time is not None:

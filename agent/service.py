@@ -483,7 +483,8 @@ class Service:
         if plan.close_window:
             carried = self.stage.counters
             self.stage.pause()
-            self.route.close()
+            previous_route = self.route
+            previous_route.close()
             if plan.new_pipeline:
                 self.pipeline.close()
                 self.pipeline = self._pipeline_factory(new)
@@ -493,6 +494,8 @@ class Service:
                     carried=carried, spend_history=self._logged_spend, resume_at=resume_at,
                 )
             )
+            if not plan.reopen_source:  # the next frame is decoded with the new zones
+                previous_route.hand_over(self.route)
             self._count_last_frames()  # the new windows start from the feed's figures as they are now
         else:
             self.alerts = alert_engine(new)
