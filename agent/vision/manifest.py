@@ -230,7 +230,8 @@ def _variant(models_dir: Path, name: str, entry: dict[str, Any], precision: str)
     variants = entry.get("variants")
     variant = variants.get(precision) if isinstance(variants, dict) else None
     if not isinstance(variant, dict):
-        have = ", ".join(["float", *sorted(variants if isinstance(variants, dict) else {})])
+        usable = variants.items() if isinstance(variants, dict) else ()
+        have = ", ".join(["float", *sorted(k for k, v in usable if isinstance(v, dict))])
         raise ModelError(
             f"{models_dir / MANIFEST_NAME}: model {name!r} has no {precision} variant (it has: {have}); "
             "run `tools/quantize_models.py` (docs/quantization.md) or set vision.precision to float"
