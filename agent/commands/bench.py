@@ -293,17 +293,19 @@ def measure(
     route = FrameRoute(VisionStage.plain(pipeline), recorder=recorder)
     buffers = _Buffers()
     i = -1
-    for shot in frames:  # not enumerate(), whose reused tuple would hold the last frame during the read
-        i += 1
-        if shot.pixels.shape != buffers.pixels.shape:
-            s.size = (shot.pixels.shape[1], shot.pixels.shape[0])
-        if i == 0 and warmup:
-            spare = FrameRoute(VisionStage.plain(pipeline), recorder=LifetimeRecorder(recorder.clock))
-            for _ in range(warmup):
-                _one_frame(pipeline, spare, buffers, (shot, 0), Samples())
-        _one_frame(pipeline, route, buffers, (shot, i), s)
-        del shot  # free for the decoder's next frame
-    buffers.zero()
+    try:
+        for shot in frames:  # not enumerate(), whose reused tuple would hold the last frame during the read
+            i += 1
+            if shot.pixels.shape != buffers.pixels.shape:
+                s.size = (shot.pixels.shape[1], shot.pixels.shape[0])
+            if i == 0 and warmup:
+                spare = FrameRoute(VisionStage.plain(pipeline), recorder=LifetimeRecorder(recorder.clock))
+                for _ in range(warmup):
+                    _one_frame(pipeline, spare, buffers, (shot, 0), Samples())
+            _one_frame(pipeline, route, buffers, (shot, i), s)
+            del shot  # free for the decoder's next frame
+    finally:  # a camera lost or Ctrl-C part-way leaves no frame in the bench's copies either
+        buffers.zero()
     return s
 
 
@@ -315,14 +317,17 @@ class _Buffers:
     lores: Pixels = field(default_factory=lambda: np.empty((0, 0, 3), np.uint8))
 
     def fill(self, shot: Shot) -> Pixels | None:
-        """Copy a shot in; the lores buffer, or None when the shot has no lores copy."""
+        """Copy a shot in; the lores buffer, or None when the shot has no lores copy. A buffer
+        of another size is zeroed before it is dropped."""
         src, lores = shot.pixels, shot.lores
         if src.shape != self.pixels.shape:
+            self.pixels.fill(0)
             self.pixels = np.empty_like(src)
         np.copyto(self.pixels, src)
         if lores is None:
             return None
         if lores.shape != self.lores.shape:
+            self.lores.fill(0)
             self.lores = np.empty_like(lores)
         np.copyto(self.lores, lores)
         return self.lores
@@ -351,7 +356,10 @@ def _one_frame(
     s.lores += lores is not None
     s.reads.append(sum(f.probs is not None for f in faces))
     buffers.fill(Shot(shot.pixels))
-    prime_models(pipeline, buffers.pixels)
+    try:
+        prime_models(pipeline, buffers.pixels)
+    finally:
+        buffers.pixels.fill(0)  # the copy the priming read: no pixels wait for the next frame
     s.detect.append(timed_invoke(pipeline.detector.model))
     s.emotion.append(timed_invoke(pipeline.classifier.model))
     pipeline.clear()  # zero the scratch the priming used
@@ -404,7 +412,7 @@ def bench(
     scaling = info.scaling_seconds / n * 1000.0 if info is not None else 0.0
     return BenchResult(
         source=label, frame_size=f"{w}x{h}", frames=n, whole_clip=whole, detector=cfg.detector,
-        precision=cfg.precision, backend=pipeline.backend, threads=cfg.threads,
+        precision=pipeline.precision, backend=pipeline.backend, threads=cfg.threads,
         detect_invoke_ms=round(det_ms, 3), emotion_invoke_ms=round(emo_ms, 3),
         model_bound_fps=round(bound, 1), pipeline_fps=round(fps, 1),
         pipeline_mean_fps=round(n / total[0], 1), ratio=round(fps / bound, 3),
@@ -452,7 +460,7 @@ def run(args: argparse.Namespace) -> int:
     if args.matrix:
         return bench_matrix.run(args)
     if args.compare or args.gating:
-        return bench_clip.run(args, cfg)
+        return bench_clip.run(args, cfg, DEFAULT_FRAMES if args.source and is_camera(args.source) else None)
     rss_before = peak_rss_mb()
     pipeline = VisionPipeline.from_config(cfg)
     source = args.source or default_source()
@@ -508,7 +516,8 @@ def render(r: BenchResult) -> str:
     return "\n".join([
         f"source            {r.source} ({r.frame_size}, {r.frames} frames"
         f"{': the whole clip' if r.whole_clip else ''}, {r.faces_per_frame} faces/frame)",
-        f"backend           {r.backend}, {r.threads} thread(s), detector {r.detector}",
+        f"backend           {r.backend}, {r.threads} thread(s), detector {r.detector}, "
+        f"precision {r.precision}",
         f"detector input    {_detector_input(r)}",
         f"detect invoke     {r.detect_invoke_ms:.3f} ms (median)",
         f"emotion invoke    {r.emotion_invoke_ms:.3f} ms (median)",

@@ -129,8 +129,7 @@ def run_clip(cfg: VisionConfig, source: str, gating: str, limit: int) -> ClipRes
     totals = _Totals()
     totals.detect = pipeline.detector.model.record_invokes()
     totals.emotion = pipeline.classifier.model.record_invokes()
-    backend = pipeline.backend
-    precisions = dict.fromkeys([pipeline.detector.spec.precision, pipeline.classifier.spec.precision])
+    backend, precision = pipeline.backend, pipeline.precision
     stage = VisionStage(pipeline, settings)
     route = FrameRoute(stage)
     src = open_source(source, SourceOptions(realtime=False), SystemClock())
@@ -153,7 +152,7 @@ def run_clip(cfg: VisionConfig, source: str, gating: str, limit: int) -> ClipRes
     det_ms, emo_ms, wall_ms = (sum(totals.detect) * 1e3, sum(totals.emotion) * 1e3, totals.wall * 1e3)
     return ClipResult(
         source=source, frame_size=totals.size,
-        precision="/".join(precisions),  # one word, or detector/emotion when auto chose apart
+        precision=precision,
         gating=gating, emotion_every_frames=settings.emotion_every_frames, backend=backend,
         threads=cfg.threads, frames=n, video_seconds=round(video_s, 3),
         fps=round(n / totals.wall, 1), ms_per_frame=round(wall_ms / n, 3),
@@ -248,11 +247,12 @@ def render_table(results: list[dict[str, Any]]) -> str:
     return "\n".join([*head, *lines])
 
 
-def run(args: argparse.Namespace, cfg: VisionConfig) -> int:
-    """``bench --gating on|off``: one variant over SOURCE (default: the demo clip)."""
+def run(args: argparse.Namespace, cfg: VisionConfig, default_frames: int | None = None) -> int:
+    """``bench --gating on|off``: one variant over SOURCE (default: the demo clip), for
+    ``--frames`` frames, else ``default_frames`` (a camera's), else the whole clip."""
     if args.compare:
         return compare(args)
-    limit = args.frames if args.frames is not None else sys.maxsize
+    limit = args.frames if args.frames is not None else default_frames or sys.maxsize
     result = run_clip(cfg, compare_source(args.source), args.gating, limit)
     if args.json:
         json.dump(asdict(result), sys.stdout)

@@ -184,6 +184,11 @@ class VisionPipeline:
     def backend(self) -> str:
         return self.detector.model.backend
 
+    @property
+    def precision(self) -> str:
+        """What runs: one word, or detector/emotion when ``auto`` chose apart."""
+        return "/".join(dict.fromkeys([self.detector.spec.precision, self.classifier.spec.precision]))
+
     def detect(self, pixels: Pixels, still: bool = False) -> list[Detection]:
         """Detector only (for gating and privacy zones); scratch is zeroed before returning."""
         check_pixels(pixels)
