@@ -168,21 +168,44 @@ class Picamera2Source:
     def read(self) -> Frame | None:
         if self._cam is None or self._mapped is None:
             raise CameraLost(f"picamera2:{self.camera_num}: read from a closed camera")
+        wait = capture_timeout(self.options.fps)
         try:
-            request = self._cam.capture_request()
+            request = self._cam.capture_request(wait=wait)
+        except TimeoutError as exc:
+            self._cam.cancel_all_and_flush()  # so that the camera can be stopped and closed
+            raise CameraLost(
+                f"picamera2:{self.camera_num}: no frame for {wait:.0f} s (the camera stopped "
+                "delivering: check the ribbon cable and `rpicam-hello --list-cameras`)"
+            ) from exc
         except Exception as exc:
             raise CameraLost(f"picamera2:{self.camera_num}: capture failed: {exc}") from exc
-        lores: Pixels | None = None
-        try:
-            with self._mapped(request, "main", write=False) as mapped:
-                pixels = self._copy(mapped.array)
-            if self._lores is not None:
-                lores = self._read_lores(request, self._lores)
-        finally:
-            request.release()
+        pixels, lores = self._copies(request)
         frame = Frame(pixels, self._count, self.clock.monotonic(), self.clock.time(), lores=lores)
         self._count += 1
         return frame
+
+    def _copies(self, request: Any) -> tuple[Pixels, Pixels | None]:
+        """The frame's copy and its lores RGB, the request released; if anything fails on the
+        way, the release included (libcamera refuses to queue a request again once the camera
+        is gone), the copies already made are zeroed before the error leaves."""
+        made: list[Pixels] = []
+        try:
+            try:
+                with self._mapped(request, "main", write=False) as mapped:
+                    made.append(self._copy(mapped.array))
+                if self._lores is not None and (lores := self._read_lores(request, self._lores)) is not None:
+                    made.append(lores)
+            finally:
+                refused = _release(request)
+        except BaseException:
+            _zero_all(made)
+            raise
+        if refused is not None:
+            _zero_all(made)
+            raise CameraLost(
+                f"picamera2:{self.camera_num}: the camera refused its buffer back: {refused}"
+            ) from refused
+        return made[0], made[1] if len(made) > 1 else None
 
     def _read_lores(self, request: Any, size: tuple[int, int]) -> Pixels | None:
         """The request's lores copy as RGB; a failure there (the stream missing, a mapping
@@ -277,6 +300,31 @@ class Picamera2Source:
             cam.stop()
         finally:
             cam.close()
+
+
+CAPTURE_TIMEOUT_S = 3.0
+"""Shortest wait for a frame before the camera counts as lost. picamera2 waits for ever by
+default, and a camera whose ribbon cable came loose never completes a request (libcamera logs
+"Camera frontend has timed out!"), so the feed would never notice or reopen it."""
+
+
+def capture_timeout(fps: float) -> float:
+    """Seconds to wait for one frame: ``CAPTURE_TIMEOUT_S``, or four frame intervals at a low rate."""
+    return max(CAPTURE_TIMEOUT_S, 4.0 / fps) if fps > 0 else CAPTURE_TIMEOUT_S
+
+
+def _zero_all(copies: list[Pixels]) -> None:
+    for copy in copies:
+        copy.fill(0)
+
+
+def _release(request: Any) -> Exception | None:
+    """Give a request back to picamera2; the error instead of raising it."""
+    try:
+        request.release()
+    except Exception as exc:
+        return exc
+    return None
 
 
 def bt601_colour_space(module: ModuleType) -> Any:

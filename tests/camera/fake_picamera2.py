@@ -240,6 +240,10 @@ class FakePicamera2:
             raise RuntimeError("Camera has not been configured")
         self.started = True
 
+    def cancel_all_and_flush(self) -> None:
+        """Picamera2's tidy-up after a timed-out capture (a dislodged cable), before closing."""
+        self.calls.append("cancel_all_and_flush")
+
     def capture_request(self, wait: Any = None, flush: Any = None) -> FakeCompletedRequest:
         if not self.started or self.camera_config is None:
             raise RuntimeError("Camera is not running")

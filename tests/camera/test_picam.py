@@ -111,8 +111,8 @@ def test_a_padded_buffer_is_copied_once_into_the_frame_and_nowhere_else(clock: F
     capture = cam.capture_request
     after_capture: list[int] = []
 
-    def measured_capture(*args: object) -> object:
-        request = capture(*args)
+    def measured_capture(*args: object, **kwargs: object) -> object:
+        request = capture(*args, **kwargs)
         tracemalloc.reset_peak()
         after_capture.append(tracemalloc.get_traced_memory()[0])
         return request
