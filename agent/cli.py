@@ -12,8 +12,10 @@ input, 1 runtime failure), never a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -96,5 +98,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_RUNTIME
     except BrokenPipeError:
+        _drop_stdout()
         return 0
+    except OSError as exc:  # the system refused a write or read no error above names (a full disk)
+        logger.debug("the command failed on an OS error", exc_info=True)
+        if exc.errno in OUTPUT_ERRNOS:
+            _drop_stdout()
+        print(f"emotion-agent: error: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
     return code
+
+
+OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG})
+"""Errors that leave what is still buffered for stdout unwritable as well."""
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's own flush at exit neither fails again
+    nor prints an 'Exception ignored' message after our one line."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no real stdout (captured in tests): nothing to do
+        pass

@@ -157,7 +157,8 @@ _PICAMERA2 = re.compile(r"^picamera2(?::(?P<num>\d+))?$")
 
 
 def resolve(source: str) -> tuple[str, str]:
-    """Map a source string to (backend key, target); refuse schemes no backend speaks."""
+    """Map a source string to (backend key, target); refuse schemes no backend speaks. A path
+    is taken as given: ``"face.png "`` is that file, not ``face.png`` beside it."""
     s = source.strip()
     if not s:
         raise SourceError("camera source is empty: give a file, folder, /dev/videoN, URL or picamera2")
@@ -178,7 +179,7 @@ def resolve(source: str) -> tuple[str, str]:
             f"{redact_url(s)}: unsupported URL scheme {scheme!r}; use rtsp://, rtsps://, http://, "
             "https://, file:/path, /dev/videoN or picamera2"
         )
-    return "replay", s
+    return "replay", source
 
 
 def redact_url(url: str) -> str:

@@ -32,6 +32,7 @@ import numpy as np
 from agent import MAX_IMAGE_PIXELS
 from agent.camera.base import SourceInfo, SourceOptions, Wanted, every_frame
 from agent.camera.buffers import FramePool
+from agent.camera.codec_stderr import caught_stderr
 from agent.camera.scaled_copy import decoded_frame, scaled_copy, scaling_tally
 from agent.clock import Clock
 from agent.errors import SourceError
@@ -73,21 +74,32 @@ def quiet_decoder_logs() -> None:
         getattr(cv2, "setLogLevel")(OPENCV_LOG_LEVEL_ERROR)  # noqa: B009 - absent from OpenCV 5 stubs
 
 
+DAMAGE_MESSAGES = ("Corrupt JPEG data", "Premature end of JPEG file")
+"""libjpeg's warnings for a JPEG it decoded all the same, with grey or garbage where its data
+was damaged or missing (a decoder's other messages, such as libpng's about colour profiles,
+are harmless and only logged at debug level)."""
+
+
 def decode_image(path: Path) -> Pixels:
     """Read one image as BGR uint8; SourceError naming the file when it cannot be used."""
     data = read_user_bytes(path, "image", SourceError, max_bytes=MAX_IMAGE_BYTES)
     if not data:
         raise SourceError(f"{path}: empty file (0 bytes), not an image")
-    try:
-        pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-    except cv2.error:  # e.g. over OPENCV_IO_MAX_IMAGE_PIXELS
-        pixels = None
+    with caught_stderr() as said:
+        try:
+            pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+        except cv2.error:  # e.g. over OPENCV_IO_MAX_IMAGE_PIXELS
+            pixels = None
+    for line in said:
+        logger.debug("the image decoder said: %s", line, extra={"fields": {"file": str(path)}})
     if pixels is None:
+        why = f"; the decoder said: {said[-1]}" if said else ""
         raise SourceError(
             f"{path}: unreadable image (not a valid {path.suffix or 'image'} file, or larger than "
-            f"{MAX_IMAGE_PIXELS // (1024 * 1024)} Mpx; supported: {', '.join(sorted(IMAGE_SUFFIXES))})"
+            f"{MAX_IMAGE_PIXELS // (1024 * 1024)} Mpx; supported: {', '.join(sorted(IMAGE_SUFFIXES))}){why}"
         )
     try:
+        check_damage(path, said)
         check_size(path, pixels.shape[1], pixels.shape[0])
     except SourceError:
         pixels.fill(0)  # decoded, then refused: it held pixels all the same
@@ -95,11 +107,31 @@ def decode_image(path: Path) -> Pixels:
     return np.ascontiguousarray(pixels, dtype=np.uint8)
 
 
+def check_damage(path: Path, said: list[str]) -> None:
+    """SourceError when the decoder said it filled in part of the image (``DAMAGE_MESSAGES``)."""
+    damage = next((line for line in said if line.startswith(DAMAGE_MESSAGES)), None)
+    if damage is not None:
+        raise SourceError(
+            f"{path}: damaged image: the decoder said {damage!r} and filled in what it could not read"
+        )
+
+
 def check_size(path: Path, width: int, height: int) -> None:
     if min(width, height) < MIN_SIDE:
         raise SourceError(
             f"{path}: {width} x {height} pixels is too small to analyse "
             f"(width and height must be at least {MIN_SIDE})"
+        )
+
+
+def check_pixel_count(path: Path, width: int, height: int) -> None:
+    """The images' limit for a video's frames too: FFmpeg has none, so the same JPEG named
+    ``.mp4`` (an MJPEG frame), or an MJPEG AVI of 12000 x 9000 frames, was decoded whole
+    (956 MB) where ``.jpg`` was refused (found by review)."""
+    if width * height > MAX_IMAGE_PIXELS:
+        raise SourceError(
+            f"{path}: its frames are {width} x {height} pixels, larger than "
+            f"{MAX_IMAGE_PIXELS // (1024 * 1024)} Mpx (the limit for images and videos)"
         )
 
 
@@ -225,6 +257,11 @@ class ReplaySource:
         if math.isfinite(fps) and 0 < fps <= MAX_NATIVE_FPS:
             self._fps = fps
         self._size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        try:
+            check_pixel_count(self.path, *self._size)  # before a frame is decoded
+        except SourceError:
+            cap.release()
+            raise
         count = float(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         self._frame_count = int(count) if math.isfinite(count) and count > 0 else None
         ok, probe = cap.read()  # a container that opens but holds no decodable frame is corrupt

@@ -43,6 +43,10 @@ EMOTION_MODEL = "emotion"
 PADDED_MIN_SIDE = 0.4
 """The padded retry is for faces that fill a still: it keeps only boxes at least this share
 of the image wide or high (on scikit-image's logo it found a 0.515 "face" 14 % wide)."""
+PADDED_MAX_INPUTS = 4
+"""The padded retry shrinks a still to at most this many detector inputs on its longer side
+first: padded at full size, a 64 Mpx still (192 MB) took 768 MB more, only to be shrunk to
+the detector's 192 x 192 (found by review: 1.3 GB RSS for a face-less 8192 x 8192 PNG)."""
 
 
 def open_models(accelerator: str, specs: list[ModelSpec], threads: int) -> list[Model]:
@@ -218,7 +222,18 @@ class VisionPipeline:
         """Detect on the frame with a black border of half its size on each side, boxes mapped
         back. A face that fills the frame (a tight 112 px portrait: score 0.47, under the
         threshold) is larger than BlazeFace's anchors expect; padded it scores 0.81. The padded
-        copy holds pixels, so it is zeroed before it is dropped."""
+        copy (and the shrunk one a large still is padded from) holds pixels, so it is zeroed
+        before it is dropped."""
+        longest = PADDED_MAX_INPUTS * self.detector.size
+        if max(pixels.shape[:2]) > longest:  # the detector shrinks it anyway: first, and small
+            r = longest / max(pixels.shape[:2])
+            size = (max(round(pixels.shape[1] * r), 1), max(round(pixels.shape[0] * r), 1))
+            small: Pixels = np.empty((size[1], size[0], 3), np.uint8)
+            cv2.resize(pixels, size, dst=small, interpolation=cv2.INTER_AREA)
+            try:
+                return self._detect_padded(small)
+            finally:
+                small.fill(0)
         h, w = pixels.shape[:2]
         by, bx = h // 2, w // 2
         padded: Pixels = np.zeros((h + 2 * by, w + 2 * bx, 3), np.uint8)
