@@ -15,7 +15,6 @@ never a crash.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -80,11 +79,12 @@ if TYPE_CHECKING:
     from agent.reload_plan import ReloadPlan
     from agent.transport.commands import Command
     from agent.transport.spool import DropReport
+    from agent.vision.pipeline import VisionPipeline
 
 logger = logging.getLogger(__name__)
 
 IDLE_SLEEP_S = 0.2
-RESTART_ONLY = frozenset({"device_id", "keys", "state_dir", "mqtt", "outputs"})
+RESTART_ONLY = frozenset({"device_id", "keys", "state_dir", "mqtt", "outputs", "audit"})
 """Top-level keys a reload records but that take effect only at the next start."""
 
 
@@ -437,6 +437,10 @@ class Service:
             plan = plan_reload(keys, live=self.feed.live)
             if plan.reopen_source:
                 self.feed.check(new.camera.source, source_options(new))
+            # Everything that can still refuse the config comes before anything changes: models
+            # that cannot load used to escape here after the window was closed and the running
+            # pipeline released (found by review).
+            pipeline = self._pipeline_factory(new) if plan.new_pipeline else None
         except EmotionAgentError as exc:
             logger.error("reload refused, keeping the running config: %s", exc)  # noqa: TRY400
             self.audit.append("error", {"code": "reload_refused", "message": str(exc)[:500]})
@@ -451,12 +455,16 @@ class Service:
         if plan.close_window:  # ends at the reload; the next window starts there, new settings
             self._count_last_frames()
             now = self._window_time(None)
+            pending = self.aggregator.resume_pending
             reports = self.aggregator.flush(now, reload=True)
             for report in reports:
                 self._publish_window(report)
-            # Two reloads within a second: the window the first one opened starts after `now`,
-            # so the next one starts where it ended, never inside it.
-            resume_at = max([math.ceil(now), *(r.window_end for r in reports)])
+            # The next window starts where the last one published ended (a window closed early
+            # ends at the second after `now`; one already over ends where it should), or where
+            # this aggregator was itself to resume if it had no window yet (two reloads within a
+            # second): never inside a published window, and no second left out.
+            ends = [*(r.window_end for r in reports), *([pending] if pending is not None else [])]
+            resume_at = max(ends, default=None)
         self.audit.append(
             "config_change",
             {
@@ -467,11 +475,13 @@ class Service:
         )
         if policy_digest(new) != policy_digest(self.cfg) or policy_fields(new) != policy_fields(self.cfg):
             self.audit.append("policy_change", {"policy": policy_fields(new), "reason": "reload"})
-        self._apply(new, plan, resume_at)
+        self._apply(new, plan, resume_at, pipeline)
         logger.info("config reloaded", extra={"fields": {"changed": len(keys)}})
         return True
 
-    def _apply(self, new: AgentConfig, plan: ReloadPlan, resume_at: int | None) -> None:
+    def _apply(
+        self, new: AgentConfig, plan: ReloadPlan, resume_at: int | None, pipeline: VisionPipeline | None
+    ) -> None:
         """Swap in the parts a new config changes, each through its own methods; what is
         counted in the open window is replaced only together with that window."""
         if plan.reopen_source:
@@ -485,9 +495,9 @@ class Service:
             self.stage.pause()
             previous_route = self.route
             previous_route.close()
-            if plan.new_pipeline:
+            if pipeline is not None:
                 self.pipeline.close()
-                self.pipeline = self._pipeline_factory(new)
+                self.pipeline = pipeline
             self.tracker, self.aggregator, self.alerts, self.stage, self.route, self._accountant = (
                 build_processing(
                     new, self.clock, self.pipeline, self.recorder,
@@ -499,6 +509,7 @@ class Service:
             self._count_last_frames()  # the new windows start from the feed's figures as they are now
         else:
             self.alerts = alert_engine(new)
+        self._retune(new)
         self.cfg = new
         accountant = self._accountant
         self._publish_alerts(self.alerts.take_over(previous_alerts, at=int(self._window_time(None))))
@@ -509,6 +520,23 @@ class Service:
             if update_discovery is not None:
                 update_discovery(discovery_spec(new))
         self.gate.reschedule(schedule_of(new), self._budget_gate(accountant))
+
+    def _retune(self, new: AgentConfig) -> None:
+        """Give the parts built once at start the values a reload changed: each key a reload
+        accepts (not restart-only) must reach what it configures (found by review: the health
+        period, the reconnect back-off, the retention days and the privacy flag file kept
+        their start values while the audit log recorded the new ones)."""
+        period = new.analytics.health_period_seconds
+        if period != self.health_periods.period_s:  # held figures start empty: never early
+            self.health_periods = HealthPeriods(period, self.health)
+        self.feed.max_backoff = new.camera.reconnect_max_seconds
+        self.retention.retune(new.retention)
+        self.audit.retention_days = new.retention.audit_days
+        flag = new.policy.privacy_mode.flag_file
+        if flag != (self.flag_poller.path if self.flag_poller is not None else None):
+            self.flag_poller = FlagFilePoller(flag, self.privacy) if flag is not None else None
+            if flag is None:  # no file holds privacy mode on any more
+                self._privacy_event(self.privacy.set("file", False))
 
     # --- stop --------------------------------------------------------------------------------------
 

@@ -221,6 +221,11 @@ class WindowAggregator:
         self._published: dict[TrackHandle, TrackView] | None = None
         """Voters of the last window that published a breakdown (the differencing rule)."""
 
+    @property
+    def resume_pending(self) -> int | None:
+        """Where the first window will start, when a reload said so and no frame came since."""
+        return self._resume_at
+
     def window_start(self, t: float) -> int:
         return math.floor(t / self.length) * self.length
 
@@ -264,6 +269,10 @@ class WindowAggregator:
         return out
 
     def _window_for(self, t: float) -> _Window:
+        if self._resume_at is not None and t < self._resume_at:
+            # A frame of the second a reload closed (rounded up) counts in the window after
+            # it: opening the aligned window here would publish the closed one again.
+            t = self._resume_at
         start = self.window_start(t)
         current = self._current
         if current is not None and start < current.end:

@@ -164,6 +164,11 @@ class RetentionEnforcer:
         self.next_run: float | None = None
         """Wall time of the next run; None until the first (start-up) run."""
 
+    def retune(self, cfg: RetentionConfig) -> None:
+        """A reload's new limits and interval, from the next run on."""
+        self.limits = limits_from(cfg)
+        self.interval_s = cfg.interval_minutes * 60
+
     def run_if_due(self) -> RetentionRun | None:
         """Run when the timer says so (always the first time); None when not yet due."""
         if self.next_run is not None and self.clock.time() < self.next_run:
