@@ -153,8 +153,7 @@ class Service:
             self.health_periods = HealthPeriods(cfg.analytics.health_period_seconds, self.health)
             self.privacy = PrivacyMode(self.clock)
             self.signals = ServiceSignals(SignalToggle(self.privacy))
-            flag = cfg.policy.privacy_mode.flag_file
-            self.flag_poller = FlagFilePoller(flag, self.privacy) if flag is not None else None
+            self.flag_poller = self._flag_poller(cfg)
             self.feed = CameraFeed(
                 cfg.camera.source,
                 source_options(cfg),
@@ -412,13 +411,20 @@ class Service:
         self._commands.offer(command)
 
     def _handle_requests(self) -> None:
+        allowed = self.cfg.policy.privacy_mode
         for command in self._commands.take():
             if command.name == "privacy_mode" and command.on is not None:
-                self._privacy_event(self.privacy.set("mqtt", command.on))
+                if allowed.mqtt:
+                    self._privacy_event(self.privacy.set("mqtt", command.on))
+                else:
+                    logger.warning("privacy mode command ignored: policy.privacy_mode.mqtt is false")
             elif command.name == "checkpoint":
                 self.audit.checkpoint()
-        for event in self.signals.toggle.drain():
+        ignored = self.signals.toggle.ignored
+        for event in self.signals.toggle.drain(apply=allowed.sigusr1):
             self._privacy_event(event)
+        if self.signals.toggle.ignored != ignored:
+            logger.warning("SIGUSR1 ignored: policy.privacy_mode.sigusr1 is false")
         if self.flag_poller is not None:
             self._privacy_event(self.flag_poller.poll())
         if self.signals.take_reload():
@@ -532,11 +538,24 @@ class Service:
         self.feed.max_backoff = new.camera.reconnect_max_seconds
         self.retention.retune(new.retention)
         self.audit.retention_days = new.retention.audit_days
-        flag = new.policy.privacy_mode.flag_file
-        if flag != (self.flag_poller.path if self.flag_poller is not None else None):
-            self.flag_poller = FlagFilePoller(flag, self.privacy) if flag is not None else None
-            if flag is None:  # no file holds privacy mode on any more
+        switches = new.policy.privacy_mode
+        if switches != self.cfg.policy.privacy_mode:
+            self.flag_poller = self._flag_poller(new)
+            # A way to pause that the policy no longer has holds privacy mode no more (the others
+            # still do: privacy mode is on while any of them says so).
+            if switches.flag_file is None:
                 self._privacy_event(self.privacy.set("file", False))
+            if not switches.mqtt:
+                self._privacy_event(self.privacy.set("mqtt", False))
+            if not switches.sigusr1:
+                self._privacy_event(self.privacy.set("signal", False))
+
+    def _flag_poller(self, cfg: AgentConfig) -> FlagFilePoller | None:
+        """``policy.privacy_mode.flag_file``, looked at every ``poll_seconds``."""
+        switches = cfg.policy.privacy_mode
+        if switches.flag_file is None:
+            return None
+        return FlagFilePoller(switches.flag_file, self.privacy, self.clock, switches.poll_seconds)
 
     # --- stop --------------------------------------------------------------------------------------
 

@@ -139,6 +139,8 @@ class SignalToggle:
         self.mode = mode
         self._received: list[int] = []
         self._previous: signal._HANDLER = None
+        self.ignored = 0
+        """SIGUSR1s forgotten because the policy does not let the signal switch privacy mode."""
 
     def handler(self, signum: int, frame: FrameType | None) -> None:
         self._received.append(signum)  # one bytecode: safe against a signal arriving in drain
@@ -150,9 +152,12 @@ class SignalToggle:
     def uninstall(self, signum: int = signal.SIGUSR1) -> None:
         signal.signal(signum, self._previous if self._previous is not None else signal.SIG_DFL)
 
-    def drain(self) -> list[PrivacyModeEvent]:
-        """Apply every toggle received since the last call, in order."""
+    def drain(self, *, apply: bool = True) -> list[PrivacyModeEvent]:
+        """Apply every toggle received since the last call, in order; ``apply=False``
+        (``policy.privacy_mode.sigusr1: false``) forgets them instead. Either way the handler
+        stays: without it SIGUSR1 would end the process."""
         count = len(self._received)
         del self._received[:count]
-        events = [self.mode.toggle("signal") for _ in range(count)]
+        self.ignored += 0 if apply else count
+        events = [self.mode.toggle("signal") for _ in range(count if apply else 0)]
         return [e for e in events if e is not None]
