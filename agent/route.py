@@ -102,8 +102,12 @@ class FrameRoute:
         grabber thread had already decoded still carries both (the more private of the two
         policies, for a frame captured before the reload)."""
         if self._source_copy is not None:
-            self._source_copy(successor.stage.copy_wanted, successor.zones)
-            successor._source_copy = self._source_copy
+            successor.adopt_source(self._source_copy)
+
+    def adopt_source(self, detector_read: Callable[[int | None, object | None], None]) -> None:
+        """Take over the source of the route this one replaces, telling it what this one wants."""
+        detector_read(self.stage.copy_wanted, self.zones)
+        self._source_copy = detector_read
 
     def _elapsed(self, frame: Frame) -> float:
         if frame.source_time is not None:
