@@ -10,9 +10,10 @@ schema, then the platform's ``DISCOVERY_SCHEMA``. A device message
 (``<prefix>/device/<object>/config``, Home Assistant 2024.11+) is split into components as
 2024.11's ``discovery.py`` does (``dev``, ``o`` and the shared availability/topic options merged
 into each component; ``qos`` is not shared) and each component is then checked the same way, so
-the platform schemas of the installed version judge every entity. HA's schemas silently drop
-unknown keys (``REMOVE_EXTRA``): a key dropped here is reported as an error, since HA would
-ignore it without a word.
+the platform schemas of the installed version judge every entity; a component holding nothing
+but its platform is a removal there (its config is an empty payload) and is listed under
+``removed``. HA's schemas silently drop unknown keys (``REMOVE_EXTRA``): a key dropped here is
+reported as an error, since HA would ignore it without a word.
 
 Never imported by the agent; ``make ha-venv`` installs the ``homeassistant`` package it needs.
 """
@@ -111,7 +112,8 @@ Part = tuple[str, str, dict[str, Any]]
 
 
 def split_device_message(where: str, payload: dict[str, Any]) -> tuple[list[Part], list[str]]:
-    """The components of a device message, merged as Home Assistant 2024.11 merges them."""
+    """The components of a device message, merged as Home Assistant 2024.11 merges them; a
+    removal (platform only) is left unmerged, an empty config, as 2024.11 leaves it."""
     message = _expand(payload, DEVICE_MESSAGE_ABBREVIATIONS)
     if isinstance(message.get("device"), dict):
         message["device"] = _expand(message["device"], abbreviations.DEVICE_ABBREVIATIONS)
@@ -131,6 +133,9 @@ def split_device_message(where: str, payload: dict[str, Any]) -> tuple[list[Part
     for key, raw in message["components"].items():
         component = dict(raw)
         platform = component.pop("platform")
+        if not component:
+            out.append((f"{where} component {key}", platform, component))
+            continue
         component["device"] = message["device"]
         component["origin"] = message["origin"]
         for option in SHARED_OPTIONS:
@@ -140,7 +145,9 @@ def split_device_message(where: str, payload: dict[str, Any]) -> tuple[list[Part
     return out, []
 
 
-def check_message(prefix: str, topic: str, text: str) -> tuple[list[dict[str, Any]], list[str]]:
+def check_message(
+    prefix: str, topic: str, text: str, removed: list[dict[str, str]] | None = None
+) -> tuple[list[dict[str, Any]], list[str]]:
     if not topic.startswith(prefix + "/"):
         return [], []
     match = discovery.TOPIC_MATCHER.match(topic[len(prefix) + 1 :])
@@ -159,6 +166,10 @@ def check_message(prefix: str, topic: str, text: str) -> tuple[list[dict[str, An
         parts, errors = [(topic, platform, payload)], []
     entities = []
     for where, plat, config in parts:
+        if not config:  # a device message's removal of one component
+            if removed is not None:
+                removed.append({"platform": plat, "where": where})
+            continue
         validated, problems = check_entity(where, plat, config)
         errors += problems
         if validated:
@@ -172,13 +183,15 @@ def main() -> int:
     prefix = sys.argv[1] if len(sys.argv) > 1 else "homeassistant"
     entities: list[dict[str, Any]] = []
     errors: list[str] = []
+    removed: list[dict[str, str]] = []
     for line in sys.stdin:
         if line.strip():
             message = json.loads(line)
-            found, problems = check_message(prefix, message["topic"], message["payload"])
+            found, problems = check_message(prefix, message["topic"], message["payload"], removed)
             entities += found
             errors += problems
-    print(json.dumps({"home_assistant": HA_VERSION, "entities": entities, "errors": errors}))
+    report = {"home_assistant": HA_VERSION, "entities": entities, "removed": removed, "errors": errors}
+    print(json.dumps(report))
     return 1 if errors else 0
 
 

@@ -2,7 +2,10 @@
 
 - ``device`` (Home Assistant 2024.11 and later): one retained message on
   ``<prefix>/device/<object_id>/config`` with ``dev`` (the device), ``o`` (this software) and
-  ``cmps`` (one entry per entity, each with ``p`` = platform).
+  ``cmps`` (one entry per entity, each with ``p`` = platform). Home Assistant acts only on the
+  components a message holds: one left out keeps its entity, one sent as ``{"p": <platform>}``
+  alone loses it. So a component announced before and no longer wanted (a removed alert rule)
+  stays in ``cmps`` as ``{"p": <platform>}`` (:func:`retired_components`).
 - ``entities`` (Home Assistant 2021.12 to 2024.10, and every later version; openHAB and
   Node-RED dashboards that read discovery): one retained message per entity on
   ``<prefix>/<platform>/<object_id>/<entity>/config`` (``object_id`` as the node id), each with
@@ -38,7 +41,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -278,15 +281,36 @@ def _availability(spec: DiscoverySpec) -> dict[str, str]:
     }
 
 
-def build_discovery(spec: DiscoverySpec) -> dict[str, Any]:
-    """The device-based discovery payload (a dict; :func:`encode_discovery` gives the bytes).
+def platforms(spec: DiscoverySpec) -> dict[str, str]:
+    """Component id to platform: what a device message for ``spec`` holds."""
+    return {key: cfg["p"] for key, cfg in components(spec).items()}
+
+
+def retired_components(spec: DiscoverySpec, announced: Mapping[str, str]) -> dict[str, str]:
+    """The components of ``announced`` (id to platform, as a device message carried them) that
+    ``spec`` no longer has: each goes into the next device message as ``{"p": <platform>}``.
+
+    Home Assistant 2024.11+ (``mqtt/discovery.py``) dispatches one update per component present
+    in ``cmps`` and nothing for an absent one; a component whose config is empty once ``p`` is
+    popped is an empty payload for its discovery hash, on which ``entity.py`` removes the entity
+    and forgets the hash. For a hash it does not hold, the same is ignored without a word, so the
+    entry can stay: a retained message keeps telling a Home Assistant that was away."""
+    current = platforms(spec)
+    return {key: platform for key, platform in announced.items() if key not in current}
+
+
+def build_discovery(spec: DiscoverySpec, retired: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The device-based discovery payload (a dict; :func:`encode_discovery` gives the bytes),
+    with each of ``retired`` (id to platform, from :func:`retired_components`) as a removal.
 
     Availability sits at the root: Home Assistant shares it with every component."""
+    cmps: dict[str, dict[str, Any]] = {key: {"p": platform} for key, platform in (retired or {}).items()}
+    cmps.update(components(spec))
     return {
         "dev": _device(spec),
         "o": {"name": "emotion-agent", "sw": spec.sw_version},
         **_availability(spec),
-        "cmps": components(spec),
+        "cmps": cmps,
     }
 
 
@@ -308,14 +332,15 @@ def _encode(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
 
 
-def encode_discovery(spec: DiscoverySpec) -> bytes:
-    return _encode(build_discovery(spec))
+def encode_discovery(spec: DiscoverySpec, retired: Mapping[str, str] | None = None) -> bytes:
+    return _encode(build_discovery(spec, retired))
 
 
-def announcements(spec: DiscoverySpec) -> dict[str, bytes]:
-    """The retained messages of ``spec.mode``, topic to payload (none when ``off``)."""
+def announcements(spec: DiscoverySpec, retired: Mapping[str, str] | None = None) -> dict[str, bytes]:
+    """The retained messages of ``spec.mode``, topic to payload (none when ``off``); ``retired``
+    applies to ``device`` mode only (``entities`` mode clears a topic instead)."""
     if spec.mode == "device":
-        return {spec.topic: encode_discovery(spec)}
+        return {spec.topic: encode_discovery(spec, retired)}
     if spec.mode == "entities":
         return {topic: _encode(cfg) for topic, cfg in build_entity_configs(spec).items()}
     return {}
@@ -324,7 +349,7 @@ def announcements(spec: DiscoverySpec) -> dict[str, bytes]:
 def all_topics(spec: DiscoverySpec) -> set[str]:
     """Every discovery topic either mode would use for ``spec``."""
     topics = {spec.topic}
-    topics.update(spec.entity_topic(cfg["p"], key) for key, cfg in components(spec).items())
+    topics.update(spec.entity_topic(p, key) for key, p in platforms(spec).items())
     return topics
 
 

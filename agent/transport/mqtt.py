@@ -34,9 +34,16 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.clock import Clock
 from agent.crypto.keys import load_public_key, public_from_jwk
 from agent.errors import ConfigError
-from agent.transport.announced import load_announced, save_announced
+from agent.transport.announced import load_record, save_announced
 from agent.transport.commands import Command, CommandParser
-from agent.transport.discovery import DiscoverySpec, announcements, discovery_spec, retractions
+from agent.transport.discovery import (
+    DiscoverySpec,
+    announcements,
+    discovery_spec,
+    platforms,
+    retired_components,
+    retractions,
+)
 from agent.transport.link import (
     LinkState,
     OutgoingMessage,
@@ -128,6 +135,8 @@ class MqttOutput:
         it only in ``on_connect``, holding no lock that ``publish`` needs: no deadlock."""
         self._announced: list[str] | None = None
         """The discovery topics on the broker as far as this run knows (read at the first connect)."""
+        self._components: dict[str, str] = {}
+        """The device message's components on the broker, live and retired (id to platform)."""
         self._link_announced = False
         """Discovery went out on the current connection: a reload's change is published at once."""
         self._last_row = 0
@@ -447,20 +456,35 @@ class MqttOutput:
             if spec is None:
                 return
             if first:
-                self._announced = load_announced(self._state_dir)
+                record = load_record(self._state_dir)
+                self._announced = record.topics if record is not None else None
+                self._components = record.components if record is not None else {}
             self._send_discovery(client, spec)
             self._link_announced = True
 
     def _send_discovery(self, client: paho.Client, spec: DiscoverySpec) -> None:
         """Under ``_announce_lock``: clear the announced topics the spec no longer uses and record
         the new list (before publishing, so a crash leaves the next run clearing more, not less),
-        then publish the spec's messages."""
-        messages = announcements(spec)
-        if self._announced is None or set(self._announced) != set(messages):
+        then publish the spec's messages. In ``device`` mode a component announced before and
+        gone now stays in the message as ``{"p": <platform>}``, which is what removes it in Home
+        Assistant (leaving it out does not); in another mode there is no device message left to
+        carry one (it is cleared), so none is kept."""
+        retired: dict[str, str] = {}
+        components: dict[str, str] = {}
+        if spec.mode == "device":
+            retired = retired_components(spec, self._components)
+            components = {**retired, **platforms(spec)}
+        messages = announcements(spec, retired)
+        if (
+            self._announced is None
+            or set(self._announced) != set(messages)
+            or components != self._components
+        ):
             for topic in retractions(spec, self._announced):
                 self._publish(client, topic, b"")
-            save_announced(self._state_dir, list(messages))
+            save_announced(self._state_dir, list(messages), components)
             self._announced = list(messages)
+            self._components = components
         for topic, payload in messages.items():
             self._publish(client, topic, payload)
 

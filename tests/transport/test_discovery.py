@@ -16,13 +16,15 @@ from typing import Any
 import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from agent.transport.announced import load_announced
+from agent.transport.announced import FILE_NAME, load_announced, load_record, save_announced
 from agent.transport.discovery import (
     DiscoverySpec,
     announcements,
     build_discovery,
     build_entity_configs,
     encode_discovery,
+    platforms,
+    retired_components,
     retractions,
 )
 
@@ -207,3 +209,41 @@ def test_health_diagnostics_expire_so_privacy_mode_shows_no_stale_figures() -> N
 def test_a_damaged_record_of_announced_topics_is_ignored(tmp_path: Path) -> None:
     (tmp_path / "discovery-announced.json").write_text("[" * 100_000)  # RecursionError was a traceback
     assert load_announced(tmp_path) is None
+
+
+def test_device_mode_retires_a_component_it_no_longer_has_with_its_platform_alone() -> None:
+    """Home Assistant 2024.11+ keeps a component a device message leaves out; ``{"p": ...}``
+    alone removes it."""
+    before = platforms(SPEC)
+    now = DiscoverySpec("lobby-1", BASE, alert_rules=("stress",))
+    retired = retired_components(now, before)
+    assert retired == {"alert_crowd-anger": "binary_sensor"}
+    cmps = build_discovery(now, retired)["cmps"]
+    assert cmps["alert_crowd-anger"] == {"p": "binary_sensor"}
+    assert cmps["alert_stress"]["p"] == "binary_sensor"
+    assert len(cmps["alert_stress"]) > 1
+    assert retired_components(SPEC, before) == {}
+    # a rule back again is announced in full, not retired
+    assert "name" in build_discovery(SPEC, retired)["cmps"]["alert_crowd-anger"]
+    # entities mode clears topics instead
+    assert announcements(DiscoverySpec("lobby-1", BASE, mode="entities"), retired) == announcements(
+        DiscoverySpec("lobby-1", BASE, mode="entities")
+    )
+
+
+def test_the_record_keeps_the_device_messages_components_and_an_older_record_retires_nothing(
+    tmp_path: Path,
+) -> None:
+    save_announced(tmp_path, [SPEC.topic], {"alert_x": "binary_sensor"})
+    record = load_record(tmp_path)
+    assert record is not None
+    assert record.components == {"alert_x": "binary_sensor"}
+    (tmp_path / FILE_NAME).write_text(json.dumps({"topics": [SPEC.topic]}))  # before components
+    record = load_record(tmp_path)
+    assert record is not None
+    assert record.topics == [SPEC.topic]
+    assert record.components == {}
+    (tmp_path / FILE_NAME).write_text(json.dumps({"topics": [], "components": {"a": 1}}))
+    record = load_record(tmp_path)
+    assert record is not None
+    assert record.components == {}

@@ -139,3 +139,14 @@ def test_the_checker_runs_outside_the_agent_venv() -> None:
     """Home Assistant's pins never reach the agent's own environment."""
     done = subprocess.run([sys.executable, "-c", "import homeassistant"], capture_output=True, check=False)
     assert done.returncode != 0
+
+
+def test_a_retired_component_is_a_removal_home_assistant_accepts() -> None:
+    """A device message removes a component with ``{"p": <platform>}`` alone (2024.11's
+    ``check_unique_id`` skips such an entry; ``discovery.py`` dispatches it as an empty payload)."""
+    s = spec("device")
+    retired = {"alert_gone": "binary_sensor", "checkpoint_old": "button"}
+    report = ha_check(announcements(s, retired))
+    assert report["errors"] == []
+    assert len(report["entities"]) == 17 + len(RULES)
+    assert sorted(r["platform"] for r in report["removed"]) == ["binary_sensor", "button"]
