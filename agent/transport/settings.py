@@ -23,20 +23,40 @@ def topic_problem(topic: str) -> str | None:
     """Why ``topic`` cannot prefix topics the agent publishes to and subscribes under, or None.
 
     MQTT forbids wildcards (+ #) and NUL in topic names; a leading ``$`` is the broker's own
-    space; empty levels (a leading, trailing or double /) make topics no one subscribes to."""
+    space; empty levels (a leading, trailing or double /) make topics no one subscribes to.
+    The spec (MQTT 3.1.1 1.5.3, 5.0 1.5.4) lets a receiver close the connection on the other
+    control characters and on Unicode non-characters, and mosquitto does (``utf8_mosq.c``): a
+    topic holding one passed check-config yet made the agent reconnect for ever."""
     if not topic:
         return "must not be empty"
     if len(topic.encode("utf-8", "surrogatepass")) > MAX_TOPIC_PREFIX:
         return f"longer than {MAX_TOPIC_PREFIX} bytes"
-    bad = sorted({c for c in topic if c in "+#\0" or ord(c) < 0x20 or 0xD800 <= ord(c) <= 0xDFFF})
+    bad = sorted({c for c in topic if c in "+#" or _refused_by_brokers(ord(c))})
     if bad:
-        shown = ", ".join(repr(c) for c in bad)
-        return f"contains {shown}; MQTT wildcards (+ #) and control characters are not allowed in a topic"
+        shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in bad)
+        return (
+            f"contains {shown}; not allowed in a topic: the MQTT wildcards + and #, control "
+            "characters (U+0000-U+001F, U+007F-U+009F), surrogates (U+D800-U+DFFF) and Unicode "
+            "non-characters (U+FDD0-U+FDEF, U+FFFE, U+FFFF and their like in every plane), which "
+            "brokers such as mosquitto refuse by closing the connection"
+        )
     if topic.startswith("$"):
         return "must not start with $ (reserved for the broker, e.g. $SYS)"
     if topic.startswith("/") or topic.endswith("/") or "//" in topic:
         return "has an empty level (a leading, trailing or double /)"
     return None
+
+
+def _refused_by_brokers(code: int) -> bool:
+    """A code point that MQTT forbids (U+0000, surrogates) or lets a broker refuse (the other C0
+    and C1 control characters, non-characters), as mosquitto 2.0 does."""
+    return (
+        code < 0x20
+        or 0x7F <= code <= 0x9F
+        or 0xD800 <= code <= 0xDFFF
+        or 0xFDD0 <= code <= 0xFDEF
+        or code & 0xFFFE == 0xFFFE
+    )
 
 
 def is_loopback(host: str) -> bool:

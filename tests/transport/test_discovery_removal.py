@@ -8,6 +8,9 @@
    payload for its own discovery hash, which a device message produces only for a component
    sent as ``{"p": <platform>}``) never removes an omitted component: the old ``Alert <rule>``
    entity stays in Home Assistant.
+2. ``topic_problem`` accepts C1 control characters and Unicode non-characters in
+   ``mqtt.base_topic`` / ``discovery_prefix``; mosquitto refuses such a topic (it drops the
+   connection), so the agent loops on connect with a config that check-config passed.
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ import re
 import time
 from pathlib import Path
 
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.transport.discovery import DiscoverySpec
+from agent.transport.settings import topic_problem
 from tests.mosquitto import Broker, Subscriber, wait_until
 from tests.transport.test_discovery_modes import (  # noqa: F401 - fixtures
     BASE,
@@ -111,3 +117,23 @@ def test_device_mode_restart_without_an_alert_rule_removes_its_entity_in_home_as
             ha_2024_11_apply(entities, "homeassistant", m.topic, m.payload)
     alerts = sorted(k[1] for k in entities if k[0] == "binary_sensor")
     assert alerts == [f"emotion_agent_{DEVICE} alert_stress"], f"Home Assistant still holds {alerts}"
+
+
+@pytest.mark.parametrize("bad", ["\u0085", "\u009f", "\ufdd0", "\uffff"])
+def test_a_base_topic_mosquitto_refuses_is_refused_by_the_config(tmp_path: Path, bad: str) -> None:
+    topic = f"emotion-agent/lobby{bad}1"
+    # mosquitto 2.0 (lib/utf8_mosq.c) drops a client that publishes to such a topic
+    with Broker(tmp_path / "broker", allow_anonymous=True) as b:
+        events: list[str] = []
+        c = paho.Client(CallbackAPIVersion.VERSION2, client_id="probe")
+        c.on_disconnect = lambda *_a: events.append("disconnected")
+        c.on_publish = lambda *_a: events.append("acked")
+        c.connect(b.host, b.port)
+        c.loop_start()
+        try:
+            c.publish(f"{topic}/status", b"online", qos=1, retain=True)
+            wait_until(lambda: events, what="an answer")
+        finally:
+            c.loop_stop()
+        assert events[0] == "disconnected"
+    assert topic_problem(topic) is not None, f"{topic!r} passes the config but the broker refuses it"
