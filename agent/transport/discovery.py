@@ -39,6 +39,7 @@ Pure logic: no paho import.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -75,6 +76,9 @@ class DiscoverySpec:
     key_id: str | None = None
     """The signing key's ``kid``, shown as the device's serial number in Home Assistant."""
     mode: DiscoveryMode = "device"
+    commands: bool = True
+    """``mqtt.commands.enabled``: off, nothing listens on a command topic, so no entity offers
+    one (the privacy switch becomes a read-only binary sensor, the checkpoint button goes)."""
 
     @property
     def object_id(self) -> str:
@@ -106,6 +110,7 @@ def discovery_spec(cfg: MqttSite) -> DiscoverySpec:
         expire_after_windows=cfg.mqtt.expire_after_windows,
         alert_rules=tuple(rule.name for rule in cfg.analytics.alerts),
         sw_version=__version__,
+        commands=cfg.mqtt.commands.enabled,
     )
 
 
@@ -201,33 +206,54 @@ def _diagnostics(spec: DiscoverySpec, uid: str) -> dict[str, dict[str, Any]]:
     return diag
 
 
+_PRIVACY_STATE = (
+    "{{ value_json.body.state if value_json is defined and value_json.body is defined else None }}"
+)
+
+
 def _controls(spec: DiscoverySpec, uid: str) -> dict[str, dict[str, Any]]:
+    """The privacy switch and checkpoint button, or with commands off (nothing subscribes to a
+    command topic) only the privacy mode's state, read-only: a binary sensor under its own
+    component id, so the switch's id can be retired in ``device`` mode."""
     base = spec.base_topic
-    cmps: dict[str, dict[str, Any]] = {
-        "privacy_mode": {
-            "p": "switch",
-            "name": "Privacy mode",
-            "command_topic": f"{base}/cmd/privacy_mode/set",
-            "state_topic": f"{base}/privacy_mode",
-            "value_template": (
-                "{{ value_json.body.state if value_json is defined and value_json.body is defined "
-                "else None }}"
-            ),
-            "payload_on": "ON",
-            "payload_off": "OFF",
-            "icon": "mdi:eye-off",
-            "entity_category": "config",
-            "unique_id": f"{uid}_privacy_mode",
-        },
-        "checkpoint": {
-            "p": "button",
-            "name": "Publish audit checkpoint",
-            "command_topic": f"{base}/cmd/checkpoint",
-            "payload_press": "PRESS",
-            "entity_category": "diagnostic",
-            "unique_id": f"{uid}_checkpoint",
-        },
-    }
+    cmps: dict[str, dict[str, Any]]
+    if spec.commands:
+        cmps = {
+            "privacy_mode": {
+                "p": "switch",
+                "name": "Privacy mode",
+                "command_topic": f"{base}/cmd/privacy_mode/set",
+                "state_topic": f"{base}/privacy_mode",
+                "value_template": _PRIVACY_STATE,
+                "payload_on": "ON",
+                "payload_off": "OFF",
+                "icon": "mdi:eye-off",
+                "entity_category": "config",
+                "unique_id": f"{uid}_privacy_mode",
+            },
+            "checkpoint": {
+                "p": "button",
+                "name": "Publish audit checkpoint",
+                "command_topic": f"{base}/cmd/checkpoint",
+                "payload_press": "PRESS",
+                "entity_category": "diagnostic",
+                "unique_id": f"{uid}_checkpoint",
+            },
+        }
+    else:
+        cmps = {
+            "privacy_state": {
+                "p": "binary_sensor",
+                "name": "Privacy mode",
+                "state_topic": f"{base}/privacy_mode",
+                "value_template": _PRIVACY_STATE,
+                "payload_on": "ON",
+                "payload_off": "OFF",
+                "icon": "mdi:eye-off",
+                "entity_category": "diagnostic",
+                "unique_id": f"{uid}_privacy_state",
+            },
+        }
     for rule in spec.alert_rules:
         key = f"alert_{_slug(rule)}"
         cmps[key] = {
@@ -347,9 +373,10 @@ def announcements(spec: DiscoverySpec, retired: Mapping[str, str] | None = None)
 
 
 def all_topics(spec: DiscoverySpec) -> set[str]:
-    """Every discovery topic either mode would use for ``spec``."""
+    """Every discovery topic either mode would use for ``spec``, with commands on or off."""
     topics = {spec.topic}
-    topics.update(spec.entity_topic(p, key) for key, p in platforms(spec).items())
+    for variant in (spec, dataclasses.replace(spec, commands=not spec.commands)):
+        topics.update(spec.entity_topic(p, key) for key, p in platforms(variant).items())
     return topics
 
 

@@ -124,7 +124,9 @@ class MqttOutput:
         self._on_command = on_command
         self._state_dir = state_dir
         self._spec = (
-            dataclasses.replace(discovery, mode=settings.discovery.mode) if discovery is not None else None
+            dataclasses.replace(discovery, mode=settings.discovery.mode, commands=settings.commands.enabled)
+            if discovery is not None
+            else None
         )
         kid = public_key.get("kid") if public_key is not None else None
         if self._spec is not None and isinstance(kid, str):

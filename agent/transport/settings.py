@@ -90,7 +90,8 @@ class CommandsConfig(Section):
     enabled: bool = Field(
         True,
         title="Obey commands",
-        description="Subscribe to <base>/cmd/privacy_mode/set and <base>/cmd/checkpoint. "
+        description="Subscribe to <base>/cmd/privacy_mode/set and <base>/cmd/checkpoint. Off, "
+        "Home Assistant discovery shows privacy mode read-only and no checkpoint button. "
         "check-config warns when this is on and the broker connection has neither a TLS client "
         "certificate nor a password.",
     )

@@ -182,11 +182,13 @@ def test_the_mode_decides_which_topics_are_announced_and_which_cleared() -> None
     assert "homeassistant/sensor/emotion_agent_lobby-1/people/config" in per_entity
     assert "homeassistant/button/emotion_agent_lobby-1/checkpoint/config" in per_entity
     assert announcements(off) == {}
-    # With a record: exactly what is no longer announced. Without: the other mode's topics.
+    # With a record: exactly what is no longer announced. Without: the other mode's topics
+    # (with commands on or off: the read-only privacy mode's too).
     assert retractions(entities, [device.topic]) == [device.topic]
     assert retractions(entities, sorted(per_entity)) == []
-    assert retractions(device, None) == sorted(per_entity)
-    assert retractions(off, None) == sorted(per_entity | {device.topic})
+    read_only = device.entity_topic("binary_sensor", "privacy_state")
+    assert retractions(device, None) == sorted(per_entity | {read_only})
+    assert retractions(off, None) == sorted(per_entity | {device.topic, read_only})
     gone = "homeassistant/binary_sensor/emotion_agent_lobby-1/alert_old/config"
     assert retractions(entities, [*per_entity, gone]) == [gone]
 
@@ -225,10 +227,25 @@ def test_device_mode_retires_a_component_it_no_longer_has_with_its_platform_alon
     assert retired_components(SPEC, before) == {}
     # a rule back again is announced in full, not retired
     assert "name" in build_discovery(SPEC, retired)["cmps"]["alert_crowd-anger"]
+    # turning commands off retires the switch and the button
+    quiet = DiscoverySpec("lobby-1", BASE, alert_rules=SPEC.alert_rules, commands=False)
+    assert retired_components(quiet, before) == {"privacy_mode": "switch", "checkpoint": "button"}
     # entities mode clears topics instead
     assert announcements(DiscoverySpec("lobby-1", BASE, mode="entities"), retired) == announcements(
         DiscoverySpec("lobby-1", BASE, mode="entities")
     )
+
+
+def test_commands_off_announces_privacy_mode_read_only_and_retracts_the_controls_without_a_record() -> None:
+    quiet = DiscoverySpec("lobby-1", BASE, mode="entities", commands=False)
+    topics = set(announcements(quiet))
+    assert not any("/switch/" in t or "/button/" in t for t in topics)
+    state = json.loads(announcements(quiet)[quiet.entity_topic("binary_sensor", "privacy_state")])
+    assert state["state_topic"] == f"{BASE}/privacy_mode"
+    assert "command_topic" not in state
+    gone = retractions(quiet, None)
+    assert "homeassistant/switch/emotion_agent_lobby-1/privacy_mode/config" in gone
+    assert "homeassistant/button/emotion_agent_lobby-1/checkpoint/config" in gone
 
 
 def test_the_record_keeps_the_device_messages_components_and_an_older_record_retires_nothing(

@@ -11,6 +11,8 @@
 2. ``topic_problem`` accepts C1 control characters and Unicode non-characters in
    ``mqtt.base_topic`` / ``discovery_prefix``; mosquitto refuses such a topic (it drops the
    connection), so the agent loops on connect with a config that check-config passed.
+3. With ``mqtt.commands.enabled: false`` the agent subscribes to no command topic, yet still
+   announces the privacy switch and the checkpoint button with their command topics.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.transport.discovery import DiscoverySpec
-from agent.transport.settings import topic_problem
+from agent.clock import SystemClock
+from agent.transport.discovery import DiscoverySpec, announcements
+from agent.transport.mqtt import MqttOutput
+from agent.transport.settings import CommandsConfig, DiscoveryConfig, MqttConfig, topic_problem
 from tests.mosquitto import Broker, Subscriber, wait_until
 from tests.transport.test_discovery_modes import (  # noqa: F401 - fixtures
     BASE,
@@ -69,6 +73,7 @@ def ha_2024_11_apply(entities: dict[tuple[str, str], dict], prefix: str, topic: 
         entities[key] = json.loads(payload)
     else:
         entities.pop(key, None)
+
 
 @pytest.mark.slow
 def test_device_mode_reload_removing_an_alert_rule_removes_its_entity_in_home_assistant(
@@ -137,3 +142,19 @@ def test_a_base_topic_mosquitto_refuses_is_refused_by_the_config(tmp_path: Path,
             c.loop_stop()
         assert events[0] == "disconnected"
     assert topic_problem(topic) is not None, f"{topic!r} passes the config but the broker refuses it"
+
+
+def test_with_commands_disabled_no_entity_offers_a_command_home_assistant_cannot_send(tmp_path: Path) -> None:
+    cfg = MqttConfig(host="127.0.0.1", port=1, discovery=DiscoveryConfig(mode="entities"),
+                     commands=CommandsConfig(enabled=False))
+    out = MqttOutput(cfg, device_id=DEVICE, state_dir=tmp_path, spool_days=1, clock=SystemClock(),
+                     discovery=DiscoverySpec(DEVICE, BASE))
+    try:
+        assert out.discovery is not None
+        controls = sorted(topic for topic, payload in announcements(out.discovery).items()
+                          if "command_topic" in json.loads(payload))
+    finally:
+        out.stop(timeout=0.1)
+    assert controls == [], (
+        f"commands are off (nothing subscribed) but Home Assistant shows controls: {controls}"
+    )

@@ -30,9 +30,9 @@ RULES = ("stress", "crowd-anger")
 HEALTH_DIAGNOSTICS = ("fps", "frames_dropped", "spool_backlog")
 
 
-def spec(mode: str) -> DiscoverySpec:
+def spec(mode: str, *, commands: bool = True) -> DiscoverySpec:
     return DiscoverySpec("lobby-1", BASE, alert_rules=RULES, sw_version="0.1.0", key_id="K" * 43,
-                         mode=mode)  # type: ignore[arg-type]
+                         mode=mode, commands=commands)  # type: ignore[arg-type]
 
 
 def ha_check(messages: dict[str, bytes], python: Path = HA_PYTHON) -> dict[str, Any]:
@@ -139,6 +139,26 @@ def test_the_checker_runs_outside_the_agent_venv() -> None:
     """Home Assistant's pins never reach the agent's own environment."""
     done = subprocess.run([sys.executable, "-c", "import homeassistant"], capture_output=True, check=False)
     assert done.returncode != 0
+
+
+@pytest.mark.parametrize("mode", ["device", "entities"])
+def test_with_commands_off_privacy_mode_is_a_read_only_binary_sensor_and_no_entity_sends(mode: str) -> None:
+    """Nothing subscribes to a command topic then: a switch or button would do nothing."""
+    report = ha_check(announcements(spec(mode, commands=False)))
+    assert report["errors"] == []
+    platforms = sorted(e["platform"] for e in report["entities"])
+    assert "switch" not in platforms
+    assert "button" not in platforms
+    assert len(report["entities"]) == 17 - 1 + len(RULES)
+    assert ("binary_sensor", "emotion_agent_lobby-1_privacy_state") in {
+        (e["platform"], e["unique_id"]) for e in report["entities"]
+    }
+
+
+def test_home_assistant_2023_9_accepts_the_read_only_privacy_mode_of_entities_mode() -> None:
+    report = ha_check(announcements(spec("entities", commands=False)), HA_OLD_PYTHON)
+    assert report["errors"] == []
+    assert len(report["entities"]) == 17 - 1 + len(RULES)
 
 
 def test_a_retired_component_is_a_removal_home_assistant_accepts() -> None:
