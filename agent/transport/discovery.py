@@ -79,6 +79,13 @@ class DiscoverySpec:
     commands: bool = True
     """``mqtt.commands.enabled``: off, nothing listens on a command topic, so no entity offers
     one (the privacy switch becomes a read-only binary sensor, the checkpoint button goes)."""
+    switch_allowed: bool = True
+    """``policy.privacy_mode.mqtt``: off, the agent ignores the switch, so it is not offered."""
+
+    @property
+    def privacy_switch(self) -> bool:
+        """The switch is offered: commands are on and the policy lets it pause capture."""
+        return self.commands and self.switch_allowed
 
     @property
     def object_id(self) -> str:
@@ -111,6 +118,7 @@ def discovery_spec(cfg: MqttSite) -> DiscoverySpec:
         alert_rules=tuple(rule.name for rule in cfg.analytics.alerts),
         sw_version=__version__,
         commands=cfg.mqtt.commands.enabled,
+        switch_allowed=cfg.policy.privacy_mode.mqtt,
     )
 
 
@@ -212,47 +220,38 @@ _PRIVACY_STATE = (
 
 
 def _controls(spec: DiscoverySpec, uid: str) -> dict[str, dict[str, Any]]:
-    """The privacy switch and checkpoint button, or with commands off (nothing subscribes to a
-    command topic) only the privacy mode's state, read-only: a binary sensor under its own
-    component id, so the switch's id can be retired in ``device`` mode."""
+    """The privacy switch and checkpoint button. Only what the agent obeys is offered: with
+    commands off (nothing subscribes to a command topic) neither, and with the switch not
+    allowed (``policy.privacy_mode.mqtt: false``) privacy mode is shown read-only, a binary
+    sensor under its own component id, so the switch's id can be retired in ``device`` mode."""
     base = spec.base_topic
-    cmps: dict[str, dict[str, Any]]
-    if spec.commands:
-        cmps = {
-            "privacy_mode": {
-                "p": "switch",
-                "name": "Privacy mode",
-                "command_topic": f"{base}/cmd/privacy_mode/set",
-                "state_topic": f"{base}/privacy_mode",
-                "value_template": _PRIVACY_STATE,
-                "payload_on": "ON",
-                "payload_off": "OFF",
-                "icon": "mdi:eye-off",
-                "entity_category": "config",
-                "unique_id": f"{uid}_privacy_mode",
-            },
-            "checkpoint": {
-                "p": "button",
-                "name": "Publish audit checkpoint",
-                "command_topic": f"{base}/cmd/checkpoint",
-                "payload_press": "PRESS",
-                "entity_category": "diagnostic",
-                "unique_id": f"{uid}_checkpoint",
-            },
+    state = {
+        "name": "Privacy mode",
+        "state_topic": f"{base}/privacy_mode",
+        "value_template": _PRIVACY_STATE,
+        "payload_on": "ON",
+        "payload_off": "OFF",
+        "icon": "mdi:eye-off",
+    }
+    cmps: dict[str, dict[str, Any]] = {}
+    if spec.privacy_switch:
+        cmps["privacy_mode"] = {
+            "p": "switch", **state, "command_topic": f"{base}/cmd/privacy_mode/set",
+            "entity_category": "config", "unique_id": f"{uid}_privacy_mode",
         }
     else:
-        cmps = {
-            "privacy_state": {
-                "p": "binary_sensor",
-                "name": "Privacy mode",
-                "state_topic": f"{base}/privacy_mode",
-                "value_template": _PRIVACY_STATE,
-                "payload_on": "ON",
-                "payload_off": "OFF",
-                "icon": "mdi:eye-off",
-                "entity_category": "diagnostic",
-                "unique_id": f"{uid}_privacy_state",
-            },
+        cmps["privacy_state"] = {
+            "p": "binary_sensor", **state, "entity_category": "diagnostic",
+            "unique_id": f"{uid}_privacy_state",
+        }
+    if spec.commands:
+        cmps["checkpoint"] = {
+            "p": "button",
+            "name": "Publish audit checkpoint",
+            "command_topic": f"{base}/cmd/checkpoint",
+            "payload_press": "PRESS",
+            "entity_category": "diagnostic",
+            "unique_id": f"{uid}_checkpoint",
         }
     for rule in spec.alert_rules:
         key = f"alert_{_slug(rule)}"
@@ -375,7 +374,8 @@ def announcements(spec: DiscoverySpec, retired: Mapping[str, str] | None = None)
 def all_topics(spec: DiscoverySpec) -> set[str]:
     """Every discovery topic either mode would use for ``spec``, with commands on or off."""
     topics = {spec.topic}
-    for variant in (spec, dataclasses.replace(spec, commands=not spec.commands)):
+    for commands in (True, False):
+        variant = dataclasses.replace(spec, commands=commands, switch_allowed=commands)
         topics.update(spec.entity_topic(p, key) for key, p in platforms(variant).items())
     return topics
 

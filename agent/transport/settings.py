@@ -13,7 +13,7 @@ from typing import Literal, Protocol
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from agent.analytics.settings import AnalyticsConfig
-from agent.privacy.settings import RetentionConfig
+from agent.privacy.settings import PolicyConfig, RetentionConfig
 from agent.settings_base import Section, host_problem
 
 MAX_TOPIC_PREFIX = 128
@@ -300,3 +300,6 @@ class MqttSite(Protocol):
 
     @property
     def retention(self) -> RetentionConfig: ...
+
+    @property
+    def policy(self) -> PolicyConfig: ...

@@ -16,17 +16,20 @@ from typing import Any
 import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from agent.config import load_config
 from agent.transport.announced import FILE_NAME, load_announced, load_record, save_announced
 from agent.transport.discovery import (
     DiscoverySpec,
     announcements,
     build_discovery,
     build_entity_configs,
+    discovery_spec,
     encode_discovery,
     platforms,
     retired_components,
     retractions,
 )
+from tests.test_service import write_config
 
 BASE = "emotion-agent/lobby-1"
 SPEC = DiscoverySpec("lobby-1", BASE, window_seconds=60, expire_after_windows=3,
@@ -264,3 +267,14 @@ def test_the_record_keeps_the_device_messages_components_and_an_older_record_ret
     record = load_record(tmp_path)
     assert record is not None
     assert record.components == {}
+
+
+def test_a_privacy_switch_the_policy_does_not_obey_is_not_offered(tmp_path: Path) -> None:
+    """``policy.privacy_mode.mqtt: false``: the agent ignores the switch, so Home Assistant shows
+    privacy mode read-only; the checkpoint button, which it still obeys, stays."""
+    path = write_config(tmp_path, "scripted.mp4", extra="policy: {privacy_mode: {mqtt: false}}\n")
+    spec = discovery_spec(load_config(path))
+    assert not spec.privacy_switch
+    wanted = ("privacy_mode", "privacy_state", "checkpoint")
+    controls = {k: p for k, p in platforms(spec).items() if k in wanted}
+    assert controls == {"privacy_state": "binary_sensor", "checkpoint": "button"}
