@@ -3,12 +3,12 @@
 Every track that counts (confirmed, not static) belongs to one cell: the vote of its dominant
 smoothed emotion, or, if it was never classified, the abstention reason seen most often. A
 cell's count is not its number of tracks but the fewest people who could have made them: two
-tracks that were never seen at the same moment could be one person who was lost and found
-again, so a cell counts the largest number of its tracks seen at one time (the tracks are
-intervals of time; the fewest chains covering them is their largest overlap, Dilworth). One
-person's tracks never overlap in time, so adding or removing one person changes each cell by at
-most 1, and only cells that person's tracks fell in: the bound docs/analytics.md builds the
-k and differential-privacy arguments on.
+tracks that were never seen in the same frame could be one person who was lost and found
+again, so a cell counts the largest group of its tracks that were all seen together, pair by
+pair (``CoObserved``). One person's tracks are never seen in one frame together (one box per
+face per frame), so no such group holds two of them: adding or removing one person changes
+each cell by at most 1, and only cells that person's tracks fell in: the bound
+docs/analytics.md builds the k and differential-privacy arguments on.
 
 k-anonymity applies to the *voters* (people with an emotion vote), not to everyone seen: the
 shares describe the voters, so five people of whom four abstained must not publish one
@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from agent.analytics.dp import NoiseSource
-from agent.analytics.tracker import TrackView
+from agent.analytics.tracker import TrackHandle, TrackView
 from agent.vision.observation import EMOTIONS
 
 ABSTAIN_REASONS: tuple[str, ...] = ("too_small", "blurred", "too_dark", "too_bright", "turned", "other")
@@ -79,12 +80,83 @@ def cell_of(view: TrackView) -> str:
     return f"abstained:{reason}"
 
 
-def fewest_people(views: Iterable[TrackView]) -> int:
-    """The fewest people who could have made these tracks: the most of them seen at one time.
+Together = Mapping[TrackHandle, AbstractSet[TrackHandle]]
+"""For each track, the tracks seen in the same frame as it at least once (``CoObserved``)."""
 
-    A track's time is [first seen, last seen]; two tracks seen in the same frame overlap. A view
-    without a span (not from a tracker) is taken to overlap every other one.
+MAX_EXACT = 64
+"""Tracks above which ``largest_group`` settles for a greedy group (still a lower bound)."""
+
+
+class CoObserved:
+    """Which tracks were ever seen in one frame together: such tracks are different people (one
+    box per face per frame), while two never seen together may be one person.
+
+    Counting by spans (tracks whose [first, last] seen overlap) assumed one person's tracks never
+    overlap; but a track lost for a while keeps a wide gate and can take its person back from
+    the newer track that had started meanwhile, so one person pacing at walking speed made
+    interleaved tracks and counted as two to four (found by review)."""
+
+    def __init__(self) -> None:
+        self._with: dict[TrackHandle, set[TrackHandle]] = {}
+
+    def frame(self, handles: Iterable[TrackHandle]) -> None:
+        """One frame's tracks (a duplicate box shares its face's track: counted once)."""
+        seen = set(handles)
+        for h in seen:
+            self._with.setdefault(h, set()).update(seen - {h})
+
+    def keep(self, handles: AbstractSet[TrackHandle]) -> None:
+        """Forget every track not in ``handles`` (the ones a window may still compare)."""
+        self._with = {h: others & handles for h, others in self._with.items() if h in handles}
+
+    @property
+    def together(self) -> Together:
+        return self._with
+
+
+def largest_group(handles: AbstractSet[TrackHandle], together: Together) -> int:
+    """The most of ``handles`` that were all seen together pairwise: that many are certainly
+    different people, and one person adds at most one track to such a group (a maximum clique,
+    Bron-Kerbosch with pivoting; greedy above ``MAX_EXACT`` tracks)."""
+    adj = {h: set(together.get(h, ())) & handles for h in handles}
+    if len(adj) > MAX_EXACT:
+        return _greedy_group(adj)
+    best = 0
+
+    def expand(size: int, candidates: set[TrackHandle], excluded: set[TrackHandle]) -> None:
+        nonlocal best
+        if not candidates and not excluded:
+            best = max(best, size)
+            return
+        if size + len(candidates) <= best:
+            return
+        pivot = max(candidates | excluded, key=lambda h: len(adj[h] & candidates))
+        for h in list(candidates - adj[pivot]):
+            expand(size + 1, candidates & adj[h], excluded & adj[h])
+            candidates.discard(h)
+            excluded.add(h)
+
+    expand(0, set(adj), set())
+    return best
+
+
+def _greedy_group(adj: dict[TrackHandle, set[TrackHandle]]) -> int:
+    group: set[TrackHandle] = set()
+    for h in sorted(adj, key=lambda h: len(adj[h]), reverse=True):
+        if group <= adj[h]:
+            group.add(h)
+    return len(group)
+
+
+def fewest_people(views: Iterable[TrackView], together: Together | None = None) -> int:
+    """The fewest people who could have made these tracks.
+
+    With ``together`` (a window's record, ``CoObserved``): the largest group of them seen
+    together pairwise. Without (views not from a window): the most of them whose spans
+    [first seen, last seen] overlap at one time; a view without a span overlaps every other.
     """
+    if together is not None:
+        return largest_group({view.handle for view in views}, together)
     events: list[tuple[float, int]] = []
     loose = 0
     for view in views:
@@ -100,14 +172,14 @@ def fewest_people(views: Iterable[TrackView]) -> int:
     return best + loose
 
 
-def tally(views: Iterable[TrackView]) -> Cells:
+def tally(views: Iterable[TrackView], together: Together | None = None) -> Cells:
     """Per cell, the fewest people who could have made its counting tracks (confirmed, not static)."""
     by_cell: dict[str, list[TrackView]] = {}
     for view in views:
         if view.counts:
             by_cell.setdefault(cell_of(view), []).append(view)
-    votes = {e: fewest_people(by_cell.get(e, ())) for e in EMOTIONS}
-    abstained = {r: fewest_people(by_cell.get(f"abstained:{r}", ())) for r in ABSTAIN_REASONS}
+    votes = {e: fewest_people(by_cell.get(e, ()), together) for e in EMOTIONS}
+    abstained = {r: fewest_people(by_cell.get(f"abstained:{r}", ()), together) for r in ABSTAIN_REASONS}
     return Cells(votes, abstained)
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Literal
 
 from agent.analytics.anonymity import (
     Cells,
+    CoObserved,
     add_noise,
     fewest_people,
     mean_valence_arousal,
@@ -220,6 +221,8 @@ class WindowAggregator:
         self._resume_at = resume_at
         self._published: dict[TrackHandle, TrackView] | None = None
         """Voters of the last window that published a breakdown (the differencing rule)."""
+        self._seen = CoObserved()
+        """Which tracks were seen in one frame together: the fewest people they can be."""
 
     @property
     def resume_pending(self) -> int | None:
@@ -232,6 +235,8 @@ class WindowAggregator:
     def add_frame(self, t: float, views: Iterable[TrackView], counters: FrameCounters) -> None:
         """Count one analysed frame (or a batch of counters) at wall time ``t``."""
         window = self._window_for(t)
+        views = list(views)
+        self._seen.frame(view.handle for view in views)
         for view in views:
             if view.confirmed:
                 window.people[view.handle] = view  # latest view wins: one vote per track
@@ -303,6 +308,9 @@ class WindowAggregator:
             suppressed = "merged"
         if suppressed is None:
             self._published = _voters(people)
+        # What the next comparisons can still ask about: this window's tracks (many go on into
+        # the next), what it carries on, and the last published voters.
+        self._seen.keep(set(people) | set(self._published or ()))
         report = self._report(window, covers_from, complete, cells, suppressed, spent_micro=spent)
         logger.info(
             "window closed",
@@ -324,7 +332,8 @@ class WindowAggregator:
         now, last = _voters(people), self._published
         joined = [v for h, v in now.items() if h not in last]
         left = [v for h, v in last.items() if h not in now]
-        changed = max(fewest_people(joined), fewest_people(left))
+        together = self._seen.together
+        changed = max(fewest_people(joined, together), fewest_people(left, together))
         return 0 < changed < self.k
 
     def _release(
@@ -341,7 +350,7 @@ class WindowAggregator:
         """
         if window.analysed == 0:
             return None, "below_k", 0
-        cells = tally(people.values())
+        cells = tally(people.values(), self._seen.together)
         spent = 0
         if self.epsilon is not None:
             accountant, noise = self._accountant, self._noise
@@ -353,7 +362,7 @@ class WindowAggregator:
             cells = add_noise(cells, noise, self.epsilon)
             if cells.voters < self.k:
                 return None, "below_k", spent
-        elif fewest_people(_voters(people).values()) < self.k:
+        elif fewest_people(_voters(people).values(), self._seen.together) < self.k:
             return None, "below_k", spent
         return cells, None, spent
 
