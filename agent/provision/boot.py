@@ -5,6 +5,12 @@ device without mounting it, so provisioning needs no root. A whole-card image (M
 searched for its first FAT partition, which is the boot partition of Raspberry Pi OS.
 A target must look like a Raspberry Pi boot partition (config.txt or cmdline.txt at its root),
 which keeps a mistyped path from writing keys into the laptop's own EFI partition.
+
+A bundle is written whole or not at all: its files go into ``emotion-agent.part/`` first, which
+is renamed to ``emotion-agent/`` only once every file is there. A write that fails (a full card)
+removes the partial folder, its private keys with it, so the card holds no bundle and a retry is
+not refused; a ``.part`` folder left by a write that was cut off (card pulled) is removed by the
+next one. The importer only ever looks at ``emotion-agent/``.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from agent.atomic import write_new
 from agent.errors import InputError, RuntimeFailure
 from agent.provision.bundle import BUNDLE_DIR
 
+PARTIAL_DIR = f"{BUNDLE_DIR}.part"
+"""Where a bundle is written before it is renamed to BUNDLE_DIR (complete) or removed (failed)."""
 SECTOR = 512
 FAT_PARTITION_TYPES = {0x01, 0x04, 0x06, 0x0B, 0x0C, 0x0E}
 BOOT_MARKERS = ("config.txt", "cmdline.txt")
@@ -70,12 +78,34 @@ class DirTarget:
         return any((self.root / m).is_file() for m in BOOT_MARKERS)
 
     def write(self, files: list[tuple[str, bytes]], replace: bool) -> None:
-        dest = self.root / BUNDLE_DIR
-        if replace and dest.exists():
-            shutil.rmtree(dest)
-        dest.mkdir(mode=0o700, parents=True)
-        for name, data in files:
-            write_new(dest / name, data, 0o600)
+        dest, part = self.root / BUNDLE_DIR, self.root / PARTIAL_DIR
+        if part.exists():  # left by a write that was cut off
+            _shred_tree(part)
+        part.mkdir(mode=0o700, parents=True)
+        try:
+            for name, data in files:
+                write_new(part / name, data, 0o600)
+            if replace and dest.exists():
+                shutil.rmtree(dest)
+            part.rename(dest)
+        except BaseException:
+            _shred_tree(part)
+            raise
+
+
+def _shred_tree(folder: Path) -> None:
+    """Overwrite each file of a partial bundle in place (best effort on flash), then remove it."""
+    for path in folder.iterdir() if folder.is_dir() else ():
+        try:
+            if path.is_file() and not path.is_symlink():
+                size = path.stat().st_size
+                with path.open("r+b") as handle:
+                    handle.write(b"\0" * size)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+        except OSError:
+            pass
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _mtools(args: list[str], where: str) -> subprocess.CompletedProcess[str]:
@@ -115,9 +145,20 @@ class FatImageTarget:
             raise RuntimeFailure(f"{self.description}: {args[0]} failed: {said}")
 
     def write(self, files: list[tuple[str, bytes]], replace: bool) -> None:
-        if replace and self.has_bundle():
-            self._run(["mdeltree", "-i", self.drive, f"::/{BUNDLE_DIR}"])
-        self._run(["mmd", "-i", self.drive, f"::/{BUNDLE_DIR}"])
+        part = f"::/{PARTIAL_DIR}"
+        if self._exists(PARTIAL_DIR):  # left by a write that was cut off
+            self._run(["mdeltree", "-i", self.drive, part])
+        self._run(["mmd", "-i", self.drive, part])
+        try:
+            self._copy(files, part)
+            if replace and self.has_bundle():
+                self._run(["mdeltree", "-i", self.drive, f"::/{BUNDLE_DIR}"])
+            self._run(["mmove", "-i", self.drive, part, f"::/{BUNDLE_DIR}"])
+        except BaseException:
+            _mtools(["mdeltree", "-i", self.drive, part], self.description)  # best effort
+            raise
+
+    def _copy(self, files: list[tuple[str, bytes]], folder: str) -> None:
         with tempfile.TemporaryDirectory(prefix="ea-provision-") as tmp:
             staged = []
             for name, data in files:
@@ -127,7 +168,7 @@ class FatImageTarget:
                     handle.write(data)
                 staged.append(str(path))
             try:
-                self._run(["mcopy", "-i", self.drive, "-o", *staged, f"::/{BUNDLE_DIR}/"])
+                self._run(["mcopy", "-i", self.drive, "-o", *staged, f"{folder}/"])
             finally:
                 for path_str in staged:
                     size = os.path.getsize(path_str)
