@@ -166,15 +166,19 @@ def _keep_public(bundle: Bundle, out: Path, replace: bool) -> None:
             (out / f"{bundle.device_id}{suffix}").unlink(missing_ok=True)
 
 
-def _add_to_verifier_list(path: Path, lines: list[str], replaced: set[str]) -> None:
-    """Append the lines; with ``replaced`` ids, their earlier entries are dropped first."""
-    if not replaced or not path.exists():
-        with path.open("a", encoding="utf-8") as handle:
-            handle.writelines(line + "\n" for line in lines)
+def _add_to_verifier_list(path: Path, line: str, replaced: str | None) -> None:
+    """Add one device's line as soon as its card is written, the file replaced atomically
+    (agent/atomic.py): a later card that fails leaves the earlier ones listed, and a crash leaves
+    the old list or the new one. With ``replaced``, that id's earlier entries are dropped first."""
+    if not path.exists():
+        write_atomic(path, (line + "\n").encode(), 0o644)
         return
-    kept = [line for line, device_id in _verifier_entries(path) if device_id not in replaced]
-    data = "".join(x + "\n" for x in [*kept, *lines]).encode()
-    write_atomic(path, data, stat.S_IMODE(path.stat().st_mode))
+    if replaced is None:
+        text = read_user_text(path, "verifier list", InputError, max_bytes=MAX_VERIFIER_LIST)
+        text += "" if not text or text.endswith("\n") else "\n"
+    else:
+        text = "".join(x + "\n" for x, device_id in _verifier_entries(path) if device_id != replaced)
+    write_atomic(path, (text + line + "\n").encode(), stat.S_IMODE(path.stat().st_mode))
 
 
 def provision(args: argparse.Namespace) -> int:
@@ -202,6 +206,8 @@ def provision(args: argparse.Namespace) -> int:
         if args.out is not None:
             _keep_public(bundle, args.out, args.replace)
         lines.append(bundle.verifier_line())
+        if args.verifier_list is not None:  # now, not after the batch: a later card may fail
+            _add_to_verifier_list(args.verifier_list, lines[-1], device_id if args.replace else None)
         fields = {"device_id": device_id, "kid": bundle.signing.kid}
         logger.info("device provisioned", extra={"fields": fields})
     if len(args.boot) != len(ids):
@@ -212,7 +218,5 @@ def provision(args: argparse.Namespace) -> int:
     print("verifier list lines (device id, kid, public key):")
     for line in lines:
         print(line)
-    if args.verifier_list is not None:
-        _add_to_verifier_list(args.verifier_list, lines, set(ids) if args.replace else set())
     return 0
 
