@@ -74,7 +74,8 @@ def not_a_boot_partition(tmp: Path) -> str:
     return cli("provision", "--site", str(site), "--boot", str(tmp / "laptop-disk"), cwd=tmp)
 
 
-def tampered_bundle(tmp: Path) -> str:
+def provisioned_bootfs(tmp: Path) -> Path:
+    """A bootfs folder `emotion-agent provision` has written lobby-1's bundle into."""
     boot = tmp / "bootfs"
     boot.mkdir()
     (boot / "config.txt").write_text("arm_64bit=1\n")
@@ -85,13 +86,41 @@ def tampered_bundle(tmp: Path) -> str:
     site.write_text(f"device_name: lobby-1\nbroker: {{host: b, ca_cert: ca.crt}}\n{SITE}")
     subprocess.run([sys.executable, "-m", "agent", "provision", "--site", str(site), "--boot", str(boot)],
                    check=True, capture_output=True, env=CHECKOUT)
-    with (boot / "emotion-agent" / "agent.yaml").open("a") as f:
-        f.write("# edited on the card\n")
+    return boot
+
+
+def first_boot_import(tmp: Path, boot: Path, env: dict[str, str] | None = None) -> str:
+    """systemd/emotion-agent-import as the first-boot unit runs it; it must fail."""
     done = subprocess.run(["sh", str(PROJECT / "systemd/emotion-agent-import"), "--boot", str(boot),
                            "--etc", str(tmp / "etc"), "--chown-as", f"{os.getuid()}:{os.getgid()}"],
-                          capture_output=True, text=True, check=False)
+                          capture_output=True, text=True, check=False, env=env)
     assert done.returncode == 1
     return done.stdout + done.stderr
+
+
+def tampered_bundle(tmp: Path) -> str:
+    boot = provisioned_bootfs(tmp)
+    with (boot / "emotion-agent" / "agent.yaml").open("a") as f:
+        f.write("# edited on the card\n")
+    return first_boot_import(tmp, boot)
+
+
+def cut_checksums(tmp: Path) -> str:
+    """A SHA256SUMS cut short (a partial copy): the files it no longer names are not installed."""
+    boot = provisioned_bootfs(tmp)
+    sums = boot / "emotion-agent" / "SHA256SUMS"
+    sums.write_text("".join(sums.read_text().splitlines(keepends=True)[:3]))
+    return first_boot_import(tmp, boot)
+
+
+def full_root_partition(tmp: Path) -> str:
+    """`install` runs out of space staging a file, as on a full root partition."""
+    boot = provisioned_bootfs(tmp)
+    fake = tmp / "bin"
+    fake.mkdir()
+    (fake / "install").write_text('#!/bin/sh\necho "install: No space left on device" >&2\nexit 1\n')
+    (fake / "install").chmod(0o755)
+    return first_boot_import(tmp, boot, {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"})
 
 
 def second_card_with_one_id(tmp: Path) -> str:
@@ -167,6 +196,8 @@ PRODUCERS: dict[str, Producer] = {
     "Duplicate persistence_location value in configuration": duplicate_persistence,
     "not a Raspberry Pi boot partition (no config.txt or cmdline.txt at its root)": not_a_boot_partition,
     "SHA256SUMS does not match the files: bundle left in place": tampered_bundle,
+    "SHA256SUMS does not cover exactly once:": cut_checksums,
+    "cannot stage": full_root_partition,
     "was provisioned before: keys/lobby-1.pub.jwk holds its public key": second_card_with_one_id,
     "unknown key (found 5); remove it or check its spelling": unknown_key_field,
     "readable beyond its owner; run `chmod 600": key_readable_by_others,
