@@ -25,12 +25,16 @@ if TYPE_CHECKING:
     from agent.transport.settings import TlsConfig
 
 
-def check_files(cfg: AgentConfig) -> Ed25519PrivateKey:
+def check_files(cfg: AgentConfig, config_path: Path | None = None) -> Ed25519PrivateKey:
     """Load the device key and, when MQTT is on, its password and TLS files; return the key.
+
+    A bare ``keys.private_key`` is systemd's credential, else the file beside ``config_path``
+    (``agent.crypto.keys.resolve_key_path``), so ``check-config -c /etc/emotion-agent/agent.yaml``
+    reads the key the service is given wherever it is run from.
 
     Raises KeyFileError or ConfigError (exit 2) naming the key and file. With MQTT off neither
     paho nor ``ssl`` is imported (1.3 MB of the peak RSS of ``run``, docs/vision.md)."""
-    key = load_private_key(cfg.keys.private_key)
+    key = load_private_key(cfg.keys.private_key, config_path.parent if config_path is not None else None)
     mqtt = cfg.mqtt
     if mqtt.enabled:
         from agent.transport.link import read_password  # noqa: PLC0415 - paho only when MQTT is on

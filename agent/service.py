@@ -123,7 +123,7 @@ class Service:
         self._stream_floor: float | None = None
         self._last_counters = FeedCounters()
         self.policy = require_allowed(cfg, date_for_policy(cfg, self.clock))  # deferred on an unset clock
-        key = check_files(cfg)  # every named file, read as check-config reads it
+        key = check_files(cfg, config_path)  # every named file, read as check-config reads it
         state_dir.prepare(cfg.state_dir)
         checked = check_state_dir(cfg.state_dir, key.public_key())  # lost or altered state: exit 2
         floor, self._linked_keys = checked.floor, checked.linked_keys  # other keys rotations link

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from agent import state_dir
@@ -30,7 +31,7 @@ def check_config(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     decision = require_allowed(cfg)
-    check_files(cfg)
+    check_files(cfg, Path(args.config))
     check_accelerator(cfg.vision)
     state_dir.check(cfg.state_dir)
     print(f"{args.config}: valid (schema_version {cfg.schema_version}, device {cfg.device_id})")

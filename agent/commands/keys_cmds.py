@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.crypto import generate_keypair, kid_for, load_private_key, public_jwk
-from agent.crypto.keys import raw_public
+from agent.crypto.keys import beside_config, raw_public
 from agent.errors import KeyFileError
 
 
@@ -96,9 +96,7 @@ def pubkey(args: argparse.Namespace) -> int:
 def key_file(config: Path, configured: Path, given: Path | None) -> Path:
     """The key file to rotate: ``--key``, else ``keys.private_key``, a bare name being the file
     beside the config (the shipped unit loads ``device.key`` from ``/etc/emotion-agent``)."""
-    path = given if given is not None else (
-        config.parent / configured if len(configured.parts) == 1 else configured
-    )
+    path = given if given is not None else beside_config(configured, config.parent)
     creds = os.environ.get("CREDENTIALS_DIRECTORY")
     if creds and path.absolute().is_relative_to(Path(creds).absolute()):
         raise KeyFileError(

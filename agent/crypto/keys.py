@@ -2,7 +2,9 @@
 
 A private key is a PKCS#8 PEM file that only its owner may read (mode & 0o077 == 0); the
 permission is checked on the opened descriptor, so the file read is the file checked. A bare
-file name is looked up in systemd's ``$CREDENTIALS_DIRECTORY`` first (``LoadCredential=``).
+file name (``keys.private_key: device.key``, as provisioning writes it) is looked up in systemd's
+``$CREDENTIALS_DIRECTORY`` first (``LoadCredential=``), then beside the config file
+(``resolve_key_path``: the one place that says where the device key is).
 Public keys travel as RFC 8037 JWKs (``{"kty": "OKP", "crv": "Ed25519", "x": ...}``).
 """
 
@@ -70,9 +72,9 @@ def public_from_jwk(jwk: Any, where: str) -> Ed25519PublicKey:
     return key
 
 
-def _read_private_file(path: Path) -> bytes:
+def _read_private_file(path: Path, bare: bool) -> bytes:
     creds = os.environ.get("CREDENTIALS_DIRECTORY")
-    where = f" (nor in $CREDENTIALS_DIRECTORY {creds})" if creds and len(path.parts) == 1 else ""
+    where = f" (nor in $CREDENTIALS_DIRECTORY {creds})" if creds and bare else ""
     return read_user_bytes(
         path, "device private key", KeyFileError, max_bytes=MAX_KEY_FILE_BYTES, readable_by="owner",
         missing_hint=f"{where}; create one with `emotion-agent keygen --out DIR`",
@@ -88,19 +90,31 @@ def _kind(key: object) -> str:
     return ("an " if name[:1] in "AEIORSX" else "a ") + name
 
 
-def resolve_key_path(path_or_name: str | os.PathLike[str]) -> Path:
-    """A bare name found in $CREDENTIALS_DIRECTORY wins; anything else is a path."""
+def beside_config(path: Path, config_dir: Path) -> Path:
+    """A bare key name is the file of that name in the config's folder (as a full path, so an
+    error names the file looked at); any other path is kept as given."""
+    return Path(os.path.abspath(config_dir / path)) if len(path.parts) == 1 else path
+
+
+def resolve_key_path(path_or_name: str | os.PathLike[str], config_dir: Path | None = None) -> Path:
+    """Where the device key is read from: a bare name found in $CREDENTIALS_DIRECTORY wins (the
+    service: systemd's ``LoadCredential=``); else a bare name is the file beside the config
+    (``config_dir``: ``check-config``, ``run`` by hand), or in the working folder without one;
+    anything else is a path."""
     path = Path(path_or_name)
     creds = os.environ.get("CREDENTIALS_DIRECTORY")
     if creds and len(path.parts) == 1 and (Path(creds) / path).exists():
         return Path(creds) / path
-    return path
+    return beside_config(path, config_dir) if config_dir is not None else path
 
 
-def load_private_key(path_or_name: str | os.PathLike[str]) -> Ed25519PrivateKey:
-    """Load the device key; KeyFileError (exit 2) if missing, insecure, malformed or not Ed25519."""
-    path = resolve_key_path(path_or_name)
-    data = _read_private_file(path)
+def load_private_key(
+    path_or_name: str | os.PathLike[str], config_dir: Path | None = None
+) -> Ed25519PrivateKey:
+    """Load the device key (where ``resolve_key_path`` says); KeyFileError (exit 2) if missing,
+    insecure, malformed or not Ed25519."""
+    path = resolve_key_path(path_or_name, config_dir)
+    data = _read_private_file(path, len(Path(path_or_name).parts) == 1)
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except TypeError as exc:

@@ -13,5 +13,6 @@ class KeysConfig(Section):
     private_key: Path = Field(
         Path("/etc/emotion-agent/device.key"),
         title="Device Ed25519 private key (PEM, mode 0600)",
-        description="A bare file name is looked up in $CREDENTIALS_DIRECTORY first (systemd).",
+        description="A bare file name is looked up in $CREDENTIALS_DIRECTORY first (systemd), "
+        "then in the config file's folder.",
     )

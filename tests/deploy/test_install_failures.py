@@ -179,3 +179,26 @@ def test_a_batch_failing_on_a_later_card_still_lists_the_cards_already_written(
     assert '"device_id":"bus-01"' in listed, (
         "card 1 (bus-01) is provisioned but missing from the verifier list"
     )
+
+
+def test_check_config_names_the_full_path_of_a_missing_bare_key_beside_the_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conf_dir = tmp_path / "etc-emotion-agent"
+    conf_dir.mkdir()
+    (conf_dir / "agent.yaml").write_text(
+        "schema_version: 1\ndevice_id: bus-7\nsite: {jurisdiction: US, context: transport, purpose: safety}\n"
+        f"keys: {{private_key: device.key}}\nstate_dir: {tmp_path / 'state'}\nmqtt: {{enabled: false}}\n"
+    )
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["check-config", "-c", "etc-emotion-agent/agent.yaml"]) == 2  # a relative -c
+    err = capsys.readouterr().err
+    assert f"{conf_dir / 'device.key'}: device private key not found (nor in $CREDENTIALS_DIRECTORY" in err
+    # the credential, when systemd gives one, wins over the file beside the config
+    assert main(["keygen", "--out", str(creds)]) == 0
+    capsys.readouterr()
+    assert main(["check-config", "-c", "etc-emotion-agent/agent.yaml"]) == 0, capsys.readouterr().err
