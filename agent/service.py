@@ -278,6 +278,10 @@ class Service:
         self.publisher.retry()  # messages an output refused (a full disk), in order
         self._apply_gate()
         frame = self.feed.next_frame(timeout=0.5) if self.gate.capturing else None
+        if self.feed.live:
+            # Due windows leave before this frame is analysed: after it, their messages' time
+            # would tell how long its inference took, which grows with the faces in view.
+            self._close_windows(self._window_time(None))
         if frame is not None:
             self._process(frame)
         else:
