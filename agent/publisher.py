@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -69,6 +70,8 @@ class Publisher:
         self.dropped = 0
         self.error: str | None = None
         self._waiting: deque[_Waiting] = deque()
+        self._turn = threading.Lock()
+        """Held while a turn of ``retry`` hands messages on (``retry``)."""
 
     @property
     def held(self) -> int:
@@ -86,26 +89,42 @@ class Publisher:
         defaults to the suffix (``audit/checkpoint`` is ``audit-checkpoint``)."""
         item = _Waiting(suffix, body, retain, outputs=list(self.outputs), typ=typ)
         self._waiting.append(item)
-        if len(self._waiting) > HELD_MAX:
-            lost = self._waiting.popleft()
-            self.dropped += 1
-            logger.error("publisher: %d message(s) dropped while outputs refused them (%s)",
-                         self.dropped, lost.suffix)
         self.retry()
         return item.message if item.message is not None and not item.outputs else None
 
     def retry(self) -> None:
-        """Hand waiting messages on, oldest first; stop at the first one still refused."""
-        while self._waiting:
-            item = self._waiting[0]
-            if not self._deliver(item):
-                for later in self._waiting:
-                    later.waited = True
-                return
-            self._waiting.popleft()
-            if self.error is not None:
-                self._recovered(1 + sum(1 for w in self._waiting if w.waited))
-            self._record(item)
+        """Hand waiting messages on, oldest first; stop at the first one still refused.
+
+        One turn at a time: an output's send can publish in turn (a full spool drops a row, the
+        audit entry for it makes a checkpoint due, the checkpoint is published), from this
+        thread or the spool's sender thread. Such a message only joins the queue, and the turn
+        that is running hands it on after the one being sent. Nested, the inner turn sent the
+        outer message a second time and the outer one then failed on an empty queue (found by
+        review)."""
+        if not self._turn.acquire(blocking=False):
+            return  # a turn is running (further up this thread, or in another): it takes them
+        try:
+            if len(self._waiting) > HELD_MAX:
+                self._drop_oldest(len(self._waiting) - HELD_MAX)
+            while self._waiting:
+                item = self._waiting[0]
+                if not self._deliver(item):
+                    for later in self._waiting:
+                        later.waited = True
+                    return
+                self._waiting.popleft()
+                if self.error is not None:
+                    self._recovered(1 + sum(1 for w in self._waiting if w.waited))
+                self._record(item)
+        finally:
+            self._turn.release()
+
+    def _drop_oldest(self, n: int) -> None:
+        for _ in range(n):
+            lost = self._waiting.popleft()
+            self.dropped += 1
+            logger.error("publisher: %d message(s) dropped while outputs refused them (%s)",
+                         self.dropped, lost.suffix)
 
     def close(self) -> int:
         """The service is stopping: one last try, then the messages still waiting are lost with

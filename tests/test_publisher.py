@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -172,3 +173,33 @@ def test_close_delivers_what_an_output_takes_again_and_reports_no_loss(
     assert published(audit) == [1]
     assert not any(fields.get("code") == "publish_lost" for _, fields in audit.entries)
     assert not any("lost" in r.getMessage() for r in caplog.records)
+
+
+class SlowDisk(Disk):
+    """An output whose first send waits until another thread has published meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sending = threading.Event()
+        self.go_on = threading.Event()
+
+    def send(self, message: Message) -> None:
+        if not self.lines:
+            self.sending.set()
+            self.go_on.wait(5)
+        super().send(message)
+
+
+def test_a_publish_from_another_thread_during_a_send_waits_its_turn() -> None:
+    """The spool's sender thread can publish (a drop's audit entry makes a checkpoint due) while
+    the loop's publish is sending: that message joins the queue and the running turn hands it
+    on, once, after the one being sent."""
+    disk = SlowDisk()
+    publisher, audit = make(disk)
+    loop = threading.Thread(target=publisher.publish, args=("stats", {"n": 1}))
+    loop.start()
+    assert disk.sending.wait(5)
+    assert publisher.publish("audit/checkpoint", {"n": 2}) is None  # queued behind the send
+    disk.go_on.set()
+    loop.join(5)
+    assert seqs(disk) == published(audit) == [1, 2]
