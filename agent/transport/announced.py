@@ -30,6 +30,8 @@ class Announced:
     topics: list[str]
     components: dict[str, str] = field(default_factory=dict)
     """The device message's components, live and retired, id to platform ({} without one)."""
+    rules: list[str] = field(default_factory=list)
+    """The alert rules announced: a rule gone by the next run loses its retained state then."""
 
 
 def load_record(state_dir: Path) -> Announced | None:
@@ -52,7 +54,11 @@ def load_record(state_dir: Path) -> Announced | None:
     ):
         logger.warning("ignoring the components in %s: not a map of id to platform", path)
         components = {}
-    return Announced(topics, components)
+    rules = data.get("rules", [])
+    if not isinstance(rules, list) or not all(isinstance(r, str) for r in rules):
+        logger.warning("ignoring the alert rules in %s: not a list of names", path)
+        rules = []
+    return Announced(topics, components, rules)
 
 
 def load_announced(state_dir: Path) -> list[str] | None:
@@ -61,10 +67,16 @@ def load_announced(state_dir: Path) -> list[str] | None:
     return record.topics if record is not None else None
 
 
-def save_announced(state_dir: Path, topics: list[str], components: dict[str, str] | None = None) -> None:
+def save_announced(
+    state_dir: Path, topics: list[str], components: dict[str, str] | None = None,
+    rules: list[str] | None = None,
+) -> None:
     """Record what this run announces; a failure is logged (the next run clears more, not less)."""
     path = state_dir / FILE_NAME
-    data = {"topics": sorted(topics), "components": dict(sorted((components or {}).items()))}
+    data = {
+        "topics": sorted(topics), "components": dict(sorted((components or {}).items())),
+        "rules": sorted(rules or []),
+    }
     try:
         write_atomic(path, (json.dumps(data, indent=1) + "\n").encode())
     except OSError as exc:

@@ -139,6 +139,8 @@ class MqttOutput:
         """The discovery topics on the broker as far as this run knows (read at the first connect)."""
         self._components: dict[str, str] = {}
         """The device message's components on the broker, live and retired (id to platform)."""
+        self._rules: list[str] = []
+        """The alert rules the record in state_dir names."""
         self._link_announced = False
         """Discovery went out on the current connection: a reload's change is published at once."""
         self._last_row = 0
@@ -407,8 +409,12 @@ class MqttOutput:
             # A state retained by a previous run is not this run's state. The service's fresh
             # state (already spooled, or later) goes out after this, in order. Before `online`,
             # so a dashboard never shows the old state as available, even for a moment.
-            rules = self._spec.alert_rules if self._spec is not None else ()
-            for suffix in (*CLEARED_AT_START, *(f"alert/{rule}" for rule in rules)):
+            # With the rules the last run announced: one removed while the agent was stopped
+            # would keep its last state retained for ever (found by review).
+            rules = set(self._spec.alert_rules) if self._spec is not None else set()
+            record = load_record(self._state_dir) if self._spec is not None else None
+            rules |= set(record.rules) if record is not None else set()
+            for suffix in (*CLEARED_AT_START, *(f"alert/{rule}" for rule in sorted(rules))):
                 self._publish(client, f"{self.base_topic}/{suffix}", b"")
         self._publish(client, self.status_topic, b"online")
         subs = [(t, 1) for t in self._commands.topics] if self.settings.commands.enabled else []
@@ -461,6 +467,7 @@ class MqttOutput:
                 record = load_record(self._state_dir)
                 self._announced = record.topics if record is not None else None
                 self._components = record.components if record is not None else {}
+                self._rules = record.rules if record is not None else []
             self._send_discovery(client, spec)
             self._link_announced = True
 
@@ -481,12 +488,14 @@ class MqttOutput:
             self._announced is None
             or set(self._announced) != set(messages)
             or components != self._components
+            or set(spec.alert_rules) != set(self._rules)
         ):
             for topic in retractions(spec, self._announced):
                 self._publish(client, topic, b"")
-            save_announced(self._state_dir, list(messages), components)
+            save_announced(self._state_dir, list(messages), components, list(spec.alert_rules))
             self._announced = list(messages)
             self._components = components
+            self._rules = list(spec.alert_rules)
         for topic, payload in messages.items():
             self._publish(client, topic, payload)
 
