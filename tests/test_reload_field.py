@@ -22,6 +22,16 @@ from tests.test_service_reload import assert_each_second_once, build, windows
 T0 = 1_800_000_000.0
 
 
+def scripted_service(path: Path, clock: FakeClock, frames: int, pipeline: object | None = None) -> Service:
+    """The service on a scripted file of ``frames`` frames and a counting (or given) pipeline."""
+    chosen = pipeline if pipeline is not None else CountingPipeline()
+    return Service(
+        load_config(path), path, clock,
+        opener=lambda s, o, c: ScriptedSource(c, frames, False),
+        pipeline_factory=lambda _c: chosen,  # type: ignore[arg-type,return-value]
+    )
+
+
 def audit_entries(tmp_path: Path) -> list[dict[str, Any]]:
     out = []
     for segment in sorted((tmp_path / "state" / "audit").glob("segment-*.jsonl")):
@@ -101,11 +111,7 @@ def test_a_reload_that_raises_audit_days_keeps_the_audit_log_that_long(tmp_path:
 
     path = write_config(tmp_path, "scripted.mp4", extra=NO_GATE + "retention: {audit_days: 2}\n")
     clock = FakeClock(start=T0)
-    service = Service(
-        load_config(path), path, clock,
-        opener=lambda s, o, c: ScriptedSource(c, 100, False),
-        pipeline_factory=lambda _c: CountingPipeline(),  # type: ignore[arg-type,return-value]
-    )
+    service = scripted_service(path, clock, 100)
     service.start()
     for _ in range(20):
         service.step()
@@ -131,11 +137,7 @@ def test_a_privacy_flag_file_set_by_a_reload_pauses_capture(tmp_path: Path) -> N
     path = write_config(tmp_path, "scripted.mp4", extra=NO_GATE)
     clock = FakeClock(start=T0)
     pipeline = CountingPipeline()
-    service = Service(
-        load_config(path), path, clock,
-        opener=lambda s, o, c: ScriptedSource(c, 1000, False),
-        pipeline_factory=lambda _c: pipeline,  # type: ignore[arg-type,return-value]
-    )
+    service = scripted_service(path, clock, 1000, pipeline=pipeline)
     service.start()
     for _ in range(10):
         service.step()
@@ -164,11 +166,7 @@ def test_every_reloaded_key_that_is_not_restart_only_reaches_the_running_part(
     audit log's checkpoint settings are restart-only (a segment records them at its start): the
     reload says so and keeps the running value, as for `mqtt`."""
     path = write_config(tmp_path, "scripted.mp4", extra=NO_GATE)
-    service = Service(
-        load_config(path), path, FakeClock(start=T0),
-        opener=lambda s, o, c: ScriptedSource(c, 1000, False),
-        pipeline_factory=lambda _c: CountingPipeline(),  # type: ignore[arg-type,return-value]
-    )
+    service = scripted_service(path, FakeClock(start=T0), 1000)
     service.start()
     for _ in range(10):
         service.step()
@@ -225,11 +223,7 @@ def test_a_reload_that_drops_the_flag_file_releases_what_the_file_held(tmp_path:
     extra = NO_GATE + f'policy: {{privacy_mode: {{flag_file: "{flag}"}}}}\n'
     path = write_config(tmp_path, "scripted.mp4", extra=extra)
     clock = FakeClock(start=T0)
-    service = Service(
-        load_config(path), path, clock,
-        opener=lambda s, o, c: ScriptedSource(c, 1000, False),
-        pipeline_factory=lambda _c: CountingPipeline(),  # type: ignore[arg-type,return-value]
-    )
+    service = scripted_service(path, clock, 1000)
     service.start()
     for _ in range(5):
         clock.advance(1.0)
