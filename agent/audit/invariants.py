@@ -35,6 +35,7 @@ class Invariants:
         self.queued = 0
         self.legacy_frames = 0
         self.measured_frames = 0
+        self.device_ids: set[str] = set()
         self._checks = {
             "start": self._start,
             "policy_change": self._start,
@@ -48,6 +49,8 @@ class Invariants:
         self.first = first
         self.policy = segment["policy"]
         self.last_start = segment["start"]
+        if self.last_start is not None:
+            self.device_ids.add(self.last_start["device_id"])
 
     def check(self, entry: Entry) -> list[str]:
         problems: list[str] = []
@@ -62,6 +65,7 @@ class Invariants:
     def _start(self, entry: Entry) -> list[str]:
         if entry.kind == "start":
             self.last_start = entry.data
+            self.device_ids.add(entry.data["device_id"])
             self.queued = 0  # a new process: nothing waits in its queue yet
         self.policy = entry.data["policy"]
         return []

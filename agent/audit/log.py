@@ -43,6 +43,7 @@ from agent.audit.store import (
     STATE_FILE,
     list_segments,
     load_state,
+    read_regular,
     read_segment,
     segment_name,
 )
@@ -247,7 +248,7 @@ class AuditLog:
         path = self.directory / CHECKPOINTS_FILE
         if not path.exists():
             return
-        data = path.read_bytes()
+        data = read_regular(path)
         notes, tail = split_notes(data)
         if tail:
             os.truncate(path, len(data) - len(tail))

@@ -4,7 +4,10 @@ It recomputes the RFC 9162 tree from the entries, verifies every checkpoint's si
 that its root is the tree's root at its size (so successive checkpoints are consistent: they
 describe one append-only sequence), compares any external checkpoints (copies kept off the
 device, e.g. retained MQTT messages) to catch rollbacks and forks, and checks the invariants
-inside the entries. Problems come out in log order, so the first one names the first bad entry.
+inside the entries, and the log against ``state.json``, the head the device signed before its
+last append (a cut-off tail has fewer entries than it attests). Files of the log that are not
+regular files (a FIFO, a device) are refused before they are read: exit 2, never a hang.
+Problems come out in log order, so the first one names the first bad entry.
 A key rotation recorded in the log (agent/audit/rotation.py) is followed from the given key to
 the other one when a checkpoint of the given key covers it, so one public key of the chain is
 enough.
@@ -14,10 +17,12 @@ from __future__ import annotations
 
 import base64
 import itertools
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -30,7 +35,16 @@ from agent.audit.merkle import CompactRange, leaf_hash, root_of
 from agent.audit.note import SIG_PREFIX, NoteError, SignedCheckpoint, open_checkpoint, split_notes
 from agent.audit.purge import seed_from
 from agent.audit.rotation import find_rotations, follow_rotations
-from agent.audit.store import CHECKPOINTS_FILE, list_segments, read_segment, segment_name
+from agent.audit.statefile import Head, read_head
+from agent.audit.store import (
+    CHECKPOINTS_FILE,
+    STATE_FILE,
+    list_segments,
+    read_regular,
+    read_segment,
+    segment_name,
+)
+from agent.crypto.keys import kid_for
 from agent.errors import InputError, PayloadError
 
 
@@ -269,6 +283,17 @@ class _Verifier:
             raise PayloadError("its recorded right edge differs from the tree of the entries before it")
 
 
+def _read_optional(path: Path, what: str) -> bytes | None:
+    """A file of the log, None when it is absent; a FIFO, a device or a folder under its name
+    is refused before it is read (exit 2), so verify never blocks on it."""
+    try:
+        return read_regular(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise unreadable(path, what, exc) from exc
+
+
 def unreadable(path: Path, what: str, exc: OSError) -> InputError:
     """A file of the log that cannot be read: the log could not be checked (exit 2), which is
     not the same as checked and found bad (exit 1)."""
@@ -290,18 +315,12 @@ def verify_log(
     if not root_dir.is_dir():
         raise PayloadError(f"{root_dir}: not a directory (give the audit folder, e.g. state_dir/audit)")
     cp_path = root_dir / CHECKPOINTS_FILE
-    data = b""
-    if cp_path.exists():
-        try:
-            data = cp_path.read_bytes()
-        except OSError as exc:
-            raise unreadable(cp_path, "checkpoints file", exc) from exc
-    cosigned_path = root_dir / COSIGNATURES_FILE
-    if cosigned_path.exists():  # what a witness sent back (agent/audit/cosigned.py)
-        try:
-            external = [*external, (COSIGNATURES_FILE, cosigned_path.read_bytes())]
-        except OSError as exc:
-            raise unreadable(cosigned_path, "cosignatures file", exc) from exc
+    cp_data = _read_optional(cp_path, "checkpoints file")
+    data = cp_data or b""
+    state = _read_optional(root_dir / STATE_FILE, "state file")
+    cosigned = _read_optional(root_dir / COSIGNATURES_FILE, "cosignatures file")
+    if cosigned is not None:  # what a witness sent back (agent/audit/cosigned.py)
+        external = [*external, (COSIGNATURES_FILE, cosigned)]
     external = list(external)
     try:
         segments = list_segments(root_dir)
@@ -313,7 +332,7 @@ def verify_log(
     notes += [note for _, blob in external for _, note in split_notes(blob)[0]]
     keys, result.followed = follow_rotations(keys, notes, rotations)
     result.keys = keys
-    if cp_path.exists():
+    if cp_data is not None:
         result.checkpoints = load_notes(data, CHECKPOINTS_FILE, keys, result)
     for source, blob in external:
         result.external += load_notes(blob, source, keys, result)
@@ -327,6 +346,12 @@ def verify_log(
     v.run(segments)
     result.size, result.root = v.tree.size, v.tree.root()
     _after(result, v)
+    if cp_data is None:
+        result.problems.append(
+            f"{CHECKPOINTS_FILE} is missing: the log creates it (empty) with its first segment, "
+            "so its absence means it was deleted"
+        )
+    _state(result, v, state)
     return result
 
 
@@ -378,6 +403,100 @@ def _after(result: VerifyResult, v: _Verifier) -> None:
         result.warnings.append(
             f"entries {signed}..{result.size - 1} are not yet covered by a signed checkpoint "
             "(the device is running or was stopped without a clean shutdown)"
+        )
+
+
+def _origins(device_ids: Iterable[str]) -> list[str]:
+    """The checkpoint origins a device may sign: ``emotion-agent/<device_id>`` (what the agent
+    signs), and ``emotion-agent/<device_id>/audit``, which this document's earlier versions gave
+    to ``AuditLog.open`` (logs opened that way must still verify)."""
+    return [o for d in sorted(device_ids) for o in (f"emotion-agent/{d}", f"emotion-agent/{d}/audit")]
+
+
+def _state(result: VerifyResult, v: _Verifier, data: bytes | None) -> None:
+    """``state.json`` against the log: the device attests the head before every append, so the
+    log holds exactly the attested entries, or one fewer (a crash fell between the two)."""
+    if v.broken:
+        return  # the log already fails; its size says nothing
+    state = _signed_state(result, data)
+    if state is None:
+        return
+    key = next((k for k in result.keys if kid_for(k) == state.get("kid")), None)
+    if key is None:
+        result.problems.append(
+            f"{STATE_FILE}: no signature by the trusted key(s): it names key {str(state.get('kid'))[:80]!r}, "
+            "neither a --pubkey key nor one a key rotation recorded in the log links to"
+        )
+        return
+    origins = [loc.cp.origin for loc in [*result.checkpoints, *result.external]][:1]
+    origins = origins or _origins(v.invariants.device_ids)
+    if not origins:
+        result.warnings.append(
+            f"{STATE_FILE}: its signature could not be checked: no checkpoint or start entry names "
+            "the log's origin"
+        )
+        return
+    error = ""
+    for origin in origins:
+        try:
+            head = read_head(origin, state, key)
+        except ValueError as exc:
+            error = str(exc)
+            continue
+        if head is not None:
+            _compare_head(result, head)
+            return
+    result.problems.append(f"{STATE_FILE}: {error}")
+
+
+def _signed_state(result: VerifyResult, data: bytes | None) -> dict[str, Any] | None:
+    """The parsed ``state.json`` if it carries a signature; otherwise a problem or a warning."""
+    if data is None:
+        result.problems.append(
+            f"{STATE_FILE} is missing: the log writes it before its first entry and replaces it "
+            "before every other one, so its absence means it was deleted (and with it the proof "
+            "that the log's tail was not cut off)"
+        )
+        return None
+    try:
+        state = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        result.problems.append(f"{STATE_FILE}: not JSON ({str(exc)[:100]}): the device writes it atomically")
+        return None
+    if not isinstance(state, dict):
+        result.problems.append(f"{STATE_FILE}: not a JSON object: the device writes one atomically")
+        return None
+    if "sig" not in state:
+        result.warnings.append(
+            f"{STATE_FILE} is unsigned (written by a version before states were signed): it "
+            "cannot show that no entries were cut off the end of the log"
+        )
+        return None
+    return state
+
+
+def _compare_head(result: VerifyResult, head: Head) -> None:
+    size = result.size
+    if head.size > size + 1:
+        result.problems.append(
+            f"{STATE_FILE}: the device attested {head.size} entries but the log holds {size}: "
+            f"entries {size}..{head.size - 1} were removed (the log was truncated)"
+        )
+    elif head.size == size + 1:
+        if result.partial is None:
+            result.warnings.append(
+                f"{STATE_FILE} attests {head.size} entries, one more than the log holds: the device "
+                f"stopped (a crash, a full disk) between attesting entry {size} and writing it"
+            )
+    elif head.size < size:
+        result.problems.append(
+            f"entries {head.size}..{size - 1} were not written by this agent ({STATE_FILE}, signed "
+            f"by the device, attests {head.size}): an entry was appended"
+        )
+    elif head.root != result.root:
+        result.problems.append(
+            f"{STATE_FILE}: the root of the {size} entries is not the one the device attested: an "
+            "entry was altered"
         )
 
 

@@ -41,7 +41,11 @@ def test_a_forged_entry_after_the_last_checkpoint_is_not_signed_into_the_log(
     forged = encode_entry(size, 1_700_000_900_000, "privacy_mode", {"mode": "off", "source": "mqtt"})
     with crashed.open("ab") as f:
         f.write(forged.line + b"\n")
-    assert verify_log(tmp_path / "audit", key.public_key()).problems == []  # unsigned, so undetectable
+    problems = verify_log(tmp_path / "audit", key.public_key()).problems  # no checkpoint signs it,
+    assert problems == [  # but state.json, which the device signs before every append, does not attest it
+        f"entries {size}..{size} were not written by this agent (state.json, signed by the device, "
+        f"attests {size}): an entry was appended"
+    ]
     with pytest.raises(PayloadError, match=rf"entries {size}\.\.{size} were not written by this agent"):
         open_log(checkpoint_every_entries=1000, segment_max_entries=1000)
     notes = (tmp_path / "audit/checkpoints.log").read_bytes()

@@ -1,0 +1,93 @@
+"""`audit verify` reads state.json (signed by the device before every append) and refuses files
+of the log that are not regular files, before reading them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.audit.note import split_notes
+from agent.audit.statefile import Head, signed_state
+from agent.audit.verify import verify_log
+from agent.clock import FakeClock
+
+from .conftest import OpenLog
+from .helpers import ORIGIN, fill
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def audit(open_log: OpenLog, clock: FakeClock, tmp_path: Path, key: Ed25519PrivateKey) -> Path:
+    log = open_log(checkpoint_every_entries=5, segment_max_entries=10)
+    fill(log, clock, 4)
+    log.close()
+    return tmp_path / "audit"
+
+
+def test_a_closed_log_verifies_against_its_state(audit: Path, key: Ed25519PrivateKey) -> None:
+    result = verify_log(audit, key.public_key())
+    assert (result.problems, result.warnings) == ([], [])
+
+
+@pytest.mark.parametrize("name", ["state.json", "checkpoints.log"])
+def test_a_deleted_state_or_checkpoints_file_fails(audit: Path, key: Ed25519PrivateKey, name: str) -> None:
+    (audit / name).unlink()
+    problems = verify_log(audit, key.public_key()).problems
+    assert any(p.startswith(f"{name} is missing") and "deleted" in p for p in problems), problems
+
+
+def test_a_state_signed_by_an_unknown_key_fails(audit: Path, key: Ed25519PrivateKey) -> None:
+    state = json.loads((audit / "state.json").read_bytes())
+    other = Ed25519PrivateKey.generate()
+    head = Head(state["size"], b"\0" * 32, [], state["segment"], state["segment_count"])
+    (audit / "state.json").write_text(json.dumps(signed_state(ORIGIN, head, other)))
+    problems = verify_log(audit, key.public_key()).problems
+    assert any(p.startswith("state.json: no signature by the trusted key") for p in problems), problems
+
+
+def test_an_altered_state_fails(audit: Path, key: Ed25519PrivateKey) -> None:
+    state = json.loads((audit / "state.json").read_bytes())
+    state["size"] += 5
+    (audit / "state.json").write_text(json.dumps(state))
+    problems = verify_log(audit, key.public_key()).problems
+    assert problems == ["state.json: its signature does not verify with the device key: it was altered"]
+
+
+def test_a_state_one_entry_ahead_is_a_crash_warning(audit: Path, key: Ed25519PrivateKey) -> None:
+    seg = audit / "segment-000000000010.jsonl"
+    state = json.loads((audit / "state.json").read_bytes())
+    lines = seg.read_bytes().splitlines(keepends=True)
+    seg.write_bytes(b"".join(lines[:-1]))  # the last line never reached the disk
+    notes, _ = split_notes((audit / "checkpoints.log").read_bytes())
+    (audit / "checkpoints.log").write_bytes(b"".join(note for _, note in notes[:-1]))  # nor close's
+    result = verify_log(audit, key.public_key())
+    assert result.problems == []
+    assert any(f"state.json attests {state['size']} entries, one more" in w for w in result.warnings)
+
+
+@pytest.mark.parametrize("name", ["state.json", "checkpoints.log", "segment-000000000010.jsonl"])
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_a_file_of_the_log_that_is_not_a_regular_file_is_exit_2(audit: Path, name: str, kind: str) -> None:
+    (audit / name).unlink()
+    if kind == "fifo":
+        os.mkfifo(audit / name)
+    else:
+        os.symlink("/dev/zero", audit / name)
+    (audit.parent / "pub.jwk").write_text(json.dumps({"kty": "OKP", "crv": "Ed25519", "x": "A" * 43}))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    pubkey = str(audit.parent / "pub.jwk")
+    r = subprocess.run(
+        [sys.executable, "-m", "agent", "audit", "verify", str(audit), "--pubkey", pubkey],
+        check=False, capture_output=True, text=True, env=env, timeout=30, cwd=REPO,
+    )
+    assert r.returncode == 2, r.stderr
+    assert f"{name}: cannot read the" in r.stderr
+    assert "not a regular file" in r.stderr
+    assert "Traceback" not in r.stderr
