@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.audit.cosignature import COSIGNATURE_V1, cosigner_key_id
 from agent.audit.report import render_report
+from agent.audit.store import read_regular
 from agent.audit.verify import summary_lines, verify_log
 from agent.crypto import load_public_key
 from agent.errors import EXIT_OK, EXIT_REJECTED, InputError, PayloadError
@@ -71,12 +72,21 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
 
 
+_MAX_NESTING = 8
+"""How deep ``_find_note`` looks: a stored MQTT message is ``payload`` (an object or a string of
+JSON) > ``body`` > ``note``; anything deeper is not one."""
+
+
 def read_external(path: Path) -> tuple[str, bytes]:
-    """Checkpoint notes from a file: plain notes, or JSON objects carrying them under ``note``."""
+    """Checkpoint notes from a file: plain notes, or JSON objects carrying them under ``note``.
+
+    The file is the auditor's, but its content may come from anywhere (a broker's history):
+    whatever it holds is refused as a PayloadError naming the file and line (exit 2), never a
+    traceback."""
     try:
-        data = path.read_bytes()
+        data = read_regular(path)  # a FIFO or a device is refused before it is read
     except OSError as exc:
-        raise InputError(f"{path}: cannot read the checkpoints file: {exc}") from exc
+        raise InputError(f"{path}: cannot read the checkpoints file: {exc.strerror or exc}") from exc
     if not data.lstrip().startswith(b"{"):
         return str(path), data
     notes = []
@@ -85,18 +95,27 @@ def read_external(path: Path) -> tuple[str, bytes]:
             continue
         try:
             note = _find_note(json.loads(line))
+        except RecursionError:
+            raise PayloadError(f"{path} line {n}: JSON nested too deeply to be a stored message") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise PayloadError(f"{path} line {n}: not JSON: {exc}") from exc
         if note is None:
             raise PayloadError(f"{path} line {n}: no 'note' string in this JSON object")
-        notes.append(note.encode("utf-8"))
+        try:
+            notes.append(note.encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            raise PayloadError(
+                f"{path} line {n}: the note is not text (character {exc.start}: a lone surrogate "
+                "\\ud800-\\udfff, which UTF-8 cannot hold)"
+            ) from None
     return str(path), b"".join(notes)
 
 
-def _find_note(obj: Any) -> str | None:
+def _find_note(obj: Any, depth: int = 0) -> str | None:
     """The note in a signed envelope (``body.note``), a stored message (``payload``, an object
-    or, as ``mosquitto_sub -F %j`` writes it, a string of JSON) or a bare ``{"note": ...}``."""
-    if not isinstance(obj, dict):
+    or, as ``mosquitto_sub -F %j`` writes it, a string of JSON) or a bare ``{"note": ...}``;
+    at most ``_MAX_NESTING`` levels down."""
+    if not isinstance(obj, dict) or depth > _MAX_NESTING:
         return None
     if isinstance(obj.get("note"), str):
         return str(obj["note"])
@@ -107,9 +126,9 @@ def _find_note(obj: Any) -> str | None:
         if isinstance(value, str) and value.lstrip().startswith("{"):
             try:
                 value = json.loads(value)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
-        found = _find_note(value)
+        found = _find_note(value, depth + 1)
         if found is not None:
             return found
     return None

@@ -16,6 +16,7 @@ from agent.audit.note import split_notes
 from agent.audit.statefile import Head, signed_state
 from agent.audit.verify import verify_log
 from agent.clock import FakeClock
+from agent.crypto import public_jwk
 
 from .conftest import OpenLog
 from .helpers import ORIGIN, fill
@@ -91,3 +92,16 @@ def test_a_file_of_the_log_that_is_not_a_regular_file_is_exit_2(audit: Path, nam
     assert f"{name}: cannot read the" in r.stderr
     assert "not a regular file" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_fifo_given_as_external_checkpoints_is_exit_2(audit: Path, key: Ed25519PrivateKey) -> None:
+    os.mkfifo(audit.parent / "retained.jsonl")
+    (audit.parent / "pub.jwk").write_text(json.dumps(public_jwk(key.public_key())))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    r = subprocess.run(
+        [sys.executable, "-m", "agent", "audit", "verify", str(audit),
+         "--pubkey", str(audit.parent / "pub.jwk"), "--checkpoints", str(audit.parent / "retained.jsonl")],
+        check=False, capture_output=True, text=True, env=env, timeout=30, cwd=REPO,
+    )
+    assert r.returncode == 2
+    assert "retained.jsonl: cannot read the checkpoints file: a FIFO (named pipe), not a regular" in r.stderr
