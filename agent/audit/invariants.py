@@ -8,6 +8,10 @@
 - no frame lived longer than the bound (``--max-lifetime-ms`` or the policy's
   ``max_frame_lifetime_ms``), and p99 ≤ max;
 - no window was published with fewer than k people, and k is never below the policy's;
+- the differential-privacy spend of a UTC day (``dp_spent_micro`` of the windows that started
+  on it, as the accountant charges it) never exceeds the daily budget in force: the lowest
+  ``dp_daily_budget_milli`` among the policies in force at that day's spends (a budget raised
+  during a day applies from the next, a lowered one at once: agent/analytics/dp.py);
 - purges only removed segments older than the retention in force, contiguously from the
   start, and the entries that are gone are exactly the ones a purge entry records.
 """
@@ -15,6 +19,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from typing import Any
 
 from agent.audit.entries import Entry
@@ -36,6 +41,11 @@ class Invariants:
         self.legacy_frames = 0
         self.measured_frames = 0
         self.device_ids: set[str] = set()
+        self.dp_spent: dict[int, int] = {}
+        """Micro-epsilon spent per UTC day (days since the epoch) of the windows' start."""
+        self.dp_budget: dict[int, int] = {}
+        """The lowest daily budget (micro-epsilon) in force at a spend on that day."""
+        self.dp_over: set[int] = set()
         self._checks = {
             "start": self._start,
             "policy_change": self._start,
@@ -125,7 +135,28 @@ class Invariants:
             out.append(f"window published with {d['people']} people, fewer than k = {d['k']}")
         if self.policy is not None and d["k"] < self.policy["min_people"]:
             out.append(f"window used k = {d['k']}, below the policy's min_people {self.policy['min_people']}")
-        return out
+        return out + self._dp_spend(d)
+
+    def _dp_spend(self, d: dict[str, Any]) -> list[str]:
+        """The accountant refuses a window whose spend would take the day above its budget."""
+        spent = d.get("dp_spent_micro")
+        if not spent:
+            return []
+        day = d["window_start_ms"] // DAY_MS
+        total = self.dp_spent[day] = self.dp_spent.get(day, 0) + spent
+        milli = self.policy.get("dp_daily_budget_milli") if self.policy is not None else None
+        if milli is not None:
+            self.dp_budget[day] = min(self.dp_budget.get(day, milli * 1000), milli * 1000)
+        budget = self.dp_budget.get(day)
+        if budget is None or total <= budget or day in self.dp_over:
+            return []
+        self.dp_over.add(day)
+        date = time.strftime("%Y-%m-%d", time.gmtime(day * 86_400))
+        return [
+            f"differential privacy budget overspent on {date} (UTC): the windows that started that "
+            f"day spent ε {_micro(total)} (dp_spent_micro {total}), above the daily budget of ε "
+            f"{_micro(budget)} in force (dp_daily_budget_milli {budget // 1000})"
+        ]
 
     def _purge(self, entry: Entry) -> list[str]:
         d = entry.data
@@ -175,3 +206,9 @@ class Invariants:
                         f"entry {index}: purge record of {seg['name']} does not match the segment on disk"
                     )
         return out
+
+
+def _micro(value: int) -> str:
+    """Micro-units as a decimal: 1500000 -> '1.5'."""
+    whole, frac = divmod(value, 1_000_000)
+    return f"{whole}.{frac:06d}".rstrip("0").rstrip(".")
