@@ -235,6 +235,10 @@ class SegmentData(_Data):
     checkpoint_every: int = Field(strict=True, ge=1, le=1_000_000)
     """audit.checkpoint_every_entries of this run: more entries than this without a signed
     checkpoint means one was deleted."""
+    queued: Count | None = None
+    """``queued`` of the last ``frames`` entry before this segment since the last ``start`` (0
+    if none): what the next ``frames`` entry starts from, so a purge of the segments before it
+    keeps the frame accounting whole. Absent in logs written before it (read as 0)."""
 
 
 SCHEMAS: dict[str, type[_Data]] = {

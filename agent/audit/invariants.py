@@ -4,7 +4,8 @@
   (``frames.state_image_files == 0``, and the scan ran: ``state_files_scanned >= 1``);
 - every captured frame is accounted for, each figure counted where it happened:
   captured + queued before = analysed + dropped + discarded + queued (``queued`` restarts at 0
-  with each ``start``);
+  with each ``start``; the first kept segment's ``segment`` entry records the figure it starts
+  from, so a purge does not break the chain);
 - no frame lived longer than the bound (``--max-lifetime-ms`` or the policy's
   ``max_frame_lifetime_ms``), and p99 ≤ max;
 - no window was published with fewer than k people, and k is never below the policy's;
@@ -59,6 +60,7 @@ class Invariants:
         self.first = first
         self.policy = segment["policy"]
         self.last_start = segment["start"]
+        self.queued = segment.get("queued") or 0  # absent before it was recorded: 0, as then
         if self.last_start is not None:
             self.device_ids.add(self.last_start["device_id"])
 

@@ -94,6 +94,7 @@ class AuditLog:
         self._cp_size = -1
         self._policy: dict[str, JSON] | None = None
         self._start: dict[str, JSON] | None = None
+        self._queued = 0
         self._cp_mono = clock.monotonic()
         self._pending: list[bytes] = []
         self._notifier: int | None = None
@@ -233,7 +234,7 @@ class AuditLog:
         self._track(head)
         for n, line in enumerate(lines):
             entry = decode_entry(line)
-            if n and b'"policy":' in line:  # a start or policy_change entry
+            if n:
                 self._track(entry)
             if entry.index != self._tree.size:
                 raise PayloadError(
@@ -350,12 +351,14 @@ class AuditLog:
         return True
 
     def _track(self, entry: Entry) -> None:
-        """Remember what ran and the policy in force, for the next segment's first entry."""
+        """Remember what ran, the policy in force and the frames left queued, for the next
+        segment's first entry."""
         if entry.kind in ("start", "segment"):
             self._start = entry.data if entry.kind == "start" else entry.data["start"]
         if entry.kind in ("start", "policy_change", "segment"):
             self._policy = entry.data["policy"]
-
+        if entry.kind in ("start", "segment", "frames"):  # a start's queue is empty
+            self._queued = entry.data.get("queued") or 0
     def _write(self, entry: Entry) -> None:
         """Attest the head after the append, then append: a failure leaves no partial line."""
         tree = self._tree.copy()
@@ -405,6 +408,7 @@ class AuditLog:
             "policy": self._policy,
             "start": self._start,
             "checkpoint_every": self.settings.checkpoint_every_entries,
+            "queued": self._queued,
         }
         try:
             fsync_dir(self.directory)

@@ -154,6 +154,7 @@ class _Verifier:
         self.invariants = Invariants(max_lifetime_ms)
         self.broken = False
         self.starts: list[int] = []
+        self.signs_state = False
 
     def index_checkpoints(self) -> None:
         prev: Located | None = None
@@ -265,6 +266,7 @@ class _Verifier:
         if entry.index != first:
             raise PayloadError(f"first entry has index {entry.index} but the file name says {first}")
         self.starts.append(first)
+        self.signs_state = "queued" in entry.data  # written by a version that signs state.json
         seed = seed_from(entry)
         if previous is None:
             self.tree = seed
@@ -277,6 +279,12 @@ class _Verifier:
             raise PayloadError("its recorded policy differs from the policy in force before it")
         if entry.data["start"] != self.invariants.last_start:
             raise PayloadError("its recorded start (software, models, config) differs from the last one")
+        queued = entry.data.get("queued")
+        if queued is not None and queued != self.invariants.queued:
+            raise PayloadError(
+                f"its recorded queue ({queued} frame(s) waiting) differs from the last frames entry's "
+                f"({self.invariants.queued})"
+            )
         if entry.data["previous"] != previous:
             raise PayloadError(f"names {entry.data['previous']!r} as the previous segment, not {previous!r}")
         if seed.hashes != self.tree.hashes:
@@ -418,7 +426,7 @@ def _state(result: VerifyResult, v: _Verifier, data: bytes | None) -> None:
     log holds exactly the attested entries, or one fewer (a crash fell between the two)."""
     if v.broken:
         return  # the log already fails; its size says nothing
-    state = _signed_state(result, data)
+    state = _signed_state(result, data, v.signs_state)
     if state is None:
         return
     key = next((k for k in result.keys if kid_for(k) == state.get("kid")), None)
@@ -449,7 +457,7 @@ def _state(result: VerifyResult, v: _Verifier, data: bytes | None) -> None:
     result.problems.append(f"{STATE_FILE}: {error}")
 
 
-def _signed_state(result: VerifyResult, data: bytes | None) -> dict[str, Any] | None:
+def _signed_state(result: VerifyResult, data: bytes | None, signs: bool) -> dict[str, Any] | None:
     """The parsed ``state.json`` if it carries a signature; otherwise a problem or a warning."""
     if data is None:
         result.problems.append(
@@ -465,6 +473,12 @@ def _signed_state(result: VerifyResult, data: bytes | None) -> dict[str, Any] | 
         return None
     if not isinstance(state, dict):
         result.problems.append(f"{STATE_FILE}: not a JSON object: the device writes one atomically")
+        return None
+    if "sig" not in state and signs:
+        result.problems.append(
+            f"{STATE_FILE} is unsigned, but the last segment was written by a version that signs "
+            "it (its segment entry records `queued`): the signature was removed"
+        )
         return None
     if "sig" not in state:
         result.warnings.append(

@@ -16,6 +16,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.audit import AuditConfig, AuditLog
+from agent.audit.entries import encode_entry
 from agent.audit.note import parse_checkpoint_text, split_notes
 from agent.audit.verify import verify_log
 from agent.clock import FakeClock
@@ -142,3 +143,46 @@ def test_the_documented_checkpoint_origin_is_the_one_the_agent_signs(tmp_path: P
     log.close()
     signed_origin = (tmp_path / "audit/checkpoints.log").read_text().split("\n", 1)[0]
     assert signed_origin == template.group(1).replace("<device_id>", "lobby-1")
+
+
+def test_a_segment_entry_whose_recorded_queue_is_not_the_last_frames_figure_fails(
+    open_log: OpenLog, clock: FakeClock, tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    log = open_log(checkpoint_every_entries=5, segment_max_entries=10)
+    log.append("start", start())
+    for _ in range(8):
+        log.append("frames", frames())  # queued 0
+    log._queued = 1  # what the next segment entry records
+    log.append("frames", frames())
+    log.close()
+    problems = verify_log(tmp_path / "audit", key.public_key()).problems
+    assert problems[0].startswith("segment-000000000010.jsonl line 1 (entry 10): its recorded queue (1 ")
+
+
+def test_a_purged_log_written_before_the_recorded_queue_still_verifies(
+    open_log: OpenLog, clock: FakeClock, tmp_path: Path, key: Ed25519PrivateKey,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A writer of the previous version (segment entries without `queued`): the first kept
+    segment's queue starts at 0, as it did, and the log verifies as it did."""
+    from agent.audit import log as log_module  # noqa: PLC0415
+
+    def old_encode(index: int, ts_ms: int, kind: str, fields: dict[str, object], **kw: bool) -> object:
+        if kind == "segment":
+            fields = {k: v for k, v in fields.items() if k != "queued"}
+        return encode_entry(index, ts_ms, kind, fields, **kw)
+
+    monkeypatch.setattr(log_module, "encode_entry", old_encode)
+    log = open_log(retention_days=365, checkpoint_every_entries=5, segment_max_entries=10)
+    log.append("start", start())
+    for _ in range(21):
+        clock.advance(60)
+        log.append("frames", frames())
+    clock.advance(366 * 86_400)
+    assert log.purge() is not None
+    log.append("frames", frames())
+    log.close()
+    assert b'"queued":' not in (tmp_path / "audit/segment-000000000020.jsonl").read_bytes().split(b"\n")[0]
+    result = verify_log(tmp_path / "audit", key.public_key())
+    assert result.first_index > 0
+    assert result.problems == []

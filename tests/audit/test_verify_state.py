@@ -105,3 +105,18 @@ def test_a_fifo_given_as_external_checkpoints_is_exit_2(audit: Path, key: Ed2551
     )
     assert r.returncode == 2
     assert "retained.jsonl: cannot read the checkpoints file: a FIFO (named pipe), not a regular" in r.stderr
+
+
+def test_a_state_stripped_of_its_signature_fails_when_the_log_is_of_the_signing_kind(
+    audit: Path, key: Ed25519PrivateKey
+) -> None:
+    """An unsigned state.json is accepted (with a warning) only from a version that did not sign
+    it: a segment entry recording `queued` was written by one that does."""
+    state = json.loads((audit / "state.json").read_bytes())
+    del state["sig"], state["kid"]
+    (audit / "state.json").write_text(json.dumps(state))
+    problems = verify_log(audit, key.public_key()).problems
+    assert problems == [
+        "state.json is unsigned, but the last segment was written by a version that signs it (its "
+        "segment entry records `queued`): the signature was removed"
+    ]
