@@ -359,6 +359,7 @@ def verify_log(
             f"{CHECKPOINTS_FILE} is missing: the log creates it (empty) with its first segment, "
             "so its absence means it was deleted"
         )
+    _origin(result, v)
     _state(result, v, state)
     return result
 
@@ -416,9 +417,35 @@ def _after(result: VerifyResult, v: _Verifier) -> None:
 
 def _origins(device_ids: Iterable[str]) -> list[str]:
     """The checkpoint origins a device may sign: ``emotion-agent/<device_id>`` (what the agent
-    signs), and ``emotion-agent/<device_id>/audit``, which this document's earlier versions gave
-    to ``AuditLog.open`` (logs opened that way must still verify)."""
+    signs), and ``emotion-agent/<device_id>/audit``, which docs/audit-log.md used to give (and
+    pass to ``AuditLog.open`` in its example): logs opened that way still verify."""
     return [o for d in sorted(device_ids) for o in (f"emotion-agent/{d}", f"emotion-agent/{d}/audit")]
+
+
+def _origin(result: VerifyResult, v: _Verifier) -> None:
+    """One log, one origin: every checkpoint names it, and it is the device's, as the
+    ``start`` entries (or the first kept segment's copy of the last one) name the device."""
+    located = [*result.checkpoints, *result.external]
+    if not located:
+        return
+    first = located[0]
+    other = next((loc for loc in located if loc.cp.origin != first.cp.origin), None)
+    if other is not None:
+        result.problems.append(
+            f"{other.where}: checkpoint origin {other.cp.origin!r} differs from {first.cp.origin!r} "
+            f"({first.where}): a log has one origin"
+        )
+    ids = v.invariants.device_ids
+    if len(ids) > 1:
+        result.problems.append(
+            f"the start entries name {len(ids)} devices ({', '.join(sorted(ids))}): a log has one"
+        )
+    elif ids and first.cp.origin not in _origins(ids):
+        result.problems.append(
+            f"{first.where}: checkpoint origin {first.cp.origin!r} is not the device's: the start "
+            f"entries name device {next(iter(ids))!r}, whose checkpoints are signed as "
+            f"{_origins(ids)[0]!r}"
+        )
 
 
 def _state(result: VerifyResult, v: _Verifier, data: bytes | None) -> None:

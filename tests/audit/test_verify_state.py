@@ -12,14 +12,15 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.audit.note import split_notes
+from agent.audit import AuditConfig, AuditLog
+from agent.audit.note import sign_checkpoint, split_notes
 from agent.audit.statefile import Head, signed_state
 from agent.audit.verify import verify_log
 from agent.clock import FakeClock
 from agent.crypto import public_jwk
 
 from .conftest import OpenLog
-from .helpers import ORIGIN, fill
+from .helpers import ORIGIN, fill, start
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -120,3 +121,49 @@ def test_a_state_stripped_of_its_signature_fails_when_the_log_is_of_the_signing_
         "state.json is unsigned, but the last segment was written by a version that signs it (its "
         "segment entry records `queued`): the signature was removed"
     ]
+
+
+def test_the_agents_origin_verifies(
+    tmp_path: Path, key: Ed25519PrivateKey, clock: FakeClock
+) -> None:
+    log = AuditLog.open(tmp_path / "audit", key, "emotion-agent/lobby-1", clock, AuditConfig())
+    fill(log, clock, 3)
+    log.close()
+    assert verify_log(tmp_path / "audit", key.public_key()).problems == []
+
+
+def test_an_origin_that_is_not_the_devices_fails(
+    tmp_path: Path, key: Ed25519PrivateKey, clock: FakeClock
+) -> None:
+    log = AuditLog.open(tmp_path / "audit", key, "emotion-agent/lobby-2", clock, AuditConfig())
+    fill(log, clock, 3)  # start entries name lobby-1
+    log.close()
+    problems = verify_log(tmp_path / "audit", key.public_key()).problems
+    assert problems == [
+        "checkpoints.log line 1: checkpoint origin 'emotion-agent/lobby-2' is not the device's: the "
+        "start entries name device 'lobby-1', whose checkpoints are signed as 'emotion-agent/lobby-1'"
+    ]
+
+
+def test_checkpoints_of_two_origins_fail(audit: Path, key: Ed25519PrivateKey) -> None:
+    result = verify_log(audit, key.public_key())
+    other = sign_checkpoint("emotion-agent/lobby-1", result.size, result.root, key)
+    with (audit / "checkpoints.log").open("ab") as f:
+        f.write(other.note)
+    problems = verify_log(audit, key.public_key()).problems
+    assert len(problems) == 1
+    assert problems[0].endswith(
+        "checkpoint origin 'emotion-agent/lobby-1' differs from 'emotion-agent/lobby-1/audit' "
+        "(checkpoints.log line 1): a log has one origin"
+    )
+
+
+def test_start_entries_naming_two_devices_fail(
+    open_log: OpenLog, clock: FakeClock, tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    log = open_log()
+    fill(log, clock, 1)
+    log.append("start", start(device_id="lobby-2"))
+    log.close()
+    problems = verify_log(tmp_path / "audit", key.public_key()).problems
+    assert problems == ["the start entries name 2 devices (lobby-1, lobby-2): a log has one"]
