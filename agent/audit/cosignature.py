@@ -70,13 +70,15 @@ def cosign(note: bytes, name: str, key: Ed25519PrivateKey, timestamp: int) -> st
 def find_cosignature(note: bytes, name: str, public_key: Ed25519PublicKey) -> Cosignature | None:
     """The first line of ``note`` that is a valid cosignature by (name, key), else None.
 
-    Lines of other keys are ignored, as signed-note verifiers do; a line with this key's name
-    and ID whose signature fails raises NoteError (someone forged or altered it).
+    Lines of other keys are ignored, as signed-note verifiers do. A line with this key's name
+    and ID whose signature fails does not hide a valid one after it; when no line verifies and
+    such a line exists, NoteError is raised (someone forged or altered it).
     """
     body = note_body(note)
     want = cosigner_key_id(name, public_key)
     prefix = f"{SIG_PREFIX}{name} "
-    for raw in note.decode("utf-8", errors="strict").split("\n"):
+    bad: NoteError | None = None
+    for raw in note.decode("utf-8", errors="replace").split("\n"):
         if not raw.startswith(prefix):
             continue
         try:
@@ -88,7 +90,10 @@ def find_cosignature(note: bytes, name: str, public_key: Ed25519PublicKey) -> Co
         (timestamp,) = struct.unpack(">Q", blob[4:12])
         try:
             public_key.verify(blob[12:], signed_message(body, timestamp))
-        except InvalidSignature as exc:
-            raise NoteError(f"cosignature by {name} does not verify: altered checkpoint or line") from exc
+        except InvalidSignature:
+            bad = bad or NoteError(f"cosignature by {name} does not verify: altered checkpoint or line")
+            continue
         return Cosignature(name, timestamp, raw + "\n")
+    if bad is not None:
+        raise bad
     return None

@@ -576,12 +576,16 @@ Witnesses = Sequence[tuple[str, Ed25519PublicKey]]
 
 
 def _cosignatures(loc: Located, witnesses: Witnesses, result: VerifyResult) -> None:
-    """Record which trusted witnesses cosigned an external checkpoint (C2SP tlog-cosignature)."""
+    """Record which trusted witnesses cosigned an external checkpoint (C2SP tlog-cosignature).
+
+    A cosignature line that does not verify is a warning, not a failure: the checkpoint is the
+    device's (its own signature was checked), and anyone who can publish to the cosignature
+    topic can append a line to ``cosignatures.log``; it is simply not counted as cosigned."""
     for name, key in witnesses:
         try:
             found = find_cosignature(loc.cp.note, name, key)
         except NoteError as exc:
-            result.problems.append(f"{loc.where}: {exc}")
+            result.warnings.append(f"{loc.where}: {exc}: not counted as cosigned")
             continue
         if found is not None:
             result.cosigned.append((loc.where, name, loc.cp.size))
