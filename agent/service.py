@@ -122,6 +122,10 @@ class Service:
         self._stream_now: float | None = None
         self._stream_floor: float | None = None
         self._last_counters = FeedCounters()
+        self._connects = 0
+        """Broker connections seen by the loop (``_reassert_retained``)."""
+        self._privacy_state: dict[str, JSON] | None = None
+        """The privacy mode's last retained state, as published."""
         self.policy = require_allowed(cfg, date_for_policy(cfg, self.clock))  # deferred on an unset clock
         key = check_files(cfg, config_path)  # every named file, read as check-config reads it
         state_dir.prepare(cfg.state_dir)
@@ -263,8 +267,9 @@ class Service:
             self._publish_alert_state(state)
         self._handle_requests()  # a privacy flag already set keeps the camera closed from the start
         if not self.privacy.paused:  # else the flag's event was just published
-            payload = cast("dict[str, JSON]", self.privacy.state_payload())
-            self.publisher.publish("privacy_mode", payload, retain=True)
+            self._privacy_state = cast("dict[str, JSON]", self.privacy.state_payload())
+            self.publisher.publish("privacy_mode", self._privacy_state, retain=True)
+        self._connects = self._broker_connects()
         self._apply_gate()
         self.notifier.ready(f"analysing {self.feed.state.value}")
         logger.info(
@@ -272,9 +277,35 @@ class Service:
             extra={"fields": {"device": self.cfg.device_id, "boot": self.signer.boot}},
         )
 
+    def _broker_connects(self) -> int:
+        """Connections the outputs have made to a broker so far."""
+        total = 0
+        for output in self.outputs:
+            health = getattr(output, "health", None)
+            total += health().connects if health is not None else 0
+        return total
+
+    def _reassert_retained(self) -> None:
+        """After a reconnect, the retained states again, signed anew: a broker restarted without
+        persistence came back without them, and Home Assistant showed the device online with
+        its alerts and privacy mode unknown until the next change (found by review). The old
+        signed bytes cannot be sent again: to a live subscriber they are a replay."""
+        connects = self._broker_connects()
+        if connects == self._connects:
+            return
+        first, self._connects = self._connects == 0, connects
+        if first:  # the first connect of the run: start() has just published them
+            return
+        self.publisher.publish("key", {"jwk": public_jwk(self.signer.public_key)}, retain=True)
+        for state in self.alerts.states():
+            self._publish_alert_state(state)
+        if self._privacy_state is not None:
+            self.publisher.publish("privacy_mode", self._privacy_state, retain=True)
+
     def step(self) -> None:
         """One loop turn: commands and signals, the gate, at most one frame, due windows."""
         self._handle_requests()
+        self._reassert_retained()
         self.publisher.retry()  # messages an output refused (a full disk), in order
         self._apply_gate()
         frame = self.feed.next_frame(timeout=0.5) if self.gate.capturing else None
@@ -407,7 +438,8 @@ class Service:
             return
         mode = "on" if event.paused else "off"
         self.audit.append("privacy_mode", {"mode": mode, "source": event.source})
-        self.publisher.publish("privacy_mode", cast("dict[str, JSON]", event.as_payload()), retain=True)
+        self._privacy_state = cast("dict[str, JSON]", event.as_payload())
+        self.publisher.publish("privacy_mode", self._privacy_state, retain=True)
 
     def _enqueue_command(self, command: Command) -> None:
         """Called from the MQTT thread: the gate coalesces floods and drops duplicates and

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from agent.clock import FakeClock
 from agent.config import load_config
 from agent.outputs.base import Message
 from agent.service import Service
+from agent.transport.link import TransportHealth
 from tests.test_service import AngryCrowd, ScriptedSource, verify_all, write_config
 
 RULE = ("    - {{name: {name}, metric: share, labels: [angry], comparison: above, threshold: 0.4,"
@@ -60,4 +62,53 @@ def test_rule_states_at_start_on_raise_and_across_a_reload(tmp_path: Path) -> No
     # Its first state comes with the reload; an alert-only reload leaves the open window open
     # (issue 18: no early close), so the new rule then judges that window when it closes.
     assert recorder.states("fresh") == [(True, "cleared"), (True, "raised")]
+    assert verify_all(tmp_path) == []
+
+
+class BrokerRecorder(Recorder):
+    """A Recorder that says how often it connected to a broker, as the MQTT output does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.connects = 0
+
+    def health(self) -> TransportHealth:
+        return TransportHealth("connected", "5", None, 0, 0, None, connects=self.connects)
+
+    def retained(self, topic: str) -> list[dict[str, Any]]:
+        return [json.loads(m.payload) for m in self.messages if m.topic == topic and m.retain]
+
+
+def test_after_a_reconnect_the_retained_states_are_signed_and_sent_again(tmp_path: Path) -> None:
+    """A broker restarted without persistence comes back empty: at the next reconnect the
+    service publishes its retained states again (key, each rule's state as it holds it, privacy
+    mode), signed anew with fresh sequence numbers: the old bytes would be a replay."""
+    path = write_config(tmp_path, "scripted.mp4")
+    base = path.read_text().replace("analytics: {window_seconds: 10, min_people: 2}\n", "")
+    head = "analytics:\n  window_seconds: 10\n  min_people: 2\n  alerts:\n"
+    path.write_text(base + head + RULE.format(name="tension"))
+    recorder = BrokerRecorder()
+    service = Service(
+        load_config(path), path, FakeClock(start=1_800_000_000.0), outputs=[recorder],
+        opener=lambda s, o, c: ScriptedSource(c, 200, False),
+        pipeline_factory=lambda _c: AngryCrowd(),  # type: ignore[arg-type,return-value]
+    )
+    recorder.connects = 1
+    service.start()
+    for _ in range(60):  # tension is raised
+        service.step()
+    topics = ["emotion-agent/test-1/key", "emotion-agent/test-1/alert/tension",
+              "emotion-agent/test-1/privacy_mode"]
+    before = {t: len(recorder.retained(t)) for t in topics}
+    service.step()
+    assert {t: len(recorder.retained(t)) for t in topics} == before  # nothing again unasked
+    recorder.connects = 2  # the broker came back
+    service.step()
+    service.close()
+    again = {t: recorder.retained(t)[-1] for t in topics}
+    assert {t: len(recorder.retained(t)) for t in topics} == {t: n + 1 for t, n in before.items()}
+    assert again["emotion-agent/test-1/alert/tension"]["body"]["state"] == "raised"
+    assert again["emotion-agent/test-1/privacy_mode"]["body"]["state"] == "OFF"
+    seqs = [json.loads(m.payload)["seq"] for m in recorder.messages]
+    assert seqs == sorted(set(seqs))  # new sequence numbers, no message sent twice
     assert verify_all(tmp_path) == []
