@@ -18,6 +18,7 @@ import logging
 import sqlite3
 import threading
 import time
+import unicodedata
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -78,6 +79,24 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
 )
 
 
+MAX_REASON_CHARS = 500
+"""Longest rejection reason stored (the rest is cut, marked with ``…``)."""
+MAX_TOPIC_CHARS = 300
+"""Longest topic (and device) stored in a rejection row."""
+
+
+def sanitise(text: str, limit: int = MAX_REASON_CHARS) -> str:
+    """``text`` safe for any TEXT column and for a log line: control characters (NUL above all,
+    which PostgreSQL TEXT cannot hold) and lone surrogates (not UTF-8) are written as Python
+    escapes (``\\x00``, ``\\ud800``), and it is cut to ``limit`` characters. A reason quotes what
+    a device (or anyone who can publish) sent; stored as is, one NUL made the insert fail on every
+    delivery."""
+    out = "".join(
+        ch if unicodedata.category(ch) not in ("Cc", "Cs") else repr(ch)[1:-1] for ch in text
+    )
+    return out if len(out) <= limit else out[: limit - 1] + "…"
+
+
 @dataclass(frozen=True)
 class StoredMessage:
     device: str
@@ -125,6 +144,9 @@ class Store:
         that worked; None while the database answers."""
         self.errors: tuple[type[Exception], ...] = (sqlite3.Error,)
         """What the database driver raises (the service keeps running through these)."""
+        self.outage_errors: tuple[type[Exception], ...] = (sqlite3.OperationalError,)
+        """Driver errors about the database, not the data (locked, gone, out of space): the
+        message is retried, never given up (``transient``)."""
         if url.startswith("sqlite:///"):
             path = Path(url.removeprefix("sqlite:///"))
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -137,6 +159,7 @@ class Store:
             self._conn = psycopg.connect(url, autocommit=True)
             self.dialect = "postgres"
             self.errors = (psycopg.Error,)
+            self.outage_errors = (psycopg.OperationalError,)
         self.migrate()
 
     def _sql(self, sql: str) -> str:
@@ -166,6 +189,14 @@ class Store:
             if self._lost_since is not None:
                 logger.warning("the database answers again after %.1f s", self.unreachable_for())
                 self._lost_since = None
+
+    def transient(self, exc: BaseException) -> bool:
+        """Is ``exc`` an outage of the database (connection lost, cannot connect, locked,
+        shut down), which the same message will get past later, rather than something about
+        the message (a value the column cannot hold, a bug), which it never will?"""
+        with self._lock:
+            lost = self._lost_since is not None or (not self._closed and self._lost())
+        return lost or isinstance(exc, self.outage_errors)
 
     def unreachable_for(self) -> float:
         """Seconds since the connection was found lost with every call failing since; 0 when
@@ -275,7 +306,14 @@ class Store:
                 cur,
                 "INSERT INTO rejections (payload_sha256, topic, device, reason, received_ms, receiver) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (payload_sha256, topic) DO NOTHING",
-                (payload_sha256, topic, device, reason, received_ms, receiver),
+                (
+                    payload_sha256,
+                    sanitise(topic, MAX_TOPIC_CHARS),
+                    None if device is None else sanitise(device, MAX_TOPIC_CHARS),
+                    sanitise(reason),
+                    received_ms,
+                    receiver,
+                ),
             )
 
     def gaps(self) -> list[GapRow]:
