@@ -32,6 +32,18 @@ class Delivery:
 
 
 Handler = Callable[[Delivery], None]
+"""Handles one delivery and acknowledges it. Raises ``RetryLater`` when the database is away
+(the message must be delivered again, however often); any other exception is a failure on
+this message, which an inbox delivers again at most ``MAX_DELIVERIES`` times in all."""
+
+MAX_DELIVERIES = 5
+"""Deliveries of a message whose handling keeps failing (not a database outage) before the
+inbox gives up on it (NATS: ``term``), so that one poison message cannot be redelivered for ever."""
+
+
+class RetryLater(Exception):
+    """The message could not be handled because the database is unreachable: deliver it again,
+    never give up on it (the receiver exits when the outage lasts)."""
 
 
 class Inbox(Protocol):

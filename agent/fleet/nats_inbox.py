@@ -8,6 +8,13 @@ subject tokens (``emotion-agent/lobby-1/stats`` arrives as ``emotion-agent.lobby
 Messages the receiver sends back (cosignatures) are plain NATS publishes: MQTT clients
 subscribed at that moment get them, but NATS does not retain them for later subscribers.
 
+A message the receiver fails on is recorded by the receiver as a rejection (``receiver
+error: <type>``) and acknowledged; one it cannot even record is delivered again, and after
+``MAX_DELIVERIES`` deliveries terminated (``term``: never delivered again). One held back by a
+database outage (``RetryLater``) is left for redelivery however often that takes: the consumer
+has no ``max_deliver``, which would count those deliveries too and drop messages the database
+merely could not take yet.
+
 A server node dying, or the stream's or the consumer's leader being elected anew, makes calls
 time out for a few seconds: the inbox then closes its connection and connects, finds the
 stream and subscribes again, waiting a little longer each time (``RETRY_SECONDS``), for as long
@@ -28,10 +35,12 @@ from typing import Any
 
 from agent.fleet.inbox import (
     DEVICE_PREFIX,
+    MAX_DELIVERIES,
     RETAINED_TOPICS,
     SHARED_TOPICS,
     Delivery,
     Handler,
+    RetryLater,
     filter_to_subject,
     mqtt_to_subject,
     subject_to_mqtt,
@@ -66,6 +75,14 @@ async def ensure_stream(js: Any, name: str, replicas: int) -> None:
     if missing:
         logger.warning("stream %s: adding the subjects %s", name, ", ".join(missing))
         await js.update_stream(dataclasses.replace(info.config, subjects=have + missing))
+
+
+def _deliveries(msg: Any) -> int:
+    """How many times JetStream has delivered ``msg`` (this one included)."""
+    try:
+        return int(msg.metadata.num_delivered)
+    except Exception:  # no JetStream metadata: count it as the first
+        return 1
 
 
 class NatsInbox:
@@ -159,8 +176,20 @@ class NatsInbox:
         )
         try:
             handler(delivery)
-        except Exception:  # left unacknowledged: JetStream delivers it again after ack_wait
-            logger.exception("receiver failed on a message", extra={"subject": msg.subject})
+        except RetryLater:  # the database is away: unacknowledged, delivered again after ack_wait
+            logger.warning("database unavailable; the message will be delivered again", exc_info=True,
+                           extra={"subject": msg.subject})
+            return
+        except Exception:  # the receiver fails on this message (it could not even record it)
+            delivered = _deliveries(msg)
+            if delivered >= MAX_DELIVERIES:
+                logger.exception(
+                    "receiver failed on a message %d times; giving up on it", delivered,
+                    extra={"subject": msg.subject},
+                )
+                await msg.term()  # never delivered again
+            else:  # left unacknowledged: JetStream delivers it again after ack_wait
+                logger.exception("receiver failed on a message", extra={"subject": msg.subject})
             return
         if acked:
             await msg.ack()

@@ -10,6 +10,7 @@ a no-op for the row; a checkpoint is witnessed again (idempotent).
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import threading
 import time
@@ -21,10 +22,10 @@ from typing import Any
 from agent.audit.note import NoteError
 from agent.crypto import JSON, MessageSigner, encode
 from agent.crypto.canonical import canonical
-from agent.fleet.inbox import Delivery
+from agent.fleet.inbox import Delivery, RetryLater
 from agent.fleet.registry import UNSIGNED_BY_DESIGN, Accepted, Registry, device_of
 from agent.fleet.rollup import RowKey, stats_problem
-from agent.fleet.store import Store, StoredMessage
+from agent.fleet.store import Store, StoredMessage, sanitise
 from agent.fleet.witness import Witness
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,23 @@ class Receiver:
         self._now_ms = now_ms
 
     def handle(self, delivery: Delivery) -> None:
-        """Decide, commit, then acknowledge (an exception leaves the message unacknowledged)."""
+        """Decide, commit, then acknowledge. The database being away raises ``RetryLater`` (the
+        message stays unacknowledged, to be delivered again); any other failure on the message
+        is recorded as a rejection naming the exception's type, and the message acknowledged:
+        input that always makes the receiver fail must not be delivered again for ever."""
+        try:
+            self._handle(delivery)
+        except Exception as exc:
+            if self.store.transient(exc):
+                raise RetryLater(f"database unavailable: {type(exc).__name__}") from exc
+            logger.exception("receiver failed on a message", extra={"topic": sanitise(delivery.topic)})
+            self._reject(
+                hashlib.sha256(delivery.payload).hexdigest(), delivery.topic, device_of(delivery.topic),
+                f"receiver error: {type(exc).__name__}", delivery.received_ms,
+            )  # if this fails too, the inbox delivers it again, a bounded number of times
+            delivery.ack()
+
+    def _handle(self, delivery: Delivery) -> None:
         topic, device = delivery.topic, device_of(delivery.topic)
         if not delivery.payload or topic.rsplit("/", 1)[-1] in UNSIGNED_BY_DESIGN:
             self.metrics.count(self.metrics.skipped, device)  # a cleared retained topic, or status
@@ -101,7 +118,7 @@ class Receiver:
             receiver=self.receiver_id,
         )
         self.metrics.count(self.metrics.rejected, device)
-        logger.warning("message rejected", extra={"topic": topic, "reason": reason})
+        logger.warning("message rejected", extra={"topic": sanitise(topic), "reason": sanitise(reason)})
 
     def _accept(self, ok: Accepted, delivery: Delivery) -> None:
         env: Mapping[str, Any] = ok.env

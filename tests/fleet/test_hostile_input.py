@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
+import collections
 import json
+import sqlite3
+import time
 from pathlib import Path
 
+import psycopg
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.audit.note import sign_checkpoint
 from agent.crypto import MemorySequenceStore, Signer, encode, public_jwk
+from agent.fleet.inbox import MAX_DELIVERIES, Delivery, RetryLater
+from agent.fleet.nats_inbox import NatsInbox
+from agent.fleet.settings import NatsSourceSettings
 from agent.fleet.store import MAX_REASON_CHARS, Store, sanitise
-from tests.fleet.servers import Postgres
+from tests.fleet.servers import NatsNode, Postgres, terminate_connections
 from tests.fleet.test_receiver import NOW, Acks, _deliver, _receiver
 
 
@@ -24,7 +32,9 @@ def _device(tmp_path: Path, name: str = "lobby-1", boot: int = 1,
     return key, Signer(name, key, store=MemorySequenceStore(boot=boot)), keys
 
 
-def test_unsigned_payload_with_nul_in_a_key_is_rejected_not_redelivered(postgres: Postgres, tmp_path: Path) -> None:
+def test_unsigned_payload_with_nul_in_a_key_is_rejected_not_redelivered(
+    postgres: Postgres, tmp_path: Path
+) -> None:
     """Anyone who can publish: a NUL in a JSON key ends up in the rejection reason, which
     PostgreSQL TEXT cannot hold; handle() raises, the message is never acked (JetStream
     redelivers it for ever) and no rejection is recorded."""
@@ -46,4 +56,117 @@ def test_rejection_reasons_are_escaped_and_capped(store: Store) -> None:
                  reason="\x00" * 10_000, received_ms=NOW, receiver="rx-1")
     ((topic, device, reason),) = store.query("SELECT topic, device, reason FROM rejections")
     assert (topic, device) == ("emotion-agent/a\\x00/stats", "a\\x00")
-    assert reason.startswith("\\x00\\x00") and len(reason) == MAX_REASON_CHARS
+    assert reason.startswith("\\x00\\x00")
+    assert len(reason) == MAX_REASON_CHARS
+
+
+def test_checkpoint_size_beyond_bigint_does_not_poison_the_consumer(store: Store, tmp_path: Path) -> None:
+    """A device-signed checkpoint whose tree size is 19 digits (accepted by the note parser,
+    up to 10**19-1) overflows BIGINT / SQLite INTEGER in the witness insert: handle() raises
+    after the message row was committed, so every redelivery raises again (poison)."""
+    key, signer, keys = _device(tmp_path)
+    rx, _ = _receiver(store, tmp_path)
+    rx.registry.provision(keys, NOW)
+    note = sign_checkpoint("emotion-agent/lobby-1", 2**63, b"\x01" * 32, key).note
+    topic = "emotion-agent/lobby-1/audit/checkpoint"
+    payload = encode(signer.sign("audit-checkpoint", topic, {"note": note.decode()}))
+    acks = Acks()
+    _deliver(rx, topic, payload, acks)
+    assert acks.count == 1
+
+
+def test_a_message_the_receiver_fails_on_is_rejected_and_acknowledged(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Poison: an unexpected error on a message is recorded (its type as the reason), acked."""
+    _, signer, keys = _device(tmp_path)
+    rx, _ = _receiver(store, tmp_path)
+    rx.registry.provision(keys, NOW)
+
+    def boom(*args: object) -> None:
+        raise KeyError("\x00bug")
+
+    monkeypatch.setattr(rx, "_accept", boom)
+    topic = "emotion-agent/lobby-1/stats"
+    acks = Acks()
+    _deliver(rx, topic, encode(signer.sign("stats", topic, {"window_start": 0, "window_end": 60})), acks)
+    assert acks.count == 1
+    assert store.query("SELECT reason FROM rejections") == [("receiver error: KeyError",)]
+
+
+def test_a_database_outage_is_retried_not_rejected(postgres: Postgres, tmp_path: Path) -> None:
+    """The database away is no fault of the message: RetryLater, unacknowledged, no rejection."""
+    url = postgres.create("review_outage")
+    store = Store(url)
+    try:
+        rx, _ = _receiver(store, tmp_path)
+        acks = Acks()
+        terminate_connections(url)
+        with pytest.raises(RetryLater):
+            _deliver(rx, "emotion-agent/lobby-1/stats", b"x", acks)
+        assert acks.count == 0
+        assert store.query("SELECT COUNT(*) FROM rejections")[0][0] == 0  # connects again
+    finally:
+        store.close()
+
+
+def test_a_locked_database_is_retried(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rx, _ = _receiver(store, tmp_path)
+
+    def locked(**kwargs: object) -> None:
+        raise (sqlite3.OperationalError if store.dialect == "sqlite" else psycopg.OperationalError)("locked")
+
+    monkeypatch.setattr(store, "reject", locked)
+    acks = Acks()
+    with pytest.raises(RetryLater):
+        _deliver(rx, "emotion-agent/lobby-1/stats", b"x", acks)
+    assert acks.count == 0
+
+
+def test_nats_inbox_terminates_a_poison_message_and_retries_an_outage(tmp_path: Path) -> None:
+    """On JetStream: a message the handler keeps failing on is delivered MAX_DELIVERIES times,
+    then terminated; one held back by RetryLater is delivered again past that, until handled."""
+    import nats  # noqa: PLC0415
+
+    node = NatsNode(tmp_path, "solo", 0, []).start()
+    seen: collections.Counter[str] = collections.Counter()
+    acked: list[str] = []
+
+    def handler(d: Delivery) -> None:
+        seen[d.topic] += 1
+        if d.topic.endswith("/stats"):
+            raise ValueError("poison")
+        if seen[d.topic] <= MAX_DELIVERIES + 2:
+            raise RetryLater("database away")
+        acked.append(d.topic)
+        d.ack()
+
+    async def publish() -> None:
+        nc = await nats.connect(node.url)
+        try:
+            js = nc.jetstream()
+            await js.publish("emotion-agent.lobby-1.stats", b"x")
+            await js.publish("emotion-agent.lobby-1.health", b"y")
+        finally:
+            await nc.close()
+
+    source = NatsSourceSettings.model_validate(
+        {"kind": "nats", "servers": [node.url], "replicas": 1, "ack_wait_seconds": 1}
+    )
+    inbox = NatsInbox(source, "rx-test")
+    try:
+        inbox.start(handler)
+        assert inbox.ready.wait(15)
+        asyncio.run(publish())
+        deadline = time.monotonic() + 40
+        while not acked and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(3)  # a poison message not terminated would be delivered again meanwhile
+    finally:
+        inbox.stop()
+        node.stop()
+    assert acked == ["emotion-agent/lobby-1/health"]
+    assert seen["emotion-agent/lobby-1/health"] == MAX_DELIVERIES + 3
+    assert seen["emotion-agent/lobby-1/stats"] == MAX_DELIVERIES

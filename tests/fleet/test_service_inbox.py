@@ -13,7 +13,7 @@ import pytest
 
 import agent.fleet.service as service_mod
 from agent.crypto import generate_keypair
-from agent.fleet.inbox import Delivery, Handler
+from agent.fleet.inbox import Delivery, Handler, RetryLater
 from agent.fleet.service import INBOX_FAILED, FleetService
 from agent.fleet.settings import FleetSettings
 from tests.fleet.servers import Postgres, terminate_connections
@@ -80,7 +80,7 @@ class FailoverInbox:
         while not self.give_up.is_set():
             try:
                 handler(Delivery(*self.message, int(time.time() * 1000), self._ack))
-            except psycopg.Error:  # what both inboxes do: log it, leave it unacknowledged
+            except RetryLater:  # what both inboxes do: log it, leave it unacknowledged
                 self.give_up.wait(0.2)
 
     def _ack(self) -> None:
