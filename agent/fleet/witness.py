@@ -6,7 +6,9 @@ that head: larger with a valid RFC 9162 proof from exactly that size, or equal w
 root. Smaller is a rollback, equal size with another root or a failing proof is a fork; both
 are refused, recorded and raised, and the stored head does not move. A checkpoint message the
 device signed before the head's own message ((boot, seq) lower) is a late delivery of
-something already superseded: ``stale``, neither cosigned nor raised. The head is persisted
+something already superseded: ``stale``, neither cosigned nor raised, unless it has the head's
+size and another root: two roots for one size, both signed by the device, are a fork whenever
+they were signed. A tree size above ``MAX_TREE_SIZE`` (2**63-1) is a ``bad_note``. The head is persisted
 (committed) before the cosignature is returned, so a crash can never cosign two forks, and
 read and written under a lock on the log (PostgreSQL: an advisory lock, taken also for a log's
 first checkpoint), so two replicas never cosign two forks either.
@@ -29,6 +31,11 @@ from agent.audit.note import NoteError, SignedCheckpoint, open_checkpoint
 from agent.fleet.store import LOCK_WITNESS, Store
 
 logger = logging.getLogger(__name__)
+
+MAX_TREE_SIZE = 2**63 - 1
+"""Largest tree size the witness takes: C2SP checkpoint sizes are uint64, but the database keeps
+sizes in a signed 64-bit column (PostgreSQL BIGINT, SQLite INTEGER); a larger one is a
+``bad_note`` (no audit log grows to 2**63 entries)."""
 
 Kind = Literal["cosigned", "first", "stale", "fork", "rollback", "no_proof", "bad_note"]
 REFUSED: frozenset[str] = frozenset({"fork", "rollback", "no_proof", "bad_note"})
@@ -58,6 +65,8 @@ def judge(  # noqa: PLR0911 - one return per rule of the witness
     if head is None:
         return "first", f"first checkpoint seen for {cp.origin}: size {cp.size} (trusted on first use)"
     size, root = head
+    if cp.size == size and cp.root != root:  # signed by the device: a fork, whenever it was signed
+        return "fork", f"size {size} with a root other than the cosigned one"
     if superseded:
         return "stale", f"size {cp.size} was signed before the cosigned size {size}: a late delivery"
     if cp.size < size:
@@ -101,6 +110,9 @@ class Witness:
         if cp.origin != origin:
             wrong = f"origin {cp.origin!r} is not {origin!r}"
             return self._record(origin, device, note, ("bad_note", wrong), now_ms)
+        if cp.size > MAX_TREE_SIZE:
+            big = f"tree size {cp.size} is above {MAX_TREE_SIZE}, the largest the witness stores"
+            return self._record(origin, device, note, ("bad_note", big), now_ms)
         with self.store.transaction() as cur:
             # Locks the log's first checkpoint too, which has no row to lock: two replicas would
             # both read "no head" and cosign two different first checkpoints (a fork).

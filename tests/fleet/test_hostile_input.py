@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 import json
 import sqlite3
 import time
@@ -73,6 +74,27 @@ def test_checkpoint_size_beyond_bigint_does_not_poison_the_consumer(store: Store
     acks = Acks()
     _deliver(rx, topic, payload, acks)
     assert acks.count == 1
+
+
+def test_fork_signed_with_an_older_seq_is_recorded_not_ignored_as_stale(store: Store, tmp_path: Path) -> None:
+    """Same tree size, other root, signed by the device: a fork whatever its (boot, seq).
+    The witness calls it 'stale' because its boot is lower than the head's, so the fork is
+    neither recorded in witness_events nor alerted."""
+    key = Ed25519PrivateKey.generate()
+    _, new_boot, keys = _device(tmp_path, boot=5, key=key)
+    old_boot = Signer("lobby-1", key, store=MemorySequenceStore(boot=1))
+    rx, sent = _receiver(store, tmp_path)
+    rx.registry.provision(keys, NOW)
+    topic = "emotion-agent/lobby-1/audit/checkpoint"
+    origin = "emotion-agent/lobby-1"
+    head = sign_checkpoint(origin, 10, hashlib.sha256(b"a").digest(), key).note
+    fork = sign_checkpoint(origin, 10, hashlib.sha256(b"b").digest(), key).note
+    acks = Acks()
+    _deliver(rx, topic, encode(new_boot.sign("audit-checkpoint", topic, {"note": head.decode()})), acks)
+    _deliver(rx, topic, encode(old_boot.sign("audit-checkpoint", topic, {"note": fork.decode()})), acks)
+    kinds = [r[0] for r in store.query("SELECT kind FROM witness_events")]
+    assert kinds == ["fork"], (kinds, dict(rx.metrics.witness))
+    assert [t for t, _ in sent if t.endswith("/alert")] == ["emotion-agent-fleet/rx-1/alert"]
 
 
 def test_a_message_the_receiver_fails_on_is_rejected_and_acknowledged(
@@ -170,3 +192,19 @@ def test_nats_inbox_terminates_a_poison_message_and_retries_an_outage(tmp_path: 
     assert acked == ["emotion-agent/lobby-1/health"]
     assert seen["emotion-agent/lobby-1/health"] == MAX_DELIVERIES + 3
     assert seen["emotion-agent/lobby-1/stats"] == MAX_DELIVERIES
+
+
+def test_a_checkpoint_size_above_the_signed_64_bit_range_is_a_bad_note(
+    store: Store, tmp_path: Path
+) -> None:
+    key, signer, keys = _device(tmp_path)
+    rx, sent = _receiver(store, tmp_path)
+    rx.registry.provision(keys, NOW)
+    topic = "emotion-agent/lobby-1/audit/checkpoint"
+    for size in (2**63 - 1, 2**63):
+        note = sign_checkpoint("emotion-agent/lobby-1", size, b"\x01" * 32, key).note
+        _deliver(rx, topic, encode(signer.sign("audit-checkpoint", topic, {"note": note.decode()})), Acks())
+    assert store.query("SELECT size FROM witness") == [(2**63 - 1,)]
+    assert [r[0] for r in store.query("SELECT kind FROM witness_events")] == ["bad_note"]
+    assert store.query("SELECT COUNT(*) FROM rejections")[0][0] == 0
+    assert any(t.endswith("/alert") for t, _ in sent)
