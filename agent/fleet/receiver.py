@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_TYP = "audit-checkpoint"
 STATS_TYP = "stats"
 Publish = Callable[[str, bytes, bool], None]
+UNKNOWN_DEVICE = "unknown"
+"""Counter key of messages on the topic of a device that is not registered (or no device)."""
 
 
 @dataclass
@@ -98,7 +100,8 @@ class Receiver:
     def _handle(self, delivery: Delivery) -> None:
         topic, device = delivery.topic, device_of(delivery.topic)
         if not delivery.payload or topic.rsplit("/", 1)[-1] in UNSIGNED_BY_DESIGN:
-            self.metrics.count(self.metrics.skipped, device)  # a cleared retained topic, or status
+            # a cleared retained topic, or status
+            self.metrics.count(self.metrics.skipped, self._label(device))
             delivery.ack()
             return
         verdict = self.registry.check(delivery.payload, topic, delivery.received_ms)
@@ -112,12 +115,17 @@ class Receiver:
             self.metrics.db_calls += 1
         delivery.ack()
 
+    def _label(self, device: str | None) -> str:
+        """The counter key for a device named by a topic: itself if registered, else "unknown"
+        (anyone can publish on made-up topics; each must not become a counter of its own)."""
+        return device if device is not None and self.registry.registered(device) else UNKNOWN_DEVICE
+
     def _reject(self, digest: str, topic: str, device: str | None, reason: str, received_ms: int) -> None:
         self.store.reject(
             payload_sha256=digest, topic=topic, device=device, reason=reason, received_ms=received_ms,
             receiver=self.receiver_id,
         )
-        self.metrics.count(self.metrics.rejected, device)
+        self.metrics.count(self.metrics.rejected, self._label(device))
         logger.warning("message rejected", extra={"topic": sanitise(topic), "reason": sanitise(reason)})
 
     def _accept(self, ok: Accepted, delivery: Delivery) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +24,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from agent.crypto.canonical import b64url_decode, canonical, parse_strict
 from agent.crypto.envelope import KEY_ROTATION, signing_input
 from agent.crypto.keys import kid_for, public_from_jwk, public_jwk
-from agent.crypto.verify import Rejected, check_shape
+from agent.crypto.verify import MAX_LINE_BYTES, Rejected, check_shape
 from agent.errors import KeyFileError, PayloadError
 from agent.fleet.store import Store
+
+DEVICE_ID = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
+"""A device id, as ``agent.config`` allows it (a test keeps the two equal; the fleet package does
+not import the agent's configuration)."""
+REFRESH_EVERY_S = 10.0
+"""Looking for a device not (yet) known here reads the keys again at most this often."""
+MAX_PAYLOAD_BYTES = MAX_LINE_BYTES
+"""Largest signed payload taken, the line size ``emotion-agent verify`` reads (256 KiB)."""
 
 UNSIGNED_BY_DESIGN = ("status",)
 """Device topics that carry plain text (the retained online/offline and last will)."""
@@ -57,6 +67,7 @@ class Registry:
         self.trust_first_seen = trust_first_seen
         self.max_skew_s = max_skew_s
         self._cache: dict[str, tuple[str, Ed25519PublicKey]] = {}
+        self._refreshed = float("-inf")
 
     def provision(self, keys_dir: Path, now_ms: int) -> int:
         """Load ``<device_id>.jwk`` files; KeyFileError naming a bad one."""
@@ -80,7 +91,20 @@ class Registry:
         self._refresh()
         return [key for dev, key in self._cache.values() if dev == device]
 
+    def registered(self, device: str | None) -> bool:
+        """Is ``device`` a valid device id with a trusted key? Counters are kept per registered
+        device only (anything else under one bucket), so that made-up topics cannot grow them.
+        A device unknown here reads the keys again, at most every ``REFRESH_EVERY_S``."""
+        if device is None or re.fullmatch(DEVICE_ID, device) is None:
+            return False
+        if any(dev == device for dev, _ in self._cache.values()):
+            return True
+        if time.monotonic() - self._refreshed >= REFRESH_EVERY_S:
+            self._refresh()
+        return any(dev == device for dev, _ in self._cache.values())
+
     def _refresh(self) -> None:
+        self._refreshed = time.monotonic()
         for kid, device, jwk in self.store.trusted_keys():
             if kid not in self._cache:
                 self._cache[kid] = (device, public_from_jwk(json.loads(jwk), f"stored key {kid}"))
@@ -93,6 +117,9 @@ class Registry:
     def check(self, payload: bytes, topic: str, received_ms: int) -> Accepted | Refused:
         digest = hashlib.sha256(payload).hexdigest()
         device = device_of(topic)
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            too_big = f"payload is {len(payload)} bytes; at most {MAX_PAYLOAD_BYTES} are taken"
+            return Refused(too_big, device, digest)
         try:
             env = parse_strict(payload)
             check_shape(env)

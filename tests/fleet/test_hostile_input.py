@@ -16,8 +16,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.audit.note import sign_checkpoint
 from agent.crypto import MemorySequenceStore, Signer, encode, public_jwk
+from agent.crypto.verify import MAX_LINE_BYTES
 from agent.fleet.inbox import MAX_DELIVERIES, Delivery, RetryLater
 from agent.fleet.nats_inbox import NatsInbox
+from agent.fleet.registry import DEVICE_ID
 from agent.fleet.settings import NatsSourceSettings
 from agent.fleet.store import MAX_REASON_CHARS, Store, sanitise
 from tests.fleet.servers import NatsNode, Postgres, terminate_connections
@@ -76,6 +78,17 @@ def test_checkpoint_size_beyond_bigint_does_not_poison_the_consumer(store: Store
     assert acks.count == 1
 
 
+def test_forged_topics_do_not_grow_per_device_counters_without_bound(store: Store, tmp_path: Path) -> None:
+    """Unsigned garbage on made-up device topics: each new topic level becomes a new key of
+    metrics.rejected (a /metrics label) for ever; anyone can exhaust memory / the scraper."""
+    rx, _ = _receiver(store, tmp_path)
+    acks = Acks()
+    for i in range(300):
+        _deliver(rx, f"emotion-agent/\u200bfake-{i}/stats", b"x", acks)
+    assert acks.count == 300
+    assert len(rx.metrics.rejected) < 50
+
+
 def test_fork_signed_with_an_older_seq_is_recorded_not_ignored_as_stale(store: Store, tmp_path: Path) -> None:
     """Same tree size, other root, signed by the device: a fork whatever its (boot, seq).
     The witness calls it 'stale' because its boot is lower than the head's, so the fork is
@@ -95,6 +108,20 @@ def test_fork_signed_with_an_older_seq_is_recorded_not_ignored_as_stale(store: S
     kinds = [r[0] for r in store.query("SELECT kind FROM witness_events")]
     assert kinds == ["fork"], (kinds, dict(rx.metrics.witness))
     assert [t for t, _ in sent if t.endswith("/alert")] == ["emotion-agent-fleet/rx-1/alert"]
+
+
+def test_oversized_signed_payload_is_rejected(store: Store, tmp_path: Path) -> None:
+    """No size bound in the receiver (verify has MAX_LINE_BYTES = 256 KiB): a device may store
+    megabytes per message in `messages.body`, read again by every rollup query."""
+    _, signer, keys = _device(tmp_path)
+    rx, _ = _receiver(store, tmp_path)
+    rx.registry.provision(keys, NOW)
+    topic = "emotion-agent/lobby-1/stats"
+    body = {"window_start": 0, "window_end": 60, "people": None, "votes": None, "pad": "x" * 2_000_000}
+    acks = Acks()
+    _deliver(rx, topic, encode(signer.sign("stats", topic, body)), acks)
+    assert store.query("SELECT COUNT(*) FROM messages")[0][0] == 0
+    assert store.query("SELECT COUNT(*) FROM rejections")[0][0] == 1
 
 
 def test_a_message_the_receiver_fails_on_is_rejected_and_acknowledged(
@@ -208,3 +235,43 @@ def test_a_checkpoint_size_above_the_signed_64_bit_range_is_a_bad_note(
     assert [r[0] for r in store.query("SELECT kind FROM witness_events")] == ["bad_note"]
     assert store.query("SELECT COUNT(*) FROM rejections")[0][0] == 0
     assert any(t.endswith("/alert") for t, _ in sent)
+
+
+def test_rejections_are_counted_per_registered_device_and_the_rest_as_unknown(
+    store: Store, tmp_path: Path
+) -> None:
+    _, _, keys = _device(tmp_path)
+    rx, _ = _receiver(store, tmp_path)
+    rx.registry.provision(keys, NOW)
+    acks = Acks()
+    for device in ("lobby-1", "lobby-2", "Lobby-1", "-x", "a" * 64):
+        _deliver(rx, f"emotion-agent/{device}/stats", b"x", acks)
+    _deliver(rx, "emotion-agent/made-up/status", b"", acks)
+    assert dict(rx.metrics.rejected) == {"lobby-1": 1, "unknown": 4}
+    assert dict(rx.metrics.skipped) == {"unknown": 1}
+    assert acks.count == 6
+
+
+def test_the_fleet_device_id_pattern_is_the_agents() -> None:
+    from agent import config  # noqa: PLC0415
+
+    assert DEVICE_ID == config._DEVICE_ID
+
+
+def test_a_payload_of_the_largest_size_is_checked_as_usual(store: Store, tmp_path: Path) -> None:
+    _, signer, keys = _device(tmp_path)
+    rx, _ = _receiver(store, tmp_path)
+    rx.registry.provision(keys, NOW)
+    topic = "emotion-agent/lobby-1/stats"
+    small = encode(signer.sign("stats", topic, {"window_start": 0, "window_end": 60, "people": None,
+                                                 "votes": None, "pad": ""}))
+    fill = MAX_LINE_BYTES - len(small)
+    body = {"window_start": 0, "window_end": 60, "people": None, "votes": None, "pad": "x" * fill}
+    payload = encode(signer.sign("stats", topic, body))
+    assert len(payload) == MAX_LINE_BYTES
+    _deliver(rx, topic, payload, Acks())
+    assert store.query("SELECT COUNT(*) FROM messages")[0][0] == 1
+    _deliver(rx, topic, payload + b" ", Acks())  # one byte more: refused before parsing
+    assert store.query("SELECT reason FROM rejections") == [
+        (f"payload is {MAX_LINE_BYTES + 1} bytes; at most {MAX_LINE_BYTES} are taken",)
+    ]
