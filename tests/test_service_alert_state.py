@@ -38,24 +38,33 @@ class Recorder:
                 if m.topic == f"emotion-agent/test-1/alert/{rule}"]
 
 
-def test_rule_states_at_start_on_raise_and_across_a_reload(tmp_path: Path) -> None:
+BASE_HEAD = "analytics:\n  window_seconds: 10\n  min_people: 2\n  alerts:\n"
+
+
+def angry_crowd_service(tmp_path: Path, recorder: Recorder) -> tuple[Service, Path, str]:
+    """The service on five angry people with one rule, ``tension``, that they raise, and
+    ``recorder`` as its output; its config file, and that file's text without the rules."""
     path = write_config(tmp_path, "scripted.mp4")
     base = path.read_text().replace("analytics: {window_seconds: 10, min_people: 2}\n", "")
-    head = "analytics:\n  window_seconds: 10\n  min_people: 2\n  alerts:\n"
-    path.write_text(base + head + RULE.format(name="tension"))
-    recorder = Recorder()
+    path.write_text(base + BASE_HEAD + RULE.format(name="tension"))
     service = Service(
         load_config(path), path, FakeClock(start=1_800_000_000.0), outputs=[recorder],
         opener=lambda s, o, c: ScriptedSource(c, 200, False),
         pipeline_factory=lambda _c: AngryCrowd(),  # type: ignore[arg-type,return-value]
     )
+    return service, path, base
+
+
+def test_rule_states_at_start_on_raise_and_across_a_reload(tmp_path: Path) -> None:
+    recorder = Recorder()
+    service, path, base = angry_crowd_service(tmp_path, recorder)
     service.start()
     assert recorder.states("tension") == [(True, "cleared")], "asserted at start, retained"
     for _ in range(60):  # the first 10 s window closes with five angry people
         service.step()
     assert recorder.states("tension") == [(True, "cleared"), (True, "raised")]
 
-    path.write_text(base + head + RULE.format(name="fresh"))  # tension removed, fresh added
+    path.write_text(base + BASE_HEAD + RULE.format(name="fresh"))  # tension removed, fresh added
     assert service.reload() is True
     service.close()
     assert recorder.states("tension")[-1] == (True, "cleared")
@@ -83,16 +92,8 @@ def test_after_a_reconnect_the_retained_states_are_signed_and_sent_again(tmp_pat
     """A broker restarted without persistence comes back empty: at the next reconnect the
     service publishes its retained states again (key, each rule's state as it holds it, privacy
     mode), signed anew with fresh sequence numbers: the old bytes would be a replay."""
-    path = write_config(tmp_path, "scripted.mp4")
-    base = path.read_text().replace("analytics: {window_seconds: 10, min_people: 2}\n", "")
-    head = "analytics:\n  window_seconds: 10\n  min_people: 2\n  alerts:\n"
-    path.write_text(base + head + RULE.format(name="tension"))
     recorder = BrokerRecorder()
-    service = Service(
-        load_config(path), path, FakeClock(start=1_800_000_000.0), outputs=[recorder],
-        opener=lambda s, o, c: ScriptedSource(c, 200, False),
-        pipeline_factory=lambda _c: AngryCrowd(),  # type: ignore[arg-type,return-value]
-    )
+    service, _, _ = angry_crowd_service(tmp_path, recorder)
     recorder.connects = 1
     service.start()
     for _ in range(60):  # tension is raised
