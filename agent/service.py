@@ -293,8 +293,8 @@ class Service:
         connects = self._broker_connects()
         if connects == self._connects:
             return
-        first, self._connects = self._connects == 0, connects
-        if first:  # the first connect of the run: start() has just published them
+        first, self._connects = self._connects == 0 and connects == 1, connects
+        if first:  # the run's first connect only: start() has just published them
             return
         self.publisher.publish("key", {"jwk": public_jwk(self.signer.public_key)}, retain=True)
         for state in self.alerts.states():

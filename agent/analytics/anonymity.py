@@ -91,10 +91,10 @@ class CoObserved:
     """Which tracks were ever seen in one frame together: such tracks are different people (one
     box per face per frame), while two never seen together may be one person.
 
-    Counting by spans (tracks whose [first, last] seen overlap) assumed one person's tracks never
-    overlap; but a track lost for a while keeps a wide gate and can take its person back from
-    the newer track that had started meanwhile, so one person pacing at walking speed made
-    interleaved tracks and counted as two to four (found by review)."""
+    Counting by spans (tracks whose [first, last] seen overlap), as before, assumed one person's
+    tracks never overlap; but a track lost for a while keeps a wide gate and can take its person
+    back from the newer track that had started meanwhile, so one person pacing at walking speed
+    made interleaved tracks and counted as two to four (found by review)."""
 
     def __init__(self) -> None:
         self._with: dict[TrackHandle, set[TrackHandle]] = {}
@@ -148,31 +148,13 @@ def _greedy_group(adj: dict[TrackHandle, set[TrackHandle]]) -> int:
     return len(group)
 
 
-def fewest_people(views: Iterable[TrackView], together: Together | None = None) -> int:
-    """The fewest people who could have made these tracks.
-
-    With ``together`` (a window's record, ``CoObserved``): the largest group of them seen
-    together pairwise. Without (views not from a window): the most of them whose spans
-    [first seen, last seen] overlap at one time; a view without a span overlaps every other.
-    """
-    if together is not None:
-        return largest_group({view.handle for view in views}, together)
-    events: list[tuple[float, int]] = []
-    loose = 0
-    for view in views:
-        if view.span is None:
-            loose += 1
-        else:
-            events.append((view.span.first_t, 0))  # starts sort before ends at the same time
-            events.append((view.span.last_t, 1))
-    best = live = 0
-    for _, kind in sorted(events):
-        live += 1 if kind == 0 else -1
-        best = max(best, live)
-    return best + loose
+def fewest_people(views: Iterable[TrackView], together: Together) -> int:
+    """The fewest people who could have made these tracks: the largest group of them seen
+    together pairwise (``together``: a window's ``CoObserved``)."""
+    return largest_group({view.handle for view in views}, together)
 
 
-def tally(views: Iterable[TrackView], together: Together | None = None) -> Cells:
+def tally(views: Iterable[TrackView], together: Together) -> Cells:
     """Per cell, the fewest people who could have made its counting tracks (confirmed, not static)."""
     by_cell: dict[str, list[TrackView]] = {}
     for view in views:

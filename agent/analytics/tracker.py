@@ -21,7 +21,7 @@ and an emotion every frame agrees on keeps its weight.
 
 Tracks have random ids (from the injected RNG, ``secrets`` by default) that are never
 exported: what leaves this module is a ``TrackView`` whose ``handle`` is an opaque object
-usable only as a dictionary key, and whose repr hides it and its ``span``.
+usable only as a dictionary key, and whose repr hides it.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from agent.analytics.motion import Motion, Stillness, centre, grid_cell
+from agent.analytics.motion import Motion, Stillness, grid_cell
 from agent.analytics.settings import TrackerConfig
 from agent.clock import Clock
 from agent.vision.observation import EMOTIONS, FaceObservation
@@ -62,23 +62,6 @@ class TrackHandle:
 
 
 @dataclass(frozen=True, slots=True)
-class Span:
-    """When and where a track was first and last seen (centres, 0..1) and its face width.
-
-    Used only inside the device, to tell whether two tracks could be one person
-    (``agent.analytics.people``); never published, never logged.
-    """
-
-    first_t: float
-    first_x: float
-    first_y: float
-    last_t: float
-    last_x: float
-    last_y: float
-    width: float
-
-
-@dataclass(frozen=True, slots=True)
 class TrackView:
     """What the tracker tells the windows about one face in one frame: no id, no box."""
 
@@ -96,7 +79,6 @@ class TrackView:
     static: bool = False
     """Not seen to move beyond ``still_tolerance`` yet, or not for ``static_seconds``: it may be a
     poster or a screen, and it does not count."""
-    span: Span | None = field(default=None, repr=False)
 
     @property
     def counts(self) -> bool:
@@ -109,7 +91,6 @@ class _Track:
 
     __slots__ = (
         "confirmed",
-        "first",
         "frames",
         "handle",
         "log_sum",
@@ -126,7 +107,6 @@ class _Track:
         self.handle = TrackHandle()
         self.motion = Motion.start(box, t)
         self.still = Stillness.start(box, t)
-        self.first = (t, *centre(box))
         self.frames = 0
         self.confirmed = False
         self.scores: Counter[int] = Counter()
@@ -168,22 +148,18 @@ class _Track:
         """Has been still for ``static_seconds`` (reported to the installer)."""
         return self.still.still_for(self.last_seen) >= static_seconds
 
-    def span(self) -> Span:
-        m = self.motion
-        return Span(self.first[0], self.first[1], self.first[2], m.seen_at, m.cx, m.cy, m.width)
-
     def view(self, s: TrackerConfig) -> TrackView:
         """Plain Python on 7 numbers: several times faster than numpy on arrays this small."""
-        static, span = not self.still.moved or self.is_static(s.static_seconds), self.span()
+        static = not self.still.moved or self.is_static(s.static_seconds)
         if self.n_classified == 0:
             reason = self.reasons.most_common(1)[0][0] if self.reasons else "unknown"
-            return TrackView(self.handle, self.frames, self.confirmed, None, None, reason, static, span)
+            return TrackView(self.handle, self.frames, self.confirmed, None, None, reason, static)
         top = max(self.log_sum)
         weights = [math.exp((x - top) / self.n_classified) for x in self.log_sum]
         total = sum(weights)
         probs = tuple((e, w / total) for e, w in zip(EMOTIONS, weights, strict=True))
         emotion = EMOTIONS[weights.index(max(weights))]
-        return TrackView(self.handle, self.frames, self.confirmed, emotion, probs, None, static, span)
+        return TrackView(self.handle, self.frames, self.confirmed, emotion, probs, None, static)
 
 
 def iou_matrix(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:

@@ -51,7 +51,8 @@ def test_tally_puts_each_confirmed_person_in_exactly_one_cell() -> None:
         return TrackView(TrackHandle(), 3, confirmed, emotion, None, reason)
 
     cells = tally(
-        [view("happy", None), view(None, "blurred"), view(None, "sneezing"), view("sad", None, False)]
+        [view("happy", None), view(None, "blurred"), view(None, "sneezing"), view("sad", None, False)],
+        {},
     )
     assert cells.votes == dict.fromkeys(EMOTIONS, 0) | {"happy": 1}
     assert cells.abstained == dict.fromkeys(ABSTAIN_REASONS, 0) | {"blurred": 1, "other": 1}

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.analytics.anonymity import tally
+from agent.analytics.anonymity import CoObserved, tally
 from agent.analytics.settings import AnalyticsConfig
 from agent.analytics.tracker import Tracker, TrackHandle, TrackView
 from agent.analytics.windows import FrameCounters, WindowAggregator, WindowReport
@@ -47,6 +47,7 @@ def people_per_window(
     """(people per window that saw any face, frames with a face): the count k and DP would use."""
     tracker = Tracker(AnalyticsConfig().tracker, FakeClock(), rng=seeded(5))
     windows: dict[int, dict[TrackHandle, TrackView]] = {}
+    together = CoObserved()  # as the windows record it
     seen = 0
     for i, frame in clip:
         if i in dropped:
@@ -55,9 +56,11 @@ def people_per_window(
         faces = pipeline.analyze(frame)
         seen += bool(faces)
         window = windows.setdefault(int((t - T0) // window_s), {})
-        for view in tracker.update(faces, t):
+        views = tracker.update(faces, t)
+        together.frame(view.handle for view in views)
+        for view in views:
             window[view.handle] = view
-    return [tally(w.values()).people for _, w in sorted(windows.items()) if w], seen
+    return [tally(w.values(), together.together).people for _, w in sorted(windows.items()) if w], seen
 
 
 def crossing(media: Path, speed_fw: float, fps: float, background: str) -> list[tuple[int, scenes.Image]]:
