@@ -574,6 +574,10 @@ class Service:
         self.feed.max_backoff = new.camera.reconnect_max_seconds
         self.retention.retune(new.retention)
         self.audit.retention_days = new.retention.audit_days
+        for output in self.outputs:  # the MQTT spool ages unsent messages by spool_days
+            update_retention = getattr(output, "update_retention", None)
+            if update_retention is not None:
+                update_retention(new.retention.spool_days)
         switches = new.policy.privacy_mode
         if switches != self.cfg.policy.privacy_mode:
             self.flag_poller = self._flag_poller(new)

@@ -238,3 +238,30 @@ def test_a_reload_that_drops_the_flag_file_releases_what_the_file_held(tmp_path:
     service.close()
     assert held
     assert released
+
+
+@pytest.mark.parametrize(("before", "after", "dropped"), [(1, 7, 0), (7, 1, 1)])
+def test_a_reload_that_changes_spool_days_ages_the_unsent_messages_by_the_new_limit(
+    tmp_path: Path, before: int, after: int, dropped: int
+) -> None:
+    """`retention.spool_days` is not restart-only: the reload records it in its `policy_change`,
+    `policy explain` prints it, and the spool must follow. It kept the limit it was built with
+    until the next restart: raised from 1 to 7 days before a long broker outage, unsent
+    messages were still dropped after 1 day; lowered from 7 to 1, they were kept 7 days."""
+    from agent.outputs.base import Message  # noqa: PLC0415
+    from agent.transport.mqtt import MqttOutput  # noqa: PLC0415
+
+    extra = NO_GATE + f"retention: {{spool_days: {before}}}\n"
+    path = write_config(tmp_path, "scripted.mp4", extra=extra)
+    path.write_text(path.read_text().replace("mqtt: {enabled: false}", "mqtt: {host: 127.0.0.1, port: 1}"))
+    clock = FakeClock(start=T0)
+    service = scripted_service(path, clock, 100)
+    mqtt = next(o for o in service.outputs if isinstance(o, MqttOutput))  # never started: no broker
+    mqtt.send(Message(f"{mqtt.base_topic}/stats", b"{}"))
+    path.write_text(path.read_text().replace(f"spool_days: {before}", f"spool_days: {after}"))
+    assert service.reload() is True
+    clock.advance(2 * 86_400)  # the first message is 2 days old, unsent
+    mqtt.send(Message(f"{mqtt.base_topic}/stats", b"{}"))  # a put applies the spool's limits
+    aged = mqtt.health().dropped.get("retention", 0)
+    service.close()
+    assert aged == dropped, f"spool_days {before} -> {after}: {aged} message(s) 2 days old dropped"

@@ -223,6 +223,11 @@ class MqttOutput:
         self._last_row = self._spool.put(topic, message.payload, retain=message.retain)
         self._sender.wake()
 
+    def update_retention(self, spool_days: int) -> None:
+        """A reload changed ``retention.spool_days``: unsent messages are aged by it from the
+        next limits check on (the next message, or the sender's retention timer)."""
+        self._spool.set_max_age(spool_days * 86400)
+
     def update_discovery(self, spec: DiscoverySpec) -> None:
         """A reload changed the alert rules or the window length: ``spec`` is the new config's
         (:func:`~agent.transport.discovery.discovery_spec`). Connected, Home Assistant gets it

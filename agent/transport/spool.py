@@ -179,6 +179,13 @@ class Spool:
             raise TransportError(f"{path}: the spool needs SQLite WAL mode, the file system gave {mode!r}")
         return db
 
+    def set_max_age(self, max_age_seconds: int) -> None:
+        """A reloaded ``retention.spool_days``: rows are aged by it from the next limits check."""
+        if max_age_seconds < 1:
+            raise ValueError("max_age_seconds must be positive")
+        with self._lock:
+            self._max_age_ms = max_age_seconds * 1000
+
     def close(self) -> None:
         """Close the database; :meth:`stats` keeps answering with the figures at closing."""
         if self._closed_stats is not None:
@@ -264,16 +271,16 @@ class Spool:
     def enforce_limits(self) -> list[DropReport]:
         """Drop messages past retention, then the oldest while over the size cap."""
         reports = []
-        cutoff = self._now_ms() - self._max_age_ms
         with self._lock:
-            first = self._first_id
+            first, max_age_ms = self._first_id, self._max_age_ms
+        cutoff = self._now_ms() - max_age_ms
         if first is None:  # nothing written by this run: the wall clock for all
             aged = self._purge("retention", "created_ms < ?", (cutoff,))
         else:  # a clock stepped by NTP ages no row of this run (module docstring)
             aged = self._purge(
                 "retention",
                 "CASE WHEN id >= ? AND mono_ms IS NOT NULL THEN mono_ms < ? ELSE created_ms < ? END",
-                (first, self._mono_ms() - self._max_age_ms, cutoff),
+                (first, self._mono_ms() - max_age_ms, cutoff),
             )
         if aged is not None:
             reports.append(aged)
