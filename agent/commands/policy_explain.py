@@ -69,10 +69,16 @@ def _does(cfg: AgentConfig) -> str:
         lines.append(f"- {len(p.zones)} privacy zone(s) ({names}) are blacked out before any "
                      "analysis: nothing inside them is ever looked at.")
     if p.min_face_height > 0:
-        lines.append(f"- Faces smaller than {p.min_face_height:.0%} of the picture height (people far "
-                     "away) are ignored.")
+        lines.append(f"- Faces smaller than {_percent(p.min_face_height)} of the picture height "
+                     "(people far away) are ignored.")
     lines.append(f"- At most {cfg.vision.max_faces} faces are analysed in one picture.")
     return "\n".join(lines)
+
+
+def _percent(fraction: float) -> str:
+    """A fraction as the percentage it is (0.015 -> 1.5%), not rounded to a whole percent."""
+    text = repr(round(fraction * 100, 10))  # 0.07 * 100 is 7.000000000000001
+    return f"{text.removesuffix('.0')}%"
 
 
 def _does_not(cfg: AgentConfig) -> str:

@@ -107,3 +107,18 @@ def test_the_documented_example_config_loads_and_is_allowed() -> None:
     assert decision.allowed, decision.explain()
     assert cfg.policy.schedule is not None
     assert cfg.policy.schedule.hours["mon"] == ["08:00-12:30", "13:30-20:00"]
+
+
+def test_the_smallest_face_is_stated_as_the_filter_applies_it() -> None:
+    """The text rounded `policy.min_face_height` to a whole percent: 0.015 was explained as
+    "smaller than 2%" while faces from 1.5 % up were analysed, and 0.004 as "smaller than 0%"."""
+    from agent.privacy.zones import filter_faces  # noqa: PLC0415
+    from tests.privacy.test_zones import face  # noqa: PLC0415
+
+    for value, stated in ((0.015, "1.5%"), (0.004, "0.4%"), (0.04, "4%"), (0.07, "7%")):
+        cfg = parse_config(f"device_id: a\nsite: {{jurisdiction: US}}\nmqtt: {{enabled: false}}\n"
+                           f"policy: {{min_face_height: {value}}}\n")
+        flat = " ".join(render(cfg, evaluate_policy(cfg)).split())
+        assert f"Faces smaller than {stated} of the picture height" in flat, (value, flat)
+    kept = filter_faces([face(0.1, 0.1, 0.018, 0.018)], min_face_height=0.015)
+    assert len(kept) == 1  # a face of 1.8 % is analysed: "smaller than 2%" was not what happens
