@@ -7,9 +7,11 @@ import sys
 from datetime import date
 from typing import Any
 
+from agent.clock import SystemClock
 from agent.commands.policy_explain import render
 from agent.config import load_config
 from agent.privacy.policy import PolicyRefused, evaluate_policy
+from agent.records import site_today
 
 
 def register(sub: Any) -> None:
@@ -26,7 +28,8 @@ def register(sub: Any) -> None:
         "--today",
         type=date.fromisoformat,
         default=None,
-        help="date (YYYY-MM-DD) to check the signage confirmation against; default: today",
+        help="date (YYYY-MM-DD) to check the signage confirmation against; default: today at the "
+        "site (the schedule's time zone, else UTC), the date the service checks",
     )
     e.set_defaults(func=explain)
 
@@ -34,7 +37,7 @@ def register(sub: Any) -> None:
 def explain(args: argparse.Namespace) -> int:
     """Print the explanation; when refused, print it too, then fail with the refusals (exit 2)."""
     cfg = load_config(args.config)
-    today = args.today or date.today()
+    today = args.today or site_today(cfg, SystemClock())  # as the service: not the machine's zone
     decision = evaluate_policy(cfg, today)
     sys.stdout.write(render(cfg, decision))
     if not decision.allowed:

@@ -122,3 +122,37 @@ def test_the_smallest_face_is_stated_as_the_filter_applies_it() -> None:
         assert f"Faces smaller than {stated} of the picture height" in flat, (value, flat)
     kept = filter_faces([face(0.1, 0.1, 0.018, 0.018)], min_face_height=0.015)
     assert len(kept) == 1  # a face of 1.8 % is analysed: "smaller than 2%" was not what happens
+
+
+def test_without_today_the_signage_date_is_checked_against_the_date_the_service_uses(tmp_path: Path) -> None:
+    """The service checks `site.signage.confirmed` against the site's date (the schedule's zone,
+    else UTC: `agent.records.site_today`); `policy explain` took the machine's local date. With
+    the machine's clock in another zone than the site's, around midnight the two disagreed:
+    explain said ALLOWED for a config the service refused at start, or the other way round."""
+    import os  # noqa: PLC0415
+    from datetime import UTC, datetime, timedelta  # noqa: PLC0415
+
+    from agent.clock import SystemClock  # noqa: PLC0415
+    from agent.records import site_today  # noqa: PLC0415
+
+    now = datetime.now(UTC)
+    # A machine zone whose date is not UTC's now (an hour away from either edge).
+    machine_tz, shift = ("Etc/GMT-14", 1) if now.hour >= 11 else ("Etc/GMT+12", -1)
+    utc_day = now.date()
+    confirmed = utc_day + timedelta(days=shift) if shift > 0 else utc_day
+    path = tmp_path / "site.yaml"
+    path.write_text(
+        "device_id: shop-1\nmqtt: {enabled: false}\n"
+        "site:\n  jurisdiction: DE\n  context: retail\n"
+        f"  signage: {{confirmed: {confirmed.isoformat()}, notice_url: 'https://example.com/n', "
+        "controller: Example AG}\n")
+    cfg = load_config(path)
+    service_allows = evaluate_policy(cfg, site_today(cfg, SystemClock())).allowed
+    proc = subprocess.run([sys.executable, "-m", "agent", "policy", "explain", "-c", str(path)],
+                          capture_output=True, text=True, check=False, cwd=ROOT,
+                          env={**os.environ, "TZ": machine_tz})
+    assert proc.returncode in (0, 2), proc.stderr
+    explained = proc.returncode == 0
+    assert explained == service_allows, (
+        f"machine zone {machine_tz}, signage confirmed {confirmed}, UTC date {utc_day}: the service "
+        f"{'allows' if service_allows else 'refuses'} it, policy explain said the opposite")
