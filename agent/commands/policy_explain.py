@@ -171,8 +171,9 @@ def _kept(cfg: AgentConfig) -> str:
         f"- Messages not yet delivered to the broker: at most {r.spool_days} days.",
         f"- The audit log (what happened to images, what was sent; no images): {r.audit_days} days.",
         f"- Local statistics (totals per period, used for alert baselines): {r.stats_days} days.",
-        f"- Old data is deleted at start and every {r.interval_minutes} minutes; each deletion is "
-        "recorded in the audit log.",
+        f"- Old data is deleted at start and every {r.interval_minutes} minutes. Deleted audit log "
+        "segments and undelivered messages are recorded in the audit log; deleted local statistics "
+        "are not recorded there.",
     ])
 
 

@@ -99,3 +99,32 @@ class _Budget:
 
     def remaining_micro(self, window_start: int) -> int:
         return 0
+
+
+def test_what_explain_says_is_recorded_of_a_deletion_is_in_the_audit_log(tmp_path: Path) -> None:
+    """The text said "each deletion is recorded in the audit log", but the local statistics
+    (the alert baseline's days past `retention.stats_days`) are deleted on the retention timer
+    with a log line only: no audit entry names them. The text now says which deletions the
+    audit log records (audit segments: `purge`; undelivered messages: `spool_dropped`)."""
+    import json  # noqa: PLC0415
+
+    from tests.test_reload_field import audit_entries, scripted_service  # noqa: PLC0415
+    from tests.test_service import NO_GATE  # noqa: PLC0415
+
+    t0 = 1_800_000_000.0
+    config = write_config(tmp_path, "scripted.mp4", extra=NO_GATE + "retention: {stats_days: 2}\n")
+    state = tmp_path / "state"
+    state.mkdir()
+    day = t0 // 86_400 - 10  # a day of local statistics well past stats_days
+    baseline = state / "alert_baseline.json"
+    baseline.write_text(json.dumps({"version": 2, "metrics": {"people": {"3": [[day, 5, 4.0, 1.0]]}}}))
+    service = scripted_service(config, FakeClock(start=t0), 10)
+    service.start()
+    service.step()  # retention runs in the first loop turn
+    service.close()
+    assert json.loads(baseline.read_text())["metrics"] == {}, "the stale day was not deleted"
+    recorded = [e for e in audit_entries(tmp_path) if e["kind"] == "purge" or
+                (e["kind"] == "error" and "stat" in e["data"]["code"])]
+    text = explain(config)
+    assert ("each deletion is recorded in the audit log" in text) == bool(recorded)
+    assert ("deleted local statistics are not recorded there" in text) == (not recorded)
