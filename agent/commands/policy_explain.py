@@ -112,8 +112,8 @@ def _leaves(cfg: AgentConfig) -> str:
     lines.append("- " + _differencing(cfg))
     if a.dp.enabled:
         lines.append(f"- Differential privacy is on: random noise (epsilon {a.dp.epsilon_per_window:g} "
-                     f"per period, at most {a.dp.daily_budget:g} per day) is added to the counts; when "
-                     "the daily budget is spent, no breakdown is sent until the next day.")
+                     f"per period, at most {a.dp.daily_budget:g} per UTC day) is added to the counts; "
+                     "when the daily budget is spent, no breakdown is sent until 00:00 UTC.")
     else:
         lines.append("- Differential privacy (random noise on counts) is off.")
     lines.append("- With each period, device health: camera state, uptime, frames captured, delivery "

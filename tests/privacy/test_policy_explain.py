@@ -60,7 +60,7 @@ def test_explanation_follows_the_config_not_a_template() -> None:
     flat = " ".join(render(cfg, evaluate_policy(cfg)).split())
     assert "Every 300 seconds" in flat
     assert "at least 8 different people with an expression were counted (k = 8)" in flat
-    assert "Differential privacy is on: random noise (epsilon 0.25 per period, at most 4 per day)" in flat
+    assert "Differential privacy is on: random noise (epsilon 0.25 per period, at most 4 per UTC day)" in flat
     assert "Publishing is switched off: nothing leaves the device;" in flat
     assert "at most 2 days" in flat
     assert ": 90 days" in flat
@@ -156,3 +156,29 @@ def test_without_today_the_signage_date_is_checked_against_the_date_the_service_
     assert explained == service_allows, (
         f"machine zone {machine_tz}, signage confirmed {confirmed}, UTC date {utc_day}: the service "
         f"{'allows' if service_allows else 'refuses'} it, policy explain said the opposite")
+
+
+def test_the_privacy_budget_day_is_explained_as_the_utc_day_the_accountant_keeps(tmp_path: Path) -> None:
+    """The budget is per UTC day (agent/analytics/dp.py); the text said "per day" and "until the
+    next day", which a site in Sydney reads as its own midnight: a budget spent at 07:00 there
+    comes back at 11:00 the same local day (00:00 UTC)."""
+    from datetime import UTC, datetime  # noqa: PLC0415
+    from zoneinfo import ZoneInfo  # noqa: PLC0415
+
+    from agent.analytics.dp import BudgetAccountant  # noqa: PLC0415
+
+    budget = BudgetAccountant(tmp_path, daily_budget=1.0)
+    spent_at = datetime(2026, 12, 6, 20, 0, tzinfo=UTC).timestamp()  # 07:00 on the 7th in Sydney
+    back_at = datetime(2026, 12, 7, 0, 0, tzinfo=UTC).timestamp()  # 11:00 on the 7th in Sydney
+    sydney = ZoneInfo("Australia/Sydney")
+    assert datetime.fromtimestamp(spent_at, sydney).date() == datetime.fromtimestamp(back_at, sydney).date()
+    assert budget.try_spend(1.0, spent_at)
+    assert not budget.try_spend(0.5, spent_at + 1)
+    assert budget.try_spend(0.5, back_at)  # the budget came back at 00:00 UTC
+    cfg = parse_config(
+        "device_id: a\nsite: {jurisdiction: AU}\nmqtt: {enabled: false}\n"
+        "analytics: {dp: {enabled: true, epsilon_per_window: 0.5, daily_budget: 1}}\n"
+        "policy: {schedule: {timezone: Australia/Sydney, hours: {mon: [08:00-18:00]}}}\n")
+    flat = " ".join(render(cfg, evaluate_policy(cfg)).split())
+    assert "at most 1 per UTC day" in flat
+    assert "no breakdown is sent until 00:00 UTC" in flat
