@@ -465,6 +465,10 @@ class Service:
             self._privacy_event(self.flag_poller.poll())
         if self.signals.take_reload():
             self.reload()
+        # The gate judges duplicates against the switch as it is, not as last handed out: an
+        # ON the policy ignored, or a reload that released the switch, made the next ON a
+        # "duplicate", dropped while the camera stayed on (found by review).
+        self._commands.in_force("mqtt" in self.privacy.sources_on())
 
     # --- reload ------------------------------------------------------------------------------------
 

@@ -95,6 +95,13 @@ class CommandGate:
             self._nonces.popitem(last=False)
         return None
 
+    def in_force(self, on: bool) -> None:
+        """What the mqtt source is now, as the service holds it: a command it did not apply (the
+        policy forbids the switch) or a reload that released the switch changes it, and a
+        later command is judged against that state, not the one last handed out."""
+        with self._lock:
+            self._privacy_in_force = on
+
     def take(self) -> list[Command]:
         """The commands due now: at most one privacy change and one checkpoint."""
         now = self._clock.monotonic()

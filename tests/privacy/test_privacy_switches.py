@@ -46,6 +46,51 @@ def test_the_mqtt_switch_is_obeyed_only_when_the_policy_allows_it(
         service.close()
 
 
+def reload_with(service: Service, clock: FakeClock, tmp_path: Path, switches: str) -> None:
+    write_config(tmp_path, "scripted.mp4", extra=NO_GATE + f"policy: {{privacy_mode: {{{switches}}}}}\n")
+    service.signals.reload.set()
+    clock.advance(3.0)
+    service.step()
+
+
+def switch_on(service: Service, clock: FakeClock) -> None:
+    service._enqueue_command(Command("privacy_mode", on=True))
+    clock.advance(3.0)
+    service.step()
+
+
+def test_an_on_the_policy_ignored_does_not_make_the_next_allowed_on_a_duplicate(tmp_path: Path) -> None:
+    """The command gate remembered the ignored ON as in force, so once a reload allowed the
+    switch, Home Assistant's ON was dropped as a duplicate and the camera stayed on."""
+    service, clock = service_with(tmp_path, "mqtt: false")
+    service.start()
+    try:
+        switch_on(service, clock)
+        ignored = service.privacy.paused
+        reload_with(service, clock, tmp_path, "mqtt: true")
+        switch_on(service, clock)
+        assert (ignored, service.privacy.paused) == (False, True)
+    finally:
+        service.close()
+
+
+def test_a_switch_released_by_a_reload_can_be_turned_on_again(tmp_path: Path) -> None:
+    """A reload that takes the switch away releases its hold; when a later reload gives it back,
+    the next ON pauses capture again (it was dropped as a duplicate of the released ON)."""
+    service, clock = service_with(tmp_path, "mqtt: true")
+    service.start()
+    try:
+        switch_on(service, clock)
+        held = service.privacy.paused
+        reload_with(service, clock, tmp_path, "mqtt: false")
+        released = not service.privacy.paused
+        reload_with(service, clock, tmp_path, "mqtt: true")
+        switch_on(service, clock)
+        assert (held, released, service.privacy.paused) == (True, True, True)
+    finally:
+        service.close()
+
+
 @pytest.mark.parametrize(("allowed", "paused"), [("true", True), ("false", False)])
 def test_sigusr1_toggles_only_when_the_policy_allows_it(tmp_path: Path, allowed: str, paused: bool) -> None:
     service, clock = service_with(tmp_path, f"sigusr1: {allowed}")

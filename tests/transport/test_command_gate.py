@@ -69,3 +69,13 @@ def test_a_signed_command_replayed_or_stale_is_ignored() -> None:
     old = Command("privacy_mode", on=False, ts_ms=now - 61_000, nonce="m" * 16)
     assert gate.offer(old) == "stale"
     assert gate.take() == []
+
+
+def test_duplicates_are_judged_against_the_state_the_service_says_is_in_force() -> None:
+    """An ON handed out but not applied (the policy ignores the switch), or released by a
+    reload, is not in force: the next ON is queued, not dropped as a duplicate."""
+    gate = CommandGate(FakeClock())
+    assert gate.offer(ON) == "queued"
+    assert gate.take() == [ON]
+    gate.in_force(False)
+    assert gate.offer(ON) == "queued"
