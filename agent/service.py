@@ -44,7 +44,15 @@ from agent.preflight import check_files
 from agent.privacy.gate import BudgetLeft, CaptureGate
 from agent.privacy.lease import LifetimeRecorder
 from agent.privacy.policy import policy_digest, require_allowed
-from agent.privacy.privacy_mode import FlagFilePoller, PrivacyMode, PrivacyModeEvent, SignalToggle
+from agent.privacy.privacy_mode import (
+    FlagFilePoller,
+    PrivacyMode,
+    PrivacyModeEvent,
+    SignalToggle,
+    Source,
+    load_held,
+    save_held,
+)
 from agent.privacy.retention import RetentionEnforcer
 from agent.processing import (
     PipelineFactory,
@@ -155,7 +163,7 @@ class Service:
             self.recorder = LifetimeRecorder(self.clock)
             self.health = HealthMeter(self.clock)
             self.health_periods = HealthPeriods(cfg.analytics.health_period_seconds, self.health)
-            self.privacy = PrivacyMode(self.clock)
+            self.privacy = PrivacyMode(self.clock, self._held(cfg))  # as the last run left it
             self.signals = ServiceSignals(SignalToggle(self.privacy))
             self.flag_poller = self._flag_poller(cfg)
             self.feed = CameraFeed(
@@ -265,8 +273,11 @@ class Service:
         self.publisher.publish("key", {"jwk": public_jwk(self.signer.public_key)}, retain=True)
         for state in self.alerts.states():  # every rule starts cleared: replaces a dead run's raised
             self._publish_alert_state(state)
+        for source in self.privacy.sources_on():  # held by the last run (privacy_mode.json)
+            self.audit.append("privacy_mode", {"mode": "on", "source": source})
+        self._save_held()  # a switch the policy took away is released on disk too
         self._handle_requests()  # a privacy flag already set keeps the camera closed from the start
-        if not self.privacy.paused:  # else the flag's event was just published
+        if self._privacy_state is None:  # else the flag's event was just published
             self._privacy_state = cast("dict[str, JSON]", self.privacy.state_payload())
             self.publisher.publish("privacy_mode", self._privacy_state, retain=True)
         self._connects = self._broker_connects()
@@ -436,10 +447,30 @@ class Service:
     def _privacy_event(self, event: PrivacyModeEvent | None) -> None:
         if event is None:
             return
+        if event.source in ("mqtt", "signal"):
+            self._save_held()
         mode = "on" if event.paused else "off"
         self.audit.append("privacy_mode", {"mode": mode, "source": event.source})
         self._privacy_state = cast("dict[str, JSON]", event.as_payload())
         self.publisher.publish("privacy_mode", self._privacy_state, retain=True)
+
+    @staticmethod
+    def _held(cfg: AgentConfig) -> dict[Source, bool]:
+        """The MQTT switch and the signal as the last run left them; one the policy took away
+        holds nothing, as at a reload."""
+        switches = cfg.policy.privacy_mode
+        allowed = {"mqtt": switches.mqtt, "signal": switches.sigusr1}
+        return {s: on for s, on in load_held(cfg.state_dir).items() if on and allowed[s]}
+
+    def _save_held(self) -> None:
+        """The MQTT switch and the signal, kept for the next start; a disk that refuses them is
+        logged and audited, and the mode in force still applies."""
+        try:
+            save_held(self.cfg.state_dir, self.privacy)
+        except OSError as exc:
+            message = f"privacy mode not saved for the next start: {exc.strerror or exc}"
+            logger.error("%s", message)  # noqa: TRY400 - the reason is the message
+            self.audit.append("error", {"code": "privacy_state_unsaved", "message": message[:500]})
 
     def _enqueue_command(self, command: Command) -> None:
         """Called from the MQTT thread: the gate coalesces floods and drops duplicates and

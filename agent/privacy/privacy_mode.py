@@ -5,10 +5,15 @@ and SIGUSR1, which toggles. ``PrivacyMode`` is plain state; every change returns
 ``PrivacyModeEvent`` the service publishes (``privacy_mode`` state topic) and audits. A
 signal handler must not take locks the interrupted thread may hold, so SIGUSR1 only counts
 (``SignalToggle``) and the main loop applies the count.
+
+The MQTT switch and the signal have no record of their own (the flag file is one), so the
+service keeps them in ``state_dir/privacy_mode.json`` (``load_held`` / ``save_held``): a restart
+(power cut, crash, watchdog) must not reopen a camera an operator closed.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -17,6 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Literal
 
+from agent.atomic import write_atomic
 from agent.clock import Clock
 from agent.errors import PayloadError
 
@@ -24,6 +30,9 @@ logger = logging.getLogger(__name__)
 
 Source = Literal["mqtt", "file", "signal"]
 SOURCES: tuple[Source, ...] = ("mqtt", "file", "signal")
+HELD: tuple[Source, ...] = ("mqtt", "signal")
+"""The sources kept in ``HELD_NAME`` across restarts (the flag file is its own record)."""
+HELD_NAME = "privacy_mode.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,10 +101,43 @@ class PrivacyMode:
         ts = int(self.clock.time() * 1000)
         return {"ts": ts, "state": state, "changed_by": "start", "source_state": state}
 
+    def held(self) -> dict[str, bool]:
+        """The sources that outlive a restart, as ``save_held`` writes them."""
+        with self._lock:
+            return {s: self._on[s] for s in HELD}
+
     def toggle(self, source: Source) -> PrivacyModeEvent | None:
         with self._lock:
             current = self._on[source]
         return self.set(source, not current)
+
+
+def load_held(state_dir: Path) -> dict[Source, bool]:
+    """The MQTT switch and the signal as the last run left them (both off without a file).
+    PayloadError naming the file when it is damaged: guessing "off" would reopen the camera."""
+    path = state_dir / HELD_NAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:  # a folder, not UTF-8
+        raise PayloadError(f"{path}: cannot read the privacy mode state: {exc}") from exc
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        data = exc
+    if not isinstance(data, dict) or set(data) != set(HELD) or {type(v) for v in data.values()} != {bool}:
+        raise PayloadError(
+            f'{path}: the privacy mode state is damaged (expected {{"mqtt": true|false, "signal": '
+            'true|false}); the agent will not guess whether the camera may be on: restore it, or '
+            "remove it knowingly (both switches then start off)"
+        )
+    return {s: bool(data[s]) for s in HELD}
+
+
+def save_held(state_dir: Path, mode: PrivacyMode) -> None:
+    """Write what ``load_held`` reads, atomically (a crash leaves the old or the new state)."""
+    write_atomic(state_dir / HELD_NAME, (json.dumps(mode.held(), sort_keys=True) + "\n").encode("ascii"))
 
 
 def parse_switch(payload: bytes) -> bool:
