@@ -15,6 +15,7 @@ never a crash.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -163,7 +164,7 @@ class Service:
             self.recorder = LifetimeRecorder(self.clock)
             self.health = HealthMeter(self.clock)
             self.health_periods = HealthPeriods(cfg.analytics.health_period_seconds, self.health)
-            self.privacy = PrivacyMode(self.clock, self._held(cfg))  # as the last run left it
+            self.privacy = self._restore_privacy(cfg)
             self.signals = ServiceSignals(SignalToggle(self.privacy))
             self.flag_poller = self._flag_poller(cfg)
             self.feed = CameraFeed(
@@ -454,19 +455,29 @@ class Service:
         self._privacy_state = cast("dict[str, JSON]", event.as_payload())
         self.publisher.publish("privacy_mode", self._privacy_state, retain=True)
 
+    def _restore_privacy(self, cfg: AgentConfig) -> PrivacyMode:
+        """Privacy mode and the signed-command order as the last run left them."""
+        held, signed_after = load_held(cfg.state_dir)
+        self._commands.resume_order(signed_after)
+        self._order_saved: tuple[int | None, float] = (signed_after, -math.inf)
+        """The command order last written, and when (monotonic)."""
+        return PrivacyMode(self.clock, self._held(cfg, held))
+
     @staticmethod
-    def _held(cfg: AgentConfig) -> dict[Source, bool]:
+    def _held(cfg: AgentConfig, held: dict[Source, bool]) -> dict[Source, bool]:
         """The MQTT switch and the signal as the last run left them; one the policy took away
         holds nothing, as at a reload."""
         switches = cfg.policy.privacy_mode
         allowed = {"mqtt": switches.mqtt, "signal": switches.sigusr1}
-        return {s: on for s, on in load_held(cfg.state_dir).items() if on and allowed[s]}
+        return {s: on for s, on in held.items() if on and allowed[s]}
 
     def _save_held(self) -> None:
-        """The MQTT switch and the signal, kept for the next start; a disk that refuses them is
-        logged and audited, and the mode in force still applies."""
+        """The MQTT switch, the signal and the signed-command order, kept for the next start; a
+        disk that refuses them is logged and audited, and the mode in force still applies."""
+        order = self._commands.signed_after_ms
+        self._order_saved = (order, self.clock.monotonic())
         try:
-            save_held(self.cfg.state_dir, self.privacy)
+            save_held(self.cfg.state_dir, self.privacy, order)
         except OSError as exc:
             message = f"privacy mode not saved for the next start: {exc.strerror or exc}"
             logger.error("%s", message)  # noqa: TRY400 - the reason is the message
@@ -500,6 +511,11 @@ class Service:
         # ON the policy ignored, or a reload that released the switch, made the next ON a
         # "duplicate", dropped while the camera stayed on (found by review).
         self._commands.in_force("mqtt" in self.privacy.sources_on())
+        saved, at = self._order_saved  # a newer order: saved, at most once per privacy interval
+        if self._commands.signed_after_ms != saved and (
+            self.clock.monotonic() - at >= self.cfg.mqtt.commands.privacy_min_seconds
+        ):
+            self._save_held()
 
     # --- reload ------------------------------------------------------------------------------------
 

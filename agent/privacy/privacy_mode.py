@@ -112,32 +112,47 @@ class PrivacyMode:
         return self.set(source, not current)
 
 
-def load_held(state_dir: Path) -> dict[Source, bool]:
-    """The MQTT switch and the signal as the last run left them (both off without a file).
-    PayloadError naming the file when it is damaged: guessing "off" would reopen the camera."""
+ORDER_KEY = "signed_after_ms"
+"""The command gate's order (``CommandGate.signed_after_ms``), kept with the switches."""
+
+
+def load_held(state_dir: Path) -> tuple[dict[Source, bool], int | None]:
+    """The MQTT switch and the signal as the last run left them (both off without a file), and
+    the signed-command order it reached. PayloadError naming the file when it is damaged:
+    guessing "off" would reopen the camera."""
     path = state_dir / HELD_NAME
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return {}
+        return {}, None
     except (OSError, ValueError) as exc:  # a folder, not UTF-8
         raise PayloadError(f"{path}: cannot read the privacy mode state: {exc}") from exc
     try:
         data = json.loads(text)
     except (ValueError, RecursionError) as exc:
         data = exc
-    if not isinstance(data, dict) or set(data) != set(HELD) or {type(v) for v in data.values()} != {bool}:
+    if not _well_formed(data):
         raise PayloadError(
             f'{path}: the privacy mode state is damaged (expected {{"mqtt": true|false, "signal": '
-            'true|false}); the agent will not guess whether the camera may be on: restore it, or '
-            "remove it knowingly (both switches then start off)"
+            f'true|false, "{ORDER_KEY}": milliseconds|null}}); the agent will not guess whether the '
+            "camera may be on: restore it, or remove it knowingly (both switches then start off)"
         )
-    return {s: bool(data[s]) for s in HELD}
+    order = data.get(ORDER_KEY)
+    return {s: bool(data[s]) for s in HELD}, order if isinstance(order, int) else None
 
 
-def save_held(state_dir: Path, mode: PrivacyMode) -> None:
+def _well_formed(data: object) -> bool:
+    if not isinstance(data, dict) or not set(HELD) <= set(data) <= {*HELD, ORDER_KEY}:
+        return False
+    order = data.get(ORDER_KEY)
+    in_range = order is None or (type(order) is int and 0 <= order < 2**63)
+    return all(type(data[s]) is bool for s in HELD) and in_range
+
+
+def save_held(state_dir: Path, mode: PrivacyMode, signed_after_ms: int | None = None) -> None:
     """Write what ``load_held`` reads, atomically (a crash leaves the old or the new state)."""
-    write_atomic(state_dir / HELD_NAME, (json.dumps(mode.held(), sort_keys=True) + "\n").encode("ascii"))
+    data: dict[str, object] = {**mode.held(), ORDER_KEY: signed_after_ms}
+    write_atomic(state_dir / HELD_NAME, (json.dumps(data, sort_keys=True) + "\n").encode("ascii"))
 
 
 def parse_switch(payload: bytes) -> bool:

@@ -6,7 +6,11 @@ keep the camera opening and closing. So the gate holds at most one pending priva
 than ``privacy_min_seconds`` and ``checkpoint_min_seconds``. A privacy command asking for the
 state already pending or in force is a duplicate and ignored. A signed command (see
 :mod:`agent.transport.commands`) must be fresh (``ts`` within ``replay_window_seconds`` of the
-device clock) and its nonce unseen in that window, else it is a replay and ignored. Memory is
+device clock) and its nonce unseen in that window, else it is a replay and ignored. It must
+also be newer than every signed command accepted before and than the last plain ON
+(``signed_after_ms``, which the service keeps across restarts): a signed OFF the device missed
+while offline, captured by someone on the broker and replayed after the operator closed the
+camera again, or one replayed after a restart (the nonces are gone), is stale. Memory is
 constant: two slots and at most ``MAX_NONCES`` remembered nonces.
 
 Pure logic: no paho import; thread-safe (``offer`` runs on paho's thread, ``take`` in the loop).
@@ -50,7 +54,22 @@ class CommandGate:
         self._checkpoint = False
         self._checkpoint_at: float | None = None
         self._nonces: OrderedDict[str, int] = OrderedDict()
+        self._signed_after_ms: int | None = None
+        """Device-clock ms a signed command's ``ts`` must exceed: the newest signed command
+        accepted, or the time the last plain ON arrived, whichever is later."""
         self.counts: Counter[str] = Counter()
+
+    @property
+    def signed_after_ms(self) -> int | None:
+        """What the service saves for the next start (``resume_order``)."""
+        with self._lock:
+            return self._signed_after_ms
+
+    def resume_order(self, signed_after_ms: int | None) -> None:
+        """The order the last run reached: without it, a signed command it accepted could be
+        replayed once after a restart (its nonce forgotten) and turn the camera back on."""
+        with self._lock:
+            self._signed_after_ms = signed_after_ms
 
     def offer(self, command: Command) -> Verdict:
         with self._lock:
@@ -63,6 +82,8 @@ class CommandGate:
         return verdict
 
     def _offer(self, command: Command) -> Verdict:
+        if command.name == "privacy_mode" and command.on and not command.signed:
+            self._order(int(self._clock.time() * 1000))  # a signed OFF signed before it is stale
         if command.signed:
             fresh = self._fresh(command)
             if fresh is not None:
@@ -90,10 +111,21 @@ class CommandGate:
             self._nonces.popitem(last=False)
         if command.nonce in self._nonces:
             return "replayed"
+        after = self._signed_after_ms
+        if after is not None and after > now_ms + window_ms:  # the clock was stepped back since
+            logger.warning("signed command order reset: the clock went back past the last command")
+            after = self._signed_after_ms = None
+        if after is not None and command.ts_ms <= after:
+            return "stale"
         self._nonces[command.nonce] = command.ts_ms
         if len(self._nonces) > MAX_NONCES:
             self._nonces.popitem(last=False)
+        self._order(command.ts_ms)
         return None
+
+    def _order(self, ms: int) -> None:
+        if self._signed_after_ms is None or ms > self._signed_after_ms:
+            self._signed_after_ms = ms
 
     def in_force(self, on: bool) -> None:
         """What the mqtt source is now, as the service holds it: a command it did not apply (the

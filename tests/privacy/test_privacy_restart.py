@@ -143,3 +143,42 @@ def test_a_privacy_state_the_disk_refuses_is_audited_and_the_mode_still_applies(
     text = "".join(p.read_text() for p in audit)
     assert "privacy_state_unsaved" in text
     assert "No space left on device" in text
+
+
+def test_a_signed_off_replayed_after_a_restart_does_not_reopen_the_camera(tmp_path: Path) -> None:
+    """The gate's nonces are memory only: after a restart the last signed OFF could be replayed
+    once within its window and turn the camera back on, after the operator had closed it with
+    a plain ON. The order of signed commands is kept with the privacy state (found by review)."""
+    opened: list[ScriptedSource] = []
+    service, clock = build(tmp_path, opened)
+    service.start()
+    signed_off = Command("privacy_mode", on=False, ts_ms=int(clock.time() * 1000) + 500, nonce="n" * 16)
+    try:
+        service._enqueue_command(Command("privacy_mode", on=True))
+        turns(service, clock)
+        service._enqueue_command(signed_off)
+        turns(service, clock)
+        assert not service.privacy.paused  # the operator's signed OFF, applied
+        service._enqueue_command(Command("privacy_mode", on=True))
+        turns(service, clock)
+        assert service.privacy.paused
+    finally:
+        service.close()
+    again, clock = build(tmp_path, opened)
+    again.start()
+    try:
+        clock.advance(20.0)  # well inside the 60 s window of the OFF's ts
+        again._enqueue_command(signed_off)
+        turns(again, clock)
+        assert again.privacy.paused
+    finally:
+        again.close()
+
+
+def test_a_privacy_state_file_with_a_bad_order_stops_the_start(tmp_path: Path) -> None:
+    opened: list[ScriptedSource] = []
+    service, _clock = build(tmp_path, opened)
+    service.close()
+    (tmp_path / "state" / HELD_NAME).write_text('{"mqtt": false, "signal": false, "signed_after_ms": true}')
+    with pytest.raises(PayloadError, match=HELD_NAME):
+        build(tmp_path, opened)

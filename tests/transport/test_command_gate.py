@@ -59,7 +59,8 @@ def test_a_signed_command_replayed_or_stale_is_ignored() -> None:
     gate.offer(ON)
     gate.take()
     clock.advance(5)
-    signed_off = Command("privacy_mode", on=False, ts_ms=now, nonce="n" * 16)
+    # signed just after the plain ON (one signed before it is stale: the test below)
+    signed_off = Command("privacy_mode", on=False, ts_ms=now + 1, nonce="n" * 16)
     assert gate.offer(signed_off) == "queued"
     assert gate.take() == [signed_off]
     gate.offer(ON)
@@ -79,3 +80,45 @@ def test_duplicates_are_judged_against_the_state_the_service_says_is_in_force() 
     assert gate.take() == [ON]
     gate.in_force(False)
     assert gate.offer(ON) == "queued"
+
+
+def test_a_signed_off_signed_before_the_last_plain_on_is_stale() -> None:
+    """A signed OFF the device missed while offline, captured on the broker and replayed after
+    the operator closed the camera again with a plain ON, is refused: its nonce was never seen
+    and it is inside the replay window, but it is older than that ON (found by review)."""
+    clock = FakeClock()
+    gate = CommandGate(clock, GateSettings(replay_window_seconds=60))
+    missed = Command("privacy_mode", on=False, ts_ms=int(clock.time() * 1000), nonce="n" * 16)
+    clock.advance(5)
+    assert gate.offer(ON) == "queued"
+    assert gate.take() == [ON]
+    clock.advance(5)
+    assert gate.offer(missed) == "stale"
+    newer = Command("privacy_mode", on=False, ts_ms=int(clock.time() * 1000), nonce="m" * 16)
+    assert gate.offer(newer) == "queued"  # signed after the ON: the operator's own OFF
+
+
+def test_signed_commands_count_only_in_the_order_they_were_signed() -> None:
+    clock = FakeClock()
+    gate = CommandGate(clock, GateSettings(replay_window_seconds=60))
+    now = int(clock.time() * 1000)
+    signed_on = Command("privacy_mode", on=True, ts_ms=now, nonce="a" * 16)
+    assert gate.offer(signed_on) == "queued"
+    assert gate.take() == [signed_on]
+    earlier_off = Command("privacy_mode", on=False, ts_ms=now - 1000, nonce="b" * 16)
+    assert gate.offer(earlier_off) == "stale"
+    assert gate.signed_after_ms == now
+
+
+def test_the_order_resumed_from_the_last_run_refuses_what_that_run_accepted() -> None:
+    """The nonces are gone after a restart; the order the service saved is not. A clock stepped
+    back past it (more than the window) would refuse every command, so the order is dropped."""
+    clock = FakeClock()
+    now = int(clock.time() * 1000)
+    gate = CommandGate(clock, GateSettings(replay_window_seconds=60))
+    gate.resume_order(now)
+    assert gate.offer(Command("privacy_mode", on=False, ts_ms=now, nonce="c" * 16)) == "stale"
+    stepped = CommandGate(clock, GateSettings(replay_window_seconds=60))
+    stepped.resume_order(now + 3_600_000)  # saved while the clock was an hour ahead
+    assert stepped.offer(Command("privacy_mode", on=False, ts_ms=now, nonce="d" * 16)) == "duplicate"
+    assert stepped.signed_after_ms == now
