@@ -161,17 +161,20 @@ class RetentionEnforcer:
         self.stores = list(stores)
         self.hooks = dict(hooks or {})
         self.clock = clock
-        self.next_run: float | None = None
-        """Wall time of the next run; None until the first (start-up) run."""
+        self.last_run: float | None = None
+        """Monotonic time of the last run; None until the first (start-up) run. The timer is
+        monotonic: on the wall clock, a clock stepped back by D days (a Pi without an RTC
+        that booted with a date in the future, then corrected) held every purge for D days."""
 
     def retune(self, cfg: RetentionConfig) -> None:
-        """A reload's new limits and interval, from the next run on."""
+        """A reload's new limits and interval; the next run is due one new interval after the
+        last (a shorter interval no longer waits out the old one, up to a day)."""
         self.limits = limits_from(cfg)
         self.interval_s = cfg.interval_minutes * 60
 
     def run_if_due(self) -> RetentionRun | None:
         """Run when the timer says so (always the first time); None when not yet due."""
-        if self.next_run is not None and self.clock.time() < self.next_run:
+        if self.last_run is not None and self.clock.monotonic() - self.last_run < self.interval_s:
             return None
         return self.run()
 
@@ -197,7 +200,7 @@ class RetentionEnforcer:
                 continue
             if report is not None and report != []:
                 out.reports.append(report)
-        self.next_run = now + self.interval_s
+        self.last_run = self.clock.monotonic()
         return out
 
     def _purge(self, store: RetentionStore, now: float) -> PurgeRecord | None:

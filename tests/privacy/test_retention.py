@@ -158,3 +158,37 @@ def test_a_failing_store_or_hook_does_not_stop_the_others() -> None:
     assert [r.count for r in run.records] == [1]
     assert calls == ["x"]
     assert run.reports == []
+
+
+class SteppedClock(FakeClock):
+    """A wall clock that can be set back (NTP correcting a wrong date); monotonic time goes on."""
+
+    def step_wall(self, seconds: float) -> None:
+        self._wall += seconds
+
+
+def test_a_wall_clock_set_back_does_not_hold_the_purges() -> None:
+    """A Pi without an RTC that started with a date 10 days ahead, then corrected by NTP: the
+    timer ran on the wall clock, so no purge ran for those 10 days (found by review)."""
+    clock = SteppedClock(start=NOW + 10 * DAY_S)
+    stats = MemoryStore("stats", [])
+    enforcer = RetentionEnforcer(RetentionConfig(stats_days=30, interval_minutes=60), [stats], clock)
+    assert enforcer.run_if_due() is not None  # the start-up run, on the wrong date
+    clock.step_wall(-10 * DAY_S)
+    clock.advance(61 * 60)
+    stats.items["2026-01-01"] = StoredItem("stats", "2026-01-01", NOW - 40 * DAY_S)
+    run = enforcer.run_if_due()
+    assert run is not None
+    assert stats.items == {}
+
+
+def test_a_reload_that_shortens_the_interval_takes_effect_from_the_last_run() -> None:
+    """A reload from a daily run to an hourly one waited out the day already scheduled."""
+    clock = FakeClock(start=NOW)
+    enforcer = RetentionEnforcer(RetentionConfig(interval_minutes=1440), [MemoryStore("stats", [])], clock)
+    assert enforcer.run_if_due() is not None
+    clock.advance(30 * 60)
+    enforcer.retune(RetentionConfig(interval_minutes=60))
+    assert enforcer.run_if_due() is None
+    clock.advance(31 * 60)
+    assert enforcer.run_if_due() is not None
