@@ -90,6 +90,11 @@ def rotate_key(cfg: AgentConfig, key_path: Path, clock: Clock) -> Rotated:
     """Run the four steps for the device of ``cfg`` whose private key file is ``key_path``."""
     key_path = key_path.absolute()
     _refuse_if_running(cfg.state_dir)  # before anything is written
+    if key_path.is_symlink():  # the switch opens it O_NOFOLLOW: refused there, after step 3
+        raise KeyFileError(
+            f"{key_path}: is a symbolic link (to {os.readlink(key_path)}); the rotation replaces the "
+            f"key file itself: give the file's own path with --key ({key_path.resolve()})"
+        )
     old = load_private_key(key_path)
     new = _stage(key_path)
     old_kid, new_kid = kid_for(old.public_key()), kid_for(new.public_key())

@@ -313,3 +313,20 @@ def test_a_checkpoint_the_disk_refuses_stops_the_rotation_before_the_switch(
     check_chain(site, old_kid, staged_kid)
     assert verify_with(site, site / "A.jwk").returncode == 0
     assert audit_verify_with(site, site / "A.jwk").returncode == 0
+
+
+def test_a_key_behind_a_symbolic_link_is_refused_before_any_step(
+    site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The switch opens the key O_NOFOLLOW: a symlinked key failed there, after the notice was
+    sent and the public files held the new key, every run again (found by review)."""
+    (site / "keys/device.key").rename(site / "keys/real.key")
+    (site / "keys/device.key").symlink_to("real.key")
+    jwk = (site / "keys/device.pub.jwk").read_text()
+    assert main(["keys", "rotate", "-c", "agent.yaml", "--key", "keys/device.key"]) == 2
+    err = capsys.readouterr().err
+    assert "is a symbolic link (to real.key)" in err
+    assert err.count("\n") == 1
+    assert (site / "keys/device.pub.jwk").read_text() == jwk
+    assert not (site / "keys/device.key.next").exists()
+    assert main(["keys", "rotate", "-c", "agent.yaml", "--key", "keys/real.key"]) == 0
