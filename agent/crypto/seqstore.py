@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from agent.atomic import write_atomic
+from agent.crypto.canonical import MAX_SAFE_INT
 from agent.errors import KeyFileError, PayloadError
 
 STATE_NAME = "signer-state.json"
@@ -128,6 +129,8 @@ class FileSequenceStore:
             raise self._unreadable(f"{type(exc).__name__}: {exc}") from exc
         if type(boot) is not int or type(reserved) is not int or boot < 0 or reserved < 1:
             raise self._unreadable("boot and seq_reserved must be non-negative integers")
+        if max(boot, reserved) > MAX_SAFE_INT:  # else every signed message fails, naming no file
+            raise self._unreadable(f"boot and seq_reserved must be at most 2**53 - 1 ({MAX_SAFE_INT})")
         return boot, reserved
 
     def _raise_to(self, floor: tuple[int, int], boot: int, reserved: int) -> tuple[int, int]:

@@ -135,7 +135,8 @@ class CommandParser:
 
 
 def _check_fields(topic: str, obj: dict[str, Any], device: str) -> None:
-    if obj["v"] != 1 or obj["cmd"] != "privacy_mode" or obj["state"] not in ("ON", "OFF"):
+    version = type(obj["v"]) is int and obj["v"] == 1  # JSON true equals 1 in Python
+    if not version or obj["cmd"] != "privacy_mode" or obj["state"] not in ("ON", "OFF"):
         raise PayloadError(f'{topic}: a signed command needs v 1, cmd "privacy_mode", state ON or OFF')
     if obj["dev"] != device:
         raise PayloadError(f"{topic}: signed for device {str(obj['dev'])[:64]!r}, not {device!r}")

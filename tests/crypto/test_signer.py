@@ -153,3 +153,15 @@ def test_crypto_is_pure_logic_and_does_nothing_at_import() -> None:
         ),
     )
     assert result.ok, result.stderr
+
+
+@pytest.mark.parametrize("state", ['{"boot": 1, "seq_reserved": 9007199254740993}',
+                                   '{"boot": 9007199254740992, "seq_reserved": 5}'])
+def test_a_sequence_past_the_json_safe_range_is_refused_naming_the_file(
+    key: Ed25519PrivateKey, tmp_path: Path, state: str
+) -> None:
+    """Valid JSON, but every message signed from it would fail on the ±(2**53 - 1) rule of
+    signed integers, naming no file (found by review)."""
+    (tmp_path / STATE_NAME).write_text(state)
+    with pytest.raises(PayloadError, match=r"signer-state\.json: signer state is unreadable .*2\*\*53"):
+        Signer("lobby-1", key, tmp_path)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.cli import main
-from agent.crypto import generate_keypair, load_public_key
+from agent.crypto import generate_keypair, kid_for, load_public_key
+from agent.crypto.canonical import JSON, b64url_encode, canonical
 from agent.errors import PayloadError
 from agent.transport.commands import CommandParser
 
@@ -45,3 +48,14 @@ def test_a_key_the_agent_would_refuse_is_exit_2_one_line(
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "emotion-agent: error:" in err
+
+
+def test_a_signed_command_whose_version_is_true_is_refused() -> None:
+    """JSON ``true`` equals 1 in Python; the format says the integer 1 (found by review)."""
+    key = Ed25519PrivateKey.generate()
+    obj: dict[str, JSON] = {"v": True, "cmd": "privacy_mode", "state": "OFF", "dev": "lobby-1",
+                              "ts": 1_800_000_000_000, "nonce": "n" * 16, "kid": kid_for(key.public_key())}
+    obj["sig"] = b64url_encode(key.sign(canonical(obj)))
+    parser = CommandParser("emotion-agent/lobby-1", device_id="lobby-1", operator_key=key.public_key())
+    with pytest.raises(PayloadError, match="needs v 1"):
+        parser.parse(TOPIC, json.dumps(obj).encode())
