@@ -168,12 +168,16 @@ def _kept(cfg: AgentConfig) -> str:
     return "\n".join([
         "How long anything is kept:",
         "- Images: not kept (zeroed as soon as they are analysed).",
-        f"- Messages not yet delivered to the broker: at most {r.spool_days} days.",
-        f"- The audit log (what happened to images, what was sent; no images): {r.audit_days} days.",
-        f"- Local statistics (totals per period, used for alert baselines): {r.stats_days} days.",
-        f"- Old data is deleted at start and every {r.interval_minutes} minutes. Deleted audit log "
-        "segments and undelivered messages are recorded in the audit log; deleted local statistics "
-        "are not recorded there.",
+        f"- Messages not yet delivered to the broker: deleted once {r.spool_days} days old.",
+        f"- The audit log (what happened to images, what was sent; no images): in files of at most "
+        f"one UTC day, each deleted once its newest entry is {r.audit_days} days old, so an entry "
+        f"is kept {r.audit_days} to {r.audit_days + 1} days.",
+        f"- Local statistics (totals per period, used for alert baselines): a UTC day's totals are "
+        f"deleted {r.stats_days} days after that day ends.",
+        f"- Old audit files and statistics are deleted at start and every {r.interval_minutes} "
+        "minutes, undelivered messages with every new message and every minute: data outlives its "
+        "limit by at most that long. Deleted audit log segments and undelivered messages are "
+        "recorded in the audit log; deleted local statistics are not recorded there.",
     ])
 
 

@@ -38,9 +38,14 @@ def test_lobby_explanation_states_what_leaves_and_how_long_things_are_kept() -> 
             "expression, only when at least 5 different people with an expression were counted "
             "(k = 5)") in flat
     assert "Differential privacy (random noise on counts) is off." in flat
-    assert "Messages not yet delivered to the broker: at most 7 days." in flat
-    assert "The audit log (what happened to images, what was sent; no images): 365 days." in flat
-    assert "Local statistics (totals per period, used for alert baselines): 30 days." in flat
+    assert "Messages not yet delivered to the broker: deleted once 7 days old." in flat
+    assert ("The audit log (what happened to images, what was sent; no images): in files of at most "
+            "one UTC day, each deleted once its newest entry is 365 days old, so an entry is kept "
+            "365 to 366 days.") in flat
+    assert ("Local statistics (totals per period, used for alert baselines): a UTC day's totals are "
+            "deleted 30 days after that day ends.") in flat
+    assert ("Old audit files and statistics are deleted at start and every 60 minutes, undelivered "
+            "messages with every new message and every minute") in flat
     assert "Images: not kept (zeroed as soon as they are analysed)." in flat
     assert "    Saturday: 09:00-18:00\n    Sunday: off" in text
     assert "1 privacy zone(s) (street-window) are blacked out before any analysis" in flat
@@ -62,8 +67,9 @@ def test_explanation_follows_the_config_not_a_template() -> None:
     assert "at least 8 different people with an expression were counted (k = 8)" in flat
     assert "Differential privacy is on: random noise (epsilon 0.25 per period, at most 4 per UTC day)" in flat
     assert "Publishing is switched off: nothing leaves the device;" in flat
-    assert "at most 2 days" in flat
-    assert ": 90 days" in flat
+    assert "deleted once 2 days old" in flat
+    assert "newest entry is 90 days old, so an entry is kept 90 to 91 days" in flat
+    assert "deleted 14 days after that day ends" in flat
     assert "It runs at all hours (no schedule is set)." in flat
     assert "Privacy mode, turned on by a flag file (/run/ea/privacy), switches the camera off" in flat
     assert "Controller: not configured (site.signage.controller)" in flat
