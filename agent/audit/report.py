@@ -28,6 +28,8 @@ from agent.errors import PayloadError
 
 HOUR_MS = 3_600_000
 LIFETIME_BINS = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+MAX_EMPTY_HOURS = 7 * 24
+"""A longer run of hours without entries is plotted as one bar that says how long it is."""
 
 
 @dataclass
@@ -127,7 +129,10 @@ def _add(s: Stats, e: Entry) -> None:
 
 
 def _t(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+    except (ValueError, OverflowError):  # beyond year 9999: only a tampered entry gets there
+        return f"ts {ms} (beyond year 9999)"
 
 
 def _esc(v: object) -> str:
@@ -176,11 +181,34 @@ def _table(head: list[str], rows: list[list[object]]) -> str:
     return f"<table><tr>{th}</tr>{body}</table>"
 
 
-def _hours(*counters: Counter[int]) -> list[int]:
-    keys = set().union(*counters)
-    if not keys:
-        return []
-    return list(range(min(keys), max(keys) + 1))
+def _hour_label(hour: int) -> str:
+    text = _t(hour * HOUR_MS)
+    return text[5:13] + "h" if text[:1].isdigit() else text
+
+
+def _hours(*counters: Counter[int]) -> list[tuple[str, int | None]]:
+    """The plots' bars: (label, hour), every hour from the first to the last with entries, except
+    that a run of more than MAX_EMPTY_HOURS hours without any is one bar (hour None).
+
+    A Pi has no real-time clock, so entries written before NTP answered carry 1970 times: one
+    bar per hour from there was 470,000 bars (a 200 MB page), and a tampered ts of 2**53 - 1
+    exhausted the memory."""
+    bars: list[tuple[str, int | None]] = []
+    previous: int | None = None
+    for hour in sorted(set().union(*counters)):
+        if previous is not None:
+            empty = hour - previous - 1
+            if empty > MAX_EMPTY_HOURS:
+                bars.append((f"{empty} h without entries", None))
+            else:
+                bars += [(_hour_label(h), h) for h in range(previous + 1, hour)]
+        bars.append((_hour_label(hour), hour))
+        previous = hour
+    return bars
+
+
+def _per_hour(counter: Counter[int], hours: list[tuple[str, int | None]]) -> list[int]:
+    return [0 if hour is None else counter[hour] for _, hour in hours]
 
 
 def _key_section(result: VerifyResult, keys: Sequence[Ed25519PublicKey], s: Stats) -> str:
@@ -241,14 +269,14 @@ def _setup_sections(s: Stats) -> list[str]:
 def _activity_sections(s: Stats) -> list[str]:
     """What happened to frames and windows, with plots."""
     hours = _hours(s.captured, s.published, s.suppressed)
-    labels = [_t(h * HOUR_MS)[5:13] + "h" for h in hours]
+    labels = [label for label, _ in hours]
     frames_svg = bar_chart(labels, [
-        ("analysed", "#2b6cb0", [s.analysed[h] for h in hours]),
-        ("dropped or discarded", "#d69e2e", [s.dropped[h] for h in hours]),
+        ("analysed", "#2b6cb0", _per_hour(s.analysed, hours)),
+        ("dropped or discarded", "#d69e2e", _per_hour(s.dropped, hours)),
     ], "Frames per hour")
     windows_svg = bar_chart(labels, [
-        ("published", "#2f855a", [s.published[h] for h in hours]),
-        ("suppressed", "#c53030", [s.suppressed[h] for h in hours]),
+        ("published", "#2f855a", _per_hour(s.published, hours)),
+        ("suppressed", "#c53030", _per_hour(s.suppressed, hours)),
     ], "Windows per hour")
     bins = [f"≤{b}" for b in LIFETIME_BINS] + [f">{LIFETIME_BINS[-1]}"]
     life_svg = bar_chart(bins, [("windows", "#6b46c1", [s.lifetimes[b] for b in bins])],
