@@ -4,7 +4,8 @@ Exit 0 only if every line passes or is unsigned by design (availability ``status
 payload clearing a retained message, commands to the device: counted as skipped); 1 if a message
 is rejected (signature, key, topic, time, replay, order) or a sequence gap is found; 2 if a line
 is malformed or the key or the ``--state`` file cannot be used (read, or written back: a missing
-folder is refused up front).
+folder is refused up front). Ctrl-C while reading ends the input: what was read is summarised,
+kept in ``--state`` and decides the exit code.
 """
 
 from __future__ import annotations
@@ -66,6 +67,20 @@ def _lines(files: list[str]) -> Iterator[bytes]:
                 yield from handle
         except OSError as exc:
             raise InputError(f"{name}: cannot read: {exc.strerror}") from exc
+
+
+def _until_interrupted(lines: Iterator[bytes], interrupted: list[int]) -> Iterator[bytes]:
+    """The lines until they end or Ctrl-C stops the reading (then ``interrupted`` gets the count).
+
+    ``mosquitto_sub ... | emotion-agent verify`` is ended with Ctrl-C, which reaches every process
+    of the pipeline; what was read still counts: it is summarised and kept in ``--state``."""
+    count = 0
+    try:
+        for line in lines:
+            count += 1
+            yield line
+    except KeyboardInterrupt:
+        interrupted.append(count)
 
 
 def _load_state(verifier: Verifier, path: Path) -> None:
@@ -135,7 +150,8 @@ def verify(args: argparse.Namespace) -> int:
     counts = {"ok": 0, "rejected": 0, "malformed": 0, "skipped": 0}
     gaps = missing = unbound = retained = 0
     skipped: dict[str, int] = {}
-    for number, result in verify_stream(_lines(args.files), verifier):
+    interrupted: list[int] = []
+    for number, result in verify_stream(_until_interrupted(_lines(args.files), interrupted), verifier):
         counts[result.status] += 1
         unbound += result.ok and not result.topic_checked
         retained += result.ok and result.retained
@@ -150,6 +166,8 @@ def verify(args: argparse.Namespace) -> int:
             write_atomic(Path(args.state), text.encode("utf-8"))
         except OSError as exc:
             raise InputError(f"{args.state}: cannot write the verifier state: {exc.strerror or exc}") from exc
+    if interrupted:
+        sys.stderr.write(f"verify: interrupted after line {interrupted[0]}; the lines read are checked\n")
     if not args.quiet:
         _summary(counts, gaps, missing, skipped, retained)
         if unbound:
