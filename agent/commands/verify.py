@@ -57,16 +57,30 @@ def register(sub: Any) -> None:
     p.set_defaults(func=verify)
 
 
-def _lines(files: list[str]) -> Iterator[bytes]:
+def _lines(files: list[str], starts: list[tuple[int, str]]) -> Iterator[bytes]:
+    """Every line of the files in turn (stdin if none); ``starts`` gets, as each file is opened,
+    the number of lines before it and its name."""
     if not files:
         yield from sys.stdin.buffer
         return
+    before = 0
     for name in files:
+        starts.append((before, name))
         try:
             with Path(name).open("rb") as handle:
-                yield from handle
+                for line in handle:
+                    before += 1
+                    yield line
         except OSError as exc:
             raise InputError(f"{name}: cannot read: {exc.strerror}") from exc
+
+
+def _where(number: int, starts: list[tuple[int, str]]) -> str:
+    """``line N``; with several files ``FILE: line N``, N counted in that file."""
+    if len(starts) < 2:
+        return f"line {number}"
+    before, name = next((b, n) for b, n in reversed(starts) if b < number)
+    return f"{name}: line {number - before}"
 
 
 def _until_interrupted(lines: Iterator[bytes], interrupted: list[int]) -> Iterator[bytes]:
@@ -108,17 +122,17 @@ def _context(result: Result) -> str:
     return f" [dev {env['dev']} boot {env['boot']} seq {env['seq']}]"
 
 
-def _report(number: int, result: Result, out: IO[str]) -> None:
+def _report(where: str, result: Result, out: IO[str]) -> None:
     if not result.ok and result.status != "skipped":  # skipped lines are counted in the summary
-        out.write(f"line {number}: {result.status}{_context(result)}: {result.reason}\n")
+        out.write(f"{where}: {result.status}{_context(result)}: {result.reason}\n")
     for gap in result.gaps:
         span = f"seq {gap.first}" if gap.missing == 1 else f"seq {gap.first}..{gap.last}"
         out.write(
-            f"line {number}: gap [dev {gap.dev} boot {gap.boot}]: {span} missing "
+            f"{where}: gap [dev {gap.dev} boot {gap.boot}]: {span} missing "
             f"({gap.missing} message(s)) before seq {gap.last + 1}\n"
         )
     for note in result.notes:
-        out.write(f"line {number}: note: {note}\n")
+        out.write(f"{where}: note: {note}\n")
 
 
 def _summary(counts: dict[str, int], gaps: int, missing: int, skipped: dict[str, int], retained: int) -> None:
@@ -151,7 +165,9 @@ def verify(args: argparse.Namespace) -> int:
     gaps = missing = unbound = retained = 0
     skipped: dict[str, int] = {}
     interrupted: list[int] = []
-    for number, result in verify_stream(_until_interrupted(_lines(args.files), interrupted), verifier):
+    starts: list[tuple[int, str]] = []
+    lines = _until_interrupted(_lines(args.files, starts), interrupted)
+    for number, result in verify_stream(lines, verifier):
         counts[result.status] += 1
         unbound += result.ok and not result.topic_checked
         retained += result.ok and result.retained
@@ -159,7 +175,7 @@ def verify(args: argparse.Namespace) -> int:
             skipped[result.reason] = skipped.get(result.reason, 0) + 1
         gaps += len(result.gaps)
         missing += sum(g.missing for g in result.gaps)
-        _report(number, result, sys.stdout)
+        _report(_where(number, starts), result, sys.stdout)
     if args.state:
         text = json.dumps(verifier.export_state(), indent=1) + "\n"
         try:
@@ -167,7 +183,8 @@ def verify(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise InputError(f"{args.state}: cannot write the verifier state: {exc.strerror or exc}") from exc
     if interrupted:
-        sys.stderr.write(f"verify: interrupted after line {interrupted[0]}; the lines read are checked\n")
+        where = _where(interrupted[0], starts) if interrupted[0] else "line 0"
+        sys.stderr.write(f"verify: interrupted after {where}; the lines read are checked\n")
     if not args.quiet:
         _summary(counts, gaps, missing, skipped, retained)
         if unbound:

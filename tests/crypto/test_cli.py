@@ -249,3 +249,21 @@ def test_state_file_that_cannot_be_read_exits_2_naming_it(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == f"emotion-agent: error: {state}: cannot read the verifier state: Is a directory\n"
+
+
+def test_with_several_files_each_line_is_named_by_its_file_and_its_line_there(
+    keys: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An auditor verifies a recording rotated into several files (feed.jsonl.1 feed.jsonl):
+    the numbers ran on across the files, so "line 4" named a line of no file."""
+    signer = _signer(keys)
+    one, two, three = (signer.sign("stats", TOPIC, {"n": i}) for i in range(3))
+    old = tmp_path / "feed.jsonl.1"
+    old.write_text(encode(one).decode() + "\n" + encode(two).decode() + "\n\n")
+    new = tmp_path / "feed.jsonl"
+    new.write_text(encode(three).decode() + "\n" + encode(two).decode() + "\n")
+    assert _verify(keys, "--topic", TOPIC, str(old), str(new)) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        f"{new}: line 2: rejected [dev lobby-1 boot 1 seq 2]: replay: seq 2 was already accepted "
+        f"from (dev lobby-1, kid {one['kid']})"
+    ]
