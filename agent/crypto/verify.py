@@ -220,7 +220,9 @@ class Verifier:
         Messages unsigned by design are skipped (:func:`unsigned_by_design`).
         """
         if len(line) > MAX_LINE_BYTES:
-            return Result("malformed", f"line is {len(line)} bytes; at most {MAX_LINE_BYTES} are read")
+            return Result(
+                "malformed", f"line is longer than {MAX_LINE_BYTES} bytes, the most a message may be"
+            )
         try:
             obj = parse_strict(line)
         except PayloadError as exc:

@@ -267,3 +267,32 @@ def test_with_several_files_each_line_is_named_by_its_file_and_its_line_there(
         f"{new}: line 2: rejected [dev lobby-1 boot 1 seq 2]: replay: seq 2 was already accepted "
         f"from (dev lobby-1, kid {one['kid']})"
     ]
+
+
+def test_a_huge_line_is_refused_without_being_read_whole(
+    keys: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 16 MB payload recorded with ``mosquitto_sub -F %j`` was read into memory whole (34 MB
+    at the peak) before its length was refused, while the message said "at most 262144 are
+    read" (found by review)."""
+    import tracemalloc  # noqa: PLC0415
+
+    signer = _signer(keys)
+    first, last = signer.sign("stats", TOPIC, {"n": 1}), signer.sign("stats", TOPIC, {"n": 2})
+    path = tmp_path / "feed.jsonl"
+    with path.open("wb") as out:
+        out.write(encode(first) + b"\n")
+        out.write(b'{"topic": "x", "payload": "' + b"A" * (16 << 20) + b'"}\n')
+        out.write(encode(last) + b"\n")
+    capsys.readouterr()
+    tracemalloc.start()
+    try:
+        code = _verify(keys, str(path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    out = capsys.readouterr().out
+    assert code == 2
+    assert "line 2: malformed: line is longer than 262144 bytes, the most a message may be" in out
+    assert "line 3" not in out  # the line after it is read as the next line, and verifies
+    assert peak < 4 << 20

@@ -27,7 +27,12 @@ def _interrupted_stdin(monkeypatch: pytest.MonkeyPatch, lines: list[bytes]) -> N
         yield from lines
         raise KeyboardInterrupt  # Ctrl-C while waiting for the next message
 
-    monkeypatch.setattr("sys.stdin", types.SimpleNamespace(buffer=feed()))
+    fed = feed()
+
+    def readline(_size: int = -1) -> bytes:  # stdin's binary buffer, as verify reads it
+        return next(fed, b"")
+
+    monkeypatch.setattr("sys.stdin", types.SimpleNamespace(buffer=types.SimpleNamespace(readline=readline)))
 
 
 def test_ctrl_c_keeps_the_state_and_prints_the_summary(
