@@ -352,7 +352,9 @@ def yuv420_to_rgb(yuv: Any, w: int, h: int) -> Pixels:
 
 
 def _i420_to_rgb(yuv: Any, w: int, h: int, rgb: Pixels) -> None:
-    """A padded buffer is first packed into a plain I420 copy, zeroed before returning."""
+    """A padded buffer is first packed into a plain I420 copy, zeroed before returning. Each
+    plane's rows are copied into it in place: flattening a plane's sliced rows would make a
+    temporary copy of it, freed unzeroed."""
     import cv2  # noqa: PLC0415 - the camera layer imports OpenCV only where it converts
 
     stride = int(yuv.shape[1])
@@ -368,7 +370,7 @@ def _i420_to_rgb(yuv: Any, w: int, h: int, rgb: Pixels) -> None:
         for k in range(2):
             start = h * stride + k * qh * half
             plane = flat[start : start + qh * half].reshape(qh, half)[:, : w // 2]
-            chroma[k * qh * (w // 2) : (k + 1) * qh * (w // 2)] = plane.reshape(-1)
+            chroma[k * qh * (w // 2) : (k + 1) * qh * (w // 2)].reshape(qh, w // 2)[...] = plane
         cv2.cvtColor(packed, cv2.COLOR_YUV2RGB_I420, dst=rgb)
     finally:
         packed.fill(0)

@@ -12,7 +12,7 @@ import pytest
 from fake_picamera2 import FakeColorSpace, FakePicamera2, make_module
 
 from agent.camera.base import SourceOptions, load_factory
-from agent.camera.picam import Picamera2Source
+from agent.camera.picam import Picamera2Source, yuv420_to_rgb
 from agent.clock import FakeClock
 from agent.errors import BackendUnavailable, CameraLost, SourceError
 
@@ -175,6 +175,32 @@ def test_a_lores_stream_with_padded_rows_is_unpacked_plane_by_plane(media: Path,
     assert frame.lores is not None
     expected = area_rgb(astronaut, (150, 84))
     assert np.abs(frame.lores.astype(int) - expected).mean() < 3
+
+
+def test_a_padded_lores_buffer_is_unpacked_with_no_copy_but_its_zeroed_one(clock: FakeClock) -> None:
+    """The U and V rows of a padded buffer go into the packed I420 copy (zeroed before the
+    conversion returns) in place: flattening a plane's sliced rows first (``reshape(-1)`` of a
+    non-contiguous view) made a temporary copy of each colour plane, freed unzeroed (76.8 kB
+    each at 640 x 480, under glibc's mmap threshold: it stays in the heap). Measured: the bytes
+    the conversion allocates beyond its result and the packed copy."""
+    w, h, stride = 640, 480, 704
+    yuv = np.random.default_rng(7).integers(0, 256, (h * 3 // 2, stride), dtype=np.uint8)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        rgb = yuv420_to_rgb(yuv, w, h)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    packed = h * 3 // 2 * w
+    assert peak - before <= rgb.nbytes + packed + 4096
+    planes = [yuv[:h, :w]]
+    for k in range(2):  # each plane at its own stride: U and V rows of stride / 2
+        size = (h // 2) * (stride // 2)
+        start = h * stride + k * size
+        planes.append(yuv.reshape(-1)[start : start + size].reshape(h // 2, -1)[:, : w // 2])
+    i420 = np.concatenate([p.reshape(-1) for p in planes]).reshape(h * 3 // 2, w)
+    assert np.array_equal(rgb, cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420))
 
 
 def test_without_a_detector_side_or_at_another_size_no_lores_is_used(
