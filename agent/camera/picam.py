@@ -179,8 +179,11 @@ class Picamera2Source:
             ) from exc
         except Exception as exc:
             raise CameraLost(f"picamera2:{self.camera_num}: capture failed: {exc}") from exc
+        # The lifetime starts before the copies are made (they hold the pixels from then on),
+        # as a decoding source's does (agent.camera.scaled_copy.decoded_frame).
+        captured, stamp = self.clock.monotonic(), self.clock.time()
         pixels, lores = self._copies(request)
-        frame = Frame(pixels, self._count, self.clock.monotonic(), self.clock.time(), lores=lores)
+        frame = Frame(pixels, self._count, captured, stamp, lores=lores)
         self._count += 1
         return frame
 

@@ -9,12 +9,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from fake_picamera2 import FakeColorSpace, FakePicamera2, make_module
+from fake_picamera2 import FakeColorSpace, FakeMappedArray, FakePicamera2, make_module
 
 from agent.camera.base import SourceOptions, load_factory
 from agent.camera.picam import Picamera2Source, yuv420_to_rgb
 from agent.clock import FakeClock
 from agent.errors import BackendUnavailable, CameraLost, SourceError
+from agent.privacy.lease import LifetimeRecorder, lease
 
 
 def test_frames_are_the_cameras_bgr_pixels_copied_out_of_released_requests(
@@ -130,6 +131,46 @@ def test_a_padded_buffer_is_copied_once_into_the_frame_and_nowhere_else(clock: F
     assert frame.pixels.shape == (360, 650, 3)
     assert peak - after_capture[0] <= frame.pixels.nbytes * 1.05
     assert cam.outstanding == 0
+
+
+def test_a_frames_lifetime_starts_when_the_camera_hands_it_over_not_after_its_copies(
+    media: Path, clock: FakeClock
+) -> None:
+    """The frame's pixels exist from the moment the mapped buffer is copied into them (and its
+    lores RGB from its conversion): the lifetime counts that time, as a decoding source's does
+    (docs/cameras.md). Here each mapping and copy takes 5 ms (from uncached dma-buf memory on a
+    Pi it is slow) and inference 30 ms: 40 ms from the hand-over to the zeroing, not 30."""
+    astronaut = cv2.imread(str(media / "astronaut.png"))
+    module = make_module(scene=[astronaut])
+
+    class SlowMappedArray(FakeMappedArray):
+        def __exit__(self, *exc: object) -> None:
+            clock.advance(0.005)  # the copy (or the YUV conversion) made inside the mapping
+            super().__exit__(*exc)
+
+    module.MappedArray = SlowMappedArray  # type: ignore[attr-defined]
+    src = Picamera2Source("0", SourceOptions(fps=5, detector_side=192), clock, module=module)
+    src.open()
+    cam = FakePicamera2.instances[0]
+    capture = cam.capture_request
+    handed_over: list[float] = []
+
+    def timed_capture(*args: object, **kwargs: object) -> object:
+        request = capture(*args, **kwargs)
+        handed_over.append(clock.monotonic())
+        return request
+
+    cam.capture_request = timed_capture  # type: ignore[method-assign]
+    recorder = LifetimeRecorder(clock)
+    frame = src.read()
+    assert frame is not None
+    assert frame.lores is not None  # two mappings: main and lores
+    clock.advance(0.03)  # inference
+    with lease(frame, recorder):
+        pass
+    true_ms = round((clock.monotonic() - handed_over[0]) * 1000, 6)
+    assert true_ms == 40.0
+    assert [round(ms, 6) for ms in recorder.drain().samples_ms] == [true_ms]
 
 
 def area_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
