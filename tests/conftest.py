@@ -42,6 +42,17 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture(autouse=True)
+def _keep_core_dump_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command run in this process (``main(["analyze", ...])``) would forbid core dumps for
+    the rest of the session, for good (a hard limit of 0, not dumpable), and a later test's
+    child could not raise the limit again: the guard only reads the state back here. The real
+    one is checked in child processes (tests/privacy/test_coredump.py, tests/test_analyze.py)."""
+    from agent.privacy import coredump  # noqa: PLC0415 - only for the patch
+
+    monkeypatch.setattr(coredump, "forbid_core_dumps", coredump.core_dump_state)
+
+
+@pytest.fixture(autouse=True)
 def _restore_root_logging() -> Iterator[None]:
     """`cli.main` installs a stderr handler on the root logger; pytest replaces stderr per test,
     so a handler left behind writes to a closed file in every later test (and a slow one changes

@@ -6,7 +6,9 @@ import io
 import json
 import os
 import re
+import resource
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -307,3 +309,44 @@ def test_analyze_writes_no_file_anywhere(tmp_path: Path, media: Path) -> None:
         and "/__pycache__" not in line
     ]
     assert writes == [], writes
+
+
+@pytest.mark.slow
+def test_a_crash_mid_analysis_leaves_no_core_file(tmp_path: Path, media: Path) -> None:
+    """analyze holds frames in memory as ``run`` does, so it forbids core dumps as ``run`` does
+    (agent/privacy/coredump.py): killed mid-clip by Ctrl-\\ (SIGQUIT, whose default action
+    dumps core) under a core size limit that allows cores, it leaves none. Without the guard a
+    core file holding the frames was written to the working directory (core_pattern ``core``);
+    tests/privacy/test_coredump.py's control shows the check can see one."""
+    if Path("/proc/sys/kernel/core_pattern").read_text().startswith("|"):
+        pytest.skip("the kernel pipes cores to a program here, not to a file this test can see")
+    clip = write_clip(tmp_path / "clip.mp4", media, frames=100)  # 20 s in real time
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+
+    def allow_cores() -> None:  # in the child, before exec: a shell after `ulimit -c unlimited`
+        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent", "analyze", str(clip), "--json", "--realtime"],
+        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=allow_cores,  # noqa: PLW1509 - a limit, no threads yet
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # a frame was analysed: frames are in memory now
+        assert json.loads(first)["frame"] == 0, proc.stderr.read() if proc.stderr else ""
+        limits = Path(f"/proc/{proc.pid}/limits").read_text()
+        proc.send_signal(signal.SIGQUIT)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    cores = [p for p in cwd.rglob("core*") if p.is_file()]
+    for core in cores:
+        core.unlink()  # hundreds of MB
+    assert proc.returncode == -signal.SIGQUIT
+    assert cores == []
+    core_line = next(line for line in limits.splitlines() if line.startswith("Max core file size"))
+    assert core_line.split()[4:6] == ["0", "0"], core_line

@@ -1,10 +1,10 @@
 """``emotion-agent analyze SOURCE``: run the vision stage on a file, folder or camera and print it.
 
 One JSON line per analysed frame (``--json``) or a readable table, then a summary. Nothing is
-written to disk: every frame takes the service's route (``agent.route.FrameRoute``: leased,
-the config's privacy zones blanked, analysed, zeroed) with the plain vision stage (every frame,
-every face); only numbers reach stdout. This is how an installer checks a camera position
-before going live.
+written to disk, not even a core file on a crash (``agent.privacy.coredump``, as in ``run``):
+every frame takes the service's route (``agent.route.FrameRoute``: leased, the config's privacy
+zones blanked, analysed, zeroed) with the plain vision stage (every frame, every face); only
+numbers reach stdout. This is how an installer checks a camera position before going live.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from agent.clock import Clock, SystemClock
 from agent.config import load_config
 from agent.errors import CameraLost, SourceError
 from agent.frame import Pixels
+from agent.privacy import coredump
 from agent.privacy.lease import LifetimeRecorder
 from agent.privacy.settings import PolicyConfig
 from agent.privacy.zones import ZoneMask
@@ -125,6 +126,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         camera, vision, policy = cfg.camera, cfg.vision, cfg.policy
     if args.detector:
         vision = VisionConfig.model_validate({**vision.model_dump(), "detector": args.detector})
+    # As in `run`: before a camera, a file or a model can put a frame in memory, no core file
+    # may hold them (a crash, or Ctrl-\ whose SIGQUIT dumps core where the limit allows it).
+    coredump.forbid_core_dumps()
     live = resolve(args.source)[0] != "replay"
     options = SourceOptions(
         fps=args.fps or camera.fps, realtime=args.realtime, width=camera.width, height=camera.height,

@@ -3,11 +3,11 @@
 A crash (SIGSEGV in a native library, or the watchdog's SIGABRT on a stalled loop) makes the
 kernel write the process's memory to a core file when the core size limit allows it, and
 systemd gives services ``RLIMIT_CORE=infinity`` unless the unit says otherwise: that core holds
-whatever frame was being analysed. ``forbid_core_dumps`` (called by ``run`` once the config is
-read, before any camera or model) sets the limit to 0 (soft and hard, so nothing in the process
-can raise it again) and marks the process not dumpable with ``prctl(PR_SET_DUMPABLE, 0)``,
-which also refuses ptrace attaches by other processes of the same user. The unit repeats it
-(``LimitCORE=0``), so either one is enough.
+whatever frame was being analysed. ``forbid_core_dumps`` (called by ``run`` and ``analyze``
+once the config is read, before any camera or model) sets the limit to 0 (soft and hard, so
+nothing in the process can raise it again) and marks the process not dumpable with
+``prctl(PR_SET_DUMPABLE, 0)``, which also refuses ptrace attaches by other processes of the same
+user. The unit repeats it (``LimitCORE=0``), so either one is enough for ``run``.
 
 Linux only (the agent's platform); elsewhere it reports what it could not do and changes nothing.
 """
