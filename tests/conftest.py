@@ -49,7 +49,7 @@ def _keep_core_dump_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     one is checked in child processes (tests/privacy/test_coredump.py, tests/test_analyze.py)."""
     from agent.privacy import coredump  # noqa: PLC0415 - only for the patch
 
-    monkeypatch.setattr(coredump, "forbid_core_dumps", coredump.core_dump_state)
+    monkeypatch.setattr(coredump, "forbid_core_dumps", lambda announce=True: coredump.core_dump_state())
 
 
 @pytest.fixture(autouse=True)

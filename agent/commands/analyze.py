@@ -128,7 +128,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         vision = VisionConfig.model_validate({**vision.model_dump(), "detector": args.detector})
     # As in `run`: before a camera, a file or a model can put a frame in memory, no core file
     # may hold them (a crash, or Ctrl-\ whose SIGQUIT dumps core where the limit allows it).
-    coredump.forbid_core_dumps()
+    coredump.forbid_core_dumps(announce=False)  # a failure is still a warning
     live = resolve(args.source)[0] != "replay"
     options = SourceOptions(
         fps=args.fps or camera.fps, realtime=args.realtime, width=camera.width, height=camera.height,

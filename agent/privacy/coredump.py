@@ -62,8 +62,9 @@ def core_dump_state() -> CoreDumpState:
     return CoreDumpState(dumpable, soft, hard)
 
 
-def forbid_core_dumps() -> CoreDumpState:
+def forbid_core_dumps(announce: bool = True) -> CoreDumpState:
     """RLIMIT_CORE to 0 and PR_SET_DUMPABLE to 0; returns the state read back afterwards.
+    ``announce``: log the success (``run``'s log says it; ``analyze`` prints only a failure).
 
     A failure is logged, not raised: the unit's ``LimitCORE=0`` still holds, and the returned
     state says what is in force. The limit is lowered only when it is not 0 already (a unit with
@@ -78,9 +79,9 @@ def forbid_core_dumps() -> CoreDumpState:
         logger.warning("prctl(PR_SET_DUMPABLE, 0) failed: errno %d", ctypes.get_errno())
     state = core_dump_state()
     fields = {"dumpable": state.dumpable, "core_limit": state.core_soft}
-    if state.safe:
+    if state.safe and announce:
         logger.info("core dumps off: a crash cannot write frames to disk", extra={"fields": fields})
-    else:
+    elif not state.safe:
         logger.warning("core dumps are still possible: a crash may write frames to disk",
                        extra={"fields": fields})
     return state
