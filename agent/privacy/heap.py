@@ -25,7 +25,8 @@ logger = logging.getLogger(__name__)
 M_MMAP_THRESHOLD = -3
 """From <malloc.h>."""
 MMAP_THRESHOLD_BYTES = 128 * 1024
-"""glibc's default starting value: a 160 x 120 BGR frame is already above it."""
+"""glibc's default starting value: a BGR frame of about 210 x 210 or more is above it (160 x 120
+is 57,600 bytes, under it: docs/cameras.md says what the guard does not cover)."""
 
 
 def unmap_freed_frames() -> bool:
