@@ -38,6 +38,7 @@ from agent.commands.bench_memory import anon_rss_mb, file_rss_mb, peak_rss_mb
 from agent.config import load_config
 from agent.errors import InputError, SourceError
 from agent.frame import Frame, Pixels
+from agent.privacy import coredump
 from agent.privacy.lease import LifetimeRecorder, lease
 from agent.route import FrameRoute
 from agent.vision.manifest import detector_input_side
@@ -456,6 +457,9 @@ def vision_config(args: argparse.Namespace) -> VisionConfig:
 def run(args: argparse.Namespace) -> int:
     if args.frames is not None and args.frames < 1:
         raise SourceError(f"--frames must be at least 1 (found {args.frames})")
+    # Frames of real cameras and clips are in memory from here on: no core file may hold them
+    # (a crash, or Ctrl-\ whose SIGQUIT dumps core where the limit allows it), as in `run`.
+    coredump.forbid_core_dumps(announce=False)
     cfg = vision_config(args)
     if args.matrix:
         return bench_matrix.run(args)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import tracemalloc
 from pathlib import Path
@@ -278,3 +280,21 @@ def test_bench_frame_lifetime_counts_the_copy_the_service_counts(
     r = json.loads(out)
     assert r["source_scaling_ms"] >= 40.0
     assert r["lifetime_p50_ms"] >= 40.0
+
+
+def test_bench_forbids_core_dumps_before_it_reads_a_frame(tmp_path: Path, sample_clip: Path) -> None:
+    """bench reads real cameras and clips as ``run`` and ``analyze`` do: a crash, or Ctrl-\\
+    (SIGQUIT), in a shell that allows cores wrote those frames into a core file (found by
+    review). Run in a child whose core limit is unlimited, it leaves the limit at 0 and the
+    process not dumpable."""
+    script = (
+        "import ctypes, resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))\n"
+        "from agent.cli import main\n"
+        f"code = main(['--log-level', 'WARNING', 'bench', {str(sample_clip)!r}, '--frames', '2', '--json'])\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "print(code, resource.getrlimit(resource.RLIMIT_CORE), libc.prctl(3, 0, 0, 0, 0), file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          check=False, cwd=tmp_path)
+    assert done.stderr.strip().splitlines()[-1] == "0 (0, 0) 0", done.stderr
