@@ -4,6 +4,12 @@ This is the shape ``emotion-agent verify`` reads, so a facility can pipe the age
 the file) straight into a verifier. A file is opened in append mode with 0600 permissions and
 written unbuffered: a write the disk refuses is cut back to the last whole line and raises, so
 the publisher keeps the message and no half line is left for a later one to follow.
+
+The file grows by one line per message (about 1.4 MB a day with 60 s windows) and is not the
+agent's to delete, so it can be rotated from outside: logrotate's default (move, then a new
+file) and ``copytruncate`` both work. Before each line the agent checks that the path still names
+the file it has open, and opens the path again when it was moved or removed (before, it wrote
+on into the moved file forever, found by review).
 """
 
 from __future__ import annotations
@@ -30,12 +36,30 @@ class JsonLinesOutput:
         if self._path is None:
             self._stream = sys.stdout
             return
-        self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self._fd = self._open(self._path)
+
+    @staticmethod
+    def _open(path: Path) -> int:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+
+    def _follow_rotation(self, path: Path) -> None:
+        """Open ``path`` again when it no longer names the open file (moved away, removed)."""
+        held = os.fstat(self._fd)
+        try:
+            now = os.stat(path)
+        except FileNotFoundError:
+            now = None
+        if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+            return
+        fd = self._open(path)  # raises before the old one is dropped: the message stays queued
+        os.close(self._fd)
+        self._fd = fd
 
     def send(self, message: Message) -> None:
         payload = json.loads(message.payload)
         line = json.dumps({"topic": message.topic, "payload": payload}, separators=(",", ":"))
-        if self._fd >= 0:
+        if self._fd >= 0 and self._path is not None:
+            self._follow_rotation(self._path)
             self._append(line.encode("utf-8") + b"\n")
         elif self._stream is not None:
             self._stream.write(line + "\n")

@@ -13,6 +13,7 @@ class OutputsConfig(Section):
     jsonl: str | None = Field(
         None,
         title="JSON-lines output",
-        description="'-' for stdout or a file path; each line is {topic, payload}, as verify reads.",
+        description="'-' for stdout or a file path; each line is {topic, payload}, as verify reads. "
+        "A file may be rotated while the agent runs (logrotate, default or copytruncate).",
         min_length=1,
     )
