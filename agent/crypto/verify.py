@@ -352,8 +352,8 @@ class Verifier:
             owners = data["owners"]
             self._owner.update({str(kid): str(dev) for kid, dev in owners.items()})
             for row in data["streams"]:
-                boot, seq = int(row["boot"]), int(row["seq"])
-                self._streams[(str(row["dev"]), str(row["kid"]))] = _Stream(boot, seq)
+                dev, kid, boot, seq = _stream_row(row)
+                self._streams[(dev, kid)] = _Stream(boot, seq)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise PayloadError(f"{where}: not a verifier state file ({type(exc).__name__}: {exc})") from exc
 
@@ -365,6 +365,17 @@ class Verifier:
         stream = self._streams.setdefault(key, _Stream(env["boot"], env["seq"]))
         stream.boot, stream.seq = env["boot"], env["seq"]
         stream.recent.append(env["seq"])
+
+
+def _stream_row(row: Mapping[str, Any]) -> tuple[str, str, int, int]:
+    """One ``streams`` row of a state file: (dev, kid, boot, seq), checked (``int()`` read
+    ``true`` and ``"1"`` as 1)."""
+    dev, kid, boot, seq = row["dev"], row["kid"], row["boot"], row["seq"]
+    if not all(type(n) is int and n >= 0 for n in (boot, seq)):
+        raise ValueError(f"boot and seq must be non-negative integers, found {boot!r}, {seq!r}")
+    if not (isinstance(dev, str) and isinstance(kid, str)):
+        raise TypeError(f"dev and kid must be strings, found {dev!r}, {kid!r}")
+    return dev, kid, boot, seq
 
 
 def unsigned_by_design(topic: str, payload: object) -> str | None:

@@ -296,3 +296,19 @@ def test_a_huge_line_is_refused_without_being_read_whole(
     assert "line 2: malformed: line is longer than 262144 bytes, the most a message may be" in out
     assert "line 3" not in out  # the line after it is read as the next line, and verifies
     assert peak < 4 << 20
+
+
+@pytest.mark.parametrize("boot", ["true", '"1"', "-1"])
+def test_a_state_file_with_a_boot_that_is_not_a_count_is_refused(
+    keys: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], boot: str
+) -> None:
+    """``int()`` took ``true`` and ``"1"`` as boot 1, and -1 passed (found by review): a hand-edited or
+    damaged state file was read as something it does not say."""
+    state = tmp_path / "state.json"
+    state.write_text('{"version": 1, "owners": {}, "rotated_keys": [], '
+                     f'"streams": [{{"dev": "lobby-1", "kid": "k", "boot": {boot}, "seq": 3}}]}}')
+    path = _lines(tmp_path, _signer(keys).sign("stats", TOPIC, {}))
+    assert _verify(keys, "--state", str(state), path) == 2
+    err = capsys.readouterr().err
+    assert "not a verifier state file" in err
+    assert "boot and seq must be non-negative integers" in err
