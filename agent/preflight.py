@@ -3,18 +3,20 @@
 A config can be valid and still name a key that is a FIFO, a password file anyone may read, or
 a certificate that is not PEM. ``check_files`` opens each (regular file, bounded size, mode
 checked) and parses it: the device key, the MQTT password, the TLS CA, client certificate and
-key, the operator's public key. ``run`` calls it before anything starts; ``check-config``
-calls it after the schema.
+key, the operator's public key; and the one file it appends to, ``outputs.jsonl``, must be
+writable. ``run`` calls it before anything starts; ``check-config`` calls it after the schema.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.crypto.keys import load_private_key, load_public_key
 from agent.errors import ConfigError, KeyFileError
-from agent.user_files import MAX_SECRET_BYTES, MAX_TEXT_BYTES, read_user_bytes
+from agent.user_files import MAX_SECRET_BYTES, MAX_TEXT_BYTES, file_kind, read_user_bytes
 
 if TYPE_CHECKING:
     import ssl
@@ -45,7 +47,51 @@ def check_files(cfg: AgentConfig, config_path: Path | None = None) -> Ed25519Pri
             tls_context(mqtt.tls)
         if mqtt.commands.operator_key is not None:
             operator_key(mqtt.commands.operator_key)
+    check_output_file(cfg.outputs.jsonl)
     return key
+
+
+def check_output_file(target: str | None) -> None:
+    """``outputs.jsonl``: the file ``run`` appends to must be one it can open for writing, or
+    create in an existing folder. ConfigError (exit 2) naming the key: before, the start went on
+    to the outputs and stopped on a bare OSError (exit 1), which systemd restarted in vain, and
+    ``check-config`` called the config valid. Nothing is created or changed here."""
+    if target is None or target == "-":
+        return
+    path = Path(target)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        _check_creatable(path)
+        return
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"outputs.jsonl {path}: cannot inspect it: {exc}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"outputs.jsonl {path}: is {file_kind(info.st_mode)}, not a file")
+    if not os.access(path, os.W_OK):
+        raise ConfigError(f"outputs.jsonl {path}: {_unwritable(path)}")
+
+
+def _check_creatable(path: Path) -> None:
+    folder = path.parent
+    if not folder.is_dir():
+        raise ConfigError(f"outputs.jsonl {path}: its folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"outputs.jsonl {path}: cannot be created: {folder} {_unwritable(folder)}")
+
+
+def _unwritable(path: Path) -> str:
+    """Why this process may not write ``path``: a read-only mount (the unit's sandbox), or modes."""
+    try:
+        read_only = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    if read_only:
+        return (
+            "is on a read-only file system (the service may write only under its state_dir: put "
+            "the file there, or give its folder to ReadWritePaths= in `systemctl edit emotion-agent`)"
+        )
+    return f"is not writable by this user (uid {os.geteuid()})"
 
 
 def operator_key(path: Path) -> Ed25519PublicKey:
