@@ -520,12 +520,19 @@ class Service:
     # --- reload ------------------------------------------------------------------------------------
 
     def reload(self) -> bool:
-        """Re-read the config; a bad or refused one is reported and the running one kept."""
+        """Re-read the config; a bad or refused one, or one the next start would refuse (a key
+        that takes effect only then naming a file that cannot be used), is reported and the
+        running one kept."""
         if self.config_path is None:
             return False
         try:
             new = load_config(self.config_path)
             require_allowed(new, site_today(new, self.clock))
+            # The files and folder the next start will read, as it reads them: a key taking effect
+            # only then (keys, outputs, state_dir, mqtt) was accepted unread, and that start exited
+            # 2, which systemd does not restart (found by review).
+            check_files(new, self.config_path)
+            state_dir.check(new.state_dir)
             keys = changed_keys(self.cfg, new)
             plan = plan_reload(keys, live=self.feed.live)
             if plan.reopen_source:

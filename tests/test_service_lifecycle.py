@@ -3,6 +3,7 @@ and what a reload accepts, judged against what the next start would do."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_service import write_config
+from agent.clock import FakeClock
+from agent.config import load_config
+from agent.service import Service
+from tests.test_service import CountingPipeline, ScriptedSource, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKOUT = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -61,3 +65,50 @@ def test_an_output_file_on_a_read_only_mount_says_what_the_sandbox_allows(tmp_pa
     assert f"outputs.jsonl {target}: cannot be created: {folder} is on a read-only file system" in done.stderr
     assert "ReadWritePaths=" in done.stderr
 
+
+def _break(tmp: Path, path: Path, what: str) -> str:
+    """Edit the config as an installer might, in a key that takes effect only at the next start;
+    returns the text the refusal must hold."""
+    text = path.read_text()
+    if what == "key":
+        missing = tmp / "keys" / "new-device.key"
+        path.write_text(text.replace(str(tmp / "keys" / "device.key"), str(missing)))
+        return f"{missing}: "
+    if what == "output":
+        target = tmp / "no-such-folder" / "out.jsonl"
+        path.write_text(text.replace(str(tmp / "out.jsonl"), str(target)))
+        return f"outputs.jsonl {target}: its folder"
+    (tmp / "a-file").write_text("")
+    path.write_text(text.replace(str(tmp / "state"), str(tmp / "a-file")))
+    return f"state_dir {tmp / 'a-file'}: is a file"
+
+
+@pytest.mark.parametrize("what", ["key", "output", "state_dir"])
+def test_a_reload_refuses_a_config_the_next_start_would_refuse(tmp_path: Path, what: str) -> None:
+    """Was: keys that take effect at the next start (keys, outputs, state_dir, mqtt) were taken
+    without a look at the files they name: the reload said "config reloaded", the audit log
+    recorded the change, and the next start (a reboot, a crash, the watchdog) exited 2, which
+    systemd does not restart: the device stayed down until someone came."""
+    path = write_config(tmp_path, "scripted.mp4")
+    cfg = load_config(path)
+    service = Service(
+        cfg, path, FakeClock(),
+        opener=lambda s, o, c: ScriptedSource(c, 0, False),
+        pipeline_factory=lambda _c: CountingPipeline(),  # type: ignore[arg-type,return-value]
+    )
+    why = _break(tmp_path, path, what)
+    try:
+        assert service.reload() is False
+        assert service.cfg is cfg
+    finally:
+        service.close()
+    done = cli("check-config", "-c", str(path))  # what the next start will say too
+    assert done.returncode == 2, done.stderr
+    entries = [
+        json.loads(line)["data"]
+        for p in (tmp_path / "state" / "audit").glob("segment-*.jsonl")
+        for line in p.read_text().splitlines()
+        if '"reload_refused"' in line or '"config_change"' in line
+    ]
+    assert [e["code"] for e in entries] == ["reload_refused"], entries
+    assert why in entries[0]["message"]
