@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from agent import sdnotify
+from agent import service as service_module
 from agent.clock import FakeClock
 from agent.config import load_config
+from agent.sdnotify import Notifier
 from agent.service import Service
 from tests.test_service import CountingPipeline, ScriptedSource, write_config
 
@@ -112,3 +117,53 @@ def test_a_reload_refuses_a_config_the_next_start_would_refuse(tmp_path: Path, w
     ]
     assert [e["code"] for e in entries] == ["reload_refused"], entries
     assert why in entries[0]["message"]
+
+
+def test_a_long_audit_check_at_start_keeps_asking_systemd_for_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Was: nothing reached systemd between the start and READY=1, while the start verifies the
+    whole audit log, which grows by 4 entries a window (about 2.1 million a year at the default
+    60 s windows and audit_days 365). Measured here, 53 us an entry: 110 s for a year's log on
+    this x86 machine, several times that on a Pi 4, against TimeoutStartSec=120s. Once the log
+    outgrew it, systemd killed every start ('start operation timed out') and the device never
+    ran again. Now EXTEND_TIMEOUT_USEC while the log is checked; the slow check stands in here."""
+    path = write_config(tmp_path, "scripted.mp4")
+    real = service_module.check_state_dir
+
+    def slow_check(*args: object) -> object:
+        time.sleep(1.0)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(service_module, "check_state_dir", slow_check)
+    monkeypatch.setattr(sdnotify, "EXTEND_STEP_S", 0.2)
+    address = str(tmp_path / "notify.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(address)
+    server.settimeout(0)
+    notifier = Notifier(address)
+    service = Service(
+        load_config(path), path, FakeClock(),
+        opener=lambda s, o, c: ScriptedSource(c, 0, False),
+        pipeline_factory=lambda _c: CountingPipeline(),  # type: ignore[arg-type,return-value]
+        notifier=notifier,
+    )
+    service.close()
+    notifier.close()
+    said = []
+    while True:
+        try:
+            said.append(server.recv(4096).decode())
+        except BlockingIOError:
+            break
+    server.close()
+    extends = [m for m in said if m.startswith("EXTEND_TIMEOUT_USEC=")]
+    assert len(extends) >= 3, said  # one every 0.2 s of the 1 s check
+    assert "STATUS=verifying the audit log" in extends[0]
+    # The rest of the start (models, camera) gets the unit's TimeoutStartSec= again.
+    assert extends[-1].startswith(f"EXTEND_TIMEOUT_USEC={sdnotify.REST_OF_START_S * 1_000_000}\n"), said
+
+
+def test_the_time_left_for_the_rest_of_the_start_is_the_units() -> None:
+    unit = (ROOT / "systemd" / "emotion-agent.service").read_text()
+    assert f"TimeoutStartSec={sdnotify.REST_OF_START_S}s" in unit.splitlines()
