@@ -100,6 +100,9 @@ RESTART_ONLY = frozenset({"device_id", "keys", "state_dir", "mqtt", "outputs", "
 class Service:
     """Built whole by the constructor; ``run`` returns the exit code after a clean stop."""
 
+    _camera_lost = False
+    """The last camera state systemd was told was "reconnecting" (``_camera_health``)."""
+
     def __init__(
         self,
         cfg: AgentConfig,
@@ -335,7 +338,7 @@ class Service:
         if frame is not None:
             self._process(frame)
         else:
-            self.health.camera(self.feed.state.value)
+            self._camera_health(self.feed.state.value)
             if self.feed.state is not CameraState.ENDED:
                 self.clock.sleep(min(IDLE_SLEEP_S, max(self.feed.wait_hint(), 0.01)))
         self._close_windows(self._window_time(None))
@@ -375,7 +378,7 @@ class Service:
             now, last, analysed=int(carried.admitted), refused=int(rejected),
             lifetimes_ms=self.recorder.drain().samples_ms,
         )
-        self.health.camera(self.feed.state.value)
+        self._camera_health(self.feed.state.value)
         self.health.dropped((now.dropped - last.dropped) + rejected)  # not the fps limit's skips
         if rejected:  # over the CPU budget: zeroed unseen, counted, the tracker left alone
             self.aggregator.add_frame(t, (), counters)
@@ -439,8 +442,18 @@ class Service:
 
     def _camera_failed(self, why: str) -> None:
         self.stage.pause()  # the gate's thumbnail of the last frame goes with the camera
-        self.health.camera(CameraState.RECONNECTING.value)
+        self._camera_health(CameraState.RECONNECTING.value)
         self.audit.append("error", {"code": "camera_failed", "message": why[:500]})
+
+    def _camera_health(self, state: str) -> None:
+        """The camera's state for the health topic, and for ``systemctl status`` when it is
+        lost or back: before, STATUS kept saying "camera capturing" while it reconnected."""
+        self.health.camera(state)
+        lost = state == CameraState.RECONNECTING.value
+        if lost != self._camera_lost:
+            self._camera_lost = lost
+            self.notifier.status("camera lost, reconnecting" if lost else
+                                 "camera capturing" if state == CameraState.UP.value else f"camera {state}")
 
     def _apply_gate(self) -> None:
         change = self.gate.update()

@@ -19,7 +19,7 @@ from agent.clock import FakeClock
 from agent.config import load_config
 from agent.sdnotify import Notifier
 from agent.service import Service
-from tests.test_service import CountingPipeline, ScriptedSource, write_config
+from tests.test_service import NO_GATE, CountingPipeline, ScriptedSource, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKOUT = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -167,3 +167,38 @@ def test_a_long_audit_check_at_start_keeps_asking_systemd_for_time(
 def test_the_time_left_for_the_rest_of_the_start_is_the_units() -> None:
     unit = (ROOT / "systemd" / "emotion-agent.service").read_text()
     assert f"TimeoutStartSec={sdnotify.REST_OF_START_S}s" in unit.splitlines()
+
+
+def test_systemctl_status_says_when_the_camera_is_lost_and_when_it_is_back(tmp_path: Path) -> None:
+    """STATUS= was set only by the capture gate, so ``systemctl status`` said "camera
+    capturing" all the while the camera was reconnecting (found by review)."""
+    clock = FakeClock(start=1_800_000_000.0)
+    scripts = iter([(20, True), (30, False)])
+
+    def opener(source: str, options: object, clock_: FakeClock) -> ScriptedSource:
+        frames, fail = next(scripts)
+        return ScriptedSource(clock_, frames, fail)
+
+    address = str(tmp_path / "notify.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(address)
+    server.settimeout(0)
+    notifier = Notifier(address)
+    cfg = load_config(write_config(tmp_path, "scripted.mp4", extra=NO_GATE))
+    service = Service(
+        cfg, clock=clock, opener=opener,  # type: ignore[arg-type]
+        pipeline_factory=lambda _c: CountingPipeline(),  # type: ignore[arg-type,return-value]
+        notifier=notifier,
+    )
+    assert service.run() == 0
+    notifier.close()
+    said = []
+    while True:
+        try:
+            said.append(server.recv(4096).decode())
+        except BlockingIOError:
+            break
+    server.close()
+    statuses = [line for m in said for line in m.splitlines() if line.startswith("STATUS=")]
+    lost = statuses.index("STATUS=camera lost, reconnecting")
+    assert "STATUS=camera capturing" in statuses[lost + 1 :], statuses
