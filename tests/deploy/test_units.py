@@ -62,3 +62,25 @@ def test_the_service_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
                           check=False)
     assert done.returncode == 0, done.stderr
     assert unit.name not in done.stderr, done.stderr
+
+
+def _seconds(value: str) -> float:
+    units = {"ms": 0.001, "s": 1, "min": 60, "h": 3600}
+    for suffix in sorted(units, key=len, reverse=True):
+        if value.endswith(suffix):
+            return float(value[: -len(suffix)]) * units[suffix]
+    return float(value)
+
+
+def test_a_transient_failure_is_restarted_until_it_clears() -> None:
+    """With StartLimitBurst=5 in 10 min and RestartSec=5s, five exit-1 failures in 25 s (a full
+    disk at start, a library that fails once) left the unit failed for good, on a device no one
+    watches (found by review). The start limit must not trip while Restart= retries."""
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.read_string(UNIT.read_text())
+    assert unit["Service"]["Restart"] == "on-failure"
+    assert unit["Service"]["RestartPreventExitStatus"] == "2"  # a bad config still stops
+    interval = _seconds(unit["Unit"].get("StartLimitIntervalSec", "10s"))
+    burst = int(unit["Unit"].get("StartLimitBurst", "5"))
+    restart = _seconds(unit["Service"]["RestartSec"])
+    assert interval == 0 or restart * burst > interval
