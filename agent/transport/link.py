@@ -14,9 +14,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-import paho.mqtt.client as paho
-
 from agent.errors import ConfigError
+from agent.transport.paho_client import paho
 from agent.user_files import read_user_bytes
 
 

@@ -25,7 +25,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -54,6 +53,7 @@ from agent.transport.link import (
     telling,
     tls_context,
 )
+from agent.transport.paho_client import paho
 from agent.transport.rowcheck import RowCheck
 from agent.transport.sender import SpoolSender
 from agent.transport.settings import MqttConfig, MqttSite

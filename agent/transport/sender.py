@@ -19,10 +19,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
+from agent.transport.paho_client import paho
 from agent.transport.spool import Spool, SpoolItem
 
 logger = logging.getLogger(__name__)
