@@ -13,8 +13,9 @@ from agent.vision.blazeface import Row, decode_candidates, iou, weighted_nms_row
 from agent.vision.emotion import EmotionClassifier, rotation_matrix
 from agent.vision.observation import Detection
 from agent.vision.pipeline import VisionPipeline
+from agent.vision.placement import Placement
 from agent.vision.settings import VisionConfig
-from agent.vision.shrink import shrink_steps
+from agent.vision.shrink import Shrinker, shrink_steps
 from tests.vision.conftest import read
 
 
@@ -62,6 +63,44 @@ def test_resize_steps_halve_then_reach_twice_the_size_then_halve() -> None:
     assert shrink_steps(384, 216, 192, 108) == [(192, 108)]
     assert shrink_steps(192, 108, 192, 108) == []
     assert shrink_steps(100, 50, 192, 96) == [(192, 96)]  # smaller than the input: one bilinear step
+
+
+def whole_image_chain(pixels: Pixels, side: int) -> Pixels:
+    """The resize chain as first written: every step on the whole image of the step before."""
+    p = Placement.fit(pixels.shape[1], pixels.shape[0], side)
+    resized = pixels
+    for w, h in shrink_steps(pixels.shape[1], pixels.shape[0], p.w, p.h):
+        resized = cv2.resize(resized, (w, h), interpolation=cv2.INTER_LINEAR)
+    return np.asarray(cv2.cvtColor(resized, cv2.COLOR_BGR2RGB), np.uint8)
+
+
+def test_halvings_in_bands_give_the_bytes_of_whole_image_halvings(media: Path) -> None:
+    """Frame sizes with 0 to 4 exact halvings, odd ones, a band that ends short; random pixels
+    and a photo scaled to 1080p."""
+    rng = np.random.default_rng(11)
+    photo = cv2.resize(read(media, "group6.jpg"), (1920, 1080), interpolation=cv2.INTER_AREA)
+    sizes = [(1920, 1080), (1280, 720), (3840, 2160), (2592, 1944), (4056, 3040), (1024, 768),
+             (640, 360), (1921, 1081), (1922, 1082), (1000, 3000), (300, 200)]
+    for side in (192, 128):
+        shrinker = Shrinker(side)
+        frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for w, h in sizes] + [photo]
+        for frame in frames:
+            p = shrinker.placement(frame.shape[1], frame.shape[0])
+            out = np.zeros((p.h, p.w, 3), np.uint8)
+            shrinker.shrink(frame, out)
+            assert np.array_equal(out, whole_image_chain(frame, side)), (frame.shape, side)
+        assert not any(buf.any() for buf in shrinker.scratch())  # no pixels left in the scratch
+
+
+def test_a_1080p_frame_is_shrunk_without_the_larger_halvings_whole() -> None:
+    """The 960 x 540 and 480 x 270 halvings (1.9 MB) exist only as bands: the scratch images
+    of a 1080p frame take 0.7 MB, not 2.3 (docs/vision.md, "Peak RSS")."""
+    shrinker = Shrinker(192)
+    shrinker.shrink(np.zeros((1080, 1920, 3), np.uint8), np.zeros((108, 192, 3), np.uint8))
+    sizes = {buf.shape for buf in shrinker.scratch()}
+    assert (540, 960, 3) not in sizes
+    assert (270, 480, 3) not in sizes
+    assert sum(buf.nbytes for buf in shrinker.scratch()) < 800 * 1024
 
 
 def test_int8_detector_decodes_its_raw_outputs_as_the_dequantized_ones(media: Path) -> None:
