@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import sqlite3
@@ -13,7 +14,7 @@ import pytest
 
 from agent.clock import Clock, FakeClock
 from agent.errors import PayloadError, TransportError
-from agent.transport.spool import DropReport, Spool
+from agent.transport.spool import CACHE_KIB, DropReport, Spool
 
 
 def make(tmp_path: Path, clock: Clock, **kw: object) -> tuple[Spool, list[DropReport]]:
@@ -41,6 +42,46 @@ def test_the_database_uses_wal_and_full_sync(tmp_path: Path, clock: FakeClock) -
     spool.close()
     db = sqlite3.connect(tmp_path / "spool.sqlite3")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def sqlite_memory_used() -> int | None:
+    """Bytes SQLite has allocated in this process (``sqlite3_memory_used``), None if not reachable."""
+    import _sqlite3  # noqa: PLC0415 - the extension module, whose library holds the counter
+
+    try:
+        used = ctypes.CDLL(_sqlite3.__file__).sqlite3_memory_used
+    except (OSError, AttributeError):
+        return None
+    used.restype = ctypes.c_int64
+    return int(used())
+
+
+def test_a_large_spool_keeps_sqlites_page_cache_small(tmp_path: Path, clock: FakeClock) -> None:
+    """A broker away for hours: 5 MB of rows. A put reads every page (the size cap sums the
+    rows), and SQLite's default cache (2000 KiB) would keep 2 MB of them in the process."""
+    spool, _ = make(tmp_path, clock, max_bytes=64 << 20)
+    assert spool._db.execute("PRAGMA cache_size").fetchone()[0] == -CACHE_KIB
+    spool.close()
+    db = sqlite3.connect(tmp_path / "spool.sqlite3")
+    now_ms = int(clock.time() * 1000)
+    with db:
+        db.executemany(
+            "INSERT INTO spool (topic, payload, retain, created_ms, mono_ms) VALUES (?, ?, 0, ?, NULL)",
+            [("t/stats", os.urandom(600), now_ms) for _ in range(8000)],
+        )
+    db.close()
+    before = sqlite_memory_used()
+    if before is None:
+        pytest.skip("sqlite3_memory_used is not reachable through ctypes here")
+    spool, drops = make(tmp_path, clock, max_bytes=64 << 20)
+    spool.put("t/stats", b"one more")
+    assert len(spool.pending(limit=100)) == 100
+    used = sqlite_memory_used()
+    assert used is not None
+    assert drops == []
+    assert spool.stats().backlog == 8001
+    assert used - before < (CACHE_KIB + 300) * 1024  # the cache, the schema, statements
+    spool.close()
 
 
 def test_messages_survive_a_reopen_with_their_spool_time(tmp_path: Path, clock: FakeClock) -> None:
