@@ -102,8 +102,10 @@ def run_cluster(tmp_path: Path, url: str, victim_role: str) -> tuple[Run, list[S
                             witness_key=witness_key).start() for i in (1, 2, 3)]
         wait_until(lambda: all("receiver running" in r.log.read_text() for r in replicas), timeout=60,
                    what="three replicas running")
-        wait_until(lambda: _has_leader(nodes), timeout=30, what="the stream and its leader")
-        leader = stream_leader(nodes)
+        elected: list[str] = []  # the name read by the wait itself: asked again, the stream may
+        # be between two leaders (a None leader made next() below raise StopIteration under load)
+        wait_until(lambda: _has_leader(nodes, elected), timeout=30, what="the stream and its leader")
+        leader = elected[-1]
         followers = [n for n in nodes if n.name != leader]
         victim = next(n for n in nodes if n.name == leader) if victim_role == "leader" else followers[1]
         survivors = [n for n in nodes if n is not victim]
@@ -146,11 +148,17 @@ def _publish_window(pub: paho.Client, devices: list[SimDevice], w: int, run: Run
             run.published.add((i, w))
 
 
-def _has_leader(nodes: list[NatsNode]) -> bool:
+def _has_leader(nodes: list[NatsNode], elected: list[str] | None = None) -> bool:
+    """Whether the stream has a leader among ``nodes``; its name is appended to ``elected``."""
     try:
-        return stream_leader(nodes) is not None
+        leader = stream_leader(nodes)
     except Exception:  # not created or not elected yet
         return False
+    if leader is None or leader not in {n.name for n in nodes}:
+        return False
+    if elected is not None:
+        elected.append(leader)
+    return True
 
 
 def stored_windows(store: Store, devices: list[SimDevice], run: Run) -> set[tuple[int, int]]:
