@@ -257,6 +257,7 @@ class AlertRuleConfig(Section):
     @model_validator(mode="after")
     def _consistent(self) -> AlertRuleConfig:
         problems = verify_rule_labels(self) + verify_rule_hysteresis(self)
+        problems = problems or verify_rule_reachable(self)
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -272,6 +273,44 @@ def verify_rule_labels(rule: AlertRuleConfig) -> list[str]:
         return [f"alert {rule.name}: labels are used only with metric share (found metric {rule.metric})"]
     if rule.metric == "share" and rule.mode == "absolute" and not 0 <= rule.threshold <= 1:
         return [f"alert {rule.name}: a share threshold is a fraction 0..1 (found {rule.threshold})"]
+    return []
+
+
+_RANGE_MILLI: dict[str, tuple[int, int]] = {
+    "share": (0, 1000), "valence": (-1000, 1000), "arousal": (-1000, 1000),
+}
+"""What an absolute share, valence or arousal can be, in the engine's integers (× 1000)."""
+
+
+def verify_rule_reachable(rule: AlertRuleConfig) -> list[str]:
+    """An absolute threshold at or past the end of its metric's range: no window can match it
+    (a window matches strictly above or below), so the rule would never raise. Compared in the
+    engine's integers (``agent.analytics.alerts``: threshold × 1000 rounded; people as counted,
+    and only windows with at least ``min_people`` people are judged)."""
+    if rule.mode != "absolute":
+        return []
+    t, above = rule.threshold, rule.comparison == "above"
+    never = f"(threshold {t}, comparison {rule.comparison}"
+    if rule.metric == "people":
+        if not above and round(t) <= rule.min_people:
+            return [
+                f"alert {rule.name}: people is never below {rule.min_people} in a judged window "
+                f"{never}; min_people {rule.min_people}), so the rule can never raise; "
+                "use a threshold above min_people"
+            ]
+        return []
+    low, high = _RANGE_MILLI[rule.metric]
+    if rule.metric != "share" and not low <= t * 1000 <= high:
+        article = "an" if rule.metric == "arousal" else "a"
+        return [f"alert {rule.name}: {article} {rule.metric} threshold is -1..1 (found {t})"]
+    at = round(t * 1000)
+    if (at >= high) if above else (at <= low):
+        end = high // 1000 if above else low // 1000
+        return [
+            f"alert {rule.name}: {rule.metric} is never {rule.comparison} {end} {never}), "
+            f"so the rule can never raise; use a threshold strictly between {low // 1000} and "
+            f"{high // 1000} (to 3 decimals)"
+        ]
     return []
 
 

@@ -222,3 +222,56 @@ def test_a_reload_keeps_unchanged_rules_and_clears_changed_ones_that_were_raised
     assert new.active() == ["kept"]
     # the kept rule is still raised: a calm window clears it, a raise would need 3 windows
     assert [(e.rule, e.state) for e in new.evaluate(report(1, 9, MONDAY + 60))] == [("kept", "cleared")]
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"threshold": 1.0}, "alert tense: share is never above 1 (threshold 1.0, comparison above)"),
+        ({"threshold": 0.9996}, "alert tense: share is never above 1 (threshold 0.9996, comparison above)"),
+        ({"threshold": 0.0, "comparison": "below"}, "share is never below 0 (threshold 0.0"),
+        ({"metric": "valence", "labels": [], "threshold": 5}, "a valence threshold is -1..1 (found 5.0)"),
+        ({"metric": "arousal", "labels": [], "threshold": -2, "comparison": "below"},
+         "an arousal threshold is -1..1 (found -2.0)"),
+        ({"metric": "valence", "labels": [], "threshold": 1}, "valence is never above 1 (threshold 1.0"),
+        ({"metric": "arousal", "labels": [], "threshold": -1, "comparison": "below"},
+         "arousal is never below -1 (threshold -1.0"),
+        ({"metric": "people", "labels": [], "threshold": 0, "comparison": "below"},
+         "people is never below 1 in a judged window (threshold 0.0, comparison below; min_people 1)"),
+        ({"metric": "people", "labels": [], "threshold": 3, "comparison": "below", "min_people": 5},
+         "people is never below 5 in a judged window (threshold 3.0, comparison below; min_people 5)"),
+    ],
+)
+def test_a_rule_that_can_never_raise_is_refused(kw: dict[str, object], message: str) -> None:
+    """An absolute threshold at or past the end of its metric's range never matches (a window
+    matches strictly above / below it): the rule was accepted and stayed silent for ever."""
+    with pytest.raises(ValidationError) as info:
+        rule(**kw)
+    assert message in str(info.value)
+    assert "is never" not in message or "can never raise" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"threshold": 0.999},
+        {"threshold": 0.001, "comparison": "below"},
+        {"metric": "valence", "labels": [], "threshold": 0.99},
+        {"metric": "arousal", "labels": [], "threshold": -0.99, "comparison": "below"},
+        {"metric": "people", "labels": [], "threshold": 2, "comparison": "below"},
+        {"metric": "people", "labels": [], "threshold": 6, "comparison": "below", "min_people": 5},
+        {"mode": "baseline", "threshold": 3.0},
+        {"mode": "baseline", "threshold": -3.0, "comparison": "below"},
+    ],
+)
+def test_a_rule_that_can_raise_is_accepted(kw: dict[str, object]) -> None:
+    assert rule(**kw).name == "tense"
+
+
+def test_a_rule_that_can_never_raise_is_refused_by_check_config_naming_the_key() -> None:
+    text = "device_id: a\nanalytics:\n  alerts:\n    - {name: glum, metric: valence, threshold: 2}\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "agent.yaml")
+    assert "analytics.alerts.0 (agent.yaml:4): alert glum: a valence threshold is -1..1 (found 2.0)" in str(
+        info.value
+    )
