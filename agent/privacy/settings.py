@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from agent.settings_base import Section
 
@@ -187,11 +187,26 @@ class ZoneConfig(Section):
 
     @field_validator("polygon")
     @classmethod
-    def _in_frame(cls, value: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    def _in_frame(cls, value: list[tuple[float, float]], info: ValidationInfo) -> list[tuple[float, float]]:
         for i, (x, y) in enumerate(value):
             if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
                 raise ValueError(f"vertex {i} {[x, y]} is outside the frame; coordinates go from 0 to 1")
+        if _collinear(value):
+            raise ValueError(
+                f"zone {info.data.get('name', '?')}: its vertices {[list(p) for p in value]} all lie on "
+                "one line, so it covers nothing (no pixel is blanked); give at least three vertices "
+                "that enclose an area"
+            )
         return value
+
+
+def _collinear(points: list[tuple[float, float]]) -> bool:
+    """True when every vertex lies on one line (or one point): the polygon encloses no pixel
+    centre under the even-odd rule of ``agent.privacy.zones.rasterise``."""
+    (x0, y0), *rest = points
+    far = max(rest, key=lambda p: abs(p[0] - x0) + abs(p[1] - y0))
+    dx, dy = far[0] - x0, far[1] - y0
+    return all(abs(dx * (y - y0) - dy * (x - x0)) <= 1e-12 for x, y in rest)
 
 
 class PrivacyModeConfig(Section):

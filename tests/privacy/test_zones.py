@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -113,3 +115,26 @@ def test_zone_errors_are_explained(zones: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(f"device_id: a\npolicy:\n  zones: {zones}\n", "c.yaml")
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("polygon", [
+    "[[0.1, 0.1], [0.5, 0.5], [0.9, 0.9]]",  # a diagonal line
+    "[[0.2, 0.3], [0.8, 0.3], [0.5, 0.3], [0.2, 0.3]]",  # a horizontal line
+    "[[0.4, 0.4], [0.4, 0.4], [0.4, 0.4]]",  # one point
+    "[[0, 0], [1, 0], [0, 0]]",  # an edge of the frame, there and back
+])
+def test_a_zone_without_area_is_refused_naming_it(polygon: str) -> None:
+    """Vertices all on one line enclose no pixel: the zone blanked nothing, yet check-config
+    called it valid and policy explain listed it as protecting that part of the frame."""
+    points = [(x, y) for x, y in json.loads(polygon)]
+    assert not rasterise([points], 480, 640).any()  # what the detector would have seen: everything
+    with pytest.raises(ConfigError) as info:
+        parse_config(f"device_id: a\npolicy:\n  zones: [{{name: street, polygon: {polygon}}}]\n", "c.yaml")
+    assert "policy.zones.0.polygon (c.yaml:3): zone street: its vertices" in str(info.value)
+    assert "all lie on one line, so it covers nothing" in str(info.value)
+
+
+def test_a_thin_zone_with_area_is_kept() -> None:
+    text = "device_id: a\npolicy:\n  zones: [{name: strip, polygon: [[0, 0], [1, 0], [1, 0.01]]}]\n"
+    cfg = parse_config(text)
+    assert cfg.policy.zones[0].name == "strip"
