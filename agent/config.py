@@ -8,6 +8,7 @@ rules are named ``verify_*`` functions that say which key, what was found and ho
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -148,9 +149,35 @@ def verify_mqtt_credentials(cfg: AgentConfig) -> list[str]:
     return []
 
 
+def verify_frame_period(cfg: AgentConfig) -> list[str]:
+    """The time between two analysed frames (1 / camera.fps) against what needs several frames:
+    the tracker forgets a face not seen for ``forget_seconds``, so with frames further apart
+    every track is new at each frame, never moves and never counts (nobody is ever counted);
+    and a window shorter than a frame period holds no frame at all every so often."""
+    period = 1 / cfg.camera.fps
+    forget = cfg.analytics.tracker.forget_seconds
+    window = cfg.analytics.window_seconds
+    problems = []
+    if period > forget:
+        problems.append(
+            f"camera.fps ({cfg.camera.fps:g}) analyses one frame every {period:g} s, longer than "
+            f"analytics.tracker.forget_seconds ({forget}): every face is forgotten before the next "
+            f"frame, so no one is ever counted; set camera.fps to at least {1 / forget:g} or "
+            f"analytics.tracker.forget_seconds to at least {period:g}"
+        )
+    if period > window:
+        problems.append(
+            f"analytics.window_seconds ({window}) is shorter than the {period:g} s between two "
+            f"frames at camera.fps ({cfg.camera.fps:g}): some windows would hold no frame; set "
+            f"camera.fps to at least {1 / window:g} or window_seconds to at least {math.ceil(period)}"
+        )
+    return problems
+
+
 CROSS_FIELD_RULES: list[Callable[[AgentConfig], list[str]]] = [
     verify_brightness_range,
     verify_mqtt_credentials,
+    verify_frame_period,
 ]
 
 

@@ -209,3 +209,31 @@ def test_host_names_and_addresses_are_accepted(host: str) -> None:
 def test_the_receivers_broker_host_is_checked_as_mqtt_host_is() -> None:
     with pytest.raises(ValidationError, match="has an empty label"):
         MqttSourceSettings.model_validate({"kind": "mqtt", "host": "broker..example"})
+
+
+def test_a_frame_period_longer_than_the_tracker_forgets_is_refused() -> None:
+    """Each track is forgotten before the next frame (tests/analytics/test_tracker.py): the
+    agent would run and never count anyone."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(MINIMAL + "camera: {fps: 0.1}\n", "c.yaml")
+    assert (
+        "camera.fps (0.1) analyses one frame every 10 s, longer than "
+        "analytics.tracker.forget_seconds (5.0)"
+    ) in str(info.value)
+    assert "set camera.fps to at least 0.2 or analytics.tracker.forget_seconds to at least 10" in str(
+        info.value
+    )
+    assert parse_config(MINIMAL + "camera: {fps: 0.1}\nanalytics: {tracker: {forget_seconds: 10}}\n")
+    assert parse_config(MINIMAL + "camera: {fps: 0.2}\n")
+
+
+def test_windows_shorter_than_the_frame_period_are_refused() -> None:
+    """A 10 s window with a frame every 20 s: every other window has no frame at all and
+    publishes nothing."""
+    text = MINIMAL + "camera: {fps: 0.05}\nanalytics: {window_seconds: 10, tracker: {forget_seconds: 30}}\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "c.yaml")
+    assert (
+        "analytics.window_seconds (10) is shorter than the 20 s between two frames at camera.fps (0.05)"
+    ) in str(info.value)
+    assert parse_config(text.replace("window_seconds: 10", "window_seconds: 20"))

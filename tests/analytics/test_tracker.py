@@ -148,3 +148,16 @@ def test_iou_of_identical_disjoint_and_half_boxes() -> None:
     a = np.array([[0.0, 0.0, 0.2, 0.2]])
     b = np.array([[0.0, 0.0, 0.2, 0.2], [0.5, 0.5, 0.1, 0.1], [0.1, 0.0, 0.2, 0.2]])
     assert iou_matrix(a, b)[0].tolist() == pytest.approx([1.0, 0.0, 1 / 3])
+
+
+def test_frames_further_apart_than_forget_seconds_never_make_a_person(clock: FakeClock) -> None:
+    """camera.fps 0.1 (a frame every 10 s) with forget_seconds 5: each track is forgotten
+    before its next frame, so the same walking face is a new one-frame track every time and
+    never counts; the config that sets this up is refused (test_config)."""
+    tracker = make(clock, forget_seconds=5.0, min_frames=1)
+    views = [tracker.update([face(x=0.1 + 0.02 * i)], i * 10.0)[0] for i in range(30)]
+    assert len({v.handle for v in views}) == 30
+    assert not any(v.counts for v in views)
+    tracker = make(clock, forget_seconds=10.0, min_frames=1)
+    views = [tracker.update([face(x=0.1 + 0.02 * i)], i * 10.0)[0] for i in range(30)]
+    assert views[-1].counts
