@@ -229,6 +229,18 @@ class PrivacyModeConfig(Section):
         description="Capture may continue for at most this long after the file appears.",
     )
 
+    @field_validator("flag_file", mode="before")
+    @classmethod
+    def _names_a_file(cls, value: object) -> object:
+        """'' (the working folder), '.', or a name ending in '/': a folder, which always exists,
+        so privacy mode would stay on for ever (the poller only asks whether the path exists)."""
+        if isinstance(value, str) and (value in ("", ".", "..") or value.endswith(("/", "/.", "/.."))):
+            raise ValueError(
+                f"flag_file {value!r} names a folder, not a file: a folder always exists, so "
+                "privacy mode would stay on for ever; name a file, e.g. /run/emotion-agent/privacy"
+            )
+        return value
+
 
 class PolicyConfig(Section):
     """When and where the device may look."""

@@ -130,3 +130,21 @@ def test_sigusr1_toggles_through_the_main_loop(clock: FakeClock) -> None:
     finally:
         toggle.uninstall()
     assert signal.getsignal(signal.SIGUSR1) == before  # the previous handler is back
+
+
+@pytest.mark.parametrize("flag", ["''", "'.'", "/run/emotion-agent/", "/run/emotion-agent/."])
+def test_a_flag_file_that_names_a_folder_is_refused(flag: str, clock: FakeClock) -> None:
+    """'' is Path('.'), the working folder, which always exists: the poller held privacy mode
+    on for ever (the camera never opened) while check-config called the config valid."""
+    from agent.config import parse_config  # noqa: PLC0415
+    from agent.errors import ConfigError  # noqa: PLC0415
+
+    if flag == "''":
+        event = FlagFilePoller(Path(""), PrivacyMode(clock)).poll()
+        assert event is not None
+        assert event.paused  # what run did with it
+    with pytest.raises(ConfigError) as info:
+        parse_config(f"device_id: a\npolicy: {{privacy_mode: {{flag_file: {flag}}}}}\n", "c.yaml")
+    assert "policy.privacy_mode.flag_file (c.yaml:2):" in str(info.value)
+    assert "names a folder, not a file" in str(info.value)
+
