@@ -22,17 +22,28 @@ def nul_problem(value: object) -> str | None:
 
 class Section(BaseModel):
     """Unknown keys are errors; values are immutable once loaded; no path or text value holds
-    a NUL byte (named by its key, as every other error)."""
+    a NUL byte and no path starts with ~ (named by its key, as every other error)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     @field_validator("*")
     @classmethod
     def _no_nul(cls, value: object) -> object:
-        problem = nul_problem(value)
+        problem = nul_problem(value) or tilde_problem(value)
         if problem:
             raise ValueError(problem)
         return value
+
+
+def tilde_problem(value: object) -> str | None:
+    """Why a path starting with ``~`` cannot be used: nothing expands it (no shell reads the
+    config), so ``~/x`` is a folder named ``~`` in whatever folder the agent was started in."""
+    if isinstance(value, Path) and value.parts and value.parts[0].startswith("~"):
+        return (
+            f"starts with ~, which is not expanded (found {str(value)!r}: a folder named "
+            f"{value.parts[0]!r} in the working folder); write the full path, e.g. /home/pi/..."
+        )
+    return None
 
 
 MAX_HOST_NAME = 253

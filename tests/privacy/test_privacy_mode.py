@@ -148,3 +148,17 @@ def test_a_flag_file_that_names_a_folder_is_refused(flag: str, clock: FakeClock)
     assert "policy.privacy_mode.flag_file (c.yaml:2):" in str(info.value)
     assert "names a folder, not a file" in str(info.value)
 
+
+def test_a_path_starting_with_a_tilde_is_refused_naming_its_key() -> None:
+    """The agent does not expand ~: state_dir ~/ea was a folder named ~ in the working folder."""
+    from agent.config import parse_config  # noqa: PLC0415
+    from agent.errors import ConfigError  # noqa: PLC0415
+
+    for lines, key in [
+        ("state_dir: ~/ea\n", "state_dir"),
+        ("policy: {privacy_mode: {flag_file: ~/privacy}}\n", "policy.privacy_mode.flag_file"),
+        ("keys: {private_key: ~pi/device.key}\n", "keys.private_key"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            parse_config("device_id: a\n" + lines, "c.yaml")
+        assert f"{key} (c.yaml:2): starts with ~, which is not expanded" in str(info.value)
