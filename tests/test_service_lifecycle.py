@@ -137,11 +137,7 @@ def test_a_long_audit_check_at_start_keeps_asking_systemd_for_time(
 
     monkeypatch.setattr(service_module, "check_state_dir", slow_check)
     monkeypatch.setattr(sdnotify, "EXTEND_STEP_S", 0.2)
-    address = str(tmp_path / "notify.sock")
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    server.bind(address)
-    server.settimeout(0)
-    notifier = Notifier(address)
+    server, notifier = notify_socket(tmp_path)
     service = Service(
         load_config(path), path, FakeClock(),
         opener=lambda s, o, c: ScriptedSource(c, 0, False),
@@ -150,6 +146,25 @@ def test_a_long_audit_check_at_start_keeps_asking_systemd_for_time(
     )
     service.close()
     notifier.close()
+    said = received(server)
+    extends = [m for m in said if m.startswith("EXTEND_TIMEOUT_USEC=")]
+    assert len(extends) >= 3, said  # one every 0.2 s of the 1 s check
+    assert "STATUS=verifying the audit log" in extends[0]
+    # The rest of the start (models, camera) gets the unit's TimeoutStartSec= again.
+    assert extends[-1].startswith(f"EXTEND_TIMEOUT_USEC={sdnotify.REST_OF_START_S * 1_000_000}\n"), said
+
+
+def notify_socket(tmp_path: Path) -> tuple[socket.socket, Notifier]:
+    """A socket standing in for systemd's NOTIFY_SOCKET, and a notifier that sends to it."""
+    address = str(tmp_path / "notify.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(address)
+    server.settimeout(0)
+    return server, Notifier(address)
+
+
+def received(server: socket.socket) -> list[str]:
+    """Every datagram sent so far; the socket is closed."""
     said = []
     while True:
         try:
@@ -157,12 +172,7 @@ def test_a_long_audit_check_at_start_keeps_asking_systemd_for_time(
         except BlockingIOError:
             break
     server.close()
-    extends = [m for m in said if m.startswith("EXTEND_TIMEOUT_USEC=")]
-    assert len(extends) >= 3, said  # one every 0.2 s of the 1 s check
-    assert "STATUS=verifying the audit log" in extends[0]
-    # The rest of the start (models, camera) gets the unit's TimeoutStartSec= again.
-    assert extends[-1].startswith(f"EXTEND_TIMEOUT_USEC={sdnotify.REST_OF_START_S * 1_000_000}\n"), said
-
+    return said
 
 def test_the_time_left_for_the_rest_of_the_start_is_the_units() -> None:
     unit = (ROOT / "systemd" / "emotion-agent.service").read_text()
@@ -179,11 +189,7 @@ def test_systemctl_status_says_when_the_camera_is_lost_and_when_it_is_back(tmp_p
         frames, fail = next(scripts)
         return ScriptedSource(clock_, frames, fail)
 
-    address = str(tmp_path / "notify.sock")
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    server.bind(address)
-    server.settimeout(0)
-    notifier = Notifier(address)
+    server, notifier = notify_socket(tmp_path)
     cfg = load_config(write_config(tmp_path, "scripted.mp4", extra=NO_GATE))
     service = Service(
         cfg, clock=clock, opener=opener,  # type: ignore[arg-type]
@@ -192,13 +198,7 @@ def test_systemctl_status_says_when_the_camera_is_lost_and_when_it_is_back(tmp_p
     )
     assert service.run() == 0
     notifier.close()
-    said = []
-    while True:
-        try:
-            said.append(server.recv(4096).decode())
-        except BlockingIOError:
-            break
-    server.close()
+    said = received(server)
     statuses = [line for m in said for line in m.splitlines() if line.startswith("STATUS=")]
     lost = statuses.index("STATUS=camera lost, reconnecting")
     assert "STATUS=camera capturing" in statuses[lost + 1 :], statuses
