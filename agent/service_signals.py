@@ -14,6 +14,38 @@ from typing import Any
 from agent.privacy.privacy_mode import SignalToggle
 
 
+class EarlySignals:
+    """SIGUSR1 and SIGHUP while ``run`` starts (the audit log's check, the models, minutes with a
+    long log), before the service's own handlers are in place: held, not fatal. Their default
+    action ends the process, so a privacy toggle sent then killed the agent, and systemd's restart
+    brought the camera up without it (found by review). ``ServiceSignals.install`` applies what
+    was held. SIGTERM keeps its default: a stop during the start needs no flush."""
+
+    def __init__(self) -> None:
+        self.toggles: list[int] = []
+        self.reloads: list[int] = []
+        self._old: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self._old = {
+            signal.SIGUSR1: signal.signal(signal.SIGUSR1, self._on_toggle),
+            signal.SIGHUP: signal.signal(signal.SIGHUP, self._on_reload),
+        }
+
+    def restore(self) -> None:
+        for signum, handler in self._old.items():
+            signal.signal(signum, handler)
+        self._old = {}
+
+    def _on_toggle(self, signum: int, frame: FrameType | None) -> None:
+        self.toggles.append(signum)  # one bytecode, as in SignalToggle
+
+    def _on_reload(self, signum: int, frame: FrameType | None) -> None:
+        self.reloads.append(signum)
+
+
 class ServiceSignals:
     def __init__(self, toggle: SignalToggle) -> None:
         self.toggle = toggle
@@ -21,6 +53,8 @@ class ServiceSignals:
         self.reload = threading.Event()
         self.stop_reason = "stopped"
         self._old: dict[int, Any] = {}
+        self.early: EarlySignals | None = None
+        """Signals held while the service was built (``EarlySignals``), applied at ``install``."""
 
     def install(self) -> None:
         """From the main thread only (Python's rule); a service run in a thread is stopped by
@@ -33,6 +67,11 @@ class ServiceSignals:
             signal.SIGHUP: signal.signal(signal.SIGHUP, self._on_hup),
         }
         self.toggle.install()
+        early = self.early  # read after the handlers changed: none of its signals is missed
+        if early is not None:
+            self.toggle.received(len(early.toggles))
+            if early.reloads:
+                self.reload.set()
 
     def restore(self) -> None:
         if not self._old:

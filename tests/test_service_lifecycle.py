@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -202,3 +203,53 @@ def test_systemctl_status_says_when_the_camera_is_lost_and_when_it_is_back(tmp_p
     statuses = [line for m in said for line in m.splitlines() if line.startswith("STATUS=")]
     lost = statuses.index("STATUS=camera lost, reconnecting")
     assert "STATUS=camera capturing" in statuses[lost + 1 :], statuses
+
+
+EARLY_SIGNALS = r"""
+import os, signal, sys
+from agent import service
+from agent.cli import main
+
+real = service.check_state_dir
+
+
+def checked_while_signalled(*args):  # the audit log's check at start, minutes with a long log
+    os.kill(os.getpid(), signal.SIGUSR1)  # the operator turns privacy mode on meanwhile
+    os.kill(os.getpid(), signal.SIGHUP)
+    return real(*args)
+
+
+service.check_state_dir = checked_while_signalled
+sys.exit(main(["--log-level", "WARNING", "run", "-c", sys.argv[1]]))
+"""
+
+
+def test_a_privacy_toggle_sent_while_the_agent_starts_is_applied_not_fatal(
+    tmp_path: Path, sample_clip: Path
+) -> None:
+    """SIGUSR1 and SIGHUP end a process by default, and the service installed its handlers only
+    once it was built: a toggle sent during the start (the audit log's check, the models) killed
+    the agent, and systemd restarted it with the camera on (found by review)."""
+    config = write_config(tmp_path, str(sample_clip), extra="policy: {privacy_mode: {sigusr1: true}}\n")
+    audit = tmp_path / "state" / "audit"
+
+    def modes() -> list[object]:
+        lines = [line for p in sorted(audit.glob("segment-*.jsonl")) for line in p.read_text().splitlines()]
+        return [e["data"] for e in map(json.loads, lines) if e["kind"] == "privacy_mode"]
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", EARLY_SIGNALS, str(config)], stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while {"mode": "on", "source": "signal"} not in modes():  # the camera stays closed: no end
+            assert proc.poll() is None, f"the agent ended (exit {proc.returncode})"
+            assert time.monotonic() < deadline, "privacy mode was never turned on"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)  # and the SIGHUP did not end it either
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-2000:]

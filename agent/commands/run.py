@@ -24,9 +24,17 @@ def run(args: argparse.Namespace) -> int:
     """Once the config is read, and before a camera or a model can put a frame in memory, core
     dumps go off and freed frame buffers are set to leave the process."""
     from agent.service import Service  # noqa: PLC0415 - keeps `--help` fast and model-free
+    from agent.service_signals import EarlySignals  # noqa: PLC0415
 
     path = Path(args.config)
     cfg = load_config(path)
     forbid_core_dumps()
     unmap_freed_frames()
-    return Service(cfg, path).run()
+    early = EarlySignals()  # a SIGUSR1 or SIGHUP while the service starts is held, not fatal
+    early.install()
+    try:
+        service = Service(cfg, path)
+        service.signals.early = early
+        return service.run()
+    finally:
+        early.restore()

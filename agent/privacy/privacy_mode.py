@@ -202,6 +202,10 @@ class SignalToggle:
     def handler(self, signum: int, frame: FrameType | None) -> None:
         self._received.append(signum)  # one bytecode: safe against a signal arriving in drain
 
+    def received(self, count: int) -> None:
+        """``count`` toggles that arrived before the handler was installed (``EarlySignals``)."""
+        self._received.extend([signal.SIGUSR1] * count)
+
     def install(self, signum: int = signal.SIGUSR1) -> None:
         """Register the handler (main thread only, as Python requires)."""
         self._previous = signal.signal(signum, self.handler)
