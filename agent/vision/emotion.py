@@ -73,7 +73,8 @@ class EmotionClassifier:
         """The grey copy of the frame region a warp samples (grown on demand)."""
         self._grey = np.zeros((CROP, CROP), np.uint8)
         self._lap = np.zeros((CROP, CROP), np.float32)
-        self._float = np.zeros((CROP, CROP), np.float32)
+        self._gauss = cv2.getGaussianKernel(5, DENOISE_SIGMA, cv2.CV_32F)
+        self._gauss.flags.writeable = False  # a constant: never pixels
         self._smooth = np.zeros((CROP, CROP), np.float32)
         self._norm = np.zeros((CROP, CROP), np.uint8)
         self._dirty: list[npt.NDArray[np.generic]] = []
@@ -81,12 +82,17 @@ class EmotionClassifier:
         """The last ``align`` read beyond the frame (the face is cut by its edge)."""
 
     def align(
-        self, pixels: Pixels, det: Detection, border: int = cv2.BORDER_CONSTANT
+        self,
+        pixels: Pixels,
+        det: Detection,
+        border: int = cv2.BORDER_CONSTANT,
+        out: npt.NDArray[np.uint8] | None = None,
     ) -> npt.NDArray[np.uint8]:
-        """The eye-levelled 64 x 64 grey crop of ``det`` (a scratch buffer, zeroed by ``clear``).
-        Every buffer on the way is zeroed before returning, while still in the CPU cache.
-        ``border``: what the warp reads beyond the frame (black for the classifier; replicated
-        edge pixels to measure a face the frame cuts, see ``cut_by_edge``)."""
+        """The eye-levelled 64 x 64 grey crop of ``det``: written into ``out`` (the caller's to
+        zero), else into a scratch buffer that ``clear`` zeroes. Every buffer on the way is
+        zeroed before returning, while still in the CPU cache. ``border``: what the warp reads
+        beyond the frame (black for the classifier; replicated edge pixels to measure a face the
+        frame cuts, see ``cut_by_edge``)."""
         h, w = pixels.shape[:2]
         bx, by, bw, bh = det.box
         cx, cy = (bx + bw / 2) * w, (by + bh / 2) * h
@@ -100,34 +106,43 @@ class EmotionClassifier:
         m = rotation_matrix(cx, cy, angle, size / side)
         m[0][2] += size / 2 - cx
         m[1][2] += size / 2 - cy
-        self._dirty.append(self._grey)
+        if out is None:
+            out = self._grey
+            self._dirty.append(out)
         region = sampled_region((cx, cy), side, angle, (w, h))
         self.cut_by_edge = _cut(region, (cx, cy), side, angle)
         if k == 1:
-            self._warp_colour(pixels, m, border)
+            self._warp_colour(pixels, m, border, out)
         else:
-            self._warp_grey(pixels, m, k, region, border)
-        return self._grey
+            self._warp_grey(pixels, (m, k), region, border, out)
+        return out
 
-    def _warp_colour(self, pixels: Pixels, m: list[list[float]], border: int) -> None:
+    def _warp_colour(
+        self, pixels: Pixels, m: list[list[float]], border: int, grey: npt.NDArray[np.uint8]
+    ) -> None:
         """A small face: the colour warp straight to 64 x 64, then grey."""
         try:
             cv2.warpAffine(
                 pixels, np.array(m), (CROP, CROP), dst=self._colour, flags=cv2.INTER_LINEAR,
                 borderMode=border, borderValue=(0, 0, 0),
             )
-            cv2.cvtColor(self._colour, cv2.COLOR_BGR2GRAY, dst=self._grey)
+            cv2.cvtColor(self._colour, cv2.COLOR_BGR2GRAY, dst=grey)
         finally:
             self._colour.fill(0)
 
     def _warp_grey(
-        self, pixels: Pixels, m: list[list[float]], k: int, box: tuple[int, int, int, int], border: int
+        self,
+        pixels: Pixels,
+        warp: tuple[list[list[float]], int],
+        box: tuple[int, int, int, int],
+        border: int,
+        grey: npt.NDArray[np.uint8],
     ) -> None:
         """A large face (k = 2 or 4): only the frame region the warp reads turned grey, warped
         at k x 64 on one channel and halved down to 64. A third of the work of warping colour
         (a 1080p face warped to 256: 290 us in colour, 100 us so); grey before or after the
         linear warp differs only in rounding (at most 3 grey levels, tests/vision/test_glue.py)."""
-        x0, y0, x1, y1 = box
+        (m, k), (x0, y0, x1, y1) = warp, box
         m[0][2] += m[0][0] * x0 + m[0][1] * y0  # the warp reads the region, not the frame
         m[1][2] += m[1][0] * x0 + m[1][1] * y0
         region = self._region(x1 - x0, y1 - y0)
@@ -135,7 +150,7 @@ class EmotionClassifier:
         out = self._work[k]
         try:
             if not region.size:  # a degenerate box: nothing of the frame to read
-                self._grey.fill(0)
+                grey.fill(0)
                 return
             cv2.cvtColor(pixels[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY, dst=region)
             cv2.warpAffine(
@@ -144,7 +159,7 @@ class EmotionClassifier:
             )
             while k > 1:  # each halving is an exact 2 x 2 mean (OpenCV's fast path)
                 k //= 2
-                smaller = self._work.get(k, self._grey)
+                smaller = self._work.get(k, grey)
                 cv2.resize(out, (CROP * k, CROP * k), dst=smaller, interpolation=cv2.INTER_LINEAR)
                 out = smaller
         finally:
@@ -161,17 +176,18 @@ class EmotionClassifier:
     def measure(self, grey: npt.NDArray[np.uint8]) -> tuple[float, float]:
         """(sharpness, brightness) of a crop: ``quality.sharpness_index`` (edge detail of the
         smoothed crop relative to its contrast) and its mean grey level, with OpenCV (a test
-        checks they equal the numpy reference). The float copies and the Laplacian, which still
+        checks they equal the numpy reference). The smoothed crop and the Laplacian, which still
         show the face's edges, are zeroed before returning."""
         try:
-            np.copyto(self._float, grey)
-            cv2.GaussianBlur(self._float, (5, 5), DENOISE_SIGMA, dst=self._smooth)
+            cv2.sepFilter2D(  # GaussianBlur's kernel, from the 8-bit crop: no float copy to make
+                grey, cv2.CV_32F, self._gauss, self._gauss, dst=self._smooth,
+                borderType=cv2.BORDER_REFLECT_101,
+            )
             cv2.Laplacian(self._smooth, cv2.CV_32F, dst=self._lap, ksize=1)
             _, lap_std = cv2.meanStdDev(self._lap[1:-1, 1:-1])
             _, smooth_std = cv2.meanStdDev(self._smooth)
         finally:
             self._lap.fill(0)
-            self._float.fill(0)
             self._smooth.fill(0)
         sharpness = 100.0 * float(lap_std[0, 0]) ** 2 / max(float(smooth_std[0, 0]) ** 2, 1.0)
         return sharpness, float(cv2.mean(grey)[0])
@@ -204,7 +220,7 @@ class EmotionClassifier:
         return tuple((label, round(v, 4)) for label, v in zip(self.labels, p, strict=True))
 
     def scratch(self) -> list[npt.NDArray[np.generic]]:
-        return [*self._work.values(), self._colour, self._regions, self._grey, self._lap, self._float,
+        return [*self._work.values(), self._colour, self._regions, self._grey, self._lap,
                 self._smooth, self._norm]
 
     def clear(self) -> None:

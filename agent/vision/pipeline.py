@@ -278,8 +278,7 @@ class VisionPipeline:
         before any is classified: the frame is then still cached for the next crop, and the
         emotion model's weights for its next invoke (the first invoke evicts the frame)."""
         h, w = pixels.shape[:2]
-        crop = self._crop(i)
-        np.copyto(crop, self.classifier.align(pixels, det))
+        crop = self.classifier.align(pixels, det, out=self._crop(i))
         if self.classifier.cut_by_edge:  # measure the face, not the black beyond the frame
             sharpness, brightness = self.classifier.measure(
                 self.classifier.align(pixels, det, cv2.BORDER_REPLICATE)

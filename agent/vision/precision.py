@@ -102,9 +102,12 @@ class QuantizedModel(Model):
         view = self._it.tensor(self.input_index)
         out = view().reshape(self.input_shape[-3:])
         lut, black = self._unit_lut
-        out[:y].fill(black)
-        out[y + pixels.shape[0] :].fill(black)
-        cv2.LUT(pixels, lut, dst=out[y : y + pixels.shape[0]])
+        end = y + pixels.shape[0]
+        if y:  # no call for padding there is none of (runtime.fill_unit_rows)
+            out[:y].fill(black)
+        if end < out.shape[0]:
+            out[end:].fill(black)
+        cv2.LUT(pixels, lut, dst=out[y:end])
         del out, view
 
     def run(self, tensor: F32) -> list[F32]:

@@ -174,10 +174,15 @@ def to_unit_range(pixels: npt.NDArray[np.uint8], out: npt.NDArray[np.float32]) -
 
 
 def fill_unit_rows(out: npt.NDArray[np.float32], pixels: npt.NDArray[np.uint8], y: int) -> None:
-    """Write an image that spans whole rows at row ``y``; the padding above and below is black (-1)."""
-    out[:y].fill(-1.0)
-    out[y + pixels.shape[0] :].fill(-1.0)
-    to_unit_range(pixels, out[y : y + pixels.shape[0]])
+    """Write an image that spans whole rows at row ``y``; the padding above and below is black (-1).
+    An image that fills the input (a face crop) has no padding: no call for it, since every call
+    right after an invoke runs on cold caches (docs/vision.md)."""
+    end = y + pixels.shape[0]
+    if y:
+        out[:y].fill(-1.0)
+    if end < out.shape[0]:
+        out[end:].fill(-1.0)
+    to_unit_range(pixels, out[y:end])
 
 
 class _Closed:
