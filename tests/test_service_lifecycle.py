@@ -206,30 +206,39 @@ def test_systemctl_status_says_when_the_camera_is_lost_and_when_it_is_back(tmp_p
 
 
 EARLY_SIGNALS = r"""
-import os, signal, sys
-from agent import service
+import importlib, os, signal, sys
 from agent.cli import main
 
-real = service.check_state_dir
+module, name = sys.argv[2].rsplit(".", 1)
+owner = importlib.import_module(module)
+real = getattr(owner, name)
 
 
-def checked_while_signalled(*args):  # the audit log's check at start, minutes with a long log
+def called_while_signalled(*args):
     os.kill(os.getpid(), signal.SIGUSR1)  # the operator turns privacy mode on meanwhile
     os.kill(os.getpid(), signal.SIGHUP)
     return real(*args)
 
 
-service.check_state_dir = checked_while_signalled
+setattr(owner, name, called_while_signalled)
 sys.exit(main(["--log-level", "WARNING", "run", "-c", sys.argv[1]]))
 """
 
 
+@pytest.mark.parametrize(
+    "during",
+    [
+        "agent.service.check_state_dir",  # the audit log's check at start, minutes with a long log
+        "agent.commands.run.load_config",  # reading the config, after the imports
+    ],
+)
 def test_a_privacy_toggle_sent_while_the_agent_starts_is_applied_not_fatal(
-    tmp_path: Path, sample_clip: Path
+    tmp_path: Path, sample_clip: Path, during: str
 ) -> None:
     """SIGUSR1 and SIGHUP end a process by default, and the service installed its handlers only
     once it was built: a toggle sent during the start (the audit log's check, the models) killed
-    the agent, and systemd restarted it with the camera on (found by review)."""
+    the agent, and systemd restarted it with the camera on (found by review). The signals were
+    then held from the service's construction on, still not while the config was read."""
     config = write_config(tmp_path, str(sample_clip), extra="policy: {privacy_mode: {sigusr1: true}}\n")
     audit = tmp_path / "state" / "audit"
 
@@ -238,7 +247,7 @@ def test_a_privacy_toggle_sent_while_the_agent_starts_is_applied_not_fatal(
         return [e["data"] for e in map(json.loads, lines) if e["kind"] == "privacy_mode"]
 
     proc = subprocess.Popen(
-        [sys.executable, "-c", EARLY_SIGNALS, str(config)], stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-c", EARLY_SIGNALS, str(config), during], stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     try:

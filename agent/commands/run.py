@@ -22,17 +22,19 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Once the config is read, and before a camera or a model can put a frame in memory, core
-    dumps go off and freed frame buffers are set to leave the process."""
-    from agent.service import Service  # noqa: PLC0415 - keeps `--help` fast and model-free
+    dumps go off and freed frame buffers are set to leave the process. A SIGUSR1 or SIGHUP from
+    here on (the service's imports, the config, the audit log's check) is held, not fatal."""
     from agent.service_signals import EarlySignals  # noqa: PLC0415
 
-    path = Path(args.config)
-    cfg = load_config(path)
-    forbid_core_dumps()
-    unmap_freed_frames()
-    early = EarlySignals()  # a SIGUSR1 or SIGHUP while the service starts is held, not fatal
+    early = EarlySignals()
     early.install()
     try:
+        from agent.service import Service  # noqa: PLC0415 - keeps `--help` fast and model-free
+
+        path = Path(args.config)
+        cfg = load_config(path)
+        forbid_core_dumps()
+        unmap_freed_frames()
         service = Service(cfg, path)
         service.signals.early = early
         return service.run()
