@@ -37,11 +37,14 @@ class Section(BaseModel):
 
 def tilde_problem(value: object) -> str | None:
     """Why a path starting with ``~`` cannot be used: nothing expands it (no shell reads the
-    config), so ``~/x`` is a folder named ``~`` in whatever folder the agent was started in."""
+    config), so ``~/x`` would be a folder named ``~``. Paths held in text keys (``outputs.jsonl``,
+    a file ``camera.source``) are given here as a ``Path`` by their own validators."""
     if isinstance(value, Path) and value.parts and value.parts[0].startswith("~"):
+        user = value.parts[0][1:] or "pi"
+        example = Path("/home", user, *value.parts[1:])
         return (
-            f"starts with ~, which is not expanded (found {str(value)!r}: a folder named "
-            f"{value.parts[0]!r} in the working folder); write the full path, e.g. /home/pi/..."
+            f"starts with ~, which is not expanded (found {str(value)!r}); "
+            f"write the full path, e.g. {example}"
         )
     return None
 

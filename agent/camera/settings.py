@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, field_validator, model_validator
 
 from agent.camera.base import SourceOptions, resolve
 from agent.errors import SourceError
-from agent.settings_base import Section
+from agent.settings_base import Section, tilde_problem
 
 
 class CameraConfig(Section):
@@ -57,11 +59,15 @@ class CameraConfig(Section):
     @field_validator("source")
     @classmethod
     def _known_backend(cls, value: str) -> str:
-        """Refuse a source no backend speaks (e.g. ftp://) when the config loads, not at start."""
+        """Refuse a source no backend speaks (e.g. ftp://) when the config loads, not at start;
+        and a file source (a path or file: URL) starting with ``~``, as every path key."""
         try:
-            resolve(value)
+            kind, target = resolve(value)
         except SourceError as exc:
             raise ValueError(str(exc)) from None
+        problem = tilde_problem(Path(target)) if kind == "replay" else None
+        if problem:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")

@@ -14,7 +14,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from agent import strict_yaml
 from agent.errors import ConfigError
-from agent.settings_base import Section, host_problem
+from agent.settings_base import Section, host_problem, tilde_problem
 from agent.user_files import read_user_text
 
 _ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -179,6 +179,10 @@ class FleetSettings(Section):
     def _url(cls, value: str) -> str:
         if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise ValueError(f"{value!r}: use sqlite:///PATH or postgresql://...")
+        sqlite = value.startswith("sqlite:///")  # a path inside the URL: ~ as in every path key
+        problem = tilde_problem(Path(value.removeprefix("sqlite:///"))) if sqlite else None
+        if problem:
+            raise ValueError(problem)
         return value
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
 
-from agent.settings_base import Section
+from pydantic import Field, field_validator
+
+from agent.settings_base import Section, tilde_problem
 
 
 class OutputsConfig(Section):
@@ -17,3 +19,12 @@ class OutputsConfig(Section):
         "A file may be rotated while the agent runs (logrotate, default or copytruncate).",
         min_length=1,
     )
+
+    @field_validator("jsonl")
+    @classmethod
+    def _full_path(cls, value: str | None) -> str | None:
+        """A path in a text key: ``~`` is refused as in every path key (it failed only at start)."""
+        problem = None if value is None or value == "-" else tilde_problem(Path(value))
+        if problem:
+            raise ValueError(problem)
+        return value
