@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -24,7 +25,7 @@ from agent.crypto.settings import KeysConfig
 from agent.errors import ConfigError
 from agent.outputs.settings import OutputsConfig
 from agent.privacy.settings import PolicyConfig, RetentionConfig, SiteConfig
-from agent.settings_base import Section
+from agent.settings_base import CONFIG_FOLDER, ConfigPath, Section
 from agent.transport.settings import MqttConfig
 from agent.user_files import read_user_text
 from agent.vision.settings import VisionConfig
@@ -88,7 +89,7 @@ class AgentConfig(Section):
         default_factory=OutputsConfig,
         description="Where signed messages go besides MQTT (a JSON-lines file or stdout).",
     )
-    state_dir: Path = Field(
+    state_dir: ConfigPath = Field(
         Path("/var/lib/emotion-agent"),
         title="State folder: spool, audit log, counters; never pixels",
         description="Created 0700 for the service user; system folders are refused.",
@@ -248,18 +249,20 @@ def _section_of(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def parse_config(text: str, source: str = "<config>") -> AgentConfig:
+def parse_config(text: str, source: str = "<config>", folder: Path | None = None) -> AgentConfig:
     """Parse and validate YAML text; raise ConfigError listing every problem with its line.
 
     The YAML is read by ``agent.strict_yaml`` (no aliases, no duplicate keys, bounded) and
-    validated strictly: a boolean is never an int, a string never a number."""
+    validated strictly: a boolean is never an int, a string never a number. Relative paths in
+    it are joined to ``folder`` (the config file's, absolute), or kept as written without one."""
     data, lines = strict_yaml.parse(text, source)
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the config must be a YAML mapping of keys to values")
     version = data.get("schema_version", SCHEMA_VERSION)
     data = migrate(data, version, source)
     try:
-        return AgentConfig.model_validate_json(json.dumps(data), strict=True)
+        context = {CONFIG_FOLDER: folder} if folder is not None else None
+        return AgentConfig.model_validate_json(json.dumps(data), strict=True, context=context)
     except ValidationError as exc:
         problems = format_validation_errors(exc, lines, source)
         raise ConfigError(f"{source}: {len(problems)} problem(s) in the config", problems) from exc
@@ -285,9 +288,11 @@ def migrate(data: dict[str, Any], version: object, source: str) -> dict[str, Any
 
 
 def load_config(path: str | Path) -> AgentConfig:
-    """Read and validate a config file."""
+    """Read and validate a config file; a relative path in it is read from the file's folder
+    (``agent.settings_base.in_config_folder``), wherever the command was started."""
     p = Path(path)
-    return parse_config(read_user_text(p, "config file", ConfigError), str(p))
+    folder = Path(os.path.abspath(p.parent))  # the folder as named, symbolic links not followed
+    return parse_config(read_user_text(p, "config file", ConfigError), str(p), folder)
 
 
 def json_schema() -> dict[str, Any]:

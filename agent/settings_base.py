@@ -1,14 +1,15 @@
 """Base class of every config section, kept apart so subsystems can define their own sections
 (``agent/<package>/settings.py``) without importing the whole config module; and the checks
-sections share (a NUL byte in any value, a broker host name)."""
+sections share (a NUL byte in any value, a broker host name, where a relative path leads)."""
 
 from __future__ import annotations
 
 import ipaddress
 import re
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo, field_validator
 
 
 def nul_problem(value: object) -> str | None:
@@ -47,6 +48,33 @@ def tilde_problem(value: object) -> str | None:
             f"write the full path, e.g. {example}"
         )
     return None
+
+
+CONFIG_FOLDER = "config_folder"
+"""Validation context key: the absolute folder of the config file being read (``load_config``)."""
+
+
+def config_folder(info: ValidationInfo) -> Path | None:
+    """The folder relative paths are read from, or None for text read without a file (kept as
+    written, so relative to the working folder)."""
+    folder = info.context.get(CONFIG_FOLDER) if isinstance(info.context, dict) else None
+    return folder if isinstance(folder, Path) else None
+
+
+def in_config_folder(path: Path, info: ValidationInfo) -> Path:
+    """A relative path is read from the config file's folder, not the working folder: systemd
+    starts the service in /, so ``state_dir: state`` was /state there and another folder for
+    ``check-config`` run by hand. Every command reads the file through ``load_config``, so all
+    of them (check-config, run and each reload, policy explain, analyze) see the same paths."""
+    problem = tilde_problem(path)  # first: /etc/emotion-agent/~/x would hide the ~
+    if problem:
+        raise ValueError(problem)
+    folder = config_folder(info)
+    return folder / path if folder is not None and not path.is_absolute() else path
+
+
+ConfigPath = Annotated[Path, AfterValidator(in_config_folder)]
+"""A file or folder the agent's config names: relative means beside the config file."""
 
 
 MAX_HOST_NAME = 253

@@ -35,8 +35,9 @@ PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
 
 
 def path_problem(path: Path) -> str | None:
-    """Why ``path`` cannot be the state folder, judged on its name alone (a relative path
-    against the working folder, as the service would use it); None when it can."""
+    """Why ``path`` cannot be the state folder, judged on its name alone; None when it can. A
+    config file's relative state_dir arrives joined to the file's folder; one still relative
+    (config text read without a file) is judged against the working folder, as it would be used."""
     norm = os.path.abspath(path)  # normalises .. without touching the disk
     norm = "/" + norm.lstrip("/")  # POSIX keeps a leading //
     if norm in SYSTEM_FOLDERS:

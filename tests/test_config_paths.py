@@ -1,15 +1,21 @@
 """Every path the config names is read the same way: ``~`` is refused at its key when the file
-loads (nothing expands it), whether the key is typed as a path or as text."""
+loads (nothing expands it), whether the key is typed as a path or as text; and a relative path is
+read from the config file's folder, whoever reads the file (check-config, run and its reloads,
+policy explain, analyze) and whatever folder they were started in (systemd starts the service
+in /)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, get_args
 
 import pytest
 from pydantic import BaseModel
 
-from agent.config import AgentConfig, parse_config
+from agent.config import AgentConfig, load_config, parse_config
+from agent.crypto import generate_keypair
 from agent.errors import ConfigError
 from agent.fleet.settings import load_fleet_settings
 
@@ -120,3 +126,88 @@ def test_the_receivers_config_refuses_a_tilde_as_the_agents_does(
         load_fleet_settings(path)
     (problem,) = info.value.problems
     assert problem.startswith(f"{key} (line 4): Value error, starts with ~, which is not expanded"), problem
+
+
+def value_at(cfg: AgentConfig, key: str) -> str:
+    found: Any = cfg
+    for part in key.split("."):
+        found = getattr(found, part)
+    return str(found)
+
+
+@pytest.fixture
+def etc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The config's folder; the working folder is another one."""
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    return tmp_path / "etc"
+
+
+@pytest.mark.parametrize("key", sorted(SETTINGS))
+def test_a_relative_path_is_read_from_the_config_files_folder(etc: Path, key: str) -> None:
+    """state_dir: state was <working folder>/state: /state under systemd, and another folder for
+    check-config run by hand, so the two judged different files."""
+    path = etc / "agent.yaml"
+    path.write_text(MINIMAL + SETTINGS[key].format("sub/x"))
+    assert value_at(load_config(path), key) == str(etc / "sub/x")
+
+
+def test_a_relative_config_path_is_taken_from_the_working_folder_once(etc: Path) -> None:
+    """``-c etc/agent.yaml`` is the command line's path: its folder is found from where the
+    command runs, and the paths inside from that folder."""
+    (etc / "agent.yaml").write_text(MINIMAL + "state_dir: state\noutputs: {jsonl: out.jsonl}\n")
+    cfg = load_config(Path("../etc/agent.yaml"))
+    assert (cfg.state_dir, cfg.outputs.jsonl) == (etc / "state", str(etc / "out.jsonl"))
+
+
+def test_a_relative_file_url_source_is_read_from_the_config_files_folder(etc: Path) -> None:
+    (etc / "agent.yaml").write_text(MINIMAL + "camera: {source: 'file:clips/lobby.mp4'}\n")
+    assert load_config(etc / "agent.yaml").camera.source == str(etc / "clips/lobby.mp4")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("keys.private_key", "device.key"),  # systemd's credential first (LoadCredential=)
+        ("outputs.jsonl", "-"),
+        ("camera.source", "picamera2"),
+        ("camera.source", "0"),
+        ("camera.source", "/dev/video0"),
+        ("camera.source", "rtsp://cam.local/stream"),
+        ("state_dir", "/srv/ea"),
+    ],
+)
+def test_what_is_not_a_relative_path_is_kept_as_written(etc: Path, key: str, value: str) -> None:
+    """A bare key name is looked up in $CREDENTIALS_DIRECTORY before the config's folder
+    (``resolve_key_path``), so the load keeps it bare."""
+    (etc / "agent.yaml").write_text(MINIMAL + SETTINGS[key].format(f"'{value}'"))
+    assert value_at(load_config(etc / "agent.yaml"), key) == value
+
+
+def run_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run(
+        [sys.executable, "-m", "agent", *args], capture_output=True, text=True, check=False,
+        cwd=cwd, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"}, timeout=120,
+    )
+
+
+def test_check_config_and_policy_explain_read_the_files_beside_the_config(etc: Path) -> None:
+    """Started in another folder (as systemd starts the service in /), check-config found no
+    keys/device.key (exit 2), and policy explain named files relative to nowhere in particular."""
+    generate_keypair(etc / "keys")
+    (etc / "agent.yaml").write_text(
+        MINIMAL + "site: {jurisdiction: US, context: retail, purpose: analytics}\n"
+        "mqtt: {enabled: false}\nkeys: {private_key: keys/device.key}\nstate_dir: state\n"
+        "outputs: {jsonl: out.jsonl}\npolicy: {privacy_mode: {flag_file: privacy}}\n"
+    )
+    elsewhere = etc.parent / "elsewhere"
+    checked = run_cli(elsewhere, "check-config", "-c", str(etc / "agent.yaml"))
+    assert checked.returncode == 0, checked.stderr
+    explained = run_cli(elsewhere, "policy", "explain", "-c", str(etc / "agent.yaml"))
+    assert explained.returncode == 0, explained.stderr
+    flat = " ".join(explained.stdout.split())
+    assert f"the file {etc / 'out.jsonl'}" in flat
+    assert f"a flag file ({etc / 'privacy'})" in flat
+    assert list(elsewhere.iterdir()) == []

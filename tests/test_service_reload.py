@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from agent.camera.base import SourceOptions
 from agent.clock import Clock, FakeClock
 from agent.config import load_config
@@ -181,3 +183,44 @@ def audited_spend(tmp_path: Path) -> int:
             if entry.get("kind") == "window":
                 total += int(entry["data"].get("dp_spent_micro") or 0)
     return total
+
+
+def test_a_reload_reads_relative_paths_from_the_config_files_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service started in another folder (systemd starts it in /) and a config naming its
+    key, output and state folder relatively: the start and the SIGHUP reload read them beside
+    the config file, so the reload changes only what was edited. Before, the start looked for
+    keys/device.key in the working folder and exited 2."""
+    folder = tmp_path / "etc"
+    path = write_config(folder, "scripted.mp4", extra=NO_GATE)
+    path.write_text(path.read_text().replace(f"{folder}/", ""))
+    assert "state_dir: \"state\"" in path.read_text()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    service = Service(
+        load_config(path), path, FakeClock(start=1_800_000_000.0),
+        opener=lambda s, o, c: ScriptedSource(c, 150, False),
+        pipeline_factory=lambda _c: CountingPipeline(),  # type: ignore[arg-type,return-value]
+    )
+    service.start()
+    for _ in range(20):
+        service.step()
+    path.write_text(path.read_text().replace("min_people: 2", "min_people: 3"))
+    assert service.reload() is True
+    for _ in range(40):
+        service.step()
+    service.close()
+    changes = [e["data"]["keys"] for e in audit_entries(folder) if e["kind"] == "config_change"]
+    assert changes == [["analytics.min_people"]]
+    assert windows(folder)
+    assert verify_all(folder) == []
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def audit_entries(folder: Path) -> list[dict[str, Any]]:
+    return [
+        json.loads(line)
+        for segment in sorted(folder.rglob("audit/segment-*.jsonl"))
+        for line in segment.read_text().splitlines()
+    ]

@@ -12,6 +12,7 @@ rm -rf "$DEMO"
 mkdir -p "$DEMO"
 $BIN/python tools/make_sample.py --out samples/lobby.mp4 >/dev/null
 $BIN/emotion-agent keygen --out "$DEMO/keys" >/dev/null
+# Relative paths in a config are read from the config file's folder ($DEMO), not from here.
 cat >"$DEMO/agent.yaml" <<YAML
 schema_version: 1
 device_id: demo-lobby
@@ -19,13 +20,13 @@ site:
   jurisdiction: US
   context: retail
   purpose: analytics
-camera: {source: samples/lobby.mp4, fps: 5, loop: false, realtime: false}
+camera: {source: "$PWD/samples/lobby.mp4", fps: 5, loop: false, realtime: false}
 vision: {detector: full_range, accelerator: auto, threads: 1}
 analytics: {window_seconds: 10, min_people: 5}
 mqtt: {enabled: false}
-outputs: {jsonl: $DEMO/messages.jsonl}
-keys: {private_key: $DEMO/keys/device.key}
-state_dir: $DEMO/state
+outputs: {jsonl: messages.jsonl}
+keys: {private_key: keys/device.key}
+state_dir: state
 YAML
 echo "== emotion-agent run on samples/lobby.mp4 (10 s windows, k = 5)"
 $BIN/emotion-agent --log-level WARNING run -c "$DEMO/agent.yaml"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from agent.camera.base import SourceOptions, resolve
 from agent.errors import SourceError
-from agent.settings_base import Section, tilde_problem
+from agent.settings_base import Section, in_config_folder
 
 
 class CameraConfig(Section):
@@ -18,7 +18,8 @@ class CameraConfig(Section):
         "picamera2",
         title="Camera source",
         description="picamera2 (or picamera2:N), /dev/videoN, an integer V4L2 index, rtsp://…, "
-        "http(s)://… (MJPEG), file:/path (video or image) or a folder of images.",
+        "http(s)://… (MJPEG), file:/path (video or image) or a folder of images; a relative "
+        "file or folder is read from the config file's folder.",
         min_length=1,
     )
     fps: float = Field(
@@ -58,17 +59,18 @@ class CameraConfig(Section):
 
     @field_validator("source")
     @classmethod
-    def _known_backend(cls, value: str) -> str:
-        """Refuse a source no backend speaks (e.g. ftp://) when the config loads, not at start;
-        and a file source (a path or file: URL) starting with ``~``, as every path key."""
+    def _known_backend(cls, value: str, info: ValidationInfo) -> str:
+        """Refuse a source no backend speaks (e.g. ftp://) when the config loads, not at start.
+        A file source (a path or file: URL) is read as every path key: ``~`` refused, relative
+        beside the config file (a relative file: URL becomes that full path)."""
         try:
             kind, target = resolve(value)
         except SourceError as exc:
             raise ValueError(str(exc)) from None
-        problem = tilde_problem(Path(target)) if kind == "replay" else None
-        if problem:
-            raise ValueError(problem)
-        return value
+        if kind != "replay":
+            return value
+        path = in_config_folder(Path(target), info)
+        return value if path == Path(target) else str(path)
 
     @model_validator(mode="after")
     def _size_together(self) -> CameraConfig:

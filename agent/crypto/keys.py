@@ -100,7 +100,8 @@ def resolve_key_path(path_or_name: str | os.PathLike[str], config_dir: Path | No
     """Where the device key is read from: a bare name found in $CREDENTIALS_DIRECTORY wins (the
     service: systemd's ``LoadCredential=``); else a bare name is the file beside the config
     (``config_dir``: ``check-config``, ``run`` by hand), or in the working folder without one;
-    anything else is a path."""
+    anything else is a path (a config file's relative one arrives joined to its folder,
+    ``agent.settings_base.in_config_folder``)."""
     path = Path(path_or_name)
     creds = os.environ.get("CREDENTIALS_DIRECTORY")
     if creds and len(path.parts) == 1 and (Path(creds) / path).exists():

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
-from agent.settings_base import Section, tilde_problem
+from agent.settings_base import Section, in_config_folder
 
 
 class OutputsConfig(Section):
@@ -15,16 +15,17 @@ class OutputsConfig(Section):
     jsonl: str | None = Field(
         None,
         title="JSON-lines output",
-        description="'-' for stdout or a file path; each line is {topic, payload}, as verify reads. "
+        description="'-' for stdout or a file path (relative: beside the config file); each line is "
+        "{topic, payload}, as verify reads. "
         "A file may be rotated while the agent runs (logrotate, default or copytruncate).",
         min_length=1,
     )
 
     @field_validator("jsonl")
     @classmethod
-    def _full_path(cls, value: str | None) -> str | None:
-        """A path in a text key: ``~`` is refused as in every path key (it failed only at start)."""
-        problem = None if value is None or value == "-" else tilde_problem(Path(value))
-        if problem:
-            raise ValueError(problem)
-        return value
+    def _in_config_folder(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """A path in a text key, read as every path key: ``~`` refused (it failed only at start),
+        relative beside the config file."""
+        if value is None or value == "-":
+            return value
+        return str(in_config_folder(Path(value), info))

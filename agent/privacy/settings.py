@@ -11,13 +11,12 @@ from __future__ import annotations
 import re
 from datetime import date
 from itertools import pairwise
-from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from agent.settings_base import Section
+from agent.settings_base import ConfigPath, Section
 
 Context = Literal[
     "retail", "hospitality", "transport", "public", "home", "workplace", "education", "healthcare"
@@ -219,7 +218,7 @@ class PrivacyModeConfig(Section):
     sigusr1: bool = Field(
         True, title="SIGUSR1 toggles privacy mode", description="e.g. systemctl kill -s USR1 emotion-agent"
     )
-    flag_file: Path | None = Field(
+    flag_file: ConfigPath | None = Field(
         None,
         title="Flag file",
         description="While this file exists, capture is paused (e.g. /run/emotion-agent/privacy).",

@@ -14,7 +14,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from agent.analytics.settings import AnalyticsConfig
 from agent.privacy.settings import PolicyConfig, RetentionConfig
-from agent.settings_base import Section, host_problem
+from agent.settings_base import ConfigPath, Section, host_problem
 
 MAX_TOPIC_PREFIX = 128
 
@@ -70,15 +70,15 @@ def is_loopback(host: str) -> bool:
 
 
 class TlsConfig(Section):
-    ca: Path = Field(
+    ca: ConfigPath = Field(
         ..., title="CA certificate (PEM) that signed the broker's certificate",
         description="The broker's certificate must chain to it and name mqtt.host.",
     )
-    cert: Path | None = Field(
+    cert: ConfigPath | None = Field(
         None, title="Client certificate (PEM)",
         description="Presented to brokers that require client certificates; set together with key.",
     )
-    key: Path | None = Field(
+    key: ConfigPath | None = Field(
         None, title="Client private key (PEM)",
         description="The private key of cert; readable by the service only.",
     )
@@ -95,7 +95,7 @@ class CommandsConfig(Section):
         "check-config warns when this is on and the broker connection has neither a TLS client "
         "certificate nor a password.",
     )
-    operator_key: Path | None = Field(
+    operator_key: ConfigPath | None = Field(
         None,
         title="Operator public key (JWK, PEM or base64)",
         description="When set, turning privacy mode OFF (the camera on) needs a command signed "
@@ -147,7 +147,7 @@ class MqttConfig(Section):
         None, title="Username",
         description="Set together with password_file, or omit when the broker identifies by certificate.",
     )
-    password_file: Path | None = Field(
+    password_file: ConfigPath | None = Field(
         None, title="File holding the password (never inline)",
         description="The password is the file's first line; the file must not be readable by others.",
     )

@@ -3,12 +3,11 @@ importing them loads no cv2 or runtime)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
-from agent.settings_base import Section
+from agent.settings_base import ConfigPath, Section
 
 
 class GatingConfig(Section):
@@ -134,7 +133,7 @@ class VisionConfig(Section):
         description="1: the whole frame only. 2 or 3: also an n x n grid of overlapping tiles, for "
         "small far faces in large frames (n*n more detector runs per frame; docs/vision.md).",
     )
-    models_dir: Path | None = Field(
+    models_dir: ConfigPath | None = Field(
         None,
         title="Models folder",
         description="Defaults to $EMOTION_AGENT_MODELS, else the models shipped with the agent "
