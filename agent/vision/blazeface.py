@@ -78,6 +78,17 @@ def logit_threshold(min_score: float) -> np.float32:
     return np.float32(math.log(min_score / (1.0 - min_score)))
 
 
+def raw_threshold(
+    threshold: np.float32, levels: npt.NDArray[np.integer], real: Callable[[npt.NDArray[np.generic]], F32]
+) -> int:
+    """The least integer level (of ``levels``, ascending: every value of an int8 output) whose
+    real value (``real``, rising with the level) reaches ``threshold``, or one past the last when
+    none does: comparing raw outputs with it keeps exactly the anchors that comparing their
+    dequantized values with ``threshold`` keeps, without dequantizing every anchor first."""
+    passing = (real(levels) >= threshold).nonzero()[0]
+    return int(levels[passing[0]]) if passing.size else int(levels[-1]) + 1
+
+
 def decode_rows(
     regressors: F32, classificators: F32, anchors: F32, *, scale: float, min_score: float, score_clip: float
 ) -> tuple[list[Row], list[float]]:
@@ -94,10 +105,11 @@ def decode_candidates(
     classificators: F32,
     anchors: list[list[float]],
     *,
-    threshold: np.float32,
+    threshold: np.float32 | int,
     inv_scale: float,
     score_clip: float,
     real: Callable[[npt.NDArray[np.generic]], F32] | None = None,
+    real_scores: Callable[[npt.NDArray[np.generic]], F32] | None = None,
 ) -> tuple[list[Row], list[float]]:
     """``decode_rows`` with its per-model constants worked out once (``FaceDetector`` keeps them).
 
@@ -106,20 +118,24 @@ def decode_candidates(
     calls on tiny arrays would cost more than the arithmetic. Right after an invoke every call
     runs with cold caches, so the fewer calls the better (docs/vision.md). ``real``: the
     regressors are an int8 model's raw output and this turns the kept rows into their float
-    values (elementwise, so the same floats as dequantizing all of them first)."""
+    values (elementwise, so the same floats as dequantizing all of them first). ``real_scores``
+    does the same for raw score logits, ``threshold`` then being in raw units
+    (``raw_threshold``): only the kept ones are dequantized."""
     logits = classificators.reshape(-1)
     keep = (logits >= threshold).nonzero()[0]  # flatnonzero's own three calls, as one
     if keep.size == 0:
         return [], []
+    values = logits[keep] if real_scores is None else real_scores(logits[keep])
     if keep.size > MAX_CANDIDATES:
-        keep = keep[np.argsort(-logits[keep])[:MAX_CANDIDATES]]
+        top = np.argsort(-values)[:MAX_CANDIDATES]
+        keep, values = keep[top], values[top]
     kept = regressors.reshape(-1, 16)[keep]
     if real is not None:
         kept = real(kept)
     inv = inv_scale
     rows: list[Row] = []
     scores: list[float] = []
-    for i, reg, logit in zip(keep.tolist(), kept.tolist(), logits[keep].tolist(), strict=True):
+    for i, reg, logit in zip(keep.tolist(), kept.tolist(), values.tolist(), strict=True):
         half_w, half_h = reg[2] * inv / 2.0, reg[3] * inv / 2.0
         if half_w <= 0.0 or half_h <= 0.0:
             continue

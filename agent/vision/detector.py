@@ -18,6 +18,7 @@ from agent.vision.blazeface import (
     decode_candidates,
     generate_anchors,
     logit_threshold,
+    raw_threshold,
     weighted_nms_rows,
 )
 from agent.vision.manifest import ModelSpec
@@ -97,12 +98,23 @@ class FaceDetector:
         int8 model's scores (one per anchor) are dequantized whole, its regressors (16 per
         anchor) only in the rows that pass the threshold."""
         (ri, reg_q), (si, score_q) = self._outputs
-        scores = outputs[si] if score_q is None else dequantize(outputs[si], score_q)
         return decode_candidates(
-            outputs[ri], scores, self._anchor_list,
-            threshold=self._threshold, inv_scale=1.0 / self.size, score_clip=self.spec.score_clip,
+            outputs[ri], outputs[si], self._anchor_list,
+            threshold=self._raw_threshold, inv_scale=1.0 / self.size, score_clip=self.spec.score_clip,
             real=None if reg_q is None else partial(dequantize, params=reg_q),
+            real_scores=None if score_q is None else partial(dequantize, params=score_q),
         )
+
+    @cached_property
+    def _raw_threshold(self) -> np.float32 | int:
+        """``_threshold`` in the units of the raw score output: the logit itself for a float
+        one, the least integer level that reaches it for an int8 one (``raw_threshold``)."""
+        (_, score_q) = self._outputs[1]
+        if score_q is None:
+            return self._threshold
+        lo, hi = score_q.bounds
+        levels = np.arange(lo, hi + 1).astype(score_q.dtype)
+        return raw_threshold(self._threshold, levels, partial(dequantize, params=score_q))
 
     @cached_property
     def _outputs(self) -> tuple[tuple[int, QuantParams | None], tuple[int, QuantParams | None]]:

@@ -7,13 +7,22 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from agent.frame import Pixels
-from agent.vision.blazeface import Row, decode_candidates, iou, weighted_nms_rows
+from agent.vision.blazeface import (
+    Row,
+    decode_candidates,
+    iou,
+    logit_threshold,
+    raw_threshold,
+    weighted_nms_rows,
+)
 from agent.vision.emotion import EmotionClassifier, rotation_matrix
 from agent.vision.observation import Detection
 from agent.vision.pipeline import VisionPipeline
 from agent.vision.placement import Placement
+from agent.vision.runtime import QuantParams, dequantize
 from agent.vision.settings import VisionConfig
 from agent.vision.shrink import Shrinker, shrink_steps
 from tests.vision.conftest import read
@@ -131,6 +140,22 @@ def test_int8_detector_decodes_its_raw_outputs_as_the_dequantized_ones(media: Pa
         assert seen > 10  # candidates were decoded, not only empty lists compared
     finally:
         pipeline.close()
+
+
+@pytest.mark.parametrize(("scale", "zero_point"), [(0.4, -20), (0.0123, 5), (2.5, 100), (1e-4, -128)])
+@pytest.mark.parametrize("min_score", [0.01, 0.3, 0.5, 0.5001, 0.9, 0.999])
+def test_the_raw_threshold_keeps_exactly_the_anchors_the_dequantized_one_keeps(
+    scale: float, zero_point: int, min_score: float
+) -> None:
+    """An int8 detector's scores are compared raw, with the threshold turned into a level once:
+    every level must be kept or dropped as its dequantized value is (none passing, all passing
+    and the levels either side of the boundary included)."""
+    params = QuantParams(scale, zero_point, np.int8)
+    levels = np.arange(-128, 128).astype(np.int8)
+    real = dequantize(levels, params)
+    threshold = logit_threshold(min_score)
+    level = raw_threshold(threshold, levels, lambda q: dequantize(q, params))
+    assert ((levels >= level) == (real >= threshold)).all()
 
 
 def colour_warp_crop(classifier: EmotionClassifier, pixels: Pixels, det: Detection) -> Pixels:
