@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
@@ -25,7 +25,7 @@ from agent.crypto.settings import KeysConfig
 from agent.errors import ConfigError
 from agent.outputs.settings import OutputsConfig
 from agent.privacy.settings import PolicyConfig, RetentionConfig, SiteConfig
-from agent.settings_base import CONFIG_FOLDER, ConfigPath, Section
+from agent.settings_base import CONFIG_FOLDER, ConfigPath, Section, validation_problems
 from agent.transport.settings import MqttConfig
 from agent.user_files import read_user_text
 from agent.vision.settings import VisionConfig
@@ -185,68 +185,11 @@ CROSS_FIELD_RULES: list[Callable[[AgentConfig], list[str]]] = [
 # --- loading ----------------------------------------------------------------------------------
 
 
-def _nearest_line(index: dict[tuple[str | int, ...], int], loc: tuple[str | int, ...]) -> int | None:
-    for cut in range(len(loc), -1, -1):
-        if loc[:cut] in index:
-            return index[loc[:cut]]
-    return None
-
-
-def _describe(err: Any) -> str:
-    kind = err["type"]
-    found = err.get("input")
-    if kind == "extra_forbidden":
-        return f"unknown key (found {found!r}); remove it or check its spelling"
-    if kind == "missing":
-        return "required key is missing"
-    msg = str(err["msg"])
-    if kind == "value_error":
-        return msg.removeprefix("Value error, ")
-    shown = repr(found) if not isinstance(found, dict) else "a mapping"
-    return f"{msg} (found {shown})"
-
-
 def format_validation_errors(
     exc: ValidationError, lines: dict[tuple[str | int, ...], int], source: str
 ) -> list[str]:
-    problems = []
-    for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if not isinstance(p, str) or not p.startswith("function-"))
-        path = ".".join(str(p) for p in loc) or "(top level)"
-        line = _nearest_line(lines, loc)
-        where = f"{source}:{line}" if line else source
-        problem = f"{path} ({where}): {_describe(err)}"
-        about = field_help(loc) if err["type"] != "extra_forbidden" else None
-        problems.append(f"{problem}. {about}" if about else problem)
-    return problems
-
-
-def field_help(loc: tuple[str | int, ...]) -> str | None:
-    """``title: description`` of the key at ``loc`` (list indexes skipped), as the JSON Schema
-    shows it; None for an unknown key."""
-    model: type[BaseModel] | None = AgentConfig
-    info = None
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if model is None or part not in model.model_fields:
-            return None
-        info = model.model_fields[part]
-        model = _section_of(info.annotation)
-    if info is None or not info.description:
-        return None
-    return f"{info.title}: {info.description}" if info.title else info.description
-
-
-def _section_of(annotation: Any) -> type[BaseModel] | None:
-    """The section model inside an annotation (``X``, ``X | None``, ``list[X]``, ``Annotated``)."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in get_args(annotation):
-        found = _section_of(arg)
-        if found is not None:
-            return found
-    return None
+    """The agent config's problems, one line each (``agent.settings_base.validation_problems``)."""
+    return validation_problems(exc, lines, source, AgentConfig)
 
 
 def parse_config(text: str, source: str = "<config>", folder: Path | None = None) -> AgentConfig:

@@ -1,15 +1,28 @@
 """Base class of every config section, kept apart so subsystems can define their own sections
 (``agent/<package>/settings.py``) without importing the whole config module; and the checks
-sections share (a NUL byte in any value, a broker host name, where a relative path leads)."""
+sections share (a NUL byte in any value, a broker host name, where a relative path leads), and
+how a config file's validation errors are told (``validation_problems``), the same for every
+file the agent reads (its config, the fleet's, a site file)."""
 
 from __future__ import annotations
 
 import ipaddress
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic.fields import FieldInfo
+
+if TYPE_CHECKING:
+    from agent.strict_yaml import LineIndex
 
 
 def nul_problem(value: object) -> str | None:
@@ -75,6 +88,85 @@ def in_config_folder(path: Path, info: ValidationInfo) -> Path:
 
 ConfigPath = Annotated[Path, AfterValidator(in_config_folder)]
 """A file or folder the agent's config names: relative means beside the config file."""
+
+
+def validation_problems(
+    exc: ValidationError, lines: LineIndex, source: str, model: type[BaseModel]
+) -> list[str]:
+    """One line per error of ``exc``: the key as the YAML writes it, the file and line, what is
+    wrong (pydantic's ``Value error, `` prefix dropped: the validators' messages name what was
+    found and what to write), then the key's title and description from ``model``."""
+    problems = []
+    for err in exc.errors():
+        loc, info = _key_of(tuple(err["loc"]), model)
+        path = ".".join(str(p) for p in loc) or "(top level)"
+        line = next((lines[loc[:cut]] for cut in range(len(loc), -1, -1) if loc[:cut] in lines), None)
+        where = f"{source}:{line}" if line else source
+        problem = f"{path} ({where}): {_describe(err)}"
+        about = _field_help(info) if err["type"] != "extra_forbidden" else None
+        problems.append(f"{problem}. {about}" if about else problem)
+    return problems
+
+
+def _field_help(info: FieldInfo | None) -> str | None:
+    """``title: description`` of a key, as the JSON Schema shows it; None for an unknown key."""
+    if info is None or not info.description:
+        return None
+    return f"{info.title}: {info.description}" if info.title else info.description
+
+
+def _describe(err: Any) -> str:
+    kind = err["type"]
+    found = err.get("input")
+    if kind == "extra_forbidden":
+        return f"unknown key (found {found!r}); remove it or check its spelling"
+    if kind == "missing":
+        return "required key is missing"
+    msg = str(err["msg"])
+    if kind == "value_error":
+        return msg.removeprefix("Value error, ")
+    shown = repr(found) if not isinstance(found, dict) else "a mapping"
+    return f"{msg} (found {shown})"
+
+
+def _key_of(
+    loc: tuple[str | int, ...], model: type[BaseModel]
+) -> tuple[tuple[str | int, ...], FieldInfo | None]:
+    """The key at pydantic's ``loc`` as the YAML writes it, and its field (None for an unknown
+    key). pydantic's own steps are dropped: ``function-after[...]``, and the tag of a section a
+    discriminator chose (the fleet's ``source.nats.stream`` is ``source.stream`` in the file)."""
+    sections = [model]
+    key: list[str | int] = []
+    info = None
+    for part in loc:
+        if isinstance(part, str) and part.startswith("function-"):
+            continue
+        if isinstance(part, str):
+            owner = next((s for s in sections if part in s.model_fields), None)
+            tagged = [s for s in sections if owner is None and len(sections) > 1 and _has_tag(s, part)]
+            if tagged:
+                sections = tagged
+                continue
+            info = owner.model_fields[part] if owner is not None else None
+            sections = _sections_of(info.annotation) if info is not None else []
+        key.append(part)  # a list index keeps the list's sections
+    return tuple(key), info
+
+
+def _has_tag(section: type[BaseModel], tag: str) -> bool:
+    """Is ``tag`` how pydantic names ``section`` in a union: the value of its literal field
+    (``kind: nats``) for a discriminated one, else its class name."""
+    fields = section.model_fields.values()
+    literals = (get_args(f.annotation) for f in fields if get_origin(f.annotation) is Literal)
+    return tag == section.__name__ or any(tag in values for values in literals)
+
+
+def _sections_of(annotation: Any) -> list[type[BaseModel]]:
+    """The section models inside an annotation (``X``, ``X | Y``, ``X | None``, ``list[X]``,
+    ``Annotated``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [s for arg in get_args(annotation) for s in _sections_of(arg)]
 
 
 MAX_HOST_NAME = 253

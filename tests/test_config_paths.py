@@ -125,7 +125,7 @@ def test_the_receivers_config_refuses_a_tilde_as_the_agents_does(
     with pytest.raises(ConfigError) as info:
         load_fleet_settings(path)
     (problem,) = info.value.problems
-    assert problem.startswith(f"{key} (line 4): Value error, starts with ~, which is not expanded"), problem
+    assert problem.startswith(f"{key} ({path}:4): starts with ~, which is not expanded"), problem
 
 
 def value_at(cfg: AgentConfig, key: str) -> str:

@@ -14,7 +14,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from agent import strict_yaml
 from agent.errors import ConfigError
-from agent.settings_base import Section, host_problem, tilde_problem
+from agent.settings_base import Section, host_problem, tilde_problem, validation_problems
 from agent.user_files import read_user_text
 
 _ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -195,11 +195,5 @@ def load_fleet_settings(path: Path) -> FleetSettings:
     try:
         return FleetSettings.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            key = tuple(err["loc"])
-            line = next((lines[key[:n]] for n in range(len(key), 0, -1) if key[:n] in lines), None)
-            where = f" (line {line})" if line is not None else ""
-            found = err.get("input")
-            problems.append(f"{'.'.join(str(p) for p in key)}{where}: {err['msg']} (found {found!r})")
+        problems = validation_problems(exc, lines, str(path), FleetSettings)  # as the agent's
         raise ConfigError(f"{path}: {len(problems)} problem(s) in the fleet config", problems) from exc
