@@ -24,4 +24,5 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from agent.fleet.service import FleetService  # noqa: PLC0415 - keeps `--help` light
 
-    return FleetService(load_fleet_settings(Path(args.config))).run()
+    path = Path(args.config)
+    return FleetService(load_fleet_settings(path), config_dir=path.parent).run()

@@ -16,8 +16,12 @@ def _bare_or_in_config_folder(path: Path, info: ValidationInfo) -> Path:
     return path if len(path.parts) == 1 else in_config_folder(path, info)
 
 
+KeyPath = Annotated[Path, AfterValidator(_bare_or_in_config_folder)]
+"""A private key a config names (the device's; the fleet receiver's and its witness's)."""
+
+
 class KeysConfig(Section):
-    private_key: Annotated[Path, AfterValidator(_bare_or_in_config_folder)] = Field(
+    private_key: KeyPath = Field(
         Path("/etc/emotion-agent/device.key"),
         title="Device Ed25519 private key (PEM, mode 0600)",
         description="A bare file name is looked up in $CREDENTIALS_DIRECTORY first (systemd), "

@@ -6,6 +6,7 @@ import logging
 import signal
 import threading
 import time
+from pathlib import Path
 from types import FrameType
 
 from agent.clock import SystemClock
@@ -43,7 +44,11 @@ def open_inbox(settings: FleetSettings) -> Inbox:
 
 
 class FleetService:
-    def __init__(self, settings: FleetSettings, inbox: Inbox | None = None) -> None:
+    def __init__(
+        self, settings: FleetSettings, inbox: Inbox | None = None, config_dir: Path | None = None
+    ) -> None:
+        """``config_dir``: the config file's folder, where a key given by a bare name is read
+        when $CREDENTIALS_DIRECTORY does not hold it (``agent.crypto.keys.resolve_key_path``)."""
         self.settings = settings
         self.stop_requested = threading.Event()
         self.clock = SystemClock()
@@ -55,12 +60,14 @@ class FleetService:
         )
         if settings.registry.keys_dir is not None:
             self.registry.provision(settings.registry.keys_dir, self._now_ms())
-        key = load_private_key(settings.private_key)
+        key = load_private_key(settings.private_key, config_dir)
         settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.signer = Signer(settings.receiver_id, key, settings.state_dir, self.clock)
         w = settings.witness
         self.witness = (
-            Witness(self.store, w.name, load_private_key(w.key) if w.key else key) if w.enabled else None
+            Witness(self.store, w.name, load_private_key(w.key, config_dir) if w.key else key)
+            if w.enabled
+            else None
         )
         self.inbox = inbox or open_inbox(settings)
         self.metrics = Metrics()

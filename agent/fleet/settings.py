@@ -6,6 +6,7 @@ One YAML file per receiver replica; replicas of one fleet share ``database`` and
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -13,8 +14,16 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError, field_validator
 
 from agent import strict_yaml
+from agent.crypto.settings import KeyPath
 from agent.errors import ConfigError
-from agent.settings_base import Section, host_problem, tilde_problem, validation_problems
+from agent.settings_base import (
+    CONFIG_FOLDER,
+    ConfigPath,
+    Section,
+    host_problem,
+    tilde_problem,
+    validation_problems,
+)
 from agent.user_files import read_user_text
 
 _ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -22,11 +31,13 @@ _TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class BrokerTlsSettings(Section):
-    ca: Path = Field(
+    ca: ConfigPath = Field(
         ..., title="CA certificate", description="PEM file that signed the broker's certificate."
     )
-    cert: Path | None = Field(None, title="Client certificate", description="PEM client certificate.")
-    key: Path | None = Field(None, title="Client key", description="PEM private key of the certificate.")
+    cert: ConfigPath | None = Field(None, title="Client certificate", description="PEM client certificate.")
+    key: ConfigPath | None = Field(
+        None, title="Client key", description="PEM private key of the certificate."
+    )
 
 
 class MqttSourceSettings(Section):
@@ -35,7 +46,7 @@ class MqttSourceSettings(Section):
     port: int = Field(8883, ge=1, le=65535, title="Broker port", description="8883 with TLS, 1883 without.")
     tls: BrokerTlsSettings | None = Field(None, title="TLS", description="Omit only for a loopback broker.")
     username: str | None = Field(None, title="Username", description="Broker user of this receiver.")
-    password_file: Path | None = Field(
+    password_file: ConfigPath | None = Field(
         None, title="Password file", description="First line is the password; never inline."
     )
     share_group: str = Field(
@@ -90,7 +101,7 @@ class NatsSourceSettings(Section):
 
 
 class RegistrySettings(Section):
-    keys_dir: Path | None = Field(
+    keys_dir: ConfigPath | None = Field(
         None,
         title="Device public keys",
         description="A folder of <device_id>.jwk files (from `emotion-agent keygen`).",
@@ -111,10 +122,10 @@ class WitnessSettings(Section):
         title="Witness name",
         description="Key name on cosignature lines (a schema-less URL by C2SP convention).",
     )
-    key: Path | None = Field(
+    key: KeyPath | None = Field(
         None,
         title="Witness private key",
-        description="Ed25519 PEM (`emotion-agent keygen`); shared by replicas.",
+        description="Ed25519 PEM (`emotion-agent keygen`); shared by replicas. Read as private_key.",
     )
 
 
@@ -151,12 +162,17 @@ class FleetSettings(Section):
         title="Database",
         description="sqlite:///PATH (one site) or postgresql://... (several replicas).",
     )
-    state_dir: Path = Field(
+    state_dir: ConfigPath = Field(
         Path("/var/lib/emotion-agent-fleet"),
         title="State folder",
         description="The receiver's own boot and sequence counters.",
     )
-    private_key: Path = Field(..., title="Receiver key", description="Ed25519 PEM that signs rollups.")
+    private_key: KeyPath = Field(
+        ...,
+        title="Receiver key",
+        description="Ed25519 PEM that signs rollups. A bare file name is looked up in "
+        "$CREDENTIALS_DIRECTORY first (systemd), then in the config file's folder.",
+    )
     registry: RegistrySettings = Field(
         default_factory=RegistrySettings, title="Device registry", description=""
     )
@@ -187,13 +203,16 @@ class FleetSettings(Section):
 
 
 def load_fleet_settings(path: Path) -> FleetSettings:
-    """Read and validate a receiver config; ConfigError naming each bad key."""
+    """Read and validate a receiver config; ConfigError naming each bad key. A relative path in
+    it is read from the file's folder, as in the agent's config
+    (``agent.settings_base.in_config_folder``): systemd starts the receiver in /."""
     text = read_user_text(path, "fleet config", ConfigError)
+    folder = Path(os.path.abspath(path.parent))  # the folder as named, symbolic links not followed
     data, lines = strict_yaml.parse(text, str(path))  # no aliases, no duplicate keys, bounded
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the config must be a YAML mapping of keys to values")
     try:
-        return FleetSettings.model_validate(data)
+        return FleetSettings.model_validate(data, context={CONFIG_FOLDER: folder})
     except ValidationError as exc:
         problems = validation_problems(exc, lines, str(path), FleetSettings)  # as the agent's
         raise ConfigError(f"{path}: {len(problems)} problem(s) in the fleet config", problems) from exc

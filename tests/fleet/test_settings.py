@@ -1,13 +1,56 @@
-"""The receiver's config (``collect -c fleet.yaml``) is read as the agent's: its errors read alike."""
+"""The receiver's config (``collect -c fleet.yaml``) is read as the agent's: its errors read alike,
+``~`` is refused at every path key, and a relative path is read from the config file's folder,
+whatever folder ``collect`` was started in (systemd starts it in /)."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from agent.crypto import generate_keypair
 from agent.errors import ConfigError
-from agent.fleet.settings import load_fleet_settings
+from agent.fleet.settings import FleetSettings, load_fleet_settings
+from tests.test_config_paths import path_typed_keys
+
+SETTINGS = {
+    "state_dir": "receiver_id: r1\nsource: {{kind: mqtt}}\nprivate_key: /etc/r.key\nstate_dir: {}\n",
+    "private_key": "receiver_id: r1\nsource: {{kind: mqtt}}\nprivate_key: {}\n",
+    "registry.keys_dir": "receiver_id: r1\nsource: {{kind: mqtt}}\nprivate_key: /etc/r.key\n"
+    "registry: {{keys_dir: {}}}\n",
+    "witness.key": "receiver_id: r1\nsource: {{kind: mqtt}}\nprivate_key: /etc/r.key\nwitness: {{key: {}}}\n",
+    "source.tls.ca": "receiver_id: r1\nprivate_key: /etc/r.key\nsource: {{kind: mqtt, tls: {{ca: {}}}}}\n",
+    "source.tls.cert": "receiver_id: r1\nprivate_key: /etc/r.key\n"
+    "source: {{kind: mqtt, tls: {{ca: /etc/ca.crt, cert: {}, key: /etc/c.key}}}}\n",
+    "source.tls.key": "receiver_id: r1\nprivate_key: /etc/r.key\n"
+    "source: {{kind: mqtt, tls: {{ca: /etc/ca.crt, cert: /etc/c.crt, key: {}}}}}\n",
+    "source.password_file": "receiver_id: r1\nprivate_key: /etc/r.key\n"
+    "source: {{kind: mqtt, username: u, password_file: {}}}\n",
+}
+"""A whole fleet config for each key that names a file or folder, set on its last line."""
+TEXT_PATHS: set[str] = set()
+"""Keys typed as text that hold a path: not found by type."""
+
+
+def value_at(settings: FleetSettings, key: str) -> str:
+    found: Any = settings
+    for part in key.split("."):
+        found = getattr(found, part)
+    return str(found)
+
+
+@pytest.fixture
+def etc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The config's folder; the working folder is another one."""
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    return tmp_path / "etc"
 
 
 def problems_of(path: Path, text: str) -> list[str]:
@@ -33,8 +76,78 @@ def test_the_fleet_configs_errors_read_like_the_agents(tmp_path: Path) -> None:
         "Receiver id: Unique per replica; used in topics.",
         f"source.stream ({path}:4): String should match pattern '^[A-Za-z0-9_-]{{1,32}}$' "
         "(found 'bad stream'). Stream: JetStream stream that holds the device subjects (made if missing).",
-        f"private_key ({path}:1): required key is missing. Receiver key: Ed25519 PEM that signs rollups.",
+        f"private_key ({path}:1): required key is missing. Receiver key: Ed25519 PEM that signs rollups. "
+        "A bare file name is looked up in $CREDENTIALS_DIRECTORY first (systemd), then in the config "
+        "file's folder.",
         f"http.port ({path}:5): Input should be less than or equal to 65535 (found 99999). "
         "Port: /metrics, /healthz and the page; 0: off.",
         f"http.colour ({path}:5): unknown key (found 'blue'); remove it or check its spelling",
     ]
+
+
+def test_every_path_key_of_the_fleet_config_is_covered_here() -> None:
+    """A new path key joins SETTINGS, so every check below is made of it too."""
+    assert path_typed_keys(FleetSettings) | TEXT_PATHS == set(SETTINGS)
+
+
+@pytest.mark.parametrize("key", sorted(SETTINGS))
+def test_a_path_starting_with_a_tilde_is_refused_at_its_key(tmp_path: Path, key: str) -> None:
+    path = tmp_path / "fleet.yaml"
+    text = SETTINGS[key].format("~/fleet/x")
+    (problem,) = problems_of(path, text)
+    assert problem.startswith(
+        f"{key} ({path}:{text.count(chr(10))}): starts with ~, which is not expanded "
+        "(found '~/fleet/x'); write the full path, e.g. /home/pi/fleet/x"
+    ), problem
+
+
+@pytest.mark.parametrize("key", sorted(SETTINGS))
+def test_a_relative_path_is_read_from_the_config_files_folder(etc: Path, key: str) -> None:
+    """state_dir: state was <working folder>/state: /state under systemd, and another folder
+    when collect was started by hand."""
+    path = etc / "fleet.yaml"
+    path.write_text(SETTINGS[key].format("sub/x"))
+    assert value_at(load_fleet_settings(path), key) == str(etc / "sub/x")
+
+
+@pytest.mark.parametrize("key", ["private_key", "witness.key"])
+def test_a_key_given_by_a_bare_name_stays_bare(etc: Path, key: str) -> None:
+    """As the agent's device key: systemd's credential ($CREDENTIALS_DIRECTORY) first, then the
+    file beside the config (``resolve_key_path``, given the folder by ``collect``)."""
+    path = etc / "fleet.yaml"
+    path.write_text(SETTINGS[key].format("receiver.key"))
+    assert value_at(load_fleet_settings(path), key) == "receiver.key"
+
+
+def test_collect_started_in_another_folder_reads_and_writes_beside_its_config(etc: Path) -> None:
+    """Started elsewhere (systemd starts it in /), collect read the key ``receiver.key`` from
+    the working folder (exit 2) and would have put state/ there."""
+    key = generate_keypair(etc)
+    (etc / "devices").mkdir()
+    (etc / "fleet.yaml").write_text(
+        f"receiver_id: rx-1\nsource: {{kind: mqtt, host: 127.0.0.1, port: 1}}\n"
+        f"private_key: {key.private_path.name}\nwitness: {{key: {key.private_path.name}}}\n"
+        f"state_dir: state\nregistry: {{keys_dir: devices}}\nhttp: {{port: 0}}\n"
+        f"database: sqlite:///{etc / 'fleet.db'}\n"
+    )
+    elsewhere = etc.parent / "elsewhere"
+    root = Path(__file__).resolve().parents[2]
+    with subprocess.Popen(
+        [sys.executable, "-m", "agent", "collect", "-c", str(etc / "fleet.yaml")],
+        cwd=elsewhere, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+        stderr=subprocess.PIPE, text=True,
+    ) as proc:
+        watchdog = threading.Timer(60, proc.kill)  # never starts: the test fails, not hangs
+        watchdog.start()
+        try:
+            assert proc.stderr is not None
+            log = []
+            for line in proc.stderr:
+                log.append(line)
+                if "receiver running" in line:
+                    proc.send_signal(signal.SIGTERM)
+            assert proc.wait() == 0, "".join(log)
+        finally:
+            watchdog.cancel()
+    assert (etc / "state").is_dir()
+    assert list(elsewhere.iterdir()) == []
