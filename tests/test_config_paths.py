@@ -17,7 +17,6 @@ from pydantic import BaseModel
 from agent.config import AgentConfig, load_config, parse_config
 from agent.crypto import generate_keypair
 from agent.errors import ConfigError
-from agent.fleet.settings import load_fleet_settings
 
 MINIMAL = "schema_version: 1\ndevice_id: lobby-1\n"
 
@@ -104,28 +103,6 @@ def test_a_tilde_that_is_not_at_the_start_of_a_path_is_accepted(key: str, value:
     for part in key.split("."):
         cfg = getattr(cfg, part)
     assert str(cfg) == value
-
-
-@pytest.mark.parametrize(
-    ("lines", "key"),
-    [
-        ("database: 'sqlite:///~/fleet.db'\n", "database"),
-        ("state_dir: ~/fleet\n", "state_dir"),
-        ("registry: {keys_dir: ~/keys}\n", "registry.keys_dir"),
-    ],
-)
-def test_the_receivers_config_refuses_a_tilde_as_the_agents_does(
-    tmp_path: Path, lines: str, key: str
-) -> None:
-    """The receiver's database path is text inside a URL: sqlite:///~/fleet.db was a folder named ~."""
-    path = tmp_path / "fleet.yaml"
-    path.write_text(
-        "receiver_id: r1\nsource: {kind: mqtt, host: 127.0.0.1}\nprivate_key: /etc/r.key\n" + lines
-    )
-    with pytest.raises(ConfigError) as info:
-        load_fleet_settings(path)
-    (problem,) = info.value.problems
-    assert problem.startswith(f"{key} ({path}:4): starts with ~, which is not expanded"), problem
 
 
 def value_at(cfg: AgentConfig, key: str) -> str:

@@ -11,19 +11,21 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from agent import strict_yaml
 from agent.crypto.settings import KeyPath
 from agent.errors import ConfigError
+from agent.fleet.store import SQLITE, sqlite_path
 from agent.settings_base import (
     CONFIG_FOLDER,
     ConfigPath,
     Section,
     host_problem,
-    tilde_problem,
+    in_config_folder,
     validation_problems,
 )
+from agent.state_dir import SYSTEM_FOLDERS
 from agent.user_files import read_user_text
 
 _ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -158,9 +160,10 @@ class FleetSettings(Section):
         ..., title="Where messages come from", description="kind: mqtt or nats."
     )
     database: str = Field(
-        "sqlite:///var/lib/emotion-agent-fleet/fleet.db",
+        "sqlite:////var/lib/emotion-agent-fleet/fleet.db",
         title="Database",
-        description="sqlite:///PATH (one site) or postgresql://... (several replicas).",
+        description="SQLite for one site: sqlite:////FULL/PATH (four slashes) or sqlite:///PATH "
+        "(relative: beside this file); postgresql://... for several replicas.",
     )
     state_dir: ConfigPath = Field(
         Path("/var/lib/emotion-agent-fleet"),
@@ -192,14 +195,40 @@ class FleetSettings(Section):
 
     @field_validator("database")
     @classmethod
-    def _url(cls, value: str) -> str:
-        if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
-            raise ValueError(f"{value!r}: use sqlite:///PATH or postgresql://...")
-        sqlite = value.startswith("sqlite:///")  # a path inside the URL: ~ as in every path key
-        problem = tilde_problem(Path(value.removeprefix("sqlite:///"))) if sqlite else None
+    def _url(cls, value: str, info: ValidationInfo) -> str:
+        """A SQLite file is read as every path key (``~`` refused, relative beside the config
+        file), after ``sqlite_path_problem``; the URL keeps SQLAlchemy's form (``Store``)."""
+        if not value.startswith((SQLITE, "postgresql://", "postgres://")):
+            raise ValueError(
+                f"{value!r}: use sqlite:////FULL/PATH, sqlite:///PATH (beside this file) or "
+                "postgresql://..."
+            )
+        path = sqlite_path(value)
+        if path is None:
+            return value
+        problem = sqlite_path_problem(value)
         if problem:
             raise ValueError(problem)
-        return value
+        full = in_config_folder(path, info)
+        return value if full == path else f"{SQLITE}{full}"
+
+
+def sqlite_path_problem(url: str) -> str | None:
+    """Why a SQLite URL cannot be meant as written. ``sqlite:///var/lib/...`` is the relative path
+    var/lib/... (the docs and the default said so before the default had its fourth slash): it
+    found /var/lib/... only when started in /, and read beside the config file it would be a new,
+    empty database (every device key learnt and every stored sequence number gone)."""
+    rest = url.removeprefix(SQLITE)
+    if not rest:
+        return f"{url!r} names no file; e.g. sqlite:////var/lib/emotion-agent-fleet/fleet.db"
+    top = rest.split("/", 1)[0]
+    if top and f"/{top}" in SYSTEM_FOLDERS:  # top is empty for a full path (four slashes)
+        return (
+            f"{url!r} names the relative path {rest}, read from the config file's folder; for "
+            f"/{rest} write four slashes (sqlite:////{rest}), for a folder {top} beside this file "
+            f"write sqlite:///./{rest}"
+        )
+    return None
 
 
 def load_fleet_settings(path: Path) -> FleetSettings:

@@ -131,6 +131,16 @@ class GapRow:
     last: int
 
 
+SQLITE = "sqlite:///"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL, read as SQLAlchemy reads it: the path follows three slashes, so
+    ``sqlite:////var/lib/x.db`` is /var/lib/x.db and ``sqlite:///x.db`` the relative x.db (the
+    fleet config gives it joined to its folder); None for PostgreSQL."""
+    return Path(url.removeprefix(SQLITE)) if url.startswith(SQLITE) else None
+
+
 class Store:
     """One connection, used under a lock (the receiver has one worker and the HTTP thread)."""
 
@@ -147,8 +157,8 @@ class Store:
         self.outage_errors: tuple[type[Exception], ...] = (sqlite3.OperationalError,)
         """Driver errors about the database, not the data (locked, gone, out of space): the
         message is retried, never given up (``transient``)."""
-        if url.startswith("sqlite:///"):
-            path = Path(url.removeprefix("sqlite:///"))
+        path = sqlite_path(url)
+        if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._conn: Any = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
             self._conn.execute("PRAGMA journal_mode=WAL")

@@ -31,17 +31,19 @@ SETTINGS = {
     "source: {{kind: mqtt, tls: {{ca: /etc/ca.crt, cert: /etc/c.crt, key: {}}}}}\n",
     "source.password_file": "receiver_id: r1\nprivate_key: /etc/r.key\n"
     "source: {{kind: mqtt, username: u, password_file: {}}}\n",
+    "database": "receiver_id: r1\nsource: {{kind: mqtt}}\nprivate_key: /etc/r.key\ndatabase: 'sqlite:///{}'\n",
 }
 """A whole fleet config for each key that names a file or folder, set on its last line."""
-TEXT_PATHS: set[str] = set()
-"""Keys typed as text that hold a path: not found by type."""
+TEXT_PATHS = {"database"}
+"""Keys typed as text that hold a path (a SQLite database's URL): not found by type."""
 
 
 def value_at(settings: FleetSettings, key: str) -> str:
+    """The path the key names (a SQLite URL's: what follows ``sqlite:///``, as ``Store`` reads it)."""
     found: Any = settings
     for part in key.split("."):
         found = getattr(found, part)
-    return str(found)
+    return str(found).removeprefix("sqlite:///") if key == "database" else str(found)
 
 
 @pytest.fixture
@@ -128,7 +130,7 @@ def test_collect_started_in_another_folder_reads_and_writes_beside_its_config(et
         f"receiver_id: rx-1\nsource: {{kind: mqtt, host: 127.0.0.1, port: 1}}\n"
         f"private_key: {key.private_path.name}\nwitness: {{key: {key.private_path.name}}}\n"
         f"state_dir: state\nregistry: {{keys_dir: devices}}\nhttp: {{port: 0}}\n"
-        f"database: sqlite:///{etc / 'fleet.db'}\n"
+        f"database: sqlite:///fleet.db\n"
     )
     elsewhere = etc.parent / "elsewhere"
     root = Path(__file__).resolve().parents[2]
@@ -150,4 +152,58 @@ def test_collect_started_in_another_folder_reads_and_writes_beside_its_config(et
         finally:
             watchdog.cancel()
     assert (etc / "state").is_dir()
+    assert (etc / "fleet.db").is_file()
     assert list(elsewhere.iterdir()) == []
+
+
+def test_the_default_database_is_the_file_under_var_lib(etc: Path) -> None:
+    """The default sqlite:///var/lib/emotion-agent-fleet/fleet.db is, as the store reads a SQLite
+    URL (SQLAlchemy's form), the relative path var/lib/...: /var/lib/... only under systemd
+    (started in /), and collect started by hand made var/lib/... in the working folder."""
+    (etc / "fleet.yaml").write_text(SETTINGS["state_dir"].format("/var/lib/emotion-agent-fleet"))
+    url = load_fleet_settings(etc / "fleet.yaml").database
+    assert url == FleetSettings.model_fields["database"].default
+    assert url == "sqlite:////var/lib/emotion-agent-fleet/fleet.db"
+
+
+@pytest.mark.parametrize(
+    ("value", "full"),
+    [("fleet.db", "fleet.db"), ("db/fleet.db", "db/fleet.db"), ("./var/fleet.db", "var/fleet.db")],
+)
+def test_a_relative_sqlite_database_is_read_from_the_config_files_folder(
+    etc: Path, value: str, full: str
+) -> None:
+    (etc / "fleet.yaml").write_text(SETTINGS["database"].format(value))
+    assert load_fleet_settings(etc / "fleet.yaml").database == f"sqlite:///{etc / full}"
+
+
+def test_a_full_sqlite_path_is_kept_as_written(etc: Path) -> None:
+    (etc / "fleet.yaml").write_text(SETTINGS["database"].format("/srv/fleet/fleet.db"))
+    assert load_fleet_settings(etc / "fleet.yaml").database == "sqlite:////srv/fleet/fleet.db"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            "sqlite:///var/lib/emotion-agent-fleet/fleet.db",
+            "'sqlite:///var/lib/emotion-agent-fleet/fleet.db' names the relative path "
+            "var/lib/emotion-agent-fleet/fleet.db, read from the config file's folder; for "
+            "/var/lib/emotion-agent-fleet/fleet.db write four slashes "
+            "(sqlite:////var/lib/emotion-agent-fleet/fleet.db), for a folder var beside this file "
+            "write sqlite:///./var/lib/emotion-agent-fleet/fleet.db",
+        ),
+        ("sqlite:///srv/fleet.db", "'sqlite:///srv/fleet.db' names the relative path srv/fleet.db"),
+        ("sqlite:///", "'sqlite:///' names no file; e.g. sqlite:////var/lib/emotion-agent-fleet/fleet.db"),
+    ],
+)
+def test_a_sqlite_url_that_cannot_mean_what_it_says_is_refused(
+    etc: Path, url: str, expected: str
+) -> None:
+    """The docs' example was sqlite:///var/lib/...: read beside the config it would silently be a
+    new, empty database (every device key learnt and every stored sequence number gone), so a
+    relative path under a system folder's name is refused with the two ways to write it."""
+    path = etc / "fleet.yaml"
+    text = f"receiver_id: r1\nsource: {{kind: mqtt}}\nprivate_key: /etc/r.key\ndatabase: '{url}'\n"
+    (problem,) = problems_of(path, text)
+    assert problem.startswith(f"database ({path}:4): {expected}"), problem
