@@ -3,7 +3,9 @@
 The code block under "On the device" is read from the page and each line is run in order: the
 `systemctl` lines become SIGTERM to, and a new start of, `emotion-agent run` (as systemd does),
 the `emotion-agent` line runs as written with the test's config path for
-/etc/emotion-agent/agent.yaml. The config names its key as a bare `device.key`, as provisioned
+/etc/emotion-agent/agent.yaml. That line must name the program as tools/install lays it down (the
+unit's ExecStart= program): a plain `sudo emotion-agent` is "command not found" on the device,
+whose venv is on no PATH sudo uses. The config names its key as a bare `device.key`, as provisioned
 configs do, so the command's default key path (beside the config) is the one exercised. A line
 the test does not know fails it, so the page and the test cannot drift apart.
 """
@@ -25,6 +27,13 @@ from agent.crypto import generate_keypair, kid_for, load_private_key
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "key-rotation.md"
 ETC_CONFIG = "/etc/emotion-agent/agent.yaml"
+UNIT = ROOT / "systemd" / "emotion-agent.service"
+
+
+def installed_program() -> str:
+    """The agent's program on a device, as the unit starts it (ExecStart='s first word)."""
+    line = next(x for x in UNIT.read_text(encoding="utf-8").splitlines() if x.startswith("ExecStart="))
+    return line.removeprefix("ExecStart=").split()[0]
 
 
 def procedure() -> list[str]:
@@ -74,6 +83,12 @@ class Systemd:
         self.proc = None
 
 
+def test_the_documented_rotation_names_the_installed_program() -> None:
+    """On a device the agent is /opt/emotion-agent/venv/bin/emotion-agent, on no PATH of sudo."""
+    commands = [line.split()[1] for line in procedure() if line.split()[1] != "systemctl"]
+    assert commands == [installed_program()], procedure()
+
+
 @pytest.mark.slow
 def test_the_documented_procedure_rotates_a_running_agents_key(tmp_path: Path, sample_clip: Path) -> None:
     generate_keypair(tmp_path / "keygen")
@@ -100,7 +115,7 @@ state_dir: "{tmp_path / 'state'}"
                 systemd.stop()
             elif words == ["sudo", "systemctl", "start", "emotion-agent"]:
                 systemd.start()
-            elif words[:2] == ["sudo", "emotion-agent"]:
+            elif words[:2] == ["sudo", installed_program()]:
                 args = [str(config) if w == ETC_CONFIG else w for w in words[2:]]
                 proc = subprocess.run([sys.executable, "-m", "agent", *args], cwd=tmp_path,
                                       capture_output=True, text=True, timeout=120, check=False)
