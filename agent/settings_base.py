@@ -7,6 +7,7 @@ file the agent reads (its config, the fleet's, a site file)."""
 from __future__ import annotations
 
 import ipaddress
+import pwd
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args, get_origin
@@ -54,13 +55,23 @@ def tilde_problem(value: object) -> str | None:
     config), so ``~/x`` would be a folder named ``~``. Paths held in text keys (``outputs.jsonl``,
     a file ``camera.source``) are given here as a ``Path`` by their own validators."""
     if isinstance(value, Path) and value.parts and value.parts[0].startswith("~"):
-        user = value.parts[0][1:] or "pi"
-        example = Path("/home", user, *value.parts[1:])
+        example = _home_example(value.parts[0][1:]).joinpath(*value.parts[1:])
         return (
             f"starts with ~, which is not expanded (found {str(value)!r}); "
             f"write the full path, e.g. {example}"
         )
     return None
+
+
+def _home_example(user: str) -> Path:
+    """The folder ``~user`` stands for, for an error's example: the user database's home
+    (``~root`` is /root), else /home/USER; a bare ``~`` shows the Pi's default user, pi."""
+    if not user:
+        return Path("/home/pi")
+    try:
+        return Path(pwd.getpwnam(user).pw_dir)
+    except (KeyError, ValueError):  # no such user; ValueError: a NUL byte, refused anyway
+        return Path("/home", user)
 
 
 CONFIG_FOLDER = "config_folder"

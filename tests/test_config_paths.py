@@ -6,6 +6,7 @@ in /)."""
 
 from __future__ import annotations
 
+import pwd
 import subprocess
 import sys
 from pathlib import Path
@@ -76,6 +77,15 @@ def test_a_path_starting_with_a_tilde_is_refused_at_its_key(key: str, value: str
     assert problem.startswith(
         f"{key} (c.yaml:3): starts with ~, which is not expanded (found {value!r}); "
         f"write the full path, e.g. {example}"
+    ), problem
+
+
+def test_a_named_users_tilde_shows_that_users_home() -> None:
+    """~root/ea was shown as /home/root/ea; the example is the home the user database gives."""
+    problem = problem_of(MINIMAL + "state_dir: ~root/ea\n")
+    assert problem.startswith(
+        "state_dir (c.yaml:3): starts with ~, which is not expanded (found '~root/ea'); "
+        f"write the full path, e.g. {Path(pwd.getpwnam('root').pw_dir, 'ea')}"
     ), problem
 
 
