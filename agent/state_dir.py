@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd
 import stat
 from pathlib import Path
 
@@ -68,10 +69,20 @@ def check(path: Path, *, uid: int | None = None) -> os.stat_result | None:
         raise ConfigError(f"state_dir {path}: is {kind}, not a folder")
     if info.st_uid != uid:
         raise ConfigError(
-            f"state_dir {path}: belongs to uid {info.st_uid}, not to the service user (uid {uid}); "
-            f"run `chown -R <service user> {path}`"
+            f"state_dir {path}: belongs to {user_named(info.st_uid)}, not to {user_named(uid)}, "
+            "the user this command runs as; if the folder's owner is the service user (as systemd's "
+            "StateDirectory= makes it), run the command as that user (docs/installing.md, section 7), "
+            f"else give it the folder: `chown -R <service user> {path}`"
         )
     return info
+
+
+def user_named(uid: int) -> str:
+    """``emotion-agent (uid 994)``, or ``uid 994`` for a uid the user database does not know."""
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 def prepare(path: Path, *, uid: int | None = None) -> Path:
