@@ -6,6 +6,7 @@ One YAML file per receiver replica; replicas of one fleet share ``database`` and
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -232,8 +233,9 @@ def sqlite_path_problem(url: str) -> str | None:
 
 
 def load_fleet_settings(path: Path) -> FleetSettings:
-    """Read and validate a receiver config; ConfigError naming each bad key. A relative path in
-    it is read from the file's folder, as in the agent's config
+    """Read and validate a receiver config; ConfigError naming each bad key. Validated strictly,
+    as the agent's config (``agent.config.parse_config``): ``port: "8883"`` or ``enabled: "yes"``
+    is refused at its key, not coerced. A relative path in it is read from the file's folder
     (``agent.settings_base.in_config_folder``): systemd starts the receiver in /."""
     text = read_user_text(path, "fleet config", ConfigError)
     folder = Path(os.path.abspath(path.parent))  # the folder as named, symbolic links not followed
@@ -241,7 +243,9 @@ def load_fleet_settings(path: Path) -> FleetSettings:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the config must be a YAML mapping of keys to values")
     try:
-        return FleetSettings.model_validate(data, context={CONFIG_FOLDER: folder})
+        # through JSON: strict mode takes a path as text there, as it comes from YAML
+        context = {CONFIG_FOLDER: folder}
+        return FleetSettings.model_validate_json(json.dumps(data), strict=True, context=context)
     except ValidationError as exc:
         problems = validation_problems(exc, lines, str(path), FleetSettings)  # as the agent's
         raise ConfigError(f"{path}: {len(problems)} problem(s) in the fleet config", problems) from exc

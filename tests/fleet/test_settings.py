@@ -87,6 +87,38 @@ def test_the_fleet_configs_errors_read_like_the_agents(tmp_path: Path) -> None:
     ]
 
 
+def test_a_value_of_the_wrong_type_is_refused_as_in_the_agents_config(tmp_path: Path) -> None:
+    """The fleet loader validated the YAML's data laxly: port: "8883" was 8883, enabled: "yes"
+    true and port: 9108.0 9108, where the agent's config (``parse_config``, strict) refuses each
+    at its key; now the fleet config does too, with the same message."""
+    path = tmp_path / "fleet.yaml"
+    problems = problems_of(
+        path,
+        'receiver_id: r1\nsource: {kind: mqtt, port: "8883"}\nprivate_key: /etc/r.key\n'
+        'witness: {enabled: "yes"}\nhttp: {port: 9108.0}\n',
+    )
+    assert problems == [
+        f"source.port ({path}:2): Input should be a valid integer (found '8883'). "
+        "Broker port: 8883 with TLS, 1883 without.",
+        f"witness.enabled ({path}:4): Input should be a valid boolean (found 'yes'). "
+        "Witness checkpoints: Cosign consistent checkpoints.",
+        f"http.port ({path}:5): Input should be a valid integer (found 9108.0). "
+        "Port: /metrics, /healthz and the page; 0: off.",
+    ]
+
+
+def test_the_documented_example_is_valid(tmp_path: Path) -> None:
+    """docs/fleet.md's fleet.yaml, read as strictly as the agent's config (paths as text)."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "fleet.md").read_text()
+    example = doc.split("```yaml\nreceiver_id:", 1)[1].split("```", 1)[0]
+    path = tmp_path / "fleet.yaml"
+    path.write_text("receiver_id:" + example)
+    settings = load_fleet_settings(path)
+    assert settings.source.port == 8883
+    assert settings.private_key == Path("/etc/emotion-agent-fleet/receiver.key")
+    assert settings.rollup.sites == {"hall-a": ["cam-1", "cam-2"]}
+
+
 def test_every_path_key_of_the_fleet_config_is_covered_here() -> None:
     """A new path key joins SETTINGS, so every check below is made of it too."""
     assert path_typed_keys(FleetSettings) | TEXT_PATHS == set(SETTINGS)
