@@ -13,9 +13,9 @@ from typing import Any
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from agent import strict_yaml
-from agent.config import format_validation_errors, is_valid_device_id, reserved_device_id_problem
+from agent.config import is_valid_device_id, reserved_device_id_problem
 from agent.errors import ConfigError
-from agent.settings_base import Section
+from agent.settings_base import Section, validation_problems
 from agent.user_files import read_user_text
 
 
@@ -109,6 +109,6 @@ def load_site(path: str | Path) -> SiteFile:
     try:
         site = SiteFile.model_validate_json(json.dumps(data), strict=True)
     except ValidationError as exc:
-        problems = format_validation_errors(exc, lines, str(p))
+        problems = validation_problems(exc, lines, str(p), SiteFile)  # its own keys' help
         raise ConfigError(f"{p}: {len(problems)} problem(s) in the site file", problems) from exc
     return site.resolve(p.resolve().parent)
