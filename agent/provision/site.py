@@ -1,12 +1,14 @@
 """The site file an installer brings: which devices, which broker, which policy.
 
-Paths in it are relative to the site file. ``agent`` holds any further agent config keys
-(camera, analytics, policy, ...), validated by the agent's own schema when the config is built.
+Paths in it are relative to the site file's folder as named (symbolic links not followed).
+``agent`` holds any further agent config keys (camera, analytics, policy, ...), validated by the
+agent's own schema when the config is built.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +102,9 @@ class SiteFile(Section):
 
 
 def load_site(path: str | Path) -> SiteFile:
-    """Read and validate a site file; ConfigError (exit 2) lists every problem with its line."""
+    """Read and validate a site file; ConfigError (exit 2) lists every problem with its line.
+    A relative path in it is beside the file as named, symbolic links not followed, as in the
+    agent's and the fleet's configs (a linked site file reads the files beside the link)."""
     p = Path(path)
     text = read_user_text(p, "site file", ConfigError)
     data, lines = strict_yaml.parse(text, str(p))
@@ -111,4 +115,4 @@ def load_site(path: str | Path) -> SiteFile:
     except ValidationError as exc:
         problems = validation_problems(exc, lines, str(p), SiteFile)  # its own keys' help
         raise ConfigError(f"{p}: {len(problems)} problem(s) in the site file", problems) from exc
-    return site.resolve(p.resolve().parent)
+    return site.resolve(Path(os.path.abspath(p.parent)))

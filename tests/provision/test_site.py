@@ -1,5 +1,5 @@
 """The site file (``provision --site``) is read as the agent's config: its errors describe its own
-keys."""
+keys, and a relative path in it is beside the file as named, symbolic links not followed."""
 
 from __future__ import annotations
 
@@ -27,3 +27,23 @@ def test_an_error_at_a_key_the_agent_config_also_has_is_described_as_the_site_fi
         "section: Jurisdiction, context, purpose, signage, consent: validated by the agent's schema."
     ]
 
+
+@pytest.mark.parametrize("linked", ["folder", "file"])
+def test_a_relative_path_is_beside_the_site_file_as_named(tmp_path: Path, linked: str) -> None:
+    """The folder was found with Path.resolve(), which follows symbolic links, where the agent's
+    and the fleet's configs take it as named (os.path.abspath): a site file reached through a
+    linked folder named its files by the link's target, and a linked site file read the CA
+    certificate beside its target instead of beside the link."""
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "site.yml").write_text(SITE + "lab_ca: {cert: lab/ca.crt, key: lab/ca.key}\n")
+    named = tmp_path / "sites"
+    if linked == "folder":
+        named.symlink_to(real)
+    else:
+        named.mkdir()
+        (named / "site.yml").symlink_to(real / "site.yml")
+    site = load_site(named / "site.yml")
+    assert site.broker.ca_cert == named / "ca.crt"
+    assert site.lab_ca is not None
+    assert (site.lab_ca.cert, site.lab_ca.key) == (named / "lab/ca.crt", named / "lab/ca.key")
