@@ -10,13 +10,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from agent.config import parse_config
+from agent.config import AgentConfig, parse_config
 from agent.errors import ConfigError
 from agent.privacy.policy import PolicyRefused, require_allowed
 from agent.provision.keys import SigningKey, TlsIdentity, new_signing_key, new_tls_identity
@@ -28,6 +29,13 @@ BUNDLE_DIR = "emotion-agent"
 MANIFEST = "MANIFEST"
 SUMS = "SHA256SUMS"
 TLS_FILES = {"ca": "ca.crt", "cert": "client.crt", "key": "client.key"}
+STATE = Path("/var/lib/emotion-agent")
+"""The one folder the service may write: the unit's StateDirectory= under ProtectSystem=strict."""
+WRITTEN: dict[tuple[str | int, ...], str] = {
+    ("state_dir",): f"leave state_dir out (its default is {STATE}) or ",
+    ("outputs", "jsonl"): "",
+}
+"""The device config's path keys the service writes, and what to offer besides a path under STATE."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +97,8 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def render_config(site: SiteFile, device_id: str, has_cert: bool) -> str:
-    """The device's agent.yaml; validated with the agent's schema before it is written."""
+    """The device's agent.yaml; validated with the agent's schema before it is written, as the
+    device reads it (from /etc/emotion-agent), and refused if a path in it is relative."""
     owned: dict[str, Any] = {
         "schema_version": 1,
         "device_id": device_id,
@@ -112,17 +121,64 @@ def render_config(site: SiteFile, device_id: str, has_cert: bool) -> str:
         "# keys.private_key is a bare name: systemd passes it in as a credential (LoadCredential=).\n"
         f"{cert_note}" + yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
     )
+    source = f"{device_id}/agent.yaml"
     try:
-        cfg = parse_config(text, f"{device_id}/agent.yaml")
+        cfg = parse_config(text, source, ETC)  # as the device reads it
+        as_written = parse_config(text, source)
     except ConfigError as exc:
         raise ConfigError(
             f"the site file's agent keys give {device_id} an invalid config", exc.problems
         ) from exc
+    problems = relative_path_problems(site, as_written, cfg)
+    if problems:
+        raise ConfigError(
+            f"{site.where(())}: {len(problems)} path(s) under agent: that {device_id} cannot use",
+            problems,
+        )
     try:
         require_allowed(cfg)
     except PolicyRefused as exc:
         raise ConfigError(f"{device_id} would refuse to start: {exc}") from exc
     return text
+
+
+def relative_path_problems(site: SiteFile, as_written: AgentConfig, on_device: AgentConfig) -> list[str]:
+    """Why each relative path of a device's config cannot work there, at its site file key.
+
+    The device reads a relative path from its config's folder, /etc/emotion-agent: read-only to
+    the service (ProtectSystem=strict) and holding only the bundle's files, so ``state_dir:
+    state`` could not be written and a relative file would not be there. Such a path is found
+    as a value the device reads differently from how it is written (a bare key name is not:
+    systemd's credential), so every path key of the agent's schema is covered."""
+    problems = []
+    written, device = as_written.model_dump(mode="json"), on_device.model_dump(mode="json")
+    for key, value, read_as in _read_differently(written, device):
+        site_key = key if key[0] == "site" else ("agent", *key)  # agent: holds all but site:
+        problem = f"{value!r} is relative: on the device it is {read_as}, in its config's folder"
+        if key in WRITTEN:
+            fix = f"{WRITTEN[key]}write a full path under {STATE}, e.g. {STATE / Path(value).name}"
+            problem += f", which the service cannot write (ProtectSystem=strict); {fix}"
+        else:
+            problem += (
+                f"; write the full path it will have on the device (e.g. {read_as}, put there by "
+                "hand: the bundle brings only its own files)"
+            )
+        problems.append(f"{'.'.join(map(str, site_key))} ({site.where(site_key)}): {problem}")
+    return problems
+
+
+def _read_differently(
+    written: Any, device: Any, key: tuple[str | int, ...] = ()
+) -> Iterator[tuple[tuple[str | int, ...], Any, Any]]:
+    """Each key of two dumps of one config whose values differ, with both values."""
+    if isinstance(written, dict):
+        for name, value in written.items():
+            yield from _read_differently(value, device[name], (*key, name))
+    elif isinstance(written, list):
+        for index, (value, other) in enumerate(zip(written, device, strict=True)):
+            yield from _read_differently(value, other, (*key, index))
+    elif written != device:
+        yield key, written, device
 
 
 def build_bundle(

@@ -1,8 +1,9 @@
 """The site file an installer brings: which devices, which broker, which policy.
 
-Paths in it are relative to the site file's folder as named (symbolic links not followed).
-``agent`` holds any further agent config keys (camera, analytics, policy, ...), validated by the
-agent's own schema when the config is built.
+Its own paths (``broker.ca_cert``, ``lab_ca``) are relative to the site file's folder as named
+(symbolic links not followed). ``agent`` holds any further agent config keys (camera, analytics,
+policy, ...), validated by the agent's own schema when the config is built; their paths are the
+device's (``agent.provision.bundle``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 
 from agent import strict_yaml
 from agent.config import is_valid_device_id, reserved_device_id_problem
@@ -33,6 +34,10 @@ class LabCa(Section):
     cert: Path = Field(..., title="Lab CA certificate (PEM)")
     key: Path = Field(..., title="Lab CA private key (PEM, unencrypted)")
     days: int = Field(825, ge=1, le=3650, title="Validity of the client certificates (days)")
+
+
+SITE_LINES = "site_lines"
+"""Validation context key: the site file's name and line index (``load_site``)."""
 
 
 class SiteFile(Section):
@@ -62,6 +67,20 @@ class SiteFile(Section):
         description="Merged into every device's agent.yaml (camera, vision, analytics, ...).",
     )
     lab_ca: LabCa | None = Field(None, title="Lab CA that signs client certificates directly")
+    _source: str = PrivateAttr("<site file>")
+    _lines: strict_yaml.LineIndex = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: Any) -> None:
+        """Keep where each key was written: a problem found only once a device's config is
+        built from the site file (``render_config``) names the site file's line."""
+        found = context.get(SITE_LINES) if isinstance(context, dict) else None
+        if found is not None:
+            self._source, self._lines = found
+
+    def where(self, key: tuple[str | int, ...]) -> str:
+        """``site.yml:12``: the file and the line of ``key`` (or of the nearest key holding it)."""
+        line = next((self._lines[key[:n]] for n in range(len(key), 0, -1) if key[:n] in self._lines), None)
+        return f"{self._source}:{line}" if line else self._source
 
     @field_validator("device_name", "device_prefix")
     @classmethod
@@ -111,7 +130,9 @@ def load_site(path: str | Path) -> SiteFile:
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: the site file must be a YAML mapping of keys to values")
     try:
-        site = SiteFile.model_validate_json(json.dumps(data), strict=True)
+        site = SiteFile.model_validate_json(
+            json.dumps(data), strict=True, context={SITE_LINES: (str(p), lines)}
+        )
     except ValidationError as exc:
         problems = validation_problems(exc, lines, str(p), SiteFile)  # its own keys' help
         raise ConfigError(f"{p}: {len(problems)} problem(s) in the site file", problems) from exc

@@ -19,6 +19,7 @@ from agent.cli import main
 from agent.config import RESERVED_DEVICE_IDS, load_config
 from agent.provision.boot import fat_offset
 from agent.provision.keys import b64url, jwk_of
+from tests.test_config_paths import SETTINGS as PATH_KEYS
 
 MTOOLS_ENV = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
 ACL = Path(__file__).resolve().parents[2] / "firmware_config" / "mosquitto-emotion-agent.acl"
@@ -282,6 +283,113 @@ def test_the_shipped_example_site_file_provisions_one_card_as_documented(
     (boot / "config.txt").write_text("arm_64bit=1\n")
     assert main(["provision", "--site", str(site), "--boot", str(boot)]) == 0
     assert (boot / "emotion-agent/agent.yaml").read_text().count("device_id: lobby-1") == 1
+
+
+def site_with(tmp: Path, ca: Path, agent_lines: str) -> Path:
+    """write_site's file with its agent section in block style and ``agent_lines`` added to it
+    (the first on line 9)."""
+    site = write_site(tmp, ca)
+    site.write_text(site.read_text().replace(
+        "agent: {analytics: {window_seconds: 60, min_people: 5}}\n",
+        "agent:\n  analytics: {window_seconds: 60, min_people: 5}\n" + agent_lines,
+    ))
+    return site
+
+
+def bootfs(tmp: Path) -> Path:
+    """A mounted boot partition: a folder with config.txt."""
+    boot = tmp / "bootfs"
+    boot.mkdir()
+    (boot / "config.txt").write_text("arm_64bit=1\n")
+    return boot
+
+
+RELATIVE = [
+    ("state_dir", "state_dir: state", "state", "/etc/emotion-agent/state"),
+    ("outputs.jsonl", "outputs: {jsonl: stats.jsonl}", "stats.jsonl", "/etc/emotion-agent/stats.jsonl"),
+    ("mqtt.password_file", "mqtt: {password_file: mqtt.pw}", "mqtt.pw", "/etc/emotion-agent/mqtt.pw"),
+    ("mqtt.commands.operator_key", "mqtt: {commands: {operator_key: keys/op.pub}}", "keys/op.pub",
+     "/etc/emotion-agent/keys/op.pub"),
+    ("policy.privacy_mode.flag_file", "policy: {privacy_mode: {flag_file: privacy}}", "privacy",
+     "/etc/emotion-agent/privacy"),
+    ("vision.models_dir", "vision: {models_dir: models}", "models", "/etc/emotion-agent/models"),
+    ("camera.source", "camera: {source: clips/lobby.mp4}", "clips/lobby.mp4",
+     "/etc/emotion-agent/clips/lobby.mp4"),
+    ("camera.source", "camera: {source: 'file:clip.mp4'}", "file:clip.mp4", "/etc/emotion-agent/clip.mp4"),
+]
+"""A relative value of each path key a site file's agent: section can set, and where the device
+reads it (from its config's folder, /etc/emotion-agent)."""
+SET_BY_PROVISIONING = {"keys.private_key", "mqtt.tls.ca", "mqtt.tls.cert", "mqtt.tls.key"}
+"""Path keys the bundle sets itself: its device key by bare name (systemd's credential), its TLS
+files by full path."""
+
+
+def test_every_path_key_a_site_file_can_set_is_checked_here() -> None:
+    assert {key for key, *_ in RELATIVE} == set(PATH_KEYS) - SET_BY_PROVISIONING
+
+
+@pytest.mark.parametrize("case", RELATIVE, ids=lambda case: case[1])
+def test_a_relative_path_under_agent_is_refused_naming_its_site_file_key_and_line(
+    case: tuple[str, str, str, str], tmp_path: Path, lab_ca: tuple[Path, Path],
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """Was: exit 0. The device reads a relative path from its config's folder, /etc/emotion-agent
+    (since 6214337): read-only to the service (ProtectSystem=strict), holding only the bundle's
+    files, so state_dir: state failed at start and a relative file was never there."""
+    key, line, value, on_device = case
+    site = site_with(tmp_path, lab_ca[0], f"  {line}\n")
+    boot = bootfs(tmp_path)
+    assert main(["provision", "--site", str(site), "--boot", str(boot)]) == 2
+    _, err = capfd.readouterr()
+    assert f"agent.{key} ({site}:9): {value!r} is relative: on the device it is {on_device}" in err, err
+    assert "Traceback" not in err
+    assert not (boot / "emotion-agent").exists()
+
+
+@pytest.mark.parametrize(
+    ("line", "instead"),
+    [
+        ("state_dir: state", "leave state_dir out (its default is /var/lib/emotion-agent) or write "
+         "a full path under /var/lib/emotion-agent, e.g. /var/lib/emotion-agent/state"),
+        ("outputs: {jsonl: out/stats.jsonl}", "write a full path under /var/lib/emotion-agent, "
+         "e.g. /var/lib/emotion-agent/stats.jsonl"),
+        ("mqtt: {password_file: mqtt.pw}", "write the full path it will have on the device (e.g. "
+         "/etc/emotion-agent/mqtt.pw, put there by hand: the bundle brings only its own files)"),
+    ],
+    ids=["state_dir", "outputs.jsonl", "mqtt.password_file"],
+)
+def test_the_refusal_says_what_to_write_instead(
+    line: str, instead: str, tmp_path: Path, lab_ca: tuple[Path, Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """What the service writes goes under its StateDirectory; other files are named in full."""
+    site = site_with(tmp_path, lab_ca[0], f"  {line}\n")
+    assert main(["provision", "--site", str(site), "--boot", str(bootfs(tmp_path))]) == 2
+    _, err = capfd.readouterr()
+    assert f"; {instead}" in " ".join(err.split()), err
+
+
+def test_full_paths_under_agent_reach_the_device_as_written(
+    tmp_path: Path, lab_ca: tuple[Path, Path]
+) -> None:
+    """The keys the bundle sets stay as they were: the device key by bare name (systemd's
+    credential, LoadCredential=), the CA and client files in full under /etc/emotion-agent."""
+    site = site_with(
+        tmp_path, lab_ca[0], "  state_dir: /var/lib/emotion-agent/lobby\n"
+        "  outputs: {jsonl: /var/lib/emotion-agent/stats.jsonl}\n"
+        "  camera: {source: 'file:/srv/clips/lobby.mp4'}\n",
+    )
+    boot = bootfs(tmp_path)
+    assert main(["provision", "--site", str(site), "--boot", str(boot)]) == 0
+    cfg = load_config(boot / "emotion-agent" / "agent.yaml")  # relative paths: from this folder
+    assert cfg.state_dir == Path("/var/lib/emotion-agent/lobby")
+    assert cfg.outputs.jsonl == "/var/lib/emotion-agent/stats.jsonl"
+    assert cfg.camera.source == "file:/srv/clips/lobby.mp4"
+    assert cfg.keys.private_key == Path("device.key")
+    assert cfg.mqtt.tls is not None
+    assert (cfg.mqtt.tls.ca, cfg.mqtt.tls.cert, cfg.mqtt.tls.key) == (
+        Path("/etc/emotion-agent/ca.crt"), Path("/etc/emotion-agent/client.crt"),
+        Path("/etc/emotion-agent/client.key"),
+    )
 
 
 @pytest.mark.parametrize("name", ["homeassistant", "emotion-agent-fleet", "site"])
