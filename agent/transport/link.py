@@ -8,7 +8,10 @@ own wrapping leaves open (one ResourceWarning per retry).
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import ssl
+import threading
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -72,6 +75,11 @@ class OutgoingMessage(Protocol):
     def retain(self) -> bool: ...
 
 
+SHUT_GRACE_S = 1.0
+"""How long paho's network thread gets to end once its connection is shut (``end_within``): it
+sees the shut connection at its next turn (a select of at most 1 s)."""
+
+
 class PahoClient(paho.Client):
     """paho's client, remembering why the last socket could not be opened (TLS, refused...).
 
@@ -98,6 +106,29 @@ class PahoClient(paho.Client):
             raise error from exc
         self.last_socket_error = None
         return sock
+
+    def end_within(self, seconds: float) -> bool:
+        """Disconnect and end the network thread, waiting at most ``seconds`` and then
+        ``SHUT_GRACE_S``; False if the thread is still running (it ends with the process).
+
+        paho's ``loop_stop`` waits until its DISCONNECT is written, and a broker that stopped
+        reading with the connection's buffers full never lets it be: it waited until the
+        keep-alive gave up, past systemd's stop timeout (found by review). Past ``seconds`` the
+        connection is shut, through a duplicate of its descriptor so that paho's socket (SSL or
+        not) is not touched from this thread, and paho's next turn ends the thread. A thread inside
+        a connect or a TLS handshake (paho's 5 s ``connect_timeout``) is not reached that way."""
+        self.disconnect()
+        ender = threading.Thread(target=self.loop_stop, name="mqtt-loop-stop", daemon=True)
+        ender.start()
+        ender.join(max(seconds, 0.0))
+        if ender.is_alive():
+            sock = self.socket()
+            with contextlib.suppress(OSError, ValueError):  # closed meanwhile: nothing to shut
+                if sock is not None:  # the family only labels the copy: shutdown(2) acts on the fd
+                    with socket.fromfd(sock.fileno(), socket.AF_INET, socket.SOCK_STREAM) as dup:
+                        dup.shutdown(socket.SHUT_RDWR)
+            ender.join(SHUT_GRACE_S)
+        return not ender.is_alive()
 
 
 class ClosingSSLSocket(ssl.SSLSocket):

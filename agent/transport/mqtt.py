@@ -297,37 +297,49 @@ class MqttOutput:
         self._sender.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Send what is spooled (up to ``timeout`` s, only while connected or still connecting),
-        publish ``offline`` ourselves, then disconnect cleanly (so the broker sends no LWT).
-        Whatever is not acknowledged stays in the spool for the next start."""
-        self._drain(timeout)
+        """Ends within ``timeout`` s whatever the broker does (paho's thread may take
+        ``SHUT_GRACE_S`` more): sends what is spooled (only while connected or still connecting,
+        for half the time at most), publishes ``offline`` ourselves and waits for it, then
+        disconnects cleanly (so the broker sends no LWT). Whatever is not acknowledged stays in
+        the spool for the next start. Each wait used to take its own ``timeout`` and paho's
+        ``loop_stop`` as long as a hung broker made it, past systemd's stop timeout (found by
+        review)."""
+        deadline = time.monotonic() + timeout
+        self._drain(timeout / 2)
         self._stopping.set()
         with self._lock:
             timer, self._announce_timer = self._announce_timer, None
         if timer is not None:
             timer.cancel()
-        self._sender.stop(timeout)
+        self._sender.stop(_left(deadline))
         client = self._client
         if client is not None:
             if self._connected.is_set():
-                # Acknowledged in order: once `offline` is, so is all that was queued before it.
-                info = self._publish(client, self.status_topic, b"offline")
-                try:
-                    info.wait_for_publish(timeout)
-                except (RuntimeError, ValueError) as exc:
-                    logger.warning("could not confirm the offline status: %s", exc)
-                else:
-                    if not info.is_published():
-                        logger.warning(
-                            "the broker did not acknowledge the offline status within %.0f s; "
-                            "messages queued before it may not have reached it", timeout,
-                        )
-            client.disconnect()
-            client.loop_stop()
+                self._say_offline(client, deadline)
+            if not client.end_within(_left(deadline)):
+                logger.warning(
+                    "MQTT: paho's network thread is still in a connect to a broker that does not "
+                    "answer; it ends with the process"
+                )
             self._sender.apply_late_acks()  # PUBACKs that came while `offline` was awaited
         self._connected.clear()
         self._set_state(LinkState.STOPPED, self._last_error)
         self._spool.close()
+
+    def _say_offline(self, client: PahoClient, deadline: float) -> None:
+        """Publish ``offline`` and wait for its PUBACK until ``deadline``: acknowledged in order,
+        it says that all queued before it reached the broker."""
+        info = self._publish(client, self.status_topic, b"offline")
+        try:
+            info.wait_for_publish(_left(deadline))
+        except (RuntimeError, ValueError) as exc:
+            logger.warning("could not confirm the offline status: %s", exc)
+        else:
+            if not info.is_published():
+                logger.warning(
+                    "the broker did not acknowledge the offline status in time; messages queued "
+                    "before it may not have reached it"
+                )
 
     def _drain(self, timeout: float) -> None:
         """Real time, not the injected clock: this waits for the network."""
@@ -648,3 +660,7 @@ class MqttOutput:
         self._client = self._build_client()
         self._connect_async(self._client)
 
+
+def _left(deadline: float) -> float:
+    """Seconds until ``deadline`` (``time.monotonic``), never below zero."""
+    return max(0.0, deadline - time.monotonic())

@@ -260,6 +260,37 @@ def test_rows_the_broker_acknowledges_while_stop_waits_for_offline_leave_the_spo
         assert db.execute("SELECT COUNT(*) FROM spool").fetchone()[0] == 0
 
 
+@pytest.mark.slow
+def test_stop_ends_within_its_timeout_when_a_hung_broker_leaves_no_room_for_the_disconnect(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """A broker that stops reading with the connection's buffers full: paho can write neither
+    ``offline`` nor its DISCONNECT, and its ``loop_stop`` waited for the keep-alive to give up
+    (60 s here; the unit's TimeoutStopSec= is 20 s). ``stop(timeout)`` now ends within its
+    timeout and a short grace, and what the broker never acknowledged stays spooled for the next
+    start."""
+    out = output(settings(broker, tmp_path, keepalive_seconds=60), tmp_path / "state")
+    out.start()
+    stopping = threading.Thread(target=out.stop, kwargs={"timeout": 2.0}, daemon=True)
+    try:
+        wait_until(lambda: out.state == LinkState.CONNECTED, what="connected")
+        broker.pause()
+        big = b"x" * 400_000  # 20 in flight: more than the kernel buffers both ends (about 4 MB)
+        for i in range(20):
+            out.send(Message(f"{out.base_topic}/stats", b'{"window": %d}' % i + big))
+        time.sleep(1.0)  # paho writes until the buffers are full
+        began = time.monotonic()
+        stopping.start()
+        stopping.join(30)
+        took = time.monotonic() - began
+    finally:
+        broker.resume()  # a stop still stuck in paho ends once the broker reads again
+        stopping.join(90)
+    assert took < 2.0 + 3.0, f"stop(timeout=2) took {took:.1f} s"
+    with sqlite3.connect(tmp_path / "state" / "spool.sqlite3") as db:
+        assert db.execute("SELECT COUNT(*) FROM spool").fetchone()[0] == 20, "unacknowledged rows stay"
+
+
 class SlowLog(logging.Handler):
     """A handler that takes a while, as a write to a busy journald or a full pipe does."""
 
