@@ -262,7 +262,7 @@ def _announce(
             message = publisher.publish(NOTICE_TOPIC, rotation_body(new), retain=True, typ=KEY_ROTATION)
         finally:
             for output in outputs:
-                output.stop()
+                output.stop(0.0)  # never connected: nothing to wait for
         if message is None:
             raise StorageError(
                 f"the key-rotation notice could not be written ({publisher.error}); the key was "

@@ -93,6 +93,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 IDLE_SLEEP_S = 0.2
+STOP_BUDGET_S = 6.0
+"""From the start of the stop (``close``) until the outputs have stopped, against the unit's
+TimeoutStopSec=20s. What must survive goes to disk first (the open window into the spool, the
+audit log signed and closed); the outputs, which wait for a broker (the drain, ``offline``), get
+what is left. The rest of the 20 s covers the loop turn running when SIGTERM came, paho's grace
+(``agent.transport.link.SHUT_GRACE_S``) and the interpreter's exit; a test keeps the unit's
+timeout at least three times this budget."""
 RESTART_ONLY = frozenset({"device_id", "keys", "state_dir", "mqtt", "outputs", "audit"})
 """Top-level keys a reload records but that take effect only at the next start."""
 
@@ -678,7 +685,11 @@ class Service:
     # --- stop --------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Flush, audit the stop and release everything; ``run`` calls it on its way out."""
+        """Flush, audit the stop and release everything, within ``STOP_BUDGET_S`` (and paho's
+        grace) whatever the broker does; ``run`` calls it on its way out. The disk comes first;
+        the outputs share what is left of the budget. Each used to wait for the broker on its
+        own terms, past systemd's stop timeout when it hung (found by review)."""
+        deadline = self.clock.monotonic() + STOP_BUDGET_S
         self.notifier.stopping()
         self.feed.close()  # a frame still waiting is zeroed: counted below, as discarded
         self._count_last_frames()
@@ -691,7 +702,7 @@ class Service:
         self.audit.close()  # signs the last one, covering that publish, on disk
         for output in self.outputs:
             try:
-                output.stop()
+                output.stop(max(0.0, deadline - self.clock.monotonic()))
             except Exception:  # every output gets its chance to stop
                 logger.exception("stopping an output failed")
         self.signer.close()

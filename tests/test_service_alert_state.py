@@ -30,7 +30,7 @@ class Recorder:
     def send(self, message: Message) -> None:
         self.messages.append(message)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float) -> None:
         pass
 
     def states(self, rule: str) -> list[tuple[bool, str]]:

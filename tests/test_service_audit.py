@@ -265,7 +265,7 @@ class FullSpool:
     def send(self, message: Message) -> None:
         raise TransportError("spool.sqlite3: cannot write to the offline spool: database or disk is full")
 
-    def stop(self) -> None:
+    def stop(self, timeout: float) -> None:
         pass
 
 

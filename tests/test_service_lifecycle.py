@@ -180,6 +180,46 @@ def test_the_time_left_for_the_rest_of_the_start_is_the_units() -> None:
     assert f"TimeoutStartSec={sdnotify.REST_OF_START_S}s" in unit.splitlines()
 
 
+class _TimedOutput:
+    """An output that keeps the time it was given to stop and takes ``takes`` s of the clock."""
+
+    def __init__(self, clock: FakeClock, takes: float) -> None:
+        self.clock, self.takes = clock, takes
+        self.given: float | None = None
+
+    def start(self) -> None:
+        pass
+
+    def send(self, message: object) -> None:
+        pass
+
+    def stop(self, timeout: float) -> None:
+        self.given = timeout
+        self.clock.advance(self.takes)
+
+
+def test_the_outputs_share_one_stop_budget_well_inside_the_units_stop_timeout(tmp_path: Path) -> None:
+    """Was: each output waited for the broker on its own terms at the stop (the MQTT output 5 s
+    per wait, then paho as long as a hung broker made it), so the outputs together could outlast
+    TimeoutStopSec= (found by review). Now one budget from the start of the stop, well inside the
+    unit's timeout: what one output takes, the next one does not get."""
+    clock = FakeClock(start=1_800_000_000.0)
+    slow, after = _TimedOutput(clock, 4.0), _TimedOutput(clock, 0.0)
+    path = write_config(tmp_path, "scripted.mp4")
+    service = Service(
+        load_config(path), path, clock, outputs=[slow, after],  # type: ignore[list-item]
+        opener=lambda s, o, c: ScriptedSource(c, 10, False),
+        pipeline_factory=lambda _c: CountingPipeline(),  # type: ignore[arg-type,return-value]
+    )
+    assert service.run() == 0
+    assert slow.given is not None
+    assert slow.given <= service_module.STOP_BUDGET_S
+    assert after.given == pytest.approx(slow.given - 4.0)
+    unit = (ROOT / "systemd" / "emotion-agent.service").read_text().splitlines()
+    (stop,) = [line for line in unit if line.startswith("TimeoutStopSec=")]
+    assert float(stop.removeprefix("TimeoutStopSec=").removesuffix("s")) >= 3 * service_module.STOP_BUDGET_S
+
+
 def test_systemctl_status_says_when_the_camera_is_lost_and_when_it_is_back(tmp_path: Path) -> None:
     """STATUS= was set only by the capture gate, so ``systemctl status`` said "camera
     capturing" all the while the camera was reconnecting (found by review)."""

@@ -182,7 +182,7 @@ def test_a_live_camera_service_stops_promptly_on_sigterm(tmp_path: Path) -> None
 
 HUNG_STOP_BOUND_S = 12.0
 """From SIGTERM to exit with a broker that hangs: well inside the unit's TimeoutStopSec=20s even on
-a loaded 2-core machine."""
+a loaded 2-core machine (the stop's budget, agent.service.STOP_BUDGET_S, is 6 s)."""
 
 
 def _spooled_stats(state: Path) -> dict[int, dict[str, Any]]:

@@ -22,4 +22,6 @@ class Output(Protocol):
 
     def send(self, message: Message) -> None: ...
 
-    def stop(self) -> None: ...
+    def stop(self, timeout: float) -> None:
+        """Within about ``timeout`` s, however long a broker or anything outside the process
+        would take: the service's stop budget is shared by all outputs."""

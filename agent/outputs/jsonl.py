@@ -78,7 +78,8 @@ class JsonLinesOutput:
             os.ftruncate(self._fd, size)
             raise
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 0.0) -> None:
+        """Closes the file at once: nothing to wait for, whatever ``timeout`` allows."""
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
