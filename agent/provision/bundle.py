@@ -31,11 +31,33 @@ SUMS = "SHA256SUMS"
 TLS_FILES = {"ca": "ca.crt", "cert": "client.crt", "key": "client.key"}
 STATE = Path("/var/lib/emotion-agent")
 """The one folder the service may write: the unit's StateDirectory= under ProtectSystem=strict."""
-WRITTEN: dict[tuple[str | int, ...], str] = {
+Key = tuple[str | int, ...]
+WRITTEN: dict[Key, str] = {
     ("state_dir",): f"leave state_dir out (its default is {STATE}) or ",
     ("outputs", "jsonl"): "",
 }
 """The device config's path keys the service writes, and what to offer besides a path under STATE."""
+FROM_SITE: dict[Key, tuple[tuple[str, ...], str]] = {
+    ("device_id",): (("device_name",), "name the device there (or a series: device_prefix, --batch)"),
+    ("site",): (("site",), "write the section there, at the top level"),
+    ("mqtt", "host"): (("broker", "host"), "write it there instead"),
+    ("mqtt", "port"): (("broker", "port"), "write it there instead"),
+    ("mqtt", "username"): (("username",), "write it there instead (by default the device id)"),
+    ("mqtt", "tls", "ca"): (
+        ("broker", "ca_cert"), f"name the CA file on this computer there (installed as {ETC}/ca.crt)"
+    ),
+}
+"""The device config keys provisioning sets from another key of the site file: that key, and
+what to write there."""
+OWN_VALUES: dict[Key, str] = {
+    ("schema_version",): "the schema version this agent reads",
+    ("mqtt", "tls", "cert"): f"the device's own client certificate, {ETC}/client.crt (signed by "
+    "lab_ca, or by the site CA from the bundle's client.csr)",
+    ("mqtt", "tls", "key"): f"the device's own client key, {ETC}/client.key, made with its bundle",
+    ("keys", "private_key"): "the device's own signing key, device.key, made with its bundle "
+    "(a systemd credential)",
+}
+"""The device config keys provisioning sets from no site file key, and what it sets them to."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +133,12 @@ def render_config(site: SiteFile, device_id: str, has_cert: bool) -> str:
         },
         "keys": {"private_key": "device.key"},
     }
+    problems = provisioned_key_problems(site, owned)
+    if problems:
+        raise ConfigError(
+            f"{site.where(('agent',))}: {len(problems)} key(s) under agent: that provisioning sets",
+            problems,
+        )
     data = _merge(site.agent, owned)  # no vision.models_dir: the installed package carries the models
     cert_note = "" if has_cert else (
         "# mqtt.tls.cert: have the site CA sign client.csr and put it at /etc/emotion-agent/client.crt\n"
@@ -140,6 +168,39 @@ def render_config(site: SiteFile, device_id: str, has_cert: bool) -> str:
     except PolicyRefused as exc:
         raise ConfigError(f"{device_id} would refuse to start: {exc}") from exc
     return text
+
+
+def provisioned_key_problems(site: SiteFile, owned: dict[str, Any]) -> list[str]:
+    """Each key of the site file's agent: section that ``owned`` (what provisioning sets) would
+    replace, at its line, with the site file key that sets it instead: an installer who writes
+    ``mqtt: {host: other.example}`` expects it used or refused, never silently dropped."""
+    problems = []
+    for key, value in _replaced(site.agent, owned):
+        if key in FROM_SITE:
+            site_key, advice = FROM_SITE[key]
+            how = f"from the site file's {'.'.join(site_key)}: {advice}"
+        elif key in OWN_VALUES:
+            how = f"to {OWN_VALUES[key]}: leave it out"
+        else:  # a section provisioning writes into (mqtt, mqtt.tls, keys), given a non-mapping
+            inside = [".".join(map(str, k)) for k in (*FROM_SITE, *OWN_VALUES) if k[: len(key)] == key]
+            how = f"with {', '.join(inside)} in it: leave it out"
+        found = "a mapping" if isinstance(value, dict) else repr(value)
+        name = ".".join(map(str, ("agent", *key)))
+        problems.append(f"{name} ({site.where(('agent', *key))}): set by provisioning (found {found}) {how}")
+    return problems
+
+
+def _replaced(agent: dict[str, Any], owned: dict[str, Any], key: Key = ()) -> Iterator[tuple[Key, Any]]:
+    """Each key of ``agent`` that ``_merge(agent, owned)`` would replace, with its value."""
+    for name, value in owned.items():
+        if name not in agent:
+            continue
+        here, mine = (*key, name), agent[name]
+        sections = isinstance(value, dict) and isinstance(mine, dict)
+        if here in FROM_SITE or here in OWN_VALUES or not sections:
+            yield here, mine  # a value provisioning sets (site: whole), or a section as a non-mapping
+        else:
+            yield from _replaced(mine, value, here)
 
 
 def relative_path_problems(site: SiteFile, as_written: AgentConfig, on_device: AgentConfig) -> list[str]:

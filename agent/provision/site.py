@@ -3,7 +3,8 @@
 Its own paths (``broker.ca_cert``, ``lab_ca``) are relative to the site file's folder as named
 (symbolic links not followed). ``agent`` holds any further agent config keys (camera, analytics,
 policy, ...), validated by the agent's own schema when the config is built; their paths are the
-device's (``agent.provision.bundle``).
+device's, and the keys provisioning sets itself (device_id, mqtt.host, ...) are refused there,
+each naming the site file key that sets it (``agent.provision.bundle``).
 """
 
 from __future__ import annotations
@@ -101,12 +102,6 @@ class SiteFile(Section):
     def _names(self) -> SiteFile:
         if self.device_name is None and self.device_prefix is None:
             raise ValueError("set device_name (one device) or device_prefix (a --batch series)")
-        reserved = {"device_id", "schema_version", "site", "keys"} & set(self.agent)
-        if reserved:
-            raise ValueError(
-                f"agent must not set {', '.join(sorted(reserved))}: provisioning sets the device id, "
-                "schema and keys; put the site section at the top level of the site file"
-            )
         return self
 
     def resolve(self, base: Path) -> SiteFile:

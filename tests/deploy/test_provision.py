@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -18,7 +19,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from agent.cli import main
 from agent.config import RESERVED_DEVICE_IDS, load_config
 from agent.provision.boot import fat_offset
+from agent.provision.bundle import render_config
 from agent.provision.keys import b64url, jwk_of
+from agent.provision.site import load_site
 from tests.test_config_paths import SETTINGS as PATH_KEYS
 
 MTOOLS_ENV = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
@@ -390,6 +393,82 @@ def test_full_paths_under_agent_reach_the_device_as_written(
         Path("/etc/emotion-agent/ca.crt"), Path("/etc/emotion-agent/client.crt"),
         Path("/etc/emotion-agent/client.key"),
     )
+
+
+SET_BY_PROVISIONING_FROM = [
+    ("schema_version", "schema_version: 1", "1", "to the schema version this agent reads: leave it out"),
+    ("device_id", "device_id: lobby-9", "'lobby-9'", "from the site file's device_name: name the device "
+     "there (or a series: device_prefix, --batch)"),
+    ("site", "site: {jurisdiction: EU}", "a mapping", "from the site file's site: write the section "
+     "there, at the top level"),
+    ("mqtt.host", "mqtt: {host: other.example}", "'other.example'", "from the site file's "
+     "broker.host: write it there instead"),
+    ("mqtt.port", "mqtt: {port: 1883}", "1883", "from the site file's broker.port: write it there instead"),
+    ("mqtt.username", "mqtt: {username: shared}", "'shared'", "from the site file's username: write "
+     "it there instead (by default the device id)"),
+    ("mqtt.tls.ca", "mqtt: {tls: {ca: /etc/ssl/mine.crt}}", "'/etc/ssl/mine.crt'", "from the site "
+     "file's broker.ca_cert: name the CA file on this computer there (installed as "
+     "/etc/emotion-agent/ca.crt)"),
+    ("mqtt.tls.cert", "mqtt: {tls: {cert: /etc/ssl/lobby.crt}}", "'/etc/ssl/lobby.crt'", "to the "
+     "device's own client certificate, /etc/emotion-agent/client.crt (signed by lab_ca, or by the "
+     "site CA from the bundle's client.csr): leave it out"),
+    ("mqtt.tls.key", "mqtt: {tls: {key: /etc/ssl/lobby.key}}", "'/etc/ssl/lobby.key'", "to the "
+     "device's own client key, /etc/emotion-agent/client.key, made with its bundle: leave it out"),
+    ("keys.private_key", "keys: {private_key: /etc/emotion-agent/other.key}",
+     "'/etc/emotion-agent/other.key'", "to the device's own signing key, device.key, made with its "
+     "bundle (a systemd credential): leave it out"),
+    ("mqtt.tls", "mqtt: {tls: null}", "None", "with mqtt.tls.ca, mqtt.tls.cert, mqtt.tls.key in it: "
+     "leave it out"),
+    ("mqtt", "mqtt: off", "'off'", "with mqtt.host, mqtt.port, mqtt.username, mqtt.tls.ca, "
+     "mqtt.tls.cert, mqtt.tls.key in it: leave it out"),
+]
+"""Each key of the device config provisioning sets, and the sections it writes into, as a site
+file's agent: section may write them, with the value found and what the refusal says to do."""
+SECTIONS = {"mqtt", "mqtt.tls"}
+
+
+def leaf_keys(data: dict[str, object], key: str = "") -> set[str]:
+    """The dotted keys of a config's values (site: counts as one: it is the site file's own)."""
+    keys = set()
+    for name, value in data.items():
+        here = f"{key}{name}"
+        keys |= leaf_keys(value, f"{here}.") if isinstance(value, dict) and here != "site" else {here}
+    return keys
+
+
+def test_every_key_provisioning_sets_is_checked_here(tmp_path: Path, lab_ca: tuple[Path, Path]) -> None:
+    site = write_site(tmp_path, lab_ca[0])
+    site.write_text(site.read_text().replace("agent: {analytics: {window_seconds: 60, min_people: 5}}\n", ""))
+    rendered = yaml.safe_load(render_config(load_site(site), "lobby-1", has_cert=True))
+    assert {key for key, *_ in SET_BY_PROVISIONING_FROM} - SECTIONS == leaf_keys(rendered)
+
+
+@pytest.mark.parametrize("case", SET_BY_PROVISIONING_FROM, ids=lambda case: case[1])
+def test_a_key_provisioning_sets_is_refused_under_agent_naming_the_site_file_key_that_sets_it(
+    case: tuple[str, str, str, str], tmp_path: Path, lab_ca: tuple[Path, Path],
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """Was: exit 0 with the site file's value dropped for provisioning's (mqtt.host, port, username,
+    tls), or, for device_id, schema_version, site and keys, one refusal at the agent: line."""
+    key, line, found, how = case
+    site = site_with(tmp_path, lab_ca[0], f"  {line}\n")
+    boot = bootfs(tmp_path)
+    assert main(["provision", "--site", str(site), "--boot", str(boot)]) == 2
+    _, err = capfd.readouterr()
+    assert f"agent.{key} ({site}:9): set by provisioning (found {found}) {how}" in " ".join(err.split()), err
+    assert "Traceback" not in err
+    assert not (boot / "emotion-agent").exists()
+
+
+def test_mqtt_keys_provisioning_does_not_set_reach_the_device(
+    tmp_path: Path, lab_ca: tuple[Path, Path]
+) -> None:
+    site = site_with(tmp_path, lab_ca[0], "  mqtt: {keepalive_seconds: 60, client_id: lobby-cam, tls: {}}\n")
+    boot = bootfs(tmp_path)
+    assert main(["provision", "--site", str(site), "--boot", str(boot)]) == 0
+    cfg = load_config(boot / "emotion-agent" / "agent.yaml")
+    assert (cfg.mqtt.keepalive_seconds, cfg.mqtt.client_id) == (60, "lobby-cam")
+    assert (cfg.mqtt.host, cfg.mqtt.username) == ("broker.example.internal", "lobby-1")
 
 
 @pytest.mark.parametrize("name", ["homeassistant", "emotion-agent-fleet", "site"])
