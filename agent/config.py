@@ -25,7 +25,14 @@ from agent.crypto.settings import KeysConfig
 from agent.errors import ConfigError
 from agent.outputs.settings import OutputsConfig
 from agent.privacy.settings import PolicyConfig, RetentionConfig, SiteConfig
-from agent.settings_base import CONFIG_FOLDER, ConfigPath, Section, validation_problems
+from agent.settings_base import (
+    CONFIG_FOLDER,
+    ConfigPath,
+    KeyNamer,
+    Section,
+    named_problems,
+    validation_problems,
+)
 from agent.transport.settings import MqttConfig
 from agent.user_files import read_user_text
 from agent.vision.settings import VisionConfig
@@ -192,12 +199,16 @@ def format_validation_errors(
     return validation_problems(exc, lines, source, AgentConfig)
 
 
-def parse_config(text: str, source: str = "<config>", folder: Path | None = None) -> AgentConfig:
+def parse_config(
+    text: str, source: str = "<config>", folder: Path | None = None, name: KeyNamer | None = None
+) -> AgentConfig:
     """Parse and validate YAML text; raise ConfigError listing every problem with its line.
 
     The YAML is read by ``agent.strict_yaml`` (no aliases, no duplicate keys, bounded) and
     validated strictly: a boolean is never an int, a string never a number. Relative paths in
-    it are joined to ``folder`` (the config file's, absolute), or kept as written without one."""
+    it are joined to ``folder`` (the config file's, absolute), or kept as written without one.
+    ``name`` names a problem's key where the text was not written by a person (provisioning's,
+    from a site file): by default, as this text writes it, at its line."""
     data, lines = strict_yaml.parse(text, source)
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the config must be a YAML mapping of keys to values")
@@ -207,7 +218,10 @@ def parse_config(text: str, source: str = "<config>", folder: Path | None = None
         context = {CONFIG_FOLDER: folder} if folder is not None else None
         return AgentConfig.model_validate_json(json.dumps(data), strict=True, context=context)
     except ValidationError as exc:
-        problems = format_validation_errors(exc, lines, source)
+        if name is not None:
+            problems = named_problems(exc, AgentConfig, name)
+        else:
+            problems = format_validation_errors(exc, lines, source)
         raise ConfigError(f"{source}: {len(problems)} problem(s) in the config", problems) from exc
 
 

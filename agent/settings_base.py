@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import pwd
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args, get_origin
 
@@ -101,19 +102,32 @@ ConfigPath = Annotated[Path, AfterValidator(in_config_folder)]
 """A file or folder the agent's config names: relative means beside the config file."""
 
 
+KeyNamer = Callable[[tuple[str | int, ...]], str]
+"""How a problem names the key at a YAML location: ``camera.fps (agent.yaml:6)``."""
+
+
 def validation_problems(
     exc: ValidationError, lines: LineIndex, source: str, model: type[BaseModel]
 ) -> list[str]:
     """One line per error of ``exc``: the key as the YAML writes it, the file and line, what is
     wrong (pydantic's ``Value error, `` prefix dropped: the validators' messages name what was
     found and what to write), then the key's title and description from ``model``."""
+
+    def name(key: tuple[str | int, ...]) -> str:
+        line = next((lines[key[:cut]] for cut in range(len(key), -1, -1) if key[:cut] in lines), None)
+        where = f"{source}:{line}" if line else source
+        return f"{'.'.join(str(p) for p in key) or '(top level)'} ({where})"
+
+    return named_problems(exc, model, name)
+
+
+def named_problems(exc: ValidationError, model: type[BaseModel], name: KeyNamer) -> list[str]:
+    """``validation_problems`` with each key named by ``name``: for YAML that another file's
+    keys were copied into (a site file's agent: section), so a problem names where it was written."""
     problems = []
     for err in exc.errors():
         loc, info = _key_of(tuple(err["loc"]), model)
-        path = ".".join(str(p) for p in loc) or "(top level)"
-        line = next((lines[loc[:cut]] for cut in range(len(loc), -1, -1) if loc[:cut] in lines), None)
-        where = f"{source}:{line}" if line else source
-        problem = f"{path} ({where}): {_describe(err)}"
+        problem = f"{name(loc)}: {_describe(err)}"
         about = _field_help(info) if err["type"] != "extra_forbidden" else None
         problems.append(f"{problem}. {about}" if about else problem)
     return problems

@@ -22,6 +22,7 @@ from agent.errors import ConfigError
 from agent.privacy.policy import PolicyRefused, require_allowed
 from agent.provision.keys import SigningKey, TlsIdentity, new_signing_key, new_tls_identity
 from agent.provision.site import SiteFile
+from agent.settings_base import KeyNamer
 
 ETC = Path("/etc/emotion-agent")
 SERVICE_GROUP = "emotion-agent"
@@ -149,10 +150,10 @@ def render_config(site: SiteFile, device_id: str, has_cert: bool) -> str:
         "# keys.private_key is a bare name: systemd passes it in as a credential (LoadCredential=).\n"
         f"{cert_note}" + yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
     )
-    source = f"{device_id}/agent.yaml"
+    source, name = f"{device_id}/agent.yaml", _named_in(site)  # it is not written if invalid
     try:
-        cfg = parse_config(text, source, ETC)  # as the device reads it
-        as_written = parse_config(text, source)
+        cfg = parse_config(text, source, ETC, name)  # as the device reads it
+        as_written = parse_config(text, source, None, name)
     except ConfigError as exc:
         raise ConfigError(
             f"the site file's agent keys give {device_id} an invalid config", exc.problems
@@ -203,6 +204,26 @@ def _replaced(agent: dict[str, Any], owned: dict[str, Any], key: Key = ()) -> It
             yield from _replaced(mine, value, here)
 
 
+def _site_key(key: Key) -> Key:
+    """The site file key that sets a device config key: the one provisioning fills it from
+    (``mqtt.host``: ``broker.host``; ``site``: ``site``), else the same key under ``agent``."""
+    for cut in range(len(key), 0, -1):
+        if key[:cut] in FROM_SITE:
+            return (*FROM_SITE[key[:cut]][0], *key[cut:])
+    return ("agent", *key)
+
+
+def _named_in(site: SiteFile) -> KeyNamer:
+    """Names a device config key as the site file writes it, at its line there: a problem found
+    in the config built from the site file (``agent.camera.fps (site.yml:31)``)."""
+
+    def name(key: Key) -> str:
+        at = _site_key(key)
+        return f"{'.'.join(map(str, at))} ({site.where(at)})"
+
+    return name
+
+
 def relative_path_problems(site: SiteFile, as_written: AgentConfig, on_device: AgentConfig) -> list[str]:
     """Why each relative path of a device's config cannot work there, at its site file key.
 
@@ -214,7 +235,7 @@ def relative_path_problems(site: SiteFile, as_written: AgentConfig, on_device: A
     problems = []
     written, device = as_written.model_dump(mode="json"), on_device.model_dump(mode="json")
     for key, value, read_as in _read_differently(written, device):
-        site_key = key if key[0] == "site" else ("agent", *key)  # agent: holds all but site:
+        site_key = _site_key(key)
         problem = f"{value!r} is relative: on the device it is {read_as}, in its config's folder"
         if key in WRITTEN:
             fix = f"{WRITTEN[key]}write a full path under {STATE}, e.g. {STATE / Path(value).name}"

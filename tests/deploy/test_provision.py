@@ -246,6 +246,40 @@ def test_site_agent_keys_are_validated_by_the_agent_schema(
     assert "less than or equal to 60" in err
 
 
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("  camera:\n    source: picamera2\n    fps: 500\n", None,
+         "agent.camera.fps ({site}:11): Input should be less than or equal to 60 (found 500)"),
+        ("  policy: {zones: [{name: desk}]}\n", None,
+         "agent.policy.zones.0.polygon ({site}:9): required key is missing"),
+        ("  camera: {fps: 0.1}\n", None,  # a rule across keys: at the agent: line
+         "agent ({site}:7): camera.fps (0.1) analyses one frame every 10 s"),
+        ("", ("jurisdiction: EU", "jurisdiction: Europe"),
+         "site.jurisdiction ({site}:4): String should match pattern"),
+        ("", ("host: broker.example.internal", "host: broker..example"),  # mqtt.host's own check
+         "broker.host ({site}:2): mqtt.host 'broker..example' has an empty label"),
+    ],
+    ids=["agent.camera.fps", "a list item", "across keys", "site", "broker.host"],
+)
+def test_an_invalid_value_of_the_config_is_named_at_its_site_file_key_and_line(
+    case: tuple[str, tuple[str, str] | None, str], tmp_path: Path, lab_ca: tuple[Path, Path],
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """Was: at a line of <device>/agent.yaml (``camera.fps (lobby-1/agent.yaml:6)``), the config
+    built from the site file, which is never written when it is invalid."""
+    agent_lines, edit, problem = case
+    site = site_with(tmp_path, lab_ca[0], agent_lines)
+    if edit is not None:
+        site.write_text(site.read_text().replace(*edit))
+    boot = bootfs(tmp_path)
+    assert main(["provision", "--site", str(site), "--boot", str(boot)]) == 2
+    _, err = capfd.readouterr()
+    assert problem.format(site=site) in " ".join(err.split()), err
+    assert "agent.yaml" not in err
+    assert not (boot / "emotion-agent").exists()
+
+
 def test_a_site_the_policy_refuses_is_not_provisioned(
     tmp_path: Path, fat_image: Path, lab_ca: tuple[Path, Path], capfd: pytest.CaptureFixture[str]
 ) -> None:
