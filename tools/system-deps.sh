@@ -5,8 +5,9 @@ need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 # python3-bottleneck: a Debian C extension built against Bookworm's numpy 1.x, for the numpy ABI tests.
 # postgresql, nats-server, chromium: the fleet receiver's tests (docs/fleet.md).
+# util-linux, iproute2: the stop test's private network namespace (unshare, ip; tests/test_sigterm.py).
 for pkg in python3-venv mosquitto mosquitto-clients strace mtools dosfstools openssl systemd tzdata \
-    python3-bottleneck postgresql nats-server chromium; do
+    python3-bottleneck postgresql nats-server chromium util-linux iproute2; do
   have "$pkg" || need+=("$pkg")
 done
 # pyenv or other non-Debian Pythons bring their own venv module; tools/install (and its test)
