@@ -37,6 +37,16 @@ def sample_clip(media: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
+def etc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A config file's folder (tmp_path/etc), while the working folder is another one: relative
+    paths in a config must be read from the file's folder (tests/test_config_paths.py)."""
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    return tmp_path / "etc"
+
+
+@pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
 

@@ -122,15 +122,6 @@ def value_at(cfg: AgentConfig, key: str) -> str:
     return str(found)
 
 
-@pytest.fixture
-def etc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The config's folder; the working folder is another one."""
-    (tmp_path / "etc").mkdir()
-    (tmp_path / "elsewhere").mkdir()
-    monkeypatch.chdir(tmp_path / "elsewhere")
-    return tmp_path / "etc"
-
-
 @pytest.mark.parametrize("key", sorted(SETTINGS))
 def test_a_relative_path_is_read_from_the_config_files_folder(etc: Path, key: str) -> None:
     """state_dir: state was <working folder>/state: /state under systemd, and another folder for

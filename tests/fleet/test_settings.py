@@ -46,15 +46,6 @@ def value_at(settings: FleetSettings, key: str) -> str:
     return str(found).removeprefix("sqlite:///") if key == "database" else str(found)
 
 
-@pytest.fixture
-def etc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The config's folder; the working folder is another one."""
-    (tmp_path / "etc").mkdir()
-    (tmp_path / "elsewhere").mkdir()
-    monkeypatch.chdir(tmp_path / "elsewhere")
-    return tmp_path / "etc"
-
-
 def problems_of(path: Path, text: str) -> list[str]:
     path.write_text(text)
     with pytest.raises(ConfigError) as info:
