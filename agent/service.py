@@ -96,10 +96,10 @@ IDLE_SLEEP_S = 0.2
 STOP_BUDGET_S = 6.0
 """From the start of the stop (``close``) until the outputs have stopped, against the unit's
 TimeoutStopSec=20s. What must survive goes to disk first (the open window into the spool, the
-audit log signed and closed); the outputs, which wait for a broker (the drain, ``offline``), get
-what is left. The rest of the 20 s covers the loop turn running when SIGTERM came, paho's grace
-(``agent.transport.link.SHUT_GRACE_S``) and the interpreter's exit; a test keeps the unit's
-timeout at least three times this budget."""
+``stop`` entry and a checkpoint); the outputs, which wait for a broker (the drain, ``offline``),
+get what is left. The rest of the 20 s covers the loop turn running when SIGTERM came, paho's
+grace (``agent.transport.link.SHUT_GRACE_S``), the audit log's closing checkpoint and the
+interpreter's exit; a test keeps the unit's timeout at least three times this budget."""
 RESTART_ONLY = frozenset({"device_id", "keys", "state_dir", "mqtt", "outputs", "audit"})
 """Top-level keys a reload records but that take effect only at the next start."""
 
@@ -688,7 +688,12 @@ class Service:
         """Flush, audit the stop and release everything, within ``STOP_BUDGET_S`` (and paho's
         grace) whatever the broker does; ``run`` calls it on its way out. The disk comes first;
         the outputs share what is left of the budget. Each used to wait for the broker on its
-        own terms, past systemd's stop timeout when it hung (found by review)."""
+        own terms, past systemd's stop timeout when it hung (found by review).
+
+        The audit log closes last: what the outputs report while they stop (a message the broker
+        refuses as the spool drains, a session takeover) follows the ``stop`` entry, under the
+        closing checkpoint. Closed before them, it refused those entries and the drops were
+        recorded nowhere (found by review)."""
         deadline = self.clock.monotonic() + STOP_BUDGET_S
         self.notifier.stopping()
         self.feed.close()  # a frame still waiting is zeroed: counted below, as discarded
@@ -699,12 +704,12 @@ class Service:
         self.audit.checkpoint()  # published while the outputs still run
         self.audit.on_checkpoint = None
         self.publisher.close()  # what the outputs still refuse is lost: logged and audited
-        self.audit.close()  # signs the last one, covering that publish, on disk
         for output in self.outputs:
             try:
                 output.stop(max(0.0, deadline - self.clock.monotonic()))
             except Exception:  # every output gets its chance to stop
                 logger.exception("stopping an output failed")
+        self.audit.close()  # signs the last one, covering that publish and the outputs' stop
         self.signer.close()
         self.route.close()
         self.pipeline.close()

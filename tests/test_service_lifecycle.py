@@ -16,10 +16,16 @@ import pytest
 
 from agent import sdnotify
 from agent import service as service_module
+from agent.audit.entries import decode_entry
+from agent.audit.verify import verify_log
 from agent.clock import FakeClock
 from agent.config import load_config
+from agent.crypto import load_public_key
 from agent.sdnotify import Notifier
 from agent.service import Service
+from agent.transport.link import LinkState
+from agent.transport.mqtt import MqttOutput
+from tests.mosquitto import Broker, wait_until
 from tests.test_service import NO_GATE, CountingPipeline, ScriptedSource, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -218,6 +224,70 @@ def test_the_outputs_share_one_stop_budget_well_inside_the_units_stop_timeout(tm
     unit = (ROOT / "systemd" / "emotion-agent.service").read_text().splitlines()
     (stop,) = [line for line in unit if line.startswith("TimeoutStopSec=")]
     assert float(stop.removeprefix("TimeoutStopSec=").removesuffix("s")) >= 3 * service_module.STOP_BUDGET_S
+
+
+class _BrokerAnswersAtStop:
+    """An output stopped before the MQTT output: it lets the paused broker answer then, as a slow
+    broker does while the stop drains the spool."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+
+    def start(self) -> None:
+        pass
+
+    def send(self, message: object) -> None:
+        pass
+
+    def stop(self, timeout: float) -> None:
+        self.broker.resume()
+
+
+@pytest.mark.slow
+def test_a_message_the_broker_refuses_during_the_stop_is_in_the_audit_log_under_its_last_checkpoint(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The broker refuses this device's stats and checkpoints (an ACL that grants only its status)
+    and answers only once the outputs are stopping. Was: the audit log was closed before the
+    outputs stopped, so the drops the spool reported while it drained (the last window's stats,
+    the stop's checkpoint) hit a closed log: ``the spool's on_drop callback failed`` with a
+    traceback, and the audit log said those messages were published and never that the broker
+    refused them and the spool deleted them. Now the log closes after the outputs."""
+    acl = "topic write emotion-agent/test-1/status\n"
+    with Broker(tmp_path / "broker", allow_anonymous=True, acl=acl) as broker:
+        path = write_config(tmp_path, "scripted.mp4", extra=NO_GATE)
+        path.write_text(path.read_text().replace("mqtt: {enabled: false}", (
+            f"mqtt: {{host: {broker.host}, port: {broker.port}, reconnect_min_seconds: 1,"
+            " reconnect_max_seconds: 1, commands: {enabled: false}}")))
+        service = Service(
+            load_config(path), path, FakeClock(start=1_800_000_000.0),
+            outputs=[_BrokerAnswersAtStop(broker)],  # type: ignore[list-item]
+            opener=lambda s, o, c: ScriptedSource(c, 100, False),
+            pipeline_factory=lambda _c: CountingPipeline(),  # type: ignore[arg-type,return-value]
+        )
+        mqtt = service.outputs[-1]
+        assert isinstance(mqtt, MqttOutput)
+        service.start()
+        try:
+            wait_until(lambda: mqtt.state == LinkState.CONNECTED, what="connected")
+            for _ in range(60):  # a window closes: its stats are refused, as the key was
+                service.step()
+            wait_until(lambda: mqtt.health().backlog == 0, what="the refused rows dropped")
+            before = sum(mqtt.health().dropped.values())
+            broker.pause()
+        finally:
+            service.close()
+    dropped = sum(mqtt.health().dropped.values())
+    assert dropped > before, "no message was refused during the stop"
+    audit = tmp_path / "state" / "audit"
+    entries = [decode_entry(line) for p in sorted(audit.glob("segment-*.jsonl"))
+               for line in p.read_bytes().splitlines()]
+    recorded = [e.data["message"] for e in entries if e.kind == "error" and e.data["code"] == "spool_dropped"]
+    assert sum(int(m.split()[0]) for m in recorded) == dropped, recorded
+    assert not [r for r in caplog.records if r.exc_info], "a report to the audit log failed"
+    result = verify_log(audit, load_public_key(tmp_path / "keys" / "device.pub.jwk"))
+    assert result.problems == []
+    assert max(result.verified_sizes) == result.size, "the last checkpoint covers every entry"
 
 
 def test_systemctl_status_says_when_the_camera_is_lost_and_when_it_is_back(tmp_path: Path) -> None:
