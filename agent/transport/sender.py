@@ -88,8 +88,12 @@ class SpoolSender:
         """After :meth:`stop` and paho's ``loop_stop`` (no PUBACK comes after that): delete the
         rows acknowledged since the thread ended (``stop`` waits for ``offline`` then), or the next
         start sends them again. Not while a thread that outlived ``stop`` may still use the spool."""
-        if self._outlived_stop:
-            return
+        if not self._outlived_stop:
+            self._apply_last_acks()
+
+    def _apply_last_acks(self) -> None:
+        """The broker's last answers; a spool that cannot take them (a disk error, or closed at
+        the end of a stop this thread outlived) keeps the rows, which go out again."""
         try:
             self._apply_acks()
         except sqlite3.Error as exc:
@@ -154,7 +158,9 @@ class SpoolSender:
             else:
                 self._last_failure = None
             self._wake.wait(0.5)
-        self._apply_acks()
+        # Not on the loop's terms: a thread that outlived ``stop`` may find the spool closed, and
+        # died there with a traceback (found by review).
+        self._apply_last_acks()
 
     def _retention(self) -> None:
         now = time.monotonic()

@@ -10,6 +10,8 @@ from typing import Any, cast
 
 import pytest
 from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.clock import FakeClock
 from agent.config import parse_config
@@ -153,3 +155,49 @@ def test_a_removed_rules_clear_taken_back_by_a_reconnect_is_sent_again(tmp_path:
         ("emotion-agent/lobby-1/alert/old", b""),
         ("emotion-agent/lobby-1/alert/old", b""),
     ]
+
+
+class StalledSpool(Spool):
+    """A spool whose first acknowledgement waits for ``go``, as a write to a busy SD card does."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, FakeClock(), max_bytes=10**6, max_age_seconds=3600)
+        self.stalled, self.go = threading.Event(), threading.Event()
+
+    def ack(self, item_id: int) -> bool:
+        if not self.stalled.is_set():
+            self.stalled.set()
+            self.go.wait(10)
+        return super().ack(item_id)
+
+
+def test_a_sender_thread_that_outlives_its_stop_leaves_the_rows_spooled_and_raises_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stop's budget ran out while the sender thread was in a slow spool write, and the output
+    closed the spool under it (``MqttOutput.stop`` with nothing left of the service's budget). Was:
+    the thread's last pass over the broker's answers (a refusal queued meanwhile) hit the closed
+    database and the thread died with a traceback (``Exception in thread mqtt-sender``). Now it
+    says the rows stay spooled; the next start sends them again."""
+    raised: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: raised.append(args.exc_value))
+    spool = StalledSpool(tmp_path / "s.sqlite3")
+    connected = threading.Event()
+    connected.set()
+    client = RecordingClient()
+    sender = SpoolSender(spool, 10, connected, lambda: cast(Any, client))
+    rows = [spool.put("emotion-agent/lobby-1/stats", b"%d" % i) for i in range(2)]
+    sender.start()
+    wait_until(lambda: len(client.published) == 2, 5, "both rows handed to paho")
+    sender.acked(1, None)
+    assert spool.stalled.wait(5)
+    sender.acked(2, ReasonCode(PacketTypes.PUBACK, "Not authorized"))
+    thread = next(t for t in threading.enumerate() if t.name == "mqtt-sender")
+    sender.stop(0.0)
+    spool.close()
+    spool.go.set()
+    thread.join(5)
+    assert raised == []
+    again = Spool(tmp_path / "s.sqlite3", FakeClock(), max_bytes=10**6, max_age_seconds=3600)
+    assert [item.id for item in again.pending()] == rows, "both rows go out again at the next start"
+    again.close()
