@@ -151,6 +151,9 @@ class Spool:
         self._max_age_ms = max_age_seconds * 1000
         self._on_drop = on_drop
         self._lock = threading.Lock()
+        self._reporting = threading.RLock()
+        """Held from a purge's transaction until ``on_drop`` returned, so that ``close`` waits for
+        a report in flight; re-entrant: a report may publish, which spools and purges again."""
         self._dropped: Counter[str] = Counter()
         self._closed_stats: SpoolStats | None = None
         self._last_stats = SpoolStats(backlog=0, bytes=0, oldest_ms=None, dropped={})
@@ -197,13 +200,17 @@ class Spool:
             self._max_age_ms = max_age_seconds * 1000
 
     def close(self) -> None:
-        """Close the database; :meth:`stats` keeps answering with the figures at closing."""
-        if self._closed_stats is not None:
-            return
-        final = self.stats()
-        with self._lock:
-            self._db.close()
-            self._closed_stats = final
+        """Close the database; :meth:`stats` keeps answering with the figures at closing. Waits
+        for a drop being reported by another thread: once closed, no drop is reported, so the
+        owner can close what ``on_drop`` writes to (the audit log). It used to return meanwhile,
+        and the report found the audit log closed (found by review)."""
+        with self._reporting:
+            if self._closed_stats is not None:
+                return
+            final = self.stats()
+            with self._lock:
+                self._db.close()
+                self._closed_stats = final
 
     def _now_ms(self) -> int:
         return int(self._clock.time() * 1000)
@@ -321,6 +328,16 @@ class Spool:
         where: str,
         args: tuple[int, ...],
         before_delete: tuple[str, tuple[object, ...]] | None = None,
+    ) -> DropReport | None:
+        with self._reporting:
+            return self._purge_and_report(reason, where, args, before_delete)
+
+    def _purge_and_report(
+        self,
+        reason: DropReason,
+        where: str,
+        args: tuple[int, ...],
+        before_delete: tuple[str, tuple[object, ...]] | None,
     ) -> DropReport | None:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")

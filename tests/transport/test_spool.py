@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -296,3 +297,33 @@ def test_stats_give_the_last_figures_when_the_database_fails(tmp_path: Path, clo
     db.close()
     assert spool.stats().backlog == 1  # OperationalError (no such table) was raised, also by close()
     spool.close()
+
+
+def test_close_waits_for_a_drop_report_in_flight(tmp_path: Path, clock: FakeClock) -> None:
+    """A drop is reported once its rows are deleted, outside the database's lock, from whichever
+    thread dropped them. Was: ``close`` returned while the MQTT sender thread (past its share of
+    the stop) was still reporting one, and the service then closed the audit log: the report found
+    it closed, the rows were gone and recorded nowhere. Now ``close`` waits for the report; after
+    it no drop is reported (one begun later fails on the closed database and keeps its rows)."""
+    entered, release = threading.Event(), threading.Event()
+    reports: list[DropReport] = []
+
+    def slow(report: DropReport) -> None:  # an audit entry written to a busy SD card
+        entered.set()
+        release.wait(10)
+        reports.append(report)
+
+    spool = Spool(tmp_path / "s.sqlite3", clock, max_bytes=10**6, max_age_seconds=60, on_drop=slow)
+    row = spool.put("t/forbidden", b"x")
+    dropper = threading.Thread(target=spool.drop, args=(row, "refused_by_broker"))
+    dropper.start()
+    assert entered.wait(5)
+    closer = threading.Thread(target=spool.close)
+    closer.start()
+    closer.join(0.3)
+    closed_early = not closer.is_alive()
+    release.set()
+    closer.join(5)
+    dropper.join(5)
+    assert not closed_early, "close returned while a drop was still being reported"
+    assert [(r.reason, r.count) for r in reports] == [("refused_by_broker", 1)]
