@@ -22,7 +22,7 @@ from agent.analytics.settings import AnalyticsConfig
 from agent.audit.settings import AuditConfig
 from agent.camera.settings import CameraConfig
 from agent.crypto.settings import KeysConfig
-from agent.errors import ConfigError
+from agent.errors import ConfigError, shown
 from agent.outputs.settings import OutputsConfig
 from agent.privacy.settings import PolicyConfig, RetentionConfig, SiteConfig
 from agent.settings_base import (
@@ -231,7 +231,7 @@ MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 def migrate(data: dict[str, Any], version: object, source: str) -> dict[str, Any]:
     if not isinstance(version, int) or isinstance(version, bool):
-        raise ConfigError(f"{source}: schema_version must be an integer (found {version!r})")
+        raise ConfigError(f"{source}: schema_version must be an integer (found {shown(version)})")
     if version > SCHEMA_VERSION or version < 1:
         raise ConfigError(
             f"{source}: schema_version {version} is not supported; "

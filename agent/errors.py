@@ -13,8 +13,9 @@
         ├── TransportError         the broker or the spool failed
         └── StorageError           the state folder refused a write (a full disk)
 
-Every message is written for a person: what is wrong, where, and what would fix it.
-Exceptions are chained with ``raise ... from`` so the cause survives in debug logs.
+Every message is written for a person: what is wrong, where, and what would fix it, quoting
+what it found through ``shown`` or ``clipped`` (bounded). Exceptions are chained with
+``raise ... from`` so the cause survives in debug logs.
 """
 
 from __future__ import annotations
@@ -24,6 +25,40 @@ EXIT_RUNTIME = 1
 EXIT_INPUT = 2
 EXIT_REJECTED = EXIT_RUNTIME
 """``verify`` and ``audit verify``: checked and found bad (2 means it could not be checked)."""
+
+SHOWN = 320
+"""How many characters of a value found in a file a message quotes before cutting it: a file
+of 256 KiB can hold a 20,000-item list or one long string, and a message is a line of a
+terminal or of the journal; a host name (253) or a path as people write them is quoted whole."""
+SHOWN_EXAMPLE = 80
+"""How much of an example an error derives from a value it quoted already (a full path to write
+instead) it shows: its form is what counts."""
+
+
+def shown(value: object, limit: int = SHOWN) -> str:
+    """``repr(value)`` for a message, cut after ``limit`` characters with ``…`` and the value's
+    size (characters, items or keys), so a long value still says what it was."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    if isinstance(value, str):
+        size = _count(len(value), "character")
+    elif isinstance(value, (list, tuple)):
+        size = f"a list of {_count(len(value), 'item')}"
+    elif isinstance(value, dict):
+        size = f"a mapping of {_count(len(value), 'key')}"
+    else:
+        size = _count(len(text), "character")
+    return f"{text[:limit]}… ({size})"
+
+
+def clipped(text: str, limit: int = SHOWN) -> str:
+    """``text`` (a key or anchor name from a file, quoted as written) cut as ``shown`` cuts."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({_count(len(text), 'character')})"
+
+
+def _count(n: int, unit: str) -> str:
+    return f"{n:,} {unit}" + ("" if n == 1 else "s")
 
 
 class EmotionAgentError(Exception):

@@ -23,6 +23,8 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
+from agent.errors import SHOWN_EXAMPLE, clipped, shown
+
 if TYPE_CHECKING:
     from agent.strict_yaml import LineIndex
 
@@ -58,8 +60,8 @@ def tilde_problem(value: object) -> str | None:
     if isinstance(value, Path) and value.parts and value.parts[0].startswith("~"):
         example = _home_example(value.parts[0][1:]).joinpath(*value.parts[1:])
         return (
-            f"starts with ~, which is not expanded (found {str(value)!r}); "
-            f"write the full path, e.g. {example}"
+            f"starts with ~, which is not expanded (found {shown(str(value))}); "
+            f"write the full path, e.g. {clipped(str(example), SHOWN_EXAMPLE)}"
         )
     return None
 
@@ -116,9 +118,15 @@ def validation_problems(
     def name(key: tuple[str | int, ...]) -> str:
         line = next((lines[key[:cut]] for cut in range(len(key), -1, -1) if key[:cut] in lines), None)
         where = f"{source}:{line}" if line else source
-        return f"{'.'.join(str(p) for p in key) or '(top level)'} ({where})"
+        return f"{dotted(key) or '(top level)'} ({where})"
 
     return named_problems(exc, model, name)
+
+
+def dotted(key: tuple[str | int, ...]) -> str:
+    """``camera.fps``, ``policy.zones.0.name``: a key as the YAML writes it, each name cut as
+    ``agent.errors.clipped`` cuts (an unknown key's name is text from the file as much as a value)."""
+    return ".".join(clipped(str(part)) for part in key)
 
 
 def named_problems(exc: ValidationError, model: type[BaseModel], name: KeyNamer) -> list[str]:
@@ -141,17 +149,31 @@ def _field_help(info: FieldInfo | None) -> str | None:
 
 
 def _describe(err: Any) -> str:
+    """What is wrong, quoting at most ``agent.errors.SHOWN`` characters of what was found: the
+    value itself, and in a message the value a validator was given (``{value!r}``, as the
+    validators quote it) or a text of pydantic's context (a union's tag)."""
     kind = err["type"]
     found = err.get("input")
     if kind == "extra_forbidden":
-        return f"unknown key (found {found!r}); remove it or check its spelling"
+        return f"unknown key (found {shown(found)}); remove it or check its spelling"
     if kind == "missing":
         return "required key is missing"
-    msg = str(err["msg"])
+    msg = _quoted_shown(str(err["msg"]), found, err.get("ctx") or {})
     if kind == "value_error":
         return msg.removeprefix("Value error, ")
-    shown = repr(found) if not isinstance(found, dict) else "a mapping"
-    return f"{msg} (found {shown})"
+    return f"{msg} (found {shown(found) if not isinstance(found, dict) else 'a mapping'})"
+
+
+def _quoted_shown(msg: str, found: object, ctx: dict[str, Any]) -> str:
+    """``msg`` with a long value it quotes cut as ``shown`` cuts it."""
+    if not isinstance(found, dict):  # a section's rule quotes its keys' values itself
+        quoted, cut = repr(found), shown(found)
+        if cut != quoted:
+            msg = msg.replace(quoted, cut)
+    for text in ctx.values():
+        if isinstance(text, str) and clipped(text) != text:
+            msg = msg.replace(text, clipped(text))
+    return msg
 
 
 def _key_of(

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from agent.errors import ConfigError
+from agent.errors import ConfigError, clipped, shown
 
 MAX_BYTES = 256 * 1024
 MAX_DEPTH = 32
@@ -113,7 +113,8 @@ class _Builder:
             if self.documents > 1:
                 raise self.refuse(event, "more than one YAML document (---); a config is one document")
         elif isinstance(event, yaml.AliasEvent):
-            raise self.refuse(event, f"YAML aliases (*{event.anchor}) are not allowed; write the value out")
+            alias = clipped(str(event.anchor))
+            raise self.refuse(event, f"YAML aliases (*{alias}) are not allowed; write the value out")
         elif isinstance(event, yaml.CollectionEndEvent):
             self.stack.pop()
         elif isinstance(event, (yaml.ScalarEvent, yaml.CollectionStartEvent)):
@@ -126,9 +127,10 @@ class _Builder:
     def check(self, event: Any) -> None:
         """Anchors, tags and the value count, for every node."""
         if event.anchor is not None:
-            raise self.refuse(event, f"YAML anchors (&{event.anchor}) are not allowed; write the value out")
+            anchor = clipped(event.anchor)
+            raise self.refuse(event, f"YAML anchors (&{anchor}) are not allowed; write the value out")
         if event.tag is not None and not (isinstance(event, yaml.ScalarEvent) and event.tag == "!"):
-            raise self.refuse(event, f"YAML tags ({event.tag}) are not allowed")
+            raise self.refuse(event, f"YAML tags ({clipped(event.tag)}) are not allowed")
         self.values += 1
         if self.values > MAX_VALUES:
             raise self.refuse(event, f"more than {MAX_VALUES} values; a config is smaller than that")
@@ -167,7 +169,7 @@ class _Builder:
             if value in top.key_lines:
                 raise self.refuse(
                     event,
-                    f"duplicate key {value!r} (first on line {top.key_lines[value]}); "
+                    f"duplicate key {shown(value)} (first on line {top.key_lines[value]}); "
                     "each key may appear once",
                 )
             top.key_lines[value] = line

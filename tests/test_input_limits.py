@@ -7,6 +7,7 @@ Every case ends with exit 2, an error naming the key or file, no traceback, and 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +16,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from agent.config import parse_config
 from agent.crypto import generate_keypair
 from agent.errors import ConfigError
+from agent.fleet.settings import load_fleet_settings
+from agent.provision.bundle import render_config
+from agent.provision.site import load_site
 from agent.user_files import read_user_bytes
 
 BOUND_S = 30
@@ -227,3 +232,89 @@ def test_a_state_dir_that_is_a_file_is_refused_naming_the_key(tmp_path: Path) ->
     refused(cli("check-config", "-c", str(path)), f"state_dir {tmp_path / 'state'}: is a file")
     err = refused(cli("run", "-c", str(path)), f"state_dir {tmp_path / 'state'}: is a file")
     assert "FileExistsError" not in err
+
+
+# --- values quoted in errors ----------------------------------------------------------------------
+
+BIG = "x" * 100_000
+ITEMS = "[" + ", ".join(["1"] * 15_000) + "]"
+AGENT = "schema_version: 1\ndevice_id: lobby-1\n"
+FLEET = "receiver_id: r1\nprivate_key: /etc/r.key\n"
+SITE = (
+    "device_name: lobby-1\nbroker: {host: broker.example.internal, ca_cert: ca.crt}\n"
+    "site: {jurisdiction: US, context: retail, purpose: analytics}\n"
+)
+LINE_BOUND = 1_000
+"""A problem line: at most a few hundred characters of each value it quotes, the key and its help."""
+
+
+def problems_of(kind: str, text: str, tmp: Path) -> str:
+    """The ConfigError that ``text`` gives as the agent, the receiver or provisioning reads it,
+    its file named by its name alone."""
+    path = tmp / ("fleet.yml" if kind == "fleet" else "site.yml")
+    path.write_text(text)
+    read = {
+        "agent": lambda: parse_config(text, "agent.yaml"),
+        "fleet": lambda: load_fleet_settings(path),
+        "site": lambda: load_site(path),
+        "provision": lambda: render_config(load_site(path), "lobby-1", has_cert=True),
+    }[kind]
+    with pytest.raises(ConfigError) as info:
+        read()
+    return str(info.value).replace(str(path), path.name)
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "said"),
+    [
+        ("agent", AGENT + f"bogus: {ITEMS}\n", "bogus (agent.yaml:3): unknown key (found [1, 1,"),
+        ("agent", AGENT + f"camera: {{fps: {BIG}}}\n", "camera.fps (agent.yaml:3): Input should be"),
+        ("agent", AGENT + f"mqtt: {{host: {BIG}}}\n", "mqtt.host (agent.yaml:3): mqtt.host 'xxx"),
+        ("agent", f"schema_version: 1\ndevice_id: {BIG}\n", "device_id (agent.yaml:2): String should"),
+        ("agent", AGENT + f"state_dir: '~{BIG}'\n", "state_dir (agent.yaml:3): starts with ~"),
+        ("agent", AGENT + "policy: {schedule: {timezone: UTC, hours: {mon: ["
+         + ", ".join(["'08:00-09:00'"] * 15_000) + "]}}}\n", "mon: time ranges overlap (['08:00-09:00',"),
+        ("agent", AGENT + f"policy: {{schedule: {{timezone: UTC, hours: {{mon: ['{BIG}']}}}}}}\n",
+         "mon: 'xxx"),
+        ("agent", f"schema_version: {BIG}\n", "schema_version must be an integer (found 'xxx"),
+        ("agent", AGENT + f"? {BIG}\n: 1\n", "unknown key (found 1)"),
+        ("agent", AGENT + f"a: &{BIG} 1\n", "agent.yaml:3: YAML anchors (&xxx"),
+        ("agent", AGENT + f"a: !{BIG} 1\n", "agent.yaml:3: YAML tags (!xxx"),
+        ("agent", AGENT + f"? {BIG}\n: 1\n? {BIG}\n: 2\n", "agent.yaml:5: duplicate key 'xxx"),
+        ("fleet", FLEET + f"source: {{kind: mqtt}}\nbogus: {ITEMS}\n", "bogus (fleet.yml:4): unknown key"),
+        ("fleet", FLEET + f"source: {{kind: mqtt, host: {BIG}}}\n", "source.host (fleet.yml:3): 'xxx"),
+        ("fleet", FLEET + f"source: {{kind: {BIG}}}\n", "source (fleet.yml:3): Input tag 'xxx"),
+        ("fleet", f"receiver_id: {BIG}\nprivate_key: /etc/r.key\nsource: {{kind: mqtt}}\n", "receiver_id"),
+        ("site", SITE + f"bogus: {ITEMS}\n", "bogus (site.yml:4): unknown key (found [1, 1,"),
+        ("site", f"device_name: {BIG}\nbroker: {{host: b, ca_cert: ca.crt}}\n", "device_name 'xxx"),
+        ("site", SITE + f"username: {ITEMS}\n", "username (site.yml:4): Input should be a valid string"),
+        ("provision", SITE + f"agent: {{mqtt: {{host: {BIG}}}}}\n", "agent.mqtt.host (site.yml:4): set by"),
+        ("provision", SITE + f"agent: {{mqtt: {ITEMS}}}\n", "agent.mqtt (site.yml:4): set by provisioning"),
+        ("provision", SITE + f"agent: {{state_dir: {BIG}}}\n", "agent.state_dir (site.yml:4): 'xxx"),
+        ("provision", SITE + f"agent: {{camera: {{fps: {ITEMS}}}}}\n", "agent.camera.fps (site.yml:4)"),
+    ],
+)
+def test_an_error_quotes_a_few_hundred_characters_of_a_value_and_its_size(
+    kind: str, text: str, said: str, tmp_path: Path
+) -> None:
+    """Each printed the whole value it found (a key's name, an anchor's, a value a validator
+    quoted): a 15,000-item list or a 100,000-character string made a line that long."""
+    err = problems_of(kind, text, tmp_path)
+    assert said in err, err[:2_000]
+    assert max(len(line) for line in err.splitlines()) <= LINE_BOUND, err[:2_000]
+    assert re.search(r"… \((100,00\d characters|a list of 15,000 items)\)", err), err[:2_000]
+
+
+def test_a_long_value_is_cut_after_320_characters_with_an_ellipsis_and_its_size() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(AGENT + f"bogus: {ITEMS}\n", "agent.yaml")
+    assert info.value.problems == [
+        "bogus (agent.yaml:3): unknown key (found " + "[" + "1, " * 106 + "1… (a list of 15,000 items)); "
+        "remove it or check its spelling"
+    ]
+
+
+def test_check_config_prints_a_bounded_line_for_a_huge_value(tmp_path: Path) -> None:
+    path = config(tmp_path, f"camera: {{fps: {ITEMS}}}\n")
+    err = refused(cli("check-config", "-c", str(path)), "camera.fps", "(a list of 15,000 items)")
+    assert len(err) < 2 * LINE_BOUND, err[:2_000]

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from agent.errors import shown
 from agent.settings_base import ConfigPath, Section
 
 Context = Literal[
@@ -148,7 +149,7 @@ class ScheduleConfig(Section):
             spans = sorted(parse_range(day, r) for r in ranges)
             for (_, end), (start, _) in pairwise(spans):
                 if start < end:
-                    raise ValueError(f"{day}: time ranges overlap ({ranges}); merge them")
+                    raise ValueError(f"{day}: time ranges overlap ({shown(ranges)}); merge them")
         if not any(value.values()):
             raise ValueError("no active hours on any day: the device would never run")
         return value
@@ -158,12 +159,12 @@ def parse_range(day: str, text: str) -> tuple[int, int]:
     """``"08:30-17:00"`` → minutes since midnight (510, 1020); errors name the day and value."""
     m = _HOURS.fullmatch(text.strip())
     if m is None:
-        raise ValueError(f"{day}: {text!r} is not a time range HH:MM-HH:MM (e.g. 08:00-18:30)")
+        raise ValueError(f"{day}: {shown(text)} is not a time range HH:MM-HH:MM (e.g. 08:00-18:30)")
     start = int(m[1]) * 60 + int(m[2])
     end = int(m[3]) * 60 + int(m[4])
     if end > 24 * 60 or end <= start:
         raise ValueError(
-            f"{day}: {text!r} must end after it starts, at 24:00 at the latest; "
+            f"{day}: {shown(text)} must end after it starts, at 24:00 at the latest; "
             "split an overnight range at midnight"
         )
     return start, end

@@ -18,11 +18,11 @@ from typing import Any
 import yaml
 
 from agent.config import AgentConfig, parse_config
-from agent.errors import ConfigError
+from agent.errors import SHOWN_EXAMPLE, ConfigError, clipped, shown
 from agent.privacy.policy import PolicyRefused, require_allowed
 from agent.provision.keys import SigningKey, TlsIdentity, new_signing_key, new_tls_identity
 from agent.provision.site import SiteFile
-from agent.settings_base import KeyNamer
+from agent.settings_base import KeyNamer, dotted
 
 ETC = Path("/etc/emotion-agent")
 SERVICE_GROUP = "emotion-agent"
@@ -185,8 +185,8 @@ def provisioned_key_problems(site: SiteFile, owned: dict[str, Any]) -> list[str]
         else:  # a section provisioning writes into (mqtt, mqtt.tls, keys), given a non-mapping
             inside = [".".join(map(str, k)) for k in (*FROM_SITE, *OWN_VALUES) if k[: len(key)] == key]
             how = f"with {', '.join(inside)} in it: leave it out"
-        found = "a mapping" if isinstance(value, dict) else repr(value)
-        name = ".".join(map(str, ("agent", *key)))
+        found = "a mapping" if isinstance(value, dict) else shown(value)
+        name = dotted(("agent", *key))
         problems.append(f"{name} ({site.where(('agent', *key))}): set by provisioning (found {found}) {how}")
     return problems
 
@@ -219,7 +219,7 @@ def _named_in(site: SiteFile) -> KeyNamer:
 
     def name(key: Key) -> str:
         at = _site_key(key)
-        return f"{'.'.join(map(str, at))} ({site.where(at)})"
+        return f"{dotted(at)} ({site.where(at)})"
 
     return name
 
@@ -236,16 +236,18 @@ def relative_path_problems(site: SiteFile, as_written: AgentConfig, on_device: A
     written, device = as_written.model_dump(mode="json"), on_device.model_dump(mode="json")
     for key, value, read_as in _read_differently(written, device):
         site_key = _site_key(key)
-        problem = f"{value!r} is relative: on the device it is {read_as}, in its config's folder"
+        there = clipped(str(read_as), SHOWN_EXAMPLE)
+        problem = f"{shown(value)} is relative: on the device it is {there}, in its config's folder"
         if key in WRITTEN:
-            fix = f"{WRITTEN[key]}write a full path under {STATE}, e.g. {STATE / Path(value).name}"
+            example = clipped(str(STATE / Path(value).name), SHOWN_EXAMPLE)
+            fix = f"{WRITTEN[key]}write a full path under {STATE}, e.g. {example}"
             problem += f", which the service cannot write (ProtectSystem=strict); {fix}"
         else:
             problem += (
-                f"; write the full path it will have on the device (e.g. {read_as}, put there by "
+                f"; write the full path it will have on the device (e.g. {there}, put there by "
                 "hand: the bundle brings only its own files)"
             )
-        problems.append(f"{'.'.join(map(str, site_key))} ({site.where(site_key)}): {problem}")
+        problems.append(f"{dotted(site_key)} ({site.where(site_key)}): {problem}")
     return problems
 
 
