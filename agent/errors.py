@@ -30,9 +30,9 @@ SHOWN = 320
 """How many characters of a value found in a file a message quotes before cutting it: a file
 of 256 KiB can hold a 20,000-item list or one long string, and a message is a line of a
 terminal or of the journal; a host name (253) or a path as people write them is quoted whole."""
-SHOWN_EXAMPLE = 80
+SHOWN_EXAMPLE = 60
 """How much of an example an error derives from a value it quoted already (a full path to write
-instead) it shows: its form is what counts."""
+instead) it shows: its form is what counts (``shortened``)."""
 
 
 def shown(value: object, limit: int = SHOWN) -> str:
@@ -55,6 +55,12 @@ def shown(value: object, limit: int = SHOWN) -> str:
 def clipped(text: str, limit: int = SHOWN) -> str:
     """``text`` (a key or anchor name from a file, quoted as written) cut as ``shown`` cuts."""
     return text if len(text) <= limit else f"{text[:limit]}… ({_count(len(text), 'character')})"
+
+
+def shortened(example: str) -> str:
+    """An example derived from a value a message quoted already (with its size): its first
+    ``SHOWN_EXAMPLE`` characters, then ``…``."""
+    return example if len(example) <= SHOWN_EXAMPLE else f"{example[:SHOWN_EXAMPLE]}…"
 
 
 def _count(n: int, unit: str) -> str:

@@ -23,7 +23,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from agent.errors import SHOWN_EXAMPLE, clipped, shown
+from agent.errors import clipped, shortened, shown
 
 if TYPE_CHECKING:
     from agent.strict_yaml import LineIndex
@@ -61,7 +61,7 @@ def tilde_problem(value: object) -> str | None:
         example = _home_example(value.parts[0][1:]).joinpath(*value.parts[1:])
         return (
             f"starts with ~, which is not expanded (found {shown(str(value))}); "
-            f"write the full path, e.g. {clipped(str(example), SHOWN_EXAMPLE)}"
+            f"write the full path, e.g. {shortened(str(example))}"
         )
     return None
 

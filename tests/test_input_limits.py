@@ -285,6 +285,8 @@ def problems_of(kind: str, text: str, tmp: Path) -> str:
         ("fleet", FLEET + f"source: {{kind: mqtt, host: {BIG}}}\n", "source.host (fleet.yml:3): 'xxx"),
         ("fleet", FLEET + f"source: {{kind: {BIG}}}\n", "source (fleet.yml:3): Input tag 'xxx"),
         ("fleet", f"receiver_id: {BIG}\nprivate_key: /etc/r.key\nsource: {{kind: mqtt}}\n", "receiver_id"),
+        ("fleet", FLEET + f"source: {{kind: mqtt}}\ndatabase: 'sqlite:///etc/{BIG}'\n",
+         "database (fleet.yml:4): 'sqlite:///etc/xxx"),
         ("site", SITE + f"bogus: {ITEMS}\n", "bogus (site.yml:4): unknown key (found [1, 1,"),
         ("site", f"device_name: {BIG}\nbroker: {{host: b, ca_cert: ca.crt}}\n", "device_name 'xxx"),
         ("site", SITE + f"username: {ITEMS}\n", "username (site.yml:4): Input should be a valid string"),
@@ -302,7 +304,7 @@ def test_an_error_quotes_a_few_hundred_characters_of_a_value_and_its_size(
     err = problems_of(kind, text, tmp_path)
     assert said in err, err[:2_000]
     assert max(len(line) for line in err.splitlines()) <= LINE_BOUND, err[:2_000]
-    assert re.search(r"… \((100,00\d characters|a list of 15,000 items)\)", err), err[:2_000]
+    assert re.search(r"… \((100,0\d\d characters|a list of 15,000 items)\)", err), err[:2_000]
 
 
 def test_a_long_value_is_cut_after_320_characters_with_an_ellipsis_and_its_size() -> None:

@@ -16,7 +16,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from agent import strict_yaml
 from agent.crypto.settings import KeyPath
-from agent.errors import ConfigError
+from agent.errors import ConfigError, shortened, shown
 from agent.fleet.store import SQLITE, sqlite_path
 from agent.settings_base import (
     CONFIG_FOLDER,
@@ -221,13 +221,14 @@ def sqlite_path_problem(url: str) -> str | None:
     empty database (every device key learnt and every stored sequence number gone)."""
     rest = url.removeprefix(SQLITE)
     if not rest:
-        return f"{url!r} names no file; e.g. sqlite:////var/lib/emotion-agent-fleet/fleet.db"
+        return f"{shown(url)} names no file; e.g. sqlite:////var/lib/emotion-agent-fleet/fleet.db"
     top = rest.split("/", 1)[0]
     if top and f"/{top}" in SYSTEM_FOLDERS:  # top is empty for a full path (four slashes)
+        path = shortened(rest)
         return (
-            f"{url!r} names the relative path {rest}, read from the config file's folder; for "
-            f"/{rest} write four slashes (sqlite:////{rest}), for a folder {top} beside this file "
-            f"write sqlite:///./{rest}"
+            f"{shown(url)} names the relative path {path}, read from the config file's folder; for "
+            f"/{path} write four slashes (sqlite:////{path}), for a folder {top} beside this file "
+            f"write sqlite:///./{path}"
         )
     return None
 

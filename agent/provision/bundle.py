@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from agent.config import AgentConfig, parse_config
-from agent.errors import SHOWN_EXAMPLE, ConfigError, clipped, shown
+from agent.errors import ConfigError, shortened, shown
 from agent.privacy.policy import PolicyRefused, require_allowed
 from agent.provision.keys import SigningKey, TlsIdentity, new_signing_key, new_tls_identity
 from agent.provision.site import SiteFile
@@ -236,10 +236,10 @@ def relative_path_problems(site: SiteFile, as_written: AgentConfig, on_device: A
     written, device = as_written.model_dump(mode="json"), on_device.model_dump(mode="json")
     for key, value, read_as in _read_differently(written, device):
         site_key = _site_key(key)
-        there = clipped(str(read_as), SHOWN_EXAMPLE)
+        there = shortened(str(read_as))
         problem = f"{shown(value)} is relative: on the device it is {there}, in its config's folder"
         if key in WRITTEN:
-            example = clipped(str(STATE / Path(value).name), SHOWN_EXAMPLE)
+            example = shortened(str(STATE / Path(value).name))
             fix = f"{WRITTEN[key]}write a full path under {STATE}, e.g. {example}"
             problem += f", which the service cannot write (ProtectSystem=strict); {fix}"
         else:
