@@ -40,7 +40,12 @@ _FLOAT = re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
 
 
 class YamlRefused(ConfigError):
-    """The text is not YAML, or uses a YAML feature or size this reader refuses."""
+    """The text is not YAML, or uses a YAML feature or size this reader refuses; ``why`` says
+    which without the file and line, for a caller that wrote the text and names its own place."""
+
+    def __init__(self, where: str, why: str) -> None:
+        super().__init__(f"{where}: {why}")
+        self.why = why
 
 
 def resolve_plain(text: str) -> Any:
@@ -77,20 +82,43 @@ def parse(text: str, source: str = "<config>") -> tuple[Any, LineIndex]:
     """
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_BYTES:
-        raise YamlRefused(f"{source}: {size} bytes is too large for a config (at most {MAX_BYTES})")
+        raise YamlRefused(source, f"{size} bytes is too large for a config (at most {MAX_BYTES})")
     try:
         return _build(yaml.parse(text, Loader=_Loader), source)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
-        raise YamlRefused(f"{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+        raise YamlRefused(where, f"not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
 
 
 def _build(events: Any, source: str) -> tuple[Any, LineIndex]:
     builder = _Builder(source)
-    for event in events:
-        builder.feed(event)
+    events = iter(events)
+    try:
+        for event in events:
+            builder.feed(event)
+    except _TooManyValues as over:  # the rest is counted, not kept: how far over the limit
+        rest = _values_in(events)
+        found = f" ({builder.values + rest} in all)" if rest is not None else ""
+        why = f"more than {MAX_VALUES} values{found}; a config is smaller than that"
+        raise builder.refuse(over.event, why) from None
     return builder.root, builder.lines
+
+
+class _TooManyValues(Exception):
+    """The value past ``MAX_VALUES``; ``_build`` counts the rest for the refusal."""
+
+    def __init__(self, event: Any) -> None:
+        super().__init__()
+        self.event = event
+
+
+def _values_in(events: Any) -> int | None:
+    """How many values the rest of ``events`` holds, or None when the rest is not YAML."""
+    try:
+        return sum(1 for event in events if isinstance(event, (yaml.ScalarEvent, yaml.CollectionStartEvent)))
+    except yaml.YAMLError:
+        return None
 
 
 class _Builder:
@@ -105,7 +133,7 @@ class _Builder:
         self.values = 0
 
     def refuse(self, event: Any, why: str) -> YamlRefused:
-        return YamlRefused(f"{self.source}:{event.start_mark.line + 1}: {why}")
+        return YamlRefused(f"{self.source}:{event.start_mark.line + 1}", why)
 
     def feed(self, event: Any) -> None:
         if isinstance(event, yaml.DocumentStartEvent):
@@ -133,7 +161,7 @@ class _Builder:
             raise self.refuse(event, f"YAML tags ({clipped(event.tag)}) are not allowed")
         self.values += 1
         if self.values > MAX_VALUES:
-            raise self.refuse(event, f"more than {MAX_VALUES} values; a config is smaller than that")
+            raise _TooManyValues(event)
 
     def expecting_key(self) -> bool:
         return bool(self.stack) and isinstance(self.stack[-1].value, dict) and self.stack[-1].key is None

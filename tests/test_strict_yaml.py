@@ -53,3 +53,12 @@ def test_refusals_say_where_and_why(text: str, said: str) -> None:
 def test_an_empty_document_is_none() -> None:
     assert parse("")[0] is None
     assert parse("# only a comment\n")[0] is None
+
+
+def test_a_text_over_the_value_limit_is_refused_with_how_many_it_holds() -> None:
+    """The refusal said "more than 20000 values" only: not how far over, which a person (or
+    provisioning, which built the text) needs to know how much to take out."""
+    with pytest.raises(YamlRefused) as info:
+        parse("a: [" + ",".join(["1"] * (MAX_VALUES + 500)) + "]\n", "site.yaml")
+    why = f"more than {MAX_VALUES} values ({MAX_VALUES + 503} in all); a config is smaller than that"
+    assert (str(info.value), info.value.why) == (f"site.yaml:1: {why}", why)

@@ -23,6 +23,7 @@ from agent.privacy.policy import PolicyRefused, require_allowed
 from agent.provision.keys import SigningKey, TlsIdentity, new_signing_key, new_tls_identity
 from agent.provision.site import SiteFile
 from agent.settings_base import KeyNamer, dotted
+from agent.strict_yaml import YamlRefused
 
 ETC = Path("/etc/emotion-agent")
 SERVICE_GROUP = "emotion-agent"
@@ -59,6 +60,12 @@ OWN_VALUES: dict[Key, str] = {
     "(a systemd credential)",
 }
 """The device config keys provisioning sets from no site file key, and what it sets them to."""
+TOO_LARGE = (
+    "It holds this section, the site section and the keys provisioning sets, written in block "
+    "style (one list item a line, indented), so it can be over a limit the site file is under; "
+    "make agent: smaller"
+)
+"""Why a site file the YAML reader takes can give a device config it refuses as too large."""
 
 
 @dataclass(frozen=True)
@@ -154,6 +161,11 @@ def render_config(site: SiteFile, device_id: str, has_cert: bool) -> str:
     try:
         cfg = parse_config(text, source, ETC, name)  # as the device reads it
         as_written = parse_config(text, source, None, name)
+    except YamlRefused as exc:  # YAML written here: only the reader's size limits refuse it
+        raise ConfigError(
+            f"the site file's agent keys give {device_id} a config too large for the agent to read",
+            [f"agent ({site.where(('agent',))}): the config built from it: {exc.why}. {TOO_LARGE}"],
+        ) from exc
     except ConfigError as exc:
         raise ConfigError(
             f"the site file's agent keys give {device_id} an invalid config", exc.problems

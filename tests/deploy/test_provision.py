@@ -22,6 +22,7 @@ from agent.provision.boot import fat_offset
 from agent.provision.bundle import render_config
 from agent.provision.keys import b64url, jwk_of
 from agent.provision.site import load_site
+from agent.strict_yaml import MAX_BYTES, MAX_VALUES, parse
 from tests.test_config_paths import SETTINGS as PATH_KEYS
 
 MTOOLS_ENV = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
@@ -277,6 +278,50 @@ def test_an_invalid_value_of_the_config_is_named_at_its_site_file_key_and_line(
     _, err = capfd.readouterr()
     assert problem.format(site=site) in " ".join(err.split()), err
     assert "agent.yaml" not in err
+    assert not (boot / "emotion-agent").exists()
+
+
+def values_in(data: object) -> int:
+    """How many values the YAML reader counts in ``data``: each key, scalar, list and mapping."""
+    if isinstance(data, dict):
+        return 1 + sum(1 + values_in(value) for value in data.values())
+    if isinstance(data, list):
+        return 1 + sum(values_in(item) for item in data)
+    return 1
+
+
+@pytest.mark.parametrize(
+    ("agent_line", "said"),
+    [
+        ("  policy: {zones: [{name: door, polygon: [ITEMS]}]}\n",
+         r"more than (?P<allowed>\d+) values \((?P<found>\d+) in all\); a config is smaller than that"),
+        ("  " + "".join(f"k{i}: {{" for i in range(15)) + "list: [ITEMS]" + "}" * 15 + "\n",
+         r"(?P<found>\d+) bytes is too large for a config \(at most (?P<allowed>\d+)\)"),
+    ],
+    ids=["values", "bytes"],
+)
+def test_a_config_built_over_the_yaml_readers_limits_says_which_limit(
+    agent_line: str, said: str, tmp_path: Path, lab_ca: tuple[Path, Path],
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """Was: "the site file's agent keys give lobby-1 an invalid config" and no reason: the site
+    file is just under the reader's limits, the config built from it over them (it adds the keys
+    provisioning sets and writes a list one item a line), and the reader's refusal has no list of
+    problems to copy. The values case fills the site file to the limit exactly."""
+    site = site_with(tmp_path, lab_ca[0], agent_line.replace("ITEMS", ""))
+    data, _ = parse(site.read_text())
+    items = MAX_VALUES - values_in(data) if "zones" in agent_line else 12_000
+    site.write_text(site.read_text().replace("[]", "[" + ", ".join(["1"] * items) + "]"))
+    boot = bootfs(tmp_path)
+    assert main(["provision", "--site", str(site), "--boot", str(boot)]) == 2
+    _, err = capfd.readouterr()
+    assert "a config too large for the agent to read" in err, err
+    assert f"agent ({site}:7): the config built from it: " in err, err
+    limit = re.search(f"{said}. It holds this section", err)
+    assert limit is not None, err
+    assert int(limit["allowed"]) in (MAX_VALUES, MAX_BYTES)
+    assert int(limit["found"]) > int(limit["allowed"])
+    assert "make agent: smaller" in err, err
     assert not (boot / "emotion-agent").exists()
 
 
