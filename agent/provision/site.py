@@ -19,7 +19,7 @@ from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, field_
 from agent import strict_yaml
 from agent.config import is_valid_device_id, reserved_device_id_problem
 from agent.errors import ConfigError
-from agent.settings_base import Section, validation_problems
+from agent.settings_base import Section, host_problem, validation_problems
 from agent.user_files import read_user_text
 
 
@@ -27,6 +27,16 @@ class BrokerSite(Section):
     host: str = Field(..., min_length=1, max_length=253, title="Broker host name or address")
     port: int = Field(8883, ge=1, le=65535, title="Broker TLS port")
     ca_cert: Path = Field(..., title="CA certificate (PEM) of the broker, copied onto the device")
+
+    @field_validator("host")
+    @classmethod
+    def _host_name(cls, value: str) -> str:
+        """Checked as the agent checks mqtt.host, which provisioning fills from it: refused here,
+        at its own key, not once a device's config is built (where it read as mqtt.host)."""
+        problem = host_problem(value)
+        if problem:
+            raise ValueError(f"{value!r} {problem}")
+        return value
 
 
 class LabCa(Section):

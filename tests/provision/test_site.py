@@ -47,3 +47,33 @@ def test_a_relative_path_is_beside_the_site_file_as_named(tmp_path: Path, linked
     assert site.broker.ca_cert == named / "ca.crt"
     assert site.lab_ca is not None
     assert (site.lab_ca.cert, site.lab_ca.key) == (named / "lab/ca.crt", named / "lab/ca.key")
+
+
+@pytest.mark.parametrize(
+    ("host", "said"),
+    [
+        ("broker..example", "has an empty label (a leading or double dot)"),
+        ("a" * 64 + ".example", "has a label of 64 characters"),
+        ("-broker.example", "has the label '-broker'"),
+        ("[::1]", "has brackets; an IPv6 address is written without them (e.g. ::1)"),
+    ],
+)
+def test_a_broker_host_that_is_no_host_name_is_refused_as_the_site_file_loads(
+    tmp_path: Path, host: str, said: str
+) -> None:
+    """Only its length was checked here: the name was refused once a device's config was built,
+    as ``mqtt.host 'broker..example' has an empty label`` at broker.host."""
+    path = tmp_path / "site.yml"
+    path.write_text(SITE.replace("host: b,", f"host: '{host}',"))
+    with pytest.raises(ConfigError) as info:
+        load_site(path)
+    (problem,) = info.value.problems
+    assert problem.startswith(f"broker.host ({path}:2): {host!r} {said}; a host is an IP address"), problem
+    assert "mqtt" not in problem
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "broker.example.", "mqtt_1.lan", "bröker.example"])
+def test_a_broker_host_name_or_address_is_taken(tmp_path: Path, host: str) -> None:
+    path = tmp_path / "site.yml"
+    path.write_text(SITE.replace("host: b,", f"host: '{host}',"))
+    assert load_site(path).broker.host == host
