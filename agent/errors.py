@@ -79,6 +79,10 @@ class InputError(EmotionAgentError):
     exit_code = EXIT_INPUT
 
 
+MAX_LISTED = 20
+"""Problems a ConfigError lists when printed; the rest are counted (``problems`` keeps them all)."""
+
+
 class ConfigError(InputError):
     """A config file or value is invalid; ``problems`` lists every one found."""
 
@@ -87,10 +91,16 @@ class ConfigError(InputError):
         self.problems = problems or []
 
     def __str__(self) -> str:
+        """The message and the first ``MAX_LISTED`` problems, the rest counted: 15,000 wrong
+        values made 15,000 lines (1.35 MB) on the terminal, the journal or an installer's log."""
         head = super().__str__()
         if not self.problems:
             return head
-        return head + "\n" + "\n".join(f"  - {p}" for p in self.problems)
+        lines = [f"  - {p}" for p in self.problems[:MAX_LISTED]]
+        rest = len(self.problems) - MAX_LISTED
+        if rest > 0:
+            lines.append(f"  ... and {rest:,} more problems (fix these first)")
+        return head + "\n" + "\n".join(lines)
 
 
 class ModelError(InputError):

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from agent.config import parse_config
 from agent.crypto import generate_keypair
-from agent.errors import ConfigError
+from agent.errors import MAX_LISTED, ConfigError
 from agent.fleet.settings import load_fleet_settings
 from agent.provision.bundle import render_config
 from agent.provision.site import load_site
@@ -320,3 +320,16 @@ def test_check_config_prints_a_bounded_line_for_a_huge_value(tmp_path: Path) -> 
     path = config(tmp_path, f"camera: {{fps: {ITEMS}}}\n")
     err = refused(cli("check-config", "-c", str(path)), "camera.fps", "(a list of 15,000 items)")
     assert len(err) < 2 * LINE_BOUND, err[:2_000]
+
+
+def test_check_config_lists_the_first_problems_and_counts_the_rest(tmp_path: Path) -> None:
+    """15,000 wrong hours made 15,001 problem lines, 1.35 MB on the terminal (found by review):
+    the first ones are listed, the rest counted."""
+    path = config(tmp_path, f"policy: {{schedule: {{hours: {{mon: {ITEMS}}}}}}}\n")
+    proc = cli("check-config", "-c", str(path))
+    assert proc.returncode == 2, proc.stderr[-2_000:]
+    assert "Traceback" not in proc.stderr
+    listed = [line for line in proc.stderr.splitlines() if line.startswith("  - ")]
+    assert len(listed) == MAX_LISTED, len(listed)
+    assert f"and {15_001 - MAX_LISTED:,} more problems" in proc.stderr, proc.stderr[-2_000:]
+    assert len(proc.stderr) < MAX_LISTED * LINE_BOUND, len(proc.stderr)
