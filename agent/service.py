@@ -212,7 +212,7 @@ class Service:
 
     @property
     def stop_requested(self) -> bool:
-        return self.signals.stop.is_set()
+        return self.signals.stop_requested
 
     @property
     def exit_reason(self) -> str:

@@ -1,8 +1,12 @@
 """The signals a running agent answers: SIGTERM/SIGINT stop it after flushing, SIGHUP reloads the
 config, SIGUSR1 toggles privacy mode (agent.privacy.privacy_mode.SignalToggle).
 
-A handler only sets a flag that the service loop reads on its next turn: it never takes a lock
-the loop may hold, and never does I/O."""
+A handler only appends to a list that the service loop reads on its next turn (one bytecode): it
+never takes a lock, and never does I/O. Python runs a handler on the main thread between two
+bytecodes of whatever runs there, the loop or another handler; SIGTERM and SIGHUP used to set a
+``threading.Event``, whose lock the interrupted ``Event.clear`` (a reload being taken) or the
+first SIGTERM's ``Event.set`` held, and the agent hung for good, deaf to SIGTERM (found by
+review)."""
 
 from __future__ import annotations
 
@@ -50,7 +54,9 @@ class ServiceSignals:
     def __init__(self, toggle: SignalToggle) -> None:
         self.toggle = toggle
         self.stop = threading.Event()
-        self.reload = threading.Event()
+        """Set by a caller that runs the service in a thread (never by a handler)."""
+        self._stops: list[int] = []
+        self._reloads: list[int] = []
         self.stop_reason = "stopped"
         self._old: dict[int, Any] = {}
         self.early: EarlySignals | None = None
@@ -71,7 +77,7 @@ class ServiceSignals:
         if early is not None:
             self.toggle.received(len(early.toggles))
             if early.reloads:
-                self.reload.set()
+                self.request_reload()
 
     def restore(self) -> None:
         if not self._old:
@@ -81,16 +87,27 @@ class ServiceSignals:
         self._old = {}
         self.toggle.uninstall()
 
+    @property
+    def stop_requested(self) -> bool:
+        """SIGTERM or SIGINT came, or ``stop`` was set."""
+        return bool(self._stops) or self.stop.is_set()
+
+    def request_reload(self) -> None:
+        """What SIGHUP does: the loop reloads at its next turn."""
+        self._reloads.append(signal.SIGHUP)  # one bytecode, as in the handler
+
     def take_reload(self) -> bool:
-        """True once per SIGHUP received since the last call."""
-        if not self.reload.is_set():
+        """True if a reload was asked for since the last call (several count as one); one that
+        comes while this runs is kept for the next call."""
+        count = len(self._reloads)
+        if not count:
             return False
-        self.reload.clear()
+        del self._reloads[:count]
         return True
 
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
-        self.stop_reason = signal.Signals(signum).name.lower()
-        self.stop.set()
+        self.stop_reason = "sigint" if signum == signal.SIGINT else "sigterm"
+        self._stops.append(signum)  # one bytecode: no lock (module docstring)
 
     def _on_hup(self, signum: int, frame: FrameType | None) -> None:
-        self.reload.set()
+        self._reloads.append(signum)

@@ -48,7 +48,7 @@ def test_the_mqtt_switch_is_obeyed_only_when_the_policy_allows_it(
 
 def reload_with(service: Service, clock: FakeClock, tmp_path: Path, switches: str) -> None:
     write_config(tmp_path, "scripted.mp4", extra=NO_GATE + f"policy: {{privacy_mode: {{{switches}}}}}\n")
-    service.signals.reload.set()
+    service.signals.request_reload()
     clock.advance(3.0)
     service.step()
 
