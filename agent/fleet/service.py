@@ -43,6 +43,24 @@ def open_inbox(settings: FleetSettings) -> Inbox:
     return NatsInbox(settings.source, client)
 
 
+class StopSignals:
+    """SIGTERM and SIGINT for the receiver: the handler appends to a list (one bytecode) and takes
+    no lock. It set a ``threading.Event``, whose lock a second signal arriving inside the first
+    one's ``set``, or one arriving while the loop's ``wait`` held it, waited for on the same
+    thread: the receiver hung for good, deaf to SIGTERM, until systemd's SIGKILL (found by
+    review, as in ``agent.service_signals``)."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self.handle)
+        signal.signal(signal.SIGINT, self.handle)
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        self.received.append(signum)
+
+
 class FleetService:
     def __init__(
         self, settings: FleetSettings, inbox: Inbox | None = None, config_dir: Path | None = None
@@ -51,6 +69,8 @@ class FleetService:
         when $CREDENTIALS_DIRECTORY does not hold it (``agent.crypto.keys.resolve_key_path``)."""
         self.settings = settings
         self.stop_requested = threading.Event()
+        """Set by a caller that runs the receiver in a thread (never by a signal handler)."""
+        self.signals = StopSignals()
         self.clock = SystemClock()
         self.store = Store(settings.database)
         self.registry = Registry(
@@ -92,17 +112,15 @@ class FleetService:
         return int(self.clock.time() * 1000)
 
     def run(self) -> int:
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            self.stop_requested.set()
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+        """Until SIGTERM or SIGINT (seen within ``ROLLUP_EVERY_S``), ``stop_requested``, or an
+        inbox or database lost for good."""
+        self.signals.install()
         if self.web is not None:
             self.web.start()
         self.inbox.start(self.receiver.handle)
         logger.info("receiver running", extra={"receiver": self.settings.receiver_id})
         try:
-            while not self.stop_requested.wait(ROLLUP_EVERY_S):
+            while not self.signals.received and not self.stop_requested.wait(ROLLUP_EVERY_S):
                 if self.inbox.error is not None:
                     logger.error(
                         "receiver stopping: its inbox stopped for good (%s: %s)",

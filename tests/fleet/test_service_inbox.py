@@ -4,6 +4,10 @@ coming in or every message left unacknowledged."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -18,6 +22,8 @@ from agent.fleet.service import INBOX_FAILED, FleetService
 from agent.fleet.settings import FleetSettings
 from tests.fleet.servers import Postgres, terminate_connections
 from tests.fleet.sim import SimDevice
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class DyingInbox:
@@ -116,3 +122,24 @@ def test_a_receiver_whose_database_stays_unreachable_exits_non_zero(
         give_up.set()
         with psycopg.connect(postgres.url("postgres"), autocommit=True) as admin:
             admin.execute("ALTER DATABASE unreachable ALLOW_CONNECTIONS true")
+
+
+def test_a_second_sigterm_while_the_first_is_handled_stops_the_receiver_and_hangs_nothing(
+    tmp_path: Path,
+) -> None:
+    """The receiver's handler set a threading.Event: a SIGTERM arriving inside the first one's
+    set() waited for the lock the interrupted set() held, and the receiver hung for good, deaf
+    to SIGTERM (found by review). tests/fleet_signals_during_stop.py raises SIGTERM at every
+    line the handler runs."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "tests.fleet_signals_during_stop", str(tmp_path)],
+            capture_output=True, text=True, timeout=30, check=False, cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("hung: no answer in 30 s (killed)")
+    assert done.returncode == 0, done.stderr[-2000:]
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    assert outcome["code"] == 0
+    assert outcome["sent"] >= 1, outcome  # the handler ran and was interrupted at its lines
