@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -34,7 +33,7 @@ from agent.settings_base import (
     validation_problems,
 )
 from agent.transport.settings import MqttConfig
-from agent.user_files import read_user_text
+from agent.user_files import folder_as_named, read_user_text
 from agent.vision.settings import VisionConfig
 
 SCHEMA_VERSION = 1
@@ -248,7 +247,7 @@ def load_config(path: str | Path) -> AgentConfig:
     """Read and validate a config file; a relative path in it is read from the file's folder
     (``agent.settings_base.in_config_folder``), wherever the command was started."""
     p = Path(path)
-    folder = Path(os.path.abspath(p.parent))  # the folder as named, symbolic links not followed
+    folder = folder_as_named(p.parent)  # symbolic links named are not followed
     return parse_config(read_user_text(p, "config file", ConfigError), str(p), folder)
 
 

@@ -112,3 +112,18 @@ def read_user_text(
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise error(f"{path}: the {what} is not UTF-8 text (byte {exc.start})") from None
+
+
+def folder_as_named(folder: Path) -> Path:
+    """``folder`` made absolute as the kernel reads it, keeping the symbolic links it names: a
+    ``..`` climbs out of the folder a link points to (the kernel's reading of ``link/..``), and
+    elsewhere it is cut from the text (``os.path.abspath``, which cut ``link/..`` too, so a
+    config named ``x/link/../agent.yaml`` had its relative paths read from x, not the file's
+    folder). A link that is named, not climbed out of, stays in the path."""
+    path = Path("/") if folder.is_absolute() else Path(os.getcwd())
+    for part in folder.parts[1 if folder.is_absolute() else 0 :]:
+        if part == "..":
+            path = (Path(os.path.realpath(path)) if path.is_symlink() else path).parent
+        elif part != ".":
+            path /= part
+    return path

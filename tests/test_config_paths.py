@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from agent.config import AgentConfig, load_config, parse_config
 from agent.crypto import generate_keypair
+from agent.crypto.keys import beside_config
 from agent.errors import ConfigError
 
 MINIMAL = "schema_version: 1\ndevice_id: lobby-1\n"
@@ -137,6 +138,36 @@ def test_a_relative_config_path_is_taken_from_the_working_folder_once(etc: Path)
     (etc / "agent.yaml").write_text(MINIMAL + "state_dir: state\noutputs: {jsonl: out.jsonl}\n")
     cfg = load_config(Path("../etc/agent.yaml"))
     assert (cfg.state_dir, cfg.outputs.jsonl) == (etc / "state", str(etc / "out.jsonl"))
+
+
+
+def test_a_config_named_through_a_link_and_dotdot_reads_paths_from_the_folder_it_is_in(etc: Path) -> None:
+    """``-c ../x/link/../agent.yaml`` with link -> etc/sub: the kernel reads etc/agent.yaml, but
+    the folder was taken by cutting ``link/..`` from the text, so keys/device.key and state were
+    read in x, a folder holding no config (check-config: device private key not found, exit 2)."""
+    generate_keypair(etc / "keys")
+    (etc / "sub").mkdir()
+    (etc.parent / "x").mkdir()
+    (etc.parent / "x" / "link").symlink_to(etc / "sub")
+    (etc / "agent.yaml").write_text(
+        MINIMAL + "site: {jurisdiction: US, context: retail, purpose: analytics}\n"
+        "mqtt: {enabled: false}\nkeys: {private_key: keys/device.key}\nstate_dir: state\n"
+    )
+    named = Path("../x/link/../agent.yaml")
+    cfg = load_config(named)
+    assert (cfg.keys.private_key, cfg.state_dir) == (etc / "keys/device.key", etc / "state")
+    checked = run_cli(etc.parent / "elsewhere", "check-config", "-c", str(named))
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_a_bare_key_name_is_read_beside_a_config_named_through_a_link_and_dotdot(etc: Path) -> None:
+    """The bare keys.private_key (systemd's credential first) is the file in the same folder
+    as the other relative paths: x/link/.. is etc when link -> etc/sub, not x."""
+    (etc / "sub").mkdir()
+    (etc.parent / "x").mkdir()
+    (etc.parent / "x" / "link").symlink_to(etc / "sub")
+    assert beside_config(Path("device.key"), Path("../x/link/..")) == etc / "device.key"
+    assert beside_config(Path("device.key"), Path("../x/plain/..")) == etc.parent / "x/device.key"
 
 
 def test_a_relative_file_url_source_is_read_from_the_config_files_folder(etc: Path) -> None:

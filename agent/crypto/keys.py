@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from agent.atomic import write_new
 from agent.crypto.canonical import b64url_decode, b64url_encode
 from agent.errors import KeyFileError, PayloadError
-from agent.user_files import read_user_bytes, read_user_text
+from agent.user_files import folder_as_named, read_user_bytes, read_user_text
 
 MAX_KEY_FILE_BYTES = 64 * 1024
 PRIVATE_NAME = "device.key"
@@ -93,7 +93,7 @@ def _kind(key: object) -> str:
 def beside_config(path: Path, config_dir: Path) -> Path:
     """A bare key name is the file of that name in the config's folder (as a full path, so an
     error names the file looked at); any other path is kept as given."""
-    return Path(os.path.abspath(config_dir / path)) if len(path.parts) == 1 else path
+    return folder_as_named(config_dir) / path if len(path.parts) == 1 else path
 
 
 def resolve_key_path(path_or_name: str | os.PathLike[str], config_dir: Path | None = None) -> Path:
