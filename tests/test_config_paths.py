@@ -19,6 +19,8 @@ from agent.config import AgentConfig, load_config, parse_config
 from agent.crypto import generate_keypair
 from agent.crypto.keys import beside_config
 from agent.errors import ConfigError
+from agent.fleet.settings import load_fleet_settings
+from agent.provision.site import load_site
 
 MINIMAL = "schema_version: 1\ndevice_id: lobby-1\n"
 
@@ -220,3 +222,26 @@ def test_check_config_and_policy_explain_read_the_files_beside_the_config(etc: P
     assert f"the file {etc / 'out.jsonl'}" in flat
     assert f"a flag file ({etc / 'privacy'})" in flat
     assert list(elsewhere.iterdir()) == []
+
+
+def test_the_fleet_config_and_the_site_file_named_through_a_link_and_dotdot_read_their_folder(
+    etc: Path,
+) -> None:
+    """As the agent's config: ``x/link/../FILE`` with link -> etc/sub is etc/FILE to the kernel,
+    and its relative paths are read in etc, not in x (the folder was cut from the text)."""
+    (etc / "sub").mkdir()
+    (etc.parent / "x").mkdir()
+    (etc.parent / "x" / "link").symlink_to(etc / "sub")
+    (etc / "fleet.yaml").write_text(
+        "receiver_id: r1\nprivate_key: keys/r.key\nstate_dir: state\n"
+        "source: {kind: nats, servers: ['nats://127.0.0.1:4222']}\n"
+    )
+    fleet = load_fleet_settings(Path("../x/link/../fleet.yaml"))
+    assert (fleet.private_key, fleet.state_dir) == (etc / "keys/r.key", etc / "state")
+    (etc / "ca.crt").write_text("not read here\n")
+    (etc / "site.yml").write_text(
+        "device_name: lobby-1\nbroker: {host: broker.example.internal, ca_cert: ca.crt}\n"
+        "site: {jurisdiction: US, context: retail, purpose: analytics}\n"
+    )
+    site = load_site(Path("../x/link/../site.yml"))
+    assert site.broker.ca_cert == etc / "ca.crt"

@@ -7,7 +7,6 @@ One YAML file per receiver replica; replicas of one fleet share ``database`` and
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -27,7 +26,7 @@ from agent.settings_base import (
     validation_problems,
 )
 from agent.state_dir import SYSTEM_FOLDERS
-from agent.user_files import read_user_text
+from agent.user_files import folder_as_named, read_user_text
 
 _ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -239,7 +238,7 @@ def load_fleet_settings(path: Path) -> FleetSettings:
     is refused at its key, not coerced. A relative path in it is read from the file's folder
     (``agent.settings_base.in_config_folder``): systemd starts the receiver in /."""
     text = read_user_text(path, "fleet config", ConfigError)
-    folder = Path(os.path.abspath(path.parent))  # the folder as named, symbolic links not followed
+    folder = folder_as_named(path.parent)  # symbolic links named are not followed (load_config)
     data, lines = strict_yaml.parse(text, str(path))  # no aliases, no duplicate keys, bounded
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the config must be a YAML mapping of keys to values")

@@ -10,7 +10,6 @@ each naming the site file key that sets it (``agent.provision.bundle``).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from agent import strict_yaml
 from agent.config import is_valid_device_id, reserved_device_id_problem
 from agent.errors import ConfigError
 from agent.settings_base import Section, host_problem, validation_problems
-from agent.user_files import read_user_text
+from agent.user_files import folder_as_named, read_user_text
 
 
 class BrokerSite(Section):
@@ -141,4 +140,4 @@ def load_site(path: str | Path) -> SiteFile:
     except ValidationError as exc:
         problems = validation_problems(exc, lines, str(p), SiteFile)  # its own keys' help
         raise ConfigError(f"{p}: {len(problems)} problem(s) in the site file", problems) from exc
-    return site.resolve(Path(os.path.abspath(p.parent)))
+    return site.resolve(folder_as_named(p.parent))  # as load_config: links named, not followed
