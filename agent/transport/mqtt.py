@@ -75,6 +75,10 @@ CLEARED_AT_START = ("privacy_mode",)
 
 _UNSUPPORTED_PROTOCOL = {1, 132}  # 3.1.1 CONNACK 0x01 and MQTT 5 reason 0x84
 
+FALLBACK_END_S = 2.0
+"""How long the fallback to MQTT 3.1.1 waits for the MQTT 5 client's network thread to end (and
+paho's ``SHUT_GRACE_S`` more, ``PahoClient.end_within``) before it starts the new client anyway."""
+
 ANNOUNCE_MIN_SECONDS = 30.0
 """Home Assistant births closer together than this make one discovery re-send, not one each."""
 
@@ -645,7 +649,12 @@ class MqttOutput:
             self._fall_back_to_311()
 
     def _fall_back_to_311(self) -> None:
-        """The broker speaks only MQTT 3.1.1: rebuild the client for it (paho fixes it at creation)."""
+        """The broker speaks only MQTT 3.1.1: rebuild the client for it (paho fixes it at creation).
+
+        The old client's network thread gets ``FALLBACK_END_S``: paho's ``loop_stop`` waited for
+        it without a bound, and a thread that did not end (in a connect, a TLS handshake, a
+        blocked log write) held the sender thread and the fallback with it (found by review).
+        A thread left running reports nothing: its callbacks that touch the link are removed."""
         self._downgrade.clear()
         old = self._client
         if old is None or self._protocol == MQTTProtocolVersion.MQTTv311:
@@ -653,8 +662,12 @@ class MqttOutput:
         logger.warning("the broker refused MQTT 5; falling back to MQTT 3.1.1")
         old.on_disconnect = None
         old.on_connect = None
-        old.disconnect()
-        old.loop_stop()
+        old.on_connect_fail = None
+        old.on_log = None
+        if not old.end_within(FALLBACK_END_S):
+            logger.warning(
+                "MQTT: the MQTT 5 client's network thread has not ended; it ends with the process"
+            )
         self._protocol = MQTTProtocolVersion.MQTTv311
         self._sender.forget_inflight()
         self._client = self._build_client()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,9 +18,9 @@ from tests.mosquitto import wait_until
 from tests.transport.fake_broker import Mqtt311OnlyBroker
 
 
-def make(port: int, tmp_path: Path, protocol: str) -> MqttOutput:
+def make(port: int, tmp_path: Path, protocol: str, client_id: str | None = None) -> MqttOutput:
     cfg = MqttConfig(host="127.0.0.1", port=port, protocol=protocol,  # type: ignore[arg-type]
-                     reconnect_min_seconds=1, reconnect_max_seconds=1)
+                     reconnect_min_seconds=1, reconnect_max_seconds=1, client_id=client_id)
     return MqttOutput(cfg, device_id="lobby-1", state_dir=tmp_path, spool_days=7, clock=SystemClock())
 
 
@@ -50,3 +54,66 @@ def test_a_pinned_version_5_never_falls_back(tmp_path: Path) -> None:
     assert health.last_error == (
         "broker refused the connection: Unsupported protocol version (set mqtt.protocol to auto or 3.1.1)"
     )
+
+
+CLIENT = "fallback-under-test"
+"""The client id of the tests below: paho names its network thread after it."""
+
+
+class HoldTheFallback(logging.Handler):
+    """Holds the sender thread where the fallback starts (its log line) until paho's thread of the
+    old MQTT 5 client is held in turn, in the log line of its next refusal, until ``let_go``: an
+    old network thread that does not end when asked, as one in a connect, a TLS handshake or a
+    log write that blocks does not."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.falling_back = threading.Event()
+        self.old_thread_held = threading.Event()
+        self.let_go = threading.Event()
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        """Not under the handler's lock (``Handler.handle`` takes it): two threads are held here."""
+        self.emit(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "falling back to MQTT 3.1.1" in message:
+            self.falling_back.set()
+            self.old_thread_held.wait(30)
+        elif "refused the connection" in message and self.falling_back.is_set():
+            if self.old_thread_held.is_set():
+                return
+            self.old_thread_held.set()
+            self.let_go.wait(60)
+
+
+@contextlib.contextmanager
+def held_fallback() -> Iterator[HoldTheFallback]:
+    hold = HoldTheFallback()
+    log = logging.getLogger("agent.transport.mqtt")
+    log.addHandler(hold)
+    try:
+        yield hold
+    finally:
+        hold.let_go.set()
+        log.removeHandler(hold)
+
+
+@pytest.mark.slow
+def test_the_fallback_starts_the_311_client_while_the_old_clients_thread_does_not_end(tmp_path: Path) -> None:
+    """Was: the fallback waited for the MQTT 5 client's network thread with paho's unbounded
+    ``loop_stop``, and nothing was sent for as long as that thread did not end. Now it waits
+    ``FALLBACK_END_S`` (and paho's grace), then connects over 3.1.1 without it."""
+    with Mqtt311OnlyBroker() as broker, held_fallback() as hold:
+        out = make(broker.port, tmp_path, "auto", client_id=CLIENT)
+        out.start()
+        try:
+            assert hold.old_thread_held.wait(15), "the old client was not refused a second time"
+            wait_until(lambda: out.state == LinkState.CONNECTED, 10, "connected over 3.1.1")
+            health = out.health()
+        finally:
+            out.stop(timeout=1.0)
+    assert 4 in broker.levels
+    assert health.protocol == "3.1.1"
