@@ -310,8 +310,8 @@ class MqttOutput:
         review)."""
         deadline = time.monotonic() + timeout
         self._drain(timeout / 2)
-        self._stopping.set()
-        with self._lock:
+        with self._lock:  # the fallback's 3.1.1 client is installed before (and ended below) or never
+            self._stopping.set()
             timer, self._announce_timer = self._announce_timer, None
         if timer is not None:
             timer.cancel()
@@ -654,10 +654,14 @@ class MqttOutput:
         The old client's network thread gets ``FALLBACK_END_S``: paho's ``loop_stop`` waited for
         it without a bound, and a thread that did not end (in a connect, a TLS handshake, a
         blocked log write) held the sender thread and the fallback with it (found by review).
-        A thread left running reports nothing: its callbacks that touch the link are removed."""
+        A thread left running reports nothing: its callbacks that touch the link are removed.
+
+        Once the output is stopping no client is started: the fallback, on the sender thread, can
+        outlast ``stop``, and then started a client that connected and published ``online`` and
+        discovery after the output had stopped (found by review)."""
         self._downgrade.clear()
         old = self._client
-        if old is None or self._protocol == MQTTProtocolVersion.MQTTv311:
+        if old is None or self._protocol == MQTTProtocolVersion.MQTTv311 or self._stopping.is_set():
             return
         logger.warning("the broker refused MQTT 5; falling back to MQTT 3.1.1")
         old.on_disconnect = None
@@ -668,10 +672,14 @@ class MqttOutput:
             logger.warning(
                 "MQTT: the MQTT 5 client's network thread has not ended; it ends with the process"
             )
-        self._protocol = MQTTProtocolVersion.MQTTv311
-        self._sender.forget_inflight()
-        self._client = self._build_client()
-        self._connect_async(self._client)
+        with self._lock:  # as ``stop`` sets ``_stopping``: it ends this client, or there is none
+            if self._stopping.is_set():
+                logger.info("MQTT: the output is stopping; no MQTT 3.1.1 client is started")
+                return
+            self._protocol = MQTTProtocolVersion.MQTTv311
+            self._sender.forget_inflight()
+            self._client = self._build_client()
+            self._connect_async(self._client)
 
 
 def _left(deadline: float) -> float:

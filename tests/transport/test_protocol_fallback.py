@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from agent.clock import SystemClock
-from agent.transport.link import LinkState
+from agent.transport.link import SHUT_GRACE_S, LinkState
 from agent.transport.mqtt import MqttOutput
 from agent.transport.settings import MqttConfig
 from tests.mosquitto import wait_until
@@ -62,9 +63,9 @@ CLIENT = "fallback-under-test"
 
 class HoldTheFallback(logging.Handler):
     """Holds the sender thread where the fallback starts (its log line) until paho's thread of the
-    old MQTT 5 client is held in turn, in the log line of its next refusal, until ``let_go``: an
-    old network thread that does not end when asked, as one in a connect, a TLS handshake or a
-    log write that blocks does not."""
+    old MQTT 5 client is held in turn, in its next log line (the refused connection's disconnect,
+    or its next refusal), until ``let_go``: an old network thread that does not end when asked, as
+    one in a connect, a TLS handshake or a log write that blocks does not."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
@@ -82,7 +83,7 @@ class HoldTheFallback(logging.Handler):
         if "falling back to MQTT 3.1.1" in message:
             self.falling_back.set()
             self.old_thread_held.wait(30)
-        elif "refused the connection" in message and self.falling_back.is_set():
+        elif record.threadName.startswith("paho-mqtt-client-") and self.falling_back.is_set():
             if self.old_thread_held.is_set():
                 return
             self.old_thread_held.set()
@@ -101,6 +102,10 @@ def held_fallback() -> Iterator[HoldTheFallback]:
         log.removeHandler(hold)
 
 
+def started_threads(before: set[threading.Thread], name: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t not in before and t.name == name]
+
+
 @pytest.mark.slow
 def test_the_fallback_starts_the_311_client_while_the_old_clients_thread_does_not_end(tmp_path: Path) -> None:
     """Was: the fallback waited for the MQTT 5 client's network thread with paho's unbounded
@@ -110,10 +115,43 @@ def test_the_fallback_starts_the_311_client_while_the_old_clients_thread_does_no
         out = make(broker.port, tmp_path, "auto", client_id=CLIENT)
         out.start()
         try:
-            assert hold.old_thread_held.wait(15), "the old client was not refused a second time"
+            assert hold.old_thread_held.wait(15), "the old client's thread logged nothing more"
             wait_until(lambda: out.state == LinkState.CONNECTED, 10, "connected over 3.1.1")
             health = out.health()
         finally:
             out.stop(timeout=1.0)
     assert 4 in broker.levels
     assert health.protocol == "3.1.1"
+
+
+@pytest.mark.slow
+def test_a_stop_during_the_fallback_starts_no_311_client_and_nothing_is_published_after_it(
+    tmp_path: Path,
+) -> None:
+    """Was: the fallback (on the sender thread) did not look at the stop: once the old client's
+    thread ended, after ``stop`` had returned, it started a 3.1.1 client that connected and
+    published ``online`` and discovery (CONNECTED after STOPPED), and its thread ran on. Now a
+    stop that began before the new client is installed means none is; one installed before is
+    the one ``stop`` ends."""
+    before = set(threading.enumerate())
+    with Mqtt311OnlyBroker() as broker, held_fallback() as hold:
+        out = make(broker.port, tmp_path, "auto", client_id=CLIENT)
+        out.start()
+        assert hold.old_thread_held.wait(15), "the old client's thread logged nothing more"
+        began = time.monotonic()
+        out.stop(timeout=1.0)
+        took = time.monotonic() - began
+        assert out.state == LinkState.STOPPED
+        hold.let_go.set()  # the old client's thread ends: the fallback goes on
+        for sender in started_threads(before, "mqtt-sender"):
+            sender.join(10)
+            assert not sender.is_alive(), "the sender thread is still in the fallback"
+        running = started_threads(before, f"paho-mqtt-client-{CLIENT}")
+        for thread in running:
+            thread.join(5)
+        levels = list(broker.levels)
+    assert took < 1.0 + SHUT_GRACE_S + 1.0, f"stop(timeout=1) took {took:.1f} s"
+    alive = [t.name for t in running if t.is_alive()]
+    assert (alive, out.state, 4 in levels) == ([], LinkState.STOPPED, False), (
+        f"after the stop: paho threads {alive}, state {out.state}, CONNECT levels {levels}"
+    )
