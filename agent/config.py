@@ -191,13 +191,6 @@ CROSS_FIELD_RULES: list[Callable[[AgentConfig], list[str]]] = [
 # --- loading ----------------------------------------------------------------------------------
 
 
-def format_validation_errors(
-    exc: ValidationError, lines: dict[tuple[str | int, ...], int], source: str
-) -> list[str]:
-    """The agent config's problems, one line each (``agent.settings_base.validation_problems``)."""
-    return validation_problems(exc, lines, source, AgentConfig)
-
-
 def parse_config(
     text: str, source: str = "<config>", folder: Path | None = None, name: KeyNamer | None = None
 ) -> AgentConfig:
@@ -220,7 +213,7 @@ def parse_config(
         if name is not None:
             problems = named_problems(exc, AgentConfig, name)
         else:
-            problems = format_validation_errors(exc, lines, source)
+            problems = validation_problems(exc, lines, source, AgentConfig)
         raise ConfigError(f"{source}: {len(problems)} problem(s) in the config", problems) from exc
 
 
