@@ -38,6 +38,7 @@ from agent.config import AgentConfig, load_config
 from agent.crypto import JSON, Signer, public_jwk
 from agent.errors import EmotionAgentError
 from agent.frame import Frame
+from agent.memtrim import rare_task
 from agent.outputs.base import Output
 from agent.outputs.factory import build_outputs
 from agent.policy_clock import date_for_policy
@@ -417,9 +418,15 @@ class Service:
     # --- windows, alerts, health -----------------------------------------------------------------
 
     def _close_windows(self, now: float, *, flush: bool = False) -> None:
+        """Publish the windows that ended, and sign the checkpoint their entries make due, on
+        library pages apart from the frames' (``agent.memtrim.rare_task``)."""
         reports = self.aggregator.flush(now) if flush else self.aggregator.poll(now)
-        for report in reports:
-            self._publish_window(report)
+        if not reports:
+            return
+        with rare_task():
+            for report in reports:
+                self._publish_window(report)
+            self.audit.maybe_checkpoint()
 
     def _publish_window(self, report: WindowReport) -> None:
         self.publisher.publish("stats", report.to_body())

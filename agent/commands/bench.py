@@ -152,7 +152,7 @@ class BenchResult:
 @dataclass(frozen=True)
 class ColdPass:
     """The first pass over a clip: each code path's first use, and the library pages the
-    vision stage's memory trim (``agent.vision.memtrim``) dropped, read back from the disk 4 KB
+    vision stage's memory trim (``agent.memtrim``) dropped, read back from the disk 4 KB
     at a time. A one-off in the service; over a 100-frame clip it was 0.13-0.19 ms per frame of
     waiting (docs/vision.md), so the timed pass is the second."""
 

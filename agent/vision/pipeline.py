@@ -23,10 +23,10 @@ import numpy.typing as npt
 
 from agent.errors import BackendUnavailable, ModelError
 from agent.frame import Pixels, check_pixels
+from agent.memtrim import trim_file_pages
 from agent.vision.detector import FaceDetector
 from agent.vision.emotion import CROP, EmotionClassifier
 from agent.vision.manifest import MANIFEST_NAME, REBUILD_HINT, ModelSpec, default_models_dir, model_spec
-from agent.vision.memtrim import trim_file_pages
 from agent.vision.observation import Detection, FaceObservation, Quality
 from agent.vision.precision import pick_precisions, with_float_io
 from agent.vision.quality import GateLimits, gate, yaw_degrees

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent.vision.memtrim import mapping_paths, read_only_file_mappings
+from agent.memtrim import mapping_paths, read_only_file_mappings
 
 SMAPS = """\
 00400000-00452000 r-xp 00000000 08:02 173521      /usr/lib/libfoo.so
@@ -39,7 +39,7 @@ def test_only_unmodified_read_only_file_mappings_are_chosen() -> None:
 
 PROBE = """
 import cv2, numpy as np
-from agent.vision.memtrim import trim_file_pages
+from agent.memtrim import trim_file_pages
 def rss():
     for line in open('/proc/self/smaps_rollup'):
         if line.startswith('Rss:'):
@@ -68,7 +68,7 @@ def test_the_files_behind_trimmed_mappings_are_named() -> None:
 
 REFAULT_PROBE = """
 import mmap, os, sys
-from agent.vision.memtrim import trim_file_pages
+from agent.memtrim import trim_file_pages
 path = sys.argv[1]
 with open(path, 'wb') as f:  # freshly written: cached as pip leaves a library it installed
     for i in range(64):

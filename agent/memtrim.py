@@ -12,6 +12,9 @@ back when one of its pages runs again, and one OpenCV call after a trim brought 
 Dropped, a page used again is read back on its own. glibc's heap gives its free memory back
 too (``malloc_trim``: a closed 1080p decoder leaves about 18 MB free in it). Anonymous memory
 in use (arrays, the models' arenas) is never touched. docs/vision.md has the figures.
+
+``rare_task()`` trims before and after a task that runs once a window (its messages, signatures
+and audit entries), so that task's library pages and the frames' are never mapped together.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import ctypes
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -110,3 +115,24 @@ def trim_file_pages() -> int:
     dropped = sum(drop_cached_pages(path) for path in fresh)
     logger.debug("trimmed %d read-only file mappings, dropped the cache of %d files", trimmed, dropped)
     return trimmed
+
+
+@contextmanager
+def rare_task() -> Iterator[None]:
+    """Run a task that comes once a window (signing and publishing its messages, appending and
+    checkpointing its audit entries) with the library pages the frames run trimmed before it,
+    and the pages it ran trimmed after it.
+
+    Each kind of work keeps the pages it ran mapped until the next trim, and a page maps 64 KB
+    of its library around it (the kernel's fault-around), so the resident set of ``run`` grew
+    to the sum of both sets: with a 1080p clip, the frames' 15-19 MB (OpenCV, LiteRT, numpy,
+    FFmpeg) plus the window's 4.4 MB (cryptography's Rust library 2.4, pydantic-core 1.2,
+    OpenSSL's hashes 0.6), a peak of 101.6 MB with MQTT on. Apart, the file-backed part peaks
+    at 19.6 MB and the whole at 97.0-97.5 MB (docs/vision.md, "Memory"). The cost is two trims
+    a window (about 16 ms each at 1080p, most of it reading ``/proc/self/smaps``) and the
+    frames' pages read back from the page cache after it (0.3 ms on the next frame)."""
+    trim_file_pages()
+    try:
+        yield
+    finally:
+        trim_file_pages()
