@@ -450,7 +450,7 @@ class Service:
         self.publisher.publish(f"alert/{state.rule}", state.to_body(), retain=True, typ="alert-state")
 
     def _publish_checkpoint(self, note: bytes) -> None:
-        self.publisher.publish("audit/checkpoint", self.prover.body_for(note), retain=True)
+        self.publisher.publish("audit/checkpoint", self.prover.body_for(note), retain=True, checkpoint=True)
 
     # --- camera, gate, privacy, commands ---------------------------------------------------------
 

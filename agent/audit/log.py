@@ -25,7 +25,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +98,10 @@ class AuditLog:
         self._cp_mono = clock.monotonic()
         self._pending: list[bytes] = []
         self._notifier: int | None = None
+        self._quiet: dict[int, int] = {}
+        """Threads inside ``checkpoint_publishing``, and how deep."""
+        self._quiet_entries = 0
+        """Entries since the last checkpoint that were appended inside ``checkpoint_publishing``."""
         self._reopen: tuple[int, str | None] | None = None
         self._held: list[tuple[str, dict[str, JSON]]] = []
         self._held_dropped = 0
@@ -303,9 +307,32 @@ class AuditLog:
         entry = encode_entry(self._tree.size, ts_ms, kind, fields)
         self._write(entry)
         self._track(entry)
-        if self._notifier != threading.get_ident():  # not an entry the checkpoint callback wrote
+        me = threading.get_ident()
+        if me in self._quiet:
+            self._quiet_entries += 1
+        elif self._notifier != me:  # not an entry the checkpoint callback wrote
             self._try_checkpoint(self._maybe_checkpoint)
         return entry.index
+
+    @contextlib.contextmanager
+    def checkpoint_publishing(self) -> Iterator[None]:
+        """Entries this thread appends inside (the publisher's ``publish`` record of a
+        checkpoint's message) make no checkpoint due by themselves; the next entry of anything
+        else does, and its checkpoint covers them (``audit verify`` does not count these records
+        between checkpoints either). The publisher records a message after the checkpoint's own
+        delivery has returned, so with ``checkpoint_every_entries: 1`` each checkpoint's record
+        made the next one due and ``run`` signed and published checkpoints without end at its
+        start."""
+        me = threading.get_ident()
+        with self._lock:
+            self._quiet[me] = self._quiet.get(me, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                depth = self._quiet.pop(me) - 1
+                if depth:
+                    self._quiet[me] = depth
 
     def _try_checkpoint(self, sign: Callable[[], SignedCheckpoint | None]) -> SignedCheckpoint | None:
         """A checkpoint the disk refused is tried again later (its size was not recorded)."""
@@ -438,9 +465,9 @@ class AuditLog:
         return cp
 
     def _maybe_checkpoint(self) -> SignedCheckpoint | None:
-        if self._tree.size <= self._cp_size:
+        if self._tree.size <= self._cp_size + self._quiet_entries:
             return None
-        new = self._tree.size - max(self._cp_size, 0)
+        new = self._tree.size - max(self._cp_size, 0) - self._quiet_entries
         elapsed = self._clock.monotonic() - self._cp_mono
         if new >= self.settings.checkpoint_every_entries or (
             elapsed >= self.settings.checkpoint_every_minutes * 60
@@ -487,6 +514,7 @@ class AuditLog:
         finally:
             os.close(fd)
         self._cp_size, self._cp_mono = cp.size, self._clock.monotonic()
+        self._quiet_entries = 0
         self._pending.append(cp.note)
         return cp
 
