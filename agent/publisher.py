@@ -22,7 +22,6 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -38,10 +37,6 @@ HELD_MAX = 1000
 class AuditSink(Protocol):
     def append(self, kind: str, fields: Mapping[str, JSON]) -> int: ...
 
-    def checkpoint_publishing(self) -> AbstractContextManager[None]:
-        """Around recording a checkpoint's message (``AuditLog``)."""
-        ...
-
 
 @dataclass
 class _Waiting:
@@ -55,8 +50,6 @@ class _Waiting:
     outputs: list[Output] = field(default_factory=list)
     typ: str | None = None
     waited: bool = False
-    checkpoint: bool = False
-    """The message of an audit checkpoint: its record makes no checkpoint due (``AuditLog``)."""
 
 
 class Publisher:
@@ -89,19 +82,12 @@ class Publisher:
         return f"{self.base_topic}/{suffix}"
 
     def publish(
-        self,
-        suffix: str,
-        body: Mapping[str, JSON],
-        *,
-        retain: bool = False,
-        typ: str | None = None,
-        checkpoint: bool = False,
+        self, suffix: str, body: Mapping[str, JSON], *, retain: bool = False, typ: str | None = None
     ) -> Message | None:
         """Sign ``body`` for ``<base>/<suffix>`` and hand it to every output; the message, or
         None while it waits (behind earlier waiting ones, or refused by an output). ``typ``
-        defaults to the suffix (``audit/checkpoint`` is ``audit-checkpoint``). ``checkpoint``:
-        the message of an audit checkpoint (``AuditLog.checkpoint_publishing``)."""
-        item = _Waiting(suffix, body, retain, outputs=list(self.outputs), typ=typ, checkpoint=checkpoint)
+        defaults to the suffix (``audit/checkpoint`` is ``audit-checkpoint``)."""
+        item = _Waiting(suffix, body, retain, outputs=list(self.outputs), typ=typ)
         self._waiting.append(item)
         self.retry()
         return item.message if item.message is not None and not item.outputs else None
@@ -129,17 +115,9 @@ class Publisher:
                 self._waiting.popleft()
                 if self.error is not None:
                     self._recovered(1 + sum(1 for w in self._waiting if w.waited))
-                with self._scope(item):
-                    self._record(item)
+                self._record(item)
         finally:
             self._turn.release()
-
-    def _scope(self, item: _Waiting) -> AbstractContextManager[None]:
-        """A checkpoint's ``publish`` record makes no checkpoint due (``audit verify`` does not
-        count those records either)."""
-        if item.checkpoint and self.audit is not None:
-            return self.audit.checkpoint_publishing()
-        return nullcontext()
 
     def _drop_oldest(self, n: int) -> None:
         for _ in range(n):

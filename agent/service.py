@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -352,7 +352,7 @@ class Service:
         self._close_windows(self._window_time(None))
         self._ping_watchdog()
         self._enforce_retention()
-        self.audit.maybe_checkpoint()
+        self._checkpoint_if_due()
 
     def _enforce_retention(self) -> None:
         """At start and on the retention timer; the audit log records its own purges."""
@@ -418,7 +418,7 @@ class Service:
     # --- windows, alerts, health -----------------------------------------------------------------
 
     def _close_windows(self, now: float, *, flush: bool = False) -> None:
-        """Publish the windows that ended, and sign the checkpoint their entries make due, on
+        """Publish the windows that ended (and sign the checkpoints their entries make due) on
         library pages apart from the frames' (``agent.memtrim.rare_task``)."""
         reports = self.aggregator.flush(now) if flush else self.aggregator.poll(now)
         if not reports:
@@ -426,6 +426,12 @@ class Service:
         with rare_task():
             for report in reports:
                 self._publish_window(report)
+
+    def _checkpoint_if_due(self) -> None:
+        """A checkpoint due by time (every ``audit.checkpoint_every_minutes``, which is how a
+        device with the default settings signs them: a window adds a few entries, not 100) is
+        signed between windows: on library pages of its own too."""
+        with rare_task() if self.audit.checkpoint_due() else nullcontext():
             self.audit.maybe_checkpoint()
 
     def _publish_window(self, report: WindowReport) -> None:
@@ -450,7 +456,7 @@ class Service:
         self.publisher.publish(f"alert/{state.rule}", state.to_body(), retain=True, typ="alert-state")
 
     def _publish_checkpoint(self, note: bytes) -> None:
-        self.publisher.publish("audit/checkpoint", self.prover.body_for(note), retain=True, checkpoint=True)
+        self.publisher.publish("audit/checkpoint", self.prover.body_for(note), retain=True)
 
     # --- camera, gate, privacy, commands ---------------------------------------------------------
 

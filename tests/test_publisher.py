@@ -8,7 +8,6 @@ import json
 import logging
 import threading
 from collections.abc import Mapping
-from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import pytest
@@ -46,9 +45,6 @@ class Audit:
     def append(self, kind: str, fields: Mapping[str, JSON]) -> int:
         self.entries.append((kind, dict(fields)))
         return len(self.entries) - 1
-
-    def checkpoint_publishing(self) -> AbstractContextManager[None]:
-        return nullcontext()
 
 
 def make(*outputs: Disk) -> tuple[Publisher, Audit]:

@@ -256,6 +256,17 @@ SCHEMAS: dict[str, type[_Data]] = {
     "segment": SegmentData,
 }
 INTERNAL_KINDS = frozenset({"purge", "segment"})
+
+CHECKPOINT_TOPIC_SUFFIX = "/audit/checkpoint"
+
+
+def records_a_checkpoint(kind: str, fields: Mapping[str, Any]) -> bool:
+    """The ``publish`` record of a checkpoint's own message. It makes no checkpoint due (the
+    log) and is not counted between checkpoints (``audit verify``): each checkpoint is followed
+    by its record, so counted, with ``checkpoint_every_entries: 1`` every record made the next
+    checkpoint due, without end."""
+    topic = fields.get("topic")
+    return kind == "publish" and isinstance(topic, str) and topic.endswith(CHECKPOINT_TOPIC_SUFFIX)
 """Kinds only the log itself writes."""
 
 

@@ -25,14 +25,14 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from agent.atomic import append_durable, fsync_dir, write_atomic
-from agent.audit.entries import INTERNAL_KINDS, Entry, decode_entry, encode_entry
+from agent.audit.entries import INTERNAL_KINDS, Entry, decode_entry, encode_entry, records_a_checkpoint
 from agent.audit.merkle import CompactRange, leaf_hash
 from agent.audit.note import SignedCheckpoint, check_name, parse_checkpoint_text, sign_checkpoint, split_notes
 from agent.audit.purge import plan_purge, seed_from
@@ -98,10 +98,9 @@ class AuditLog:
         self._cp_mono = clock.monotonic()
         self._pending: list[bytes] = []
         self._notifier: int | None = None
-        self._quiet: dict[int, int] = {}
-        """Threads inside ``checkpoint_publishing``, and how deep."""
-        self._quiet_entries = 0
-        """Entries since the last checkpoint that were appended inside ``checkpoint_publishing``."""
+        self._records = 0
+        """Entries since the last checkpoint that record a checkpoint's message
+        (``records_a_checkpoint``): they make none due."""
         self._reopen: tuple[int, str | None] | None = None
         self._held: list[tuple[str, dict[str, JSON]]] = []
         self._held_dropped = 0
@@ -307,32 +306,12 @@ class AuditLog:
         entry = encode_entry(self._tree.size, ts_ms, kind, fields)
         self._write(entry)
         self._track(entry)
-        me = threading.get_ident()
-        if me in self._quiet:
-            self._quiet_entries += 1
-        elif self._notifier != me:  # not an entry the checkpoint callback wrote
+        if records_a_checkpoint(kind, fields):
+            self._records += 1
+        elif self._notifier != threading.get_ident():  # not an entry the checkpoint callback wrote
             self._try_checkpoint(self._maybe_checkpoint)
         return entry.index
 
-    @contextlib.contextmanager
-    def checkpoint_publishing(self) -> Iterator[None]:
-        """Entries this thread appends inside (the publisher's ``publish`` record of a
-        checkpoint's message) make no checkpoint due by themselves; the next entry of anything
-        else does, and its checkpoint covers them (``audit verify`` does not count these records
-        between checkpoints either). The publisher records a message after the checkpoint's own
-        delivery has returned, so with ``checkpoint_every_entries: 1`` each checkpoint's record
-        made the next one due and ``run`` signed and published checkpoints without end at its
-        start."""
-        me = threading.get_ident()
-        with self._lock:
-            self._quiet[me] = self._quiet.get(me, 0) + 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                depth = self._quiet.pop(me) - 1
-                if depth:
-                    self._quiet[me] = depth
 
     def _try_checkpoint(self, sign: Callable[[], SignedCheckpoint | None]) -> SignedCheckpoint | None:
         """A checkpoint the disk refused is tried again later (its size was not recorded)."""
@@ -464,16 +443,24 @@ class AuditLog:
         self._deliver()
         return cp
 
-    def _maybe_checkpoint(self) -> SignedCheckpoint | None:
-        if self._tree.size <= self._cp_size + self._quiet_entries:
-            return None
-        new = self._tree.size - max(self._cp_size, 0) - self._quiet_entries
+    def checkpoint_due(self) -> bool:
+        """Whether ``maybe_checkpoint`` would write or sign anything now (entries that waited for
+        the disk, or a checkpoint N entries or T minutes after the last): the service runs it on
+        library pages of its own then (``agent.memtrim.rare_task``)."""
+        with self._lock:
+            return bool(self._held) or self._due()
+
+    def _due(self) -> bool:
+        if self._tree.size <= self._cp_size + self._records:
+            return False
+        new = self._tree.size - max(self._cp_size, 0) - self._records
         elapsed = self._clock.monotonic() - self._cp_mono
-        if new >= self.settings.checkpoint_every_entries or (
+        return new >= self.settings.checkpoint_every_entries or (
             elapsed >= self.settings.checkpoint_every_minutes * 60
-        ):
-            return self._checkpoint()
-        return None
+        )
+
+    def _maybe_checkpoint(self) -> SignedCheckpoint | None:
+        return self._checkpoint() if self._due() else None
 
     def checkpoint(self) -> SignedCheckpoint | None:
         """Sign the current tree head now (None when the disk refuses the note)."""
@@ -514,7 +501,7 @@ class AuditLog:
         finally:
             os.close(fd)
         self._cp_size, self._cp_mono = cp.size, self._clock.monotonic()
-        self._quiet_entries = 0
+        self._records = 0
         self._pending.append(cp.note)
         return cp
 

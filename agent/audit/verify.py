@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.audit.cosignature import find_cosignature
 from agent.audit.cosigned import COSIGNATURES_FILE
-from agent.audit.entries import Entry, decode_entry
+from agent.audit.entries import Entry, decode_entry, records_a_checkpoint
 from agent.audit.invariants import Invariants
 from agent.audit.log import DAY_MS
 from agent.audit.merkle import CompactRange, leaf_hash, root_of
@@ -246,7 +246,7 @@ class _Verifier:
         if self.tree.size in self.device_sizes:
             self.unsigned = 0
             return
-        if entry.kind == "publish" and entry.data["topic"].endswith("/audit/checkpoint"):
+        if records_a_checkpoint(entry.kind, entry.data):
             return
         self.unsigned += 1
         if self.unsigned == self.every + 1:
