@@ -13,8 +13,10 @@ Dropped, a page used again is read back on its own. glibc's heap gives its free 
 too (``malloc_trim``: a closed 1080p decoder leaves about 18 MB free in it). Anonymous memory
 in use (arrays, the models' arenas) is never touched. docs/vision.md has the figures.
 
-``rare_task()`` trims before and after a task that runs once a window (its messages, signatures
-and audit entries), so that task's library pages and the frames' are never mapped together.
+A mapping is trimmed only if it was the same at the previous look (``settled``): a library
+another thread is loading at that moment is not. ``rare_task()`` trims before and after a task
+that runs once a window (its messages, signatures and audit entries) or once a checkpoint is
+due, so that task's library pages and the frames' are not mapped together.
 """
 
 from __future__ import annotations
@@ -92,21 +94,52 @@ def drop_cached_pages(path: str) -> bool:
     return True
 
 
+_LAST_SEEN: frozenset[str] = frozenset()
+"""The mappings (``mapping_heads``) of this process's last look at ``/proc/self/smaps``."""
+
+
+def mapping_heads(smaps_text: str) -> dict[tuple[int, int], str]:
+    """Each mapping's first line (range, permissions, offset, device, inode, path) by its range."""
+    heads = {}
+    for line in smaps_text.splitlines():
+        head = line.partition(" ")[0]
+        if "-" in head and ":" not in head:
+            lo, hi = (int(x, 16) for x in head.split("-"))
+            heads[lo, hi] = line
+    return heads
+
+
+def settled(
+    ranges: list[tuple[int, int]], heads: dict[tuple[int, int], str], seen: frozenset[str]
+) -> list[tuple[int, int]]:
+    """The ``ranges`` whose mapping (``heads``) is the same as at the last look (``seen``). A
+    library that another thread is loading right now is first mapped read-only whole, then its
+    segments are mapped over that and its data relocated (written: private pages); dropped
+    after that, those writes would be lost. A mapping seen unchanged at two looks (at least
+    milliseconds apart) is not such a passing one."""
+    return [r for r in ranges if heads.get(r) in seen]
+
+
 def trim_file_pages() -> int:
     """Drop the pages of read-only file mappings, and the files' unmapped cached pages; give
     the heap's free memory back (glibc); the number of mappings trimmed (0 off Linux)."""
     if not sys.platform.startswith("linux"):
         return 0
+    global _LAST_SEEN  # noqa: PLW0603 - one process, one list of its mappings
     try:
+        if not _LAST_SEEN:
+            _LAST_SEEN = frozenset(mapping_heads(SMAPS.read_text(encoding="utf-8")).values())
         text = SMAPS.read_text(encoding="utf-8")
     except OSError:
         return 0
+    heads = mapping_heads(text)
+    seen, _LAST_SEEN = _LAST_SEEN, frozenset(heads.values())
     libc = ctypes.CDLL(None, use_errno=True)
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     if hasattr(libc, "malloc_trim"):  # glibc: freed decoder buffers stay in the heap otherwise
         libc.malloc_trim(0)
     trimmed = 0
-    ranges = read_only_file_mappings(text)
+    ranges = settled(read_only_file_mappings(text), heads, seen)
     for lo, hi in ranges:
         libc.madvise(lo, hi - lo, MADV_RANDOM)
         trimmed += libc.madvise(lo, hi - lo, MADV_DONTNEED) == 0
@@ -120,8 +153,10 @@ def trim_file_pages() -> int:
 @contextmanager
 def rare_task() -> Iterator[None]:
     """Run a task that comes once a window (signing and publishing its messages, appending and
-    checkpointing its audit entries) with the library pages the frames run trimmed before it,
-    and the pages it ran trimmed after it.
+    checkpointing its audit entries) or once a checkpoint is due by time, with the library
+    pages the frames run trimmed before it, and the pages it ran trimmed after it. Rarer audit
+    entries outside these (a command, a privacy-mode change, a camera failure) are not wrapped:
+    what they map stays until the next window's trim.
 
     Each kind of work keeps the pages it ran mapped until the next trim, and a page maps 64 KB
     of its library around it (the kernel's fault-around), so the resident set of ``run`` grew

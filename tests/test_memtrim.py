@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent.memtrim import mapping_paths, read_only_file_mappings
+from agent.memtrim import mapping_heads, mapping_paths, read_only_file_mappings, settled
 
 SMAPS = """\
 00400000-00452000 r-xp 00000000 08:02 173521      /usr/lib/libfoo.so
@@ -105,3 +105,25 @@ def test_a_page_used_again_after_the_trim_comes_back_alone(tmp_path: Path) -> No
     before, after, refault, _, again = (int(v) for v in done.stdout.split())
     assert (before, after, again) == (8192, 0, 33)  # all 8 MB mapped, all dropped, data intact
     assert refault <= 16, refault  # the page itself (4 KB); 128 KB when the cache was kept
+
+
+LOADING = """\
+00400000-00655000 r--p 00000000 08:02 173521      /usr/lib/libfoo.so
+Rss:                   8 kB
+Anonymous:             0 kB
+7f0000000000-7f0000100000 r--p 00000000 08:02 99  /models/face.tflite
+Rss:                1024 kB
+Anonymous:             0 kB
+"""
+"""An earlier look, while another thread was loading libfoo: mapped whole and read-only, its
+segments not yet mapped over it nor its data relocated."""
+
+
+def test_only_mappings_unchanged_since_the_last_look_are_trimmed() -> None:
+    """libfoo's code was not there at the last look (the loader's whole read-only mapping was):
+    it waits for the next trim; the model file, the same at both looks, is trimmed."""
+    seen = frozenset(mapping_heads(LOADING).values())
+    now = mapping_heads(SMAPS)
+    assert settled(read_only_file_mappings(SMAPS), now, seen) == [(0x7F0000000000, 0x7F0000100000)]
+    again = frozenset(now.values())
+    assert settled(read_only_file_mappings(SMAPS), now, again) == read_only_file_mappings(SMAPS)
