@@ -25,8 +25,10 @@ import ctypes
 import logging
 import os
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -34,20 +36,36 @@ logger = logging.getLogger(__name__)
 MADV_RANDOM = 1
 MADV_DONTNEED = 4
 SMAPS = Path("/proc/self/smaps")
+SETTLE_S = 0.02
+"""How long a mapping first seen must stay the same before it is trimmed (``settled``): far
+longer than a library loader keeps its first, whole, read-only mapping of a file."""
 
 
-def read_only_file_mappings(smaps_text: str) -> list[tuple[int, int]]:
-    """(start, end) of every mapping of a file that is not writable and has no anonymous
-    (private, modified) page: the ones whose pages can be dropped and read back unchanged."""
-    out: list[tuple[int, int]] = []
-    current: tuple[int, int] | None = None
-    for line in smaps_text.splitlines():
+@dataclass(frozen=True, slots=True)
+class FileMapping:
+    """A mapping of a file that is not writable and has no anonymous (private, modified) page:
+    its pages can be dropped and read back unchanged."""
+
+    lo: int
+    hi: int
+    head: str
+    """Its first line in smaps (range, permissions, offset, device, inode, path): what it is."""
+    path: str
+
+
+def file_mappings(smaps_lines: Iterable[str]) -> list[FileMapping]:
+    """The droppable mappings of ``/proc/PID/smaps``, read line by line (the file is about
+    1 MB of text in ``run``; held whole, twice at a trim, it raised the start-up peak by 1 MB)."""
+    out: list[FileMapping] = []
+    current: FileMapping | None = None
+    for line in smaps_lines:
         head, _, rest = line.partition(" ")
         if "-" in head and ":" not in head:  # a mapping's first line: range perms offset dev inode path
             fields = rest.split()
-            path = fields[4] if len(fields) > 4 else ""
+            path = " ".join(fields[4:])
             lo, hi = (int(x, 16) for x in head.split("-"))
-            current = (lo, hi) if path.startswith("/") and "w" not in fields[0] else None
+            droppable = "w" not in fields[0] and path.startswith("/")
+            current = FileMapping(lo, hi, line.rstrip("\n"), path) if droppable else None
         elif head == "Anonymous:" and current is not None:
             if int(rest.split()[0]) == 0:
                 out.append(current)
@@ -55,18 +73,18 @@ def read_only_file_mappings(smaps_text: str) -> list[tuple[int, int]]:
     return out
 
 
-def mapping_paths(smaps_text: str, ranges: list[tuple[int, int]]) -> list[str]:
-    """The files behind the mappings ``ranges`` (as ``read_only_file_mappings`` gives them)."""
-    wanted = set(ranges)
-    paths: dict[str, None] = {}
-    for line in smaps_text.splitlines():
-        head, _, rest = line.partition(" ")
-        if "-" in head and ":" not in head:
-            fields = rest.split()
-            lo, hi = (int(x, 16) for x in head.split("-"))
-            if (lo, hi) in wanted and len(fields) > 4:
-                paths[" ".join(fields[4:])] = None
-    return list(paths)
+def settled(maps: list[FileMapping], seen: frozenset[str]) -> list[FileMapping]:
+    """The ``maps`` that were the same at the last look (``seen``: their ``head``s). A library
+    that another thread is loading right now is first mapped read-only whole, then its
+    segments are mapped over that and its data relocated (written: private pages); dropped
+    after that, those writes would be lost. A mapping seen unchanged at two looks (at least
+    ``SETTLE_S`` apart) is not such a passing one."""
+    return [m for m in maps if m.head in seen]
+
+
+def _look() -> list[FileMapping]:
+    with SMAPS.open(encoding="utf-8") as f:
+        return file_mappings(f)
 
 
 _DROPPED: set[str] = set()
@@ -95,29 +113,7 @@ def drop_cached_pages(path: str) -> bool:
 
 
 _LAST_SEEN: frozenset[str] = frozenset()
-"""The mappings (``mapping_heads``) of this process's last look at ``/proc/self/smaps``."""
-
-
-def mapping_heads(smaps_text: str) -> dict[tuple[int, int], str]:
-    """Each mapping's first line (range, permissions, offset, device, inode, path) by its range."""
-    heads = {}
-    for line in smaps_text.splitlines():
-        head = line.partition(" ")[0]
-        if "-" in head and ":" not in head:
-            lo, hi = (int(x, 16) for x in head.split("-"))
-            heads[lo, hi] = line
-    return heads
-
-
-def settled(
-    ranges: list[tuple[int, int]], heads: dict[tuple[int, int], str], seen: frozenset[str]
-) -> list[tuple[int, int]]:
-    """The ``ranges`` whose mapping (``heads``) is the same as at the last look (``seen``). A
-    library that another thread is loading right now is first mapped read-only whole, then its
-    segments are mapped over that and its data relocated (written: private pages); dropped
-    after that, those writes would be lost. A mapping seen unchanged at two looks (at least
-    milliseconds apart) is not such a passing one."""
-    return [r for r in ranges if heads.get(r) in seen]
+"""The ``head``s of the droppable mappings at this process's last look."""
 
 
 def trim_file_pages() -> int:
@@ -127,23 +123,25 @@ def trim_file_pages() -> int:
         return 0
     global _LAST_SEEN  # noqa: PLW0603 - one process, one list of its mappings
     try:
-        if not _LAST_SEEN:
-            _LAST_SEEN = frozenset(mapping_heads(SMAPS.read_text(encoding="utf-8")).values())
-        text = SMAPS.read_text(encoding="utf-8")
+        maps, seen = _look(), _LAST_SEEN
+        if any(m.head not in seen for m in maps):
+            # New since the last look (the first trim, a library or model just loaded): look
+            # again a moment later rather than leave them mapped until the next trim.
+            time.sleep(SETTLE_S)
+            maps, seen = _look(), frozenset(m.head for m in maps)
     except OSError:
         return 0
-    heads = mapping_heads(text)
-    seen, _LAST_SEEN = _LAST_SEEN, frozenset(heads.values())
+    _LAST_SEEN = frozenset(m.head for m in maps)
     libc = ctypes.CDLL(None, use_errno=True)
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     if hasattr(libc, "malloc_trim"):  # glibc: freed decoder buffers stay in the heap otherwise
         libc.malloc_trim(0)
     trimmed = 0
-    ranges = settled(read_only_file_mappings(text), heads, seen)
-    for lo, hi in ranges:
-        libc.madvise(lo, hi - lo, MADV_RANDOM)
-        trimmed += libc.madvise(lo, hi - lo, MADV_DONTNEED) == 0
-    fresh = [path for path in mapping_paths(text, ranges) if path not in _DROPPED]
+    ready = settled(maps, seen)
+    for m in ready:
+        libc.madvise(m.lo, m.hi - m.lo, MADV_RANDOM)
+        trimmed += libc.madvise(m.lo, m.hi - m.lo, MADV_DONTNEED) == 0
+    fresh = [path for path in dict.fromkeys(m.path for m in ready) if path not in _DROPPED]
     _DROPPED.update(fresh)
     dropped = sum(drop_cached_pages(path) for path in fresh)
     logger.debug("trimmed %d read-only file mappings, dropped the cache of %d files", trimmed, dropped)
@@ -163,7 +161,7 @@ def rare_task() -> Iterator[None]:
     to the sum of both sets: with a 1080p clip, the frames' 15-19 MB (OpenCV, LiteRT, numpy,
     FFmpeg) plus the window's 4.4 MB (cryptography's Rust library 2.4, pydantic-core 1.2,
     OpenSSL's hashes 0.6), a peak of 101.6 MB with MQTT on. Apart, the file-backed part peaks
-    at 19.6 MB and the whole at 97.0-97.5 MB (docs/vision.md, "Memory"). The cost is two trims
+    at 19.6 MB and the whole at 96.1-96.4 MB (docs/vision.md, "Memory"). The cost is two trims
     a window (about 16 ms each at 1080p, most of it reading ``/proc/self/smaps``) and the
     frames' pages read back from the page cache after it (0.3 ms on the next frame)."""
     trim_file_pages()

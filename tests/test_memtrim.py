@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from agent.memtrim import mapping_heads, mapping_paths, read_only_file_mappings, settled
+from agent.memtrim import file_mappings, settled
 
 SMAPS = """\
 00400000-00452000 r-xp 00000000 08:02 173521      /usr/lib/libfoo.so
@@ -34,7 +34,9 @@ Anonymous:             8 kB
 def test_only_unmodified_read_only_file_mappings_are_chosen() -> None:
     """Code and a read-only model file, not RELRO (read-only but relocated: anonymous pages),
     not writable data, not the heap or anonymous memory."""
-    assert read_only_file_mappings(SMAPS) == [(0x400000, 0x452000), (0x7F0000000000, 0x7F0000100000)]
+    assert [(m.lo, m.hi) for m in file_mappings(SMAPS.splitlines())] == [
+        (0x400000, 0x452000), (0x7F0000000000, 0x7F0000100000)
+    ]
 
 
 PROBE = """
@@ -62,8 +64,8 @@ def test_trimming_lowers_rss_and_the_libraries_still_run() -> None:
 
 
 def test_the_files_behind_trimmed_mappings_are_named() -> None:
-    ranges = read_only_file_mappings(SMAPS)
-    assert mapping_paths(SMAPS, ranges) == ["/usr/lib/libfoo.so", "/models/face.tflite"]
+    paths = [m.path for m in file_mappings(SMAPS.splitlines())]
+    assert paths == ["/usr/lib/libfoo.so", "/models/face.tflite"]
 
 
 REFAULT_PROBE = """
@@ -122,8 +124,7 @@ segments not yet mapped over it nor its data relocated."""
 def test_only_mappings_unchanged_since_the_last_look_are_trimmed() -> None:
     """libfoo's code was not there at the last look (the loader's whole read-only mapping was):
     it waits for the next trim; the model file, the same at both looks, is trimmed."""
-    seen = frozenset(mapping_heads(LOADING).values())
-    now = mapping_heads(SMAPS)
-    assert settled(read_only_file_mappings(SMAPS), now, seen) == [(0x7F0000000000, 0x7F0000100000)]
-    again = frozenset(now.values())
-    assert settled(read_only_file_mappings(SMAPS), now, again) == read_only_file_mappings(SMAPS)
+    seen = frozenset(m.head for m in file_mappings(LOADING.splitlines()))
+    now = file_mappings(SMAPS.splitlines())
+    assert [(m.lo, m.hi) for m in settled(now, seen)] == [(0x7F0000000000, 0x7F0000100000)]
+    assert settled(now, frozenset(m.head for m in now)) == now
