@@ -256,6 +256,7 @@ SCHEMAS: dict[str, type[_Data]] = {
     "segment": SegmentData,
 }
 INTERNAL_KINDS = frozenset({"purge", "segment"})
+"""Kinds only the log itself writes."""
 
 CHECKPOINT_TOPIC_SUFFIX = "/audit/checkpoint"
 
@@ -267,7 +268,6 @@ def records_a_checkpoint(kind: str, fields: Mapping[str, Any]) -> bool:
     checkpoint due, without end."""
     topic = fields.get("topic")
     return kind == "publish" and isinstance(topic, str) and topic.endswith(CHECKPOINT_TOPIC_SUFFIX)
-"""Kinds only the log itself writes."""
 
 
 @dataclass(frozen=True)

@@ -308,7 +308,7 @@ class AuditLog:
         self._track(entry)
         if records_a_checkpoint(kind, fields):
             self._records += 1
-        elif self._notifier != threading.get_ident():  # not an entry the checkpoint callback wrote
+        else:  # also inside the checkpoint callback: the loop in ``_deliver`` hands it on too
             self._try_checkpoint(self._maybe_checkpoint)
         return entry.index
 
@@ -444,11 +444,12 @@ class AuditLog:
         return cp
 
     def checkpoint_due(self) -> bool:
-        """Whether ``maybe_checkpoint`` would write or sign anything now (entries that waited for
-        the disk, or a checkpoint N entries or T minutes after the last): the service runs it on
-        library pages of its own then (``agent.memtrim.rare_task``)."""
+        """Whether ``maybe_checkpoint`` would sign a checkpoint now (N entries or T minutes after
+        the last), the disk taking writes: the service signs it on library pages of its own
+        then (``agent.memtrim.rare_task``). False while the disk refuses the log's writes, when
+        the checkpoint would be tried, and refused, on every loop turn."""
         with self._lock:
-            return bool(self._held) or self._due()
+            return self.write_error is None and self._due()
 
     def _due(self) -> bool:
         if self._tree.size <= self._cp_size + self._records:
