@@ -43,8 +43,9 @@ longer than a library loader keeps its first, whole, read-only mapping of a file
 
 @dataclass(frozen=True, slots=True)
 class FileMapping:
-    """A mapping of a file that is not writable and has no anonymous (private, modified) page:
-    its pages can be dropped and read back unchanged."""
+    """A mapping of a file that is not writable and has no anonymous (private, modified) page,
+    in memory or swapped out (smaps counts those apart, as ``Swap``): its pages can be dropped
+    and read back unchanged."""
 
     lo: int
     hi: int
@@ -66,10 +67,12 @@ def file_mappings(smaps_lines: Iterable[str]) -> list[FileMapping]:
             lo, hi = (int(x, 16) for x in head.split("-"))
             droppable = "w" not in fields[0] and path.startswith("/")
             current = FileMapping(lo, hi, line.rstrip("\n"), path) if droppable else None
-        elif head == "Anonymous:" and current is not None:
-            if int(rest.split()[0]) == 0:
+        elif head in {"Anonymous:", "Swap:"} and current is not None:
+            if int(rest.split()[0]) != 0:
+                current = None  # private pages, in memory or in swap: dropped, they would be lost
+            elif head == "Swap:":
                 out.append(current)
-            current = None
+                current = None
     return out
 
 
@@ -78,7 +81,9 @@ def settled(maps: list[FileMapping], seen: frozenset[str]) -> list[FileMapping]:
     that another thread is loading right now is first mapped read-only whole, then its
     segments are mapped over that and its data relocated (written: private pages); dropped
     after that, those writes would be lost. A mapping seen unchanged at two looks (at least
-    ``SETTLE_S`` apart) is not such a passing one."""
+    ``SETTLE_S`` apart) is not such a passing one, unless the loading thread stalled that long
+    between two of its calls: a library Python imports is loaded under the GIL, which the trim
+    also holds, but one a native thread loads (an OpenCV plugin, a name-service module) is not."""
     return [m for m in maps if m.head in seen]
 
 

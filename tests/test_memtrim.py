@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
+import pytest
+
+from agent import memtrim
 from agent.memtrim import file_mappings, settled
 
 SMAPS = """\
 00400000-00452000 r-xp 00000000 08:02 173521      /usr/lib/libfoo.so
 Rss:                 320 kB
 Anonymous:             0 kB
+Swap:                  0 kB
 VmFlags: rd ex mr mw me dw
 00651000-00652000 r--p 00051000 08:02 173521      /usr/lib/libfoo.so
 Rss:                   4 kB
@@ -19,12 +25,17 @@ Anonymous:             4 kB
 00652000-00655000 rw-p 00052000 08:02 173521      /usr/lib/libfoo.so
 Rss:                  12 kB
 Anonymous:            12 kB
+00700000-00710000 r--p 00060000 08:02 173521      /usr/lib/libfoo.so
+Rss:                   0 kB
+Anonymous:             0 kB
+Swap:                 64 kB
 01a3c000-01a5d000 rw-p 00000000 00:00 0           [heap]
 Rss:                 132 kB
 Anonymous:           132 kB
 7f0000000000-7f0000100000 r--p 00000000 08:02 99  /models/face.tflite
 Rss:                1024 kB
 Anonymous:             0 kB
+Swap:                  0 kB
 7f0000200000-7f0000300000 rw-p 00000000 00:00 0
 Rss:                   8 kB
 Anonymous:             8 kB
@@ -32,8 +43,9 @@ Anonymous:             8 kB
 
 
 def test_only_unmodified_read_only_file_mappings_are_chosen() -> None:
-    """Code and a read-only model file, not RELRO (read-only but relocated: anonymous pages),
-    not writable data, not the heap or anonymous memory."""
+    """Code and a read-only model file, not RELRO (read-only but relocated: anonymous pages,
+    or all of them swapped out: found by review), not writable data, not the heap or anonymous
+    memory."""
     assert [(m.lo, m.hi) for m in file_mappings(SMAPS.splitlines())] == [
         (0x400000, 0x452000), (0x7F0000000000, 0x7F0000100000)
     ]
@@ -113,9 +125,11 @@ LOADING = """\
 00400000-00655000 r--p 00000000 08:02 173521      /usr/lib/libfoo.so
 Rss:                   8 kB
 Anonymous:             0 kB
+Swap:                  0 kB
 7f0000000000-7f0000100000 r--p 00000000 08:02 99  /models/face.tflite
 Rss:                1024 kB
 Anonymous:             0 kB
+Swap:                  0 kB
 """
 """An earlier look, while another thread was loading libfoo: mapped whole and read-only, its
 segments not yet mapped over it nor its data relocated."""
@@ -128,3 +142,54 @@ def test_only_mappings_unchanged_since_the_last_look_are_trimmed() -> None:
     now = file_mappings(SMAPS.splitlines())
     assert [(m.lo, m.hi) for m in settled(now, seen)] == [(0x7F0000000000, 0x7F0000100000)]
     assert settled(now, frozenset(m.head for m in now)) == now
+
+
+class Call:
+    """A ctypes function stand-in: callable, with ``argtypes`` to set."""
+
+    def __init__(self, fn: Callable[..., int]) -> None:
+        self.fn, self.argtypes = fn, None
+
+    def __call__(self, *args: int) -> int:
+        return self.fn(*args)
+
+
+class FakeLibc:
+    """What ``trim_file_pages`` calls of libc, recorded instead of done."""
+
+    dropped: ClassVar[list[tuple[int, int]]] = []
+
+    def __init__(self, name: object = None, use_errno: bool = False) -> None:
+        self.madvise = Call(self._madvise)
+
+    @staticmethod
+    def _madvise(lo: int, size: int, advice: int) -> int:
+        if advice == memtrim.MADV_DONTNEED:
+            FakeLibc.dropped.append((lo, lo + size))
+        return 0
+
+    def malloc_trim(self, pad: int) -> int:
+        return 0
+
+
+def test_a_trim_drops_only_what_it_saw_twice_and_looks_again_at_what_is_new(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """First look: libfoo half loaded (its whole read-only mapping); the look after the pause:
+    loaded. Only the model file, the same at both, is dropped; the next trim drops both."""
+    looks = [LOADING, SMAPS, SMAPS, SMAPS]
+    pauses: list[float] = []
+    monkeypatch.setattr(memtrim, "_look", lambda: file_mappings(looks.pop(0).splitlines()))
+    monkeypatch.setattr(memtrim, "_LAST_SEEN", frozenset())
+    monkeypatch.setattr(memtrim.time, "sleep", pauses.append)
+    monkeypatch.setattr(memtrim.ctypes, "CDLL", FakeLibc)
+    monkeypatch.setattr(memtrim, "drop_cached_pages", lambda path: True)
+    monkeypatch.setattr(FakeLibc, "dropped", [])
+    assert memtrim.trim_file_pages() == 1
+    assert FakeLibc.dropped == [(0x7F0000000000, 0x7F0000100000)]
+    assert pauses == [memtrim.SETTLE_S]
+    FakeLibc.dropped.clear()
+    assert memtrim.trim_file_pages() == 2  # nothing new: one look, no pause
+    assert FakeLibc.dropped == [(0x400000, 0x452000), (0x7F0000000000, 0x7F0000100000)]
+    assert pauses == [memtrim.SETTLE_S]
+    assert looks == [SMAPS]
