@@ -312,7 +312,6 @@ class AuditLog:
             self._try_checkpoint(self._maybe_checkpoint)
         return entry.index
 
-
     def _try_checkpoint(self, sign: Callable[[], SignedCheckpoint | None]) -> SignedCheckpoint | None:
         """A checkpoint the disk refused is tried again later (its size was not recorded)."""
         try:
@@ -471,8 +470,9 @@ class AuditLog:
         return cp
 
     def _deliver(self) -> None:
-        """Hand signed notes to ``on_checkpoint`` outside the lock, in order. An entry the
-        callback appends (the service audits its own publish) does not trigger a checkpoint."""
+        """Hand signed notes to ``on_checkpoint`` outside the lock, in order. A checkpoint that
+        an entry appended by the callback makes due joins ``_pending`` and is handed on by this
+        same loop; a checkpoint's own publish record makes none due (``records_a_checkpoint``)."""
         with self._lock:
             if self._notifier is not None:
                 return  # the thread already delivering will also deliver these
