@@ -150,4 +150,7 @@ def test_no_checkpoint_is_due_while_the_disk_refuses_the_log(
     assert not log.checkpoint_due()
     disk.free()
     assert log.maybe_checkpoint() is not None
+    log.append("error", {"code": "camera_failed", "message": "y"})
+    clock.advance(120.0)
+    assert log.checkpoint_due()  # again once one was written (found by review: the disk error stayed)
     log.close()

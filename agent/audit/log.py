@@ -101,6 +101,8 @@ class AuditLog:
         self._records = 0
         """Entries since the last checkpoint that record a checkpoint's message
         (``records_a_checkpoint``): they make none due."""
+        self._refused = False
+        """The last checkpoint tried was refused by the disk (``checkpoint_due``)."""
         self._reopen: tuple[int, str | None] | None = None
         self._held: list[tuple[str, dict[str, JSON]]] = []
         self._held_dropped = 0
@@ -315,10 +317,14 @@ class AuditLog:
     def _try_checkpoint(self, sign: Callable[[], SignedCheckpoint | None]) -> SignedCheckpoint | None:
         """A checkpoint the disk refused is tried again later (its size was not recorded)."""
         try:
-            return sign()
+            cp = sign()
         except OSError as exc:
             self._note_error(exc)
+            self._refused = True
             return None
+        if cp is not None:
+            self._refused = False
+        return cp
 
     def _note_error(self, exc: OSError) -> None:
         error = f"{exc.strerror or exc}"
@@ -444,11 +450,12 @@ class AuditLog:
 
     def checkpoint_due(self) -> bool:
         """Whether ``maybe_checkpoint`` would sign a checkpoint now (N entries or T minutes after
-        the last), the disk taking writes: the service signs it on library pages of its own
-        then (``agent.memtrim.rare_task``). False while the disk refuses the log's writes, when
-        the checkpoint would be tried, and refused, on every loop turn."""
+        the last): the service signs it on library pages of its own then
+        (``agent.memtrim.rare_task``). False after the disk refused the last one, until one is
+        written again (the service's loop turn still tries it, without the trims, which would
+        otherwise run twice on every turn while the disk is full)."""
         with self._lock:
-            return self.write_error is None and self._due()
+            return not self._refused and self._due()
 
     def _due(self) -> bool:
         if self._tree.size <= self._cp_size + self._records:
