@@ -9,7 +9,9 @@ cache, which the kernel may drop at any time anyway. The files' cached pages tha
 maps are dropped as well (``posix_fadvise(DONTNEED)``): a kernel that caches a file in large
 folios (ext4 on Linux 6.18 here, for a library freshly written by ``pip``) maps the whole folio
 back when one of its pages runs again, and one OpenCV call after a trim brought 19 MB back.
-Dropped, a page used again is read back on its own. glibc's heap gives its free memory back
+Dropped, a page used again maps only the 64 KB around it (the kernel's fault-around), though
+the kernel may still read more of the file into its cache (one byte of cryptography's library
+read 1-3 MB on this VM's kernel 6.18, of which 52 KB were mapped). glibc's heap gives its free memory back
 too (``malloc_trim``: a closed 1080p decoder leaves about 18 MB free in it). Anonymous memory
 in use (arrays, the models' arenas) is never touched. docs/vision.md has the figures.
 
@@ -102,8 +104,8 @@ def drop_cached_pages(path: str) -> bool:
 
     Since Linux 6.16 ext4 caches a freshly written file (a library ``pip`` just installed) in
     large folios, and a fault maps the whole folio: one call into OpenCV after a trim mapped
-    19 MB of ``cv2.abi3.so`` again, a clip 35 MB. Dropped, a page is read back on its own, 4 KB
-    at a time (the mapping is ``MADV_RANDOM``: no read-ahead)."""
+    19 MB of ``cv2.abi3.so`` again, a clip 35 MB. Dropped, a page used again maps only itself
+    and the cached pages around it (``tests/test_memtrim.py``: 4 KB of a freshly written file)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
