@@ -59,6 +59,7 @@ from agent.outputs.factory import build_outputs
 from agent.outputs.jsonl import JsonLinesOutput
 from agent.publisher import Publisher
 from agent.state_check import check_state_dir
+from agent.transport.drop_tally import drop_message
 
 if TYPE_CHECKING:
     from agent.transport.spool import DropReport
@@ -274,7 +275,7 @@ def _announce(
 
 def _dropped(audit: AuditLog, report: DropReport) -> None:
     """The spool's limits removed unsent messages while the notice went in: audited, as by the service."""
-    message = f"{report.count} unsent message(s), {report.bytes} bytes, dropped: {report.reason}"
+    message = drop_message(report.count, report.bytes, report.reason)
     audit.append("error", {"code": "spool_dropped", "message": message})
 
 

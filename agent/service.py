@@ -82,6 +82,7 @@ from agent.service_signals import ServiceSignals
 from agent.state_check import StartState, check_state_dir
 from agent.transport.command_gate import CommandGate, GateSettings
 from agent.transport.discovery import discovery_spec
+from agent.transport.drop_tally import DropTally
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -221,6 +222,7 @@ class Service:
         return self.signals.stop_reason
 
     def _build_outputs(self, key: Ed25519PrivateKey) -> list[Output]:
+        self._drops = DropTally(self._audit_drop, self.clock)  # what the spool drops is summed here
         return build_outputs(
             self.cfg,
             self.clock,
@@ -245,10 +247,14 @@ class Service:
         return lambda t: not self.feed.live or accountant.remaining_micro(t) >= cost
 
     def _spool_dropped(self, report: DropReport) -> None:
-        """The spool removed unsent messages (retention or size cap): counted in the audit log.
+        """The spool removed unsent messages (retention or size cap): counted in the audit log,
+        summed over a minute at most (``agent.transport.drop_tally``: one entry per drop fed
+        itself with a checkpoint after every entry).
 
-        Called from the MQTT thread; the audit log is thread-safe."""
-        message = f"{report.count} unsent message(s), {report.bytes} bytes, dropped: {report.reason}"
+        Called from the MQTT thread too; the tally and the audit log are thread-safe."""
+        self._drops.report(report)
+
+    def _audit_drop(self, message: str) -> None:
         self.audit.append("error", {"code": "spool_dropped", "message": message})
 
     def _transport_event(self, code: str, message: str) -> None:
@@ -352,6 +358,7 @@ class Service:
         self._close_windows(self._window_time(None))
         self._ping_watchdog()
         self._enforce_retention()
+        self._drops.record()  # drops summed in the last minute, once it has passed
         self._checkpoint_if_due()
 
     def _enforce_retention(self) -> None:
@@ -722,6 +729,7 @@ class Service:
                 output.stop(max(0.0, deadline - self.clock.monotonic()))
             except Exception:  # every output gets its chance to stop
                 logger.exception("stopping an output failed")
+        self._drops.record(force=True)  # the drain's drops too, under the closing checkpoint
         self.audit.close()  # signs the last one, covering that publish and the outputs' stop
         self.signer.close()
         self.route.close()

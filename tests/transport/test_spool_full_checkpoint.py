@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -70,3 +71,59 @@ def test_a_size_cap_drop_that_makes_a_checkpoint_due_neither_crashes_nor_duplica
     twice = sorted({s for s in seqs if seqs.count(s) > 1})
     assert crashed is None, f"publish raised ({crashed})"
     assert not twice, f"seqs spooled twice: {twice}"
+
+
+def test_a_checkpoint_after_every_entry_with_a_full_spool_does_not_publish_endlessly(tmp_path: Path) -> None:
+    """``audit.checkpoint_every_entries: 1`` and the broker down long enough for the spool's size
+    cap to bite, wired by ``Service`` itself. Was: each checkpoint's message dropped a spooled row,
+    the ``spool_dropped`` entry for that drop made the next checkpoint due, whose message dropped
+    the next row, and so on: ``publish`` never returned (the loop turned forever, signing and
+    spooling checkpoints). Now drops are summed into one entry per reason at most once a
+    minute (``agent.transport.drop_tally``): the publish returns, every dropped message is still
+    counted in the audit log once the service stops, and the log verifies."""
+    from agent.audit.entries import decode_entry  # noqa: PLC0415
+    from agent.audit.verify import verify_log  # noqa: PLC0415
+    from agent.clock import FakeClock  # noqa: PLC0415
+    from agent.config import load_config  # noqa: PLC0415
+    from agent.crypto import load_public_key  # noqa: PLC0415
+    from agent.service import Service  # noqa: PLC0415
+    from tests.test_service import NO_GATE, CountingPipeline, ScriptedSource, write_config  # noqa: PLC0415
+
+    path = write_config(tmp_path, "scripted.mp4", extra=NO_GATE + "audit: {checkpoint_every_entries: 1}\n")
+    path.write_text(path.read_text().replace("mqtt: {enabled: false}", (
+        f"mqtt: {{host: 127.0.0.1, port: {free_port()}, spool_max_mb: 1, commands: {{enabled: false}}}}")))
+    service = Service(
+        load_config(path), path, FakeClock(start=1_800_000_000.0),
+        opener=lambda s, o, c: ScriptedSource(c, 10, False),
+        pipeline_factory=lambda _c: CountingPipeline(),  # type: ignore[arg-type,return-value]
+    )
+    done: list[int] = []
+
+    def publish_windows() -> None:
+        # Rows no larger than a checkpoint's message (~1 KB): once the 1 MiB cap is reached after
+        # ~2,000 of them, each checkpoint's message drops a row and gains no room for the next.
+        for window in range(3000):
+            service.publisher.publish("stats", {"window": window, "pad": "x" * 200})
+            done.append(window)
+
+    worker = threading.Thread(target=publish_windows, daemon=True)
+    service.start()
+    try:
+        worker.start()
+        worker.join(timeout=60)
+        assert not worker.is_alive(), f"publish did not return (window {len(done)}): checkpoints without end"
+    finally:
+        if not worker.is_alive():
+            service.close()
+    mqtt = service.outputs[-1]
+    assert isinstance(mqtt, MqttOutput)
+    dropped = sum(mqtt.health().dropped.values())
+    assert dropped > 0, "the spool's size cap never bit"
+    audit = tmp_path / "state" / "audit"
+    entries = [decode_entry(line) for p in sorted(audit.glob("segment-*.jsonl"))
+               for line in p.read_bytes().splitlines()]
+    recorded = [e.data["message"] for e in entries if e.kind == "error" and e.data["code"] == "spool_dropped"]
+    assert sum(int(m.split()[0]) for m in recorded) == dropped, recorded
+    assert len(recorded) < 10, f"{len(recorded)} drop entries for a minute's outage"
+    result = verify_log(audit, load_public_key(tmp_path / "keys" / "device.pub.jwk"))
+    assert result.problems == []
