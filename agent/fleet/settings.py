@@ -10,6 +10,7 @@ import json
 import re
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import quote, unquote
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
@@ -205,12 +206,39 @@ class FleetSettings(Section):
             )
         path = sqlite_path(value)
         if path is None:
-            return value
+            return postgres_files_in_folder(value, info)
         problem = sqlite_path_problem(value)
         if problem:
             raise ValueError(problem)
         full = in_config_folder(path, info)
         return value if full == path else f"{SQLITE}{full}"
+
+
+POSTGRES_FILE_OPTIONS = ("sslrootcert", "sslcert", "sslkey", "sslcrl", "sslcrldir", "passfile")
+"""The libpq connection options that name a file or folder (PostgreSQL 15's list)."""
+
+
+def postgres_files_in_folder(url: str, info: ValidationInfo) -> str:
+    """The URL with each relative file option read from the config file's folder, as every path
+    key (libpq reads them from the working folder: / under systemd); ``~`` refused. Only those
+    values are rewritten (percent-encoded again); the rest of the URL is kept as written."""
+    base, mark, query = url.partition("?")
+    if not mark:
+        return url
+    options = []
+    for written_option in query.split("&"):
+        option = written_option
+        name, eq, raw = option.partition("=")
+        if eq and name in POSTGRES_FILE_OPTIONS and raw and unquote(raw) != "system":
+            written = Path(unquote(raw))
+            try:
+                full = in_config_folder(written, info)
+            except ValueError as exc:
+                raise ValueError(f"{name} {exc}") from exc
+            if full != written:
+                option = f"{name}={quote(str(full), safe='/')}"
+        options.append(option)
+    return f"{base}?{'&'.join(options)}"
 
 
 def sqlite_path_problem(url: str) -> str | None:

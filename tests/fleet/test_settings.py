@@ -230,3 +230,25 @@ def test_a_sqlite_url_that_cannot_mean_what_it_says_is_refused(
     text = f"receiver_id: r1\nsource: {{kind: mqtt}}\nprivate_key: /etc/r.key\ndatabase: '{url}'\n"
     (problem,) = problems_of(path, text)
     assert problem.startswith(f"database ({path}:4): {expected}"), problem
+
+
+def test_a_postgresql_urls_relative_certificate_files_are_read_beside_the_config(etc: Path) -> None:
+    """libpq reads ``sslrootcert=ca.crt`` from the working folder: / under systemd, so a receiver
+    that passed ``check`` by hand in /etc/emotion-agent-fleet could not connect as a service.
+    The file options are now read beside the config as every other path; the rest of the URL
+    (credentials, host, other options, their percent-encoding) is kept as written."""
+    url = ("postgresql://fleet:p%40ss@db.example:5432/fleet?sslmode=verify-full&sslrootcert=certs/root ca.crt"
+           "&sslcert=/etc/ssl/fleet.crt&sslkey=certs/fleet.key&application_name=a%26b&sslcrl=crl.pem")
+    (etc / "fleet.yaml").write_text(SETTINGS["database"].replace("sqlite:///{}", "{}").format(url))
+    database = load_fleet_settings(etc / "fleet.yaml").database
+    assert database == (
+        f"postgresql://fleet:p%40ss@db.example:5432/fleet?sslmode=verify-full&sslrootcert={etc}/certs/root%20ca.crt"
+        f"&sslcert=/etc/ssl/fleet.crt&sslkey={etc}/certs/fleet.key&application_name=a%26b&sslcrl={etc}/crl.pem"
+    )
+
+
+def test_a_postgresql_certificate_file_starting_with_a_tilde_is_refused(etc: Path) -> None:
+    path = etc / "fleet.yaml"
+    text = SETTINGS["database"].replace("sqlite:///{}", "{}").format("postgresql://db/fleet?sslrootcert=~/ca.crt")
+    (problem,) = problems_of(path, text)
+    assert problem.startswith(f"database ({path}:4): sslrootcert starts with ~"), problem
