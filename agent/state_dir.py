@@ -35,16 +35,16 @@ PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
 """Not storage at all: nothing below them may be the state folder."""
 
 
-def path_problem(path: Path) -> str | None:
+def path_problem(path: Path, example: str = "/var/lib/emotion-agent") -> str | None:
     """Why ``path`` cannot be the state folder, judged on its name alone; None when it can. A
     config file's relative state_dir arrives joined to the file's folder; one still relative
-    (config text read without a file) is judged against the working folder, as it would be used."""
+    (config text read without a file) is judged against the working folder, as it would be used.
+    ``example``: the folder to suggest (the fleet receiver's differs)."""
     norm = os.path.abspath(path)  # normalises .. without touching the disk
     norm = "/" + norm.lstrip("/")  # POSIX keeps a leading //
     if norm in SYSTEM_FOLDERS:
         return (
-            f"{norm} is a system folder; give the agent a folder of its own "
-            "(e.g. /var/lib/emotion-agent)"
+            f"{norm} is a system folder; give it a folder of its own (e.g. {example})"
         )
     if any(norm.startswith(p + "/") for p in PSEUDO_FILESYSTEMS):
         return f"{norm} is under /{norm.split('/')[1]}, which holds no files"

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from agent import state_dir
 from agent.clock import SystemClock
 from agent.crypto import Signer, encode, load_private_key
 from agent.fleet.inbox import Inbox
@@ -72,6 +73,7 @@ class FleetService:
         """Set by a caller that runs the receiver in a thread (never by a signal handler)."""
         self.signals = StopSignals()
         self.clock = SystemClock()
+        state_dir.prepare(settings.state_dir)  # as the agent's (ours, 0700), before anything opens
         self.store = Store(settings.database)
         self.registry = Registry(
             self.store,
@@ -81,7 +83,6 @@ class FleetService:
         if settings.registry.keys_dir is not None:
             self.registry.provision(settings.registry.keys_dir, self._now_ms())
         key = load_private_key(settings.private_key, config_dir)
-        settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.signer = Signer(settings.receiver_id, key, settings.state_dir, self.clock)
         w = settings.witness
         self.witness = (

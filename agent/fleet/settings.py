@@ -26,7 +26,7 @@ from agent.settings_base import (
     in_config_folder,
     validation_problems,
 )
-from agent.state_dir import SYSTEM_FOLDERS
+from agent.state_dir import SYSTEM_FOLDERS, path_problem
 from agent.user_files import folder_as_named, read_user_text
 
 _ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -192,6 +192,14 @@ class FleetSettings(Section):
     def _id(cls, value: str) -> str:
         if not _ID.match(value):
             raise ValueError(f"{value!r}: lower-case letters, digits and dashes, at most 63")
+        return value
+
+    @field_validator("state_dir")
+    @classmethod
+    def _own_folder(cls, value: Path) -> Path:
+        problem = path_problem(value, example="/var/lib/emotion-agent-fleet")
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("database")
