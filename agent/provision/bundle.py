@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,7 +171,7 @@ def render_config(site: SiteFile, device_id: str, has_cert: bool) -> str:
         raise ConfigError(
             f"the site file's agent keys give {device_id} an invalid config", exc.problems
         ) from exc
-    problems = relative_path_problems(site, as_written, cfg)
+    problems = relative_path_problems(site, as_written, cfg) + outside_state_problems(site, cfg)
     if problems:
         raise ConfigError(
             f"{site.where(())}: {len(problems)} path(s) under agent: that {device_id} cannot use",
@@ -260,6 +261,32 @@ def relative_path_problems(site: SiteFile, as_written: AgentConfig, on_device: A
                 "hand: the bundle brings only its own files)"
             )
         problems.append(f"{dotted(site_key)} ({site.where(site_key)}): {problem}")
+    return problems
+
+
+def outside_state_problems(site: SiteFile, on_device: AgentConfig) -> list[str]:
+    """Each key the service writes (``WRITTEN``) whose full path is outside ``STATE``: under
+    ProtectSystem=strict the device would refuse to start (``is on a read-only file system``),
+    and the bundle brings no drop-in (``ReadWritePaths=``) that could open another folder."""
+    problems: list[str] = []
+    device = on_device.model_dump(mode="json")
+    for key, fix in WRITTEN.items():
+        value: Any = device
+        for part in key:
+            value = value.get(str(part)) if isinstance(value, dict) else None
+        if not isinstance(value, str) or not Path(value).is_absolute():
+            continue  # unset, or relative (relative_path_problems says so)
+        path = Path(os.path.normpath(value))
+        if path == STATE or STATE in path.parents:
+            continue
+        site_key = _site_key(key)
+        example = shortened(str(STATE / path.name))
+        problems.append(
+            f"{dotted(site_key)} ({site.where(site_key)}): {shown(value)} is outside {STATE}, the only "
+            f"folder the service may write (ProtectSystem=strict, StateDirectory=): the device would "
+            f"refuse to start; {fix}write a full path under {STATE}, e.g. {example} (a folder elsewhere "
+            "needs a drop-in with ReadWritePaths= on the device, then set it there)"
+        )
     return problems
 
 

@@ -450,6 +450,35 @@ def test_the_refusal_says_what_to_write_instead(
     assert f"; {instead}" in " ".join(err.split()), err
 
 
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("state_dir: /srv/emotion-agent", "state_dir", "/srv/emotion-agent"),
+        ("outputs: {jsonl: /home/pi/stats.jsonl}", "outputs.jsonl", "/home/pi/stats.jsonl"),
+        ("state_dir: /var/lib/emotion-agent-old", "state_dir", "/var/lib/emotion-agent-old"),
+    ],
+    ids=["state_dir", "outputs.jsonl", "a sibling folder"],
+)
+def test_a_folder_the_service_would_write_outside_its_state_directory_is_refused(
+    case: tuple[str, str, str], tmp_path: Path, lab_ca: tuple[Path, Path], capfd: pytest.CaptureFixture[str],
+) -> None:
+    """Was: exit 0, and the device refused to start (``is on a read-only file system``): under
+    ProtectSystem=strict the service writes only its StateDirectory=, /var/lib/emotion-agent,
+    and the bundle brings no drop-in that adds another folder."""
+    line, key, value = case
+    site = site_with(tmp_path, lab_ca[0], f"  {line}\n")
+    boot = bootfs(tmp_path)
+    assert main(["provision", "--site", str(site), "--boot", str(boot)]) == 2
+    _, err = capfd.readouterr()
+    said = " ".join(err.split())
+    assert (
+        f"agent.{key} ({site}:9): {value!r} is outside /var/lib/emotion-agent, the only folder the "
+        "service may write (ProtectSystem=strict, StateDirectory=)"
+    ) in said, err
+    assert "Traceback" not in err
+    assert not (boot / "emotion-agent").exists()
+
+
 def test_full_paths_under_agent_reach_the_device_as_written(
     tmp_path: Path, lab_ca: tuple[Path, Path]
 ) -> None:
