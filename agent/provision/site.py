@@ -23,9 +23,19 @@ from agent.user_files import folder_as_named, read_user_text
 
 
 class BrokerSite(Section):
-    host: str = Field(..., min_length=1, max_length=253, title="Broker host name or address")
-    port: int = Field(8883, ge=1, le=65535, title="Broker TLS port")
-    ca_cert: Path = Field(..., title="CA certificate (PEM) of the broker, copied onto the device")
+    host: str = Field(
+        ..., min_length=1, max_length=253, title="Broker host name or address",
+        description="The name or address the devices reach it at, e.g. broker.example or 10.0.0.5.",
+    )
+    port: int = Field(
+        8883, ge=1, le=65535, title="Broker TLS port",
+        description="1-65535; the devices connect to it with TLS.",
+    )
+    ca_cert: Path = Field(
+        ..., title="CA certificate (PEM) of the broker, copied onto the device",
+        description="A file on this computer, relative to the site file's folder; installed as "
+        "/etc/emotion-agent/ca.crt.",
+    )
 
     @field_validator("host")
     @classmethod
@@ -41,9 +51,19 @@ class BrokerSite(Section):
 class LabCa(Section):
     """Lab only: sign client certificates here instead of sending CSRs to the site's PKI."""
 
-    cert: Path = Field(..., title="Lab CA certificate (PEM)")
-    key: Path = Field(..., title="Lab CA private key (PEM, unencrypted)")
-    days: int = Field(825, ge=1, le=3650, title="Validity of the client certificates (days)")
+    cert: Path = Field(
+        ..., title="Lab CA certificate (PEM)",
+        description="A file on this computer, relative to the site file's folder; it signs each "
+        "device's client certificate.",
+    )
+    key: Path = Field(
+        ..., title="Lab CA private key (PEM, unencrypted)",
+        description="A file on this computer, relative to the site file's folder; never copied to a device.",
+    )
+    days: int = Field(
+        825, ge=1, le=3650, title="Validity of the client certificates (days)",
+        description="1-3650 days from provisioning.",
+    )
 
 
 SITE_LINES = "site_lines"
@@ -59,12 +79,15 @@ class SiteFile(Section):
         title="Device id prefix for --batch",
         description="--batch N names the devices <prefix>-01 .. <prefix>-N.",
     )
-    broker: BrokerSite = Field(..., title="MQTT broker the devices publish to")
+    broker: BrokerSite = Field(
+        ..., title="MQTT broker the devices publish to", description="host, port (8883) and ca_cert."
+    )
     username: str | None = Field(
         None, max_length=128, title="MQTT username", description="Defaults to the device id."
     )
     organization: str | None = Field(
-        None, max_length=64, title="Organisation (O=) in the client certificate request"
+        None, max_length=64, title="Organisation (O=) in the client certificate request",
+        description="At most 64 characters; left out of the certificate when unset.",
     )
     site: dict[str, Any] = Field(
         default_factory=dict,
@@ -76,7 +99,11 @@ class SiteFile(Section):
         title="Further agent config keys",
         description="Merged into every device's agent.yaml (camera, vision, analytics, ...).",
     )
-    lab_ca: LabCa | None = Field(None, title="Lab CA that signs client certificates directly")
+    lab_ca: LabCa | None = Field(
+        None, title="Lab CA that signs client certificates directly",
+        description="Lab only: cert, key and days; without it each bundle carries a client.csr for "
+        "the site's PKI to sign.",
+    )
     _source: str = PrivateAttr("<site file>")
     _lines: strict_yaml.LineIndex = PrivateAttr(default_factory=dict)
 

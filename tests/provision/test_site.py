@@ -4,11 +4,14 @@ keys, and a relative path in it is beside the file as named, symbolic links not 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import pytest
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from agent.errors import ConfigError
-from agent.provision.site import load_site
+from agent.provision.site import SiteFile, load_site
 
 SITE = "device_name: lobby-1\nbroker: {host: b, ca_cert: ca.crt}\n"
 
@@ -77,3 +80,33 @@ def test_a_broker_host_name_or_address_is_taken(tmp_path: Path, host: str) -> No
     path = tmp_path / "site.yml"
     path.write_text(SITE.replace("host: b,", f"host: '{host}',"))
     assert load_site(path).broker.host == host
+
+
+def _fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, FieldInfo]]:
+    found = []
+    for name, info in model.model_fields.items():
+        found.append((prefix + name, info))
+        inner = [t for t in (info.annotation, *get_args(info.annotation)) if isinstance(t, type)]
+        for sub in inner:
+            if issubclass(sub, BaseModel):
+                found += _fields(sub, f"{prefix}{name}.")
+    return found
+
+
+@pytest.mark.parametrize(("key", "info"), _fields(SiteFile), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_site_file_key_has_the_help_an_error_at_it_shows(key: str, info: FieldInfo) -> None:
+    """An error at broker.port or lab_ca.days named the key and what was wrong but said nothing of
+    what the key is: the help line (``title: description``) comes from the description, which the
+    broker's and the lab CA's keys lacked."""
+    assert info.title, key
+    assert info.description, key
+
+
+def test_an_error_at_the_brokers_port_says_what_the_key_is(tmp_path: Path) -> None:
+    path = tmp_path / "site.yml"
+    path.write_text(SITE.replace("host: b,", "host: b, port: 0,"))
+    with pytest.raises(ConfigError) as info:
+        load_site(path)
+    (problem,) = info.value.problems
+    assert problem.startswith(f"broker.port ({path}:2): Input should be greater than or equal to 1"), problem
+    assert "Broker TLS port: " in problem, problem
