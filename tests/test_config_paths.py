@@ -245,3 +245,16 @@ def test_the_fleet_config_and_the_site_file_named_through_a_link_and_dotdot_read
     )
     site = load_site(Path("../x/link/../site.yml"))
     assert site.broker.ca_cert == etc / "ca.crt"
+
+
+@pytest.mark.parametrize("value", ["./device.key", "./keys/../device.key"])
+def test_a_key_written_with_dot_slash_is_the_file_beside_the_config_not_a_credential(
+    etc: Path, value: str
+) -> None:
+    """pathlib drops a leading ``./``, so ``keys.private_key: ./device.key`` was read as the bare
+    name ``device.key``: $CREDENTIALS_DIRECTORY was searched first, and a credential of that name
+    was used instead of the file the installer pointed at. Written with ``./`` it is a path."""
+    (etc / "agent.yaml").write_text(MINIMAL + SETTINGS["keys.private_key"].format(f"'{value}'"))
+    cfg = load_config(etc / "agent.yaml")
+    assert cfg.keys.private_key.is_absolute()
+    assert cfg.keys.private_key.resolve() == (etc / "device.key").resolve()
