@@ -250,14 +250,27 @@ def nats_source(folder: Path, replicas: int) -> Iterator[SourceInfo]:
             node.stop()
 
 
+def _running(procs: list[Replica]) -> bool:
+    """Whether every replica says it runs; BenchError with its log's end if one has exited
+    (a config it refused), instead of waiting out the timeout."""
+    for p in procs:
+        if p.proc is not None and p.proc.poll() is not None:
+            tail = p.log.read_text(errors="replace").strip().splitlines()[-3:]
+            raise BenchError(f"replica {p.folder.name} exited with {p.proc.returncode}: {' | '.join(tail)}")
+    return all("receiver running" in p.log.read_text(errors="replace") for p in procs)
+
+
 def _subscribed(broker_log: Path, replicas: int) -> bool:
     text = broker_log.read_text(errors="replace") if broker_log.exists() else ""
     return all(f"emotion-agent-fleet-rx-{i} " in text for i in range(1, replicas + 1)) and "$share" in text
 
 
 def run_one(source_kind: str, devices: int, *, windows: int, speedup: float, replicas: int, timeout: float,
-            pg: Postgres, work: Path) -> Result:
-    folder = work / f"{source_kind}-{devices}"
+            pg: Postgres, work: tuple[Path, Path]) -> Result:
+    """``work``: (the devices' and servers' folder, on tmpfs; the replicas' folder, on a disk:
+    a receiver refuses a state_dir under /dev, as the agent does)."""
+    folder = work[0] / f"{source_kind}-{devices}"
+    rx_folder = work[1] / f"{source_kind}-{devices}"
     keys_dir = folder / "keys"
     rounds = presign(devices, windows, folder / "devices", keys_dir)
     expected = sum(len(r) for r in rounds)
@@ -270,15 +283,14 @@ def run_one(source_kind: str, devices: int, *, windows: int, speedup: float, rep
         make = mqtt_source if source_kind == "mqtt" else nats_source
         with make(folder, replicas) as (source, (host, port, protocol)), ExitStack() as stack:
             procs = [
-                Replica(folder / f"rx{i}", f"rx-{i}", source=source, database=url, keys_dir=keys_dir,
+                Replica(rx_folder / f"rx{i}", f"rx-{i}", source=source, database=url, keys_dir=keys_dir,
                         witness_key=witness_key).start()
                 for i in range(1, replicas + 1)
             ]
             for p in procs:
                 stack.callback(p.stop)
             _wait("the replicas to start (provisioning every device key)",
-                  lambda: all("receiver running" in p.log.read_text(errors="replace") for p in procs),
-                  timeout)
+                  lambda: _running(procs), timeout)
             if source_kind == "mqtt":
                 _wait("the replicas' shared subscriptions",
                       lambda: _subscribed(folder / "broker" / "mosquitto.log", replicas), timeout)
@@ -334,6 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     shm = Path("/dev/shm")  # noqa: S108 - a private mkdtemp under it
     # device audit logs fsync every entry: on tmpfs that costs nothing (signing is not timed anyway)
     work = Path(tempfile.mkdtemp(prefix="fleet-bench-", dir=shm if shm.is_dir() else None))
+    rx_work = Path(tempfile.mkdtemp(prefix="fleet-bench-rx-"))
     pg_dir = Path(tempfile.mkdtemp(prefix="fleet-bench-pg-"))  # its own 0700 folder, given to postgres
     pg = Postgres(pg_dir)
     results: list[Result] = []
@@ -342,7 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for source in args.source:
             for devices in args.devices:
                 results.append(run_one(source, devices, windows=args.windows, speedup=args.speedup,
-                                       replicas=args.replicas, timeout=args.timeout, pg=pg, work=work))
+                                       replicas=args.replicas, timeout=args.timeout, pg=pg,
+                                       work=(work, rx_work)))
                 print(f"done: {source}, {devices} devices", file=sys.stderr, flush=True)
     except BenchError as exc:
         print(f"fleet_bench: {exc}", file=sys.stderr)
@@ -350,6 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         pg.stop()
         shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(rx_work, ignore_errors=True)
         shutil.rmtree(pg_dir, ignore_errors=True)
     print(f"{os.cpu_count()} CPUs; {args.replicas} replicas on PostgreSQL; a minute lasts "
           f"{60 / args.speedup:g} s; every device publishes --windows windows then one audit checkpoint.\n")
