@@ -62,7 +62,7 @@ from agent.state_check import check_state_dir
 from agent.transport.drop_tally import drop_message
 
 if TYPE_CHECKING:
-    from agent.transport.spool import DropReport
+    from agent.transport.spool_types import DropReport
 
 logger = logging.getLogger(__name__)
 

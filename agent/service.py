@@ -89,7 +89,7 @@ if TYPE_CHECKING:
 
     from agent.reload_plan import ReloadPlan
     from agent.transport.commands import Command
-    from agent.transport.spool import DropReport
+    from agent.transport.spool_types import DropReport
     from agent.vision.pipeline import VisionPipeline
 
 logger = logging.getLogger(__name__)

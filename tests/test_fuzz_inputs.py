@@ -27,7 +27,7 @@ from agent.strict_yaml import YamlRefused
 from agent.strict_yaml import parse as parse_yaml
 from agent.transport.commands import CommandParser, sign_command
 from agent.transport.rowcheck import RowCheck
-from agent.transport.spool import SpoolItem
+from agent.transport.spool_types import SpoolItem
 
 EXAMPLES = int(os.environ.get("EMOTION_AGENT_FUZZ_EXAMPLES", "60"))
 FUZZ = settings(

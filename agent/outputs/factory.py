@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     from agent.transport.commands import Command
-    from agent.transport.spool import DropReport
+    from agent.transport.spool_types import DropReport
 
 
 class OutputsSite(MqttSite, Protocol):

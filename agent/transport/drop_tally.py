@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 
 from agent.clock import Clock
-from agent.transport.spool import DropReport
+from agent.transport.spool_types import DropReport
 
 EVERY_S = 60.0
 """Least time between two audit entries for drops (per tally, every reason in one turn)."""

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.crypto.verify import Verifier
-from agent.transport.spool import SpoolItem
+from agent.transport.spool_types import SpoolItem
 
 
 class RowCheck:

@@ -23,7 +23,8 @@ from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.transport.paho_client import paho
-from agent.transport.spool import Spool, SpoolItem
+from agent.transport.spool import Spool
+from agent.transport.spool_types import SpoolItem
 
 logger = logging.getLogger(__name__)
 

@@ -18,8 +18,9 @@ of the machine. Rows leave in three ways only, each of them counted:
   inspection) instead of being retried forever.
 
 Every drop is reported through ``on_drop`` (the service routes it to the audit log) as a
-:class:`DropReport` that names no payload, only topics, counts and the time span.
-This module is pure standard library; it never imports paho.
+:class:`~agent.transport.spool_types.DropReport` that names no payload, only topics, counts and
+the time span. The file itself (schema, settings, the check that it is the agent's) is
+:mod:`agent.transport.spool_file`. This module is pure standard library; it never imports paho.
 """
 
 from __future__ import annotations
@@ -29,103 +30,17 @@ import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from agent.clock import Clock
-from agent.errors import PayloadError, TransportError
+from agent.errors import TransportError
+from agent.transport.spool_file import item_from_row, open_spool_db
+from agent.transport.spool_types import DropReason, DropReport, SpoolItem, SpoolStats
 
 logger = logging.getLogger(__name__)
 
-DropReason = Literal["retention", "size_cap", "refused_by_broker", "quarantined"]
-
 QUARANTINE_KEEP = 100
 """Quarantined rows kept for inspection; older ones are deleted (their drop is still counted)."""
-
-CACHE_KIB = 256
-"""SQLite's page cache for the spool's connection (``PRAGMA cache_size``), in KiB. Its default,
-2000 KiB, fills up once the spool is that large (a broker away for a few hours): every put
-sums the rows' sizes (``enforce_limits``), which reads every page, so the cache only ever holds
-the last ones read while the file itself stays in the kernel's page cache. Measured with 10,000
-spooled rows (6.5 MB): 2.1 MB of SQLite's memory against 0.3 MB, a put about as long (10-15 ms
-either way at that size; 2.4 against 1.7 ms with 2,000 rows, which the default cache held
-whole) (docs/vision.md, "Peak RSS")."""
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS spool (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    topic TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    retain INTEGER NOT NULL,
-    created_ms INTEGER NOT NULL,
-    mono_ms INTEGER
-)
-"""
-
-_MONO_COLUMN = "ALTER TABLE spool ADD COLUMN mono_ms INTEGER"
-"""For a spool written before ``mono_ms`` (clock.monotonic() at the put, this run's age)."""
-
-_COLUMNS = {
-    "spool": ("id", "topic", "payload", "retain", "created_ms", "mono_ms"),
-    "quarantine": ("id", "topic", "payload", "created_ms", "reason", "quarantined_ms"),
-}
-"""The columns of each table, in order; a spool from before ``mono_ms`` lacks only that one."""
-
-_QUARANTINE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS quarantine (
-    id INTEGER PRIMARY KEY,
-    topic BLOB,
-    payload BLOB,
-    created_ms INTEGER,
-    reason TEXT NOT NULL,
-    quarantined_ms INTEGER NOT NULL
-)
-"""
-
-
-@dataclass(frozen=True, slots=True)
-class SpoolItem:
-    """One message waiting for its PUBACK; ``id`` orders the backlog."""
-
-    id: int
-    topic: str
-    payload: bytes
-    retain: bool
-    created_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class DropReport:
-    """What a purge removed, for the audit log: counts and times, never payloads."""
-
-    reason: DropReason
-    count: int
-    bytes: int
-    topics: dict[str, int] = field(default_factory=dict)
-    oldest_ms: int = 0
-    newest_ms: int = 0
-
-    def to_body(self) -> dict[str, object]:
-        """Integers and strings only, ready for a signed envelope."""
-        return {
-            "reason": self.reason,
-            "count": self.count,
-            "bytes": self.bytes,
-            "topics": dict(sorted(self.topics.items())),
-            "oldest_ms": self.oldest_ms,
-            "newest_ms": self.newest_ms,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class SpoolStats:
-    """Backlog figures for the health message."""
-
-    backlog: int
-    bytes: int
-    oldest_ms: int | None
-    dropped: dict[str, int]
 
 
 class Spool:
@@ -157,40 +72,8 @@ class Spool:
         self._dropped: Counter[str] = Counter()
         self._closed_stats: SpoolStats | None = None
         self._last_stats = SpoolStats(backlog=0, bytes=0, oldest_ms=None, dropped={})
-        self._db = self._open(path)
+        self._db = open_spool_db(path)
         self._first_id: int | None = None  # this run's first row: from it on, mono_ms ages rows
-
-    @staticmethod
-    def _open(path: Path) -> sqlite3.Connection:
-        db = None
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            problem = _schema_problem(db)  # before anything is written to another program's file
-            if problem is None:
-                mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-                db.execute("PRAGMA synchronous=FULL")
-                db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-                db.execute(_SCHEMA)
-                if "mono_ms" not in _columns(db, "spool"):
-                    db.execute(_MONO_COLUMN)
-                db.execute(_QUARANTINE_SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
-            if db is not None:
-                db.close()
-            if type(exc) is sqlite3.DatabaseError:  # "file is not a database", "malformed"
-                raise _foreign(path, str(exc)) from exc
-            raise TransportError(
-                f"{path}: cannot open the offline spool ({exc}); check that state_dir exists "
-                "and is writable by the agent"
-            ) from exc
-        if problem is not None:
-            db.close()
-            raise _foreign(path, problem)
-        if str(mode).lower() != "wal":
-            db.close()
-            raise TransportError(f"{path}: the spool needs SQLite WAL mode, the file system gave {mode!r}")
-        return db
 
     def set_max_age(self, max_age_seconds: int) -> None:
         """A reloaded ``retention.spool_days``: rows are aged by it from the next limits check."""
@@ -251,7 +134,7 @@ class Spool:
             ).fetchall()
         items = []
         for row in rows:
-            item = _item(row)
+            item = item_from_row(row)
             if isinstance(item, str):
                 self.quarantine(row[0], item)
             else:
@@ -397,39 +280,3 @@ class Spool:
             )
             return self._last_stats
 
-
-def _columns(db: sqlite3.Connection, table: str) -> tuple[str, ...]:
-    return tuple(str(row[1]) for row in db.execute(f"PRAGMA table_info({table})"))
-
-
-def _schema_problem(db: sqlite3.Connection) -> str | None:
-    """Which table has columns other than the agent's, or None (a missing table is created).
-    Something else's ``spool`` table took no row (every put failed) and then failed the figures
-    read at close."""
-    for table, expected in _COLUMNS.items():
-        found = _columns(db, table)
-        if found and found not in (expected, expected[:-1] if table == "spool" else expected):
-            return f"its {table} table has the columns ({', '.join(found)}), not ({', '.join(expected)})"
-    return None
-
-
-def _foreign(path: Path, problem: str) -> PayloadError:
-    return PayloadError(
-        f"{path}: not an offline spool this agent wrote ({problem}); move the file away "
-        f"(e.g. `mv {path} {path}.bad`, with its -wal and -shm files) and the agent starts a new, "
-        "empty spool"
-    )
-
-
-def _item(row: tuple[object, ...]) -> SpoolItem | str:
-    """A row as a :class:`SpoolItem`, or why it cannot be one (the reason for quarantine)."""
-    row_id, topic, payload, retain, created = row
-    if not isinstance(topic, str) or not topic:
-        return f"topic is {type(topic).__name__}, not text"
-    if not isinstance(payload, bytes | str):
-        return f"payload is {type(payload).__name__}, not bytes"
-    if not isinstance(retain, int) or not isinstance(created, int):
-        return "retain or created_ms is not an integer"
-    data = payload.encode("utf-8", "surrogateescape") if isinstance(payload, str) else payload
-    assert isinstance(row_id, int)  # noqa: S101 - INTEGER PRIMARY KEY
-    return SpoolItem(row_id, topic, data, bool(retain), created)

@@ -10,12 +10,19 @@ shows the device offline again and again and commands sent meanwhile are lost. O
 the detector answers with a wait: ``backoff_seconds``, doubling up to ``10 ×``, reset once a
 connection lasts ``stable_seconds``.
 
-Pure logic: no paho import; the caller passes the reason code's value and a monotonic time.
+The detector is pure logic: the caller passes the reason code's value and a monotonic time.
+:class:`TakeoverWatch` applies its answers to paho's reconnect delay. No paho import.
 """
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
+
+logger = logging.getLogger(__name__)
 
 SESSION_TAKEN_OVER = 142
 
@@ -74,3 +81,48 @@ class TakeoverDetector:
         self.count += 1
         self._wait = min(self._wait * 2, self.backoff_seconds * 10) if self._wait else self.backoff_seconds
         return Takeover(why, self._wait, self.count)
+
+
+class ReconnectDelay(Protocol):
+    """What the watch needs of paho's client."""
+
+    def reconnect_delay_set(self, min_delay: int = 1, max_delay: int = 120) -> None: ...
+
+
+class TakeoverWatch:
+    """Applies the detector's answers to the client: another client with our id makes us wait
+    (paho's next reconnect) instead of taking the session back, and once a connection lasted the
+    configured backoff (``reconnect``: min and max seconds) returns. A takeover is logged and
+    handed to ``on_takeover`` with its message and count."""
+
+    def __init__(
+        self,
+        detector: TakeoverDetector,
+        *,
+        reconnect: tuple[int, int],
+        client_id: str,
+        on_takeover: Callable[[str, int], None],
+    ) -> None:
+        self._detector = detector
+        self._reconnect = reconnect
+        self._client_id = client_id
+        self._on_takeover = on_takeover
+
+    def connected(self) -> None:
+        self._detector.connected(time.monotonic())
+
+    def disconnected(self, client: ReconnectDelay, reason: int) -> None:
+        """paho's ``on_disconnect`` (not during a stop), with the reason code's value."""
+        was_backing_off = self._detector.backing_off
+        takeover = self._detector.disconnected(time.monotonic(), reason)
+        if takeover is None:
+            if was_backing_off and not self._detector.backing_off:
+                client.reconnect_delay_set(*self._reconnect)
+            return
+        client.reconnect_delay_set(takeover.wait_seconds, takeover.wait_seconds)
+        message = (
+            f"session takeover: {takeover.reason}; another client uses client id {self._client_id!r}; "
+            f"waiting {takeover.wait_seconds} s before reconnecting (takeover {takeover.count})"
+        )
+        logger.error("MQTT %s", message)
+        self._on_takeover(message, takeover.count)

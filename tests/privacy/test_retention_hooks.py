@@ -11,7 +11,8 @@ from agent.audit import AuditConfig, AuditLog
 from agent.clock import FakeClock
 from agent.privacy.retention import DAY_S, RetentionEnforcer
 from agent.privacy.settings import RetentionConfig
-from agent.transport.spool import DropReport, Spool
+from agent.transport.spool import Spool
+from agent.transport.spool_types import DropReport
 
 
 def test_audit_segments_and_spooled_messages_past_retention_go_on_the_timer(tmp_path: Path) -> None:

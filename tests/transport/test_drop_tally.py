@@ -8,7 +8,7 @@ import pytest
 
 from agent.clock import FakeClock
 from agent.transport.drop_tally import EVERY_S, DropTally, drop_message
-from agent.transport.spool import DropReport
+from agent.transport.spool_types import DropReport
 
 
 def test_the_first_drop_is_written_at_once_and_the_next_minutes_are_summed() -> None:

@@ -29,7 +29,7 @@ from agent.transport.discovery import DiscoverySpec
 from agent.transport.link import LinkState
 from agent.transport.mqtt import MqttOutput
 from agent.transport.settings import MqttConfig, TlsConfig
-from agent.transport.spool import DropReport
+from agent.transport.spool_types import DropReport
 from tests.mosquitto import ACL_PER_DEVICE, Broker, Pki, Subscriber, make_pki, wait_until
 
 DEVICE = "lobby-1"

@@ -92,14 +92,17 @@ class HoldTheFallback(logging.Handler):
 
 @contextlib.contextmanager
 def held_fallback() -> Iterator[HoldTheFallback]:
+    """On the fallback's logger (the sender thread's line) and the output's (paho's thread's)."""
     hold = HoldTheFallback()
-    log = logging.getLogger("agent.transport.mqtt")
-    log.addHandler(hold)
+    logs = [logging.getLogger("agent.transport.protocol_fallback"), logging.getLogger("agent.transport.mqtt")]
+    for log in logs:
+        log.addHandler(hold)
     try:
         yield hold
     finally:
         hold.let_go.set()
-        log.removeHandler(hold)
+        for log in logs:
+            log.removeHandler(hold)
 
 
 def started_threads(before: set[threading.Thread], name: str) -> list[threading.Thread]:

@@ -15,7 +15,9 @@ import pytest
 
 from agent.clock import Clock, FakeClock
 from agent.errors import PayloadError, TransportError
-from agent.transport.spool import CACHE_KIB, DropReport, Spool
+from agent.transport.spool import Spool
+from agent.transport.spool_file import CACHE_KIB
+from agent.transport.spool_types import DropReport
 
 
 def make(tmp_path: Path, clock: Clock, **kw: object) -> tuple[Spool, list[DropReport]]:

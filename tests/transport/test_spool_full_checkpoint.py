@@ -27,7 +27,7 @@ from agent.crypto import MemorySequenceStore, Signer, public_jwk
 from agent.publisher import Publisher
 from agent.transport.mqtt import MqttOutput
 from agent.transport.settings import MqttConfig
-from agent.transport.spool import DropReport
+from agent.transport.spool_types import DropReport
 from tests.mosquitto import free_port
 
 DEVICE = "lobby-1"

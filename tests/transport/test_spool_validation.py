@@ -16,7 +16,8 @@ from agent.outputs.base import Message
 from agent.transport.mqtt import MqttOutput
 from agent.transport.rowcheck import RowCheck
 from agent.transport.settings import MqttConfig
-from agent.transport.spool import DropReport, Spool, SpoolItem
+from agent.transport.spool import Spool
+from agent.transport.spool_types import DropReport, SpoolItem
 from tests.mosquitto import Broker, Subscriber, wait_until
 
 BASE = "emotion-agent/lobby-1"

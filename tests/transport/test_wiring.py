@@ -19,7 +19,8 @@ from agent.errors import ConfigError
 from agent.outputs.base import Message
 from agent.transport.mqtt import MqttOutput
 from agent.transport.sender import SpoolSender
-from agent.transport.spool import DropReport, Spool
+from agent.transport.spool import Spool
+from agent.transport.spool_types import DropReport
 from tests.mosquitto import wait_until
 
 
