@@ -199,9 +199,10 @@ class HomeAssistantBirths:
         timer.start()
 
     def cancel(self) -> None:
-        """At stop, once ``stopping`` is set (no birth starts a timer after that): the pending
-        re-send, if any, is not made."""
+        """At stop: the pending re-send, if any, is not made, and no birth starts another
+        (``stopping`` is set under this lock, whatever the caller set before)."""
         with self._lock:
+            self._stopping.set()
             timer, self._timer = self._timer, None
         if timer is not None:
             timer.cancel()
