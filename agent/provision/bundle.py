@@ -171,7 +171,8 @@ def render_config(site: SiteFile, device_id: str, has_cert: bool) -> str:
         raise ConfigError(
             f"the site file's agent keys give {device_id} an invalid config", exc.problems
         ) from exc
-    problems = relative_path_problems(site, as_written, cfg) + outside_state_problems(site, cfg)
+    problems = relative_path_problems(site, as_written, cfg)
+    problems += outside_state_problems(site, as_written)  # as written: a relative one is said above
     if problems:
         raise ConfigError(
             f"{site.where(())}: {len(problems)} path(s) under agent: that {device_id} cannot use",
@@ -264,12 +265,13 @@ def relative_path_problems(site: SiteFile, as_written: AgentConfig, on_device: A
     return problems
 
 
-def outside_state_problems(site: SiteFile, on_device: AgentConfig) -> list[str]:
+def outside_state_problems(site: SiteFile, as_written: AgentConfig) -> list[str]:
     """Each key the service writes (``WRITTEN``) whose full path is outside ``STATE``: under
     ProtectSystem=strict the device would refuse to start (``is on a read-only file system``),
-    and the bundle brings no drop-in (``ReadWritePaths=``) that could open another folder."""
+    and the bundle brings no drop-in (``ReadWritePaths=``) that could open another folder. A
+    relative path is left to ``relative_path_problems``."""
     problems: list[str] = []
-    device = on_device.model_dump(mode="json")
+    device = as_written.model_dump(mode="json")
     for key, fix in WRITTEN.items():
         value: Any = device
         for part in key:

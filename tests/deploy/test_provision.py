@@ -443,11 +443,15 @@ def test_a_relative_path_under_agent_is_refused_naming_its_site_file_key_and_lin
 def test_the_refusal_says_what_to_write_instead(
     line: str, instead: str, tmp_path: Path, lab_ca: tuple[Path, Path], capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """What the service writes goes under its StateDirectory; other files are named in full."""
+    """What the service writes goes under its StateDirectory; other files are named in full.
+    One mistake is one problem: a relative outputs.jsonl was also said to be outside the state
+    folder, under a path the installer never wrote (found by a new user's trial)."""
     site = site_with(tmp_path, lab_ca[0], f"  {line}\n")
     assert main(["provision", "--site", str(site), "--boot", str(bootfs(tmp_path))]) == 2
     _, err = capfd.readouterr()
     assert f"; {instead}" in " ".join(err.split()), err
+    assert "1 path(s) under agent:" in err, err
+    assert "is outside" not in err, err
 
 
 @pytest.mark.parametrize(
