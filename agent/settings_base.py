@@ -148,6 +148,11 @@ def _field_help(info: FieldInfo | None) -> str | None:
     return f"{info.title}: {info.description}" if info.title else info.description
 
 
+SECRET_NAME = re.compile(r"pass|pwd|secret|token|credential|api_?key", re.IGNORECASE)
+"""An unknown key named so may hold a secret: its value is never quoted in an error."""
+PASSWORD_NAME = re.compile(r"pass|pwd", re.IGNORECASE)
+
+
 def _describe(err: Any) -> str:
     """What is wrong, quoting at most ``agent.errors.SHOWN`` characters of what was found: the
     value itself, and in a message the value a validator was given (``{value!r}``, as the
@@ -155,6 +160,15 @@ def _describe(err: Any) -> str:
     kind = err["type"]
     found = err.get("input")
     if kind == "extra_forbidden":
+        name = str(err["loc"][-1]) if err["loc"] else ""
+        if SECRET_NAME.search(name):  # shown, it would be in the journal for every admin to read
+            where = "; a password is read from a file, named by password_file" if PASSWORD_NAME.search(
+                name
+            ) else ""
+            return (
+                "unknown key (its value is not shown: the name says it may be a secret); remove it "
+                f"or check its spelling{where}"
+            )
         return f"unknown key (found {shown(found)}); remove it or check its spelling"
     if kind == "missing":
         return "required key is missing"

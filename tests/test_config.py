@@ -237,3 +237,20 @@ def test_windows_shorter_than_the_frame_period_are_refused() -> None:
         "analytics.window_seconds (10) is shorter than the 20 s between two frames at camera.fps (0.05)"
     ) in str(info.value)
     assert parse_config(text.replace("window_seconds: 10", "window_seconds: 20"))
+
+
+@pytest.mark.parametrize("key", ["password", "mqtt_pass", "api_token", "secret", "passwd", "api_key"])
+def test_a_secret_written_under_an_unknown_key_is_not_echoed(key: str) -> None:
+    """``mqtt: {password: hunter2}`` said ``unknown key (found 'hunter2')``: under systemd that
+    is the journal, readable by every admin (found by a new user's trial). A key whose name says
+    it holds a secret gets no value shown, and a password is pointed at its file."""
+    before = MINIMAL + "mqtt:\n  host: b.example\n"
+    with pytest.raises(ConfigError) as info:
+        parse_config(before + f"  {key}: hunter2\n", "c.yaml")
+    (problem,) = info.value.problems
+    assert "hunter2" not in problem
+    line = before.count("\n") + 1
+    assert problem.startswith(
+        f"mqtt.{key} (c.yaml:{line}): unknown key (its value is not shown: the name says it may be a secret)"
+    ), problem
+    assert ("password_file" in problem) == key.startswith(("pass", "mqtt_pass")), problem
