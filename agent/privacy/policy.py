@@ -37,8 +37,10 @@ class Governed(Protocol):
 EU_MEMBERS = frozenset({
     "AT", "BE", "BG", "CY", "CZ", "DE", "DK", "EE", "ES", "FI", "FR", "GR", "HR", "HU",
     "IE", "IT", "LT", "LU", "LV", "MT", "NL", "PL", "PT", "RO", "SE", "SI", "SK",
+    "EL",  # Greece as the EU writes it (GR in ISO 3166-1)
 })
-"""ISO 3166-1 codes of the EU member states; ``EU`` itself and ``DE-BY``-style subdivisions count."""
+"""ISO 3166-1 codes of the EU member states (and EL for Greece); ``EU`` itself and ``DE-BY``-style
+subdivisions count."""
 
 
 def in_eu(jurisdiction: str) -> bool:

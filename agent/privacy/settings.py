@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from agent.errors import shown
+from agent.privacy.countries import ISO_3166_1
 from agent.settings_base import ConfigPath, Section
 
 Context = Literal[
@@ -53,6 +54,11 @@ class SignageConfig(Section):
         title="Controller",
         description="Who is responsible for the processing, with a contact (name, address or email).",
     )
+
+
+JURISDICTION_ALIASES = frozenset({"EU", "UK", "EL"})
+"""Codes the rules read that ISO 3166-1 does not assign: the EU itself, the UK (GB in ISO) and
+EL (the EU institutions' code for Greece, GR in ISO)."""
 
 
 class SiteConfig(Section):
@@ -92,6 +98,18 @@ class SiteConfig(Section):
         description="Where the written retention and destruction policy is published "
         "(required in Illinois, BIPA §15(a)).",
     )
+
+    @field_validator("jurisdiction")
+    @classmethod
+    def _country(cls, value: str) -> str:
+        """The part before ``-`` must be a country (or EU, UK, EL): the rules decide by it."""
+        country = value.split("-", 1)[0]
+        if country not in ISO_3166_1 and country not in JURISDICTION_ALIASES:
+            raise ValueError(
+                f"{country!r} is not an ISO 3166-1 country code, EU or UK (found {value!r}); write "
+                "e.g. DE, FR, GB, US or US-IL (EL, the EU's code for Greece, is read as GR)"
+            )
+        return value
 
 
 class RetentionConfig(Section):

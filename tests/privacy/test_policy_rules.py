@@ -169,3 +169,29 @@ def test_every_policy_setting_has_a_title_and_a_description() -> None:
     missing = [f"{cls.__name__}.{name}" for cls in sections for name, info in cls.model_fields.items()
                if not info.title or not info.description]
     assert missing == []
+
+
+def test_greece_under_the_eus_own_code_el_is_in_the_eu() -> None:
+    """The EU writes Greece EL (its institutions' style guide); ISO writes GR. ``EL`` with a
+    workplace was ALLOWED: the Art. 5(1)(f) ban did not apply (found by a new user's trial)."""
+    assert in_eu("EL")
+    decision = evaluate_site(site(jurisdiction="EL", context="workplace", signage=SIGNAGE))
+    assert [f.rule for f in decision.refusals] == ["eu-ai-act-art5-1f"]
+
+
+@pytest.mark.parametrize("code", ["XX", "QQ", "ZZ-1", "EX"])
+def test_a_jurisdiction_that_is_no_country_code_is_refused_at_its_key(code: str) -> None:
+    """``XX`` passed as a jurisdiction no rule knows: a typo in a member state's code switched
+    the EU rules off without a word."""
+    with pytest.raises(InputError) as info:
+        parse_config(f"schema_version: 1\ndevice_id: d-1\nsite: {{jurisdiction: {code}}}\n", "c.yaml")
+    (problem,) = info.value.problems
+    country = code.split("-", maxsplit=1)[0]
+    assert problem.startswith(
+        f"site.jurisdiction (c.yaml:3): {country!r} is not an ISO 3166-1 country code, EU or UK"
+    ), problem
+
+
+@pytest.mark.parametrize("code", ["GB", "UK", "EU", "US-IL", "US-CA", "CH", "NO", "DE-BY", "JP"])
+def test_a_country_code_is_taken(code: str) -> None:
+    assert site(jurisdiction=code).jurisdiction == code
