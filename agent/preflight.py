@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.crypto.keys import load_private_key, load_public_key
-from agent.errors import ConfigError, KeyFileError
+from agent.errors import ConfigError, InputError, KeyFileError, SourceError
 from agent.user_files import MAX_SECRET_BYTES, MAX_TEXT_BYTES, file_kind, read_user_bytes
 
 if TYPE_CHECKING:
@@ -49,6 +49,23 @@ def check_files(cfg: AgentConfig, config_path: Path | None = None) -> Ed25519Pri
             operator_key(mqtt.commands.operator_key)
     check_output_file(cfg.outputs.jsonl)
     return key
+
+
+def check_source(source: str) -> None:
+    """A file ``camera.source`` opened as ``run`` opens it, then closed: a missing file or one
+    that is no video is refused naming the key (SourceError, exit 2) before anything starts. A
+    live camera is not tried: it may be busy with the service, and one that does not open is a
+    reconnecting state, not a bad config (``CameraFeed.check`` decides alike on a reload). Core
+    dumps must be off first: opening a clip may decode its first frame."""
+    from agent.camera.base import SourceOptions, open_source, resolve  # noqa: PLC0415 - OpenCV
+    from agent.clock import SystemClock  # noqa: PLC0415
+
+    try:
+        if resolve(source)[0] != "replay":
+            return
+        open_source(source, SourceOptions(realtime=False), SystemClock()).close()
+    except InputError as exc:
+        raise SourceError(f"camera.source {exc}") from None
 
 
 def check_output_file(target: str | None) -> None:

@@ -254,3 +254,55 @@ def test_a_secret_written_under_an_unknown_key_is_not_echoed(key: str) -> None:
         f"mqtt.{key} (c.yaml:{line}): unknown key (its value is not shown: the name says it may be a secret)"
     ), problem
     assert ("password_file" in problem) == key.startswith(("pass", "mqtt_pass")), problem
+
+
+def _runnable(tmp_path: Path, extra: str) -> Path:
+    generate_keypair(tmp_path / "keys")
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        MINIMAL + "site: {jurisdiction: US, context: retail, purpose: analytics}\nmqtt: {enabled: false}\n"
+        f"keys: {{private_key: {tmp_path / 'keys' / 'device.key'}}}\n"
+        f"state_dir: {tmp_path / 'state'}\n{extra}"
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        ("camera: {source: /nope/clip.mp4}\n", "camera.source /nope/clip.mp4: no such file or folder"),
+        ("camera: {source: NOTES}\n", "camera.source {tmp}/NOTES: "),
+        ("vision: {models_dir: /nonexistent}\n", "/nonexistent"),
+    ],
+    ids=["missing clip", "not a video", "no models"],
+)
+def test_check_config_refuses_the_clip_and_models_run_would_refuse(
+    tmp_path: Path, extra: str, said: str
+) -> None:
+    """check-config said ``valid`` (exit 0) for these, and ``run`` then refused them (exit 2):
+    docs/cli.md promises exit 0 means every file the config names is usable as ``run`` reads
+    it (found by a new user's trial)."""
+    (tmp_path / "NOTES").write_text("not a video\n")
+    config = _runnable(tmp_path, extra.replace("NOTES", str(tmp_path / "NOTES")))
+    proc = run_cli("check-config", "-c", str(config))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert said.format(tmp=tmp_path) in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_check_config_takes_a_clip_that_run_reads(tmp_path: Path, sample_clip: Path) -> None:
+    proc = run_cli("check-config", "-c", str(_runnable(tmp_path, f"camera: {{source: {sample_clip}}}\n")))
+    assert proc.returncode == 0, proc.stderr
+    assert "valid" in proc.stdout
+
+
+def test_run_with_a_missing_clip_exits_2_naming_the_key_before_it_starts(tmp_path: Path) -> None:
+    """``run`` started in full (audit ``start`` entry), then stopped with ``reason: stopped`` and no
+    word in the audit log of why; the error did not name camera.source."""
+    proc = run_cli("run", "-c", str(_runnable(tmp_path, "camera: {source: /nope/clip.mp4}\n")))
+    assert proc.returncode == 2, proc.stderr
+    assert "camera.source /nope/clip.mp4: no such file or folder" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    segments = sorted((tmp_path / "state" / "audit").glob("segment-*.jsonl"))
+    kinds = [json.loads(line)["kind"] for p in segments for line in p.read_text().splitlines()]
+    assert "start" not in kinds, kinds

@@ -11,7 +11,7 @@ from typing import Any
 from agent import state_dir
 from agent.config import json_schema as config_json_schema
 from agent.config import load_config
-from agent.preflight import check_files
+from agent.preflight import check_files, check_source
 from agent.privacy.policy import require_allowed
 
 
@@ -25,14 +25,21 @@ def register(sub: Any) -> None:
 
 def check_config(args: argparse.Namespace) -> int:
     """Schema first (every problem with its line), then the site policy the service enforces,
-    then the files the config names, read as ``run`` reads them (key, password, certificates),
-    the state folder, and for ``vision.accelerator: coral`` the Edge TPU model, library and device."""
-    from agent.vision.edgetpu import check_accelerator  # noqa: PLC0415 - only this command needs it
+    then the files the config names, read as ``run`` reads them (key, password, certificates, a
+    clip as ``camera.source``, the models with their hashes), the state folder, and for
+    ``vision.accelerator: coral`` the Edge TPU model, library and device. Core dumps go off
+    first, as in ``run``: opening a clip may decode its first frame."""
+    from agent.privacy.coredump import forbid_core_dumps  # noqa: PLC0415 - only this command needs them
+    from agent.vision.edgetpu import check_accelerator  # noqa: PLC0415
+    from agent.vision.pipeline import VisionPipeline  # noqa: PLC0415
 
     cfg = load_config(args.config)
     decision = require_allowed(cfg)
+    forbid_core_dumps(announce=False)
     check_files(cfg, Path(args.config))
+    check_source(cfg.camera.source)
     check_accelerator(cfg.vision)
+    VisionPipeline.from_config(cfg.vision).close()  # hashes, tensor shapes, backend: as run loads them
     state_dir.check(cfg.state_dir)
     print(f"{args.config}: valid (schema_version {cfg.schema_version}, device {cfg.device_id})")
     for note in decision.notes:
