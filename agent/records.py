@@ -80,17 +80,24 @@ def start_fields(cfg: AgentConfig, boot: int, model_hashes: dict[str, str]) -> d
 
 
 def frame_counters(
-    now: FeedCounters, last: FeedCounters, *, analysed: int, refused: int, lifetimes_ms: Sequence[float]
+    now: FeedCounters,
+    last: FeedCounters,
+    *,
+    analysed: int,
+    refused: int,
+    lifetimes_ms: Sequence[float],
+    failed: int = 0,
 ) -> FrameCounters:
     """The frames since the feed's previous snapshot, each counted where its fate happened:
     dropped by the queue, the rate gate or (``refused``) the CPU budget; discarded as the
-    camera closed; ``queued`` is what waits right now (not a delta)."""
+    camera closed, or (``failed``) zeroed when their analysis raised; ``queued`` is what waits
+    right now (not a delta)."""
     return FrameCounters(
         captured=now.captured - last.captured,
         analysed=analysed,
         dropped=(now.dropped - last.dropped) + (now.skipped - last.skipped) + refused,
         lifetimes_ms=lifetimes_ms,
-        discarded=now.discarded - last.discarded,
+        discarded=now.discarded - last.discarded + failed,
         queued=now.queued,
     )
 

@@ -42,7 +42,7 @@ from agent.memtrim import rare_task
 from agent.outputs.base import Output
 from agent.outputs.factory import build_outputs
 from agent.policy_clock import date_for_policy
-from agent.preflight import check_files
+from agent.preflight import check_files, check_source
 from agent.privacy.gate import BudgetLeft, CaptureGate
 from agent.privacy.lease import LifetimeRecorder
 from agent.privacy.policy import policy_digest, require_allowed
@@ -148,7 +148,7 @@ class Service:
         self._privacy_state: dict[str, JSON] | None = None
         """The privacy mode's last retained state, as published."""
         self.policy = require_allowed(cfg, date_for_policy(cfg, self.clock))  # deferred on an unset clock
-        key = check_files(cfg, config_path)  # every named file, read as check-config reads it
+        key = self._preflight(cfg, config_path, opener)
         state_dir.prepare(cfg.state_dir)
         checked = self._check_state(cfg.state_dir, key)  # lost or altered state: exit 2
         floor, self._linked_keys = checked.floor, checked.linked_keys  # other keys rotations link
@@ -205,6 +205,15 @@ class Service:
         if not self.outputs:
             logger.warning("no output configured: windows go to the audit log only")
 
+    @staticmethod
+    def _preflight(cfg: AgentConfig, config_path: Path | None, opener: SourceOpener) -> Ed25519PrivateKey:
+        """Every file the config names, read as check-config reads it; with the real opener, a
+        clip that cannot be read is refused naming ``camera.source`` before anything starts."""
+        key = check_files(cfg, config_path)
+        if opener is open_source:
+            check_source(cfg.camera.source)
+        return key
+
     def _check_state(self, folder: Path, key: Ed25519PrivateKey) -> StartState:
         """The whole audit log is verified: minutes on a Pi once it holds months (4 entries a
         window), past the unit's TimeoutStartSec=, so systemd is asked for the time (found by
@@ -218,7 +227,7 @@ class Service:
 
     @property
     def exit_reason(self) -> str:
-        """Why the loop ended: a signal's name, ``source_ended`` or ``stopped``."""
+        """Why the loop ended: a signal's name, ``source_ended``, ``failed`` or ``stopped``."""
         return self.signals.stop_reason
 
     def _build_outputs(self, key: Ed25519PrivateKey) -> list[Output]:
@@ -274,10 +283,24 @@ class Service:
                     self.signals.stop_reason = "source_ended"
                     self._report_lost_frames()
                     break
+        except Exception as exc:
+            self._record_failure(exc)
+            raise
         finally:
             self.close()
             self.signals.restore()
         return 0
+
+    def _record_failure(self, exc: Exception) -> None:
+        """An error that ends the run is said in the audit log (``run_failed``, then a ``stop``
+        with reason ``failed``): a ``stop`` saying ``stopped`` alone hid it from an auditor. The
+        message is the error's own text (an unexpected one's type and text), never a frame."""
+        self.signals.stop_reason = "failed"
+        message = str(exc) if isinstance(exc, EmotionAgentError) else f"{type(exc).__name__}: {exc}"
+        try:
+            self.audit.append("error", {"code": "run_failed", "message": message[:500]})
+        except Exception:  # the log itself may be what failed: the error still propagates
+            logger.exception("the run's failure could not be recorded in the audit log")
 
     def _report_lost_frames(self) -> None:
         """A damaged file ends with a warning and an audit entry saying how many frames were lost."""
@@ -384,7 +407,15 @@ class Service:
     def _process(self, frame: Frame) -> None:
         """One frame along the route (zeroed when it returns), then into the windows."""
         started = self.clock.monotonic()
-        carried = self.route.carry(frame)
+        try:
+            carried = self.route.carry(frame)
+        except Exception:  # zeroed by its lease, unseen: counted as discarded, then the run ends
+            now = self.feed.counters
+            last, self._last_counters = self._last_counters, now
+            lifetimes = self.recorder.drain().samples_ms
+            counters = frame_counters(now, last, analysed=0, refused=0, lifetimes_ms=lifetimes, failed=1)
+            self.aggregator.add_frame(self._window_time(None), (), counters)
+            raise
         t = self._window_time(carried)
         now = self.feed.counters
         last, self._last_counters = self._last_counters, now

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,7 @@ from agent.audit.verify import verify_log
 from agent.clock import FakeClock
 from agent.config import load_config
 from agent.crypto import load_public_key
+from agent.errors import RuntimeFailure
 from agent.sdnotify import Notifier
 from agent.service import Service
 from agent.transport.link import LinkState
@@ -372,3 +374,36 @@ def test_a_privacy_toggle_sent_while_the_agent_starts_is_applied_not_fatal(
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err[-2000:]
+
+
+class _FailingPipeline(CountingPipeline):
+    def analyze(
+        self, pixels: Any, schedule: Any = None, frame: int = 0, *, lores: object = None
+    ) -> list[Any]:
+        if self.frames == 12:
+            raise RuntimeFailure("the emotion model's interpreter failed (scripted)")
+        return super().analyze(pixels, schedule, frame, lores=lores)
+
+
+def test_an_error_that_ends_the_run_is_in_the_audit_log_under_its_last_checkpoint(tmp_path: Path) -> None:
+    """An error escaping the loop ended the run with a ``stop`` entry saying ``reason: stopped``
+    and nothing else: an auditor could not tell a crash from a clean stop (found by a new user's
+    trial). Now an ``error`` entry ``run_failed`` says what failed, and the stop says ``failed``."""
+    path = write_config(tmp_path, "scripted.mp4", extra=NO_GATE)
+    service = Service(
+        load_config(path), path, FakeClock(start=1_800_000_000.0),
+        opener=lambda s, o, c: ScriptedSource(c, 100, False),
+        pipeline_factory=lambda _c: _FailingPipeline(),  # type: ignore[arg-type,return-value]
+    )
+    with pytest.raises(RuntimeFailure, match="interpreter failed"):
+        service.run()
+    audit = tmp_path / "state" / "audit"
+    entries = [decode_entry(line) for p in sorted(audit.glob("segment-*.jsonl"))
+               for line in p.read_bytes().splitlines()]
+    failed = [e.data for e in entries if e.kind == "error" and e.data["code"] == "run_failed"]
+    assert failed == [{"code": "run_failed", "message": "the emotion model's interpreter failed (scripted)"}]
+    (stop,) = [e.data for e in entries if e.kind == "stop"]
+    assert stop["reason"] == "failed"
+    result = verify_log(audit, load_public_key(tmp_path / "keys" / "device.pub.jwk"))
+    assert result.problems == []
+    assert max(result.verified_sizes) == result.size, "the last checkpoint covers every entry"

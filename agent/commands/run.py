@@ -29,14 +29,12 @@ def run(args: argparse.Namespace) -> int:
     early = EarlySignals()
     early.install()
     try:
-        from agent.preflight import check_source  # noqa: PLC0415
         from agent.service import Service  # noqa: PLC0415 - keeps `--help` fast and model-free
 
         path = Path(args.config)
         cfg = load_config(path)
         forbid_core_dumps()
         unmap_freed_frames()
-        check_source(cfg.camera.source)  # a clip that cannot be read: exit 2 before the start
         service = Service(cfg, path)
         service.signals.early = early
         return service.run()
