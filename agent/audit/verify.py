@@ -78,6 +78,10 @@ class VerifyResult:
     """Key rotations recorded in the log that linked another key to the given ones."""
     keys: list[Ed25519PublicKey] = field(default_factory=list)
     """The keys checkpoints were checked against: the given ones and those followed."""
+    rejected: int = 0
+    """Checkpoints whose note did not verify (a wrong --pubkey rejects them all)."""
+    stopped: bool = False
+    """Reading stopped at an entry that broke the tree: entries after it were not read."""
 
     @property
     def ok(self) -> bool:
@@ -105,6 +109,7 @@ def load_notes(
             out.append(Located(open_checkpoint(note, public_key), f"{source} line {line}"))
         except NoteError as exc:
             result.problems.append(f"{source} line {line}: checkpoint rejected: {exc}")
+            result.rejected += 1
     return out
 
 
@@ -177,10 +182,15 @@ class _Verifier:
     def check_root(self, size: int, root: bytes, where: str) -> None:
         for loc in self.by_size.get(size, []):
             if loc.cp.root != root:
+                good = max((s for s in self.r.verified_sizes if s < size), default=None)
+                first = self.r.first_index if good is None else good
+                matched = "" if good is None else (
+                    f" (entries {self.r.first_index}..{good - 1} match the checkpoint at size {good})"
+                )
                 self.r.problems.append(
                     f"{where}: the tree of entries {self.r.first_index}..{size - 1} hashes to "
-                    f"{_b64(root)} but {loc.where} signed {loc.cp.root_b64} at size {size}: an entry "
-                    f"after the last matching checkpoint was changed, inserted, deleted or reordered"
+                    f"{_b64(root)} but {loc.where} signed {loc.cp.root_b64} at size {size}: one of "
+                    f"entries {first}..{size - 1} was changed, inserted, deleted or reordered{matched}"
                 )
                 self.broken = True
             else:
@@ -374,6 +384,7 @@ def _after(result: VerifyResult, v: _Verifier) -> None:
             f"the device clock went backwards {v.invariants.clock_steps_back} time(s) between entries"
         )
     complete = not v.broken
+    result.stopped = v.broken
     old = []
     for loc in [*result.checkpoints, *result.external]:
         size = loc.cp.size
@@ -408,7 +419,12 @@ def _after(result: VerifyResult, v: _Verifier) -> None:
             )
             break
     signed = max((loc.cp.size for loc in result.checkpoints), default=0)
-    if complete and signed < result.size:
+    if complete and signed < result.size and result.rejected:  # not the device's doing: the key's?
+        result.warnings.append(
+            f"entries {signed}..{result.size - 1} are covered by no checkpoint that verified: "
+            f"{result.rejected} checkpoint(s) were rejected (see below)"
+        )
+    elif complete and signed < result.size:
         result.warnings.append(
             f"entries {signed}..{result.size - 1} are not yet covered by a signed checkpoint "
             "(the device is running or was stopped without a clean shutdown)"
@@ -600,7 +616,8 @@ def summary_lines(result: VerifyResult) -> list[str]:
     out = [
         f"audit log: {result.directory}",
         f"entries: {result.first_index}..{result.size - 1} in {result.segments} segment(s); "
-        f"root {_b64(result.root)}",
+        f"root {_b64(result.root)}"
+        + ("; reading stopped there, at the first entry that broke the tree" if result.stopped else ""),
         f"checkpoints: {len(result.checkpoints)} on the device, {len(result.external)} external; "
         f"{len(result.verified_sizes)} tree size(s) matched a signed root",
     ]

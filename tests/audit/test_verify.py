@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.audit import AuditConfig, AuditLog
 from agent.audit.entries import decode_entry, encode_entry
-from agent.audit.verify import VerifyResult, verify_log
+from agent.audit.verify import VerifyResult, summary_lines, verify_log
 from agent.clock import FakeClock
 
 from .conftest import OpenLog
@@ -65,7 +65,25 @@ def test_a_changed_value_breaks_the_signed_root_and_names_the_range(
     first = result.problems[0]
     assert first.startswith(f"{SEG1} line 5 (entry 14): the tree of entries 0..14 hashes to")
     assert "but checkpoints.log line 11 signed" in first
-    assert "changed, inserted, deleted or reordered" in first
+    assert first.endswith(
+        "one of entries 10..14 was changed, inserted, deleted or reordered (entries 0..9 match the "
+        "checkpoint at size 10)"
+    ), first
+
+
+def test_a_change_before_the_first_checkpoint_names_the_entries_from_the_first(
+    audit: Path, key: Ed25519PrivateKey
+) -> None:
+    """It said "an entry after the last matching checkpoint" when none had matched: the auditor
+    was pointed past the change (found by a new user's trial)."""
+    edit_lines(audit / SEG0, lambda ls: [*ls[:2], ls[2].replace(b'"ts":', b'"ts":1', 1), *ls[3:]])
+    result = check(audit, key)
+    first = result.problems[0]
+    assert first.endswith("one of entries 0..4 was changed, inserted, deleted or reordered"), first
+    # The header said "entries: 0..4" as if the log held 5: it says reading stopped there.
+    assert summary_lines(result)[1].endswith(
+        "; reading stopped there, at the first entry that broke the tree"
+    ), summary_lines(result)
 
 
 def test_a_changed_window_below_k_is_named_as_the_first_bad_entry(
@@ -157,11 +175,14 @@ def test_a_changed_checkpoint_fails_its_signature(audit: Path, key: Ed25519Priva
 
 def test_a_checkpoint_signed_by_another_key_is_refused(audit: Path, key: Ed25519PrivateKey) -> None:
     other = Ed25519PrivateKey.generate()
-    assert (
-        check(audit, other)
-        .problems[0]
-        .startswith("checkpoints.log line 1: checkpoint rejected: no signature by the trusted key")
-    )
+    result = check(audit, other)
+    rejected = "checkpoints.log line 1: checkpoint rejected: no signature by the trusted key"
+    assert result.problems[0].startswith(rejected)
+    # Not "the device is running or was stopped without a clean shutdown": its checkpoints are
+    # there, and were rejected (with the wrong --pubkey, found by a new user's trial).
+    assert result.warnings == [
+        "entries 0..35 are covered by no checkpoint that verified: 8 checkpoint(s) were rejected (see below)"
+    ], result.warnings
 
 
 def test_reordered_checkpoints_fail(audit: Path, key: Ed25519PrivateKey) -> None:
