@@ -75,9 +75,25 @@ def public_from_jwk(jwk: Any, where: str) -> Ed25519PublicKey:
 def _read_private_file(path: Path, bare: bool) -> bytes:
     creds = os.environ.get("CREDENTIALS_DIRECTORY")
     where = f" (nor in $CREDENTIALS_DIRECTORY {creds})" if creds and bare else ""
-    return read_user_bytes(
-        path, "device private key", KeyFileError, max_bytes=MAX_KEY_FILE_BYTES, readable_by="owner",
-        missing_hint=f"{where}; create one with `emotion-agent keygen --out DIR`",
+    try:
+        return read_user_bytes(
+            path, "device private key", KeyFileError, max_bytes=MAX_KEY_FILE_BYTES, readable_by="owner",
+            missing_hint=f"{where}; create one with `emotion-agent keygen --out DIR`",
+        )
+    except KeyFileError as exc:  # its mode, say: "chmod 600" would not make a public key usable
+        raise _public_instead(path) or exc from None
+
+
+def _public_instead(path: Path) -> KeyFileError | None:
+    """The error for a public key given where the private one belongs (keygen writes both side
+    by side: device.pub.jwk, device.pub.b64), or None when ``path`` holds none."""
+    try:
+        load_public_key(path)
+    except (KeyFileError, OSError):
+        return None
+    return KeyFileError(
+        f"{path}: is a public key (the verifier's half); give the private key, device.key in "
+        "the folder `emotion-agent keygen` wrote"
     )
 
 
@@ -124,7 +140,7 @@ def load_private_key(
             "unencrypted and protected by their file mode"
         ) from exc
     except (ValueError, UnsupportedAlgorithm) as exc:
-        raise KeyFileError(
+        raise _public_instead(path) or KeyFileError(
             f"{path}: not a PEM private key (expected '-----BEGIN PRIVATE KEY-----', "
             "as written by `emotion-agent keygen`)"
         ) from exc

@@ -155,3 +155,19 @@ def test_a_deeply_nested_public_jwk_is_a_key_file_error(tmp_path: Path) -> None:
     said = r"deep\.jwk: not a usable Ed25519 public key: JSON nested too deeply"
     with pytest.raises(KeyFileError, match=said):
         load_public_key(tmp_path / "deep.jwk")
+
+
+@pytest.mark.parametrize("name", ["device.pub.jwk", "device.pub.b64"])
+@pytest.mark.parametrize("mode", [0o644, 0o600])
+def test_a_public_key_given_as_the_private_key_is_named_so(tmp_path: Path, name: str, mode: int) -> None:
+    """``pubkey --key device.pub.jwk`` said ``device private key has mode 0644 ... run chmod 600``:
+    the fix it gave would not help (found by a new user's trial). The keygen's public files are
+    told apart and the private key beside them named."""
+    generate_keypair(tmp_path)
+    public = tmp_path / name
+    public.chmod(mode)
+    with pytest.raises(KeyFileError) as info:
+        load_private_key(public)
+    said = str(info.value)
+    assert said.startswith(f"{public}: is a public key (the verifier's half); give the private key"), said
+    assert "chmod" not in said
