@@ -163,7 +163,7 @@ def test_without_json_a_readable_table_and_summary(media: Path, capsys: pytest.C
         (lambda d: d / "missing.mp4", r"missing\.mp4: no such file or folder"),
         (lambda d: corrupt(d / "clip.mp4"), r"clip\.mp4: cannot decode the video \(corrupt"),
         (lambda d: corrupt(d / "photo.png"), r"photo\.png: unreadable image"),
-        (lambda d: d, r"empty folder: no images"),
+        (lambda d: d, r": no images \(.*\) in it \("),
         (lambda d: "ftp://example.org/clip.mp4", r"unsupported URL scheme 'ftp'"),
     ],
 )

@@ -331,7 +331,8 @@ def verify_log(
     root_dir = Path(directory)
     result = VerifyResult(root_dir)
     if not root_dir.is_dir():
-        raise PayloadError(f"{root_dir}: not a directory (give the audit folder, e.g. state_dir/audit)")
+        what = "not a folder" if root_dir.exists() else "no such folder"
+        raise PayloadError(f"{root_dir}: {what} (give the audit folder, e.g. state_dir/audit)")
     cp_path = root_dir / CHECKPOINTS_FILE
     cp_data = _read_optional(cp_path, "checkpoints file")
     data = cp_data or b""

@@ -155,9 +155,12 @@ def list_images(folder: Path) -> list[Path]:
     except OSError as exc:
         raise SourceError(f"{folder}: cannot list the folder: {exc.strerror or exc}") from exc
     if not entries:
-        raise SourceError(
-            f"{folder}: empty folder: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in it"
-        )
+        try:
+            others = sum(1 for _ in folder.iterdir())
+        except OSError:
+            others = 0
+        what = "the folder is empty" if not others else f"{others} other file(s) or folder(s)"
+        raise SourceError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in it ({what})")
     return entries
 
 

@@ -109,7 +109,11 @@ def test_verify_of_a_missing_folder_is_a_clear_input_error(
     (tmp_path / "k.jwk").write_text(json.dumps(public_jwk(key.public_key())))
     code = main(["audit", "verify", str(tmp_path / "nope"), "--pubkey", str(tmp_path / "k.jwk")])
     assert code == 2
-    assert "nope: not a directory (give the audit folder, e.g. state_dir/audit)" in capsys.readouterr().err
+    assert "nope: no such folder (give the audit folder, e.g. state_dir/audit)" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")  # "not a directory" was said of a folder that does not exist
+    code = main(["audit", "verify", str(tmp_path / "file"), "--pubkey", str(tmp_path / "k.jwk")])
+    assert code == 2
+    assert "file: not a folder (give the audit folder, e.g. state_dir/audit)" in capsys.readouterr().err
 
 
 def test_report_is_one_self_contained_page_with_plots(

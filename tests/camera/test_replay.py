@@ -157,8 +157,16 @@ def test_unreadable_image_is_refused(tmp_path: Path, clock: FakeClock) -> None:
 
 def test_empty_folder_is_refused(tmp_path: Path, clock: FakeClock) -> None:
     (tmp_path / "readme.txt").write_text("no images here")
-    with pytest.raises(SourceError, match=r"empty folder: no images \(.*\.jpg.*\) in it"):
+    said = r"no images \(.*\.jpg.*\) in it \(1 other file\(s\) or folder\(s\)\)"
+    with pytest.raises(SourceError, match=said):
         open_source(str(tmp_path), SourceOptions(), clock)
+
+
+def test_a_folder_with_nothing_in_it_is_said_to_be_empty(tmp_path: Path, clock: FakeClock) -> None:
+    """A folder holding files but no image was called "empty folder" (found by a new user's trial)."""
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SourceError, match=r"no images \(.*\) in it \(the folder is empty\)"):
+        open_source(str(tmp_path / "empty"), SourceOptions(), clock)
 
 
 def test_a_broken_image_inside_a_folder_is_named_when_reached_and_skipped(
