@@ -133,3 +133,23 @@ def test_bench_gating_on_a_camera_stops_after_the_default_frames(
     out, err = capsys.readouterr()
     assert code == 0, f"read {cam.i} frames, then: {err.strip().splitlines()[-1:]}"
     assert json.loads(out)["frames"] == bench.DEFAULT_FRAMES
+
+
+@pytest.mark.parametrize(
+    ("flag", "said"),
+    [
+        (["--threads", "0"], "bench: vision.threads (--threads): Input should be greater than or equal to 1 "
+         "(found 0). CPU threads for inference: "),
+        (["--emotion-every", "0"], "bench: vision.gating.emotion_every_frames (--emotion-every): "),
+    ],
+)
+def test_a_bad_override_says_what_was_found_and_what_the_setting_is(
+    flag: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``bench --threads 0`` said only ``Input should be greater than or equal to 1``: unlike every
+    config error, no value found, no flag and no help (found by a new user's trial)."""
+    from agent.cli import main  # noqa: PLC0415
+
+    assert main(["bench", *flag]) == 2
+    err = capsys.readouterr().err
+    assert said in err, err

@@ -41,6 +41,7 @@ from agent.frame import Frame, Pixels
 from agent.privacy import coredump
 from agent.privacy.lease import LifetimeRecorder, lease
 from agent.route import FrameRoute
+from agent.settings_base import dotted, named_problems
 from agent.vision.manifest import detector_input_side
 from agent.vision.pipeline import VisionPipeline
 from agent.vision.runtime import Model
@@ -435,6 +436,13 @@ def bench(
     )
 
 
+OVERRIDE_FLAGS: dict[tuple[str | int, ...], str] = {
+    ("threads",): "--threads", ("detector",): "--detector", ("precision",): "--precision",
+    ("gating", "emotion_every_frames"): "--emotion-every",
+}
+"""The vision settings a flag overrides, to name the flag in an error."""
+
+
 def vision_config(args: argparse.Namespace) -> VisionConfig:
     cfg = load_config(args.config).vision if args.config else VisionConfig()
     updates: dict[str, Any] = {}
@@ -448,10 +456,12 @@ def vision_config(args: argparse.Namespace) -> VisionConfig:
         updates["gating"] = {**cfg.gating.model_dump(), "emotion_every_frames": args.emotion_every}
     try:
         return VisionConfig.model_validate({**cfg.model_dump(), **updates})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise InputError(f"bench: vision.{where}: {first['msg']}") from exc
+    except ValidationError as exc:  # worded as a config error, with the flag that set the value
+        def name(key: tuple[str | int, ...]) -> str:
+            flag = OVERRIDE_FLAGS.get(key)
+            return f"vision.{dotted(key)}" + (f" ({flag})" if flag else "")
+
+        raise InputError(f"bench: {named_problems(exc, VisionConfig, name)[0]}") from exc
 
 
 def run(args: argparse.Namespace) -> int:
