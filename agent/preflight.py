@@ -9,6 +9,7 @@ writable. ``run`` calls it before anything starts; ``check-config`` calls it aft
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from pathlib import Path
@@ -60,12 +61,17 @@ def check_source(source: str) -> None:
     from agent.camera.base import SourceOptions, open_source, resolve  # noqa: PLC0415 - OpenCV
     from agent.clock import SystemClock  # noqa: PLC0415
 
+    camera_log = logging.getLogger("agent.camera")
+    level = camera_log.level
+    camera_log.setLevel(max(level, logging.WARNING))  # a check: "source opened" is not news here
     try:
         if resolve(source)[0] != "replay":
             return
         open_source(source, SourceOptions(realtime=False), SystemClock()).close()
     except InputError as exc:
         raise SourceError(f"camera.source {exc}") from None
+    finally:
+        camera_log.setLevel(level)
 
 
 def check_output_file(target: str | None) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from agent.errors import ModelError
 from agent.user_files import read_user_bytes
+from agent.vision.observation import EMOTIONS
 
 MANIFEST_NAME = "manifest.json"
 REBUILD_HINT = (
@@ -239,6 +240,30 @@ def _variant(models_dir: Path, name: str, entry: dict[str, Any], precision: str)
     return variant
 
 
+def _file_name(value: Any) -> str:
+    """A model file is named by its name in the models folder: a path (``../../etc/passwd``,
+    ``/dev/zero``), a dot name or a NUL would read something else than the folder's models."""
+    name = str(value) if isinstance(value, str) else ""
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
+        raise ValueError(f"{_shown(value)} is not a file name (a model file is in the models folder)")
+    return name
+
+
+def _labels(value: Any) -> tuple[str, ...]:
+    """The emotion model's output names: emotions only, each once (they are what the agent
+    counts and publishes; any other name, such as a sex or an age, is not inferred here)."""
+    if not isinstance(value, list):
+        raise TypeError(f"is {type(value).__name__} {_shown(value)}, not a list")
+    seen: list[str] = []
+    for label in value:
+        if label not in EMOTIONS:
+            raise ValueError(f"has {_shown(label)}, not an emotion ({', '.join(EMOTIONS)})")
+        if label in seen:
+            raise ValueError(f"has {_shown(label)} twice")
+        seen.append(label)
+    return tuple(seen)
+
+
 def _why(exc: Exception) -> str:
     return f"{exc.args[0]!r} is missing" if isinstance(exc, KeyError) else str(exc)
 
@@ -257,17 +282,17 @@ def model_spec(models_dir: Path, name: str, *, verify: bool = True, precision: s
     decode = entry.get("decode", {})
     edgetpu = chosen.get("edgetpu") or {}
     fields: dict[str, Callable[[], Any]] = {
-        "file": lambda: models_dir / str(chosen["file"]),
+        "file": lambda: models_dir / _file_name(chosen["file"]),
         "sha256": lambda: str(chosen["sha256"]),
         "input.shape": lambda: _dims(_mapping(entry["input"])["shape"]),
-        "labels": lambda: tuple(str(x) for x in entry.get("labels", ())),
+        "labels": lambda: _labels(entry.get("labels", [])),
         "anchors": lambda: _anchors(entry),
         "decode": lambda: _mapping(decode),
         "decode.score_clip": lambda: float(decode.get("score_clip", 100.0)),
         "decode.min_score": lambda: float(decode.get("min_score", 0.5)),
         "decode.nms": lambda: float(_mapping(decode.get("nms", {})).get("min_suppression_threshold", 0.3)),
         "edgetpu": lambda: _mapping(edgetpu),
-        "edgetpu.file": lambda: models_dir / str(edgetpu["file"]) if "file" in edgetpu else None,
+        "edgetpu.file": lambda: models_dir / _file_name(edgetpu["file"]) if "file" in edgetpu else None,
         "edgetpu.sha256": lambda: str(edgetpu["sha256"]) if "sha256" in edgetpu else None,
     }
     read: dict[str, Any] = {}

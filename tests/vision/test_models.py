@@ -142,6 +142,23 @@ DAMAGED_MANIFESTS: dict[str, tuple[str | Callable[[dict[str, Any]], None], str]]
     "a negative input side": (_set("emotion.input.shape", [1, -64, 64, 1]),
                               "'emotion' is malformed: input.shape is -64, not from 1 to 4096"),
     "variants not a mapping": (_set("emotion.variants", 7), "model 'emotion' has no int8 variant"),
+    # Labels name what the agent infers and publishes: only the emotions (found by a hostile-input
+    # probe: other names loaded, and `run` then counted every face as "angry").
+    "labels of another kind": (_set("emotion.labels", ["male", "female", "age", "a", "b", "c", "d"]),
+                               "'emotion' is malformed: labels has 'male', not an emotion (angry, disgust, "
+                               "fear, happy, sad, surprise, neutral)"),
+    "a label twice": (_set("emotion.labels", ["happy"] * 7),
+                      "'emotion' is malformed: labels has 'happy' twice"),
+    "labels not text": (_set("emotion.labels", [1, 2, 3, 4, 5, 6, 7]),
+                        "'emotion' is malformed: labels has 1, not an emotion"),
+    # A model file is a name in the models folder: not a path out of it, nor a device.
+    "a file outside the models folder": (_set("emotion.variants.int8.file", "../../../etc/passwd"),
+                                         "'emotion' is malformed: file '../../../etc/passwd' is not a file "
+                                         "name (a model file is in the models folder)"),
+    "a device as the file": (_set("emotion.variants.int8.file", "/dev/zero"),
+                             "'emotion' is malformed: file '/dev/zero' is not a file name"),
+    "a NUL in the file name": (_set("emotion.variants.int8.file", "a\u0000b"),
+                               "'emotion' is malformed: file 'a\\x00b' is not a file name"),
 }
 """Each case: the manifest's text, or a change to its models; what the error says."""
 
@@ -161,7 +178,7 @@ def test_a_damaged_manifest_is_a_model_error_naming_the_field(models_copy: Path,
 
 
 def _labels(m: dict[str, Any]) -> None:
-    m["emotion"]["labels"] = ["a", "b"]
+    m["emotion"]["labels"] = ["angry", "disgust"]
 
 
 def _detector_as_emotion(m: dict[str, Any]) -> None:
