@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from agent.analytics.dp import NoiseSource
 from agent.analytics.tracker import TrackHandle, TrackView
-from agent.vision.observation import EMOTIONS
+from agent.emotions import EMOTIONS
 
 ABSTAIN_REASONS: tuple[str, ...] = ("too_small", "blurred", "too_dark", "too_bright", "turned", "other")
 """Quality-gate reasons published per window; anything else is counted as ``other``."""

@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
+from agent.emotions import EMOTIONS
 from agent.settings_base import Section
-from agent.vision.observation import EMOTIONS
 
 
 class TrackerConfig(Section):

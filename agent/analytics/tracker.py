@@ -39,7 +39,8 @@ import numpy.typing as npt
 from agent.analytics.motion import Motion, Stillness, grid_cell
 from agent.analytics.settings import TrackerConfig
 from agent.clock import Clock
-from agent.vision.observation import EMOTIONS, FaceObservation
+from agent.emotions import EMOTIONS
+from agent.vision.observation import FaceObservation
 
 FLOOR_P = 1e-6
 LOG_FLOOR = math.log(FLOOR_P)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import textwrap
 
 from agent.config import AgentConfig
+from agent.emotions import EMOTIONS
 from agent.privacy.policy import PolicyDecision, in_eu
 from agent.privacy.schedule import describe as describe_schedule
-from agent.vision.observation import EMOTIONS
 
 
 def render(cfg: AgentConfig, decision: PolicyDecision) -> str:

@@ -17,10 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.crypto import JSON
+from agent.emotions import EMOTIONS
 from agent.fleet.store import Store
 
 logger = logging.getLogger(__name__)
 
+MAX_SECONDS = 2**53 // 1000 - 1
+"""A window's bound in Unix seconds, so that its milliseconds stay an exact JSON integer."""
 ROLLUP_HORIZON_MS = 86_400_000
 """Device windows older than this are not summed (keeps the per-second query small)."""
 
@@ -28,8 +31,14 @@ RowKey = tuple[str, int, int]
 """(device, boot, seq) of a stored message."""
 
 
+MAX_COUNT = 1_000_000
+"""Most people (or votes for one emotion) one device window may report: far above what a camera
+sees in a window, and low enough that a site's sum stays an exact JSON integer (a window of
+2**53 - 1 people could not be signed, and ended ``collect``)."""
+
+
 def _count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT
 
 
 def stats_problem(body: object) -> str | None:
@@ -40,15 +49,27 @@ def stats_problem(body: object) -> str | None:
     if not isinstance(body, Mapping):
         return "a stats body is an object"
     for name in ("window_start", "window_end"):
-        if not _count(body.get(name)):
-            return f"stats body.{name} must be a non-negative integer (got {body.get(name)!r:.40})"
+        value = body.get(name)
+        if not (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SECONDS):
+            return f"stats body.{name} must be a non-negative integer (got {value!r:.40})"
     if body["window_end"] < body["window_start"]:
         return "stats body.window_end is before its window_start"
-    people, votes = body.get("people"), body.get("votes")
+    return _counts_problem(body.get("people"), body.get("votes"))
+
+
+def _counts_problem(people: object, votes: object) -> str | None:
+    """``people`` and ``votes`` bounded counts (or null), votes named by emotions only: what a
+    site window sums and signs (other names were summed and signed into it: a gender, 15,000
+    made-up keys)."""
     if people is not None and not _count(people):
-        return f"stats body.people must be null or a non-negative integer (got {people!r:.40})"
-    if votes is not None and not (isinstance(votes, Mapping) and all(_count(v) for v in votes.values())):
-        return "stats body.votes must be null or an object of non-negative integers"
+        return f"stats body.people must be null or an integer from 0 to {MAX_COUNT} (got {people!r:.40})"
+    if votes is None:
+        return None
+    if not (isinstance(votes, Mapping) and all(_count(v) for v in votes.values())):
+        return f"stats body.votes must be null or an object of integers from 0 to {MAX_COUNT}"
+    other = next((k for k in votes if k not in EMOTIONS), None)
+    if other is not None:
+        return f"stats body.votes has {other!r:.40}, not an emotion ({', '.join(EMOTIONS)})"
     return None
 
 
@@ -75,7 +96,7 @@ class SiteWindow:
 
 
 def sum_windows(site: str, bodies: Iterable[Mapping[str, Any]]) -> SiteWindow | None:
-    """Add device windows that share one ``window_start``; None for no input."""
+    """Add device windows that share one ``window_start`` (one per device); None for no input."""
     rows = list(bodies)
     if not rows:
         return None
@@ -121,7 +142,7 @@ def due_rollups(
             [now_ms - ROLLUP_HORIZON_MS, *devices],
         )
         done = {int(r[0]) for r in store.query("SELECT window_start FROM rollups WHERE site = ?", (site,))}
-        by_start: dict[int, list[dict[str, Any]]] = {}
+        by_start: dict[int, dict[str, tuple[tuple[int, int], dict[str, Any]]]] = {}
         for device, boot, seq, text in rows:
             try:
                 body = json.loads(text)
@@ -138,9 +159,14 @@ def due_rollups(
                 continue
             start = int(body["window_start"])
             if start not in done and int(body["window_end"]) * 1000 + grace_ms <= now_ms:
-                by_start.setdefault(start, []).append(body)
+                # one body per device and window: the last it published (a window sent again,
+                # or a device that signs two for one window, must not be counted twice)
+                latest = by_start.setdefault(start, {})
+                order = (int(boot), int(seq))
+                if str(device) not in latest or latest[str(device)][0] < order:
+                    latest[str(device)] = (order, body)
         for start in sorted(by_start):
-            window = sum_windows(site, by_start[start])
+            window = sum_windows(site, [body for _, body in by_start[start].values()])
             if window is not None:
                 out.append(window)
     return out

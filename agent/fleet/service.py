@@ -12,10 +12,11 @@ from types import FrameType
 from agent import state_dir
 from agent.clock import SystemClock
 from agent.crypto import Signer, encode, load_private_key
+from agent.errors import PayloadError
 from agent.fleet.inbox import Inbox
 from agent.fleet.receiver import Metrics, Receiver
 from agent.fleet.registry import Registry
-from agent.fleet.rollup import claim, due_rollups, site_discovery
+from agent.fleet.rollup import SiteWindow, claim, due_rollups, site_discovery
 from agent.fleet.settings import FleetSettings, MqttSourceSettings
 from agent.fleet.store import Store
 from agent.fleet.web import FleetWeb
@@ -170,10 +171,25 @@ class FleetService:
                     self.inbox.publish(*site_discovery(window.site, self.settings.receiver_id), retain=True)
                     self._announced.add(window.site)
                 topic = f"emotion-agent/site/{window.site}/stats"
-                payload = encode(self.signer.sign("site-stats", topic, window.to_body()))
+                payload = self._signed(topic, window)
+                if payload is None:
+                    continue
                 self.inbox.publish(topic, payload, retain=True)
                 published += 1
         return published
+
+    def _signed(self, topic: str, window: SiteWindow) -> bytes | None:
+        """The signed site window, or None (logged) when it cannot be signed: that must not end
+        the receiver, whose next windows go on."""
+        try:
+            return encode(self.signer.sign("site-stats", topic, window.to_body()))
+        except (PayloadError, ValueError) as exc:
+            problem = str(exc)
+        logger.error(
+            "site window %s of %s could not be signed, left out: %s", window.window_start, window.site,
+            problem, extra={"receiver": self.settings.receiver_id},
+        )
+        return None
 
     def stop(self) -> None:
         self.inbox.stop()

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from agent import __version__
-from agent.vision.observation import EMOTIONS
+from agent.emotions import EMOTIONS
 
 if TYPE_CHECKING:
     from agent.transport.settings import MqttSite

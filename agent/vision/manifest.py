@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.emotions import EMOTIONS
 from agent.errors import ModelError
 from agent.user_files import read_user_bytes
-from agent.vision.observation import EMOTIONS
 
 MANIFEST_NAME = "manifest.json"
 REBUILD_HINT = (

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import random
 
-from agent.vision.observation import EMOTIONS, FaceObservation, Quality
+from agent.emotions import EMOTIONS
+from agent.vision.observation import FaceObservation, Quality
 
 
 def probs_for(label: str, p: float = 0.7) -> tuple[tuple[str, float], ...]:

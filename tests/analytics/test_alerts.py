@@ -13,8 +13,8 @@ from agent.analytics.baseline import Baseline
 from agent.analytics.settings import AlertRuleConfig, BaselineConfig
 from agent.analytics.windows import WindowReport
 from agent.config import parse_config
+from agent.emotions import EMOTIONS
 from agent.errors import ConfigError
-from agent.vision.observation import EMOTIONS
 
 MONDAY = 1_700_438_400  # 2023-11-20 00:00 UTC, a Monday
 

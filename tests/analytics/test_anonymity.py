@@ -13,7 +13,7 @@ from agent.analytics.anonymity import (
     tally,
 )
 from agent.analytics.tracker import TrackHandle, TrackView
-from agent.vision.observation import EMOTIONS
+from agent.emotions import EMOTIONS
 
 counts = st.dictionaries(st.sampled_from(EMOTIONS), st.integers(min_value=0, max_value=10**6), min_size=1)
 

@@ -11,7 +11,7 @@ from agent.analytics.settings import AnalyticsConfig, TrackerConfig
 from agent.analytics.tracker import Tracker, TrackView
 from agent.analytics.windows import FrameCounters, LifetimeHistogram, WindowAggregator, WindowReport
 from agent.clock import FakeClock
-from agent.vision.observation import EMOTIONS
+from agent.emotions import EMOTIONS
 
 from .faces import face, seeded, sway
 

@@ -8,6 +8,7 @@ import hashlib
 import json
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from agent.fleet.nats_inbox import stream_subjects
 from agent.fleet.receiver import Receiver
 from agent.fleet.registry import Accepted, Refused, Registry
 from agent.fleet.rollup import SiteWindow, claim, due_rollups, site_discovery
+from agent.fleet.settings import RollupSettings
 from agent.fleet.store import Store, StoredMessage
 from agent.fleet.witness import Witness
 from tests.fleet.servers import Postgres, terminate_connections
@@ -422,6 +424,11 @@ def test_a_signed_stats_body_site_rollups_cannot_read_is_rejected_never_stored(
         ({"window_start": start, "window_end": start + 60, "people": True, "votes": None}, "people"),
         ({"window_start": start, "window_end": start + 60, "people": 6, "votes": {"happy": -1}}, "votes"),
         ({"window_start": start, "window_end": start + 60, "people": 6, "votes": [6]}, "votes"),
+        # found by a hostile-input probe: other names were summed and signed into the site's
+        # window (a gender, 15,000 made-up keys), and 2**53-1 people ended collect at the sum
+        ({"window_start": start, "window_end": start + 60, "people": 6, "votes": {"male": 3}}, "votes"),
+        ({"window_start": start, "window_end": start + 60, "people": 2**53 - 1, "votes": None}, "people"),
+        ({"window_start": start, "window_end": start + 60, "people": 6, "votes": {"happy": 2**40}}, "votes"),
     ]
     for body, _ in odd:
         _deliver(rx, *dev.message("stats", body), acks)
@@ -433,6 +440,52 @@ def test_a_signed_stats_body_site_rollups_cannot_read_is_rejected_never_stored(
     assert len(reasons) == len(odd)
     for _, word in odd:
         assert any(r.startswith("stats body") and word in r for r in reasons), (word, reasons)
+
+
+def test_a_device_that_published_one_window_twice_is_counted_once(store: Store, tmp_path: Path) -> None:
+    """Three signed stats of one device for one window (seq 1, 2, 3) made a site window of
+    "devices": 3, "people": 21 (found by a hostile-input probe). A device counts once per
+    window, with the last it published (highest boot, then seq)."""
+    devs = [SimDevice(f"cam-{i}", tmp_path / f"cam{i}") for i in range(2)]
+    rx, _ = _receiver(store, tmp_path)
+    for d in devs:
+        d.jwk_file(tmp_path / "keys")
+    rx.registry.provision(tmp_path / "keys", NOW)
+    acks = Acks()
+    start = NOW // 1000 - 600
+    for people in (7, 7, 9):
+        _deliver(rx, *devs[0].window(start, people), acks)
+    _deliver(rx, *devs[1].window(start, 5), acks)
+    (window,) = due_rollups(store, {"hall": [d.name for d in devs]}, NOW, 60_000)
+    assert (window.devices, window.people) == (2, 14)
+    assert window.votes == {"happy": 4 + 2, "neutral": 5 + 3}
+
+
+def test_a_site_window_that_cannot_be_signed_is_logged_and_the_receiver_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Signing raised out of ``roll_up`` and ended ``collect`` (exit 1), and the claimed window
+    was never published. Stored stats are bounded now, so this takes a forced failure."""
+    from agent.errors import PayloadError  # noqa: PLC0415
+    from agent.fleet import service as fleet_service  # noqa: PLC0415
+    from tests.fleet.test_service_inbox import DyingInbox, settings  # noqa: PLC0415
+
+    fleet = settings(tmp_path).model_copy(update={"rollup": RollupSettings(sites={"hall": ["cam-0"]})})
+    svc = fleet_service.FleetService(fleet, inbox=DyingInbox())
+    try:
+        dev = SimDevice("cam-0", tmp_path / "cam0")
+        dev.jwk_file(tmp_path / "keys")
+        svc.registry.provision(tmp_path / "keys", NOW)
+        _deliver(svc.receiver, *dev.window(int(time.time()) - 600, 6), Acks())
+
+        def refuse(*_a: Any, **_k: Any) -> Any:
+            raise PayloadError("body.people: integer is outside ±(2**53 - 1)")
+
+        svc.signer.sign = refuse  # type: ignore[method-assign]
+        assert svc.roll_up() == 0
+        assert any("could not be signed" in r.getMessage() for r in caplog.records), caplog.text
+    finally:
+        svc.stop()
 
 
 def test_site_rollups_leave_out_a_stored_stats_body_they_cannot_read(
@@ -462,8 +515,8 @@ def test_the_receiver_never_imports_camera_vision_or_privacy() -> None:
     """A receiver sees only what devices publish (DESIGN.md): its imports stay in the lower rooms."""
 
 
-    allowed = ("agent.fleet", "agent.crypto", "agent.audit", "agent.errors", "agent.clock", "agent.atomic",
-               "agent.settings_base", "agent.user_files", "agent.strict_yaml", "agent.logs",
+    allowed = ("agent.fleet", "agent.crypto", "agent.audit", "agent.errors", "agent.emotions", "agent.clock",
+               "agent.atomic", "agent.settings_base", "agent.user_files", "agent.strict_yaml", "agent.logs",
                "agent.state_dir")  # the system folders a SQLite path must not be relative to
     root = Path(__file__).resolve().parents[2] / "agent" / "fleet"
     for path in root.glob("*.py"):

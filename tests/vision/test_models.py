@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from agent.cli import main
+from agent.emotions import EMOTIONS
 from agent.errors import ModelError
 from agent.vision.manifest import default_models_dir, load_manifest, model_spec
-from agent.vision.observation import EMOTIONS
 from agent.vision.pipeline import VisionPipeline
 from agent.vision.settings import VisionConfig
 

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from agent.clock import FakeClock
+from agent.emotions import EMOTIONS
 from agent.errors import SourceError
 from agent.frame import Frame, Pixels
 from agent.privacy.lease import lease
-from agent.vision.observation import EMOTIONS, Detection, FaceObservation, Quality
+from agent.vision.observation import Detection, FaceObservation, Quality
 from agent.vision.pipeline import VisionPipeline
 
 from .conftest import ASTRONAUT_FACE, NON_FACES, read
