@@ -162,23 +162,24 @@ def split_notes(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
     """Cut concatenated checkpoint notes into (first line number, note); return the partial tail.
 
     Checkpoint texts contain no blank line, so a note ends after its run of signature lines.
+    The data is scanned in place, line ends found with ``find``: a list of its lines cost about
+    100 bytes a line, 1 GB of memory for a file of 10 million empty lines.
     """
     notes: list[tuple[int, bytes]] = []
-    lines = data.split(b"\n")
-    tail = lines.pop()  # bytes after the last newline: empty unless a write was cut short
-    start, i = 0, 0
     sig = SIG_PREFIX.encode("utf-8")
-    while i < len(lines):
-        if lines[i] == b"" and i > start:
-            j = i + 1
-            while j < len(lines) and lines[j].startswith(sig):
-                j += 1
-            if j > i + 1:
-                notes.append((start + 1, b"\n".join(lines[start:j]) + b"\n"))
-                start = i = j
+    end = data.rfind(b"\n") + 1  # what follows the last newline is the tail
+    start, start_line = 0, 1  # where the note being read began
+    pos, line = 0, 1
+    while pos < end:
+        nl = data.find(b"\n", pos, end)
+        if nl == pos and pos > start:  # a blank line after text: signatures may follow
+            j, after = nl + 1, line + 1
+            while j < end and data.startswith(sig, j):
+                j, after = data.find(b"\n", j, end) + 1, after + 1
+            if j > nl + 1:
+                notes.append((start_line, data[start:j]))
+                start, start_line = j, after
+                pos, line = j, after
                 continue
-        i += 1
-    rest = b"\n".join(lines[start:])
-    if start < len(lines):
-        rest += b"\n"
-    return notes, rest + tail
+        pos, line = nl + 1, line + 1
+    return notes, data[start:]
