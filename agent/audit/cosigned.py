@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import Counter
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -19,62 +20,119 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from agent.atomic import append_durable
 from agent.audit.note import NoteError, open_checkpoint, split_notes
 from agent.audit.store import CHECKPOINTS_FILE
+from agent.log_throttle import Throttled
 
 logger = logging.getLogger(__name__)
 
 COSIGNATURES_FILE = "cosignatures.log"
 MAX_NOTE_BYTES = 8192
+MAX_PER_SIZE = 3
+"""Cosigned copies kept of one checkpoint (a witness or two, and a spare): the notes are public,
+so anyone on the broker can send them back with junk "cosignature" lines, each one distinct."""
+MAX_FILE_BYTES = 4 * 1024 * 1024
+"""``cosignatures.log`` grows no further: past this, what a witness sends is refused (logged)."""
 
 
 class CosignatureInbox:
+    """Keeps cosigned copies of the device's own checkpoints. Each file is read once and then
+    followed: ``checkpoints.log`` from where the last read stopped (it is append-only), and
+    ``cosignatures.log`` through what this inbox appends (it is the only writer)."""
+
     def __init__(self, audit_dir: Path, public_key: Ed25519PublicKey) -> None:
         self.audit_dir = audit_dir
         self.public_key = public_key
         self._lock = threading.Lock()
+        self._signed: dict[int, bytes] = {}
+        """Tree size -> root of every checkpoint in ``checkpoints.log`` that verified."""
+        self._read_to = 0
+        """Bytes of ``checkpoints.log`` read into ``_signed``."""
+        self._kept: set[bytes] | None = None
+        self._per_size: Counter[int] = Counter()
+        self._bytes = 0
+        self._warn = Throttled(logger)
 
-    def _kept(self) -> set[bytes]:
-        try:
-            data = (self.audit_dir / COSIGNATURES_FILE).read_bytes()
-        except FileNotFoundError:
-            return set()
-        return {note for _, note in split_notes(data)[0]}
-
-    def _signed_here(self, size: int, root: bytes) -> bool:
-        try:
-            data = (self.audit_dir / CHECKPOINTS_FILE).read_bytes()
-        except OSError:
-            return False
-        for _, note in split_notes(data)[0]:
+    def _signed_root(self, size: int) -> bytes | None:
+        """The root this device signed at ``size``, reading what ``checkpoints.log`` gained."""
+        if size not in self._signed:
             try:
-                cp = open_checkpoint(note, self.public_key)
-            except NoteError:
-                continue
-            if cp.size == size and cp.root == root:
-                return True
-        return False
+                with (self.audit_dir / CHECKPOINTS_FILE).open("rb") as f:
+                    if os.fstat(f.fileno()).st_size < self._read_to:  # replaced: read it again
+                        self._signed.clear()
+                        self._read_to = 0
+                    f.seek(self._read_to)
+                    data = f.read()
+            except OSError:
+                return None
+            notes, tail = split_notes(data)
+            self._read_to += len(data) - len(tail)
+            for _, note in notes:
+                try:
+                    cp = open_checkpoint(note, self.public_key)
+                except NoteError:
+                    continue
+                self._signed[cp.size] = cp.root
+        return self._signed.get(size)
+
+    def _load_kept(self) -> set[bytes]:
+        if self._kept is None:
+            try:
+                data = (self.audit_dir / COSIGNATURES_FILE).read_bytes()
+            except FileNotFoundError:
+                data = b""
+            self._kept = set()
+            self._bytes = len(data)
+            for _, note in split_notes(data)[0]:
+                self._kept.add(note)
+                try:
+                    self._per_size[open_checkpoint(note, self.public_key).size] += 1
+                except NoteError:
+                    continue
+        return self._kept
 
     def accept(self, payload: bytes) -> bool:
-        """Keep a cosigned note of ours; False (logged) for anything else."""
+        """Keep a cosigned note of ours; False (logged, at most once a minute per reason) for
+        anything else, a copy too many or a full file."""
         if not payload:
             return False  # a cleared retained topic
+        refused = self._refusal(payload)
+        if refused:
+            self._warn.warning(*refused)
+        return refused is None
+
+    def _refusal(self, payload: bytes) -> tuple[str, ...] | None:
+        """None once ``payload`` is kept; else (kind, message, args...) to log, or () for a copy
+        already kept (said nothing of: a retained message comes again at every reconnect)."""
         if len(payload) > MAX_NOTE_BYTES:
-            logger.warning("ignored a cosignature message of %d bytes (at most %d)", len(payload),
-                           MAX_NOTE_BYTES)
-            return False
+            return ("size", f"ignored a cosignature message of {len(payload)} bytes (at most "
+                    f"{MAX_NOTE_BYTES})")
         try:
             cp = open_checkpoint(payload, self.public_key)
         except NoteError as exc:
-            logger.warning("ignored a cosignature message: %s", exc)
-            return False
+            return ("invalid", "ignored a cosignature message: %s", str(exc))
         with self._lock:
-            if not self._signed_here(cp.size, cp.root):
-                logger.warning("ignored a cosigned checkpoint this device never signed (size %d)", cp.size)
-                return False
-            if payload in self._kept():
-                return False
+            kept = self._load_kept()
+            if self._signed_root(cp.size) != cp.root:
+                return ("unknown", f"ignored a cosigned checkpoint this device never signed (size {cp.size})")
+            if payload in kept:
+                return ()
+            no_room = self._no_room(cp.size, len(payload))
+            if no_room:
+                return no_room
             fd = os.open(self.audit_dir / COSIGNATURES_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 append_durable(fd, payload)
             finally:
                 os.close(fd)
-        return True
+            kept.add(payload)
+            self._per_size[cp.size] += 1
+            self._bytes += len(payload)
+        return None
+
+    def _no_room(self, size: int, length: int) -> tuple[str, ...] | None:
+        if self._per_size[size] >= MAX_PER_SIZE:
+            return ("copies", f"ignored a cosigned checkpoint of size {size}: {MAX_PER_SIZE} copies of it "
+                    "are kept already")
+        if self._bytes + length > MAX_FILE_BYTES:
+            return ("full", f"ignored a cosigned checkpoint: {COSIGNATURES_FILE} holds {self._bytes} bytes, "
+                    f"its limit is {MAX_FILE_BYTES}")
+        return None

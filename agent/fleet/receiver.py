@@ -27,6 +27,7 @@ from agent.fleet.registry import UNSIGNED_BY_DESIGN, Accepted, Registry, device_
 from agent.fleet.rollup import RowKey, stats_problem
 from agent.fleet.store import Store, StoredMessage, sanitise
 from agent.fleet.witness import Witness
+from agent.log_throttle import Throttled
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class Receiver:
         self.publish = publish
         self.metrics = metrics or Metrics()
         self._now_ms = now_ms
+        self._warn = Throttled(logger)  # every rejection is a row; the log says one a minute
 
     def handle(self, delivery: Delivery) -> None:
         """Decide, commit, then acknowledge. The database being away raises ``RetryLater`` (the
@@ -126,7 +128,9 @@ class Receiver:
             receiver=self.receiver_id,
         )
         self.metrics.count(self.metrics.rejected, self._label(device))
-        logger.warning("message rejected", extra={"topic": sanitise(topic), "reason": sanitise(reason)})
+        self._warn.warning(
+            "rejected", "message rejected", extra={"topic": sanitise(topic), "reason": sanitise(reason)}
+        )
 
     def _accept(self, ok: Accepted, delivery: Delivery) -> None:
         env: Mapping[str, Any] = ok.env

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from agent.crypto.keys import load_public_key
+from agent.log_throttle import Throttled
 from agent.transport.commands import Command, CommandParser
 from agent.transport.settings import CommandsConfig
 
@@ -53,6 +54,7 @@ class Subscriptions:
         self._on_cosignature = on_cosignature
         self._ha_status_topic = ha_status_topic
         self._on_ha_status = on_ha_status
+        self._warn = Throttled(logger)  # a flood of bad commands: a line a minute, with the count
 
     def topics(self) -> list[tuple[str, int]]:
         """(topic, QoS) of every subscription, for ``subscribe`` at each connect."""
@@ -78,7 +80,9 @@ class Subscriptions:
             command = self._commands.parse(msg.topic, bytes(msg.payload), retained=bool(msg.retain))
         except Exception as exc:
             self._count("rejected")
-            logger.warning("ignored an MQTT command: %s", exc, extra={"fields": {"topic": msg.topic}})
+            self._warn.warning(
+                "command", "ignored an MQTT command: %s", exc, extra={"fields": {"topic": msg.topic}}
+            )
             return
         self._count("accepted")
         logger.info("MQTT command %s", command.name, extra={"fields": {"on": command.on}})
