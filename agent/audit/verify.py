@@ -126,6 +126,28 @@ def _utf8_prefix(data: bytes) -> str | None:
         return data[: exc.start].decode("utf-8", errors="replace")
 
 
+MAX_ENTRY_BYTES = 1024 * 1024
+"""Longer than any entry the log writes (the largest, a segment head naming the policy, is
+bounded by the 256 KiB config)."""
+ENTRY_START = b'{"data":'
+"""How every entry line begins (RFC 8785 sorts its keys: data, i, kind, ts)."""
+
+
+def _not_an_entry_start(tail: bytes) -> str | None:
+    """Why the bytes after a segment's last newline cannot be an entry a crash cut short (a crash
+    leaves a prefix of the line being written), or None when they can be."""
+    if tail[: len(ENTRY_START)] != ENTRY_START[: len(tail)]:
+        return "does not start as an entry does"
+    if len(tail) > MAX_ENTRY_BYTES:
+        return f"longer than any entry, at most {MAX_ENTRY_BYTES} bytes"
+    text = _utf8_prefix(tail)
+    if text is None:
+        return "not UTF-8"
+    if any(ord(c) < 0x20 for c in text):
+        return "holds a control character"
+    return None
+
+
 def _cut_short(tail: bytes) -> bool:
     """Could ``tail`` be the start of a valid checkpoint note that a crash cut off? A crash
     leaves a prefix of what was being written, never a wrong byte or a whole note."""
@@ -205,10 +227,18 @@ class _Verifier:
                 raise unreadable(path, "audit segment", exc) from exc
             if seg.tail:
                 if n == len(segments) - 1:
-                    self.r.partial = (
-                        f"{path.name} line {len(seg.lines) + 1}: partial last entry ({len(seg.tail)} bytes, "
-                        "cut short by a crash) ignored; everything before it was checked"
-                    )
+                    where = f"{path.name} line {len(seg.lines) + 1}"
+                    why = _not_an_entry_start(seg.tail)
+                    if why is not None:
+                        self.r.problems.append(
+                            f"{where}: after the last entry: {len(seg.tail)} bytes that no crash leaves "
+                            f"({why})"
+                        )
+                    else:
+                        self.r.partial = (
+                            f"{where}: partial last entry ({len(seg.tail)} bytes, cut short by a crash) "
+                            "ignored; everything before it was checked"
+                        )
                 else:
                     line = len(seg.lines) + 1
                     self.r.problems.append(f"{path.name} line {line}: partial line inside the log")

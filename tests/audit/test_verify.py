@@ -349,6 +349,30 @@ def test_a_partial_last_line_is_reported_and_the_rest_verifies(audit: Path, key:
     )
 
 
+@pytest.mark.parametrize(
+    ("tail", "why"),
+    [
+        (b"x" * 100, "does not start as an entry does"),
+        (b'{"data":{"code":"\x01', "holds a control character"),
+        (b'{"data":{"code":"' + b"a" * (1024 * 1024 + 1), "longer than any entry, at most 1048576 bytes"),
+    ],
+    ids=["junk", "a control byte", "too long"],
+)
+def test_junk_after_the_last_line_is_not_taken_for_a_crash(
+    audit: Path, key: Ed25519PrivateKey, tail: bytes, why: str
+) -> None:
+    """45 MB of ``x`` appended to a segment gave ``partial last entry (45000000 bytes, cut short by
+    a crash) ignored`` and ``OK``, exit 0 (found by a hostile-input probe): a crash leaves the
+    start of an entry, never other bytes."""
+    last = sorted(audit.glob("segment-*.jsonl"))[-1]
+    with last.open("ab") as f:
+        f.write(tail)
+    result = check(audit, key)
+    assert not result.ok
+    assert result.problems[0].startswith(f"{last.name} line "), result.problems
+    assert f"after the last entry: {len(tail)} bytes that no crash leaves ({why})" in result.problems[0]
+
+
 def test_publish_entries_keep_only_the_payload_hash(open_log: OpenLog, tmp_path: Path) -> None:
     log = open_log()
     log.append("publish", {"topic": "emotion-agent/lobby-1/stats", "seq": 7, "payload_sha256": HASH})
