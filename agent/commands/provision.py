@@ -218,5 +218,11 @@ def provision(args: argparse.Namespace) -> int:
     print("verifier list lines (device id, kid, public key):")
     for line in lines:
         print(line)
+    if args.out is None and args.verifier_list is None:
+        logger.warning(
+            "nothing was kept on this computer: the lines above are its only record of these keys, "
+            "a client.csr is only on the card, and the same device id given again is not refused; "
+            "give --out DIR --verifier-list FILE to keep them"
+        )
     return 0
 

@@ -685,3 +685,22 @@ def test_replace_gives_a_device_id_provisioned_before_a_new_key_in_place_of_the_
     lines = listed.read_text().splitlines()
     assert lines[0] == other
     assert [json.loads(x)["kid"] for x in lines[1:]] == [new_key["kid"]]
+
+
+def test_without_out_or_a_verifier_list_it_says_nothing_was_kept_here(
+    tmp_path: Path, lab_ca: tuple[Path, Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Without --out, a device id provisioned twice got two keys, both exit 0, and nothing on the
+    laptop recorded either (found by a new user's trial): it is said, with what to give."""
+    site = site_with(tmp_path, lab_ca[0], "")
+    assert main(["provision", "--site", str(site), "--boot", str(bootfs(tmp_path))]) == 0
+    _, err = capfd.readouterr()
+    said = " ".join(err.split())
+    assert "nothing was kept on this computer" in said, err
+    assert "--out DIR --verifier-list FILE" in said, err
+    other = tmp_path / "second"
+    other.mkdir()
+    keep = ["--out", str(tmp_path / "keep"), "--verifier-list", str(tmp_path / "verifiers.jsonl")]
+    assert main(["provision", "--site", str(site), "--boot", str(bootfs(other)), *keep]) == 0
+    _, err = capfd.readouterr()
+    assert "nothing was kept" not in err

@@ -143,6 +143,10 @@ def unknown_key_field(tmp: Path) -> str:
     return cli("check-config", "-c", str(config(tmp, "camera: {source: picamera2, fsp: 5}\n")), cwd=tmp)
 
 
+def password_written_in_the_config(tmp: Path) -> str:
+    return cli("check-config", "-c", str(config(tmp, "mqtt: {host: b, password: hunter2}\n")), cwd=tmp)
+
+
 def key_readable_by_others(tmp: Path) -> str:
     path = config(tmp, "")
     (tmp / "k" / "device.key").chmod(0o644)
@@ -200,6 +204,7 @@ PRODUCERS: dict[str, Producer] = {
     "cannot stage": full_root_partition,
     "was provisioned before: keys/lobby-1.pub.jwk holds its public key": second_card_with_one_id,
     "unknown key (found 5); remove it or check its spelling": unknown_key_field,
+    "unknown key (its value is not shown: the name says it may be a secret)": password_written_in_the_config,
     "readable beyond its owner; run `chmod 600": key_readable_by_others,
     "client certificate not found": no_client_certificate,
     "not a trusted key nor announced by a verified key-rotation": wrong_public_key,
