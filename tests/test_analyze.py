@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import re
 import resource
@@ -350,3 +351,27 @@ def test_a_crash_mid_analysis_leaves_no_core_file(tmp_path: Path, media: Path) -
     assert cores == []
     core_line = next(line for line in limits.splitlines() if line.startswith("Max core file size"))
     assert core_line.split()[4:6] == ["0", "0"], core_line
+
+
+def test_at_log_level_warning_litert_prints_nothing_on_stderr(sample_clip: Path) -> None:
+    """"INFO: Created TensorFlow Lite XNNPACK delegate for CPU." reached the terminal whatever
+    --log-level said (LiteRT prints it on descriptor 2; found by a new user's trial): it is a
+    debug record now."""
+    cmd = [sys.executable, "-m", "agent", "--log-level", "WARNING", "analyze", str(sample_clip), "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    debug = subprocess.run([*cmd[:3], "--log-level", "DEBUG", *cmd[5:]], capture_output=True, text=True,
+                           timeout=120, check=False)
+    assert "LiteRT (face_detection_full_range): Created TensorFlow Lite XNNPACK delegate" in debug.stderr
+
+
+def test_what_else_litert_prints_while_loading_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    from agent.vision import runtime  # noqa: PLC0415
+
+    caplog.set_level(logging.DEBUG, "agent.vision.runtime")
+    runtime._relog(["INFO: Created delegate", "ERROR: Didn't find op for builtin opcode"], "emotion")
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.DEBUG, "LiteRT (emotion): Created delegate"),
+        (logging.WARNING, "LiteRT (emotion): ERROR: Didn't find op for builtin opcode"),
+    ]

@@ -32,8 +32,8 @@ import numpy as np
 from agent import MAX_IMAGE_PIXELS
 from agent.camera.base import SourceInfo, SourceOptions, Wanted, every_frame
 from agent.camera.buffers import FramePool
-from agent.camera.codec_stderr import caught_stderr
 from agent.camera.scaled_copy import decoded_frame, scaled_copy, scaling_tally
+from agent.caught_stderr import caught_stderr
 from agent.clock import Clock
 from agent.errors import SourceError
 from agent.frame import Frame, Pixels

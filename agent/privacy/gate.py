@@ -90,7 +90,8 @@ class CaptureGate:
             self.source.close()
         self.capturing = want
         change = GateChange(int(self.clock.time() * 1000), want, reason)
-        logger.info("capture %s", "opened" if want else "closed", extra={"fields": {"reason": reason}})
+        fields = {} if reason is None else {"reason": reason}  # opened: nothing stands in the way
+        logger.info("capture %s", "opened" if want else "closed", extra={"fields": fields})
         return change
 
     def wake_at(self) -> float | None:

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from agent.caught_stderr import caught_stderr
 from agent.errors import BackendUnavailable, ModelError, RuntimeFailure
 from agent.vision.edgetpu import EDGETPU_LIBRARY, coral_problem
 from agent.vision.manifest import ModelSpec, verify_file
@@ -223,12 +224,24 @@ class Backend:
 
 def _open_cpu(spec: ModelSpec, threads: int) -> Model:
     mod = interpreter_module()
+    said: list[str] = []
     try:
         it = mod.Interpreter(model_path=str(spec.path), num_threads=threads)
-        it.allocate_tensors()
+        with caught_stderr() as said:
+            it.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         raise ModelError(f"model file {spec.path} cannot be loaded by the TFLite runtime: {exc}") from exc
+    finally:
+        _relog(said, spec.name)
     return _fresh(Model(it, spec.name, "cpu"))
+
+
+def _relog(lines: list[str], model: str) -> None:
+    """What LiteRT printed while preparing ``model``, as log records: its INFO lines (the XNNPACK
+    delegate created) at debug level, anything else as a warning."""
+    for line in lines:
+        info = line.startswith("INFO: ")
+        (logger.debug if info else logger.warning)("LiteRT (%s): %s", model, line.removeprefix("INFO: "))
 
 
 def _fresh(model: Model) -> Model:
@@ -275,11 +288,13 @@ def choose_backend(accelerator: str, specs: list[ModelSpec]) -> Backend:
         reasons = [r for r in (BACKENDS["coral"].probe(s) for s in specs) if r is not None]
         if not reasons:
             return BACKENDS["coral"]
-        logger.info(
-            "no usable Coral Edge TPU, running inference on the CPU: %s",
-            reasons[0],
+        logger.info(  # the first clause: how to compile and install is for vision.accelerator: coral
+            "no usable Coral Edge TPU, running inference on the CPU: %s (vision.accelerator: coral "
+            "says what to do)",
+            reasons[0].split(";", 1)[0],
             extra={"fields": {"accelerator": "cpu", "requested": "auto"}},
         )
+        logger.debug("why no Coral Edge TPU: %s", reasons[0])
         return BACKENDS["cpu"]
     if accelerator not in BACKENDS:
         raise BackendUnavailable(

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.camera.codec_stderr import MAX_CAUGHT, caught_stderr
+from agent.caught_stderr import MAX_CAUGHT, caught_stderr
 
 
 def test_what_c_code_prints_on_descriptor_2_is_caught_not_shown(capfd: pytest.CaptureFixture[str]) -> None:

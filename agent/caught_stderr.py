@@ -1,4 +1,8 @@
-"""What an image codec prints on stderr during one decode, caught instead of reaching the terminal.
+"""What a C library prints on stderr during one call, caught instead of reaching the terminal.
+
+Image codecs during a decode (``agent.camera.replay``) and LiteRT while it prepares a model
+(``agent.vision.runtime``, whose "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+reached the terminal whatever ``--log-level`` said) go through it.
 
 OpenCV's image decoders let libjpeg and libpng print straight to file descriptor 2: a truncated
 PNG printed "libpng error: PNG input buffer is incomplete" above the agent's own error line, and
