@@ -519,6 +519,8 @@ class Service:
             return
         if not change.capturing:
             self.stage.pause()
+        else:  # a clip opens again at its start: its time goes on from where it stopped (as a reload's)
+            self._stream_floor, self._stream_t0 = self._stream_now, None
         state = "capturing" if change.capturing else str(change.reason)
         self.notifier.status(f"camera {state}")
         self.publisher.publish("privacy", {"capturing": change.capturing, "reason": change.reason})

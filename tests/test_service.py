@@ -563,3 +563,37 @@ def test_a_cpu_budget_drops_frames_and_counts_them(tmp_path: Path) -> None:
     assert analysed + dropped == 50
     assert all(m["body"]["frames"] is None for m in messages(tmp_path, "stats"))
     assert service.stage.counters.budget_dropped == service.health.drops == dropped
+
+
+def test_a_clip_reopened_after_privacy_mode_does_not_take_its_windows_back_in_time(tmp_path: Path) -> None:
+    """A replayed clip that privacy mode closed starts again at clip time 0 when capture reopens.
+    Its frames were timed from the clip's first start: the open window got them too (175 frames
+    analysed in a 10 s window at 5 fps), and the windows after it were published ~200 s in the
+    past (found by a hostile-input probe). A reopened clip now goes on from where it stopped."""
+    clock = FakeClock(start=1_800_000_000.0)
+    cfg = load_config(write_config(tmp_path, "scripted.mp4", extra=NO_GATE))
+    service = Service(
+        cfg, clock=clock, opener=lambda s, o, c: ScriptedSource(c, 400, False),
+        pipeline_factory=lambda _c: CountingPipeline(),  # type: ignore[arg-type,return-value]
+    )
+    service.start()
+    try:
+        for _ in range(120):  # 24 s of clip
+            service.step()
+        service.privacy.set("signal", True)
+        for _ in range(5):
+            service.step()
+            clock.advance(30)  # 150 s with capture closed
+        service.privacy.set("signal", False)
+        for _ in range(120):
+            service.step()
+    finally:
+        service.close()
+    audit = (tmp_path / "state" / "audit").glob("segment-*.jsonl")
+    frames = [e["data"] for p in audit for line in p.read_text().splitlines()
+              if (e := json.loads(line))["kind"] == "frames"]
+    starts = [f["window_start_ms"] // 1000 - 1_800_000_000 for f in frames]
+    assert starts == sorted(set(starts)), starts
+    assert max(f["analysed"] for f in frames) <= 50, [(f["window_start_ms"], f["analysed"]) for f in frames]
+    assert starts[-1] >= 150, f"the frames after the reopening were timed before it: {starts}"
+    assert verify_all(tmp_path) == []
