@@ -97,6 +97,25 @@ def _public_instead(path: Path) -> KeyFileError | None:
     )
 
 
+PEM_END = b"-----END PRIVATE KEY-----"
+
+
+def _not_one_pem_key(data: bytes) -> str | None:
+    """Why ``data`` is not exactly one PEM private key block: cryptography reads the first block
+    and ignores what follows, so two keys (or a key and junk) passed, the first used silently."""
+    blocks = data.count(b"-----BEGIN ")
+    if blocks > 1:
+        return f"holds {blocks} PEM blocks; a device key file holds one private key"
+    if b"-----BEGIN PRIVATE KEY-----" not in data:
+        return None  # not PKCS#8 PEM at all: the parser says what it is
+    end = data.find(PEM_END)
+    if end < 0:
+        return f"the PEM block is cut short (no {PEM_END.decode()} line)"
+    if data[end + len(PEM_END):].strip():
+        return f"has bytes after its {PEM_END.decode()} line"
+    return None
+
+
 def _kind(key: object) -> str:
     """'an RSA', 'an EC', 'an X25519', ... from the class name cryptography gives the key."""
     name = type(key).__name__.removeprefix("_")
@@ -132,6 +151,9 @@ def load_private_key(
     insecure, malformed or not Ed25519."""
     path = resolve_key_path(path_or_name, config_dir)
     data = _read_private_file(path, len(Path(path_or_name).parts) == 1)
+    problem = _not_one_pem_key(data)
+    if problem is not None:
+        raise _public_instead(path) or KeyFileError(f"{path}: {problem}")
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except TypeError as exc:

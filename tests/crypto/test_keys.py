@@ -6,6 +6,7 @@ import base64
 import json
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -171,3 +172,31 @@ def test_a_public_key_given_as_the_private_key_is_named_so(tmp_path: Path, name:
     said = str(info.value)
     assert said.startswith(f"{public}: is a public key (the verifier's half); give the private key"), said
     assert "chmod" not in said
+
+
+def _pem_of(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (lambda a, b: a + b, "holds 2 PEM blocks; a device key file holds one private key"),
+        (lambda a, b: a + b"garbage\x00\xff", "has bytes after its -----END PRIVATE KEY----- line"),
+        (lambda a, b: a[: len(a) // 2], "the PEM block is cut short (no -----END PRIVATE KEY----- line)"),
+    ],
+    ids=["two keys", "trailing junk", "cut short"],
+)
+def test_a_key_file_that_is_more_or_less_than_one_key_is_refused(
+    tmp_path: Path, content: Any, said: str
+) -> None:
+    """Two keys concatenated, or one with junk after it, passed check-config (the first key was
+    used, silently); a cut-short key was said not to start as a PEM key although it did (found
+    by a hostile-input probe)."""
+    path = tmp_path / "device.key"
+    path.write_bytes(content(_pem_of(Ed25519PrivateKey.generate()), _pem_of(Ed25519PrivateKey.generate())))
+    path.chmod(0o600)
+    with pytest.raises(KeyFileError) as info:
+        load_private_key(path)
+    assert str(info.value) == f"{path}: {said}"
