@@ -149,7 +149,7 @@ def _random_mp4(tmp: Path) -> str:
         (_text_mp4, "notes.mp4: cannot decode the video"),
         (_zero_mp4, "zero.mp4: cannot decode the video: empty file (0 bytes)"),
         (_random_mp4, "random.mp4: cannot decode the video"),
-        (_empty_folder, "empty: empty folder"),
+        (_empty_folder, "in it (the folder is empty)"),
         (lambda t: "file:///etc/passwd", "/etc/passwd: cannot decode the video"),
     ],
 )
@@ -177,7 +177,7 @@ def test_run_on_a_missing_file_exits_2_naming_it(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 2, proc.stderr
-    assert f"emotion-agent: error: {tmp_path / 'gone.mp4'}: no such file or folder" in proc.stderr
+    assert f"emotion-agent: error: camera.source {tmp_path / 'gone.mp4'}: no such file or folder" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
