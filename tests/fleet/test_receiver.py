@@ -390,12 +390,18 @@ def test_a_checkpoint_redelivered_after_its_witness_step_failed_is_cosigned(
     assert acks.count == 6
 
 
-def test_site_rollup_sums_published_windows_once(store: Store, tmp_path: Path) -> None:
-    devs = [SimDevice(f"cam-{i}", tmp_path / f"cam{i}") for i in range(3)]
+def _site_devices(store: Store, tmp_path: Path, n: int) -> tuple[list[SimDevice], Receiver]:
+    """``n`` devices cam-0.. whose keys a receiver on ``store`` trusts."""
+    devs = [SimDevice(f"cam-{i}", tmp_path / f"cam{i}") for i in range(n)]
     rx, _ = _receiver(store, tmp_path)
     for d in devs:
         d.jwk_file(tmp_path / "keys")
     rx.registry.provision(tmp_path / "keys", NOW)
+    return devs, rx
+
+
+def test_site_rollup_sums_published_windows_once(store: Store, tmp_path: Path) -> None:
+    devs, rx = _site_devices(store, tmp_path, 3)
     acks = Acks()
     start = NOW // 1000 - 600
     for d, people in zip(devs, (6, None, 8), strict=True):
@@ -446,11 +452,7 @@ def test_a_device_that_published_one_window_twice_is_counted_once(store: Store, 
     """Three signed stats of one device for one window (seq 1, 2, 3) made a site window of
     "devices": 3, "people": 21 (found by a hostile-input probe). A device counts once per
     window, with the last it published (highest boot, then seq)."""
-    devs = [SimDevice(f"cam-{i}", tmp_path / f"cam{i}") for i in range(2)]
-    rx, _ = _receiver(store, tmp_path)
-    for d in devs:
-        d.jwk_file(tmp_path / "keys")
-    rx.registry.provision(tmp_path / "keys", NOW)
+    devs, rx = _site_devices(store, tmp_path, 2)
     acks = Acks()
     start = NOW // 1000 - 600
     for people in (7, 7, 9):
