@@ -177,7 +177,8 @@ def test_run_on_a_missing_file_exits_2_naming_it(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 2, proc.stderr
-    assert f"emotion-agent: error: camera.source {tmp_path / 'gone.mp4'}: no such file or folder" in proc.stderr
+    said = f"emotion-agent: error: camera.source {tmp_path / 'gone.mp4'}: no such file or folder"
+    assert said in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
