@@ -257,7 +257,7 @@ class Service:
 
     def _spool_dropped(self, report: DropReport) -> None:
         """The spool removed unsent messages (retention or size cap): counted in the audit log,
-        summed over a minute at most (``agent.transport.drop_tally``: one entry per drop fed
+        summed over 5 s at most (``agent.transport.drop_tally``: one entry per drop fed
         itself with a checkpoint after every entry).
 
         Called from the MQTT thread too; the tally and the audit log are thread-safe."""
@@ -381,7 +381,7 @@ class Service:
         self._close_windows(self._window_time(None))
         self._ping_watchdog()
         self._enforce_retention()
-        self._drops.record()  # drops summed in the last minute, once it has passed
+        self._drops.record()  # drops summed in the last 5 s, once they have passed
         self._checkpoint_if_due()
 
     def _enforce_retention(self) -> None:

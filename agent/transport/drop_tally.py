@@ -1,12 +1,15 @@
-"""What the spool dropped, for the audit log: summed per reason, one entry at most a minute.
+"""What the spool dropped, for the audit log: summed per reason, one entry at most every 5 s.
 
 At its size cap the spool drops a row for every message put during an outage. One audit entry
 per drop fed itself with ``audit.checkpoint_every_entries: 1``: the entry made a checkpoint due,
 the checkpoint's message dropped the next row, whose entry made the next checkpoint due, and the
 publish never returned (tests/transport/test_spool_full_checkpoint.py). Summed here, a drop in the
-minute after an entry waits for the next one (the service loop asks every turn, and at its stop),
-so a checkpoint's own drop can no longer make another checkpoint due at once. No drop goes
-unrecorded: every count reaches the log before it closes.
+5 s after an entry waits for the next one (the service loop asks every turn, and at its stop),
+so a checkpoint's own drop can no longer make another checkpoint due at once. Every count
+reaches the log before it closes; a process killed (or a power loss) loses the counts it held,
+at most 5 s of drops. Holding back only the drops a tally's own entry caused would not do: the
+checkpoint it makes due is published by whichever thread is delivering checkpoints, after the
+entry's append has returned.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from collections.abc import Callable
 from agent.clock import Clock
 from agent.transport.spool_types import DropReport
 
-EVERY_S = 60.0
-"""Least time between two audit entries for drops (per tally, every reason in one turn)."""
+EVERY_S = 5.0
+"""Least time between two audit entries for drops (per tally, every reason in one turn): with a
+checkpoint after every entry and a full spool, one entry and one checkpoint each 5 s at most."""
 
 
 def drop_message(count: int, size: int, reason: str) -> str:

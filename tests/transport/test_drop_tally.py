@@ -11,20 +11,20 @@ from agent.transport.drop_tally import EVERY_S, DropTally, drop_message
 from agent.transport.spool_types import DropReport
 
 
-def test_the_first_drop_is_written_at_once_and_the_next_minutes_are_summed() -> None:
+def test_the_first_drop_is_written_at_once_and_the_next_seconds_are_summed() -> None:
     clock, written = FakeClock(), list[str]()
     tally = DropTally(written.append, clock)
     tally.report(DropReport("size_cap", 1, 600))
     assert written == [drop_message(1, 600, "size_cap")]
     for _ in range(5):
-        clock.advance(5)
+        clock.advance(EVERY_S / 10)
         tally.report(DropReport("size_cap", 2, 1000))
     tally.report(DropReport("retention", 3, 30))
     assert len(written) == 1
     assert tally.pending == 13
-    tally.record()  # the loop's turn, 25 s after the entry: not yet
+    tally.record()  # the loop's turn, half of EVERY_S after the entry: not yet
     assert len(written) == 1
-    clock.advance(EVERY_S - 25)
+    clock.advance(EVERY_S / 2)
     tally.record()
     assert written[1:] == [drop_message(3, 30, "retention"), drop_message(10, 5000, "size_cap")]
     assert tally.pending == 0
