@@ -41,5 +41,5 @@ class Throttled:
                 return
             self._kinds[kind] = (now, 0)
         if held:
-            msg += f" (and {held} more like it in the {self._every:.0f} s before)"
+            msg += f" (and {held} more like it since the last such line)"
         self._logger.warning(msg, *args, **kwargs)

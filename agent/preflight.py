@@ -63,7 +63,7 @@ def check_source(source: str) -> None:
 
     camera_log = logging.getLogger("agent.camera")
     level = camera_log.level
-    camera_log.setLevel(max(level, logging.WARNING))  # a check: "source opened" is not news here
+    camera_log.setLevel(max(camera_log.getEffectiveLevel(), logging.WARNING))  # "opened" is not news here
     try:
         if resolve(source)[0] != "replay":
             return

@@ -161,7 +161,10 @@ def _describe(err: Any) -> str:
     found = err.get("input")
     if kind == "extra_forbidden":
         name = str(err["loc"][-1]) if err["loc"] else ""
-        if SECRET_NAME.search(name):  # shown, it would be in the journal for every admin to read
+        if isinstance(found, dict):  # its keys tell what it is; its values may be secrets
+            keys = ", ".join(clipped(str(k)) for k in list(found)[:10])
+            return f"unknown key (found a mapping of {keys}); remove it or check its spelling"
+        if SECRET_NAME.search(name) or (isinstance(found, str) and "PRIVATE KEY" in found):
             where = "; a password is read from a file, named by password_file" if PASSWORD_NAME.search(
                 name
             ) else ""

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -306,3 +307,43 @@ def test_run_with_a_missing_clip_exits_2_naming_the_key_before_it_starts(tmp_pat
     segments = sorted((tmp_path / "state" / "audit").glob("segment-*.jsonl"))
     kinds = [json.loads(line)["kind"] for p in segments for line in p.read_text().splitlines()]
     assert "start" not in kinds, kinds
+
+
+@pytest.mark.parametrize(
+    ("line", "hidden"),
+    [
+        ("mqtt:\n  host: b.example\n  auth: {username: u, password: hunter2}\n", "hunter2"),
+        ("keys:\n  private_key_data: '-----BEGIN PRIVATE KEY----- MC4CAQAwBQYDK2VwBCIE'\n", "MC4CAQAw"),
+    ],
+    ids=["a mapping", "a PEM key"],
+)
+def test_a_secret_inside_an_unknown_mapping_or_a_pem_key_is_not_echoed(line: str, hidden: str) -> None:
+    """The name check let ``auth: {username: u, password: hunter2}`` print the mapping whole and
+    ``private_key_data: -----BEGIN PRIVATE KEY-----...`` print the key (found by review)."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(MINIMAL + line, "c.yaml")
+    (problem,) = info.value.problems
+    assert hidden not in problem, problem
+    assert "unknown key" in problem, problem
+
+
+def test_check_config_loads_the_models_on_the_cpu_beside_a_running_coral(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Edge TPU is held by the running service: check-config (run before a reload) opened
+    it too, and a valid config got exit 2 (found by review). The models' hashes and shapes are
+    checked on the CPU; the Coral's own checks are ``check_accelerator``'s."""
+    from agent.cli import main  # noqa: PLC0415
+    from agent.vision import edgetpu, pipeline  # noqa: PLC0415
+
+    asked: list[str] = []
+    real = pipeline.VisionPipeline.from_config
+
+    def from_config(cfg: Any) -> Any:
+        asked.append(cfg.accelerator)
+        return real(cfg)
+
+    monkeypatch.setattr(edgetpu, "check_accelerator", lambda _v: None)
+    monkeypatch.setattr(pipeline.VisionPipeline, "from_config", staticmethod(from_config))
+    assert main(["check-config", "-c", str(_runnable(tmp_path, "vision: {accelerator: coral}\n"))]) == 0
+    assert asked == ["cpu"]

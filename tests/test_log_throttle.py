@@ -24,7 +24,7 @@ def test_the_first_is_logged_then_one_a_minute_with_the_count(caplog: pytest.Log
     assert said == [
         "ignored an MQTT command: bad 0",
         "another kind is said at once",
-        "ignored an MQTT command: bad again (and 19999 more like it in the 60 s before)",
+        "ignored an MQTT command: bad again (and 19999 more like it since the last such line)",
     ]
 
 

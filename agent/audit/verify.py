@@ -135,7 +135,9 @@ ENTRY_START = b'{"data":'
 
 def _not_an_entry_start(tail: bytes) -> str | None:
     """Why the bytes after a segment's last newline cannot be an entry a crash cut short (a crash
-    leaves a prefix of the line being written), or None when they can be."""
+    leaves a prefix of the line being written, and a power loss may leave NUL bytes where the
+    file system had allocated blocks it had not written yet), or None when they can be."""
+    tail = tail.rstrip(b"\0")
     if tail[: len(ENTRY_START)] != ENTRY_START[: len(tail)]:
         return "does not start as an entry does"
     if len(tail) > MAX_ENTRY_BYTES:

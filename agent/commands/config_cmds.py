@@ -39,7 +39,9 @@ def check_config(args: argparse.Namespace) -> int:
     check_files(cfg, Path(args.config))
     check_source(cfg.camera.source)
     check_accelerator(cfg.vision)
-    VisionPipeline.from_config(cfg.vision).close()  # hashes, tensor shapes, backend: as run loads them
+    # hashes and tensor shapes as run loads them, on the CPU: a Coral is held by the running service
+    # (check_accelerator above checked the compiled model's hash, the library and the device)
+    VisionPipeline.from_config(cfg.vision.model_copy(update={"accelerator": "cpu"})).close()
     state_dir.check(cfg.state_dir)
     print(f"{args.config}: valid (schema_version {cfg.schema_version}, device {cfg.device_id})")
     for note in decision.notes:

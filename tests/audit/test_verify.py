@@ -373,6 +373,23 @@ def test_junk_after_the_last_line_is_not_taken_for_a_crash(
     assert f"after the last entry: {len(tail)} bytes that no crash leaves ({why})" in result.problems[0]
 
 
+@pytest.mark.parametrize(
+    "tail", [b"\0" * 4096, b'{"data":{"code":"x' + b"\0" * 4000], ids=["NULs", "an entry, then NULs"]
+)
+def test_nul_bytes_a_power_loss_leaves_after_the_last_line_are_a_crash_remnant(
+    audit: Path, key: Ed25519PrivateKey, tail: bytes
+) -> None:
+    """A power loss can leave NUL bytes where blocks were allocated but not written (XFS, f2fs,
+    SD cards). Taken for junk, they made the device refuse to start (its start verifies the log
+    before the log discards a partial tail; found by review)."""
+    last = sorted(audit.glob("segment-*.jsonl"))[-1]
+    with last.open("ab") as f:
+        f.write(tail)
+    result = check(audit, key)
+    assert result.ok, result.problems
+    assert result.partial is not None
+
+
 def test_publish_entries_keep_only_the_payload_hash(open_log: OpenLog, tmp_path: Path) -> None:
     log = open_log()
     log.append("publish", {"topic": "emotion-agent/lobby-1/stats", "seq": 7, "payload_sha256": HASH})
