@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.atomic import append_durable
+from agent.atomic import append_durable, write_atomic
 from agent.audit.note import NoteError, open_checkpoint, split_notes
 from agent.audit.store import CHECKPOINTS_FILE
 from agent.log_throttle import Throttled
@@ -30,7 +30,9 @@ MAX_PER_SIZE = 3
 """Cosigned copies kept of one checkpoint (a witness or two, and a spare): the notes are public,
 so anyone on the broker can send them back with junk "cosignature" lines, each one distinct."""
 MAX_FILE_BYTES = 4 * 1024 * 1024
-"""``cosignatures.log`` grows no further: past this, what a witness sends is refused (logged)."""
+"""``cosignatures.log`` grows no further: past this it is rewritten with the copies of the
+newest checkpoints, half of it (a witness's cosignature of a tree vouches for every smaller
+one, so the newest are the ones that matter), every ~3 months with one witness."""
 
 
 class CosignatureInbox:
@@ -47,6 +49,8 @@ class CosignatureInbox:
         self._read_to = 0
         """Bytes of ``checkpoints.log`` read into ``_signed``."""
         self._kept: set[bytes] | None = None
+        self._notes: list[tuple[int, bytes]] = []
+        """(tree size, note) of every kept copy, in the file's order."""
         self._per_size: Counter[int] = Counter()
         self._bytes = 0
         self._warn = Throttled(logger)
@@ -79,15 +83,39 @@ class CosignatureInbox:
                 data = (self.audit_dir / COSIGNATURES_FILE).read_bytes()
             except FileNotFoundError:
                 data = b""
-            self._kept = set()
             self._bytes = len(data)
-            for _, note in split_notes(data)[0]:
-                self._kept.add(note)
-                try:
-                    self._per_size[open_checkpoint(note, self.public_key).size] += 1
-                except NoteError:
-                    continue
+            return self._keep([note for _, note in split_notes(data)[0]])
         return self._kept
+
+    def _keep(self, notes: list[bytes]) -> set[bytes]:
+        """Index ``notes`` (the file's, in its order) by tree size; the set of them."""
+        kept: set[bytes] = set(notes)
+        self._kept, self._notes = kept, []
+        self._per_size.clear()
+        for note in notes:
+            try:
+                size = open_checkpoint(note, self.public_key).size
+            except NoteError:
+                size = -1  # not ours (written by hand?): the first to go when the file is full
+            self._per_size[size] += 1
+            self._notes.append((size, note))
+        return kept
+
+    def _compact(self) -> None:
+        """Rewrite the file with the copies of the newest checkpoints, up to half its limit."""
+        kept: list[tuple[int, bytes]] = []
+        total = 0
+        for size, note in sorted(self._notes, key=lambda n: n[0], reverse=True):
+            if total + len(note) > MAX_FILE_BYTES // 2:
+                break
+            kept.append((size, note))
+            total += len(note)
+        notes = [note for _, note in sorted(kept, key=lambda n: n[0])]
+        write_atomic(self.audit_dir / COSIGNATURES_FILE, b"".join(notes))  # fsyncs the folder too
+        self._bytes = total
+        self._keep(notes)
+        logger.info("%s was full: rewritten with the cosigned copies of its %d newest checkpoints",
+                    COSIGNATURES_FILE, len(notes))
 
     def accept(self, payload: bytes) -> bool:
         """Keep a cosigned note of ours; False (logged, at most once a minute per reason) for
@@ -115,15 +143,17 @@ class CosignatureInbox:
                 return ("unknown", f"ignored a cosigned checkpoint this device never signed (size {cp.size})")
             if payload in kept:
                 return ()
-            no_room = self._no_room(cp.size, len(payload))
+            no_room = self._no_room(cp.size, len(payload))  # a full file is compacted first
             if no_room:
                 return no_room
+            kept = self._load_kept()
             fd = os.open(self.audit_dir / COSIGNATURES_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 append_durable(fd, payload)
             finally:
                 os.close(fd)
             kept.add(payload)
+            self._notes.append((cp.size, payload))
             self._per_size[cp.size] += 1
             self._bytes += len(payload)
         return None
@@ -133,6 +163,5 @@ class CosignatureInbox:
             return ("copies", f"ignored a cosigned checkpoint of size {size}: {MAX_PER_SIZE} copies of it "
                     "are kept already")
         if self._bytes + length > MAX_FILE_BYTES:
-            return ("full", f"ignored a cosigned checkpoint: {COSIGNATURES_FILE} holds {self._bytes} bytes, "
-                    f"its limit is {MAX_FILE_BYTES}")
+            self._compact()
         return None

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.audit import cosigned
 from agent.audit.cosignature import cosign
 from agent.audit.cosigned import COSIGNATURES_FILE, MAX_PER_SIZE, CosignatureInbox
-from agent.audit.note import SIG_PREFIX, sign_checkpoint, split_notes
+from agent.audit.note import SIG_PREFIX, open_checkpoint, sign_checkpoint, split_notes
 from agent.audit.store import CHECKPOINTS_FILE
 
 
@@ -69,3 +69,27 @@ def test_the_inbox_verifies_each_checkpoint_once_not_per_message(
     with (tmp_path / CHECKPOINTS_FILE).open("ab") as f:
         f.write(later)
     assert inbox.accept(_junk(later, 99)) is True  # a checkpoint appended since is read
+
+
+def test_a_full_file_keeps_the_newest_checkpoints_and_takes_the_next_cosignature(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 4 MiB every real cosignature was refused for good, about 3 months into a device's life
+    with one witness (found by review). The file is rewritten with the newest copies instead."""
+    monkeypatch.setattr(cosigned, "MAX_FILE_BYTES", 8 * 1024)
+    key, witness = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    inbox = CosignatureInbox(tmp_path, key.public_key())
+    sizes = range(1, 61)
+    for n in sizes:
+        note = sign_checkpoint("emotion-agent/lobby-1", n, n.to_bytes(32, "big"), key).note
+        with (tmp_path / CHECKPOINTS_FILE).open("ab") as f:
+            f.write(note)
+        assert inbox.accept(note + cosign(note, "witness.test", witness, 1_800_000_000 + n).encode()), n
+        assert (tmp_path / COSIGNATURES_FILE).stat().st_size <= 8 * 1024
+    kept = [open_checkpoint(note, key.public_key()).size
+            for _, note in split_notes((tmp_path / COSIGNATURES_FILE).read_bytes())[0]]
+    assert kept == sorted(kept)
+    assert kept[-1] == 60
+    assert len(kept) < len(sizes)
+    again = CosignatureInbox(tmp_path, key.public_key())  # a restart reads the rewritten file
+    assert again.accept(note + cosign(note, "witness.test", witness, 1).encode())
