@@ -95,6 +95,22 @@ class SiteWindow:
         }
 
 
+def merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One device's window from the parts its boots published (a restart inside the window
+    publishes the part before it at the stop): people and votes of the parts that were not
+    suppressed added up; suppressed only if every part was."""
+    shown = [p for p in parts if p.get("people") is not None and p.get("votes") is not None]
+    votes: Counter[str] = Counter()
+    for part in shown:
+        votes.update({str(k): int(v) for k, v in part["votes"].items()})
+    return {
+        "window_start": parts[0]["window_start"],
+        "window_end": max(int(p["window_end"]) for p in parts),
+        "people": sum(int(p["people"]) for p in shown) if shown else None,
+        "votes": dict(votes) if shown else None,
+    }
+
+
 def sum_windows(site: str, bodies: Iterable[Mapping[str, Any]]) -> SiteWindow | None:
     """Add device windows that share one ``window_start`` (one per device); None for no input."""
     rows = list(bodies)
@@ -142,7 +158,8 @@ def due_rollups(
             [now_ms - ROLLUP_HORIZON_MS, *devices],
         )
         done = {int(r[0]) for r in store.query("SELECT window_start FROM rollups WHERE site = ?", (site,))}
-        by_start: dict[int, dict[str, tuple[tuple[int, int], dict[str, Any]]]] = {}
+        by_start: dict[int, dict[str, dict[int, tuple[int, dict[str, Any]]]]] = {}
+        """window_start -> device -> boot -> (seq, body): the last body of each boot."""
         for device, boot, seq, text in rows:
             try:
                 body = json.loads(text)
@@ -159,14 +176,15 @@ def due_rollups(
                 continue
             start = int(body["window_start"])
             if start not in done and int(body["window_end"]) * 1000 + grace_ms <= now_ms:
-                # one body per device and window: the last it published (a window sent again,
-                # or a device that signs two for one window, must not be counted twice)
-                latest = by_start.setdefault(start, {})
-                order = (int(boot), int(seq))
-                if str(device) not in latest or latest[str(device)][0] < order:
-                    latest[str(device)] = (order, body)
+                # within a boot, the last body it published for the window stands (one sent
+                # again must not count twice); the parts of different boots (a restart inside
+                # the window) are added up, the device counted once (``merge_parts``)
+                boots = by_start.setdefault(start, {}).setdefault(str(device), {})
+                if int(boot) not in boots or boots[int(boot)][0] < int(seq):
+                    boots[int(boot)] = (int(seq), body)
         for start in sorted(by_start):
-            window = sum_windows(site, [body for _, body in by_start[start].values()])
+            parts = [[body for _, body in boots.values()] for boots in by_start[start].values()]
+            window = sum_windows(site, [merge_parts(p) for p in parts])
             if window is not None:
                 out.append(window)
     return out

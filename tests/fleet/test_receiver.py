@@ -463,6 +463,25 @@ def test_a_device_that_published_one_window_twice_is_counted_once(store: Store, 
     assert window.votes == {"happy": 4 + 2, "neutral": 5 + 3}
 
 
+def test_a_device_restarted_inside_a_window_adds_both_parts_and_counts_once(
+    store: Store, tmp_path: Path
+) -> None:
+    """A restart inside a window publishes the part before it at the stop and the part after it
+    under the new boot, both with the same window_start: keeping only the last boot's dropped
+    the first part's people (found by review). Parts of different boots add up; the device
+    counts once; within one boot the last published stands."""
+    devs, rx = _site_devices(store, tmp_path, 1)
+    acks = Acks()
+    start = NOW // 1000 - 600
+    _deliver(rx, *devs[0].window(start, 4), acks)  # boot 1, before the restart
+    devs[0].signer = Signer(devs[0].name, devs[0].key, store=MemorySequenceStore(boot=2))
+    _deliver(rx, *devs[0].window(start, None), acks)  # boot 2: too few after it, suppressed
+    _deliver(rx, *devs[0].window(start, 3), acks)  # boot 2 again, sent once more: the last stands
+    (window,) = due_rollups(store, {"hall": [devs[0].name]}, NOW, 60_000)
+    assert (window.devices, window.suppressed_devices, window.people) == (1, 0, 7)
+    assert window.votes == {"happy": 2 + 1, "neutral": 2 + 2}
+
+
 def test_a_site_window_that_cannot_be_signed_is_logged_and_the_receiver_goes_on(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
