@@ -48,6 +48,8 @@ class CosignatureInbox:
         """Tree size -> root of every checkpoint in ``checkpoints.log`` that verified."""
         self._read_to = 0
         """Bytes of ``checkpoints.log`` read into ``_signed``."""
+        self._inode = 0
+        """The inode those bytes were read from."""
         self._kept: set[bytes] | None = None
         self._notes: list[tuple[int, bytes]] = []
         """(tree size, note) of every kept copy, in the file's order."""
@@ -60,9 +62,10 @@ class CosignatureInbox:
         if size not in self._signed:
             try:
                 with (self.audit_dir / CHECKPOINTS_FILE).open("rb") as f:
-                    if os.fstat(f.fileno()).st_size < self._read_to:  # replaced: read it again
+                    st = os.fstat(f.fileno())
+                    if st.st_size < self._read_to or st.st_ino != self._inode:  # cut or replaced
                         self._signed.clear()
-                        self._read_to = 0
+                        self._read_to, self._inode = 0, st.st_ino
                     f.seek(self._read_to)
                     data = f.read()
             except OSError:

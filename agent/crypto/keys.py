@@ -89,7 +89,11 @@ def _public_instead(path: Path) -> KeyFileError | None:
     by side: device.pub.jwk, device.pub.b64), or None when ``path`` holds none."""
     try:
         load_public_key(path)
+        head = path.read_bytes()[:64].lstrip()
     except (KeyFileError, OSError):
+        return None
+    raw = not head.startswith((b"{", b"-----BEGIN PUBLIC KEY"))
+    if raw and ".pub" not in path.name:  # 32 bytes in base64 may as well be a private seed
         return None
     return KeyFileError(
         f"{path}: is a public key (the verifier's half); give the private key, device.key in "

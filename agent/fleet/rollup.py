@@ -51,7 +51,7 @@ def stats_problem(body: object) -> str | None:
     for name in ("window_start", "window_end"):
         value = body.get(name)
         if not (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SECONDS):
-            return f"stats body.{name} must be a non-negative integer (got {value!r:.40})"
+            return f"stats body.{name} must be an integer from 0 to {MAX_SECONDS} (got {value!r:.40})"
     if body["window_end"] < body["window_start"]:
         return "stats body.window_end is before its window_start"
     return _counts_problem(body.get("people"), body.get("votes"))

@@ -200,3 +200,15 @@ def test_a_key_file_that_is_more_or_less_than_one_key_is_refused(
     with pytest.raises(KeyFileError) as info:
         load_private_key(path)
     assert str(info.value) == f"{path}: {said}"
+
+
+def test_a_raw_base64_seed_is_not_called_a_public_key(tmp_path: Path) -> None:
+    """32 bytes in base64 read as a public key, so a raw private seed was said to be one (found
+    by review): only a JWK, a PEM public key or a file named .pub is."""
+    path = tmp_path / "device.key"
+    path.write_text(base64.b64encode(bytes(range(32))).decode())
+    path.chmod(0o600)
+    with pytest.raises(KeyFileError) as info:
+        load_private_key(path)
+    assert "public key" not in str(info.value)
+    assert "not a PEM private key" in str(info.value)
