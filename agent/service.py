@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import traceback
 from collections.abc import Sequence
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
@@ -294,9 +295,15 @@ class Service:
     def _record_failure(self, exc: Exception) -> None:
         """An error that ends the run is said in the audit log (``run_failed``, then a ``stop``
         with reason ``failed``): a ``stop`` saying ``stopped`` alone hid it from an auditor. The
-        message is the error's own text (an unexpected one's type and text), never a frame."""
+        agent's own errors give their text; an unexpected one only its type and where it was
+        raised, since its text could quote any value (an array's, say) and the log outlives it."""
         self.signals.stop_reason = "failed"
-        message = str(exc) if isinstance(exc, EmotionAgentError) else f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, EmotionAgentError):
+            message = str(exc)
+        else:
+            where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+            at = f" at {Path(where.filename).name}:{where.lineno}" if where is not None else ""
+            message = f"{type(exc).__name__}{at}"
         try:
             self.audit.append("error", {"code": "run_failed", "message": message[:500]})
         except Exception:  # the log itself may be what failed: the error still propagates
@@ -410,11 +417,7 @@ class Service:
         try:
             carried = self.route.carry(frame)
         except Exception:  # zeroed by its lease, unseen: counted as discarded, then the run ends
-            now = self.feed.counters
-            last, self._last_counters = self._last_counters, now
-            lifetimes = self.recorder.drain().samples_ms
-            counters = frame_counters(now, last, analysed=0, refused=0, lifetimes_ms=lifetimes, failed=1)
-            self.aggregator.add_frame(self._window_time(None), (), counters)
+            self._count_last_frames(failed=1, lifetimes_ms=self.recorder.drain().samples_ms)
             raise
         t = self._window_time(carried)
         now = self.feed.counters
@@ -433,12 +436,13 @@ class Service:
         self.aggregator.add_frame(t, self.tracker.update(carried.faces, t), counters)
         self.health_periods.observe_static(self.tracker.static_cells())
 
-    def _count_last_frames(self) -> None:
+    def _count_last_frames(self, failed: int = 0, lifetimes_ms: Sequence[float] = ()) -> None:
         """The camera's frames since the last one analysed, before the last window closes (and
-        into a new aggregator, which must know whether a frame is waiting)."""
+        into a new aggregator, which must know whether a frame is waiting); ``failed``: the
+        frame whose analysis raised, zeroed unseen."""
         now = self.feed.counters
         last, self._last_counters = self._last_counters, now
-        counters = frame_counters(now, last, analysed=0, refused=0, lifetimes_ms=())
+        counters = frame_counters(now, last, analysed=0, refused=0, lifetimes_ms=lifetimes_ms, failed=failed)
         if counters.captured or counters.discarded or counters.dropped or counters.queued:
             self.aggregator.add_frame(self._window_time(None), (), counters)
 

@@ -165,12 +165,11 @@ def _describe(err: Any) -> str:
             keys = ", ".join(clipped(str(k)) for k in list(found)[:10])
             return f"unknown key (found a mapping of {keys}); remove it or check its spelling"
         if SECRET_NAME.search(name) or (isinstance(found, str) and "PRIVATE KEY" in found):
-            where = "; a password is read from a file, named by password_file" if PASSWORD_NAME.search(
-                name
-            ) else ""
+            password = PASSWORD_NAME.search(name)
+            hint = "; a password is read from a file, named by password_file" if password else ""
             return (
                 "unknown key (its value is not shown: the name says it may be a secret); remove it "
-                f"or check its spelling{where}"
+                f"or check its spelling{hint}"
             )
         return f"unknown key (found {shown(found)}); remove it or check its spelling"
     if kind == "missing":

@@ -407,3 +407,28 @@ def test_an_error_that_ends_the_run_is_in_the_audit_log_under_its_last_checkpoin
     result = verify_log(audit, load_public_key(tmp_path / "keys" / "device.pub.jwk"))
     assert result.problems == []
     assert max(result.verified_sizes) == result.size, "the last checkpoint covers every entry"
+
+
+class _BuggyPipeline(CountingPipeline):
+    def analyze(
+        self, pixels: Any, schedule: Any = None, frame: int = 0, *, lores: object = None
+    ) -> list[Any]:
+        raise ValueError(f"unexpected pixel values {pixels[:2, :2].tolist()}")  # a bug quoting its input
+
+
+def test_an_unexpected_error_is_recorded_by_its_type_and_place_not_its_text(tmp_path: Path) -> None:
+    """The audit log outlives the frame: an unexpected error's text could quote anything,
+    pixel values included, so only its type and where it was raised are recorded."""
+    path = write_config(tmp_path, "scripted.mp4", extra=NO_GATE)
+    service = Service(
+        load_config(path), path, FakeClock(start=1_800_000_000.0),
+        opener=lambda s, o, c: ScriptedSource(c, 100, False),
+        pipeline_factory=lambda _c: _BuggyPipeline(),  # type: ignore[arg-type,return-value]
+    )
+    with pytest.raises(ValueError, match="unexpected pixel values"):
+        service.run()
+    entries = [decode_entry(line) for p in sorted((tmp_path / "state" / "audit").glob("segment-*.jsonl"))
+               for line in p.read_bytes().splitlines()]
+    (failed,) = [e.data["message"] for e in entries if e.kind == "error" and e.data["code"] == "run_failed"]
+    assert failed.startswith("ValueError at test_service_lifecycle.py:"), failed
+    assert "120" not in failed

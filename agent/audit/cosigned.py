@@ -87,21 +87,20 @@ class CosignatureInbox:
             except FileNotFoundError:
                 data = b""
             self._bytes = len(data)
-            return self._keep([note for _, note in split_notes(data)[0]])
+            return self._keep([(self._size_of(note), note) for _, note in split_notes(data)[0]])
         return self._kept
 
-    def _keep(self, notes: list[bytes]) -> set[bytes]:
-        """Index ``notes`` (the file's, in its order) by tree size; the set of them."""
-        kept: set[bytes] = set(notes)
-        self._kept, self._notes = kept, []
-        self._per_size.clear()
-        for note in notes:
-            try:
-                size = open_checkpoint(note, self.public_key).size
-            except NoteError:
-                size = -1  # not ours (written by hand?): the first to go when the file is full
-            self._per_size[size] += 1
-            self._notes.append((size, note))
+    def _size_of(self, note: bytes) -> int:
+        try:
+            return open_checkpoint(note, self.public_key).size
+        except NoteError:
+            return -1  # not ours (written by hand?): the first to go when the file is full
+
+    def _keep(self, notes: list[tuple[int, bytes]]) -> set[bytes]:
+        """Index ``notes`` ((tree size, note), the file's, in its order); the set of them."""
+        kept = {note for _, note in notes}
+        self._kept, self._notes = kept, list(notes)
+        self._per_size = Counter(size for size, _ in notes)
         return kept
 
     def _compact(self) -> None:
@@ -113,8 +112,8 @@ class CosignatureInbox:
                 break
             kept.append((size, note))
             total += len(note)
-        notes = [note for _, note in sorted(kept, key=lambda n: n[0])]
-        write_atomic(self.audit_dir / COSIGNATURES_FILE, b"".join(notes))  # fsyncs the folder too
+        notes = sorted(kept, key=lambda n: n[0])
+        write_atomic(self.audit_dir / COSIGNATURES_FILE, b"".join(note for _, note in notes))
         self._bytes = total
         self._keep(notes)
         logger.info("%s was full: rewritten with the cosigned copies of its %d newest checkpoints",

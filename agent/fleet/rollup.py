@@ -37,8 +37,12 @@ sees in a window, and low enough that a site's sum stays an exact JSON integer (
 2**53 - 1 people could not be signed, and ended ``collect``)."""
 
 
+def _int_to(value: object, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= high
+
+
 def _count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT
+    return _int_to(value, MAX_COUNT)
 
 
 def stats_problem(body: object) -> str | None:
@@ -50,7 +54,7 @@ def stats_problem(body: object) -> str | None:
         return "a stats body is an object"
     for name in ("window_start", "window_end"):
         value = body.get(name)
-        if not (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SECONDS):
+        if not _int_to(value, MAX_SECONDS):
             return f"stats body.{name} must be an integer from 0 to {MAX_SECONDS} (got {value!r:.40})"
     if body["window_end"] < body["window_start"]:
         return "stats body.window_end is before its window_start"
