@@ -240,7 +240,9 @@ class Service:
             on_command=self._enqueue_command,
             on_drop=self._spool_dropped,
             on_event=self._transport_event,
-            on_cosignature=CosignatureInbox(self.cfg.state_dir / "audit", key.public_key()).accept,
+            on_cosignature=CosignatureInbox(
+                self.cfg.state_dir / "audit", key.public_key(), self.cfg.audit.witness_keys
+            ).accept,
             previous_keys=self._linked_keys,
         )
 

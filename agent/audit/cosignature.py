@@ -46,6 +46,23 @@ def cosigner_vkey(name: str, public_key: Ed25519PublicKey) -> str:
     return f"{name}+{cosigner_key_id(name, public_key).hex()}+{data}"
 
 
+def parse_vkey(vkey: str) -> tuple[str, Ed25519PublicKey]:
+    """A ``name+hexkeyid+base64(0x04||key)`` verifier key; ValueError saying what is wrong
+    (without the key: the caller names where it came from)."""
+    name, _, rest = vkey.partition("+")
+    key_hex, _, data = rest.partition("+")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except ValueError as exc:
+        raise ValueError("the key part is not base64") from exc
+    if not name or len(raw) != 33 or raw[:1] != COSIGNATURE_V1:
+        raise ValueError("expected NAME+KEYID+BASE64(0x04 || 32-byte Ed25519 key)")
+    key = Ed25519PublicKey.from_public_bytes(raw[1:])
+    if cosigner_key_id(name, key).hex() != key_hex:
+        raise ValueError(f"key ID {key_hex} does not match the name and key")
+    return name, key
+
+
 def note_body(note: bytes) -> bytes:
     """The checkpoint text a note signs: everything before the blank line."""
     text, sep, _ = note.partition(b"\n\n")

@@ -2,7 +2,8 @@
 
 The receiver publishes each checkpoint it cosigned on ``<base>/audit/cosignature`` (retained).
 The device keeps only what is its own: a note that verifies with its own key, for a tree size
-it signed (in ``checkpoints.log``), once. ``audit verify`` reads ``cosignatures.log`` as
+it signed (in ``checkpoints.log``), once, and, when ``audit.witnesses`` lists witnesses, only
+with a valid cosignature by one of them. ``audit verify`` reads ``cosignatures.log`` as
 external checkpoints, so a rewrite of the log after a witness saw it fails verification, and
 ``--witness`` names whose cosignatures count.
 """
@@ -13,12 +14,14 @@ import logging
 import os
 import threading
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.atomic import append_durable, write_atomic
-from agent.audit.note import NoteError, open_checkpoint, split_notes
+from agent.audit.cosignature import find_cosignature
+from agent.audit.note import NoteError, SignedCheckpoint, open_checkpoint, split_notes
 from agent.audit.store import CHECKPOINTS_FILE
 from agent.log_throttle import Throttled
 
@@ -40,9 +43,17 @@ class CosignatureInbox:
     followed: ``checkpoints.log`` from where the last read stopped (it is append-only), and
     ``cosignatures.log`` through what this inbox appends (it is the only writer)."""
 
-    def __init__(self, audit_dir: Path, public_key: Ed25519PublicKey) -> None:
+    def __init__(
+        self,
+        audit_dir: Path,
+        public_key: Ed25519PublicKey,
+        witnesses: Sequence[tuple[str, Ed25519PublicKey]] = (),
+    ) -> None:
         self.audit_dir = audit_dir
         self.public_key = public_key
+        self.witnesses = tuple(witnesses)
+        """(name, key) of ``audit.witnesses``: when any, a copy is kept only if one of them
+        cosigned it, so junk copies cannot take the places of a witness's."""
         self._lock = threading.Lock()
         self._signed: dict[int, bytes] = {}
         """Tree size -> root of every checkpoint in ``checkpoints.log`` that verified."""
@@ -132,13 +143,9 @@ class CosignatureInbox:
     def _refusal(self, payload: bytes) -> tuple[str, ...] | None:
         """None once ``payload`` is kept; else (kind, message, args...) to log, or () for a copy
         already kept (said nothing of: a retained message comes again at every reconnect)."""
-        if len(payload) > MAX_NOTE_BYTES:
-            return ("size", f"ignored a cosignature message of {len(payload)} bytes (at most "
-                    f"{MAX_NOTE_BYTES})")
-        try:
-            cp = open_checkpoint(payload, self.public_key)
-        except NoteError as exc:
-            return ("invalid", "ignored a cosignature message: %s", str(exc))
+        cp = self._opened(payload)
+        if not isinstance(cp, SignedCheckpoint):
+            return cp
         with self._lock:
             kept = self._load_kept()
             if self._signed_root(cp.size) != cp.root:
@@ -159,6 +166,35 @@ class CosignatureInbox:
             self._per_size[cp.size] += 1
             self._bytes += len(payload)
         return None
+
+    def _opened(self, payload: bytes) -> SignedCheckpoint | tuple[str, ...]:
+        """The device's checkpoint in ``payload``, or why the message is refused: too large, not
+        a checkpoint this device's key signed, or without the cosignature of a configured witness."""
+        if len(payload) > MAX_NOTE_BYTES:
+            return ("size", f"ignored a cosignature message of {len(payload)} bytes (at most "
+                    f"{MAX_NOTE_BYTES})")
+        try:
+            cp = open_checkpoint(payload, self.public_key)
+        except NoteError as exc:
+            return ("invalid", "ignored a cosignature message: %s", str(exc))
+        return self._unwitnessed(payload, cp.size) or cp
+
+    def _unwitnessed(self, payload: bytes, size: int) -> tuple[str, ...] | None:
+        """Why a copy without a valid cosignature by a configured witness is refused, or None."""
+        if not self.witnesses:
+            return None
+        bad: list[str] = []
+        for name, key in self.witnesses:
+            try:
+                if find_cosignature(payload, name, key) is not None:
+                    return None
+            except NoteError:
+                bad.append(name)
+        if bad:
+            return ("forged", f"ignored a cosigned checkpoint of size {size}: its cosignature by "
+                    f"{', '.join(bad)} does not verify")
+        return ("unwitnessed", f"ignored a cosigned checkpoint of size {size}: no cosignature by a "
+                "witness of audit.witnesses")
 
     def _no_room(self, size: int, length: int) -> tuple[str, ...] | None:
         if self._per_size[size] >= MAX_PER_SIZE:

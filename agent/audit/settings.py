@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import TYPE_CHECKING
+
+from pydantic import Field, field_validator
 
 from agent.settings_base import Section
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+MAX_WITNESSES = 16
 
 
 class AuditConfig(Section):
@@ -38,3 +45,34 @@ class AuditConfig(Section):
         title="Longest a frame may live (ms)",
         description="Capture to zeroing; recorded in the start entry and checked by `audit verify`.",
     )
+    witnesses: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_WITNESSES,
+        title="Witnesses whose cosignatures the device keeps",
+        description=(
+            "Verifier keys NAME+KEYID+BASE64, as `audit verify --witness` takes them. Set, the device "
+            "keeps only cosigned checkpoints a listed witness signed, so junk copies sent to it "
+            "cannot crowd out the witness's; empty, it keeps any 3 copies of each checkpoint."
+        ),
+    )
+
+    @field_validator("witnesses")
+    @classmethod
+    def _vkeys(cls, value: list[str]) -> list[str]:
+        if not value:
+            return value
+        from agent.audit.cosignature import parse_vkey  # noqa: PLC0415 - `bench` loads configs without cryptography
+
+        for i, vkey in enumerate(value):
+            try:
+                parse_vkey(vkey)
+            except ValueError as exc:
+                raise ValueError(f"item {i + 1} ({vkey[:40]!r}): {exc}") from exc
+        return value
+
+    @property
+    def witness_keys(self) -> list[tuple[str, Ed25519PublicKey]]:
+        """``witnesses`` as (name, key), checked at load."""
+        from agent.audit.cosignature import parse_vkey  # noqa: PLC0415 - as in _vkeys
+
+        return [parse_vkey(v) for v in self.witnesses]

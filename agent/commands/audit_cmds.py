@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.audit.cosignature import COSIGNATURE_V1, cosigner_key_id
+from agent.audit.cosignature import parse_vkey
 from agent.audit.report import render_report
 from agent.audit.store import read_regular
 from agent.audit.verify import summary_lines, verify_log
@@ -136,18 +135,10 @@ def _find_note(obj: Any, depth: int = 0) -> str | None:
 
 def parse_witness(vkey: str) -> tuple[str, Ed25519PublicKey]:
     """``name+hexkeyid+base64(0x04||key)``: InputError naming what is wrong."""
-    name, _, rest = vkey.partition("+")
-    key_hex, _, data = rest.partition("+")
     try:
-        raw = base64.b64decode(data, validate=True)
+        return parse_vkey(vkey)
     except ValueError as exc:
-        raise InputError(f"--witness {vkey!r}: the key part is not base64") from exc
-    if not name or len(raw) != 33 or raw[:1] != COSIGNATURE_V1:
-        raise InputError(f"--witness {vkey!r}: expected NAME+KEYID+BASE64(0x04 || 32-byte Ed25519 key)")
-    key = Ed25519PublicKey.from_public_bytes(raw[1:])
-    if cosigner_key_id(name, key).hex() != key_hex:
-        raise InputError(f"--witness {vkey!r}: key ID {key_hex} does not match the name and key")
-    return name, key
+        raise InputError(f"--witness {vkey!r}: {exc}") from exc
 
 
 def verify_cmd(args: argparse.Namespace) -> int:

@@ -1,0 +1,118 @@
+"""``audit.witnesses``: with the witnesses' keys the device keeps only copies of its checkpoints
+that one of them cosigned. Without them anyone on the broker who sent 3 junk "cosigned" copies
+of a new checkpoint first took all its places in ``cosignatures.log``, and the witness's copy
+that came after was refused (said in docs/fleet.md as a known gap)."""
+
+from __future__ import annotations
+
+import base64
+import struct
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent import service as service_module
+from agent.audit.cosignature import cosign, cosigner_key_id, cosigner_vkey
+from agent.audit.cosigned import COSIGNATURES_FILE, MAX_PER_SIZE, CosignatureInbox
+from agent.audit.note import SIG_PREFIX, sign_checkpoint, split_notes
+from agent.audit.store import CHECKPOINTS_FILE
+from agent.clock import FakeClock
+from agent.config import parse_config
+from agent.errors import InputError
+from tests.test_reload_field import scripted_service
+from tests.test_service import write_config
+
+WITNESS = "witness.test"
+
+
+def _junk(note: bytes, i: int) -> bytes:
+    blob = base64.b64encode(i.to_bytes(4, "big") + b"x" * 64).decode()
+    return note + f"{SIG_PREFIX}w{i} {blob}\n".encode()
+
+
+def _setup(tmp_path: Path) -> tuple[Ed25519PrivateKey, Ed25519PrivateKey, bytes]:
+    key, witness = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    note = sign_checkpoint("emotion-agent/lobby-1", 7, b"\x07" * 32, key).note
+    (tmp_path / CHECKPOINTS_FILE).write_bytes(note)
+    return key, witness, note
+
+
+def test_junk_copies_sent_first_no_longer_crowd_out_the_witness_copy(tmp_path: Path) -> None:
+    key, witness, note = _setup(tmp_path)
+    inbox = CosignatureInbox(tmp_path, key.public_key(), [(WITNESS, witness.public_key())])
+    assert [inbox.accept(_junk(note, i)) for i in range(MAX_PER_SIZE + 2)] == [False] * (MAX_PER_SIZE + 2)
+    real = note + cosign(note, WITNESS, witness, 1_800_000_000).encode()
+    assert inbox.accept(real) is True
+    stored = split_notes((tmp_path / COSIGNATURES_FILE).read_bytes())[0]
+    assert [n for _, n in stored] == [real]
+
+
+def test_without_witnesses_the_junk_takes_every_place(tmp_path: Path) -> None:
+    """What the setting is for: the behaviour without it, unchanged."""
+    key, witness, note = _setup(tmp_path)
+    inbox = CosignatureInbox(tmp_path, key.public_key())
+    assert all(inbox.accept(_junk(note, i)) for i in range(MAX_PER_SIZE))
+    assert inbox.accept(note + cosign(note, WITNESS, witness, 1_800_000_000).encode()) is False
+
+
+def test_a_forged_line_under_the_witness_name_and_key_id_is_refused_and_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    key, witness, note = _setup(tmp_path)
+    inbox = CosignatureInbox(tmp_path, key.public_key(), [(WITNESS, witness.public_key())])
+    blob = cosigner_key_id(WITNESS, witness.public_key()) + struct.pack(">Q", 1) + b"\x00" * 64
+    forged = note + f"{SIG_PREFIX}{WITNESS} {base64.b64encode(blob).decode()}\n".encode()
+    assert inbox.accept(forged) is False
+    assert f"its cosignature by {WITNESS} does not verify" in caplog.text
+    assert not (tmp_path / COSIGNATURES_FILE).exists()
+
+
+def test_a_cosignature_by_another_witness_is_not_kept(tmp_path: Path) -> None:
+    key, witness, note = _setup(tmp_path)
+    inbox = CosignatureInbox(tmp_path, key.public_key(), [(WITNESS, witness.public_key())])
+    other = Ed25519PrivateKey.generate()
+    assert inbox.accept(note + cosign(note, "other.test", other, 1_800_000_000).encode()) is False
+
+
+def test_the_config_takes_verifier_keys_and_names_a_bad_one() -> None:
+    witness = Ed25519PrivateKey.generate().public_key()
+    vkey = cosigner_vkey(WITNESS, witness)
+    cfg = parse_config(f"schema_version: 1\ndevice_id: d-1\naudit: {{witnesses: ['{vkey}']}}\n", "c.yaml")
+    assert [(n, k.public_bytes_raw()) for n, k in cfg.audit.witness_keys] == [
+        (WITNESS, witness.public_bytes_raw())
+    ]
+    wrong_id = vkey.replace(vkey.split("+")[1], "00000000")
+    with pytest.raises(InputError) as info:
+        parse_config(
+            f"schema_version: 1\ndevice_id: d-1\naudit:\n  witnesses:\n    - '{vkey}'\n    - '{wrong_id}'\n",
+            "c.yaml",
+        )
+    (problem,) = info.value.problems
+    assert problem.startswith("audit.witnesses (c.yaml:"), problem
+    assert "item 2" in problem, problem
+    assert "key ID 00000000 does not match the name and key" in problem, problem
+
+
+def test_the_service_hands_the_configured_witnesses_to_its_inbox(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    witness = Ed25519PrivateKey.generate()
+    vkey = cosigner_vkey(WITNESS, witness.public_key())
+    path = write_config(tmp_path, "scripted.mp4", extra=f"audit: {{witnesses: ['{vkey}']}}\n")
+    handed: list[object] = []
+
+    def capture(*args: object, on_cosignature: object, **kwargs: object) -> list[object]:
+        handed.append(on_cosignature)
+        return []
+
+    monkeypatch.setattr(service_module, "build_outputs", capture)
+    service = scripted_service(path, FakeClock(1_800_000_000.0), frames=1)
+    try:
+        (accept,) = handed
+        inbox = accept.__self__  # type: ignore[attr-defined]
+        assert [(n, k.public_bytes_raw()) for n, k in inbox.witnesses] == [
+            (WITNESS, witness.public_key().public_bytes_raw())
+        ]
+    finally:
+        service.close()
