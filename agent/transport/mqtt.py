@@ -252,26 +252,30 @@ class MqttOutput:
         disconnects cleanly (so the broker sends no LWT). Whatever is not acknowledged stays in
         the spool for the next start. Each wait used to take its own ``timeout`` and paho's
         ``loop_stop`` as long as a hung broker made it, past systemd's stop timeout (found by
-        review)."""
+        review). The spool is closed and the state set to stopped even when a step before
+        raises (the error still reaches the caller): a spool left open kept its file open and
+        could report a drop to an audit log the service had closed."""
         deadline = time.monotonic() + timeout
-        self._drain(timeout / 2)
-        with self._status.lock:  # the fallback's 3.1.1 client is installed before (and ended below) or never
-            self._stopping.set()
-        self._births.cancel()
-        self._sender.stop(_left(deadline))
-        client = self._client
-        if client is not None:
-            if self._connected.is_set():
-                self._own.say_offline(client, self.status_topic, deadline)
-            if not client.end_within(_left(deadline)):
-                logger.warning(
-                    "MQTT: paho's network thread is still in a connect to a broker that does not "
-                    "answer; it ends with the process"
-                )
-            self._sender.apply_late_acks()  # PUBACKs that came while `offline` was awaited
-        self._connected.clear()
-        self._status.set(LinkState.STOPPED, self._status.last_error)
-        self._spool.close()
+        try:
+            self._drain(timeout / 2)
+            with self._status.lock:  # the fallback's 3.1.1 client is installed before (ended below) or never
+                self._stopping.set()
+            self._births.cancel()
+            self._sender.stop(_left(deadline))
+            client = self._client
+            if client is not None:
+                if self._connected.is_set():
+                    self._own.say_offline(client, self.status_topic, deadline)
+                if not client.end_within(_left(deadline)):
+                    logger.warning(
+                        "MQTT: paho's network thread is still in a connect to a broker that does not "
+                        "answer; it ends with the process"
+                    )
+                self._sender.apply_late_acks()  # PUBACKs that came while `offline` was awaited
+        finally:
+            self._connected.clear()
+            self._status.set(LinkState.STOPPED, self._status.last_error)
+            self._spool.close()
 
     def _drain(self, timeout: float) -> None:
         """Real time, not the injected clock: this waits for the network."""

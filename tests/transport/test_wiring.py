@@ -15,8 +15,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.clock import FakeClock
 from agent.config import parse_config
-from agent.errors import ConfigError
+from agent.errors import ConfigError, TransportError
 from agent.outputs.base import Message
+from agent.transport.link import LinkState
 from agent.transport.mqtt import MqttOutput
 from agent.transport.sender import SpoolSender
 from agent.transport.spool import Spool
@@ -202,3 +203,53 @@ def test_a_sender_thread_that_outlives_its_stop_leaves_the_rows_spooled_and_rais
     again = Spool(tmp_path / "s.sqlite3", FakeClock(), max_bytes=10**6, max_age_seconds=3600)
     assert [item.id for item in again.pending()] == rows, "both rows go out again at the next start"
     again.close()
+
+
+class _EndsBadly:
+    """Stands in for paho at stop: ending its network thread fails."""
+
+    def end_within(self, seconds: float) -> bool:
+        raise OSError("loop_stop failed")
+
+
+def _sender_stop_fails(out: MqttOutput, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(timeout: float) -> None:
+        raise RuntimeError("sender thread would not join")
+
+    monkeypatch.setattr(out._sender, "stop", fail)
+
+
+def _offline_fails(out: MqttOutput, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*args: object) -> None:
+        raise OSError("offline not published")
+
+    out._client = cast(Any, _EndsBadly())
+    out._connected.set()
+    monkeypatch.setattr(out._own, "say_offline", fail)
+
+
+def _end_within_fails(out: MqttOutput, monkeypatch: pytest.MonkeyPatch) -> None:
+    out._client = cast(Any, _EndsBadly())
+
+
+@pytest.mark.parametrize(
+    ("breaks", "error"),
+    [(_sender_stop_fails, "sender thread would not join"), (_offline_fails, "offline not published"),
+     (_end_within_fails, "loop_stop failed")],
+)
+def test_stop_closes_the_spool_and_says_stopped_even_when_a_step_before_raises(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, breaks: Any, error: str
+) -> None:
+    """The error reaches the caller, and the spool is closed all the same: left open, it kept its
+    file open and could report a drop to the audit log the service closes after the output."""
+    cfg = parse_config(f'device_id: a\nsite: {{jurisdiction: US}}\nstate_dir: "{tmp_path}"\n')
+    out = MqttOutput.from_config(cfg, FakeClock())
+    out.send(Message(f"{out.base_topic}/stats", b"{}"))
+    out._status.set(LinkState.CONNECTING, None)
+    breaks(out, monkeypatch)
+    with pytest.raises((RuntimeError, OSError), match=error):
+        out.stop(0.2)
+    assert out.health().state == "stopped"
+    assert out.health().backlog == 1, "the row stays spooled for the next run"
+    with pytest.raises(TransportError, match="closed database"):
+        out.send(Message(f"{out.base_topic}/stats", b"{}"))
