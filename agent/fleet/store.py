@@ -33,6 +33,12 @@ LOCK_WITNESS = 1
 """Advisory lock space of a device log's witness head (``lock(cur, LOCK_WITNESS, origin)``)."""
 LOCK_DEVICE_KEYS = 2
 """Advisory lock space of the keys of one device."""
+LOCK_REJECTIONS = 3
+"""Advisory lock space of the rejections' running number."""
+
+MAX_REJECTIONS = 100_000
+"""Rows kept in ``rejections``, the newest: junk sent to the receiver must not fill the disk.
+``rejection_totals`` keeps the counts per device of every rejection."""
 
 CONNECT_TIMEOUT_S = 5
 """Bound on connecting again to PostgreSQL (a host that does not answer would take minutes)."""
@@ -75,6 +81,25 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         # the SHA-256 of the message's JCS form: a re-serialised copy has other wire bytes
         # (payload_sha256) but the same signed content; NULL in rows stored before
         "ALTER TABLE messages ADD COLUMN envelope_sha256 TEXT",
+    ),
+    (
+        3,
+        # rejections: a running number ``n`` (the oldest go beyond ``max_rejections``), given to
+        # the rows stored before in the order they came; rejection_totals counts every rejection
+        # per registered device ('' for every other name), rows dropped or not
+        """
+        ALTER TABLE rejections ADD COLUMN n BIGINT;
+        UPDATE rejections SET n = t.rn FROM (
+            SELECT payload_sha256 AS h, topic AS tp,
+                   ROW_NUMBER() OVER (ORDER BY received_ms, payload_sha256, topic) AS rn
+            FROM rejections) t
+        WHERE rejections.payload_sha256 = t.h AND rejections.topic = t.tp;
+        CREATE INDEX rejections_n ON rejections (n);
+        CREATE TABLE rejection_totals (device TEXT PRIMARY KEY, rejected BIGINT NOT NULL);
+        INSERT INTO rejection_totals (device, rejected)
+            SELECT CASE WHEN device IN (SELECT device FROM device_keys) THEN device ELSE '' END, COUNT(*)
+            FROM rejections GROUP BY 1
+        """,
     ),
 )
 
@@ -144,8 +169,11 @@ def sqlite_path(url: str) -> Path | None:
 class Store:
     """One connection, used under a lock (the receiver has one worker and the HTTP thread)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, max_rejections: int = MAX_REJECTIONS) -> None:
+        if max_rejections < 1:
+            raise ValueError(f"max_rejections must be at least 1, not {max_rejections}")
         self.url = url
+        self.max_rejections = max_rejections
         self.dialect: Literal["sqlite", "postgres"]
         self._lock = threading.RLock()
         self._closed = False
@@ -311,20 +339,38 @@ class Store:
         received_ms: int,
         receiver: str,
     ) -> None:
+        """Record a rejected message once (a copy of one still kept is not counted again); it
+        counts in ``rejection_totals`` under ``device`` if that has a key, else under ''
+        (anyone can publish on a made-up name), and the oldest rows beyond ``max_rejections``
+        go."""
+        device = None if device is None else sanitise(device, MAX_TOPIC_CHARS)
         with self.transaction() as cur:
+            self.lock(cur, LOCK_REJECTIONS, "rejections")  # one running number for every replica
+            n = int(self.execute(cur, "SELECT COALESCE(MAX(n), 0) + 1 FROM rejections").fetchone()[0])
             self.execute(
                 cur,
-                "INSERT INTO rejections (payload_sha256, topic, device, reason, received_ms, receiver) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (payload_sha256, topic) DO NOTHING",
-                (
-                    payload_sha256,
-                    sanitise(topic, MAX_TOPIC_CHARS),
-                    None if device is None else sanitise(device, MAX_TOPIC_CHARS),
-                    sanitise(reason),
-                    received_ms,
-                    receiver,
-                ),
+                "INSERT INTO rejections (payload_sha256, topic, device, reason, received_ms, receiver, n) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (payload_sha256, topic) DO NOTHING",
+                (payload_sha256, sanitise(topic, MAX_TOPIC_CHARS), device, sanitise(reason), received_ms,
+                 receiver, n),
             )
+            if cur.rowcount != 1:
+                return
+            registered = device is not None and self.execute(
+                cur, "SELECT 1 FROM device_keys WHERE device = ?", (device,)
+            ).fetchone() is not None
+            self.execute(
+                cur,
+                "INSERT INTO rejection_totals (device, rejected) VALUES (?, 1) ON CONFLICT (device) "
+                "DO UPDATE SET rejected = rejection_totals.rejected + 1",
+                (device if registered else "",),
+            )
+            self.execute(cur, "DELETE FROM rejections WHERE n <= ?", (n - self.max_rejections,))
+
+    def rejected_per_device(self) -> dict[str, int]:
+        """Rejections ever recorded per registered device ('' for every other name), also those
+        whose rows went beyond ``max_rejections``."""
+        return {str(d): int(c) for d, c in self.query("SELECT device, rejected FROM rejection_totals")}
 
     def gaps(self) -> list[GapRow]:
         """Sequence numbers missing inside one boot of one device, as stored so far."""

@@ -93,9 +93,7 @@ def render_page(store: Store) -> str:
         str(r[0]): int(r[1])
         for r in store.query("SELECT device, COUNT(*) FROM witness_events GROUP BY device")
     }
-    rejected = {
-        str(r[0]): int(r[1]) for r in store.query("SELECT device, COUNT(*) FROM rejections GROUP BY device")
-    }
+    rejected = store.rejected_per_device()
     gaps: dict[str, list[str]] = {}
     for gap in store.gaps():
         span = f"{gap.first}" if gap.first == gap.last else f"{gap.first}–{gap.last}"

@@ -22,6 +22,7 @@ from agent.fleet.nats_inbox import NatsInbox
 from agent.fleet.registry import DEVICE_ID
 from agent.fleet.settings import NatsSourceSettings
 from agent.fleet.store import MAX_REASON_CHARS, Store, sanitise
+from agent.fleet.web import render_page
 from tests.fleet.servers import NatsNode, Postgres, terminate_connections
 from tests.fleet.test_receiver import NOW, Acks, _deliver, _receiver
 
@@ -275,3 +276,65 @@ def test_a_payload_of_the_largest_size_is_checked_as_usual(store: Store, tmp_pat
     assert store.query("SELECT reason FROM rejections") == [
         (f"payload is {MAX_LINE_BYTES + 1} bytes; at most {MAX_LINE_BYTES} are taken",)
     ]
+
+
+def _junk(store: Store, i: int, device: str | None) -> None:
+    store.reject(payload_sha256=f"{i:064x}", topic=f"emotion-agent/{device}/stats", device=device,
+                 reason=f"junk {i}", received_ms=NOW + i, receiver="rx-1")
+
+
+def test_the_rejections_table_keeps_the_newest_rows_and_the_counts_per_device_stay_whole(
+    store_url: str,
+) -> None:
+    """Every distinct junk message was a row for ever: anyone who can publish could fill the
+    database's disk. Now the oldest rows beyond ``max_rejections`` go, and the page's count per
+    device comes from totals that keep every rejection."""
+    store = Store(store_url, max_rejections=5)
+    try:
+        store.add_key("k1", "lobby-1", "{}", "keys_dir", NOW)
+        with store.transaction() as cur:  # a device that has published: a row on the page
+            store.execute(cur, "INSERT INTO devices VALUES (?, ?, ?)", ("lobby-1", NOW, "k1"))
+        for i in range(12):
+            _junk(store, i, "lobby-1")
+        for i, name in enumerate(("made-up-1", "made-up-2", None), start=12):
+            _junk(store, i, name)
+        _junk(store, 14, None)  # a copy of a rejection still kept: not counted again
+        assert store.query("SELECT reason FROM rejections ORDER BY n") == [
+            (f"junk {i}",) for i in range(10, 15)
+        ]
+        assert store.rejected_per_device() == {"lobby-1": 12, "": 3}
+        assert "<td>12</td><td><code>k1</code></td>" in render_page(store)
+    finally:
+        store.close()
+
+
+def test_rejections_of_an_older_receiver_are_numbered_in_arrival_order_and_counted(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rows stored before the cap get their running number by arrival, and the totals count
+    them; the oldest go first once a rejection comes beyond the cap."""
+    import agent.fleet.store as store_mod  # noqa: PLC0415
+
+    monkeypatch.setattr(store_mod, "MIGRATIONS", store_mod.MIGRATIONS[:2])
+    old = Store(store_url)
+    old.add_key("k1", "lobby-1", "{}", "keys_dir", NOW)
+    for i, name in ((3, "lobby-1"), (1, "lobby-1"), (2, "made-up"), (0, None)):  # arrival: 0, 1, 2, 3
+        with old.transaction() as cur:
+            old.execute(cur, "INSERT INTO rejections (payload_sha256, topic, device, reason, received_ms, "
+                        "receiver) VALUES (?, ?, ?, ?, ?, ?)", (f"{i:064x}", "t", name, f"junk {i}", NOW + i,
+                                                                "rx"))
+    old.close()
+    monkeypatch.undo()
+    store = Store(store_url, max_rejections=3)
+    try:
+        assert store.query("SELECT reason, n FROM rejections ORDER BY n") == [
+            (f"junk {i}", i + 1) for i in range(4)
+        ]
+        assert store.rejected_per_device() == {"lobby-1": 2, "": 2}
+        _junk(store, 4, "lobby-1")
+        assert [r[0] for r in store.query("SELECT reason FROM rejections ORDER BY n")] == [
+            "junk 2", "junk 3", "junk 4"
+        ]
+        assert store.rejected_per_device() == {"lobby-1": 3, "": 2}
+    finally:
+        store.close()
