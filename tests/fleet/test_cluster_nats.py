@@ -39,6 +39,10 @@ STREAM = "EMOTION_AGENT"
 NODE_DIES_AT = 10
 LAST_WINDOWS = range(20, WINDOWS)
 """Published once the stream has a leader again: stored whichever node died."""
+ELECTION_S = 120
+"""Bound on waiting for a JetStream leader (the cluster's, a stream's). About 2 s on an idle
+host; on a busy 2-core one a three-replica election can take several rounds of NATS' election
+timeouts, and 30 s once ran out."""
 
 
 def _mqtt(port: int, cid: str) -> paho.Client:
@@ -97,15 +101,15 @@ def run_cluster(tmp_path: Path, url: str, victim_role: str) -> tuple[Run, list[S
     replicas: list[Replica] = []
     run = Run()
     try:
-        time.sleep(2.0)  # the cluster elects its JetStream meta leader
+        # the cluster elects its JetStream meta leader (about 2 s idle): a stream is created after
+        wait_until(lambda: _jetstream_answers(nodes), timeout=ELECTION_S, what="the JetStream meta leader")
         replicas = [Replica(tmp_path / f"rx{i}", f"rx-{i}", source=source, database=url, keys_dir=keys_dir,
                             witness_key=witness_key).start() for i in (1, 2, 3)]
         wait_until(lambda: all("receiver running" in r.log.read_text() for r in replicas), timeout=60,
                    what="three replicas running")
-        elected: list[str] = []  # the name read by the wait itself: asked again, the stream may
-        # be between two leaders (a None leader made next() below raise StopIteration under load)
-        wait_until(lambda: _has_leader(nodes, elected), timeout=30, what="the stream and its leader")
-        leader = elected[-1]
+        # the replicas create the stream (each retries with backoff until it can); its leader's
+        # name is the one the wait read: asked again, the stream may be between two leaders
+        leader = wait_for_stream_leader(nodes)
         followers = [n for n in nodes if n.name != leader]
         victim = next(n for n in nodes if n.name == leader) if victim_role == "leader" else followers[1]
         survivors = [n for n in nodes if n is not victim]
@@ -114,9 +118,7 @@ def run_cluster(tmp_path: Path, url: str, victim_role: str) -> tuple[Run, list[S
             NODE_DIES_AT: victim.kill,
             15: replicas[0].start,
             # what follows is published with a stream leader in office
-            LAST_WINDOWS[0] - 1: lambda: wait_until(
-                lambda: _has_leader(survivors), timeout=60, what="a new stream leader"
-            ),
+            LAST_WINDOWS[0] - 1: lambda: wait_for_stream_leader(survivors),
         }
         pub = _mqtt(followers[0].mqtt_port, "sim-devices")
         for w in range(WINDOWS):
@@ -148,17 +150,43 @@ def _publish_window(pub: paho.Client, devices: list[SimDevice], w: int, run: Run
             run.published.add((i, w))
 
 
-def _has_leader(nodes: list[NatsNode], elected: list[str] | None = None) -> bool:
-    """Whether the stream has a leader among ``nodes``; its name is appended to ``elected``."""
+def _jetstream_answers(nodes: list[NatsNode]) -> bool:
+    """Whether every node answers JetStream requests: clustered, only once a meta leader is known."""
+    import nats  # noqa: PLC0415
+
+    async def ask(url: str) -> None:
+        nc = await nats.connect(url, connect_timeout=2, allow_reconnect=False)
+        try:
+            await nc.jetstream(timeout=2).account_info()
+        finally:
+            await nc.close()
+
     try:
-        leader = stream_leader(nodes)
-    except Exception:  # not created or not elected yet
+        for n in nodes:
+            asyncio.run(ask(n.url))
+    except Exception:  # no meta leader yet (503) or no answer in time
         return False
-    if leader is None or leader not in {n.name for n in nodes}:
-        return False
-    if elected is not None:
-        elected.append(leader)
     return True
+
+
+def wait_for_stream_leader(nodes: list[NatsNode], timeout: float = ELECTION_S) -> str:
+    """The name of the stream's leader once it is one of ``nodes``, asking until ``timeout``; a
+    stream not created yet, an election under way or an answer late are asked again, and the
+    last answer is in the failure."""
+    names = {n.name for n in nodes}
+    answer = "none"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            leader = stream_leader(nodes)
+        except Exception as exc:  # not created yet, no leader to answer, or late
+            answer = f"{type(exc).__name__}: {exc}"
+        else:
+            if leader is not None and leader in names:
+                return leader
+            answer = f"leader {leader!r}"
+        time.sleep(0.2)
+    raise AssertionError(f"no leader of stream {STREAM} among {sorted(names)} after {timeout} s: {answer}")
 
 
 def stored_windows(store: Store, devices: list[SimDevice], run: Run) -> set[tuple[int, int]]:
