@@ -257,11 +257,13 @@ class MqttOutput:
         could report a drop to an audit log the service had closed."""
         deadline = time.monotonic() + timeout
         try:
-            self._drain(timeout / 2)
-            with self._status.lock:  # the fallback's 3.1.1 client is installed before (ended below) or never
-                self._stopping.set()
-            self._births.cancel()
-            self._sender.stop(_left(deadline))
+            try:
+                self._drain(timeout / 2)
+            finally:  # the sender thread ends even when the drain raised: not left on a closed spool
+                with self._status.lock:  # a 3.1.1 fallback client is installed before (ended below) or never
+                    self._stopping.set()
+                self._births.cancel()
+                self._sender.stop(_left(deadline))
             client = self._client
             if client is not None:
                 if self._connected.is_set():

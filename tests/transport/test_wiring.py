@@ -232,10 +232,18 @@ def _end_within_fails(out: MqttOutput, monkeypatch: pytest.MonkeyPatch) -> None:
     out._client = cast(Any, _EndsBadly())
 
 
+def _drain_fails(out: MqttOutput, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(timeout: float) -> None:
+        raise OSError("drain failed")
+
+    monkeypatch.setattr(out, "_drain", fail)
+    out._sender.start()
+
+
 @pytest.mark.parametrize(
     ("breaks", "error"),
     [(_sender_stop_fails, "sender thread would not join"), (_offline_fails, "offline not published"),
-     (_end_within_fails, "loop_stop failed")],
+     (_end_within_fails, "loop_stop failed"), (_drain_fails, "drain failed")],
 )
 def test_stop_closes_the_spool_and_says_stopped_even_when_a_step_before_raises(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, breaks: Any, error: str
@@ -250,6 +258,7 @@ def test_stop_closes_the_spool_and_says_stopped_even_when_a_step_before_raises(
     with pytest.raises((RuntimeError, OSError), match=error):
         out.stop(0.2)
     assert out.health().state == "stopped"
+    assert not out._sender.running, "the sender thread is not left running on the closed spool"
     assert out.health().backlog == 1, "the row stays spooled for the next run"
     with pytest.raises(TransportError, match="closed database"):
         out.send(Message(f"{out.base_topic}/stats", b"{}"))
