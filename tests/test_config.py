@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from agent.config import RESERVED_DEVICE_IDS, json_schema, load_config, parse_co
 from agent.crypto import generate_keypair
 from agent.errors import ConfigError
 from agent.fleet.settings import MqttSourceSettings
+from agent.vision.manifest import default_models_dir
 
 MINIMAL = "schema_version: 1\ndevice_id: lobby-1\n"
 
@@ -288,6 +290,23 @@ def test_check_config_refuses_the_clip_and_models_run_would_refuse(
     proc = run_cli("check-config", "-c", str(config))
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert said.format(tmp=tmp_path) in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_check_config_refuses_a_manifest_asking_for_an_input_the_agent_does_not_feed(tmp_path: Path) -> None:
+    """A custom model's entry saying colour YUV: check-config said ``valid`` and the model was
+    fed RGB; now it exits 2 like any other model problem, naming the manifest, entry and field."""
+    models = tmp_path / "models"
+    shutil.copytree(default_models_dir(), models)
+    manifest = json.loads((models / "manifest.json").read_text(encoding="utf-8"))
+    manifest["models"]["face_detection_full_range"]["input"]["color"] = "YUV"
+    (models / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    proc = run_cli("check-config", "-c", str(_runnable(tmp_path, f"vision: {{models_dir: {models}}}\n")))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert (
+        f"{models / 'manifest.json'}: entry 'face_detection_full_range' asks for what this agent does not "
+        "implement: input.color is 'YUV'; allowed: 'RGB'"
+    ) in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
 
 

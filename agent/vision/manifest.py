@@ -2,7 +2,9 @@
 
 ``models/manifest.json`` is written by ``tools/rebuild_models.py`` from pinned wheels. Every
 model is hashed before it is loaded: a missing or altered file is refused with a
-``ModelError`` that names the file, the expected and found hash, and the fix.
+``ModelError`` that names the file, the expected and found hash, and the fix. An entry that asks
+for an input this code does not feed (another dtype, colour or pixel range) or a manifest of
+another ``manifest_version`` is refused too, instead of the model silently getting our own.
 """
 
 from __future__ import annotations
@@ -25,6 +27,18 @@ REBUILD_HINT = (
     "restore the vendored models: in a source checkout run `python tools/rebuild_models.py`; "
     "on an installed device reinstall the package (`sudo tools/install`, docs/installing.md)"
 )
+
+
+MANIFEST_VERSION = 1
+"""The manifest layout this code reads (tools/rebuild_models.py writes it); a newer one may ask
+for what this code does not do, so it is refused rather than half read."""
+EMOTION_MODEL = "emotion"
+"""The entry the pipeline opens as its emotion classifier (fed grey crops); the face detectors
+are the ``face_detection_*`` entries (fed RGB)."""
+INPUT_DTYPE = "float32"
+INPUT_RANGE = (-1.0, 1.0)
+"""What every model is fed: float32 pixels scaled x / 127.5 - 1 (``runtime.to_unit_range``; an
+int8 variant's tensors are (de)quantized from that by ``precision.with_float_io``)."""
 
 
 MODELS_ENV = "EMOTION_AGENT_MODELS"
@@ -145,7 +159,24 @@ def load_manifest(models_dir: Path) -> dict[str, Any]:
         raise ModelError(f"models manifest {path} cannot be read: {exc}; {REBUILD_HINT}") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("models"), dict):
         raise ModelError(f"models manifest {path} has no 'models' mapping; {REBUILD_HINT}")
+    _check_version(path, manifest)
     return manifest
+
+
+def _check_version(path: Path, manifest: dict[str, Any]) -> None:
+    """A manifest of another layout (a newer agent's) is refused: its fields may mean what this
+    code does not implement."""
+    if "manifest_version" not in manifest:
+        found = "no manifest_version"
+    else:
+        version = manifest["manifest_version"]
+        if type(version) in (int, float) and version == MANIFEST_VERSION:  # not True, not "1"
+            return
+        found = f"manifest_version {_shown(version)}"
+    raise ModelError(
+        f"models manifest {path} has {found}; this agent reads manifest_version {MANIFEST_VERSION} only "
+        f"(allowed: {MANIFEST_VERSION}): use the agent these models came with, or {REBUILD_HINT}"
+    )
 
 
 def manifest_entry(models_dir: Path, name: str) -> dict[str, Any]:
@@ -264,6 +295,39 @@ def _labels(value: Any) -> tuple[str, ...]:
     return tuple(seen)
 
 
+class _Unsupported(ValueError):
+    """A field that is well formed but asks for what this code does not do (another input dtype,
+    colour or pixel range): the model would be fed the agent's own conventions regardless."""
+
+
+def _fed_colours(name: str) -> tuple[tuple[str, ...], str]:
+    """The colours the agent may feed the model it opens as ``name``, and why: the detectors RGB
+    (converted from the camera's BGR), the emotion model grey crops; an entry it never opens
+    (only ``selfcheck`` runs it) may say either."""
+    if name == EMOTION_MODEL:
+        return ("GREY",), "the emotion model is fed grey face crops"
+    if name.startswith("face_detection_"):
+        return ("RGB",), "a face detector is fed RGB frames"
+    return ("RGB", "GREY"), "what the agent feeds a model"
+
+
+def _one_of(value: Any, allowed: tuple[str, ...], why: str) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        said = ", ".join(repr(a) for a in allowed)
+        raise _Unsupported(f"is {_shown(value)}; allowed: {said} ({why})")
+    return value
+
+
+def _unit_range(value: Any) -> tuple[float, float]:
+    numbers = isinstance(value, list) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+    )
+    if not numbers or tuple(float(v) for v in value) != INPUT_RANGE:
+        low, high = INPUT_RANGE
+        raise _Unsupported(f"is {_shown(value)}; allowed: [{low}, {high}] (pixels are scaled x / 127.5 - 1)")
+    return INPUT_RANGE
+
+
 def _why(exc: Exception) -> str:
     return f"{exc.args[0]!r} is missing" if isinstance(exc, KeyError) else str(exc)
 
@@ -285,6 +349,9 @@ def model_spec(models_dir: Path, name: str, *, verify: bool = True, precision: s
         "file": lambda: models_dir / _file_name(chosen["file"]),
         "sha256": lambda: str(chosen["sha256"]),
         "input.shape": lambda: _dims(_mapping(entry["input"])["shape"]),
+        "input.dtype": lambda: _one_of(entry["input"]["dtype"], (INPUT_DTYPE,), "the agent feeds float32"),
+        "input.color": lambda: _one_of(entry["input"]["color"], *_fed_colours(name)),
+        "input.range": lambda: _unit_range(entry["input"]["range"]),
         "labels": lambda: _labels(entry.get("labels", [])),
         "anchors": lambda: _anchors(entry),
         "decode": lambda: _mapping(decode),
@@ -299,6 +366,11 @@ def model_spec(models_dir: Path, name: str, *, verify: bool = True, precision: s
     for field, value in fields.items():
         try:
             read[field] = value()
+        except _Unsupported as exc:
+            raise ModelError(
+                f"{models_dir / MANIFEST_NAME}: entry {name!r} asks for what this agent does not "
+                f"implement: {field} {exc}; {REBUILD_HINT}"
+            ) from exc
         except MALFORMED as exc:
             raise ModelError(
                 f"{models_dir / MANIFEST_NAME}: entry {name!r} is malformed: {field} {_why(exc)}; "

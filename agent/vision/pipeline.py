@@ -26,7 +26,14 @@ from agent.frame import Pixels, check_pixels
 from agent.memtrim import trim_file_pages
 from agent.vision.detector import FaceDetector
 from agent.vision.emotion import CROP, EmotionClassifier
-from agent.vision.manifest import MANIFEST_NAME, REBUILD_HINT, ModelSpec, default_models_dir, model_spec
+from agent.vision.manifest import (
+    EMOTION_MODEL,
+    MANIFEST_NAME,
+    REBUILD_HINT,
+    ModelSpec,
+    default_models_dir,
+    model_spec,
+)
 from agent.vision.observation import Detection, FaceObservation, Quality
 from agent.vision.precision import pick_precisions, with_float_io
 from agent.vision.quality import GateLimits, gate, yaw_degrees
@@ -39,7 +46,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-EMOTION_MODEL = "emotion"
 PADDED_MIN_SIDE = 0.4
 """The padded retry is for faces that fill a still: it keeps only boxes at least this share
 of the image wide or high (on scikit-image's logo it found a 0.515 "face" 14 % wide)."""

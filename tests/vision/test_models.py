@@ -163,6 +163,66 @@ DAMAGED_MANIFESTS: dict[str, tuple[str | Callable[[dict[str, Any]], None], str]]
 """Each case: the manifest's text, or a change to its models; what the error says."""
 
 
+UNSUPPORTED_INPUTS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
+    "a float16 input": (_set("emotion.input.dtype", "float16"),
+                        "entry 'emotion' asks for what this agent does not implement: input.dtype is "
+                        "'float16'; allowed: 'float32' (the agent feeds float32)"),
+    "a YUV detector": (_set("face_detection_full_range.input.color", "YUV"),
+                       "entry 'face_detection_full_range' asks for what this agent does not implement: "
+                       "input.color is 'YUV'; allowed: 'RGB' (a face detector is fed RGB frames)"),
+    "a BGR detector": (_set("face_detection_full_range.input.color", "BGR"),
+                       "input.color is 'BGR'; allowed: 'RGB'"),
+    "an RGB emotion model": (_set("emotion.input.color", "RGB"),
+                             "entry 'emotion' asks for what this agent does not implement: input.color is "
+                             "'RGB'; allowed: 'GREY' (the emotion model is fed grey face crops)"),
+    "a [0, 1] range": (_set("emotion.input.range", [0.0, 1.0]),
+                       "entry 'emotion' asks for what this agent does not implement: input.range is "
+                       "[0.0, 1.0]; allowed: [-1.0, 1.0] (pixels are scaled x / 127.5 - 1)"),
+    "a [0, 255] range": (_set("face_detection_full_range.input.range", [0, 255]),
+                         "input.range is [0, 255]; allowed: [-1.0, 1.0]"),
+    "no colour": (lambda m: m["emotion"]["input"].pop("color"),
+                  "entry 'emotion' is malformed: input.color 'color' is missing"),
+}
+"""Each case: an entry asking for an input the code does not feed (it fed its own regardless)."""
+
+
+@pytest.mark.parametrize("case", sorted(UNSUPPORTED_INPUTS))
+def test_an_input_the_agent_does_not_feed_is_refused_naming_the_field(models_copy: Path, case: str) -> None:
+    """Before, dtype, colour and range were never read: a custom model that wanted float16, YUV or
+    [0, 1] loaded and was silently fed float32 RGB (or grey) in [-1, 1]."""
+    change, said = UNSUPPORTED_INPUTS[case]
+    _edit(models_copy, change)
+    with pytest.raises(ModelError) as err:
+        VisionPipeline.from_config(VisionConfig(models_dir=models_copy))
+    message = str(err.value)
+    assert message.startswith(f"{models_copy / 'manifest.json'}: "), message
+    assert said in message, message
+    assert "python tools/rebuild_models.py" in message
+
+
+@pytest.mark.parametrize(
+    ("version", "found"),
+    [(2, "manifest_version 2"), ("1", "manifest_version '1'"), (None, "no manifest_version")],
+)
+def test_a_manifest_of_another_version_is_refused(models_copy: Path, version: object, found: str) -> None:
+    """Before, manifest_version was never read: a newer layout loaded as if it were version 1."""
+    path = models_copy / "manifest.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if version is None:
+        del data["manifest_version"]
+    else:
+        data["manifest_version"] = version
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(ModelError) as err:
+        VisionPipeline.from_config(VisionConfig(models_dir=models_copy))
+    assert str(err.value) == (
+        f"models manifest {path} has {found}; this agent reads manifest_version 1 only (allowed: 1): "
+        "use the agent these models came with, or restore the vendored models: in a source checkout run "
+        "`python tools/rebuild_models.py`; on an installed device reinstall the package "
+        "(`sudo tools/install`, docs/installing.md)"
+    )
+
+
 @pytest.mark.parametrize("case", sorted(DAMAGED_MANIFESTS))
 def test_a_damaged_manifest_is_a_model_error_naming_the_field(models_copy: Path, case: str) -> None:
     """Each raised RecursionError, ValueError, OverflowError or AttributeError: a traceback, exit 1."""
@@ -183,7 +243,8 @@ def _labels(m: dict[str, Any]) -> None:
 
 def _detector_as_emotion(m: dict[str, Any]) -> None:
     det = m["face_detection_full_range"]
-    m["emotion"].update(file=det["file"], sha256=det["sha256"], input=det["input"])
+    m["emotion"].update(file=det["file"], sha256=det["sha256"])
+    m["emotion"]["input"]["shape"] = det["input"]["shape"]  # its colour stays GREY, as the classifier feeds
 
 
 def _short_anchors_on_full(m: dict[str, Any]) -> None:
