@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,10 +86,40 @@ def parse(text: str, source: str = "<config>") -> tuple[Any, LineIndex]:
         raise YamlRefused(source, f"{size} bytes is too large for a config (at most {MAX_BYTES})")
     try:
         return _build(yaml.parse(text, Loader=_Loader), source)
+    except yaml.reader.ReaderError:  # it says "position N", in bytes for libyaml, in characters for PyYAML
+        raise _unprintable(text, source) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
         raise YamlRefused(where, f"not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+
+
+def _unprintable(text: str, source: str) -> YamlRefused:
+    """The reader's refusal of a character (a NUL, another control character) told by line and
+    column, 1-based, as every other refusal is by line; the character's code, never the text."""
+    found = yaml.reader.Reader.NON_PRINTABLE.search(text)  # the set PyYAML and libyaml refuse
+    if found is None:  # not expected: the reader refused something else
+        return YamlRefused(source, "not valid YAML: it holds a character YAML does not allow")
+    char = found.group()
+    line, column = _line_column(text, found.start())
+    kind = (
+        "a NUL byte" if char == "\0"
+        else "a control character" if unicodedata.category(char) == "Cc"
+        else "a character YAML does not allow"
+    )
+    return YamlRefused(
+        f"{source}:{line}",
+        f"not valid YAML: {kind} (U+{ord(char):04X}) at column {column}; YAML text holds no control "
+        "characters but tabs and line breaks: delete it (an editor that shows invisible characters finds it)",
+    )
+
+
+def _line_column(text: str, index: int) -> tuple[int, int]:
+    """The 1-based line and column of ``text[index]``. Lines break where YAML breaks them (\\n,
+    \\r\\n, \\r, U+0085, U+2028, U+2029), which is where ``splitlines`` does in text holding no
+    control character (the other breaks it knows are control characters)."""
+    lines = (text[:index] + "x").splitlines()
+    return len(lines), len(lines[-1])
 
 
 def _build(events: Any, source: str) -> tuple[Any, LineIndex]:

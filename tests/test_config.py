@@ -100,6 +100,48 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+FIX = "YAML text holds no control characters but tabs and line breaks: delete it"
+NUL, CONTROL = "a NUL byte (U+0000)", "a control character"
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        (MINIMAL + "mqtt:\n  host: hunter\x002\n", f":4: not valid YAML: {NUL} at column 15; "),
+        (MINIMAL + "mqtt: {host: b}\x07\n", f":3: not valid YAML: {CONTROL} (U+0007) at column 16; "),
+        ("\x1b" + MINIMAL, f":1: not valid YAML: {CONTROL} (U+001B) at column 1; "),
+        # after two-byte characters: libyaml counts its "position" in bytes, not characters
+        (MINIMAL + "site: {notes: \"éé\x00\"}\n", f":3: not valid YAML: {NUL} at column 18; "),
+        (MINIMAL.replace("\n", "\r\n") + "x: a\x00\r\n", f":3: not valid YAML: {NUL} at column 5; "),
+    ],
+    ids=["NUL", "BEL", "ESC first", "after non-ASCII", "CRLF lines"],
+)
+def test_a_control_character_in_the_file_is_located_by_line_and_column(
+    tmp_path: Path, text: str, said: str
+) -> None:
+    """The error said "position 52" (characters or, through libyaml, bytes from the file's start),
+    where every other YAML error says its line."""
+    path = tmp_path / "agent.yaml"
+    path.write_bytes(text.encode("utf-8"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}{said}{FIX}"), message
+    assert "position" not in message
+    assert "hunter" not in message  # the file's text is not shown
+
+
+def test_check_config_locates_a_nul_byte_by_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_bytes((MINIMAL + "mqtt:\n  host: hunter\x002\n").encode())
+    proc = run_cli("check-config", "-c", str(path))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr == (
+        f"emotion-agent: error: {path}:4: not valid YAML: a NUL byte (U+0000) at column 15; {FIX} "
+        "(an editor that shows invisible characters finds it)\n"
+    )
+
+
 def test_check_config_exits_2_without_traceback(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(MINIMAL + "mqtt:\n  port: 70000\n")
