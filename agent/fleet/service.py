@@ -105,10 +105,16 @@ class FleetService:
             metrics=self.metrics,
             now_ms=self._now_ms,
         )
-        h = settings.http
+        h, vkey = settings.http, self._witness_vkey
         self.web = (
-            FleetWeb(h.host, h.port, settings.receiver_id, self.metrics, self.store) if h.port else None
+            FleetWeb(h.host, h.port, settings.receiver_id, self.metrics, self.store, witness_vkey=vkey)
+            if h.port
+            else None
         )
+
+    @property
+    def _witness_vkey(self) -> str | None:
+        return None if self.witness is None else self.witness.vkey
 
     def _now_ms(self) -> int:
         return int(self.clock.time() * 1000)
@@ -121,6 +127,11 @@ class FleetService:
             self.web.start()
         self.inbox.start(self.receiver.handle)
         logger.info("receiver running", extra={"receiver": self.settings.receiver_id})
+        if self.witness is not None:
+            logger.info(
+                "witness verifier key %s: list it in the devices' audit.witnesses and give it to "
+                "audit verify --witness", self._witness_vkey, extra={"receiver": self.settings.receiver_id},
+            )
         try:
             while not self.signals.received and not self.stop_requested.wait(ROLLUP_EVERY_S):
                 if self.inbox.error is not None:

@@ -83,7 +83,7 @@ def _when(ms: int | None) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def render_page(store: Store) -> str:
+def render_page(store: Store, witness_vkey: str | None = None) -> str:
     devices = store.query("SELECT device, last_seen_ms, kid FROM devices ORDER BY device")
     witness = {
         str(r[0]): (int(r[1]), int(r[2]))
@@ -115,15 +115,33 @@ def render_page(store: Store) -> str:
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>emotion-agent fleet</title>"
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
         "td,th{border:1px solid #999;padding:.3em .6em;text-align:left}</style></head><body>"
-        f"<h1>emotion-agent fleet</h1><p>{len(devices)} device(s)</p>"
+        f"<h1>emotion-agent fleet</h1><p>{len(devices)} device(s)</p>{_witness_line(witness_vkey)}"
         "<table><thead><tr><th>device</th><th>last seen</th><th>last cosigned checkpoint</th>"
         "<th>refused checkpoints</th><th>gaps</th><th>rejected messages</th><th>key</th></tr></thead>"
         f"<tbody>{body}</tbody></table></body></html>\n"
     )
 
 
+def _witness_line(vkey: str | None) -> str:
+    if vkey is None:
+        return "<p>witness: off</p>"
+    return (
+        f"<p>witness verifier key: <code>{_esc(vkey)}</code> (for the devices' "
+        "<code>audit.witnesses</code> and <code>audit verify --witness</code>)</p>"
+    )
+
+
 class FleetWeb:
-    def __init__(self, host: str, port: int, receiver_id: str, metrics: Metrics, store: Store) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        receiver_id: str,
+        metrics: Metrics,
+        store: Store,
+        *,
+        witness_vkey: str | None = None,
+    ) -> None:
         web = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -134,6 +152,7 @@ class FleetWeb:
                 return
 
         self.receiver_id, self.metrics, self.store = receiver_id, metrics, store
+        self.witness_vkey = witness_vkey
         self.server = ThreadingHTTPServer((host, port), Handler)
         self.port = int(self.server.server_address[1])
         self._thread = threading.Thread(target=self.server.serve_forever, name="fleet-web", daemon=True)
@@ -151,7 +170,8 @@ class FleetWeb:
                 self.store.query("SELECT 1")
                 status, kind, text = 200, "text/plain", "ok\n"
             elif path == "/":
-                status, kind, text = 200, "text/html; charset=utf-8", render_page(self.store)
+                page = render_page(self.store, self.witness_vkey)
+                status, kind, text = 200, "text/html; charset=utf-8", page
             else:
                 status, kind, text = 404, "text/plain", "not found\n"
         except Exception as exc:  # the database is down: say so, keep serving

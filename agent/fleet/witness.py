@@ -25,7 +25,7 @@ from typing import Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from agent.audit.cosignature import cosign
+from agent.audit.cosignature import cosign, cosigner_vkey
 from agent.audit.merkle import verify_consistency
 from agent.audit.note import NoteError, SignedCheckpoint, open_checkpoint
 from agent.fleet.store import LOCK_WITNESS, Store
@@ -89,6 +89,12 @@ class Witness:
         self.store = store
         self.name = name
         self.key = key
+
+    @property
+    def vkey(self) -> str:
+        """The verifier key (``NAME+KEYID+BASE64``) devices' ``audit.witnesses`` and ``audit verify
+        --witness`` take: logged at start and shown on the fleet page, so nobody has to derive it."""
+        return cosigner_vkey(self.name, self.key.public_key())
 
     def add(
         self,

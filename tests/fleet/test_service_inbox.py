@@ -59,11 +59,17 @@ def settings(tmp_path: Path, database: str | None = None, keys_dir: Path | None 
     })
 
 
-def test_a_receiver_whose_inbox_stopped_for_good_exits_non_zero(tmp_path: Path) -> None:
+def test_a_receiver_whose_inbox_stopped_for_good_exits_non_zero(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     inbox = DyingInbox()
     service = FleetService(settings(tmp_path), inbox=inbox)
+    caplog.set_level("INFO", logger="agent.fleet.service")
     assert service.run() == INBOX_FAILED != 0
     assert inbox.stopped
+    assert service.witness is not None
+    said = f"witness verifier key {service.witness.vkey}: list it in the devices' audit.witnesses"
+    assert said in caplog.text
 
 
 class FailoverInbox:

@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from agent.audit.cosignature import parse_vkey
 from agent.crypto import MemorySequenceStore, Signer
 from agent.fleet.inbox import Delivery
 from agent.fleet.receiver import Receiver
 from agent.fleet.registry import Registry
 from agent.fleet.store import Store
-from agent.fleet.web import FleetWeb
+from agent.fleet.web import FleetWeb, render_page
 from agent.fleet.witness import Witness
 from tests.fleet.sim import SimDevice
 
@@ -89,3 +90,18 @@ def test_the_fleet_page_in_headless_chromium(served: FleetWeb) -> None:
     assert "boot 1: 3–4" in rows["lobby-2"]
     assert "size " in rows["lobby-1"]
     assert "none" in rows["lobby-2"]  # no cosigned checkpoint yet
+
+
+def test_the_fleet_page_shows_the_witness_verifier_key_devices_and_auditors_need(tmp_path: Path) -> None:
+    """Devices' ``audit.witnesses`` and ``audit verify --witness`` take the witness's verifier key;
+    it could only be derived in Python (docs/fleet.md named a function)."""
+    store = Store(f"sqlite:///{tmp_path / 'fleet.db'}")
+    key = Ed25519PrivateKey.generate()
+    vkey = Witness(store, "w.test", key).vkey
+    try:
+        name, public = parse_vkey(vkey)
+        assert (name, public.public_bytes_raw()) == ("w.test", key.public_key().public_bytes_raw())
+        assert f"witness verifier key: <code>{vkey}</code>" in render_page(store, vkey)
+        assert "<p>witness: off</p>" in render_page(store)
+    finally:
+        store.close()
