@@ -46,21 +46,46 @@ def cosigner_vkey(name: str, public_key: Ed25519PublicKey) -> str:
     return f"{name}+{cosigner_key_id(name, public_key).hex()}+{data}"
 
 
+VKEY_WHERE = "the receiver logs its witness verifier key at start and shows it on its fleet page"
+
+
 def parse_vkey(vkey: str) -> tuple[str, Ed25519PublicKey]:
     """A ``name+hexkeyid+base64(0x04||key)`` verifier key; ValueError saying what is wrong
     (without the key: the caller names where it came from)."""
+    slip = _pasted_wrong(vkey)
+    if slip:
+        raise ValueError(slip)
     name, _, rest = vkey.partition("+")
     key_hex, _, data = rest.partition("+")
     try:
         raw = base64.b64decode(data, validate=True)
     except ValueError as exc:
-        raise ValueError("the key part is not base64") from exc
+        raise ValueError(f"the key part after the second '+' is not base64 ({VKEY_WHERE})") from exc
     if not name or len(raw) != 33 or raw[:1] != COSIGNATURE_V1:
-        raise ValueError("expected NAME+KEYID+BASE64(0x04 || 32-byte Ed25519 key)")
+        raise ValueError(f"expected NAME+KEYID+BASE64(0x04 || 32-byte Ed25519 key) ({VKEY_WHERE})")
     key = Ed25519PublicKey.from_public_bytes(raw[1:])
     if cosigner_key_id(name, key).hex() != key_hex:
-        raise ValueError(f"key ID {key_hex} does not match the name and key")
+        raise ValueError(f"key ID {key_hex} does not match the name and key (a character changed?)")
     return name, key
+
+
+def _pasted_wrong(vkey: str) -> str | None:
+    """The slips of a copy and paste, named: spaces or quotes around the key, or another kind
+    of key (a device's public key, a key file) where a verifier key belongs."""
+    if vkey != vkey.strip():
+        return "it has spaces or line breaks before or after the key: remove them"
+    quotes = ("'", '"', "`")
+    if vkey.startswith(quotes) or vkey.endswith(quotes):
+        return "it is wrapped in quotes inside the value: remove them"
+    try:  # base64 has '+' too: a raw key may hold one
+        bare = len(base64.b64decode(vkey, validate=True)) == 32
+    except ValueError:
+        bare = False
+    if bare:
+        return f"this is a bare Ed25519 public key, not a witness verifier key ({VKEY_WHERE})"
+    if vkey.endswith((".jwk", ".pem", ".pub", ".key")) or vkey.startswith(("{", "-----")):
+        return f"this is a key or key file, not a witness verifier key ({VKEY_WHERE})"
+    return None
 
 
 def note_body(note: bytes) -> bytes:
@@ -82,6 +107,25 @@ def cosign(note: bytes, name: str, key: Ed25519PrivateKey, timestamp: int) -> st
     sig = key.sign(signed_message(note_body(note), timestamp))
     blob = cosigner_key_id(check_name(name), key.public_key()) + struct.pack(">Q", timestamp) + sig
     return f"{SIG_PREFIX}{name} {base64.b64encode(blob).decode('ascii')}\n"
+
+
+def cosigners(note: bytes, most: int = 3) -> list[str]:
+    """``name key ID hex`` of the first ``most`` cosignature-shaped lines of ``note``, unverified,
+    the name cut to printable ASCII: what a device refusing a note can say it found instead."""
+    found: list[str] = []
+    _, _, sigs = note.partition(b"\n\n")
+    for raw in sigs.decode("utf-8", errors="replace").split("\n"):
+        if len(found) == most or not raw.startswith(SIG_PREFIX):
+            continue
+        name, _, data = raw[len(SIG_PREFIX) :].rpartition(" ")
+        try:
+            blob = base64.b64decode(data, validate=True)
+        except ValueError:
+            continue
+        if len(blob) == 4 + 8 + 64:
+            shown = "".join(c for c in name if c.isascii() and c.isprintable())[:64]
+            found.append(f"{shown} key ID {blob[:4].hex()}")
+    return found
 
 
 def find_cosignature(note: bytes, name: str, public_key: Ed25519PublicKey) -> Cosignature | None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.atomic import append_durable, write_atomic
-from agent.audit.cosignature import find_cosignature
+from agent.audit.cosignature import cosigner_key_id, cosigners, find_cosignature
 from agent.audit.note import NoteError, SignedCheckpoint, open_checkpoint, split_notes
 from agent.audit.store import CHECKPOINTS_FILE
 from agent.log_throttle import Throttled
@@ -193,8 +193,10 @@ class CosignatureInbox:
         if bad:
             return ("forged", f"ignored a cosigned checkpoint of size {size}: its cosignature by "
                     f"{', '.join(bad)} does not verify")
+        listed = ", ".join(f"{n} key ID {cosigner_key_id(n, k).hex()}" for n, k in self.witnesses)
+        found = "; ".join(cosigners(payload)) or "none"
         return ("unwitnessed", f"ignored a cosigned checkpoint of size {size}: no cosignature by a "
-                "witness of audit.witnesses")
+                f"witness of audit.witnesses ({listed}); cosignatures found: {found}")
 
     def _no_room(self, size: int, length: int) -> tuple[str, ...] | None:
         if self._per_size[size] >= MAX_PER_SIZE:

@@ -67,7 +67,7 @@ class AuditConfig(Section):
             try:
                 parse_vkey(vkey)
             except ValueError as exc:
-                raise ValueError(f"item {i + 1} ({vkey[:40]!r}): {exc}") from exc
+                raise ValueError(f"item {i + 1} ({_shown(vkey)}): {exc}") from exc
         return value
 
     @property
@@ -76,3 +76,8 @@ class AuditConfig(Section):
         from agent.audit.cosignature import parse_vkey  # noqa: PLC0415 - as in _vkeys
 
         return [parse_vkey(v) for v in self.witnesses]
+
+
+def _shown(vkey: str) -> str:
+    """The whole value (a verifier key is public), so the slip in it shows; cut only when long."""
+    return repr(vkey) if len(vkey) <= 200 else f"{vkey[:200]!r}... ({len(vkey)} characters)"

@@ -26,7 +26,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.audit.cosignature import find_cosignature
+from agent.audit.cosignature import cosigner_key_id, find_cosignature
 from agent.audit.cosigned import COSIGNATURES_FILE
 from agent.audit.entries import Entry, decode_entry, records_a_checkpoint
 from agent.audit.invariants import Invariants
@@ -387,8 +387,8 @@ def verify_log(
         result.checkpoints = load_notes(data, CHECKPOINTS_FILE, keys, result)
     for source, blob in external:
         result.external += load_notes(blob, source, keys, result)
-    for loc in result.external:
-        _cosignatures(loc, witnesses, result)
+    forged = {name for loc in result.external for name in _cosignatures(loc, witnesses, result)}
+    _silent_witnesses([(n, k) for n, k in witnesses if n not in forged], result)
     result.segments = len(segments)
     if not segments:
         raise PayloadError(f"{root_dir}: no audit segments (segment-*.jsonl) found")
@@ -624,20 +624,38 @@ def _legacy(result: VerifyResult, v: _Verifier) -> None:
 Witnesses = Sequence[tuple[str, Ed25519PublicKey]]
 
 
-def _cosignatures(loc: Located, witnesses: Witnesses, result: VerifyResult) -> None:
+def _cosignatures(loc: Located, witnesses: Witnesses, result: VerifyResult) -> list[str]:
     """Record which trusted witnesses cosigned an external checkpoint (C2SP tlog-cosignature).
 
     A cosignature line that does not verify is a warning, not a failure: the checkpoint is the
     device's (its own signature was checked), and anyone who can publish to the cosignature
-    topic can append a line to ``cosignatures.log``; it is simply not counted as cosigned."""
+    topic can append a line to ``cosignatures.log``; it is simply not counted as cosigned.
+    Returns the witnesses such a line was found for (already warned about)."""
+    forged = []
     for name, key in witnesses:
         try:
             found = find_cosignature(loc.cp.note, name, key)
         except NoteError as exc:
             result.warnings.append(f"{loc.where}: {exc}: not counted as cosigned")
+            forged.append(name)
             continue
         if found is not None:
             result.cosigned.append((loc.where, name, loc.cp.size))
+    return forged
+
+
+def _silent_witnesses(witnesses: Witnesses, result: VerifyResult) -> None:
+    """A ``--witness`` that cosigned nothing (and has no forged line, warned about already) is
+    said: a mistyped key and a log no witness has seen yet look alike, and an OK without a
+    ``cosigned:`` line was easy to misread."""
+    seen = {name for _, name, _ in result.cosigned}
+    for name, key in witnesses:
+        if name not in seen:
+            result.warnings.append(
+                f"--witness {name} (key ID {cosigner_key_id(name, key).hex()}) cosigned none of the "
+                f"{len(result.external)} external checkpoint(s): a key that is not the witness's, or "
+                "a log it has not seen"
+            )
 
 
 def _b64(h: bytes) -> str:
@@ -656,10 +674,10 @@ def summary_lines(result: VerifyResult) -> list[str]:
     ]
     if result.cosigned:
         names = sorted({name for _, name, _ in result.cosigned})
-        biggest = max(size for _, _, size in result.cosigned)
+        sizes = {size for _, _, size in result.cosigned}
         out.append(
-            f"cosigned: {len(result.cosigned)} external checkpoint(s) by {', '.join(names)}, "
-            f"up to tree size {biggest}"
+            f"cosigned: {len(sizes)} tree size(s) by {', '.join(names)}, up to tree size {max(sizes)} "
+            f"({len(result.cosigned)} cosigned cop{'y' if len(result.cosigned) == 1 else 'ies'})"
         )
     out += [f"key: {line}" for line in result.followed]
     if result.partial:

@@ -6,6 +6,7 @@ that came after was refused (said in docs/fleet.md as a known gap)."""
 from __future__ import annotations
 
 import base64
+import json
 import struct
 from pathlib import Path
 
@@ -116,3 +117,45 @@ def test_the_service_hands_the_configured_witnesses_to_its_inbox(
         ]
     finally:
         service.close()
+
+
+def test_a_witness_listed_with_the_wrong_key_is_named_beside_what_was_found(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A valid verifier key of another key (a replica's own key, a renamed witness) passed
+    check-config, and every real cosignature was then refused with the words used for junk."""
+    key, witness, note = _setup(tmp_path)
+    listed = Ed25519PrivateKey.generate().public_key()
+    inbox = CosignatureInbox(tmp_path, key.public_key(), [(WITNESS, listed)])
+    assert inbox.accept(note + cosign(note, WITNESS, witness, 1_800_000_000).encode()) is False
+    real_id = cosigner_key_id(WITNESS, witness.public_key()).hex()
+    listed_id = cosigner_key_id(WITNESS, listed).hex()
+    said = f"(witness.test key ID {listed_id}); cosignatures found: witness.test key ID {real_id}"
+    assert said in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        (" {vkey}", "it has spaces or line breaks before or after the key"),
+        ("{vkey}\n", "it has spaces or line breaks before or after the key"),
+        ('"{vkey}"', "it is wrapped in quotes inside the value"),
+        ("{raw}", "this is a bare Ed25519 public key, not a witness verifier key"),
+        ("/etc/emotion-agent/witness.pub.jwk", "this is a key or key file, not a witness verifier key"),
+        ("{vkey}xyz", "the key part after the second '+' is not base64"),
+    ],
+)
+def test_a_pasted_verifier_key_says_what_slipped_and_shows_all_of_it(value: str, said: str) -> None:
+    """The error cut the value to 40 characters: a trailing space or quote, a truncation or a
+    pasted log line all showed as the right key, with "not base64" or "key ID does not match"."""
+    witness = Ed25519PrivateKey.generate().public_key()
+    vkey = cosigner_vkey(WITNESS, witness)
+    raw = base64.b64encode(witness.public_bytes_raw()).decode()
+    item = value.format(vkey=vkey, raw=raw)
+    with pytest.raises(InputError) as info:
+        parse_config(
+            f"schema_version: 1\ndevice_id: d-1\naudit: {{witnesses: [{json.dumps(item)}]}}\n", "c.yaml"
+        )
+    (problem,) = info.value.problems
+    assert said in problem, problem
+    assert repr(item) in problem, problem

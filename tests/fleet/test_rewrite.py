@@ -56,7 +56,14 @@ def test_a_rewritten_log_is_caught_by_the_witness_and_by_audit_verify(tmp_path: 
     vkey = cosigner_vkey("witness.test", wkey.public_key())
     ok = _audit_verify(dev.folder / "audit", jwk, "--witness", vkey)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "cosigned: 1 external checkpoint(s) by witness.test" in ok.stdout
+    assert "cosigned: 1 tree size(s) by witness.test" in ok.stdout
+    assert "cosigned none" not in ok.stdout
+    other = cosigner_vkey("witness.test", Ed25519PrivateKey.generate().public_key())
+    wrong = _audit_verify(dev.folder / "audit", jwk, "--witness", other)
+    assert wrong.returncode == 0, wrong.stdout + wrong.stderr  # nothing cosigned by it is no failure...
+    assert "cosigned: " not in wrong.stdout
+    assert "warning: --witness witness.test (key ID " in wrong.stdout  # ...but it is said
+    assert "cosigned none of the 1 external checkpoint(s)" in wrong.stdout
 
     # Whoever holds the key writes a fresh, self-consistent log in place of the real one.
     receiver_copy = tmp_path / "cosigned-by-receiver.note"
