@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 MAX_WITNESSES = 16
+"""More than a site runs: each listed key is tried on every cosigned copy that arrives."""
 
 
 class AuditConfig(Section):
