@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import random
 import shutil
 import signal
 import socket
@@ -57,10 +58,31 @@ topic write homeassistant/status
 """
 
 
+def _ephemeral_range() -> range:
+    try:
+        low, high = (int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        return range(32768, 61000)
+    return range(low, high + 1)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port free now, outside the kernel's ephemeral range: a port the kernel handed
+    out (bind to 0) and we released can be taken again as the source port of any outgoing
+    connection before the server binds it (a NATS node's route to another took a third node's
+    cluster port: "bind: address already in use")."""
+    ephemeral = _ephemeral_range()
+    for _ in range(200):
+        port = random.randrange(10_000, 65_536)  # noqa: S311 - a test port, not a secret
+        if port in ephemeral:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port outside the ephemeral range")
 
 
 @dataclass(frozen=True)

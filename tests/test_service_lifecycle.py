@@ -17,7 +17,7 @@ import pytest
 
 from agent import sdnotify
 from agent import service as service_module
-from agent.audit.entries import decode_entry
+from agent.audit.entries import Entry, decode_entry
 from agent.audit.verify import verify_log
 from agent.clock import FakeClock
 from agent.config import load_config
@@ -282,8 +282,7 @@ def test_a_message_the_broker_refuses_during_the_stop_is_in_the_audit_log_under_
     dropped = sum(mqtt.health().dropped.values())
     assert dropped > before, "no message was refused during the stop"
     audit = tmp_path / "state" / "audit"
-    entries = [decode_entry(line) for p in sorted(audit.glob("segment-*.jsonl"))
-               for line in p.read_bytes().splitlines()]
+    entries = _audit_entries(audit)
     recorded = [e.data["message"] for e in entries if e.kind == "error" and e.data["code"] == "spool_dropped"]
     assert sum(int(m.split()[0]) for m in recorded) == dropped, recorded
     assert not [r for r in caplog.records if r.exc_info], "a report to the audit log failed"
@@ -385,21 +384,31 @@ class _FailingPipeline(CountingPipeline):
         return super().analyze(pixels, schedule, frame, lores=lores)
 
 
+def _scripted_run(tmp_path: Path, pipeline: CountingPipeline) -> Service:
+    """A service on 100 scripted frames whose vision stage is ``pipeline``."""
+    path = write_config(tmp_path, "scripted.mp4", extra=NO_GATE)
+    return Service(
+        load_config(path), path, FakeClock(start=1_800_000_000.0),
+        opener=lambda s, o, c: ScriptedSource(c, 100, False),
+        pipeline_factory=lambda _c: pipeline,  # type: ignore[arg-type,return-value]
+    )
+
+
+def _audit_entries(audit: Path) -> list[Entry]:
+    """Every entry of the audit log in ``audit``, segment by segment."""
+    segments = sorted(audit.glob("segment-*.jsonl"))
+    return [decode_entry(line) for p in segments for line in p.read_bytes().splitlines()]
+
+
 def test_an_error_that_ends_the_run_is_in_the_audit_log_under_its_last_checkpoint(tmp_path: Path) -> None:
     """An error escaping the loop ended the run with a ``stop`` entry saying ``reason: stopped``
     and nothing else: an auditor could not tell a crash from a clean stop (found by a new user's
     trial). Now an ``error`` entry ``run_failed`` says what failed, and the stop says ``failed``."""
-    path = write_config(tmp_path, "scripted.mp4", extra=NO_GATE)
-    service = Service(
-        load_config(path), path, FakeClock(start=1_800_000_000.0),
-        opener=lambda s, o, c: ScriptedSource(c, 100, False),
-        pipeline_factory=lambda _c: _FailingPipeline(),  # type: ignore[arg-type,return-value]
-    )
+    service = _scripted_run(tmp_path, _FailingPipeline())
     with pytest.raises(RuntimeFailure, match="interpreter failed"):
         service.run()
     audit = tmp_path / "state" / "audit"
-    entries = [decode_entry(line) for p in sorted(audit.glob("segment-*.jsonl"))
-               for line in p.read_bytes().splitlines()]
+    entries = _audit_entries(audit)
     failed = [e.data for e in entries if e.kind == "error" and e.data["code"] == "run_failed"]
     assert failed == [{"code": "run_failed", "message": "the emotion model's interpreter failed (scripted)"}]
     (stop,) = [e.data for e in entries if e.kind == "stop"]
@@ -419,16 +428,10 @@ class _BuggyPipeline(CountingPipeline):
 def test_an_unexpected_error_is_recorded_by_its_type_and_place_not_its_text(tmp_path: Path) -> None:
     """The audit log outlives the frame: an unexpected error's text could quote anything,
     pixel values included, so only its type and where it was raised are recorded."""
-    path = write_config(tmp_path, "scripted.mp4", extra=NO_GATE)
-    service = Service(
-        load_config(path), path, FakeClock(start=1_800_000_000.0),
-        opener=lambda s, o, c: ScriptedSource(c, 100, False),
-        pipeline_factory=lambda _c: _BuggyPipeline(),  # type: ignore[arg-type,return-value]
-    )
+    service = _scripted_run(tmp_path, _BuggyPipeline())
     with pytest.raises(ValueError, match="unexpected pixel values"):
         service.run()
-    entries = [decode_entry(line) for p in sorted((tmp_path / "state" / "audit").glob("segment-*.jsonl"))
-               for line in p.read_bytes().splitlines()]
+    entries = _audit_entries(tmp_path / "state" / "audit")
     (failed,) = [e.data["message"] for e in entries if e.kind == "error" and e.data["code"] == "run_failed"]
     assert failed.startswith("ValueError at test_service_lifecycle.py:"), failed
     assert "120" not in failed

@@ -115,7 +115,9 @@ def cosigners(note: bytes, most: int = 3) -> list[str]:
     found: list[str] = []
     _, _, sigs = note.partition(b"\n\n")
     for raw in sigs.decode("utf-8", errors="replace").split("\n"):
-        if len(found) == most or not raw.startswith(SIG_PREFIX):
+        if len(found) == most:
+            break
+        if not raw.startswith(SIG_PREFIX):
             continue
         name, _, data = raw[len(SIG_PREFIX) :].rpartition(" ")
         try:
