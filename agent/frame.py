@@ -1,8 +1,11 @@
 """The frame: the only object that ever holds pixels, and only inside a lease.
 
 Pixels are BGR ``uint8`` arrays of shape (height, width, 3), as OpenCV and picamera2's
-``RGB888`` format deliver them. A Frame is handed from a camera source to one consumer, used
-inside ``with lease(frame) as pixels:`` (see ``agent.privacy.lease``), and zeroed on exit.
+``RGB888`` format deliver them, or grey (height, width) when the source made the detector's
+colour copy itself (``Frame.lores``, ``agent.camera.scaled_copy``): the emotion model reads grey
+crops, so past the detector's copy the colour of the full frame is never needed. A Frame is
+handed from a camera source to one consumer, used inside ``with lease(frame) as pixels:`` (see
+``agent.privacy.lease``), and zeroed on exit.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ class Frame:
     """One captured image, its capture time and its place in the stream."""
 
     pixels: Pixels
+    """BGR (H, W, 3), or grey (H, W) when ``lores`` is the detector's copy (see above)."""
     index: int
     captured_mono: float
     """Monotonic capture time (seconds): the start of the frame's lifetime."""
@@ -42,12 +46,13 @@ class Frame:
     """The privacy zones (the route's ``ZoneMask``) blanked in ``pixels`` before a CPU-scaled
     copy was made, None when there were none. The route reads such a copy only if these are its
     own zones; else the detector resizes the zoned frame itself."""
-    detector_read: Callable[[int | None, object | None], None] | None = field(default=None)
+    detector_read: Callable[[int | None, object | None, bool], None] | None = field(default=None)
     """From a source that scales on the CPU: told, once the frame was analysed, the detector's
     input side if the detector ran on it (else None) and the route's privacy zones. The source
     makes no copy while the change gate keeps skipping the detector (an empty scene), makes them
     again once it runs, at the side of the detector in use (a reload may change it without
-    reopening a file), from pixels with those zones blanked."""
+    reopening a file), from pixels with those zones blanked. Third: whether the route takes
+    grey frames beside the copy (``pixels`` then grey, the colour frame zeroed at once)."""
 
     @property
     def stream_time(self) -> float:
@@ -64,14 +69,20 @@ class Frame:
         return int(self.pixels.shape[1])
 
 
+def is_grey(pixels: Pixels) -> bool:
+    """A grey frame (H, W): its colour went only into the detector's copy (``Frame.lores``)."""
+    return pixels.ndim == 2
+
+
 def check_pixels(pixels: Pixels) -> None:
-    """Refuse anything that is not a BGR uint8 H x W x 3 image."""
-    ok = isinstance(pixels, np.ndarray) and pixels.dtype == np.uint8 and pixels.ndim == 3
-    if not ok or pixels.shape[2] != 3:
+    """Refuse anything that is not a BGR uint8 H x W x 3 or grey H x W image."""
+    ok = isinstance(pixels, np.ndarray) and pixels.dtype == np.uint8
+    if not ok or not (pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] == 3)):
         shape = getattr(pixels, "shape", None)
         dtype = getattr(pixels, "dtype", type(pixels).__name__)
         raise SourceError(
-            f"the vision stage needs BGR uint8 H x W x 3 pixels, got shape {shape} dtype {dtype}"
+            "the vision stage needs BGR uint8 H x W x 3 (or grey H x W) pixels, "
+            f"got shape {shape} dtype {dtype}"
         )
     if pixels.shape[0] < 2 or pixels.shape[1] < 2:
         raise SourceError(

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from agent.frame import Frame
+from agent.frame import Frame, is_grey
 from agent.privacy.lease import LifetimeRecorder, lease
 from agent.privacy.zones import ZoneMask, filter_faces
 from agent.vision.observation import FaceObservation
@@ -63,7 +63,7 @@ class FrameRoute:
         self.recorder = recorder
         self.filter = faces or FaceFilter()
         self._first_capture: float | None = None
-        self._source_copy: Callable[[int | None, object | None], None] | None = None
+        self._source_copy: Callable[[int | None, object | None, bool], None] | None = None
         """The last frame's ``detector_read``: how to tell its source what the next copy needs."""
 
     def carry(self, frame: Frame) -> Carried:
@@ -74,15 +74,18 @@ class FrameRoute:
         with lease(frame, self.recorder) as pixels:
             if admitted:
                 lores = frame.lores
-                if frame.cpu_scaled and frame.lores_zones is not self.zones:
+                stale = frame.cpu_scaled and frame.lores_zones is not self.zones
+                if stale and not is_grey(pixels):
                     lores = None  # scaled before these zones were blanked: resized here instead
                 if self.zones is not None:
                     self.zones.apply(pixels)
-                    if lores is not None and not frame.cpu_scaled:  # the ISP's, from the raw image
+                    if lores is not None and (stale or not frame.cpu_scaled):
+                        # the ISP's, from the raw image; or a grey frame's only colour, scaled
+                        # before these zones: every pixel a zone reaches into is blanked
                         self.zones.apply_covering(lores, pixels.shape[:2])
                 faces = self.stage.analyze(pixels, frame.index, now, lores)
                 if frame.detector_read is not None:
-                    frame.detector_read(self.stage.copy_wanted, self.zones)
+                    frame.detector_read(self.stage.copy_wanted, self.zones, self.stage.grey_wanted)
                     self._source_copy = frame.detector_read
         if faces:
             faces = filter_faces(
@@ -104,9 +107,9 @@ class FrameRoute:
         if self._source_copy is not None:
             successor.adopt_source(self._source_copy)
 
-    def adopt_source(self, detector_read: Callable[[int | None, object | None], None]) -> None:
+    def adopt_source(self, detector_read: Callable[[int | None, object | None, bool], None]) -> None:
         """Take over the source of the route this one replaces, telling it what this one wants."""
-        detector_read(self.stage.copy_wanted, self.zones)
+        detector_read(self.stage.copy_wanted, self.zones, self.stage.grey_wanted)
         self._source_copy = detector_read
 
     def _elapsed(self, frame: Frame) -> float:

@@ -226,6 +226,10 @@ class RecordingPipeline:
     def detector_side(self) -> int:
         return self.real.detector_side
 
+    @property
+    def grey_frames(self) -> bool:
+        return self.real.grey_frames
+
     def analyze(self, pixels: Pixels, *_: object, lores: object = None) -> list[FaceObservation]:
         if self.stop_after is not None and len(self.lent) >= self.stop_after:
             raise KeyboardInterrupt

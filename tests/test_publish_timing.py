@@ -54,6 +54,7 @@ class SlowerWithFaces:
 
     labels = ("happy", "neutral")
     detector_side = 192
+    grey_frames = False
 
     def __init__(self, clock: FakeClock, faces: int, after: float) -> None:
         self.clock, self.faces, self.after = clock, faces, after

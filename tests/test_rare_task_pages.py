@@ -31,6 +31,7 @@ T0 = 1_800_000_000.0
 class CountingPipeline:
     labels = ("happy", "neutral")
     detector_side = 192
+    grey_frames = False
 
     def __init__(self) -> None:
         self.frames = 0

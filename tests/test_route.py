@@ -39,6 +39,7 @@ class SeeingPipeline:
 
     labels = ("happy",)
     detector_side = 192
+    grey_frames = False
 
     def __init__(self, faces: list[FaceObservation] | None = None, fail: bool = False) -> None:
         self.faces = faces or []

@@ -106,6 +106,7 @@ class CountingPipeline:
 
     labels = ("happy", "neutral")
     detector_side = 192
+    grey_frames = False
 
     def __init__(self) -> None:
         self.frames = 0
@@ -372,6 +373,7 @@ class AngryCrowd:
 
     labels = ("angry", "neutral")
     detector_side = 192
+    grey_frames = False
 
     def __init__(self) -> None:
         self.calls = 0

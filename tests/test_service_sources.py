@@ -29,6 +29,7 @@ class StopAfter:
 
     labels = ("happy", "neutral")
     detector_side = 192
+    grey_frames = False
 
     def __init__(self, limit: int | None = None) -> None:
         self.frames = 0

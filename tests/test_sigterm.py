@@ -144,6 +144,7 @@ class _LiveCamera:
 class _NoFaces:
     labels = ("happy", "neutral")
     detector_side = 192
+    grey_frames = False
 
     def analyze(
         self, pixels: object, schedule: object = None, frame: int = 0, *, lores: object = None

@@ -71,6 +71,19 @@ class FramePool:
             self._buffers.append(out)
         return out
 
+    def buffer(self, shape: tuple[int, ...]) -> Pixels:
+        """A free buffer of ``shape``, else a new one that joins the pool while there is room
+        (a free one of another size leaves it)."""
+        buf = self.free_buffer()
+        if buf is not None and buf.shape == shape:
+            return buf
+        if buf is not None:
+            self._buffers = [b for b in self._buffers if b is not buf]
+        out: Pixels = np.empty(shape, np.uint8)
+        if len(self._buffers) < self.size:
+            self._buffers.append(out)
+        return out
+
     def clear(self) -> None:
         """Zero and forget every buffer (the source closes)."""
         for buf in self._buffers:

@@ -115,3 +115,5 @@ class OpenCVSource:
             self._cap.release()
             self._cap = None
         self._pool.clear()
+        if self.scaled is not None:
+            self.scaled.close()

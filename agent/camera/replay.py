@@ -377,4 +377,6 @@ class ReplaySource:
             self._cap.release()
             self._cap = None
         self._pool.clear()
+        if self.scaled is not None:
+            self.scaled.close()
         self._ended = True

@@ -7,6 +7,12 @@ bytes it reads are the ones its own resize would have written. In ``run`` the gr
 decodes, so this work runs beside the analysis instead of in it; ``analyze`` and ``bench``
 decode in the analysing thread, and ``bench`` reports the time it took (``seconds``).
 
+When the route takes grey frames (``Frame.detector_read``'s third value: no tiles, no padded
+stills), the source hands it the frame in grey beside the colour copy and zeroes the colour
+frame at once: the emotion model reads grey crops, so the full-size colour image lives only
+from the decode to here. The analysing thread then zeroes a third of the bytes and crops without
+converting colour; the conversion runs where the scaling runs (in ``seconds``).
+
 Privacy zones are blanked in the frame before it is scaled, so the copy is the detector's own
 resize of the zoned frame: nothing inside a zone reaches it, whatever the filter's reach. The
 route names its zones with each frame it analysed (``Frame.detector_read``) and reads a copy
@@ -18,10 +24,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import cv2
 import numpy as np
 
+from agent.camera.buffers import FramePool
 from agent.clock import Clock
 from agent.frame import Frame, Pixels
+from agent.privacy.lease import zero
 from agent.privacy.zones import ZoneMask
 from agent.vision.shrink import shared
 
@@ -31,41 +40,55 @@ class ScaledCopy:
 
     def __init__(self, side: int) -> None:
         self._shrinker = shared(side)
-        self._asked: tuple[int | None, ZoneMask | None] = (side, None)
-        """(side, zones) from the last analysed frame (``detector_read``): no zones until a
-        route says (a route with zones then reads no copy made before it said)."""
+        self._asked: tuple[int | None, ZoneMask | None, bool] = (side, None, False)
+        """(side, zones, grey) from the last analysed frame (``detector_read``): no zones until a
+        route says (a route with zones then reads no copy made before it said), colour frames
+        until it says it takes grey ones."""
+        self._greys = FramePool()
         self.frames = 0
         """Copies made."""
         self.seconds = 0.0
         """Wall time spent making them, blanking the zones included."""
 
-    def detector_read(self, side: int | None, zones: object | None) -> None:
+    def detector_read(self, side: int | None, zones: object | None, grey: bool = False) -> None:
         """``Frame.detector_read``, called from the analysing thread: the side to scale to
-        (None while the detector does not run: then no copy is made) and the zones to blank
-        first. One tuple is replaced whole, so the decoding thread never sees half of it."""
-        self._asked = (side, zones if isinstance(zones, ZoneMask) else None)
+        (None while the detector does not run: then no copy is made), the zones to blank
+        first, and whether grey frames will do. One tuple is replaced whole, so the decoding
+        thread never sees half of it."""
+        self._asked = (side, zones if isinstance(zones, ZoneMask) else None, grey)
 
-    def of(self, pixels: Pixels) -> tuple[Pixels | None, ZoneMask | None]:
+    def of(self, pixels: Pixels) -> tuple[Pixels | None, ZoneMask | None, Pixels]:
         """A new array (the frame owns it; its lease zeroes it) holding ``pixels`` with the
-        zones blanked, shrunk; and those zones. No copy (None) while the detector is not
-        running (it would be thrown away), or for a frame smaller than the letterbox, which the
-        detector enlarges itself (the copy would save nothing)."""
-        side, zones = self._asked
+        zones blanked, shrunk; those zones; and the frame to hand out: ``pixels``, or when grey
+        frames were asked for and a copy was made, a pooled grey one (``pixels`` then zeroed).
+        No copy (None) while the detector is not running (it would be thrown away), or for a
+        frame smaller than the letterbox, which the detector enlarges itself (the copy would
+        save nothing)."""
+        side, zones, grey = self._asked
         if side is None:
-            return None, None
+            return None, None, pixels
         if side != self._shrinker.side:  # a reload changed the detector
             self._shrinker = shared(side)
         p = self._shrinker.placement(pixels.shape[1], pixels.shape[0])
         if p.w > pixels.shape[1] or p.h > pixels.shape[0]:
-            return None, None
+            return None, None, pixels
         t0 = time.perf_counter()
         if zones is not None:
             zones.apply(pixels)
         rgb: Pixels = np.empty((p.h, p.w, 3), np.uint8)
         self._shrinker.shrink(pixels, rgb)
+        shown = pixels
+        if grey:
+            shown = self._greys.buffer(pixels.shape[:2])
+            cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY, dst=shown)
+            zero(pixels)
         self.frames += 1
         self.seconds += time.perf_counter() - t0
-        return rgb, zones
+        return rgb, zones, shown
+
+    def close(self) -> None:
+        """Zero and forget the grey buffers (the source closes)."""
+        self._greys.clear()
 
 
 def scaled_copy(side: int | None) -> ScaledCopy | None:
@@ -81,9 +104,9 @@ def decoded_frame(
     captured, stamp = clock.monotonic(), clock.time()
     if copy is None:
         return Frame(pixels, index, captured, stamp, source_time=source_time)
-    lores, zones = copy.of(pixels)
+    lores, zones, shown = copy.of(pixels)
     return Frame(
-        pixels, index, captured, stamp, source_time=source_time, lores=lores,
+        shown, index, captured, stamp, source_time=source_time, lores=lores,
         cpu_scaled=lores is not None, lores_zones=zones, detector_read=copy.detector_read,
     )
 

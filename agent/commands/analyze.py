@@ -57,6 +57,9 @@ class Pipeline(Protocol):
     @property
     def detector_side(self) -> int: ...
 
+    @property
+    def grey_frames(self) -> bool: ...
+
     def close(self) -> None: ...
 
 

@@ -37,7 +37,7 @@ from agent.commands import bench_clip, bench_matrix
 from agent.commands.bench_memory import anon_rss_mb, file_rss_mb, peak_rss_mb
 from agent.config import load_config
 from agent.errors import InputError, SourceError
-from agent.frame import Frame, Pixels
+from agent.frame import Frame, Pixels, is_grey
 from agent.privacy import coredump
 from agent.privacy.lease import LifetimeRecorder, lease
 from agent.route import FrameRoute
@@ -261,9 +261,12 @@ class Samples:
         return limit, total
 
 
-def prime_models(pipeline: VisionPipeline, frame: Pixels) -> None:
-    """Leave real inputs in both models (a letterboxed frame, an aligned face) for raw invokes."""
-    dets = pipeline.detector.detect(frame)
+def prime_models(pipeline: VisionPipeline, frame: Pixels, lores: Pixels | None = None) -> None:
+    """Leave real inputs in both models (a letterboxed frame, an aligned face) for raw invokes;
+    a grey frame's detector input comes from its colour copy, as in the route."""
+    if is_grey(frame) and not pipeline.detector.reads(lores, frame):
+        return  # no colour to fill the detector from: the inputs of the last frame stay
+    dets = pipeline.detector.detect(frame, lores)
     if dets:
         pipeline.classifier.classify(pipeline.classifier.align(frame, dets[0]))
 
@@ -280,7 +283,7 @@ class Shot:
     its copy, which the service's frame lifetime counts, so the bench's counts it too."""
     cpu_scaled: bool = False
     lores_zones: object | None = None
-    detector_read: Callable[[int | None, object | None], None] | None = None
+    detector_read: Callable[[int | None, object | None, bool], None] | None = None
 
 
 def measure(
@@ -357,11 +360,11 @@ def _one_frame(
     s.faces += len(faces)
     s.lores += lores is not None
     s.reads.append(sum(f.probs is not None for f in faces))
-    buffers.fill(Shot(shot.pixels))
+    lores = buffers.fill(shot)
     try:
-        prime_models(pipeline, buffers.pixels)
+        prime_models(pipeline, buffers.pixels, lores)
     finally:
-        buffers.pixels.fill(0)  # the copy the priming read: no pixels wait for the next frame
+        buffers.zero()  # the copies the priming read: no pixels wait for the next frame
     s.detect.append(timed_invoke(pipeline.detector.model))
     s.emotion.append(timed_invoke(pipeline.classifier.model))
     pipeline.clear()  # zero the scratch the priming used

@@ -101,7 +101,11 @@ def _warm_up(pipeline: VisionPipeline, frame: Frame, totals: _Totals) -> None:
     """Route a copy of the first frame once, untimed, through the plain stage (first invokes
     set up their kernels), then forget the invoke times it left. The copy is zeroed by its
     lease; the frame itself goes on to the timed pass."""
-    copy = Frame(frame.pixels.copy(), frame.index, frame.captured_mono, frame.timestamp, frame.source_time)
+    copy = Frame(
+        frame.pixels.copy(), frame.index, frame.captured_mono, frame.timestamp, frame.source_time,
+        lores=None if frame.lores is None else frame.lores.copy(), cpu_scaled=frame.cpu_scaled,
+        lores_zones=frame.lores_zones,
+    )
     FrameRoute(VisionStage.plain(pipeline)).carry(copy)
     totals.detect.clear()
     totals.emotion.clear()

@@ -53,6 +53,11 @@ class FaceDetector:
         should deliver (``Frame.lores``) for the detector to skip its resize."""
         return self._shrinker.placement(frame_w, frame_h)
 
+    def reads(self, lores: Pixels | None, pixels: Pixels) -> bool:
+        """Would ``detect`` read ``lores`` (it has the placement's size) instead of ``pixels``?"""
+        p = self.placement(pixels.shape[1], pixels.shape[0])
+        return lores is not None and lores.shape == (p.h, p.w, 3)
+
     def _fill_scaled(self, rgb: Pixels, p: Placement) -> None:
         """The input from an RGB image the camera already scaled to the placement's size."""
         if p.w == self.size:
@@ -85,7 +90,7 @@ class FaceDetector:
         when it has exactly the placement's size (else ignored: a camera reopened for another
         detector size delivers the old size until then)."""
         placement = self.placement(pixels.shape[1], pixels.shape[0])
-        if lores is not None and lores.shape == (placement.h, placement.w, 3):
+        if lores is not None and self.reads(lores, pixels):
             self._fill_scaled(lores, placement)
         else:
             placement = self._letterbox(pixels)

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from agent.frame import Pixels
+from agent.frame import Pixels, is_grey
 from agent.vision.manifest import ModelSpec
 from agent.vision.observation import Detection
 from agent.vision.quality import DENOISE_SIGMA
@@ -111,7 +111,12 @@ class EmotionClassifier:
             self._dirty.append(out)
         region = sampled_region((cx, cy), side, angle, (w, h))
         self.cut_by_edge = _cut(region, (cx, cy), side, angle)
-        if k == 1:
+        if k == 1 and is_grey(pixels):
+            cv2.warpAffine(
+                pixels, np.array(m), (CROP, CROP), dst=out, flags=cv2.INTER_LINEAR,
+                borderMode=border, borderValue=0,
+            )
+        elif k == 1:
             self._warp_colour(pixels, m, border, out)
         else:
             self._warp_grey(pixels, (m, k), region, border, out)
@@ -145,14 +150,15 @@ class EmotionClassifier:
         (m, k), (x0, y0, x1, y1) = warp, box
         m[0][2] += m[0][0] * x0 + m[0][1] * y0  # the warp reads the region, not the frame
         m[1][2] += m[1][0] * x0 + m[1][1] * y0
-        region = self._region(x1 - x0, y1 - y0)
+        region = pixels[y0:y1, x0:x1] if is_grey(pixels) else self._region(x1 - x0, y1 - y0)
         used = [buf for j, buf in self._work.items() if j <= k]
         out = self._work[k]
         try:
             if not region.size:  # a degenerate box: nothing of the frame to read
                 grey.fill(0)
                 return
-            cv2.cvtColor(pixels[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY, dst=region)
+            if not is_grey(pixels):  # a grey frame is read where it is (its lease zeroes it)
+                cv2.cvtColor(pixels[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY, dst=region)
             cv2.warpAffine(
                 region, np.array(m), (CROP * k, CROP * k), dst=out, flags=cv2.INTER_LINEAR,
                 borderMode=border, borderValue=0,
@@ -163,7 +169,8 @@ class EmotionClassifier:
                 cv2.resize(out, (CROP * k, CROP * k), dst=smaller, interpolation=cv2.INTER_LINEAR)
                 out = smaller
         finally:
-            region.fill(0)
+            if not is_grey(pixels):
+                region.fill(0)
             for buf in used:
                 buf.fill(0)
 

@@ -75,6 +75,9 @@ class ChangeGate:
             src = self._strided
         import cv2  # noqa: PLC0415 - only an enabled gate needs OpenCV (see the module docstring)
 
+        if src.ndim == 2:  # a grey frame (agent.frame)
+            cv2.resize(src, (w, h), dst=self._current, interpolation=cv2.INTER_AREA)
+            return
         cv2.resize(src, (w, h), dst=self._small, interpolation=cv2.INTER_AREA)
         cv2.cvtColor(self._small, cv2.COLOR_BGR2GRAY, dst=self._current)
         self._small.fill(0)

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.errors import BackendUnavailable, ModelError
-from agent.frame import Pixels, check_pixels
+from agent.frame import Pixels, check_pixels, is_grey
 from agent.memtrim import trim_file_pages
 from agent.vision.detector import FaceDetector
 from agent.vision.emotion import CROP, EmotionClassifier
@@ -191,6 +191,13 @@ class VisionPipeline:
         return self.detector.size
 
     @property
+    def grey_frames(self) -> bool:
+        """Frames may come grey (``agent.frame``): the detector reads only the whole frame,
+        from the source's colour copy (no tiles, no padded stills, which read the frame's
+        colour)."""
+        return self.tiles == 1 and not self.stills
+
+    @property
     def backend(self) -> str:
         return self.detector.model.backend
 
@@ -212,7 +219,16 @@ class VisionPipeline:
     ) -> list[Detection]:
         """The whole frame (from ``lores`` when the camera scaled it), plus each tile of the grid
         when ``tiles`` > 1 (views, not copies); for a ``still`` in which nothing was found, the
-        frame padded with black as well."""
+        frame padded with black as well. A grey frame goes to the detector only through its
+        colour copy; where that is missing (a frame decoded before a reload asked for tiles or
+        for another detector) its grey is spread over three channels for this frame."""
+        if is_grey(pixels) and (self.tiles > 1 or still or not self.detector.reads(lores, pixels)):
+            colour: Pixels = np.empty((*pixels.shape, 3), np.uint8)
+            cv2.cvtColor(pixels, cv2.COLOR_GRAY2BGR, dst=colour)
+            try:
+                return self._detect(colour, still, lores)
+            finally:
+                colour.fill(0)
         found = self.detector.detect(pixels, lores)
         if self.tiles > 1:
             h, w = pixels.shape[:2]

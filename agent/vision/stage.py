@@ -47,6 +47,11 @@ class Analyzer(Protocol):
         """The detector's square input: the size of ``Frame.lores`` it reads."""
         ...
 
+    @property
+    def grey_frames(self) -> bool:
+        """Grey frames with a colour copy serve it as well as colour ones (``agent.frame``)."""
+        ...
+
 
 PLAIN = GatingConfig(enabled=False, emotion_every_frames=1)
 """Gate off, every face read on every frame."""
@@ -144,6 +149,11 @@ class VisionStage:
         """For ``Frame.detector_read``: the detector's side when the last frame went to it
         (the next frame's copy would be read), None when the change gate skipped it."""
         return self.pipeline.detector_side if self.detected_last else None
+
+    @property
+    def grey_wanted(self) -> bool:
+        """For ``Frame.detector_read``: the next frame may come grey beside its colour copy."""
+        return self.pipeline.grey_frames
 
     def pause(self) -> None:
         """Capture stopped (privacy mode, schedule): zero the gate's reference thumbnail and

@@ -24,6 +24,7 @@ class Pipeline:
     """Finds one face while ``present``; records the schedule it was handed."""
 
     detector_side = 192
+    grey_frames = False
 
     def __init__(self) -> None:
         self.present = False
@@ -144,7 +145,7 @@ def test_only_the_reference_thumbnail_outlives_a_frame_and_a_pause_zeroes_it() -
 def test_a_malformed_frame_is_a_clear_source_error_before_the_gate_runs() -> None:
     s = stage(GatingConfig(), Pipeline())
     with pytest.raises(SourceError, match="BGR uint8"):
-        s.analyze(np.zeros((90, 160), np.uint8), 0, 0.0)
+        s.analyze(np.zeros((90, 160, 4), np.uint8), 0, 0.0)
     assert s.gate.is_zero()
 
 

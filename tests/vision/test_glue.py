@@ -178,9 +178,10 @@ def colour_warp_crop(classifier: EmotionClassifier, pixels: Pixels, det: Detecti
 
 
 def test_grey_region_crop_is_the_colour_warp_up_to_rounding(pipeline: VisionPipeline, media: Path) -> None:
-    """``align`` turns only the sampled region grey and warps one channel: the crop must be
-    the colour warp's within rounding, for small, large (k = 2, 4) and tilted faces, and for
-    faces cut by the frame's edge (the region clipped, the rest black as before)."""
+    """``align`` turns only the sampled region grey and warps one channel (a grey frame: warps
+    it where it is, at every size): the crop must be the colour warp's within rounding, for
+    small, large (k = 2, 4) and tilted faces, and for faces cut by the frame's edge (the region
+    clipped, the rest black as before)."""
     image = read(media, "astronaut.png")
     classifier = pipeline.classifier
     seen: set[int] = set()
@@ -196,10 +197,12 @@ def test_grey_region_crop_is_the_colour_warp_up_to_rounding(pipeline: VisionPipe
                     side = max(det.box[2] * cut.shape[1], det.box[3] * cut.shape[0]) * 1.3
                     seen.add(4 if side >= 256 else 2 if side >= 128 else 1)
                     fast = classifier.align(cut, det).astype(int)
+                    grey = classifier.align(cv2.cvtColor(cut, cv2.COLOR_BGR2GRAY), det).astype(int)
                     slow = colour_warp_crop(classifier, cut, det).astype(int)
                     classifier.clear()
-                    diff = np.abs(fast - slow)
-                    assert diff.max() <= 3, (scale, angle, shift)
-                    assert diff.mean() < 0.6, (scale, angle, shift)
+                    for crop in (fast, grey):  # from the colour frame and from a grey frame
+                        diff = np.abs(crop - slow)
+                        assert diff.max() <= 3, (scale, angle, shift)
+                        assert diff.mean() < 0.6, (scale, angle, shift)
     assert seen == {1, 2, 4}
     assert pipeline.scratch_is_zero()

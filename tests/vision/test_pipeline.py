@@ -264,7 +264,7 @@ def test_inside_a_lease_the_frame_is_zero_afterwards_and_faces_survive(
 @pytest.mark.parametrize(
     ("pixels", "found"),
     [
-        (np.zeros((64, 64), np.uint8), "shape (64, 64)"),
+        (np.zeros((64, 64, 1), np.uint8), "shape (64, 64, 1)"),
         (np.zeros((64, 64, 3), np.float32), "dtype float32"),
         (np.zeros((64, 64, 4), np.uint8), "shape (64, 64, 4)"),
     ],

@@ -44,7 +44,7 @@ def test_the_copy_fills_the_detector_input_byte_for_byte_as_its_own_resize(
     det._letterbox(frame)
     own = input_bytes(pipeline)
     det.clear()
-    lores, _ = ScaledCopy(det.size).of(frame)
+    lores, _, _ = ScaledCopy(det.size).of(frame)
     assert lores is not None
     det._fill_scaled(lores, det.placement(*size))
     try:
@@ -208,11 +208,11 @@ def test_a_copy_is_made_only_while_wanted_and_at_the_side_asked_for() -> None:
     copy.detector_read(None, None)
     assert copy.of(frame)[0] is None
     copy.detector_read(128, None)
-    small, _ = copy.of(frame)
+    small, _, _ = copy.of(frame)
     assert small is not None
     assert small.shape == (72, 128, 3)
     copy.detector_read(192, None)  # a reload changed the detector; the file source was not reopened
-    large, _ = copy.of(frame)
+    large, _, _ = copy.of(frame)
     assert large is not None
     assert large.shape == (108, 192, 3)
     assert copy.frames == 2
