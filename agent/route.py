@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from agent.frame import Frame, is_grey
+from agent.frame import Frame
 from agent.privacy.lease import LifetimeRecorder, lease
 from agent.privacy.zones import ZoneMask, filter_faces
 from agent.vision.observation import FaceObservation
@@ -74,14 +74,13 @@ class FrameRoute:
         with lease(frame, self.recorder) as pixels:
             if admitted:
                 lores = frame.lores
-                stale = frame.cpu_scaled and frame.lores_zones is not self.zones
-                if stale and not is_grey(pixels):
-                    lores = None  # scaled before these zones were blanked: resized here instead
+                if frame.cpu_scaled and frame.lores_zones is not self.zones:
+                    # scaled before these zones were blanked: resized here instead (a grey
+                    # frame's grey, spread over three channels, for that frame)
+                    lores = None
                 if self.zones is not None:
                     self.zones.apply(pixels)
-                    if lores is not None and (stale or not frame.cpu_scaled):
-                        # the ISP's, from the raw image; or a grey frame's only colour, scaled
-                        # before these zones: every pixel a zone reaches into is blanked
+                    if lores is not None and not frame.cpu_scaled:  # the ISP's, from the raw image
                         self.zones.apply_covering(lores, pixels.shape[:2])
                 faces = self.stage.analyze(pixels, frame.index, now, lores)
                 if frame.detector_read is not None:

@@ -7,8 +7,8 @@
 
 A backend module is imported only when its key is selected, so a Pi without OpenCV's FFmpeg or
 a laptop without picamera2 fails only when that backend is asked for, with what to install.
-Sources hand out ``Frame`` objects whose pixels are writeable BGR uint8 arrays owned by the
-caller, who uses them inside ``with lease(frame) as pixels:``.
+Sources hand out ``Frame`` objects whose pixels are writeable BGR (or grey, ``agent.frame``)
+uint8 arrays owned by the caller, who uses them inside ``with lease(frame) as pixels:``.
 """
 
 from __future__ import annotations

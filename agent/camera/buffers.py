@@ -77,7 +77,8 @@ class FramePool:
         buf = self.free_buffer()
         if buf is not None and buf.shape == shape:
             return buf
-        if buf is not None:
+        if buf is not None:  # zeroed by its frame's lease already; again, as it leaves
+            buf.fill(0)
             self._buffers = [b for b in self._buffers if b is not buf]
         out: Pixels = np.empty(shape, np.uint8)
         if len(self._buffers) < self.size:

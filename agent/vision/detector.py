@@ -85,7 +85,8 @@ class FaceDetector:
             rgb.fill(0)
 
     def detect(self, pixels: Pixels, lores: Pixels | None = None) -> list[Detection]:
-        """Faces in a BGR frame, best first. Scratch buffers still hold pixels until ``clear``.
+        """Faces in a BGR frame (a grey one only with ``lores``), best first. Scratch buffers
+        still hold pixels until ``clear``.
         ``lores``: the same frame scaled by the camera, RGB; used instead of resizing ``pixels``
         when it has exactly the placement's size (else ignored: a camera reopened for another
         detector size delivers the old size until then)."""

@@ -77,10 +77,10 @@ class ChangeGate:
 
         if src.ndim == 2:  # a grey frame (agent.frame)
             cv2.resize(src, (w, h), dst=self._current, interpolation=cv2.INTER_AREA)
-            return
-        cv2.resize(src, (w, h), dst=self._small, interpolation=cv2.INTER_AREA)
-        cv2.cvtColor(self._small, cv2.COLOR_BGR2GRAY, dst=self._current)
-        self._small.fill(0)
+        else:
+            cv2.resize(src, (w, h), dst=self._small, interpolation=cv2.INTER_AREA)
+            cv2.cvtColor(self._small, cv2.COLOR_BGR2GRAY, dst=self._current)
+            self._small.fill(0)
         self._strided.fill(0)
 
     def changed_cells(self) -> int:

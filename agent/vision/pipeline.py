@@ -1,4 +1,5 @@
-"""The vision stage: BGR pixels in, ``FaceObservation``s (numbers only) out.
+"""The vision stage: BGR pixels (or grey, with the source's colour copy) in,
+``FaceObservation``s (numbers only) out.
 
     with lease(frame) as pixels:
         faces = pipeline.analyze(pixels)
