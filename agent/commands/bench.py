@@ -265,7 +265,7 @@ def prime_models(pipeline: VisionPipeline, frame: Pixels, lores: Pixels | None =
     """Leave real inputs in both models (a letterboxed frame, an aligned face) for raw invokes;
     a grey frame's detector input comes from its colour copy, as in the route."""
     if is_grey(frame) and not pipeline.detector.reads(lores, frame):
-        return  # no colour to fill the detector from: the inputs of the last frame stay
+        return  # no colour to fill the detector from: the raw invokes run on zeroed inputs
     dets = pipeline.detector.detect(frame, lores)
     if dets:
         pipeline.classifier.classify(pipeline.classifier.align(frame, dets[0]))

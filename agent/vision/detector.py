@@ -55,8 +55,8 @@ class FaceDetector:
 
     def reads(self, lores: Pixels | None, pixels: Pixels) -> bool:
         """Would ``detect`` read ``lores`` (it has the placement's size) instead of ``pixels``?"""
-        p = self.placement(pixels.shape[1], pixels.shape[0])
-        return lores is not None and lores.shape == (p.h, p.w, 3)
+        placement = self.placement(pixels.shape[1], pixels.shape[0])
+        return lores is not None and lores.shape == placement.scaled_shape
 
     def _fill_scaled(self, rgb: Pixels, p: Placement) -> None:
         """The input from an RGB image the camera already scaled to the placement's size."""
@@ -91,7 +91,7 @@ class FaceDetector:
         when it has exactly the placement's size (else ignored: a camera reopened for another
         detector size delivers the old size until then)."""
         placement = self.placement(pixels.shape[1], pixels.shape[0])
-        if lores is not None and self.reads(lores, pixels):
+        if lores is not None and lores.shape == placement.scaled_shape:  # as ``reads``
             self._fill_scaled(lores, placement)
         else:
             placement = self._letterbox(pixels)

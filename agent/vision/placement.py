@@ -27,6 +27,11 @@ class Placement:
     w: int
     h: int
 
+    @property
+    def scaled_shape(self) -> tuple[int, int, int]:
+        """The shape of the RGB image a camera's scaler delivers for it (``Frame.lores``)."""
+        return (self.h, self.w, 3)
+
     @classmethod
     def fit(cls, frame_w: int, frame_h: int, size: int) -> Placement:
         scale = size / max(frame_w, frame_h)
