@@ -52,7 +52,9 @@ class Frame:
     makes no copy while the change gate keeps skipping the detector (an empty scene), makes them
     again once it runs, at the side of the detector in use (a reload may change it without
     reopening a file), from pixels with those zones blanked. Third: whether the route takes
-    grey frames beside the copy (``pixels`` then grey, the colour frame zeroed at once)."""
+    grey frames beside the copy (``pixels`` then grey, the colour frame zeroed at once).
+    picamera2 listens only to the third: its ISP scales every frame, and with grey frames it
+    turns the main stream grey as it copies it out of the camera's buffer."""
 
     @property
     def stream_time(self) -> float:

@@ -21,6 +21,12 @@ inference starts. Not ``request.make_array``: for padded rows it copies the whol
 copies that without the padding, and frees the first copy with the pixels still in it. The
 camera's own buffers are libcamera's (reused for the next frames, never written to disk); the
 agent cannot zero them.
+
+Grey frames (``agent.frame``): once the route says it takes them (``Frame.detector_read``) and
+the lores stream is in use, that one copy is the main stream turned grey, straight from the
+mapped buffer: the colour image is never copied out of libcamera's buffer, and the analysing
+thread zeroes and crops a third of the bytes. The frames' arrays come from a ``FramePool`` and
+are reused once their frame is gone, as a decoder's are.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from agent.camera.base import SourceInfo, SourceOptions
+from agent.camera.buffers import FramePool
 from agent.clock import Clock
 from agent.errors import BackendUnavailable, CameraLost, SourceError
 from agent.frame import Frame, Pixels
@@ -117,6 +124,15 @@ class Picamera2Source:
         self._count = 0
         self._lores: tuple[int, int] | None = None
         """(w, h) of the lores stream in use, None when there is none."""
+        self._grey = False
+        """The route takes grey frames (``detector_read``); used only beside a lores copy."""
+        self._pool = FramePool()
+
+    def detector_read(self, side: int | None, zones: object | None, grey: bool = False) -> None:
+        """``Frame.detector_read``, from the analysing thread. Only ``grey`` matters here: the
+        ISP scales every frame from the raw image (the side is fixed when the camera opens) and
+        the route blanks its zones in both copies itself."""
+        self._grey = grey
 
     @property
     def info(self) -> SourceInfo:
@@ -183,21 +199,23 @@ class Picamera2Source:
         # as a decoding source's does (agent.camera.scaled_copy.decoded_frame).
         captured, stamp = self.clock.monotonic(), self.clock.time()
         pixels, lores = self._copies(request)
-        frame = Frame(pixels, self._count, captured, stamp, lores=lores)
+        frame = Frame(pixels, self._count, captured, stamp, lores=lores, detector_read=self.detector_read)
         self._count += 1
         return frame
 
     def _copies(self, request: Any) -> tuple[Pixels, Pixels | None]:
-        """The frame's copy and its lores RGB, the request released; if anything fails on the
-        way, the release included (libcamera refuses to queue a request again once the camera
-        is gone), the copies already made are zeroed before the error leaves."""
+        """The frame's copy (grey when the route takes grey frames and the lores RGB was made,
+        so the lores copy is read first) and its lores RGB, the request released; if anything
+        fails on the way, the release included (libcamera refuses to queue a request again once
+        the camera is gone), the copies already made are zeroed before the error leaves."""
         made: list[Pixels] = []
         try:
             try:
-                with self._mapped(request, "main", write=False) as mapped:
-                    made.append(self._copy(mapped.array))
+                lores = None
                 if self._lores is not None and (lores := self._read_lores(request, self._lores)) is not None:
                     made.append(lores)
+                with self._mapped(request, "main", write=False) as mapped:
+                    made.append(self._copy(mapped.array, grey=self._grey and lores is not None))
             finally:
                 refused = _release(request)
         except BaseException:
@@ -208,7 +226,7 @@ class Picamera2Source:
             raise CameraLost(
                 f"picamera2:{self.camera_num}: the camera refused its buffer back: {refused}"
             ) from refused
-        return made[0], made[1] if len(made) > 1 else None
+        return made[-1], lores
 
     def _read_lores(self, request: Any, size: tuple[int, int]) -> Pixels | None:
         """The request's lores copy as RGB; a failure there (the stream missing, a mapping
@@ -284,19 +302,27 @@ class Picamera2Source:
             return None
         return yuv420_to_rgb(view, w, h)
 
-    def _copy(self, view: Any) -> Pixels:
-        """The one copy of the camera's buffer: a writeable, contiguous array the lease zeroes."""
+    def _copy(self, view: Any, grey: bool = False) -> Pixels:
+        """The one copy of the camera's buffer, into a pooled array the lease zeroes: the BGR
+        pixels, or with ``grey`` their grey, converted from the mapped buffer in one pass."""
         shape = getattr(view, "shape", None)
         if shape is None or len(shape) != 3 or shape[2] != 3:
             raise CameraLost(
                 f"picamera2:{self.camera_num}: expected an RGB888 (h, w, 3) buffer, got {shape}"
             )
-        pixels: Pixels = np.empty(shape, np.uint8)
-        np.copyto(pixels, view)
+        if not grey:
+            pixels = self._pool.buffer(tuple(shape))
+            np.copyto(pixels, view)
+            return pixels
+        import cv2  # noqa: PLC0415 - the camera layer imports OpenCV only where it converts
+
+        pixels = self._pool.buffer(tuple(shape[:2]))
+        cv2.cvtColor(view, cv2.COLOR_BGR2GRAY, dst=pixels)
         return pixels
 
     def close(self) -> None:
         cam, self._cam = self._cam, None
+        self._pool.clear()
         if cam is None:
             return
         try:

@@ -80,22 +80,25 @@ def test_a_camera_whose_frames_stop_is_reported_and_reopened(
     assert "cancel_all_and_flush" in FakePicamera2.instances[0].calls  # so it can be closed
 
 
+@pytest.mark.parametrize("grey", [False, True])
 def test_a_request_that_fails_to_release_leaves_no_pixels_behind(
-    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch, grey: bool
 ) -> None:
     """``CompletedRequest.release`` re-queues the request (``camera.queue_request``, which raises
     when libcamera refuses it, e.g. a camera that has gone away). The copies the read already made
-    of the frame (main and lores) must then be zeroed, as at every other camera loss."""
+    of the frame (main, in colour or grey, and lores) must then be zeroed, as at every other camera
+    loss."""
     scene = np.full((720, 1280, 3), 200, np.uint8)
     module = make_module(scene=[scene])
     src = Picamera2Source("0", SourceOptions(fps=5, detector_side=192), clock, module=module)
     src.open()
+    src.detector_read(192, None, grey)
     made: list[np.ndarray] = []
     copy = Picamera2Source._copy
     to_rgb = picam.yuv420_to_rgb
 
-    def recording_copy(self: Picamera2Source, view: Any) -> np.ndarray:
-        out = copy(self, view)
+    def recording_copy(self: Picamera2Source, view: Any, grey: bool = False) -> np.ndarray:
+        out = copy(self, view, grey)
         made.append(out)
         return out
 
@@ -116,4 +119,5 @@ def test_a_request_that_fails_to_release_leaves_no_pixels_behind(
     with pytest.raises((CameraLost, RuntimeError)):
         src.read()
     assert len(made) == 2  # the frame's copy and the lores RGB were both made
+    assert [a.ndim for a in made] == [3, 2 if grey else 3]  # the lores RGB first, then the frame's copy
     assert [int(a.max()) for a in made] == [0, 0], "copies of the frame left unzeroed"

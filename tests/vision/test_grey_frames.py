@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from agent.camera.base import SourceOptions, open_source
+from agent.camera.picam import Picamera2Source
 from agent.camera.scaled_copy import ScaledCopy
 from agent.clock import SystemClock
 from agent.frame import Frame, Pixels
@@ -25,6 +26,7 @@ from agent.vision.pipeline import VisionPipeline
 from agent.vision.settings import GatingConfig
 from agent.vision.shrink import shared
 from agent.vision.stage import VisionStage
+from tests.camera.fake_picamera2 import make_module
 
 
 def letterboxed(astronaut: Pixels, size: tuple[int, int] = (640, 360)) -> Pixels:
@@ -227,3 +229,38 @@ def test_a_file_source_hands_the_analysing_thread_grey_frames_after_the_first(
     finally:
         src.close()
     assert shapes == [(360, 640, 3)] + [(360, 640)] * 3
+
+
+def test_a_pi_camera_hands_the_route_grey_frames_and_its_isp_copy_after_the_first(
+    pipeline: VisionPipeline, astronaut: Pixels
+) -> None:
+    """picamera2: the route tells the camera it takes grey frames; from the next frame on the
+    main stream comes grey (never copied in colour) beside the ISP's lores RGB, and the face is
+    read as from the colour frame."""
+    scene = letterboxed(astronaut)
+    options = SourceOptions(fps=5, width=640, height=360, detector_side=pipeline.detector_side)
+    src = Picamera2Source("0", options, SystemClock(), module=make_module([scene]))
+    src.open()
+    route = FrameRoute(VisionStage.plain(pipeline))
+    shapes, readings = [], []
+    try:
+        for _ in range(3):
+            frame = src.read()
+            assert frame is not None
+            assert frame.lores is not None
+            shapes.append(frame.pixels.shape)
+            faces = route.carry(frame).faces
+            assert not frame.pixels.any()
+            assert not frame.lores.any()
+            assert len(faces) == 1
+            readings.append(faces[0])
+    finally:
+        src.close()
+    assert shapes == [(360, 640, 3)] + [(360, 640)] * 2
+    colour, grey = readings[0], readings[1]
+    assert colour.box == grey.box  # the detector read the same ISP copy
+    assert colour.probs is not None
+    assert grey.probs is not None
+    assert colour.emotion == grey.emotion
+    assert max(abs(p - q) for (_, p), (_, q) in zip(colour.probs, grey.probs, strict=True)) < 0.02
+    assert pipeline.scratch_is_zero()

@@ -1,0 +1,118 @@
+"""Grey frames from the Pi camera: once the route takes them, the main stream is turned grey
+straight from libcamera's mapped buffer, so its colour is never copied out; the detector reads
+the ISP's lores RGB as before. The frames' arrays are pooled, as a decoder's are."""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+import cv2
+import numpy as np
+from fake_picamera2 import FakePicamera2, make_module
+
+from agent.camera.base import SourceOptions
+from agent.camera.picam import Picamera2Source
+from agent.clock import FakeClock
+from agent.frame import Frame
+from agent.privacy.lease import lease
+
+
+def opened(clock: FakeClock, scene: list[np.ndarray], side: int | None = 192, **size: int) -> Picamera2Source:
+    options = SourceOptions(fps=5, detector_side=side, **size)
+    src = Picamera2Source("0", options, clock, module=make_module(scene))
+    src.open()
+    return src
+
+
+def read(src: Picamera2Source) -> Frame:
+    frame = src.read()
+    assert frame is not None
+    return frame
+
+
+def test_frames_turn_grey_once_the_route_says_it_takes_them(media: Path, clock: FakeClock) -> None:
+    astronaut = cv2.imread(str(media / "astronaut.png"))
+    src = opened(clock, [astronaut], width=640, height=360)
+    first = read(src)
+    assert first.pixels.shape == (360, 640, 3)  # no route has said yet
+    assert first.detector_read is not None
+    first.detector_read(192, None, True)
+    frame = read(src)
+    scene = cv2.resize(astronaut, (640, 360))
+    assert frame.pixels.shape == (360, 640)
+    assert np.array_equal(frame.pixels, cv2.cvtColor(scene, cv2.COLOR_BGR2GRAY))
+    assert frame.lores is not None
+    assert frame.lores.shape == (108, 192, 3)  # the detector's copy stays the ISP's colour one
+    assert FakePicamera2.instances[0].outstanding == 0
+    frame.detector_read(192, None, False)  # a reload turned tiles on: colour again
+    assert read(src).pixels.shape == (360, 640, 3)
+
+
+def test_the_grey_frame_is_made_from_the_mapped_buffer_with_no_colour_copy(clock: FakeClock) -> None:
+    """650 px rows padded to 1984 bytes: the grey conversion reads the mapped view where it is;
+    nothing the size of the colour image is allocated on the way."""
+    src = opened(clock, [], width=650, height=360)
+    read(src).detector_read(192, None, True)
+    cam = FakePicamera2.instances[0]
+    capture = cam.capture_request
+    after_capture: list[int] = []
+
+    def measured_capture(*args: object, **kwargs: object) -> object:
+        request = capture(*args, **kwargs)
+        tracemalloc.reset_peak()
+        after_capture.append(tracemalloc.get_traced_memory()[0])
+        return request
+
+    cam.capture_request = measured_capture  # type: ignore[method-assign]
+    tracemalloc.start()
+    try:
+        frame = read(src)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert frame.pixels.shape == (360, 650)
+    assert frame.lores is not None
+    assert peak - after_capture[0] <= (frame.pixels.nbytes + frame.lores.nbytes) * 1.1
+    assert peak - after_capture[0] < 360 * 650 * 3
+
+
+def test_without_a_lores_copy_the_frame_stays_colour(clock: FakeClock) -> None:
+    """The detector then resizes the frame itself, from its colour."""
+    src = opened(clock, [], side=None)
+    first = read(src)
+    assert first.detector_read is not None
+    first.detector_read(192, None, True)
+    frame = read(src)
+    assert frame.lores is None
+    assert frame.pixels.shape == (720, 1280, 3)
+
+
+def test_a_lores_stream_that_fails_leaves_that_frame_in_colour(clock: FakeClock) -> None:
+    src = opened(clock, [])
+    read(src).detector_read(192, None, True)
+    cam = FakePicamera2.instances[0]
+    assert cam.camera_config is not None
+    cam.camera_config["lores"] = None  # the next request has no lores buffer to map
+    frame = read(src)
+    assert frame.lores is None
+    assert frame.pixels.shape == (720, 1280, 3)
+
+
+def test_frame_arrays_are_reused_once_their_frame_is_gone_and_zeroed_on_close(clock: FakeClock) -> None:
+    src = opened(clock, [np.full((720, 1280, 3), 77, np.uint8)])
+    read(src).detector_read(192, None, True)
+    seen = set()
+    for _ in range(6):
+        frame = read(src)
+        seen.add(id(frame.pixels))
+        with lease(frame):
+            pass
+        del frame
+    assert len(seen) == 1  # one grey array carried every frame
+    kept = read(src)
+    pool = list(src._pool._buffers)  # what close must zero
+    assert any(buf is kept.pixels for buf in pool)
+    src.close()
+    assert not kept.pixels.any()
+    assert not any(buf.any() for buf in pool)
