@@ -25,8 +25,9 @@ agent cannot zero them.
 Grey frames (``agent.frame``): once the route says it takes them (``Frame.detector_read``) and
 the lores stream is in use, that one copy is the main stream turned grey, straight from the
 mapped buffer: the colour image is never copied out of libcamera's buffer, and the analysing
-thread zeroes and crops a third of the bytes. The frames' arrays come from a ``FramePool`` and
-are reused once their frame is gone, as a decoder's are.
+thread zeroes and crops a third of the bytes. The main stream's copies come from a ``FramePool``
+and are reused once their frame is gone, as a decoder's are (the lores RGB is a new array per
+frame; the lease zeroes both).
 """
 
 from __future__ import annotations
@@ -310,14 +311,17 @@ class Picamera2Source:
             raise CameraLost(
                 f"picamera2:{self.camera_num}: expected an RGB888 (h, w, 3) buffer, got {shape}"
             )
-        if not grey:
-            pixels = self._pool.buffer(tuple(shape))
-            np.copyto(pixels, view)
-            return pixels
-        import cv2  # noqa: PLC0415 - the camera layer imports OpenCV only where it converts
+        pixels = self._pool.buffer(tuple(shape) if not grey else tuple(shape[:2]))
+        try:
+            if not grey:
+                np.copyto(pixels, view)
+            else:
+                import cv2  # noqa: PLC0415 - the camera layer imports OpenCV only where it converts
 
-        pixels = self._pool.buffer(tuple(shape[:2]))
-        cv2.cvtColor(view, cv2.COLOR_BGR2GRAY, dst=pixels)
+                cv2.cvtColor(view, cv2.COLOR_BGR2GRAY, dst=pixels)
+        except BaseException:  # half written: the caller never gets it to zero
+            pixels.fill(0)
+            raise
         return pixels
 
     def close(self) -> None:

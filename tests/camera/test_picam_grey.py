@@ -9,6 +9,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 from fake_picamera2 import FakePicamera2, make_module
 
 from agent.camera.base import SourceOptions
@@ -88,31 +89,62 @@ def test_without_a_lores_copy_the_frame_stays_colour(clock: FakeClock) -> None:
     assert frame.pixels.shape == (720, 1280, 3)
 
 
-def test_a_lores_stream_that_fails_leaves_that_frame_in_colour(clock: FakeClock) -> None:
+def test_once_the_lores_stream_fails_the_frames_come_in_colour(clock: FakeClock) -> None:
+    """The lores copy is read first, so the failing frame is colour too, not grey with no copy."""
     src = opened(clock, [])
     read(src).detector_read(192, None, True)
+    assert read(src).pixels.ndim == 2
     cam = FakePicamera2.instances[0]
     assert cam.camera_config is not None
     cam.camera_config["lores"] = None  # the next request has no lores buffer to map
-    frame = read(src)
-    assert frame.lores is None
-    assert frame.pixels.shape == (720, 1280, 3)
+    for _ in range(2):  # the stream is left unused from then on
+        frame = read(src)
+        assert frame.lores is None
+        assert frame.pixels.shape == (720, 1280, 3)
+
+
+def test_a_failed_grey_conversion_leaves_nothing_half_written(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = opened(clock, [np.full((720, 1280, 3), 90, np.uint8)])
+    read(src).detector_read(192, None, True)
+    written: list[np.ndarray] = []
+    convert = cv2.cvtColor
+
+    def failing(src: np.ndarray, code: int, dst: np.ndarray | None = None) -> np.ndarray:
+        if code != cv2.COLOR_BGR2GRAY:  # the fake camera's own YUV encoding
+            return convert(src, code, dst=dst)
+        assert dst is not None
+        dst[:100] = 90  # part-way
+        written.append(dst)
+        raise cv2.error("fake: conversion failed")
+
+    monkeypatch.setattr(cv2, "cvtColor", failing)
+    with pytest.raises(cv2.error):
+        src.read()
+    assert len(written) == 1
+    assert not written[0].any()
+    assert FakePicamera2.instances[0].outstanding == 0
 
 
 def test_frame_arrays_are_reused_once_their_frame_is_gone_and_zeroed_on_close(clock: FakeClock) -> None:
     src = opened(clock, [np.full((720, 1280, 3), 77, np.uint8)])
     read(src).detector_read(192, None, True)
-    seen = set()
+    carriers = set()
     for _ in range(6):
         frame = read(src)
-        seen.add(id(frame.pixels))
+        carriers.add(frame.pixels.__array_interface__["data"][0])
+        assert frame.pixels is src._pool._buffers[0]  # the colour one left the pool
         with lease(frame):
             pass
         del frame
-    assert len(seen) == 1  # one grey array carried every frame
-    kept = read(src)
-    pool = list(src._pool._buffers)  # what close must zero
-    assert any(buf is kept.pixels for buf in pool)
+    assert len(carriers) == 1  # one grey array carried every frame
+    held = read(src)
+    others = [read(src) for _ in range(3)]  # a frame still held is never copied into
+    assert all(f.pixels is not held.pixels for f in others)
+    assert (held.pixels == 77).all()
+    kept = list(src._pool._buffers)  # what close must zero
+    assert any(buf is held.pixels for buf in kept)
     src.close()
-    assert not kept.pixels.any()
-    assert not any(buf.any() for buf in pool)
+    assert not held.pixels.any()
+    assert not any(buf.any() for buf in kept)
