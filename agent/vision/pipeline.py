@@ -85,6 +85,11 @@ def fit_problem(model: Model, spec: ModelSpec) -> str | None:
     if model.input_shape != spec.input_shape:
         found_shape, said = list(model.input_shape), list(spec.input_shape)
         return f"it takes input {found_shape}, the entry's input.shape is {said}"
+    return _precision_problem(model, spec) or _output_problem(model, spec)
+
+
+def _output_problem(model: Model, spec: ModelSpec) -> str | None:
+    """Outputs a detector with the entry's anchors, or a classifier of its labels, would not have."""
     shapes = [list(s) for s in model.output_shapes]
     if spec.anchors is not None:
         regressors = [s for s in shapes if s[-1:] == [REGRESSORS]]
@@ -100,6 +105,25 @@ def fit_problem(model: Model, spec: ModelSpec) -> str | None:
         return None
     if len(shapes) != 1 or math.prod(shapes[0]) != len(spec.labels):
         return f"its outputs are {shapes}; the entry's {len(spec.labels)} labels need one output of as many"
+    return None
+
+
+def _precision_problem(model: Model, spec: ModelSpec) -> str | None:
+    """A float entry's file must take float32, an int8 variant's int8: the tensors would be
+    (de)quantized either way (``with_float_io``), but ``bench``, ``selfcheck`` and the logs would
+    name a precision that is not the one running, and ``auto`` would compare the wrong files.
+    An Edge TPU opens its own compiled file, which is integer whatever the entry."""
+    if model.backend != "cpu":
+        return None
+    found = np.dtype(model.input_dtype).name
+    integer = found in ("int8", "uint8")
+    if spec.precision == "float" and integer:
+        return (
+            f"it takes {found} input, the entry's float file must take float32 (an int8 file goes "
+            "under variants)"
+        )
+    if spec.precision != "float" and not integer:
+        return f"it takes {found} input, its {spec.precision} variant must take {spec.precision}"
     return None
 
 

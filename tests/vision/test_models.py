@@ -275,6 +275,37 @@ def test_an_entry_that_does_not_fit_its_model_is_refused_at_load(
     assert said.format(m=models_copy) in str(err.value)
 
 
+def _int8_file_as_float(m: dict[str, Any]) -> None:
+    int8 = m["emotion"]["variants"]["int8"]
+    m["emotion"].update(file=int8["file"], sha256=int8["sha256"])
+
+
+def _float_file_as_int8(m: dict[str, Any]) -> None:
+    m["emotion"]["variants"]["int8"].update(file=m["emotion"]["file"], sha256=m["emotion"]["sha256"])
+
+
+@pytest.mark.parametrize(
+    ("change", "precision", "said"),
+    [
+        (_int8_file_as_float, "float", "'emotion' does not describe its model file "
+                                       "{m}/emotion_fer_int8.tflite: it takes int8 input, the entry's "
+                                       "float file must take float32"),
+        (_float_file_as_int8, "int8", "'emotion' does not describe its model file "
+                                      "{m}/emotion_fer.tflite: it takes float32 input, its int8 variant "
+                                      "must take int8"),
+    ],
+)
+def test_a_file_of_another_precision_than_its_entry_says_is_refused_at_load(
+    models_copy: Path, change: Callable[[dict[str, Any]], None], precision: Any, said: str
+) -> None:
+    """Before, it loaded and ran (the edges are (de)quantized either way), while bench and the
+    logs named the precision the manifest claimed, and ``auto`` timed the wrong files."""
+    _edit(models_copy, change)
+    with pytest.raises(ModelError) as err:
+        VisionPipeline.from_config(VisionConfig(models_dir=models_copy, precision=precision))
+    assert said.format(m=models_copy) in str(err.value)
+
+
 def test_a_fifo_manifest_is_refused_not_waited_on(models_copy: Path) -> None:
     manifest = models_copy / "manifest.json"
     manifest.unlink()
