@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from camhelpers import read_allocating
 from fake_picamera2 import FakeColorSpace, FakeMappedArray, FakePicamera2, make_module
 
 from agent.camera.base import SourceOptions, load_factory
@@ -109,27 +110,12 @@ def test_a_padded_buffer_is_copied_once_into_the_frame_and_nowhere_else(clock: F
     src = Picamera2Source("0", SourceOptions(fps=5, width=650, height=360), clock, module=module)
     src.open()
     cam = FakePicamera2.instances[0]
-    capture = cam.capture_request
-    after_capture: list[int] = []
-
-    def measured_capture(*args: object, **kwargs: object) -> object:
-        request = capture(*args, **kwargs)
-        tracemalloc.reset_peak()
-        after_capture.append(tracemalloc.get_traced_memory()[0])
-        return request
-
-    cam.capture_request = measured_capture  # type: ignore[method-assign]
-    tracemalloc.start()
-    try:
-        frame = src.read()
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    frame, allocated = read_allocating(src, cam)
     assert frame is not None
     assert frame.pixels.flags.writeable
     assert frame.pixels.flags.c_contiguous
     assert frame.pixels.shape == (360, 650, 3)
-    assert peak - after_capture[0] <= frame.pixels.nbytes * 1.05
+    assert allocated <= frame.pixels.nbytes * 1.05
     assert cam.outstanding == 0
 
 

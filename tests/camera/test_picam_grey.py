@@ -4,12 +4,12 @@ the ISP's lores RGB as before. The frames' arrays are pooled, as a decoder's are
 
 from __future__ import annotations
 
-import tracemalloc
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from camhelpers import read_allocating
 from fake_picamera2 import FakePicamera2, make_module
 
 from agent.camera.base import SourceOptions
@@ -55,27 +55,12 @@ def test_the_grey_frame_is_made_from_the_mapped_buffer_with_no_colour_copy(clock
     nothing the size of the colour image is allocated on the way."""
     src = opened(clock, [], width=650, height=360)
     read(src).detector_read(192, None, True)
-    cam = FakePicamera2.instances[0]
-    capture = cam.capture_request
-    after_capture: list[int] = []
-
-    def measured_capture(*args: object, **kwargs: object) -> object:
-        request = capture(*args, **kwargs)
-        tracemalloc.reset_peak()
-        after_capture.append(tracemalloc.get_traced_memory()[0])
-        return request
-
-    cam.capture_request = measured_capture  # type: ignore[method-assign]
-    tracemalloc.start()
-    try:
-        frame = read(src)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    frame, allocated = read_allocating(src, FakePicamera2.instances[0])
+    assert frame is not None
     assert frame.pixels.shape == (360, 650)
     assert frame.lores is not None
-    assert peak - after_capture[0] <= (frame.pixels.nbytes + frame.lores.nbytes) * 1.1
-    assert peak - after_capture[0] < 360 * 650 * 3
+    assert allocated <= (frame.pixels.nbytes + frame.lores.nbytes) * 1.1
+    assert allocated < 360 * 650 * 3
 
 
 def test_without_a_lores_copy_the_frame_stays_colour(clock: FakeClock) -> None:
