@@ -1,6 +1,6 @@
 """Grey frames from the Pi camera: once the route takes them, the main stream is turned grey
 straight from libcamera's mapped buffer, so its colour is never copied out; the detector reads
-the ISP's lores RGB as before. The frames' arrays are pooled, as a decoder's are."""
+the ISP's lores RGB as before. The main stream's copies are pooled, as a decoder's frames are."""
 
 from __future__ import annotations
 
