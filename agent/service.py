@@ -241,7 +241,8 @@ class Service:
             on_drop=self._spool_dropped,
             on_event=self._transport_event,
             on_cosignature=CosignatureInbox(
-                self.cfg.state_dir / "audit", key.public_key(), self.cfg.audit.witness_keys
+                self.cfg.state_dir / "audit", key.public_key(), self.cfg.audit.witness_keys,
+                origin=self.audit.origin,
             ).accept,
             previous_keys=self._linked_keys,
         )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -67,6 +68,21 @@ def parse_vkey(vkey: str) -> tuple[str, Ed25519PublicKey]:
     if cosigner_key_id(name, key).hex() != key_hex:
         raise ValueError(f"key ID {key_hex} does not match the name and key (a character changed?)")
     return name, key
+
+
+def repeated(witnesses: Sequence[tuple[str, Ed25519PublicKey]]) -> tuple[int, int] | None:
+    """(first, again): 0-based places of the first witness listed a second time (the same name
+    and key), else None. The same name with another key is a witness's new key, not a repeat."""
+    seen: dict[tuple[str, bytes], int] = {}
+    for i, (name, key) in enumerate(witnesses):
+        first = seen.setdefault((name, raw_public_key(key)), i)
+        if first != i:
+            return first, i
+    return None
+
+
+def described(name: str, key: Ed25519PublicKey) -> str:
+    return f"{name} (key ID {cosigner_key_id(name, key).hex()})"
 
 
 def _pasted_wrong(vkey: str) -> str | None:

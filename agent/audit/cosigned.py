@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.atomic import append_durable, write_atomic
 from agent.audit.cosignature import cosigner_key_id, cosigners, find_cosignature
-from agent.audit.note import NoteError, SignedCheckpoint, open_checkpoint, split_notes
+from agent.audit.note import NoteError, SignedCheckpoint, checkpoint_origin, open_checkpoint, split_notes
 from agent.audit.store import CHECKPOINTS_FILE
 from agent.log_throttle import Throttled
 
@@ -48,9 +48,13 @@ class CosignatureInbox:
         audit_dir: Path,
         public_key: Ed25519PublicKey,
         witnesses: Sequence[tuple[str, Ed25519PublicKey]] = (),
+        origin: str | None = None,
     ) -> None:
         self.audit_dir = audit_dir
         self.public_key = public_key
+        self.origin = origin
+        """The device's log origin: a note of another one is refused as such (unknown: as a note
+        without this device's signature)."""
         self.witnesses = tuple(witnesses)
         """(name, key) of ``audit.witnesses``: when any, a copy is kept only if one of them
         cosigned it, so junk copies cannot take the places of a witness's."""
@@ -173,11 +177,25 @@ class CosignatureInbox:
         if len(payload) > MAX_NOTE_BYTES:
             return ("size", f"ignored a cosignature message of {len(payload)} bytes (at most "
                     f"{MAX_NOTE_BYTES})")
+        other = self._other_origin(payload)
+        if other is not None:
+            return ("origin", "ignored a cosigned checkpoint of another log: origin %r, this device's is %r",
+                    other, self.origin or "")
         try:
             cp = open_checkpoint(payload, self.public_key)
         except NoteError as exc:
             return ("invalid", "ignored a cosignature message: %s", str(exc))
         return self._unwitnessed(payload, cp.size) or cp
+
+    def _other_origin(self, payload: bytes) -> str | None:
+        """The origin a readable checkpoint names when it is not this device's, else None."""
+        if self.origin is None:
+            return None
+        try:
+            origin = checkpoint_origin(payload)
+        except NoteError:
+            return None
+        return origin if origin != self.origin else None
 
     def _unwitnessed(self, payload: bytes, size: int) -> tuple[str, ...] | None:
         """Why a copy without a valid cosignature by a configured witness is refused, or None."""

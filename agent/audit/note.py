@@ -130,6 +130,12 @@ def parse_checkpoint_text(text: str) -> tuple[str, int, bytes]:
     return origin, int(size_s), root
 
 
+def checkpoint_origin(note: bytes) -> str:
+    """The origin line of a well-formed note, its signatures unchecked (NoteError otherwise):
+    to say whose log a note that does not verify belongs to."""
+    return parse_checkpoint_text(_split_note(note)[0])[0]
+
+
 def open_checkpoint(
     note: bytes, keys: Ed25519PublicKey | Sequence[Ed25519PublicKey], name: str | None = None
 ) -> SignedCheckpoint:

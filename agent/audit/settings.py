@@ -62,13 +62,25 @@ class AuditConfig(Section):
     def _vkeys(cls, value: list[str]) -> list[str]:
         if not value:
             return value
-        from agent.audit.cosignature import parse_vkey  # noqa: PLC0415 - `bench` loads configs without cryptography
+        from agent.audit.cosignature import (  # noqa: PLC0415 - `bench` loads configs without cryptography
+            described,
+            parse_vkey,
+            repeated,
+        )
 
+        keys = []
         for i, vkey in enumerate(value):
             try:
-                parse_vkey(vkey)
+                keys.append(parse_vkey(vkey))
             except ValueError as exc:
                 raise ValueError(f"item {i + 1} ({_shown(vkey)}): {exc}") from exc
+        twice = repeated(keys)
+        if twice is not None:
+            first, again = twice
+            raise ValueError(
+                f"item {again + 1} is item {first + 1} again, {described(*keys[first])}: list each "
+                "witness key once (was another witness's key meant?)"
+            )
         return value
 
     @property

@@ -26,7 +26,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.audit.cosignature import cosigner_key_id, find_cosignature
+from agent.audit.cosignature import described, find_cosignature
 from agent.audit.cosigned import COSIGNATURES_FILE
 from agent.audit.entries import Entry, decode_entry, records_a_checkpoint
 from agent.audit.invariants import Invariants
@@ -652,7 +652,7 @@ def _silent_witnesses(witnesses: Witnesses, result: VerifyResult) -> None:
     for name, key in witnesses:
         if name not in seen:
             result.warnings.append(
-                f"--witness {name} (key ID {cosigner_key_id(name, key).hex()}) cosigned none of the "
+                f"--witness {described(name, key)} cosigned none of the "
                 f"{len(result.external)} external checkpoint(s): a key that is not the witness's, or "
                 "a log it has not seen"
             )

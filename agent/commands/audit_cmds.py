@@ -10,7 +10,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.audit.cosignature import parse_vkey
+from agent.audit.cosignature import described, parse_vkey, repeated
 from agent.audit.report import render_report
 from agent.audit.store import read_regular
 from agent.audit.verify import summary_lines, verify_log
@@ -141,10 +141,20 @@ def parse_witness(vkey: str) -> tuple[str, Ed25519PublicKey]:
         raise InputError(f"--witness {vkey!r}: {exc}") from exc
 
 
+def parse_witnesses(vkeys: list[str]) -> list[tuple[str, Ed25519PublicKey]]:
+    """Every ``--witness``, each once: a repeat is a slip (another witness's key meant?)."""
+    witnesses = [parse_witness(v) for v in vkeys]
+    twice = repeated(witnesses)
+    if twice is not None:
+        named = described(*witnesses[twice[0]])
+        raise InputError(f"--witness {named} is given twice: give each witness once")
+    return witnesses
+
+
 def verify_cmd(args: argparse.Namespace) -> int:
     keys = [load_public_key(p) for p in args.pubkey]
     external = [read_external(p) for p in args.checkpoints]
-    witnesses = [parse_witness(v) for v in args.witness]
+    witnesses = parse_witnesses(args.witness)
     result = verify_log(args.directory, keys, external, args.max_lifetime_ms, witnesses)
     for line in summary_lines(result):
         print(line)
@@ -154,7 +164,7 @@ def verify_cmd(args: argparse.Namespace) -> int:
 def report_cmd(args: argparse.Namespace) -> int:
     keys = [load_public_key(p) for p in args.pubkey]
     external = [read_external(p) for p in args.checkpoints]
-    witnesses = [parse_witness(v) for v in args.witness]
+    witnesses = parse_witnesses(args.witness)
     result = verify_log(args.directory, keys, external, args.max_lifetime_ms, witnesses)
     html = render_report(result, keys)
     try:

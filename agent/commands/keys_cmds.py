@@ -1,5 +1,6 @@
-"""``keygen`` creates the device's Ed25519 key pair; ``pubkey`` checks a key as the agent would;
-``keys rotate`` replaces the device key by a new one that the old one announces (docs/key-rotation.md)."""
+"""``keygen`` creates an Ed25519 key pair (the device's, or a fleet receiver's or witness's);
+``pubkey`` checks a key as the agent would; ``keys rotate`` replaces the device key by a new one
+that the old one announces (docs/key-rotation.md)."""
 
 from __future__ import annotations
 
@@ -11,19 +12,28 @@ from pathlib import Path
 from typing import Any
 
 from agent.crypto import generate_keypair, kid_for, load_private_key, public_jwk
-from agent.crypto.keys import beside_config, raw_public
+from agent.crypto.keys import beside_config, key_file_names, raw_public
 from agent.errors import KeyFileError
+
+DEVICE = "device"
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "keygen",
-        help="create a device Ed25519 key pair (never overwrites)",
-        description="Write DIR/device.key (PKCS#8 PEM, mode 0600), DIR/device.pub.jwk (RFC 8037 JWK) "
-        "and DIR/device.pub.b64 (raw 32-byte key, base64), then print the kid (RFC 7638 thumbprint). "
-        "Refuses to overwrite existing files.",
+        help="create an Ed25519 key pair: a device's, a fleet receiver's or a witness's (never overwrites)",
+        description="Write DIR/NAME.key (PKCS#8 PEM, mode 0600), DIR/NAME.pub.jwk (RFC 8037 JWK) "
+        "and DIR/NAME.pub.b64 (raw 32-byte key, base64), then print the kid (RFC 7638 thumbprint). "
+        "NAME is device unless --name says otherwise. Refuses to overwrite existing files.",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the key files (made 0700)")
+    p.add_argument(
+        "--name",
+        default=DEVICE,
+        type=_key_name,
+        help="the files' name: device (the default), receiver or witness for a fleet receiver's "
+        "keys (docs/fleet.md), or another plain name",
+    )
     p.add_argument("--json", action="store_true", help="print kid and paths as one JSON object")
     p.set_defaults(func=keygen)
     k = sub.add_parser(
@@ -61,8 +71,16 @@ def register(sub: Any) -> None:
     r.set_defaults(func=rotate)
 
 
+def _key_name(value: str) -> str:
+    try:
+        key_file_names(value)
+    except KeyFileError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return value
+
+
 def keygen(args: argparse.Namespace) -> int:
-    info = generate_keypair(args.out)
+    info = generate_keypair(args.out, args.name)
     if args.json:
         print(
             json.dumps(
@@ -77,7 +95,8 @@ def keygen(args: argparse.Namespace) -> int:
         )
     else:
         print(f"kid: {info.kid}")
-        print(f"private key: {info.private_path} (mode 0600; keep it on the device)")
+        where = "the device" if args.name == DEVICE else "the machine it signs on"
+        print(f"private key: {info.private_path} (mode 0600; keep it on {where})")
         print(f"public key:  {info.jwk_path} (JWK), {info.raw_path} (base64)")
     return 0
 

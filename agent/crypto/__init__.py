@@ -6,7 +6,7 @@ Public API (stable; other packages import from ``agent.crypto``)::
         # a path, or a bare name looked up in $CREDENTIALS_DIRECTORY first; KeyFileError
         # (exit 2) if missing, mode & 0o077 != 0, encrypted, not PEM, or not Ed25519
     load_public_key(path) -> Ed25519PublicKey      # JWK (RFC 8037), PEM, or raw base64
-    generate_keypair(out_dir) -> KeyInfo           # device.key (0600), device.pub.jwk, device.pub.b64
+    generate_keypair(out_dir, stem="device") -> KeyInfo   # STEM.key (0600), STEM.pub.jwk, STEM.pub.b64
     kid_for(public_key) -> str                     # RFC 7638 JWK thumbprint, base64url (43 chars)
     public_jwk(public_key) -> dict                 # {"kty": "OKP", "crv": "Ed25519", "x", "kid"}
 

@@ -15,6 +15,7 @@ import binascii
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,6 @@ from agent.errors import KeyFileError, PayloadError
 from agent.user_files import folder_as_named, read_user_bytes, read_user_text
 
 MAX_KEY_FILE_BYTES = 64 * 1024
-PRIVATE_NAME = "device.key"
-JWK_NAME = "device.pub.jwk"
-RAW_NAME = "device.pub.b64"
 
 
 def raw_public(public_key: Ed25519PublicKey) -> bytes:
@@ -225,10 +223,26 @@ class KeyInfo:
     public_b64: str
 
 
-def generate_keypair(out_dir: str | os.PathLike[str]) -> KeyInfo:
-    """Create a key pair in out_dir (made 0700 if new); never overwrites an existing file."""
+KEY_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+"""A key pair's file name stem: a plain name, no folder, no dot (``witness`` -> ``witness.key``)."""
+
+
+def key_file_names(stem: str) -> tuple[str, str, str]:
+    """The private key's, the JWK's and the raw base64 key's file names for ``stem``."""
+    if not KEY_STEM.fullmatch(stem):
+        raise KeyFileError(
+            f"key name {stem!r}: 1-64 letters, digits, '-' or '_', starting with a "
+            "letter or digit (it names the files: NAME.key, NAME.pub.jwk, NAME.pub.b64)"
+        )
+    return f"{stem}.key", f"{stem}.pub.jwk", f"{stem}.pub.b64"
+
+
+def generate_keypair(out_dir: str | os.PathLike[str], stem: str = "device") -> KeyInfo:
+    """Create a key pair in out_dir (made 0700 if new), in files named after ``stem`` (a device's
+    key, a fleet receiver's, a witness's); never overwrites an existing file."""
     out = Path(out_dir)
-    names = (PRIVATE_NAME, JWK_NAME, RAW_NAME)
+    names = key_file_names(stem)
+    private_name, jwk_name, raw_name = names
     existing = [n for n in names if (out / n).exists() or (out / n).is_symlink()]
     if existing:
         raise KeyFileError(
@@ -243,9 +257,9 @@ def generate_keypair(out_dir: str | os.PathLike[str]) -> KeyInfo:
         )
         public = key.public_key()
         raw_b64 = base64.b64encode(raw_public(public)).decode("ascii")
-        write_new(out / PRIVATE_NAME, pem, 0o600)
-        write_new(out / JWK_NAME, (json.dumps(public_jwk(public), indent=2) + "\n").encode(), 0o644)
-        write_new(out / RAW_NAME, (raw_b64 + "\n").encode(), 0o644)
+        write_new(out / private_name, pem, 0o600)
+        write_new(out / jwk_name, (json.dumps(public_jwk(public), indent=2) + "\n").encode(), 0o644)
+        write_new(out / raw_name, (raw_b64 + "\n").encode(), 0o644)
     except OSError as exc:
         raise KeyFileError(f"{out}: cannot write the key pair: {exc}") from exc
-    return KeyInfo(kid_for(public), out / PRIVATE_NAME, out / JWK_NAME, out / RAW_NAME, raw_b64)
+    return KeyInfo(kid_for(public), out / private_name, out / jwk_name, out / raw_name, raw_b64)

@@ -280,3 +280,22 @@ def test_the_installed_command_prints_no_traceback_for_an_unreadable_segment(exp
     assert done.stderr.count("\n") == 1
     assert "Traceback" not in done.stderr
     assert "segment-000000000000.jsonl: cannot read the audit segment: Is a directory" in done.stderr
+
+
+@pytest.mark.parametrize("command", ["verify", "report"])
+def test_a_witness_given_twice_exits_2_naming_it(
+    exported: Path, tmp_path: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same --witness twice was taken, and every line about it was printed twice."""
+    from agent.audit.cosignature import cosigner_key_id, cosigner_vkey  # noqa: PLC0415
+
+    witness = Ed25519PrivateKey.generate().public_key()
+    vkey = cosigner_vkey("witness.test", witness)
+    out = ["--output", str(tmp_path / "r.html")] if command == "report" else []
+    args = ["audit", command, str(exported / "audit"), "--pubkey", str(exported / "device.pub.jwk"), *out]
+    assert main([*args, "--witness", vkey, "--witness", vkey]) == 2
+    err = capsys.readouterr().err
+    key_id = cosigner_key_id("witness.test", witness).hex()
+    assert f"--witness witness.test (key ID {key_id}) is given twice" in err, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "r.html").exists()

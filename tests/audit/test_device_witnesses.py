@@ -159,3 +159,59 @@ def test_a_pasted_verifier_key_says_what_slipped_and_shows_all_of_it(value: str,
     (problem,) = info.value.problems
     assert said in problem, problem
     assert repr(item) in problem, problem
+
+
+def test_a_witness_listed_twice_is_refused_naming_both_items() -> None:
+    """The same verifier key twice was taken: harmless on the device, but a slip (a key pasted
+    twice, where another witness's was meant) that check-config should name."""
+    vkey = cosigner_vkey(WITNESS, Ed25519PrivateKey.generate().public_key())
+    other = cosigner_vkey("other.test", Ed25519PrivateKey.generate().public_key())
+    with pytest.raises(InputError) as info:
+        parse_config(
+            f"schema_version: 1\ndevice_id: d-1\naudit: {{witnesses: ['{vkey}', '{other}', '{vkey}']}}\n",
+            "c.yaml",
+        )
+    (problem,) = info.value.problems
+    assert problem.startswith("audit.witnesses (c.yaml:"), problem
+    assert "item 3 is item 1 again, witness.test (key ID" in problem, problem
+    renamed = cosigner_vkey(WITNESS, Ed25519PrivateKey.generate().public_key())  # a witness's new key
+    cfg = parse_config(
+        f"schema_version: 1\ndevice_id: d-1\naudit: {{witnesses: ['{vkey}', '{renamed}']}}\n", "c.yaml"
+    )
+    assert [n for n, _ in cfg.audit.witness_keys] == [WITNESS, WITNESS]
+
+
+def test_a_note_of_another_log_is_refused_as_such(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Another device's cosigned checkpoint (a receiver or a hand sending it to the wrong topic)
+    was refused as "no signature by the trusted key emotion-agent/lobby-2": this device's key
+    named after the other device, as if that device's key were the one expected."""
+    key, witness, _ = _setup(tmp_path)
+    other = sign_checkpoint("emotion-agent/lobby-2", 7, b"\x07" * 32, Ed25519PrivateKey.generate()).note
+    inbox = CosignatureInbox(
+        tmp_path, key.public_key(), [(WITNESS, witness.public_key())], origin="emotion-agent/lobby-1"
+    )
+    assert inbox.accept(other + cosign(other, WITNESS, witness, 1_800_000_000).encode()) is False
+    said = ("ignored a cosigned checkpoint of another log: origin 'emotion-agent/lobby-2', "
+            "this device's is 'emotion-agent/lobby-1'")
+    assert said in caplog.text
+    assert "trusted key" not in caplog.text
+    assert not (tmp_path / COSIGNATURES_FILE).exists()
+
+
+def test_the_service_hands_its_log_origin_to_its_inbox(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_config(tmp_path, "scripted.mp4")
+    handed: list[object] = []
+
+    def capture(*args: object, on_cosignature: object, **kwargs: object) -> list[object]:
+        handed.append(on_cosignature)
+        return []
+
+    monkeypatch.setattr(service_module, "build_outputs", capture)
+    service = scripted_service(path, FakeClock(1_800_000_000.0), frames=1)
+    try:
+        (accept,) = handed
+        assert accept.__self__.origin == service.audit.origin  # type: ignore[attr-defined]
+    finally:
+        service.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -50,6 +51,30 @@ def test_keygen_prints_the_kid_and_refuses_a_second_run(
     err = capsys.readouterr().err
     assert err.startswith("emotion-agent: error: ")
     assert "device.key, device.pub.jwk, device.pub.b64 already exist(s); keygen never overwrites" in err
+
+
+def test_keygen_names_a_receivers_or_witness_key_as_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A fleet receiver's and a witness's keys are made with keygen too; it called each one the
+    device's key (device.key, "keep it on the device"), to be renamed by hand (docs/fleet.md)."""
+    keys = tmp_path / "fleet"
+    assert main(["keygen", "--out", str(keys), "--name", "witness"]) == 0
+    out = capsys.readouterr().out
+    assert sorted(p.name for p in keys.iterdir()) == ["witness.key", "witness.pub.b64", "witness.pub.jwk"]
+    assert "device" not in out, out
+    assert f"private key: {keys / 'witness.key'} (mode 0600; keep it on the machine it signs on)" in out
+    assert load_private_key(keys / "witness.key").public_key().public_bytes_raw() == base64.b64decode(
+        (keys / "witness.pub.b64").read_text()
+    )
+    assert main(["keygen", "--out", str(keys), "--name", "receiver"]) == 0  # beside it: other files
+    capsys.readouterr()
+    for bad in ("../witness", ".hidden", "a b", ""):
+        with pytest.raises(SystemExit) as info:
+            main(["keygen", "--out", str(keys), "--name", bad])
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert f"argument --name: key name {bad!r}: 1-64 letters, digits" in err, err
 
 
 def test_pubkey_prints_what_keygen_wrote(keys: Path, capsys: pytest.CaptureFixture[str]) -> None:
