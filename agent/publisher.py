@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 
 HELD_MAX = 1000
 """Messages kept in memory while an output refuses them (about 1 KB each)."""
+CLOSE_WAIT_S = 2.0
+"""How long ``close`` waits for another thread's turn: a turn writes to the spool on the local
+disk and never waits for the broker."""
 
 
 class AuditSink(Protocol):
@@ -101,23 +104,37 @@ class Publisher:
         that is running hands it on after the one being sent. Nested, the inner turn sent the
         outer message a second time and the outer one then failed on an empty queue (found by
         review)."""
-        if not self._turn.acquire(blocking=False):
-            return  # a turn is running (further up this thread, or in another): it takes them
-        try:
-            if len(self._waiting) > HELD_MAX:
-                self._drop_oldest(len(self._waiting) - HELD_MAX)
-            while self._waiting:
-                item = self._waiting[0]
-                if not self._deliver(item):
-                    for later in self._waiting:
-                        later.waited = True
-                    return
-                self._waiting.popleft()
-                if self.error is not None:
-                    self._recovered(1 + sum(1 for w in self._waiting if w.waited))
-                self._record(item)
-        finally:
-            self._turn.release()
+        self._turns(self._turn.acquire(blocking=False))
+
+    def _turns(self, acquired: bool) -> None:
+        """Hand on while the turn is this thread's (``acquired``: it is now). A message another
+        thread queued after the turn's last look at the queue, but before the turn was let go,
+        found the turn taken: it is taken here, with one more turn (else it waited for the next
+        publish, and at stop was counted lost)."""
+        while acquired:  # False: a turn is running (further up this thread, or in another): it takes them
+            try:
+                stalled = self._hand_on()
+            finally:
+                self._turn.release()
+            if stalled or not self._waiting:
+                return
+            acquired = self._turn.acquire(blocking=False)
+
+    def _hand_on(self) -> bool:
+        """One turn: the waiting messages, oldest first; True when one was refused (the rest wait)."""
+        if len(self._waiting) > HELD_MAX:
+            self._drop_oldest(len(self._waiting) - HELD_MAX)
+        while self._waiting:
+            item = self._waiting[0]
+            if not self._deliver(item):
+                for later in self._waiting:
+                    later.waited = True
+                return True
+            self._waiting.popleft()
+            if self.error is not None:
+                self._recovered(1 + sum(1 for w in self._waiting if w.waited))
+            self._record(item)
+        return False
 
     def _drop_oldest(self, n: int) -> None:
         for _ in range(n):
@@ -126,11 +143,13 @@ class Publisher:
             logger.error("publisher: %d message(s) dropped while outputs refused them (%s)",
                          self.dropped, lost.suffix)
 
-    def close(self) -> int:
+    def close(self, wait_s: float = CLOSE_WAIT_S) -> int:
         """The service is stopping: one last try, then the messages still waiting are lost with
         the process (memory only), which an error log line and a ``publish_lost`` audit entry
-        say, with how many and why. Returns that number."""
-        self.retry()
+        say, with how many and why. Returns that number. A turn another thread is running (the
+        spool's sender thread publishing a checkpoint) is waited for, up to ``wait_s``: it
+        takes what is queued behind it, which would otherwise be counted lost and then sent."""
+        self._turns(self._turn.acquire(timeout=wait_s))
         lost = len(self._waiting)
         if lost:
             dropped = f" ({self.dropped} more dropped earlier)" if self.dropped else ""

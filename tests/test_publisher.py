@@ -203,3 +203,55 @@ def test_a_publish_from_another_thread_during_a_send_waits_its_turn() -> None:
     disk.go_on.set()
     loop.join(5)
     assert seqs(disk) == published(audit) == [1, 2]
+
+
+def test_close_waits_for_a_turn_another_thread_is_running_and_reports_no_false_loss() -> None:
+    """The stop's checkpoint, published while the spool's sender thread was in a turn, was
+    counted lost by ``close`` (an error line and a ``publish_lost`` audit entry) and then sent by
+    that turn: the audit log said lost what the broker got."""
+    disk = SlowDisk()
+    publisher, audit = make(disk)
+    sender = threading.Thread(target=publisher.publish, args=("stats", {"n": 1}))
+    sender.start()
+    assert disk.sending.wait(5)
+    assert publisher.publish("audit/checkpoint", {"n": 2}) is None  # queued behind the send
+    threading.Timer(0.2, disk.go_on.set).start()
+    assert publisher.close() == 0
+    sender.join(5)
+    assert seqs(disk) == published(audit) == [1, 2]
+    assert [f for kind, f in audit.entries if kind == "error"] == []
+
+
+class _ReleaseHook:
+    """The turn's lock, running ``before_release`` once just before it is first released."""
+
+    def __init__(self, before_release: Any) -> None:
+        self._lock = threading.Lock()
+        self._before = before_release
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return self._lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        hook, self._before = self._before, None
+        if hook is not None:
+            hook()
+        self._lock.release()
+
+
+def test_a_message_queued_as_a_turn_ends_is_not_stranded() -> None:
+    """Another thread's publish that came after the running turn's last look at the queue, but
+    before it let go of the turn, found the turn taken and returned: the message waited, signed
+    by nobody, until some later publish (at stop: counted lost)."""
+    disk = Disk()
+    publisher, audit = make(disk)
+
+    def other_thread_publishes() -> None:
+        t = threading.Thread(target=publisher.publish, args=("audit/checkpoint", {"n": 2}))
+        t.start()
+        t.join(5)
+
+    publisher._turn = _ReleaseHook(other_thread_publishes)  # type: ignore[assignment]
+    publisher.publish("stats", {"n": 1})
+    assert publisher.held == 0
+    assert seqs(disk) == published(audit) == [1, 2]
