@@ -45,7 +45,7 @@ from agent.outputs.factory import build_outputs
 from agent.policy_clock import date_for_policy
 from agent.preflight import check_files, check_source
 from agent.privacy.gate import BudgetLeft, CaptureGate
-from agent.privacy.lease import LifetimeRecorder
+from agent.privacy.lease import LifetimeRecorder, lease
 from agent.privacy.policy import policy_digest, require_allowed
 from agent.privacy.privacy_mode import (
     FlagFilePoller,
@@ -379,17 +379,35 @@ class Service:
         self._apply_gate()
         frame = self.feed.next_frame(timeout=0.5) if self.gate.capturing else None
         if self.feed.live:
-            # Due windows leave before this frame is analysed: after it, their messages' time
-            # would tell how long its inference took, which grows with the faces in view.
-            self._close_windows(self._window_time(None))
+            # What is due is signed before this frame is analysed, at the camera's pace: after
+            # it, a window's messages or a checkpoint due by time would carry in their time how
+            # long its inference took, which grows with the faces in view.
+            try:
+                self._between_frames()
+            except BaseException:  # e.g. the day's privacy budget written to a full disk
+                if frame is not None:
+                    self._discard(frame)
+                raise
         if frame is not None:
             self._process(frame)
         else:
             self._camera_health(self.feed.state.value)
             if self.feed.state is not CameraState.ENDED:
                 self.clock.sleep(min(IDLE_SLEEP_S, max(self.feed.wait_hint(), 0.01)))
-        self._close_windows(self._window_time(None))
+        if not self.feed.live:  # a clip's windows close on its own time, which the frame moved on
+            self._between_frames()
         self._ping_watchdog()
+
+    def _discard(self, frame: Frame) -> None:
+        """A frame taken but never analysed (the work before it raised): zeroed, its lifetime
+        recorded, counted as discarded, then the run ends."""
+        with lease(frame, self.recorder):
+            pass
+        self._count_last_frames(failed=1, lifetimes_ms=self.recorder.drain().samples_ms)
+
+    def _between_frames(self) -> None:
+        """Due windows, retention, the drops summed and a checkpoint due by time."""
+        self._close_windows(self._window_time(None))
         self._enforce_retention()
         self._drops.record()  # drops summed in the last 5 s, once they have passed
         self._checkpoint_if_due()

@@ -56,12 +56,12 @@ class SlowerWithFaces:
     detector_side = 192
     grey_frames = False
 
-    def __init__(self, clock: FakeClock, faces: int, after: float) -> None:
-        self.clock, self.faces, self.after = clock, faces, after
+    def __init__(self, clock: FakeClock, faces: int, after: float, until: float = float("inf")) -> None:
+        self.clock, self.faces, self.after, self.until = clock, faces, after, until
 
     def analyze(self, pixels: Any, schedule: Any = None, frame: int = 0, *, lores: object = None
                 ) -> list[FaceObservation]:
-        n = self.faces if self.clock.time() >= self.after else 0
+        n = self.faces if self.after <= self.clock.time() < self.until else 0
         self.clock.advance(INFERENCE_S_PER_FACE * n)
         return [face(x=0.1 + 0.2 * i) for i in range(n)]
 
@@ -90,3 +90,69 @@ def first_window_ts(tmp_path: Path, faces: int) -> int:
 def test_a_windows_message_time_does_not_depend_on_the_faces_after_it(tmp_path: Path) -> None:
     none, three = first_window_ts(tmp_path / "a", 0), first_window_ts(tmp_path / "b", 3)
     assert none == three, f"ts {none} with no face after the window's end, {three} with three"
+
+
+PHASE_S = 0.19
+"""The camera's frames come at T0 + 0.19 + 0.2 k: the last one of a window 10 ms before its end."""
+
+
+class CameraPacedClock(FakeClock):
+    """A fake clock the camera's frames set to their own times: the same floats whatever the
+    inference before them added (sums of different steps round differently, and a checkpoint
+    due by time at exactly a frame's time would come a frame later)."""
+
+    def at_frame(self, k: int) -> None:
+        offset = PHASE_S + 0.2 * k
+        if offset < self._mono:
+            raise AssertionError(f"inference took longer than the camera's frame interval at frame {k}")
+        self._wall, self._mono = T0 + offset, offset
+
+
+def live_run(tmp_path: Path, faces: int, seconds: float, extra: str = "", window: int = 10) -> Path:
+    """A live camera whose frames come on the camera's own schedule (not when the loop is
+    ready), k = 5, ``faces`` faces in every frame: every window suppressed. The stop comes
+    between two frames, as a signal would."""
+    path = write_config(tmp_path, "/dev/video0", extra=NO_GATE + extra, window=window, k=5)
+    clock = CameraPacedClock(start=T0)
+    pipeline = SlowerWithFaces(clock, faces, after=T0)
+    service = Service(
+        load_config(path), path, clock,
+        opener=lambda s, o, c: LiveSource(c),
+        pipeline_factory=lambda _c: pipeline,  # type: ignore[arg-type,return-value]
+    )
+    service.start()
+    frames = round((seconds - PHASE_S) / 0.2)
+    for k in range(frames):
+        clock.at_frame(k)
+        service.step()
+    clock.at_frame(frames)  # the stop's signal, when the next frame would have come
+    service.close()
+    return tmp_path
+
+
+def _times(tmp: Path, suffix: str) -> list[int]:
+    return [int(m["ts"]) for m in messages(tmp, suffix)]
+
+
+def test_a_suppressed_windows_message_time_does_not_depend_on_its_last_frames_faces(tmp_path: Path) -> None:
+    """The last frame of a window came 10 ms before its end; when its inference ran past the
+    end, the window left right after it (ts - end: 190 ms with no face, 0 with two, 5 with three
+    faces, 5 ms each), not at the next frame."""
+    runs = {n: live_run(tmp_path / str(n), n, 10.5) for n in (0, 2, 3)}
+    stats = {n: [ts for ts, m in zip(_times(t, "stats"), messages(t, "stats"), strict=True)
+                 if m["body"]["window_start"] == T0] for n, t in runs.items()}
+    assert all(m["body"]["suppressed"] for t in runs.values() for m in messages(t, "stats"))
+    assert stats[0] == stats[2] == stats[3], stats
+    assert len(stats[0]) == 1
+
+
+def test_a_checkpoint_due_by_time_is_not_signed_after_a_frames_inference(tmp_path: Path) -> None:
+    """With the default settings checkpoints come due by time: one was signed at the end of the
+    loop turn, right after the frame's inference, so its ts (minus the camera's frame phase,
+    which every stats message shows) told how many faces that frame held, window after
+    suppressed window."""
+    extra = "audit: {checkpoint_every_minutes: 1}\n"
+    runs = {n: live_run(tmp_path / str(n), n, 130.0, extra, window=60) for n in (0, 1, 3)}
+    checkpoints = {n: _times(t, "audit/checkpoint") for n, t in runs.items()}
+    assert len(checkpoints[0]) >= 3, checkpoints
+    assert checkpoints[0] == checkpoints[1] == checkpoints[3], checkpoints

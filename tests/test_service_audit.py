@@ -298,3 +298,65 @@ def test_messages_still_held_at_stop_are_logged_and_audited_as_lost(
     assert lost[0].startswith(f"{held} message(s) waiting in memory are lost at stop")
     assert any(e["kind"] == "stop" for e in logged)
     assert verify(tmp_path) == []
+
+
+class LoresLiveSource(LiveSource):
+    """As ``LiveSource``, each frame with the camera's scaled copy (``Frame.lores``) too: a new
+    array per frame, which no pool zeroes later."""
+
+    def read(self) -> Frame | None:
+        frame = super().read()
+        if frame is None:
+            return None
+        lores = np.full((18, 32, 3), 77, np.uint8)
+        return Frame(frame.pixels, frame.index, frame.captured_mono, frame.timestamp, lores=lores)
+
+
+def test_a_frame_taken_when_closing_a_window_fails_is_zeroed_and_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Due windows close between taking a frame and analysing it. Closing one can raise (the
+    day's privacy budget or the alert baseline written to a full disk): the frame then left the
+    loop neither leased nor zeroed, its lores copy freed with the pixels still in it, and counted
+    as captured but neither analysed nor discarded."""
+    clock = FakeClock(start=T0)
+    source = LoresLiveSource(clock)
+    path = write_config(tmp_path, "/dev/video0", extra=NO_GATE)
+    service = Service(load_config(path), path, clock=clock, opener=lambda *_: source,  # type: ignore[arg-type,return-value]
+                      pipeline_factory=lambda _c: CountingPipeline())  # type: ignore[arg-type,return-value]
+    taken: list[Frame | None] = []
+    next_frame = service.feed.next_frame
+
+    def watched(timeout: float = 0.5) -> Frame | None:
+        taken.append(next_frame(timeout))
+        return taken[-1]
+
+    monkeypatch.setattr(service.feed, "next_frame", watched)
+    service.start()
+    for _ in range(2):
+        clock.advance(0.2)
+        source.go.release()
+        wait_for(lambda: service.feed.counters.queued == 1)
+        service.step()
+    clock.advance(10.0)  # the first window is due
+    source.go.release()
+    wait_for(lambda: service.feed.counters.queued == 1)
+
+    def full_disk(now: float) -> None:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(service.aggregator, "poll", full_disk)
+        with pytest.raises(OSError, match="No space left"):
+            service.step()
+    frame = taken[-1]
+    assert frame is not None
+    assert frame.lores is not None
+    assert not frame.pixels.any()
+    assert not frame.lores.any()
+    service.close()
+    frames = [e["data"] for e in entries(tmp_path) if e["kind"] == "frames"]
+    assert sum(f["captured"] for f in frames) == 3
+    assert sum(f["analysed"] for f in frames) == 2
+    assert sum(f["discarded"] for f in frames) == 1
+    assert verify(tmp_path) == []
