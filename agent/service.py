@@ -372,16 +372,22 @@ class Service:
             self.publisher.publish("privacy_mode", self._privacy_state, retain=True)
 
     def step(self) -> None:
-        """One loop turn: commands and signals, the gate, at most one frame, due windows."""
+        """One loop turn: commands and signals, the gate, at most one frame, due windows.
+
+        With a camera, everything that may sign a message runs at the camera's pace: after the
+        loop has waited for the next frame, before that frame is analysed, never right after an
+        inference. There, a window's messages, a checkpoint due by time, or what a command, a
+        privacy change or a reconnect makes the device sign would carry in their time how long
+        the last inference took, which grows with the faces in view (found by review)."""
+        paced = self.feed.live and self.gate.capturing
+        if paced:
+            self.feed.wait_for_frame(timeout=0.5)
         self._handle_requests()
         self._reassert_retained()
         self.publisher.retry()  # messages an output refused (a full disk), in order
         self._apply_gate()
-        frame = self.feed.next_frame(timeout=0.5) if self.gate.capturing else None
+        frame = self.feed.next_frame(timeout=0.0 if paced else 0.5) if self.gate.capturing else None
         if self.feed.live:
-            # What is due is signed before this frame is analysed, at the camera's pace: after
-            # it, a window's messages or a checkpoint due by time would carry in their time how
-            # long its inference took, which grows with the faces in view.
             try:
                 self._between_frames()
             except BaseException:  # e.g. the day's privacy budget written to a full disk
@@ -399,8 +405,8 @@ class Service:
         self._ping_watchdog()
 
     def _discard(self, frame: Frame) -> None:
-        """A frame taken but never analysed (the work before it raised): zeroed, its lifetime
-        recorded, counted as discarded, then the run ends."""
+        """A frame taken but never analysed (the work due before it raised): zeroed, its
+        lifetime recorded, counted as discarded, then the run ends."""
         with lease(frame, self.recorder):
             pass
         self._count_last_frames(failed=1, lifetimes_ms=self.recorder.drain().samples_ms)

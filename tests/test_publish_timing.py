@@ -16,6 +16,7 @@ from agent.clock import Clock, FakeClock
 from agent.config import load_config
 from agent.frame import Frame
 from agent.service import Service
+from agent.transport.commands import Command
 from agent.vision.observation import FaceObservation
 from tests.analytics.faces import face
 from tests.test_service import NO_GATE, messages, write_config
@@ -108,10 +109,13 @@ class CameraPacedClock(FakeClock):
         self._wall, self._mono = T0 + offset, offset
 
 
-def live_run(tmp_path: Path, faces: int, seconds: float, extra: str = "", window: int = 10) -> Path:
+def live_run(
+    tmp_path: Path, faces: int, seconds: float, extra: str = "", *, window: int = 10,
+    commands: dict[int, Command] | None = None,
+) -> Path:
     """A live camera whose frames come on the camera's own schedule (not when the loop is
     ready), k = 5, ``faces`` faces in every frame: every window suppressed. The stop comes
-    between two frames, as a signal would."""
+    between two frames, as a signal would; ``commands`` arrive from MQTT as frame k comes."""
     path = write_config(tmp_path, "/dev/video0", extra=NO_GATE + extra, window=window, k=5)
     clock = CameraPacedClock(start=T0)
     pipeline = SlowerWithFaces(clock, faces, after=T0)
@@ -122,9 +126,26 @@ def live_run(tmp_path: Path, faces: int, seconds: float, extra: str = "", window
     )
     service.start()
     frames = round((seconds - PHASE_S) / 0.2)
+    due = [0]
+
+    def camera_paced(wait: Any) -> Any:
+        """Where the loop waits for the camera, the clock moves on to its next frame: what the
+        turn does before it runs right after the last frame's inference."""
+
+        def paced(timeout: float = 0.5) -> Any:
+            clock.at_frame(due[0])
+            return wait(timeout)
+
+        return paced
+
+    for name in ("wait_for_frame", "next_frame"):  # the first the loop calls in a turn waits
+        if hasattr(service.feed, name):
+            setattr(service.feed, name, camera_paced(getattr(service.feed, name)))
     for k in range(frames):
-        clock.at_frame(k)
+        due[0] = k
         service.step()
+        if commands and k in commands:  # arrives while frame k is analysed
+            service._enqueue_command(commands[k])
     clock.at_frame(frames)  # the stop's signal, when the next frame would have come
     service.close()
     return tmp_path
@@ -156,3 +177,14 @@ def test_a_checkpoint_due_by_time_is_not_signed_after_a_frames_inference(tmp_pat
     checkpoints = {n: _times(t, "audit/checkpoint") for n, t in runs.items()}
     assert len(checkpoints[0]) >= 3, checkpoints
     assert checkpoints[0] == checkpoints[1] == checkpoints[3], checkpoints
+
+
+def test_what_a_command_makes_the_device_sign_does_not_time_the_frame_before_it(tmp_path: Path) -> None:
+    """Commands, privacy-mode changes and reconnects were handled at the top of the loop turn,
+    right after the last frame's inference: anyone allowed to send ``checkpoint`` could ask,
+    once a second, for a signed message whose ts (minus the frame phase) told how many faces the
+    frame just analysed held."""
+    runs = {n: live_run(tmp_path / str(n), n, 6.0, commands={20: Command("checkpoint")}) for n in (0, 2)}
+    checkpoints = {n: _times(t, "audit/checkpoint") for n, t in runs.items()}
+    assert len(checkpoints[0]) == 2, checkpoints  # the one asked for (at most one a minute) and the stop's
+    assert checkpoints[0] == checkpoints[2], checkpoints

@@ -165,6 +165,14 @@ class CameraFeed:
             queued=t.queued,
         )
 
+    def wait_for_frame(self, timeout: float) -> None:
+        """Wait, up to ``timeout``, until a camera's next frame waits to be taken, without taking
+        it: the loop then does its other work at the camera's pace, with no frame in hand (at
+        once for a file read on demand, or while no camera is open)."""
+        reader = self._reader
+        if isinstance(reader, Grabber):
+            reader.slot.wait(timeout)
+
     def wait_hint(self) -> float:
         """Seconds until the next reconnect attempt (0 when a reader is open)."""
         if self._reader is not None:

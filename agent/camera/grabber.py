@@ -150,6 +150,11 @@ class LatestFrameSlot:
             self._error = error
             self._cond.notify_all()
 
+    def wait(self, timeout: float | None = None) -> None:
+        """Until a frame waits or no more will come (or ``timeout``), leaving it where it is."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._frame is not None or self._closed, timeout)
+
     def take(self, timeout: float | None = None) -> Frame | None:
         """The waiting frame; None when finished and empty, or on timeout. Raises the producer's error."""
         with self._cond:
