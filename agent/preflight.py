@@ -89,8 +89,11 @@ def check_output_file(target: str | None) -> None:
         return
     except (OSError, ValueError) as exc:
         raise ConfigError(f"outputs.jsonl {path}: cannot inspect it: {exc}") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise ConfigError(f"outputs.jsonl {path}: is {file_kind(info.st_mode)}, not a file")
+    if not stat.S_ISREG(info.st_mode):  # a FIFO nobody reads blocked the start, deaf to SIGTERM
+        raise ConfigError(
+            f"outputs.jsonl {path}: is {file_kind(info.st_mode)}, not a regular file (use '-' for "
+            "standard output)"
+        )
     if not os.access(path, os.W_OK):
         raise ConfigError(f"outputs.jsonl {path}: {_unwritable(path)}")
 

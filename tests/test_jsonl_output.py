@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import threading
 from pathlib import Path
 
 from agent.outputs.base import Message
@@ -55,3 +56,27 @@ def test_copytruncate_keeps_the_file_whole(tmp_path: Path) -> None:
         out.stop()
     assert numbers(path) == [2]  # appended at the new end, no hole of zeros before it
     assert path.read_bytes().startswith(b"{")
+
+
+def test_a_fifo_in_the_files_place_is_refused_at_once(tmp_path: Path) -> None:
+    """Put there after the start's checks (the check refuses one before): opening it blocked the
+    loop until a reader came."""
+    target = tmp_path / "stats.pipe"
+    os.mkfifo(target)
+    out = JsonLinesOutput(target)
+    failed: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            out.start()
+        except OSError as exc:
+            failed.append(exc)
+
+    opener = threading.Thread(target=start, daemon=True)
+    opener.start()
+    opener.join(5)
+    if opener.is_alive():  # free the blocked open before failing
+        os.close(os.open(target, os.O_RDONLY | os.O_NONBLOCK))
+        opener.join(5)
+        raise AssertionError("opening the FIFO blocked")
+    assert len(failed) == 1

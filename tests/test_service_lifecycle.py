@@ -39,15 +39,19 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
                           check=False, timeout=120, env=CHECKOUT)
 
 
-@pytest.mark.parametrize("where", ["missing folder", "a folder"])
+@pytest.mark.parametrize("where", ["missing folder", "a folder", "a FIFO"])
 def test_an_output_file_the_service_cannot_write_is_a_config_error_before_the_start(
     tmp_path: Path, where: str
 ) -> None:
     """Was: `run` got as far as starting the outputs, then stopped on a bare OSError
     (`[Errno 2] No such file or directory: '/var/log/…'`, exit 1), so systemd restarted it in
     vain until its start limit, and `check-config` called the same config valid. Under the unit
-    (ProtectSystem=strict) every path outside the state folder fails this way (EROFS)."""
+    (ProtectSystem=strict) every path outside the state folder fails this way (EROFS). A FIFO
+    nobody reads blocked the start for ever, deaf to SIGTERM, and check-config called it valid."""
     target = tmp_path / "no-such-folder" / "out.jsonl" if where == "missing folder" else tmp_path
+    if where == "a FIFO":
+        target = tmp_path / "stats.pipe"
+        os.mkfifo(target)
     path = write_config(tmp_path, str(tmp_path / "clip.mp4"))
     path.write_text(path.read_text().replace(f'jsonl: "{tmp_path / "out.jsonl"}"', f'jsonl: "{target}"'))
     for command in ("run", "check-config"):

@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 from agent.errors import BackendUnavailable, SourceError
 
@@ -167,13 +167,18 @@ def resolve(source: str) -> tuple[str, str]:
     if s.isdigit() or re.fullmatch(r"/dev/video\d+", s):
         return "opencv", s
     if s.startswith("file:"):
-        parts = urlsplit(s)
+        parts = _split(s)
         if parts.netloc not in ("", "localhost"):
             raise SourceError(f"{s}: file: URLs must name a local path (file:/path or file:///path)")
-        return "replay", unquote(parts.path)
+        path = unquote(parts.path)
+        if "\0" in path:
+            raise SourceError(f"{s}: its path holds a NUL byte (%00), which no file name can")
+        return "replay", path
     if m := _URL.match(s):
         scheme = m.group("scheme").lower()
         if scheme in NETWORK_SCHEMES:
+            if not _split(s).hostname:
+                raise SourceError(f"{redact_url(s)}: names no host")
             return "opencv", s
         raise SourceError(
             f"{redact_url(s)}: unsupported URL scheme {scheme!r}; use rtsp://, rtsps://, http://, "
@@ -182,9 +187,28 @@ def resolve(source: str) -> tuple[str, str]:
     return "replay", source
 
 
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
+
+
+def _split(url: str) -> SplitResult:
+    """``urlsplit``, its port read too; SourceError (the URL redacted) for a malformed one: an
+    unclosed IPv6 bracket, a port that is not a number or is over 65535."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises for a bad port
+    except ValueError as exc:
+        raise SourceError(f"{redact_url(url)}: not a valid URL ({exc})") from None
+    return parts
+
+
 def redact_url(url: str) -> str:
-    """A URL fit for logs: the password (and user) replaced, so credentials never reach a log."""
-    parts = urlsplit(url)
+    """A URL fit for logs: the password (and user) replaced, so credentials never reach a log
+    (of a malformed URL, everything before the host's '@')."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises for a bad port
+    except ValueError:
+        return _USERINFO.sub(r"\1***@", url)
     if parts.password is None and parts.username is None:
         return url
     host = parts.hostname or ""

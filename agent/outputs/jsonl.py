@@ -14,8 +14,10 @@ on into the moved file forever, found by review).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -40,7 +42,15 @@ class JsonLinesOutput:
 
     @staticmethod
     def _open(path: Path) -> int:
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        """The file, opened to append; OSError for anything but a regular file. Non-blocking, so
+        a FIFO put in its place (after the start's checks) fails here instead of blocking the
+        loop until a reader comes."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NONBLOCK, 0o600)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OSError(errno.EINVAL, f"{path} is not a regular file")
+        os.set_blocking(fd, True)
+        return fd
 
     def _follow_rotation(self, path: Path) -> None:
         """Open ``path`` again when it no longer names the open file (moved away, removed)."""

@@ -11,7 +11,8 @@ import pytest
 from agent.camera.base import BACKENDS, load_factory, open_source, redact_url, resolve
 from agent.camera.settings import CameraConfig
 from agent.clock import FakeClock
-from agent.errors import BackendUnavailable, SourceError
+from agent.config import parse_config
+from agent.errors import BackendUnavailable, ConfigError, SourceError
 from tests.purity import import_blocked
 
 
@@ -51,6 +52,31 @@ def test_credentials_never_reach_a_printable_url() -> None:
     assert redact_url("rtsp://admin:hunter2@10.0.0.9:554/live") == "rtsp://***@10.0.0.9:554/live"
     assert "hunter2" not in redact_url("http://u:hunter2@cam/x.mjpg")
     assert redact_url("rtsp://cam/live") == "rtsp://cam/live"
+
+
+@pytest.mark.parametrize(
+    ("source", "said"),
+    [
+        ("file:///tmp/x/%00x.png", "file:///tmp/x/%00x.png: its path holds a NUL byte (%00)"),
+        ("file://[x/a.png", "file://[x/a.png: not a valid URL (Invalid IPv6 URL)"),
+        ("http://[::1", "http://[::1: not a valid URL (Invalid IPv6 URL)"),
+        ("ftp://[::1", "ftp://[::1: unsupported URL scheme 'ftp'"),
+        ("http://u:hunter2@host:99999/x", "http://***@host:99999/x: not a valid URL (Port out of range"),
+        ("rtsp://u:hunter2@h:abc/", "rtsp://***@h:abc/: not a valid URL (Port could not be cast"),
+        ("rtsp:///live", "rtsp:///live: names no host"),
+    ],
+)
+def test_a_malformed_url_is_refused_naming_what_is_wrong_without_its_password(source: str, said: str) -> None:
+    """A NUL byte encoded in a file: URL, an unclosed IPv6 bracket or a bad port raised
+    ValueError (a traceback in analyze and bench, exit 1), or passed check-config and then made
+    `run` retry the camera for ever ("Port out of range")."""
+    with pytest.raises(SourceError) as info:
+        resolve(source)
+    assert str(info.value).startswith(said), str(info.value)
+    assert "hunter2" not in str(info.value)
+    with pytest.raises(ConfigError) as config:
+        parse_config(f"device_id: lobby-1\ncamera:\n  source: '{source}'\n", "agent.yaml")
+    assert config.value.problems[0].startswith(f"camera.source (agent.yaml:3): {said}")
 
 
 def test_every_backend_declares_the_key_it_is_registered_under() -> None:
