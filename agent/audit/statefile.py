@@ -52,6 +52,14 @@ def signed_state(origin: str, head: Head, key: Ed25519PrivateKey) -> dict[str, A
     }
 
 
+def _count(value: object) -> int:
+    """A JSON integer >= 0; ValueError for anything else (``Infinity``, ``1e999`` and ``7.5``
+    are floats: int() raised OverflowError for the first two and cut the third)."""
+    if type(value) is not int or value < 0:
+        raise ValueError(f"{value!r} is not a count (a whole number >= 0)")
+    return value
+
+
 def read_head(origin: str, state: dict[str, Any], public_key: Ed25519PublicKey) -> Head | None:
     """The attested head, or None for a state written before states were signed or signed by
     another key (the device key was rotated): the log then needs a checkpoint for every entry.
@@ -61,11 +69,11 @@ def read_head(origin: str, state: dict[str, Any], public_key: Ed25519PublicKey) 
         return None
     try:
         head = Head(
-            size=int(state["size"]),
+            size=_count(state["size"]),
             root=base64.b64decode(state["root"], validate=True),
             edge=[base64.b64decode(h, validate=True) for h in state["edge"]],
             segment=str(state["segment"]),
-            segment_count=int(state["segment_count"]),
+            segment_count=_count(state["segment_count"]),
         )
         sig = base64.b64decode(state["sig"], validate=True)
     except (KeyError, TypeError, ValueError, binascii.Error) as exc:

@@ -55,7 +55,7 @@ class CheckpointProver:
             return CompactRange(int(data["size"]), [base64.b64decode(h) for h in data["edge"]])
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        except (OSError, ValueError, KeyError, TypeError, OverflowError, RecursionError):
             logger.warning("checkpoint edge file unreadable: the next checkpoint goes without a proof")
             return None
 
@@ -68,7 +68,7 @@ class CheckpointProver:
         try:
             data = json.loads((self.audit_dir / STATE_FILE).read_text(encoding="utf-8"))
             edge = CompactRange(int(data["size"]), [base64.b64decode(h) for h in data["edge"]])
-        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        except (OSError, ValueError, KeyError, TypeError, OverflowError, RecursionError):
             return
         if edge.size == size and edge.root() == root:
             self._save(edge)

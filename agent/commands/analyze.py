@@ -22,6 +22,7 @@ from agent.camera.base import SourceInfo, SourceOptions, open_source, resolve
 from agent.camera.grabber import FrameReader, start_reader
 from agent.camera.settings import CameraConfig
 from agent.clock import Clock, SystemClock
+from agent.commands.arg_types import positive_int
 from agent.config import load_config
 from agent.errors import CameraLost, SourceError
 from agent.frame import Pixels
@@ -114,12 +115,6 @@ def positive_float(text: str) -> float:
     if not 0 < value <= 120:
         raise argparse.ArgumentTypeError(f"must be above 0 and at most 120, got {text}")
     return value
-
-
-def positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return int(text)
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from agent.audit.cosignature import described, parse_vkey, repeated
 from agent.audit.report import render_report
 from agent.audit.store import read_regular
 from agent.audit.verify import summary_lines, verify_log
+from agent.commands.arg_types import positive_int
 from agent.crypto import load_public_key
 from agent.errors import EXIT_OK, EXIT_REJECTED, InputError, PayloadError
 
@@ -31,7 +32,7 @@ def register(sub: Any) -> None:
     _common(v)
     v.add_argument(
         "--max-lifetime-ms",
-        type=int,
+        type=positive_int,
         metavar="N",
         help="frame lifetime bound to enforce (default: the policy recorded in the log)",
     )
@@ -39,7 +40,7 @@ def register(sub: Any) -> None:
     r = cmds.add_parser("report", help="write a self-contained HTML report (inline SVG, no network)")
     _common(r)
     r.add_argument("-o", "--output", required=True, type=Path, help="HTML file to write")
-    r.add_argument("--max-lifetime-ms", type=int, metavar="N", help="as for verify")
+    r.add_argument("--max-lifetime-ms", type=positive_int, metavar="N", help="as for verify")
     r.set_defaults(func=report_cmd)
 
 

@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from agent.atomic import write_atomic
+from agent.commands.arg_types import topic_filter
+from agent.config import is_valid_device_id
 from agent.crypto import load_public_key, parse_strict
 from agent.crypto.verify import MAX_LINE_BYTES, Result, Verifier, verify_stream
 from agent.errors import EXIT_INPUT, EXIT_OK, EXIT_RUNTIME, InputError, PayloadError
+from agent.user_files import read_user_bytes
 
 
 def register(sub: Any) -> None:
@@ -38,8 +42,8 @@ def register(sub: Any) -> None:
         "--pubkey", action="append", required=True, metavar="FILE",
         help="trusted public key: JWK, PEM or raw base64 (repeat for several)",
     )
-    p.add_argument("--topic", help="topic or MQTT filter every message must be signed for")
-    p.add_argument("--device", help="device id every message must carry")
+    p.add_argument("--topic", type=topic_filter, help="topic or MQTT filter every message must be signed for")
+    p.add_argument("--device", type=_device_id, help="device id every message must carry")
     p.add_argument(
         "--max-skew", type=int, default=300, metavar="S",
         help="largest number of seconds ts may be ahead of the arrival time (default 300)",
@@ -108,17 +112,26 @@ def _until_interrupted(lines: Iterator[bytes], interrupted: list[int]) -> Iterat
         interrupted.append(count)
 
 
+MAX_STATE_BYTES = 64 * 1024 * 1024
+"""About half a million streams (device, key): a FIFO or /dev/zero given as the state is
+refused before it is read (one hung, the other read until memory ran out)."""
+
+
+def _device_id(text: str) -> str:
+    if not is_valid_device_id(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a device id: 1-63 lower-case letters, digits and '-', starting and "
+            "ending with a letter or digit (as device_id in the agent's config)"
+        )
+    return text
+
+
 def _load_state(verifier: Verifier, path: Path) -> None:
-    try:
-        text = path.read_bytes()
-    except FileNotFoundError as exc:
+    if not os.path.lexists(path):
         if not path.parent.is_dir():  # say so now, not after reading every message
-            raise InputError(
-                f"{path}: cannot write the verifier state: folder {path.parent} does not exist"
-            ) from exc
+            raise InputError(f"{path}: cannot write the verifier state: folder {path.parent} does not exist")
         return
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the verifier state: {exc.strerror}") from exc
+    text = read_user_bytes(path, "verifier state", InputError, max_bytes=MAX_STATE_BYTES)
     try:
         data = parse_strict(text)
     except PayloadError as exc:

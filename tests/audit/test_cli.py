@@ -299,3 +299,18 @@ def test_a_witness_given_twice_exits_2_naming_it(
     assert f"--witness witness.test (key ID {key_id}) is given twice" in err, err
     assert "Traceback" not in err
     assert not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.parametrize("command", ["verify", "report"])
+@pytest.mark.parametrize("value", ["-5", "0", "abc"])
+def test_a_lifetime_bound_that_is_not_positive_is_exit_2(
+    exported: Path, tmp_path: Path, command: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--max-lifetime-ms -5`` printed "FAIL: ... a frame lived 0 ms, above the bound of -5 ms",
+    exit 1: a verdict on the log from a typo in the command."""
+    out = ["--output", str(tmp_path / "r.html")] if command == "report" else []
+    args = ["audit", command, str(exported / "audit"), "--pubkey", str(exported / "device.pub.jwk"), *out]
+    with pytest.raises(SystemExit) as info:
+        main([*args, "--max-lifetime-ms", value])
+    assert info.value.code == 2
+    assert "argument --max-lifetime-ms: expected a whole number of at least 1" in capsys.readouterr().err

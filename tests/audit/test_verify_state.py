@@ -62,6 +62,32 @@ def test_an_altered_state_fails(audit: Path, key: Ed25519PrivateKey) -> None:
     assert problems == ["state.json: its signature does not verify with the device key: it was altered"]
 
 
+@pytest.mark.parametrize("size", ["Infinity", "1e999", "7.5", "-1"])
+def test_a_state_whose_size_is_not_a_count_is_reported_not_a_crash(
+    audit: Path, key: Ed25519PrivateKey, size: str
+) -> None:
+    """``"size": Infinity`` (json reads it, and 1e999, as a float) raised OverflowError out of
+    `audit verify` and `audit report`, a traceback with exit 1; 7.5 was read as 7."""
+    text = (audit / "state.json").read_text()
+    state = json.loads(text)
+    (audit / "state.json").write_text(text.replace(f'"size":{state["size"]}', f'"size":{size}', 1))
+    assert json.loads((audit / "state.json").read_text(), parse_constant=str)["size"] != state["size"]
+    problems = verify_log(audit, key.public_key()).problems
+    assert any(p.startswith("state.json: ") and "is not a count" in p for p in problems), problems
+
+
+def test_an_edge_file_whose_size_is_infinite_is_set_aside(tmp_path: Path) -> None:
+    """The device's ``checkpoint-edge.json`` with ``"size": Infinity``: every checkpoint's
+    publish raised OverflowError (none was published) and the file was never rewritten."""
+    from agent.audit.witnessing import CheckpointProver  # noqa: PLC0415
+
+    edge = tmp_path / "checkpoint-edge.json"
+    edge.write_text('{"edge": [], "size": Infinity}')
+    (tmp_path / "audit").mkdir()
+    note = sign_checkpoint(ORIGIN, 0, bytes(32), Ed25519PrivateKey.generate()).note
+    assert CheckpointProver(tmp_path / "audit", edge).body_for(note) == {"note": note.decode()}
+
+
 def test_a_state_one_entry_ahead_is_a_crash_warning(audit: Path, key: Ed25519PrivateKey) -> None:
     seg = audit / "segment-000000000010.jsonl"
     state = json.loads((audit / "state.json").read_bytes())

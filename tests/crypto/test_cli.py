@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -264,16 +265,21 @@ def test_state_file_that_cannot_be_written_exits_2_naming_it(
     assert not state.exists()
 
 
+@pytest.mark.parametrize(("make", "kind"), [(Path.mkdir, "a folder"), (os.mkfifo, "a FIFO (named pipe)")])
 def test_state_file_that_cannot_be_read_exits_2_naming_it(
-    keys: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    keys: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], make: Any, kind: str
 ) -> None:
+    """A folder is unreadable even as root. A FIFO hung the command for ever (and /dev/zero was
+    read until the machine ran out of memory)."""
     state = tmp_path / "state.json"
-    state.mkdir()  # unreadable even as root
+    make(state)
     path = _lines(tmp_path, _signer(keys).sign("stats", TOPIC, {}))
     assert _verify(keys, "--state", str(state), path) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert captured.err == f"emotion-agent: error: {state}: cannot read the verifier state: Is a directory\n"
+    assert captured.err == (
+        f"emotion-agent: error: {state}: the verifier state must be a regular file, not {kind}\n"
+    )
 
 
 def test_with_several_files_each_line_is_named_by_its_file_and_its_line_there(
@@ -337,3 +343,26 @@ def test_a_state_file_with_a_boot_that_is_not_a_count_is_refused(
     err = capsys.readouterr().err
     assert "not a verifier state file" in err
     assert "boot and seq must be non-negative integers" in err
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "said"),
+    [
+        ("--topic", "emotion-agent/#/x", "'#' must be a whole level, and the last one"),
+        ("--topic", "emotion-agent/a+/stats", "'+' must be a whole level"),
+        ("--topic", "", "empty: give a topic or a filter"),
+        ("--device", "TEST 1!", "is not a device id: 1-63 lower-case letters"),
+    ],
+)
+def test_a_bad_topic_or_device_is_exit_2_not_a_verdict(
+    keys: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str, said: str
+) -> None:
+    """``--topic emotion-agent/#/x`` acted as ``emotion-agent/#`` (every message passed, a weaker
+    check than asked for); an empty topic or an impossible device id rejected every message."""
+    path = _lines(tmp_path, _signer(keys).sign("stats", TOPIC, {}))
+    with pytest.raises(SystemExit) as info:
+        _verify(keys, option, value, path)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}: " in err, err
+    assert said in err, err
