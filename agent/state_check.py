@@ -70,10 +70,35 @@ def check_state_dir(state_dir: Path, public_key: Ed25519PublicKey) -> StartState
         raise _refuse(state_dir, f"audit/{CHECKPOINTS_FILE} is missing")
     result = verify_log(audit, public_key)
     problems = [p for p in result.problems if _OTHER_KEY not in p]
+    if problems and not result.checkpoints and len(problems) < len(result.problems):
+        raise _another_key(state_dir, public_key, segments)  # its absence is no deleted checkpoint
     if problems:
         raise _refuse(state_dir, f"the audit log fails verification: {problems[0]}")
     linked = tuple(k for k in result.keys if kid_for(k) != kid_for(public_key))
     return StartState(floor=_used_counters(segments), linked_keys=linked)
+
+
+def _another_key(
+    state_dir: Path, public_key: Ed25519PublicKey, segments: list[tuple[int, Path]]
+) -> PayloadError:
+    """No checkpoint of the log is signed by the configured key or one a rotation links to it:
+    the key is not this device's. Said as such: the consequence ("checkpoints.log has none at
+    size N: a checkpoint was deleted; restore state_dir from a backup") sent installers after a
+    deletion that never happened."""
+    kids = [
+        str(decode_entry(line).data["kid"])
+        for _first, path in segments
+        for line in iter_lines(path)
+        if b'"kind":"key_event"' in line and b'"event":"boot"' in line
+    ]
+    ran = f" (kid {kids[-1]} at its last start)" if kids else ""
+    return PayloadError(
+        f"{state_dir}: the audit log fails verification: no checkpoint in it is signed by this key "
+        f"(kid {kid_for(public_key)}); it was written with another key{ran}. keys.private_key is "
+        "not the key this device ran with: put that key back (a key is replaced with `emotion-agent "
+        "keys rotate`, docs/key-rotation.md), or, if it is lost, archive state_dir and start afresh "
+        "so receivers are not confused"
+    )
 
 
 def _used_counters(segments: list[tuple[int, Path]]) -> tuple[int, int]:

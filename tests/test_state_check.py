@@ -135,3 +135,23 @@ def test_a_key_the_log_does_not_link_to_is_still_refused(tmp_path: Path, key: Ed
     rotate_in_log(tmp_path, key, Ed25519PrivateKey.generate())
     with pytest.raises(PayloadError, match="the audit log fails verification"):
         check_state_dir(tmp_path, Ed25519PrivateKey.generate().public_key())
+
+
+def test_a_key_that_is_not_the_devices_is_named_as_such_not_as_a_deleted_checkpoint(
+    tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    """A provisioning slip (another device's key, a key made again): the start said a checkpoint
+    was deleted and to restore state_dir from a backup, the consequence of no checkpoint verifying."""
+    run_once(tmp_path, key)
+    log = AuditLog.open(tmp_path / "audit", key, ORIGIN, FakeClock(), AuditConfig())
+    log.append("key_event", {"event": "boot", "kid": kid_for(key.public_key())})
+    log.close()
+    other = Ed25519PrivateKey.generate()
+    with pytest.raises(PayloadError) as info:
+        check_state_dir(tmp_path, other.public_key())
+    said = str(info.value)
+    assert f"no checkpoint in it is signed by this key (kid {kid_for(other.public_key())})" in said
+    assert f"written with another key (kid {kid_for(key.public_key())} at its last start)" in said
+    assert "keys.private_key is not the key this device ran with" in said
+    assert "deleted" not in said
+    assert check_state_dir(tmp_path, key.public_key()).floor == (1, 3)  # the right key still starts

@@ -346,7 +346,7 @@ def test_a_state_file_with_a_boot_that_is_not_a_count_is_refused(
 
 
 @pytest.mark.parametrize(
-    ("option", "value", "said"),
+    "case",
     [
         ("--topic", "emotion-agent/#/x", "'#' must be a whole level, and the last one"),
         ("--topic", "emotion-agent/a+/stats", "'+' must be a whole level"),
@@ -355,10 +355,11 @@ def test_a_state_file_with_a_boot_that_is_not_a_count_is_refused(
     ],
 )
 def test_a_bad_topic_or_device_is_exit_2_not_a_verdict(
-    keys: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str, said: str
+    keys: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], case: tuple[str, str, str]
 ) -> None:
     """``--topic emotion-agent/#/x`` acted as ``emotion-agent/#`` (every message passed, a weaker
     check than asked for); an empty topic or an impossible device id rejected every message."""
+    option, value, said = case
     path = _lines(tmp_path, _signer(keys).sign("stats", TOPIC, {}))
     with pytest.raises(SystemExit) as info:
         _verify(keys, option, value, path)
