@@ -15,7 +15,9 @@ has failed that way, which ``collect`` turns into an exit when the database stay
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
+import stat
 import threading
 import time
 import unicodedata
@@ -24,6 +26,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from agent.errors import ConfigError, StorageError
+from agent.user_files import file_kind
 
 logger = logging.getLogger(__name__)
 
@@ -166,6 +171,36 @@ def sqlite_path(url: str) -> Path | None:
     return Path(url.removeprefix(SQLITE)) if url.startswith(SQLITE) else None
 
 
+def _open_sqlite(path: Path) -> sqlite3.Connection:
+    """The database file, in WAL mode. ConfigError (exit 2) naming ``database`` for a path that
+    is no regular file (a folder, a FIFO, /dev/zero), StorageError (exit 1) for one SQLite cannot
+    use (read-only, locked, corrupt): before, a traceback."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        info = None
+    except OSError as exc:
+        raise ConfigError(f"database {path}: cannot inspect it: {exc.strerror or exc}") from None
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"database {path}: is {file_kind(info.st_mode)}, not a SQLite database file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+    except (OSError, sqlite3.Error) as exc:
+        raise StorageError(f"database {path}: cannot open the SQLite database: {exc}") from None
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.Error as exc:
+        conn.close()
+        raise StorageError(f"database {path}: cannot use the SQLite database: {exc}") from None
+    return conn
+
+
+def _redacted(url: str) -> str:
+    """A PostgreSQL URL without its password."""
+    return re.sub(r"^([a-z]+://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
 class Store:
     """One connection, used under a lock (the receiver has one worker and the HTTP thread)."""
 
@@ -187,14 +222,17 @@ class Store:
         message is retried, never given up (``transient``)."""
         path = sqlite_path(url)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn: Any = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn: Any = _open_sqlite(path)
             self.dialect = "sqlite"
         else:
             import psycopg  # noqa: PLC0415 - only receivers on PostgreSQL need it
 
-            self._conn = psycopg.connect(url, autocommit=True)
+            try:
+                self._conn = psycopg.connect(url, autocommit=True)
+            except psycopg.ProgrammingError as exc:  # a malformed URL or option
+                raise ConfigError(f"database {_redacted(url)}: not a usable PostgreSQL URL: {exc}") from None
+            except psycopg.Error as exc:  # the server: down, refusing, unknown database
+                raise StorageError(f"database {_redacted(url)}: cannot connect: {exc}") from None
             self.dialect = "postgres"
             self.errors = (psycopg.Error,)
             self.outage_errors = (psycopg.OperationalError,)
