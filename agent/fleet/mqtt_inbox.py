@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import ssl
 import threading
 import time
 from typing import Any
@@ -19,7 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent.errors import ConfigError
+from agent.broker_files import read_password, tls_context
 from agent.fleet.inbox import DEVICE_PREFIX, RETAINED_TOPICS, SHARED_TOPICS, Delivery, Handler
 from agent.fleet.settings import MqttSourceSettings
 
@@ -47,22 +46,12 @@ class MqttInbox:
         self.connected = threading.Event()
         self.error: BaseException | None = None
         """Never set: paho connects again by itself (``reconnect_delay_set``)."""
-        if settings.tls is not None:
-            self._client.tls_set(
-                ca_certs=str(settings.tls.ca),
-                certfile=str(settings.tls.cert) if settings.tls.cert else None,
-                keyfile=str(settings.tls.key) if settings.tls.key else None,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
+        if settings.tls is not None:  # the files checked as the agent's, each error naming its key
+            self._client.tls_set_context(tls_context(settings.tls, "source.tls"))
         if settings.username is not None:
             password = None
             if settings.password_file is not None:
-                try:
-                    password = settings.password_file.read_text(encoding="utf-8").splitlines()[0]
-                except (OSError, IndexError) as exc:
-                    raise ConfigError(
-                        f"source.password_file {settings.password_file}: cannot read it"
-                    ) from exc
+                password = read_password(settings.password_file, "source.password_file")
             self._client.username_pw_set(settings.username, password)
         self._client.reconnect_delay_set(1, 30)
 

@@ -12,8 +12,9 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from agent.broker_files import read_password
 from agent.errors import ConfigError
-from agent.transport.link import PahoClient, read_password, tls_context
+from agent.transport.link import PahoClient, tls_context
 from agent.transport.settings import MqttConfig
 
 MAX_INCOMING_BYTES = 4096

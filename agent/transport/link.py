@@ -17,9 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from agent.errors import ConfigError
 from agent.transport.paho_client import paho
-from agent.user_files import read_user_bytes
 
 
 class LinkState(StrEnum):
@@ -152,26 +150,6 @@ def tls_context(ca: Path, cert: Path | None, key: Path | None) -> ssl.SSLContext
     context.sslsocket_class = ClosingSSLSocket
     return context
 
-
-MAX_PASSWORD_BYTES = 4096
-
-
-def read_password(path: Path) -> str:
-    """The first line of ``mqtt.password_file``: a regular file of at most 4 KiB that others
-    cannot read (owner, or a root-owned file shared with the service group); never logged."""
-    try:
-        data = read_user_bytes(
-            path, "password file", ConfigError, max_bytes=MAX_PASSWORD_BYTES, readable_by="group"
-        )
-        text = data.decode("utf-8")
-    except ConfigError as exc:
-        raise ConfigError(f"mqtt.password_file {exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"mqtt.password_file {path}: the password is not UTF-8 text") from None
-    lines = text.splitlines()
-    if not lines or not lines[0]:
-        raise ConfigError(f"mqtt.password_file {path}: the file is empty; put the password on line 1")
-    return lines[0]
 
 
 _HINTS = (

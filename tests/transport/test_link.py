@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from agent.broker_files import read_password
 from agent.errors import ConfigError
 from agent.transport.link import (
     PahoClient,
     TransportHealth,
     explain,
-    read_password,
     telling,
     tls_context,
 )
