@@ -95,7 +95,7 @@ def test_the_config_takes_verifier_keys_and_names_a_bad_one() -> None:
     assert "key ID 00000000 does not match the name and key" in problem, problem
 
 
-def test_the_service_hands_the_configured_witnesses_to_its_inbox(
+def test_the_service_hands_the_configured_witnesses_and_its_log_origin_to_its_inbox(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     witness = Ed25519PrivateKey.generate()
@@ -115,6 +115,7 @@ def test_the_service_hands_the_configured_witnesses_to_its_inbox(
         assert [(n, k.public_bytes_raw()) for n, k in inbox.witnesses] == [
             (WITNESS, witness.public_key().public_bytes_raw())
         ]
+        assert inbox.origin == service.audit.origin == "emotion-agent/test-1"
     finally:
         service.close()
 
@@ -196,22 +197,3 @@ def test_a_note_of_another_log_is_refused_as_such(tmp_path: Path, caplog: pytest
     assert said in caplog.text
     assert "trusted key" not in caplog.text
     assert not (tmp_path / COSIGNATURES_FILE).exists()
-
-
-def test_the_service_hands_its_log_origin_to_its_inbox(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = write_config(tmp_path, "scripted.mp4")
-    handed: list[object] = []
-
-    def capture(*args: object, on_cosignature: object, **kwargs: object) -> list[object]:
-        handed.append(on_cosignature)
-        return []
-
-    monkeypatch.setattr(service_module, "build_outputs", capture)
-    service = scripted_service(path, FakeClock(1_800_000_000.0), frames=1)
-    try:
-        (accept,) = handed
-        assert accept.__self__.origin == service.audit.origin  # type: ignore[attr-defined]
-    finally:
-        service.close()

@@ -5,8 +5,6 @@ server down, a read-only file). Each was a sqlite3 or psycopg traceback, exit 1.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ import pytest
 from agent.errors import ConfigError, StorageError
 from agent.fleet.store import Store
 from tests.fleet.test_service_inbox import settings
+from tests.fleet.test_state_dir import run_collect
 
 
 @pytest.mark.parametrize(("make", "kind"), [(Path.mkdir, "a folder"), (os.mkfifo, "a FIFO (named pipe)")])
@@ -44,18 +43,8 @@ def test_a_postgresql_server_that_is_not_there_is_a_storage_error_without_the_pa
 
 
 def test_collect_on_a_folder_as_its_database_exits_2_without_a_traceback(tmp_path: Path) -> None:
-    fleet = settings(tmp_path)
     (tmp_path / "devices").mkdir()
-    path = tmp_path / "fleet.yaml"
-    path.write_text(
-        f"receiver_id: rx-1\nsource: {{kind: nats, servers: ['nats://127.0.0.1:1']}}\n"
-        f"database: 'sqlite:///{tmp_path / 'devices'}'\nstate_dir: {fleet.state_dir}\n"
-        f"private_key: {fleet.private_key}\nhttp: {{port: 0}}\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "agent", "collect", "-c", str(path)],
-        capture_output=True, text=True, timeout=60, check=False,
-    )
+    done = run_collect(tmp_path, settings(tmp_path), database=tmp_path / "devices")
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     assert f"database {tmp_path / 'devices'}: is a folder, not a SQLite database file" in done.stderr

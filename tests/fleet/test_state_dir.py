@@ -16,7 +16,7 @@ import pytest
 
 from agent.errors import ConfigError
 from agent.fleet.service import FleetService
-from agent.fleet.settings import load_fleet_settings
+from agent.fleet.settings import FleetSettings, load_fleet_settings
 from tests.fleet.test_service_inbox import DyingInbox, settings
 
 
@@ -53,19 +53,27 @@ def test_a_system_folder_as_state_dir_is_refused_when_the_config_loads(tmp_path:
     assert problem.startswith(f"state_dir ({path}:4): /var/lib is a system folder"), problem
 
 
-def test_collect_with_a_file_as_state_dir_exits_2_without_a_traceback(tmp_path: Path) -> None:
-    fleet = settings(tmp_path)
-    fleet.state_dir.write_text("not a folder")
+def run_collect(
+    tmp_path: Path, fleet: FleetSettings, database: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``collect`` on ``fleet``'s state_dir and key, a NATS server nobody runs and ``database``
+    (default: fleet.db in ``tmp_path``)."""
     path = tmp_path / "fleet.yaml"
     path.write_text(
         f"receiver_id: rx-1\nsource: {{kind: nats, servers: ['nats://127.0.0.1:1']}}\n"
-        f"database: 'sqlite:///{tmp_path / 'fleet.db'}'\nstate_dir: {fleet.state_dir}\n"
+        f"database: 'sqlite:///{database or tmp_path / 'fleet.db'}'\nstate_dir: {fleet.state_dir}\n"
         f"private_key: {fleet.private_key}\nhttp: {{port: 0}}\n"
     )
-    done = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "agent", "collect", "-c", str(path)],
         capture_output=True, text=True, timeout=60, check=False,
     )
+
+
+def test_collect_with_a_file_as_state_dir_exits_2_without_a_traceback(tmp_path: Path) -> None:
+    fleet = settings(tmp_path)
+    fleet.state_dir.write_text("not a folder")
+    done = run_collect(tmp_path, fleet)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     assert f"state_dir {fleet.state_dir}: is a file, not a folder" in done.stderr
