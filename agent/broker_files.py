@@ -58,17 +58,18 @@ def tls_context(tls: TlsFiles, section: str = "mqtt.tls") -> ssl.SSLContext:
     if tls.key is not None:
         _pem(tls.key, f"{section}.key", "client private key", MAX_SECRET_BYTES, secret=True)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    try:
-        ctx.load_verify_locations(cadata=ca.decode("ascii", "replace"))
+    try:  # text outside the PEM blocks (a bundle's "# Issuer: ..." comments) may be any UTF-8
+        ctx.load_verify_locations(cadata=ca.decode("ascii", "ignore"))
     except (ssl.SSLError, ValueError) as exc:
         raise ConfigError(f"{section}.ca {tls.ca}: not a PEM CA certificate ({exc})") from None
-    if tls.cert is not None and tls.key is not None:
+    if tls.cert is not None:  # without a key, the certificate's file holds its key too
+        keyfile = str(tls.key) if tls.key is not None else None
         try:
-            ctx.load_cert_chain(str(tls.cert), str(tls.key))
+            ctx.load_cert_chain(str(tls.cert), keyfile)
         except (ssl.SSLError, OSError, ValueError) as exc:
+            files = f"{section}.cert {tls.cert}" + (f" / {section}.key {tls.key}" if keyfile else "")
             raise ConfigError(
-                f"{section}.cert {tls.cert} / {section}.key {tls.key}: not a PEM certificate and its "
-                f"unencrypted private key ({exc})"
+                f"{files}: not a PEM certificate and its unencrypted private key ({exc})"
             ) from None
     return ctx
 

@@ -45,7 +45,7 @@ from agent.outputs.factory import build_outputs
 from agent.policy_clock import date_for_policy
 from agent.preflight import check_files, check_source
 from agent.privacy.gate import BudgetLeft, CaptureGate
-from agent.privacy.lease import LifetimeRecorder, lease
+from agent.privacy.lease import LifetimeRecorder
 from agent.privacy.policy import policy_digest, require_allowed
 from agent.privacy.privacy_mode import (
     FlagFilePoller,
@@ -96,6 +96,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 IDLE_SLEEP_S = 0.2
+PACE_S = 0.5
+"""How long a turn waits for a camera's frame, counted from when the last one was taken."""
 STOP_BUDGET_S = 6.0
 """From the start of the stop (``close``) until the outputs have stopped, against the unit's
 TimeoutStopSec=20s. What must survive goes to disk first (the open window into the spool, the
@@ -112,6 +114,8 @@ class Service:
 
     _camera_lost = False
     """The last camera state systemd was told was "reconnecting" (``_camera_health``)."""
+    _paced_from: float | None = None
+    """Monotonic time the last camera frame was taken (``_pace_timeout``)."""
 
     def __init__(
         self,
@@ -374,42 +378,45 @@ class Service:
     def step(self) -> None:
         """One loop turn: commands and signals, the gate, at most one frame, due windows.
 
-        With a camera, everything that may sign a message runs at the camera's pace: after the
-        loop has waited for the next frame, before that frame is analysed, never right after an
-        inference. There, a window's messages, a checkpoint due by time, or what a command, a
-        privacy change or a reconnect makes the device sign would carry in their time how long
-        the last inference took, which grows with the faces in view (found by review)."""
-        paced = self.feed.live and self.gate.capturing
-        if paced:
-            self.feed.wait_for_frame(timeout=0.5)
+        With a camera, everything that may sign a message runs at the camera's pace, with no
+        frame in hand: once the loop has waited for the next frame (or, when none comes, until
+        a pace point counted from the last frame taken, not from the end of its inference),
+        before that frame is taken and analysed. Right after an inference, a window's messages,
+        a checkpoint due by time, or what a command, a privacy change or a reconnect makes the
+        device sign would carry in their time how long that inference took, which grows with the
+        faces in view (found by review). A stop asked for meanwhile takes no frame."""
+        live = self.feed.live
+        if live and self.gate.capturing:
+            self.feed.wait_for_frame(self._pace_timeout())
         self._handle_requests()
         self._reassert_retained()
         self.publisher.retry()  # messages an output refused (a full disk), in order
         self._apply_gate()
-        frame = self.feed.next_frame(timeout=0.0 if paced else 0.5) if self.gate.capturing else None
-        if self.feed.live:
-            try:
-                self._between_frames()
-            except BaseException:  # e.g. the day's privacy budget written to a full disk
-                if frame is not None:
-                    self._discard(frame)
-                raise
+        if live:
+            self._between_frames()
+            if self.stop_requested:
+                return
+        frame = self.feed.next_frame(timeout=0.0 if live else 0.5) if self.gate.capturing else None
         if frame is not None:
+            self._paced_from = self.clock.monotonic()
             self._process(frame)
         else:
             self._camera_health(self.feed.state.value)
             if self.feed.state is not CameraState.ENDED:
                 self.clock.sleep(min(IDLE_SLEEP_S, max(self.feed.wait_hint(), 0.01)))
-        if not self.feed.live:  # a clip's windows close on its own time, which the frame moved on
+        if not live:  # a clip's windows close on its own time, which the frame moved on
             self._between_frames()
         self._ping_watchdog()
 
-    def _discard(self, frame: Frame) -> None:
-        """A frame taken but never analysed (the work due before it raised): zeroed, its
-        lifetime recorded, counted as discarded, then the run ends."""
-        with lease(frame, self.recorder):
-            pass
-        self._count_last_frames(failed=1, lifetimes_ms=self.recorder.drain().samples_ms)
+    def _pace_timeout(self) -> float:
+        """Seconds to wait for a camera's next frame: until the next point ``PACE_S`` apart
+        counted from when the last frame was taken, so that a turn without a new frame (a slow
+        or stalled camera) does its work at a time its inference does not move."""
+        now = self.clock.monotonic()
+        if self._paced_from is None:
+            return PACE_S
+        steps = max(1, math.ceil((now - self._paced_from) / PACE_S))
+        return max(0.0, self._paced_from + steps * PACE_S - now)
 
     def _between_frames(self) -> None:
         """Due windows, retention, the drops summed and a checkpoint due by time."""

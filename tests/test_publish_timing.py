@@ -134,6 +134,8 @@ def live_run(
 
         def paced(timeout: float = 0.5) -> Any:
             clock.at_frame(due[0])
+            if due[0] == frames:  # SIGTERM while the loop waits for the next frame
+                service.signals.stop.set()
             return wait(timeout)
 
         return paced
@@ -146,7 +148,9 @@ def live_run(
         service.step()
         if commands and k in commands:  # arrives while frame k is analysed
             service._enqueue_command(commands[k])
-    clock.at_frame(frames)  # the stop's signal, when the next frame would have come
+    due[0] = frames
+    service.step()  # the stop: it takes no frame
+    assert service.stop_requested
     service.close()
     return tmp_path
 
@@ -188,3 +192,28 @@ def test_what_a_command_makes_the_device_sign_does_not_time_the_frame_before_it(
     checkpoints = {n: _times(t, "audit/checkpoint") for n, t in runs.items()}
     assert len(checkpoints[0]) == 2, checkpoints  # the one asked for (at most one a minute) and the stop's
     assert checkpoints[0] == checkpoints[2], checkpoints
+
+
+def test_a_turn_without_a_new_frame_waits_until_a_time_its_inference_does_not_move(tmp_path: Path) -> None:
+    """With a camera slower than the loop's wait (camera.fps 1, or one that stalls), the wait
+    timed out 0.5 s after the last inference ended, and what the turn signed then told how long
+    that inference took. It now ends 0.5 s after the last frame was taken, whatever came after."""
+    path = write_config(tmp_path, "/dev/video0", extra=NO_GATE)
+    clock = FakeClock(start=T0)
+    service = Service(
+        load_config(path), path, clock, opener=lambda s, o, c: LiveSource(c),
+        pipeline_factory=lambda _c: SlowerWithFaces(clock, 0, after=T0),  # type: ignore[arg-type,return-value]
+    )
+    service.start()
+    try:
+        service.step()  # the first frame is taken at its time
+        taken = service._paced_from
+        assert taken is not None
+        for inference in (0.002, 0.013, 0.3):
+            service._paced_from = clock.monotonic()
+            clock.advance(inference)
+            assert clock.monotonic() + service._pace_timeout() == service._paced_from + 0.5
+        clock.advance(0.4)  # later than one pace: the next point
+        assert clock.monotonic() + service._pace_timeout() == service._paced_from + 1.0
+    finally:
+        service.close()

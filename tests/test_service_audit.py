@@ -302,36 +302,34 @@ def test_messages_still_held_at_stop_are_logged_and_audited_as_lost(
 
 class LoresLiveSource(LiveSource):
     """As ``LiveSource``, each frame with the camera's scaled copy (``Frame.lores``) too: a new
-    array per frame, which no pool zeroes later."""
+    array per frame, which no pool zeroes later. Every frame it made is kept, to be looked at."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock)
+        self.made: list[Frame] = []
 
     def read(self) -> Frame | None:
         frame = super().read()
         if frame is None:
             return None
         lores = np.full((18, 32, 3), 77, np.uint8)
-        return Frame(frame.pixels, frame.index, frame.captured_mono, frame.timestamp, lores=lores)
+        self.made.append(Frame(frame.pixels, frame.index, frame.captured_mono, frame.timestamp, lores=lores))
+        return self.made[-1]
 
 
-def test_a_frame_taken_when_closing_a_window_fails_is_zeroed_and_counted(
+def test_a_frame_waiting_when_closing_a_window_fails_is_zeroed_and_counted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Due windows close between taking a frame and analysing it. Closing one can raise (the
-    day's privacy budget or the alert baseline written to a full disk): the frame then left the
-    loop neither leased nor zeroed, its lores copy freed with the pixels still in it, and counted
-    as captured but neither analysed nor discarded."""
+    """Due windows close before a frame is taken. Closing one can raise (the day's privacy
+    budget or the alert baseline written to a full disk): a frame taken before that left the
+    loop neither leased nor zeroed, its lores copy freed with the pixels still in it, and
+    counted as captured but neither analysed nor discarded. Now none is in hand then: the one
+    waiting is zeroed and counted when the camera closes."""
     clock = FakeClock(start=T0)
     source = LoresLiveSource(clock)
     path = write_config(tmp_path, "/dev/video0", extra=NO_GATE)
     service = Service(load_config(path), path, clock=clock, opener=lambda *_: source,  # type: ignore[arg-type,return-value]
                       pipeline_factory=lambda _c: CountingPipeline())  # type: ignore[arg-type,return-value]
-    taken: list[Frame | None] = []
-    next_frame = service.feed.next_frame
-
-    def watched(timeout: float = 0.5) -> Frame | None:
-        taken.append(next_frame(timeout))
-        return taken[-1]
-
-    monkeypatch.setattr(service.feed, "next_frame", watched)
     service.start()
     for _ in range(2):
         clock.advance(0.2)
@@ -349,12 +347,12 @@ def test_a_frame_taken_when_closing_a_window_fails_is_zeroed_and_counted(
         m.setattr(service.aggregator, "poll", full_disk)
         with pytest.raises(OSError, match="No space left"):
             service.step()
-    frame = taken[-1]
-    assert frame is not None
-    assert frame.lores is not None
-    assert not frame.pixels.any()
-    assert not frame.lores.any()
     service.close()
+    assert len(source.made) == 3
+    for frame in source.made:
+        assert frame.lores is not None
+        assert not frame.pixels.any()
+        assert not frame.lores.any()
     frames = [e["data"] for e in entries(tmp_path) if e["kind"] == "frames"]
     assert sum(f["captured"] for f in frames) == 3
     assert sum(f["analysed"] for f in frames) == 2

@@ -187,27 +187,39 @@ def resolve(source: str) -> tuple[str, str]:
     return "replay", source
 
 
-_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://).*@", re.DOTALL)
+"""Everything from the scheme to the last '@': a password may hold an unencoded '/', '?' or
+'#', which ends the URL's authority where a parser looks for it."""
 
 
 def _split(url: str) -> SplitResult:
     """``urlsplit``, its port read too; SourceError (the URL redacted) for a malformed one: an
-    unclosed IPv6 bracket, a port that is not a number or is over 65535."""
+    unclosed IPv6 bracket, a port that is not a number or is over 65535. The parser's own words
+    are left out when the URL holds an '@': they may quote part of a password."""
+    parts: SplitResult | None = None
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises for a bad port
     except ValueError as exc:
+        if "@" in url and (parts is None or parts.username is None):  # the '@' is not where it belongs
+            raise SourceError(
+                f"{redact_url(url)}: not a valid URL: its host or port cannot be read (in the user "
+                "name or password, write '/', '?', '#', '[', ']' and '@' as %2F, %3F, %23, %5B, %5D "
+                "and %40)"
+            ) from None
         raise SourceError(f"{redact_url(url)}: not a valid URL ({exc})") from None
     return parts
 
 
 def redact_url(url: str) -> str:
     """A URL fit for logs: the password (and user) replaced, so credentials never reach a log
-    (of a malformed URL, everything before the host's '@')."""
+    (of a URL that does not parse cleanly, everything up to its last '@')."""
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises for a bad port
     except ValueError:
+        return _USERINFO.sub(r"\1***@", url)
+    if "@" in url and parts.username is None:  # an '@' the parser put past the authority
         return _USERINFO.sub(r"\1***@", url)
     if parts.password is None and parts.username is None:
         return url

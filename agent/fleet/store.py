@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote
 
 from agent.errors import ConfigError, StorageError
 from agent.user_files import file_kind
@@ -196,9 +197,25 @@ def _open_sqlite(path: Path) -> sqlite3.Connection:
     return conn
 
 
+_PASSWORD = re.compile(r"^([a-z]+://[^:/@]*):(.*)@", re.DOTALL)
+"""User, then the password up to the last '@' (it may hold an unencoded '/', '#' or '@')."""
+
+
 def _redacted(url: str) -> str:
     """A PostgreSQL URL without its password."""
-    return re.sub(r"^([a-z]+://[^:/@]*):[^@/]*@", r"\1:***@", url)
+    return _PASSWORD.sub(r"\1:***@", url)
+
+
+def _without_password(url: str, text: str) -> str:
+    """``text`` (libpq's words, which may quote the URL or a part of it) without the password."""
+    text = text.strip()
+    m = _PASSWORD.match(url)
+    if m is None or not m.group(2):
+        return text
+    password = m.group(2)
+    for secret in sorted({password, unquote(password)}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text.replace(url, _redacted(url))
 
 
 class Store:
@@ -230,9 +247,11 @@ class Store:
             try:
                 self._conn = psycopg.connect(url, autocommit=True)
             except psycopg.ProgrammingError as exc:  # a malformed URL or option
-                raise ConfigError(f"database {_redacted(url)}: not a usable PostgreSQL URL: {exc}") from None
-            except psycopg.Error as exc:  # the server: down, refusing, unknown database
-                raise StorageError(f"database {_redacted(url)}: cannot connect: {exc}") from None
+                why = _without_password(url, str(exc))
+                raise ConfigError(f"database {_redacted(url)}: not a usable PostgreSQL URL: {why}") from None
+            except psycopg.Error as exc:  # the server: down, refusing, unknown database; a bad port
+                why = _without_password(url, str(exc))
+                raise StorageError(f"database {_redacted(url)}: cannot connect: {why}") from None
             self.dialect = "postgres"
             self.errors = (psycopg.Error,)
             self.outage_errors = (psycopg.OperationalError,)

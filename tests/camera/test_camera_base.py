@@ -64,6 +64,9 @@ def test_credentials_never_reach_a_printable_url() -> None:
         ("http://u:hunter2@host:99999/x", "http://***@host:99999/x: not a valid URL (Port out of range"),
         ("rtsp://u:hunter2@h:abc/", "rtsp://***@h:abc/: not a valid URL (Port could not be cast"),
         ("rtsp:///live", "rtsp:///live: names no host"),
+        ("rtsp://admin:hunter2#x@cam/s", "rtsp://***@cam/s: not a valid URL: its host or port cannot"),
+        ("rtsp://admin:hunter2[1]@cam/x", "rtsp://***@cam/x: not a valid URL: its host or port cannot be"),
+        ("rtsp://admin:hunter2/x@cam:554/s", "rtsp://***@cam:554/s: not a valid URL: its host or port"),
     ],
 )
 def test_a_malformed_url_is_refused_naming_what_is_wrong_without_its_password(source: str, said: str) -> None:
@@ -74,6 +77,7 @@ def test_a_malformed_url_is_refused_naming_what_is_wrong_without_its_password(so
         resolve(source)
     assert str(info.value).startswith(said), str(info.value)
     assert "hunter2" not in str(info.value)
+    assert "hunter" not in str(info.value)  # nor a part of it, quoted by the parser as a port
     with pytest.raises(ConfigError) as config:
         parse_config(f"device_id: lobby-1\ncamera:\n  source: '{source}'\n", "agent.yaml")
     assert config.value.problems[0].startswith(f"camera.source (agent.yaml:3): {said}")

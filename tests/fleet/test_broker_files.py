@@ -13,6 +13,7 @@ import pytest
 from agent.errors import ConfigError
 from agent.fleet.mqtt_inbox import MqttInbox
 from agent.fleet.settings import BrokerTlsSettings, MqttSourceSettings
+from tests.mosquitto import make_pki
 
 
 def _inbox(**fields: object) -> MqttInbox:
@@ -46,3 +47,27 @@ def test_a_tls_file_that_cannot_be_used_names_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         _inbox(tls=BrokerTlsSettings(ca=missing))
     assert str(info.value) == f"source.tls.ca {missing}: not a PEM file (no -----BEGIN line)"
+
+
+def test_a_client_certificate_without_a_key_file_is_read_with_its_key_or_refused(tmp_path: Path) -> None:
+    """``source.tls.cert`` alone (the key in the same file) was given to paho, which loaded it;
+    the shared check loaded a client certificate only with a key file, so the receiver
+    connected without one, and a broker that asks for it refused the receiver without a word."""
+    pki = make_pki(tmp_path / "pki", clients=("rx-1",))
+    cert, key = pki.clients["rx-1"]
+    combined = tmp_path / "rx-1.pem"
+    combined.write_bytes(cert.read_bytes() + key.read_bytes())
+    combined.chmod(0o600)
+    _inbox(tls=BrokerTlsSettings(ca=pki.ca, cert=combined))  # accepted
+    with pytest.raises(ConfigError) as info:
+        _inbox(tls=BrokerTlsSettings(ca=pki.ca, cert=cert))
+    assert str(info.value).startswith(f"source.tls.cert {cert}: not a PEM certificate and its unencrypted")
+
+
+def test_a_ca_bundle_with_non_ascii_comments_is_read(tmp_path: Path) -> None:
+    """certifi-style bundles name each CA in a comment, some in their own language: the check
+    raised TypeError (a traceback) on the first non-ASCII byte."""
+    pki = make_pki(tmp_path / "pki")
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes("# Issuer: CN=Főtanúsítvány\n".encode() + pki.ca.read_bytes())
+    _inbox(tls=BrokerTlsSettings(ca=bundle))

@@ -34,6 +34,16 @@ def test_a_malformed_postgresql_url_is_a_config_error() -> None:
         Store("postgresql://[::1")
 
 
+@pytest.mark.parametrize("url", ["postgresql://rx:hunter2@[::1/db", "postgresql://rx:hunter2%ZZ@127.0.0.1:1/db"])
+def test_libpqs_words_about_a_malformed_url_do_not_carry_its_password(url: str) -> None:
+    """libpq quotes the URI, or the token it could not decode, in its error."""
+    with pytest.raises(ConfigError) as info:
+        Store(url)
+    said = str(info.value)
+    assert said.startswith("database postgresql://rx:***@"), said
+    assert "hunter2" not in said
+
+
 def test_a_postgresql_server_that_is_not_there_is_a_storage_error_without_the_password() -> None:
     with pytest.raises(StorageError) as info:
         Store("postgresql://rx:hunter2@127.0.0.1:1/fleet?connect_timeout=2")
