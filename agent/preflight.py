@@ -21,7 +21,6 @@ from agent.errors import ConfigError, InputError, KeyFileError, SourceError
 from agent.user_files import MAX_TEXT_BYTES, file_kind, read_user_bytes
 
 if TYPE_CHECKING:
-
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
     from agent.config import AgentConfig
@@ -39,7 +38,6 @@ def check_files(cfg: AgentConfig, config_path: Path | None = None) -> Ed25519Pri
     key = load_private_key(cfg.keys.private_key, config_path.parent if config_path is not None else None)
     mqtt = cfg.mqtt
     if mqtt.enabled:
-
         if mqtt.username is not None and mqtt.password_file is not None:
             read_password(mqtt.password_file)
         if mqtt.tls is not None:
@@ -125,6 +123,3 @@ def operator_key(path: Path) -> Ed25519PublicKey:
         return load_public_key(path)
     except (ConfigError, KeyFileError) as exc:
         raise ConfigError(f"mqtt.commands.operator_key {exc}") from None
-
-
-

@@ -151,7 +151,6 @@ def tls_context(ca: Path, cert: Path | None, key: Path | None) -> ssl.SSLContext
     return context
 
 
-
 _HINTS = (
     ("CERTIFICATE_VERIFY_FAILED",
      "the broker's certificate is not signed by mqtt.tls.ca, has expired, or does not name mqtt.host"),
