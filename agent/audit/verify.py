@@ -227,6 +227,14 @@ class _Verifier:
                 seg = read_segment(path)
             except OSError as exc:
                 raise unreadable(path, "audit segment", exc) from exc
+            if not seg.lines and not seg.tail and n < len(segments) - 1:
+                after, name = segments[n + 1][0], segments[n + 1][1].name
+                self.r.problems.append(
+                    f"{path.name}: empty (0 bytes) but {name} follows it: "
+                    f"entries {first}..{after - 1} were removed"
+                )
+                self.broken = True
+                return
             if seg.tail:
                 if n == len(segments) - 1:
                     where = f"{path.name} line {len(seg.lines) + 1}"
@@ -251,7 +259,7 @@ class _Verifier:
             previous = path.name
 
     def segment(self, first: int, name: str, previous: str | None, lines: list[bytes]) -> bool:
-        if not lines:  # a rotation cut short before its first line (the last segment only)
+        if not lines:  # a rotation cut short before its first line (run refuses it elsewhere)
             return True
         leaves: list[bytes] = []
         for n, line in enumerate(lines, start=1):

@@ -61,38 +61,50 @@ def register(sub: Any) -> None:
     p.set_defaults(func=verify)
 
 
-def _lines(files: list[str], starts: list[tuple[int, str]]) -> Iterator[bytes]:
+def _lines(files: list[str], starts: list[tuple[int, str]], cut: list[str]) -> Iterator[bytes]:
     """Every line of the files in turn (stdin if none); ``starts`` gets, as each file is opened,
-    the number of lines before it and its name."""
+    the number of lines before it and its name; ``cut`` the names of inputs left unread after an
+    endless line."""
     if not files:
-        yield from _bounded(sys.stdin.buffer)
+        yield from _bounded(sys.stdin.buffer, "stdin", cut)
         return
     before = 0
     for name in files:
         starts.append((before, name))
         try:
             with Path(name).open("rb") as handle:
-                for line in _bounded(handle):
+                for line in _bounded(handle, name, cut):
                     before += 1
                     yield line
         except OSError as exc:
             raise InputError(f"{name}: cannot read: {exc.strerror}") from exc
 
 
-def _bounded(handle: IO[bytes]) -> Iterator[bytes]:
+MAX_RECORDED_LINE = 2 << 30
+"""More than any MQTT message (at most 268,435,455 bytes) recorded by ``mosquitto_sub -F %j``,
+which escapes a byte in at most 6: past it the input is not a recording (/dev/zero spun)."""
+
+
+def _bounded(handle: IO[bytes], name: str, cut: list[str]) -> Iterator[bytes]:
     """The lines of ``handle``, each cut to ``MAX_LINE_BYTES`` + 1 bytes (the rest of a longer
     line is read and dropped in pieces, so the verifier refuses it without the whole line ever
-    being in memory: a 1 GB payload recorded with ``mosquitto_sub -F %j`` took 1 GB)."""
+    being in memory: a 1 GB payload recorded with ``mosquitto_sub -F %j`` took 1 GB). A line
+    longer than ``MAX_RECORDED_LINE`` ends the input (its name goes to ``cut``)."""
     while line := handle.readline(MAX_LINE_BYTES + 1):
         if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+            dropped = 0
             while (rest := handle.readline(1 << 16)) and not rest.endswith(b"\n"):
-                pass
+                dropped += len(rest)
+                if dropped > MAX_RECORDED_LINE:
+                    cut.append(name)
+                    yield line
+                    return
         yield line
 
 
-def _where(number: int, starts: list[tuple[int, str]]) -> str:
+def _where(number: int, starts: list[tuple[int, str]], several: bool) -> str:
     """``line N``; with several files ``FILE: line N``, N counted in that file."""
-    if len(starts) < 2:
+    if not several:
         return f"line {number}"
     before, name = next((b, n) for b, n in reversed(starts) if b < number)
     return f"{name}: line {number - before}"
@@ -174,6 +186,14 @@ def _summary(counts: dict[str, int], gaps: int, missing: int, skipped: dict[str,
         )
 
 
+def _save_state(verifier: Verifier, path: str) -> None:
+    text = json.dumps(verifier.export_state(), indent=1) + "\n"
+    try:
+        write_atomic(Path(path), text.encode("utf-8"))
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write the verifier state: {exc.strerror or exc}") from exc
+
+
 def verify(args: argparse.Namespace) -> int:
     for name, value in (("--max-skew", args.max_skew), ("--max-age", args.max_age)):
         if value is not None and value < 0:
@@ -190,7 +210,8 @@ def verify(args: argparse.Namespace) -> int:
     skipped: dict[str, int] = {}
     interrupted: list[int] = []
     starts: list[tuple[int, str]] = []
-    lines = _until_interrupted(_lines(args.files, starts), interrupted)
+    cut: list[str] = []
+    lines = _until_interrupted(_lines(args.files, starts, cut), interrupted)
     for number, result in verify_stream(lines, verifier):
         counts[result.status] += 1
         unbound += result.ok and not result.topic_checked
@@ -199,15 +220,16 @@ def verify(args: argparse.Namespace) -> int:
             skipped[result.reason] = skipped.get(result.reason, 0) + 1
         gaps += len(result.gaps)
         missing += sum(g.missing for g in result.gaps)
-        _report(_where(number, starts), result, sys.stdout)
+        _report(_where(number, starts, len(args.files) > 1), result, sys.stdout)
     if args.state:
-        text = json.dumps(verifier.export_state(), indent=1) + "\n"
-        try:
-            write_atomic(Path(args.state), text.encode("utf-8"))
-        except OSError as exc:
-            raise InputError(f"{args.state}: cannot write the verifier state: {exc.strerror or exc}") from exc
+        _save_state(verifier, args.state)
+    for name in cut:
+        sys.stderr.write(
+            f"verify: {name}: a line longer than {MAX_RECORDED_LINE >> 30} GiB without a line end: "
+            "not a recording of MQTT messages, the rest of it is not read\n"
+        )
     if interrupted:
-        where = _where(interrupted[0], starts) if interrupted[0] else "line 0"
+        where = _where(interrupted[0], starts, len(args.files) > 1) if interrupted[0] else "line 0"
         sys.stderr.write(f"verify: interrupted after {where}; the lines read are checked\n")
     if not args.quiet:
         _summary(counts, gaps, missing, skipped, retained)
@@ -216,7 +238,7 @@ def verify(args: argparse.Namespace) -> int:
                 f"verify: warning: topic binding not checked for {unbound} message(s): give --topic "
                 "or lines of the form {\"topic\": T, \"payload\": P}\n"
             )
-    if counts["malformed"]:
+    if counts["malformed"] or cut:
         return EXIT_INPUT
     if counts["rejected"] or (gaps and not args.allow_gaps):
         return EXIT_RUNTIME

@@ -152,6 +152,18 @@ def test_a_deleted_segment_without_a_purge_record_fails(audit: Path, key: Ed2551
     assert "entries 0..9 are missing and no purge entry records their removal" in check(audit, key).problems
 
 
+@pytest.mark.parametrize(("emptied", "removed"), [(SEG0, "0..9"), (SEG1, "10..19")])
+def test_an_emptied_segment_is_named_with_the_entries_it_lost(
+    audit: Path, key: Ed25519PrivateKey, emptied: str, removed: str
+) -> None:
+    """An emptied first segment was reported as a policy change in the segment after it."""
+    (audit / emptied).write_bytes(b"")
+    after = sorted(p.name for p in audit.glob("segment-*.jsonl") if p.name > emptied)[0]
+    assert check(audit, key).problems == [
+        f"{emptied}: empty (0 bytes) but {after} follows it: entries {removed} were removed"
+    ]
+
+
 def test_a_deleted_middle_segment_fails(audit: Path, key: Ed25519PrivateKey) -> None:
     (audit / SEG1).unlink()
     assert check(audit, key).problems[0] == (

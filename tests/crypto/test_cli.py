@@ -329,6 +329,27 @@ def test_a_huge_line_is_refused_without_being_read_whole(
     assert peak < 4 << 20
 
 
+def test_an_endless_line_ends_its_input_and_the_next_file_is_read(keys: Path, tmp_path: Path) -> None:
+    """``verify /dev/zero`` read zeros until it was killed (found by review): past 2 GiB without
+    a line end (more than any MQTT message recorded by ``mosquitto_sub -F %j``) the input is
+    given up, said, and the next file is read."""
+    good = _lines(tmp_path, _signer(keys).sign("stats", TOPIC, {"n": 1}))
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "verify", "--pubkey", str(keys / "device.pub.jwk"),
+         "--topic", TOPIC, "/dev/zero", good],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 2
+    assert done.stdout.splitlines() == [
+        "/dev/zero: line 1: malformed: line is longer than 262144 bytes, the most a message may be",
+    ]
+    assert done.stderr.splitlines() == [
+        "verify: /dev/zero: a line longer than 2 GiB without a line end: not a recording of MQTT "
+        "messages, the rest of it is not read",
+        "verify: 2 message(s): 1 ok, 0 rejected, 1 malformed; 0 gap(s), 0 missing",
+    ]
+
+
 @pytest.mark.parametrize("boot", ["true", '"1"', "-1"])
 def test_a_state_file_with_a_boot_that_is_not_a_count_is_refused(
     keys: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], boot: str
