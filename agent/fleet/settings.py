@@ -10,7 +10,7 @@ import json
 import re
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, urlsplit
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
@@ -76,6 +76,43 @@ class MqttSourceSettings(Section):
         return value
 
 
+NATS_SCHEMES = ("nats", "tls", "ws", "wss")
+_USERINFO = re.compile(r"^([^:/?#]+://)?.*@", re.DOTALL)
+
+
+def _without_userinfo(url: str) -> str:
+    """``url`` fit for an error: all up to its last '@' replaced by ``***`` (a password holding
+    '/' or '#' ends the authority early for the parser, so only the last '@' is sure to be past it)."""
+    return _USERINFO.sub(lambda m: f"{m.group(1) or ''}***@", url, count=1)
+
+
+def nats_server_problem(url: str) -> str | None:
+    """Why nats-py cannot connect to ``url``, or None. Read as nats-py reads it (no scheme:
+    nats://, no port: 4222); it raised only when connecting, which the receiver took for a
+    server away and retried for ever."""
+    full = url if "://" in url else f"nats://{url}"
+    encode = (  # nats-py sends a password as written: %2F would be three characters of it
+        "its host or port cannot be read: a user name or password in a NATS URL cannot hold '/', '?', "
+        "'#', '[', ']' or '@'"
+    )
+    try:
+        parts = urlsplit(full)
+        port = parts.port
+    except ValueError:
+        bad_port = "its port is not a number from 1 to 65535 (or an IPv6 bracket is unclosed)"
+        return encode if "@" in url else bad_port
+    if "@" in url and parts.username is None:  # the '@' is past the host: read as a path
+        return encode
+    if parts.scheme not in NATS_SCHEMES:
+        return f"scheme {parts.scheme!r} is not one of {', '.join(s + '://' for s in NATS_SCHEMES)}"
+    if port == 0:
+        return "port 0 is no server's; the default is 4222"
+    if not parts.hostname:
+        return "names no host"
+    problem = host_problem(parts.hostname)
+    return f"host {problem}" if problem else None
+
+
 class NatsSourceSettings(Section):
     kind: Literal["nats"] = Field(..., title="Source kind", description="NATS with JetStream.")
     servers: list[str] = Field(
@@ -101,6 +138,23 @@ class NatsSourceSettings(Section):
         title="Ack wait (s)",
         description="A message not acknowledged in this time (its receiver died) is delivered again.",
     )
+
+    @field_validator("servers")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for n, url in enumerate(value):
+            problem = nats_server_problem(url)
+            if problem:
+                raise ValueError(
+                    f"server {n + 1}, {shown(_without_userinfo(url))}: {problem} "
+                    "(e.g. nats://nats-1.example:4222)"
+                )
+        web = [url.startswith(("ws://", "wss://")) for url in value]
+        if any(web) and not all(web):
+            raise ValueError(
+                "mixes ws:// or wss:// servers with nats:// or tls:// ones; nats-py takes one kind"
+            )
+        return value
 
 
 class RegistrySettings(Section):

@@ -78,6 +78,42 @@ def test_the_fleet_configs_errors_read_like_the_agents(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize(("server", "problem"), [
+    ("nats://n1:99999", "'nats://n1:99999': its port is not a number from 1 to 65535 (or an IPv6 "
+     "bracket is unclosed)"),
+    ("http://n1:4222", "'http://n1:4222': scheme 'http' is not one of nats://, tls://, ws://, wss://"),
+    ("nats://n1:0", "'nats://n1:0': port 0 is no server's; the default is 4222"),
+    ("nats://rx:secret@:4222", "'nats://***@:4222': names no host"),
+    ("nats://rx:se/cret@n1:4222", "'nats://***@n1:4222': its host or port cannot be read: a user name or "
+     "password in a NATS URL cannot hold '/', '?', '#', '[', ']' or '@'"),
+    ("nats://n1..example:4222",
+     "'nats://n1..example:4222': host has an empty label (a leading or double dot)"),
+])
+def test_a_nats_server_url_nats_py_cannot_use_is_refused_at_its_key(
+    tmp_path: Path, server: str, problem: str
+) -> None:
+    """nats-py raised on such a URL only when connecting, which the receiver took for a server
+    away: it retried for ever instead of exiting 2 (found by review). The password is not shown."""
+    path = tmp_path / "fleet.yaml"
+    servers = f"[nats://n0:4222, '{server}']"
+    (found,) = problems_of(
+        path, f"receiver_id: r1\nprivate_key: /etc/r.key\nsource: {{kind: nats, servers: {servers}}}\n"
+    )
+    assert found.startswith(f"source.servers ({path}:3): server 2, {problem}")
+    assert "cret" not in found
+
+
+def test_nats_servers_of_both_transports_are_refused_and_nats_py_defaults_are_taken(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.yaml"
+    (found,) = problems_of(
+        path, "receiver_id: r1\nprivate_key: /etc/r.key\nsource: {kind: nats, servers: [nats://n1, ws://n2]}\n"
+    )
+    assert "mixes ws:// or wss:// servers with nats:// or tls:// ones; nats-py takes one kind" in found
+    path.write_text("receiver_id: r1\nprivate_key: /etc/r.key\n"
+                    "source: {kind: nats, servers: [n1, '127.0.0.1:4223', 'tls://[::1]:4222']}\n")
+    assert load_fleet_settings(path).source.servers == ["n1", "127.0.0.1:4223", "tls://[::1]:4222"]
+
+
 def test_a_value_of_the_wrong_type_is_refused_as_in_the_agents_config(tmp_path: Path) -> None:
     """The fleet loader validated the YAML's data laxly: port: "8883" was 8883, enabled: "yes"
     true and port: 9108.0 9108, where the agent's config (``parse_config``, strict) refuses each
