@@ -86,31 +86,53 @@ def _without_userinfo(url: str) -> str:
     return _USERINFO.sub(lambda m: f"{m.group(1) or ''}***@", url, count=1)
 
 
+USERINFO_CHARACTERS = (  # nats-py sends a password as written: %2F would be three characters of it
+    "its host or port cannot be read: a user name or password in a NATS URL cannot hold '/', '?', "
+    "'#', '[' or ']'"
+)
+
+
 def nats_server_problem(url: str) -> str | None:
     """Why nats-py cannot connect to ``url``, or None. Read as nats-py reads it (no scheme:
-    nats://, no port: 4222); it raised only when connecting, which the receiver took for a
-    server away and retried for ever."""
-    full = url if "://" in url else f"nats://{url}"
-    encode = (  # nats-py sends a password as written: %2F would be three characters of it
-        "its host or port cannot be read: a user name or password in a NATS URL cannot hold '/', '?', "
-        "'#', '[', ']' or '@'"
-    )
+    nats://, no port: 4222, the scheme matched as written, in lower case); it raised only when
+    connecting, which the receiver took for a server away and retried for ever."""
+    scheme, sep, _ = url.partition("://")
+    if sep and scheme not in NATS_SCHEMES:
+        schemes = ", ".join(s + "://" for s in NATS_SCHEMES)
+        return f"scheme {scheme!r} is not one of {schemes} (in lower case, as nats-py reads them)"
+    full = url if sep else f"nats://{url}"
     try:
         parts = urlsplit(full)
         port = parts.port
     except ValueError:
-        bad_port = "its port is not a number from 1 to 65535 (or an IPv6 bracket is unclosed)"
-        return encode if "@" in url else bad_port
-    if "@" in url and parts.username is None:  # the '@' is past the host: read as a path
-        return encode
-    if parts.scheme not in NATS_SCHEMES:
-        return f"scheme {parts.scheme!r} is not one of {', '.join(s + '://' for s in NATS_SCHEMES)}"
+        return _unreadable(full)
+    if "@" in url and parts.username is None and parts.scheme in ("nats", "tls"):
+        return USERINFO_CHARACTERS  # the '@' is past the host (these URLs have no path)
     if port == 0:
         return "port 0 is no server's; the default is 4222"
-    if not parts.hostname:
+    return _nats_host_problem(parts.hostname)
+
+
+def _nats_host_problem(host: str | None) -> str | None:
+    if not host:
         return "names no host"
-    problem = host_problem(parts.hostname)
+    if host == "none":
+        return "host 'none' is refused by nats-py (a YAML None?)"
+    problem = host_problem(host)
     return f"host {problem}" if problem else None
+
+
+def _unreadable(url: str) -> str:
+    """What makes ``urlsplit`` refuse ``url``: its user name or password, if it reads with them
+    replaced, else its port or an IPv6 bracket."""
+    if "@" in url:
+        try:
+            urlsplit(_USERINFO.sub(lambda m: f"{m.group(1) or ''}user:password@", url, count=1)).port  # noqa: B018
+        except ValueError:
+            pass
+        else:
+            return USERINFO_CHARACTERS
+    return "its port is not a number from 1 to 65535 (or an IPv6 bracket is unclosed)"
 
 
 class NatsSourceSettings(Section):
@@ -149,7 +171,7 @@ class NatsSourceSettings(Section):
                     f"server {n + 1}, {shown(_without_userinfo(url))}: {problem} "
                     "(e.g. nats://nats-1.example:4222)"
                 )
-        web = [url.startswith(("ws://", "wss://")) for url in value]
+        web = [url.startswith(("ws://", "wss://")) for url in value]  # the scheme checked above
         if any(web) and not all(web):
             raise ValueError(
                 "mixes ws:// or wss:// servers with nats:// or tls:// ones; nats-py takes one kind"

@@ -85,7 +85,11 @@ def test_the_fleet_configs_errors_read_like_the_agents(tmp_path: Path) -> None:
     ("nats://n1:0", "'nats://n1:0': port 0 is no server's; the default is 4222"),
     ("nats://rx:secret@:4222", "'nats://***@:4222': names no host"),
     ("nats://rx:se/cret@n1:4222", "'nats://***@n1:4222': its host or port cannot be read: a user name or "
-     "password in a NATS URL cannot hold '/', '?', '#', '[', ']' or '@'"),
+     "password in a NATS URL cannot hold '/', '?', '#', '[' or ']'"),
+    ("nats://rx:secret@n1:99999", "'nats://***@n1:99999': its port is not a number from 1 to 65535"),
+    ("NATS://rx:secret@n1:4222", "'NATS://***@n1:4222': scheme 'NATS' is not one of nats://, tls://, "
+     "ws://, wss:// (in lower case, as nats-py reads them)"),
+    ("None", "'None': host 'none' is refused by nats-py (a YAML None?)"),
     ("nats://n1..example:4222",
      "'nats://n1..example:4222': host has an empty label (a leading or double dot)"),
 ])
@@ -112,6 +116,10 @@ def test_nats_servers_of_both_transports_are_refused_and_nats_py_defaults_are_ta
     path.write_text("receiver_id: r1\nprivate_key: /etc/r.key\n"
                     "source: {kind: nats, servers: [n1, '127.0.0.1:4223', 'tls://[::1]:4222']}\n")
     assert load_fleet_settings(path).source.servers == ["n1", "127.0.0.1:4223", "tls://[::1]:4222"]
+    path.write_text("receiver_id: r1\nprivate_key: /etc/r.key\n"
+                    "source: {kind: nats, servers: ['nats://rx:p@ss@n1', 'wss://n2/p@th']}\n")
+    with pytest.raises(ConfigError, match="mixes ws://"):  # each URL alone is taken, as by nats-py
+        load_fleet_settings(path)
 
 
 def test_a_value_of_the_wrong_type_is_refused_as_in_the_agents_config(tmp_path: Path) -> None:
