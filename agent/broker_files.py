@@ -1,11 +1,14 @@
 """The files of a broker connection, checked before paho opens them by name (it would hang on
 a FIFO, read /dev/zero until memory ran out, and name no key in its errors): the password file
-and the TLS CA, certificate and key. Shared by the agent (``mqtt.``) and the fleet receiver
-(``source.``), whose errors name their own keys.
+and the TLS CA, certificate and key; and the TLS context made of them, whose sockets close
+themselves when the handshake fails (paho's own wrapping leaves them open: one ResourceWarning
+per retry). Shared by the agent (``mqtt.``) and the fleet receiver (``source.``), whose errors
+name their own keys.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -47,9 +50,27 @@ class TlsFiles(Protocol):
     def key(self) -> Path | None: ...
 
 
+@functools.cache
+def closing_ssl_socket() -> type[ssl.SSLSocket]:
+    """An SSL socket class that closes its socket when the handshake fails
+    (``SSLContext.sslsocket_class``); made on first use, as ``ssl`` is imported only for TLS."""
+    import ssl  # noqa: PLC0415 - only when MQTT uses TLS
+
+    class ClosingSSLSocket(ssl.SSLSocket):
+        def do_handshake(self, block: bool = False) -> None:
+            try:
+                super().do_handshake(block)
+            except BaseException:
+                self.close()
+                raise
+
+    return ClosingSSLSocket
+
+
 def tls_context(tls: TlsFiles, section: str = "mqtt.tls") -> ssl.SSLContext:
-    """The client TLS context ``run`` would build, from files checked first (paho opens them by
-    name and would hang on a FIFO); errors name ``section``'s keys."""
+    """The client context that checks the broker's certificate against the CA and its host name,
+    optionally presenting a client certificate, from files checked first (paho opens them by name
+    and would hang on a FIFO); errors name ``section``'s keys. For paho's ``tls_set_context``."""
     import ssl  # noqa: PLC0415 - only when MQTT uses TLS
 
     ca = _pem(tls.ca, f"{section}.ca", "CA certificate", MAX_TEXT_BYTES)
@@ -71,6 +92,7 @@ def tls_context(tls: TlsFiles, section: str = "mqtt.tls") -> ssl.SSLContext:
             raise ConfigError(
                 f"{files}: not a PEM certificate and its unencrypted private key ({exc})"
             ) from None
+    ctx.sslsocket_class = closing_ssl_socket()
     return ctx
 
 

@@ -103,7 +103,7 @@ STOP_BUDGET_S = 6.0
 TimeoutStopSec=20s. What must survive goes to disk first (the open window into the spool, the
 ``stop`` entry and a checkpoint); the outputs, which wait for a broker (the drain, ``offline``),
 get what is left. The rest of the 20 s covers the loop turn running when SIGTERM came, paho's
-grace (``agent.transport.link.SHUT_GRACE_S``), the audit log's closing checkpoint and the
+grace (``agent.mqtt_client.SHUT_GRACE_S``), the audit log's closing checkpoint and the
 interpreter's exit; a test keeps the unit's timeout at least three times this budget."""
 RESTART_ONLY = frozenset({"device_id", "keys", "state_dir", "mqtt", "outputs", "audit"})
 """Top-level keys a reload records but that take effect only at the next start."""

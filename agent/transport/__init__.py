@@ -2,4 +2,4 @@
 
 Importing this package imports nothing heavy; paho comes with ``agent.transport.mqtt`` and the
 link's modules it wires (``link``, ``sender``, ``client_setup``, ``link_status``,
-``protocol_fallback``); paho's client module always through ``agent.transport.paho_client``."""
+``protocol_fallback``); paho's client module always through ``agent.mqtt_client``."""

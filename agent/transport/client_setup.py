@@ -6,15 +6,12 @@ one was built: paho fixes the protocol when the client is created.
 
 from __future__ import annotations
 
-import ssl
-
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent.broker_files import read_password
-from agent.errors import ConfigError
-from agent.transport.link import PahoClient, tls_context
+from agent.broker_files import read_password, tls_context
+from agent.mqtt_client import PahoClient
 from agent.transport.settings import MqttConfig
 
 MAX_INCOMING_BYTES = 4096
@@ -34,13 +31,8 @@ def new_client(
     if s.username is not None:
         password = read_password(s.password_file) if s.password_file is not None else None
         client.username_pw_set(s.username, password)
-    if s.tls is not None:
-        try:
-            client.tls_set_context(tls_context(s.tls.ca, s.tls.cert, s.tls.key))
-        except (OSError, ssl.SSLError, ValueError) as exc:
-            raise ConfigError(
-                f"mqtt.tls: cannot load the CA {s.tls.ca}, certificate or key: {exc}"
-            ) from exc
+    if s.tls is not None:  # the files checked again: they may have changed since the preflight
+        client.tls_set_context(tls_context(s.tls))
     return client
 
 

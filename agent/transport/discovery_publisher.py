@@ -26,7 +26,7 @@ from agent.transport.discovery import (
 from agent.transport.settings import MqttConfig
 
 if TYPE_CHECKING:
-    from agent.transport.paho_client import paho
+    from agent.mqtt_client import paho
 
 ANNOUNCE_MIN_SECONDS = 30.0
 """Home Assistant births closer together than this make one discovery re-send, not one each."""

@@ -33,14 +33,14 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.clock import Clock
 from agent.crypto.keys import public_from_jwk
+from agent.mqtt_client import PahoClient, paho
 from agent.transport.client_setup import connect_async, new_client
 from agent.transport.commands import Command
 from agent.transport.discovery import DiscoverySpec, discovery_spec
 from agent.transport.discovery_publisher import DiscoveryPublisher, HomeAssistantBirths, configured_spec
-from agent.transport.link import LinkState, OutgoingMessage, PahoClient, TransportHealth, explain
+from agent.transport.link import LinkState, OutgoingMessage, TransportHealth, explain
 from agent.transport.link_status import LinkStatus
 from agent.transport.own_messages import OwnMessages
-from agent.transport.paho_client import paho
 from agent.transport.protocol_fallback import ProtocolFallback
 from agent.transport.rowcheck import RowCheck
 from agent.transport.sender import SpoolSender

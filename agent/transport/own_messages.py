@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from agent.transport.paho_client import paho
+    from agent.mqtt_client import paho
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from paho.mqtt.enums import MQTTProtocolVersion
 
-from agent.transport.link import PahoClient
+from agent.mqtt_client import PahoClient
 from agent.transport.link_status import LinkStatus
 
 logger = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.transport.paho_client import paho
+from agent.mqtt_client import paho
 from agent.transport.spool import Spool
 from agent.transport.spool_types import SpoolItem
 

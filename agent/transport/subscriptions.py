@@ -17,7 +17,7 @@ from agent.transport.commands import Command, CommandParser
 from agent.transport.settings import CommandsConfig
 
 if TYPE_CHECKING:
-    from agent.transport.paho_client import paho
+    from agent.mqtt_client import paho
 
 logger = logging.getLogger(__name__)
 

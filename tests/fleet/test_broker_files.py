@@ -5,7 +5,9 @@ be read"; a missing or broken TLS file was paho's bare OSError or SSL error, nam
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ import pytest
 from agent.errors import ConfigError
 from agent.fleet.mqtt_inbox import MqttInbox
 from agent.fleet.settings import BrokerTlsSettings, MqttSourceSettings
-from tests.mosquitto import make_pki
+from tests.mosquitto import Broker, free_port, make_pki, wait_until
 
 
 def _inbox(**fields: object) -> MqttInbox:
@@ -71,3 +73,50 @@ def test_a_ca_bundle_with_non_ascii_comments_is_read(tmp_path: Path) -> None:
     bundle = tmp_path / "bundle.pem"
     bundle.write_bytes("# Issuer: CN=Főtanúsítvány\n".encode() + pki.ca.read_bytes())
     _inbox(tls=BrokerTlsSettings(ca=bundle))
+
+
+def test_a_broker_that_cannot_be_reached_is_logged_with_why_and_stop_is_prompt(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``collect`` said "receiver running" and then nothing while the broker was away (found by
+    review); now each failed attempt is a warning with the socket's error (throttled)."""
+    port = free_port()
+    inbox = _inbox(host="127.0.0.1", port=port)
+    caplog.set_level(logging.INFO, logger="agent.fleet.mqtt_inbox")
+    inbox.start(lambda delivery: None)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not caplog.records:
+            time.sleep(0.05)
+    finally:
+        began = time.monotonic()
+        inbox.stop()
+        took = time.monotonic() - began
+    assert [r.getMessage() for r in caplog.records][:1] == [
+        f"cannot connect to the broker 127.0.0.1:{port}: ConnectionRefusedError: [Errno 111] "
+        "Connection refused; retrying"
+    ]
+    assert caplog.records[0].levelno == logging.WARNING
+    assert took < 3.0
+
+
+def test_a_broker_that_refuses_the_receiver_is_logged_as_refused_not_as_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """paho calls on_disconnect after a refused CONNECT too: each attempt was logged as "broker
+    refused the receiver" (no reason, unthrottled) and then as a lost connection ("Protocol
+    error") although the receiver never connected (found by review)."""
+    caplog.set_level(logging.INFO, logger="agent.fleet.mqtt_inbox")
+    with Broker(tmp_path / "broker", users={"rx": "right"}) as broker:
+        password = tmp_path / "password"
+        password.write_text("wrong\n")
+        password.chmod(0o600)
+        inbox = _inbox(host=broker.host, port=broker.port, username="rx", password_file=password)
+        inbox.start(lambda delivery: None)
+        try:
+            wait_until(lambda: len(caplog.records) > 0, what="a refusal")
+            time.sleep(2.5)  # paho retries after 1 s, then 2 s: at least one more refusal
+        finally:
+            inbox.stop()
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [f"broker {broker.host}:{broker.port} refused the receiver: Not authorized; retrying"]

@@ -11,15 +11,11 @@ from pathlib import Path
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.broker_files import read_password
+from agent.broker_files import read_password, tls_context
 from agent.errors import ConfigError
-from agent.transport.link import (
-    PahoClient,
-    TransportHealth,
-    explain,
-    telling,
-    tls_context,
-)
+from agent.mqtt_client import PahoClient
+from agent.transport.link import TransportHealth, explain, telling
+from agent.transport.settings import TlsConfig
 from tests.mosquitto import free_port, make_pki
 
 
@@ -150,7 +146,7 @@ def test_a_failed_tls_handshake_closes_its_socket(tmp_path: Path) -> None:
 
     server = threading.Thread(target=serve)
     server.start()
-    sock = tls_context(pki.other_ca, None, None).wrap_socket(
+    sock = tls_context(TlsConfig(ca=pki.other_ca)).wrap_socket(
         ours, server_hostname="127.0.0.1", do_handshake_on_connect=False
     )
     with pytest.raises(ssl.SSLCertVerificationError, match="CERTIFICATE_VERIFY_FAILED"):
@@ -162,6 +158,6 @@ def test_a_failed_tls_handshake_closes_its_socket(tmp_path: Path) -> None:
 def test_the_tls_context_checks_the_certificate_and_the_host_name(tmp_path: Path) -> None:
     pki = make_pki(tmp_path / "pki", clients=("dev",))
     cert, key = pki.clients["dev"]
-    context = tls_context(pki.ca, cert, key)
+    context = tls_context(TlsConfig(ca=pki.ca, cert=cert, key=key))
     assert context.verify_mode is ssl.CERT_REQUIRED
     assert context.check_hostname

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from agent.clock import SystemClock
-from agent.transport.link import SHUT_GRACE_S, LinkState
+from agent.mqtt_client import SHUT_GRACE_S
+from agent.transport.link import LinkState
 from agent.transport.mqtt import MqttOutput
 from agent.transport.settings import MqttConfig
 from tests.mosquitto import wait_until
