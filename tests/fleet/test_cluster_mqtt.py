@@ -9,6 +9,7 @@ NATS JetStream has no such window (tests/fleet/test_cluster_nats.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -107,25 +108,24 @@ def test_shared_subscription_replicas_store_each_window_once(tmp_path: Path, pos
         finally:
             for r in replicas:
                 r.stop()
-    store = Store(url)
-    rows = store.query("SELECT device, boot, seq, COUNT(*) FROM messages GROUP BY device, boot, seq "
-                       "HAVING COUNT(*) > 1")
-    assert rows == [], "a message stored twice"
-    rejected = store.query("SELECT device, reason FROM rejections")
-    assert len(rejected) == 1, rejected
-    assert "signature does not verify" in rejected[0][1]
-    missing = {(g.device, s) for g in store.gaps() for s in range(g.first, g.last + 1)}
-    dropped = {(devices[i].name, seqs[k]) for k in DROPPED for i in [k[0]]}
-    lost = {(devices[i].name, seqs[(i, w)]) for i, w in restart_window}
-    assert dropped <= missing, "every dropped message is reported as a gap"
-    assert missing <= dropped | lost, "nothing else is missing"
-    assert stored + len(missing - dropped) == published, (stored, published, len(missing))
-    by_seq = {(str(d), int(q)) for d, q in store.query("SELECT device, seq FROM messages")}
-    assert not by_seq & missing
-    cosigned = store.query("SELECT device, size FROM witness ORDER BY device")
-    assert len(cosigned) == DEVICES
-    assert store.query("SELECT COUNT(*) FROM witness_events WHERE kind <> 'stale'")[0][0] == 0
-    store.close()
+    with contextlib.closing(Store(url)) as store:  # closed when an assertion fails too (it warned later)
+        rows = store.query("SELECT device, boot, seq, COUNT(*) FROM messages GROUP BY device, boot, seq "
+                           "HAVING COUNT(*) > 1")
+        assert rows == [], "a message stored twice"
+        rejected = store.query("SELECT device, reason FROM rejections")
+        assert len(rejected) == 1, rejected
+        assert "signature does not verify" in rejected[0][1]
+        missing = {(g.device, s) for g in store.gaps() for s in range(g.first, g.last + 1)}
+        dropped = {(devices[i].name, seqs[k]) for k in DROPPED for i in [k[0]]}
+        lost = {(devices[i].name, seqs[(i, w)]) for i, w in restart_window}
+        assert dropped <= missing, "every dropped message is reported as a gap"
+        assert missing <= dropped | lost, "nothing else is missing"
+        assert stored + len(missing - dropped) == published, (stored, published, len(missing))
+        by_seq = {(str(d), int(q)) for d, q in store.query("SELECT device, seq FROM messages")}
+        assert not by_seq & missing
+        cosigned = store.query("SELECT device, size FROM witness ORDER BY device")
+        assert len(cosigned) == DEVICES
+        assert store.query("SELECT COUNT(*) FROM witness_events WHERE kind <> 'stale'")[0][0] == 0
 
 
 def test_mosquitto_forgets_shared_subscriptions_on_restart(tmp_path: Path) -> None:
