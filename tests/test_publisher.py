@@ -190,16 +190,23 @@ class SlowDisk(Disk):
         super().send(message)
 
 
+def one_sending_one_queued() -> tuple[SlowDisk, Publisher, Audit, threading.Thread]:
+    """Message 1 in a send on a thread of its own (returned), held until ``disk.go_on``; message 2
+    published meanwhile and queued behind it."""
+    disk = SlowDisk()
+    publisher, audit = make(disk)
+    sender = threading.Thread(target=publisher.publish, args=("stats", {"n": 1}))
+    sender.start()
+    assert disk.sending.wait(5)
+    assert publisher.publish("audit/checkpoint", {"n": 2}) is None  # queued behind the send
+    return disk, publisher, audit, sender
+
+
 def test_a_publish_from_another_thread_during_a_send_waits_its_turn() -> None:
     """The spool's sender thread can publish (a drop's audit entry makes a checkpoint due) while
     the loop's publish is sending: that message joins the queue and the running turn hands it
     on, once, after the one being sent."""
-    disk = SlowDisk()
-    publisher, audit = make(disk)
-    loop = threading.Thread(target=publisher.publish, args=("stats", {"n": 1}))
-    loop.start()
-    assert disk.sending.wait(5)
-    assert publisher.publish("audit/checkpoint", {"n": 2}) is None  # queued behind the send
+    disk, _, audit, loop = one_sending_one_queued()
     disk.go_on.set()
     loop.join(5)
     assert seqs(disk) == published(audit) == [1, 2]
@@ -209,12 +216,7 @@ def test_close_waits_for_a_turn_another_thread_is_running_and_reports_no_false_l
     """The stop's checkpoint, published while the spool's sender thread was in a turn, was
     counted lost by ``close`` (an error line and a ``publish_lost`` audit entry) and then sent by
     that turn: the audit log said lost what the broker got."""
-    disk = SlowDisk()
-    publisher, audit = make(disk)
-    sender = threading.Thread(target=publisher.publish, args=("stats", {"n": 1}))
-    sender.start()
-    assert disk.sending.wait(5)
-    assert publisher.publish("audit/checkpoint", {"n": 2}) is None  # queued behind the send
+    disk, publisher, audit, sender = one_sending_one_queued()
     threading.Timer(0.2, disk.go_on.set).start()
     assert publisher.close() == 0
     sender.join(5)

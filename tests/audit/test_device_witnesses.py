@@ -39,6 +39,15 @@ def _setup(tmp_path: Path) -> tuple[Ed25519PrivateKey, Ed25519PrivateKey, bytes]
     return key, witness, note
 
 
+def refused_witnesses(items: list[str]) -> str:
+    """The one problem check-config names for an ``audit.witnesses`` list of ``items``."""
+    text = f"schema_version: 1\ndevice_id: d-1\naudit: {{witnesses: {json.dumps(items)}}}\n"
+    with pytest.raises(InputError) as info:
+        parse_config(text, "c.yaml")
+    (problem,) = info.value.problems
+    return problem
+
+
 def test_junk_copies_sent_first_no_longer_crowd_out_the_witness_copy(tmp_path: Path) -> None:
     key, witness, note = _setup(tmp_path)
     inbox = CosignatureInbox(tmp_path, key.public_key(), [(WITNESS, witness.public_key())])
@@ -84,12 +93,7 @@ def test_the_config_takes_verifier_keys_and_names_a_bad_one() -> None:
         (WITNESS, witness.public_bytes_raw())
     ]
     wrong_id = vkey.replace(vkey.split("+")[1], "00000000")
-    with pytest.raises(InputError) as info:
-        parse_config(
-            f"schema_version: 1\ndevice_id: d-1\naudit:\n  witnesses:\n    - '{vkey}'\n    - '{wrong_id}'\n",
-            "c.yaml",
-        )
-    (problem,) = info.value.problems
+    problem = refused_witnesses([vkey, wrong_id])
     assert problem.startswith("audit.witnesses (c.yaml:"), problem
     assert "item 2" in problem, problem
     assert "key ID 00000000 does not match the name and key" in problem, problem
@@ -153,11 +157,7 @@ def test_a_pasted_verifier_key_says_what_slipped_and_shows_all_of_it(value: str,
     vkey = cosigner_vkey(WITNESS, witness)
     raw = base64.b64encode(witness.public_bytes_raw()).decode()
     item = value.format(vkey=vkey, raw=raw)
-    with pytest.raises(InputError) as info:
-        parse_config(
-            f"schema_version: 1\ndevice_id: d-1\naudit: {{witnesses: [{json.dumps(item)}]}}\n", "c.yaml"
-        )
-    (problem,) = info.value.problems
+    problem = refused_witnesses([item])
     assert said in problem, problem
     assert repr(item) in problem, problem
 
@@ -167,12 +167,7 @@ def test_a_witness_listed_twice_is_refused_naming_both_items() -> None:
     twice, where another witness's was meant) that check-config should name."""
     vkey = cosigner_vkey(WITNESS, Ed25519PrivateKey.generate().public_key())
     other = cosigner_vkey("other.test", Ed25519PrivateKey.generate().public_key())
-    with pytest.raises(InputError) as info:
-        parse_config(
-            f"schema_version: 1\ndevice_id: d-1\naudit: {{witnesses: ['{vkey}', '{other}', '{vkey}']}}\n",
-            "c.yaml",
-        )
-    (problem,) = info.value.problems
+    problem = refused_witnesses([vkey, other, vkey])
     assert problem.startswith("audit.witnesses (c.yaml:"), problem
     assert "item 3 is item 1 again, witness.test (key ID" in problem, problem
     renamed = cosigner_vkey(WITNESS, Ed25519PrivateKey.generate().public_key())  # a witness's new key
