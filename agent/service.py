@@ -102,7 +102,8 @@ STOP_BUDGET_S = 6.0
 """From the start of the stop (``close``) until the outputs have stopped, against the unit's
 TimeoutStopSec=20s. What must survive goes to disk first (the open window into the spool, the
 ``stop`` entry and a checkpoint); the outputs, which wait for a broker (the drain, ``offline``),
-get what is left. The rest of the 20 s covers the loop turn running when SIGTERM came, paho's
+get what is left. The rest of the 20 s covers the loop turn running when SIGTERM came (and,
+with a camera, its wait for the next pace point, at most ``PACE_S``), paho's
 grace (``agent.mqtt_client.SHUT_GRACE_S``), the audit log's closing checkpoint and the
 interpreter's exit; a test keeps the unit's timeout at least three times this budget."""
 RESTART_ONLY = frozenset({"device_id", "keys", "state_dir", "mqtt", "outputs", "audit"})
@@ -384,7 +385,9 @@ class Service:
         before that frame is taken and analysed. Right after an inference, a window's messages,
         a checkpoint due by time, or what a command, a privacy change or a reconnect makes the
         device sign would carry in their time how long that inference took, which grows with the
-        faces in view (found by review). A stop asked for meanwhile takes no frame."""
+        faces in view (found by review). A stop asked for meanwhile takes no frame; one asked
+        for during an inference waits for the next pace point, so the stop's window and
+        checkpoint do not time that inference either."""
         live = self.feed.live
         if live and self.gate.capturing:
             self.feed.wait_for_frame(self._pace_timeout())
@@ -400,6 +403,8 @@ class Service:
         if frame is not None:
             self._paced_from = self.clock.monotonic()
             self._process(frame)
+            if live and self.stop_requested:  # SIGTERM came during the inference: what the stop
+                self.clock.sleep(self._pace_timeout())  # signs leaves at a pace point, not its end
         else:
             self._camera_health(self.feed.state.value)
             if self.feed.state is not CameraState.ENDED:

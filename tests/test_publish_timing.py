@@ -12,6 +12,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from agent.camera.base import SourceInfo
+from agent.camera.feed import CameraState
+from agent.camera.grabber import Grabber
 from agent.clock import Clock, FakeClock
 from agent.config import load_config
 from agent.frame import Frame
@@ -47,6 +49,17 @@ class LiveSource:
 
     def close(self) -> None:
         pass
+
+
+class FailingSource(LiveSource):
+    """A camera that fails for good once ``failed`` is set (unplugged): every read raises."""
+
+    failed = False
+
+    def read(self) -> Frame | None:
+        if self.failed:
+            raise OSError("the camera is gone")
+        return super().read()
 
 
 class SlowerWithFaces:
@@ -111,17 +124,22 @@ class CameraPacedClock(FakeClock):
 
 def live_run(
     tmp_path: Path, faces: int, seconds: float, extra: str = "", *, window: int = 10,
-    commands: dict[int, Command] | None = None,
+    commands: dict[int, Command] | None = None, stop_in_inference: bool = False,
+    fail_in_inference: bool = False,
 ) -> Path:
     """A live camera whose frames come on the camera's own schedule (not when the loop is
     ready), k = 5, ``faces`` faces in every frame: every window suppressed. The stop comes
-    between two frames, as a signal would; ``commands`` arrive from MQTT as frame k comes."""
+    between two frames, as a signal would, or with ``stop_in_inference`` while the last frame
+    is analysed (SIGTERM from systemd); ``commands`` arrive from MQTT as frame k comes. With
+    ``fail_in_inference`` the camera fails while the last frame is analysed, and the stop comes
+    in the turn after the one that finds it gone."""
     path = write_config(tmp_path, "/dev/video0", extra=NO_GATE + extra, window=window, k=5)
     clock = CameraPacedClock(start=T0)
     pipeline = SlowerWithFaces(clock, faces, after=T0)
+    camera = FailingSource(clock)
     service = Service(
         load_config(path), path, clock,
-        opener=lambda s, o, c: LiveSource(c),
+        opener=lambda s, o, c: camera,
         pipeline_factory=lambda _c: pipeline,  # type: ignore[arg-type,return-value]
     )
     service.start()
@@ -133,8 +151,9 @@ def live_run(
         turn does before it runs right after the last frame's inference."""
 
         def paced(timeout: float = 0.5) -> Any:
-            clock.at_frame(due[0])
-            if due[0] == frames:  # SIGTERM while the loop waits for the next frame
+            if not camera.failed:  # a camera that failed brings no frame: the clock stays
+                clock.at_frame(due[0])
+            if due[0] == frames + fail_in_inference:  # SIGTERM while the loop waits
                 service.signals.stop.set()
             return wait(timeout)
 
@@ -143,13 +162,42 @@ def live_run(
     for name in ("wait_for_frame", "next_frame"):  # the first the loop calls in a turn waits
         if hasattr(service.feed, name):
             setattr(service.feed, name, camera_paced(getattr(service.feed, name)))
+    if stop_in_inference:
+        analyze = pipeline.analyze
+
+        def stopped_meanwhile(*args: Any, **kwargs: Any) -> list[FaceObservation]:
+            found = analyze(*args, **kwargs)
+            if due[0] == frames - 1:
+                service.signals.stop.set()
+            return found
+
+        pipeline.analyze = stopped_meanwhile  # type: ignore[method-assign]
+    if fail_in_inference:
+        analyze_then = pipeline.analyze
+
+        def failed_meanwhile(*args: Any, **kwargs: Any) -> list[FaceObservation]:
+            found = analyze_then(*args, **kwargs)
+            if due[0] == frames - 1:
+                camera.failed = True
+                grabber = service.feed._reader
+                assert isinstance(grabber, Grabber)
+                assert grabber.join(5)
+                grabber.slot.make_room()  # no frame taken before the failure waits
+            return found
+
+        pipeline.analyze = failed_meanwhile  # type: ignore[method-assign]
     for k in range(frames):
         due[0] = k
         service.step()
         if commands and k in commands:  # arrives while frame k is analysed
             service._enqueue_command(commands[k])
     due[0] = frames
-    service.step()  # the stop: it takes no frame
+    if fail_in_inference:
+        service.step()  # finds the camera gone
+        assert service.feed.state is not CameraState.UP
+        due[0] += 1
+    if not stop_in_inference:  # then ``run`` leaves its loop before another turn
+        service.step()  # the stop: it takes no frame
     assert service.stop_requested
     service.close()
     return tmp_path
@@ -192,6 +240,29 @@ def test_what_a_command_makes_the_device_sign_does_not_time_the_frame_before_it(
     checkpoints = {n: _times(t, "audit/checkpoint") for n, t in runs.items()}
     assert len(checkpoints[0]) == 2, checkpoints  # the one asked for (at most one a minute) and the stop's
     assert checkpoints[0] == checkpoints[2], checkpoints
+
+
+def test_what_the_stop_signs_does_not_time_the_inference_it_came_during(tmp_path: Path) -> None:
+    """SIGTERM (systemd stopping the unit) while a frame was analysed: the stop flushed the open
+    window and signed its checkpoint right after that inference, so their ts (minus the frame
+    phase) told how many faces the last frame held."""
+    runs = {n: live_run(tmp_path / str(n), n, 6.0, stop_in_inference=True) for n in (0, 2, 3)}
+    for suffix in ("stats", "audit/checkpoint"):
+        times = {n: _times(t, suffix) for n, t in runs.items()}
+        assert times[0], (suffix, times)
+        assert times[0] == times[2] == times[3], (suffix, times)
+
+
+def test_the_turn_after_a_camera_fails_does_not_time_the_inference_before_it(tmp_path: Path) -> None:
+    """A camera that fails ends its grabber at once, so the next turn's wait for a frame ended
+    right after the last inference: what that turn signed (the health message saying the camera
+    is lost, a due window) and everything after it told how many faces the last frame held."""
+    runs = {n: live_run(tmp_path / str(n), n, 6.0, fail_in_inference=True) for n in (0, 2, 3)}
+    for suffix in ("health", "stats", "audit/checkpoint"):
+        times = {n: _times(t, suffix) for n, t in runs.items()}
+        assert times[0], (suffix, times)
+        assert times[0] == times[2] == times[3], (suffix, times)
+    assert any(m["body"].get("camera") == "reconnecting" for m in messages(runs[0], "health"))
 
 
 def test_a_turn_without_a_new_frame_waits_until_a_time_its_inference_does_not_move(tmp_path: Path) -> None:

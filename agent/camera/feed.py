@@ -168,10 +168,14 @@ class CameraFeed:
     def wait_for_frame(self, timeout: float) -> None:
         """Wait, up to ``timeout``, until a camera's next frame waits to be taken, without taking
         it: the loop then does its other work at the camera's pace, with no frame in hand (at
-        once for a file read on demand, or while no camera is open)."""
+        once for a file read on demand, or while no camera is open). A camera whose grabber
+        ended (it failed) is waited for all the same: the turn that finds it gone would
+        otherwise run right after the last inference, and what it signs time that inference."""
         reader = self._reader
         if isinstance(reader, Grabber):
-            reader.slot.wait(timeout)
+            deadline = self.clock.monotonic() + timeout
+            if not reader.slot.wait(timeout):
+                self.clock.sleep(max(0.0, deadline - self.clock.monotonic()))
 
     def wait_hint(self) -> float:
         """Seconds until the next reconnect attempt (0 when a reader is open)."""

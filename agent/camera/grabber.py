@@ -150,10 +150,12 @@ class LatestFrameSlot:
             self._error = error
             self._cond.notify_all()
 
-    def wait(self, timeout: float | None = None) -> None:
-        """Until a frame waits or no more will come (or ``timeout``), leaving it where it is."""
+    def wait(self, timeout: float | None = None) -> bool:
+        """Until a frame waits or no more will come (or ``timeout``), leaving it where it is;
+        False when no frame waits and none will come."""
         with self._cond:
             self._cond.wait_for(lambda: self._frame is not None or self._closed, timeout)
+            return self._frame is not None or not self._closed
 
     def take(self, timeout: float | None = None) -> Frame | None:
         """The waiting frame; None when finished and empty, or on timeout. Raises the producer's error."""
