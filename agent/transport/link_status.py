@@ -48,8 +48,12 @@ class LinkStatus:
 
     def set(self, state: LinkState, error: str | None) -> None:
         with self.lock:
-            self._state = state
-            self._last_error = error
+            self.set_held(state, error)
+
+    def set_held(self, state: LinkState, error: str | None) -> None:
+        """``set`` for a caller that holds ``lock`` (not reentrant)."""
+        self._state = state
+        self._last_error = error
 
     def closed(self, reason: object) -> str | None:
         """paho's ``on_disconnect``, not during a stop. The error to log: a lost connection's, or

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from paho.mqtt.enums import MQTTProtocolVersion
 
+from agent.errors import ConfigError
 from agent.mqtt_client import PahoClient
+from agent.transport.link import LinkState
 from agent.transport.link_status import LinkStatus
 
 logger = logging.getLogger(__name__)
@@ -23,6 +26,9 @@ UNSUPPORTED_PROTOCOL = {1, 132}  # 3.1.1 CONNACK 0x01 and MQTT 5 reason 0x84
 FALLBACK_END_S = 2.0
 """How long the fallback to MQTT 3.1.1 waits for the MQTT 5 client's network thread to end (and
 paho's ``SHUT_GRACE_S`` more, ``PahoClient.end_within``) before it starts the new client anyway."""
+BUILD_RETRY_S = 5.0
+"""How often a 3.1.1 client that could not be built (a password, key or certificate file changed
+since the start) is tried again."""
 
 
 class ProtocolFallback:
@@ -44,6 +50,9 @@ class ProtocolFallback:
         self._client = client
         self._start_311 = start_311
         self._due = threading.Event()
+        self._build_at: float | None = None
+        """When to try building the 3.1.1 client again; None when none is wanted."""
+        self._build_error: str | None = None
 
     def refused(self, reason_value: int) -> bool:
         """A refused CONNECT (paho's thread): True when it asks for the fallback, which the
@@ -57,6 +66,8 @@ class ProtocolFallback:
         """The sender thread's ``each_round``."""
         if self._due.is_set():
             self._fall_back_to_311()
+        elif self._build_at is not None and time.monotonic() >= self._build_at:
+            self._start()
 
     def _fall_back_to_311(self) -> None:
         """The broker speaks only MQTT 3.1.1: rebuild the client for it (paho fixes it at creation).
@@ -82,9 +93,32 @@ class ProtocolFallback:
             logger.warning(
                 "MQTT: the MQTT 5 client's network thread has not ended; it ends with the process"
             )
+        self._start()
+
+    def _start(self) -> None:
+        """Install and connect the 3.1.1 client. It reads the password, key and certificate
+        files again, which may have changed since the start: one that cannot be read now is
+        named in the link's health and tried again every ``BUILD_RETRY_S``. Raised, it was
+        logged once as a sender error "retried every 0.5 s" and never retried: the output stayed
+        without a client until a restart (found by review)."""
         with self._status.lock:  # as ``stop`` sets ``stopping``: it ends this client, or there is none
             if self._stopping.is_set():
+                self._build_at = None
                 logger.info("MQTT: the output is stopping; no MQTT 3.1.1 client is started")
                 return
             self._status.protocol = MQTTProtocolVersion.MQTTv311
-            self._start_311()
+            try:
+                self._start_311()
+            except ConfigError as exc:
+                error = str(exc)
+                self._status.set_held(LinkState.FAILED, error)  # before a stop's STOPPED, never after
+            else:
+                self._build_at = self._build_error = None
+                return
+        self._build_at = time.monotonic() + BUILD_RETRY_S
+        if error != self._build_error:
+            logger.error(
+                "MQTT: the MQTT 3.1.1 client cannot be built: %s; trying again every %.0f s",
+                error, BUILD_RETRY_S,
+            )
+        self._build_error = error

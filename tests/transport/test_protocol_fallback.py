@@ -159,3 +159,51 @@ def test_a_stop_during_the_fallback_starts_no_311_client_and_nothing_is_publishe
     assert (alive, out.state, 4 in levels) == ([], LinkState.STOPPED, False), (
         f"after the stop: paho threads {alive}, state {out.state}, CONNECT levels {levels}"
     )
+
+
+class RemoveOnFallback(logging.Handler):
+    """Moves ``path`` away on the sender thread as the fallback begins (its log line), before
+    the MQTT 3.1.1 client reads it: a password file replaced on the device while it runs."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(logging.WARNING)
+        self.path = path
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "falling back to MQTT 3.1.1" in record.getMessage() and self.path.exists():
+            self.path.rename(self.path.with_suffix(".away"))
+
+
+@pytest.mark.slow
+def test_a_fallback_whose_password_file_is_gone_says_so_and_tries_again(tmp_path: Path) -> None:
+    """Was: the 3.1.1 client could not be built (the password file had gone since the start),
+    the sender thread logged "it retries every 0.5 s", and nothing retried: the output stayed
+    without a client, its health showing the MQTT 5 refusal, until the agent was restarted."""
+    secret = tmp_path / "mqtt.pass"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o600)
+    hold = RemoveOnFallback(secret)
+    log = logging.getLogger("agent.transport.protocol_fallback")
+    log.addHandler(hold)
+    try:
+        with Mqtt311OnlyBroker() as broker:
+            cfg = MqttConfig(host="127.0.0.1", port=broker.port, protocol="auto", username="lobby-1",
+                             password_file=secret, reconnect_min_seconds=1, reconnect_max_seconds=1)
+            out = MqttOutput(cfg, device_id="lobby-1", state_dir=tmp_path, spool_days=7, clock=SystemClock())
+            out.start()
+            try:
+                wait_until(lambda: "password" in (out.health().last_error or ""), 10, "the file named")
+                health = out.health()
+                secret.with_suffix(".away").rename(secret)
+                wait_until(lambda: out.state == LinkState.CONNECTED, 15, "connected over 3.1.1")
+                after = out.health()
+            finally:
+                out.stop(timeout=1.0)
+    finally:
+        log.removeHandler(hold)
+    assert health.state == "failed"
+    assert health.last_error is not None
+    assert health.last_error.startswith(f"mqtt.password_file {secret}"), health.last_error
+    assert "s3cret" not in health.last_error
+    assert after.protocol == "3.1.1"
+    assert broker.levels.count(4) >= 1
