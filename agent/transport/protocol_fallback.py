@@ -97,8 +97,9 @@ class ProtocolFallback:
 
     def _start(self) -> None:
         """Install and connect the 3.1.1 client. It reads the password, key and certificate
-        files again, which may have changed since the start: one that cannot be read now is
-        named in the link's health and tried again every ``BUILD_RETRY_S``. Raised, it was
+        files again, which may have changed since the start: one that cannot be read now (or
+        any other failure to start the client) is named in the link's health and tried again
+        every ``BUILD_RETRY_S``. Raised, it was
         logged once as a sender error "retried every 0.5 s" and never retried: the output stayed
         without a client until a restart (found by review)."""
         with self._status.lock:  # as ``stop`` sets ``stopping``: it ends this client, or there is none
@@ -109,10 +110,11 @@ class ProtocolFallback:
             self._status.protocol = MQTTProtocolVersion.MQTTv311
             try:
                 self._start_311()
-            except ConfigError as exc:
-                error = str(exc)
+            except Exception as exc:  # a file (ConfigError), or paho's thread not starting: tried again
+                error = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
                 self._status.set_held(LinkState.FAILED, error)  # before a stop's STOPPED, never after
             else:
+                self._status.set_held(LinkState.CONNECTING, None)  # a failure built again is no longer
                 self._build_at = self._build_error = None
                 return
         self._build_at = time.monotonic() + BUILD_RETRY_S

@@ -10,11 +10,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from paho.mqtt.enums import MQTTProtocolVersion
 
 from agent.clock import SystemClock
 from agent.mqtt_client import SHUT_GRACE_S
+from agent.transport import protocol_fallback
 from agent.transport.link import LinkState
+from agent.transport.link_status import LinkStatus
 from agent.transport.mqtt import MqttOutput
+from agent.transport.protocol_fallback import ProtocolFallback
 from agent.transport.settings import MqttConfig
 from tests.mosquitto import wait_until
 from tests.transport.fake_broker import Mqtt311OnlyBroker
@@ -207,3 +211,40 @@ def test_a_fallback_whose_password_file_is_gone_says_so_and_tries_again(tmp_path
     assert "s3cret" not in health.last_error
     assert after.protocol == "3.1.1"
     assert broker.levels.count(4) >= 1
+
+
+class EndedClient:
+    """The refused MQTT 5 client, its network thread already ended."""
+
+    on_disconnect = on_connect = on_connect_fail = on_log = None
+
+    def end_within(self, _seconds: float) -> bool:
+        return True
+
+
+def test_a_fallback_client_that_fails_to_start_for_another_reason_is_tried_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only a ConfigError was caught: any other failure to start the 3.1.1 client (paho's thread
+    not starting) left the protocol at 3.1.1 with no client and nothing due, so nothing retried."""
+    monkeypatch.setattr(protocol_fallback, "BUILD_RETRY_S", 0.0)
+    status = LinkStatus(MQTTProtocolVersion.MQTTv5)
+    attempts: list[int] = []
+
+    def start_311() -> None:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RuntimeError("can't start new thread")
+
+    fallback = ProtocolFallback(
+        auto=True, status=status, stopping=threading.Event(),
+        client=EndedClient,  # type: ignore[arg-type]
+        start_311=start_311,
+    )
+    assert fallback.refused(132)
+    fallback.run_if_due()
+    failed = (status.state, status.last_error)
+    fallback.run_if_due()
+    assert len(attempts) == 2
+    assert failed == (LinkState.FAILED, "RuntimeError: can't start new thread")
+    assert (status.state, status.last_error) == (LinkState.CONNECTING, None)
