@@ -27,8 +27,8 @@ FALLBACK_END_S = 2.0
 """How long the fallback to MQTT 3.1.1 waits for the MQTT 5 client's network thread to end (and
 paho's ``SHUT_GRACE_S`` more, ``PahoClient.end_within``) before it starts the new client anyway."""
 BUILD_RETRY_S = 5.0
-"""How often a 3.1.1 client that could not be built (a password, key or certificate file changed
-since the start) is tried again."""
+"""How often a 3.1.1 client that could not be built or started (a password, key or certificate file
+changed since the start, paho's thread not starting) is tried again."""
 
 
 class ProtocolFallback:
