@@ -162,22 +162,14 @@ def live_run(
     for name in ("wait_for_frame", "next_frame"):  # the first the loop calls in a turn waits
         if hasattr(service.feed, name):
             setattr(service.feed, name, camera_paced(getattr(service.feed, name)))
-    if stop_in_inference:
+    if stop_in_inference or fail_in_inference:
         analyze = pipeline.analyze
 
-        def stopped_meanwhile(*args: Any, **kwargs: Any) -> list[FaceObservation]:
+        def last_frame_meanwhile(*args: Any, **kwargs: Any) -> list[FaceObservation]:
             found = analyze(*args, **kwargs)
-            if due[0] == frames - 1:
+            if due[0] == frames - 1 and stop_in_inference:
                 service.signals.stop.set()
-            return found
-
-        pipeline.analyze = stopped_meanwhile  # type: ignore[method-assign]
-    if fail_in_inference:
-        analyze_then = pipeline.analyze
-
-        def failed_meanwhile(*args: Any, **kwargs: Any) -> list[FaceObservation]:
-            found = analyze_then(*args, **kwargs)
-            if due[0] == frames - 1:
+            if due[0] == frames - 1 and fail_in_inference:
                 camera.failed = True
                 grabber = service.feed._reader
                 assert isinstance(grabber, Grabber)
@@ -185,7 +177,7 @@ def live_run(
                 grabber.slot.make_room()  # no frame taken before the failure waits
             return found
 
-        pipeline.analyze = failed_meanwhile  # type: ignore[method-assign]
+        pipeline.analyze = last_frame_meanwhile  # type: ignore[method-assign]
     for k in range(frames):
         due[0] = k
         service.step()
