@@ -99,9 +99,9 @@ class ProtocolFallback:
         """Install and connect the 3.1.1 client. It reads the password, key and certificate
         files again, which may have changed since the start: one that cannot be read now (or
         any other failure to start the client) is named in the link's health and tried again
-        every ``BUILD_RETRY_S``. Raised, it was
-        logged once as a sender error "retried every 0.5 s" and never retried: the output stayed
-        without a client until a restart (found by review)."""
+        every ``BUILD_RETRY_S``. Raised, it was logged once as a sender error "retried every
+        0.5 s" and never retried: the output stayed without a client until a restart (found by
+        review)."""
         with self._status.lock:  # as ``stop`` sets ``stopping``: it ends this client, or there is none
             if self._stopping.is_set():
                 self._build_at = None
