@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import traceback
+from collections import deque
 from collections.abc import Sequence
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
@@ -97,15 +98,26 @@ logger = logging.getLogger(__name__)
 
 IDLE_SLEEP_S = 0.2
 PACE_S = 0.5
-"""How long a turn waits for a camera's frame, counted from when the last one was taken."""
+"""With a camera, what the loop signs it signs at a multiple of this in monotonic time (a pace
+point), and a turn waits for a frame at most until the next one (``Service.step``)."""
+DUE_MARGIN_S = 0.001
+"""A timed task is signed at the first pace point at least this long after it comes due."""
+LOOKAHEAD_TURNS = 2.0
+"""A frame is not taken when a window (or another timed task) comes due within this many of
+the longest of the last ``RECENT_ANALYSES`` analyses (at least ``PACE_S``): its inference could
+run past the pace point where that window is signed (``Service._pace``)."""
+RECENT_ANALYSES = 100
+"""Recent, not all-time: the first inference after start (and a crowd long gone) would keep
+the loop idle before every window for good."""
 STOP_BUDGET_S = 6.0
 """From the start of the stop (``close``) until the outputs have stopped, against the unit's
 TimeoutStopSec=20s. What must survive goes to disk first (the open window into the spool, the
 ``stop`` entry and a checkpoint); the outputs, which wait for a broker (the drain, ``offline``),
 get what is left. The rest of the 20 s covers the loop turn running when SIGTERM came (and,
-with a camera, its wait for the next pace point, at most ``PACE_S``), paho's
-grace (``agent.mqtt_client.SHUT_GRACE_S``), the audit log's closing checkpoint and the
-interpreter's exit; a test keeps the unit's timeout at least three times this budget."""
+with a camera, its wait for a pace point: at most ``PACE_S``, or the lookahead plus ``PACE_S``
+when a window comes due, see ``LOOKAHEAD_TURNS``), paho's grace
+(``agent.mqtt_client.SHUT_GRACE_S``), the audit log's closing checkpoint and the interpreter's
+exit; a test keeps the unit's timeout at least three times this budget."""
 RESTART_ONLY = frozenset({"device_id", "keys", "state_dir", "mqtt", "outputs", "audit"})
 """Top-level keys a reload records but that take effect only at the next start."""
 
@@ -115,8 +127,11 @@ class Service:
 
     _camera_lost = False
     """The last camera state systemd was told was "reconnecting" (``_camera_health``)."""
-    _paced_from: float | None = None
-    """Monotonic time the last camera frame was taken (``_pace_timeout``)."""
+    _stream_t0: float | None = None
+    _stream_now: float | None = None
+    _stream_floor: float | None = None
+    """A file's own time: when it started, where it is now, where the next source goes on
+    (``_window_time``)."""
 
     def __init__(
         self,
@@ -145,9 +160,8 @@ class Service:
         )
         self._started_mono = self.clock.monotonic()
         self._last_watchdog = 0.0
-        self._stream_t0: float | None = None
-        self._stream_now: float | None = None
-        self._stream_floor: float | None = None
+        self._analyses: deque[float] = deque(maxlen=RECENT_ANALYSES)
+        """How long the last frames' analyses took (``_pace``)."""
         self._last_counters = FeedCounters()
         self._connects = 0
         """Broker connections seen by the loop (``_reassert_retained``)."""
@@ -379,18 +393,24 @@ class Service:
     def step(self) -> None:
         """One loop turn: commands and signals, the gate, at most one frame, due windows.
 
-        With a camera, everything that may sign a message runs at the camera's pace, with no
-        frame in hand: once the loop has waited for the next frame (or, when none comes, until
-        a pace point counted from the last frame taken, not from the end of its inference),
-        before that frame is taken and analysed. Right after an inference, a window's messages,
-        a checkpoint due by time, or what a command, a privacy change or a reconnect makes the
-        device sign would carry in their time how long that inference took, which grows with the
-        faces in view (found by review). A stop asked for meanwhile takes no frame; one asked
-        for during an inference waits for the next pace point, so the stop's window and
-        checkpoint do not time that inference either."""
+        With a camera, everything that may sign a message runs at a pace point (a multiple of
+        ``PACE_S`` in monotonic time), with no frame in hand, before the next frame is taken
+        and analysed. Right after an inference, a window's messages, a checkpoint due by time,
+        or what a command, a privacy change or a reconnect makes the device sign would carry in
+        their time how long that inference took, which grows with the faces in view (found by
+        review). Waiting for the camera's next frame was not enough: when analysis is behind
+        the camera a frame already waits, and the turn ran right after the inference. So the
+        turn waits for the next frame (at most until the next pace point), and when it has
+        something to sign, or a window comes due before an analysis could end, sleeps on to
+        the pace point (``_pace``); only such turns wait, so a loop behind the camera is slowed
+        only when it signs. A stop asked for meanwhile takes no frame; one asked for during an
+        inference waits for the next pace point, so the stop's window and checkpoint do not
+        time that inference either."""
         live = self.feed.live
-        if live and self.gate.capturing:
-            self.feed.wait_for_frame(self._pace_timeout())
+        if live:
+            if self.gate.capturing:
+                self.feed.wait_for_frame(self._pace_timeout())
+            self._pace()  # paused too: the turns then follow on from the last inference
         self._handle_requests()
         self._reassert_retained()
         self.publisher.retry()  # messages an output refused (a full disk), in order
@@ -401,27 +421,79 @@ class Service:
                 return
         frame = self.feed.next_frame(timeout=0.0 if live else 0.5) if self.gate.capturing else None
         if frame is not None:
-            self._paced_from = self.clock.monotonic()
             self._process(frame)
-            if live and self.stop_requested:  # SIGTERM came during the inference: what the stop
-                self.clock.sleep(self._pace_timeout())  # signs leaves at a pace point, not its end
         else:
             self._camera_health(self.feed.state.value)
             if self.feed.state is not CameraState.ENDED:
                 self.clock.sleep(min(IDLE_SLEEP_S, max(self.feed.wait_hint(), 0.01)))
         if not live:  # a clip's windows close on its own time, which the frame moved on
             self._between_frames()
-        self._ping_watchdog()
+        elif self.stop_requested:  # SIGTERM came during the inference (or the wait for a camera
+            self.clock.sleep(self._pace_timeout())  # to reconnect): what the stop signs leaves
+        self._ping_watchdog()  # at a pace point, not when that ended
 
     def _pace_timeout(self) -> float:
-        """Seconds to wait for a camera's next frame: until the next point ``PACE_S`` apart
-        counted from when the last frame was taken, so that a turn without a new frame (a slow
-        or stalled camera) does its work at a time its inference does not move."""
+        """Seconds until the next pace point (0 on one): a fixed grid, so that what a turn
+        signs there does not move with the inference before it, nor with the ones before that
+        (counted from the last frame taken, the points moved with the inferences that delayed
+        it, once analysis was behind the camera)."""
         now = self.clock.monotonic()
-        if self._paced_from is None:
-            return PACE_S
-        steps = max(1, math.ceil((now - self._paced_from) / PACE_S))
-        return max(0.0, self._paced_from + steps * PACE_S - now)
+        return max(0.0, _pace_point(now) - now)
+
+    def _pace(self) -> None:
+        """With something to sign, sleep to the next pace point. With a window, a checkpoint,
+        retention, the drops summed or the schedule coming due before a frame's analysis could
+        end (``LOOKAHEAD_TURNS``), take no frame: sleep to the pace point at or after that time.
+        Otherwise the analysis that ran past it would push what it signs to the next pace
+        point, so which point it is would tell whether a long analysis (many faces) was running
+        then. Events (a command, a signal, a reconnect) cannot be foreseen: they are signed at
+        the pace point after the turn that finds them."""
+        now = self.clock.monotonic()
+        if self._signs_this_turn():
+            self.clock.sleep(self._pace_timeout())
+            return
+        due = self._next_timed()
+        if due is not None and due <= now + max(PACE_S, LOOKAHEAD_TURNS * max(self._analyses, default=0.0)):
+            # A window's end is read through the wall clock (float seconds since 1970: 0.24 us
+            # apart): on a pace point, that rounding would pick between two points.
+            self.clock.sleep(_pace_point(max(due, now) + DUE_MARGIN_S) - now)
+
+    def _next_timed(self) -> float | None:
+        """Monotonic time the first timed task comes due: the open window's end, a checkpoint
+        by time, retention, the drops summed, a schedule change (None: none)."""
+        mono, wall = self.clock.monotonic(), self.clock.time()
+        walls = (self.aggregator.due_at(), self.gate.wake_at())
+        times = [
+            self.retention.due_at(), self._drops.due_at(), self.audit.checkpoint_due_at(),
+            *(mono + (w - wall) for w in walls if w is not None),
+        ]
+        return min((t for t in times if t is not None), default=None)
+
+    def _signs_this_turn(self) -> bool:
+        """Whether the work a turn does before its frame may sign or publish now: a stop, a
+        command or signal, a reload, a privacy flag, a reconnect, a message waiting, the gate,
+        a window, retention, the drops summed, a checkpoint, the command order to save. What
+        this misses would be signed at the turn's start, so each is asked, not guessed."""
+        saved, at = self._order_saved
+        flag = self.flag_poller
+        return (
+            self.stop_requested
+            or self._commands.due()
+            or self.signals.toggle.pending
+            or self.signals.reload_pending
+            or (flag is not None and flag.would_change())
+            or self._broker_connects() != self._connects
+            or self.publisher.held > 0
+            or self.gate.would_change()
+            or self.aggregator.due(self._window_time(None))
+            or self.retention.due()
+            or self._drops.due()
+            or self.audit.checkpoint_due()
+            or (
+                self._commands.signed_after_ms != saved
+                and self.clock.monotonic() - at >= self.cfg.mqtt.commands.privacy_min_seconds
+            )
+        )
 
     def _between_frames(self) -> None:
         """Due windows, retention, the drops summed and a checkpoint due by time."""
@@ -471,7 +543,9 @@ class Service:
         if rejected:  # over the CPU budget: zeroed unseen, counted, the tracker left alone
             self.aggregator.add_frame(t, (), counters)
             return
-        self.health.frame((self.clock.monotonic() - started) * 1000.0)
+        took = self.clock.monotonic() - started
+        self._analyses.append(took)
+        self.health.frame(took * 1000.0)
         self.aggregator.add_frame(t, self.tracker.update(carried.faces, t), counters)
         self.health_periods.observe_static(self.tracker.static_cells())
 
@@ -831,3 +905,8 @@ class Service:
             for name in (f"face_detection_{cfg.vision.detector}", "emotion")
         }
         return start_fields(cfg, self.signer.boot, hashes)
+
+
+def _pace_point(t: float) -> float:
+    """The first pace point at or after monotonic time ``t``."""
+    return math.ceil(t / PACE_S) * PACE_S

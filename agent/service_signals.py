@@ -96,6 +96,11 @@ class ServiceSignals:
         """What SIGHUP does: the loop reloads at its next turn."""
         self._reloads.append(signal.SIGHUP)  # one bytecode, as in the handler
 
+    @property
+    def reload_pending(self) -> bool:
+        """A reload asked for and not yet taken."""
+        return bool(self._reloads)
+
     def take_reload(self) -> bool:
         """True if a reload was asked for since the last call (several count as one); one that
         comes while this runs is kept for the next call."""

@@ -6,18 +6,21 @@ suppressed."""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import pytest
 
 from agent.camera.base import SourceInfo
-from agent.camera.feed import CameraState
 from agent.camera.grabber import Grabber
 from agent.clock import Clock, FakeClock
 from agent.config import load_config
 from agent.frame import Frame
-from agent.service import Service
+from agent.service import PACE_S, Service
 from agent.transport.commands import Command
 from agent.vision.observation import FaceObservation
 from tests.analytics.faces import face
@@ -70,13 +73,17 @@ class SlowerWithFaces:
     detector_side = 192
     grey_frames = False
 
-    def __init__(self, clock: FakeClock, faces: int, after: float, until: float = float("inf")) -> None:
+    def __init__(
+        self, clock: FakeClock, faces: int, after: float, until: float = float("inf"),
+        per_face: float = INFERENCE_S_PER_FACE,
+    ) -> None:
         self.clock, self.faces, self.after, self.until = clock, faces, after, until
+        self.per_face = per_face
 
     def analyze(self, pixels: Any, schedule: Any = None, frame: int = 0, *, lores: object = None
                 ) -> list[FaceObservation]:
         n = self.faces if self.after <= self.clock.time() < self.until else 0
-        self.clock.advance(INFERENCE_S_PER_FACE * n)
+        self.clock.advance(self.per_face * n)
         return [face(x=0.1 + 0.2 * i) for i in range(n)]
 
     def close(self) -> None:
@@ -108,102 +115,198 @@ def test_a_windows_message_time_does_not_depend_on_the_faces_after_it(tmp_path: 
 
 PHASE_S = 0.19
 """The camera's frames come at T0 + 0.19 + 0.2 k: the last one of a window 10 ms before its end."""
+FRAME_S = 0.2
+KEEPS_UP_S, FALLS_BEHIND_S = 0.005, 0.1
+"""Inference per face: 5 ms, as measured, or 100 ms (a Pi Zero with full range), with which two
+faces or more take the camera's whole frame interval or longer: the next frame is already
+waiting when the inference ends."""
 
 
-class CameraPacedClock(FakeClock):
-    """A fake clock the camera's frames set to their own times: the same floats whatever the
-    inference before them added (sums of different steps round differently, and a checkpoint
-    due by time at exactly a frame's time would come a frame later)."""
+IN_INFERENCE_S = 0.005
+"""An event (a signal, a command, the camera failing) comes 5 ms after a frame's time: while
+that frame is analysed when it has faces and analysis keeps up, while the loop waits for the
+next frame when it has none. The loop cannot foresee an event: it signs what the event asks for
+at the pace point after the turn that finds it. An event that comes less than one analysis
+before a pace point, while a frame is analysed, is therefore signed at the next pace point, and
+which one it was tells whether an analysis was running then (docs/analytics.md). The events
+here come more than 0.3 s, the longest analysis, before the next pace point."""
 
-    def at_frame(self, k: int) -> None:
-        offset = PHASE_S + 0.2 * k
-        if offset < self._mono:
-            raise AssertionError(f"inference took longer than the camera's frame interval at frame {k}")
-        self._wall, self._mono = T0 + offset, offset
+
+def tick(k: int) -> float:
+    """Monotonic time of the camera's frame ``k``."""
+    return PHASE_S + FRAME_S * k
+
+
+class TickClock(FakeClock):
+    """A fake clock whose wall time is always T0 plus its monotonic time, so that a time reached
+    by different steps (an inference, then a wait) is the same float whatever the steps were.
+    ``alarm``: something that happens at a time of its own (a signal), whatever the loop is doing
+    then."""
+
+    def __init__(self, start: float) -> None:
+        super().__init__(start)
+        self._alarms: list[tuple[float, Callable[[], None]]] = []
+
+    def advance(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("a clock cannot go backwards")
+        self.set(self._mono + seconds)
+
+    def set(self, mono: float) -> None:
+        self._mono, self._wall = mono, T0 + mono
+        while self._alarms and self._alarms[0][0] <= mono:
+            self._alarms.pop(0)[1]()
+
+    def alarm(self, mono: float, then: Callable[[], None]) -> None:
+        self._alarms = sorted([*self._alarms, (mono, then)], key=lambda a: a[0])
+
+
+class ScheduledCamera(LiveSource):
+    """A 5 fps camera on its own schedule, whatever the loop does: frame k is read by the real
+    grabber thread at ``tick(k)``, once ``deliver`` sees that time has come. A frame that comes
+    while the loop is busy waits in the slot; a newer one replaces it (dropped), as on a real
+    camera. ``fail`` unplugs it: every read from then on raises. Closed (privacy mode) and
+    opened again, it goes on with the next frame's time."""
+
+    def __init__(self, clock: TickClock) -> None:
+        super().__init__(clock)
+        self.cond = threading.Condition()
+        self.released = self.opened_at = 0
+        self.failed = self.stopped = False
+
+    def opened(self) -> ScheduledCamera:
+        """What the service's opener gives (``open_source`` opens it too)."""
+        with self.cond:
+            self.stopped = False
+            self.pos = self.released = self.opened_at = self._due()
+        return self
+
+    def _due(self) -> int:
+        """How many frames' times have come."""
+        now = self.clock.monotonic()
+        due = max(0, int((now - PHASE_S) / FRAME_S))  # then the division's rounding undone
+        while tick(due) <= now:
+            due += 1
+        while due > 0 and tick(due - 1) > now:
+            due -= 1
+        return due
+
+    def read(self) -> Frame | None:
+        with self.cond:
+            self.cond.wait_for(lambda: self.pos < self.released or self.stopped or self.failed)
+            if self.failed:
+                raise OSError("the camera is gone")
+            if self.pos >= self.released:
+                return None
+            k, self.pos = self.pos, self.pos + 1
+        pixels = np.full((36, 64, 3), 120, dtype=np.uint8)
+        return Frame(pixels, k, tick(k), T0 + tick(k))
+
+    def interrupt(self) -> None:
+        with self.cond:
+            self.stopped = True
+            self.cond.notify_all()
+
+    def fail(self) -> None:
+        with self.cond:
+            self.failed = True
+            self.cond.notify_all()
+
+    def deliver(self, grabber: Grabber) -> None:
+        """Every frame whose time has come, each put in the slot before this returns (none once
+        the camera failed)."""
+        if self.failed:
+            return
+        with self.cond:
+            self.released = max(self.released, self._due())
+            self.cond.notify_all()
+        want = self.released - self.opened_at
+        deadline = time.monotonic() + 5.0
+        while grabber.slot.tally().captured < want and time.monotonic() < deadline:
+            time.sleep(0.0005)
+        assert grabber.slot.tally().captured >= want, "the grabber did not take the frames"
 
 
 def live_run(
-    tmp_path: Path, faces: int, seconds: float, extra: str = "", *, window: int = 10,
-    commands: dict[int, Command] | None = None, stop_in_inference: bool = False,
-    fail_in_inference: bool = False,
+    tmp_path: Path, faces: int, stop_at: float, extra: str = "", *, window: int = 10,
+    events: dict[float, Callable[[Service], None]] | None = None, fail_at: float | None = None,
+    per_face: float = KEEPS_UP_S, on_start: Callable[[Service], None] | None = None,
 ) -> Path:
     """A live camera whose frames come on the camera's own schedule (not when the loop is
-    ready), k = 5, ``faces`` faces in every frame: every window suppressed. The stop comes
-    between two frames, as a signal would, or with ``stop_in_inference`` while the last frame
-    is analysed (SIGTERM from systemd); ``commands`` arrive from MQTT as frame k comes. With
-    ``fail_in_inference`` the camera fails while the last frame is analysed, and the stop comes
-    in the turn after the one that finds it gone."""
+    ready), k = 5, ``faces`` faces in every frame, ``per_face`` seconds of inference each: every
+    window suppressed. Everything else comes at a time of its own (seconds after T0), whatever
+    the loop is doing then: the stop (SIGTERM from systemd) at ``stop_at``, ``events`` (a
+    command from MQTT, a signal), the camera failing at ``fail_at``. ``on_start``: called once
+    the service has started."""
     path = write_config(tmp_path, "/dev/video0", extra=NO_GATE + extra, window=window, k=5)
-    clock = CameraPacedClock(start=T0)
-    pipeline = SlowerWithFaces(clock, faces, after=T0)
-    camera = FailingSource(clock)
+    clock = TickClock(start=T0)
+    pipeline = SlowerWithFaces(clock, faces, after=T0, per_face=per_face)
+    camera = ScheduledCamera(clock)
     service = Service(
         load_config(path), path, clock,
-        opener=lambda s, o, c: camera,
+        opener=lambda s, o, c: camera.opened(),
         pipeline_factory=lambda _c: pipeline,  # type: ignore[arg-type,return-value]
     )
     service.start()
-    frames = round((seconds - PHASE_S) / 0.2)
-    due = [0]
+    if on_start is not None:
+        on_start(service)
 
-    def camera_paced(wait: Any) -> Any:
-        """Where the loop waits for the camera, the clock moves on to its next frame: what the
-        turn does before it runs right after the last frame's inference."""
+    def scheduled(wait: Any) -> Any:
+        """Where the loop waits for the camera, the frames whose time has come are there, and
+        the clock moves on to the next frame's time if that comes before the wait ends."""
 
         def paced(timeout: float = 0.5) -> Any:
-            if not camera.failed:  # a camera that failed brings no frame: the clock stays
-                clock.at_frame(due[0])
-            if due[0] == frames + fail_in_inference:  # SIGTERM while the loop waits
-                service.signals.stop.set()
+            reader = service.feed._reader
+            if camera.failed or not isinstance(reader, Grabber):
+                return wait(timeout)
+            camera.deliver(reader)
+            if not reader.slot.tally().queued and timeout > 0:
+                now = clock.monotonic()
+                nxt = tick(camera.released)
+                clock.set(nxt if nxt <= now + timeout else now + timeout)
+                camera.deliver(reader)
+                timeout = 0.0
             return wait(timeout)
 
         return paced
 
-    for name in ("wait_for_frame", "next_frame"):  # the first the loop calls in a turn waits
-        if hasattr(service.feed, name):
-            setattr(service.feed, name, camera_paced(getattr(service.feed, name)))
-    if stop_in_inference or fail_in_inference:
-        analyze = pipeline.analyze
+    for name in ("wait_for_frame", "next_frame"):
+        setattr(service.feed, name, scheduled(getattr(service.feed, name)))
 
-        def last_frame_meanwhile(*args: Any, **kwargs: Any) -> list[FaceObservation]:
-            found = analyze(*args, **kwargs)
-            if due[0] == frames - 1 and stop_in_inference:
-                service.signals.stop.set()
-            if due[0] == frames - 1 and fail_in_inference:
-                camera.failed = True
-                grabber = service.feed._reader
-                assert isinstance(grabber, Grabber)
-                assert grabber.join(5)
-                grabber.slot.make_room()  # no frame taken before the failure waits
-            return found
+    def unplug() -> None:
+        camera.fail()
+        reader = service.feed._reader
+        assert isinstance(reader, Grabber)
+        assert reader.join(5)
+        reader.slot.make_room()  # no frame taken before the failure waits
 
-        pipeline.analyze = last_frame_meanwhile  # type: ignore[method-assign]
-    for k in range(frames):
-        due[0] = k
+    for at, event in (events or {}).items():
+        clock.alarm(at, lambda e=event: e(service))  # type: ignore[misc]
+    if fail_at is not None:
+        clock.alarm(fail_at, unplug)
+    clock.alarm(stop_at, service.signals.stop.set)
+    while not service.stop_requested:  # then ``run`` leaves its loop
         service.step()
-        if commands and k in commands:  # arrives while frame k is analysed
-            service._enqueue_command(commands[k])
-    due[0] = frames
-    if fail_in_inference:
-        service.step()  # finds the camera gone
-        assert service.feed.state is not CameraState.UP
-        due[0] += 1
-    if not stop_in_inference:  # then ``run`` leaves its loop before another turn
-        service.step()  # the stop: it takes no frame
-    assert service.stop_requested
     service.close()
     return tmp_path
+
+
+def checkpoint(service: Service) -> None:
+    service._enqueue_command(Command("checkpoint"))
 
 
 def _times(tmp: Path, suffix: str) -> list[int]:
     return [int(m["ts"]) for m in messages(tmp, suffix)]
 
 
-def test_a_suppressed_windows_message_time_does_not_depend_on_its_last_frames_faces(tmp_path: Path) -> None:
+@pytest.mark.parametrize("per_face", [KEEPS_UP_S, FALLS_BEHIND_S], ids=["keeps-up", "falls-behind"])
+def test_a_suppressed_windows_message_time_does_not_depend_on_its_last_frames_faces(
+    tmp_path: Path, per_face: float
+) -> None:
     """The last frame of a window came 10 ms before its end; when its inference ran past the
     end, the window left right after it (ts - end: 190 ms with no face, 0 with two, 5 with three
     faces, 5 ms each), not at the next frame."""
-    runs = {n: live_run(tmp_path / str(n), n, 10.5) for n in (0, 2, 3)}
+    runs = {n: live_run(tmp_path / str(n), n, 10.55, per_face=per_face) for n in (0, 2, 3)}
     stats = {n: [ts for ts, m in zip(_times(t, "stats"), messages(t, "stats"), strict=True)
                  if m["body"]["window_start"] == T0] for n, t in runs.items()}
     assert all(m["body"]["suppressed"] for t in runs.values() for m in messages(t, "stats"))
@@ -211,45 +314,61 @@ def test_a_suppressed_windows_message_time_does_not_depend_on_its_last_frames_fa
     assert len(stats[0]) == 1
 
 
-def test_a_checkpoint_due_by_time_is_not_signed_after_a_frames_inference(tmp_path: Path) -> None:
+@pytest.mark.parametrize("per_face", [KEEPS_UP_S, FALLS_BEHIND_S], ids=["keeps-up", "falls-behind"])
+def test_a_checkpoint_due_by_time_is_not_signed_after_a_frames_inference(
+    tmp_path: Path, per_face: float
+) -> None:
     """With the default settings checkpoints come due by time: one was signed at the end of the
     loop turn, right after the frame's inference, so its ts (minus the camera's frame phase,
     which every stats message shows) told how many faces that frame held, window after
     suppressed window."""
     extra = "audit: {checkpoint_every_minutes: 1}\n"
-    runs = {n: live_run(tmp_path / str(n), n, 130.0, extra, window=60) for n in (0, 1, 3)}
+    runs = {n: live_run(tmp_path / str(n), n, 130.05, extra, window=60, per_face=per_face) for n in (0, 1, 3)}
     checkpoints = {n: _times(t, "audit/checkpoint") for n, t in runs.items()}
     assert len(checkpoints[0]) >= 3, checkpoints
     assert checkpoints[0] == checkpoints[1] == checkpoints[3], checkpoints
 
 
-def test_what_a_command_makes_the_device_sign_does_not_time_the_frame_before_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("per_face", [KEEPS_UP_S, FALLS_BEHIND_S], ids=["keeps-up", "falls-behind"])
+def test_what_a_command_makes_the_device_sign_does_not_time_the_frame_before_it(
+    tmp_path: Path, per_face: float
+) -> None:
     """Commands, privacy-mode changes and reconnects were handled at the top of the loop turn,
     right after the last frame's inference: anyone allowed to send ``checkpoint`` could ask,
     once a second, for a signed message whose ts (minus the frame phase) told how many faces the
     frame just analysed held."""
-    runs = {n: live_run(tmp_path / str(n), n, 6.0, commands={20: Command("checkpoint")}) for n in (0, 2)}
+    events = {tick(20) + IN_INFERENCE_S: checkpoint}
+    runs = {n: live_run(tmp_path / str(n), n, 6.05, events=events, per_face=per_face) for n in (0, 2)}
     checkpoints = {n: _times(t, "audit/checkpoint") for n, t in runs.items()}
     assert len(checkpoints[0]) == 2, checkpoints  # the one asked for (at most one a minute) and the stop's
     assert checkpoints[0] == checkpoints[2], checkpoints
 
 
-def test_what_the_stop_signs_does_not_time_the_inference_it_came_during(tmp_path: Path) -> None:
+@pytest.mark.parametrize("per_face", [KEEPS_UP_S, FALLS_BEHIND_S], ids=["keeps-up", "falls-behind"])
+def test_what_the_stop_signs_does_not_time_the_inference_it_came_during(
+    tmp_path: Path, per_face: float
+) -> None:
     """SIGTERM (systemd stopping the unit) while a frame was analysed: the stop flushed the open
     window and signed its checkpoint right after that inference, so their ts (minus the frame
     phase) told how many faces the last frame held."""
-    runs = {n: live_run(tmp_path / str(n), n, 6.0, stop_in_inference=True) for n in (0, 2, 3)}
+    runs = {
+        n: live_run(tmp_path / str(n), n, tick(27) + IN_INFERENCE_S, per_face=per_face) for n in (0, 2, 3)
+    }
     for suffix in ("stats", "audit/checkpoint"):
         times = {n: _times(t, suffix) for n, t in runs.items()}
         assert times[0], (suffix, times)
         assert times[0] == times[2] == times[3], (suffix, times)
 
 
-def test_the_turn_after_a_camera_fails_does_not_time_the_inference_before_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("per_face", [KEEPS_UP_S, FALLS_BEHIND_S], ids=["keeps-up", "falls-behind"])
+def test_the_turn_after_a_camera_fails_does_not_time_the_inference_before_it(
+    tmp_path: Path, per_face: float
+) -> None:
     """A camera that fails ends its grabber at once, so the next turn's wait for a frame ended
     right after the last inference: what that turn signed (the health message saying the camera
     is lost, a due window) and everything after it told how many faces the last frame held."""
-    runs = {n: live_run(tmp_path / str(n), n, 6.0, fail_in_inference=True) for n in (0, 2, 3)}
+    fail_at = tick(27) + IN_INFERENCE_S
+    runs = {n: live_run(tmp_path / str(n), n, 6.55, fail_at=fail_at, per_face=per_face) for n in (0, 2, 3)}
     for suffix in ("health", "stats", "audit/checkpoint"):
         times = {n: _times(t, suffix) for n, t in runs.items()}
         assert times[0], (suffix, times)
@@ -257,26 +376,72 @@ def test_the_turn_after_a_camera_fails_does_not_time_the_inference_before_it(tmp
     assert any(m["body"].get("camera") == "reconnecting" for m in messages(runs[0], "health"))
 
 
-def test_a_turn_without_a_new_frame_waits_until_a_time_its_inference_does_not_move(tmp_path: Path) -> None:
+def test_a_turn_without_a_new_frame_waits_until_a_time_no_inference_moves(tmp_path: Path) -> None:
     """With a camera slower than the loop's wait (camera.fps 1, or one that stalls), the wait
     timed out 0.5 s after the last inference ended, and what the turn signed then told how long
-    that inference took. It now ends 0.5 s after the last frame was taken, whatever came after."""
+    that inference took. Counted from when the last frame was taken, it still moved with the
+    inferences before, once analysis was behind the camera: the frame was taken when the last
+    one ended. It now ends at the next pace point, whatever came before."""
     path = write_config(tmp_path, "/dev/video0", extra=NO_GATE)
-    clock = FakeClock(start=T0)
+    clock = TickClock(start=T0)
     service = Service(
         load_config(path), path, clock, opener=lambda s, o, c: LiveSource(c),
         pipeline_factory=lambda _c: SlowerWithFaces(clock, 0, after=T0),  # type: ignore[arg-type,return-value]
     )
     service.start()
     try:
-        service.step()  # the first frame is taken at its time
-        taken = service._paced_from
-        assert taken is not None
-        for inference in (0.002, 0.013, 0.3):
-            service._paced_from = clock.monotonic()
-            clock.advance(inference)
-            assert clock.monotonic() + service._pace_timeout() == service._paced_from + 0.5
-        clock.advance(0.4)  # later than one pace: the next point
-        assert clock.monotonic() + service._pace_timeout() == service._paced_from + 1.0
+        for taken in (0.19, 0.25, 0.31):  # the frame taken on time, or after a late inference
+            for inference in (0.002, 0.013, 0.15):
+                clock.set(taken + inference)
+                assert clock.monotonic() + service._pace_timeout() == 0.5
+        clock.set(0.59)  # later than one pace: the next point
+        assert clock.monotonic() + service._pace_timeout() == 1.0
     finally:
         service.close()
+
+
+def test_everything_the_loop_signs_it_signs_at_a_pace_point(tmp_path: Path) -> None:
+    """Whatever makes the device sign or record (a window, a checkpoint by time, commands to
+    switch privacy mode and to sign a checkpoint, SIGUSR1, SIGHUP, a flag file, the stop),
+    each message and audit entry is made at a pace point, with analysis behind the camera (three
+    faces, 0.3 s each frame): ``Service._signs_this_turn`` asks every one of them, and one it
+    missed would be made right after an inference. The events come at times of their own."""
+    flag = tmp_path / "privacy-flag"
+    extra = (
+        "audit: {checkpoint_every_minutes: 1}\n"
+        f"policy: {{privacy_mode: {{flag_file: '{flag}', poll_seconds: 1}}}}\n"
+    )
+    made: list[tuple[str, float]] = []
+
+    def record(service: Service) -> None:
+        publish, append = service.publisher.publish, service.audit.append
+
+        def published(suffix: str, *args: Any, **kwargs: Any) -> Any:
+            made.append((suffix, service.clock.monotonic()))
+            return publish(suffix, *args, **kwargs)
+
+        def appended(kind: str, fields: Any) -> int:
+            made.append((f"audit {kind}", service.clock.monotonic()))
+            return append(kind, fields)
+
+        service.publisher.publish = published  # type: ignore[method-assign]
+        service.audit.append = appended  # type: ignore[method-assign]
+
+    def privacy(on: bool) -> Callable[[Service], None]:
+        return lambda s: s._enqueue_command(Command("privacy_mode", on=on))
+
+    events: dict[float, Callable[[Service], None]] = {
+        3.07: checkpoint,
+        7.33: privacy(True),
+        9.71: privacy(False),
+        14.13: lambda s: s.signals.toggle.received(1),  # SIGUSR1: privacy mode on
+        17.29: lambda s: s.signals.toggle.received(1),  # and off again
+        21.77: lambda s: s.signals.request_reload(),  # SIGHUP
+        25.41: lambda s: flag.touch(),
+        29.03: lambda s: flag.unlink(),
+    }
+    live_run(tmp_path, 3, 75.13, extra, window=10, events=events, per_face=FALLS_BEHIND_S, on_start=record)
+    kinds = {kind for kind, _ in made}
+    assert {"stats", "audit/checkpoint", "privacy_mode", "privacy", "audit privacy_mode"} <= kinds, kinds
+    off_pace = [(kind, round(t, 3)) for kind, t in made if t % PACE_S != 0]
+    assert not off_pace, off_pace

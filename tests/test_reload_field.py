@@ -188,7 +188,8 @@ def test_every_reloaded_key_that_is_not_restart_only_reaches_the_running_part(
 
 def test_a_reload_just_after_a_window_end_leaves_no_second_uncovered(tmp_path: Path) -> None:
     """Live camera (here: unplugged, so every window still reports its frame figures). The loop's
-    last poll was at 9.9 s; the reload comes at 10.3 s, before any poll rolled [0, 10) over.
+    last poll was before 9.5 s (from there on it waits for the window's pace point, 10.5 s);
+    the reload comes at 10.3 s, before any poll rolled [0, 10) over.
     The flush closes [0, 10) complete; the next window starts at 10 (it started at
     ceil(10.3) = 11, and second [10, 11) was in no window)."""
     def opener(source: str, options: SourceOptions, clock: Clock) -> ScriptedSource:
@@ -201,8 +202,9 @@ def test_a_reload_just_after_a_window_end_leaves_no_second_uncovered(tmp_path: P
         pipeline_factory=lambda _c: CountingPipeline(),  # type: ignore[arg-type,return-value]
     )
     service.start()
-    while clock.time() - T0 < 9.7:
+    while clock.time() - T0 < 9.3:
         service.step()
+    assert clock.time() - T0 < 10.0
     assert service.feed.live
     clock.advance(10.3 - (clock.time() - T0))  # a slow loop turn: the window ended meanwhile
     path.write_text(path.read_text().replace("min_people: 2", "min_people: 3"))

@@ -256,6 +256,22 @@ class WindowAggregator:
         out, self._ready = self._ready, []
         return out
 
+    def due_at(self) -> float | None:
+        """Wall time ``poll`` will close the open window (None: none open); one a frame closed
+        already waits to be handed on: due at once."""
+        if self._ready:
+            return -math.inf
+        return None if self._current is None else self._current.end
+
+    def due(self, now: float | None = None) -> bool:
+        """Whether ``poll`` would close a window now (or hand on one a frame closed)."""
+        if self._ready:
+            return True
+        now = self.clock.time() if now is None else now
+        if self._resume_at is not None:
+            now = max(now, self._resume_at)
+        return self._current is not None and self.window_start(now) >= self._current.end
+
     def flush(self, now: float | None = None, *, reload: bool = False) -> list[WindowReport]:
         """Close the open window now (end of a file, shutdown); a pending merge is published
         suppressed. ``reload``: the window ends at ``now`` (rounded up to a second) and says so;

@@ -457,6 +457,14 @@ class AuditLog:
         with self._lock:
             return not self._refused and self._due()
 
+    def checkpoint_due_at(self) -> float | None:
+        """Monotonic time ``maybe_checkpoint`` will sign the next checkpoint by time, if no entry
+        makes one due before (None: nothing to sign, or the disk refused the last one)."""
+        with self._lock:
+            if self._refused or self._tree.size <= self._cp_size + self._records:
+                return None
+            return self._cp_mono + self.settings.checkpoint_every_minutes * 60
+
     def _due(self) -> bool:
         if self._tree.size <= self._cp_size + self._records:
             return False

@@ -61,6 +61,8 @@ class CaptureGate:
         self.schedule = schedule
         self.budget_left = budget_left
         self.capturing = False
+        self._wake: tuple[Schedule, float, float | None] | None = None
+        """(schedule, asked at, answer) of the last ``wake_at``: the service asks every turn."""
 
     def reschedule(self, schedule: Schedule | None, budget_left: BudgetLeft | None = None) -> None:
         """A reloaded ``policy.schedule`` (and privacy budget): the next ``update`` opens or
@@ -77,6 +79,10 @@ class CaptureGate:
         if self.budget_left is not None and not self.budget_left(self.clock.time()):
             return "dp_budget"
         return None
+
+    def would_change(self) -> bool:
+        """Whether ``update`` would open or close the source now."""
+        return (self.blocked_by() is None) != self.capturing
 
     def update(self) -> GateChange | None:
         """Open or close the source to match the current state; return the change, if any."""
@@ -96,10 +102,16 @@ class CaptureGate:
 
     def wake_at(self) -> float | None:
         """Unix time of the next schedule change (None without a schedule or change)."""
-        if self.schedule is None:
+        schedule = self.schedule
+        if schedule is None:
             return None
-        nxt = self.schedule.next_change(self._now())
-        return None if nxt is None else nxt.timestamp()
+        now, last = self.clock.time(), self._wake
+        if last is not None and last[0] is schedule and last[1] <= now and (last[2] is None or now < last[2]):
+            return last[2]  # still the next change: nothing flips before it
+        nxt = schedule.next_change(self._now())
+        at = None if nxt is None else nxt.timestamp()
+        self._wake = (schedule, now, at)
+        return at
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock.time(), UTC)

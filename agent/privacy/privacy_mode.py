@@ -180,6 +180,13 @@ class FlagFilePoller:
         self.interval_s = interval_s
         self._next: float | None = None
 
+    def would_change(self) -> bool:
+        """Whether ``poll`` would switch the ``file`` source now (it looks at the file then)."""
+        clock, nxt = self.clock, self._next
+        if clock is not None and self.interval_s > 0 and nxt is not None and clock.monotonic() < nxt:
+            return False
+        return self.path.exists() != ("file" in self.mode.sources_on())
+
     def poll(self) -> PrivacyModeEvent | None:
         if self.clock is not None and self.interval_s > 0:
             now = self.clock.monotonic()
@@ -212,6 +219,11 @@ class SignalToggle:
 
     def uninstall(self, signum: int = signal.SIGUSR1) -> None:
         signal.signal(signum, self._previous if self._previous is not None else signal.SIG_DFL)
+
+    @property
+    def pending(self) -> bool:
+        """SIGUSR1s received and not yet drained."""
+        return bool(self._received)
 
     def drain(self, *, apply: bool = True) -> list[PrivacyModeEvent]:
         """Apply every toggle received since the last call, in order; ``apply=False``

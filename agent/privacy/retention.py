@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,11 +173,17 @@ class RetentionEnforcer:
         self.limits = limits_from(cfg)
         self.interval_s = cfg.interval_minutes * 60
 
+    def due_at(self) -> float:
+        """Monotonic time of the next run (the first is due at once)."""
+        return -math.inf if self.last_run is None else self.last_run + self.interval_s
+
+    def due(self) -> bool:
+        """Whether ``run_if_due`` would run now."""
+        return self.clock.monotonic() >= self.due_at()
+
     def run_if_due(self) -> RetentionRun | None:
         """Run when the timer says so (always the first time); None when not yet due."""
-        if self.last_run is not None and self.clock.monotonic() - self.last_run < self.interval_s:
-            return None
-        return self.run()
+        return self.run() if self.due() else None
 
     def run(self) -> RetentionRun:
         """Purge every store and hook now and schedule the next run; a failure skips only itself."""

@@ -134,6 +134,15 @@ class CommandGate:
         with self._lock:
             self._privacy_in_force = on
 
+    def due(self) -> bool:
+        """Whether ``take`` would hand a command on now (the service then waits for its pace
+        point before it runs it: ``Service._signs_this_turn``)."""
+        now, s = self._clock.monotonic(), self.settings
+        with self._lock:
+            privacy = self._privacy is not None and self._due(self._privacy_at, s.privacy_min_seconds, now)
+            checkpoint = self._checkpoint and self._due(self._checkpoint_at, s.checkpoint_min_seconds, now)
+            return privacy or checkpoint
+
     def take(self) -> list[Command]:
         """The commands due now: at most one privacy change and one checkpoint."""
         now = self._clock.monotonic()

@@ -14,6 +14,7 @@ entry's append has returned.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 
@@ -68,6 +69,18 @@ class DropTally:
             self._last = now
         for reason, (count, size) in sorted(pending.items()):
             self._append(drop_message(count, size, reason))
+
+    def due_at(self) -> float | None:
+        """Monotonic time ``record`` will write the drops pending (None: none pending)."""
+        with self._lock:
+            if not self._pending:
+                return None
+            return -math.inf if self._last is None else self._last + self._every
+
+    def due(self) -> bool:
+        """Whether ``record`` would write an entry now."""
+        at = self.due_at()
+        return at is not None and self._clock.monotonic() >= at
 
     @property
     def pending(self) -> int:

@@ -114,3 +114,28 @@ def test_a_spent_privacy_budget_closes_the_camera_until_the_next_utc_day(tmp_pat
     run(gate, source, clock, 10)  # the next UTC day: a fresh budget
     assert source.opens == 2
     assert len(source.captured_at) == 70
+
+
+def test_wake_at_stays_the_schedules_next_change_as_time_passes_and_the_schedule_is_replaced() -> None:
+    """The service asks ``wake_at`` every loop turn, so the gate keeps the last answer while no
+    change can have come: it must still be the schedule's own answer at every moment, past a
+    change, after the clock steps back and after a reload replaces the schedule."""
+    clock = FakeClock(start=MONDAY_0750_BERLIN)
+    schedule = Schedule.from_config(ScheduleConfig(timezone="Europe/Berlin", hours={"mon": ["08:00-08:20"]}))
+    gate = CaptureGate(RecordingSource(clock), PrivacyMode(clock), clock, schedule)
+
+    def expected() -> float | None:
+        nxt = gate.schedule.next_change(datetime.fromtimestamp(clock.time(), UTC)) if gate.schedule else None
+        return None if nxt is None else nxt.timestamp()
+
+    seen = []
+    for step in [0, 299.5, 300, 0.5, 599, 1, 600, 1200, 0.25]:
+        clock.advance(step)
+        seen.append(gate.wake_at())
+        assert seen[-1] == expected(), clock.time() - MONDAY_0750_BERLIN
+    assert len(set(seen)) >= 3  # 08:00, 08:20, next Monday 08:00
+    clock._wall = MONDAY_0750_BERLIN + 400  # stepped back (NTP) to 07:56:40, before 08:00 again
+    assert gate.wake_at() == expected() == MONDAY_0750_BERLIN + 600
+    longer = ScheduleConfig(timezone="Europe/Berlin", hours={"mon": ["07:55-09:00"]})
+    gate.reschedule(Schedule.from_config(longer))
+    assert gate.wake_at() == expected() == MONDAY_0750_BERLIN + 4200  # open now, until 09:00
