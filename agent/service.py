@@ -102,10 +102,15 @@ PACE_S = 0.5
 point), and a turn waits for a frame at most until the next one (``Service.step``)."""
 DUE_MARGIN_S = 0.001
 """A timed task is signed at the first pace point at least this long after it comes due."""
+MAX_LOOKAHEAD_S = 2.0
+"""At most this: one slow analysis (a cold first one, a Pi swapping) would otherwise keep the
+loop idle for whole windows, and a stop waiting. An analysis longer than half of it can push
+a timed task to the next pace point."""
 LOOKAHEAD_TURNS = 2.0
 """A frame is not taken when a window (or another timed task) comes due within this many of
-the longest of the last ``RECENT_ANALYSES`` analyses (at least ``PACE_S``): its inference could
-run past the pace point where that window is signed (``Service._pace``)."""
+the longest of the last ``RECENT_ANALYSES`` analyses (at least ``PACE_S``, at most
+``MAX_LOOKAHEAD_S``): its inference could run past the pace point where that window is signed
+(``Service._pace``)."""
 RECENT_ANALYSES = 100
 """Recent, not all-time: the first inference after start (and a crowd long gone) would keep
 the loop idle before every window for good."""
@@ -127,6 +132,8 @@ class Service:
 
     _camera_lost = False
     """The last camera state systemd was told was "reconnecting" (``_camera_health``)."""
+    _stop_paced = False
+    """A turn saw the stop and waited for a pace point (``_stop_at_pace``)."""
     _stream_t0: float | None = None
     _stream_now: float | None = None
     _stream_floor: float | None = None
@@ -306,6 +313,8 @@ class Service:
                     self.signals.stop_reason = "source_ended"
                     self._report_lost_frames()
                     break
+            if self.feed.live and not self._stop_paced:  # the stop came after the turn's last look
+                self.clock.sleep(self._pace_timeout())
         except Exception as exc:
             self._record_failure(exc)
             raise
@@ -406,18 +415,21 @@ class Service:
         only when it signs. A stop asked for meanwhile takes no frame; one asked for during an
         inference waits for the next pace point, so the stop's window and checkpoint do not
         time that inference either."""
-        live = self.feed.live
+        live, signs, stopping = self.feed.live, True, False
         if live:
             if self.gate.capturing:
                 self.feed.wait_for_frame(self._pace_timeout())
-            self._pace()  # paused too: the turns then follow on from the last inference
-        self._handle_requests()
-        self._reassert_retained()
-        self.publisher.retry()  # messages an output refused (a full disk), in order
-        self._apply_gate()
+            signs, stopping = self._pace()  # paused too: the turns then follow on from the last inference
+        if signs:  # else nothing was due when asked: what came since waits for the next turn's pace point
+            self._handle_requests()
+            self._reassert_retained()
+            self.publisher.retry()  # messages an output refused (a full disk), in order
+            self._apply_gate()
         if live:
-            self._between_frames()
+            if signs:
+                self._between_frames()
             if self.stop_requested:
+                self._stop_at_pace(paced=stopping)
                 return
         frame = self.feed.next_frame(timeout=0.0 if live else 0.5) if self.gate.capturing else None
         if frame is not None:
@@ -426,11 +438,19 @@ class Service:
             self._camera_health(self.feed.state.value)
             if self.feed.state is not CameraState.ENDED:
                 self.clock.sleep(min(IDLE_SLEEP_S, max(self.feed.wait_hint(), 0.01)))
+        self._ping_watchdog()
         if not live:  # a clip's windows close on its own time, which the frame moved on
             self._between_frames()
         elif self.stop_requested:  # SIGTERM came during the inference (or the wait for a camera
-            self.clock.sleep(self._pace_timeout())  # to reconnect): what the stop signs leaves
-        self._ping_watchdog()  # at a pace point, not when that ended
+            self._stop_at_pace(paced=False)  # to reconnect)
+
+    def _stop_at_pace(self, *, paced: bool) -> None:
+        """What the stop signs leaves at a pace point, not when the inference (or whatever the
+        turn did after its pace point) ended; ``run`` waits for one itself when the stop came
+        after the turn's last look."""
+        if not paced:
+            self.clock.sleep(self._pace_timeout())
+        self._stop_paced = True
 
     def _pace_timeout(self) -> float:
         """Seconds until the next pace point (0 on one): a fixed grid, so that what a turn
@@ -440,23 +460,35 @@ class Service:
         now = self.clock.monotonic()
         return max(0.0, _pace_point(now) - now)
 
-    def _pace(self) -> None:
-        """With something to sign, sleep to the next pace point. With a window, a checkpoint,
+    def _pace(self) -> tuple[bool, bool]:
+        """(whether the turn signs, whether a stop was asked for), at a pace point when it signs.
+
+        With something to sign, sleep to the next pace point. With a window, a checkpoint,
         retention, the drops summed or the schedule coming due before a frame's analysis could
         end (``LOOKAHEAD_TURNS``), take no frame: sleep to the pace point at or after that time.
         Otherwise the analysis that ran past it would push what it signs to the next pace
         point, so which point it is would tell whether a long analysis (many faces) was running
         then. Events (a command, a signal, a reconnect) cannot be foreseen: they are signed at
         the pace point after the turn that finds them."""
-        now = self.clock.monotonic()
-        if self._signs_this_turn():
+        stopping = self.stop_requested  # read first: a stop that comes after it is paced later
+        if stopping or self._signs_this_turn():
             self.clock.sleep(self._pace_timeout())
-            return
+            return True, stopping
         due = self._next_timed()
-        if due is not None and due <= now + max(PACE_S, LOOKAHEAD_TURNS * max(self._analyses, default=0.0)):
-            # A window's end is read through the wall clock (float seconds since 1970: 0.24 us
-            # apart): on a pace point, that rounding would pick between two points.
-            self.clock.sleep(_pace_point(max(due, now) + DUE_MARGIN_S) - now)
+        recent = LOOKAHEAD_TURNS * max(self._analyses, default=0.0)
+        now = self.clock.monotonic()
+        if due is None or due > now + min(MAX_LOOKAHEAD_S, max(PACE_S, recent)):
+            return False, False
+        # A window's end is read through the wall clock (float seconds since 1970: 0.24 us
+        # apart): on a pace point, that rounding would pick between two points.
+        self._sleep_to(_pace_point(max(due, now) + DUE_MARGIN_S))
+        return True, self.stop_requested
+
+    def _sleep_to(self, point: float) -> None:
+        """Sleep until the pace point ``point``, one pace point at a time: a stop asked for
+        meanwhile (a signal does not end a sleep) ends it at the next one."""
+        while not self.stop_requested and (now := self.clock.monotonic()) < point:
+            self.clock.sleep(min(point, math.floor(now / PACE_S) * PACE_S + PACE_S) - now)
 
     def _next_timed(self) -> float | None:
         """Monotonic time the first timed task comes due: the open window's end, a checkpoint
@@ -470,20 +502,21 @@ class Service:
         return min((t for t in times if t is not None), default=None)
 
     def _signs_this_turn(self) -> bool:
-        """Whether the work a turn does before its frame may sign or publish now: a stop, a
-        command or signal, a reload, a privacy flag, a reconnect, a message waiting, the gate,
-        a window, retention, the drops summed, a checkpoint, the command order to save. What
-        this misses would be signed at the turn's start, so each is asked, not guessed."""
+        """Whether the work a turn does before its frame may sign or publish now: a command or
+        signal, a reload, a privacy flag, a reconnect, a message waiting, audit entries waiting
+        for the disk, the gate, a window, retention, the drops summed, a checkpoint, the command
+        order to save. A turn for which this is False skips that work (what came since waits
+        for the next turn), so each is asked, not guessed."""
         saved, at = self._order_saved
         flag = self.flag_poller
         return (
-            self.stop_requested
-            or self._commands.due()
+            self._commands.due()
             or self.signals.toggle.pending
             or self.signals.reload_pending
             or (flag is not None and flag.would_change())
             or self._broker_connects() != self._connects
             or self.publisher.held > 0
+            or self.audit.waits_for_disk
             or self.gate.would_change()
             or self.aggregator.due(self._window_time(None))
             or self.retention.due()

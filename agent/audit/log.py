@@ -276,6 +276,12 @@ class AuditLog:
         """Entries waiting in memory for the disk to accept writes again."""
         return len(self._held)
 
+    @property
+    def waits_for_disk(self) -> bool:
+        """Entries, or a checkpoint, the disk refused: ``maybe_checkpoint`` tries them again."""
+        with self._lock:
+            return bool(self._held) or self._refused
+
     def append(self, kind: str, fields: Mapping[str, JSON]) -> int:
         """Validate, write and fsync one entry; return its index, or -1 when the disk refused
         the write and the entry waits in memory. Refuses unknown kinds/fields."""
