@@ -119,8 +119,8 @@ STOP_BUDGET_S = 6.0
 TimeoutStopSec=20s. What must survive goes to disk first (the open window into the spool, the
 ``stop`` entry and a checkpoint); the outputs, which wait for a broker (the drain, ``offline``),
 get what is left. The rest of the 20 s covers the loop turn running when SIGTERM came (and,
-with a camera, its wait for a pace point: at most ``PACE_S``, or the lookahead plus ``PACE_S``
-when a window comes due, see ``LOOKAHEAD_TURNS``), paho's grace
+with a camera, its wait for a pace point, at most ``PACE_S``: a wait for a window's pace point
+ends at the next one when the stop comes), paho's grace
 (``agent.mqtt_client.SHUT_GRACE_S``), the audit log's closing checkpoint and the interpreter's
 exit; a test keeps the unit's timeout at least three times this budget."""
 RESTART_ONLY = frozenset({"device_id", "keys", "state_dir", "mqtt", "outputs", "audit"})
@@ -470,10 +470,9 @@ class Service:
         point, so which point it is would tell whether a long analysis (many faces) was running
         then. Events (a command, a signal, a reconnect) cannot be foreseen: they are signed at
         the pace point after the turn that finds them."""
-        stopping = self.stop_requested  # read first: a stop that comes after it is paced later
-        if stopping or self._signs_this_turn():
+        if self.stop_requested or self._signs_this_turn():
             self.clock.sleep(self._pace_timeout())
-            return True, stopping
+            return True, self.stop_requested  # read at the pace point: a later stop is paced later
         due = self._next_timed()
         recent = LOOKAHEAD_TURNS * max(self._analyses, default=0.0)
         now = self.clock.monotonic()
@@ -487,8 +486,10 @@ class Service:
     def _sleep_to(self, point: float) -> None:
         """Sleep until the pace point ``point``, one pace point at a time: a stop asked for
         meanwhile (a signal does not end a sleep) ends it at the next one."""
-        while not self.stop_requested and (now := self.clock.monotonic()) < point:
+        while (now := self.clock.monotonic()) < point:  # at least once: ``point`` is ahead
             self.clock.sleep(min(point, math.floor(now / PACE_S) * PACE_S + PACE_S) - now)
+            if self.stop_requested:
+                return
 
     def _next_timed(self) -> float | None:
         """Monotonic time the first timed task comes due: the open window's end, a checkpoint

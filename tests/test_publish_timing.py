@@ -570,3 +570,60 @@ def test_a_stop_that_comes_after_a_turns_last_look_is_signed_at_a_pace_point(tmp
     assert service.feed.live
     assert service.run() == 0
     assert closed == [3.5]
+
+
+def test_a_stop_that_comes_while_the_turn_asks_is_still_signed_at_a_pace_point(tmp_path: Path) -> None:
+    """A stop that came after the turn read it and before its wait for a window's pace point
+    ended that wait before it began, and the turn said it was at a pace point: the stop's
+    window and checkpoint were signed at the end of the inference before (found by review)."""
+    path = write_config(tmp_path, "/dev/video0", extra=NO_GATE)
+    clock = TickClock(start=T0)
+    service = Service(
+        load_config(path), path, clock, opener=lambda s, o, c: LiveSource(c),
+        pipeline_factory=lambda _c: SlowerWithFaces(clock, 0, after=T0),  # type: ignore[arg-type,return-value]
+    )
+    service.start()
+    try:
+        service.step()  # the first window is open: it ends at 10 s
+        clock.set(9.637)  # an inference ended here
+        ask = service._signs_this_turn
+
+        def stop_meanwhile() -> bool:
+            service.signals.stop.set()  # SIGTERM between two of the questions
+            return ask()
+
+        service._signs_this_turn = stop_meanwhile  # type: ignore[method-assign]
+        assert service._pace() == (True, True)
+        assert clock.monotonic() % PACE_S == 0, clock.monotonic()
+    finally:
+        service.close()
+
+
+def test_the_flag_file_is_looked_at_once_per_interval_in_turns_that_sign_nothing(tmp_path: Path) -> None:
+    """Asking whether the flag file changed counts as looking at it: asked every turn, it was
+    looked at on every turn until one signed (found by review)."""
+    flag = tmp_path / "privacy-flag"
+    path = write_config(tmp_path, "/dev/video0", extra=f"policy: {{privacy_mode: {{flag_file: '{flag}'}}}}\n")
+    clock = TickClock(start=T0)
+    service = Service(load_config(path), path, clock, opener=lambda s, o, c: LiveSource(c))
+    poller = service.flag_poller
+    assert poller is not None
+    looks: list[float] = []
+
+    class Watched(type(flag)):  # type: ignore[misc]
+        def exists(self) -> bool:  # type: ignore[override]
+            looks.append(clock.monotonic())
+            return super().exists()
+
+    poller.path = Watched(flag)
+    try:
+        for i in range(40):
+            clock.set(0.5 + 0.05 * i)
+            poller.would_change()
+        assert 2 <= len(looks) <= 3, looks  # 40 questions over 2 s, the interval 1 s
+        flag.touch()
+        clock.set(3.5)
+        assert poller.would_change()
+        assert poller.poll() is not None
+    finally:
+        service.close()

@@ -278,9 +278,10 @@ class AuditLog:
 
     @property
     def waits_for_disk(self) -> bool:
-        """Entries, or a checkpoint, the disk refused: ``maybe_checkpoint`` tries them again."""
+        """Entries the disk refused, or a due checkpoint it refused: ``maybe_checkpoint`` tries
+        them again (a refused checkpoint that was asked for, not due, waits until one is)."""
         with self._lock:
-            return bool(self._held) or self._refused
+            return bool(self._held) or (self._refused and self._due())
 
     def append(self, kind: str, fields: Mapping[str, JSON]) -> int:
         """Validate, write and fsync one entry; return its index, or -1 when the disk refused

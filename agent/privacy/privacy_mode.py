@@ -181,11 +181,15 @@ class FlagFilePoller:
         self._next: float | None = None
 
     def would_change(self) -> bool:
-        """Whether ``poll`` would switch the ``file`` source now (it looks at the file then)."""
+        """Whether ``poll`` would switch the ``file`` source now. Looking counts as a poll when
+        nothing changed, so the file is still looked at once per interval."""
         clock, nxt = self.clock, self._next
         if clock is not None and self.interval_s > 0 and nxt is not None and clock.monotonic() < nxt:
             return False
-        return self.path.exists() != ("file" in self.mode.sources_on())
+        changed = self.path.exists() != ("file" in self.mode.sources_on())
+        if not changed and clock is not None and self.interval_s > 0:
+            self._next = clock.monotonic() + self.interval_s
+        return changed
 
     def poll(self) -> PrivacyModeEvent | None:
         if self.clock is not None and self.interval_s > 0:

@@ -120,3 +120,36 @@ def test_a_disk_full_before_the_start_is_one_line_exit_1_not_a_traceback(
         open_log()
     assert info.value.exit_code == 1
     assert "\n" not in str(info.value)
+
+
+def test_waits_for_disk_says_whether_maybe_checkpoint_has_something_to_write(
+    open_log: OpenLog, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service signs in a turn of its own while this is true (every turn waits for a pace
+    point then): true while entries wait in memory or a due checkpoint was refused, false again
+    once they are written; a checkpoint asked for, refused and not due by then is not retried,
+    so it must not keep the loop waiting (found by review: 10 minutes after the disk was freed)."""
+    disk = FullDisk(monkeypatch)
+    log = open_log(checkpoint_every_entries=1000, segment_max_entries=1000, checkpoint_every_minutes=10)
+    log.append("frames", frames())
+    assert not log.waits_for_disk
+    disk.fill()
+    assert log.append("frames", frames(window_start_ms=T0 + 1)) == -1
+    assert log.waits_for_disk  # an entry waits in memory
+    disk.free()
+    log.maybe_checkpoint()
+    assert log.held == 0
+    assert not log.waits_for_disk
+    disk.fill()
+    assert log.checkpoint() is None  # asked for (a command), refused
+    disk.free()
+    assert not log.waits_for_disk  # nothing would write it before one is due
+    assert log.maybe_checkpoint() is None
+    clock.advance(601)
+    disk.fill()
+    assert log.maybe_checkpoint() is None  # due by time, refused
+    assert log.waits_for_disk
+    disk.free()
+    assert log.maybe_checkpoint() is not None
+    assert not log.waits_for_disk
+    log.close()
