@@ -293,6 +293,17 @@ def live_run(
     return tmp_path
 
 
+def faceless_service(tmp_path: Path) -> tuple[Service, TickClock]:
+    """A service on a live camera with no face in view, on a ``TickClock``, not started."""
+    path = write_config(tmp_path, "/dev/video0", extra=NO_GATE)
+    clock = TickClock(start=T0)
+    service = Service(
+        load_config(path), path, clock, opener=lambda s, o, c: LiveSource(c),
+        pipeline_factory=lambda _c: SlowerWithFaces(clock, 0, after=T0),  # type: ignore[arg-type,return-value]
+    )
+    return service, clock
+
+
 def checkpoint(service: Service) -> None:
     service._enqueue_command(Command("checkpoint"))
 
@@ -384,12 +395,7 @@ def test_a_turn_without_a_new_frame_waits_until_a_time_no_inference_moves(tmp_pa
     that inference took. Counted from when the last frame was taken, it still moved with the
     inferences before, once analysis was behind the camera: the frame was taken when the last
     one ended. It now ends at the next pace point, whatever came before."""
-    path = write_config(tmp_path, "/dev/video0", extra=NO_GATE)
-    clock = TickClock(start=T0)
-    service = Service(
-        load_config(path), path, clock, opener=lambda s, o, c: LiveSource(c),
-        pipeline_factory=lambda _c: SlowerWithFaces(clock, 0, after=T0),  # type: ignore[arg-type,return-value]
-    )
+    service, clock = faceless_service(tmp_path)
     service.start()
     try:
         for taken in (0.19, 0.25, 0.31):  # the frame taken on time, or after a late inference
@@ -548,12 +554,7 @@ def test_a_stop_that_comes_after_a_turns_last_look_is_signed_at_a_pace_point(tmp
     """SIGTERM right after a turn looked for a stop for the last time (a few bytecodes before
     ``run`` looks again) went straight to ``close``, which signs the open window and the stop's
     checkpoint then: right after that turn's inference (found by review)."""
-    path = write_config(tmp_path, "/dev/video0", extra=NO_GATE)
-    clock = TickClock(start=T0)
-    service = Service(
-        load_config(path), path, clock, opener=lambda s, o, c: LiveSource(c),
-        pipeline_factory=lambda _c: SlowerWithFaces(clock, 0, after=T0),  # type: ignore[arg-type,return-value]
-    )
+    service, clock = faceless_service(tmp_path)
     closed: list[float] = []
     close = service.close
 
@@ -576,12 +577,7 @@ def test_a_stop_that_comes_while_the_turn_asks_is_still_signed_at_a_pace_point(t
     """A stop that came after the turn read it and before its wait for a window's pace point
     ended that wait before it began, and the turn said it was at a pace point: the stop's
     window and checkpoint were signed at the end of the inference before (found by review)."""
-    path = write_config(tmp_path, "/dev/video0", extra=NO_GATE)
-    clock = TickClock(start=T0)
-    service = Service(
-        load_config(path), path, clock, opener=lambda s, o, c: LiveSource(c),
-        pipeline_factory=lambda _c: SlowerWithFaces(clock, 0, after=T0),  # type: ignore[arg-type,return-value]
-    )
+    service, clock = faceless_service(tmp_path)
     service.start()
     try:
         service.step()  # the first window is open: it ends at 10 s
