@@ -264,13 +264,10 @@ class WindowAggregator:
         return None if self._current is None else self._current.end
 
     def due(self, now: float | None = None) -> bool:
-        """Whether ``poll`` would close a window now (or hand on one a frame closed)."""
-        if self._ready:
-            return True
-        now = self.clock.time() if now is None else now
-        if self._resume_at is not None:
-            now = max(now, self._resume_at)
-        return self._current is not None and self.window_start(now) >= self._current.end
+        """Whether ``poll`` would close a window now (or hand on one a frame closed): window
+        ends are multiples of the length, so ``window_start(now)`` reaches one when ``now`` does."""
+        at = self.due_at()
+        return at is not None and (self.clock.time() if now is None else now) >= at
 
     def flush(self, now: float | None = None, *, reload: bool = False) -> list[WindowReport]:
         """Close the open window now (end of a file, shutdown); a pending merge is published
