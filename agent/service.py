@@ -428,6 +428,7 @@ class Service:
         if live:
             if signs:
                 self._between_frames()
+                self._apply_gate()  # a window that spent the day's privacy budget closes the camera now
             if self.stop_requested:
                 self._stop_at_pace(paced=stopping)
                 return

@@ -232,15 +232,18 @@ class ScheduledCamera(LiveSource):
 def live_run(
     tmp_path: Path, faces: int, stop_at: float, extra: str = "", *, window: int = 10,
     events: dict[float, Callable[[Service], None]] | None = None, fail_at: float | None = None,
-    per_face: float = KEEPS_UP_S, on_start: Callable[[Service], None] | None = None,
+    per_face: float = KEEPS_UP_S, on_start: Callable[[Service], None] | None = None, dp: str = "",
 ) -> Path:
     """A live camera whose frames come on the camera's own schedule (not when the loop is
     ready), k = 5, ``faces`` faces in every frame, ``per_face`` seconds of inference each: every
     window suppressed. Everything else comes at a time of its own (seconds after T0), whatever
     the loop is doing then: the stop (SIGTERM from systemd) at ``stop_at``, ``events`` (a
     command from MQTT, a signal), the camera failing at ``fail_at``. ``on_start``: called once
-    the service has started."""
+    the service has started. ``dp``: the ``analytics.dp`` section, as flow YAML."""
     path = write_config(tmp_path, "/dev/video0", extra=NO_GATE + extra, window=window, k=5)
+    if dp:
+        plain = f"analytics: {{window_seconds: {window}, min_people: 5}}\n"
+        path.write_text(path.read_text().replace(plain, plain.replace("}", f", dp: {dp}}}")))
     clock = TickClock(start=T0)
     pipeline = SlowerWithFaces(clock, faces, after=T0, per_face=per_face)
     camera = ScheduledCamera(clock)
@@ -623,3 +626,130 @@ def test_the_flag_file_is_looked_at_once_per_interval_in_turns_that_sign_nothing
         assert poller.poll() is not None
     finally:
         service.close()
+
+
+@pytest.mark.parametrize("per_face", [KEEPS_UP_S, FALLS_BEHIND_S], ids=["keeps-up", "falls-behind"])
+def test_the_window_that_spends_the_days_privacy_budget_closes_the_camera_at_its_own_pace_point(
+    tmp_path: Path, per_face: float
+) -> None:
+    """The second window spends the day's budget (0.5 of 1.0 each). The gate was applied before
+    the windows closed, so the camera closed only in a later turn, after the inference of a frame
+    taken with the budget spent: its "privacy" message came 0 / 0.5 / 1.0 s after the window's
+    with 0 / 1 / 6 faces (falls-behind), telling how many faces that frame held."""
+    analysed: dict[int, list[float]] = {}
+
+    def counting(n: int) -> Callable[[Service], None]:
+        def wrap(service: Service) -> None:
+            pipeline = service.stage.pipeline
+            analyze = pipeline.analyze
+
+            def timed(*args: Any, **kwargs: Any) -> Any:
+                analysed.setdefault(n, []).append(service.clock.monotonic())
+                return analyze(*args, **kwargs)
+
+            pipeline.analyze = timed  # type: ignore[method-assign]
+        return wrap
+
+    dp = "{enabled: true, epsilon_per_window: 0.5, daily_budget: 1}"
+    runs = {n: live_run(tmp_path / str(n), n, 26.13, per_face=per_face, on_start=counting(n), dp=dp)
+            for n in (0, 1, 6)}
+    closed = {n: [(m["ts"], m["body"]) for m in messages(t, "privacy") if not m["body"]["capturing"]]
+              for n, t in runs.items()}
+    spent = {n: [m["ts"] for m in messages(t, "stats") if m["body"]["window_end"] == T0 + 20]
+             for n, t in runs.items()}
+    assert closed[0] == closed[1] == closed[6], closed
+    assert spent[0] == spent[1] == spent[6], spent
+    assert [ts for ts, _ in closed[0]] == spent[0], (closed[0], spent[0])
+    assert closed[0][0][1] == {"capturing": False, "reason": "dp_budget"}
+    window_end_mono = 20.0
+    assert all(max(t) < window_end_mono + FRAME_S for t in analysed.values()), analysed
+
+
+def _sent_at(service: Service, sent: list[tuple[str, float]], refuse: list[bool]) -> None:
+    """Record when each message reaches the (only) output; while ``refuse[0]`` the output
+    refuses it, as a full disk does."""
+    (output,) = service.outputs
+    send = output.send
+
+    def recorded(message: Any) -> None:
+        if refuse[0]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        send(message)
+        sent.append((message.topic.rsplit("/", 1)[-1], service.clock.monotonic()))
+
+    output.send = recorded  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("per_face", [KEEPS_UP_S, FALLS_BEHIND_S], ids=["keeps-up", "falls-behind"])
+def test_after_a_reconnect_the_retained_states_are_signed_again_at_the_next_pace_point(
+    tmp_path: Path, per_face: float
+) -> None:
+    """A broker that came back without its retained messages gets the key and the privacy state
+    again at the first pace point after the reconnect (``_signs_this_turn`` asks the outputs'
+    connect count): not at the next window's end, and not right after an inference."""
+    connects, sent = [1], []
+
+    def connected(service: Service) -> None:
+        service._broker_connects = lambda: connects[0]  # type: ignore[method-assign]
+        service._connects = 1  # the run's first connect, made at start
+        _sent_at(service, sent, [False])
+
+    def reconnect(_s: Service) -> None:
+        connects[0] = 2
+
+    reconnected = 12.37
+    live_run(tmp_path, 3, 16.13, events={reconnected: reconnect}, per_face=per_face, on_start=connected)
+    again = [(suffix, t) for suffix, t in sent if suffix in ("key", "privacy_mode") and t > reconnected]
+    assert {suffix for suffix, _ in again} == {"key", "privacy_mode"}, sent
+    assert all(t % PACE_S == 0 and t - reconnected < 2 * PACE_S for _, t in again), again
+
+
+@pytest.mark.parametrize("per_face", [KEEPS_UP_S, FALLS_BEHIND_S], ids=["keeps-up", "falls-behind"])
+def test_a_message_an_output_refused_is_handed_on_at_the_first_pace_point_it_is_taken(
+    tmp_path: Path, per_face: float
+) -> None:
+    """The second window's messages come while the disk is full and wait in memory; once the
+    disk takes writes again they are handed on at the next pace point (``_signs_this_turn``
+    asks ``publisher.held``), not at the next window's end."""
+    refuse, sent = [False], []
+
+    def full(_s: Service) -> None:
+        refuse[0] = True
+
+    def freed(_s: Service) -> None:
+        refuse[0] = False
+
+    events = {15.03: full, 21.37: freed}
+    live_run(tmp_path, 3, 26.13, events=events, per_face=per_face,
+             on_start=lambda s: _sent_at(s, sent, refuse))
+    late = [(suffix, t) for suffix, t in sent if 15.03 < t < 26.0]
+    assert "stats" in {suffix for suffix, _ in late}, sent
+    assert all(t % PACE_S == 0 and 21.37 < t < 21.37 + 2 * PACE_S for _, t in late), late
+
+
+@pytest.mark.parametrize("per_face", [KEEPS_UP_S, FALLS_BEHIND_S], ids=["keeps-up", "falls-behind"])
+def test_the_gate_follows_the_privacy_budget_at_the_next_pace_point(tmp_path: Path, per_face: float) -> None:
+    """The budget runs out outside a window's close (here: by hand) and comes back at 00:00 UTC:
+    neither is a timed task the loop knows ahead, so ``_signs_this_turn`` asks the gate
+    (``CaptureGate.would_change``). The camera closes and opens again at the first pace point
+    after each, not at the next window's end."""
+    left = [True]
+
+    def budget(service: Service) -> None:
+        service.gate.budget_left = lambda _now: left[0]
+
+    def spent(_s: Service) -> None:
+        left[0] = False
+
+    def new_day(_s: Service) -> None:
+        left[0] = True
+
+    events = {3.07: spent, 12.37: new_day}
+    run = live_run(tmp_path, 3, 16.13, events=events, per_face=per_face, on_start=budget)
+    changes = [((m["ts"] - T0 * 1000) / 1000, m["body"]) for m in messages(run, "privacy")][1:]
+    assert [body for _, body in changes] == [
+        {"capturing": False, "reason": "dp_budget"}, {"capturing": True, "reason": None}
+    ], changes
+    for (at, _), event in zip(changes, events, strict=True):
+        assert at % PACE_S == 0, changes
+        assert event < at < event + 2 * PACE_S, changes
