@@ -70,10 +70,16 @@ def check_state_dir(state_dir: Path, public_key: Ed25519PublicKey) -> StartState
         raise _refuse(state_dir, f"audit/{CHECKPOINTS_FILE} is missing")
     result = verify_log(audit, public_key)
     problems = [p for p in result.problems if _OTHER_KEY not in p]
-    if problems and not result.checkpoints and len(problems) < len(result.problems):
-        raise _another_key(state_dir, public_key, segments)  # its absence is no deleted checkpoint
+    foreign = len(result.problems) - len(problems)
+    if foreign and not result.checkpoints:  # with or without the problems that absence makes
+        raise _another_key(state_dir, public_key, segments)
     if problems:
-        raise _refuse(state_dir, f"the audit log fails verification: {problems[0]}")
+        also = (
+            f"; {foreign} of its checkpoints are signed by a key neither this one nor a recorded "
+            "rotation links to (was keys.private_key changed without `emotion-agent keys rotate`?)"
+            if foreign else ""
+        )
+        raise _refuse(state_dir, f"the audit log fails verification: {problems[0]}{also}")
     linked = tuple(k for k in result.keys if kid_for(k) != kid_for(public_key))
     return StartState(floor=_used_counters(segments), linked_keys=linked)
 

@@ -155,3 +155,39 @@ def test_a_key_that_is_not_the_devices_is_named_as_such_not_as_a_deleted_checkpo
     assert "keys.private_key is not the key this device ran with" in said
     assert "deleted" not in said
     assert check_state_dir(tmp_path, key.public_key()).floor == (1, 3)  # the right key still starts
+
+
+def test_a_log_whose_every_checkpoint_is_another_keys_is_refused_at_the_first_start(
+    tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    """A log with nothing wrong in it but the key: every checkpoint verified, just not by this key.
+    The check dropped those as "another key's" and found no other problem, so the first start
+    with a new key went ahead, appended to the log and signed with a key no receiver trusts; the
+    next start then said a checkpoint was deleted (found by a new-user trial: `run` with
+    keys.private_key changed, twice)."""
+    run_once(tmp_path, key)
+    other = Ed25519PrivateKey.generate()
+    with pytest.raises(PayloadError) as info:
+        check_state_dir(tmp_path, other.public_key())
+    said = str(info.value)
+    assert f"no checkpoint in it is signed by this key (kid {kid_for(other.public_key())})" in said
+    assert "keys.private_key is not the key this device ran with" in said
+    assert check_state_dir(tmp_path, key.public_key()).floor == (1, 3)
+
+
+def test_a_log_another_key_went_on_with_says_so_beside_what_fails(
+    tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    """A log that a run with a changed key went on with (before the start refused it): the check
+    of the new key fails on the old key's part ("a checkpoint was deleted"), which alone sent the
+    installer to restore a backup; it now also says how many checkpoints another key signed."""
+    run_once(tmp_path, key)
+    other = Ed25519PrivateKey.generate()
+    log = AuditLog.open(tmp_path / "audit", other, ORIGIN, FakeClock(), AuditConfig())
+    log.append("start", start(boot=2))
+    log.close()
+    with pytest.raises(PayloadError) as info:
+        check_state_dir(tmp_path, other.public_key())
+    said = str(info.value)
+    assert "checkpoints are signed by a key neither this one nor a recorded rotation links to" in said
+    assert "keys.private_key changed without `emotion-agent keys rotate`" in said
