@@ -2,12 +2,20 @@
 
 An entry is one line of RFC 8785 canonical JSON::
 
-    {"data":{...},"i":<index>,"kind":"<kind>","ts":<unix ms>}
+    {"data":{...},"i":<index>,"kind":"<kind>","salt":"<32 hex digits>","ts":<unix ms>}
 
-and its Merkle leaf is SHA-256(0x00 || the line without its newline). ``data`` is checked
-against the kind's schema: unknown kinds and unknown fields are refused, numbers must be
-integers within ±(2^53−1), strings are short tokens or hex hashes, and no schema has room for
-a list of numbers — so a pixel row, a crop, a box or a track id cannot be written.
+and its Merkle leaf is SHA-256(0x00 || the line without its newline). The salt (128 random
+bits, new for each entry) is there because the checkpoints' proofs are published: a subtree's
+hash over entries whose every field is public or guessable (a suppressed window's ``window``
+entry, the ``publish`` records of messages anyone subscribed to) and one ``frames`` entry with a
+few thousand likely values gave that entry's face-dependent figures back by trying them all
+(found by review: the frames analysed, dropped and the longest frame lifetime of a suppressed
+window, from the published proofs alone). Logs written before it have no salt and still verify.
+
+``data`` is checked against the kind's schema: unknown kinds and unknown fields are refused,
+numbers must be integers within ±(2^53−1), strings are short tokens or hex hashes, and no
+schema has room for a list of numbers — so a pixel row, a crop, a box or a track id cannot be
+written.
 
 Older logs stay readable: fields added since (``Policy.dp_daily_budget_milli``, the measured
 ``frames`` fields) are optional when reading, and the ``frames`` field they replaced
@@ -19,6 +27,8 @@ only. An entry is re-encoded with exactly the fields it holds, so an old line st
 from __future__ import annotations
 
 import json
+import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -37,6 +47,10 @@ from pydantic import (
 from agent.errors import PayloadError
 
 MAX_SAFE = 2**53 - 1
+SALT_BYTES = 16
+"""An entry's salt: 128 random bits, as lower-case hex."""
+_SALT = re.compile(rf"[0-9a-f]{{{2 * SALT_BYTES}}}")
+_KEYS = ({"data", "i", "kind", "ts"}, {"data", "i", "kind", "salt", "ts"})
 
 Count = Annotated[int, Field(strict=True, ge=0, le=MAX_SAFE)]
 Token = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
@@ -309,12 +323,20 @@ def validate_data(kind: str, fields: Mapping[str, Any], *, legacy: bool = False)
     return model.model_dump(mode="json", exclude_unset=True)
 
 
+def new_salt() -> str:
+    return secrets.token_hex(SALT_BYTES)
+
+
 def encode_entry(
-    index: int, ts_ms: int, kind: str, fields: Mapping[str, Any], *, legacy: bool = False
+    index: int, ts_ms: int, kind: str, fields: Mapping[str, Any], *, legacy: bool = False,
+    salt: str | None = None,
 ) -> Entry:
-    """Validate and canonicalise one entry."""
+    """Validate and canonicalise one entry; ``salt`` (``new_salt``) is None only for a line
+    read from a log written before entries had one."""
     data = validate_data(kind, fields, legacy=legacy)
     obj: dict[str, Any] = {"data": data, "i": index, "kind": kind, "ts": ts_ms}
+    if salt is not None:
+        obj["salt"] = salt
     line = bytes(rfc8785.dumps(obj))
     return Entry(index, ts_ms, kind, data, line)
 
@@ -325,15 +347,22 @@ def decode_entry(line: bytes) -> Entry:
         obj = json.loads(line)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, int limit
         raise PayloadError(f"not JSON: {str(exc)[:200]}") from exc
-    if not isinstance(obj, dict) or set(obj) != {"data", "i", "kind", "ts"}:
-        raise PayloadError("an entry must be an object with exactly the keys data, i, kind, ts")
-    index, ts, kind, data = obj["i"], obj["ts"], obj["kind"], obj["data"]
+    if not isinstance(obj, dict) or set(obj) not in _KEYS:
+        raise PayloadError(
+            "an entry must be an object with exactly the keys data, i, kind, salt, ts (no salt in "
+            "a log written before entries had one)"
+        )
+    index, ts, kind, data, salt = obj["i"], obj["ts"], obj["kind"], obj["data"], obj.get("salt")
+    if "salt" in obj and not (isinstance(salt, str) and _SALT.fullmatch(salt)):
+        raise PayloadError(
+            f"entry field 'salt' must be {2 * SALT_BYTES} lower-case hex digits (found {str(salt)[:80]!r})"
+        )
     for name, value in (("i", index), ("ts", ts)):
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SAFE:
             raise PayloadError(f"entry field {name!r} must be a non-negative integer (found {value!r})")
     if not isinstance(kind, str) or not isinstance(data, dict):
         raise PayloadError("entry 'kind' must be a string and 'data' an object")
-    entry = encode_entry(index, ts, kind, data, legacy=True)
+    entry = encode_entry(index, ts, kind, data, legacy=True, salt=salt)
     if entry.line != line:
         raise PayloadError("entry is not in RFC 8785 canonical form (or has fields its schema drops)")
     return entry

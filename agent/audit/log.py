@@ -32,7 +32,14 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from agent.atomic import append_durable, fsync_dir, write_atomic
-from agent.audit.entries import INTERNAL_KINDS, Entry, decode_entry, encode_entry, records_a_checkpoint
+from agent.audit.entries import (
+    INTERNAL_KINDS,
+    Entry,
+    decode_entry,
+    encode_entry,
+    new_salt,
+    records_a_checkpoint,
+)
 from agent.audit.merkle import CompactRange, leaf_hash
 from agent.audit.note import SignedCheckpoint, check_name, parse_checkpoint_text, sign_checkpoint, split_notes
 from agent.audit.purge import plan_purge, seed_from
@@ -312,7 +319,7 @@ class AuditLog:
         ts_ms = int(self._clock.time() * 1000)
         if self._seg_count >= self.settings.segment_max_entries or ts_ms // DAY_MS != self._seg_day:
             self._rotate(ts_ms)
-        entry = encode_entry(self._tree.size, ts_ms, kind, fields)
+        entry = encode_entry(self._tree.size, ts_ms, kind, fields, salt=new_salt())
         self._write(entry)
         self._track(entry)
         if records_a_checkpoint(kind, fields):
@@ -431,7 +438,7 @@ class AuditLog:
         try:
             fsync_dir(self.directory)
             # legacy: it repeats the policy and start of entries an older version may have written
-            self._write(encode_entry(first, ts_ms, "segment", fields, legacy=True))
+            self._write(encode_entry(first, ts_ms, "segment", fields, legacy=True, salt=new_salt()))
         except OSError:
             os.close(fd)
             path.unlink(missing_ok=True)

@@ -130,7 +130,7 @@ MAX_ENTRY_BYTES = 1024 * 1024
 """Longer than any entry the log writes (the largest, a segment head naming the policy, is
 bounded by the 256 KiB config)."""
 ENTRY_START = b'{"data":'
-"""How every entry line begins (RFC 8785 sorts its keys: data, i, kind, ts)."""
+"""How every entry line begins (RFC 8785 sorts its keys: data, i, kind, salt, ts)."""
 
 
 def _not_an_entry_start(tail: bytes) -> str | None:

@@ -74,7 +74,7 @@ def test_a_tampered_ts_beyond_year_9999_is_reported_not_a_traceback(
     segment = tmp_path / "audit/segment-000000000000.jsonl"
     text = segment.read_text()
     for kind in ("frames", "stop"):
-        text = re.sub(rf'("kind":"{kind}","ts":)\d+', rf"\g<1>{BEYOND_9999_MS}", text)
+        text = re.sub(rf'("kind":"{kind}","salt":"[0-9a-f]{{32}}","ts":)\d+', rf"\g<1>{BEYOND_9999_MS}", text)
     segment.write_text(text)
     code, page = _report(tmp_path, key)
     assert code == 1
@@ -94,8 +94,9 @@ def test_a_tampered_ts_of_2_53_does_not_exhaust_memory(
     log.append("frames", frames())
     log.close()
     segment = tmp_path / "audit/segment-000000000000.jsonl"
-    segment.write_text(segment.read_text().replace(
-        '"kind":"frames","ts":1700000120000', f'"kind":"frames","ts":{2**53 - 1}'
+    segment.write_text(re.sub(
+        r'("kind":"frames","salt":"[0-9a-f]{32}","ts":)1700000120000', rf"\g<1>{2**53 - 1}",
+        segment.read_text(),
     ))
     code, page = _report(tmp_path, key)
     assert code == 1
