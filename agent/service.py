@@ -584,15 +584,21 @@ class Service:
         self.aggregator.add_frame(t, self.tracker.update(carried.faces, t), counters)
         self.health_periods.observe_static(self.tracker.static_cells())
 
-    def _count_last_frames(self, failed: int = 0, lifetimes_ms: Sequence[float] = ()) -> None:
+    def _count_last_frames(
+        self, failed: int = 0, lifetimes_ms: Sequence[float] = (), *, closing: bool = False
+    ) -> None:
         """The camera's frames since the last one analysed, before the last window closes (and
         into a new aggregator, which must know whether a frame is waiting); ``failed``: the
-        frame whose analysis raised, zeroed unseen."""
+        frame whose analysis raised, zeroed unseen. ``closing``: the open window is about to
+        close, and they are its own (``WindowAggregator.count_closing``)."""
         now = self.feed.counters
         last, self._last_counters = self._last_counters, now
         counters = frame_counters(now, last, analysed=0, refused=0, lifetimes_ms=lifetimes_ms, failed=failed)
         if counters.captured or counters.discarded or counters.dropped or counters.queued:
-            self.aggregator.add_frame(self._window_time(None), (), counters)
+            if closing:
+                self.aggregator.count_closing(counters)
+            else:
+                self.aggregator.add_frame(self._window_time(None), (), counters)
 
     def _window_time(self, carried: Carried | None) -> float:
         """Wall clock for cameras; for files, the clip's own time from the moment it started."""
@@ -610,6 +616,8 @@ class Service:
     def _close_windows(self, now: float, *, flush: bool = False) -> None:
         """Publish the windows that ended (and sign the checkpoints their entries make due) on
         library pages apart from the frames' (``agent.memtrim.rare_task``)."""
+        if self.feed.live and not flush and self.aggregator.due(now):
+            self._count_last_frames(closing=True)  # the frames the camera gave while the loop waited
         reports = self.aggregator.flush(now) if flush else self.aggregator.poll(now)
         if not reports:
             return

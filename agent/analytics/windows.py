@@ -240,6 +240,18 @@ class WindowAggregator:
         for view in views:
             if view.confirmed:
                 window.people[view.handle] = view  # latest view wins: one vote per track
+        self._count(window, counters)
+
+    def count_closing(self, counters: FrameCounters) -> None:
+        """The camera's frames since the last one analysed, counted as the open window closes:
+        into that window, whatever the time (it may be a pace point after its end), so whether
+        the camera gave the window a frame does not hang on whether the loop took one."""
+        if self._current is None:
+            self.add_frame(self.clock.time(), (), counters)
+        else:
+            self._count(self._current, counters)
+
+    def _count(self, window: _Window, counters: FrameCounters) -> None:
         window.captured += counters.captured
         window.analysed += counters.analysed
         window.dropped += counters.dropped
@@ -314,7 +326,7 @@ class WindowAggregator:
         if suppressed is None and self._too_close_to_last(people):
             cells, suppressed = None, "differencing"
         carry = self.mode == "merge" if suppressed == "below_k" else self.differencing == "merge"
-        if suppressed in ("below_k", "differencing") and carry and not final and window.analysed:
+        if suppressed in ("below_k", "differencing") and carry and not final and window.captured:
             # The label does not depend on whether anyone was seen (0 and 1 person look alike).
             if 0 < len(people) < MAX_CARRY:
                 self._carry = _Carry(covers_from, people)
@@ -356,12 +368,16 @@ class WindowAggregator:
         (all cells together: one person lost and found again with another emotion is one
         person, not one per cell), or with noise on, on the noisy voters.
 
-        A window in which no frame was analysed (camera down, closed hours) is suppressed
-        without spending budget, whoever is carried into it: that choice depends on frame
-        counts only, which are public (a carry would tell whether the window before had
-        anyone), so it leaks nothing; the carry ends there.
+        A window to which the camera gave no frame (camera down, closed hours) is suppressed
+        without spending budget, whoever is carried into it: that choice depends on the
+        camera's frame count only, which does not vary with the faces (a carry would tell
+        whether the window before had anyone), so it leaks nothing; the carry ends there. It
+        used to be "no frame analysed", which also held when the loop, idle before the window's
+        end for twice its longest recent analysis, took none of the camera's frames after the
+        camera opened late in the window: the label and the budget then told how long the
+        analyses before had been, which grows with the faces (found by review).
         """
-        if window.analysed == 0:
+        if window.captured == 0:
             return None, "below_k", 0
         cells = tally(people.values(), self._seen.together)
         spent = 0
