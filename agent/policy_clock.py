@@ -5,8 +5,8 @@ time (or 1970). The EU signage check refuses a confirmation date after today, wh
 clock would refuse a correct config at every boot before NTP. The rule here: a date check that
 would refuse is deferred while the clock is not known to be synchronised (systemd-timesyncd
 writes ``/run/systemd/timesync/synchronized`` once it has synced); the start goes on with a
-warning, and a reload after synchronisation checks again. A clock that is synchronised, or
-a date that passes anyway, changes nothing.
+warning, and the check runs again once the clock is synchronised (``DateCheck.recheck``, or
+a reload). A clock that is synchronised, or a date that passes anyway, changes nothing.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from pathlib import Path
 
 from agent.clock import Clock
 from agent.config import AgentConfig
-from agent.privacy.policy import evaluate_policy
-from agent.records import site_today
+from agent.privacy.policy import PolicyDecision, evaluate_policy, require_allowed, site_today
 
 logger = logging.getLogger(__name__)
 
@@ -37,3 +36,26 @@ def date_for_policy(cfg: AgentConfig, clock: Clock, synced_flag: Path = SYNCED_F
         extra={"fields": {"clock_date": today.isoformat(), "synced_flag": str(synced_flag)}},
     )
     return None
+
+
+class DateCheck:
+    """The site policy at start, with its date checks deferred on an unsynchronised clock
+    (``date_for_policy``), and checked once more when they were: the first ``recheck`` after
+    the clock is synchronised raises ``PolicyRefused`` for a config the date refuses, as the
+    start would have (a Pi that booted before NTP with a signage date still in the future ran
+    on until a reload, while the docs said the check waits for the clock)."""
+
+    def __init__(self, cfg: AgentConfig, clock: Clock, synced_flag: Path | None = None) -> None:
+        self._clock = clock
+        self._flag = SYNCED_FLAG if synced_flag is None else synced_flag
+        today = date_for_policy(cfg, clock, self._flag)
+        self.deferred = today is None
+        self.decision: PolicyDecision = require_allowed(cfg, today)
+
+    def recheck(self, cfg: AgentConfig) -> None:
+        """Once the clock is synchronised, the deferred date checks (a stat of the flag until then)."""
+        if self.deferred and self._flag.exists():
+            self.deferred = False
+            self.decision = require_allowed(cfg, site_today(cfg, self._clock))
+            logger.info("the clock is synchronised: the policy's date checks pass",
+                        extra={"fields": {"today": site_today(cfg, self._clock).isoformat()}})

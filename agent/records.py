@@ -10,14 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, date, datetime
-from zoneinfo import ZoneInfo
 
 from agent import __version__
 from agent.analytics.windows import FrameCounters, WindowReport
 from agent.audit.imagescan import StateScan
 from agent.camera.feed import FeedCounters
-from agent.clock import Clock
 from agent.config import AgentConfig
 from agent.crypto import JSON
 from agent.outputs.base import Output
@@ -43,12 +40,6 @@ def changed_keys(before: AgentConfig, after: AgentConfig) -> list[str]:
         else:
             keys.append(name)
     return keys[:64]
-
-
-def site_today(cfg: AgentConfig, clock: Clock) -> date:
-    """The site's local date (its schedule's zone, else UTC), for date-bound policy checks."""
-    zone = ZoneInfo(cfg.policy.schedule.timezone) if cfg.policy.schedule else UTC
-    return datetime.fromtimestamp(clock.time(), zone).date()
 
 
 def policy_fields(cfg: AgentConfig) -> dict[str, JSON]:

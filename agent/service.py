@@ -43,11 +43,11 @@ from agent.frame import Frame
 from agent.memtrim import rare_task
 from agent.outputs.base import Output
 from agent.outputs.factory import build_outputs
-from agent.policy_clock import date_for_policy
+from agent.policy_clock import DateCheck
 from agent.preflight import check_files, check_source
 from agent.privacy.gate import BudgetLeft, CaptureGate
 from agent.privacy.lease import LifetimeRecorder
-from agent.privacy.policy import policy_digest, require_allowed
+from agent.privacy.policy import policy_digest, require_allowed, site_today
 from agent.privacy.privacy_mode import (
     FlagFilePoller,
     PrivacyMode,
@@ -73,7 +73,6 @@ from agent.records import (
     frame_counters,
     health_body,
     policy_fields,
-    site_today,
     start_fields,
     window_audit_entries,
 )
@@ -174,7 +173,7 @@ class Service:
         """Broker connections seen by the loop (``_reassert_retained``)."""
         self._privacy_state: dict[str, JSON] | None = None
         """The privacy mode's last retained state, as published."""
-        self.policy = require_allowed(cfg, date_for_policy(cfg, self.clock))  # deferred on an unset clock
+        self._dates = DateCheck(cfg, self.clock)  # date checks deferred on an unset clock, done once set
         key = self._preflight(cfg, config_path, opener)
         state_dir.prepare(cfg.state_dir)
         checked = self._check_state(cfg.state_dir, key)  # lost or altered state: exit 2
@@ -421,6 +420,7 @@ class Service:
                 self.feed.wait_for_frame(self._pace_timeout())
             signs, stopping = self._pace()  # paused too: the turns then follow on from the last inference
         if signs:  # else nothing was due when asked: what came since waits for the next turn's pace point
+            self._dates.recheck(self.cfg)  # deferred date checks, once the clock is set (refused: exit 2)
             self._handle_requests()
             self._reassert_retained()
             self.publisher.retry()  # messages an output refused (a full disk), in order

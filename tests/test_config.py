@@ -164,6 +164,24 @@ def test_check_config_accepts_a_good_file(tmp_path: Path) -> None:
     assert "valid" in proc.stdout
 
 
+def test_check_config_refuses_a_signage_date_after_today(tmp_path: Path) -> None:
+    """`run` refuses it (policy.md: the date must not be in the future); check-config said
+    `[ok] ... signage confirmed on` that date (found by a new-user trial)."""
+    import datetime as dt  # noqa: PLC0415
+
+    later = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=2)
+    future = tmp_path / "shop.yaml"
+    future.write_text(
+        MINIMAL + "site: {jurisdiction: DE, context: retail, purpose: analytics, consent: signage,\n"
+        f"  signage: {{confirmed: {later.isoformat()}, notice_url: 'https://shop.example/privacy', "
+        "controller: Shop GmbH}}\n"
+    )
+    proc = run_cli("check-config", "-c", str(future))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"site.signage.confirmed is {later.isoformat()}, after today" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_check_config_applies_the_site_policy(tmp_path: Path) -> None:
     refused = tmp_path / "school.yaml"
     refused.write_text(MINIMAL + "site: {jurisdiction: FR, context: education, purpose: analytics}\n")

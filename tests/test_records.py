@@ -7,7 +7,8 @@ from agent.audit.entries import validate_data
 from agent.audit.imagescan import StateScan
 from agent.clock import FakeClock
 from agent.config import parse_config
-from agent.records import changed_keys, config_hash, policy_fields, site_today, window_audit_entries
+from agent.privacy.policy import site_today
+from agent.records import changed_keys, config_hash, policy_fields, window_audit_entries
 
 BASE = "device_id: lobby-1\nsite: {jurisdiction: US, context: retail, purpose: analytics}\n"
 

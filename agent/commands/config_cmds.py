@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from agent import state_dir
+from agent.clock import SystemClock
 from agent.config import json_schema as config_json_schema
 from agent.config import load_config
 from agent.preflight import check_files, check_source
-from agent.privacy.policy import require_allowed
+from agent.privacy.policy import require_allowed, site_today
 
 
 def register(sub: Any) -> None:
@@ -34,7 +35,7 @@ def check_config(args: argparse.Namespace) -> int:
     from agent.vision.pipeline import VisionPipeline  # noqa: PLC0415
 
     cfg = load_config(args.config)
-    decision = require_allowed(cfg)
+    decision = require_allowed(cfg, site_today(cfg, SystemClock()))  # the signage date too, as `run`
     forbid_core_dumps(announce=False)
     check_files(cfg, Path(args.config))
     check_source(cfg.camera.source)

@@ -10,8 +10,7 @@ from typing import Any
 from agent.clock import SystemClock
 from agent.commands.policy_explain import render
 from agent.config import load_config
-from agent.privacy.policy import PolicyRefused, evaluate_policy
-from agent.records import site_today
+from agent.privacy.policy import PolicyRefused, evaluate_policy, site_today
 
 
 def register(sub: Any) -> None:

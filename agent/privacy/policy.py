@@ -12,11 +12,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
 import rfc8785
 
+from agent.clock import Clock
 from agent.errors import InputError
 from agent.privacy.settings import PolicyConfig, RetentionConfig, SiteConfig
 
@@ -193,6 +195,12 @@ def evaluate_site(site: SiteConfig, today: date | None = None) -> PolicyDecision
 def evaluate_policy(cfg: Governed, today: date | None = None) -> PolicyDecision:
     """The decision for a whole config (``AgentConfig``): see ``evaluate_site``."""
     return evaluate_site(cfg.site, today)
+
+
+def site_today(cfg: Governed, clock: Clock) -> date:
+    """The site's local date (its schedule's zone, else UTC), for date-bound policy checks."""
+    zone = ZoneInfo(cfg.policy.schedule.timezone) if cfg.policy.schedule else UTC
+    return datetime.fromtimestamp(clock.time(), zone).date()
 
 
 def require_allowed(cfg: Governed, today: date | None = None) -> PolicyDecision:

@@ -18,9 +18,10 @@ from typing import Any
 
 import yaml
 
+from agent.clock import SystemClock
 from agent.config import AgentConfig, parse_config
 from agent.errors import ConfigError, shortened, shown
-from agent.privacy.policy import PolicyRefused, require_allowed
+from agent.privacy.policy import PolicyRefused, require_allowed, site_today
 from agent.provision.keys import SigningKey, TlsIdentity, new_signing_key, new_tls_identity
 from agent.provision.site import SiteFile
 from agent.settings_base import KeyNamer, dotted
@@ -179,7 +180,7 @@ def render_config(site: SiteFile, device_id: str, has_cert: bool) -> str:
             problems,
         )
     try:
-        require_allowed(cfg)
+        require_allowed(cfg, site_today(cfg, SystemClock()))  # a signage date after today too, as `run`
     except PolicyRefused as exc:
         raise ConfigError(f"{device_id} would refuse to start: {exc}") from exc
     return text

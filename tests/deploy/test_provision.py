@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import json
 import os
@@ -704,3 +705,18 @@ def test_without_out_or_a_verifier_list_it_says_nothing_was_kept_here(
     assert main(["provision", "--site", str(site), "--boot", str(bootfs(other)), *keep]) == 0
     _, err = capfd.readouterr()
     assert "nothing was kept" not in err
+
+
+def test_a_signage_date_after_today_is_not_provisioned(
+    tmp_path: Path, fat_image: Path, lab_ca: tuple[Path, Path], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The service refuses a signage confirmation dated after today (policy.md); provisioning
+    checked the policy without a date and wrote the card, which then would not start (found by
+    a new-user trial)."""
+    tomorrow = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=2)
+    site = write_site(tmp_path, lab_ca[0])
+    site.write_text(site.read_text().replace("confirmed: 2026-03-02", f"confirmed: {tomorrow.isoformat()}"))
+    assert main(["provision", "--site", str(site), "--boot", str(fat_image)]) == 2
+    _, err = capfd.readouterr()
+    assert f"site.signage.confirmed is {tomorrow.isoformat()}, after today" in err
+    assert "emotion-agent" not in listed_or_empty(fat_image)

@@ -139,7 +139,7 @@ def test_without_today_the_signage_date_is_checked_against_the_date_the_service_
     from datetime import UTC, datetime, timedelta  # noqa: PLC0415
 
     from agent.clock import SystemClock  # noqa: PLC0415
-    from agent.records import site_today  # noqa: PLC0415
+    from agent.privacy.policy import site_today  # noqa: PLC0415
 
     now = datetime.now(UTC)
     # A machine zone whose date is not UTC's now (an hour away from either edge).
