@@ -46,6 +46,8 @@ RESERVED_DEVICE_IDS: dict[str, str] = {
     "(every device's topics, commands to all of them)",
     "emotion-agent-fleet": "the broker ACL gives this username the fleet receiver's rights "
     "(every device's topics, cosignatures, the site rollups)",
+    "emotion-agent-auditor": "the broker ACL gives this username read access to every device's "
+    "topics (a recording for `emotion-agent verify`)",
     "site": "emotion-agent/site/ holds the fleet's site rollups, which a device of this name "
     "could write (its own topics are emotion-agent/<device id>/)",
 }

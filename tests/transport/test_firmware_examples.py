@@ -42,7 +42,7 @@ def debian_broker(tmp_path: Path, without: str = "") -> Iterator[tuple[Broker, P
     (mosquitto would otherwise drop to the `mosquitto` user, which cannot read the test's files).
     ``without``: a line of the snippet left out (an experiment on what it does).
     """
-    pki = make_pki(tmp_path / "pki", clients=("lobby-1", "lobby-2", "homeassistant"))
+    pki = make_pki(tmp_path / "pki", clients=("lobby-1", "lobby-2", "homeassistant", "emotion-agent-auditor"))
     broker = Broker(tmp_path / "broker", pki=pki)
     etc = tmp_path / "etc-mosquitto"
     (etc / "conf.d").mkdir(parents=True)
@@ -141,6 +141,40 @@ def test_a_provisioned_device_publishes_on_stock_debian_mosquitto_and_others_can
     assert health.commands_accepted == 1  # lobby-2's command was refused by the ACL
     assert health.connects == 1  # lobby-2 using lobby-1's client id did not kick it off
     assert "Duplicate" not in broker.log_text()
+
+
+@pytest.mark.slow
+def test_an_auditor_records_every_device_beside_home_assistant_and_can_send_nothing(
+    example_broker: tuple[Broker, Pki], tmp_path: Path
+) -> None:
+    """The docs recorded the feed with Home Assistant's certificate: same name, same client id
+    (use_username_as_clientid), so the recording and Home Assistant kicked each other off the
+    broker every second (found by a new-user trial). The auditor's certificate reads every
+    device's topics, beside Home Assistant, and cannot command a device or write as one."""
+    broker, pki = example_broker
+    bundle = bundle_of(tmp_path, pki, broker, "lobby-1")
+    with (
+        Subscriber(broker, ["emotion-agent/#"], cert=pki.clients["homeassistant"],
+                   client_id="homeassistant") as ha,
+        Subscriber(broker, ["emotion-agent/#"], cert=pki.clients["emotion-agent-auditor"],
+                   client_id="recording") as auditor,
+    ):
+        one = device(broker, tmp_path, bundle, "lobby-1")
+        one.start()
+        try:
+            for topic in ("emotion-agent/lobby-1/cmd/checkpoint", "emotion-agent/lobby-1/stats"):
+                auditor.client.publish(topic, b"from the auditor", qos=1).wait_for_publish(5)
+            one.send(Message(f"{one.base_topic}/stats", b"own window"))
+            auditor.wait_for("emotion-agent/lobby-1/stats")
+            ha.wait_for("emotion-agent/lobby-1/stats")
+            time.sleep(0.5)  # what the auditor's publishes would have done has reached everyone
+            health = one.health()
+        finally:
+            one.stop()
+    for client in (auditor, ha):
+        assert [m.payload for m in client.on_topic("emotion-agent/lobby-1/stats")] == [b"own window"]
+    assert health.commands_accepted == 0
+    assert "already connected" not in broker.log_text()
 
 
 @pytest.mark.slow
