@@ -70,6 +70,25 @@ def default_models_dir() -> Path:
     return installed_models_dir()
 
 
+def models_folder(configured: str | Path | None) -> Path:
+    """The models folder to load: ``vision.models_dir`` (``configured``) when set, else
+    ``default_models_dir``. A folder the installer named (the setting, or
+    ``$EMOTION_AGENT_MODELS``) that holds no manifest is refused naming that setting: the error
+    about the missing manifest told an installer who mistyped the path to rebuild the models or
+    reinstall the agent (found by a new-user trial)."""
+    override = os.environ.get(MODELS_ENV)
+    folder = Path(configured) if configured is not None else default_models_dir()
+    named = "vision.models_dir" if configured is not None else f"${MODELS_ENV}" if override else None
+    if named is not None and not (folder / MANIFEST_NAME).is_file():
+        state = "does not exist" if not folder.exists() else f"holds no {MANIFEST_NAME}"
+        raise ModelError(
+            f"{named} is {str(folder)!r}, which {state}: set it to a models folder (one holding "
+            f"{MANIFEST_NAME} and the model files it lists), or {'remove' if configured else 'unset'} "
+            "it to use the models installed with the agent"
+        )
+    return folder
+
+
 @dataclass(frozen=True)
 class AnchorSpec:
     """MediaPipe ``SsdAnchorsCalculator`` options for one BlazeFace model."""

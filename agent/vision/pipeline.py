@@ -32,8 +32,8 @@ from agent.vision.manifest import (
     MANIFEST_NAME,
     REBUILD_HINT,
     ModelSpec,
-    default_models_dir,
     model_spec,
+    models_folder,
 )
 from agent.vision.observation import Detection, FaceObservation, Quality
 from agent.vision.precision import pick_precisions, with_float_io
@@ -172,7 +172,7 @@ class VisionPipeline:
         # for no gain at these sizes, and the stage would use more cores than vision.threads.
         cv2.setNumThreads(cfg.threads)
         trim_file_pages()  # the imports' library pages; again once the models are open
-        models_dir = Path(cfg.models_dir) if cfg.models_dir is not None else default_models_dir()
+        models_dir = models_folder(cfg.models_dir)
         names = [f"face_detection_{cfg.detector}", EMOTION_MODEL]
         det_p, emo_p = pick_precisions(models_dir, names, cfg.precision, cfg.threads)
         det_spec = model_spec(models_dir, names[0], precision=det_p)
