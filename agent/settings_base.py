@@ -6,6 +6,7 @@ file the agent reads (its config, the fleet's, a site file)."""
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import pwd
 import re
@@ -135,7 +136,8 @@ def named_problems(exc: ValidationError, model: type[BaseModel], name: KeyNamer)
     problems = []
     for err in exc.errors():
         loc, info = _key_of(tuple(err["loc"]), model)
-        problem = f"{name(loc)}: {_describe(err)}"
+        allowed = _allowed_beside(tuple(err["loc"]), model) if err["type"] == "extra_forbidden" else []
+        problem = f"{name(loc)}: {_describe(err, allowed)}"
         about = _field_help(info) if err["type"] != "extra_forbidden" else None
         problems.append(f"{problem}. {about}" if about else problem)
     return problems
@@ -153,25 +155,39 @@ SECRET_NAME = re.compile(r"pass|pwd|secret|token|credential|api_?key", re.IGNORE
 PASSWORD_NAME = re.compile(r"pass|pwd", re.IGNORECASE)
 
 
-def _describe(err: Any) -> str:
+MAX_KEYS_LISTED = 12
+"""An unknown key's section lists its keys when it has at most this many (else only a close match)."""
+
+
+def _spelling(name: str, allowed: list[str]) -> str:
+    """``remove it or check its spelling``, with the key it is probably a misspelling of, or
+    the keys the section has: the error named the wrong key but not the right one."""
+    close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {close[0]}? (else remove it)"
+    if allowed and len(allowed) <= MAX_KEYS_LISTED:
+        return f"remove it or check its spelling; the keys here are {', '.join(allowed)}"
+    return "remove it or check its spelling"
+
+
+def _describe(err: Any, allowed: list[str] | None = None) -> str:
     """What is wrong, quoting at most ``agent.errors.SHOWN`` characters of what was found: the
     value itself, and in a message the value a validator was given (``{value!r}``, as the
-    validators quote it) or a text of pydantic's context (a union's tag)."""
+    validators quote it) or a text of pydantic's context (a union's tag). ``allowed``: for an
+    unknown key, the keys its section has."""
     kind = err["type"]
     found = err.get("input")
     if kind == "extra_forbidden":
         name = str(err["loc"][-1]) if err["loc"] else ""
+        fix = _spelling(name, allowed or [])
         if isinstance(found, dict):  # its keys tell what it is; its values may be secrets
             keys = ", ".join(clipped(str(k)) for k in list(found)[:10])
-            return f"unknown key (found a mapping of {keys}); remove it or check its spelling"
+            return f"unknown key (found a mapping of {keys}); {fix}"
         if SECRET_NAME.search(name) or (isinstance(found, str) and "PRIVATE KEY" in found):
             password = PASSWORD_NAME.search(name)
             hint = "; a password is read from a file, named by password_file" if password else ""
-            return (
-                "unknown key (its value is not shown: the name says it may be a secret); remove it "
-                f"or check its spelling{hint}"
-            )
-        return f"unknown key (found {shown(found)}); remove it or check its spelling"
+            return f"unknown key (its value is not shown: the name says it may be a secret); {fix}{hint}"
+        return f"unknown key (found {shown(found)}); {fix}"
     if kind == "missing":
         return "required key is missing"
     msg = _quoted_shown(str(err["msg"]), found, err.get("ctx") or {})
@@ -214,6 +230,23 @@ def _key_of(
             sections = _sections_of(info.annotation) if info is not None else []
         key.append(part)  # a list index keeps the list's sections
     return tuple(key), info
+
+
+def _allowed_beside(loc: tuple[str | int, ...], model: type[BaseModel]) -> list[str]:
+    """The keys of the section holding the key at pydantic's ``loc`` (its siblings), sorted."""
+    sections = [model]
+    for part in loc[:-1]:
+        if isinstance(part, str) and part.startswith("function-"):
+            continue
+        if isinstance(part, str):
+            owner = next((s for s in sections if part in s.model_fields), None)
+            tagged = [s for s in sections if owner is None and len(sections) > 1 and _has_tag(s, part)]
+            if tagged:
+                sections = tagged
+                continue
+            info = owner.model_fields[part] if owner is not None else None
+            sections = _sections_of(info.annotation) if info is not None else []
+    return sorted({k for s in sections for k in s.model_fields})
 
 
 def _has_tag(section: type[BaseModel], tag: str) -> bool:

@@ -33,8 +33,21 @@ def test_unknown_key_is_named_with_its_line() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(text, "site.yaml")
     assert info.value.problems == [
-        "camera.fsp (site.yaml:5): unknown key (found 5); remove it or check its spelling"
+        "camera.fsp (site.yaml:5): unknown key (found 5); did you mean fps? (else remove it)"
     ]
+
+
+def test_an_unknown_key_with_no_close_match_lists_its_sections_keys() -> None:
+    """The error named the wrong key but not the keys the section has (found by a new-user trial)."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(MINIMAL + "analytics:\n  length: 60\n", "c.yaml")
+    (problem,) = info.value.problems
+    assert problem.startswith(
+        "analytics.length (c.yaml:4): unknown key (found 60); remove it or check its spelling; "
+        "the keys here are "
+    )
+    assert "window_seconds" in problem
+    assert "min_people" in problem
 
 
 def test_wrong_type_says_what_was_found() -> None:

@@ -203,7 +203,7 @@ PRODUCERS: dict[str, Producer] = {
     "SHA256SUMS does not cover exactly once:": cut_checksums,
     "cannot stage": full_root_partition,
     "was provisioned before: keys/lobby-1.pub.jwk holds its public key": second_card_with_one_id,
-    "unknown key (found 5); remove it or check its spelling": unknown_key_field,
+    "unknown key (found 5); did you mean fps?": unknown_key_field,
     "unknown key (its value is not shown: the name says it may be a secret)": password_written_in_the_config,
     "readable beyond its owner; run `chmod 600": key_readable_by_others,
     "client certificate not found": no_client_certificate,

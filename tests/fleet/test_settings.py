@@ -74,7 +74,8 @@ def test_the_fleet_configs_errors_read_like_the_agents(tmp_path: Path) -> None:
         "file's folder.",
         f"http.port ({path}:5): Input should be less than or equal to 65535 (found 99999). "
         "Port: /metrics, /healthz and the page; 0: off.",
-        f"http.colour ({path}:5): unknown key (found 'blue'); remove it or check its spelling",
+        f"http.colour ({path}:5): unknown key (found 'blue'); remove it or check its spelling; the keys here "
+        "are host, port",
     ]
 
 
