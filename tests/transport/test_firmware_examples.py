@@ -208,16 +208,22 @@ def test_the_home_assistant_automation_fires_only_on_a_raised_alert() -> None:
     condition = env.from_string(automation["condition"][0]["value_template"])
     message = env.from_string(automation["action"][0]["data"]["message"])
 
-    def payload(state: str) -> dict[str, Any]:
-        body = {"rule": "stress", "state": state, "value": 450, "threshold": 400,
-                "window_start": 1_700_000_400, "window_end": 1_700_000_460}
+    def payload(state: str, **over: Any) -> dict[str, Any]:
+        body = {"rule": "stress", "state": state, "metric": "share", "mode": "absolute", "value": 450,
+                "threshold": 400, "z_milli": None, "baseline_milli": None,
+                "window_start": 1_700_000_400, "window_end": 1_700_000_460} | over
         return {"trigger": {"payload_json": {"typ": "alert", "body": body}}}
 
     assert condition.render(payload("raised")) == "True"
     assert condition.render(payload("cleared")) == "False"
-    text = message.render(payload("raised"))
+    text = " ".join(message.render(payload("raised")).split())
     assert "Rule stress was raised" in text
-    assert "value 450, threshold" in text
+    # in natural units (it said "value 450, threshold 400" for a rule written threshold: 0.4)
+    assert "(share 0.45, threshold 0.4)" in text, text
+    crowd = " ".join(message.render(payload("raised", metric="people", value=12, threshold=10)).split())
+    assert "(people 12, threshold 10)" in crowd, crowd
+    usual = " ".join(message.render(payload("raised", mode="baseline", z_milli=2300, threshold=2000)).split())
+    assert "(share 0.45, 2.3 standard deviations from the usual, threshold 2.0)" in usual, usual
 
 
 def _takeover(broker: Broker, pki: Pki, client_id: str) -> tuple[list[str], list[str]]:
