@@ -35,7 +35,10 @@ def check_files(cfg: AgentConfig, config_path: Path | None = None) -> Ed25519Pri
 
     Raises KeyFileError or ConfigError (exit 2) naming the key and file. With MQTT off neither
     paho nor ``ssl`` is imported (1.3 MB of the peak RSS of ``run``, docs/vision.md)."""
-    key = load_private_key(cfg.keys.private_key, config_path.parent if config_path is not None else None)
+    try:
+        key = load_private_key(cfg.keys.private_key, config_path.parent if config_path is not None else None)
+    except KeyFileError as exc:  # named by the setting too: an installer edits that, not the path
+        raise KeyFileError(f"keys.private_key: {exc}") from None
     mqtt = cfg.mqtt
     if mqtt.enabled:
         if mqtt.username is not None and mqtt.password_file is not None:

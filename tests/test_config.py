@@ -439,3 +439,16 @@ def test_check_config_loads_the_models_on_the_cpu_beside_a_running_coral(
     monkeypatch.setattr(pipeline.VisionPipeline, "from_config", staticmethod(from_config))
     assert main(["check-config", "-c", str(_runnable(tmp_path, "vision: {accelerator: coral}\n"))]) == 0
     assert asked == ["cpu"]
+
+
+def test_a_device_key_that_cannot_be_read_is_named_by_its_setting(tmp_path: Path) -> None:
+    """The error named the file only; an installer edits keys.private_key (found by a new-user trial)."""
+    path = tmp_path / "agent.yaml"
+    path.write_text(MINIMAL + "site: {jurisdiction: US, context: retail, purpose: analytics}\n"
+                    f"keys: {{private_key: {tmp_path / 'keys' / 'device.key'}}}\n")
+    proc = run_cli("check-config", "-c", str(path))
+    assert proc.returncode == 2
+    key = tmp_path / "keys" / "device.key"
+    assert proc.stderr.startswith(
+        f"emotion-agent: error: keys.private_key: {key}: device private key not found"
+    ), proc.stderr
