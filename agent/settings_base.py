@@ -159,12 +159,22 @@ MAX_KEYS_LISTED = 12
 """An unknown key's section lists its keys when it has at most this many (else only a close match)."""
 
 
+def close_key(name: str, allowed: list[str]) -> str | None:
+    """The key ``name`` is probably a misspelling of: close as a whole, and in its first word
+    (``frames_days`` is not a misspelt ``stats_days``: frames have no retention at all)."""
+    head = name.split("_", 1)[0]
+    for key in difflib.get_close_matches(name, allowed, n=3, cutoff=0.6):
+        if difflib.SequenceMatcher(None, head, key.split("_", 1)[0]).ratio() >= 0.6:
+            return key
+    return None
+
+
 def _spelling(name: str, allowed: list[str]) -> str:
     """``remove it or check its spelling``, with the key it is probably a misspelling of, or
     the keys the section has: the error named the wrong key but not the right one."""
-    close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
+    close = close_key(name, allowed)
     if close:
-        return f"did you mean {close[0]}? (else remove it)"
+        return f"did you mean {close}? (else remove it)"
     if allowed and len(allowed) <= MAX_KEYS_LISTED:
         return f"remove it or check its spelling; the keys here are {', '.join(allowed)}"
     return "remove it or check its spelling"
@@ -183,7 +193,10 @@ def _describe(err: Any, allowed: list[str] | None = None) -> str:
         if isinstance(found, dict):  # its keys tell what it is; its values may be secrets
             keys = ", ".join(clipped(str(k)) for k in list(found)[:10])
             return f"unknown key (found a mapping of {keys}); {fix}"
-        if SECRET_NAME.search(name) or (isinstance(found, str) and "PRIVATE KEY" in found):
+        meant = close_key(name, allowed or []) or ""  # a misspelt secret's name: `pasword`
+        if SECRET_NAME.search(name) or SECRET_NAME.search(meant) or (
+            isinstance(found, str) and "PRIVATE KEY" in found
+        ):
             password = PASSWORD_NAME.search(name)
             hint = "; a password is read from a file, named by password_file" if password else ""
             return f"unknown key (its value is not shown: the name says it may be a secret); {fix}{hint}"
@@ -214,6 +227,20 @@ def _key_of(
     """The key at pydantic's ``loc`` as the YAML writes it, and its field (None for an unknown
     key). pydantic's own steps are dropped: ``function-after[...]``, and the tag of a section a
     discriminator chose (the fleet's ``source.nats.stream`` is ``source.stream`` in the file)."""
+    key, info, _ = _walk(loc, model)
+    return key, info
+
+
+def _allowed_beside(loc: tuple[str | int, ...], model: type[BaseModel]) -> list[str]:
+    """The keys of the section holding the key at pydantic's ``loc`` (its siblings), sorted."""
+    _, _, sections = _walk(loc[:-1], model)
+    return sorted({k for s in sections for k in s.model_fields})
+
+
+def _walk(
+    loc: tuple[str | int, ...], model: type[BaseModel]
+) -> tuple[tuple[str | int, ...], FieldInfo | None, list[type[BaseModel]]]:
+    """Follow ``loc`` down the sections: (the key as written, its field, the sections it holds)."""
     sections = [model]
     key: list[str | int] = []
     info = None
@@ -229,24 +256,7 @@ def _key_of(
             info = owner.model_fields[part] if owner is not None else None
             sections = _sections_of(info.annotation) if info is not None else []
         key.append(part)  # a list index keeps the list's sections
-    return tuple(key), info
-
-
-def _allowed_beside(loc: tuple[str | int, ...], model: type[BaseModel]) -> list[str]:
-    """The keys of the section holding the key at pydantic's ``loc`` (its siblings), sorted."""
-    sections = [model]
-    for part in loc[:-1]:
-        if isinstance(part, str) and part.startswith("function-"):
-            continue
-        if isinstance(part, str):
-            owner = next((s for s in sections if part in s.model_fields), None)
-            tagged = [s for s in sections if owner is None and len(sections) > 1 and _has_tag(s, part)]
-            if tagged:
-                sections = tagged
-                continue
-            info = owner.model_fields[part] if owner is not None else None
-            sections = _sections_of(info.annotation) if info is not None else []
-    return sorted({k for s in sections for k in s.model_fields})
+    return tuple(key), info, sections
 
 
 def _has_tag(section: type[BaseModel], tag: str) -> bool:

@@ -37,6 +37,15 @@ def test_unknown_key_is_named_with_its_line() -> None:
     ]
 
 
+def test_a_misspelt_secret_key_keeps_its_value_out_of_the_error() -> None:
+    """`pasword` is not named like a secret, but the key it is a misspelling of is."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(MINIMAL + "mqtt:\n  pasword: hunter2\n", "c.yaml")
+    (problem,) = info.value.problems
+    assert "hunter2" not in problem
+    assert "did you mean password_file?" in problem
+
+
 def test_an_unknown_key_with_no_close_match_lists_its_sections_keys() -> None:
     """The error named the wrong key but not the keys the section has (found by a new-user trial)."""
     with pytest.raises(ConfigError) as info:

@@ -132,7 +132,7 @@ def test_the_smallest_face_is_stated_as_the_filter_applies_it() -> None:
 
 def test_without_today_the_signage_date_is_checked_against_the_date_the_service_uses(tmp_path: Path) -> None:
     """The service checks `site.signage.confirmed` against the site's date (the schedule's zone,
-    else UTC: `agent.records.site_today`); `policy explain` took the machine's local date. With
+    else UTC: `agent.privacy.policy.site_today`); `policy explain` took the machine's local date. With
     the machine's clock in another zone than the site's, around midnight the two disagreed:
     explain said ALLOWED for a config the service refused at start, or the other way round."""
     import os  # noqa: PLC0415

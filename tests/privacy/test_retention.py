@@ -125,11 +125,13 @@ def test_directory_store_deletes_only_plain_names(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("key", ["frames_days", "frames_seconds", "frames"])
 def test_frames_have_no_retention_setting(key: str) -> None:
-    """Zero retention of frames is not configurable: any frames key is an unknown key."""
+    """Zero retention of frames is not configurable: any frames key is an unknown key, and the
+    error suggests no other retention key for it (`frames_days` is no misspelt `stats_days`)."""
     with pytest.raises(ConfigError) as info:
         parse_config(f"device_id: a\nretention:\n  {key}: 1\n", "c.yaml")
     assert info.value.problems == [
-        f"retention.{key} (c.yaml:3): unknown key (found 1); remove it or check its spelling"
+        f"retention.{key} (c.yaml:3): unknown key (found 1); remove it or check its spelling; the keys here "
+        "are audit_days, interval_minutes, spool_days, stats_days"
     ]
 
 
