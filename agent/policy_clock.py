@@ -52,9 +52,14 @@ class DateCheck:
         self.deferred = today is None
         self.decision: PolicyDecision = require_allowed(cfg, today)
 
+    def due(self) -> bool:
+        """Whether ``recheck`` would check now: deferred, and the clock synchronised since (a
+        stat of the flag while deferred, nothing after)."""
+        return self.deferred and self._flag.exists()
+
     def recheck(self, cfg: AgentConfig) -> None:
-        """Once the clock is synchronised, the deferred date checks (a stat of the flag until then)."""
-        if self.deferred and self._flag.exists():
+        """Once the clock is synchronised, the deferred date checks."""
+        if self.due():
             self.deferred = False
             self.decision = require_allowed(cfg, site_today(cfg, self._clock))
             logger.info("the clock is synchronised: the policy's date checks pass",

@@ -505,14 +505,16 @@ class Service:
 
     def _signs_this_turn(self) -> bool:
         """Whether the work a turn does before its frame may sign or publish now: a command or
-        signal, a reload, a privacy flag, a reconnect, a message waiting, audit entries waiting
-        for the disk, the gate, a window, retention, the drops summed, a checkpoint, the command
-        order to save. A turn for which this is False skips that work (what came since waits
-        for the next turn), so each is asked, not guessed."""
+        signal, the clock set while date checks wait for it, a reload, a privacy flag, a
+        reconnect, a message waiting, audit entries waiting for the disk, the gate, a window,
+        retention, the drops summed, a checkpoint, the command order to save. A turn for which
+        this is False skips that work (what came since waits for the next turn), so each is
+        asked, not guessed."""
         saved, at = self._order_saved
         flag = self.flag_poller
         return (
             self._commands.due()
+            or self._dates.due()  # the clock was set: the deferred date checks, at once
             or self.signals.toggle.pending
             or self.signals.reload_pending
             or (flag is not None and flag.would_change())
@@ -584,21 +586,22 @@ class Service:
         self.aggregator.add_frame(t, self.tracker.update(carried.faces, t), counters)
         self.health_periods.observe_static(self.tracker.static_cells())
 
-    def _count_last_frames(
-        self, failed: int = 0, lifetimes_ms: Sequence[float] = (), *, closing: bool = False
-    ) -> None:
-        """The camera's frames since the last one analysed, before the last window closes (and
-        into a new aggregator, which must know whether a frame is waiting); ``failed``: the
-        frame whose analysis raised, zeroed unseen. ``closing``: the open window is about to
-        close, and they are its own (``WindowAggregator.count_closing``)."""
+    def _count_last_frames(self, failed: int = 0, lifetimes_ms: Sequence[float] = ()) -> None:
+        """The camera's frames since the last one analysed, before a window closes (at its end,
+        a reload, the stop; and into a new aggregator, which must know whether a frame is
+        waiting); ``failed``: the frame whose analysis raised, zeroed unseen. A camera's window
+        whose end has passed is closing: they are its own (``WindowAggregator.count_closing``),
+        whichever of those closes it (a reload at that pace point counted them into the next
+        window, found by review)."""
         now = self.feed.counters
         last, self._last_counters = self._last_counters, now
         counters = frame_counters(now, last, analysed=0, refused=0, lifetimes_ms=lifetimes_ms, failed=failed)
         if counters.captured or counters.discarded or counters.dropped or counters.queued:
-            if closing:
+            t = self._window_time(None)
+            if self.feed.live and self.aggregator.due(t):
                 self.aggregator.count_closing(counters)
             else:
-                self.aggregator.add_frame(self._window_time(None), (), counters)
+                self.aggregator.add_frame(t, (), counters)
 
     def _window_time(self, carried: Carried | None) -> float:
         """Wall clock for cameras; for files, the clip's own time from the moment it started."""
@@ -617,7 +620,7 @@ class Service:
         """Publish the windows that ended (and sign the checkpoints their entries make due) on
         library pages apart from the frames' (``agent.memtrim.rare_task``)."""
         if self.feed.live and not flush and self.aggregator.due(now):
-            self._count_last_frames(closing=True)  # the frames the camera gave while the loop waited
+            self._count_last_frames()  # the frames the camera gave while the loop waited
         reports = self.aggregator.flush(now) if flush else self.aggregator.poll(now)
         if not reports:
             return
@@ -939,10 +942,10 @@ class Service:
             self._last_watchdog = now
 
     def _start_fields(self) -> dict[str, JSON]:
-        from agent.vision.manifest import default_models_dir, model_spec  # noqa: PLC0415
+        from agent.vision.manifest import model_spec, models_folder  # noqa: PLC0415
 
         cfg = self.cfg
-        models_dir = Path(cfg.vision.models_dir or default_models_dir())
+        models_dir = models_folder(cfg.vision.models_dir)
         hashes = {
             name: model_spec(models_dir, name, verify=False).sha256
             for name in (f"face_detection_{cfg.vision.detector}", "emotion")

@@ -767,12 +767,21 @@ def test_the_gate_follows_the_privacy_budget_at_the_next_pace_point(tmp_path: Pa
         assert event < at < event + 2 * PACE_S, changes
 
 
+def _reload(service: Service) -> None:
+    """SIGHUP with a key changed that closes the open window (a new aggregator)."""
+    path = service.config_path
+    assert path is not None
+    path.write_text(path.read_text().replace("min_people: 5", "min_people: 5, health_period_seconds: 600"))
+    service.signals.request_reload()
+
+
+@pytest.mark.parametrize("reload_at", [None, 20.2], ids=["", "reload-at-its-end"])
 @pytest.mark.parametrize(
     "analytics", ["small_window: merge", "dp: {enabled: true, epsilon_per_window: 0.5, daily_budget: 10}"],
     ids=["merge", "dp"],
 )
 def test_a_window_the_camera_opened_late_in_is_labelled_and_charged_whatever_the_faces_before(
-    tmp_path: Path, analytics: str
+    tmp_path: Path, analytics: str, reload_at: float | None
 ) -> None:
     """Privacy mode is switched off 1.37 s before a window ends. Whether that window then had a
     frame analysed depended on the lookahead (twice the longest recent analysis): with six faces
@@ -785,6 +794,8 @@ def test_a_window_the_camera_opened_late_in_is_labelled_and_charged_whatever_the
         return lambda s: s._enqueue_command(Command("privacy_mode", on=on))
 
     events = {8.07: privacy(True), 18.63: privacy(False)}
+    if reload_at is not None:  # handled at the window's own pace point: it counted the frames into the next
+        events[reload_at] = _reload
     dp = analytics.startswith("dp")
     seen = {}
     for n in (0, 1, 3, 6):
@@ -796,7 +807,36 @@ def test_a_window_the_camera_opened_late_in_is_labelled_and_charged_whatever_the
         ]
     assert seen[0] == seen[1] == seen[3] == seen[6], seen
     before, late = (next(w for w in seen[0] if w[0] == start) for start in (0, 10))
-    if not dp:
-        assert late[1] == "merged", seen[0]
+    if not dp:  # a reload closes the window as final: no carry, so below_k, whatever the faces
+        assert late[1] == ("merged" if reload_at is None else "below_k"), seen[0]
     else:  # the window was open to the camera: it is charged, as any window the camera saw
         assert before[2] - late[2] == 500_000, seen[0]
+
+
+@pytest.mark.parametrize("per_face", [KEEPS_UP_S, FALLS_BEHIND_S], ids=["keeps-up", "falls-behind"])
+def test_a_start_that_deferred_the_date_checks_runs_them_at_the_pace_point_after_the_clock_is_set(
+    tmp_path: Path, per_face: float
+) -> None:
+    """The deferred check ran only in a turn that signed for another reason: the clock set at
+    12.37 s was checked at the next window's end (20.5 s), and with hour-long windows the camera
+    went on under a refused config for up to an hour (found by review)."""
+    flag, checked = tmp_path / "synchronized", []
+
+    def deferred(service: Service) -> None:
+        dates = service._dates
+        dates.deferred, dates._flag = True, flag  # as a start before NTP with a date to check
+        recheck = dates.recheck
+
+        def timed(cfg: Any) -> None:
+            was = dates.deferred
+            recheck(cfg)
+            if was and not dates.deferred:
+                checked.append(service.clock.monotonic())
+
+        dates.recheck = timed  # type: ignore[method-assign]
+
+    live_run(tmp_path / "run", 3, 16.13, events={12.37: lambda _s: flag.touch()}, per_face=per_face,
+             on_start=deferred)
+    assert len(checked) == 1, checked
+    assert checked[0] % PACE_S == 0, checked
+    assert 12.37 < checked[0] < 12.37 + 2 * PACE_S, checked
