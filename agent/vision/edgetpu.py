@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING
 from agent.errors import BackendUnavailable
 from agent.vision.manifest import (
     ModelSpec,
-    default_models_dir,
     int8_variant,
     load_manifest,
     manifest_entry,
     model_spec,
+    models_folder,
     verify_file,
 )
 
@@ -237,7 +237,7 @@ def check_accelerator(vision: VisionConfig, probe: SystemProbe | None = None) ->
     never fail here."""
     if vision.accelerator != "coral":
         return
-    folder = Path(vision.models_dir) if vision.models_dir is not None else default_models_dir()
+    folder = models_folder(vision.models_dir)  # a mistyped setting is named as such
     models = load_manifest(folder)["models"]
     specs = []
     for name in (f"face_detection_{vision.detector}", "emotion"):  # as VisionPipeline opens them

@@ -60,3 +60,12 @@ def test_check_config_says_it_in_one_line(tmp_path: Path) -> None:
         "to a models folder (one holding manifest.json and the model files it lists), or remove it to "
         "use the models installed with the agent\n"
     )
+
+
+def test_check_config_with_a_coral_names_the_setting_too(tmp_path: Path) -> None:
+    """The Edge TPU check runs first in check-config and read the folder its own way (found by review)."""
+    from agent.vision.edgetpu import check_accelerator  # noqa: PLC0415
+    from agent.vision.settings import VisionConfig  # noqa: PLC0415
+
+    with pytest.raises(ModelError, match=r"^vision\.models_dir is '/opt/modles', which does not exist"):
+        check_accelerator(VisionConfig(accelerator="coral", models_dir="/opt/modles"))
