@@ -137,7 +137,8 @@ def test_a_golden_image_whose_wheelhouse_lacks_a_dependency_is_refused_when_it_i
     assert f"install: --find-links {wheels} lacks what the agent needs at the target's first boot" in said
     assert "numpy" in said
     assert "docs/installing.md step 1" in said
-    assert not (image / "opt/emotion-agent/wheels").exists()
+    assert not (image / "opt").exists()  # refused before anything was laid down
+    assert not (image / "etc").exists()
 
 
 def test_install_refuses_unknown_options() -> None:
