@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,22 +34,42 @@ def check_files(cfg: AgentConfig, config_path: Path | None = None) -> Ed25519Pri
     (``agent.crypto.keys.resolve_key_path``), so ``check-config -c /etc/emotion-agent/agent.yaml``
     reads the key the service is given wherever it is run from.
 
-    Raises KeyFileError or ConfigError (exit 2) naming the key and file. With MQTT off neither
-    paho nor ``ssl`` is imported (1.3 MB of the peak RSS of ``run``, docs/vision.md)."""
-    try:
-        key = load_private_key(cfg.keys.private_key, config_path.parent if config_path is not None else None)
-    except KeyFileError as exc:  # named by the setting too: an installer edits that, not the path
-        raise KeyFileError(f"keys.private_key: {exc}") from None
+    Raises KeyFileError or ConfigError (exit 2) naming the key and file; every file is tried,
+    so ConfigError lists each one that failed (check-config said one per run: the key, then
+    the CA, then the password file, found by a new-user trial). With MQTT off neither paho nor
+    ``ssl`` is imported (1.3 MB of the peak RSS of ``run``, docs/vision.md)."""
+    failed: list[InputError] = []
+
+    def tried(check: Callable[[], object]) -> None:
+        try:
+            check()
+        except InputError as exc:
+            failed.append(exc)
+
+    keys: list[Ed25519PrivateKey] = []
+    tried(lambda: keys.append(_device_key(cfg, config_path)))
     mqtt = cfg.mqtt
     if mqtt.enabled:
-        if mqtt.username is not None and mqtt.password_file is not None:
-            read_password(mqtt.password_file)
-        if mqtt.tls is not None:
-            tls_context(mqtt.tls)
-        if mqtt.commands.operator_key is not None:
-            operator_key(mqtt.commands.operator_key)
-    check_output_file(cfg.outputs.jsonl)
-    return key
+        password, tls, operator = mqtt.password_file, mqtt.tls, mqtt.commands.operator_key
+        if mqtt.username is not None and password is not None:
+            tried(lambda: read_password(password))
+        if tls is not None:
+            tried(lambda: tls_context(tls))
+        if operator is not None:
+            tried(lambda: operator_key(operator))
+    tried(lambda: check_output_file(cfg.outputs.jsonl))
+    if len(failed) == 1:
+        raise failed[0]
+    if failed:
+        raise ConfigError(f"{len(failed)} file(s) the config names cannot be used", [str(e) for e in failed])
+    return keys[0]
+
+
+def _device_key(cfg: AgentConfig, config_path: Path | None) -> Ed25519PrivateKey:
+    try:
+        return load_private_key(cfg.keys.private_key, config_path.parent if config_path is not None else None)
+    except KeyFileError as exc:  # named by the setting too: an installer edits that, not the path
+        raise KeyFileError(f"keys.private_key: {exc}") from None
 
 
 def check_source(source: str) -> None:

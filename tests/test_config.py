@@ -461,3 +461,22 @@ def test_a_device_key_that_cannot_be_read_is_named_by_its_setting(tmp_path: Path
     assert proc.stderr.startswith(
         f"emotion-agent: error: keys.private_key: {key}: device private key not found"
     ), proc.stderr
+
+
+def test_check_config_names_every_file_that_cannot_be_used_at_once(tmp_path: Path) -> None:
+    """It stopped at the first: the key, then (once fixed) the password file, then the CA, one
+    per run (found by a new-user trial; the README says every problem)."""
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        MINIMAL + "site: {jurisdiction: US, context: retail, purpose: analytics}\n"
+        f"keys: {{private_key: {tmp_path / 'none.key'}}}\n"
+        f"mqtt: {{host: b, port: 8883, username: a, password_file: {tmp_path / 'pw'}, "
+        f"tls: {{ca: {tmp_path / 'ca.crt'}}}}}\n"
+    )
+    proc = run_cli("check-config", "-c", str(path))
+    assert proc.returncode == 2
+    lines = proc.stderr.splitlines()
+    assert lines[0] == "emotion-agent: error: 3 file(s) the config names cannot be used", proc.stderr
+    assert lines[1].startswith(f"  - keys.private_key: {tmp_path / 'none.key'}: device private key not found")
+    assert lines[2] == f"  - mqtt.password_file {tmp_path / 'pw'}: password file not found"
+    assert lines[3] == f"  - mqtt.tls.ca {tmp_path / 'ca.crt'}: CA certificate not found"
