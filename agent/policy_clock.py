@@ -17,7 +17,7 @@ from pathlib import Path
 
 from agent.clock import Clock
 from agent.config import AgentConfig
-from agent.privacy.policy import PolicyDecision, evaluate_policy, require_allowed, site_today
+from agent.privacy.policy import evaluate_policy, require_allowed, site_today
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class DateCheck:
         self._flag = SYNCED_FLAG if synced_flag is None else synced_flag
         today = date_for_policy(cfg, clock, self._flag)
         self.deferred = today is None
-        self.decision: PolicyDecision = require_allowed(cfg, today)
+        require_allowed(cfg, today)
 
     def due(self) -> bool:
         """Whether ``recheck`` would check now: deferred, and the clock synchronised since (a
@@ -61,6 +61,7 @@ class DateCheck:
         """Once the clock is synchronised, the deferred date checks."""
         if self.due():
             self.deferred = False
-            self.decision = require_allowed(cfg, site_today(cfg, self._clock))
+            today = site_today(cfg, self._clock)
+            require_allowed(cfg, today)
             logger.info("the clock is synchronised: the policy's date checks pass",
-                        extra={"fields": {"today": site_today(cfg, self._clock).isoformat()}})
+                        extra={"fields": {"today": today.isoformat()}})
