@@ -40,6 +40,7 @@ from agent.config import AgentConfig, load_config
 from agent.crypto import JSON, Signer, public_jwk
 from agent.errors import EmotionAgentError
 from agent.frame import Frame
+from agent.heap_freeze import freeze_startup_heap
 from agent.memtrim import rare_task
 from agent.outputs.base import Output
 from agent.outputs.factory import build_outputs
@@ -367,6 +368,7 @@ class Service:
             self.publisher.publish("privacy_mode", self._privacy_state, retain=True)
         self._connects = self._broker_connects()
         self._apply_gate()
+        freeze_startup_heap()  # start-up's objects: walked by no later garbage collection
         self.notifier.ready(f"analysing {self.feed.state.value}")
         logger.info(
             "agent started",

@@ -1,0 +1,102 @@
+"""Start-up's objects are frozen out of the garbage collector's passes, once per process, and
+``run``, ``analyze`` and ``bench`` freeze theirs before the first frame."""
+
+from __future__ import annotations
+
+import gc
+import io
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent import heap_freeze
+from agent.camera.base import SourceOptions
+from agent.clock import FakeClock, SystemClock
+from agent.commands.analyze import Analysis
+from agent.config import load_config
+from agent.frame import Pixels
+from agent.service import Service
+from agent.vision.observation import FaceObservation
+from agent.vision.settings import VisionConfig
+from tests.test_analyze import RecordingPipeline, write_clip
+from tests.test_service import NO_GATE, CountingPipeline, ScriptedSource, write_config
+
+
+class Node:
+    """An object in a reference cycle with itself: only the collector frees it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+@pytest.fixture
+def unfrozen(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(heap_freeze, "_frozen", False)
+    gc.unfreeze()
+    yield
+    gc.unfreeze()
+
+
+def walked(obj: object) -> bool:
+    """Whether the collector's passes still walk ``obj`` (frozen objects are in no generation)."""
+    return any(o is obj for o in gc.get_objects())
+
+
+def test_what_lives_is_frozen_what_is_garbage_is_collected_first(unfrozen: None) -> None:
+    kept = Node()
+    dropped = Node()
+    gone = weakref.ref(dropped)
+    del dropped
+    assert walked(kept)
+    assert heap_freeze.freeze_startup_heap() > 0
+    assert gone() is None, "start-up's garbage was frozen for good instead of freed"
+    assert not walked(kept)
+    later = Node()
+    assert walked(later), "objects made after start-up must still be collected"
+
+
+def test_a_process_freezes_its_start_up_once(unfrozen: None) -> None:
+    assert heap_freeze.freeze_startup_heap() > 0
+    kept = Node()
+    assert heap_freeze.freeze_startup_heap() == 0
+    assert walked(kept)
+
+
+def test_the_service_freezes_its_start_up_before_it_says_it_is_ready(tmp_path: Path, unfrozen: None) -> None:
+    path = write_config(tmp_path, "scripted.mp4", extra=NO_GATE)
+    service = Service(
+        load_config(path), path, FakeClock(start=1_800_000_000.0),
+        opener=lambda s, o, c: ScriptedSource(c, 10, False),
+        pipeline_factory=lambda _c: CountingPipeline(),  # type: ignore[arg-type,return-value]
+    )
+    frozen_at_ready: list[int] = []
+    service.notifier.ready = lambda status="": frozen_at_ready.append(gc.get_freeze_count())  # type: ignore[method-assign]
+    service.start()
+    try:
+        assert frozen_at_ready
+        assert frozen_at_ready[0] > 0
+        assert not walked(service.cfg), "the config loaded at start-up is still walked by every full pass"
+    finally:
+        service.close()
+
+
+class FreezeAtFirstFrame(RecordingPipeline):
+    def __init__(self) -> None:
+        super().__init__()
+        self.frozen: list[int] = []
+
+    def analyze(self, pixels: Pixels, *args: object, lores: object = None) -> list[FaceObservation]:
+        self.frozen.append(gc.get_freeze_count())
+        return super().analyze(pixels, *args, lores=lores)
+
+
+def test_analyze_freezes_its_start_up_before_the_first_frame(
+    tmp_path: Path, media: Path, unfrozen: None
+) -> None:
+    pipeline = FreezeAtFirstFrame()
+    run = Analysis(VisionConfig(), io.StringIO(), True, SystemClock(), pipeline_factory=lambda _: pipeline)
+    run.execute(str(write_clip(tmp_path / "c.mp4", media, frames=2)), SourceOptions(realtime=False), None)
+    assert pipeline.frozen
+    assert pipeline.frozen[0] > 0
