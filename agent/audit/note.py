@@ -26,8 +26,8 @@ from agent.audit.merkle import HASH_SIZE
 
 SIG_TYPE_ED25519 = b"\x01"
 SIG_PREFIX = "— "  # em dash, space
-_NAME = re.compile(r"^[^\s+]+$")
-_SIZE = re.compile(r"^(0|[1-9][0-9]{0,18})$")
+_NAME = re.compile(r"^[^\s+]+\Z")
+_SIZE = re.compile(r"^(0|[1-9][0-9]{0,18})\Z")
 
 
 class NoteError(ValueError):

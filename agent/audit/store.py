@@ -22,7 +22,7 @@ from typing import IO, Any
 
 from agent.user_files import file_kind
 
-SEGMENT_RE = re.compile(r"^segment-([0-9]{12})\.jsonl$")
+SEGMENT_RE = re.compile(r"^segment-([0-9]{12})\.jsonl\Z")
 STATE_FILE = "state.json"
 CHECKPOINTS_FILE = "checkpoints.log"
 

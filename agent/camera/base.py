@@ -153,7 +153,7 @@ BACKENDS: dict[str, Backend] = {
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "http", "https")
 _URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
-_PICAMERA2 = re.compile(r"^picamera2(?::(?P<num>\d+))?$")
+_PICAMERA2 = re.compile(r"^picamera2(?::(?P<num>\d+))?\Z")
 
 
 def resolve(source: str) -> tuple[str, str]:

@@ -26,7 +26,7 @@ JSON: TypeAlias = bool | int | str | Sequence["JSON"] | Mapping[str, "JSON"] | N
 MAX_SAFE_INT = 2**53 - 1
 MAX_DEPTH = 32
 
-_B64URL = re.compile(r"^[A-Za-z0-9_-]*$")
+_B64URL = re.compile(r"^[A-Za-z0-9_-]*\Z")
 
 
 def check_value(value: object, where: str = "body", depth: int = 0) -> None:

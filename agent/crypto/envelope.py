@@ -29,9 +29,9 @@ VERSION = 1
 FIELDS = ("v", "typ", "dev", "kid", "boot", "seq", "ts", "topic", "body", "sig")
 KEY_ROTATION = "key-rotation"
 
-TYP_RE = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
-DEV_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-KID_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+TYP_RE = re.compile(r"^[a-z][a-z0-9-]{0,63}\Z")
+DEV_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+KID_RE = re.compile(r"^[A-Za-z0-9_-]{43}\Z")
 MAX_TOPIC = 256
 
 

@@ -45,7 +45,7 @@ Status = Literal["ok", "rejected", "malformed", "skipped"]
 AVAILABILITY = (b"online", b"offline")
 """The only payloads of the unsigned ``status`` topic (the broker itself sends the will)."""
 
-_TST = re.compile(r"^(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?)Z?(?P<offset>Z|[+-]\d\d:?\d\d)?$")
+_TST = re.compile(r"^(?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?)Z?(?P<offset>Z|[+-]\d\d:?\d\d)?\Z")
 
 
 class Rejected(Exception):

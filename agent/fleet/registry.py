@@ -73,6 +73,12 @@ class Registry:
         """Load ``<device_id>.jwk`` files; KeyFileError naming a bad one."""
         count = 0
         for path in sorted(keys_dir.glob("*.jwk")):
+            if re.fullmatch(DEVICE_ID, path.stem) is None:  # bound in the shared database for good
+                raise KeyFileError(
+                    f"registry.keys_dir: {path}: the name must be <device id>.jwk, and {path.stem!r} is "
+                    "not a device id (lower-case letters, digits and '-', 1-63 characters, not starting "
+                    "or ending with '-'); rename it, e.g. keygen's device.pub.jwk to lobby-1.jwk"
+                )
             try:
                 key = public_from_jwk(json.loads(path.read_text(encoding="utf-8")), str(path))
             except (OSError, ValueError, PayloadError) as exc:

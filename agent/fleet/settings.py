@@ -29,8 +29,8 @@ from agent.settings_base import (
 from agent.state_dir import SYSTEM_FOLDERS, path_problem
 from agent.user_files import folder_as_named, read_user_text
 
-_ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-_TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+_TOPIC_LEVEL = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 
 
 class BrokerTlsSettings(Section):

@@ -42,7 +42,7 @@ before it is decoded."""
 
 CommandName = Literal["privacy_mode", "checkpoint"]
 SIGNED_FIELDS = frozenset({"v", "cmd", "state", "dev", "ts", "nonce", "kid", "sig"})
-_NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+_NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}\Z")
 
 
 @dataclass(frozen=True, slots=True)

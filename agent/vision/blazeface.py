@@ -187,10 +187,12 @@ def weighted_nms_rows(
     order = sorted(range(len(scores)), key=scores.__getitem__, reverse=True)
     out: list[tuple[Row, float]] = []
     while order and len(out) < max_out:
-        top = rows[order[0]]
-        overlaps = [iou(top, rows[i]) for i in order]
-        members = [i for i, o in zip(order, overlaps, strict=True) if o > threshold]
-        order = [i for i, o in zip(order, overlaps, strict=True) if o <= threshold]
+        top, rest = rows[order[0]], order[1:]
+        overlaps = [iou(top, rows[i]) for i in rest]
+        # The best candidate leads its own group even when it overlaps nothing, itself included
+        # (a box of no area): the group is never empty.
+        members = [order[0], *[i for i, o in zip(rest, overlaps, strict=True) if o > threshold]]
+        order = [i for i, o in zip(rest, overlaps, strict=True) if o <= threshold]
         total = sum(scores[i] for i in members)
         acc: list[float] = [0] * len(top)  # an int start, as sum() has: the same floats
         for i in members:

@@ -96,7 +96,7 @@ class EmotionClassifier:
         h, w = pixels.shape[:2]
         bx, by, bw, bh = det.box
         cx, cy = (bx + bw / 2) * w, (by + bh / 2) * h
-        side = max(bw * w, bh * h) * (1.0 + 2.0 * self.margin)
+        side = max(bw * w, bh * h, 1.0) * (1.0 + 2.0 * self.margin)  # a box of no area: 1 px
         (rx, ry), (lx, ly) = det.keypoints[0], det.keypoints[1]
         angle = math.degrees(math.atan2((ly - ry) * h, (lx - rx) * w))
         k = 1

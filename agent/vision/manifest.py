@@ -214,6 +214,9 @@ MALFORMED = (KeyError, TypeError, ValueError, OverflowError, AttributeError)
 """What reading a field of the wrong type or value raises (``int(inf)``: OverflowError)."""
 MAX_INPUT_SIDE = 4096
 MAX_DIMS = 8
+MAX_ASPECT = 10.0
+MAX_SCORE_CLIP = 700.0
+"""Logits are clipped to +-this before the sigmoid (BlazeFace's 100); ``math.exp`` overflows past 709."""
 
 
 def detector_input_side(models_dir: Path | None, detector: str) -> int | None:
@@ -250,6 +253,19 @@ def _count(value: Any, low: int, high: int) -> int:
     return int(value)
 
 
+def _real(value: Any, low: float, high: float, *, below_high: bool = False, what: str = "") -> float:
+    """A finite JSON number from ``low`` to ``high`` (``below_high``: strictly below it); a
+    string such as "NaN", which ``float()`` would take, is refused. ``what``: the key, for a
+    field that holds several."""
+    found = f"{what} is {_shown(value)}".lstrip()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TypeError(f"{found}, not a finite number")
+    if not low <= value <= high or (below_high and value == high):
+        allowed = f"at least {low} and below {high}" if below_high else f"from {low} to {high}"
+        raise ValueError(f"{found}, not {allowed}")
+    return float(value)
+
+
 def _dims(value: Any) -> tuple[int, ...]:
     if not isinstance(value, list) or not 1 <= len(value) <= MAX_DIMS:
         raise TypeError(f"is {_shown(value)}, not a list of 1 to {MAX_DIMS} dimensions")
@@ -268,8 +284,10 @@ def _anchors(entry: dict[str, Any]) -> AnchorSpec | None:
     return AnchorSpec(
         input_size=size,
         strides=tuple(_count(st, 1, size) for st in strides),
-        anchor_offset=float(a["anchor_offset"]),
-        interpolated_scale_aspect_ratio=float(a["interpolated_scale_aspect_ratio"]),
+        anchor_offset=_real(a["anchor_offset"], 0.0, 1.0, what="anchor_offset"),  # where in its cell
+        interpolated_scale_aspect_ratio=_real(
+            a["interpolated_scale_aspect_ratio"], 0.0, MAX_ASPECT, what="interpolated_scale_aspect_ratio"
+        ),
         num_anchors=_count(a["num_anchors"], 1, 10 * size * size),
     )
 
@@ -374,9 +392,11 @@ def model_spec(models_dir: Path, name: str, *, verify: bool = True, precision: s
         "labels": lambda: _labels(entry.get("labels", [])),
         "anchors": lambda: _anchors(entry),
         "decode": lambda: _mapping(decode),
-        "decode.score_clip": lambda: float(decode.get("score_clip", 100.0)),
-        "decode.min_score": lambda: float(decode.get("min_score", 0.5)),
-        "decode.nms": lambda: float(_mapping(decode.get("nms", {})).get("min_suppression_threshold", 0.3)),
+        "decode.score_clip": lambda: _real(decode.get("score_clip", 100.0), 1.0, MAX_SCORE_CLIP),
+        "decode.min_score": lambda: _real(decode.get("min_score", 0.5), 0.0, 1.0),
+        "decode.nms": lambda: _real(
+            _mapping(decode.get("nms", {})).get("min_suppression_threshold", 0.3), 0.0, 1.0, below_high=True
+        ),
         "edgetpu": lambda: _mapping(edgetpu),
         "edgetpu.file": lambda: models_dir / _file_name(edgetpu["file"]) if "file" in edgetpu else None,
         "edgetpu.sha256": lambda: str(edgetpu["sha256"]) if "sha256" in edgetpu else None,

@@ -114,6 +114,9 @@ def test_a_field_added_inside_the_body_breaks_the_signature(signer: Signer, veri
         ("ts", -1, "field 'ts' is -1; it must be at least 0"),
         ("body", [], "field 'body' must be a dict"),
         ("dev", "Lobby", "field 'dev' 'Lobby' does not match"),
+        # Python's ``$`` also matches before a final newline (found by a hostile-input probe)
+        ("dev", "lobby-1\n", "field 'dev' 'lobby-1\\n' does not match"),
+        ("typ", "stats\n", "field 'typ' 'stats\\n' does not match"),
         ("topic", "a/#", "field 'topic': 'a/#' holds a wildcard or NUL"),
         ("sig", 5, "field 'sig' must be a str"),
     ],

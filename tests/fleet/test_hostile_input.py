@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.audit.note import sign_checkpoint
 from agent.crypto import MemorySequenceStore, Signer, encode, public_jwk
 from agent.crypto.verify import MAX_LINE_BYTES
+from agent.errors import KeyFileError
 from agent.fleet.inbox import MAX_DELIVERIES, Delivery, RetryLater
 from agent.fleet.nats_inbox import NatsInbox
 from agent.fleet.registry import DEVICE_ID
@@ -370,3 +371,19 @@ def test_rejections_of_an_older_receiver_are_numbered_in_arrival_order_and_count
         assert store.rejected_per_device() == {"lobby-1": 3, "": 2}
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("name", ["lobby-1.pub", "Lobby-2", "lobby 3", "lobby_4", "\u00fcn\u00efcode"])
+def test_a_key_file_not_named_for_a_device_is_refused_before_it_is_bound(tmp_path: Path, name: str) -> None:
+    """keygen's ``device.pub.jwk`` copied as ``lobby-1.pub.jwk`` was bound in the shared
+    database to a device 'lobby-1.pub' for good: every message of lobby-1 was then rejected,
+    and renaming the file stopped `collect` ("already belongs to 'lobby-1.pub'") until the
+    database was edited by hand (found by a hostile-input probe)."""
+    store = Store(f"sqlite:///{tmp_path / 'fleet.db'}")
+    rx, _ = _receiver(store, tmp_path)
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / f"{name}.jwk").write_text(json.dumps(public_jwk(Ed25519PrivateKey.generate().public_key())))
+    with pytest.raises(KeyFileError, match=r"the name must be <device id>\.jwk"):
+        rx.registry.provision(keys, NOW)
+    assert store.query("SELECT device FROM device_keys") == []

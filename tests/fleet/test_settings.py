@@ -297,3 +297,21 @@ def test_a_postgresql_certificate_file_starting_with_a_tilde_is_refused(etc: Pat
     text = SETTINGS["database"].replace("sqlite:///{}", "{}").format("postgresql://db/fleet?sslrootcert=~/ca.crt")
     (problem,) = problems_of(path, text)
     assert problem.startswith(f"database ({path}:4): sslrootcert starts with ~"), problem
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('receiver_id: r1\nsource: {kind: mqtt, share_group: "grp\\n"}\nprivate_key: /etc/r.key\n',
+         "share_group"),
+        ('receiver_id: "rx-1\\n"\nsource: {kind: mqtt}\nprivate_key: /etc/r.key\n', "receiver_id"),
+    ],
+)
+def test_a_name_ending_in_a_newline_is_refused_at_its_key(tmp_path: Path, text: str, key: str) -> None:
+    """Python's ``$`` matches before a final newline too: both loaded, and `collect` then ran
+    receiving nothing (the broker dropped the subscription, or refused the client id), exit 0,
+    every message published meanwhile lost (found by a hostile-input probe)."""
+    problems = problems_of(tmp_path / "fleet.yaml", text)
+    assert len(problems) == 1, problems
+    assert key in problems[0]
+    assert "\\n" in problems[0]

@@ -109,6 +109,15 @@ def test_weighted_nms_keeps_separate_faces_and_stops_at_max_out() -> None:
     assert out.boxes[:, 0].tolist() == [0.0, 1.0, 2.0]
 
 
+def test_a_candidate_box_of_no_area_is_kept_alone_not_a_crash() -> None:
+    """It overlaps nothing, not even itself, so its group was empty: ZeroDivisionError (found
+    by a hostile-input probe, through a manifest whose anchors sat outside the input)."""
+    raw = candidates([[0.5, 0.5, 0.5, 0.5], [0.0, 0.0, 1.0, 1.0]], [0.9, 0.8])
+    out = weighted_nms(raw, threshold=0.3, max_out=10)
+    assert out.scores.tolist() == pytest.approx([0.9, 0.8])
+    assert out.boxes[0].tolist() == [0.5, 0.5, 0.5, 0.5]
+
+
 def test_iou_of_identical_disjoint_and_half_overlapping_boxes() -> None:
     box = [0.0, 0.0, 2.0, 2.0]
     assert iou(box, [0.0, 0.0, 2.0, 2.0]) == 1.0

@@ -139,6 +139,21 @@ DAMAGED_MANIFESTS: dict[str, tuple[str | Callable[[dict[str, Any]], None], str]]
                                  "is malformed: decode.nms is int 5, not a mapping"),
     "no anchor strides": (_set("face_detection_full_range.anchors.strides", []),
                           "'face_detection_full_range' is malformed: anchors strides is []"),
+    # Decode values the detector divides by or loops on: each loaded and then crashed at the first
+    # face with a ZeroDivisionError traceback (found by a hostile-input probe; `run` restarted).
+    "an anchor outside its cell": (_set("face_detection_full_range.anchors.anchor_offset", 50),
+                                   "'face_detection_full_range' is malformed: anchors anchor_offset is 50, "
+                                   "not from 0.0 to 1.0"),
+    "an anchor offset of 1e400": ('"anchor_offset": 1e400',
+                                  "anchors anchor_offset is inf, not a finite number"),
+    "an NMS threshold as text": (_set("face_detection_full_range.decode.nms.min_suppression_threshold",
+                                      "NaN"),
+                                 "'face_detection_full_range' is malformed: decode.nms is 'NaN', not a "
+                                 "finite number"),
+    "an NMS threshold of 1": (_set("face_detection_full_range.decode.nms.min_suppression_threshold", 1),
+                              "decode.nms is 1, not at least 0.0 and below 1.0"),
+    "a score clip exp overflows": (_set("face_detection_full_range.decode.score_clip", 1000),
+                                   "decode.score_clip is 1000, not from 1.0 to 700.0"),
     "a negative input side": (_set("emotion.input.shape", [1, -64, 64, 1]),
                               "'emotion' is malformed: input.shape is -64, not from 1 to 4096"),
     "variants not a mapping": (_set("emotion.variants", 7), "model 'emotion' has no int8 variant"),
@@ -227,8 +242,15 @@ def test_a_manifest_of_another_version_is_refused(models_copy: Path, version: ob
 def test_a_damaged_manifest_is_a_model_error_naming_the_field(models_copy: Path, case: str) -> None:
     """Each raised RecursionError, ValueError, OverflowError or AttributeError: a traceback, exit 1."""
     damage, said = DAMAGED_MANIFESTS[case]
-    if isinstance(damage, str):
-        (models_copy / "manifest.json").write_text(damage, encoding="utf-8")
+    manifest = models_copy / "manifest.json"
+    if isinstance(damage, str) and damage.startswith('"'):  # a key's new text in the full-range entry
+        key = damage.split(":")[0]
+        text = manifest.read_text(encoding="utf-8")
+        at = text.index(key, text.index('"face_detection_full_range"'))
+        end = text.index(",", at)
+        manifest.write_text(text[:at] + damage + text[end:], encoding="utf-8")
+    elif isinstance(damage, str):
+        manifest.write_text(damage, encoding="utf-8")
     else:
         _edit(models_copy, damage)
     with pytest.raises(ModelError) as err:

@@ -125,6 +125,21 @@ def test_face_in_a_wide_or_tall_frame_maps_to_its_own_pixels(
         assert iou(moved, ASTRONAUT_FACE) > 0.6, moved
 
 
+@pytest.mark.parametrize("box", [(1.0, 0.2, 0.0, 0.0), (0.3, 0.3, 0.0, 0.0)])
+def test_a_detection_of_no_area_is_measured_as_too_small_not_a_crash(
+    pipeline: VisionPipeline, astronaut: Pixels, box: tuple[float, float, float, float]
+) -> None:
+    """A box clipped to nothing at the frame's edge (or of no area) divided by zero in the crop."""
+    kps = ((box[0], box[1]),) * 6
+    pipeline.detector.detect = lambda *_a, **_k: [Detection(box=box, score=0.9, keypoints=kps)]  # type: ignore[method-assign]
+    try:
+        (face,) = pipeline.analyze(astronaut.copy())
+    finally:
+        del pipeline.detector.detect
+    assert face.quality.abstain_reason == "too_small"
+    assert pipeline.scratch_is_zero()
+
+
 def test_tiny_face_abstains_as_too_small(pipeline: VisionPipeline, astronaut: Pixels) -> None:
     small = cv2.resize(astronaut, (128, 128), interpolation=cv2.INTER_AREA)
     (face,) = pipeline.analyze(small)
