@@ -131,7 +131,8 @@ def sha256_of(path: Path) -> str:
 def verify_file(path: Path, expected: str) -> Path:
     """Return ``path`` if its sha256 is ``expected``; else raise a ModelError saying how to fix it."""
     if not path.is_file():
-        raise ModelError(f"model file {path} is missing (expected sha256 {expected}); {REBUILD_HINT}")
+        what = "is not a regular file" if path.exists() else "is missing"  # a folder, a device
+        raise ModelError(f"model file {path} {what} (expected sha256 {expected}); {REBUILD_HINT}")
     try:
         found = sha256_of(path)
     except OSError as exc:

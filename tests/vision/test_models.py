@@ -76,6 +76,15 @@ def test_missing_model_is_refused_with_the_file_the_hash_and_the_fix(models_copy
     assert "python tools/rebuild_models.py" in msg
 
 
+def test_a_model_file_that_is_a_device_is_not_called_missing(models_copy: Path) -> None:
+    """A symlink to /dev/zero (or a folder) was "missing": the installer looked for no file."""
+    (models_copy / "emotion_fer.tflite").unlink()
+    (models_copy / "emotion_fer.tflite").symlink_to("/dev/zero")
+    with pytest.raises(ModelError) as err:
+        VisionPipeline.from_config(VisionConfig(models_dir=models_copy))
+    assert f"{models_copy / 'emotion_fer.tflite'} is not a regular file" in str(err.value)
+
+
 def test_altered_model_is_refused_with_expected_and_found_hash(models_copy: Path) -> None:
     path = models_copy / "face_detection_full_range.tflite"
     data = bytearray(path.read_bytes())
