@@ -40,7 +40,7 @@ from agent.config import AgentConfig, load_config
 from agent.crypto import JSON, Signer, public_jwk
 from agent.errors import EmotionAgentError
 from agent.frame import Frame
-from agent.heap_freeze import freeze_startup_heap
+from agent.heap_freeze import freeze_long_lived
 from agent.memtrim import rare_task
 from agent.outputs.base import Output
 from agent.outputs.factory import build_outputs
@@ -368,7 +368,7 @@ class Service:
             self.publisher.publish("privacy_mode", self._privacy_state, retain=True)
         self._connects = self._broker_connects()
         self._apply_gate()
-        freeze_startup_heap()  # start-up's objects: walked by no later garbage collection
+        freeze_long_lived()  # start-up's objects: walked by no later garbage-collector pass
         self.notifier.ready(f"analysing {self.feed.state.value}")
         logger.info(
             "agent started",
@@ -821,6 +821,7 @@ class Service:
         if policy_digest(new) != policy_digest(self.cfg) or policy_fields(new) != policy_fields(self.cfg):
             self.audit.append("policy_change", {"policy": policy_fields(new), "reason": "reload"})
         self._apply(new, plan, resume_at, pipeline)
+        freeze_long_lived()  # the parts the reload replaced are freed, the new ones frozen
         logger.info("config reloaded", extra={"fields": {"changed": len(keys)}})
         return True
 

@@ -1,5 +1,5 @@
-"""Start-up's objects are frozen out of the garbage collector's passes, once per process, and
-``run``, ``analyze`` and ``bench`` freeze theirs before the first frame."""
+"""Long-lived objects are frozen out of the garbage collector's passes: ``run`` (at start and
+after a reload), ``analyze`` and ``bench`` freeze theirs before the first frame."""
 
 from __future__ import annotations
 
@@ -32,8 +32,7 @@ class Node:
 
 
 @pytest.fixture
-def unfrozen(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(heap_freeze, "_frozen", False)
+def unfrozen() -> Iterator[None]:
     gc.unfreeze()
     yield
     gc.unfreeze()
@@ -50,18 +49,21 @@ def test_what_lives_is_frozen_what_is_garbage_is_collected_first(unfrozen: None)
     gone = weakref.ref(dropped)
     del dropped
     assert walked(kept)
-    assert heap_freeze.freeze_startup_heap() > 0
+    assert heap_freeze.freeze_long_lived() > 0
     assert gone() is None, "start-up's garbage was frozen for good instead of freed"
     assert not walked(kept)
     later = Node()
     assert walked(later), "objects made after start-up must still be collected"
 
 
-def test_a_process_freezes_its_start_up_once(unfrozen: None) -> None:
-    assert heap_freeze.freeze_startup_heap() > 0
-    kept = Node()
-    assert heap_freeze.freeze_startup_heap() == 0
-    assert walked(kept)
+def test_what_an_earlier_freeze_kept_and_is_now_garbage_is_freed(unfrozen: None) -> None:
+    """A part a reload replaced, frozen at start and dropped in a reference cycle since."""
+    old = Node()
+    gone = weakref.ref(old)
+    heap_freeze.freeze_long_lived()
+    del old
+    heap_freeze.freeze_long_lived()
+    assert gone() is None
 
 
 def test_the_service_freezes_its_start_up_before_it_says_it_is_ready(tmp_path: Path, unfrozen: None) -> None:
@@ -100,3 +102,25 @@ def test_analyze_freezes_its_start_up_before_the_first_frame(
     run.execute(str(write_clip(tmp_path / "c.mp4", media, frames=2)), SourceOptions(realtime=False), None)
     assert pipeline.frozen
     assert pipeline.frozen[0] > 0
+
+
+def test_a_reload_frees_what_it_replaced_and_freezes_what_it_built(tmp_path: Path, unfrozen: None) -> None:
+    path = write_config(tmp_path, "scripted.mp4", extra=NO_GATE)
+    service = Service(
+        load_config(path), path, FakeClock(start=1_800_000_000.0),
+        opener=lambda s, o, c: ScriptedSource(c, 10, False),
+        pipeline_factory=lambda _c: CountingPipeline(),  # type: ignore[arg-type,return-value]
+    )
+    service.start()
+    try:
+        old = Node()
+        old.route = service.route  # type: ignore[attr-defined]  # a cycle holding the old route
+        gone = weakref.ref(old)
+        heap_freeze.freeze_long_lived()
+        path.write_text(path.read_text().replace("window_seconds: 10", "window_seconds: 20"))
+        del old
+        assert service.reload()
+        assert gone() is None, "the replaced part, frozen at start, was never freed"
+        assert not walked(service.route), "the route the reload built is walked by every full pass"
+    finally:
+        service.close()

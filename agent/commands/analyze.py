@@ -26,7 +26,7 @@ from agent.commands.arg_types import positive_int
 from agent.config import load_config
 from agent.errors import CameraLost, SourceError
 from agent.frame import Pixels
-from agent.heap_freeze import freeze_startup_heap
+from agent.heap_freeze import freeze_long_lived
 from agent.privacy import coredump
 from agent.privacy.lease import LifetimeRecorder
 from agent.privacy.settings import PolicyConfig
@@ -248,7 +248,7 @@ class Analysis:
         except BaseException:
             src.close()
             raise
-        freeze_startup_heap()
+        freeze_long_lived()
         reader = start_reader(src, realtime=options.realtime, fps=gate_fps)
         tally = Tally(pipeline.labels)
         if not self.json_lines:

@@ -38,7 +38,7 @@ from agent.commands.bench_memory import anon_rss_mb, file_rss_mb, peak_rss_mb
 from agent.config import load_config
 from agent.errors import InputError, SourceError
 from agent.frame import Frame, Pixels, is_grey
-from agent.heap_freeze import freeze_startup_heap
+from agent.heap_freeze import freeze_long_lived
 from agent.privacy import coredump
 from agent.privacy.lease import LifetimeRecorder, lease
 from agent.route import FrameRoute
@@ -481,7 +481,7 @@ def run(args: argparse.Namespace) -> int:
         return bench_clip.run(args, cfg, DEFAULT_FRAMES if args.source and is_camera(args.source) else None)
     rss_before = peak_rss_mb()
     pipeline = VisionPipeline.from_config(cfg)
-    freeze_startup_heap()  # as `run` does once started
+    freeze_long_lived()  # as `run` does once started
     source = args.source or default_source()
     try:
         if source:

@@ -30,7 +30,7 @@ from agent.clock import SystemClock
 from agent.commands.bench_memory import anon_rss_mb, peak_rss_mb
 from agent.errors import RuntimeFailure, SourceError
 from agent.frame import Frame
-from agent.heap_freeze import freeze_startup_heap
+from agent.heap_freeze import freeze_long_lived
 from agent.route import FrameRoute
 from agent.vision.pipeline import VisionPipeline
 from agent.vision.settings import GatingConfig, VisionConfig
@@ -131,7 +131,7 @@ def run_clip(cfg: VisionConfig, source: str, gating: str, limit: int) -> ClipRes
     """Up to ``limit`` frames of ``source`` along the route, with a fresh ``VisionStage``."""
     settings = gating_settings(cfg.gating, gating)
     pipeline = VisionPipeline.from_config(cfg)
-    freeze_startup_heap()  # as `run` does once started
+    freeze_long_lived()  # as `run` does once started
     totals = _Totals()
     totals.detect = pipeline.detector.model.record_invokes()
     totals.emotion = pipeline.classifier.model.record_invokes()
