@@ -688,7 +688,9 @@ class Service:
             self._stream_floor, self._stream_t0 = self._stream_now, None
         state = "capturing" if change.capturing else str(change.reason)
         self.notifier.status(f"camera {state}")
-        self.publisher.publish("privacy", {"capturing": change.capturing, "reason": change.reason})
+        # "active" while capturing, as documented (docs/mqtt.md): a null matched no consumer's switch
+        reason = change.reason or "active"
+        self.publisher.publish("privacy", {"capturing": change.capturing, "reason": reason})
 
     def _privacy_event(self, event: PrivacyModeEvent | None) -> None:
         if event is None:

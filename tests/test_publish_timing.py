@@ -760,7 +760,7 @@ def test_the_gate_follows_the_privacy_budget_at_the_next_pace_point(tmp_path: Pa
     run = live_run(tmp_path, 3, 16.13, events=events, per_face=per_face, on_start=budget)
     changes = [((m["ts"] - T0 * 1000) / 1000, m["body"]) for m in messages(run, "privacy")][1:]
     assert [body for _, body in changes] == [
-        {"capturing": False, "reason": "dp_budget"}, {"capturing": True, "reason": None}
+        {"capturing": False, "reason": "dp_budget"}, {"capturing": True, "reason": "active"}
     ], changes
     for (at, _), event in zip(changes, events, strict=True):
         assert at % PACE_S == 0, changes

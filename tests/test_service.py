@@ -180,6 +180,18 @@ def test_a_camera_that_dies_is_reopened_and_the_service_goes_on(tmp_path: Path) 
     assert verify_all(tmp_path) == []
 
 
+def test_the_privacy_message_names_why_in_the_documented_words_while_capturing_too(tmp_path: Path) -> None:
+    """An open camera was announced as ``"reason": null``; docs/mqtt.md and a consumer's switch
+    (Node-RED, an automation) expect ``"active"`` (found by an integrator's trial)."""
+    cfg = load_config(write_config(tmp_path, "scripted.mp4", extra=NO_GATE))
+    service = Service(
+        cfg, clock=FakeClock(start=1_800_000_000.0), opener=lambda s, o, c: ScriptedSource(c, 10, False),
+        pipeline_factory=lambda _c: CountingPipeline(),  # type: ignore[arg-type,return-value]
+    )
+    assert service.run() == 0
+    assert [m["body"] for m in messages(tmp_path, "privacy")] == [{"capturing": True, "reason": "active"}]
+
+
 def test_reload_refuses_a_bad_config_and_keeps_the_old_one(tmp_path: Path) -> None:
     path = write_config(tmp_path, "scripted.mp4")
     cfg = load_config(path)
