@@ -367,6 +367,7 @@ class Service:
             self._privacy_state = cast("dict[str, JSON]", self.privacy.state_payload())
             self.publisher.publish("privacy_mode", self._privacy_state, retain=True)
         self._connects = self._broker_connects()
+        self.aggregator.counting_from(self._window_time(None))
         self._apply_gate()
         freeze_long_lived()  # start-up's objects: walked by no later garbage-collector pass
         self.notifier.ready(f"analysing {self.feed.state.value}")

@@ -192,6 +192,24 @@ def test_the_privacy_message_names_why_in_the_documented_words_while_capturing_t
     assert [m["body"] for m in messages(tmp_path, "privacy")] == [{"capturing": True, "reason": "active"}]
 
 
+@pytest.mark.parametrize(("start", "first_complete"), [(1_800_000_003.0, False), (1_800_000_000.0, True)])
+def test_the_first_window_of_a_run_that_began_inside_it_is_a_part(
+    tmp_path: Path, start: float, first_complete: bool
+) -> None:
+    """A run started 3 s into a 10 s window published it as complete (found by an integrator's
+    trial: a restart's 7 s replaced, under the same ``window_start``, the stopped run's part)."""
+    cfg = load_config(write_config(tmp_path, "scripted.mp4", extra=NO_GATE))
+    service = Service(
+        cfg, clock=FakeClock(start=start), opener=lambda s, o, c: ScriptedSource(c, 110, False),
+        pipeline_factory=lambda _c: CountingPipeline(),  # type: ignore[arg-type,return-value]
+    )
+    assert service.run() == 0
+    stats = [m["body"] for m in messages(tmp_path, "stats")]
+    assert [(b["window_start"], b["complete"]) for b in stats[:2]] == [
+        (1_800_000_000, first_complete), (1_800_000_010, True)
+    ]
+
+
 def test_reload_refuses_a_bad_config_and_keeps_the_old_one(tmp_path: Path) -> None:
     path = write_config(tmp_path, "scripted.mp4")
     cfg = load_config(path)

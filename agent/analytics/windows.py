@@ -94,7 +94,9 @@ class WindowReport:
     covers_from: int
     """Start of the earliest window merged into this one (== window_start without merging)."""
     complete: bool
-    """False when flushed before its end (end of a file, shutdown, a reload)."""
+    """False when flushed before its end (end of a file, shutdown, a reload), or when the run
+    began counting after its start (a run's first window: a restart inside a window publishes
+    two parts of it under one ``window_start``, each incomplete, to be added up)."""
     k: int
     suppressed: Suppressed | None
     people: int | None
@@ -178,6 +180,8 @@ class _Window:
     dropped: int = 0
     discarded: int = 0
     lifetimes: LifetimeHistogram = field(default_factory=LifetimeHistogram)
+    joined_late: bool = False
+    """The run began counting after the window's start: its figures are only a part of it."""
 
     @property
     def end(self) -> int:
@@ -219,10 +223,19 @@ class WindowAggregator:
         self._ready: list[WindowReport] = []
         self._queued = 0
         self._resume_at = resume_at
+        self._since: float | None = None
         self._published: dict[TrackHandle, TrackView] | None = None
         """Voters of the last window that published a breakdown (the differencing rule)."""
         self._seen = CoObserved()
         """Which tracks were seen in one frame together: the fewest people they can be."""
+
+    def counting_from(self, t: float) -> None:
+        """The run began counting at window time ``t`` (its start): a window that began earlier
+        holds only a part of its span, and says so (``complete: false``) instead of passing
+        for the whole (a restart used to publish the second part of a window as complete)."""
+        self._since = t
+        if self._current is not None and self._current.start < t:
+            self._current.joined_late = True
 
     @property
     def resume_pending(self) -> int | None:
@@ -309,7 +322,8 @@ class WindowAggregator:
             return current  # same window (or a clock step backwards: stay in it)
         if current is not None:
             self._ready.append(self._close(current, complete=True, final=False))
-        self._current = _Window(start, self.length)
+        late = self._since is not None and start < self._since
+        self._current = _Window(start, self.length, joined_late=late)
         resume, self._resume_at = self._resume_at, None
         if resume is not None and start < resume < start + self.length:
             self._current = _Window(resume, start + self.length - resume)
@@ -336,6 +350,7 @@ class WindowAggregator:
         # What the next comparisons can still ask about: this window's tracks (many go on into
         # the next), what it carries on, and the last published voters.
         self._seen.keep(set(people) | set(self._published or ()))
+        complete = complete and not window.joined_late
         report = self._report(window, covers_from, complete, cells, suppressed, spent_micro=spent)
         logger.info(
             "window closed",

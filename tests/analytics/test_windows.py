@@ -251,6 +251,31 @@ def test_quiet_minutes_still_report_their_frame_figures(clock: FakeClock) -> Non
     assert (r.window_start, r.frames_captured, r.suppressed) == (int(T0), 0, "below_k")
 
 
+@pytest.mark.parametrize("opened_before", [False, True])
+def test_the_window_a_run_began_in_says_it_is_only_a_part(clock: FakeClock, opened_before: bool) -> None:
+    """A restart 3 s before a window's end published that window as complete, the same
+    ``window_start`` as the stopped run's part: a consumer keyed on it replaced the real
+    breakdown with 3 s of figures labelled whole (found by an integrator's trial). Whether a
+    frame opened the window before the run said where it began does not matter."""
+    agg = WindowAggregator(cfg(), clock)
+    if opened_before:
+        agg.add_frame(T0 + 57, [], FrameCounters(captured=1))
+    agg.counting_from(T0 + 57)
+    agg.add_frame(T0 + 58, [], FrameCounters(captured=1))
+    (first,) = agg.poll(T0 + 60)
+    (second,) = agg.poll(T0 + 120)
+    assert (first.window_start, first.complete) == (int(T0), False)
+    assert (second.window_start, second.complete) == (int(T0) + 60, True)
+
+
+def test_a_run_that_began_on_a_windows_start_calls_it_whole(clock: FakeClock) -> None:
+    agg = WindowAggregator(cfg(), clock)
+    agg.counting_from(T0)
+    assert agg.poll(T0) == []
+    (first,) = agg.poll(T0 + 60)
+    assert first.complete
+
+
 def test_a_window_closes_when_a_later_frame_arrives(clock: FakeClock) -> None:
     agg = WindowAggregator(cfg(), clock)
     agg.add_frame(T0 + 1, [], FrameCounters(captured=3, analysed=1, dropped=2, lifetimes_ms=(5.2, 80.0)))
