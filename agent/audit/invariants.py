@@ -47,8 +47,15 @@ class Invariants:
         self.dp_budget: dict[int, int] = {}
         """The lowest daily budget (micro-epsilon) in force at a spend on that day."""
         self.dp_over: set[int] = set()
+        self.running = False
+        """A start was read and no stop after it (the log's last run is still running)."""
+        self.unclean: list[tuple[int, int]] = []
+        """(index, ts_ms) of each start that came while the run before it had written no stop:
+        it was killed, crashed or lost power, and the frames it captured after its last
+        ``frames`` entry are in no entry."""
         self._checks = {
             "start": self._start,
+            "stop": self._stop,
             "policy_change": self._start,
             "frames": self._frames,
             "window": self._window,
@@ -61,6 +68,7 @@ class Invariants:
         self.policy = segment["policy"]
         self.last_start = segment["start"]
         self.queued = segment.get("queued") or 0  # absent before it was recorded: 0, as then
+        self.running = self.last_start is not None  # a segment begins while a run appends
         if self.last_start is not None:
             self.device_ids.add(self.last_start["device_id"])
 
@@ -76,10 +84,17 @@ class Invariants:
 
     def _start(self, entry: Entry) -> list[str]:
         if entry.kind == "start":
+            if self.running:
+                self.unclean.append((entry.index, entry.ts_ms))
+            self.running = True
             self.last_start = entry.data
             self.device_ids.add(entry.data["device_id"])
             self.queued = 0  # a new process: nothing waits in its queue yet
         self.policy = entry.data["policy"]
+        return []
+
+    def _stop(self, _entry: Entry) -> list[str]:
+        self.running = False
         return []
 
     def _frames(self, entry: Entry) -> list[str]:

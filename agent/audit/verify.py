@@ -19,6 +19,7 @@ import base64
 import itertools
 import json
 import re
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -423,6 +424,17 @@ def _after(result: VerifyResult, v: _Verifier) -> None:
     if v.invariants.clock_steps_back:
         result.warnings.append(
             f"the device clock went backwards {v.invariants.clock_steps_back} time(s) between entries"
+        )
+    if v.invariants.unclean:
+        starts = ", ".join(
+            f"entry {i} ({time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(ts // 1000))} UTC)"
+            for i, ts in v.invariants.unclean[:5]
+        )
+        more = f" and {len(v.invariants.unclean) - 5} more" if len(v.invariants.unclean) > 5 else ""
+        result.warnings.append(
+            f"{len(v.invariants.unclean)} run(s) ended with no stop entry (killed, crashed or power "
+            f"lost), each found at the next start: {starts}{more}; the frames such a run captured "
+            "after its last frames entry, and the window it had open, are in no entry"
         )
     complete = not v.broken
     result.stopped = v.broken

@@ -29,6 +29,7 @@ def rotated_log(tmp_path: Path, clock: FakeClock, old: Ed25519PrivateKey, new: E
     the log reopened and closed by the new key, then a run of the new key."""
     log = reopen(tmp_path, old, clock)
     fill(log, clock, 2)
+    log.append("stop", {"reason": "shutdown", "uptime_ms": 120_000})  # the agent stops to rotate
     log.append("key_event", rotation_fields(old.public_key(), new.public_key()))
     log.close()
     reopen(tmp_path, new, clock).close()

@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.audit import AuditConfig, AuditLog
-from agent.audit.entries import decode_entry, encode_entry
+from agent.audit.entries import Entry, decode_entry, encode_entry
 from agent.audit.verify import VerifyResult, summary_lines, verify_log
 from agent.clock import FakeClock
 
@@ -499,6 +499,7 @@ def test_a_log_that_spans_a_key_rotation_verifies_with_both_keys_only(
 ) -> None:
     log = open_log()
     fill(log, clock, 2)
+    log.append("stop", {"reason": "shutdown", "uptime_ms": 120_000})
     log.close()
     new = Ed25519PrivateKey.generate()
     rotated = AuditLog.open(
@@ -512,3 +513,30 @@ def test_a_log_that_spans_a_key_rotation_verifies_with_both_keys_only(
     both = verify_log(tmp_path / "audit", [key.public_key(), new.public_key()])
     assert both.problems == []
     assert both.warnings == []
+
+
+@pytest.mark.parametrize("segment_max_entries", [10, 1000])
+def test_a_run_that_ended_with_no_stop_is_a_warning_naming_the_start_that_found_it(
+    open_log: OpenLog, clock: FakeClock, tmp_path: Path, key: Ed25519PrivateKey, segment_max_entries: int
+) -> None:
+    """A run killed with -9 (or a power loss) writes no stop, and its last frames and window are
+    in no entry; verify said "OK: every entry ... verified" and the report showed nothing
+    (found by an auditor's trial). A segment begun inside a run carries on the run (10)."""
+    log = open_log(checkpoint_every_entries=5, segment_max_entries=segment_max_entries)
+    fill(log, clock, 3)  # killed: no stop
+    fill(log, clock, 2)  # the next start, then a clean stop
+    log.append("stop", {"reason": "shutdown", "uptime_ms": 120_000})
+    fill(log, clock, 1)  # the run still running when the auditor reads: not an unclean end
+    log.close()
+    result = check(tmp_path / "audit", key)
+    assert result.problems == []
+    (warning,) = [w for w in result.warnings if "no stop entry" in w]
+    assert warning.startswith("1 run(s) ended with no stop entry (killed, crashed or power lost)")
+    assert "in no entry" in warning
+    starts = [e for e in _entries(tmp_path / "audit") if e.kind == "start"]
+    assert f"entry {starts[1].index} (" in warning
+
+
+def _entries(audit: Path) -> list[Entry]:
+    segments = sorted(audit.glob("segment-*.jsonl"))
+    return [decode_entry(line) for p in segments for line in p.read_bytes().splitlines()]
