@@ -81,6 +81,9 @@ class VerifyResult:
     """The keys checkpoints were checked against: the given ones and those followed."""
     rejected: int = 0
     """Checkpoints whose note did not verify (a wrong --pubkey rejects them all)."""
+    other_logs: dict[str, int] = field(default_factory=dict)
+    """External checkpoints of other logs (origin: count), skipped: a site's recording holds
+    every device's."""
     stopped: bool = False
     """Reading stopped at an entry that broke the tree: entries after it were not read."""
 
@@ -89,10 +92,24 @@ class VerifyResult:
         return not self.problems
 
 
+ExternalNotes = tuple[str, bytes] | tuple[str, bytes, int]
+"""(source, notes) kept elsewhere; with a third item, the line of the source the notes are on
+(one message of a recording, a JSON line): then every note is named by that line."""
+
+
 def load_notes(
-    data: bytes, source: str, public_key: Sequence[Ed25519PublicKey], result: VerifyResult
+    data: bytes,
+    source: str,
+    public_key: Sequence[Ed25519PublicKey],
+    result: VerifyResult,
+    *,
+    on_line: int | None = None,
+    origin: str | None = None,
 ) -> list[Located]:
-    """Verify every note in a checkpoints file; a bad one is a problem, a cut-off tail a warning."""
+    """Verify every note in a checkpoints file; a bad one is a problem, a cut-off tail a warning.
+    ``on_line``: the notes are one line of ``source`` (a JSON line). ``origin``: this log's;
+    a note of another log (another device's, in a site's recording) is skipped and counted in
+    ``other_logs``, not taken for a forgery."""
     notes, tail = split_notes(data)
     first_line = data[: len(data) - len(tail)].count(b"\n") + 1
     if tail and not _cut_short(tail):
@@ -106,10 +123,15 @@ def load_notes(
         )
     out = []
     for line, note in notes:
+        where = f"{source} line {line if on_line is None else on_line}"
+        other = note.split(b"\n", 1)[0].decode("utf-8", errors="replace")
+        if origin is not None and other != origin:
+            result.other_logs[other] = result.other_logs.get(other, 0) + 1
+            continue
         try:
-            out.append(Located(open_checkpoint(note, public_key), f"{source} line {line}"))
+            out.append(Located(open_checkpoint(note, public_key), where))
         except NoteError as exc:
-            result.problems.append(f"{source} line {line}: checkpoint rejected: {exc}")
+            result.problems.append(f"{where}: checkpoint rejected: {exc}")
             result.rejected += 1
     return out
 
@@ -362,7 +384,7 @@ def unreadable(path: Path, what: str, exc: OSError) -> InputError:
 def verify_log(
     directory: str | Path,
     public_key: Ed25519PublicKey | Sequence[Ed25519PublicKey],
-    external: Iterable[tuple[str, bytes]] = (),
+    external: Iterable[ExternalNotes] = (),
     max_lifetime_ms: int | None = None,
     witnesses: Sequence[tuple[str, Ed25519PublicKey]] = (),
 ) -> VerifyResult:
@@ -389,13 +411,20 @@ def verify_log(
     rotations, bad_rotations = find_rotations(segments)
     result.problems += bad_rotations
     notes = [note for _, note in split_notes(data)[0]]
-    notes += [note for _, blob in external for _, note in split_notes(blob)[0]]
+    notes += [note for item in external for _, note in split_notes(item[1])[0]]
     keys, result.followed = follow_rotations(keys, notes, rotations)
     result.keys = keys
     if cp_data is not None:
         result.checkpoints = load_notes(data, CHECKPOINTS_FILE, keys, result)
-    for source, blob in external:
-        result.external += load_notes(blob, source, keys, result)
+    own = result.checkpoints[0].cp.origin if result.checkpoints else None
+    for item in external:
+        on_line = item[2] if len(item) == 3 else None
+        result.external += load_notes(item[1], item[0], keys, result, on_line=on_line, origin=own)
+    if result.other_logs:
+        named = ", ".join(f"{o} ({n})" for o, n in sorted(result.other_logs.items())[:5])
+        result.warnings.append(
+            f"{sum(result.other_logs.values())} external checkpoint(s) of other logs skipped: {named}"
+        )
     forged = {name for loc in result.external for name in _cosignatures(loc, witnesses, result)}
     _silent_witnesses([(n, k) for n, k in witnesses if n not in forged], result)
     result.segments = len(segments)

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from agent.audit.cosignature import described, parse_vkey, repeated
 from agent.audit.report import render_report
 from agent.audit.store import read_regular
-from agent.audit.verify import summary_lines, verify_log
+from agent.audit.verify import ExternalNotes, summary_lines, verify_log
 from agent.commands.arg_types import positive_int
 from agent.crypto import load_public_key
 from agent.errors import EXIT_OK, EXIT_REJECTED, InputError, PayloadError
@@ -77,8 +77,14 @@ _MAX_NESTING = 8
 JSON) > ``body`` > ``note``; anything deeper is not one."""
 
 
-def read_external(path: Path) -> tuple[str, bytes]:
-    """Checkpoint notes from a file: plain notes, or JSON objects carrying them under ``note``.
+NOTE_TOPICS = ("/audit/checkpoint", "/audit/cosignature")
+"""The topics whose messages carry checkpoint notes; a recording's other lines are skipped."""
+
+
+def read_external(path: Path) -> list[ExternalNotes]:
+    """Checkpoint notes from a file: plain notes, or JSON lines carrying them under ``note``
+    (a recording, ``mosquitto_sub -F %j``: lines of other topics are skipped), each named by
+    its line in the file.
 
     The file is the auditor's, but its content may come from anywhere (a broker's history):
     whatever it holds is refused as a PayloadError naming the file and line (exit 2), never a
@@ -88,13 +94,17 @@ def read_external(path: Path) -> tuple[str, bytes]:
     except OSError as exc:
         raise InputError(f"{path}: cannot read the checkpoints file: {exc.strerror or exc}") from exc
     if not data.lstrip().startswith(b"{"):
-        return str(path), data
-    notes = []
+        return [(str(path), data)]
+    notes: list[ExternalNotes] = []
     for n, line in enumerate(data.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            note = _find_note(json.loads(line))
+            message = json.loads(line)
+            topic = message.get("topic") if isinstance(message, dict) else None
+            if isinstance(topic, str) and not topic.endswith(NOTE_TOPICS):
+                continue  # stats, health, ... of the same recording
+            note = _find_note(message)
         except RecursionError:
             raise PayloadError(f"{path} line {n}: JSON nested too deeply to be a stored message") from None
         except (ValueError, UnicodeDecodeError) as exc:
@@ -102,13 +112,15 @@ def read_external(path: Path) -> tuple[str, bytes]:
         if note is None:
             raise PayloadError(f"{path} line {n}: no 'note' string in this JSON object")
         try:
-            notes.append(note.encode("utf-8"))
+            notes.append((str(path), note.encode("utf-8"), n))
         except UnicodeEncodeError as exc:
             raise PayloadError(
                 f"{path} line {n}: the note is not text (character {exc.start}: a lone surrogate "
                 "\\ud800-\\udfff, which UTF-8 cannot hold)"
             ) from None
-    return str(path), b"".join(notes)
+    if not notes:
+        raise PayloadError(f"{path}: no line carries a checkpoint (topics ending {', '.join(NOTE_TOPICS)})")
+    return notes
 
 
 def _find_note(obj: Any, depth: int = 0) -> str | None:
@@ -154,7 +166,7 @@ def parse_witnesses(vkeys: list[str]) -> list[tuple[str, Ed25519PublicKey]]:
 
 def verify_cmd(args: argparse.Namespace) -> int:
     keys = [load_public_key(p) for p in args.pubkey]
-    external = [read_external(p) for p in args.checkpoints]
+    external = [notes for p in args.checkpoints for notes in read_external(p)]
     witnesses = parse_witnesses(args.witness)
     result = verify_log(args.directory, keys, external, args.max_lifetime_ms, witnesses)
     for line in summary_lines(result):
@@ -164,7 +176,7 @@ def verify_cmd(args: argparse.Namespace) -> int:
 
 def report_cmd(args: argparse.Namespace) -> int:
     keys = [load_public_key(p) for p in args.pubkey]
-    external = [read_external(p) for p in args.checkpoints]
+    external = [notes for p in args.checkpoints for notes in read_external(p)]
     witnesses = parse_witnesses(args.witness)
     result = verify_log(args.directory, keys, external, args.max_lifetime_ms, witnesses)
     html = render_report(result, keys)

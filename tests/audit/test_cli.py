@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.audit import AuditConfig, AuditLog
 from agent.audit import report as report_module
+from agent.audit.note import sign_checkpoint
 from agent.cli import main
 from agent.clock import FakeClock
 from agent.crypto import public_jwk
@@ -101,6 +102,55 @@ def test_verify_reads_checkpoints_saved_by_mosquitto_sub_json_format(
     args = ["audit", "verify", str(exported / "audit"), "--pubkey", str(exported / "device.pub.jwk")]
     assert main([*args, "--checkpoints", str(ext)]) == 0
     assert "1 external" in capsys.readouterr().out
+
+
+def _recorded(topic: str, body: dict[str, object]) -> str:
+    """One line of ``mosquitto_sub -F %j``: the payload a string of JSON."""
+    return json.dumps({"topic": topic, "qos": 1, "retain": 0, "payload": json.dumps({"body": body})}) + "\n"
+
+
+def test_a_sites_whole_recording_gives_this_logs_checkpoints_and_skips_the_rest(
+    exported: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The recording docs/mqtt.md makes (``emotion-agent/#``) was refused at its first stats
+    line (exit 2), and once filtered, another device's checkpoint failed this genuine log
+    (exit 1). Found by an auditor's trial."""
+    own = "".join((exported / "audit/checkpoints.log").read_text().splitlines(keepends=True)[-5:])
+    theirs = sign_checkpoint("emotion-agent/lobby-3", 3, b"\x01" * 32, Ed25519PrivateKey.generate()).note
+    ext = exported / "site.jsonl"
+    ext.write_text(
+        _recorded("emotion-agent/lobby-1/stats", {"people": 6})
+        + _recorded("emotion-agent/lobby-1/audit/checkpoint", {"note": own})
+        + _recorded("emotion-agent/lobby-3/audit/checkpoint", {"note": theirs.decode()})
+        + _recorded("emotion-agent/lobby-1/health", {"camera": "up"})
+    )
+    args = ["audit", "verify", str(exported / "audit"), "--pubkey", str(exported / "device.pub.jwk")]
+    assert main([*args, "--checkpoints", str(ext)]) == 0
+    out = capsys.readouterr().out
+    assert "1 external" in out
+    assert "warning: 1 external checkpoint(s) of other logs skipped: emotion-agent/lobby-3 (1)" in out
+
+
+def test_a_bad_checkpoint_in_a_recording_is_named_by_its_line_in_the_file(
+    exported: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Notes were joined and counted by their own lines: line 4 of a file was "line 11"."""
+    notes = (exported / "audit/checkpoints.log").read_text().splitlines(keepends=True)
+    good, bad = "".join(notes[-5:]), notes[-10:-5]
+    bad[2] = ("B" if bad[2][0] == "A" else "A") + bad[2][1:]  # another root, the same signature
+    bad = "".join(bad)
+    ext = exported / "site.jsonl"
+    ext.write_text(
+        _recorded("emotion-agent/lobby-1/stats", {"people": 6})
+        + _recorded("emotion-agent/lobby-1/audit/checkpoint", {"note": good})
+        + _recorded("emotion-agent/lobby-1/stats", {"people": 5})
+        + _recorded("emotion-agent/lobby-1/audit/checkpoint", {"note": bad})
+    )
+    args = ["audit", "verify", str(exported / "audit"), "--pubkey", str(exported / "device.pub.jwk")]
+    assert main([*args, "--checkpoints", str(ext)]) == 1
+    fails = [line for line in capsys.readouterr().out.splitlines() if "checkpoint rejected" in line]
+    assert fails
+    assert fails[0].startswith(f"FAIL: {ext} line 4: checkpoint rejected"), fails
 
 
 def test_verify_of_a_missing_folder_is_a_clear_input_error(
