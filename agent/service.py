@@ -136,6 +136,8 @@ class Service:
     """A turn saw the stop and waited for a pace point (``_stop_at_pace``)."""
     _stream_t0: float | None = None
     _stream_now: float | None = None
+    _counting_from: float | None = None
+    """Window time at which the run began counting (``WindowAggregator.counting_from``)."""
     _stream_floor: float | None = None
     """A file's own time: when it started, where it is now, where the next source goes on
     (``_window_time``)."""
@@ -367,7 +369,8 @@ class Service:
             self._privacy_state = cast("dict[str, JSON]", self.privacy.state_payload())
             self.publisher.publish("privacy_mode", self._privacy_state, retain=True)
         self._connects = self._broker_connects()
-        self.aggregator.counting_from(self._window_time(None))
+        self._counting_from = self._window_time(None)
+        self.aggregator.counting_from(self._counting_from)
         self._apply_gate()
         freeze_long_lived()  # start-up's objects: walked by no later garbage-collector pass
         self.notifier.ready(f"analysing {self.feed.state.value}")
@@ -853,6 +856,8 @@ class Service:
                     carried=carried, spend_history=self._logged_spend, resume_at=resume_at,
                 )
             )
+            if self._counting_from is not None:  # its first window may still be the run's first
+                self.aggregator.counting_from(self._counting_from)
             if not plan.reopen_source:  # the next frame is decoded with the new zones
                 previous_route.hand_over(self.route)
             self._count_last_frames()  # the new windows start from the feed's figures as they are now

@@ -210,6 +210,27 @@ def test_the_first_window_of_a_run_that_began_inside_it_is_a_part(
     ]
 
 
+def test_a_reload_right_after_the_start_keeps_the_first_window_a_part(tmp_path: Path) -> None:
+    """A reload before any window opened built a new aggregator that did not know where the
+    run began: its first window was complete again (found by review)."""
+    path = write_config(tmp_path, "scripted.mp4", extra=NO_GATE)
+    service = Service(
+        load_config(path), path, FakeClock(start=1_800_000_003.0),
+        opener=lambda s, o, c: ScriptedSource(c, 110, False),
+        pipeline_factory=lambda _c: CountingPipeline(),  # type: ignore[arg-type,return-value]
+    )
+    service.start()
+    try:
+        path.write_text(path.read_text().replace("min_people: 2", "min_people: 3"))
+        assert service.reload()
+        for _ in range(200):
+            service.step()
+    finally:
+        service.close()
+    stats = [m["body"] for m in messages(tmp_path, "stats")]
+    assert (stats[0]["window_start"], stats[0]["complete"]) == (1_800_000_000, False)
+
+
 def test_reload_refuses_a_bad_config_and_keeps_the_old_one(tmp_path: Path) -> None:
     path = write_config(tmp_path, "scripted.mp4")
     cfg = load_config(path)

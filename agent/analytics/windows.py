@@ -192,6 +192,7 @@ class _Window:
 class _Carry:
     covers_from: int
     people: dict[TrackHandle, TrackView]
+    joined_late: bool = False
 
 
 class WindowAggregator:
@@ -332,9 +333,11 @@ class WindowAggregator:
     def _close(self, window: _Window, complete: bool, final: bool) -> WindowReport:
         people = window.people
         covers_from = window.start
+        joined_late = window.joined_late
         if self._carry is not None:
             people = {**self._carry.people, **window.people}
             covers_from = self._carry.covers_from
+            joined_late = joined_late or self._carry.joined_late
             self._carry = None
         cells, suppressed, spent = self._release(window, people)
         if suppressed is None and self._too_close_to_last(people):
@@ -343,14 +346,14 @@ class WindowAggregator:
         if suppressed in ("below_k", "differencing") and carry and not final and window.captured:
             # The label does not depend on whether anyone was seen (0 and 1 person look alike).
             if 0 < len(people) < MAX_CARRY:
-                self._carry = _Carry(covers_from, people)
+                self._carry = _Carry(covers_from, people, joined_late)
             suppressed = "merged"
         if suppressed is None:
             self._published = _voters(people)
         # What the next comparisons can still ask about: this window's tracks (many go on into
         # the next), what it carries on, and the last published voters.
         self._seen.keep(set(people) | set(self._published or ()))
-        complete = complete and not window.joined_late
+        complete = complete and not joined_late
         report = self._report(window, covers_from, complete, cells, suppressed, spent_micro=spent)
         logger.info(
             "window closed",

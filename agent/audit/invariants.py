@@ -47,8 +47,10 @@ class Invariants:
         self.dp_budget: dict[int, int] = {}
         """The lowest daily budget (micro-epsilon) in force at a spend on that day."""
         self.dp_over: set[int] = set()
-        self.running = False
-        """A start was read and no stop after it (the log's last run is still running)."""
+        self.running: bool | None = False
+        """A start was read and no stop after it (the log's last run is still running); None
+        while unknown (the first kept segment's head copies the last start, which may have
+        stopped since)."""
         self.unclean: list[tuple[int, int]] = []
         """(index, ts_ms) of each start that came while the run before it had written no stop:
         it was killed, crashed or lost power, and the frames it captured after its last
@@ -68,7 +70,9 @@ class Invariants:
         self.policy = segment["policy"]
         self.last_start = segment["start"]
         self.queued = segment.get("queued") or 0  # absent before it was recorded: 0, as then
-        self.running = self.last_start is not None  # a segment begins while a run appends
+        # A segment begins at a rotation inside a run, or at a start after a stop: its head
+        # copies the last start either way, so whether that run stopped is not known here.
+        self.running = None if self.last_start is not None else False
         if self.last_start is not None:
             self.device_ids.add(self.last_start["device_id"])
 

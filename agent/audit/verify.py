@@ -82,8 +82,8 @@ class VerifyResult:
     rejected: int = 0
     """Checkpoints whose note did not verify (a wrong --pubkey rejects them all)."""
     other_logs: dict[str, int] = field(default_factory=dict)
-    """External checkpoints of other logs (origin: count), skipped: a site's recording holds
-    every device's."""
+    """External checkpoints of other devices' logs (origin: count), skipped: a site's recording
+    holds every device's."""
     stopped: bool = False
     """Reading stopped at an entry that broke the tree: entries after it were not read."""
 
@@ -104,18 +104,19 @@ def load_notes(
     result: VerifyResult,
     *,
     on_line: int | None = None,
-    origin: str | None = None,
+    rejected: list[Rejected] | None = None,
 ) -> list[Located]:
     """Verify every note in a checkpoints file; a bad one is a problem, a cut-off tail a warning.
-    ``on_line``: the notes are one line of ``source`` (a JSON line). ``origin``: this log's;
-    a note of another log (another device's, in a site's recording) is skipped and counted in
-    ``other_logs``, not taken for a forgery."""
+    ``on_line``: the notes are one line of ``source`` (one message of a recording, which no
+    crash of the device cuts short). ``rejected``: a note that does not verify is put there
+    instead, for the caller to judge once it knows the log's device (another device's note in
+    a site's recording is not a forgery of this one's)."""
     notes, tail = split_notes(data)
-    first_line = data[: len(data) - len(tail)].count(b"\n") + 1
-    if tail and not _cut_short(tail):
+    first_line = data[: len(data) - len(tail)].count(b"\n") + 1 if on_line is None else on_line
+    if tail and (on_line is not None or not _cut_short(tail)):
         result.problems.append(
             f"{source} line {first_line}: a complete note that is not a valid checkpoint "
-            "(a crash can only cut the last note short)"
+            "(a crash can only cut the last note of a file short)"
         )
     elif tail.strip():
         result.warnings.append(
@@ -124,16 +125,45 @@ def load_notes(
     out = []
     for line, note in notes:
         where = f"{source} line {line if on_line is None else on_line}"
-        other = note.split(b"\n", 1)[0].decode("utf-8", errors="replace")
-        if origin is not None and other != origin:
-            result.other_logs[other] = result.other_logs.get(other, 0) + 1
-            continue
         try:
             out.append(Located(open_checkpoint(note, public_key), where))
         except NoteError as exc:
-            result.problems.append(f"{where}: checkpoint rejected: {exc}")
-            result.rejected += 1
+            origin = note.split(b"\n", 1)[0].decode("utf-8", errors="replace")
+            if rejected is not None:
+                rejected.append(Rejected(where, origin, str(exc)))
+            else:
+                result.problems.append(f"{where}: checkpoint rejected: {exc}")
+                result.rejected += 1
     return out
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """An external note that did not verify: where, the origin it names, and why."""
+
+    where: str
+    origin: str
+    why: str
+
+
+def _judge_rejected(rejected: list[Rejected], device_ids: set[str], result: VerifyResult) -> None:
+    """A note naming another device's log (a site's recording holds every device's) is skipped,
+    counted in a warning; one naming this device's log, or any when the log names no device,
+    is a problem. Only notes that failed are judged so: one the device key signs is this
+    device's whatever origin it names (the one-origin rule then decides)."""
+    own = set(_origins(device_ids))
+    others: dict[str, int] = {}
+    for r in rejected:
+        if own and r.origin not in own:
+            others[r.origin] = others.get(r.origin, 0) + 1
+            continue
+        result.problems.append(f"{r.where}: checkpoint rejected: {r.why}")
+        result.rejected += 1
+    if others:
+        result.other_logs = others
+        named = ", ".join(f"{o} ({n})" for o, n in sorted(others.items())[:5])
+        total = sum(others.values())
+        result.warnings.append(f"{total} external checkpoint(s) of other logs skipped: {named}")
 
 
 _NOTE_LINES = (r"[^\s+]+", r"0|[1-9][0-9]*", r"[A-Za-z0-9+/]{43}=", r"")
@@ -416,15 +446,10 @@ def verify_log(
     result.keys = keys
     if cp_data is not None:
         result.checkpoints = load_notes(data, CHECKPOINTS_FILE, keys, result)
-    own = result.checkpoints[0].cp.origin if result.checkpoints else None
+    rejected: list[Rejected] = []
     for item in external:
         on_line = item[2] if len(item) == 3 else None
-        result.external += load_notes(item[1], item[0], keys, result, on_line=on_line, origin=own)
-    if result.other_logs:
-        named = ", ".join(f"{o} ({n})" for o, n in sorted(result.other_logs.items())[:5])
-        result.warnings.append(
-            f"{sum(result.other_logs.values())} external checkpoint(s) of other logs skipped: {named}"
-        )
+        result.external += load_notes(item[1], item[0], keys, result, on_line=on_line, rejected=rejected)
     forged = {name for loc in result.external for name in _cosignatures(loc, witnesses, result)}
     _silent_witnesses([(n, k) for n, k in witnesses if n not in forged], result)
     result.segments = len(segments)
@@ -433,6 +458,7 @@ def verify_log(
     v = _Verifier(result, max_lifetime_ms)
     v.index_checkpoints()
     v.run(segments)
+    _judge_rejected(rejected, v.invariants.device_ids, result)
     result.size, result.root = v.tree.size, v.tree.root()
     _after(result, v)
     if cp_data is None:

@@ -268,6 +268,19 @@ def test_the_window_a_run_began_in_says_it_is_only_a_part(clock: FakeClock, open
     assert (second.window_start, second.complete) == (int(T0) + 60, True)
 
 
+def test_a_partial_first_window_merged_into_the_next_is_not_called_complete(clock: FakeClock) -> None:
+    """The carry dropped the flag: the merged report covered T0..T0+120 as complete, though
+    the run counted only from T0+50 (found by review)."""
+    agg = WindowAggregator(cfg(min_people=5, small_window="merge"), clock)
+    tracker = Tracker(TrackerConfig(forget_seconds=2), clock, rng=seeded(0))
+    agg.counting_from(T0 + 50)
+    run(agg, tracker, ["happy", "sad"], T0 + 50, 10)  # 2 people: below k, carried on
+    run(agg, tracker, ["happy", "happy", "sad", "neutral", "neutral"], T0 + 60, 10)
+    _, merged = agg.poll(T0 + 120)
+    assert merged.covers_from == int(T0)
+    assert not merged.complete
+
+
 def test_a_run_that_began_on_a_windows_start_calls_it_whole(clock: FakeClock) -> None:
     agg = WindowAggregator(cfg(), clock)
     agg.counting_from(T0)

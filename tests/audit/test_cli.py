@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.audit import AuditConfig, AuditLog
 from agent.audit import report as report_module
-from agent.audit.note import sign_checkpoint
+from agent.audit.note import sign_checkpoint, split_notes
 from agent.cli import main
 from agent.clock import FakeClock
 from agent.crypto import public_jwk
@@ -364,3 +364,70 @@ def test_a_lifetime_bound_that_is_not_positive_is_exit_2(
         main([*args, "--max-lifetime-ms", value])
     assert info.value.code == 2
     assert "argument --max-lifetime-ms: expected a whole number of at least 1" in capsys.readouterr().err
+
+
+def _make_log(root: Path, key: Ed25519PrivateKey, origin: str, minutes: int) -> Path:
+    clock = FakeClock(start=1_800_000_000.0)
+    cfg = AuditConfig(checkpoint_every_entries=5, segment_max_entries=10)
+    log = AuditLog.open(root, key, origin, clock, cfg, retention_days=365)
+    fill(log, clock, minutes)
+    log.append("stop", {"reason": "shutdown", "uptime_ms": 60_000 * minutes})
+    log.close()
+    return root
+
+
+def test_a_log_rewritten_under_the_devices_other_origin_cannot_have_its_checkpoints_skipped(
+    tmp_path: Path, key: Ed25519PrivateKey, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Skipping "other logs" by the origin of the log's own first checkpoint let a key holder
+    re-sign a shortened log under the legacy origin (``<id>/audit``, also the device's): every
+    genuine published checkpoint was then skipped and the rewrite verified (found by review).
+    A note the device key signs is the device's, whatever origin it names."""
+    genuine = _make_log(tmp_path / "genuine", key, "emotion-agent/lobby-1", 6)
+    notes = [n.decode() for _, n in split_notes((genuine / "checkpoints.log").read_bytes())[0]]
+    recording = tmp_path / "site.jsonl"
+    topic = "emotion-agent/lobby-1/audit/checkpoint"
+    recording.write_text("".join(_recorded(topic, {"note": n}) for n in notes))
+    forged = _make_log(tmp_path / "forged", key, "emotion-agent/lobby-1/audit", 2)
+    (tmp_path / "pub.jwk").write_text(json.dumps(public_jwk(key.public_key())))
+    args = ["audit", "verify", str(forged), "--pubkey", str(tmp_path / "pub.jwk")]
+    assert main([*args, "--checkpoints", str(recording)]) == 1
+    out = capsys.readouterr().out
+    assert "other logs skipped" not in out
+    assert "a log has one origin" in out
+
+
+def test_another_devices_checkpoint_is_skipped_before_this_log_has_a_checkpoint(
+    open_log: OpenLog, clock: FakeClock, tmp_path: Path, key: Ed25519PrivateKey,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A run killed before its first checkpoint: the other device's note was checked against
+    this device's key and failed the log (found by review)."""
+    log = open_log(checkpoint_every_entries=50)
+    fill(log, clock, 2)
+    del log  # killed: nothing signed yet
+    theirs = sign_checkpoint("emotion-agent/lobby-3", 3, b"\x01" * 32, Ed25519PrivateKey.generate()).note
+    recording = tmp_path / "site.jsonl"
+    recording.write_text(_recorded("emotion-agent/lobby-3/audit/checkpoint", {"note": theirs.decode()}))
+    (tmp_path / "pub.jwk").write_text(json.dumps(public_jwk(key.public_key())))
+    args = ["audit", "verify", str(tmp_path / "audit"), "--pubkey", str(tmp_path / "pub.jwk")]
+    assert main([*args, "--checkpoints", str(recording)]) == 0
+    out = capsys.readouterr().out
+    assert "1 external checkpoint(s) of other logs skipped: emotion-agent/lobby-3 (1)" in out
+
+
+def test_a_garbage_note_in_a_recording_is_named_by_its_line_in_the_file(
+    exported: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by review: "line 1" for a note on line 3."""
+    own = "".join((exported / "audit/checkpoints.log").read_text().splitlines(keepends=True)[-5:])
+    recording = exported / "site.jsonl"
+    recording.write_text(
+        _recorded("emotion-agent/lobby-1/stats", {"people": 6})
+        + _recorded("emotion-agent/lobby-1/audit/checkpoint", {"note": own})
+        + _recorded("emotion-agent/lobby-1/audit/checkpoint", {"note": "emotion-agent/lobby-1\n7\nno hash\n"})
+    )
+    args = ["audit", "verify", str(exported / "audit"), "--pubkey", str(exported / "device.pub.jwk")]
+    assert main([*args, "--checkpoints", str(recording)]) == 1
+    out = capsys.readouterr().out
+    assert f"FAIL: {recording} line 3: " in out

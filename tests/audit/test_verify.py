@@ -540,3 +540,24 @@ def test_a_run_that_ended_with_no_stop_is_a_warning_naming_the_start_that_found_
 def _entries(audit: Path) -> list[Entry]:
     segments = sorted(audit.glob("segment-*.jsonl"))
     return [decode_entry(line) for p in segments for line in p.read_bytes().splitlines()]
+
+
+def test_a_clean_stop_before_a_purged_segment_is_not_called_unclean(
+    open_log: OpenLog, clock: FakeClock, tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    """The first kept segment, begun at a restart, copies the last start in its head whether or
+    not that run stopped: it was taken for a run still going, and the next start for a kill
+    (found by review)."""
+    log = open_log(retention_days=365, checkpoint_every_entries=5, segment_max_entries=1000)
+    fill(log, clock, 3)
+    log.append("stop", {"reason": "shutdown", "uptime_ms": 180_000})
+    log.close()
+    clock.advance(366 * 86_400)
+    log = open_log(retention_days=365, checkpoint_every_entries=5, segment_max_entries=1000)
+    fill(log, clock, 2)  # the next run, in the segment the open began
+    assert log.purge() is not None  # the first run's segment is past retention
+    log.append("stop", {"reason": "shutdown", "uptime_ms": 120_000})
+    log.close()
+    result = check(tmp_path / "audit", key)
+    assert result.problems == []
+    assert not [w for w in result.warnings if "no stop entry" in w], result.warnings
