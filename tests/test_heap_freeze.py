@@ -13,15 +13,13 @@ import pytest
 
 from agent import heap_freeze
 from agent.camera.base import SourceOptions
-from agent.clock import FakeClock, SystemClock
+from agent.clock import SystemClock
 from agent.commands.analyze import Analysis
-from agent.config import load_config
 from agent.frame import Pixels
-from agent.service import Service
 from agent.vision.observation import FaceObservation
 from agent.vision.settings import VisionConfig
 from tests.test_analyze import RecordingPipeline, write_clip
-from tests.test_service import NO_GATE, CountingPipeline, ScriptedSource, write_config
+from tests.test_service import scripted_service
 
 
 class Node:
@@ -67,12 +65,7 @@ def test_what_an_earlier_freeze_kept_and_is_now_garbage_is_freed(unfrozen: None)
 
 
 def test_the_service_freezes_its_start_up_before_it_says_it_is_ready(tmp_path: Path, unfrozen: None) -> None:
-    path = write_config(tmp_path, "scripted.mp4", extra=NO_GATE)
-    service = Service(
-        load_config(path), path, FakeClock(start=1_800_000_000.0),
-        opener=lambda s, o, c: ScriptedSource(c, 10, False),
-        pipeline_factory=lambda _c: CountingPipeline(),  # type: ignore[arg-type,return-value]
-    )
+    service, _ = scripted_service(tmp_path, 10)
     frozen_at_ready: list[int] = []
     service.notifier.ready = lambda status="": frozen_at_ready.append(gc.get_freeze_count())  # type: ignore[method-assign]
     service.start()
@@ -105,12 +98,7 @@ def test_analyze_freezes_its_start_up_before_the_first_frame(
 
 
 def test_a_reload_frees_what_it_replaced_and_freezes_what_it_built(tmp_path: Path, unfrozen: None) -> None:
-    path = write_config(tmp_path, "scripted.mp4", extra=NO_GATE)
-    service = Service(
-        load_config(path), path, FakeClock(start=1_800_000_000.0),
-        opener=lambda s, o, c: ScriptedSource(c, 10, False),
-        pipeline_factory=lambda _c: CountingPipeline(),  # type: ignore[arg-type,return-value]
-    )
+    service, path = scripted_service(tmp_path, 10)
     service.start()
     try:
         old = Node()

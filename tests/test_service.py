@@ -152,6 +152,17 @@ class ScriptedSource:
         self.closed = True
 
 
+def scripted_service(tmp: Path, frames: int, start: float = 1_800_000_000.0) -> tuple[Service, Path]:
+    """A service over ``frames`` scripted frames (no gate), its clock at ``start``; and its config."""
+    path = write_config(tmp, "scripted.mp4", extra=NO_GATE)
+    service = Service(
+        load_config(path), path, FakeClock(start=start),
+        opener=lambda s, o, c: ScriptedSource(c, frames, False),
+        pipeline_factory=lambda _c: CountingPipeline(),  # type: ignore[arg-type,return-value]
+    )
+    return service, path
+
+
 def test_a_camera_that_dies_is_reopened_and_the_service_goes_on(tmp_path: Path) -> None:
     clock = FakeClock(start=1_800_000_000.0)
     scripts: Iterator[tuple[int, bool]] = iter([(20, True), (30, False)])
@@ -183,11 +194,7 @@ def test_a_camera_that_dies_is_reopened_and_the_service_goes_on(tmp_path: Path) 
 def test_the_privacy_message_names_why_in_the_documented_words_while_capturing_too(tmp_path: Path) -> None:
     """An open camera was announced as ``"reason": null``; docs/mqtt.md and a consumer's switch
     (Node-RED, an automation) expect ``"active"`` (found by an integrator's trial)."""
-    cfg = load_config(write_config(tmp_path, "scripted.mp4", extra=NO_GATE))
-    service = Service(
-        cfg, clock=FakeClock(start=1_800_000_000.0), opener=lambda s, o, c: ScriptedSource(c, 10, False),
-        pipeline_factory=lambda _c: CountingPipeline(),  # type: ignore[arg-type,return-value]
-    )
+    service, _ = scripted_service(tmp_path, 10)
     assert service.run() == 0
     assert [m["body"] for m in messages(tmp_path, "privacy")] == [{"capturing": True, "reason": "active"}]
 
@@ -198,11 +205,7 @@ def test_the_first_window_of_a_run_that_began_inside_it_is_a_part(
 ) -> None:
     """A run started 3 s into a 10 s window published it as complete (found by an integrator's
     trial: a restart's 7 s replaced, under the same ``window_start``, the stopped run's part)."""
-    cfg = load_config(write_config(tmp_path, "scripted.mp4", extra=NO_GATE))
-    service = Service(
-        cfg, clock=FakeClock(start=start), opener=lambda s, o, c: ScriptedSource(c, 110, False),
-        pipeline_factory=lambda _c: CountingPipeline(),  # type: ignore[arg-type,return-value]
-    )
+    service, _ = scripted_service(tmp_path, 110, start)
     assert service.run() == 0
     stats = [m["body"] for m in messages(tmp_path, "stats")]
     assert [(b["window_start"], b["complete"]) for b in stats[:2]] == [
@@ -213,12 +216,7 @@ def test_the_first_window_of_a_run_that_began_inside_it_is_a_part(
 def test_a_reload_right_after_the_start_keeps_the_first_window_a_part(tmp_path: Path) -> None:
     """A reload before any window opened built a new aggregator that did not know where the
     run began: its first window was complete again (found by review)."""
-    path = write_config(tmp_path, "scripted.mp4", extra=NO_GATE)
-    service = Service(
-        load_config(path), path, FakeClock(start=1_800_000_003.0),
-        opener=lambda s, o, c: ScriptedSource(c, 110, False),
-        pipeline_factory=lambda _c: CountingPipeline(),  # type: ignore[arg-type,return-value]
-    )
+    service, path = scripted_service(tmp_path, 110, 1_800_000_003.0)
     service.start()
     try:
         path.write_text(path.read_text().replace("min_people: 2", "min_people: 3"))
