@@ -226,7 +226,8 @@ class WindowAggregator:
         self._resume_at = resume_at
         self._since: float | None = None
         self._published: dict[TrackHandle, TrackView] | None = None
-        """Voters of the last window that published a breakdown (the differencing rule)."""
+        """People counted (voters and abstainers) in the last window that published a breakdown
+        (the differencing rule)."""
         self._seen = CoObserved()
         """Which tracks were seen in one frame together: the fewest people they can be."""
 
@@ -333,11 +334,11 @@ class WindowAggregator:
     def _close(self, window: _Window, complete: bool, final: bool) -> WindowReport:
         people = window.people
         covers_from = window.start
-        joined_late = window.joined_late
+        carried_late = False
         if self._carry is not None:
             people = {**self._carry.people, **window.people}
             covers_from = self._carry.covers_from
-            joined_late = joined_late or self._carry.joined_late
+            carried_late = self._carry.joined_late
             self._carry = None
         cells, suppressed, spent = self._release(window, people)
         if suppressed is None and self._too_close_to_last(people):
@@ -346,10 +347,13 @@ class WindowAggregator:
         if suppressed in ("below_k", "differencing") and carry and not final and window.captured:
             # The label does not depend on whether anyone was seen (0 and 1 person look alike).
             if 0 < len(people) < MAX_CARRY:
-                self._carry = _Carry(covers_from, people, joined_late)
+                self._carry = _Carry(covers_from, people, window.joined_late or carried_late)
             suppressed = "merged"
+        # Only a published union says it began in a partial window: a carry exists only when
+        # someone was seen, so a suppressed window that said so would tell (found by review).
+        joined_late = window.joined_late or (carried_late and suppressed is None)
         if suppressed is None:
-            self._published = _voters(people)
+            self._published = _counted(people)
         # What the next comparisons can still ask about: this window's tracks (many go on into
         # the next), what it carries on, and the last published voters.
         self._seen.keep(set(people) | set(self._published or ()))
@@ -368,11 +372,14 @@ class WindowAggregator:
         return report
 
     def _too_close_to_last(self, people: dict[TrackHandle, TrackView]) -> bool:
-        """The differencing rule: between 1 and k-1 people (at least) joined or left the voters
-        since the last published window, so comparing the two would single them out."""
+        """The differencing rule: between 1 and k-1 people (at least) joined or left the people
+        published since the last published window, so comparing the two would single them out.
+        Those who abstained count as well as the voters: ``people`` and ``abstained`` are
+        published too (one person who arrived with a turned face showed as people 6, turned 1
+        against 5 and 0; found by review)."""
         if self.differencing == "off" or self._published is None:
             return False
-        now, last = _voters(people), self._published
+        now, last = _counted(people), self._published
         joined = [v for h, v in now.items() if h not in last]
         left = [v for h, v in last.items() if h not in now]
         together = self._seen.together
@@ -453,6 +460,11 @@ class WindowAggregator:
             frames_discarded=window.discarded,
             frames_queued=self._queued,
         )
+
+
+def _counted(people: dict[TrackHandle, TrackView]) -> dict[TrackHandle, TrackView]:
+    """The tracks a published window counts: its voters and those who abstained."""
+    return {h: v for h, v in people.items() if v.counts}
 
 
 def _voters(people: dict[TrackHandle, TrackView]) -> dict[TrackHandle, TrackView]:

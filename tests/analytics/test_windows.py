@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -279,6 +280,44 @@ def test_a_partial_first_window_merged_into_the_next_is_not_called_complete(cloc
     _, merged = agg.poll(T0 + 120)
     assert merged.covers_from == int(T0)
     assert not merged.complete
+
+
+def _scene(agg: WindowAggregator, tracker: Tracker, labels_at: Callable[[float], list[str | None]],
+           start: float, seconds: float) -> None:
+    """Frames at 5 fps, each with the faces ``labels_at(t)`` and one frame from the camera."""
+    for i in range(int(seconds * 5)):
+        t = start + i / 5
+        agg.add_frame(t, people_frames(tracker, labels_at(t), t), FrameCounters(captured=1, analysed=1))
+
+
+@pytest.mark.parametrize("someone", [False, True])
+def test_suppressed_windows_after_a_partial_one_say_complete_whoever_was_in_it(
+    clock: FakeClock, someone: bool
+) -> None:
+    """The carry kept the partial flag, and a carry exists only if someone was seen: every
+    suppressed window after it said complete: false when one person had been in the run's
+    first seconds, true when nobody had, with DP on too (found by a privacy review)."""
+    agg = WindowAggregator(cfg(window_seconds=10, min_people=5, small_window="merge"), clock)
+    tracker = Tracker(TrackerConfig(forget_seconds=2), clock, rng=seeded(0))
+    agg.counting_from(T0 + 3)
+    _scene(agg, tracker, lambda t: ["happy"] if someone and t < T0 + 6 else [], T0 + 3, 37)
+    reports = agg.poll(T0 + 40)
+    assert [r.suppressed is not None for r in reports] == [True] * 4
+    assert [r.complete for r in reports] == [False, True, True, True]
+
+
+def test_one_person_who_abstains_is_a_difference_the_rule_withholds(clock: FakeClock) -> None:
+    """The rule compared voters only, but people and abstained are published: five voters,
+    then the same five and one turned face, were both published (people 5 then 6, abstained 0
+    then 1; found by a privacy review)."""
+    agg = WindowAggregator(cfg(window_seconds=10, min_people=5), clock)
+    tracker = Tracker(TrackerConfig(forget_seconds=2), clock, rng=seeded(0))
+    five: list[str | None] = ["happy", "happy", "neutral", "neutral", "sad"]
+    _scene(agg, tracker, lambda t: five + ([None] if T0 + 10.5 <= t < T0 + 19 else []), T0, 30)
+    first, second, third = agg.poll(T0 + 30)
+    assert (first.suppressed, first.people) == (None, 5)
+    assert second.suppressed == "differencing"
+    assert third.suppressed is None
 
 
 def test_a_run_that_began_on_a_windows_start_calls_it_whole(clock: FakeClock) -> None:
