@@ -86,7 +86,8 @@ class TrackerConfig(Section):
         gt=0,
         le=86_400,
         title="Seconds still after which a face that had moved stops counting",
-        description="Such a face counts toward neither k nor the votes; health names its grid cell.",
+        description="Such a face counts toward neither k nor the votes; health names its grid cell "
+        "once it has been still 10 minutes.",
     )
     grid: int = Field(
         4,

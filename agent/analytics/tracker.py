@@ -47,6 +47,11 @@ LOG_FLOOR = math.log(FLOOR_P)
 """log(p) is clipped here, so one frame with p = 0 cannot veto a label forever."""
 SCORE_STEPS = 100
 """Detection scores are kept as a histogram of hundredths: an exact median, constant memory."""
+REPORTED_STILL_S = 600.0
+"""How long a face must stay still before health names its cell (``static_faces``). A poster or
+a screen stays put for hours; after ``static_seconds`` (10 s) a person who sat still was named,
+which told that someone had been there, and where, in an hour whose windows were all suppressed
+(found by a privacy review). The face stops counting after ``static_seconds`` all the same."""
 
 
 class IdSource(Protocol):
@@ -212,15 +217,17 @@ class Tracker:
         return [views[duplicate_of.get(j, j)] for j in range(len(observations))]
 
     def static_cells(self) -> list[str]:
-        """Grid cells (``A1`` top left) of live faces that have stayed still for ``static_seconds``.
+        """Grid cells (``A1`` top left) of live faces that have stayed still for
+        ``REPORTED_STILL_S`` (or ``static_seconds``, if longer).
 
         For the installer: a privacy zone drawn there stops a poster or a screen being analysed.
         """
         s = self.settings
+        still = max(s.static_seconds, REPORTED_STILL_S)
         cells = {
             grid_cell(tr.motion.cx, tr.motion.cy, s.grid)
             for tr in self._tracks.values()
-            if tr.is_static(s.static_seconds)
+            if tr.is_static(still)
         }
         return sorted(cells)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from agent.analytics.settings import TrackerConfig
-from agent.analytics.tracker import Tracker, TrackHandle, iou_matrix
+from agent.analytics.tracker import REPORTED_STILL_S, Tracker, TrackHandle, iou_matrix
 from agent.clock import FakeClock
 
 from .faces import face, seeded
@@ -161,3 +161,21 @@ def test_frames_further_apart_than_forget_seconds_never_make_a_person(clock: Fak
     tracker = make(clock, forget_seconds=10.0, min_frames=1)
     views = [tracker.update([face(x=0.1 + 0.02 * i)], i * 10.0)[0] for i in range(30)]
     assert views[-1].counts
+
+
+@pytest.mark.parametrize(("still_for", "named"), [(20.0, False), (REPORTED_STILL_S + 30.0, True)])
+def test_health_names_the_cell_of_a_face_still_for_minutes_not_seconds(
+    clock: FakeClock, still_for: float, named: bool
+) -> None:
+    """A person who sat still for 20 s was named in the hour's health (cell C3) though every
+    window of that hour was suppressed (found by a privacy review); a poster is still for hours."""
+    tracker = make(clock)
+    t = 0.0
+    for i in range(10):  # moves once: it counted, then holds still
+        t = i * 0.2
+        tracker.update([face(x=0.5 + 0.02 * i, y=0.55, w=0.05)], t)
+    end = t + still_for
+    while t < end:
+        t += 1.0
+        tracker.update([face(x=0.68, y=0.55, w=0.05)], t)
+    assert tracker.static_cells() == (["C3"] if named else [])
