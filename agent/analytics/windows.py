@@ -355,7 +355,7 @@ class WindowAggregator:
         if suppressed is None:
             self._published = _counted(people)
         # What the next comparisons can still ask about: this window's tracks (many go on into
-        # the next), what it carries on, and the last published voters.
+        # the next), what it carries on, and the people of the last published window.
         self._seen.keep(set(people) | set(self._published or ()))
         complete = complete and not joined_late
         report = self._report(window, covers_from, complete, cells, suppressed, spent_micro=spent)
