@@ -610,7 +610,12 @@ class Service:
                 self.aggregator.add_frame(t, (), counters)
 
     def _window_time(self, carried: Carried | None) -> float:
-        """Wall clock for cameras; for files, the clip's own time from the moment it started."""
+        """Wall clock for cameras; for files, the clip's own time from the moment it started,
+        and while the gate keeps the clip closed (privacy mode, outside the schedule) the wall
+        clock once it is later: the clip's time stood still meanwhile, so the windows of the
+        pause were never opened, never published, and the clip went on after them (a trial saw
+        window 180-190 missing). A camera's pause publishes them as quiet windows; so does a
+        clip's now."""
         if self.feed.live:
             return self.clock.time()
         if carried is not None:
@@ -618,7 +623,11 @@ class Service:
                 start = max(self.clock.time(), self._stream_floor or 0.0)
                 self._stream_t0 = start - carried.elapsed
             self._stream_now = self._stream_t0 + carried.elapsed
-        return self._stream_now if self._stream_now is not None else self.clock.time()
+        if self._stream_now is None:
+            return self.clock.time()
+        if not self.gate.capturing:
+            return max(self._stream_now, self.clock.time())
+        return self._stream_now
 
     # --- windows, alerts, health -----------------------------------------------------------------
 

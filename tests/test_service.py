@@ -632,9 +632,9 @@ def test_a_clip_reopened_after_privacy_mode_does_not_take_its_windows_back_in_ti
         for _ in range(120):  # 24 s of clip
             service.step()
         service.privacy.set("signal", True)
-        for _ in range(5):
+        for _ in range(30):  # the loop wakes at least once a window, as it waits for the next end
             service.step()
-            clock.advance(30)  # 150 s with capture closed
+            clock.advance(5)  # 150 s with capture closed
         service.privacy.set("signal", False)
         for _ in range(120):
             service.step()
@@ -648,3 +648,7 @@ def test_a_clip_reopened_after_privacy_mode_does_not_take_its_windows_back_in_ti
     assert max(f["analysed"] for f in frames) <= 50, [(f["window_start_ms"], f["analysed"]) for f in frames]
     assert starts[-1] >= 150, f"the frames after the reopening were timed before it: {starts}"
     assert verify_all(tmp_path) == []
+    windows = [m["body"]["window_start"] - 1_800_000_000 for m in messages(tmp_path, "stats")]
+    assert windows == list(range(0, windows[-1] + 10, 10)), (
+        f"the windows of the pause were never published: {windows}"
+    )
