@@ -85,11 +85,6 @@ Together = Mapping[TrackHandle, AbstractSet[TrackHandle]]
 
 MAX_EXACT = 64
 """Tracks above which ``largest_group`` settles for a greedy group (still a lower bound)."""
-MAX_STEPS = 20_000
-"""Search steps after which ``largest_group`` keeps the largest group found so far (a lower
-bound too). Real scenes close in a few hundred; a graph built to have the most maximal groups
-(3^(n/3), Moon and Moser) took 19 s at 45 tracks and would take hours at 64, inside the frame
-loop (found by a privacy review). About 20 ms at most on the bench VM."""
 
 
 class CoObserved:
@@ -122,21 +117,18 @@ class CoObserved:
 def largest_group(handles: AbstractSet[TrackHandle], together: Together) -> int:
     """The most of ``handles`` that were all seen together pairwise: that many are certainly
     different people, and one person adds at most one track to such a group (a maximum clique,
-    Bron-Kerbosch with pivoting, from a greedy group; greedy above ``MAX_EXACT`` tracks, and
-    the largest found after ``MAX_STEPS`` steps: never more than the true largest)."""
+    Bron-Kerbosch with pivoting; greedy above ``MAX_EXACT`` tracks)."""
     adj = {h: set(together.get(h, ())) & handles for h in handles}
     if len(adj) > MAX_EXACT:
         return _greedy_group(adj)
-    best = _greedy_group(adj)
-    steps = 0
+    best = 0
 
     def expand(size: int, candidates: set[TrackHandle], excluded: set[TrackHandle]) -> None:
-        nonlocal best, steps
-        steps += 1
+        nonlocal best
         if not candidates and not excluded:
             best = max(best, size)
             return
-        if size + len(candidates) <= best or steps > MAX_STEPS:
+        if size + len(candidates) <= best:
             return
         pivot = max(candidates | excluded, key=lambda h: len(adj[h] & candidates))
         for h in list(candidates - adj[pivot]):
