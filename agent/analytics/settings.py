@@ -362,7 +362,7 @@ class AnalyticsConfig(Section):
     )
     differencing: Literal["withhold", "merge", "off"] = Field(
         "withhold",
-        title="What a window whose voters differ from the last published one by fewer than k does",
+        title="What a window whose people differ from the last published one's by fewer than k does",
         description="withhold: publish no breakdown (suppressed: differencing); merge: carry its "
         "people into the next window; off: publish (only sensible with dp on, which turns it off).",
     )

@@ -352,6 +352,12 @@ class WindowAggregator:
         # Only a published union says it began in a partial window: a carry exists only when
         # someone was seen, so a suppressed window that said so would tell (found by review).
         joined_late = window.joined_late or (carried_late and suppressed is None)
+        if self.epsilon is not None:
+            # With noise on, nothing published may be an exact function of who was there: a
+            # union's span (covers_from, and complete) would say whether the suppressed window
+            # before it had anyone, whatever the noise (found by review). Its counts still hold
+            # the carried people, noised.
+            covers_from, joined_late = window.start, window.joined_late
         if suppressed is None:
             self._published = _counted(people)
         # What the next comparisons can still ask about: this window's tracks (many go on into
