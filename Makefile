@@ -65,11 +65,13 @@ test: setup media lint ha-venv
 fuzz: setup
 	EMOTION_AGENT_FUZZ_EXAMPLES=20000 $(VENV)/bin/pytest -q -p no:cacheprovider tests/test_fuzz_inputs.py
 
-# Issue 2's figures on the built-in clip, then float/int8 x ungated/gated on the demo clip.
+# Issue 2's figures on the built-in clip, then float/int8 x ungated/gated on the demo clip, then
+# how long counting people takes (docs/analytics.md).
 bench: setup media
 	$(VENV)/bin/emotion-agent --log-level WARNING bench
 	@test -f samples/lobby.mp4 || $(PY) tools/make_sample.py --out samples/lobby.mp4
 	$(VENV)/bin/emotion-agent bench --compare samples/lobby.mp4
+	$(PY) tools/bench_people_count.py
 
 # Issue 17's receiver figures: 3 replicas on PostgreSQL via mosquitto $$share and a 3-node NATS
 # JetStream cluster, 1,000 and 10,000 simulated devices (not part of `make test`; a few minutes).
