@@ -254,15 +254,18 @@ def _count(value: Any, low: int, high: int) -> int:
     return int(value)
 
 
-def _real(value: Any, low: float, high: float, *, below_high: bool = False, what: str = "") -> float:
-    """A finite JSON number from ``low`` to ``high`` (``below_high``: strictly below it); a
-    string such as "NaN", which ``float()`` would take, is refused. ``what``: the key, for a
+def _real(
+    value: Any, low: float, high: float, *, below_high: bool = False, above_low: bool = False, what: str = ""
+) -> float:
+    """A finite JSON number from ``low`` to ``high`` (``below_high``, ``above_low``: strictly);
+    a string such as "NaN", which ``float()`` would take, is refused. ``what``: the key, for a
     field that holds several."""
     found = f"{what} is {_shown(value)}".lstrip()
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise TypeError(f"{found}, not a finite number")
-    if not low <= value <= high or (below_high and value == high):
-        allowed = f"at least {low} and below {high}" if below_high else f"from {low} to {high}"
+    if not low <= value <= high or (below_high and value == high) or (above_low and value == low):
+        lower = f"above {low}" if above_low else f"at least {low}"
+        allowed = f"{lower} and below {high}" if below_high else f"from {low} to {high}"
         raise ValueError(f"{found}, not {allowed}")
     return float(value)
 
@@ -394,7 +397,10 @@ def model_spec(models_dir: Path, name: str, *, verify: bool = True, precision: s
         "anchors": lambda: _anchors(entry),
         "decode": lambda: _mapping(decode),
         "decode.score_clip": lambda: _real(decode.get("score_clip", 100.0), 1.0, MAX_SCORE_CLIP),
-        "decode.min_score": lambda: _real(decode.get("min_score", 0.5), 0.0, 1.0),
+        # a score of 0 or 1 is a logit of -inf or +inf (``logit_threshold``), as the config refuses
+        "decode.min_score": lambda: _real(
+            decode.get("min_score", 0.5), 0.0, 1.0, above_low=True, below_high=True
+        ),
         "decode.nms": lambda: _real(
             _mapping(decode.get("nms", {})).get("min_suppression_threshold", 0.3), 0.0, 1.0, below_high=True
         ),
