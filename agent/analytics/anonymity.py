@@ -23,6 +23,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from agent.analytics.dp import NoiseSource
+from agent.analytics.max_clique import clique_number
 from agent.analytics.tracker import TrackHandle, TrackView
 from agent.emotions import EMOTIONS
 
@@ -83,6 +84,7 @@ def cell_of(view: TrackView) -> str:
 Together = Mapping[TrackHandle, AbstractSet[TrackHandle]]
 """For each track, the tracks seen in the same frame as it at least once (``CoObserved``)."""
 
+
 class CoObserved:
     """Which tracks were ever seen in one frame together: such tracks are different people (one
     box per face per frame), while two never seen together may be one person.
@@ -112,72 +114,13 @@ class CoObserved:
 
 def largest_group(handles: AbstractSet[TrackHandle], together: Together) -> int:
     """The most of ``handles`` that were all seen together pairwise: that many are certainly
-    different people, and one person adds at most one track to such a group.
-
-    It is a maximum clique, found exactly whatever the number of tracks: a count cut short (a
-    greedy group, a step budget) depends on the order it explores tracks, so one person could
-    change it by more than 1 and the differential-privacy noise, calibrated to 1, would no
-    longer cover them (found by review). Branch and bound with a greedy colouring as the bound
-    (Tomita's MCQ, on bitsets as in San Segundo's BBMC): tracks seen together over time are
-    close to an interval graph, which colouring bounds exactly, so the search stops at its first
-    group; Bron-Kerbosch listed every maximal group instead, 19 s for a built graph of 45 tracks
-    (docs/analytics.md)."""
-    order = sorted(handles, key=lambda h: len(together.get(h, ())), reverse=True)
-    index = {h: i for i, h in enumerate(order)}
-    nbr = [sum(1 << index[o] for o in together.get(h, ()) if o in index) for h in order]
-    return _clique_number(nbr, (1 << len(order)) - 1)
-
-
-@dataclass(slots=True)
-class _Branch:
-    """One level of the search: the group so far, the tracks that may join it, and those left
-    to try, by ascending colour (``bounds``: each one's colour number)."""
-
-    size: int
-    candidates: int
-    verts: list[int]
-    bounds: list[int]
-
-
-def _clique_number(nbr: list[int], everyone: int) -> int:
-    """Size of a maximum clique of the graph given as neighbour bitsets (an explicit stack, so a
-    large group cannot reach Python's recursion limit)."""
-    best = 0
-    stack = [_Branch(0, everyone, *_colour(everyone, nbr))]
-    while stack:
-        top = stack[-1]
-        if not top.verts or top.size + top.bounds[-1] <= best:
-            stack.pop()
-            continue
-        v = top.verts.pop()
-        top.bounds.pop()
-        joining = top.candidates & nbr[v]
-        top.candidates &= ~(1 << v)
-        if joining:
-            stack.append(_Branch(top.size + 1, joining, *_colour(joining, nbr)))
-        elif top.size + 1 > best:
-            best = top.size + 1
-    return best
-
-
-def _colour(cand: int, nbr: list[int]) -> tuple[list[int], list[int]]:
-    """Greedy colouring of ``cand``: its vertices by ascending colour, and each one's colour
-    number, which bounds the clique among it and the vertices before it."""
-    verts: list[int] = []
-    bounds: list[int] = []
-    colour = 0
-    left = cand
-    while left:
-        colour += 1
-        free = left
-        while free:
-            low = free & -free
-            v = low.bit_length() - 1
-            verts.append(v)
-            bounds.append(colour)
-            left &= ~low
-            free &= ~low & ~nbr[v]
-    return verts, bounds
+    different people, and one person adds at most one track to such a group (a maximum clique,
+    found exactly whatever the number of tracks: ``max_clique``)."""
+    asked = set(handles)
+    graph = {h: asked.intersection(together.get(h, ())) for h in asked}
+    for h, others in graph.items():
+        others.discard(h)  # never from ``CoObserved``; a loop would never end the search
+    return clique_number(graph)
 
 
 def fewest_people(views: Iterable[TrackView], together: Together) -> int:
