@@ -5,8 +5,8 @@ one person could change it by more than 1, where the differential-privacy noise 
 search must be exact (docs/analytics.md, "How long counting takes"). The graphs are large and
 sparse (thousands of short tracks when the tracker's table churns, each seen with at most a
 few hundred others), so the search runs as PMC does for such graphs (Rossi et al., 2015): core
-numbers in a degeneracy order, a greedy clique as the first bound, and then, for each vertex,
-a branch and bound over only its later neighbours whose core can still beat the bound. Inside
+numbers in a degeneracy order, a greedy clique as the first bound, only the vertices whose core
+can beat it, and then, for each of them, a branch and bound over its later neighbours. Inside
 a neighbourhood the bound is a greedy colouring (Tomita's MCQ, on bitsets as in San Segundo's
 BBMC).
 """
@@ -42,14 +42,14 @@ def clique_number(graph: Graph[V]) -> int:
     if len(kept) <= WHOLE_GRAPH:
         return _search(nbr, (1 << len(kept)) - 1, best)
     # Every clique has an earliest vertex in ``order`` (the highest bit i of it here); its other
-    # members are that vertex's neighbours of lower bits, of which it has at most its core.
+    # members are that vertex's later neighbours (lower bits), of which it has at most its core.
     for i, v in enumerate(kept):
         if core[v] + 1 <= best:
             break
-        earlier = nbr[i] & ((1 << i) - 1)
-        if earlier.bit_count() + 1 <= best:
+        later = nbr[i] & ((1 << i) - 1)
+        if later.bit_count() + 1 <= best:
             continue
-        best = 1 + _search(nbr, earlier, best - 1)
+        best = 1 + _search(nbr, later, best - 1)
     return best
 
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 import itertools
 import random
 
+import pytest
+
+from agent.analytics import max_clique
 from agent.analytics.max_clique import WHOLE_GRAPH, _bitsets, _search, clique_number
 
 from .faces import seeded
@@ -37,6 +40,17 @@ def one_search(graph: dict[int, set[int]]) -> int:
 def test_small_graphs_match_brute_force() -> None:
     rng = seeded(1)
     for _ in range(400):
+        graph = random_graph(rng.randint(0, 11), rng.random(), rng)
+        assert clique_number(graph) == brute_force(graph)
+
+
+@pytest.mark.parametrize("whole", [0, 1, 3])
+def test_the_search_per_vertex_matches_brute_force(monkeypatch: pytest.MonkeyPatch, whole: int) -> None:
+    """The path for large graphs (greedy bound, cores, one search per vertex), forced on small
+    ones by lowering WHOLE_GRAPH, against brute force."""
+    monkeypatch.setattr(max_clique, "WHOLE_GRAPH", whole)
+    rng = seeded(4)
+    for _ in range(300):
         graph = random_graph(rng.randint(0, 11), rng.random(), rng)
         assert clique_number(graph) == brute_force(graph)
 
