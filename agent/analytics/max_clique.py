@@ -1,4 +1,4 @@
-"""The size of a largest clique, exactly, on the graphs a window's tracks make (pure integers).
+"""The size of a largest clique, exactly, on the graphs a window's tracks make (pure logic, no I/O).
 
 A count cut short (a greedy group, a step budget) depends on the order it explores vertices, so
 one person could change it by more than 1, where the differential-privacy noise assumes 1: the

@@ -265,7 +265,8 @@ def _real(
         raise TypeError(f"{found}, not a finite number")
     if not low <= value <= high or (below_high and value == high) or (above_low and value == low):
         lower = f"above {low}" if above_low else f"at least {low}"
-        allowed = f"{lower} and below {high}" if below_high else f"from {low} to {high}"
+        upper = f"below {high}" if below_high else f"at most {high}"
+        allowed = f"{lower} and {upper}" if below_high or above_low else f"from {low} to {high}"
         raise ValueError(f"{found}, not {allowed}")
     return float(value)
 
