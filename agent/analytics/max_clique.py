@@ -82,15 +82,19 @@ def degeneracy(graph: Graph[V]) -> tuple[dict[V, int], list[V]]:
 
 def _greedy_bound(graph: Graph[V], core: dict[V, int], order: list[V]) -> int:
     """The largest of the cliques grown greedily (highest core first) from the last
-    ``GREEDY_SEEDS`` vertices of ``order``: a clique, so a valid first bound, nothing more."""
-    best = 1
-    for v in order[-GREEDY_SEEDS:]:
+    ``GREEDY_SEEDS`` vertices of ``order``, the densest first: a clique, so a valid first bound.
+    One of the highest core + 1 cannot be beaten, so the seeds stop there (a crowd of 1,200
+    seen in one frame took 64 quadratic walks for nothing)."""
+    best, most = 1, core[order[-1]] + 1
+    for v in reversed(order[-GREEDY_SEEDS:]):
         size, joining = 1, set(graph[v])
         while joining:
             u = max(joining, key=core.__getitem__)
             joining &= graph[u]
             size += 1
         best = max(best, size)
+        if best == most:
+            break
     return best
 
 
