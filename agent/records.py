@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 from agent import __version__
-from agent.analytics.windows import FrameCounters, WindowReport
+from agent.analytics.windows import NO_LOAD, FrameCounters, StageLoad, WindowReport
 from agent.audit.imagescan import StateScan
 from agent.camera.feed import FeedCounters
 from agent.config import AgentConfig
@@ -78,11 +79,14 @@ def frame_counters(
     refused: int,
     lifetimes_ms: Sequence[float],
     failed: int = 0,
+    load: StageLoad = NO_LOAD,
 ) -> FrameCounters:
     """The frames since the feed's previous snapshot, each counted where its fate happened:
     dropped by the queue, the rate gate or (``refused``) the CPU budget; discarded as the
     camera closed, or (``failed``) zeroed when their analysis raised; ``queued`` is what waits
-    right now (not a delta)."""
+    right now (not a delta). ``load``: the vision stage's, to which the queue's and the
+    budget's drops are added here (``StageLoad.overloaded``)."""
+    overloaded = (now.dropped - last.dropped) + refused
     return FrameCounters(
         captured=now.captured - last.captured,
         analysed=analysed,
@@ -90,6 +94,7 @@ def frame_counters(
         lifetimes_ms=lifetimes_ms,
         discarded=now.discarded - last.discarded + failed,
         queued=now.queued,
+        load=replace(load, overloaded=overloaded),
     )
 
 

@@ -27,7 +27,7 @@ from agent import state_dir
 from agent.analytics.alerts import AlertEvent, AlertState
 from agent.analytics.dp import MICRO, BudgetAccountant, DaySpend
 from agent.analytics.health import HealthMeter, HealthPeriods
-from agent.analytics.windows import WindowReport
+from agent.analytics.windows import StageLoad, WindowReport
 from agent.audit import AuditLog
 from agent.audit.cosigned import CosignatureInbox
 from agent.audit.dpspend import logged_spend
@@ -204,7 +204,7 @@ class Service:
             undo.callback(self.pipeline.close)
             self.recorder = LifetimeRecorder(self.clock)
             self.health = HealthMeter(self.clock)
-            self.health_periods = HealthPeriods(cfg.analytics.health_period_seconds, self.health)
+            self.health_periods = HealthPeriods(cfg.analytics.health_period_seconds)
             self.privacy = self._restore_privacy(cfg)
             self.signals = ServiceSignals(SignalToggle(self.privacy))
             self.flag_poller = self._flag_poller(cfg)
@@ -225,6 +225,7 @@ class Service:
                     cfg, self.clock, self.pipeline, self.recorder, spend_history=self._logged_spend
                 )
             )
+            self._last_stage = self.stage.counters  # as the last frame left them (``_stage_load``)
             self.gate = CaptureGate(
                 self.feed, self.privacy, self.clock, schedule_of(cfg), self._budget_gate(self._accountant)
             )
@@ -577,20 +578,34 @@ class Service:
         now = self.feed.counters
         last, self._last_counters = self._last_counters, now
         rejected = not carried.admitted
-        counters = frame_counters(
-            now, last, analysed=int(carried.admitted), refused=int(rejected),
-            lifetimes_ms=self.recorder.drain().samples_ms,
-        )
+        lifetimes_ms = self.recorder.drain().samples_ms
         self._camera_health(self.feed.state.value)
         self.health.dropped((now.dropped - last.dropped) + rejected)  # not the fps limit's skips
         if rejected:  # over the CPU budget: zeroed unseen, counted, the tracker left alone
+            counters = frame_counters(
+                now, last, analysed=0, refused=1, lifetimes_ms=lifetimes_ms, load=self._stage_load()
+            )
             self.aggregator.add_frame(t, (), counters)
             return
         took = self.clock.monotonic() - started
         self._analyses.append(took)
         self.health.frame(took * 1000.0)
-        self.aggregator.add_frame(t, self.tracker.update(carried.faces, t), counters)
-        self.health_periods.observe_static(self.tracker.static_cells())
+        views = self.tracker.update(carried.faces, t)
+        load = self._stage_load(took * 1000.0, frozenset(self.tracker.static_cells()))
+        counters = frame_counters(now, last, analysed=1, refused=0, lifetimes_ms=lifetimes_ms, load=load)
+        self.aggregator.add_frame(t, views, counters)
+
+    def _stage_load(self, vision_ms: float = 0.0, static: frozenset[str] = frozenset()) -> StageLoad:
+        """The vision stage's counters since the last frame, counted into the frame's window."""
+        now, last = self.stage.counters, self._last_stage
+        self._last_stage = now
+        return StageLoad(
+            vision_ms=vision_ms,
+            detector_skipped=now.detector_skipped - last.detector_skipped,
+            emotion_reused=now.emotion_reused - last.emotion_reused,
+            budget_dropped=now.budget_dropped - last.budget_dropped,
+            static_cells=static,
+        )
 
     def _count_last_frames(self, failed: int = 0, lifetimes_ms: Sequence[float] = ()) -> None:
         """The camera's frames since the last one analysed, before a window closes (at its end,
@@ -660,7 +675,8 @@ class Service:
         body["held_messages"] = self.publisher.held
         body["audit_held"] = self.audit.held
         body["storage_error"] = (self.publisher.error or self.audit.write_error or "")[:200] or None
-        self.publisher.publish("health", self.health_periods.publishable(body, self._window_time(None)))
+        held = self.health_periods.publishable(body, self._window_time(None), report)
+        self.publisher.publish("health", held)
 
     def _publish_alerts(self, events: Sequence[AlertEvent]) -> None:
         """Each transition on ``alert``, and the rule's new state retained on ``alert/<rule>``."""
@@ -891,7 +907,7 @@ class Service:
         their start values while the audit log recorded the new ones)."""
         period = new.analytics.health_period_seconds
         if period != self.health_periods.period_s:  # held figures start empty: never early
-            self.health_periods = HealthPeriods(period, self.health)
+            self.health_periods = self.health_periods.retuned(period)
         self.feed.max_backoff = new.camera.reconnect_max_seconds
         self.retention.retune(new.retention)
         self.audit.retention_days = new.retention.audit_days

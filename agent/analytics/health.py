@@ -7,9 +7,10 @@ do not expose one report None. Nothing here touches a file until ``figures()`` i
 
 Inference time, frame rate, drops, the gating counters, the CPU temperature and the places of
 static faces all grow with the number of faces in view; published after every window they
-would tell what a suppressed window hides. ``HealthPeriods`` therefore publishes them once per
-period (default an hour), as totals and means over the period before, and the same values in
-every health message until the next period ends.
+would tell what a suppressed window hides, and summed over an hour they still told one person
+in an hour of suppressed windows. ``HealthPeriods`` therefore publishes them once per period
+(default an hour), from the windows that published their own frame figures only, and the same
+values in every health message until the next period ends.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING
 from agent.clock import Clock
 
 if TYPE_CHECKING:
+    from agent.analytics.windows import WindowReport
     from agent.crypto.canonical import JSON
 
 logger = logging.getLogger(__name__)
@@ -87,14 +89,10 @@ class HealthMeter:
         self._frames: deque[tuple[float, float]] = deque(maxlen=max_samples)
         self.drops = 0
         self.camera_state = "starting"
-        self.frames_total = 0
-        self.inference_ms_total = 0.0
 
     def frame(self, inference_ms: float) -> None:
         """Record one analysed frame and how long its inference took."""
         self._frames.append((self.clock.monotonic(), inference_ms))
-        self.frames_total += 1
-        self.inference_ms_total += inference_ms
 
     def dropped(self, count: int = 1) -> None:
         self.drops += count
@@ -133,54 +131,90 @@ FACE_DEPENDENT: tuple[str, ...] = (
 )
 """Health keys whose value varies with the number of faces: published per period only."""
 
+COUNTERS: tuple[str, ...] = ("drops", "detector_skipped", "emotion_reused", "budget_dropped")
+"""The ``FACE_DEPENDENT`` keys that are totals since start (over the windows that count)."""
+
 
 class HealthPeriods:
-    """Holds the face-dependent health figures to one value per period (aligned to the clock).
+    """Holds the face-dependent health figures to one value per period (aligned to the clock),
+    taken only from windows that published their frame figures (``WindowReport.shows_frames``).
 
-    ``publishable(live, now)`` returns the live body with every ``FACE_DEPENDENT`` key replaced
-    by its figure for the last completed period (None until one has completed), plus
-    ``period_end``. Frame rate and inference time are means over the period; counters are
-    totals at its end; ``static_faces`` lists the grid cells where a face was static during it.
+    ``publishable(live, now, window)`` returns the live body with every ``FACE_DEPENDENT`` key
+    replaced by its figure for the last completed period (None until one has completed), plus
+    ``period_end``. A period's figures are over the windows that closed in it and showed their
+    frames: frame rate and inference time are means over those windows' frames, the temperature
+    is the one read as the last of them closed, ``static_faces`` the grid cells where a face
+    stood still in them, and the counters are totals since start over such windows. A period in
+    which no window showed its frames (all suppressed, or noise on) publishes None for the means,
+    the temperature and the cells, and the counters unchanged: nothing then varies with who was
+    there, as the suppressed windows' own bodies do not.
     """
 
-    def __init__(self, period_s: float, meter: HealthMeter) -> None:
+    def __init__(self, period_s: float, totals: Mapping[str, int] | None = None) -> None:
+        """``totals``: the counters of the periods this one replaces (a reload), so they keep
+        counting since start."""
         self.period_s = period_s
-        self.meter = meter
         self._period: int | None = None
-        self._since = 0.0
-        self._frames = 0
-        self._ms = 0.0
-        self._static: set[str] = set()
+        self._totals = {k: 0 for k in COUNTERS} | dict(totals or {})
+        self._windows = self._frames = 0
+        self._seconds = self._ms = 0.0
+        self._static: frozenset[str] = frozenset()
+        self._temperature: JSON = None
         self._held: dict[str, JSON] = dict.fromkeys(FACE_DEPENDENT)
         self._held_end: int | None = None
 
-    def observe_static(self, cells: Iterable[str]) -> None:
-        self._static.update(cells)
+    def retuned(self, period_s: float) -> HealthPeriods:
+        """A holder with another period that goes on from this one's totals; its held figures
+        start empty (never early)."""
+        return HealthPeriods(period_s, self._totals)
 
-    def publishable(self, live: Mapping[str, JSON], now: float) -> dict[str, JSON]:
-        self._roll(live, now)
+    def publishable(
+        self, live: Mapping[str, JSON], now: float, window: WindowReport | None = None
+    ) -> dict[str, JSON]:
+        """``window``: the report this health message follows, whose load counts in the period
+        ``now`` falls in if it showed its frame figures."""
+        self._roll(now)
+        if window is not None and window.shows_frames:
+            self._count(window, live.get("cpu_temp_mc"))
         out = {k: v for k, v in live.items() if k not in FACE_DEPENDENT}
         out.update(self._held)
         out["period_end"] = self._held_end
         return out
 
-    def _roll(self, live: Mapping[str, JSON], now: float) -> None:
+    def _count(self, window: WindowReport, temperature: JSON) -> None:
+        load = window.load
+        self._windows += 1
+        self._frames += window.frames_analysed
+        self._seconds += window.window_end - window.window_start
+        self._ms += load.vision_ms
+        self._static |= load.static_cells
+        self._temperature = temperature
+        self._totals["drops"] += load.overloaded
+        self._totals["detector_skipped"] += load.detector_skipped
+        self._totals["emotion_reused"] += load.emotion_reused
+        self._totals["budget_dropped"] += load.budget_dropped
+
+    def _roll(self, now: float) -> None:
         period = math.floor(now / self.period_s)
-        m = self.meter
         if self._period is None or period < self._period:  # first call, or the clock went back
-            self._restart(period, now)
+            self._period = period
+            self._start_period()
             return
         if period == self._period:
             return
-        frames, span = m.frames_total - self._frames, max(now - self._since, 1e-9)
-        held: dict[str, JSON] = {k: live.get(k) for k in FACE_DEPENDENT}
-        held["fps_milli"] = round(1000 * frames / span)
-        held["inference_ms"] = round((m.inference_ms_total - self._ms) / frames) if frames else 0
-        held["static_faces"] = sorted(self._static)
+        held: dict[str, JSON] = dict.fromkeys(FACE_DEPENDENT)
+        held.update(self._totals)
+        if self._windows:
+            held["fps_milli"] = round(1000 * self._frames / self._seconds) if self._seconds > 0 else 0
+            held["inference_ms"] = round(self._ms / self._frames) if self._frames else 0
+            held["cpu_temp_mc"] = self._temperature
+            held["static_faces"] = sorted(self._static)
         self._held, self._held_end = held, int(period * self.period_s)
-        self._restart(period, now)
+        self._period = period
+        self._start_period()
 
-    def _restart(self, period: int, now: float) -> None:
-        self._period, self._since = period, now
-        self._frames, self._ms = self.meter.frames_total, self.meter.inference_ms_total
-        self._static = set()
+    def _start_period(self) -> None:
+        self._windows = self._frames = 0
+        self._seconds = self._ms = 0.0
+        self._static = frozenset()
+        self._temperature = None

@@ -372,7 +372,8 @@ class AnalyticsConfig(Section):
         le=7 * 86_400,
         title="Period over which health figures that vary with the number of faces are aggregated",
         description="inference time, fps, drops, gating counters, temperature and static-face cells "
-        "are published once per period, for the period before (docs/analytics.md).",
+        "are published once per period, for the period before, from the windows that published "
+        "their frame figures only (docs/analytics.md).",
     )
     tracker: TrackerConfig = Field(
         default_factory=TrackerConfig, title="Face tracking",

@@ -7,7 +7,9 @@ be (``agent.analytics.anonymity.tally``). When the window closes it becomes a
 ``WindowReport``: k-anonymity (suppress, or merge into the next window), optional discrete
 Laplace noise under a daily budget, the differencing rule, shares in per-mille and circumplex
 means × 1000. Frame counts and lifetimes grow with the number of faces (inference per face), so
-a suppressed window publishes none of them: the local audit log keeps them.
+a suppressed window publishes none of them: the local audit log keeps them. The vision stage's
+own load (``StageLoad``) is counted per window the same way, for the health topic, which
+publishes it only from windows that published their frame figures (``HealthPeriods``).
 """
 
 from __future__ import annotations
@@ -43,6 +45,37 @@ MAX_CARRY = 100_000
 
 
 @dataclass(frozen=True, slots=True)
+class StageLoad:
+    """What the vision stage spent on the frames counted. Every figure grows with the faces in
+    view, so it is counted into the window its frames fell in and published (by the health
+    topic, ``agent.analytics.health.HealthPeriods``) only from windows that publish their frame
+    figures: from an hour's totals, one person in a suppressed window showed (found by review)."""
+
+    vision_ms: float = 0.0
+    """Wall time of the vision stage, over the analysed frames."""
+    overloaded: int = 0
+    """Frames dropped by the full queue or over the CPU budget (not the rate limit's skips)."""
+    detector_skipped: int = 0
+    emotion_reused: int = 0
+    budget_dropped: int = 0
+    static_cells: frozenset[str] = frozenset()
+    """Grid cells where a face stood still (``Tracker.static_cells``)."""
+
+    def plus(self, other: StageLoad) -> StageLoad:
+        return StageLoad(
+            vision_ms=self.vision_ms + other.vision_ms,
+            overloaded=self.overloaded + other.overloaded,
+            detector_skipped=self.detector_skipped + other.detector_skipped,
+            emotion_reused=self.emotion_reused + other.emotion_reused,
+            budget_dropped=self.budget_dropped + other.budget_dropped,
+            static_cells=self.static_cells | other.static_cells,
+        )
+
+
+NO_LOAD = StageLoad()
+
+
+@dataclass(frozen=True, slots=True)
 class FrameCounters:
     """Frame figures since the previous ``add_frame`` call (deltas, not totals)."""
 
@@ -55,6 +88,7 @@ class FrameCounters:
     """Zeroed unseen because capture stopped (left queued at a close, or read after it)."""
     queued: int | None = None
     """Frames captured and still waiting when these figures were taken (None: not measured)."""
+    load: StageLoad = NO_LOAD
 
 
 class LifetimeHistogram:
@@ -122,10 +156,18 @@ class WindowReport:
     closed_by: str | None = None
     """``reload``: a config reload that changed what is counted closed it early; the window then
     ends at the reload and the next one starts there, with the new settings."""
+    load: StageLoad = NO_LOAD
+    """The vision stage's load over this window's frames: never in ``to_body`` (health's)."""
 
     @property
     def breakdown(self) -> bool:
         return self.suppressed is None
+
+    @property
+    def shows_frames(self) -> bool:
+        """Whether ``to_body`` publishes the frame figures: only with the breakdown, and never
+        with noise on (exact, they would tell neighbouring crowds apart)."""
+        return self.suppressed is None and not self.noise
 
     def to_body(self) -> dict[str, int | str | bool | dict[str, int] | None]:
         """Plain JSON object for the ``stats`` topic; integers only, no ids, no boxes.
@@ -135,7 +177,7 @@ class WindowReport:
         With noise on, no window carries frame figures: exact, they would tell neighbouring
         crowds apart whatever the noise on the cells (the audit log keeps them)."""
         shown = self.suppressed is None
-        figures = shown and not self.noise
+        figures = self.shows_frames
         return {
             "window_start": self.window_start,
             "window_end": self.window_end,
@@ -180,6 +222,7 @@ class _Window:
     dropped: int = 0
     discarded: int = 0
     lifetimes: LifetimeHistogram = field(default_factory=LifetimeHistogram)
+    load: StageLoad = NO_LOAD
     joined_late: bool = False
     """The run began counting after the window's start: its figures are only a part of it."""
 
@@ -275,6 +318,7 @@ class WindowAggregator:
             self._queued = counters.queued
         for ms in counters.lifetimes_ms:
             window.lifetimes.add(ms)
+        window.load = window.load.plus(counters.load)
 
     def poll(self, now: float | None = None) -> list[WindowReport]:
         """Close the window if its end has passed; keep a window open so quiet minutes report too."""
@@ -465,6 +509,7 @@ class WindowAggregator:
             epsilon_spent_micro=spent_micro,
             frames_discarded=window.discarded,
             frames_queued=self._queued,
+            load=window.load,
         )
 
 

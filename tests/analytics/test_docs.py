@@ -31,6 +31,8 @@ def test_example_body_is_consistent_with_the_code() -> None:
     # Written to the local audit log only: the queue's state at a window's close follows how long
     # inference took, which grows with the number of faces, so it is never published.
     local = {"frames_discarded", "frames_queued", "epsilon_spent_micro"}
+    health = {"load"}  # summed by the health topic, over windows that show their frames
+    local |= health
     assert set(body) == (fields - flat - local) | {"frames", "lifetime_ms"}
 
 
