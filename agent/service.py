@@ -141,6 +141,8 @@ class Service:
     _stream_floor: float | None = None
     """A file's own time: when it started, where it is now, where the next source goes on
     (``_window_time``)."""
+    _memory_of: int | None = None
+    """The window whose frames the vision stage last saw (``_window_memory``)."""
 
     def __init__(
         self,
@@ -568,6 +570,7 @@ class Service:
 
     def _process(self, frame: Frame) -> None:
         """One frame along the route (zeroed when it returns), then into the windows."""
+        self._window_memory(frame)
         started = self.clock.monotonic()
         try:
             carried = self.route.carry(frame)
@@ -591,9 +594,25 @@ class Service:
         self._analyses.append(took)
         self.health.frame(took * 1000.0)
         views = self.tracker.update(carried.faces, t)
-        load = self._stage_load(took * 1000.0, frozenset(self.tracker.static_cells()))
+        load = self._stage_load(took * 1000.0, frozenset(self.tracker.static_cells(seen_at=t)))
         counters = frame_counters(now, last, analysed=1, refused=0, lifetimes_ms=lifetimes_ms, load=load)
         self.aggregator.add_frame(t, views, counters)
+
+    def _window_memory(self, frame: Frame) -> None:
+        """The first frame of a window meets a vision stage with no memory of the window before
+        (``VisionStage.new_window``): the change gate's reference and whether it held faces, the
+        emotion readings and the budget's cost would otherwise carry how many faces that window
+        had into this one's figures (found by review: whether a suppressed window's last frame
+        had a person decided whether the next window's first frame was skipped). A clip's frame
+        time is known before its analysis; a camera's is the clock's, and ``step`` closes a due
+        window before it takes a frame that would end after it."""
+        t = self._window_time(None)
+        if not self.feed.live and self._stream_t0 is not None and frame.source_time is not None:
+            t = self._stream_t0 + frame.source_time
+        start = self.aggregator.window_start(t)
+        if self._memory_of is not None and start != self._memory_of:
+            self.stage.new_window()
+        self._memory_of = start
 
     def _stage_load(self, vision_ms: float = 0.0, static: frozenset[str] = frozenset()) -> StageLoad:
         """The vision stage's counters since the last frame, counted into the frame's window."""

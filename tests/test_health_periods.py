@@ -10,7 +10,7 @@ Here a live camera (frames on its own schedule) runs for three health periods of
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -36,6 +36,26 @@ class Walking(SlowerWithFaces):
         phase = (self.clock.time() - T0) % 8.0
         step = 0.05 * (phase if phase < 4.0 else 8.0 - phase) / 4.0
         return [face(x=0.02 + 0.16 * i + step, y=0.4) for i in range(len(faces))]
+
+
+class Arriving(Walking):
+    """One face walks alone for the first 30 s (its windows suppressed), then six (published)."""
+
+    def analyze(self, pixels: Any, schedule: Any = None, frame: int = 0, *, lores: object = None
+                ) -> list[FaceObservation]:
+        self.faces = 1 if self.clock.time() < T0 + 30 else 6
+        return super().analyze(pixels, schedule, frame, lores=lores)
+
+
+class Logged(Walking):
+    """Logs the time of every analysis, beside the stage's ``new_window`` calls."""
+
+    log: ClassVar[list[tuple[str, float]]] = []
+
+    def analyze(self, pixels: Any, schedule: Any = None, frame: int = 0, *, lores: object = None
+                ) -> list[FaceObservation]:
+        self.log.append(("analyze", self.clock.time() - T0))
+        return super().analyze(pixels, schedule, frame, lores=lores)
 
 
 def health(tmp_path: Path, faces: int, per_face: float, analytics: str = "") -> list[dict[str, Any]]:
@@ -89,3 +109,44 @@ def test_with_noise_on_no_period_publishes_figures_that_vary_with_the_faces(tmp_
     for b in ended:
         assert (b["fps_milli"], b["inference_ms"], b["static_faces"], b["cpu_temp_mc"]) == (None,) * 4, b
         assert (b["drops"], b["detector_skipped"], b["emotion_reused"], b["budget_dropped"]) == (0,) * 4, b
+
+
+def test_a_period_takes_the_published_windows_of_a_mixed_period_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(test_publish_timing, "SlowerWithFaces", Arriving)
+    bodies = health(tmp_path, 1, KEEPS_UP_S)
+    stats = {s["window_start"] - T0: s for s in (m["body"] for m in messages(tmp_path, "stats"))}
+    assert [stats[w]["suppressed"] for w in (0, 10, 20, 30, 40)] == ["below_k"] * 3 + [None] * 2, stats
+    first = next(b for b in bodies if b["period_end"] == T0 + 60)
+    # windows 30-40 and 40-50 (six faces, 5 ms each): over every frame of the period it was 15
+    assert first["inference_ms"] == 30, first
+    assert first["drops"] == stats[30]["frames"]["dropped"] + stats[40]["frames"]["dropped"], first
+    assert first["fps_milli"] == round(
+        1000 * (stats[30]["frames"]["analysed"] + stats[40]["frames"]["analysed"]) / 20), first
+
+
+def test_each_windows_first_frame_meets_a_vision_stage_that_forgot_the_window_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The change gate's reference (and whether it held faces), the emotion readings and the
+    budget's cost carried how many faces a window had into the next one's figures."""
+    monkeypatch.setattr(test_publish_timing, "SlowerWithFaces", Logged)
+    log = Logged.log = []
+
+    def watch(service: Any) -> None:
+        forget = service.stage.new_window
+
+        def logged() -> None:
+            log.append(("new_window", service.clock.time() - T0))
+            forget()
+
+        service.stage.new_window = logged
+
+    live_run(tmp_path, 2, 35.13, on_start=watch)
+    resets = [i for i, (what, _) in enumerate(log) if what == "new_window"]
+    assert len(resets) == 3, log  # windows 10, 20 and 30 s
+    for i, boundary in zip(resets, (10, 20, 30), strict=True):
+        around = log[i - 1 : i + 2]
+        assert [what for what, _ in around] == ["analyze", "new_window", "analyze"], around
+        assert around[0][1] < boundary <= around[2][1], around

@@ -216,9 +216,12 @@ class Tracker:
             views[j] = track.view(self.settings)
         return [views[duplicate_of.get(j, j)] for j in range(len(observations))]
 
-    def static_cells(self) -> list[str]:
+    def static_cells(self, seen_at: float | None = None) -> list[str]:
         """Grid cells (``A1`` top left) of live faces that have stayed still for
-        ``REPORTED_STILL_S`` (or ``static_seconds``, if longer).
+        ``REPORTED_STILL_S`` (or ``static_seconds``, if longer); with ``seen_at``, only of
+        those seen at that time (in the frame just given to ``update``): a track outlives its
+        face by ``forget_seconds``, and would name the cell of a face already gone in the
+        figures of the next window (found by review).
 
         For the installer: a privacy zone drawn there stops a poster or a screen being analysed.
         """
@@ -227,7 +230,7 @@ class Tracker:
         cells = {
             grid_cell(tr.motion.cx, tr.motion.cy, s.grid)
             for tr in self._tracks.values()
-            if tr.is_static(still)
+            if tr.is_static(still) and (seen_at is None or tr.last_seen >= seen_at)
         }
         return sorted(cells)
 

@@ -116,9 +116,10 @@ def _leaves(cfg: AgentConfig) -> str:
                      "when the daily budget is spent, no breakdown is sent until 00:00 UTC.")
     else:
         lines.append("- Differential privacy (random noise on counts) is off.")
-    shown = ("never sent, since exact figures would undo the random noise" if a.dp.enabled else
+    shown = ("never sent, since exact figures would undo the random noise (the totals stay at 0)"
+             if a.dp.enabled else
              "taken only from the periods whose statistics were sent (never from those withheld "
-             "for having too few people), and are empty when there were none")
+             "for having too few people): with none, the totals stay as they were and the rest is empty")
     lines.append("- With each period, device health: camera state, uptime, frames captured, delivery "
                  "backlog. Figures that change with the number of faces (processing time, frame rate, "
                  "dropped frames, gating counters, temperature, where still faces are) are sent only "

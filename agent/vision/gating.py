@@ -216,6 +216,11 @@ class FrameBudget:
         self.admitted += 1
         return True
 
+    def restart(self) -> None:
+        """Forget the cost learnt so far (the counts stay): the next frame is admitted."""
+        self.cost = None
+        self._last_admit = -math.inf
+
     def spent(self, cpu_seconds: float) -> None:
         c = max(cpu_seconds, 0.0)
         self.cost = c if self.cost is None else (1 - self.smoothing) * self.cost + self.smoothing * c

@@ -162,6 +162,13 @@ class VisionStage:
         if self.schedule is not None:
             self.schedule.clear()
 
+    def new_window(self) -> None:
+        """A new statistics window begins: forget what the frames of the last one left (the
+        gate's reference, the emotion readings, the budget's cost), so nothing this window
+        counts depends on the faces of the one before. The next frame runs the detector."""
+        self.pause()
+        self.budget.restart()
+
     @property
     def counters(self) -> StageCounters:
         reads = self.schedule.read if self.schedule is not None else self._emotion_reads

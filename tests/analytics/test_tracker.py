@@ -179,3 +179,7 @@ def test_health_names_the_cell_of_a_face_still_for_minutes_not_seconds(
         t += 1.0
         tracker.update([face(x=0.68, y=0.55, w=0.05)], t)
     assert tracker.static_cells() == (["C3"] if named else [])
+    assert tracker.static_cells(seen_at=t) == tracker.static_cells()
+    tracker.update([], t + 1.0)  # gone: its track lives on for forget_seconds
+    assert tracker.static_cells() == (["C3"] if named else [])
+    assert tracker.static_cells(seen_at=t + 1.0) == []
