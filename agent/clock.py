@@ -70,3 +70,7 @@ class FakeClock:
             raise ValueError("a clock cannot go backwards")
         self._wall += seconds
         self._mono += seconds
+
+    def set_wall(self, t: float) -> None:
+        """The wall clock set (NTP answering, an administrator): monotonic time does not move."""
+        self._wall = t

@@ -18,6 +18,7 @@ from agent.analytics.windows import WindowAggregator
 from agent.camera.base import SourceOptions
 from agent.clock import Clock
 from agent.config import AgentConfig
+from agent.policy_clock import SYNCED_FLAG
 from agent.privacy.lease import LifetimeRecorder
 from agent.privacy.schedule import Schedule
 from agent.privacy.zones import ZoneMask
@@ -72,7 +73,9 @@ def build_processing(
     a = cfg.analytics
     noise = DiscreteLaplace() if a.dp.enabled else None
     accountant = (
-        BudgetAccountant(cfg.state_dir, a.dp.daily_budget, history=spend_history)
+        BudgetAccountant(
+            cfg.state_dir, a.dp.daily_budget, history=spend_history, synced=(clock, SYNCED_FLAG.exists)
+        )
         if a.dp.enabled else None
     )
     stage = VisionStage(pipeline, cfg.vision.gating, carried=carried)

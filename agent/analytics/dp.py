@@ -16,11 +16,18 @@ over at 00:00 UTC. An unreadable file fails closed. A missing file is rebuilt fr
 (``history``: the spend its ``window`` entries record for the day, and the lowest budget its
 policy records name), so deleting the file buys nothing. A budget raised during a day (a
 reload, a restart with a new config) applies from the next day; a lowered one at once.
+
+A Raspberry Pi has no real-time clock: until NTP answers it runs on fake-hwclock's last saved
+time, often days behind, and the windows it spends for are charged to that day. When the clock
+is then set (``synced``), the epsilon spent before, in as much of the monotonic time as falls
+in the real day, is charged to the real day as well: else a Pi rebooted after days off, whose
+clock NTP set hours later, gave that day its whole budget on top of what it had spent.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -30,6 +37,7 @@ from pathlib import Path
 from typing import Protocol
 
 from agent.atomic import write_atomic
+from agent.clock import Clock
 from agent.errors import PayloadError
 
 MICRO = 1_000_000
@@ -127,18 +135,35 @@ class DaySpend:
 History = Callable[[str], DaySpend]
 """Rebuilds a day's spend from another record (the audit log) when the budget file is missing."""
 
+DAY_S = 86_400
+UNSYNCED_KEEP_S = 2 * DAY_S
+"""Spends on an unsynchronised clock older than this (monotonic) can no longer fall in the day
+the clock is set to: forgotten (a device that never learns the time keeps no growing list)."""
+
 
 class BudgetAccountant:
     """Epsilon spent per UTC day, persisted so a restart cannot reset the budget."""
 
     FILE_NAME = "dp_budget.json"
 
-    def __init__(self, state_dir: Path, daily_budget: float, history: History | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        daily_budget: float,
+        history: History | None = None,
+        *,
+        synced: tuple[Clock, Callable[[], bool]] | None = None,
+    ) -> None:
+        """``synced``: the clock and whether its wall time is known to be right (NTP has
+        answered); without it every spend is taken at its clock's word."""
         self.path = Path(state_dir) / self.FILE_NAME
         self.budget_micro = round(daily_budget * MICRO)
         self._history = history
         self._day, self._spent, self._day_budget = self._load()
         self._missing = self._day == ""
+        self._synced = synced
+        self._unsynced: list[tuple[float, int]] = []
+        """(monotonic s, micro-epsilon) of each spend made before the clock was synchronised."""
 
     def _load(self) -> tuple[str, int, int | None]:
         try:
@@ -194,9 +219,27 @@ class BudgetAccountant:
         day = utc_day(at)
         if self._missing:
             self._recover(day)
+        self._charge_unsynced(day)
         if day < self._day:
             return self.day_budget_micro(at)
         return self._spent if day == self._day else 0
+
+    def _charge_unsynced(self, day: str) -> None:
+        """Once the clock is synchronised: the spends made before, since the real day began (in
+        monotonic time), count on ``day`` when setting the clock moved the spending to it."""
+        if not self._unsynced or self._synced is None:
+            return
+        clock, synced = self._synced
+        if not synced():
+            return
+        now = clock.time()
+        began = clock.monotonic() - (now - math.floor(now / DAY_S) * DAY_S)
+        carried = sum(cost for at, cost in self._unsynced if at >= began)
+        self._unsynced = []
+        if day > self._day and carried:  # spent on the old clock's day: the real day had none yet
+            self._day, self._spent, self._day_budget = day, carried, self.budget_micro
+            record = {"day": day, "spent_micro": carried, "budget_micro": self.budget_micro}
+            atomic_write_json(self.path, record)
 
     def remaining_micro(self, at: float) -> int:
         return max(0, self.day_budget_micro(at) - self.spent_micro(at))
@@ -212,6 +255,10 @@ class BudgetAccountant:
         atomic_write_json(
             self.path, {"day": self._day, "spent_micro": self._spent, "budget_micro": budget}
         )
+        if allowed and self._synced is not None and not self._synced[1]():
+            now = self._synced[0].monotonic()
+            self._unsynced = [(t, c) for t, c in self._unsynced if t >= now - UNSYNCED_KEEP_S]
+            self._unsynced.append((now, cost))
         return allowed
 
 

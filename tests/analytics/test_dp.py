@@ -20,6 +20,7 @@ from agent.analytics.dp import (
     discrete_laplace,
     exact_epsilon,
 )
+from agent.clock import FakeClock
 from agent.errors import PayloadError
 
 from .faces import seeded
@@ -186,3 +187,54 @@ def test_a_missing_budget_file_is_rebuilt_from_the_history_not_reset(tmp_path: P
     assert acct.try_spend(0.2, MIDNIGHT + 60) is True
     assert asked == ["2023-11-15"]
     assert BudgetAccountant(tmp_path, 2.0).remaining_micro(MIDNIGHT + 61) == 0
+
+
+class Ntp:
+    """Whether the clock is synchronised, as systemd-timesyncd's flag file says."""
+
+    def __init__(self) -> None:
+        self.answered = False
+
+    def __call__(self) -> bool:
+        return self.answered
+
+
+def test_what_was_spent_before_ntp_counts_on_the_day_ntp_sets(tmp_path: Path) -> None:
+    """A Pi boots on fake-hwclock's time, three days behind, and spends for two windows; NTP then
+    sets the clock. That real day had only its remaining budget left, not all of it."""
+    clock, ntp = FakeClock(start=MIDNIGHT + 10 * 3600), Ntp()  # day D 10:00, three days late
+    acct = BudgetAccountant(tmp_path, 1.0, synced=(clock, ntp))
+    assert acct.try_spend(0.3, clock.time()) is True
+    clock.advance(60)
+    assert acct.try_spend(0.3, clock.time()) is True
+    clock.advance(60)
+    clock.set_wall(MIDNIGHT + 3 * DAY + 9 * 3600)  # the real time: day D + 3, 09:00
+    ntp.answered = True
+    assert acct.remaining_micro(clock.time()) == 400_000
+    assert acct.try_spend(0.3, clock.time()) is True
+    assert acct.try_spend(0.3, clock.time()) is False
+    again = BudgetAccountant(tmp_path, 1.0)  # and so it stays after a restart
+    assert again.remaining_micro(clock.time()) == 100_000
+
+
+def test_only_what_was_spent_since_the_real_day_began_is_carried(tmp_path: Path) -> None:
+    clock, ntp = FakeClock(start=MIDNIGHT + 10 * 3600), Ntp()
+    acct = BudgetAccountant(tmp_path, 1.0, synced=(clock, ntp))
+    assert acct.try_spend(0.5, clock.time()) is True  # 20 h before the clock is set
+    clock.advance(19 * 3600)
+    assert acct.try_spend(0.2, clock.time()) is True  # 1 h before
+    clock.advance(3600)
+    clock.set_wall(MIDNIGHT + 5 * DAY + 2 * 3600)  # 02:00: the real day began 2 h ago
+    ntp.answered = True
+    assert acct.remaining_micro(clock.time()) == 800_000
+
+
+def test_a_clock_set_within_the_same_day_counts_nothing_twice(tmp_path: Path) -> None:
+    clock, ntp = FakeClock(start=MIDNIGHT + 10 * 3600), Ntp()
+    acct = BudgetAccountant(tmp_path, 1.0, synced=(clock, ntp))
+    assert acct.try_spend(0.4, clock.time()) is True
+    clock.set_wall(MIDNIGHT + 11 * 3600)
+    ntp.answered = True
+    assert acct.remaining_micro(clock.time()) == 600_000
+    assert acct.try_spend(0.4, clock.time()) is True
+    assert acct.remaining_micro(clock.time()) == 200_000
