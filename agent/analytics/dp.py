@@ -136,7 +136,7 @@ History = Callable[[str], DaySpend]
 """Rebuilds a day's spend from another record (the audit log) when the budget file is missing."""
 
 DAY_S = 86_400
-UNSYNCED_KEEP_S = 2 * DAY_S
+UNSYNCED_KEEP_S = DAY_S
 """Spends on an unsynchronised clock older than this (monotonic) can no longer fall in the day
 the clock is set to: forgotten (a device that never learns the time keeps no growing list)."""
 
@@ -162,8 +162,13 @@ class BudgetAccountant:
         self._day, self._spent, self._day_budget = self._load()
         self._missing = self._day == ""
         self._synced = synced
-        self._unsynced: list[tuple[float, int]] = []
-        """(monotonic s, micro-epsilon) of each spend made before the clock was synchronised."""
+        self._unsynced: list[tuple[float, int, str]] = []
+        """(monotonic s, micro-epsilon, the day it was charged to) of each spend made before the
+        clock was synchronised."""
+        self._settled = synced is None
+        """The clock was seen synchronised and what was spent before it charged (``_settle``)."""
+        self._recovered_unsynced = False
+        """The spend was rebuilt from the history for a day an unsynchronised clock named."""
 
     def _load(self) -> tuple[str, int, int | None]:
         try:
@@ -195,6 +200,7 @@ class BudgetAccountant:
         self._missing = False
         if self._history is None:
             return
+        self._recovered_unsynced = self._synced is not None and not self._synced[1]()
         record = self._history(day)
         logged = record.budget_micro
         budget = self.budget_micro if logged is None else min(self.budget_micro, logged)
@@ -219,27 +225,44 @@ class BudgetAccountant:
         day = utc_day(at)
         if self._missing:
             self._recover(day)
-        self._charge_unsynced(day)
+        self._settle()
         if day < self._day:
             return self.day_budget_micro(at)
         return self._spent if day == self._day else 0
 
-    def _charge_unsynced(self, day: str) -> None:
-        """Once the clock is synchronised: the spends made before, since the real day began (in
-        monotonic time), count on ``day`` when setting the clock moved the spending to it."""
-        if not self._unsynced or self._synced is None:
+    def _settle(self) -> None:
+        """The first time the clock is seen synchronised: the spends made before it that fall,
+        by monotonic time, in the real day but were charged to another (the old clock's) day
+        are charged to the real one, on top of what the history records for it when the spend
+        was rebuilt from the history for the old clock's day. Whatever day a caller asks about:
+        the real day is the clock's, not that of a window opened on the old clock."""
+        if self._settled or self._synced is None:
             return
         clock, synced = self._synced
         if not synced():
             return
+        self._settled = True
         now = clock.time()
-        began = clock.monotonic() - (now - math.floor(now / DAY_S) * DAY_S)
-        carried = sum(cost for at, cost in self._unsynced if at >= began)
+        real, began = utc_day(now), clock.monotonic() - (now - math.floor(now / DAY_S) * DAY_S)
+        carried = sum(cost for at, cost, day in self._unsynced if at >= began and day != real)
         self._unsynced = []
-        if day > self._day and carried:  # spent on the old clock's day: the real day had none yet
-            self._day, self._spent, self._day_budget = day, carried, self.budget_micro
-            record = {"day": day, "spent_micro": carried, "budget_micro": self.budget_micro}
-            atomic_write_json(self.path, record)
+        if real < self._day:  # a stored day after the real one counts as spent (``spent_micro``)
+            return
+        if real == self._day:
+            spent, budget = self._spent + carried, self._day_budget
+        else:
+            spent, budget = carried, self.budget_micro
+            if self._recovered_unsynced and self._history is not None:
+                record = self._history(real)
+                spent += record.spent_micro
+                if record.budget_micro is not None:
+                    budget = min(budget, record.budget_micro)
+        if (real, spent, budget) != (self._day, self._spent, self._day_budget) and (
+            carried or self._recovered_unsynced
+        ):
+            self._day, self._spent, self._day_budget = real, spent, budget
+            record_json = {"day": real, "spent_micro": spent, "budget_micro": budget}
+            atomic_write_json(self.path, record_json)
 
     def remaining_micro(self, at: float) -> int:
         return max(0, self.day_budget_micro(at) - self.spent_micro(at))
@@ -255,10 +278,10 @@ class BudgetAccountant:
         atomic_write_json(
             self.path, {"day": self._day, "spent_micro": self._spent, "budget_micro": budget}
         )
-        if allowed and self._synced is not None and not self._synced[1]():
+        if allowed and not self._settled and self._synced is not None:
             now = self._synced[0].monotonic()
-            self._unsynced = [(t, c) for t, c in self._unsynced if t >= now - UNSYNCED_KEEP_S]
-            self._unsynced.append((now, cost))
+            self._unsynced = [u for u in self._unsynced if u[0] >= now - UNSYNCED_KEEP_S]
+            self._unsynced.append((now, cost, self._day))
         return allowed
 
 

@@ -238,3 +238,51 @@ def test_a_clock_set_within_the_same_day_counts_nothing_twice(tmp_path: Path) ->
     assert acct.remaining_micro(clock.time()) == 600_000
     assert acct.try_spend(0.4, clock.time()) is True
     assert acct.remaining_micro(clock.time()) == 200_000
+
+
+def test_a_clock_that_crossed_into_the_real_day_before_ntp_still_carries_the_day_before(
+    tmp_path: Path,
+) -> None:
+    """75 minutes behind: 0.5 is spent at 23:30 by the old clock (00:45 really, charged to the
+    day before), 0.3 after its midnight; NTP answers at 01:30. The real day spent 0.8."""
+    real_day = MIDNIGHT + DAY
+    clock, ntp = FakeClock(start=real_day - 30 * 60), Ntp()
+    acct = BudgetAccountant(tmp_path, 1.0, synced=(clock, ntp))
+    assert acct.try_spend(0.5, clock.time()) is True
+    clock.advance(40 * 60)
+    assert acct.try_spend(0.3, clock.time()) is True
+    clock.advance(5 * 60)
+    clock.set_wall(clock.time() + 75 * 60)
+    ntp.answered = True
+    assert acct.remaining_micro(clock.time()) == 200_000
+
+
+def test_the_first_window_after_ntp_may_have_opened_on_the_old_clock(tmp_path: Path) -> None:
+    """The service asks about a window's start: one opened before NTP answered names the old
+    day, which must not lose what the real day carries (nor spend it again)."""
+    clock, ntp = FakeClock(start=MIDNIGHT + 10 * 3600), Ntp()
+    acct = BudgetAccountant(tmp_path, 1.0, synced=(clock, ntp))
+    assert acct.try_spend(0.5, clock.time()) is True
+    opened = clock.time() + 30
+    clock.advance(90)
+    clock.set_wall(MIDNIGHT + 3 * DAY + 9 * 3600)
+    ntp.answered = True
+    assert acct.try_spend(0.3, opened) is False  # the old day counts as spent: refused, not charged
+    assert acct.remaining_micro(clock.time()) == 500_000
+
+
+def test_a_budget_file_rebuilt_on_the_old_clock_is_rebuilt_for_the_real_day_too(tmp_path: Path) -> None:
+    """The file was missing: rebuilt from the audit log for the old clock's day. The audit log
+    also says 0.9 was spent on the real day, before the reboot."""
+    real_day = MIDNIGHT + 3 * DAY
+
+    def history(day: str) -> DaySpend:
+        return DaySpend(900_000 if day == "2023-11-18" else 0)
+
+    clock, ntp = FakeClock(start=MIDNIGHT + 10 * 3600), Ntp()
+    acct = BudgetAccountant(tmp_path, 1.0, history=history, synced=(clock, ntp))
+    assert acct.try_spend(0.05, clock.time()) is True
+    clock.advance(60)
+    clock.set_wall(real_day + 9 * 3600)
+    ntp.answered = True
+    assert acct.remaining_micro(clock.time()) == 50_000
