@@ -26,11 +26,12 @@ sees the shut connection at its next turn (a select of at most 1 s)."""
 class PahoClient(paho.Client):
     """paho's client, remembering why the last socket could not be opened (TLS, refused...).
 
-    The one place the agent extends paho below its public API: ``_create_socket`` (paho 2.x,
+    The agent extends paho below its public API in two places. ``_create_socket`` (paho 2.x,
     ``Client._create_socket(self)``, called by ``reconnect`` for every attempt) is wrapped, not
     copied; nothing of paho's state is read. paho has no public hook that sees the error
     (``on_connect_fail`` gets none), and ``tests/transport/test_link.py`` fails if the method
-    disappears or stops being called."""
+    disappears or stops being called. ``end_within`` calls ``_reset_sockets(sockpair_only=True)``
+    once the network thread has ended (see there; ``tests/transport/test_link.py`` too)."""
 
     last_socket_error: OSError | None = None
     host_key = "mqtt.host"
@@ -62,7 +63,13 @@ class PahoClient(paho.Client):
         keep-alive gave up, past systemd's stop timeout (found by review). Past ``seconds`` the
         connection is shut, through a duplicate of its descriptor so that paho's socket (SSL or
         not) is not touched from this thread, and paho's next turn ends the thread. A thread inside
-        a connect or a TLS handshake (paho's 5 s ``connect_timeout``) is not reached that way."""
+        a connect or a TLS handshake (paho's 5 s ``connect_timeout``) is not reached that way.
+
+        Once the thread has ended, the socket pair ``loop_start`` made to wake it is closed:
+        paho closes it only in ``__del__``, and a client in a reference cycle (its callbacks
+        hold the transport that holds it) is left to the garbage collector, which may finalise
+        the two sockets before the client: unclosed (a ``ResourceWarning`` that failed a test
+        run), their descriptors held until a collection."""
         self.disconnect()
         ender = threading.Thread(target=self.loop_stop, name="mqtt-loop-stop", daemon=True)
         ender.start()
@@ -74,4 +81,7 @@ class PahoClient(paho.Client):
                     with socket.fromfd(sock.fileno(), socket.AF_INET, socket.SOCK_STREAM) as dup:
                         dup.shutdown(socket.SHUT_RDWR)
             ender.join(SHUT_GRACE_S)
-        return not ender.is_alive()
+        if ender.is_alive():
+            return False
+        self._reset_sockets(sockpair_only=True)
+        return True

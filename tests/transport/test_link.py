@@ -101,6 +101,20 @@ def test_a_refused_connection_is_remembered_by_the_client() -> None:
     assert isinstance(client.last_socket_error, ConnectionRefusedError)
 
 
+def test_ending_the_network_thread_closes_the_socket_pair_that_woke_it() -> None:
+    """paho closes its wake-up pair only in ``__del__``; a client in a reference cycle left
+    both sockets to the garbage collector, which finalised them unclosed (a ResourceWarning
+    that failed the test run). ``end_within`` closes them once the thread has ended."""
+    client = PahoClient(CallbackAPIVersion.VERSION2, client_id="t")
+    client.reconnect_delay_set(min_delay=0.01, max_delay=0.01)  # type: ignore[arg-type]
+    client.connect_async("127.0.0.1", free_port())
+    client.loop_start()
+    pair = [client._sockpairR, client._sockpairW]  # paho's own attributes: what this is about
+    assert all(s is not None and s.fileno() >= 0 for s in pair)
+    assert client.end_within(5.0) is True
+    assert all(s is not None and s.fileno() == -1 for s in pair), "the pair was left open"
+
+
 def test_a_host_name_the_idna_codec_refuses_is_a_failed_connect() -> None:
     """socket raises UnicodeError for an empty or over-long label; paho retries only OSError."""
     client = PahoClient(CallbackAPIVersion.VERSION2, client_id="t")
