@@ -570,14 +570,14 @@ class Service:
 
     def _process(self, frame: Frame) -> None:
         """One frame along the route (zeroed when it returns), then into the windows."""
-        self._window_memory(frame)
+        begun = self._window_memory(frame)
         started = self.clock.monotonic()
         try:
             carried = self.route.carry(frame)
         except Exception:  # zeroed by its lease, unseen: counted as discarded, then the run ends
             self._count_last_frames(failed=1, lifetimes_ms=self.recorder.drain().samples_ms)
             raise
-        t = self._window_time(carried)
+        t = begun if self.feed.live else self._window_time(carried)
         now = self.feed.counters
         last, self._last_counters = self._last_counters, now
         rejected = not carried.admitted
@@ -598,14 +598,15 @@ class Service:
         counters = frame_counters(now, last, analysed=1, refused=0, lifetimes_ms=lifetimes_ms, load=load)
         self.aggregator.add_frame(t, views, counters)
 
-    def _window_memory(self, frame: Frame) -> None:
+    def _window_memory(self, frame: Frame) -> float:
         """The first frame of a window meets a vision stage with no memory of the window before
         (``VisionStage.new_window``): the change gate's reference and whether it held faces, the
         emotion readings and the budget's cost would otherwise carry how many faces that window
         had into this one's figures (found by review: whether a suppressed window's last frame
-        had a person decided whether the next window's first frame was skipped). A clip's frame
-        time is known before its analysis; a camera's is the clock's, and ``step`` closes a due
-        window before it takes a frame that would end after it."""
+        had a person decided whether the next window's first frame was skipped). Returns the
+        frame's window time as known before its analysis: a clip's position, or for a camera
+        the clock now, at which the frame is then counted, so that an analysis that runs past
+        the window's end (seconds on a small board) counts in the window whose memory it had."""
         t = self._window_time(None)
         if not self.feed.live and self._stream_t0 is not None and frame.source_time is not None:
             t = self._stream_t0 + frame.source_time
@@ -613,6 +614,7 @@ class Service:
         if self._memory_of is not None and start != self._memory_of:
             self.stage.new_window()
         self._memory_of = start
+        return t
 
     def _stage_load(self, vision_ms: float = 0.0, static: frozenset[str] = frozenset()) -> StageLoad:
         """The vision stage's counters since the last frame, counted into the frame's window."""

@@ -150,3 +150,30 @@ def test_each_windows_first_frame_meets_a_vision_stage_that_forgot_the_window_be
         around = log[i - 1 : i + 2]
         assert [what for what, _ in around] == ["analyze", "new_window", "analyze"], around
         assert around[0][1] < boundary <= around[2][1], around
+
+
+def test_an_analysis_that_runs_past_its_windows_end_counts_in_the_window_it_began_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three faces of 1 s each (a small board): an analysis begun 2 s before a window's end ends
+    in the next. It had the vision stage's memory of the window it began in, so it counts there
+    (it was counted at its end, in the next window, with the memory of the one before)."""
+    monkeypatch.setattr(test_publish_timing, "SlowerWithFaces", Logged)
+    log = Logged.log = []
+
+    def watch(service: Any) -> None:
+        add = service.aggregator.add_frame
+
+        def logged(t: float, views: Any, counters: Any) -> None:
+            if counters.analysed:
+                log.append(("counted", t - T0))
+            add(t, views, counters)
+
+        service.aggregator.add_frame = logged
+
+    live_run(tmp_path, 3, 45.13, per_face=1.3, on_start=watch)
+    began = [at for what, at in log if what == "analyze"]
+    counted = [at for what, at in log if what == "counted"]
+    assert len(counted) >= 10, log
+    assert any(a // 10 != (a + 3.9) // 10 for a in began), "no analysis ran past a window's end"
+    assert [a // 10 for a in began[: len(counted)]] == [c // 10 for c in counted], log
